@@ -1,0 +1,17 @@
+"""`GET /_matrix/client/versions`: which spec versions clients may rely on."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.api.errors import json_response
+
+SPEC_VERSIONS = [f"v1.{minor}" for minor in range(1, 20)]
+
+
+async def get_versions(request: web.Request) -> web.Response:
+    return json_response({"versions": SPEC_VERSIONS, "unstable_features": {}})
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/_matrix/client/versions", get_versions)

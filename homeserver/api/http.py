@@ -1,0 +1,77 @@
+"""Cross-cutting HTTP concerns: CORS, body limits, access logs, reading JSON bodies."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from homeserver.api.errors import Handler, MatrixError
+
+access_log = logging.getLogger("homeserver.access")
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization",
+}
+
+USER_KEY = "user_id"
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method == "OPTIONS":
+        response: web.StreamResponse = web.Response(status=204)
+    else:
+        response = await handler(request)
+    response.headers.update(CORS_HEADERS)
+    return response
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        access_log.info(
+            "%s %s %d %.1fms %s %s",
+            request.method,
+            request.path,
+            status,
+            (time.perf_counter() - start) * 1000,
+            request.get(USER_KEY, "-"),
+            request.remote or "-",
+        )
+
+
+def body_limit_middleware(max_size: int) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_size:
+            raise MatrixError(413, "M_TOO_LARGE", "Request body too large")
+        return await handler(request)
+
+    return middleware
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or the spec's M_NOT_JSON / M_BAD_JSON."""
+    raw = await request.read()
+    if not raw:
+        raise MatrixError(400, "M_NOT_JSON", "Request body is empty; expected a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise MatrixError(400, "M_BAD_JSON", "Request body must be a JSON object")
+    return body

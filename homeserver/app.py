@@ -1,0 +1,135 @@
+"""Wiring and lifecycle: the aiohttp application, its listeners, and a clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiohttp import web
+
+from homeserver.api import errors, http, wellknown
+from homeserver.api.client import versions
+from homeserver.api.context import HOMESERVER
+from homeserver.api.federation import keys as federation_keys
+from homeserver.api.federation import version as federation_version
+from homeserver.config import Config, ConfigError
+from homeserver.datadir import DataDirLock, load_or_create_signing_key
+from homeserver.services.homeserver import Homeserver
+from homeserver.storage import migrations
+from homeserver.storage.embedded_postgres import EmbeddedPostgres
+from homeserver.storage.pool import Database, DatabaseUnreachable, check_connection
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def build_app(hs: Homeserver) -> web.Application:
+    app = web.Application(
+        middlewares=[
+            http.access_log_middleware,
+            http.cors_middleware,
+            errors.error_middleware,
+            http.body_limit_middleware(hs.config.max_request_size),
+        ],
+        client_max_size=hs.config.max_request_size,
+    )
+    app[HOMESERVER] = hs
+    for module in (versions, wellknown, federation_keys, federation_version):
+        module.register(app)
+    return app
+
+
+@contextmanager
+def database_conninfo(config: Config) -> Iterator[str]:
+    """The database to use: the configured URL, or the embedded cluster for the
+    duration of the block."""
+    if config.database_url:
+        yield config.database_url
+        return
+    embedded = EmbeddedPostgres(config.postgres_dir)
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+def prepare_database(conninfo: str) -> None:
+    """Check that the database answers, then bring its schema up to date."""
+    try:
+        check_connection(conninfo)
+    except DatabaseUnreachable as exc:
+        raise ConfigError(f"cannot connect to the database: {exc}") from None
+    try:
+        migrations.upgrade(conninfo)
+    except migrations.MigrationError as exc:
+        raise ConfigError(f"cannot migrate the database: {exc}") from None
+
+
+async def _open_database(config: Config, conninfo: str) -> Database:
+    db = Database(conninfo, size=config.database_pool_size)
+    try:
+        await db.open()
+    except Exception as exc:
+        await db.close()
+        raise ConfigError(f"cannot connect to the database: {exc}") from None
+    return db
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext:
+    assert config.tls_cert and config.tls_key
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from None
+    return context
+
+
+async def serve(config: Config, conninfo: str) -> None:
+    """Run until SIGINT or SIGTERM, then stop accepting and finish in-flight requests."""
+    signing_key = load_or_create_signing_key(config.signing_key_path)
+    db = await _open_database(config, conninfo)
+    hs = Homeserver(config=config, db=db, signing_key=signing_key)
+    runner = web.AppRunner(
+        build_app(hs), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
+    )
+    await runner.setup()
+    try:
+        sites = [web.TCPSite(runner, config.bind, config.port)]
+        if config.tls_port is not None:
+            sites.append(
+                web.TCPSite(runner, config.bind, config.tls_port, ssl_context=_ssl_context(config))
+            )
+        for site in sites:
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {site.name}: {exc.strerror}") from None
+        log.info("serving %s on %s", config.server_name, ", ".join(site.name for site in sites))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: finishing in-flight requests")
+    finally:
+        await runner.cleanup()
+        await db.close()
+
+
+def run(config: Config) -> None:
+    """The whole life of `homeserver run`."""
+    lock = DataDirLock(config.data_dir)
+    lock.acquire()
+    try:
+        with database_conninfo(config) as conninfo:
+            prepare_database(conninfo)
+            asyncio.run(serve(config, conninfo))
+    finally:
+        lock.release()
+    log.info("stopped")

@@ -1,0 +1,176 @@
+"""The `homeserver` command: run, generate-config, migrate, register."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from homeserver import app
+from homeserver.config import (
+    SETTINGS,
+    Config,
+    ConfigError,
+    load_config,
+    read_config_file,
+    resolve_data_dir,
+)
+from homeserver.datadir import DataDirLock, ensure_layout
+from homeserver.logs import setup_logging
+from homeserver.services.accounts import AccountError, register_user
+from homeserver.storage import migrations
+from homeserver.storage.embedded_postgres import DATABASE as EMBEDDED_DATABASE
+from homeserver.storage.embedded_postgres import (
+    SUPERUSER,
+    EmbeddedPostgresError,
+    read_postmaster_pid,
+)
+from homeserver.storage.pool import Database
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: DATA_DIR/homeserver.yaml)")
+    parser.add_argument("--data-dir", help="data directory (default: ./homeserver-data)")
+    parser.add_argument("--server-name", dest="server_name", help="server name")
+    parser.add_argument("--database-url", dest="database__url", help="external PostgreSQL URL")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    common = {"server_name", "database.url"}
+    for setting in SETTINGS:
+        if not setting.flag or setting.key in common:
+            continue
+        if setting.type is bool:
+            parser.add_argument(
+                setting.flag_name,
+                dest=setting.dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=setting.help,
+            )
+        else:
+            parser.add_argument(
+                setting.flag_name, dest=setting.dest, type=setting.type, help=setting.help
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="homeserver", description="A Matrix homeserver.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the server")
+    _add_common(run)
+    _add_run_flags(run)
+    gen = sub.add_parser("generate-config", help="create the data directory and its config")
+    _add_common(gen)
+    mig = sub.add_parser("migrate", help="apply pending database migrations and exit")
+    _add_common(mig)
+    reg = sub.add_parser("register", help="create a user account")
+    _add_common(reg)
+    reg.add_argument("user", help="localpart or full user id")
+    reg.add_argument("--password", required=True)
+    reg.add_argument("--admin", action="store_true", help="make the user a server admin")
+    return parser
+
+
+def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
+    values = {}
+    for setting in SETTINGS:
+        if hasattr(args, setting.dest):
+            values[setting.key] = getattr(args, setting.dest)
+    return values
+
+
+def resolve_config(args: argparse.Namespace, environ: dict[str, str]) -> Config:
+    """Flags over environment over config file over defaults; creates the data dir."""
+    data_dir = resolve_data_dir(args.data_dir, environ)
+    flags = _flag_values(args)
+    config_path = Path(args.config or environ.get("HOMESERVER_CONFIG") or "")
+    if not args.config and not environ.get("HOMESERVER_CONFIG"):
+        server_name = (
+            flags.get("server_name") or environ.get("HOMESERVER_SERVER_NAME") or "localhost"
+        )
+        config_path = ensure_layout(data_dir, server_name)
+    else:
+        ensure_layout(data_dir, "localhost")
+    file_values = read_config_file(config_path)
+    return load_config(data_dir, file_values, environ, flags)
+
+
+@contextmanager
+def _database_for_tool(config: Config) -> Iterator[str]:
+    """A database for a one-off command, whether or not the server is running."""
+    lock = DataDirLock(config.data_dir)
+    if config.database_url:
+        yield config.database_url
+        return
+    if lock.is_held_elsewhere():
+        info = read_postmaster_pid(config.postgres_dir)
+        if info is None:
+            raise ConfigError("the running homeserver's database is not reachable")
+        yield psycopg.conninfo.make_conninfo(
+            host=str(info[1]), user=SUPERUSER, dbname=EMBEDDED_DATABASE
+        )
+        return
+    lock.acquire()
+    try:
+        with app.database_conninfo(config) as conninfo:
+            yield conninfo
+    finally:
+        lock.release()
+
+
+async def _register(config: Config, conninfo: str, args: argparse.Namespace) -> str:
+    db = Database(conninfo, size=1)
+    await db.open()
+    try:
+        return await register_user(
+            db, config.server_name, args.user, args.password, admin=args.admin
+        )
+    finally:
+        await db.close()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    environ = dict(os.environ)
+    config = resolve_config(args, environ)
+    setup_logging(config.log_level)
+    if args.command == "generate-config":
+        print(f"data directory ready: {config.data_dir}")
+        return 0
+    if args.command == "run":
+        app.run(config)
+        return 0
+    with _database_for_tool(config) as conninfo:
+        app.prepare_database(conninfo)
+        if args.command == "migrate":
+            print(f"database at revision {migrations.current_revision(conninfo)}")
+            return 0
+        user_id = asyncio.run(_register(config, conninfo, args))
+        print(f"registered {user_id}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        code = _main(argv)
+    except (ConfigError, EmbeddedPostgresError) as exc:
+        print(f"homeserver: error: {exc}", file=sys.stderr)
+        code = 1
+    except AccountError as exc:
+        print(f"homeserver: error: {exc} ({exc.errcode})", file=sys.stderr)
+        code = 1
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"homeserver: error: database: {first}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

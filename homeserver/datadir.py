@@ -1,0 +1,91 @@
+"""The data directory: config, signing key, media store and embedded PostgreSQL.
+
+One homeserver process owns a data directory at a time (an exclusive lock on a
+file inside it), so a second `homeserver run` fails cleanly instead of starting a
+second postmaster on the same cluster.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import IO
+
+from federation.keys import SigningKey, generate_signing_key, read_signing_keys, write_signing_keys
+from homeserver.config import ConfigError, generated_config_text
+
+CONFIG_NAME = "homeserver.yaml"
+LOCK_NAME = "homeserver.lock"
+
+
+class DataDirBusy(ConfigError):
+    """Another homeserver process is using this data directory."""
+
+
+def ensure_layout(data_dir: Path, server_name: str) -> Path:
+    """Create the data directory on first use; return the config file's path."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "media").mkdir(exist_ok=True)
+    config_path = data_dir / CONFIG_NAME
+    if not config_path.exists():
+        config_path.write_text(generated_config_text(server_name), encoding="utf-8")
+    return config_path
+
+
+def load_or_create_signing_key(path: Path) -> SigningKey:
+    if path.exists():
+        try:
+            keys = read_signing_keys(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not a signing key file ({exc})") from None
+        if not keys:
+            raise ConfigError(f"{path}: the signing key file is empty")
+        return keys[0]
+    key = generate_signing_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(write_signing_keys([key]))
+    return key
+
+
+class DataDirLock:
+    """Held for the life of the process that runs the server on this data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_NAME
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        f = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            who = f" (pid {holder})" if holder else ""
+            raise DataDirBusy(
+                f"another homeserver is already running on {self.path.parent}{who}"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._file = f
+
+    def is_held_elsewhere(self) -> bool:
+        """True when a running homeserver owns the data directory."""
+        try:
+            with open(self.path, "a+", encoding="utf-8") as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+        except BlockingIOError:
+            return True
+        return False
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None

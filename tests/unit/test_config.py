@@ -1,0 +1,63 @@
+"""Configuration precedence, validation and the generated file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from homeserver.config import ConfigError, generated_config_text, load_config, read_config_file
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    file_values = {"port": 9000, "server_name": "file.example", "log_level": "debug"}
+    environ = {"HOMESERVER_PORT": "9001", "HOMESERVER_SERVER_NAME": "env.example"}
+    config = load_config(tmp_path, file_values, environ, {"port": 9002, "server_name": None})
+    assert config.port == 9002
+    assert config.server_name == "env.example"
+    assert config.log_level == "debug"
+    assert config.bind == "127.0.0.1"
+
+
+def test_nested_keys_and_env_names(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("database:\n  url: postgresql://db/x\n  pool_size: 3\n")
+    config = load_config(tmp_path, read_config_file(path), {}, {})
+    assert config.database_url == "postgresql://db/x"
+    assert config.database_pool_size == 3
+    env = {"HOMESERVER_DATABASE_URL": "postgresql://other/y", "HOMESERVER_OPEN_REGISTRATION": "1"}
+    config = load_config(tmp_path, read_config_file(path), env, {})
+    assert config.database_url == "postgresql://other/y"
+    assert config.open_registration is True
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("bogus: 1\n", "unknown setting 'bogus'"),
+        ("database:\n  bogus: 1\n", "unknown setting 'database.bogus'"),
+        ("port: 1.5\n", "port must be int"),
+        ("open_registration: maybe\n", "open_registration must be bool"),
+        ("- a\n- b\n", "top level must be a mapping"),
+        ("port: 70000\n", "port must be between 1 and 65535"),
+        ("default_room_version: '99'\n", "default_room_version '99' is not supported"),
+        ("log_level: loud\n", "log_level must be one of"),
+        ("server_name: null\n", "server_name must not be empty"),
+    ],
+)
+def test_invalid_values_are_named(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=error):
+        load_config(tmp_path, read_config_file(path), {}, {})
+
+
+def test_generated_config_loads_to_the_defaults(tmp_path: Path) -> None:
+    text = generated_config_text("example.org")
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert isinstance(yaml.safe_load(text), dict)
+    config = load_config(tmp_path, read_config_file(path), {}, {})
+    assert config.server_name == "example.org"
+    assert config == load_config(tmp_path, {"server_name": "example.org"}, {}, {})
