@@ -52,9 +52,9 @@ def check_pdu(pdu: object, room_version: RoomVersion, lookup: KeyLookup) -> Chec
 
     `lookup` must know the keys of every server in `signing_servers(pdu, room_version)`.
     """
-    checked = check_format(pdu, room_version)
+    slow = check_format(pdu, room_version)
     assert isinstance(pdu, dict)
-    signed = hashing.redacted_signing_bytes(pdu, room_version, needs_slow_path=checked)
+    signed = hashing.redacted_signing_bytes(pdu, room_version, needs_slow_path=slow)
     if room_version.event_id_format is EventIdFormat.V1:
         event_id = pdu["event_id"]
     else:
@@ -65,7 +65,7 @@ def check_pdu(pdu: object, room_version: RoomVersion, lookup: KeyLookup) -> Chec
     for server in signing_servers(pdu, room_version):
         verify_signed_by(signed, pdu["signatures"], server, lookup, valid_at_ts=valid_at)
 
-    actual = hashlib.sha256(hashing.content_hash_bytes(pdu, needs_slow_path=checked)).digest()
+    actual = hashlib.sha256(hashing.content_hash_bytes(pdu, needs_slow_path=slow)).digest()
     if actual == _claimed_content_hash(pdu):
         return CheckedPdu(Event(pdu, room_version, event_id), redacted=False)
     return CheckedPdu(Event(redact(pdu, room_version), room_version, event_id), redacted=True)

@@ -122,8 +122,9 @@ class Branch:
     def send(self, *args: Any, **kwargs: Any) -> Event:
         return self.apply(self.build(*args, **kwargs))
 
-    def member(self, name: str, sender: str, membership: str, target: str | None = None,
-               **content: Any) -> Event:
+    def member(
+        self, name: str, sender: str, membership: str, target: str | None = None, **content: Any
+    ) -> Event:
         target = sender if target is None else target
         return self.send(
             self.room.ev(name), MEMBER, sender, {"membership": membership, **content}, target

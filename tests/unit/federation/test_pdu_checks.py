@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from federation import hashing, keys
 from federation.builder import build_event
@@ -289,3 +291,30 @@ def test_unencodable_pdu() -> None:
     pdu["content"] = {"x": "\ud800"}
     with pytest.raises(InvalidPdu):
         check_pdu(pdu, V["10"], _ring())
+
+
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+_json = st.recursive(
+    _json_leaf,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+_FIELDS = (
+    "type sender room_id state_key content depth hashes signatures unsigned prev_events "
+    "auth_events origin_server_ts event_id redacts"
+).split()
+
+
+@given(
+    st.sampled_from(list(V.values())),
+    st.dictionaries(st.sampled_from(_FIELDS), _json, max_size=4),
+)
+def test_hostile_fields_only_raise_clean_errors(version: RoomVersion, changes: Any) -> None:
+    pdu = _pdu(version)
+    pdu.update(changes)
+    try:
+        check_pdu(pdu, version, _ring())
+    except (InvalidPdu, SignatureError):
+        pass

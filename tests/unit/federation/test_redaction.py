@@ -6,6 +6,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from federation.redaction import redact
 from federation.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
@@ -155,3 +157,24 @@ def test_hostile_content_and_type(version: RoomVersion, content: Any) -> None:
     assert redact(_event("m.room.member", content), version)["content"] == {}
     assert redact(_event(["m.room.member"], {"membership": "join"}), version)["content"] == {}
     assert redact({}, version) == {"content": {}}
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+_TYPES = st.sampled_from(
+    ["m.room.member", "m.room.create", "m.room.join_rules", "m.room.power_levels",
+     "m.room.aliases", "m.room.history_visibility", "m.room.redaction", "m.room.message"]
+)  # fmt: skip
+
+
+@given(st.sampled_from(ALL), _TYPES, st.dictionaries(st.text(max_size=40), _json, max_size=6))
+def test_redaction_is_idempotent(version: RoomVersion, event_type: str, content: Any) -> None:
+    event = _event(event_type, content)
+    once = redact(event, version)
+    assert redact(once, version) == once
+    assert set(once["content"]) <= set(content)

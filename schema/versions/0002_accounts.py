@@ -1,0 +1,116 @@
+"""Accounts: devices, tokens, user-interactive auth, profiles, account data, filters.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        ALTER TABLE users ADD COLUMN erased BOOLEAN NOT NULL DEFAULT FALSE;
+
+        CREATE TABLE devices (
+            user_id              TEXT NOT NULL REFERENCES users (user_id),
+            device_id            TEXT NOT NULL,
+            display_name         TEXT,
+            created_ts           BIGINT NOT NULL,
+            last_seen_ts         BIGINT,
+            last_seen_ip         TEXT,
+            last_seen_user_agent TEXT,
+            PRIMARY KEY (user_id, device_id)
+        );
+
+        -- Tokens are stored as SHA-256 digests: a database dump grants no sessions.
+        CREATE TABLE refresh_tokens (
+            id            BIGSERIAL PRIMARY KEY,
+            token_hash    BYTEA NOT NULL UNIQUE,
+            user_id       TEXT NOT NULL,
+            device_id     TEXT NOT NULL,
+            created_ts    BIGINT NOT NULL,
+            expires_ts    BIGINT,
+            -- set when this token was exchanged; the old pair dies when the new one is used
+            next_token_id BIGINT REFERENCES refresh_tokens (id) ON DELETE CASCADE
+        );
+
+        CREATE TABLE access_tokens (
+            id               BIGSERIAL PRIMARY KEY,
+            token_hash       BYTEA NOT NULL UNIQUE,
+            user_id          TEXT NOT NULL REFERENCES users (user_id),
+            device_id        TEXT NOT NULL,
+            created_ts       BIGINT NOT NULL,
+            expires_ts       BIGINT,
+            refresh_token_id BIGINT REFERENCES refresh_tokens (id) ON DELETE CASCADE,
+            used             BOOLEAN NOT NULL DEFAULT FALSE
+        );
+        CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id);
+        CREATE INDEX refresh_tokens_device ON refresh_tokens (user_id, device_id);
+
+        CREATE TABLE login_tokens (
+            token_hash BYTEA PRIMARY KEY,
+            user_id    TEXT NOT NULL REFERENCES users (user_id),
+            expires_ts BIGINT NOT NULL
+        );
+
+        CREATE TABLE uia_sessions (
+            session_id   TEXT PRIMARY KEY,
+            created_ts   BIGINT NOT NULL,
+            expires_ts   BIGINT NOT NULL,
+            -- the request the session authorises: method, path and a digest of the body
+            request_key  TEXT NOT NULL,
+            user_id      TEXT,
+            completed    JSONB NOT NULL DEFAULT '[]',
+            data         JSONB NOT NULL DEFAULT '{}'
+        );
+        CREATE INDEX uia_sessions_expiry ON uia_sessions (expires_ts);
+
+        CREATE TABLE registration_tokens (
+            token         TEXT PRIMARY KEY,
+            uses_allowed  INTEGER,
+            pending       INTEGER NOT NULL DEFAULT 0,
+            completed     INTEGER NOT NULL DEFAULT 0,
+            expiry_time   BIGINT
+        );
+
+        CREATE TABLE profiles (
+            user_id     TEXT PRIMARY KEY REFERENCES users (user_id),
+            displayname TEXT,
+            avatar_url  TEXT
+        );
+
+        -- Positions of the account data stream, shared by global and per-room data and tags.
+        CREATE SEQUENCE account_data_stream;
+
+        CREATE TABLE account_data (
+            user_id   TEXT NOT NULL,
+            room_id   TEXT NOT NULL DEFAULT '',  -- '' for global account data
+            type      TEXT NOT NULL,
+            content   JSONB NOT NULL,
+            stream_id BIGINT NOT NULL,
+            PRIMARY KEY (user_id, room_id, type)
+        );
+        CREATE INDEX account_data_stream_idx ON account_data (user_id, stream_id);
+
+        CREATE TABLE room_tags (
+            user_id TEXT NOT NULL,
+            room_id TEXT NOT NULL,
+            tag     TEXT NOT NULL,
+            content JSONB NOT NULL,
+            PRIMARY KEY (user_id, room_id, tag)
+        );
+
+        CREATE TABLE user_filters (
+            user_id   TEXT NOT NULL,
+            filter_id BIGINT NOT NULL,
+            filter    JSONB NOT NULL,
+            PRIMARY KEY (user_id, filter_id)
+        );
+        """
+    )
