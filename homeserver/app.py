@@ -12,7 +12,18 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from homeserver.api import errors, http, wellknown
-from homeserver.api.client import versions
+from homeserver.api.admin import registration_tokens
+from homeserver.api.client import (
+    account,
+    devices,
+    login,
+    logout,
+    membership,
+    rooms,
+    send,
+    versions,
+)
+from homeserver.api.client import register as client_register
 from homeserver.api.context import HOMESERVER
 from homeserver.api.federation import keys as federation_keys
 from homeserver.api.federation import version as federation_version
@@ -39,7 +50,21 @@ def build_app(hs: Homeserver) -> web.Application:
         client_max_size=hs.config.max_request_size,
     )
     app[HOMESERVER] = hs
-    for module in (versions, wellknown, federation_keys, federation_version):
+    for module in (
+        versions,
+        wellknown,
+        federation_keys,
+        federation_version,
+        client_register,
+        login,
+        logout,
+        devices,
+        account,
+        registration_tokens,
+        rooms,
+        membership,
+        send,
+    ):
         module.register(app)
     return app
 

@@ -8,8 +8,9 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError
 from homeserver.api.http import USER_KEY
 from homeserver.services.auth import AuthFailure, Requester, authenticate
+from homeserver.services.devices import record_seen
 
-REQUESTER_KEY = "requester"
+REQUESTER_KEY = web.RequestKey("requester", Requester)
 
 
 def access_token(request: web.Request) -> str | None:
@@ -30,10 +31,14 @@ async def require_user(request: web.Request) -> Requester:
     token = access_token(request)
     if not token:
         raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
+    hs = homeserver(request)
     try:
-        requester = await authenticate(homeserver(request).db, token)
+        requester = await authenticate(hs.db, token)
     except AuthFailure as exc:
         raise MatrixError(401, "M_UNKNOWN_TOKEN", str(exc), soft_logout=exc.soft_logout) from None
+    await record_seen(
+        hs.db, hs.devices_seen, requester, request.remote, request.headers.get("User-Agent")
+    )
     request[REQUESTER_KEY] = requester
     request[USER_KEY] = requester.user_id
     return requester

@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from homeserver.services.errors import ServiceError
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -73,6 +75,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except MatrixError as exc:
         return exc.response()
+    except ServiceError as exc:
+        return MatrixError(exc.status, exc.errcode, exc.message, **exc.extra).response()
     except web.HTTPException as exc:
         return _from_http_exception(exc)
     except Exception:

@@ -19,7 +19,7 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization",
 }
 
-USER_KEY = "user_id"
+USER_KEY = web.RequestKey("user_id", str)
 
 
 @web.middleware

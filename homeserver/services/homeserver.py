@@ -3,10 +3,16 @@ handed to every API handler through the aiohttp application."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.services.devices import SeenThrottle
+from homeserver.services.events import EventCache, EventCreator
+from homeserver.services.membership import MembershipService
+from homeserver.services.ratelimit import RateLimiter
+from homeserver.services.rooms import RoomCreator
+from homeserver.services.send import SendService
 from homeserver.storage.pool import Database
 
 
@@ -15,6 +21,23 @@ class Homeserver:
     config: Config
     db: Database
     signing_key: SigningKey
+    devices_seen: SeenThrottle = field(default_factory=SeenThrottle)
+    # `await hs.ratelimiter.check("login", key, requester)`; see services/ratelimit.py.
+    ratelimiter: RateLimiter = field(init=False)
+    event_cache: EventCache = field(default_factory=EventCache)
+    events: EventCreator = field(init=False)
+    rooms: RoomCreator = field(init=False)
+    membership: MembershipService = field(init=False)
+    send: SendService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ratelimiter = RateLimiter.from_config(self.config)
+        self.events = EventCreator(self.db, self.signing_key, self.event_cache)
+        self.rooms = RoomCreator(
+            self.db, self.events, self.config.server_name, self.config.default_room_version
+        )
+        self.membership = MembershipService(self.db, self.events, self.config.server_name)
+        self.send = SendService(self.db, self.events)
 
     @property
     def server_name(self) -> str:

@@ -1,0 +1,127 @@
+"""Membership endpoints: join, leave, invite, kick, ban, unban, forget, knock, members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.api.auth import require_user
+from homeserver.api.context import homeserver
+from homeserver.api.errors import MatrixError, json_response
+from homeserver.api.http import read_json_object
+from homeserver.api.routes import add_client_route
+from homeserver.services.auth import Requester
+
+
+async def _optional_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    return await read_json_object(request)
+
+
+def _reason(body: dict[str, Any]) -> str | None:
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise MatrixError(400, "M_BAD_JSON", "reason must be a string")
+    return reason
+
+
+def _target(body: dict[str, Any]) -> str:
+    user_id = body.get("user_id")
+    if not isinstance(user_id, str):
+        raise MatrixError(400, "M_BAD_JSON", "user_id must be a string")
+    return user_id
+
+
+async def _join(request: web.Request, requester: Requester, room: str) -> web.Response:
+    hs = homeserver(request)
+    body = await _optional_body(request)
+    await hs.ratelimiter.check("join", requester.user_id, requester)
+    room_id = await hs.membership.resolve_room(room)
+    await hs.membership.join(room_id, requester.user_id, _reason(body))
+    return json_response({"room_id": room_id})
+
+
+async def join_by_id_or_alias(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    return await _join(request, requester, request.match_info["room"])
+
+
+async def join_room(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    return await _join(request, requester, request.match_info["room_id"])
+
+
+async def leave(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    body = await _optional_body(request)
+    await homeserver(request).membership.leave(
+        request.match_info["room_id"], requester.user_id, _reason(body)
+    )
+    return json_response({})
+
+
+async def invite(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    hs = homeserver(request)
+    body = await read_json_object(request)
+    await hs.ratelimiter.check("invite", requester.user_id, requester)
+    await hs.membership.invite(
+        request.match_info["room_id"], requester.user_id, _target(body), _reason(body)
+    )
+    return json_response({})
+
+
+async def kick(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    body = await read_json_object(request)
+    await homeserver(request).membership.kick(
+        request.match_info["room_id"], requester.user_id, _target(body), _reason(body)
+    )
+    return json_response({})
+
+
+async def ban(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    body = await read_json_object(request)
+    await homeserver(request).membership.ban(
+        request.match_info["room_id"], requester.user_id, _target(body), _reason(body)
+    )
+    return json_response({})
+
+
+async def unban(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    body = await read_json_object(request)
+    await homeserver(request).membership.unban(
+        request.match_info["room_id"], requester.user_id, _target(body), _reason(body)
+    )
+    return json_response({})
+
+
+async def forget(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    await homeserver(request).membership.forget(request.match_info["room_id"], requester.user_id)
+    return json_response({})
+
+
+async def knock(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    hs = homeserver(request)
+    body = await _optional_body(request)
+    room_id = await hs.membership.resolve_room(request.match_info["room"])
+    await hs.membership.knock(room_id, requester.user_id, _reason(body))
+    return json_response({"room_id": room_id})
+
+
+def register(app: web.Application) -> None:
+    add_client_route(app, "POST", "/join/{room}", join_by_id_or_alias)
+    add_client_route(app, "POST", "/rooms/{room_id}/join", join_room)
+    add_client_route(app, "POST", "/rooms/{room_id}/leave", leave)
+    add_client_route(app, "POST", "/rooms/{room_id}/invite", invite)
+    add_client_route(app, "POST", "/rooms/{room_id}/kick", kick)
+    add_client_route(app, "POST", "/rooms/{room_id}/ban", ban)
+    add_client_route(app, "POST", "/rooms/{room_id}/unban", unban)
+    add_client_route(app, "POST", "/rooms/{room_id}/forget", forget)
+    add_client_route(app, "POST", "/knock/{room}", knock)

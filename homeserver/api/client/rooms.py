@@ -1,0 +1,32 @@
+"""`POST /createRoom` and `GET /joined_rooms`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.api.auth import require_user
+from homeserver.api.context import homeserver
+from homeserver.api.errors import json_response
+from homeserver.api.http import read_json_object
+from homeserver.api.routes import add_client_route
+from homeserver.services.rooms import parse_create_room
+
+
+async def create_room(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    hs = homeserver(request)
+    body = await read_json_object(request)
+    await hs.ratelimiter.check("room_creation", requester.user_id, requester)
+    room_id, _ = await hs.rooms.create(requester.user_id, parse_create_room(body))
+    return json_response({"room_id": room_id})
+
+
+async def joined_rooms(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    rooms = await homeserver(request).membership.joined_rooms(requester.user_id)
+    return json_response({"joined_rooms": rooms})
+
+
+def register(app: web.Application) -> None:
+    add_client_route(app, "POST", "/createRoom", create_room)
+    add_client_route(app, "GET", "/joined_rooms", joined_rooms)

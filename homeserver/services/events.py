@@ -1,0 +1,314 @@
+"""Creating local events: build, hash, sign, authorise against current state, persist.
+
+Writes to one room are serialised (an asyncio lock in this process, a PostgreSQL
+advisory lock across processes); different rooms write in parallel. Everything an
+event changes (its row and edges, forward extremities, state group, current state,
+membership, stream position) is written in one transaction. A `RoomWriter` may
+append several events in that transaction, which is how a new room's initial
+events share a single commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+
+from federation.auth_rules import AuthError, auth_types_for, check_auth
+from federation.builder import build_event
+from federation.events import Event
+from federation.hashing import event_reference
+from federation.keys import SigningKey
+from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
+from homeserver.storage import events as event_store
+from homeserver.storage import memberships, rooms, state
+from homeserver.storage.pool import Database
+
+CREATE_KEY = ("m.room.create", "")
+MAX_PREV_EVENTS = 10
+
+
+class EventNotAllowed(Exception):
+    """The auth rules reject the event; the message says why."""
+
+
+class UnknownRoom(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedEvent:
+    event: Event
+    stream_ordering: int
+
+
+class EventCache:
+    """A bounded LRU of events by id. Events are immutable; redaction is kept apart."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._size = size
+        self._events: OrderedDict[str, Event] = OrderedDict()
+
+    def get(self, event_id: str) -> Event | None:
+        event = self._events.get(event_id)
+        if event is not None:
+            self._events.move_to_end(event_id)
+        return event
+
+    def put(self, event: Event) -> None:
+        self._events[event.event_id] = event
+        self._events.move_to_end(event.event_id)
+        if len(self._events) > self._size:
+            self._events.popitem(last=False)
+
+
+def load_event(row: event_store.EventRow) -> Event:
+    room_version = get_room_version(row.room_version)
+    return Event(orjson.loads(row.json), room_version, row.event_id)
+
+
+async def load_events(
+    conn: AsyncConnection, cache: EventCache, event_ids: Iterable[str]
+) -> dict[str, Event]:
+    """Events by id, from the cache where possible; unknown ids are left out."""
+    found: dict[str, Event] = {}
+    missing: list[str] = []
+    for event_id in event_ids:
+        event = cache.get(event_id)
+        if event is None:
+            missing.append(event_id)
+        else:
+            found[event_id] = event
+    if missing:
+        for event_id, row in (await event_store.get_events(conn, missing)).items():
+            event = load_event(row)
+            cache.put(event)
+            found[event_id] = event
+    return found
+
+
+def _relation(content: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    relates = content.get("m.relates_to")
+    if not isinstance(relates, dict):
+        return None, None
+    event_id = relates.get("event_id")
+    rel_type = relates.get("rel_type")
+    if isinstance(event_id, str) and isinstance(rel_type, str):
+        return event_id, rel_type
+    return None, None
+
+
+def _record(event: Event) -> event_store.NewEvent:
+    relates_to, rel_type = _relation(event.content)
+    pdu = {k: v for k, v in event.pdu.items() if k != "unsigned"}
+    url = event.content.get("url")
+    return event_store.NewEvent(
+        event_id=event.event_id,
+        room_id=event.room_id,
+        type=event.type,
+        state_key=event.state_key,
+        sender=event.sender,
+        depth=event.depth,
+        origin_server_ts=event.origin_server_ts,
+        json=orjson.dumps(pdu).decode(),
+        prev_event_ids=event.prev_event_ids,
+        auth_event_ids=event.auth_event_ids,
+        relates_to=relates_to,
+        rel_type=rel_type,
+        contains_url=isinstance(url, str) and url.startswith("mxc://"),
+    )
+
+
+@dataclass
+class RoomWriter:
+    """Appends local events to one room inside one open, locked transaction."""
+
+    conn: AsyncConnection
+    cache: EventCache
+    signing_key: SigningKey
+    room_id: str
+    room_version: RoomVersion
+    state_group: int | None
+    extremities: list[tuple[str, int]]
+    persisted: list[PersistedEvent] = field(default_factory=list)
+
+    async def _auth_state(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
+        ids = await state.get_current_state(self.conn, self.room_id, keys | {CREATE_KEY})
+        found = await load_events(self.conn, self.cache, ids.values())
+        return {key: found[eid] for key, eid in ids.items() if eid in found}
+
+    async def append(
+        self,
+        event_type: str,
+        sender: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        redacts: str | None = None,
+        now_ms: int | None = None,
+    ) -> PersistedEvent:
+        keys = auth_types_for(self.room_version, event_type, sender, state_key, content)
+        lookup = set(keys)
+        if state_key is not None:
+            lookup.add((event_type, state_key))
+        auth_state = await self._auth_state(lookup)
+        prev = self.extremities[:MAX_PREV_EVENTS]
+        prev_refs: list[Any] = [eid for eid, _ in prev]
+        auth_refs: list[Any] = sorted(auth_state[k].event_id for k in keys if k in auth_state)
+        if self.room_version.event_id_format is EventIdFormat.V1:
+            # Rooms 1 and 2 cite events as [event id, hashes] pairs.
+            cited = await load_events(self.conn, self.cache, prev_refs + auth_refs)
+            prev_refs = [event_reference(cited[eid]) for eid in prev_refs]
+            auth_refs = [event_reference(cited[eid]) for eid in auth_refs]
+        event = build_event(
+            self.room_version,
+            self.signing_key,
+            event_type=event_type,
+            sender=sender,
+            content=content,
+            prev_events=prev_refs,
+            auth_events=auth_refs,
+            depth=max((d for _, d in prev), default=0) + 1,
+            origin_server_ts=now_ms if now_ms is not None else int(time.time() * 1000),
+            room_id=self.room_id,
+            state_key=state_key,
+            redacts=redacts,
+        )
+        try:
+            check_auth(event, auth_state)
+        except AuthError as exc:
+            raise EventNotAllowed(str(exc)) from None
+        replaced = event.state_tuple in auth_state if event.is_state else False
+        return await self.persist(event, prev_ids=[eid for eid, _ in prev], new_key=not replaced)
+
+    async def persist(self, event: Event, *, prev_ids: list[str], new_key: bool) -> PersistedEvent:
+        """Write an event already built and authorised for this room's current state."""
+        conn = self.conn
+        stream_ordering = await event_store.next_stream_ordering(conn)
+        if event.is_state:
+            delta = {event.state_tuple: event.event_id}
+            self.state_group = await state.create_group(
+                conn, self.room_id, self.state_group, delta, 1 if new_key else 0
+            )
+            await state.set_current_state(conn, self.room_id, delta)
+            await rooms.set_current_state_group(conn, self.room_id, self.state_group)
+            if event.type == "m.room.member" and event.membership is not None:
+                assert event.state_key is not None
+                name = event.content.get("displayname")
+                avatar = event.content.get("avatar_url")
+                await memberships.upsert_membership(
+                    conn,
+                    memberships.MembershipRow(
+                        room_id=self.room_id,
+                        user_id=event.state_key,
+                        membership=event.membership,
+                        event_id=event.event_id,
+                        sender=event.sender,
+                        stream_ordering=stream_ordering,
+                        displayname=name if isinstance(name, str) else None,
+                        avatar_url=avatar if isinstance(avatar, str) else None,
+                    ),
+                )
+        await event_store.insert_event(
+            conn, _record(event), stream_ordering=stream_ordering, state_group=self.state_group
+        )
+        await rooms.replace_forward_extremities(conn, self.room_id, prev_ids, event.event_id)
+        self.extremities = [(event.event_id, event.depth)] + [
+            (eid, d) for eid, d in self.extremities if eid not in prev_ids
+        ]
+        self.cache.put(event)
+        persisted = PersistedEvent(event, stream_ordering)
+        self.persisted.append(persisted)
+        return persisted
+
+
+class EventCreator:
+    """Owns the per-room write locks and hands out `RoomWriter`s."""
+
+    def __init__(self, db: Database, signing_key: SigningKey, cache: EventCache) -> None:
+        self.db = db
+        self.signing_key = signing_key
+        self.cache = cache
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[room_id] = lock
+        return lock
+
+    @asynccontextmanager
+    async def writer(self, room_id: str) -> AsyncIterator[RoomWriter]:
+        """A writer for an existing room; commits when the block exits cleanly."""
+        async with self._lock(room_id):
+            async with self.db.pool.connection() as conn, conn.transaction():
+                await rooms.lock_room(conn, room_id)
+                room = await rooms.get_room(conn, room_id)
+                if room is None:
+                    raise UnknownRoom(room_id)
+                yield RoomWriter(
+                    conn=conn,
+                    cache=self.cache,
+                    signing_key=self.signing_key,
+                    room_id=room_id,
+                    room_version=get_room_version(room.room_version),
+                    state_group=room.current_state_group,
+                    extremities=await rooms.get_forward_extremities(conn, room_id),
+                )
+
+    @asynccontextmanager
+    async def new_room(
+        self,
+        room_version: RoomVersion,
+        creator: str,
+        create_content: Mapping[str, Any],
+        room_id: str | None = None,
+    ) -> AsyncIterator[RoomWriter]:
+        """A writer for a room created by this block: the create event is already in.
+
+        `room_id` is needed for room versions before 12; v12 derives it from the
+        create event.
+        """
+        now_ms = int(time.time() * 1000)
+        create = build_event(
+            room_version,
+            self.signing_key,
+            event_type="m.room.create",
+            sender=creator,
+            content=create_content,
+            prev_events=[],
+            auth_events=[],
+            depth=1,
+            origin_server_ts=now_ms,
+            room_id=None if room_version.room_id_from_create_event else room_id,
+            state_key="",
+        )
+        try:
+            check_auth(create, {})
+        except AuthError as exc:
+            raise EventNotAllowed(str(exc)) from None
+        new_room_id = create.room_id
+        async with self._lock(new_room_id):
+            async with self.db.pool.connection() as conn, conn.transaction():
+                await rooms.lock_room(conn, new_room_id)
+                await rooms.insert_room(conn, new_room_id, room_version.identifier, creator, now_ms)
+                writer = RoomWriter(
+                    conn=conn,
+                    cache=self.cache,
+                    signing_key=self.signing_key,
+                    room_id=new_room_id,
+                    room_version=room_version,
+                    state_group=None,
+                    extremities=[],
+                )
+                await writer.persist(create, prev_ids=[], new_key=True)
+                yield writer

@@ -1,0 +1,162 @@
+"""Events of the room DAG: rows, edges, transaction ids and stream positions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    event_id: str
+    room_id: str
+    room_version: str
+    json: str
+    stream_ordering: int | None
+    state_group: int | None
+    rejected_reason: str | None
+    redacted_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """What the events table records about an event beyond its JSON."""
+
+    event_id: str
+    room_id: str
+    type: str
+    state_key: str | None
+    sender: str
+    depth: int
+    origin_server_ts: int
+    json: str
+    prev_event_ids: Sequence[str]
+    auth_event_ids: Sequence[str]
+    relates_to: str | None
+    rel_type: str | None
+    contains_url: bool
+
+
+async def next_stream_ordering(conn: AsyncConnection) -> int:
+    cur = await conn.execute("SELECT nextval('events_stream')")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def max_stream_ordering(conn: AsyncConnection) -> int:
+    cur = await conn.execute("SELECT coalesce(max(stream_ordering), 0) FROM events")
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def insert_event(
+    conn: AsyncConnection,
+    event: NewEvent,
+    *,
+    stream_ordering: int | None,
+    state_group: int | None,
+    rejected_reason: str | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
+        " origin_server_ts, stream_ordering, json, state_group, rejected_reason,"
+        " relates_to, rel_type, contains_url)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            event.event_id,
+            event.room_id,
+            event.type,
+            event.state_key,
+            event.sender,
+            event.depth,
+            event.origin_server_ts,
+            stream_ordering,
+            event.json,
+            state_group,
+            rejected_reason,
+            event.relates_to,
+            event.rel_type,
+            event.contains_url,
+        ),
+    )
+    async with conn.cursor() as c:
+        if event.prev_event_ids:
+            await c.executemany(
+                "INSERT INTO event_edges (event_id, prev_event_id) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                [(event.event_id, p) for p in event.prev_event_ids],
+            )
+        if event.auth_event_ids:
+            await c.executemany(
+                "INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                [(event.event_id, a) for a in event.auth_event_ids],
+            )
+
+
+_EVENT_COLUMNS = (
+    "e.event_id, e.room_id, r.room_version, e.json, e.stream_ordering, e.state_group,"
+    " e.rejected_reason, e.redacted_by"
+)
+
+
+async def get_events(conn: AsyncConnection, event_ids: Iterable[str]) -> dict[str, EventRow]:
+    ids = list(event_ids)
+    if not ids:
+        return {}
+    cur = await conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events e JOIN rooms r USING (room_id)"
+        " WHERE e.event_id = ANY(%s)",
+        (ids,),
+    )
+    return {row[0]: EventRow(*row) for row in await cur.fetchall()}
+
+
+async def get_depths(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[str, int]:
+    cur = await conn.execute(
+        "SELECT event_id, depth FROM events WHERE event_id = ANY(%s)", (list(event_ids),)
+    )
+    return {eid: int(depth) for eid, depth in await cur.fetchall()}
+
+
+async def get_txn_event(
+    conn: AsyncConnection, user_id: str, device_id: str, txn_id: str
+) -> str | None:
+    cur = await conn.execute(
+        "SELECT event_id FROM event_txn_ids WHERE user_id = %s AND device_id = %s AND txn_id = %s",
+        (user_id, device_id, txn_id),
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def insert_txn_event(
+    conn: AsyncConnection, user_id: str, device_id: str, txn_id: str, event_id: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES (%s, %s, %s, %s)",
+        (user_id, device_id, txn_id, event_id),
+    )
+
+
+async def txn_ids_for(
+    conn: AsyncConnection, user_id: str, device_id: str, event_ids: Sequence[str]
+) -> dict[str, str]:
+    """Transaction ids this device used for any of these events."""
+    cur = await conn.execute(
+        "SELECT event_id, txn_id FROM event_txn_ids"
+        " WHERE user_id = %s AND device_id = %s AND event_id = ANY(%s)",
+        (user_id, device_id, list(event_ids)),
+    )
+    return {eid: txn for eid, txn in await cur.fetchall()}
+
+
+async def mark_redacted(conn: AsyncConnection, event_id: str, redaction_id: str) -> None:
+    await conn.execute(
+        "UPDATE events SET redacted_by = %s WHERE event_id = %s AND redacted_by IS NULL",
+        (redaction_id, event_id),
+    )

@@ -1,0 +1,84 @@
+"""Current membership of users in rooms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRow:
+    room_id: str
+    user_id: str
+    membership: str
+    event_id: str
+    sender: str
+    stream_ordering: int
+    displayname: str | None
+    avatar_url: str | None
+
+
+async def upsert_membership(conn: AsyncConnection, row: MembershipRow) -> None:
+    await conn.execute(
+        "INSERT INTO room_memberships (room_id, user_id, membership, event_id, sender,"
+        " stream_ordering, displayname, avatar_url) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (room_id, user_id) DO UPDATE SET membership = EXCLUDED.membership,"
+        " event_id = EXCLUDED.event_id, sender = EXCLUDED.sender,"
+        " stream_ordering = EXCLUDED.stream_ordering, displayname = EXCLUDED.displayname,"
+        " avatar_url = EXCLUDED.avatar_url, forgotten = FALSE",
+        (
+            row.room_id,
+            row.user_id,
+            row.membership,
+            row.event_id,
+            row.sender,
+            row.stream_ordering,
+            row.displayname,
+            row.avatar_url,
+        ),
+    )
+
+
+_COLUMNS = (
+    "room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url"
+)
+
+
+async def get_membership(conn: AsyncConnection, room_id: str, user_id: str) -> MembershipRow | None:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM room_memberships WHERE room_id = %s AND user_id = %s",
+        (room_id, user_id),
+    )
+    row = await cur.fetchone()
+    return MembershipRow(*row) if row else None
+
+
+async def rooms_of_user(
+    conn: AsyncConnection, user_id: str, memberships: tuple[str, ...] = ("join",)
+) -> list[MembershipRow]:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM room_memberships WHERE user_id = %s AND membership = ANY(%s)"
+        " AND NOT forgotten",
+        (user_id, list(memberships)),
+    )
+    return [MembershipRow(*row) for row in await cur.fetchall()]
+
+
+async def members_of_room(
+    conn: AsyncConnection, room_id: str, memberships: tuple[str, ...] = ("join",)
+) -> list[MembershipRow]:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM room_memberships WHERE room_id = %s AND membership = ANY(%s)",
+        (room_id, list(memberships)),
+    )
+    return [MembershipRow(*row) for row in await cur.fetchall()]
+
+
+async def forget_room(conn: AsyncConnection, room_id: str, user_id: str) -> bool:
+    cur = await conn.execute(
+        "UPDATE room_memberships SET forgotten = TRUE"
+        " WHERE room_id = %s AND user_id = %s AND membership IN ('leave', 'ban')",
+        (room_id, user_id),
+    )
+    return cur.rowcount == 1

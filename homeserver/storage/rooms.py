@@ -1,0 +1,72 @@
+"""Rooms and their forward extremities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRow:
+    room_id: str
+    room_version: str
+    creator: str | None
+    is_public: bool
+    current_state_group: int | None
+
+
+async def insert_room(
+    conn: AsyncConnection, room_id: str, room_version: str, creator: str, now_ms: int
+) -> None:
+    await conn.execute(
+        "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (%s, %s, %s, %s)",
+        (room_id, room_version, creator, now_ms),
+    )
+
+
+async def get_room(conn: AsyncConnection, room_id: str) -> RoomRow | None:
+    cur = await conn.execute(
+        "SELECT room_id, room_version, creator, is_public, current_state_group"
+        " FROM rooms WHERE room_id = %s",
+        (room_id,),
+    )
+    row = await cur.fetchone()
+    return RoomRow(*row) if row else None
+
+
+async def lock_room(conn: AsyncConnection, room_id: str) -> None:
+    """Serialise writers of one room across processes, until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (room_id,))
+
+
+async def set_current_state_group(conn: AsyncConnection, room_id: str, group: int) -> None:
+    await conn.execute(
+        "UPDATE rooms SET current_state_group = %s WHERE room_id = %s", (group, room_id)
+    )
+
+
+async def get_forward_extremities(conn: AsyncConnection, room_id: str) -> list[tuple[str, int]]:
+    """(event_id, depth) of the room's forward extremities, deepest first."""
+    cur = await conn.execute(
+        "SELECT f.event_id, e.depth FROM forward_extremities f"
+        " JOIN events e USING (event_id) WHERE f.room_id = %s"
+        " ORDER BY e.depth DESC, e.event_id",
+        (room_id,),
+    )
+    return [(eid, int(depth)) for eid, depth in await cur.fetchall()]
+
+
+async def replace_forward_extremities(
+    conn: AsyncConnection, room_id: str, removed: Iterable[str], added: str
+) -> None:
+    await conn.execute(
+        "DELETE FROM forward_extremities WHERE room_id = %s AND event_id = ANY(%s)",
+        (room_id, list(removed)),
+    )
+    await conn.execute(
+        "INSERT INTO forward_extremities (room_id, event_id) VALUES (%s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (room_id, added),
+    )

@@ -1,0 +1,133 @@
+"""Rooms: the event DAG, state snapshots as delta chains, current state, memberships.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        CREATE TABLE rooms (
+            room_id             TEXT PRIMARY KEY,
+            room_version        TEXT NOT NULL,
+            creator             TEXT,
+            created_ts          BIGINT NOT NULL,
+            is_public           BOOLEAN NOT NULL DEFAULT FALSE,
+            -- the state group holding the room's current (resolved) state
+            current_state_group BIGINT
+        );
+
+        -- State snapshots. A group is a delta against prev_group (or a full snapshot when
+        -- prev_group is NULL); chains stay short so reading any state is bounded.
+        CREATE TABLE state_groups (
+            id          BIGSERIAL PRIMARY KEY,
+            room_id     TEXT NOT NULL,
+            prev_group  BIGINT REFERENCES state_groups (id),
+            hops        INTEGER NOT NULL,  -- deltas between this group and its snapshot
+            size        INTEGER NOT NULL   -- entries in the full state
+        );
+        CREATE TABLE state_group_entries (
+            state_group BIGINT NOT NULL REFERENCES state_groups (id),
+            type        TEXT NOT NULL,
+            state_key   TEXT NOT NULL,
+            event_id    TEXT NOT NULL,
+            PRIMARY KEY (state_group, type, state_key)
+        );
+
+        -- Positions of live events; backfilled events take negative positions.
+        CREATE SEQUENCE events_stream;
+        CREATE SEQUENCE events_backfill_stream;
+
+        CREATE TABLE events (
+            event_id         TEXT PRIMARY KEY,
+            room_id          TEXT NOT NULL,
+            type             TEXT NOT NULL,
+            state_key        TEXT,
+            sender           TEXT NOT NULL,
+            depth            BIGINT NOT NULL,
+            origin_server_ts BIGINT NOT NULL,
+            -- NULL for outliers: events we hold without knowing their place in the timeline
+            stream_ordering  BIGINT UNIQUE,
+            -- the PDU exactly as created or received (what was signed), without unsigned
+            json             TEXT NOT NULL,
+            state_group      BIGINT,  -- the state after this event
+            rejected_reason  TEXT,
+            soft_failed      BOOLEAN NOT NULL DEFAULT FALSE,
+            redacted_by      TEXT,
+            relates_to       TEXT,
+            rel_type         TEXT,
+            contains_url     BOOLEAN NOT NULL DEFAULT FALSE
+        );
+        CREATE INDEX events_room_stream ON events (room_id, stream_ordering);
+        CREATE INDEX events_room_depth ON events (room_id, depth, stream_ordering);
+        CREATE INDEX events_relations ON events (relates_to, rel_type)
+            WHERE relates_to IS NOT NULL;
+
+        CREATE TABLE event_edges (
+            event_id      TEXT NOT NULL,
+            prev_event_id TEXT NOT NULL,
+            PRIMARY KEY (event_id, prev_event_id)
+        );
+        CREATE INDEX event_edges_prev ON event_edges (prev_event_id);
+
+        CREATE TABLE event_auth_edges (
+            event_id      TEXT NOT NULL,
+            auth_event_id TEXT NOT NULL,
+            PRIMARY KEY (event_id, auth_event_id)
+        );
+
+        CREATE TABLE forward_extremities (
+            room_id  TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            PRIMARY KEY (room_id, event_id)
+        );
+
+        CREATE TABLE current_state (
+            room_id   TEXT NOT NULL,
+            type      TEXT NOT NULL,
+            state_key TEXT NOT NULL,
+            event_id  TEXT NOT NULL,
+            PRIMARY KEY (room_id, type, state_key)
+        );
+
+        -- Each user's current membership of each room, for "rooms of U" and "members of R".
+        CREATE TABLE room_memberships (
+            room_id         TEXT NOT NULL,
+            user_id         TEXT NOT NULL,
+            membership      TEXT NOT NULL,
+            event_id        TEXT NOT NULL,
+            sender          TEXT NOT NULL,
+            stream_ordering BIGINT NOT NULL,
+            displayname     TEXT,
+            avatar_url      TEXT,
+            forgotten       BOOLEAN NOT NULL DEFAULT FALSE,
+            PRIMARY KEY (room_id, user_id)
+        );
+        CREATE INDEX room_memberships_user ON room_memberships (user_id, membership);
+
+        CREATE TABLE room_aliases (
+            room_alias TEXT PRIMARY KEY,
+            room_id    TEXT NOT NULL,
+            creator    TEXT NOT NULL,
+            created_ts BIGINT NOT NULL
+        );
+        CREATE INDEX room_aliases_room ON room_aliases (room_id);
+
+        -- Client transaction ids, so a retried send returns the first event.
+        CREATE TABLE event_txn_ids (
+            user_id   TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            txn_id    TEXT NOT NULL,
+            event_id  TEXT NOT NULL,
+            PRIMARY KEY (user_id, device_id, txn_id)
+        );
+        """
+    )

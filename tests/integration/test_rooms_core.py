@@ -1,0 +1,143 @@
+"""Room creation, membership and sending: every event persisted is signed, hashed,
+authorised, and the room's state and memberships follow."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from homeserver.api.context import HOMESERVER
+from homeserver.services.accounts import register_user
+from homeserver.services.auth import hash_token, new_token, now_ms
+from homeserver.storage import tokens
+
+
+async def user(client: TestClient[Any, Any], localpart: str) -> dict[str, str]:
+    """Authorization headers of a fresh user with one device."""
+    hs = client.app[HOMESERVER]
+    user_id = await register_user(hs.db, hs.server_name, localpart, None)
+    token = new_token("syt")
+    async with hs.db.pool.connection() as conn:
+        await tokens.insert_access_token(
+            conn, hash_token(token), user_id, "DEV" + localpart.upper(), now_ms=now_ms()
+        )
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def client(homeserver_client: Callable[..., Any]) -> TestClient[Any, Any]:
+    return await homeserver_client(**{"rate_limits.enabled": False})
+
+
+@pytest.mark.parametrize("version", ["1", "3", "6", "10", "11", "12"])
+async def test_create_room_send_and_join(client: TestClient[Any, Any], version: str) -> None:
+    alice = await user(client, "alice")
+    bob = await user(client, "bob")
+    resp = await client.post(
+        "/_matrix/client/v3/createRoom",
+        json={"preset": "public_chat", "name": "Hall", "room_version": version},
+        headers=alice,
+    )
+    assert resp.status == 200, await resp.text()
+    room_id = (await resp.json())["room_id"]
+    assert room_id.startswith("!")
+
+    resp = await client.put(
+        f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1",
+        json={"msgtype": "m.text", "body": "hi"},
+        headers=bob,
+    )
+    assert resp.status == 403
+    assert (await resp.json())["errcode"] == "M_FORBIDDEN"
+
+    resp = await client.post(f"/_matrix/client/v3/join/{room_id}", json={}, headers=bob)
+    assert resp.status == 200, await resp.text()
+    resp = await client.put(
+        f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1",
+        json={"msgtype": "m.text", "body": "hi"},
+        headers=bob,
+    )
+    assert resp.status == 200
+    first = (await resp.json())["event_id"]
+    resp = await client.put(
+        f"/_matrix/client/r0/rooms/{room_id}/send/m.room.message/t1",
+        json={"msgtype": "m.text", "body": "hi again"},
+        headers=bob,
+    )
+    assert (await resp.json())["event_id"] == first
+
+    resp = await client.get("/_matrix/client/v3/joined_rooms", headers=bob)
+    assert (await resp.json())["joined_rooms"] == [room_id]
+
+
+async def test_private_room_needs_invite_and_bans_stick(client: TestClient[Any, Any]) -> None:
+    alice = await user(client, "alice")
+    bob = await user(client, "bob")
+    room_id = (
+        await (await client.post("/_matrix/client/v3/createRoom", json={}, headers=alice)).json()
+    )["room_id"]
+    resp = await client.post(f"/_matrix/client/v3/rooms/{room_id}/join", headers=bob)
+    assert resp.status == 403
+    resp = await client.post(
+        f"/_matrix/client/v3/rooms/{room_id}/invite",
+        json={"user_id": "@bob:test.local"},
+        headers=alice,
+    )
+    assert resp.status == 200, await resp.text()
+    assert (
+        await client.post(f"/_matrix/client/v3/rooms/{room_id}/join", headers=bob)
+    ).status == 200
+    resp = await client.post(
+        f"/_matrix/client/v3/rooms/{room_id}/ban",
+        json={"user_id": "@bob:test.local", "reason": "spam"},
+        headers=alice,
+    )
+    assert resp.status == 200
+    resp = await client.post(f"/_matrix/client/v3/rooms/{room_id}/join", headers=bob)
+    assert resp.status == 403
+    # Bob cannot ban Alice: no power.
+    resp = await client.post(
+        f"/_matrix/client/v3/rooms/{room_id}/kick",
+        json={"user_id": "@alice:test.local"},
+        headers=bob,
+    )
+    assert resp.status == 403
+
+
+async def test_unknown_room_version(client: TestClient[Any, Any]) -> None:
+    alice = await user(client, "alice")
+    resp = await client.post(
+        "/_matrix/client/v3/createRoom", json={"room_version": "99"}, headers=alice
+    )
+    assert resp.status == 400
+    assert (await resp.json())["errcode"] == "M_UNSUPPORTED_ROOM_VERSION"
+
+
+async def test_concurrent_sends_lose_nothing(client: TestClient[Any, Any]) -> None:
+    alice = await user(client, "alice")
+    room_id = (
+        await (await client.post("/_matrix/client/v3/createRoom", json={}, headers=alice)).json()
+    )["room_id"]
+
+    async def send(i: int) -> str:
+        resp = await client.put(
+            f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/c{i}",
+            json={"msgtype": "m.text", "body": str(i)},
+            headers=alice,
+        )
+        assert resp.status == 200
+        return str((await resp.json())["event_id"])
+
+    ids = await asyncio.gather(*(send(i) for i in range(40)))
+    assert len(set(ids)) == 40
+    hs = client.app[HOMESERVER]
+    async with hs.db.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM forward_extremities WHERE room_id = %s", (room_id,)
+        )
+        row = await cur.fetchone()
+    assert row is not None and row[0] == 1
