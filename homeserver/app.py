@@ -15,12 +15,17 @@ from homeserver.api import errors, http, wellknown
 from homeserver.api.admin import registration_tokens
 from homeserver.api.client import (
     account,
+    account_data,
+    capabilities,
     devices,
+    filters,
     login,
     logout,
     membership,
+    profile,
     rooms,
     send,
+    tags,
     versions,
 )
 from homeserver.api.client import register as client_register
@@ -64,6 +69,11 @@ def build_app(hs: Homeserver) -> web.Application:
         rooms,
         membership,
         send,
+        profile,
+        account_data,
+        tags,
+        filters,
+        capabilities,
     ):
         module.register(app)
     return app
@@ -144,6 +154,7 @@ async def serve(config: Config, conninfo: str) -> None:
         log.info("stopping: finishing in-flight requests")
     finally:
         await runner.cleanup()
+        await hs.close()
         await db.close()
 
 

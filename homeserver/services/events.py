@@ -28,8 +28,9 @@ from federation.events import Event
 from federation.hashing import event_reference
 from federation.keys import SigningKey
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
+from homeserver.services.streams import StreamAllocator
 from homeserver.storage import events as event_store
-from homeserver.storage import memberships, rooms, state
+from homeserver.storage import memberships, rooms, state, streams
 from homeserver.storage.pool import Database
 
 CREATE_KEY = ("m.room.create", "")
@@ -134,11 +135,13 @@ class RoomWriter:
     conn: AsyncConnection
     cache: EventCache
     signing_key: SigningKey
+    allocator: StreamAllocator
     room_id: str
     room_version: RoomVersion
     state_group: int | None
     extremities: list[tuple[str, int]]
     persisted: list[PersistedEvent] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
 
     async def _auth_state(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
         ids = await state.get_current_state(self.conn, self.room_id, keys | {CREATE_KEY})
@@ -192,7 +195,8 @@ class RoomWriter:
     async def persist(self, event: Event, *, prev_ids: list[str], new_key: bool) -> PersistedEvent:
         """Write an event already built and authorised for this room's current state."""
         conn = self.conn
-        stream_ordering = await event_store.next_stream_ordering(conn)
+        [stream_ordering] = await self.allocator.allocate("events")
+        self.positions.append(stream_ordering)
         if event.is_state:
             delta = {event.state_tuple: event.event_id}
             self.state_group = await state.create_group(
@@ -233,10 +237,17 @@ class RoomWriter:
 class EventCreator:
     """Owns the per-room write locks and hands out `RoomWriter`s."""
 
-    def __init__(self, db: Database, signing_key: SigningKey, cache: EventCache) -> None:
+    def __init__(
+        self,
+        db: Database,
+        signing_key: SigningKey,
+        cache: EventCache,
+        allocator: StreamAllocator,
+    ) -> None:
         self.db = db
         self.signing_key = signing_key
         self.cache = cache
+        self.allocator = allocator
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, room_id: str) -> asyncio.Lock:
@@ -249,21 +260,31 @@ class EventCreator:
     @asynccontextmanager
     async def writer(self, room_id: str) -> AsyncIterator[RoomWriter]:
         """A writer for an existing room; commits when the block exits cleanly."""
-        async with self._lock(room_id):
-            async with self.db.pool.connection() as conn, conn.transaction():
-                await rooms.lock_room(conn, room_id)
-                room = await rooms.get_room(conn, room_id)
-                if room is None:
-                    raise UnknownRoom(room_id)
-                yield RoomWriter(
-                    conn=conn,
-                    cache=self.cache,
-                    signing_key=self.signing_key,
-                    room_id=room_id,
-                    room_version=get_room_version(room.room_version),
-                    state_group=room.current_state_group,
-                    extremities=await rooms.get_forward_extremities(conn, room_id),
-                )
+        async with self._lock(room_id), self.db.pool.connection() as conn:
+            positions: list[int] = []
+            try:
+                async with conn.transaction():
+                    await rooms.lock_room(conn, room_id)
+                    room = await rooms.get_room(conn, room_id)
+                    if room is None:
+                        raise UnknownRoom(room_id)
+                    writer = RoomWriter(
+                        conn=conn,
+                        cache=self.cache,
+                        signing_key=self.signing_key,
+                        allocator=self.allocator,
+                        room_id=room_id,
+                        room_version=get_room_version(room.room_version),
+                        state_group=room.current_state_group,
+                        extremities=await rooms.get_forward_extremities(conn, room_id),
+                        positions=positions,
+                    )
+                    yield writer
+                    await streams.finish(conn, "events", positions)
+            except BaseException:
+                # Positions of a transaction that did not commit must not hold readers back.
+                await self.allocator.abandon("events", positions)
+                raise
 
     @asynccontextmanager
     async def new_room(
@@ -297,18 +318,28 @@ class EventCreator:
         except AuthError as exc:
             raise EventNotAllowed(str(exc)) from None
         new_room_id = create.room_id
-        async with self._lock(new_room_id):
-            async with self.db.pool.connection() as conn, conn.transaction():
-                await rooms.lock_room(conn, new_room_id)
-                await rooms.insert_room(conn, new_room_id, room_version.identifier, creator, now_ms)
-                writer = RoomWriter(
-                    conn=conn,
-                    cache=self.cache,
-                    signing_key=self.signing_key,
-                    room_id=new_room_id,
-                    room_version=room_version,
-                    state_group=None,
-                    extremities=[],
-                )
-                await writer.persist(create, prev_ids=[], new_key=True)
-                yield writer
+        async with self._lock(new_room_id), self.db.pool.connection() as conn:
+            positions: list[int] = []
+            try:
+                async with conn.transaction():
+                    await rooms.lock_room(conn, new_room_id)
+                    await rooms.insert_room(
+                        conn, new_room_id, room_version.identifier, creator, now_ms
+                    )
+                    writer = RoomWriter(
+                        conn=conn,
+                        cache=self.cache,
+                        signing_key=self.signing_key,
+                        allocator=self.allocator,
+                        room_id=new_room_id,
+                        room_version=room_version,
+                        state_group=None,
+                        extremities=[],
+                        positions=positions,
+                    )
+                    await writer.persist(create, prev_ids=[], new_key=True)
+                    yield writer
+                    await streams.finish(conn, "events", positions)
+            except BaseException:
+                await self.allocator.abandon("events", positions)
+                raise

@@ -13,6 +13,7 @@ from homeserver.services.membership import MembershipService
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.rooms import RoomCreator
 from homeserver.services.send import SendService
+from homeserver.services.streams import StreamAllocator
 from homeserver.storage.pool import Database
 
 
@@ -25,6 +26,7 @@ class Homeserver:
     # `await hs.ratelimiter.check("login", key, requester)`; see services/ratelimit.py.
     ratelimiter: RateLimiter = field(init=False)
     event_cache: EventCache = field(default_factory=EventCache)
+    streams: StreamAllocator = field(init=False)
     events: EventCreator = field(init=False)
     rooms: RoomCreator = field(init=False)
     membership: MembershipService = field(init=False)
@@ -32,12 +34,17 @@ class Homeserver:
 
     def __post_init__(self) -> None:
         self.ratelimiter = RateLimiter.from_config(self.config)
-        self.events = EventCreator(self.db, self.signing_key, self.event_cache)
+        self.streams = StreamAllocator(self.db.conninfo)
+        self.events = EventCreator(self.db, self.signing_key, self.event_cache, self.streams)
         self.rooms = RoomCreator(
             self.db, self.events, self.config.server_name, self.config.default_room_version
         )
         self.membership = MembershipService(self.db, self.events, self.config.server_name)
         self.send = SendService(self.db, self.events)
+
+    async def close(self) -> None:
+        """Release what the services hold; the database pool belongs to the caller."""
+        await self.streams.close()
 
     @property
     def server_name(self) -> str:

@@ -39,20 +39,6 @@ class NewEvent:
     contains_url: bool
 
 
-async def next_stream_ordering(conn: AsyncConnection) -> int:
-    cur = await conn.execute("SELECT nextval('events_stream')")
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def max_stream_ordering(conn: AsyncConnection) -> int:
-    cur = await conn.execute("SELECT coalesce(max(stream_ordering), 0) FROM events")
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def insert_event(
     conn: AsyncConnection,
     event: NewEvent,

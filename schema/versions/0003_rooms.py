@@ -42,10 +42,6 @@ def upgrade() -> None:
             PRIMARY KEY (state_group, type, state_key)
         );
 
-        -- Positions of live events; backfilled events take negative positions.
-        CREATE SEQUENCE events_stream;
-        CREATE SEQUENCE events_backfill_stream;
-
         CREATE TABLE events (
             event_id         TEXT PRIMARY KEY,
             room_id          TEXT NOT NULL,

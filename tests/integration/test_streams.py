@@ -1,0 +1,61 @@
+"""Stream positions: readers never advance past a position whose data is not committed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import psycopg
+
+from homeserver.storage import streams
+
+
+async def test_safe_position_waits_for_slow_writer(database_factory: Callable[[], str]) -> None:
+    conninfo = database_factory()
+    alloc = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    slow = await psycopg.AsyncConnection.connect(conninfo)
+    fast = await psycopg.AsyncConnection.connect(conninfo)
+    reader = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    try:
+        [first] = await streams.allocate(alloc, "events")
+        [second] = await streams.allocate(alloc, "events")
+        assert second == first + 1
+        assert (await streams.safe_positions(reader))["events"] == first - 1
+
+        # The later writer commits first: readers must still stop before `first`.
+        await streams.finish(fast, "events", [second])
+        await fast.commit()
+        assert (await streams.safe_positions(reader))["events"] == first - 1
+
+        await streams.finish(slow, "events", [first])
+        await slow.commit()
+        assert (await streams.safe_positions(reader))["events"] == second
+
+        # A writer that gives up releases its position.
+        [third] = await streams.allocate(alloc, "events")
+        assert (await streams.safe_positions(reader))["events"] == second
+        await streams.abandon(alloc, "events", [third])
+        assert (await streams.safe_positions(reader))["events"] == third
+    finally:
+        for conn in (alloc, slow, fast, reader):
+            await conn.close()
+
+
+async def test_positions_of_a_dead_connection_do_not_block(
+    database_factory: Callable[[], str],
+) -> None:
+    conninfo = database_factory()
+    doomed = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    reader = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    try:
+        [position] = await streams.allocate(doomed, "receipts")
+        assert (await streams.safe_positions(reader))["receipts"] == position - 1
+        await doomed.close()
+        # The backend leaves pg_stat_activity shortly after the client disconnects.
+        for _ in range(100):
+            if (await streams.safe_positions(reader))["receipts"] == position:
+                break
+            await asyncio.sleep(0.02)
+        assert (await streams.safe_positions(reader))["receipts"] == position
+    finally:
+        await reader.close()
