@@ -19,9 +19,24 @@ import nacl.bindings
 import nacl.signing
 
 from federation import unpadded_base64
-from federation.events import Event
+from federation.events import (
+    ALIASES,
+    AUTHORISING_USER,
+    CREATE,
+    CREATE_KEY,
+    JOIN_RULES_KEY,
+    MEMBER,
+    POWER_LEVELS,
+    POWER_LEVELS_KEY,
+    REDACTION,
+    THIRD_PARTY_INVITE,
+    Event,
+    StateKey,
+)
+from federation.identifiers import create_event_id_for_room, domain_of, is_user_id
 from federation.power_levels import (
     NAMED_LEVEL_DEFAULTS,
+    StateEvents,
     creators,
     named_level,
     parse_level,
@@ -31,22 +46,9 @@ from federation.power_levels import (
 from federation.room_versions import KNOWN_ROOM_VERSIONS, EventIdFormat, RoomVersion
 from federation.signing import signing_bytes, verify_bytes
 
-StateKey = tuple[str, str]
-AuthState = Mapping[StateKey, Event]
-
-CREATE = "m.room.create"
-MEMBER = "m.room.member"
-JOIN_RULES = "m.room.join_rules"
-POWER_LEVELS = "m.room.power_levels"
-THIRD_PARTY_INVITE = "m.room.third_party_invite"
-ALIASES = "m.room.aliases"
-REDACTION = "m.room.redaction"
-
-CREATE_KEY: StateKey = (CREATE, "")
-POWER_LEVELS_KEY: StateKey = (POWER_LEVELS, "")
-JOIN_RULES_KEY: StateKey = (JOIN_RULES, "")
-
-AUTHORISING_USER = "join_authorised_via_users_server"
+# The event type names and state keys come from `events` and the identifier helpers from
+# `identifiers`; callers of the auth rules may import them from here too.
+AuthState = StateEvents
 
 
 class AuthError(Exception):
@@ -55,29 +57,6 @@ class AuthError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def domain_of(identifier: str) -> str:
-    """The server part of a user, room or v1 event id (everything after the first ':')."""
-    return identifier.partition(":")[2]
-
-
-def is_user_id(value: object) -> bool:
-    """A loose user id check (sigil, a ':' and the 255-byte limit), as lenient as the
-    implementations whose events we must accept."""
-    return (
-        isinstance(value, str)
-        and value.startswith("@")
-        and ":" in value
-        and len(value.encode("utf-8")) <= 255
-    )
-
-
-def create_event_id_for_room(room_id: str) -> str | None:
-    """The id of a v12 room's create event, which its room id is derived from."""
-    if not room_id.startswith("!") or len(room_id) < 2:
-        return None
-    return "$" + room_id[1:]
 
 
 def auth_types_for(

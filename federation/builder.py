@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from federation import canonical_json, hashing, unpadded_base64
-from federation.events import Event
+from federation.events import CREATE, Event
 from federation.identifiers import server_name_of
 from federation.keys import SigningKey
 from federation.room_versions import EventIdFormat, RoomVersion
@@ -56,7 +56,7 @@ def build_event(
         "prev_events": list(prev_events),
         "auth_events": list(auth_events),
     }
-    is_create = event_type == "m.room.create" and state_key == ""
+    is_create = event_type == CREATE and state_key == ""
     if room_id is not None:
         pdu["room_id"] = room_id
     elif not (room_version.room_id_from_create_event and is_create):

@@ -11,9 +11,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from federation.identifiers import domain_of, room_id_for_create_event
 from federation.room_versions import EventIdFormat, RoomVersion
 
 JsonDict = dict[str, Any]
+StateKey = tuple[str, str]
+"""(type, state_key): the slot of the room state a state event fills."""
+
+# The event types the protocol itself reads (auth rules, state resolution, checks).
+CREATE = "m.room.create"
+MEMBER = "m.room.member"
+POWER_LEVELS = "m.room.power_levels"
+JOIN_RULES = "m.room.join_rules"
+THIRD_PARTY_INVITE = "m.room.third_party_invite"
+ALIASES = "m.room.aliases"
+REDACTION = "m.room.redaction"
+
+CREATE_KEY: StateKey = (CREATE, "")
+POWER_LEVELS_KEY: StateKey = (POWER_LEVELS, "")
+JOIN_RULES_KEY: StateKey = (JOIN_RULES, "")
+
+# The m.room.member content key naming who authorised a restricted join (room v8+).
+AUTHORISING_USER = "join_authorised_via_users_server"
 
 
 def _ids(refs: Any) -> tuple[str, ...]:
@@ -65,7 +84,7 @@ class Event:
         return self.state_key is not None
 
     @property
-    def state_tuple(self) -> tuple[str, str]:
+    def state_tuple(self) -> StateKey:
         """The (type, state_key) this state event occupies; only for state events."""
         assert self.state_key is not None
         return (self.type, self.state_key)
@@ -79,10 +98,10 @@ class Event:
     def room_id(self) -> str:
         if (
             self.room_version.room_id_from_create_event
-            and self.type == "m.room.create"
+            and self.type == CREATE
             and self.state_key == ""
         ):
-            return "!" + self.event_id[1:]
+            return room_id_for_create_event(self.event_id)
         value = self.pdu.get("room_id")
         return value if isinstance(value, str) else ""
 
@@ -135,7 +154,7 @@ class Event:
     @property
     def origin(self) -> str:
         """The server that created the event: the sender's domain."""
-        return self.sender.partition(":")[2]
+        return domain_of(self.sender)
 
     @property
     def uses_reference_hash_ids(self) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from federation import canonical_json, hashing, unpadded_base64
-from federation.events import Event
+from federation.events import AUTHORISING_USER, CREATE, MEMBER, Event
 from federation.identifiers import server_name_of
 from federation.keys import KeyLookup
 from federation.redaction import redact
@@ -88,20 +88,14 @@ def signing_servers(pdu: JsonDict, room_version: RoomVersion) -> set[str]:
     servers = {_server_or_invalid(pdu.get("sender"), "@", "sender")}
     if room_version.event_id_format is EventIdFormat.V1:
         servers.add(_server_or_invalid(pdu.get("event_id"), "$", "event_id"))
-    if room_version.restricted_join and pdu.get("type") == "m.room.member":
+    if room_version.restricted_join and pdu.get("type") == MEMBER:
         content = pdu.get("content")
         if (
             isinstance(content, dict)
             and content.get("membership") == "join"
-            and "join_authorised_via_users_server" in content
+            and AUTHORISING_USER in content
         ):
-            servers.add(
-                _server_or_invalid(
-                    content["join_authorised_via_users_server"],
-                    "@",
-                    "join_authorised_via_users_server",
-                )
-            )
+            servers.add(_server_or_invalid(content[AUTHORISING_USER], "@", AUTHORISING_USER))
     return servers
 
 
@@ -138,7 +132,7 @@ def check_format(pdu: object, room_version: RoomVersion) -> bool:
         raise InvalidPdu(f"depth {depth} is out of range")
 
     is_v12_create = (
-        room_version.room_id_from_create_event and event_type == "m.room.create" and state_key == ""
+        room_version.room_id_from_create_event and event_type == CREATE and state_key == ""
     )
     _field(pdu, "room_id", str, required=not is_v12_create)
     uses_event_id_field = room_version.event_id_format is EventIdFormat.V1

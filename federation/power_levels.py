@@ -12,11 +12,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from federation.events import Event
+from federation.events import CREATE_KEY, POWER_LEVELS_KEY, Event, StateKey
 from federation.room_versions import RoomVersion
 
-CREATE = "m.room.create"
-POWER_LEVELS = "m.room.power_levels"
+StateEvents = Mapping[StateKey, Event]
 
 # Room v12 creators outrank every number a power levels event can hold.
 CREATOR_POWER_LEVEL = math.inf
@@ -108,3 +107,14 @@ def required_level(event_type: str, is_state: bool, power_levels: Event | None) 
             if level is not None:
                 return level
     return named_level(power_levels, "state_default" if is_state else "events_default")
+
+
+def user_level_in_state(user_id: str, state: StateEvents) -> float:
+    """`user_level` read from a state map ((type, state_key) -> event)."""
+    return user_level(user_id, state.get(CREATE_KEY), state.get(POWER_LEVELS_KEY))
+
+
+def required_level_in_state(event_type: str, state_key: str | None, state: StateEvents) -> int:
+    """`required_level` for an event of `event_type` (a state event when `state_key`
+    is not None), read from a state map."""
+    return required_level(event_type, state_key is not None, state.get(POWER_LEVELS_KEY))

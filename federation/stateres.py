@@ -17,20 +17,18 @@ import heapq
 from collections.abc import Awaitable, Callable, Collection, Container, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 
-from federation.auth_rules import (
+from federation.auth_rules import AuthError, auth_types_for_event, check_auth
+from federation.events import (
     CREATE,
     CREATE_KEY,
     JOIN_RULES,
     MEMBER,
     POWER_LEVELS,
     POWER_LEVELS_KEY,
-    AuthError,
+    Event,
     StateKey,
-    auth_types_for_event,
-    check_auth,
-    create_event_id_for_room,
 )
-from federation.events import Event
+from federation.identifiers import create_event_id_for_room
 from federation.power_levels import user_level
 from federation.room_versions import RoomVersion, StateResAlgorithm
 
@@ -105,13 +103,19 @@ def _separate(
 
     From v2 a key missing from some set is conflicted; in v1 only differing ids are.
     """
-    common = set(state_sets[0].items())
-    for state_set in state_sets[1:]:
-        common.intersection_update(state_set.items())
-    unconflicted = dict(common)
-    all_keys = set(state_sets[0]).union(*state_sets[1:])
+    first = state_sets[0]
+    differing: set[StateKey] = set()
+    for other in state_sets[1:]:
+        if other is first:
+            continue
+        for key, event_id in other.items():
+            if first.get(key) != event_id:
+                differing.add(key)
+        differing.update(first.keys() - other.keys())
+    unconflicted = dict(first)
     conflicted: dict[StateKey, set[str]] = {}
-    for key in all_keys.difference(unconflicted):
+    for key in differing:
+        unconflicted.pop(key, None)
         ids = {state_set[key] for state_set in state_sets if key in state_set}
         if len(ids) == 1 and not missing_is_conflict:
             unconflicted[key] = ids.pop()
@@ -132,7 +136,6 @@ class _Resolver:
         self._unknown: set[str] = set()
         self._rejected = rejected
         self._implied_create = room_version.room_id_from_create_event
-        self._auth_ids: dict[str, tuple[str, ...]] = {}
 
     async def load(self, event_ids: Iterable[str]) -> None:
         """Fetch the events of `event_ids` not fetched (or found unknown) yet."""
@@ -151,15 +154,14 @@ class _Resolver:
     def auth_ids(self, event: Event) -> tuple[str, ...]:
         """The event's auth events; in v12 the create event, implied by the room id,
         counts as one (as it does for the other servers' state resolution)."""
-        if not self._implied_create:
-            return event.auth_event_ids
-        ids = self._auth_ids.get(event.event_id)
-        if ids is None:
-            ids = event.auth_event_ids
-            create_id = create_event_id_for_room(event.room_id)
-            if event.type != CREATE and create_id is not None and create_id not in ids:
-                ids = (*ids, create_id)
-            self._auth_ids[event.event_id] = ids
+        ids = event.auth_event_ids
+        if self._implied_create:
+            # Only the create event itself has no room id to imply it by.
+            room_id = event.pdu.get("room_id")
+            if type(room_id) is str:
+                create_id = create_event_id_for_room(room_id)
+                if create_id is not None and create_id not in ids:
+                    return (*ids, create_id)
         return ids
 
     def auth_event_of_type(self, event: Event, key: StateKey) -> Event | None:

@@ -19,7 +19,7 @@ from federation.signing import sign_bytes, signing_bytes, verify_bytes
 SCHEME = "X-Matrix"
 MAX_HEADER_LENGTH = 4096
 _NAME_END = frozenset(' \t,"=')
-_VALUE_END = frozenset(' \t,"')  # "=" may end an unquoted (padded) base64 value
+_VALUE_END = frozenset(' \t,"')  # no "=": a bare value may be padded base64
 
 
 class XMatrixError(ValueError):

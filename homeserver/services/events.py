@@ -24,7 +24,7 @@ from psycopg import AsyncConnection
 
 from federation.auth_rules import AuthError, auth_types_for, check_auth
 from federation.builder import build_event
-from federation.events import Event
+from federation.events import CREATE_KEY, Event
 from federation.hashing import event_reference
 from federation.keys import SigningKey
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
@@ -33,7 +33,6 @@ from homeserver.storage import events as event_store
 from homeserver.storage import memberships, rooms, state, streams
 from homeserver.storage.pool import Database
 
-CREATE_KEY = ("m.room.create", "")
 MAX_PREV_EVENTS = 10
 
 

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from federation.auth_rules import (
-    CREATE,
-    JOIN_RULES,
-    MEMBER,
-    POWER_LEVELS,
-    StateKey,
-    auth_types_for,
-)
-from federation.events import Event
+from federation.auth_rules import auth_types_for
+from federation.events import CREATE, JOIN_RULES, MEMBER, POWER_LEVELS, Event, StateKey
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
 
 ALICE = "@alice:a.test"
