@@ -130,6 +130,7 @@ async def serve(config: Config, conninfo: str) -> None:
     signing_key = load_or_create_signing_key(config.signing_key_path)
     db = await _open_database(config, conninfo)
     hs = Homeserver(config=config, db=db, signing_key=signing_key)
+    await hs.start()
     runner = web.AppRunner(
         build_app(hs), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
     )

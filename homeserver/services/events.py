@@ -28,6 +28,7 @@ from federation.events import CREATE_KEY, Event
 from federation.hashing import event_reference
 from federation.keys import SigningKey
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
+from homeserver.services.notifier import Notifier
 from homeserver.services.streams import StreamAllocator
 from homeserver.storage import events as event_store
 from homeserver.storage import memberships, rooms, state, streams
@@ -242,11 +243,13 @@ class EventCreator:
         signing_key: SigningKey,
         cache: EventCache,
         allocator: StreamAllocator,
+        notifier: Notifier,
     ) -> None:
         self.db = db
         self.signing_key = signing_key
         self.cache = cache
         self.allocator = allocator
+        self.notifier = notifier
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def _lock(self, room_id: str) -> asyncio.Lock:
@@ -255,6 +258,22 @@ class EventCreator:
             lock = asyncio.Lock()
             self._locks[room_id] = lock
         return lock
+
+    async def _announce(self, writer: RoomWriter) -> None:
+        """Wake the syncs of the room's members, and of anyone whose membership changed."""
+        if not writer.persisted:
+            return
+        users = [
+            p.event.state_key
+            for p in writer.persisted
+            if p.event.type == "m.room.member" and p.event.state_key
+        ]
+        await self.notifier.notify(
+            "events",
+            max(p.stream_ordering for p in writer.persisted),
+            rooms=[writer.room_id],
+            users=users,
+        )
 
     @asynccontextmanager
     async def writer(self, room_id: str) -> AsyncIterator[RoomWriter]:
@@ -284,6 +303,7 @@ class EventCreator:
                 # Positions of a transaction that did not commit must not hold readers back.
                 await self.allocator.abandon("events", positions)
                 raise
+            await self._announce(writer)
 
     @asynccontextmanager
     async def new_room(
@@ -342,3 +362,4 @@ class EventCreator:
             except BaseException:
                 await self.allocator.abandon("events", positions)
                 raise
+            await self._announce(writer)
