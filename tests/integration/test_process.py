@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -234,3 +236,50 @@ def test_environment_variable_sets_a_setting(tmp_path: Path) -> None:
     result = cli("run", "--data-dir", str(tmp_path / "d"), env=env)
     assert result.returncode != 0
     assert "HOMESERVER_PORT: port must be int" in result.stderr
+
+
+def test_tls_listener_serves_the_same_api(data_dir: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls_port = free_port()
+    server = Server(
+        data_dir,
+        free_port(),
+        "--tls-port",
+        str(tls_port),
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    )
+    try:
+        server.wait_ready(START_BUDGET_FIRST)
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        url = f"https://127.0.0.1:{tls_port}/_matrix/key/v2/server"
+        with urllib.request.urlopen(url, context=context, timeout=5) as response:
+            body = json.loads(response.read())
+        assert body["server_name"] == "localhost"
+    finally:
+        assert server.stop() == 0
