@@ -3,20 +3,28 @@
 The stored PDU is never changed; a redacted event is redacted here, on the way
 out, with its room version's algorithm, and carries the redaction that removed
 its content in `unsigned.redacted_because`.
+
+Edits are never applied on the server (spec v1.7+): an edited event keeps its own
+content and carries its latest edit in the bundled aggregations
+(`unsigned.m.relations`), which a page of events gets in a few queries, not one per
+event.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from federation.events import Event
 from federation.redaction import redact
-from homeserver.services.events import EventCache, load_event
+from homeserver.services.events import EventCache
+from homeserver.services.visibility import event_of, filter_visible
 from homeserver.storage import events as event_store
+from homeserver.storage import relations as relation_store
+from homeserver.storage.events import EventRow
 
 JsonDict = dict[str, Any]
 
@@ -27,6 +35,8 @@ def client_event(
     redacted_because: JsonDict | None = None,
     transaction_id: str | None = None,
     now_ms: int | None = None,
+    membership: str | None = None,
+    relations: JsonDict | None = None,
 ) -> JsonDict:
     pdu = redact(event.pdu, event.room_version) if redacted_because is not None else event.pdu
     out: JsonDict = {
@@ -51,6 +61,10 @@ def client_event(
         unsigned["redacted_because"] = redacted_because
     if transaction_id is not None:
         unsigned["transaction_id"] = transaction_id
+    if membership is not None:
+        unsigned["membership"] = membership
+    if relations:
+        unsigned["m.relations"] = relations
     out["unsigned"] = unsigned
     return out
 
@@ -62,19 +76,31 @@ async def format_events(
     *,
     user_id: str | None = None,
     device_id: str | None = None,
+    rows: Mapping[str, EventRow] | None = None,
+    memberships: Mapping[str, str] | None = None,
+    aggregations: bool = False,
 ) -> list[JsonDict]:
-    """Client events for `event_ids` (unknown ids are skipped), in the given order."""
-    rows = await event_store.get_events(conn, event_ids)
+    """Client events for `event_ids` (unknown ids are skipped), in the given order.
+
+    `rows` saves loading events the caller already holds; `memberships` fills
+    `unsigned.membership` (the requester's membership at each event, which history
+    visibility computes anyway); `aggregations` bundles relations for `user_id`.
+    """
+    if rows is None:
+        rows = await event_store.get_events(conn, event_ids)
     redaction_ids = [r.redacted_by for r in rows.values() if r.redacted_by]
     redactions: dict[str, JsonDict] = {}
     if redaction_ids:
         redaction_rows = await event_store.get_events(conn, redaction_ids)
         for rid, redaction in redaction_rows.items():
-            redactions[rid] = client_event(_cached(cache, redaction))
+            redactions[rid] = client_event(event_of(cache, redaction))
     txn_ids: dict[str, str] = {}
     if user_id is not None and device_id is not None:
         txn_ids = await event_store.txn_ids_for(conn, user_id, device_id, list(rows))
     now = int(time.time() * 1000)
+    bundled: dict[str, JsonDict] = {}
+    if aggregations and user_id is not None:
+        bundled = await bundled_aggregations(conn, cache, user_id, list(rows.values()), now)
     out = []
     for event_id in event_ids:
         row = rows.get(event_id)
@@ -82,18 +108,51 @@ async def format_events(
             continue
         out.append(
             client_event(
-                _cached(cache, row),
+                event_of(cache, row),
                 redacted_because=redactions.get(row.redacted_by) if row.redacted_by else None,
                 transaction_id=txn_ids.get(event_id),
                 now_ms=now,
+                membership=memberships.get(event_id) if memberships is not None else None,
+                relations=bundled.get(event_id),
             )
         )
     return out
 
 
-def _cached(cache: EventCache, row: event_store.EventRow) -> Event:
-    event = cache.get(row.event_id)
-    if event is None:
-        event = load_event(row)
-        cache.put(event)
-    return event
+async def bundled_aggregations(
+    conn: AsyncConnection, cache: EventCache, user_id: str, rows: Sequence[EventRow], now: int
+) -> dict[str, JsonDict]:
+    """`unsigned.m.relations` for each of `rows` that has any: the thread (latest event,
+    count, whether the user took part), the latest valid edit, and references.
+
+    State events get none. The thread's latest event and the edit are events handed to
+    the client, so history visibility applies to them too.
+    """
+    parents = {row.event_id: event_of(cache, row) for row in rows}
+    parents = {eid: event for eid, event in parents.items() if not event.is_state}
+    found = await relation_store.aggregations(conn, list(parents), user_id)
+    nested_ids = [t.latest_event_id for t in found.threads.values()] + list(found.edits.values())
+    if not nested_ids and not found.references:
+        return {}
+    nested_rows = await event_store.get_events(conn, nested_ids)
+    visible = await filter_visible(conn, cache, user_id, list(nested_rows.values()))
+    nested = {row.event_id: client_event(event_of(cache, row), now_ms=now) for row in visible.rows}
+    out: dict[str, JsonDict] = {}
+    for parent_id, summary in found.threads.items():
+        latest = nested.get(summary.latest_event_id)
+        if latest is not None:
+            out.setdefault(parent_id, {})["m.thread"] = {
+                "latest_event": latest,
+                "count": summary.count,
+                "current_user_participated": summary.participated
+                or parents[parent_id].sender == user_id,
+            }
+    for parent_id, edit_id in found.edits.items():
+        edit = nested.get(edit_id)
+        if edit is not None:
+            out.setdefault(parent_id, {})["m.replace"] = edit
+    for parent_id, references in found.references.items():
+        out.setdefault(parent_id, {})["m.reference"] = {
+            "chunk": [{"event_id": event_id} for event_id in references]
+        }
+    return out

@@ -67,7 +67,7 @@ class Notifier:
     async def start(self) -> None:
         """Read the current positions and start listening to other processes."""
         self._listen_conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
-        await self._listen_conn.execute(f"LISTEN {CHANNEL}")
+        await streams.listen(self._listen_conn, CHANNEL)
         self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         self.positions = await streams.safe_positions(self._conn)
         self._listener = asyncio.create_task(self._listen(self._listen_conn))
@@ -179,7 +179,7 @@ class Notifier:
             # NOTIFY payloads are limited to 8000 bytes: fall back to waking everyone.
             summary = {k: payload.get(k) for k in ("kind", "stream", "position")}
             data = orjson.dumps({**summary, "from": _INSTANCE, "all": True}).decode()
-        await self._conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, data))
+        await streams.publish(self._conn, CHANNEL, data)
 
     async def wait(self, user_id: str, rooms: Iterable[str], seconds: float) -> bool:
         """Block until something for this user or these rooms is notified; False on timeout."""

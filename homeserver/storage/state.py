@@ -73,6 +73,42 @@ async def get_state(
     return {(t, sk): eid for t, sk, eid in await cur.fetchall()}
 
 
+async def get_state_for_groups(
+    conn: AsyncConnection, groups: Iterable[int], keys: Iterable[StateKey]
+) -> dict[int, StateMap]:
+    """The given entries of many groups in one query: readers of a page of events
+    (history visibility) need a few keys at each event, not whole states."""
+    group_list = sorted(set(groups))
+    key_list = list(keys)
+    if not group_list or not key_list:
+        return {}
+    cur = await conn.execute(
+        """
+        WITH RECURSIVE chain(start, id, prev_group, n) AS (
+            SELECT id, id, prev_group, 0 FROM state_groups WHERE id = ANY(%(groups)s)
+            UNION ALL
+            SELECT c.start, g.id, g.prev_group, c.n + 1
+            FROM state_groups g JOIN chain c ON g.id = c.prev_group
+        )
+        SELECT DISTINCT ON (c.start, e.type, e.state_key) c.start, e.type, e.state_key,
+            e.event_id
+        FROM chain c JOIN state_group_entries e ON e.state_group = c.id
+        WHERE (e.type, e.state_key) IN
+            (SELECT * FROM unnest(%(types)s::text[], %(state_keys)s::text[]))
+        ORDER BY c.start, e.type, e.state_key, c.n
+        """,
+        {
+            "groups": group_list,
+            "types": [k[0] for k in key_list],
+            "state_keys": [k[1] for k in key_list],
+        },
+    )
+    out: dict[int, StateMap] = {group: {} for group in group_list}
+    for start, event_type, state_key, event_id in await cur.fetchall():
+        out[int(start)][(event_type, state_key)] = event_id
+    return out
+
+
 async def get_state_of_type(conn: AsyncConnection, group: int, event_type: str) -> StateMap:
     cur = await conn.execute(
         _CHAIN + "SELECT DISTINCT ON (e.state_key) e.type, e.state_key, e.event_id"

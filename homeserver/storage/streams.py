@@ -67,3 +67,11 @@ async def safe_positions(conn: AsyncConnection) -> dict[str, int]:
     for stream, position, lowest in await cur.fetchall():
         out[stream] = int(position) if lowest is None else int(lowest) - 1
     return out
+
+
+async def listen(conn: AsyncConnection, channel: str) -> None:
+    await conn.execute(f"LISTEN {channel}")
+
+
+async def publish(conn: AsyncConnection, channel: str, payload: str) -> None:
+    await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))

@@ -127,3 +127,58 @@ def upgrade() -> None:
         );
         """
     )
+    op.execute(
+        """
+        -- Full-text search over the keys /search knows (content.body of messages,
+        -- content.name and content.topic), computed by PostgreSQL as the row is inserted so
+        -- persisting an event stays one statement. The 'simple' configuration (lower-cased
+        -- words, no stemming, no stop words) because rooms speak every language; queries
+        -- match word prefixes to recover most of what stemming would find.
+        ALTER TABLE events ADD COLUMN search_vector tsvector GENERATED ALWAYS AS (
+            CASE WHEN type IN ('m.room.message', 'm.room.name', 'm.room.topic')
+                -- \\u0000 and lone surrogates are valid JSON text but not jsonb: such an
+                -- event stays unsearchable rather than becoming unstorable.
+                AND json !~ '\\\\u(0000|[dD][89a-fA-F])'
+            THEN to_tsvector('simple', coalesce(json::jsonb -> 'content' ->> CASE type
+                WHEN 'm.room.message' THEN 'body' WHEN 'm.room.name' THEN 'name'
+                ELSE 'topic' END, ''))
+            END
+        ) STORED;
+        CREATE INDEX events_search ON events USING gin (search_vector)
+            WHERE search_vector IS NOT NULL;
+
+        -- Published rooms are listed by the directory; few rows, read often.
+        CREATE INDEX rooms_public ON rooms (room_id) WHERE is_public;
+
+        -- Reports of events and rooms, for server admins to act on.
+        CREATE TABLE event_reports (
+            id          BIGSERIAL PRIMARY KEY,
+            room_id     TEXT NOT NULL,
+            event_id    TEXT NOT NULL,
+            user_id     TEXT NOT NULL,
+            reason      TEXT,
+            score       INTEGER,
+            received_ts BIGINT NOT NULL
+        );
+        CREATE INDEX event_reports_room ON event_reports (room_id, received_ts);
+        CREATE TABLE room_reports (
+            id          BIGSERIAL PRIMARY KEY,
+            room_id     TEXT NOT NULL,
+            user_id     TEXT NOT NULL,
+            reason      TEXT NOT NULL,
+            received_ts BIGINT NOT NULL
+        );
+        CREATE INDEX room_reports_room ON room_reports (room_id, received_ts);
+        """
+    )
+    op.execute(
+        """
+        -- History: a user's membership events in a room (history visibility, "did U join
+        -- after E"), events by time (timestamp_to_event), and thread roots by activity.
+        CREATE INDEX events_room_type_state_key ON events (room_id, type, state_key)
+            WHERE state_key IS NOT NULL;
+        CREATE INDEX events_room_ts ON events (room_id, origin_server_ts);
+        CREATE INDEX events_room_threads ON events (room_id, relates_to)
+            WHERE rel_type = 'm.thread';
+        """
+    )

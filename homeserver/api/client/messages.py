@@ -1,0 +1,70 @@
+"""Room history: /messages, /context and /timestamp_to_event."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.api.auth import require_user
+from homeserver.api.context import homeserver
+from homeserver.api.errors import json_response
+from homeserver.api.routes import add_client_route
+from homeserver.services import messages
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    hs = homeserver(request)
+    query = request.query
+    body = await messages.messages(
+        hs.db,
+        hs.event_cache,
+        requester,
+        request.match_info["room_id"],
+        from_token=query.get("from"),
+        to_token=query.get("to"),
+        direction=query.get("dir"),
+        limit=query.get("limit"),
+        filter_json=query.get("filter"),
+    )
+    return json_response(body)
+
+
+async def get_context(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    hs = homeserver(request)
+    body = await messages.context(
+        hs.db,
+        hs.event_cache,
+        requester,
+        request.match_info["room_id"],
+        request.match_info["event_id"],
+        limit=request.query.get("limit"),
+        filter_json=request.query.get("filter"),
+    )
+    return json_response(body)
+
+
+async def timestamp_to_event(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    hs = homeserver(request)
+    body = await messages.timestamp_to_event(
+        hs.db,
+        hs.event_cache,
+        requester,
+        request.match_info["room_id"],
+        ts=request.query.get("ts"),
+        direction=request.query.get("dir"),
+    )
+    return json_response(body)
+
+
+def register(app: web.Application) -> None:
+    add_client_route(app, "GET", "/rooms/{room_id}/messages", get_messages)
+    add_client_route(app, "GET", "/rooms/{room_id}/context/{event_id}", get_context)
+    add_client_route(
+        app,
+        "GET",
+        "/rooms/{room_id}/timestamp_to_event",
+        timestamp_to_event,
+        versions=("v1",),
+    )
