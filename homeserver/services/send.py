@@ -10,6 +10,7 @@ from psycopg import errors as pg_errors
 
 from federation.power_levels import named_level, user_level
 from homeserver.services.auth import Requester
+from homeserver.services.directory import CANONICAL_ALIAS, check_canonical_alias
 from homeserver.services.errors import ServiceError, forbidden, not_found
 from homeserver.services.events import (
     EventCreator,
@@ -75,6 +76,8 @@ class SendService:
                 else:
                     if state_key is not None and event_type == _MEMBERSHIP_ONLY:
                         self._check_member_event(requester, state_key, content)
+                    if state_key == "" and event_type == CANONICAL_ALIAS:
+                        await check_canonical_alias(writer.conn, writer.cache, room_id, content)
                     persisted = await writer.append(
                         event_type, requester.user_id, content, state_key=state_key
                     )

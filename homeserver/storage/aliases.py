@@ -25,3 +25,40 @@ async def create_alias(
 
 async def set_room_public(conn: AsyncConnection, room_id: str, public: bool) -> None:
     await conn.execute("UPDATE rooms SET is_public = %s WHERE room_id = %s", (public, room_id))
+
+
+async def get_alias_row(conn: AsyncConnection, alias: str) -> tuple[str, str] | None:
+    """(room_id, creator) of an alias."""
+    cur = await conn.execute(
+        "SELECT room_id, creator FROM room_aliases WHERE room_alias = %s", (alias,)
+    )
+    row = await cur.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+async def delete_alias(conn: AsyncConnection, alias: str) -> bool:
+    cur = await conn.execute("DELETE FROM room_aliases WHERE room_alias = %s", (alias,))
+    return cur.rowcount == 1
+
+
+async def aliases_of_room(conn: AsyncConnection, room_id: str) -> list[str]:
+    cur = await conn.execute(
+        "SELECT room_alias FROM room_aliases WHERE room_id = %s ORDER BY created_ts, room_alias",
+        (room_id,),
+    )
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def aliases_pointing_at(conn: AsyncConnection, aliases: list[str], room_id: str) -> set[str]:
+    """Which of `aliases` are ours and point at `room_id`."""
+    cur = await conn.execute(
+        "SELECT room_alias FROM room_aliases WHERE room_alias = ANY(%s) AND room_id = %s",
+        (aliases, room_id),
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def move_aliases(conn: AsyncConnection, old_room_id: str, new_room_id: str) -> None:
+    await conn.execute(
+        "UPDATE room_aliases SET room_id = %s WHERE room_id = %s", (new_room_id, old_room_id)
+    )

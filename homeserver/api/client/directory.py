@@ -1,0 +1,71 @@
+"""Room aliases (`/directory/room/...`, `/rooms/{roomId}/aliases`) and a room's
+visibility in the published room list (`/directory/list/room/...`)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.api.auth import require_user
+from homeserver.api.context import homeserver
+from homeserver.api.errors import MatrixError, json_response
+from homeserver.api.http import read_json_object
+from homeserver.api.routes import add_client_route
+
+
+async def create_alias(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    body = await read_json_object(request)
+    room_id = body.get("room_id")
+    if not isinstance(room_id, str) or not room_id.startswith("!"):
+        raise MatrixError(400, "M_BAD_JSON", "room_id must be a room id")
+    await homeserver(request).directory.create_alias(
+        requester, request.match_info["room_alias"], room_id
+    )
+    return json_response({})
+
+
+async def get_alias(request: web.Request) -> web.Response:
+    room_id, servers = await homeserver(request).directory.resolve_alias(
+        request.match_info["room_alias"]
+    )
+    return json_response({"room_id": room_id, "servers": servers})
+
+
+async def delete_alias(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    await homeserver(request).directory.delete_alias(requester, request.match_info["room_alias"])
+    return json_response({})
+
+
+async def room_aliases(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    found = await homeserver(request).directory.local_aliases(
+        requester, request.match_info["room_id"]
+    )
+    return json_response({"aliases": found})
+
+
+async def get_visibility(request: web.Request) -> web.Response:
+    visibility = await homeserver(request).directory.visibility(request.match_info["room_id"])
+    return json_response({"visibility": visibility})
+
+
+async def set_visibility(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    body = await read_json_object(request)
+    visibility = body.get("visibility", "public")
+    if visibility not in ("public", "private"):
+        raise MatrixError(400, "M_INVALID_PARAM", "visibility must be 'public' or 'private'")
+    await homeserver(request).directory.set_visibility(
+        requester, request.match_info["room_id"], visibility
+    )
+    return json_response({})
+
+
+def register(app: web.Application) -> None:
+    add_client_route(app, "PUT", "/directory/room/{room_alias}", create_alias)
+    add_client_route(app, "GET", "/directory/room/{room_alias}", get_alias)
+    add_client_route(app, "DELETE", "/directory/room/{room_alias}", delete_alias)
+    add_client_route(app, "GET", "/rooms/{room_id}/aliases", room_aliases)
+    add_client_route(app, "GET", "/directory/list/room/{room_id}", get_visibility)
+    add_client_route(app, "PUT", "/directory/list/room/{room_id}", set_visibility)
