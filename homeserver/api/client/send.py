@@ -23,6 +23,7 @@ async def send_message(request: web.Request) -> web.Response:
         content,
         txn_id=request.match_info["txn_id"],
     )
+    await hs.presence.user_active(requester.user_id)
     return json_response({"event_id": event_id})
 
 
