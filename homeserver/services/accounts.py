@@ -5,20 +5,30 @@ from __future__ import annotations
 import re
 import time
 
-from homeserver.services.passwords import hash_password_async
-from homeserver.storage import accounts
+from homeserver.services.device_lists import DeviceLists
+from homeserver.services.errors import ServiceError
+from homeserver.services.passwords import DEFAULT_TIME_COST, hash_password_async
+from homeserver.storage import accounts, devices, e2e_keys, tokens
 from homeserver.storage.pool import Database
 
 
-class AccountError(Exception):
+class AccountError(ServiceError):
+    """The account cannot be created or changed as asked (bad or taken name, bad password)."""
+
     def __init__(self, errcode: str, message: str) -> None:
-        super().__init__(message)
-        self.errcode = errcode
+        super().__init__(400, errcode, message)
 
 
 MAX_PASSWORD_LENGTH = 512
 # The user id grammar for new accounts; historical ids allowed more, but not for new ones.
 _LOCALPART = re.compile(r"[a-z0-9._=\-/+]+")
+
+
+def storable(value: str, name: str) -> str:
+    """`value`, if PostgreSQL text can hold it (no NUL characters); else 400."""
+    if "\x00" in value:
+        raise AccountError("M_INVALID_PARAM", f"{name} must not contain NUL characters")
+    return value
 
 
 def is_valid_localpart(localpart: str) -> bool:
@@ -32,6 +42,7 @@ async def register_user(
     password: str | None,
     *,
     admin: bool = False,
+    time_cost: int = DEFAULT_TIME_COST,
 ) -> str:
     """Create a local account and return its user id."""
     if localpart.startswith("@"):
@@ -48,7 +59,7 @@ async def register_user(
         raise AccountError("M_INVALID_USERNAME", "User id is too long")
     if password is not None and len(password) > MAX_PASSWORD_LENGTH:
         raise AccountError("M_INVALID_PARAM", "Password is too long")
-    password_hash = await hash_password_async(password) if password is not None else None
+    password_hash = await hash_password_async(password, time_cost) if password is not None else None
     async with db.pool.connection() as conn:
         created = await accounts.create_user(
             conn,
@@ -61,3 +72,23 @@ async def register_user(
     if not created:
         raise AccountError("M_USER_IN_USE", f"{user_id} is already taken")
     return user_id
+
+
+async def change_password(db: Database, user_id: str, new_password: str, time_cost: int) -> None:
+    if len(new_password) > MAX_PASSWORD_LENGTH:
+        raise AccountError("M_INVALID_PARAM", "Password is too long")
+    if not new_password:
+        raise AccountError("M_INVALID_PARAM", "Password must not be empty")
+    password_hash = await hash_password_async(new_password, time_cost)
+    async with db.pool.connection() as conn:
+        await accounts.set_password_hash(conn, user_id, password_hash)
+
+
+async def deactivate(device_lists: DeviceLists, user_id: str, *, erase: bool) -> None:
+    """Close the account for good: no password, no devices (nor their keys), no tokens."""
+    async with device_lists.transaction([user_id]) as conn:
+        await accounts.deactivate_user(conn, user_id, erase=erase)
+        await tokens.delete_user_tokens(conn, user_id)
+        device_ids = await devices.all_device_ids(conn, user_id)
+        await devices.delete_devices(conn, user_id, device_ids)
+        await e2e_keys.delete_device_keys(conn, user_id, device_ids)

@@ -49,6 +49,9 @@ async def authenticate(db: Database, token: str) -> Requester:
     if row.expires_ts is not None and row.expires_ts <= now_ms():
         # An expired token that could be refreshed: the client should refresh, not log out.
         raise AuthFailure("Access token has expired", soft_logout=True)
+    if row.refresh_token_id is not None and not row.used:
+        async with db.pool.connection() as conn:
+            await tokens.mark_access_token_used(conn, row.token_id, row.refresh_token_id)
     return Requester(
         user_id=row.user_id,
         device_id=row.device_id,

@@ -23,14 +23,30 @@ async def create_user(
     return cur.rowcount == 1
 
 
-async def get_password_hash(conn: AsyncConnection, user_id: str) -> str | None:
-    cur = await conn.execute(
-        "SELECT password_hash FROM users WHERE user_id = %s AND NOT deactivated", (user_id,)
-    )
-    row = await cur.fetchone()
-    return row[0] if row else None
-
-
 async def user_exists(conn: AsyncConnection, user_id: str) -> bool:
     cur = await conn.execute("SELECT 1 FROM users WHERE user_id = %s", (user_id,))
     return await cur.fetchone() is not None
+
+
+async def get_login_info(conn: AsyncConnection, user_id: str) -> tuple[str | None, bool] | None:
+    """(password hash, deactivated) of a user, or None when there is no such user."""
+    cur = await conn.execute(
+        "SELECT password_hash, deactivated FROM users WHERE user_id = %s", (user_id,)
+    )
+    row = await cur.fetchone()
+    return (row[0], bool(row[1])) if row else None
+
+
+async def set_password_hash(conn: AsyncConnection, user_id: str, password_hash: str) -> None:
+    await conn.execute(
+        "UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id)
+    )
+
+
+async def deactivate_user(conn: AsyncConnection, user_id: str, *, erase: bool) -> None:
+    """Mark the account deactivated (and erased if asked) and forget its password."""
+    await conn.execute(
+        "UPDATE users SET deactivated = TRUE, erased = erased OR %s, password_hash = NULL"
+        " WHERE user_id = %s",
+        (erase, user_id),
+    )

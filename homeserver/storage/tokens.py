@@ -1,4 +1,4 @@
-"""Access tokens, looked up by the SHA-256 digest of the token."""
+"""Access, refresh and login tokens, looked up by the SHA-256 digest of the token."""
 
 from __future__ import annotations
 
@@ -16,11 +16,23 @@ class TokenRow:
     is_admin: bool
     is_guest: bool
     deactivated: bool
+    refresh_token_id: int | None
+    used: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenRow:
+    token_id: int
+    user_id: str
+    device_id: str
+    expires_ts: int | None
+    next_token_id: int | None
 
 
 async def lookup_access_token(conn: AsyncConnection, token_hash: bytes) -> TokenRow | None:
     cur = await conn.execute(
-        "SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated"
+        "SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated,"
+        " t.refresh_token_id, t.used"
         " FROM access_tokens t JOIN users u USING (user_id) WHERE t.token_hash = %s",
         (token_hash,),
     )
@@ -47,3 +59,107 @@ async def insert_access_token(
     row = await cur.fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def mark_access_token_used(
+    conn: AsyncConnection, token_id: int, refresh_token_id: int
+) -> None:
+    """First use of a refreshed access token: the refresh token it replaced dies now."""
+    async with conn.transaction():
+        await conn.execute("UPDATE access_tokens SET used = TRUE WHERE id = %s", (token_id,))
+        await conn.execute(
+            "DELETE FROM refresh_tokens WHERE next_token_id = %s", (refresh_token_id,)
+        )
+
+
+async def delete_access_token(conn: AsyncConnection, token_id: int) -> None:
+    await conn.execute("DELETE FROM access_tokens WHERE id = %s", (token_id,))
+
+
+async def delete_other_access_tokens(
+    conn: AsyncConnection, user_id: str, device_id: str, keep_token_id: int
+) -> None:
+    """Every access token of a device but one (the one making the request)."""
+    await conn.execute(
+        "DELETE FROM access_tokens WHERE user_id = %s AND device_id = %s AND id <> %s",
+        (user_id, device_id, keep_token_id),
+    )
+
+
+async def insert_refresh_token(
+    conn: AsyncConnection, token_hash: bytes, user_id: str, device_id: str, *, now_ms: int
+) -> int:
+    cur = await conn.execute(
+        "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts)"
+        " VALUES (%s, %s, %s, %s) RETURNING id",
+        (token_hash, user_id, device_id, now_ms),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def lookup_refresh_token(conn: AsyncConnection, token_hash: bytes) -> RefreshTokenRow | None:
+    cur = await conn.execute(
+        "SELECT r.id, r.user_id, r.device_id, r.expires_ts, r.next_token_id"
+        " FROM refresh_tokens r JOIN users u USING (user_id)"
+        " WHERE r.token_hash = %s AND NOT u.deactivated FOR UPDATE OF r",
+        (token_hash,),
+    )
+    row = await cur.fetchone()
+    return RefreshTokenRow(*row) if row else None
+
+
+async def replace_refresh_token(conn: AsyncConnection, old_id: int, new_id: int) -> None:
+    """Point the old refresh token at its successor and drop the successor it had
+    before (handed out but never used), with that successor's access token."""
+    cur = await conn.execute("SELECT next_token_id FROM refresh_tokens WHERE id = %s", (old_id,))
+    row = await cur.fetchone()
+    await conn.execute(
+        "UPDATE refresh_tokens SET next_token_id = %s WHERE id = %s", (new_id, old_id)
+    )
+    if row is not None and row[0] is not None:
+        await conn.execute("DELETE FROM refresh_tokens WHERE id = %s", (row[0],))
+    # The access tokens issued with the old refresh token are replaced too.
+    await conn.execute("DELETE FROM access_tokens WHERE refresh_token_id = %s", (old_id,))
+    # Using the new refresh token retires the old one, like using the new access token.
+    await conn.execute("DELETE FROM refresh_tokens WHERE next_token_id = %s", (old_id,))
+
+
+async def delete_device_tokens(conn: AsyncConnection, user_id: str, device_ids: list[str]) -> None:
+    await conn.execute(
+        "DELETE FROM access_tokens WHERE user_id = %s AND device_id = ANY(%s)",
+        (user_id, device_ids),
+    )
+    await conn.execute(
+        "DELETE FROM refresh_tokens WHERE user_id = %s AND device_id = ANY(%s)",
+        (user_id, device_ids),
+    )
+
+
+async def delete_user_tokens(conn: AsyncConnection, user_id: str) -> None:
+    await conn.execute("DELETE FROM access_tokens WHERE user_id = %s", (user_id,))
+    await conn.execute("DELETE FROM refresh_tokens WHERE user_id = %s", (user_id,))
+    await conn.execute("DELETE FROM login_tokens WHERE user_id = %s", (user_id,))
+
+
+async def insert_login_token(
+    conn: AsyncConnection, token_hash: bytes, user_id: str, expires_ts: int
+) -> None:
+    await conn.execute(
+        "INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES (%s, %s, %s)",
+        (token_hash, user_id, expires_ts),
+    )
+
+
+async def consume_login_token(conn: AsyncConnection, token_hash: bytes, now_ms: int) -> str | None:
+    """The user a login token was issued to, if it is unexpired; it works once."""
+    cur = await conn.execute(
+        "DELETE FROM login_tokens WHERE token_hash = %s RETURNING user_id, expires_ts",
+        (token_hash,),
+    )
+    row = await cur.fetchone()
+    await conn.execute("DELETE FROM login_tokens WHERE expires_ts <= %s", (now_ms,))
+    if row is None or row[1] <= now_ms:
+        return None
+    return str(row[0])

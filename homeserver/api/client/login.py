@@ -1,0 +1,54 @@
+"""Logging in: `GET/POST /login`, `POST /refresh`, and login tokens for signing
+in another device (`POST /v1/login/get_token`)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.api.auth import require_user
+from homeserver.api.context import homeserver
+from homeserver.api.errors import MatrixError, json_response
+from homeserver.api.http import read_json_object
+from homeserver.api.routes import add_client_route
+from homeserver.api.uia import reauthenticate
+from homeserver.services import login
+
+
+async def get_login(request: web.Request) -> web.Response:
+    return json_response(
+        {
+            "flows": [
+                {"type": login.LOGIN_PASSWORD},
+                {"type": login.LOGIN_TOKEN, "get_login_token": True},
+            ]
+        }
+    )
+
+
+async def post_login(request: web.Request) -> web.Response:
+    hs = homeserver(request)
+    body = await read_json_object(request)
+    return json_response(await login.login(hs.db, hs.config, body))
+
+
+async def post_refresh(request: web.Request) -> web.Response:
+    hs = homeserver(request)
+    body = await read_json_object(request)
+    token = body.get("refresh_token")
+    if not isinstance(token, str) or not token:
+        raise MatrixError(400, "M_BAD_JSON", "refresh_token must be a non-empty string")
+    return json_response(await login.refresh(hs.db, hs.config, token))
+
+
+async def post_get_token(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    body = await read_json_object(request)
+    await reauthenticate(request, body, requester)
+    return json_response(await login.create_login_token(homeserver(request).db, requester.user_id))
+
+
+def register(app: web.Application) -> None:
+    add_client_route(app, "GET", "/login", get_login)
+    add_client_route(app, "POST", "/login", post_login)
+    add_client_route(app, "POST", "/refresh", post_refresh, versions=("v3", "v1"))
+    add_client_route(app, "POST", "/login/get_token", post_get_token, versions=("v1",))

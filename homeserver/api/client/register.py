@@ -1,0 +1,69 @@
+"""Registration: `POST /register`, username availability, registration token
+validity, and the third-party-id verification we do not offer."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.api.context import homeserver
+from homeserver.api.errors import MatrixError, json_response
+from homeserver.api.http import read_json_object
+from homeserver.api.routes import add_client_route
+from homeserver.api.uia import UiaChallenge
+from homeserver.services import registration, uia
+
+
+async def post_register(request: web.Request) -> web.Response:
+    hs = homeserver(request)
+    body = await read_json_object(request)
+    # Registration stages bind the endpoint only: clients commonly start the session
+    # with an empty body and send the account details with the last stage.
+    key = uia.request_key(request.method, request.path, None)
+    try:
+        response = await registration.register(
+            hs.db, hs.config, body, request.query.get("kind", "user"), key
+        )
+    except uia.AuthIncomplete as exc:
+        raise UiaChallenge(exc.body) from None
+    return json_response(response)
+
+
+async def get_available(request: web.Request) -> web.Response:
+    username = request.query.get("username")
+    if not username:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing username")
+    hs = homeserver(request)
+    await registration.check_available(hs.db, hs.server_name, username)
+    return json_response({"available": True})
+
+
+async def get_token_validity(request: web.Request) -> web.Response:
+    token = request.query.get("token")
+    if token is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing token")
+    hs = homeserver(request)
+    return json_response({"valid": await registration.token_validity(hs.db, hs.config, token)})
+
+
+async def post_request_token(request: web.Request) -> web.Response:
+    """Registering with an email address or phone number: we verify neither."""
+    await read_json_object(request)
+    raise MatrixError(
+        403,
+        "M_THREEPID_DENIED",
+        "This server does not accept third-party identifiers for registration",
+    )
+
+
+def register(app: web.Application) -> None:
+    add_client_route(app, "POST", "/register", post_register)
+    add_client_route(app, "GET", "/register/available", get_available)
+    add_client_route(app, "POST", "/register/email/requestToken", post_request_token)
+    add_client_route(app, "POST", "/register/msisdn/requestToken", post_request_token)
+    add_client_route(
+        app,
+        "GET",
+        "/register/m.login.registration_token/validity",
+        get_token_validity,
+        versions=("v1",),
+    )
