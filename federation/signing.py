@@ -15,7 +15,7 @@ import nacl.exceptions
 import nacl.signing
 
 from federation import canonical_json, unpadded_base64
-from federation.keys import ED25519, KeyLookup, SigningKey
+from federation.keys import ED25519, InvalidKey, KeyLookup, SigningKey, decode_verify_key
 
 JsonDict = dict[str, Any]
 
@@ -127,3 +127,24 @@ def verify_json(
     return verify_signed_by(
         signing_bytes(obj), obj.get("signatures"), server_name, lookup, valid_at_ts=valid_at_ts
     )
+
+
+def verify_ed25519_signed(
+    obj: Mapping[str, Any], entity: str, key_id: str, public_key: str
+) -> bool:
+    """Whether `obj` carries a valid signature by `entity` (a user or server) under
+    `key_id`, made with the ed25519 key whose unpadded base64 form is `public_key`.
+
+    This is how device keys, one-time keys and cross-signing keys are checked: the key
+    comes from the signed material itself or from what the entity published before.
+    """
+    signatures = obj.get("signatures")
+    entity_sigs = signatures.get(entity) if isinstance(signatures, Mapping) else None
+    if not isinstance(entity_sigs, Mapping):
+        return False
+    try:
+        verify_key = decode_verify_key(public_key)
+        message = signing_bytes(obj)
+    except (InvalidKey, ValueError):
+        return False
+    return verify_bytes(message, entity_sigs.get(key_id), verify_key)

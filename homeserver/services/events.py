@@ -28,6 +28,7 @@ from federation.events import CREATE_KEY, Event
 from federation.hashing import event_reference
 from federation.keys import SigningKey
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
+from homeserver.services.device_lists import record_membership
 from homeserver.services.notifier import Notifier
 from homeserver.services.streams import StreamAllocator
 from homeserver.storage import events as event_store
@@ -142,6 +143,8 @@ class RoomWriter:
     extremities: list[tuple[str, int]]
     persisted: list[PersistedEvent] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
+    # 'device_lists' positions of members who started or stopped being joined
+    device_list_positions: list[int] = field(default_factory=list)
 
     async def _auth_state(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
         ids = await state.get_current_state(self.conn, self.room_id, keys | {CREATE_KEY})
@@ -206,6 +209,11 @@ class RoomWriter:
             await rooms.set_current_state_group(conn, self.room_id, self.state_group)
             if event.type == "m.room.member" and event.membership is not None:
                 assert event.state_key is not None
+                moved = await record_membership(
+                    conn, self.allocator, self.room_id, event.state_key, event.membership
+                )
+                if moved is not None:
+                    self.device_list_positions.append(moved)
                 name = event.content.get("displayname")
                 avatar = event.content.get("avatar_url")
                 await memberships.upsert_membership(
@@ -274,12 +282,20 @@ class EventCreator:
             rooms=[writer.room_id],
             users=users,
         )
+        if writer.device_list_positions:
+            await self.notifier.notify(
+                "device_lists",
+                max(writer.device_list_positions),
+                rooms=[writer.room_id],
+                users=users,
+            )
 
     @asynccontextmanager
     async def writer(self, room_id: str) -> AsyncIterator[RoomWriter]:
         """A writer for an existing room; commits when the block exits cleanly."""
         async with self._lock(room_id), self.db.pool.connection() as conn:
             positions: list[int] = []
+            device_list_positions: list[int] = []
             try:
                 async with conn.transaction():
                     await rooms.lock_room(conn, room_id)
@@ -296,12 +312,16 @@ class EventCreator:
                         state_group=room.current_state_group,
                         extremities=await rooms.get_forward_extremities(conn, room_id),
                         positions=positions,
+                        device_list_positions=device_list_positions,
                     )
                     yield writer
                     await streams.finish(conn, "events", positions)
+                    if device_list_positions:
+                        await streams.finish(conn, "device_lists", device_list_positions)
             except BaseException:
                 # Positions of a transaction that did not commit must not hold readers back.
                 await self.allocator.abandon("events", positions)
+                await self.allocator.abandon("device_lists", device_list_positions)
                 raise
             await self._announce(writer)
 
@@ -339,6 +359,7 @@ class EventCreator:
         new_room_id = create.room_id
         async with self._lock(new_room_id), self.db.pool.connection() as conn:
             positions: list[int] = []
+            device_list_positions: list[int] = []
             try:
                 async with conn.transaction():
                     await rooms.lock_room(conn, new_room_id)
@@ -355,11 +376,15 @@ class EventCreator:
                         state_group=None,
                         extremities=[],
                         positions=positions,
+                        device_list_positions=device_list_positions,
                     )
                     await writer.persist(create, prev_ids=[], new_key=True)
                     yield writer
                     await streams.finish(conn, "events", positions)
+                    if device_list_positions:
+                        await streams.finish(conn, "device_lists", device_list_positions)
             except BaseException:
                 await self.allocator.abandon("events", positions)
+                await self.allocator.abandon("device_lists", device_list_positions)
                 raise
             await self._announce(writer)
