@@ -8,6 +8,7 @@ so they cannot drift apart.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,16 @@ class Setting:
         return self.key.replace(".", "__")
 
 
+# Token buckets per user (or per address when unauthenticated): (per_second, burst).
+RATE_LIMIT_DEFAULTS: dict[str, tuple[float, int]] = {
+    "login": (0.17, 5),
+    "registration": (0.17, 3),
+    "message": (0.2, 10),
+    "room_creation": (0.1, 5),
+    "invite": (0.3, 10),
+    "join": (0.1, 10),
+}
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("server_name", str, "localhost", "the domain part of user ids on this server"),
     Setting("bind", str, "127.0.0.1", "address to listen on"),
@@ -63,6 +74,26 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("database.pool_size", int, 10, "connections in the pool", flag=False),
     Setting("open_registration", bool, False, "let anyone register an account"),
+    Setting(
+        "registration_requires_token",
+        bool,
+        False,
+        "registration needs a token made with `homeserver registration-token create`",
+    ),
+    Setting(
+        "access_token_lifetime_ms",
+        int,
+        5 * 60 * 1000,
+        "lifetime of access tokens issued with a refresh token (others do not expire)",
+        flag=False,
+    ),
+    Setting(
+        "argon2_time_cost",
+        int,
+        3,
+        "argon2id passes per password hash; more passes make stolen hashes costlier to crack",
+        flag=False,
+    ),
     Setting("public_baseurl", str, None, "public URL of the client API", nullable=True),
     Setting(
         "well_known.server",
@@ -76,6 +107,55 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_request_size", int, 50 * 1024 * 1024, "largest request body in bytes", flag=False),
     Setting(
         "default_room_version", str, DEFAULT_ROOM_VERSION, "room version of new rooms", flag=False
+    ),
+    Setting("presence.enabled", bool, True, "track and share users' online status"),
+    Setting(
+        "user_directory.search_all_users",
+        bool,
+        False,
+        "let the user directory find every local user, not only those sharing a room",
+        flag=False,
+    ),
+    Setting("rate_limits.enabled", bool, True, "answer floods with 429 M_LIMIT_EXCEEDED"),
+    Setting(
+        "federation.verify_tls",
+        bool,
+        True,
+        "check other servers' TLS certificates (turn off only on test networks)",
+    ),
+    Setting(
+        "federation.use_tls",
+        bool,
+        True,
+        "reach other servers over HTTPS; false (plain HTTP) is for tests on loopback only",
+        flag=False,
+    ),
+    Setting(
+        "federation.trusted_key_servers",
+        tuple,
+        (),
+        "notary servers asked for keys a server cannot give us itself (none by default)",
+        flag=False,
+    ),
+    *(
+        setting
+        for action, (per_second, burst) in RATE_LIMIT_DEFAULTS.items()
+        for setting in (
+            Setting(
+                f"rate_limits.{action}.per_second",
+                float,
+                per_second,
+                f"sustained {action} requests per second allowed per user or address",
+                flag=False,
+            ),
+            Setting(
+                f"rate_limits.{action}.burst",
+                int,
+                burst,
+                f"{action} requests allowed at once before the sustained rate applies",
+                flag=False,
+            ),
+        )
     ),
 )
 
@@ -94,12 +174,38 @@ class Config:
     database_url: str | None
     database_pool_size: int
     open_registration: bool
+    registration_requires_token: bool
+    access_token_lifetime_ms: int
+    argon2_time_cost: int
     public_baseurl: str | None
     well_known_server: str | None
     log_level: str
     max_request_size: int
     default_room_version: str
+    presence_enabled: bool
+    rate_limits_enabled: bool
+    rate_limits_login_per_second: float
+    rate_limits_login_burst: int
+    rate_limits_registration_per_second: float
+    rate_limits_registration_burst: int
+    rate_limits_message_per_second: float
+    rate_limits_message_burst: int
+    rate_limits_room_creation_per_second: float
+    rate_limits_room_creation_burst: int
+    rate_limits_invite_per_second: float
+    rate_limits_invite_burst: int
+    rate_limits_join_per_second: float
+    rate_limits_join_burst: int
+    federation_verify_tls: bool
+    federation_use_tls: bool
+    federation_trusted_key_servers: tuple[str, ...]
+    user_directory_search_all_users: bool = False
     data_dir: Path = field(default=Path("homeserver-data"))
+
+    def rate_limit(self, action: str) -> tuple[float, int]:
+        """(per_second, burst) of a rate-limited action named in RATE_LIMIT_DEFAULTS."""
+        prefix = f"rate_limits_{action}_"
+        return getattr(self, prefix + "per_second"), getattr(self, prefix + "burst")
 
     @property
     def signing_key_path(self) -> Path:
@@ -138,6 +244,19 @@ def _coerce(setting: Setting, value: Any, source: str) -> Any:
             return value
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
+    elif setting.type is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif setting.type is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
     elif setting.type is str:
         if isinstance(value, str):
             return value
@@ -227,10 +346,23 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"default_room_version {config.default_room_version!r} is not supported")
     if config.database_pool_size < 1:
         raise ConfigError("database.pool_size must be at least 1")
+    if config.access_token_lifetime_ms < 1000:
+        raise ConfigError("access_token_lifetime_ms must be at least 1000")
+    if not 1 <= config.argon2_time_cost <= 100:
+        raise ConfigError("argon2_time_cost must be between 1 and 100")
     if config.max_request_size < 1024:
         raise ConfigError("max_request_size must be at least 1024 bytes")
     if config.database_url is not None and not _is_postgres_conninfo(config.database_url):
         raise ConfigError("database.url is not a PostgreSQL URL (postgresql://...)")
+    for notary in config.federation_trusted_key_servers:
+        if not is_valid_server_name(notary):
+            raise ConfigError(f"federation.trusted_key_servers: {notary!r} is not a server name")
+    for action in RATE_LIMIT_DEFAULTS:
+        per_second, burst = config.rate_limit(action)
+        if not (per_second > 0 and math.isfinite(per_second)):
+            raise ConfigError(f"rate_limits.{action}.per_second must be a positive number")
+        if burst < 1:
+            raise ConfigError(f"rate_limits.{action}.burst must be at least 1")
 
 
 def _is_postgres_conninfo(value: str) -> bool:
@@ -258,21 +390,31 @@ def generated_config_text(server_name: str) -> str:
         "# variable HOMESERVER_<NAME> (e.g. HOMESERVER_DATABASE_URL) or a flag of `run`.",
         "",
     ]
-    sections: dict[str, list[Setting]] = {}
+    # Top-level settings first, then one nested block per section (e.g. rate_limits.login).
+    tree: dict[str, Any] = {}
     for setting in SETTINGS:
-        head, _, _ = setting.key.rpartition(".")
-        sections.setdefault(head, []).append(setting)
-    for head, settings in sections.items():
-        indent = ""
-        if head:
-            lines.append(f"{head}:")
-            indent = "  "
-        for setting in settings:
-            name = setting.key.rpartition(".")[2]
-            lines.append(f"{indent}# {setting.help}")
-            value: Any = server_name if setting.key == "server_name" else setting.default
+        *heads, name = setting.key.split(".")
+        node = tree
+        for head in heads:
+            node = node.setdefault(head, {})
+        node[name] = setting
+    _emit_settings(tree, "", server_name, lines)
+    return "\n".join(lines)
+
+
+def _emit_settings(node: dict[str, Any], indent: str, server_name: str, lines: list[str]) -> None:
+    for name, child in node.items():
+        if isinstance(child, Setting):
+            lines.append(f"{indent}# {child.help}")
+            value: Any = server_name if child.key == "server_name" else child.default
             rendered = yaml.safe_dump(value, default_flow_style=True).strip()
             rendered = rendered.removesuffix("\n...").removesuffix("...").strip()
             lines.append(f"{indent}{name}: {rendered}")
+    if not indent:
         lines.append("")
-    return "\n".join(lines)
+    for name, child in node.items():
+        if isinstance(child, dict):
+            lines.append(f"{indent}{name}:")
+            _emit_settings(child, indent + "  ", server_name, lines)
+            if not indent:
+                lines.append("")

@@ -7,14 +7,32 @@ from dataclasses import dataclass, field
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.services.cross_signing import CrossSigningService
+from homeserver.services.device_lists import DeviceLists
 from homeserver.services.devices import SeenThrottle
+from homeserver.services.directory import DirectoryService
+from homeserver.services.e2ee import E2EEService
 from homeserver.services.events import EventCache, EventCreator
+from homeserver.services.federation_client import FederationClient
+from homeserver.services.federation_sender import FederationSender
+from homeserver.services.hierarchy import HierarchyService
+from homeserver.services.key_backup import KeyBackupService
+from homeserver.services.keyring import KeyRing
 from homeserver.services.membership import MembershipService
-from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.notifier import Notifier
+from homeserver.services.presence import PresenceService
+from homeserver.services.ratelimit import RateLimiter
+from homeserver.services.receipts import ReceiptService
+from homeserver.services.reports import ReportService
 from homeserver.services.rooms import RoomCreator
+from homeserver.services.search import SearchService
 from homeserver.services.send import SendService
 from homeserver.services.streams import StreamAllocator
+from homeserver.services.sync import SyncService
+from homeserver.services.to_device import ToDeviceService
+from homeserver.services.typing import TypingService
+from homeserver.services.upgrade import RoomUpgrader
+from homeserver.services.user_directory import UserDirectoryService
 from homeserver.storage.pool import Database
 
 
@@ -33,6 +51,24 @@ class Homeserver:
     rooms: RoomCreator = field(init=False)
     membership: MembershipService = field(init=False)
     send: SendService = field(init=False)
+    directory: DirectoryService = field(init=False)
+    upgrader: RoomUpgrader = field(init=False)
+    hierarchy: HierarchyService = field(init=False)
+    search: SearchService = field(init=False)
+    reports: ReportService = field(init=False)
+    device_lists: DeviceLists = field(init=False)
+    cross_signing: CrossSigningService = field(init=False)
+    e2ee: E2EEService = field(init=False)
+    key_backup: KeyBackupService = field(init=False)
+    user_directory: UserDirectoryService = field(init=False)
+    typing: TypingService = field(init=False)
+    receipts: ReceiptService = field(init=False)
+    presence: PresenceService = field(init=False)
+    to_device: ToDeviceService = field(init=False)
+    sync: SyncService = field(init=False)
+    federation_client: FederationClient = field(init=False)
+    keyring: KeyRing = field(init=False)
+    federation_sender: FederationSender = field(init=False)
 
     def __post_init__(self) -> None:
         self.ratelimiter = RateLimiter.from_config(self.config)
@@ -46,12 +82,59 @@ class Homeserver:
         )
         self.membership = MembershipService(self.db, self.events, self.config.server_name)
         self.send = SendService(self.db, self.events)
+        self.directory = DirectoryService(self.db, self.events, self.config.server_name)
+        self.upgrader = RoomUpgrader(self.db, self.events, self.config.server_name)
+        self.hierarchy = HierarchyService(self.events)
+        self.search = SearchService(self.events)
+        self.reports = ReportService(self.events)
+        self.device_lists = DeviceLists(self.db, self.streams, self.notifier)
+        self.cross_signing = CrossSigningService(self.db, self.device_lists)
+        self.e2ee = E2EEService(
+            self.db, self.device_lists, self.cross_signing, self.config.server_name
+        )
+        self.key_backup = KeyBackupService(self.db)
+        self.user_directory = UserDirectoryService(
+            self.db, self.config.user_directory_search_all_users
+        )
+        self.typing = TypingService(self.db, self.notifier)
+        self.receipts = ReceiptService(self.db, self.streams, self.notifier)
+        self.presence = PresenceService(
+            self.db, self.streams, self.notifier, enabled=self.config.presence_enabled
+        )
+        self.to_device = ToDeviceService(
+            self.db, self.streams, self.notifier, self.config.server_name
+        )
+        self.sync = SyncService(self)
+        self.federation_client = FederationClient(
+            self.config.server_name,
+            self.signing_key,
+            verify_tls=self.config.federation_verify_tls,
+            use_tls=self.config.federation_use_tls,
+        )
+        self.keyring = KeyRing(
+            self.db,
+            self.federation_client,
+            self.config.server_name,
+            self.signing_key,
+            trusted_key_servers=self.config.federation_trusted_key_servers,
+        )
+        self.federation_sender = FederationSender(
+            self.db, self.federation_client, self.config.server_name
+        )
+        self.federation_client.on_success = self.federation_sender.on_contact
 
     async def start(self) -> None:
         await self.notifier.start()
+        await self.presence.start()
+        await self.federation_client.start()
+        await self.federation_sender.start()
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
+        await self.federation_sender.close()
+        await self.federation_client.close()
+        await self.presence.stop()
+        self.typing.close()
         await self.notifier.stop()
         await self.streams.close()
 

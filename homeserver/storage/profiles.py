@@ -20,13 +20,18 @@ async def get_profile(conn: AsyncConnection, user_id: str) -> tuple[str | None, 
 
 async def set_profile_field(
     conn: AsyncConnection, user_id: str, field: ProfileField, value: str | None
-) -> None:
-    """Set or (with None) clear one field, creating the profile row if needed."""
+) -> tuple[str | None, str | None]:
+    """Set or (with None) clear one field, creating the profile row if needed;
+    returns the new (displayname, avatar_url)."""
     column = sql.Identifier(field)
-    await conn.execute(
+    cur = await conn.execute(
         sql.SQL(
             "INSERT INTO profiles (user_id, {column}) VALUES (%s, %s)"
             " ON CONFLICT (user_id) DO UPDATE SET {column} = EXCLUDED.{column}"
+            " RETURNING displayname, avatar_url"
         ).format(column=column),
         (user_id, value),
     )
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1]

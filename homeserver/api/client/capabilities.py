@@ -1,0 +1,40 @@
+"""`GET /capabilities`: what this server lets the requesting user do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from federation.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.api.auth import require_user
+from homeserver.api.context import homeserver
+from homeserver.api.errors import json_response
+from homeserver.api.routes import add_client_route
+from homeserver.services.profile import FIELDS as PROFILE_FIELDS
+
+
+def capabilities(default_room_version: str) -> dict[str, Any]:
+    return {
+        "m.change_password": {"enabled": True},
+        "m.room_versions": {
+            "default": default_room_version,
+            "available": {version: "stable" for version in KNOWN_ROOM_VERSIONS},
+        },
+        "m.set_displayname": {"enabled": True},
+        "m.set_avatar_url": {"enabled": True},
+        # Clients assume any profile field is settable unless told otherwise.
+        "m.profile_fields": {"enabled": True, "allowed": list(PROFILE_FIELDS)},
+        "m.3pid_changes": {"enabled": False},
+        "m.get_login_token": {"enabled": True},
+    }
+
+
+async def get_capabilities(request: web.Request) -> web.Response:
+    await require_user(request)
+    hs = homeserver(request)
+    return json_response({"capabilities": capabilities(hs.config.default_room_version)})
+
+
+def register(app: web.Application) -> None:
+    add_client_route(app, "GET", "/capabilities", get_capabilities)
