@@ -6,6 +6,7 @@ clients the spec's precise errors before an event is built.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,8 @@ from homeserver.services.errors import ServiceError, forbidden, not_found
 from homeserver.services.events import EventCreator, EventNotAllowed, PersistedEvent, UnknownRoom
 from homeserver.storage import aliases, memberships, profiles, rooms
 from homeserver.storage.pool import Database
+
+log = logging.getLogger(__name__)
 
 
 async def member_profile(db: Database, user_id: str) -> dict[str, str]:
@@ -51,6 +54,14 @@ class MembershipService:
         async with self.db.pool.connection() as conn:
             rows = await memberships.rooms_of_user(conn, user_id)
         return [row.room_id for row in rows]
+
+    async def announce_profile(self, user_id: str, profile: Mapping[str, str]) -> None:
+        """Re-send the user's join event with their new profile in every joined room."""
+        for room_id in await self.joined_rooms(user_id):
+            try:
+                await self._change(room_id, user_id, user_id, "join", None, profile)
+            except ServiceError as exc:
+                log.warning("profile not announced in %s: %s", room_id, exc.message)
 
     async def current(self, room_id: str, user_id: str) -> str | None:
         async with self.db.pool.connection() as conn:

@@ -96,5 +96,5 @@ async def set_profile_field(
     profile: dict[str, str] = {
         name: stored for name, stored in zip(FIELDS, row, strict=True) if stored
     }
-    # Rooms: re-send the user's m.room.member event with `profile` in each joined room here.
+    await hs.membership.announce_profile(user_id, profile)
     return profile

@@ -85,9 +85,6 @@ def upgrade() -> None:
             avatar_url  TEXT
         );
 
-        -- Positions of the account data stream, shared by global and per-room data and tags.
-        CREATE SEQUENCE account_data_stream;
-
         CREATE TABLE account_data (
             user_id   TEXT NOT NULL,
             room_id   TEXT NOT NULL DEFAULT '',  -- '' for global account data

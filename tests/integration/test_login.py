@@ -318,3 +318,24 @@ async def test_nul_characters_are_refused(open_client: TestClient[Any, Any]) -> 
         headers=headers,
     )
     assert resp.status == 400
+
+
+async def test_login_attempts_are_rate_limited_per_address(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    client = await homeserver_client(
+        open_registration=True,
+        **{"rate_limits.login.burst": 3, "rate_limits.login.per_second": 0.001},
+    )
+    body = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "nobody"},
+        "password": "wrong",
+    }
+    statuses = [(await client.post(f"{CLIENT_V3}/login", json=body)).status for _ in range(3)]
+    assert statuses == [403, 403, 403]
+    resp = await client.post(f"{CLIENT_V3}/login", json=body)
+    assert resp.status == 429
+    error = await resp.json()
+    assert error["errcode"] == "M_LIMIT_EXCEEDED"
+    assert error["retry_after_ms"] > 0

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.integration.conftest import CLIENT_V3, auth_header, make_user
+from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, make_user
 
 Client = TestClient[Any, Any]
 
@@ -190,3 +190,19 @@ async def test_rate_limits_can_be_disabled(homeserver_client: Callable[..., Any]
     for n in range(3):
         resp = await client.put(url, json={"displayname": f"n{n}"}, headers=auth_header(token))
         assert resp.status == 200
+
+
+async def test_profile_change_updates_member_events(homeserver_client: Callable[..., Any]) -> None:
+    client = await homeserver_client(**{"rate_limits.enabled": False})
+    alice = await RoomUser.make(client, "alice")
+    room_a = await alice.create_room()
+    room_b = await alice.create_room()
+    await alice.ok("PUT", f"/profile/{alice.user_id}/displayname", {"displayname": "Alice A."})
+    for room_id in (room_a, room_b):
+        status, member = await alice.get(f"/v3/rooms/{room_id}/state/m.room.member/{alice.user_id}")
+        assert status == 200
+        assert member == {"membership": "join", "displayname": "Alice A."}
+    # Rooms created after the change start with the new name too.
+    room_c = await alice.create_room()
+    _, member = await alice.get(f"/v3/rooms/{room_c}/state/m.room.member/{alice.user_id}")
+    assert member["displayname"] == "Alice A."

@@ -28,6 +28,7 @@ async def get_login(request: web.Request) -> web.Response:
 async def post_login(request: web.Request) -> web.Response:
     hs = homeserver(request)
     body = await read_json_object(request)
+    await hs.ratelimiter.check("login", request.remote or "-")
     return json_response(await login.login(hs.db, hs.config, body))
 
 

@@ -16,6 +16,7 @@ from homeserver.services import registration, uia
 async def post_register(request: web.Request) -> web.Response:
     hs = homeserver(request)
     body = await read_json_object(request)
+    await hs.ratelimiter.check("registration", request.remote or "-")
     # Registration stages bind the endpoint only: clients commonly start the session
     # with an empty body and send the account details with the last stage.
     key = uia.request_key(request.method, request.path, None)
