@@ -1,0 +1,281 @@
+"""Outbound federation HTTP: find the destination (federation/discovery.py), sign the
+request with X-Matrix, send JSON, and read a bounded JSON answer.
+
+One aiohttp session serves every destination; its connector pools connections per
+(host, port, TLS name), so each destination keeps its own warm connections. Failures
+surface as `FederationError`s: `RequestFailed` when the destination answered with an
+error status (it carries status and errcode), `Unreachable` when no answer came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+import orjson
+from yarl import URL
+
+from federation.discovery import (
+    WELL_KNOWN_MAX_BYTES,
+    WELL_KNOWN_PATH,
+    Resolver,
+    SrvLookup,
+    SrvRecord,
+    Target,
+    WellKnownLookup,
+    WellKnownResponse,
+)
+from federation.keys import SigningKey
+from federation.xmatrix import sign_request
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 10.0
+WELL_KNOWN_TIMEOUT = 10.0
+WELL_KNOWN_MAX_REDIRECTS = 5
+MAX_RESPONSE_BYTES = 50 * 1024 * 1024
+DNS_TIMEOUT = 5.0
+
+
+class FederationError(Exception):
+    """A request to another server failed."""
+
+    def __init__(self, destination: str, message: str) -> None:
+        super().__init__(f"{destination}: {message}")
+        self.destination = destination
+
+
+class Unreachable(FederationError):
+    """No usable answer: resolution, connection, TLS, timeout, oversized or non-JSON body."""
+
+
+class RequestFailed(FederationError):
+    """The destination answered with an error status."""
+
+    def __init__(self, destination: str, status: int, errcode: str | None, error: str) -> None:
+        super().__init__(destination, f"{status} {errcode or ''} {error}".strip())
+        self.status = status
+        self.errcode = errcode
+        self.error = error
+
+
+class FederationClient:
+    """Signed JSON requests to other servers; `start()` before use, `close()` after."""
+
+    def __init__(
+        self,
+        server_name: str,
+        signing_key: SigningKey,
+        *,
+        verify_tls: bool = True,
+        use_tls: bool = True,
+        well_known_lookup: WellKnownLookup | None = None,
+        srv_lookup: SrvLookup | None = None,
+    ) -> None:
+        self.server_name = server_name
+        self.signing_key = signing_key
+        self.scheme = "https" if use_tls else "http"
+        self._ssl: ssl.SSLContext | bool = ssl.create_default_context() if verify_tls else False
+        self.resolver = Resolver(
+            well_known_lookup or self._fetch_well_known,
+            srv_lookup or self._lookup_srv,
+            lambda: time.time() * 1000,
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._dns: dns.asyncresolver.Resolver | None = None
+        # Called with a destination's name after it answered successfully (catch-up).
+        self.on_success: Callable[[str], None] | None = None
+
+    async def start(self) -> None:
+        if self._ssl is False and self.scheme == "https":
+            log.warning("federation: NOT verifying other servers' TLS certificates")
+        if self.scheme == "http":
+            log.warning("federation: talking plain HTTP to other servers (tests only)")
+        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=10, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            headers={"User-Agent": "homeserver"},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get_json(
+        self, destination: str, path: str, query: Mapping[str, Any] | None = None, **kw: Any
+    ) -> Any:
+        return await self.request("GET", destination, path, query=query, **kw)
+
+    async def put_json(self, destination: str, path: str, content: Any, **kw: Any) -> Any:
+        return await self.request("PUT", destination, path, content=content, **kw)
+
+    async def post_json(self, destination: str, path: str, content: Any, **kw: Any) -> Any:
+        return await self.request("POST", destination, path, content=content, **kw)
+
+    async def request(
+        self,
+        method: str,
+        destination: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        content: Any = None,
+        signed: bool = True,
+        time_limit: float = DEFAULT_TIMEOUT,
+        max_size: int = MAX_RESPONSE_BYTES,
+    ) -> Any:
+        """Send a request and return the parsed JSON answer.
+
+        `path` is already percent-encoded (use `quote_segment` for ids in it); `query`
+        values may be lists. The X-Matrix signature covers exactly the path and query
+        that go on the wire.
+        """
+        uri = path
+        if query:
+            uri += "?" + urlencode(query, doseq=True, quote_via=quote)
+        body = None if content is None else orjson.dumps(content)
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if signed:
+            headers["Authorization"] = sign_request(
+                method, uri, self.server_name, destination, self.signing_key, content
+            )
+        try:
+            targets = await self.resolver.resolve(destination)
+        except ValueError as exc:
+            raise Unreachable(destination, str(exc)) from None
+        try:
+            async with asyncio.timeout(time_limit):
+                result = await self._send(
+                    destination, targets, method, uri, headers, body, max_size
+                )
+        except TimeoutError:
+            raise Unreachable(destination, f"no answer within {time_limit:g} s") from None
+        if self.on_success is not None:
+            self.on_success(destination)
+        return result
+
+    async def _send(
+        self,
+        destination: str,
+        targets: list[Target],
+        method: str,
+        uri: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        max_size: int,
+    ) -> Any:
+        last_error = "no address to try"
+        for target in targets:
+            url = URL(f"{self.scheme}://{_url_host(target.host)}:{target.port}{uri}", encoded=True)
+            try:
+                async with self._http().request(
+                    method,
+                    url,
+                    data=body,
+                    headers={**headers, "Host": target.host_header},
+                    ssl=self._ssl,
+                    server_hostname=target.tls_name if self.scheme == "https" else None,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT),
+                ) as resp:
+                    raw = await _read_limited(resp, max_size, destination)
+                    return _decode(destination, resp.status, raw)
+            except (aiohttp.ClientConnectionError, ssl.SSLError, OSError) as exc:
+                # Connection-level failures: the next SRV target may do better.
+                last_error = f"{target.host}:{target.port}: {exc or type(exc).__name__}"
+            except aiohttp.ClientError as exc:
+                raise Unreachable(destination, f"bad response: {exc}") from None
+        raise Unreachable(destination, last_error)
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("FederationClient.start() was not called")
+        return self._session
+
+    async def _fetch_well_known(self, host: str) -> WellKnownResponse | None:
+        """GET the well-known file, following a bounded number of redirects."""
+        url = URL(f"{self.scheme}://{_url_host(host)}{WELL_KNOWN_PATH}", encoded=True)
+        try:
+            async with self._http().get(
+                url,
+                ssl=self._ssl,
+                max_redirects=WELL_KNOWN_MAX_REDIRECTS,
+                timeout=aiohttp.ClientTimeout(total=WELL_KNOWN_TIMEOUT),
+            ) as resp:
+                raw = await _read_limited(resp, WELL_KNOWN_MAX_BYTES, host)
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                return WellKnownResponse(resp.status, headers, raw)
+        except (aiohttp.ClientError, ssl.SSLError, OSError, TimeoutError, FederationError) as exc:
+            log.debug("no well-known for %s: %s", host, exc)
+            return None
+
+    async def _lookup_srv(self, name: str) -> list[SrvRecord]:
+        """SRV records, or none on any DNS failure (the spec then falls back to port 8448)."""
+        try:
+            if self._dns is None:
+                self._dns = dns.asyncresolver.Resolver()
+                self._dns.cache = dns.resolver.LRUCache()  # honours each record's TTL
+                self._dns.lifetime = DNS_TIMEOUT
+            answer = await self._dns.resolve(name, "SRV")
+        except dns.exception.DNSException as exc:
+            log.debug("no SRV record %s: %s", name, exc)
+            return []
+        return [
+            SrvRecord(r.priority, r.weight, r.port, r.target.to_text(omit_final_dot=True))
+            for r in answer
+        ]
+
+
+def quote_segment(value: str) -> str:
+    """Percent-encode an id for use as one path segment."""
+    return quote(value, safe="")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int, destination: str) -> bytes:
+    if resp.content_length is not None and resp.content_length > limit:
+        raise Unreachable(destination, f"response of {resp.content_length} bytes is too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise Unreachable(destination, f"response over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(destination: str, status: int, raw: bytes) -> Any:
+    try:
+        data = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        data = None
+        if 200 <= status < 300:
+            raise Unreachable(destination, f"{status} answer is not JSON") from None
+    if 200 <= status < 300:
+        return data
+    errcode = data.get("errcode") if isinstance(data, dict) else None
+    error = data.get("error") if isinstance(data, dict) else None
+    raise RequestFailed(
+        destination,
+        status,
+        errcode if isinstance(errcode, str) else None,
+        error if isinstance(error, str) else raw[:200].decode("utf-8", "replace"),
+    )
