@@ -49,7 +49,11 @@ from homeserver.api.client import (
 from homeserver.api.client import register as client_register
 from homeserver.api.context import HOMESERVER
 from homeserver.api.federation import auth as federation_auth
+from homeserver.api.federation import e2ee as federation_e2ee
 from homeserver.api.federation import keys as federation_keys
+from homeserver.api.federation import membership as federation_membership
+from homeserver.api.federation import reads as federation_reads
+from homeserver.api.federation import transactions as federation_transactions
 from homeserver.api.federation import version as federation_version
 from homeserver.config import Config, ConfigError
 from homeserver.datadir import DataDirLock, load_or_create_signing_key
@@ -80,6 +84,10 @@ def build_app(hs: Homeserver) -> web.Application:
         wellknown,
         federation_keys,
         federation_version,
+        federation_e2ee,
+        federation_transactions,
+        federation_membership,
+        federation_reads,
         client_register,
         login,
         logout,

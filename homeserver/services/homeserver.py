@@ -14,6 +14,14 @@ from homeserver.services.directory import DirectoryService
 from homeserver.services.e2ee import E2EEService
 from homeserver.services.events import EventCache, EventCreator
 from homeserver.services.federation_client import FederationClient
+from homeserver.services.federation_device_lists import FederatedDeviceLists
+from homeserver.services.federation_e2ee import FederatedKeys
+from homeserver.services.federation_edus import EduAnnouncer
+from homeserver.services.federation_inbound import FederationInbound
+from homeserver.services.federation_joins import FederationMembership
+from homeserver.services.federation_out import RoomServers
+from homeserver.services.federation_reads import FederationReads
+from homeserver.services.federation_resident import ResidentMembership
 from homeserver.services.federation_sender import FederationSender
 from homeserver.services.hierarchy import HierarchyService
 from homeserver.services.key_backup import KeyBackupService
@@ -69,6 +77,13 @@ class Homeserver:
     federation_client: FederationClient = field(init=False)
     keyring: KeyRing = field(init=False)
     federation_sender: FederationSender = field(init=False)
+    inbound: FederationInbound = field(init=False)
+    resident: ResidentMembership = field(init=False)
+    federation_reads: FederationReads = field(init=False)
+    room_servers: RoomServers = field(init=False)
+    edu_announcer: EduAnnouncer = field(init=False)
+    federated_device_lists: FederatedDeviceLists = field(init=False)
+    federated_keys: FederatedKeys = field(init=False)
 
     def __post_init__(self) -> None:
         self.ratelimiter = RateLimiter.from_config(self.config)
@@ -122,6 +137,28 @@ class Homeserver:
             self.db, self.federation_client, self.config.server_name
         )
         self.federation_client.on_success = self.federation_sender.on_contact
+        self.inbound = FederationInbound(self)
+        self.resident = ResidentMembership(self)
+        self.federation_reads = FederationReads(self)
+        self.room_servers = RoomServers(self)
+        self.events.on_committed = self.room_servers.on_committed
+        self.membership.remote = FederationMembership(self)
+        self._wire_federated_e2ee_and_edus()
+
+    def _wire_federated_e2ee_and_edus(self) -> None:
+        """Plug federation into the local services' seams: our users' changes go out as
+        EDUs, and key queries and claims for remote users go to their servers."""
+        self.edu_announcer = EduAnnouncer(self)
+        self.federated_device_lists = FederatedDeviceLists(self)
+        self.federated_keys = FederatedKeys(self)
+        self.typing.on_set = self.edu_announcer.typing
+        self.receipts.on_stored = self.edu_announcer.receipt
+        self.presence.on_changed = self.edu_announcer.presence
+        self.to_device.send_remote = self.edu_announcer.to_device
+        self.device_lists.on_committed = self.federated_device_lists.announce
+        self.cross_signing.on_public_keys = self.federated_device_lists.announce_signing_keys
+        self.e2ee.query_remote = self.federated_keys.query
+        self.e2ee.claim_remote = self.federated_keys.claim
 
     async def start(self) -> None:
         await self.notifier.start()
@@ -131,6 +168,7 @@ class Homeserver:
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
+        await self.federated_device_lists.close()
         await self.federation_sender.close()
         await self.federation_client.close()
         await self.presence.stop()

@@ -1,0 +1,31 @@
+"""`GET /sync`: the client's view of everything, then what changed since its token."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.api.auth import require_user
+from homeserver.api.context import homeserver
+from homeserver.api.errors import json_response
+from homeserver.api.routes import add_client_route
+from homeserver.services.sync import SyncRequest, parse_bool, parse_timeout
+
+
+async def sync(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    query = request.query
+    body = await homeserver(request).sync.sync(
+        requester,
+        SyncRequest(
+            since=query.get("since") or None,
+            filter=query.get("filter"),
+            full_state=parse_bool(query.get("full_state"), "full_state"),
+            timeout_ms=parse_timeout(query.get("timeout")),
+            set_presence=query.get("set_presence"),
+        ),
+    )
+    return json_response(body)
+
+
+def register(app: web.Application) -> None:
+    add_client_route(app, "GET", "/sync", sync)
