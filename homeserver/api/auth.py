@@ -33,7 +33,7 @@ async def require_user(request: web.Request) -> Requester:
         raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
     hs = homeserver(request)
     try:
-        requester = await authenticate(hs.db, token)
+        requester = await authenticate(hs.db, token, hs.token_cache)
     except AuthFailure as exc:
         raise MatrixError(401, "M_UNKNOWN_TOKEN", str(exc), soft_logout=exc.soft_logout) from None
     await record_seen(

@@ -29,6 +29,8 @@ from homeserver.storage import streams
 log = logging.getLogger(__name__)
 
 CHANNEL = "homeserver_notify"
+# Raised by a trigger on access_tokens (schema/versions/0002_accounts.py).
+TOKENS_CHANNEL = "homeserver_tokens"
 _INSTANCE = f"{os.getpid()}-{id(object())}"
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -68,6 +70,7 @@ class Notifier:
         """Read the current positions and start listening to other processes."""
         self._listen_conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         await streams.listen(self._listen_conn, CHANNEL)
+        await streams.listen(self._listen_conn, TOKENS_CHANNEL)
         self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         self.positions = await streams.safe_positions(self._conn)
         self._listener = asyncio.create_task(self._listen(self._listen_conn))
@@ -89,6 +92,11 @@ class Notifier:
     async def _listen(self, conn: AsyncConnection) -> None:
         try:
             async for message in conn.notifies():
+                if message.channel == TOKENS_CHANNEL:
+                    handler = self._handlers.get("token_deleted")
+                    if handler is not None:
+                        await handler({"token_hash": message.payload})
+                    continue
                 try:
                     payload = orjson.loads(message.payload)
                 except orjson.JSONDecodeError:

@@ -51,6 +51,16 @@ def upgrade() -> None:
             used             BOOLEAN NOT NULL DEFAULT FALSE
         );
         CREATE INDEX access_tokens_device ON access_tokens (user_id, device_id);
+
+        -- Every process caches validated tokens; a deleted token is evicted everywhere.
+        CREATE FUNCTION notify_access_token_deleted() RETURNS trigger AS $$
+        BEGIN
+            PERFORM pg_notify('homeserver_tokens', encode(OLD.token_hash, 'hex'));
+            RETURN OLD;
+        END
+        $$ LANGUAGE plpgsql;
+        CREATE TRIGGER access_tokens_deleted AFTER DELETE ON access_tokens
+            FOR EACH ROW EXECUTE FUNCTION notify_access_token_deleted();
         CREATE INDEX refresh_tokens_device ON refresh_tokens (user_id, device_id);
 
         CREATE TABLE login_tokens (

@@ -43,6 +43,7 @@ async def post_password(request: web.Request) -> web.Response:
     )
     if logout_devices:
         await devices.delete_other_sessions(hs.device_lists, requester)
+        hs.token_cache.forget(requester.user_id)
     return json_response({})
 
 
@@ -53,7 +54,9 @@ async def post_deactivate(request: web.Request) -> web.Response:
     if not isinstance(erase, bool):
         raise bad_json("erase must be a boolean")
     await reauthenticate(request, body, requester)
-    await accounts.deactivate(homeserver(request).device_lists, requester.user_id, erase=erase)
+    hs = homeserver(request)
+    await accounts.deactivate(hs.device_lists, requester.user_id, erase=erase)
+    hs.token_cache.forget(requester.user_id)
     return json_response(NO_IDENTITY_SERVER)
 
 

@@ -54,9 +54,10 @@ async def delete_device(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await _read_optional_body(request)
     await reauthenticate(request, body, requester)
-    await devices.delete_devices(
-        homeserver(request).device_lists, requester.user_id, [request.match_info["device_id"]]
-    )
+    hs = homeserver(request)
+    device_id = request.match_info["device_id"]
+    await devices.delete_devices(hs.device_lists, requester.user_id, [device_id])
+    hs.token_cache.forget(requester.user_id, [device_id])
     return json_response({})
 
 
@@ -67,7 +68,9 @@ async def post_delete_devices(request: web.Request) -> web.Response:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise bad_json("devices must be a list of device ids")
     await reauthenticate(request, body, requester)
-    await devices.delete_devices(homeserver(request).device_lists, requester.user_id, ids)
+    hs = homeserver(request)
+    await devices.delete_devices(hs.device_lists, requester.user_id, ids)
+    hs.token_cache.forget(requester.user_id, ids)
     return json_response({})
 
 

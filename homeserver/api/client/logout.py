@@ -13,15 +13,17 @@ from homeserver.services import devices
 
 async def post_logout(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    await devices.delete_devices(
-        homeserver(request).device_lists, requester.user_id, [requester.device_id]
-    )
+    hs = homeserver(request)
+    await devices.delete_devices(hs.device_lists, requester.user_id, [requester.device_id])
+    hs.token_cache.forget(requester.user_id, [requester.device_id])
     return json_response({})
 
 
 async def post_logout_all(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    await devices.delete_all_devices(homeserver(request).device_lists, requester.user_id)
+    hs = homeserver(request)
+    await devices.delete_all_devices(hs.device_lists, requester.user_id)
+    hs.token_cache.forget(requester.user_id)
     return json_response({})
 
 
