@@ -9,7 +9,7 @@ real ones.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +121,8 @@ class CrossSigningService:
     def __init__(self, db: Database, device_lists: DeviceLists) -> None:
         self.db = db
         self.device_lists = device_lists
+        # Told of a user's new master or self-signing keys (federation announces them).
+        self.on_public_keys: Callable[[str, dict[str, JsonDict]], Awaitable[None]] | None = None
 
     async def _stored(self, conn: AsyncConnection, user_id: str) -> dict[str, CrossSigningKey]:
         found = _loaded(await store.get_keys(conn, [user_id], list(KEY_TYPES)))
@@ -185,6 +187,9 @@ class CrossSigningService:
                 await store.set_key(
                     conn, user_id, key.key_type, key.key_id, orjson.dumps(key.content).decode()
                 )
+        public = {f"{k.key_type}_key": k.content for k in changed if k.key_type != USER_SIGNING}
+        if public and self.on_public_keys is not None:
+            await self.on_public_keys(user_id, public)
 
     async def upload_signatures(self, user_id: str, body: Mapping[str, Any]) -> JsonDict:
         """POST /keys/signatures/upload: store the signatures that verify; the others are

@@ -9,7 +9,7 @@ room with them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from psycopg import AsyncConnection
@@ -26,6 +26,8 @@ class DeviceLists:
         self.db = db
         self.allocator = allocator
         self.notifier = notifier
+        # Told, after commit, whose devices or keys changed (federation announces them).
+        self.on_committed: Callable[[list[str]], Awaitable[None]] | None = None
 
     @asynccontextmanager
     async def transaction(self, user_ids: Sequence[str]) -> AsyncIterator[AsyncConnection]:
@@ -45,6 +47,8 @@ class DeviceLists:
             await self.allocator.abandon("device_lists", [position])
             raise
         await self.notifier.notify("device_lists", position, rooms=rooms, users=users)
+        if self.on_committed is not None:
+            await self.on_committed(users)
 
     async def changes(
         self, conn: AsyncConnection, user_id: str, from_pos: int, to_pos: int

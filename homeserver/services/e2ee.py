@@ -9,7 +9,7 @@ be swapped once published (that would let a server or thief impersonate it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -24,6 +24,7 @@ from homeserver.services.cross_signing import (
 )
 from homeserver.services.device_lists import DeviceLists
 from homeserver.services.errors import ServiceError
+from homeserver.services.federation_e2ee import timeout_seconds
 from homeserver.services.stored_json import ensure_storable
 from homeserver.services.sync_tokens import InvalidToken, SyncToken
 from homeserver.storage import e2e_keys
@@ -39,7 +40,16 @@ def _invalid(message: str) -> ServiceError:
 
 
 def _remote_failure(server: str) -> JsonDict:
-    return {"errcode": "M_UNAVAILABLE", "error": f"Cannot reach {server} (no federation yet)"}
+    return {"errcode": "M_UNAVAILABLE", "error": f"Cannot reach {server} (no federation)"}
+
+
+# (wanted by user, timeout in seconds) -> (answer part, failures by server)
+RemoteQuery = Callable[
+    [dict[str, list[str]], float], Awaitable[tuple[JsonDict, dict[str, JsonDict]]]
+]
+RemoteClaim = Callable[
+    [dict[str, dict[str, str]], float], Awaitable[tuple[dict[str, JsonDict], dict[str, JsonDict]]]
+]
 
 
 def _check_device_keys(obj: object, user_id: str, device_id: str) -> JsonDict:
@@ -101,6 +111,9 @@ class E2EEService:
         self.device_lists = device_lists
         self.cross_signing = cross_signing
         self.server_name = server_name
+        # Federation plugs in here (services/federation_e2ee.py); None fails remote users.
+        self.query_remote: RemoteQuery | None = None
+        self.claim_remote: RemoteClaim | None = None
 
     # --- what /sync reports -------------------------------------------------------
 
@@ -185,13 +198,14 @@ class E2EEService:
         await e2e_keys.add_one_time_keys(conn, user_id, device_id, keys)
 
     async def query(self, viewer: str, body: Mapping[str, Any]) -> JsonDict:
-        """POST /keys/query: local users' device keys and cross-signing keys; remote
-        users are reported as failures until federation queries them."""
+        """POST /keys/query: local users' device keys and cross-signing keys, and remote
+        users' from their servers (a server that fails is listed in `failures`)."""
         ensure_storable(body, "The request")
         wanted = body.get("device_keys")
         if not isinstance(wanted, dict):
             raise _invalid("device_keys must be an object")
         local: dict[str, list[str]] = {}
+        remote: dict[str, list[str]] = {}
         failures: dict[str, JsonDict] = {}
         for user_id, device_ids in wanted.items():
             if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
@@ -201,8 +215,10 @@ class E2EEService:
                 raise _invalid(f"{user_id} is not a user id")
             if server == self.server_name:
                 local[user_id] = device_ids
-            else:
+            elif self.query_remote is None:
                 failures[server] = _remote_failure(server)
+            else:
+                remote[user_id] = device_ids
         result: JsonDict = {"device_keys": {user_id: {} for user_id in local}}
         async with self.db.pool.connection() as conn:
             cross, signatures = await self.cross_signing.keys_for_query(conn, viewer, list(local))
@@ -217,6 +233,11 @@ class E2EEService:
             keys["unsigned"] = unsigned
             result["device_keys"][row.user_id][row.device_id] = keys
         result.update(cross)
+        if remote and self.query_remote is not None:
+            found, remote_failures = await self.query_remote(remote, timeout_seconds(body))
+            for field, by_user in found.items():
+                result.setdefault(field, {}).update(by_user)
+            failures.update(remote_failures)
         result["failures"] = failures
         return result
 
@@ -238,6 +259,7 @@ class E2EEService:
         if not isinstance(wanted, dict):
             raise _invalid("one_time_keys must be an object")
         requests: list[tuple[str, str, str]] = []
+        remote: dict[str, dict[str, str]] = {}
         failures: dict[str, JsonDict] = {}
         for user_id, by_device in wanted.items():
             if not isinstance(by_device, dict) or not all(
@@ -248,7 +270,10 @@ class E2EEService:
             if server is None:
                 raise _invalid(f"{user_id} is not a user id")
             if server != self.server_name:
-                failures[server] = _remote_failure(server)
+                if self.claim_remote is None:
+                    failures[server] = _remote_failure(server)
+                else:
+                    remote[user_id] = by_device
                 continue
             requests += [(user_id, device_id, alg) for device_id, alg in by_device.items()]
         claimed: dict[str, dict[str, JsonDict]] = {}
@@ -262,6 +287,10 @@ class E2EEService:
                     claimed.setdefault(user_id, {})[device_id] = {
                         f"{algorithm}:{key_id}": orjson.loads(key_json)
                     }
+        if remote and self.claim_remote is not None:
+            remote_claimed, remote_failures = await self.claim_remote(remote, timeout_seconds(body))
+            claimed.update(remote_claimed)
+            failures.update(remote_failures)
         return {"one_time_keys": claimed, "failures": failures}
 
     async def changes(self, user_id: str, from_token: str, to_token: str) -> JsonDict:

@@ -14,7 +14,7 @@ import asyncio
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +108,7 @@ def _relation(content: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _record(event: Event) -> event_store.NewEvent:
+def event_record(event: Event) -> event_store.NewEvent:
     relates_to, rel_type = _relation(event.content)
     pdu = {k: v for k, v in event.pdu.items() if k != "unsigned"}
     url = event.content.get("url")
@@ -161,6 +161,24 @@ class RoomWriter:
         redacts: str | None = None,
         now_ms: int | None = None,
     ) -> PersistedEvent:
+        event, prev_ids, new_key = await self.prepare(
+            event_type, sender, content, state_key=state_key, redacts=redacts, now_ms=now_ms
+        )
+        return await self.persist(event, prev_ids=prev_ids, new_key=new_key)
+
+    async def prepare(
+        self,
+        event_type: str,
+        sender: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        redacts: str | None = None,
+        now_ms: int | None = None,
+    ) -> tuple[Event, list[str], bool]:
+        """Build, sign and authorise an event on current state without persisting it:
+        (event, prev ids, whether its state key is new). An invite of a remote user
+        must be co-signed by their server before it is persisted."""
         keys = auth_types_for(self.room_version, event_type, sender, state_key, content)
         lookup = set(keys)
         if state_key is not None:
@@ -193,7 +211,33 @@ class RoomWriter:
         except AuthError as exc:
             raise EventNotAllowed(str(exc)) from None
         replaced = event.state_tuple in auth_state if event.is_state else False
-        return await self.persist(event, prev_ids=[eid for eid, _ in prev], new_key=not replaced)
+        return event, [eid for eid, _ in prev], not replaced
+
+    async def set_membership(self, event: Event, stream_ordering: int) -> None:
+        """Record a member event that became current state (device lists follow joins)."""
+        if event.type != "m.room.member" or event.membership is None:
+            return
+        assert event.state_key is not None
+        moved = await record_membership(
+            self.conn, self.allocator, self.room_id, event.state_key, event.membership
+        )
+        if moved is not None:
+            self.device_list_positions.append(moved)
+        name = event.content.get("displayname")
+        avatar = event.content.get("avatar_url")
+        await memberships.upsert_membership(
+            self.conn,
+            memberships.MembershipRow(
+                room_id=self.room_id,
+                user_id=event.state_key,
+                membership=event.membership,
+                event_id=event.event_id,
+                sender=event.sender,
+                stream_ordering=stream_ordering,
+                displayname=name if isinstance(name, str) else None,
+                avatar_url=avatar if isinstance(avatar, str) else None,
+            ),
+        )
 
     async def persist(self, event: Event, *, prev_ids: list[str], new_key: bool) -> PersistedEvent:
         """Write an event already built and authorised for this room's current state."""
@@ -207,30 +251,9 @@ class RoomWriter:
             )
             await state.set_current_state(conn, self.room_id, delta)
             await rooms.set_current_state_group(conn, self.room_id, self.state_group)
-            if event.type == "m.room.member" and event.membership is not None:
-                assert event.state_key is not None
-                moved = await record_membership(
-                    conn, self.allocator, self.room_id, event.state_key, event.membership
-                )
-                if moved is not None:
-                    self.device_list_positions.append(moved)
-                name = event.content.get("displayname")
-                avatar = event.content.get("avatar_url")
-                await memberships.upsert_membership(
-                    conn,
-                    memberships.MembershipRow(
-                        room_id=self.room_id,
-                        user_id=event.state_key,
-                        membership=event.membership,
-                        event_id=event.event_id,
-                        sender=event.sender,
-                        stream_ordering=stream_ordering,
-                        displayname=name if isinstance(name, str) else None,
-                        avatar_url=avatar if isinstance(avatar, str) else None,
-                    ),
-                )
+            await self.set_membership(event, stream_ordering)
         await event_store.insert_event(
-            conn, _record(event), stream_ordering=stream_ordering, state_group=self.state_group
+            conn, event_record(event), stream_ordering=stream_ordering, state_group=self.state_group
         )
         await rooms.replace_forward_extremities(conn, self.room_id, prev_ids, event.event_id)
         self.extremities = [(event.event_id, event.depth)] + [
@@ -258,7 +281,10 @@ class EventCreator:
         self.cache = cache
         self.allocator = allocator
         self.notifier = notifier
+        self._last_create_ts = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Called after each commit (federation sends the new events on from here).
+        self.on_committed: Callable[[RoomWriter], Awaitable[None]] | None = None
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)
@@ -290,40 +316,58 @@ class EventCreator:
                 users=users,
             )
 
+    async def _committed(self, writer: RoomWriter) -> None:
+        await self._announce(writer)
+        if self.on_committed is not None and writer.persisted:
+            await self.on_committed(writer)
+
     @asynccontextmanager
-    async def writer(self, room_id: str) -> AsyncIterator[RoomWriter]:
-        """A writer for an existing room; commits when the block exits cleanly."""
-        async with self._lock(room_id), self.db.pool.connection() as conn:
-            positions: list[int] = []
-            device_list_positions: list[int] = []
-            try:
-                async with conn.transaction():
-                    await rooms.lock_room(conn, room_id)
-                    room = await rooms.get_room(conn, room_id)
-                    if room is None:
-                        raise UnknownRoom(room_id)
-                    writer = RoomWriter(
-                        conn=conn,
-                        cache=self.cache,
-                        signing_key=self.signing_key,
-                        allocator=self.allocator,
-                        room_id=room_id,
-                        room_version=get_room_version(room.room_version),
-                        state_group=room.current_state_group,
-                        extremities=await rooms.get_forward_extremities(conn, room_id),
-                        positions=positions,
-                        device_list_positions=device_list_positions,
-                    )
-                    yield writer
-                    await streams.finish(conn, "events", positions)
-                    if device_list_positions:
-                        await streams.finish(conn, "device_lists", device_list_positions)
-            except BaseException:
-                # Positions of a transaction that did not commit must not hold readers back.
-                await self.allocator.abandon("events", positions)
-                await self.allocator.abandon("device_lists", device_list_positions)
-                raise
-            await self._announce(writer)
+    async def writer(
+        self, room_id: str, *, create: tuple[RoomVersion, str] | None = None
+    ) -> AsyncIterator[RoomWriter]:
+        """A writer for an existing room; commits when the block exits cleanly.
+
+        With `create` (room version, creator) an unknown room gets its row first: how a
+        room joined or invited to over federation starts to exist here."""
+        async with self._lock(room_id):
+            # The connection goes back to the pool before the after-commit work,
+            # which needs connections of its own; the lock keeps the room's order.
+            async with self.db.pool.connection() as conn:
+                positions: list[int] = []
+                device_list_positions: list[int] = []
+                try:
+                    async with conn.transaction():
+                        await rooms.lock_room(conn, room_id)
+                        room = await rooms.get_room(conn, room_id)
+                        if room is None and create is not None:
+                            version, creator = create
+                            now = int(time.time() * 1000)
+                            await rooms.insert_room(conn, room_id, version.identifier, creator, now)
+                            room = await rooms.get_room(conn, room_id)
+                        if room is None:
+                            raise UnknownRoom(room_id)
+                        writer = RoomWriter(
+                            conn=conn,
+                            cache=self.cache,
+                            signing_key=self.signing_key,
+                            allocator=self.allocator,
+                            room_id=room_id,
+                            room_version=get_room_version(room.room_version),
+                            state_group=room.current_state_group,
+                            extremities=await rooms.get_forward_extremities(conn, room_id),
+                            positions=positions,
+                            device_list_positions=device_list_positions,
+                        )
+                        yield writer
+                        await streams.finish(conn, "events", positions)
+                        if device_list_positions:
+                            await streams.finish(conn, "device_lists", device_list_positions)
+                except BaseException:
+                    # Positions of a transaction that did not commit must not hold readers back.
+                    await self.allocator.abandon("events", positions)
+                    await self.allocator.abandon("device_lists", device_list_positions)
+                    raise
+            await self._committed(writer)
 
     @asynccontextmanager
     async def new_room(
@@ -338,7 +382,10 @@ class EventCreator:
         `room_id` is needed for room versions before 12; v12 derives it from the
         create event.
         """
-        now_ms = int(time.time() * 1000)
+        # In v12 the room id is the create event's hash: two identical creations in the
+        # same millisecond would collide, so each one here gets its own timestamp.
+        now_ms = max(int(time.time() * 1000), self._last_create_ts + 1)
+        self._last_create_ts = now_ms
         create = build_event(
             room_version,
             self.signing_key,
@@ -357,34 +404,37 @@ class EventCreator:
         except AuthError as exc:
             raise EventNotAllowed(str(exc)) from None
         new_room_id = create.room_id
-        async with self._lock(new_room_id), self.db.pool.connection() as conn:
-            positions: list[int] = []
-            device_list_positions: list[int] = []
-            try:
-                async with conn.transaction():
-                    await rooms.lock_room(conn, new_room_id)
-                    await rooms.insert_room(
-                        conn, new_room_id, room_version.identifier, creator, now_ms
-                    )
-                    writer = RoomWriter(
-                        conn=conn,
-                        cache=self.cache,
-                        signing_key=self.signing_key,
-                        allocator=self.allocator,
-                        room_id=new_room_id,
-                        room_version=room_version,
-                        state_group=None,
-                        extremities=[],
-                        positions=positions,
-                        device_list_positions=device_list_positions,
-                    )
-                    await writer.persist(create, prev_ids=[], new_key=True)
-                    yield writer
-                    await streams.finish(conn, "events", positions)
-                    if device_list_positions:
-                        await streams.finish(conn, "device_lists", device_list_positions)
-            except BaseException:
-                await self.allocator.abandon("events", positions)
-                await self.allocator.abandon("device_lists", device_list_positions)
-                raise
-            await self._announce(writer)
+        async with self._lock(new_room_id):
+            # The connection goes back to the pool before the after-commit work,
+            # which needs connections of its own; the lock keeps the room's order.
+            async with self.db.pool.connection() as conn:
+                positions: list[int] = []
+                device_list_positions: list[int] = []
+                try:
+                    async with conn.transaction():
+                        await rooms.lock_room(conn, new_room_id)
+                        await rooms.insert_room(
+                            conn, new_room_id, room_version.identifier, creator, now_ms
+                        )
+                        writer = RoomWriter(
+                            conn=conn,
+                            cache=self.cache,
+                            signing_key=self.signing_key,
+                            allocator=self.allocator,
+                            room_id=new_room_id,
+                            room_version=room_version,
+                            state_group=None,
+                            extremities=[],
+                            positions=positions,
+                            device_list_positions=device_list_positions,
+                        )
+                        await writer.persist(create, prev_ids=[], new_key=True)
+                        yield writer
+                        await streams.finish(conn, "events", positions)
+                        if device_list_positions:
+                            await streams.finish(conn, "device_lists", device_list_positions)
+                except BaseException:
+                    await self.allocator.abandon("events", positions)
+                    await self.allocator.abandon("device_lists", device_list_positions)
+                    raise
+            await self._committed(writer)

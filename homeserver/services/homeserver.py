@@ -4,9 +4,11 @@ handed to every API handler through the aiohttp application."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.services.auth import TokenCache
 from homeserver.services.cross_signing import CrossSigningService
 from homeserver.services.device_lists import DeviceLists
 from homeserver.services.devices import SeenThrottle
@@ -50,6 +52,7 @@ class Homeserver:
     db: Database
     signing_key: SigningKey
     devices_seen: SeenThrottle = field(default_factory=SeenThrottle)
+    token_cache: TokenCache = field(default_factory=TokenCache)
     # `await hs.ratelimiter.check("login", key, requester)`; see services/ratelimit.py.
     ratelimiter: RateLimiter = field(init=False)
     event_cache: EventCache = field(default_factory=EventCache)
@@ -89,6 +92,7 @@ class Homeserver:
         self.ratelimiter = RateLimiter.from_config(self.config)
         self.streams = StreamAllocator(self.db.conninfo)
         self.notifier = Notifier(self.db.conninfo)
+        self.notifier.on("token_deleted", self._evict_token)
         self.events = EventCreator(
             self.db, self.signing_key, self.event_cache, self.streams, self.notifier
         )
@@ -159,6 +163,12 @@ class Homeserver:
         self.cross_signing.on_public_keys = self.federated_device_lists.announce_signing_keys
         self.e2ee.query_remote = self.federated_keys.query
         self.e2ee.claim_remote = self.federated_keys.claim
+
+    async def _evict_token(self, payload: dict[str, Any]) -> None:
+        try:
+            self.token_cache.evict(bytes.fromhex(payload["token_hash"]))
+        except (KeyError, TypeError, ValueError):
+            return
 
     async def start(self) -> None:
         await self.notifier.start()

@@ -7,14 +7,18 @@ clients the spec's precise errors before an event is built.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from federation.identifiers import server_name_of
 from homeserver.services.errors import ServiceError, forbidden, not_found
 from homeserver.services.events import EventCreator, EventNotAllowed, PersistedEvent, UnknownRoom
 from homeserver.storage import aliases, memberships, profiles, rooms
+from homeserver.storage import federation_events as fed_store
 from homeserver.storage.pool import Database
+
+if TYPE_CHECKING:
+    from homeserver.services.federation_joins import FederationMembership
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,8 @@ class MembershipService:
         self.db = db
         self.events = events
         self.server_name = server_name
+        # Joins, invites and leaves that need another server (set by the Homeserver).
+        self.remote: FederationMembership | None = None
 
     async def resolve_room(self, room_id_or_alias: str) -> str:
         if room_id_or_alias.startswith("#"):
@@ -82,7 +88,13 @@ class MembershipService:
             content["reason"] = reason
         try:
             async with self.events.writer(room_id) as writer:
-                return await writer.append("m.room.member", sender, content, state_key=target)
+                if membership != "invite" or self._is_local(target) or self.remote is None:
+                    return await writer.append("m.room.member", sender, content, state_key=target)
+                event, prev_ids, new_key = await writer.prepare(
+                    "m.room.member", sender, content, state_key=target
+                )
+                event = await self.remote.invite(writer, event)
+                return await writer.persist(event, prev_ids=prev_ids, new_key=new_key)
         except UnknownRoom:
             raise not_found(f"Unknown room {room_id}") from None
         except EventNotAllowed as exc:
@@ -93,20 +105,42 @@ class MembershipService:
             if await rooms.get_room(conn, room_id) is None:
                 raise not_found(f"Unknown room {room_id}")
 
-    async def join(self, room_id: str, user_id: str, reason: str | None = None) -> PersistedEvent:
-        await self._known_room(room_id)
+    async def _holds_state(self, room_id: str) -> bool:
+        async with self.db.pool.connection() as conn:
+            return await fed_store.has_state(conn, room_id)
+
+    async def join(
+        self, room_id: str, user_id: str, reason: str | None = None, servers: Sequence[str] = ()
+    ) -> None:
+        """Join locally when we hold the room, else through one of `servers` (and the
+        server that invited the user, if any)."""
         current = await self.current(room_id, user_id)
         if current == "ban":
             raise forbidden("You are banned from this room")
-        profile = await member_profile(self.db, user_id)
-        return await self._change(room_id, user_id, user_id, "join", reason, profile)
+        profile: dict[str, Any] = dict(await member_profile(self.db, user_id))
+        if not await self._holds_state(room_id) and self.remote is not None:
+            async with self.db.pool.connection() as conn:
+                row = await memberships.get_membership(conn, room_id, user_id)
+            via = list(servers)
+            if row is not None and row.membership == "invite":
+                via.append(server_name_of(row.sender, "@") or "")
+            via.append(server_name_of(room_id, "!") or "")
+            if reason is not None:
+                profile["reason"] = reason
+            await self.remote.join(room_id, user_id, via, profile)
+            return
+        await self._known_room(room_id)
+        await self._change(room_id, user_id, user_id, "join", reason, profile)
 
-    async def leave(self, room_id: str, user_id: str, reason: str | None = None) -> PersistedEvent:
+    async def leave(self, room_id: str, user_id: str, reason: str | None = None) -> None:
         current = await self.current(room_id, user_id)
         if current is None or current == "leave":
             await self._known_room(room_id)
             raise forbidden("You are not in this room")
-        return await self._change(room_id, user_id, user_id, "leave", reason)
+        if self.remote is not None and not await self._holds_state(room_id):
+            await self.remote.leave_unknown_room(room_id, user_id, reason)
+            return
+        await self._change(room_id, user_id, user_id, "leave", reason)
 
     async def invite(
         self, room_id: str, sender: str, target: str, reason: str | None = None

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -38,6 +38,7 @@ IDLE_AFTER_MS = 5 * 60 * 1000
 OFFLINE_AFTER_MS = 3 * 60 * 1000  # well above a long-poll plus TOUCH_INTERVAL_MS
 TOUCH_INTERVAL_MS = 60 * 1000
 CURRENTLY_ACTIVE_MS = 2 * TOUCH_INTERVAL_MS
+REMOTE_TRUST_MS = 30 * 60 * 1000
 SWEEP_INTERVAL_S = 30.0
 SWEEP_BATCH = 500
 MAX_STATUS_MSG_BYTES = 1024
@@ -72,6 +73,8 @@ class PresenceService:
         self._seen: dict[str, tuple[str, int]] = {}
         self._active: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # Told which users' presence changed (federation sends our users' out).
+        self.on_changed: Callable[[list[str]], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         if self.enabled:
@@ -161,6 +164,21 @@ class PresenceService:
             await self.allocator.abandon("presence", [position])
             raise
         await self.notifier.notify("presence", position, rooms=rooms, users=[user_id])
+        if self.on_changed is not None:
+            await self.on_changed([user_id])
+
+    async def apply_remote(
+        self, user_id: str, state: str, status_msg: str | None, last_active_ago: int
+    ) -> None:
+        """Presence of a remote user, from their server (checked by the caller). Their
+        server tells us of changes; if it goes quiet, the sweep takes them offline after
+        `REMOTE_TRUST_MS` (the row looks seen until then)."""
+        if not self.enabled:
+            return
+        now = self.clock()
+        last_active = now - max(0, last_active_ago)
+        seen_until = now + REMOTE_TRUST_MS - OFFLINE_AFTER_MS
+        await self._write(user_id, state, status_msg, last_active, seen_until)
 
     # Timeouts
 
@@ -204,6 +222,8 @@ class PresenceService:
                 rooms=rooms,
                 users=[user_id for user_id, _ in changed],
             )
+            if self.on_changed is not None:
+                await self.on_changed([user_id for user_id, _ in changed])
         return len(changed)
 
     async def _sweep_forever(self) -> None:
@@ -216,7 +236,7 @@ class PresenceService:
 
     # Readers
 
-    def _content(self, row: presence.PresenceRow | None, now: int) -> dict[str, Any]:
+    def content(self, row: presence.PresenceRow | None, now: int) -> dict[str, Any]:
         if row is None:
             return {"presence": OFFLINE}
         content: dict[str, Any] = {
@@ -242,7 +262,7 @@ class PresenceService:
             conn, user_id, from_pos, to_pos, include_offline=from_pos > 0
         )
         return [
-            {"type": "m.presence", "sender": row.user_id, "content": self._content(row, now)}
+            {"type": "m.presence", "sender": row.user_id, "content": self.content(row, now)}
             for row in rows
         ]
 
@@ -258,7 +278,7 @@ class PresenceService:
             ):
                 raise forbidden("You are not allowed to see their presence")
             row = await presence.get_presence(conn, user_id)
-        return self._content(row, self.clock())
+        return self.content(row, self.clock())
 
     async def put_status(self, requester: Requester, user_id: str, body: dict[str, Any]) -> None:
         """PUT /presence/{userId}/status: only your own; ignored when presence is off."""

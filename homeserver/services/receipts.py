@@ -10,7 +10,7 @@ receipt and read_markers endpoints.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -49,6 +49,8 @@ class ReceiptService:
         self.db = db
         self.allocator = allocator
         self.notifier = notifier
+        # Told of every receipt stored (federation sends our users' public ones out).
+        self.on_stored: Callable[[receipts.ReceiptRow], Awaitable[None]] | None = None
 
     async def send_receipt(
         self,
@@ -110,6 +112,17 @@ class ReceiptService:
                     None,
                     targets[receipt_type],
                 )
+
+    async def apply_remote(
+        self, room_id: str, user_id: str, event_id: str, thread_id: str | None, ts: int | None
+    ) -> None:
+        """A public receipt from another server (checked by the caller): stored like ours,
+        and never moved back. The event may be one we do not hold (yet)."""
+        async with self.db.pool.connection() as conn:
+            target = await receipts.receipt_target(conn, event_id)
+        if target is not None and target.room_id != room_id:
+            return
+        await self._store(user_id, room_id, READ, event_id, thread_id, target, ts)
 
     async def receipts_for_rooms(
         self,
@@ -205,7 +218,8 @@ class ReceiptService:
         receipt_type: str,
         event_id: str,
         thread_id: str | None,
-        target: receipts.ReceiptTarget,
+        target: receipts.ReceiptTarget | None,
+        ts: int | None = None,
     ) -> None:
         [position] = await self.allocator.allocate("receipts")
         row = receipts.ReceiptRow(
@@ -214,12 +228,14 @@ class ReceiptService:
             user_id=user_id,
             thread_id=thread_id if thread_id is not None else receipts.UNTHREADED,
             event_id=event_id,
-            ts=int(time.time() * 1000),
+            ts=ts if ts is not None else int(time.time() * 1000),
             stream_id=position,
         )
         try:
             async with self.db.pool.connection() as conn, conn.transaction():
-                stored = await receipts.upsert_receipt(conn, row, target.stream_ordering)
+                stored = await receipts.upsert_receipt(
+                    conn, row, target.stream_ordering if target is not None else None
+                )
                 await streams.finish(conn, "receipts", [position])
         except BaseException:
             await self.allocator.abandon("receipts", [position])
@@ -229,3 +245,5 @@ class ReceiptService:
                 await self.notifier.notify("receipts", position, users=[user_id])
             else:
                 await self.notifier.notify("receipts", position, rooms=[room_id])
+            if self.on_stored is not None:
+                await self.on_stored(row)

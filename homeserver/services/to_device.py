@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
+from psycopg import AsyncConnection
 
 from federation.identifiers import is_user_id, server_name_of
 from homeserver.services.auth import Requester
@@ -46,7 +47,7 @@ class ToDeviceService:
         self.allocator = allocator
         self.notifier = notifier
         self.server_name = server_name
-        # Federation plugs in here; until then messages for remote users are dropped.
+        # Federation plugs in here (services/federation_edus.py); None drops them.
         self.send_remote: RemoteSend | None = None
 
     async def send(
@@ -64,6 +65,53 @@ class ToDeviceService:
         async with self.db.pool.connection() as conn:
             if await store.txn_seen(conn, sender, device, txn_id):
                 return
+
+        async def claim(conn: AsyncConnection) -> bool:
+            return await store.claim_txn(conn, sender, device, txn_id, int(time.time() * 1000))
+
+        if not await self._deliver(sender, event_type, local, claim):
+            return  # a concurrent request with this transaction id handled it
+        if self.send_remote is not None:
+            for destination, by_user in remote.items():
+                await self.send_remote(sender, event_type, destination, by_user)
+
+    async def deliver_remote(
+        self, sender: str, event_type: str, message_id: str, messages: Mapping[str, Any]
+    ) -> None:
+        """An m.direct_to_device EDU (already checked to come from the sender's server):
+        deliver what is for our users' devices, once per message id."""
+        local: dict[str, dict[str, str]] = {}
+        for user_id, by_device in messages.items():
+            if server_name_of(user_id, "@") != self.server_name or not isinstance(by_device, dict):
+                continue
+            for device_id, content in by_device.items():
+                if isinstance(device_id, str) and isinstance(content, dict):
+                    encoded = orjson.dumps(content)
+                    if len(encoded) <= MAX_CONTENT_BYTES:
+                        local.setdefault(user_id, {})[device_id] = encoded.decode()
+
+        async def claim(conn: AsyncConnection) -> bool:
+            return await store.claim_inbound_message_id(
+                conn, sender, message_id, int(time.time() * 1000)
+            )
+
+        await self._deliver(sender, event_type, local, claim, cap=True)
+
+    async def _deliver(
+        self,
+        sender: str,
+        event_type: str,
+        local: dict[str, dict[str, str]],
+        claim: Callable[[AsyncConnection], Awaitable[bool]],
+        *,
+        cap: bool = False,
+    ) -> bool:
+        """Queue messages ({user: {device or "*": content JSON}}) for existing local
+        devices in one transaction with `claim`, which returns False when this request
+        was handled before (then nothing is queued, and the answer is False). Too many
+        messages is a 413, or with `cap` (federation, where nobody could act on an
+        error) the excess is dropped."""
+        async with self.db.pool.connection() as conn:
             rows: list[tuple[str, str, str]] = []  # (user, device, content JSON)
             for user_id, by_device in local.items():
                 known = await devices.all_device_ids(conn, user_id)
@@ -71,11 +119,13 @@ class ToDeviceService:
                     targets = known if device_id == ALL_DEVICES else [device_id]
                     rows.extend((user_id, d, content) for d in targets if d in known)
         if len(rows) > MAX_MESSAGES:
-            raise ServiceError(413, "M_TOO_LARGE", f"More than {MAX_MESSAGES} device messages")
+            if not cap:
+                raise ServiceError(413, "M_TOO_LARGE", f"More than {MAX_MESSAGES} device messages")
+            rows = rows[:MAX_MESSAGES]
         positions = await self.allocator.allocate("to_device", len(rows)) if rows else []
         try:
             async with self.db.pool.connection() as conn, conn.transaction():
-                if not await store.claim_txn(conn, sender, device, txn_id, int(time.time() * 1000)):
+                if not await claim(conn):
                     raise _TxnTaken
                 await store.insert_messages(
                     conn,
@@ -89,7 +139,7 @@ class ToDeviceService:
                 await streams.finish(conn, "to_device", positions)
         except _TxnTaken:
             await self.allocator.abandon("to_device", positions)
-            return
+            return False
         except BaseException:
             await self.allocator.abandon("to_device", positions)
             raise
@@ -97,9 +147,7 @@ class ToDeviceService:
             await self.notifier.notify(
                 "to_device", positions[-1], users=sorted({user_id for user_id, _, _ in rows})
             )
-        if self.send_remote is not None:
-            for destination, by_user in remote.items():
-                await self.send_remote(sender, event_type, destination, by_user)
+        return True
 
     def _split(
         self, messages: Mapping[str, Any]

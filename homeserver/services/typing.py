@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.services.auth import Requester
@@ -116,6 +116,8 @@ class TypingService:
         self._clock = clock
         self._state = TypingState(clock())
         self._timer: asyncio.TimerHandle | None = None
+        # Told of every change made here (federation sends our users' ones out).
+        self.on_set: Callable[[str, str, bool], Awaitable[None]] | None = None
         notifier.on(BROADCAST_KIND, self._received)
 
     @property
@@ -136,6 +138,8 @@ class TypingService:
         await self.notifier.broadcast(
             BROADCAST_KIND, {"room_id": room_id, "user_id": user_id, "expires_at": expires_at}
         )
+        if self.on_set is not None:
+            await self.on_set(room_id, user_id, typing)
 
     async def user_typing(
         self, requester: Requester, room_id: str, user_id: str, body: dict[str, Any]

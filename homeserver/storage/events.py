@@ -46,12 +46,13 @@ async def insert_event(
     stream_ordering: int | None,
     state_group: int | None,
     rejected_reason: str | None = None,
+    soft_failed: bool = False,
 ) -> None:
     await conn.execute(
         "INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
         " origin_server_ts, stream_ordering, json, state_group, rejected_reason,"
-        " relates_to, rel_type, contains_url)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " relates_to, rel_type, contains_url, soft_failed)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             event.event_id,
             event.room_id,
@@ -67,6 +68,7 @@ async def insert_event(
             event.relates_to,
             event.rel_type,
             event.contains_url,
+            soft_failed,
         ),
     )
     async with conn.cursor() as c:

@@ -66,3 +66,15 @@ async def delete_up_to(conn: AsyncConnection, user_id: str, device_id: str, up_t
         (user_id, device_id, up_to),
     )
     return cur.rowcount
+
+
+async def claim_inbound_message_id(
+    conn: AsyncConnection, sender: str, message_id: str, now_ms: int
+) -> bool:
+    """Record an m.direct_to_device message id; False if it was delivered before."""
+    cur = await conn.execute(
+        "INSERT INTO inbound_to_device_ids (sender, message_id, received_ts)"
+        " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        (sender, message_id, now_ms),
+    )
+    return cur.rowcount == 1

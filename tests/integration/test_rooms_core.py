@@ -141,3 +141,19 @@ async def test_concurrent_sends_lose_nothing(client: TestClient[Any, Any]) -> No
         )
         row = await cur.fetchone()
     assert row is not None and row[0] == 1
+
+
+async def test_identical_rooms_created_at_once_get_distinct_ids(
+    client: TestClient[Any, Any],
+) -> None:
+    alice = await user(client, "alice")
+
+    async def create() -> str:
+        resp = await client.post(
+            "/_matrix/client/v3/createRoom", json={"room_version": "12"}, headers=alice
+        )
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["room_id"])
+
+    ids = await asyncio.gather(*(create() for _ in range(10)))
+    assert len(set(ids)) == 10

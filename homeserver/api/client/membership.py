@@ -12,6 +12,7 @@ from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.services.auth import Requester
+from homeserver.services.directory import alias_server
 
 
 async def _optional_body(request: web.Request) -> dict[str, Any]:
@@ -38,8 +39,14 @@ async def _join(request: web.Request, requester: Requester, room: str) -> web.Re
     hs = homeserver(request)
     body = await _optional_body(request)
     await hs.ratelimiter.check("join", requester.user_id, requester)
-    room_id = await hs.membership.resolve_room(room)
-    await hs.membership.join(room_id, requester.user_id, _reason(body))
+    servers = [*request.query.getall("server_name", []), *request.query.getall("via", [])]
+    remote = hs.membership.remote
+    if room.startswith("#") and remote is not None and alias_server(room) != hs.server_name:
+        room_id, alias_servers = await remote.query_alias(room)
+        servers += alias_servers
+    else:
+        room_id = await hs.membership.resolve_room(room)
+    await hs.membership.join(room_id, requester.user_id, _reason(body), servers)
     return json_response({"room_id": room_id})
 
 
