@@ -24,6 +24,7 @@ class StreamAllocator:
     async def _connection(self) -> AsyncConnection:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            await streams.use_asynchronous_commit(self._conn)
         return self._conn
 
     async def allocate(self, stream: str, count: int = 1) -> list[int]:

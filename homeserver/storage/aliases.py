@@ -17,10 +17,11 @@ async def create_alias(
     """False when the alias is taken."""
     cur = await conn.execute(
         "INSERT INTO room_aliases (room_alias, room_id, creator, created_ts)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
         (alias, room_id, creator, now_ms),
     )
-    return cur.rowcount == 1
+    # A fetched result, not rowcount: this runs inside pipelined room transactions.
+    return await cur.fetchone() is not None
 
 
 async def set_room_public(conn: AsyncConnection, room_id: str, public: bool) -> None:
@@ -37,8 +38,10 @@ async def get_alias_row(conn: AsyncConnection, alias: str) -> tuple[str, str] | 
 
 
 async def delete_alias(conn: AsyncConnection, alias: str) -> bool:
-    cur = await conn.execute("DELETE FROM room_aliases WHERE room_alias = %s", (alias,))
-    return cur.rowcount == 1
+    cur = await conn.execute(
+        "DELETE FROM room_aliases WHERE room_alias = %s RETURNING 1", (alias,)
+    )
+    return await cur.fetchone() is not None
 
 
 async def aliases_of_room(conn: AsyncConnection, room_id: str) -> list[str]:

@@ -1,9 +1,9 @@
 """Allocating stream positions and finding the highest one safe to read up to.
 
 See schema/versions/0004_streams.py for the scheme. Allocation runs in its own
-short transaction (asynchronous commit: its WAL is flushed by the durable commit of
-the data that uses the position), so the writer's main transaction can commit in
-parallel with others.
+one-statement transaction (with asynchronous commit on the allocator's connection:
+its WAL is flushed by the durable commit of the data that uses the position), so
+the writer's main transaction can commit in parallel with others.
 """
 
 from __future__ import annotations
@@ -13,26 +13,30 @@ from psycopg import AsyncConnection
 STREAMS = ("events", "account_data", "receipts", "to_device", "device_lists", "presence")
 
 
+async def use_asynchronous_commit(conn: AsyncConnection) -> None:
+    """For the allocator's connection: its commits need not wait for the disk."""
+    await conn.execute("SET synchronous_commit = off")
+
+
 async def allocate(conn: AsyncConnection, stream: str, count: int = 1) -> list[int]:
-    """Reserve `count` positions; `conn` must not be inside a transaction."""
-    async with conn.transaction():
-        await conn.execute("SET LOCAL synchronous_commit = off")
-        cur = await conn.execute(
-            "UPDATE stream_positions SET position = position + %s WHERE stream = %s"
-            " RETURNING position",
-            (count, stream),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            raise LookupError(f"unknown stream {stream}")
-        last = int(row[0])
-        positions = list(range(last - count + 1, last + 1))
-        async with conn.cursor() as c:
-            await c.executemany(
-                "INSERT INTO stream_inflight (stream, position, backend_pid)"
-                " VALUES (%s, %s, pg_backend_pid())",
-                [(stream, p) for p in positions],
-            )
+    """Reserve `count` positions in one round trip; `conn` must be in autocommit mode.
+
+    The counter bump and the in-flight rows commit together, so a reader never sees a
+    counter that covers a position not yet registered as in flight.
+    """
+    cur = await conn.execute(
+        "WITH bumped AS ("
+        " UPDATE stream_positions SET position = position + %(count)s"
+        " WHERE stream = %(stream)s RETURNING position)"
+        " INSERT INTO stream_inflight (stream, position, backend_pid)"
+        " SELECT %(stream)s, g, pg_backend_pid() FROM bumped,"
+        " generate_series(bumped.position - %(count)s + 1, bumped.position) AS g"
+        " RETURNING position",
+        {"stream": stream, "count": count},
+    )
+    positions = sorted(int(row[0]) for row in await cur.fetchall())
+    if not positions:
+        raise LookupError(f"unknown stream {stream}")
     return positions
 
 
