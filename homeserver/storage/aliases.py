@@ -38,9 +38,7 @@ async def get_alias_row(conn: AsyncConnection, alias: str) -> tuple[str, str] | 
 
 
 async def delete_alias(conn: AsyncConnection, alias: str) -> bool:
-    cur = await conn.execute(
-        "DELETE FROM room_aliases WHERE room_alias = %s RETURNING 1", (alias,)
-    )
+    cur = await conn.execute("DELETE FROM room_aliases WHERE room_alias = %s RETURNING 1", (alias,))
     return await cur.fetchone() is not None
 
 
