@@ -20,28 +20,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from contrib.bench.synapse import DEFAULT_VENV, Synapse, bcrypt_cost, wait_ready
+from contrib.bench.harness import (
+    DEFAULT_ADMIN_DB,
+    PASSWORD,
+    Databases,
+    free_port,
+    process_cpu,
+)
+from contrib.bench.harness import start_ours as start_server
+from contrib.bench.synapse import DEFAULT_VENV, Synapse, bcrypt_cost
 from homeserver.services.passwords import hash_password
-
-PASSWORD = "benchmark password"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -63,18 +64,6 @@ class Result:
             f"{name:8} {self.per_second:8.1f} logins/s  median {median:6.1f} ms"
             f"  server CPU {cpu:6.1f} ms/login  ({self.logins} ok, {self.errors} errors)"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def argon2_cost(time_cost: int, samples: int = 7) -> float:
@@ -102,31 +91,6 @@ def matching_time_cost(target: float) -> tuple[int, float]:
         if cost > target:
             break
     return best
-
-
-class Databases:
-    """Fresh databases on one PostgreSQL server, dropped at the end."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = admin_url
-        self.names: list[str] = []
-
-    def create(self) -> dict[str, Any]:
-        name = f"bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(
-                f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
-                " TEMPLATE template0"
-            )
-        self.names.append(name)
-        params = conninfo_to_dict(self.admin_url)
-        params["dbname"] = name
-        return params
-
-    def drop_all(self) -> None:
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            for name in self.names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def register(session: aiohttp.ClientSession, base: str, username: str) -> None:
@@ -210,39 +174,7 @@ async def compare(servers: dict[str, tuple[str, int]], args: argparse.Namespace)
 def start_ours(
     workdir: Path, database: dict[str, Any], time_cost: int
 ) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMESERVER_")}
-    env["HOMESERVER_ARGON2_TIME_COST"] = str(time_cost)
-    log_path = workdir / "ours.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "homeserver",
-                "run",
-                "--data-dir",
-                str(workdir / "ours"),
-                "--port",
-                str(port),
-                "--database-url",
-                make_conninfo(**database),
-                "--open-registration",
-                "--no-rate-limits",
-                "--log-level",
-                "warning",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, 60, log_path)
-    except Exception:
-        process.kill()
-        raise
-    return process, base
+    return start_server(workdir, database, {"HOMESERVER_ARGON2_TIME_COST": str(time_cost)})
 
 
 def main() -> None:
@@ -255,9 +187,7 @@ def main() -> None:
     parser.add_argument("--synapse-venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument(
         "--admin-db",
-        default=os.environ.get(
-            "HOMESERVER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=DEFAULT_ADMIN_DB,
         help="PostgreSQL URL with the right to create databases",
     )
     args = parser.parse_args()

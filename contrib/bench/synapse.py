@@ -116,6 +116,12 @@ class Synapse:
                 "account": _UNLIMITED,
                 "failed_attempts": _UNLIMITED,
             },
+            "rc_joins": {"local": _UNLIMITED, "remote": _UNLIMITED},
+            "rc_invites": {
+                "per_room": _UNLIMITED,
+                "per_user": _UNLIMITED,
+                "per_issuer": _UNLIMITED,
+            },
             **{name: _UNLIMITED for name in _RATE_LIMITS},
             **self.extra,
         }
@@ -156,7 +162,7 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], timeout: float, 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log.read_text(errors="replace").splitlines()[-20:]
-            raise RuntimeError(f"{process.args[0]} exited at start:\n" + "\n".join(tail))
+            raise RuntimeError(f"server for {base_url} exited at start:\n" + "\n".join(tail))
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:

@@ -25,37 +25,30 @@ import functools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from contrib.bench.logins import Databases, free_port
-from contrib.bench.synapse import DEFAULT_VENV, Synapse, wait_ready
+from contrib.bench.harness import (
+    DEFAULT_ADMIN_DB,
+    Api,
+    Databases,
+    bounded,
+    free_port,
+    percentile,
+    rss_kib,
+    start_ours,
+    stop_process,
+)
+from contrib.bench.synapse import DEFAULT_VENV, Synapse
 
-PASSWORD = "benchmark password"
 SETUP_CONCURRENCY = 16
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no RSS for {pid}")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 @dataclass
@@ -68,57 +61,6 @@ class Figures:
     other_p50: float = 0.0
     other_max: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-class Api:
-    """A user of one server."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str, token: str = "") -> None:
-        self.session = session
-        self.base = base + "/_matrix/client/v3"
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    async def call(
-        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
-    ) -> Any:
-        async with self.session.request(
-            method, self.base + path, json=body, params=params, headers=self.headers
-        ) as resp:
-            data = await resp.json()
-            if resp.status != 200:
-                raise RuntimeError(f"{method} {path}: {resp.status} {data}")
-            return data
-
-    async def register(self, username: str) -> Api:
-        body: dict[str, Any] = {"username": username, "password": PASSWORD}
-        async with self.session.post(self.base + "/register", json=body) as resp:
-            session_id = (await resp.json())["session"]
-        body["auth"] = {"type": "m.login.dummy", "session": session_id}
-        data = await Api(self.session, self.base[: -len("/_matrix/client/v3")]).call(
-            "POST", "/register", body
-        )
-        return Api(self.session, self.base[: -len("/_matrix/client/v3")], data["access_token"])
-
-    async def send(self, room_id: str, body: str) -> None:
-        txn = f"b{time.monotonic_ns()}"
-        await self.call(
-            "PUT",
-            f"/rooms/{room_id}/send/m.room.message/{txn}",
-            {"msgtype": "m.text", "body": body},
-        )
-
-    async def sync(self, **params: str) -> Any:
-        return await self.call("GET", "/sync", params=params)
-
-
-async def bounded(jobs: list[Callable[[], Awaitable[None]]], concurrency: int) -> None:
-    queue = list(reversed(jobs))
-
-    async def worker() -> None:
-        while queue:
-            await queue.pop()()
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 async def seed_rooms(user: Api, rooms: int, events: int) -> None:
@@ -208,7 +150,7 @@ async def held_polls(user: Api, pid: int, polls: int) -> tuple[float, float, flo
     before = rss_kib(pid)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as held_session:
-        held = Api(held_session, user.base[: -len("/_matrix/client/v3")])
+        held = Api(held_session, user.server)
         held.headers = user.headers
         # Distinct timeouts: Synapse would otherwise serve identical requests as one.
         tasks = [
@@ -263,41 +205,6 @@ async def measure(name: str, base: str, pid: int, args: argparse.Namespace) -> F
     return figures
 
 
-def start_ours(workdir: Path, database: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMESERVER_")}
-    log_path = workdir / "ours.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "homeserver",
-                "run",
-                "--data-dir",
-                str(workdir / "ours"),
-                "--port",
-                str(port),
-                "--database-url",
-                make_conninfo(**database),
-                "--open-registration",
-                "--no-rate-limits",
-                "--log-level",
-                "warning",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, process, 60, log_path)
-    except Exception:
-        process.kill()
-        raise
-    return process, base
-
-
 def report(ours: Figures, synapse: Figures) -> None:
     def ratio(theirs: float, mine: float) -> str:
         return f"{theirs / mine:.1f}x" if mine > 0 else "n/a"
@@ -331,8 +238,7 @@ async def run(args: argparse.Namespace) -> None:
                 try:
                     results["ours"] = await measure("ours", base, process.pid, args)
                 finally:
-                    process.terminate()
-                    process.wait(30)
+                    stop_process(process)
             if args.only in (None, "synapse"):
                 synapse = Synapse(
                     workdir / "synapse",
@@ -365,9 +271,7 @@ def main() -> None:
     parser.add_argument("--synapse-venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument(
         "--admin-db",
-        default=os.environ.get(
-            "HOMESERVER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=DEFAULT_ADMIN_DB,
         help="PostgreSQL URL with the right to create databases",
     )
     print(f"cores: {os.cpu_count()}")
