@@ -265,6 +265,16 @@ class RoomWriter:
         return persisted
 
 
+@dataclass
+class _Transaction:
+    """What one room transaction accumulates for its commit (or its rollback)."""
+
+    conn: AsyncConnection | None = None
+    writer: RoomWriter | None = None
+    positions: list[int] = field(default_factory=list)
+    device_list_positions: list[int] = field(default_factory=list)
+
+
 class EventCreator:
     """Owns the per-room write locks and hands out `RoomWriter`s."""
 
@@ -322,6 +332,57 @@ class EventCreator:
             await self.on_committed(writer)
 
     @asynccontextmanager
+    async def _transaction(self, room_id: str) -> AsyncIterator[_Transaction]:
+        """The room's lock and one database transaction; after-commit work once done.
+
+        The connection goes back to the pool before the after-commit work, which needs
+        connections of its own; the lock keeps the room's order meanwhile. Pipeline mode
+        sends the statements that return nothing without waiting, so the lock is held
+        for fewer round trips.
+        """
+        async with self._lock(room_id):
+            txn = _Transaction()
+            async with self.db.pool.connection() as conn:
+                try:
+                    async with conn.pipeline(), conn.transaction():
+                        await rooms.lock_room(conn, room_id)
+                        txn.conn = conn
+                        yield txn
+                        await streams.finish(conn, "events", txn.positions)
+                        if txn.device_list_positions:
+                            await streams.finish(conn, "device_lists", txn.device_list_positions)
+                except BaseException:
+                    # Positions of a transaction that did not commit must not hold readers back.
+                    await self.allocator.abandon("events", txn.positions)
+                    await self.allocator.abandon("device_lists", txn.device_list_positions)
+                    raise
+            if txn.writer is not None:
+                await self._committed(txn.writer)
+
+    def _writer(
+        self,
+        txn: _Transaction,
+        room_id: str,
+        room_version: RoomVersion,
+        state_group: int | None,
+        extremities: list[tuple[str, int]],
+    ) -> RoomWriter:
+        assert txn.conn is not None
+        txn.writer = RoomWriter(
+            conn=txn.conn,
+            cache=self.cache,
+            signing_key=self.signing_key,
+            allocator=self.allocator,
+            room_id=room_id,
+            room_version=room_version,
+            state_group=state_group,
+            extremities=extremities,
+            positions=txn.positions,
+            device_list_positions=txn.device_list_positions,
+        )
+        return txn.writer
+
+    @asynccontextmanager
     async def writer(
         self, room_id: str, *, create: tuple[RoomVersion, str] | None = None
     ) -> AsyncIterator[RoomWriter]:
@@ -329,47 +390,24 @@ class EventCreator:
 
         With `create` (room version, creator) an unknown room gets its row first: how a
         room joined or invited to over federation starts to exist here."""
-        async with self._lock(room_id):
-            # The connection goes back to the pool before the after-commit work,
-            # which needs connections of its own; the lock keeps the room's order.
-            async with self.db.pool.connection() as conn:
-                positions: list[int] = []
-                device_list_positions: list[int] = []
-                try:
-                    # Pipeline mode sends the statements that return nothing without
-                    # waiting: the room lock is held for fewer round trips.
-                    async with conn.pipeline(), conn.transaction():
-                        await rooms.lock_room(conn, room_id)
-                        room = await rooms.get_room(conn, room_id)
-                        if room is None and create is not None:
-                            version, creator = create
-                            now = int(time.time() * 1000)
-                            await rooms.insert_room(conn, room_id, version.identifier, creator, now)
-                            room = await rooms.get_room(conn, room_id)
-                        if room is None:
-                            raise UnknownRoom(room_id)
-                        writer = RoomWriter(
-                            conn=conn,
-                            cache=self.cache,
-                            signing_key=self.signing_key,
-                            allocator=self.allocator,
-                            room_id=room_id,
-                            room_version=get_room_version(room.room_version),
-                            state_group=room.current_state_group,
-                            extremities=await rooms.get_forward_extremities(conn, room_id),
-                            positions=positions,
-                            device_list_positions=device_list_positions,
-                        )
-                        yield writer
-                        await streams.finish(conn, "events", positions)
-                        if device_list_positions:
-                            await streams.finish(conn, "device_lists", device_list_positions)
-                except BaseException:
-                    # Positions of a transaction that did not commit must not hold readers back.
-                    await self.allocator.abandon("events", positions)
-                    await self.allocator.abandon("device_lists", device_list_positions)
-                    raise
-            await self._committed(writer)
+        async with self._transaction(room_id) as txn:
+            conn = txn.conn
+            assert conn is not None
+            room = await rooms.get_room(conn, room_id)
+            if room is None and create is not None:
+                version, creator = create
+                now = int(time.time() * 1000)
+                await rooms.insert_room(conn, room_id, version.identifier, creator, now)
+                room = await rooms.get_room(conn, room_id)
+            if room is None:
+                raise UnknownRoom(room_id)
+            yield self._writer(
+                txn,
+                room_id,
+                get_room_version(room.room_version),
+                room.current_state_group,
+                await rooms.get_forward_extremities(conn, room_id),
+            )
 
     @asynccontextmanager
     async def new_room(
@@ -406,39 +444,9 @@ class EventCreator:
         except AuthError as exc:
             raise EventNotAllowed(str(exc)) from None
         new_room_id = create.room_id
-        async with self._lock(new_room_id):
-            # The connection goes back to the pool before the after-commit work,
-            # which needs connections of its own; the lock keeps the room's order.
-            async with self.db.pool.connection() as conn:
-                positions: list[int] = []
-                device_list_positions: list[int] = []
-                try:
-                    # Pipeline mode sends the statements that return nothing without
-                    # waiting: the room lock is held for fewer round trips.
-                    async with conn.pipeline(), conn.transaction():
-                        await rooms.lock_room(conn, new_room_id)
-                        await rooms.insert_room(
-                            conn, new_room_id, room_version.identifier, creator, now_ms
-                        )
-                        writer = RoomWriter(
-                            conn=conn,
-                            cache=self.cache,
-                            signing_key=self.signing_key,
-                            allocator=self.allocator,
-                            room_id=new_room_id,
-                            room_version=room_version,
-                            state_group=None,
-                            extremities=[],
-                            positions=positions,
-                            device_list_positions=device_list_positions,
-                        )
-                        await writer.persist(create, prev_ids=[], new_key=True)
-                        yield writer
-                        await streams.finish(conn, "events", positions)
-                        if device_list_positions:
-                            await streams.finish(conn, "device_lists", device_list_positions)
-                except BaseException:
-                    await self.allocator.abandon("events", positions)
-                    await self.allocator.abandon("device_lists", device_list_positions)
-                    raise
-            await self._committed(writer)
+        async with self._transaction(new_room_id) as txn:
+            assert txn.conn is not None
+            await rooms.insert_room(txn.conn, new_room_id, room_version.identifier, creator, now_ms)
+            writer = self._writer(txn, new_room_id, room_version, None, [])
+            await writer.persist(create, prev_ids=[], new_key=True)
+            yield writer
