@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -39,10 +41,27 @@ def _check_sizes(event_type: str, state_key: str | None, content: Mapping[str, A
         raise ServiceError(413, "M_TOO_LARGE", "Event content is too large")
 
 
+@dataclass(eq=False)
+class _Pending:
+    """One client's send, waiting for its room's next batch."""
+
+    requester: Requester
+    event_type: str
+    content: Mapping[str, Any]
+    txn_id: str | None
+    state_key: str | None
+    future: asyncio.Future[tuple[str, PersistedEvent | None]]
+
+
 class SendService:
+    """Sends go through a queue per room: while one batch of a room is being written,
+    the sends that arrive meanwhile wait and are then written together in one
+    transaction, so a busy room pays one commit per batch rather than per message."""
+
     def __init__(self, db: Database, events: EventCreator) -> None:
         self.db = db
         self.events = events
+        self._queues: dict[str, list[_Pending]] = {}
 
     async def _existing_txn(self, requester: Requester, txn_id: str) -> str | None:
         async with self.db.pool.connection() as conn:
@@ -66,40 +85,112 @@ class SendService:
             existing = await self._existing_txn(requester, txn_id)
             if existing is not None:
                 return existing, None
+        pending = _Pending(
+            requester,
+            event_type,
+            content,
+            txn_id,
+            state_key,
+            asyncio.get_running_loop().create_future(),
+        )
+        queue = self._queues.get(room_id)
+        if queue is not None:
+            queue.append(pending)
+            return await pending.future
+        self._queues[room_id] = queue = [pending]
+        batch: list[_Pending] = []
+        try:
+            while queue:
+                batch = queue[:]
+                queue.clear()
+                await self._send_batch(room_id, batch)
+        finally:
+            del self._queues[room_id]
+            # Only if this task was cancelled mid-batch: nobody else would answer these.
+            self._fail(batch + queue, ServiceError(503, "M_UNKNOWN", "Send interrupted"))
+        return pending.future.result()
+
+    async def _send_batch(self, room_id: str, batch: list[_Pending]) -> None:
+        """Write a batch in one transaction; each send gets its own result or error."""
+        outcomes: dict[_Pending, PersistedEvent | str | BaseException] = {}
         try:
             async with self.events.writer(room_id) as writer:
-                if event_type == "m.room.redaction" and state_key is None:
-                    target = content.get("redacts")
-                    if not isinstance(target, str):
-                        raise ServiceError(400, "M_BAD_JSON", "Redactions need 'redacts'")
-                    persisted = await self._redact(writer, requester, target, content)
-                else:
-                    if state_key is not None and event_type == _MEMBERSHIP_ONLY:
-                        self._check_member_event(requester, state_key, content)
-                    if state_key == "" and event_type == CANONICAL_ALIAS:
-                        await check_canonical_alias(writer.conn, writer.cache, room_id, content)
-                    persisted = await writer.append(
-                        event_type, requester.user_id, content, state_key=state_key
-                    )
-                if txn_id is not None:
-                    await event_store.insert_txn_event(
-                        writer.conn,
-                        requester.user_id,
-                        requester.device_id,
-                        txn_id,
-                        persisted.event.event_id,
-                    )
+                sent: dict[tuple[str, str, str], str] = {}
+                for item in batch:
+                    key = None
+                    if item.txn_id is not None:
+                        key = (item.requester.user_id, item.requester.device_id, item.txn_id)
+                        if key in sent:
+                            outcomes[item] = sent[key]
+                            continue
+                    try:
+                        persisted = await self._send_one(writer, item)
+                    except EventNotAllowed as exc:
+                        outcomes[item] = forbidden(str(exc))
+                        continue
+                    except ServiceError as exc:
+                        outcomes[item] = exc
+                        continue
+                    outcomes[item] = persisted
+                    if key is not None:
+                        sent[key] = persisted.event.event_id
         except UnknownRoom:
-            raise not_found(f"Unknown room {room_id}") from None
-        except EventNotAllowed as exc:
-            raise forbidden(str(exc)) from None
+            self._fail(batch, not_found(f"Unknown room {room_id}"))
+            return
         except pg_errors.UniqueViolation:
-            # The same txn id raced with itself: the first one won.
-            existing = await self._existing_txn(requester, txn_id or "")
+            # A txn id raced with itself across batches: the first one won.
+            if len(batch) > 1:
+                for item in batch:
+                    await self._send_batch(room_id, [item])
+                return
+            [item] = batch
+            existing = await self._existing_txn(item.requester, item.txn_id or "")
             if existing is None:
-                raise
-            return existing, None
-        return persisted.event.event_id, persisted
+                self._fail(batch, ServiceError(500, "M_UNKNOWN", "Could not store the event"))
+            else:
+                item.future.set_result((existing, None))
+            return
+        except Exception as exc:
+            self._fail(batch, exc)
+            return
+        for item, outcome in outcomes.items():
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            elif isinstance(outcome, str):
+                item.future.set_result((outcome, None))
+            else:
+                item.future.set_result((outcome.event.event_id, outcome))
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
+
+    async def _send_one(self, writer: RoomWriter, item: _Pending) -> PersistedEvent:
+        requester = item.requester
+        if item.event_type == "m.room.redaction" and item.state_key is None:
+            target = item.content.get("redacts")
+            if not isinstance(target, str):
+                raise ServiceError(400, "M_BAD_JSON", "Redactions need 'redacts'")
+            persisted = await self._redact(writer, requester, target, item.content)
+        else:
+            if item.state_key is not None and item.event_type == _MEMBERSHIP_ONLY:
+                self._check_member_event(requester, item.state_key, item.content)
+            if item.state_key == "" and item.event_type == CANONICAL_ALIAS:
+                await check_canonical_alias(writer.conn, writer.cache, writer.room_id, item.content)
+            persisted = await writer.append(
+                item.event_type, requester.user_id, item.content, state_key=item.state_key
+            )
+        if item.txn_id is not None:
+            await event_store.insert_txn_event(
+                writer.conn,
+                requester.user_id,
+                requester.device_id,
+                item.txn_id,
+                persisted.event.event_id,
+            )
+        return persisted
 
     @staticmethod
     def _check_member_event(

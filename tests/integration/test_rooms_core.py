@@ -157,3 +157,33 @@ async def test_identical_rooms_created_at_once_get_distinct_ids(
 
     ids = await asyncio.gather(*(create() for _ in range(10)))
     assert len(set(ids)) == 10
+
+
+async def test_batched_sends_keep_their_own_outcomes(client: TestClient[Any, Any]) -> None:
+    """Concurrent sends into one room are written together; a refused one does not
+    spoil the others, and a repeated txn id still gets the first event id."""
+    alice = await user(client, "alice")
+    mallory = await user(client, "mallory")
+    room_id = (
+        await (await client.post("/_matrix/client/v3/createRoom", json={}, headers=alice)).json()
+    )["room_id"]
+
+    async def send(headers: dict[str, str], txn: str) -> tuple[int, Any]:
+        resp = await client.put(
+            f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/{txn}",
+            json={"msgtype": "m.text", "body": txn},
+            headers=headers,
+        )
+        return resp.status, await resp.json()
+
+    results = await asyncio.gather(
+        *(send(alice, f"a{i}") for i in range(10)),
+        *(send(mallory, f"m{i}") for i in range(3)),
+        send(alice, "dup"),
+        send(alice, "dup"),
+    )
+    alice_results, mallory_results, dups = results[:10], results[10:13], results[13:]
+    assert all(status == 200 for status, _ in alice_results)
+    assert len({body["event_id"] for _, body in alice_results}) == 10
+    assert all(status == 403 for status, _ in mallory_results)
+    assert dups[0] == dups[1] and dups[0][0] == 200
