@@ -19,7 +19,9 @@ StateMap = dict[StateKey, str]
 
 
 def max_hops(size: int) -> int:
-    return max(32, min(512, size // 16))
+    """A fresh snapshot (`size` rows) every `size` changes costs about one row per
+    change; the cap bounds how far a read may walk in very large rooms."""
+    return max(32, min(1024, size))
 
 
 @dataclass(frozen=True, slots=True)
