@@ -96,7 +96,9 @@ async def format_events(
             redactions[rid] = client_event(event_of(cache, redaction))
     txn_ids: dict[str, str] = {}
     if user_id is not None and device_id is not None:
-        txn_ids = await event_store.txn_ids_for(conn, user_id, device_id, list(rows))
+        own = [eid for eid, row in rows.items() if event_of(cache, row).sender == user_id]
+        if own:
+            txn_ids = await event_store.txn_ids_for(conn, user_id, device_id, own)
     now = int(time.time() * 1000)
     bundled: dict[str, JsonDict] = {}
     if aggregations and user_id is not None:
