@@ -131,6 +131,14 @@ SETTINGS: tuple[Setting, ...] = (
         flag=False,
     ),
     Setting(
+        "federation.max_retry_interval_s",
+        float,
+        3600.0,
+        "longest wait between retries of a server that does not answer (the wait doubles"
+        " from 1 s up to this)",
+        flag=False,
+    ),
+    Setting(
         "federation.trusted_key_servers",
         tuple,
         (),
@@ -198,6 +206,7 @@ class Config:
     rate_limits_join_burst: int
     federation_verify_tls: bool
     federation_use_tls: bool
+    federation_max_retry_interval_s: float
     federation_trusted_key_servers: tuple[str, ...]
     user_directory_search_all_users: bool = False
     data_dir: Path = field(default=Path("homeserver-data"))
@@ -354,6 +363,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("max_request_size must be at least 1024 bytes")
     if config.database_url is not None and not _is_postgres_conninfo(config.database_url):
         raise ConfigError("database.url is not a PostgreSQL URL (postgresql://...)")
+    if not 1 <= config.federation_max_retry_interval_s <= 86400:
+        raise ConfigError("federation.max_retry_interval_s must be between 1 and 86400")
     for notary in config.federation_trusted_key_servers:
         if not is_valid_server_name(notary):
             raise ConfigError(f"federation.trusted_key_servers: {notary!r} is not a server name")

@@ -2,10 +2,11 @@
 "Transactions", "Checks performed on receipt of a PDU").
 
 Per PDU: format, signatures and content hash (a bad hash stores the redacted form);
-the origin must be the sender's server or have signed it; auth against its own auth
-events (fetching a missing auth chain from the origin); the state before it, from its
-prev events (missing ones are asked for with /get_missing_events, and a gap left after
-that is bridged with the state at the gap from /state_ids); auth against that state
+the sender's server must have signed it, but the origin may relay it (a resident server
+passes a joining server's join on to the room); auth against its own auth events
+(fetching a missing auth chain from the origin); the state before it, from its prev
+events (missing ones are asked for with /get_missing_events, and a gap left after that
+is bridged with the state at the gap from /state_ids); auth against that state
 (failing: stored rejected); auth against current state (failing: soft-failed). Events
 of one room are processed in order under a per-room lock, rooms in parallel. A
 transaction's answer is remembered for a while, so a retried one is not redone.
@@ -152,14 +153,14 @@ class FederationInbound:
                     out[event_id] = {"error": f"unknown room {room_id}"}
             return out
         room_version = get_room_version(room.room_version)
-        lookup = await keys_for(self.hs, pdus, room_version, origin)
+        lookup = await keys_for(self.hs, pdus, room_version)
         async with self.room_lock(room_id):
             for pdu in pdus:
                 event_id = event_id_of(pdu, room_version)
                 if event_id is None:
                     continue
                 try:
-                    event = check_one(pdu, room_version, lookup, origin)
+                    event = check_one(pdu, room_version, lookup)
                     if event.room_id != room_id:
                         raise PduRefused("room_id does not match")
                     error = await self.process_event(origin, room_version, event)
@@ -249,6 +250,20 @@ class FederationInbound:
                 return None
             sets.append(gap)
         return sets or None
+
+    async def states_before(
+        self, origin: str, room_version: RoomVersion, event: Event
+    ) -> list[StateSet] | None:
+        """The states to resolve for the state before `event`, bridging missing prev
+        events with /state_ids rather than fetching them (backfill, which walks the
+        DAG backwards, has no forward gaps to fill)."""
+        return await self._prev_states(origin, room_version, event, fill_gaps=False)
+
+    async def fetch_auth_chain(
+        self, origin: str, room_version: RoomVersion, event: Event
+    ) -> dict[str, Event] | None:
+        """`event`'s auth chain from `origin`, checked and stored as outliers."""
+        return await self._fetch_auth_chain(origin, room_version, event)
 
     async def _missing_prevs(self, prevs: list[str]) -> list[str]:
         async with self.hs.db.pool.connection() as conn:

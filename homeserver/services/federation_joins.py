@@ -1,14 +1,16 @@
 """Membership across servers, our side: joining a room another server holds (make_join
-then send_join, verifying the state and auth chain it answers with), inviting a user of
-another server (their server co-signs the invite), and refusing an invite to a room we
-hold no state of (make_leave then send_leave through the inviting server).
+then send_join, verifying the state and auth chain it answers with), knocking on one
+(make_knock then send_knock), inviting a user of another server (their server co-signs
+the invite), and refusing an invite to a room we hold no state of (make_leave then
+send_leave through the inviting server).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -33,7 +35,7 @@ from homeserver.services.federation_state import persist_outliers, replace_curre
 from homeserver.services.sync_rooms import STRIPPED_STATE_TYPES
 from homeserver.storage import events as event_store
 from homeserver.storage import federation_events as fed_store
-from homeserver.storage import memberships, state
+from homeserver.storage import invite_state, memberships, state
 
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
 FED = "/_matrix/federation"
+T = TypeVar("T")
 
 
 def _failure(exc: FederationError) -> ServiceError:
@@ -50,10 +53,36 @@ def _failure(exc: FederationError) -> ServiceError:
     return ServiceError(502, "M_UNKNOWN", f"Cannot reach the room's servers: {exc}")
 
 
-async def store_out_of_room(hs: Homeserver, event: Event) -> PersistedEvent:
-    """Keep a membership event of a room we hold no state of (a remote invite, or its
-    refusal): it gets a stream position so the user's sync sees it, and no state."""
+MAX_STRIPPED_STATE = 50
+
+
+def clean_stripped_state(value: Any) -> list[JsonDict]:
+    """The well-formed stripped state events of a remote server's invite_room_state or
+    knock_room_state, trimmed to the four keys a client sees; anything else is dropped,
+    since it only decorates the invite and must not fail it."""
+    out: list[JsonDict] = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict):
+            continue
+        kept = {k: item.get(k) for k in ("type", "state_key", "sender", "content")}
+        if all(isinstance(kept[k], str) for k in ("type", "state_key", "sender")) and isinstance(
+            kept["content"], dict
+        ):
+            out.append(kept)
+    return out[:MAX_STRIPPED_STATE]
+
+
+async def store_out_of_room(
+    hs: Homeserver, event: Event, stripped_state: list[JsonDict] | None = None
+) -> PersistedEvent:
+    """Keep a membership event of a room we hold no state of (a remote invite, knock,
+    or their refusal): it gets a stream position so the user's sync sees it, and no
+    state; `stripped_state` is what the user's sync shows of the room instead."""
     async with hs.events.writer(event.room_id, create=(event.room_version, event.sender)) as w:
+        if stripped_state is not None and event.state_key is not None:
+            await invite_state.put(
+                w.conn, event.room_id, event.state_key, event.event_id, stripped_state
+            )
         known = await fed_store.known_event_ids(w.conn, [event.event_id])
         [position] = await w.allocator.allocate("events")
         w.positions.append(position)
@@ -95,21 +124,53 @@ class FederationMembership:
         self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]
     ) -> None:
         """Join a room through the first of `servers` that lets us."""
+        await self._through(
+            "join", room_id, servers, lambda s: self._join_via(s, room_id, user_id, content)
+        )
+
+    async def knock(
+        self, room_id: str, user_id: str, servers: list[str], content: dict[str, Any]
+    ) -> PersistedEvent:
+        """Knock on a room we hold no state of, through the first of `servers` that
+        takes the knock; the room's stripped state it answers with is kept for sync."""
+        return await self._through(
+            "knock", room_id, servers, lambda s: self._knock_via(s, room_id, user_id, content)
+        )
+
+    async def _through(
+        self,
+        action: str,
+        room_id: str,
+        servers: list[str],
+        attempt: Callable[[str], Awaitable[T]],
+    ) -> T:
+        """`attempt` with each of `servers` in turn (not us) until one succeeds."""
         candidates = list(dict.fromkeys(s for s in servers if s and s != self.hs.server_name))
         if not candidates:
-            raise not_found(f"No known servers to join {room_id} through")
+            raise not_found(f"No known servers to {action} {room_id} through")
         error: ServiceError | None = None
         for server in candidates:
             try:
-                await self._join_via(server, room_id, user_id, content)
-                return
+                return await attempt(server)
             except FederationError as exc:
                 error = _failure(exc)
-                log.info("joining %s via %s failed: %s", room_id, server, exc)
+                log.info("%s %s via %s failed: %s", action, room_id, server, exc)
             except ServiceError as exc:
                 error = exc
         assert error is not None
         raise error
+
+    async def _knock_via(
+        self, server: str, room_id: str, user_id: str, content: dict[str, Any]
+    ) -> PersistedEvent:
+        client = self.hs.federation_client
+        path = f"{FED}/v1/make_knock/{quote_segment(room_id)}/{quote_segment(user_id)}"
+        template = await client.get_json(server, path, {"ver": list(KNOWN_ROOM_VERSIONS)})
+        _, knock = self._from_template(template, room_id, user_id, "knock", content)
+        path = f"{FED}/v1/send_knock/{quote_segment(room_id)}/{quote_segment(knock.event_id)}"
+        answer = await client.put_json(server, path, knock.pdu)
+        given = answer.get("knock_room_state") if isinstance(answer, dict) else None
+        return await store_out_of_room(self.hs, knock, clean_stripped_state(given))
 
     async def _join_via(
         self, server: str, room_id: str, user_id: str, content: dict[str, Any]
@@ -207,9 +268,9 @@ class FederationMembership:
         hs = self.hs
         target = event.state_key or ""
         server = domain_of(target)
-        ids = await state.get_current_state(
-            writer.conn, writer.room_id, [(t, "") for t in STRIPPED_STATE_TYPES]
-        )
+        # The room's stripped state, and the inviter's member event (who invites).
+        keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [(MEMBER, event.sender)]
+        ids = await state.get_current_state(writer.conn, writer.room_id, keys)
         rows = await event_store.get_events(writer.conn, ids.values())
         stripped = []
         for row in rows.values():

@@ -19,7 +19,7 @@ from federation.signing import add_signature, sign_bytes
 from homeserver.services.errors import ServiceError, forbidden, not_found
 from homeserver.services.events import EventNotAllowed, load_events
 from homeserver.services.federation_checks import PduRefused, check_one, keys_for
-from homeserver.services.federation_joins import store_out_of_room
+from homeserver.services.federation_joins import clean_stripped_state, store_out_of_room
 from homeserver.services.federation_state import StateBefore, auth_state_from
 from homeserver.services.sync_rooms import STRIPPED_STATE_TYPES
 from homeserver.storage import events as event_store
@@ -246,5 +246,9 @@ class ResidentMembership:
             raise forbidden("The user is banned from the room")
         event = self._cosign(event)
         if not holds_state:
-            await store_out_of_room(hs, event)
+            given = body.get("invite_room_state")
+            if given is None:  # older servers put it in the event's unsigned
+                unsigned = event.pdu.get("unsigned")
+                given = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+            await store_out_of_room(hs, event, clean_stripped_state(given))
         return {"event": event.pdu}

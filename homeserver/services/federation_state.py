@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from psycopg import AsyncConnection
 
 from federation.auth_rules import auth_types_for_event
-from federation.events import CREATE_KEY, MEMBER, Event
+from federation.events import CREATE_KEY, MEMBER, POWER_LEVELS_KEY, Event
+from federation.identifiers import domain_of
+from federation.power_levels import named_level, user_level
 from federation.room_versions import RoomVersion
 from federation.stateres import EventFetcher, resolve_state
 from homeserver.services.events import (
@@ -108,6 +110,24 @@ async def persist_outliers(
         cache.put(event)
 
 
+async def group_after(
+    conn: AsyncConnection, event: Event, before: StateBefore, *, accepted: bool = True
+) -> int:
+    """The state group after `event` (a rejected event changes no state): `before`'s
+    own group when nothing changes, a delta on it, or a new snapshot of a resolved map."""
+    key = event.state_tuple if event.is_state and accepted else None
+    if before.group is not None:
+        if key is None:
+            return before.group
+        new_key = not await state.get_state(conn, before.group, [key])
+        delta = {key: event.event_id}
+        return await state.create_group(conn, event.room_id, before.group, delta, int(new_key))
+    full = dict(before.full or {})
+    if key is not None:
+        full[key] = event.event_id
+    return await state.create_group(conn, event.room_id, None, full, 0)
+
+
 async def persist_remote(
     writer: RoomWriter,
     event: Event,
@@ -119,18 +139,7 @@ async def persist_remote(
     """Store a remote event with the state before it; the PersistedEvent when it
     joined the timeline, None when it was rejected or soft-failed."""
     conn, room_id = writer.conn, writer.room_id
-    key = event.state_tuple if event.is_state and rejected_reason is None else None
-    if before.group is not None:
-        group = before.group
-        if key is not None:
-            new_key = not await state.get_state(conn, before.group, [key])
-            delta = {key: event.event_id}
-            group = await state.create_group(conn, room_id, before.group, delta, int(new_key))
-    else:
-        full = dict(before.full or {})
-        if key is not None:
-            full[key] = event.event_id
-        group = await state.create_group(conn, room_id, None, full, 0)
+    group = await group_after(conn, event, before, accepted=rejected_reason is None)
     if rejected_reason is not None or soft_failed:
         await event_store.insert_event(
             conn,
@@ -154,15 +163,39 @@ async def persist_remote(
     ]
     if old_tips <= prevs:
         if before.group is not None and before.group == writer.state_group:
-            await write_current_state(writer, {key: event.event_id} if key else {}, (), group)
+            changed = {event.state_tuple: event.event_id} if event.is_state else {}
+            await write_current_state(writer, changed, (), group)
         else:
             await replace_current_state(writer, await state.get_state(conn, group), group)
     else:
         await _resolve_current_state(writer)
     writer.cache.put(event)
+    if event.type == "m.room.redaction":
+        await _apply_redaction(writer, event, group)
     persisted = PersistedEvent(event, position)
     writer.persisted.append(persisted)
     return persisted
+
+
+async def _apply_redaction(writer: RoomWriter, redaction: Event, group: int) -> None:
+    """Redact the target of an accepted remote redaction, as a local one would: the auth
+    rules let any member send one, so it only takes effect when its sender's server sent
+    the target too, or the sender has the power to redact (spec: room versions 3+,
+    "Handling redactions"). A target we do not hold yet stays as it is."""
+    conn, target_id = writer.conn, redaction.redacts
+    if target_id is None:
+        return
+    ids = await state.get_state(conn, group, [CREATE_KEY, POWER_LEVELS_KEY])
+    found = await load_events(conn, writer.cache, [*ids.values(), target_id])
+    target = found.get(target_id)
+    if target is None or target.room_id != redaction.room_id:
+        return
+    if domain_of(target.sender) != domain_of(redaction.sender):
+        create = found.get(ids.get(CREATE_KEY, ""))
+        power = found.get(ids.get(POWER_LEVELS_KEY, ""))
+        if user_level(redaction.sender, create, power) < named_level(power, "redact"):
+            return
+    await event_store.mark_redacted(conn, target_id, redaction.event_id)
 
 
 async def _resolve_current_state(writer: RoomWriter) -> None:

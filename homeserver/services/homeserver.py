@@ -15,6 +15,7 @@ from homeserver.services.devices import SeenThrottle
 from homeserver.services.directory import DirectoryService
 from homeserver.services.e2ee import E2EEService
 from homeserver.services.events import EventCache, EventCreator
+from homeserver.services.federation_backfill import Backfiller
 from homeserver.services.federation_client import FederationClient
 from homeserver.services.federation_device_lists import FederatedDeviceLists
 from homeserver.services.federation_e2ee import FederatedKeys
@@ -83,6 +84,7 @@ class Homeserver:
     inbound: FederationInbound = field(init=False)
     resident: ResidentMembership = field(init=False)
     federation_reads: FederationReads = field(init=False)
+    backfiller: Backfiller = field(init=False)
     room_servers: RoomServers = field(init=False)
     edu_announcer: EduAnnouncer = field(init=False)
     federated_device_lists: FederatedDeviceLists = field(init=False)
@@ -138,15 +140,20 @@ class Homeserver:
             trusted_key_servers=self.config.federation_trusted_key_servers,
         )
         self.federation_sender = FederationSender(
-            self.db, self.federation_client, self.config.server_name
+            self.db,
+            self.federation_client,
+            self.config.server_name,
+            max_backoff_s=self.config.federation_max_retry_interval_s,
         )
         self.federation_client.on_success = self.federation_sender.on_contact
         self.inbound = FederationInbound(self)
         self.resident = ResidentMembership(self)
         self.federation_reads = FederationReads(self)
+        self.backfiller = Backfiller(self)
         self.room_servers = RoomServers(self)
         self.events.on_committed = self.room_servers.on_committed
         self.membership.remote = FederationMembership(self)
+        self.rooms.remote = self.membership.remote
         self._wire_federated_e2ee_and_edus()
 
     def _wire_federated_e2ee_and_edus(self) -> None:

@@ -177,12 +177,25 @@ class MembershipService:
             raise forbidden(f"{target} is not banned")
         return await self._change(room_id, sender, target, "leave", reason)
 
-    async def knock(self, room_id: str, user_id: str, reason: str | None = None) -> PersistedEvent:
-        await self._known_room(room_id)
+    async def knock(
+        self,
+        room_id: str,
+        user_id: str,
+        reason: str | None = None,
+        servers: Sequence[str] = (),
+    ) -> PersistedEvent:
+        """Knock locally when we hold the room, else through one of `servers` (and the
+        room id's server)."""
         current = await self.current(room_id, user_id)
         if current in ("join", "invite", "ban"):
             raise forbidden(f"Cannot knock while your membership is {current}")
-        profile = await member_profile(self.db, user_id)
+        profile: dict[str, Any] = dict(await member_profile(self.db, user_id))
+        if self.remote is not None and not await self._holds_state(room_id):
+            via = [*servers, server_name_of(room_id, "!") or ""]
+            if reason is not None:
+                profile["reason"] = reason
+            return await self.remote.knock(room_id, user_id, via, profile)
+        await self._known_room(room_id)
         return await self._change(room_id, user_id, user_id, "knock", reason, profile)
 
     async def forget(self, room_id: str, user_id: str) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from federation.identifiers import server_name_of
 from homeserver.services.auth import Requester
 from homeserver.services.errors import ServiceError, bad_json, forbidden, not_found
+from homeserver.services.federation_client import FederationError, RequestFailed
 from homeserver.services.stored_json import ensure_storable
 from homeserver.storage import accounts, profiles
 from homeserver.storage.profiles import ProfileField
@@ -38,10 +39,14 @@ def _check_key(key: str) -> ProfileField | None:
     return next((field for field in FIELDS if field == key), None)
 
 
-async def get_profile(hs: Homeserver, user_id: str) -> dict[str, str]:
-    """The stored fields of a local user; 404 for users we do not know (including remote
-    ones until profiles are queried over federation)."""
-    if server_name_of(user_id, "@") != hs.server_name:
+async def get_profile(hs: Homeserver, user_id: str, *, ask_remote: bool = False) -> dict[str, str]:
+    """The stored fields of a local user; 404 for users we do not know. With
+    `ask_remote` (a client's lookup, never another server's), a remote user's profile
+    is asked of their server."""
+    server = server_name_of(user_id, "@")
+    if ask_remote and server is not None and server != hs.server_name:
+        return await _remote_profile(hs, server, user_id)
+    if server != hs.server_name:
         raise not_found("Profile not found")
     async with hs.db.pool.connection() as conn:
         row = await profiles.get_profile(conn, user_id)
@@ -51,10 +56,30 @@ async def get_profile(hs: Homeserver, user_id: str) -> dict[str, str]:
     return {field: value for field, value in zip(FIELDS, values, strict=True) if value}
 
 
-async def get_profile_field(hs: Homeserver, user_id: str, key: str) -> dict[str, str]:
+async def _remote_profile(hs: Homeserver, server: str, user_id: str) -> dict[str, str]:
+    """`GET /query/profile` on the user's server; of its answer only the fields we
+    know, as strings, are passed on."""
+    try:
+        answer = await hs.federation_client.get_json(
+            server, "/_matrix/federation/v1/query/profile", {"user_id": user_id}
+        )
+    except RequestFailed as exc:
+        if exc.status == 404:
+            raise not_found("Profile not found") from None
+        raise ServiceError(502, "M_UNKNOWN", f"{server} refused the profile query") from None
+    except FederationError as exc:
+        raise ServiceError(502, "M_UNKNOWN", f"Cannot reach {server}: {exc}") from None
+    if not isinstance(answer, dict):
+        return {}
+    return {f: v for f in FIELDS if isinstance(v := answer.get(f), str) and v}
+
+
+async def get_profile_field(
+    hs: Homeserver, user_id: str, key: str, *, ask_remote: bool = False
+) -> dict[str, str]:
     """{key: value}, or 404 when the user has no such field."""
     field = _check_key(key)
-    profile = await get_profile(hs, user_id)
+    profile = await get_profile(hs, user_id, ask_remote=ask_remote)
     if field is None or field not in profile:
         raise not_found(f"Profile has no {key}")
     return {field: profile[field]}

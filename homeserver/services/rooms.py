@@ -6,14 +6,18 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from federation.identifiers import server_name_of
 from federation.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
 from homeserver.services.errors import ServiceError, bad_json, forbidden
 from homeserver.services.events import EventCreator, EventNotAllowed, PersistedEvent, RoomWriter
 from homeserver.services.membership import member_profile
 from homeserver.storage import aliases
 from homeserver.storage.pool import Database
+
+if TYPE_CHECKING:
+    from homeserver.services.federation_joins import FederationMembership
 
 PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
 
@@ -123,6 +127,8 @@ class RoomCreator:
         self.events = creator
         self.server_name = server_name
         self.default_version = default_version
+        # Co-signs invites of other servers' users (set by the Homeserver).
+        self.remote: FederationMembership | None = None
 
     async def create(
         self, user_id: str, request: CreateRoomRequest
@@ -224,7 +230,15 @@ class RoomCreator:
         if request.is_direct:
             invite["is_direct"] = True
         for invitee in request.invite:
-            await writer.append("m.room.member", user_id, invite, state_key=invitee)
+            if self.remote is None or server_name_of(invitee, "@") == self.server_name:
+                await writer.append("m.room.member", user_id, invite, state_key=invitee)
+                continue
+            # The invitee's server must co-sign; it refusing fails the whole creation.
+            event, prev_ids, new_key = await writer.prepare(
+                "m.room.member", user_id, invite, state_key=invitee
+            )
+            event = await self.remote.invite(writer, event)
+            await writer.persist(event, prev_ids=prev_ids, new_key=new_key)
 
 
 def _now() -> int:

@@ -27,6 +27,7 @@ from homeserver.services.pagination import gap_before, token_for
 from homeserver.services.sync_tokens import SyncToken
 from homeserver.services.visibility import filter_visible
 from homeserver.storage import events as event_store
+from homeserver.storage import invite_state
 from homeserver.storage import state as state_store
 from homeserver.storage import sync as sync_store
 from homeserver.storage.events import EventRow
@@ -526,6 +527,10 @@ class RoomsBuilder:
             keys.add((MEMBER, self._event(row).sender))
             keys.add((MEMBER, self.user_id))
         found = await state_store.get_state_for_groups(self.conn, groups.values(), keys)
+        # Remote invites and knocks: no state here, only what the other server sent.
+        given = await invite_state.for_events(
+            self.conn, [p.membership_event_id for p in plans if p.room_id not in groups]
+        )
         out: dict[str, list[JsonDict]] = {}
         wanted_ids: set[str] = set()
         for plan in plans:
@@ -539,7 +544,11 @@ class RoomsBuilder:
             state = found.get(group, {}) if group is not None else {}
             membership = events.get(plan.membership_event_id)
             inviter = membership.sender if membership is not None else None
-            items = []
+            items = [
+                item
+                for item in given.get(plan.membership_event_id, [])
+                if (item.get("type"), item.get("state_key")) != (MEMBER, self.user_id)
+            ]
             for (event_type, state_key), event_id in sorted(state.items()):
                 if event_type == MEMBER and state_key not in (inviter, self.user_id):
                     continue

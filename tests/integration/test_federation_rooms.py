@@ -197,13 +197,16 @@ async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
         key_b, room_id, alice.user_id, tips, auth, room_version=rv, content={"body": "as alice"}
     )
     unknown_room = hostile_event(key_b, "!nowhere:elsewhere", bob.user_id, [], [], room_version=rv)
+    oversized = hostile_event(
+        key_b, room_id, bob.user_id, tips, auth, room_version=rv, content={"body": "x" * 70_000}
+    )
 
     client = hs_b.federation_client
     path = "/_matrix/federation/v1/send/hostile1"
     txn = {
         "origin": hs_b.server_name,
         "origin_server_ts": 0,
-        "pdus": [good, bad_sig, bad_hash, no_power, forged, unknown_room],
+        "pdus": [good, bad_sig, bad_hash, no_power, forged, unknown_room, oversized],
     }
     answer = await client.put_json(hs_a.server_name, path, txn)
     results = answer["pdus"]
@@ -218,13 +221,16 @@ async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
     assert "error" in result(no_power)
     assert "error" in result(forged)
     assert "error" in result(unknown_room)
+    assert "over the 65536 byte limit" in result(oversized)["error"]
 
     texts = await bodies(alice, room_id)
     assert "hostile" in texts
     assert not {"tampered", "forged sig", "as alice"} & set(texts)
     async with hs_a.db.pool.connection() as conn:
         rows = await event_store.get_events(conn, [compute_event_id(no_power, rv)])
-    assert all(r.rejected_reason for r in rows.values())
+        assert all(r.rejected_reason for r in rows.values())
+        never_stored = [compute_event_id(p, rv) for p in (bad_sig, forged, oversized)]
+        assert not await event_store.get_events(conn, never_stored)
     _, pl = await alice.get(f"/v3/rooms/{room_id}/state/m.room.power_levels/")
     assert bob.user_id not in pl.get("users", {})
 
@@ -234,3 +240,41 @@ async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
     with pytest.raises(RequestFailed) as refused:
         await client.put_json(hs_a.server_name, "/_matrix/federation/v1/send/hostile2", too_many)
     assert refused.value.status == 400
+
+
+async def test_unknown_room_versions_are_refused(two: tuple[Client, Client]) -> None:
+    """An invite into, or a join of, a room version we do not implement is refused with
+    M_INCOMPATIBLE_ROOM_VERSION rather than half handled."""
+    from homeserver.services.federation_client import RequestFailed
+
+    a, b = two
+    alice = await RoomUser.make(a, "alice")
+    bob = await RoomUser.make(b, "bob")
+    room_id = await alice.create_room(preset="public_chat")
+    hs_a, hs_b = hs_of(a), hs_of(b)
+    client = hs_b.federation_client
+    event_id = "$unknownversioninvite"
+    invite = {
+        "room_version": "org.example.unknown",
+        "event": {
+            "type": "m.room.member",
+            "state_key": alice.user_id,
+            "sender": bob.user_id,
+            "room_id": "!elsewhere",
+            "content": {"membership": "invite"},
+        },
+        "invite_room_state": [],
+    }
+    with pytest.raises(RequestFailed) as refused:
+        await client.put_json(
+            hs_a.server_name, f"/_matrix/federation/v2/invite/!elsewhere/{event_id}", invite
+        )
+    assert (refused.value.status, refused.value.errcode) == (400, "M_INCOMPATIBLE_ROOM_VERSION")
+
+    with pytest.raises(RequestFailed) as refused:
+        await client.get_json(
+            hs_a.server_name,
+            f"/_matrix/federation/v1/make_join/{room_id}/{bob.user_id}",
+            {"ver": ["org.example.unknown"]},
+        )
+    assert (refused.value.status, refused.value.errcode) == (400, "M_INCOMPATIBLE_ROOM_VERSION")

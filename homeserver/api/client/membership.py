@@ -118,7 +118,8 @@ async def knock(request: web.Request) -> web.Response:
     hs = homeserver(request)
     body = await _optional_body(request)
     room_id = await hs.membership.resolve_room(request.match_info["room"])
-    await hs.membership.knock(room_id, requester.user_id, _reason(body))
+    servers = [*request.query.getall("server_name", []), *request.query.getall("via", [])]
+    await hs.membership.knock(room_id, requester.user_id, _reason(body), servers)
     return json_response({"room_id": room_id})
 
 

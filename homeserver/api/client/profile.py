@@ -14,13 +14,15 @@ from homeserver.services import profile
 
 async def get_profile(request: web.Request) -> web.Response:
     hs = homeserver(request)
-    return json_response(await profile.get_profile(hs, request.match_info["userId"]))
+    return json_response(
+        await profile.get_profile(hs, request.match_info["userId"], ask_remote=True)
+    )
 
 
 async def get_profile_field(request: web.Request) -> web.Response:
     hs = homeserver(request)
     user_id, key = request.match_info["userId"], request.match_info["keyName"]
-    return json_response(await profile.get_profile_field(hs, user_id, key))
+    return json_response(await profile.get_profile_field(hs, user_id, key, ask_remote=True))
 
 
 async def set_profile_field(request: web.Request) -> web.Response:
