@@ -23,6 +23,7 @@ from federation.events import MEMBER, Event
 from homeserver.services.client_events import JsonDict, client_event
 from homeserver.services.events import EventCache, load_event
 from homeserver.services.filters import Filter, RoomEventFilter
+from homeserver.services.messages import sql_filter_for
 from homeserver.services.pagination import gap_before, token_for
 from homeserver.services.sync_tokens import SyncToken
 from homeserver.services.visibility import filter_visible
@@ -151,16 +152,6 @@ def timeline_limit(room_filter: RoomEventFilter) -> int:
     return min(room_filter.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
 
 
-def _event_types(event_filter: RoomEventFilter) -> sync_store.EventTypes:
-    types = event_filter.types
-    return sync_store.EventTypes(
-        types=None if types is None else [*types.exact, *types.wildcards],
-        not_types=[*event_filter.not_types.exact, *event_filter.not_types.wildcards],
-        senders=None if event_filter.senders is None else sorted(event_filter.senders),
-        not_senders=sorted(event_filter.not_senders),
-    )
-
-
 def stripped(event: Event) -> JsonDict:
     return {
         "type": event.type,
@@ -210,7 +201,7 @@ class RoomsBuilder:
         trivial = timeline_filter == RoomEventFilter(limit=timeline_filter.limit)
         windows = [(r.plan.room_id, r.plan.lower, r.plan.upper) for r in rooms]
         found = await sync_store.recent_events(
-            self.conn, windows, limit + 1, _event_types(timeline_filter)
+            self.conn, windows, limit + 1, sql_filter_for(timeline_filter)
         )
         for room in rooms:
             rows = found.get(room.plan.room_id, [])

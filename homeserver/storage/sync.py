@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 
 from homeserver.storage.events import EventRow
 from homeserver.storage.state import StateMap
+from homeserver.storage.timeline import SqlFilter, filter_sql
 
 _IN_TIMELINE = "e.stream_ordering IS NOT NULL AND e.rejected_reason IS NULL AND NOT e.soft_failed"
 
@@ -86,46 +87,11 @@ async def memberships_at(
     }
 
 
-@dataclass(frozen=True, slots=True)
-class EventTypes:
-    """What a timeline filter lets SQL drop early; `*` is a wildcard. The caller still
-    applies the whole filter, so this only has to keep what the filter keeps."""
-
-    types: Sequence[str] | None = None
-    not_types: Sequence[str] = ()
-    senders: Sequence[str] | None = None
-    not_senders: Sequence[str] = ()
-
-
-def _like(pattern: str) -> str:
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%")
-
-
-def _filter_sql(event_types: EventTypes | None, params: dict[str, Any]) -> str:
-    if event_types is None:
-        return ""
-    clauses = []
-    if event_types.types is not None:
-        params["types"] = [_like(t) for t in event_types.types]
-        clauses.append("e.type LIKE ANY(%(types)s)")
-    if event_types.not_types:
-        params["not_types"] = [_like(t) for t in event_types.not_types]
-        clauses.append("NOT (e.type LIKE ANY(%(not_types)s))")
-    if event_types.senders is not None:
-        params["senders"] = list(event_types.senders)
-        clauses.append("e.sender = ANY(%(senders)s)")
-    if event_types.not_senders:
-        params["not_senders"] = list(event_types.not_senders)
-        clauses.append("NOT (e.sender = ANY(%(not_senders)s))")
-    return "".join(f" AND {c}" for c in clauses)
-
-
 async def recent_events(
     conn: AsyncConnection,
     windows: Sequence[tuple[str, int, int]],
     limit: int,
-    event_types: EventTypes | None = None,
+    event_types: SqlFilter | None = None,
 ) -> dict[str, list[EventRow]]:
     """Per (room, lower, upper) window, its last `limit` events with lower < stream
     position <= upper, newest first."""
@@ -145,7 +111,7 @@ async def recent_events(
         " CROSS JOIN LATERAL (SELECT e.event_id, e.json, e.stream_ordering, e.state_group,"
         " e.rejected_reason, e.redacted_by FROM events e WHERE e.room_id = w.room_id"
         " AND e.stream_ordering > w.lower AND e.stream_ordering <= w.upper"
-        f" AND {_IN_TIMELINE}{_filter_sql(event_types, params)}"
+        f" AND {_IN_TIMELINE}{filter_sql(event_types, params)}"
         " ORDER BY e.stream_ordering DESC LIMIT %(limit)s) x"
         " ORDER BY w.room_id, x.stream_ordering DESC",
         params,

@@ -50,7 +50,8 @@ def _like(pattern: str) -> str:
     return escaped.replace("*", "%")
 
 
-def _filter_sql(sql_filter: SqlFilter | None, params: dict[str, Any]) -> str:
+def filter_sql(sql_filter: SqlFilter | None, params: dict[str, Any]) -> str:
+    """SQL conditions on `e.` (an events alias) for what `sql_filter` lets drop."""
     if sql_filter is None:
         return ""
     clauses = []
@@ -93,7 +94,7 @@ async def paginate(
     cur = await conn.execute(
         f"SELECT {_COLUMNS} FROM events e JOIN rooms r USING (room_id)"
         f" WHERE e.room_id = %(room_id)s AND {_IN_TIMELINE}{where}"
-        f"{_filter_sql(sql_filter, params)}"
+        f"{filter_sql(sql_filter, params)}"
         f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT %(limit)s",
         params,
     )
