@@ -4,6 +4,8 @@ both bundle aggregations with the events they return."""
 
 from __future__ import annotations
 
+from psycopg import AsyncConnection
+
 from homeserver.services.auth import Requester
 from homeserver.services.client_events import JsonDict, format_events
 from homeserver.services.errors import not_found
@@ -22,6 +24,7 @@ from homeserver.services.pagination import (
 from homeserver.services.visibility import event_of, filter_visible, room_access
 from homeserver.storage import events as event_store
 from homeserver.storage import relations as relation_store
+from homeserver.storage.events import EventRow
 from homeserver.storage.pool import Database
 from homeserver.storage.timeline import Position
 
@@ -86,17 +89,7 @@ async def relations(
         )
         more = len(rows) > count
         rows = rows[:count]
-        visible = await filter_visible(conn, cache, user_id, rows)
-        chunk = await format_events(
-            conn,
-            cache,
-            [row.event_id for row in visible.rows],
-            user_id=user_id,
-            device_id=requester.device_id,
-            rows={row.event_id: row for row in visible.rows},
-            memberships=visible.memberships,
-            aggregations=True,
-        )
+        chunk = await _visible_chunk(conn, cache, requester, rows)
     response: JsonDict = {"chunk": chunk}
     if more and rows:
         last = rows[-1]
@@ -143,18 +136,25 @@ async def threads(
         roots = roots[:count]
         rows = await event_store.get_events(conn, [root for root, _ in roots])
         ordered = [rows[root] for root, _ in roots if root in rows]
-        visible = await filter_visible(conn, cache, user_id, ordered)
-        chunk = await format_events(
-            conn,
-            cache,
-            [row.event_id for row in visible.rows],
-            user_id=user_id,
-            device_id=requester.device_id,
-            rows={row.event_id: row for row in visible.rows},
-            memberships=visible.memberships,
-            aggregations=True,
-        )
+        chunk = await _visible_chunk(conn, cache, requester, ordered)
     response: JsonDict = {"chunk": chunk}
     if more and roots:
         response["next_batch"] = token_for(gap_before(roots[-1][1]))
     return response
+
+
+async def _visible_chunk(
+    conn: AsyncConnection, cache: EventCache, requester: Requester, rows: list[EventRow]
+) -> list[JsonDict]:
+    """The rows the requester may see, as client events with bundled aggregations."""
+    visible = await filter_visible(conn, cache, requester.user_id, rows)
+    return await format_events(
+        conn,
+        cache,
+        [row.event_id for row in visible.rows],
+        user_id=requester.user_id,
+        device_id=requester.device_id,
+        rows={row.event_id: row for row in visible.rows},
+        memberships=visible.memberships,
+        aggregations=True,
+    )
