@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from contrib.synapse_harness import make_self_signed_cert
 from homeserver.storage.embedded_postgres import read_postmaster_pid
 from tests.conftest import PostgresServer
 
@@ -239,29 +240,7 @@ def test_environment_variable_sets_a_setting(tmp_path: Path) -> None:
 
 
 def test_tls_listener_serves_the_same_api(data_dir: Path, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = make_self_signed_cert(tmp_path)
     tls_port = free_port()
     server = Server(
         data_dir,

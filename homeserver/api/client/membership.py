@@ -10,7 +10,7 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
-from homeserver.api.routes import add_client_route
+from homeserver.api.routes import RouteHandler, add_client_route
 from homeserver.services.auth import Requester
 from homeserver.services.directory import alias_server
 
@@ -80,31 +80,17 @@ async def invite(request: web.Request) -> web.Response:
     return json_response({})
 
 
-async def kick(request: web.Request) -> web.Response:
-    requester = await require_user(request)
-    body = await read_json_object(request)
-    await homeserver(request).membership.kick(
-        request.match_info["room_id"], requester.user_id, _target(body), _reason(body)
-    )
-    return json_response({})
+def _moderation(action: str) -> RouteHandler:
+    """A handler for kick, ban or unban: the same body, a different membership change."""
 
+    async def handler(request: web.Request) -> web.Response:
+        requester = await require_user(request)
+        body = await read_json_object(request)
+        change = getattr(homeserver(request).membership, action)
+        await change(request.match_info["room_id"], requester.user_id, _target(body), _reason(body))
+        return json_response({})
 
-async def ban(request: web.Request) -> web.Response:
-    requester = await require_user(request)
-    body = await read_json_object(request)
-    await homeserver(request).membership.ban(
-        request.match_info["room_id"], requester.user_id, _target(body), _reason(body)
-    )
-    return json_response({})
-
-
-async def unban(request: web.Request) -> web.Response:
-    requester = await require_user(request)
-    body = await read_json_object(request)
-    await homeserver(request).membership.unban(
-        request.match_info["room_id"], requester.user_id, _target(body), _reason(body)
-    )
-    return json_response({})
+    return handler
 
 
 async def forget(request: web.Request) -> web.Response:
@@ -128,8 +114,7 @@ def register(app: web.Application) -> None:
     add_client_route(app, "POST", "/rooms/{room_id}/join", join_room)
     add_client_route(app, "POST", "/rooms/{room_id}/leave", leave)
     add_client_route(app, "POST", "/rooms/{room_id}/invite", invite)
-    add_client_route(app, "POST", "/rooms/{room_id}/kick", kick)
-    add_client_route(app, "POST", "/rooms/{room_id}/ban", ban)
-    add_client_route(app, "POST", "/rooms/{room_id}/unban", unban)
+    for action in ("kick", "ban", "unban"):
+        add_client_route(app, "POST", f"/rooms/{{room_id}}/{action}", _moderation(action))
     add_client_route(app, "POST", "/rooms/{room_id}/forget", forget)
     add_client_route(app, "POST", "/knock/{room}", knock)
