@@ -51,8 +51,8 @@ async def insert_event(
     await conn.execute(
         "INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
         " origin_server_ts, stream_ordering, json, state_group, rejected_reason,"
-        " relates_to, rel_type, contains_url, soft_failed)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " relates_to, rel_type, contains_url, soft_failed, auth_event_ids)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             event.event_id,
             event.room_id,
@@ -69,20 +69,15 @@ async def insert_event(
             event.rel_type,
             event.contains_url,
             soft_failed,
+            list(event.auth_event_ids),
         ),
     )
-    async with conn.cursor() as c:
-        if event.prev_event_ids:
+    if event.prev_event_ids:
+        async with conn.cursor() as c:
             await c.executemany(
                 "INSERT INTO event_edges (event_id, prev_event_id) VALUES (%s, %s)"
                 " ON CONFLICT DO NOTHING",
                 [(event.event_id, p) for p in event.prev_event_ids],
-            )
-        if event.auth_event_ids:
-            await c.executemany(
-                "INSERT INTO event_auth_edges (event_id, auth_event_id) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING",
-                [(event.event_id, a) for a in event.auth_event_ids],
             )
 
 

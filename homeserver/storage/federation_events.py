@@ -40,9 +40,9 @@ async def auth_chain_ids(conn: AsyncConnection, event_ids: Iterable[str]) -> set
     cur = await conn.execute(
         """
         WITH RECURSIVE chain(event_id) AS (
-            SELECT auth_event_id FROM event_auth_edges WHERE event_id = ANY(%s)
+            SELECT a FROM events, unnest(auth_event_ids) AS a WHERE event_id = ANY(%s)
             UNION
-            SELECT a.auth_event_id FROM event_auth_edges a JOIN chain c USING (event_id)
+            SELECT a FROM events e JOIN chain c USING (event_id), unnest(e.auth_event_ids) AS a
         )
         SELECT event_id FROM chain
         """,

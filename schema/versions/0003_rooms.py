@@ -60,7 +60,10 @@ def upgrade() -> None:
             redacted_by      TEXT,
             relates_to       TEXT,
             rel_type         TEXT,
-            contains_url     BOOLEAN NOT NULL DEFAULT FALSE
+            contains_url     BOOLEAN NOT NULL DEFAULT FALSE,
+            -- Auth edges live with the event: only auth-chain walks read them, always
+            -- from the event, and an edge table with its index cost ~200 bytes an edge.
+            auth_event_ids   TEXT[] NOT NULL DEFAULT '{}'
         );
         CREATE INDEX events_room_stream ON events (room_id, stream_ordering);
         CREATE INDEX events_room_depth ON events (room_id, depth, stream_ordering);
@@ -73,12 +76,6 @@ def upgrade() -> None:
             PRIMARY KEY (event_id, prev_event_id)
         );
         CREATE INDEX event_edges_prev ON event_edges (prev_event_id);
-
-        CREATE TABLE event_auth_edges (
-            event_id      TEXT NOT NULL,
-            auth_event_id TEXT NOT NULL,
-            PRIMARY KEY (event_id, auth_event_id)
-        );
 
         CREATE TABLE forward_extremities (
             room_id  TEXT NOT NULL,

@@ -79,8 +79,8 @@ async def test_stored_events_pass_federation_checks(
         )
         rows = await cur.fetchall()
         cur = await conn.execute(
-            "SELECT a.event_id, a.auth_event_id FROM event_auth_edges a"
-            " JOIN events e USING (event_id) WHERE e.room_id = %s",
+            "SELECT e.event_id, a FROM events e, unnest(e.auth_event_ids) AS a"
+            " WHERE e.room_id = %s",
             (room_id,),
         )
         edges = await cur.fetchall()
