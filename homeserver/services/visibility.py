@@ -33,7 +33,7 @@ from federation.events import Event
 from homeserver.services.errors import ServiceError
 from homeserver.services.events import EventCache, load_event, load_events
 from homeserver.storage import events as event_store
-from homeserver.storage import rooms, state, timeline
+from homeserver.storage import state, timeline
 from homeserver.storage.events import EventRow
 from homeserver.storage.timeline import Position
 
@@ -189,13 +189,13 @@ async def room_access(
     conn: AsyncConnection, cache: EventCache, user_id: str, room_id: str
 ) -> RoomAccess:
     """What `user_id` may read of `room_id`, or 403 M_FORBIDDEN."""
-    room = await rooms.get_room(conn, room_id)
-    if room is None:
+    found = await timeline.room_and_membership(conn, room_id, user_id)
+    if found is None:
         raise cannot_read()
-    current = RoomAccess(room_id, user_id, None, room.current_state_group, None)
-    member = await timeline.current_membership(conn, room_id, user_id)
+    current_group, member = found
+    current = RoomAccess(room_id, user_id, None, current_group, None)
     if member is not None and member.membership == "join":
-        return RoomAccess(room_id, user_id, "join", room.current_state_group, None)
+        return RoomAccess(room_id, user_id, "join", current_group, None)
     if await current_history_visibility(conn, cache, room_id) == "world_readable":
         return current
     if (

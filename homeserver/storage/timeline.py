@@ -160,21 +160,27 @@ class MembershipAt:
     state_group: int | None
 
 
-async def current_membership(
+async def room_and_membership(
     conn: AsyncConnection, room_id: str, user_id: str
-) -> MembershipAt | None:
+) -> tuple[int | None, MembershipAt | None] | None:
+    """The room's current state group and the user's membership in one round trip;
+    None when the room is unknown."""
     cur = await conn.execute(
-        "SELECT m.membership, m.forgotten, m.event_id, e.depth, e.stream_ordering,"
-        " e.state_group FROM room_memberships m LEFT JOIN events e USING (event_id)"
-        " WHERE m.room_id = %s AND m.user_id = %s",
-        (room_id, user_id),
+        "SELECT r.current_state_group, m.membership, m.forgotten, m.event_id, e.depth,"
+        " e.stream_ordering, e.state_group FROM rooms r"
+        " LEFT JOIN room_memberships m ON m.room_id = r.room_id AND m.user_id = %s"
+        " LEFT JOIN events e ON e.event_id = m.event_id"
+        " WHERE r.room_id = %s",
+        (user_id, room_id),
     )
     row = await cur.fetchone()
     if row is None:
         return None
-    membership, forgotten, event_id, depth, stream, group = row
+    current_group, membership, forgotten, event_id, depth, stream, group = row
+    if membership is None:
+        return current_group, None
     position = Position(int(depth), int(stream)) if stream is not None else None
-    return MembershipAt(membership, forgotten, event_id, position, group)
+    return current_group, MembershipAt(membership, forgotten, event_id, position, group)
 
 
 async def latest_joins(
