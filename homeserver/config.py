@@ -8,6 +8,7 @@ so they cannot drift apart.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -139,6 +140,13 @@ SETTINGS: tuple[Setting, ...] = (
         flag=False,
     ),
     Setting(
+        "federation.ip_range_whitelist",
+        tuple,
+        (),
+        "non-public address ranges (CIDR) federation may connect to; others are refused",
+        flag=False,
+    ),
+    Setting(
         "federation.trusted_key_servers",
         tuple,
         (),
@@ -207,6 +215,7 @@ class Config:
     federation_verify_tls: bool
     federation_use_tls: bool
     federation_max_retry_interval_s: float
+    federation_ip_range_whitelist: tuple[str, ...]
     federation_trusted_key_servers: tuple[str, ...]
     user_directory_search_all_users: bool = False
     data_dir: Path = field(default=Path("homeserver-data"))
@@ -365,6 +374,13 @@ def _validate(config: Config) -> None:
         raise ConfigError("database.url is not a PostgreSQL URL (postgresql://...)")
     if not 1 <= config.federation_max_retry_interval_s <= 86400:
         raise ConfigError("federation.max_retry_interval_s must be between 1 and 86400")
+    for cidr in config.federation_ip_range_whitelist:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"federation.ip_range_whitelist: {cidr!r} is not an address range"
+            ) from None
     for notary in config.federation_trusted_key_servers:
         if not is_valid_server_name(notary):
             raise ConfigError(f"federation.trusted_key_servers: {notary!r} is not a server name")

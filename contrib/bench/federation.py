@@ -117,6 +117,7 @@ def start_our_server(workdir: Path, database: dict[str, Any]) -> Server:
             "HOMESERVER_TLS_CERT": str(cert),
             "HOMESERVER_TLS_KEY": str(key),
             "HOMESERVER_FEDERATION_VERIFY_TLS": "false",
+            "HOMESERVER_FEDERATION_IP_RANGE_WHITELIST": "127.0.0.0/8,::1/128",
             "HOMESERVER_PRESENCE_ENABLED": "false",
         },
     )

@@ -10,10 +10,12 @@ error status (it carries status and errcode), `Unreachable` when no answer came.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -69,6 +71,53 @@ class RequestFailed(FederationError):
         self.error = error
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def address_allowed(address: str, allowed: Sequence[IpNetwork]) -> bool:
+    """Public addresses, and non-public ones only inside an allowed range.
+
+    A request from another server can make us connect to any name it chooses (its
+    own, a well-known delegation, a key notary): without this, anyone could use the
+    homeserver to reach hosts on its private network.
+    """
+    try:
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global or any(ip in network for network in allowed)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class _FilteringResolver(aiohttp.abc.AbstractResolver):
+    """The default resolver, minus the addresses federation may not connect to."""
+
+    def __init__(self, allowed: Sequence[IpNetwork]) -> None:
+        self._inner = aiohttp.DefaultResolver()
+        self._allowed = allowed
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        usable = [r for r in found if address_allowed(r["host"], self._allowed)]
+        if not usable:
+            raise OSError(f"{host} resolves only to addresses federation may not use")
+        return usable
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class FederationClient:
     """Signed JSON requests to other servers; `start()` before use, `close()` after."""
 
@@ -81,8 +130,10 @@ class FederationClient:
         use_tls: bool = True,
         well_known_lookup: WellKnownLookup | None = None,
         srv_lookup: SrvLookup | None = None,
+        allowed_ranges: Sequence[str] = (),
     ) -> None:
         self.server_name = server_name
+        self._allowed = [ipaddress.ip_network(r, strict=False) for r in allowed_ranges]
         self.signing_key = signing_key
         self.scheme = "https" if use_tls else "http"
         self._ssl: ssl.SSLContext | bool = ssl.create_default_context() if verify_tls else False
@@ -101,7 +152,12 @@ class FederationClient:
             log.warning("federation: NOT verifying other servers' TLS certificates")
         if self.scheme == "http":
             log.warning("federation: talking plain HTTP to other servers (tests only)")
-        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=10, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=1000,
+            limit_per_host=10,
+            ttl_dns_cache=300,
+            resolver=_FilteringResolver(self._allowed),
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
@@ -180,6 +236,9 @@ class FederationClient:
     ) -> Any:
         last_error = "no address to try"
         for target in targets:
+            if _is_ip_literal(target.host) and not address_allowed(target.host, self._allowed):
+                last_error = f"{target.host}: an address federation may not use"
+                continue
             url = URL(f"{self.scheme}://{_url_host(target.host)}:{target.port}{uri}", encoded=True)
             try:
                 async with self._http().request(
@@ -196,7 +255,8 @@ class FederationClient:
                     return _decode(destination, resp.status, raw)
             except (aiohttp.ClientConnectionError, ssl.SSLError, OSError) as exc:
                 # Connection-level failures: the next SRV target may do better.
-                last_error = f"{target.host}:{target.port}: {exc or type(exc).__name__}"
+                cause = getattr(exc, "os_error", None) or exc
+                last_error = f"{target.host}:{target.port}: {cause or type(exc).__name__}"
             except aiohttp.ClientError as exc:
                 raise Unreachable(destination, f"bad response: {exc}") from None
         raise Unreachable(destination, last_error)

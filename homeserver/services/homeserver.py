@@ -131,6 +131,7 @@ class Homeserver:
             self.signing_key,
             verify_tls=self.config.federation_verify_tls,
             use_tls=self.config.federation_use_tls,
+            allowed_ranges=self.config.federation_ip_range_whitelist,
         )
         self.keyring = KeyRing(
             self.db,

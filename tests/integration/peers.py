@@ -12,7 +12,11 @@ from aiohttp.test_utils import TestClient
 from homeserver.api.context import HOMESERVER
 from homeserver.services.homeserver import Homeserver
 
-PEER_CONFIG = {"federation.use_tls": False, "federation.verify_tls": False}
+PEER_CONFIG = {
+    "federation.use_tls": False,
+    "federation.verify_tls": False,
+    "federation.ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
+}
 
 
 def free_port() -> int:

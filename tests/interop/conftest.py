@@ -52,6 +52,7 @@ async def our_servers(
             {
                 "server_name": f"localhost:{port}",
                 "federation.verify_tls": False,
+                "federation.ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
                 "open_registration": True,
                 "rate_limits.enabled": False,
                 **overrides,
