@@ -34,8 +34,7 @@ from homeserver.services.federation_state import (
 )
 from homeserver.storage import backfill as backfill_store
 from homeserver.storage import events as event_store
-from homeserver.storage import federation_events as fed_store
-from homeserver.storage import rooms
+from homeserver.storage import room_servers, rooms
 
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
@@ -64,7 +63,7 @@ class Backfiller:
             if await backfill_store.holds_room_start(conn, room_id):
                 return False
             extremities = await backfill_store.backward_extremities(conn, room_id, MAX_EXTREMITIES)
-            servers = await fed_store.servers_in_room(conn, room_id)
+            servers = await room_servers.servers_in_room(conn, room_id)
         tried = frozenset(extremities)
         if not extremities or self._fruitless.get(room_id) == tried:
             return False

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from federation.events import MEMBER
 from federation.identifiers import domain_of
 from homeserver.services.events import RoomWriter
-from homeserver.storage import federation_events as fed_store
+from homeserver.storage import room_servers
 
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
@@ -29,7 +29,7 @@ class RoomServers:
             self._servers.move_to_end(room_id)
             return cached
         async with self.hs.db.pool.connection() as conn:
-            found = frozenset(await fed_store.servers_in_room(conn, room_id))
+            found = frozenset(await room_servers.servers_in_room(conn, room_id))
         self._servers[room_id] = found
         if len(self._servers) > CACHED_ROOMS:
             self._servers.popitem(last=False)

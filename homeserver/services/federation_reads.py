@@ -20,7 +20,7 @@ from homeserver.services.events import load_event, load_events
 from homeserver.services.visibility import HISTORY_KEY, history_visibility_of
 from homeserver.storage import events as event_store
 from homeserver.storage import federation_events as fed_store
-from homeserver.storage import rooms, state
+from homeserver.storage import room_servers, rooms, state
 from homeserver.storage.events import EventRow
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class FederationReads:
         if "join" in states or (visibility == "invited" and "invite" in states):
             return True
         if visibility == "shared":
-            return origin in await fed_store.servers_in_room(conn, row.room_id)
+            return origin in await room_servers.servers_in_room(conn, row.room_id)
         return False
 
     async def _row(self, conn: AsyncConnection, origin: str, event_id: str) -> EventRow:

@@ -24,7 +24,7 @@ from homeserver.services.federation_state import StateBefore, auth_state_from
 from homeserver.services.sync_rooms import STRIPPED_STATE_TYPES
 from homeserver.storage import events as event_store
 from homeserver.storage import federation_events as fed_store
-from homeserver.storage import memberships, rooms, state
+from homeserver.storage import memberships, room_servers, rooms, state
 
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
@@ -163,7 +163,7 @@ class ResidentMembership:
                         event, prev_ids=prevs, new_key=event.state_tuple not in before
                     )
         async with hs.db.pool.connection() as conn:
-            servers = await fed_store.servers_in_room(conn, room_id)
+            servers = await room_servers.servers_in_room(conn, room_id)
         await hs.federation_sender.send_pdu(servers - {origin}, event.event_id)
         if membership == "join":
             return await self._join_answer(event, before, servers)

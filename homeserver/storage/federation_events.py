@@ -9,19 +9,6 @@ from psycopg import AsyncConnection
 
 from homeserver.storage.state import StateKey
 
-# The server part of a user id: everything after the first colon (localparts have none).
-_SERVER_OF_USER = "substr(user_id, strpos(user_id, ':') + 1)"
-
-
-async def servers_in_room(conn: AsyncConnection, room_id: str) -> set[str]:
-    """Servers with at least one joined member: the destinations of the room's events."""
-    cur = await conn.execute(
-        f"SELECT DISTINCT {_SERVER_OF_USER} FROM room_memberships"
-        " WHERE room_id = %s AND membership = 'join'",
-        (room_id,),
-    )
-    return {row[0] for row in await cur.fetchall()}
-
 
 async def known_event_ids(conn: AsyncConnection, event_ids: Iterable[str]) -> set[str]:
     ids = list(event_ids)

@@ -8,13 +8,14 @@ from psycopg import AsyncConnection
 _DOMAIN = "substring(m.user_id from position(':' in m.user_id) + 1)"
 
 
-async def servers_in_room(conn: AsyncConnection, room_id: str) -> list[str]:
+async def servers_in_room(conn: AsyncConnection, room_id: str) -> set[str]:
+    """Servers with at least one joined member: the destinations of the room's events."""
     cur = await conn.execute(
         f"SELECT DISTINCT {_DOMAIN} FROM room_memberships m"
         " WHERE m.room_id = %s AND m.membership = 'join'",
         (room_id,),
     )
-    return [row[0] for row in await cur.fetchall()]
+    return {row[0] for row in await cur.fetchall()}
 
 
 async def servers_sharing_room(conn: AsyncConnection, user_id: str) -> list[str]:
