@@ -34,6 +34,7 @@ from homeserver.services.streams import StreamAllocator
 from homeserver.storage import events as event_store
 from homeserver.storage import memberships, rooms, state, streams
 from homeserver.storage.pool import Database
+from homeserver.storage.state import StateKey, StateMap
 
 MAX_PREV_EVENTS = 10
 
@@ -53,11 +54,15 @@ class PersistedEvent:
 
 
 class EventCache:
-    """A bounded LRU of events by id. Events are immutable; redaction is kept apart."""
+    """Bounded LRUs of immutable room data: events by id (redaction is kept apart),
+    and entries of state groups (a group never changes once written, so what it
+    lacks it lacks for good: absent entries are cached too)."""
 
-    def __init__(self, size: int = 50_000) -> None:
+    def __init__(self, size: int = 50_000, entries: int = 100_000) -> None:
         self._size = size
         self._events: OrderedDict[str, Event] = OrderedDict()
+        self._entries_size = entries
+        self._entries: OrderedDict[tuple[int, StateKey], str | None] = OrderedDict()
 
     def get(self, event_id: str) -> Event | None:
         event = self._events.get(event_id)
@@ -70,6 +75,31 @@ class EventCache:
         self._events.move_to_end(event.event_id)
         if len(self._events) > self._size:
             self._events.popitem(last=False)
+
+    def state_entries(
+        self, group: int, keys: Iterable[StateKey]
+    ) -> tuple[StateMap, list[StateKey]]:
+        """The cached entries of a group among `keys`, and the keys not cached."""
+        found: StateMap = {}
+        missing: list[StateKey] = []
+        for key in keys:
+            slot = (group, key)
+            if slot not in self._entries:
+                missing.append(key)
+                continue
+            self._entries.move_to_end(slot)
+            event_id = self._entries[slot]
+            if event_id is not None:
+                found[key] = event_id
+        return found, missing
+
+    def put_state_entries(self, group: int, keys: Iterable[StateKey], found: StateMap) -> None:
+        for key in keys:
+            slot = (group, key)
+            self._entries[slot] = found.get(key)
+            self._entries.move_to_end(slot)
+        while len(self._entries) > self._entries_size:
+            self._entries.popitem(last=False)
 
 
 def load_event(row: event_store.EventRow) -> Event:
@@ -95,6 +125,30 @@ async def load_events(
             cache.put(event)
             found[event_id] = event
     return found
+
+
+async def state_entries(
+    conn: AsyncConnection, cache: EventCache, groups: Iterable[int], keys: Iterable[StateKey]
+) -> dict[int, StateMap]:
+    """The given entries of many state groups, from the cache where possible: pages of
+    events mostly share a few groups, so a reader of history asks for the same
+    entries again and again."""
+    key_list = list(dict.fromkeys(keys))
+    out: dict[int, StateMap] = {}
+    lacking: list[int] = []
+    uncached: set[StateKey] = set()
+    for group in set(groups):
+        out[group], missing = cache.state_entries(group, key_list)
+        if missing:
+            lacking.append(group)
+            uncached.update(missing)
+    if lacking:
+        fetched = await state.get_state_for_groups(conn, lacking, uncached)
+        for group in lacking:
+            entries = fetched.get(group, {})
+            cache.put_state_entries(group, uncached, entries)
+            out[group].update(entries)
+    return out
 
 
 def _relation(content: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -21,7 +21,7 @@ from psycopg import AsyncConnection
 
 from federation.events import MEMBER, Event
 from homeserver.services.client_events import JsonDict, client_event
-from homeserver.services.events import EventCache, load_event
+from homeserver.services.events import EventCache, load_event, state_entries
 from homeserver.services.filters import Filter, RoomEventFilter
 from homeserver.services.messages import sql_filter_for
 from homeserver.services.pagination import gap_before, token_for
@@ -29,7 +29,6 @@ from homeserver.services.sync_tokens import SyncToken
 from homeserver.services.visibility import filter_visible
 from homeserver.storage import events as event_store
 from homeserver.storage import invite_state
-from homeserver.storage import state as state_store
 from homeserver.storage import sync as sync_store
 from homeserver.storage.events import EventRow
 from homeserver.storage.state import StateKey, StateMap
@@ -297,7 +296,7 @@ class RoomsBuilder:
             if group is not None and room.at_start is None:
                 lookups.setdefault(group, set()).update((MEMBER, u) for u in users)
         keys = set().union(*lookups.values()) if lookups else set()
-        found = await state_store.get_state_for_groups(self.conn, lookups.keys(), keys)
+        found = await state_entries(self.conn, self.cache, lookups.keys(), keys)
         for room in rooms:
             room_id = room.plan.room_id
             users = wanted[room_id]
@@ -517,7 +516,7 @@ class RoomsBuilder:
             groups[plan.room_id] = row.state_group
             keys.add((MEMBER, self._event(row).sender))
             keys.add((MEMBER, self.user_id))
-        found = await state_store.get_state_for_groups(self.conn, groups.values(), keys)
+        found = await state_entries(self.conn, self.cache, groups.values(), keys)
         # Remote invites and knocks: no state here, only what the other server sent.
         given = await invite_state.for_events(
             self.conn, [p.membership_event_id for p in plans if p.room_id not in groups]

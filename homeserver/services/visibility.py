@@ -16,7 +16,8 @@ state before or after it allows it (so a user sees their own join and leave).
 An unknown visibility value is treated as `joined`, the strictest.
 
 Cost: a page of events costs a constant number of queries: one for the visibility
-and membership entries of every state group involved (a single recursive query),
+and membership entries of every state group involved (a single recursive query,
+skipped when the process has them cached: state groups never change),
 at most one for the states before the few events that need them, one for the
 user's latest join when `shared` history is in play, and loading the state events
 themselves (usually cached).
@@ -31,7 +32,7 @@ from psycopg import AsyncConnection
 
 from federation.events import Event
 from homeserver.services.errors import ServiceError
-from homeserver.services.events import EventCache, load_event, load_events
+from homeserver.services.events import EventCache, load_event, load_events, state_entries
 from homeserver.storage import events as event_store
 from homeserver.storage import state, timeline
 from homeserver.storage.events import EventRow
@@ -115,7 +116,7 @@ async def filter_visible(
         }
     groups = {r.state_group for r, _ in placed if r.state_group is not None}
     groups.update(prev_groups.values())
-    states = await state.get_state_for_groups(conn, groups, [HISTORY_KEY, member_key])
+    states = await state_entries(conn, cache, groups, [HISTORY_KEY, member_key])
     state_ids = {eid for entries in states.values() for eid in entries.values()}
     state_events = await load_events(conn, cache, state_ids)
 
