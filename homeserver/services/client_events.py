@@ -78,13 +78,15 @@ async def format_events(
     device_id: str | None = None,
     rows: Mapping[str, EventRow] | None = None,
     memberships: Mapping[str, str] | None = None,
+    txn_ids: Mapping[str, str] | None = None,
     aggregations: bool = False,
 ) -> list[JsonDict]:
     """Client events for `event_ids` (unknown ids are skipped), in the given order.
 
     `rows` saves loading events the caller already holds; `memberships` fills
     `unsigned.membership` (the requester's membership at each event, which history
-    visibility computes anyway); `aggregations` bundles relations for `user_id`.
+    visibility computes anyway); `txn_ids`, the transaction ids of the requester's
+    device, saves looking them up; `aggregations` bundles relations for `user_id`.
     """
     if rows is None:
         rows = await event_store.get_events(conn, event_ids)
@@ -94,11 +96,11 @@ async def format_events(
         redaction_rows = await event_store.get_events(conn, redaction_ids)
         for rid, redaction in redaction_rows.items():
             redactions[rid] = client_event(event_of(cache, redaction))
-    txn_ids: dict[str, str] = {}
-    if user_id is not None and device_id is not None:
+    if txn_ids is None:
+        txn_ids = {}
         own = [eid for eid, row in rows.items() if event_of(cache, row).sender == user_id]
-        if own:
-            txn_ids = await event_store.txn_ids_for(conn, user_id, device_id, own)
+        if own and device_id is not None:
+            txn_ids = await event_store.txn_ids_for(conn, user_id or "", device_id, own)
     now = int(time.time() * 1000)
     bundled: dict[str, JsonDict] = {}
     if aggregations and user_id is not None:
@@ -121,6 +123,32 @@ async def format_events(
     return out
 
 
+def latest_edit(original: Event, edits: Sequence[relation_store.Edit]) -> str | None:
+    """The edit that replaces `original` for clients: the most recent (by timestamp,
+    then event id) of those by the same sender, of the same type, neither being state,
+    carrying `m.new_content`; none when the original is itself an edit."""
+    relates = original.content.get("m.relates_to")
+    if (
+        isinstance(relates, dict)
+        and relates.get("rel_type") == "m.replace"
+        and isinstance(relates.get("event_id"), str)
+    ):
+        return None
+    valid = [
+        edit
+        for edit in edits
+        if edit.room_id == original.room_id
+        and edit.sender == original.sender
+        and edit.type == original.type
+        and not edit.is_state
+        and not original.is_state
+        and edit.has_new_content
+    ]
+    if not valid:
+        return None
+    return max(valid, key=lambda edit: (edit.origin_server_ts, edit.event_id)).event_id
+
+
 async def bundled_aggregations(
     conn: AsyncConnection, cache: EventCache, user_id: str, rows: Sequence[EventRow], now: int
 ) -> dict[str, JsonDict]:
@@ -133,7 +161,14 @@ async def bundled_aggregations(
     parents = {row.event_id: event_of(cache, row) for row in rows}
     parents = {eid: event for eid, event in parents.items() if not event.is_state}
     found = await relation_store.aggregations(conn, list(parents), user_id)
-    nested_ids = [t.latest_event_id for t in found.threads.values()] + list(found.edits.values())
+    redacted = {row.event_id for row in rows if row.redacted_by}
+    edits: dict[str, str] = {}
+    for parent_id, candidates in found.edits.items():
+        if parent_id not in redacted:
+            edit_id = latest_edit(parents[parent_id], candidates)
+            if edit_id is not None:
+                edits[parent_id] = edit_id
+    nested_ids = [t.latest_event_id for t in found.threads.values()] + list(edits.values())
     if not nested_ids and not found.references:
         return {}
     nested_rows = await event_store.get_events(conn, nested_ids)
@@ -149,7 +184,7 @@ async def bundled_aggregations(
                 "current_user_participated": summary.participated
                 or parents[parent_id].sender == user_id,
             }
-    for parent_id, edit_id in found.edits.items():
+    for parent_id, edit_id in edits.items():
         edit = nested.get(edit_id)
         if edit is not None:
             out.setdefault(parent_id, {})["m.replace"] = edit

@@ -80,13 +80,14 @@ class Page:
     cursor: Position
     rows: list[EventRow] = field(default_factory=list)
     memberships: dict[str, str] = field(default_factory=dict)
+    txn_ids: dict[str, str] = field(default_factory=dict)
     more: bool = False
 
 
 async def read_page(
     conn: AsyncConnection,
     cache: EventCache,
-    user_id: str,
+    requester: Requester,
     room_id: str,
     *,
     cursor: Position,
@@ -102,9 +103,10 @@ async def read_page(
     for _ in range(MAX_ROUNDS):
         need = limit - len(page.rows)
         lower, upper = (page.cursor, bound) if forward else (bound, page.cursor)
-        rows = await timeline.paginate(
+        rows, txn_ids = await timeline.paginate(
             conn,
             room_id,
+            reader=(requester.user_id, requester.device_id) if requester.device_id else None,
             lower=lower,
             upper=upper,
             forward=forward,
@@ -118,9 +120,10 @@ async def read_page(
             page.cursor = last if forward else gap_before(last)
         if event_filter is not None:
             rows = [r for r in rows if event_filter.matches(event_of(cache, r).pdu)]
-        visible = await filter_visible(conn, cache, user_id, rows)
+        visible = await filter_visible(conn, cache, requester.user_id, rows)
         page.rows.extend(visible.rows)
         page.memberships.update(visible.memberships)
+        page.txn_ids.update(txn_ids)
         if not page.more or len(page.rows) >= limit:
             break
     return page
@@ -171,7 +174,7 @@ async def messages(
         page = await read_page(
             conn,
             cache,
-            requester.user_id,
+            requester,
             room_id,
             cursor=start,
             bound=bound,
@@ -187,6 +190,7 @@ async def messages(
             device_id=requester.device_id,
             rows={row.event_id: row for row in page.rows},
             memberships=page.memberships,
+            txn_ids=page.txn_ids,
             aggregations=True,
         )
         members: list[JsonDict] = []
@@ -262,7 +266,7 @@ async def context(
         before = await read_page(
             conn,
             cache,
-            user_id,
+            requester,
             room_id,
             cursor=gap_before(position),
             bound=None,
@@ -273,7 +277,7 @@ async def context(
         after = await read_page(
             conn,
             cache,
-            user_id,
+            requester,
             room_id,
             cursor=position,
             bound=access.upper,

@@ -129,13 +129,18 @@ async def insert_txn_event(
 async def txn_ids_for(
     conn: AsyncConnection, user_id: str, device_id: str, event_ids: Sequence[str]
 ) -> dict[str, str]:
-    """Transaction ids this device used for any of these events."""
+    """Transaction ids this device used for any of these events. Looked up by event
+    alone (see timeline.paginate): the (user, device) prefix of the key would read
+    every send the device ever made."""
     cur = await conn.execute(
-        "SELECT event_id, txn_id FROM event_txn_ids"
-        " WHERE user_id = %s AND device_id = %s AND event_id = ANY(%s)",
-        (user_id, device_id, list(event_ids)),
+        "SELECT event_id, user_id, device_id, txn_id FROM event_txn_ids WHERE event_id = ANY(%s)",
+        (list(event_ids),),
     )
-    return {eid: txn for eid, txn in await cur.fetchall()}
+    return {
+        eid: txn
+        for eid, user, device, txn in await cur.fetchall()
+        if (user, device) == (user_id, device_id)
+    }
 
 
 async def mark_redacted(conn: AsyncConnection, event_id: str, redaction_id: str) -> None:

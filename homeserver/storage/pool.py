@@ -17,7 +17,7 @@ class Database:
             min_size=min(2, size),
             max_size=size,
             open=False,
-            kwargs={"autocommit": True, "prepare_threshold": 5},
+            kwargs={"autocommit": True, "prepare_threshold": 1},
         )
 
     async def open(self) -> None:

@@ -91,61 +91,70 @@ class ThreadSummary:
     participated: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """An m.replace relation, with what deciding whether it counts needs to know."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    type: str
+    is_state: bool
+    has_new_content: bool
+    origin_server_ts: int
+
+
 @dataclass(slots=True)
 class Aggregations:
-    """Per parent event id: its thread, its latest valid edit, the events citing it."""
+    """Per parent event id: its thread, the edits of it (whether one counts depends
+    on the original, which the caller holds), the events citing it in order."""
 
     threads: dict[str, ThreadSummary] = field(default_factory=dict)
-    edits: dict[str, str] = field(default_factory=dict)
+    edits: dict[str, list[Edit]] = field(default_factory=dict)
     references: dict[str, list[str]] = field(default_factory=dict)
 
 
 async def aggregations(
     conn: AsyncConnection, event_ids: Sequence[str], user_id: str
 ) -> Aggregations:
-    """The aggregations of a page of events, in one query.
+    """The aggregations of a page of events, in one round trip of two single-table
+    queries: each is planned in a fraction of the time a join of the page's edits
+    to their originals took, for every page a connection had not yet prepared.
 
-    An edit counts when it is by the original's sender, of the same type, neither
-    event is state, the original is not itself an edit, and the edit carries
-    `m.new_content` (encrypted edits carry it inside the ciphertext). The most recent
-    is the one with the highest origin_server_ts, then the highest event id.
+    An edit counts only with `m.new_content` (encrypted edits carry it inside the
+    ciphertext), which is read here so that the JSON is parsed only for edits.
     """
     out = Aggregations()
     if not event_ids:
         return out
-    cur = await conn.execute(
-        f"""
-        SELECT 'thread', e.relates_to,
-            (array_agg(e.event_id ORDER BY e.depth DESC, e.stream_ordering DESC))[1],
-            count(*), bool_or(e.sender = %(user)s), 0::bigint, 0::bigint
-        FROM events e
-        WHERE e.relates_to = ANY(%(ids)s) AND e.rel_type = 'm.thread' AND {_valid("e")}
-        GROUP BY e.relates_to
-        UNION ALL
-        SELECT 'replace', relates_to, event_id, 0, FALSE, 0::bigint, 0::bigint FROM (
-            SELECT DISTINCT ON (e.relates_to) e.relates_to, e.event_id
-            FROM events e JOIN events o ON o.event_id = e.relates_to
-            WHERE e.relates_to = ANY(%(ids)s) AND e.rel_type = 'm.replace' AND {_valid("e")}
-                AND o.room_id = e.room_id AND o.sender = e.sender AND o.type = e.type
-                AND o.state_key IS NULL AND e.state_key IS NULL
-                AND o.rel_type IS DISTINCT FROM 'm.replace' AND o.redacted_by IS NULL
-                AND (e.type = 'm.room.encrypted'
-                    OR (e.json::json -> 'content' -> 'm.new_content') IS NOT NULL)
-            ORDER BY e.relates_to, e.origin_server_ts DESC, e.event_id DESC
-        ) edits
-        UNION ALL
-        SELECT 'reference', e.relates_to, e.event_id, 0, FALSE, e.depth, e.stream_ordering
-        FROM events e
-        WHERE e.relates_to = ANY(%(ids)s) AND e.rel_type = 'm.reference' AND {_valid("e")}
-        """,
-        {"ids": list(event_ids), "user": user_id},
-    )
+    params = {"ids": list(event_ids), "user": user_id}
+    async with conn.pipeline():
+        threads = await conn.execute(
+            "SELECT e.relates_to,"
+            " (array_agg(e.event_id ORDER BY e.depth DESC, e.stream_ordering DESC))[1],"
+            " count(*), bool_or(e.sender = %(user)s)"
+            f" FROM events e WHERE e.relates_to = ANY(%(ids)s) AND e.rel_type = 'm.thread'"
+            f" AND {_valid('e')} GROUP BY e.relates_to",
+            params,
+        )
+        others = await conn.execute(
+            "SELECT e.rel_type, e.relates_to, e.event_id, e.room_id, e.sender, e.type,"
+            " e.state_key IS NOT NULL, e.origin_server_ts, e.depth, e.stream_ordering,"
+            " e.rel_type = 'm.replace' AND (e.type = 'm.room.encrypted'"
+            "  OR (e.json::json -> 'content' -> 'm.new_content') IS NOT NULL)"
+            " FROM events e WHERE e.relates_to = ANY(%(ids)s)"
+            f" AND e.rel_type IN ('m.replace', 'm.reference') AND {_valid('e')}",
+            params,
+        )
+    for parent, latest, count, participated in await threads.fetchall():
+        out.threads[parent] = ThreadSummary(latest, int(count), bool(participated))
     references: list[tuple[int, int, str, str]] = []
-    for kind, parent, event_id, count, participated, depth, stream in await cur.fetchall():
-        if kind == "thread":
-            out.threads[parent] = ThreadSummary(event_id, int(count), bool(participated))
-        elif kind == "replace":
-            out.edits[parent] = event_id
+    for row in await others.fetchall():
+        rel_type, parent, event_id, room_id, sender, event_type, is_state, ts = row[:8]
+        depth, stream, has_new_content = row[8:]
+        if rel_type == "m.replace":
+            edit = Edit(event_id, room_id, sender, event_type, is_state, has_new_content, ts)
+            out.edits.setdefault(parent, []).append(edit)
         else:
             references.append((int(depth), int(stream), parent, event_id))
     for _, _, parent, event_id in sorted(references):

@@ -74,14 +74,16 @@ async def paginate(
     conn: AsyncConnection,
     room_id: str,
     *,
+    reader: tuple[str, str] | None = None,
     lower: Position | None,
     upper: Position | None,
     forward: bool,
     limit: int,
     sql_filter: SqlFilter | None = None,
-) -> list[EventRow]:
+) -> tuple[list[EventRow], dict[str, str]]:
     """Events with lower < position <= upper, oldest first when `forward`, else newest
-    first. A None bound is open."""
+    first (a None bound is open); and the transaction ids that `reader` (user id,
+    device id) sent any of them with, which clients get back in `unsigned`."""
     params: dict[str, Any] = {"room_id": room_id, "limit": limit}
     where = ""
     if lower is not None:
@@ -90,15 +92,32 @@ async def paginate(
     if upper is not None:
         params["upper_depth"], params["upper_stream"] = upper
         where += " AND (e.depth, e.stream_ordering) <= (%(upper_depth)s, %(upper_stream)s)"
+    txn = "NULL, NULL, NULL"
+    join = ""
+    if reader is not None:
+        # Joined on the event alone, so that the only index that can serve it is the
+        # one by event: the key's (user, device) prefix would read every send the
+        # device ever made, for each event of the page.
+        txn = "t.user_id, t.device_id, t.txn_id"
+        join = " LEFT JOIN event_txn_ids t ON t.event_id = e.event_id"
     order = "ASC" if forward else "DESC"
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM events e JOIN rooms r USING (room_id)"
+        f"SELECT {_COLUMNS}, {txn} FROM events e"
+        " CROSS JOIN (SELECT room_version FROM rooms WHERE room_id = %(room_id)s) r"
+        f"{join}"
         f" WHERE e.room_id = %(room_id)s AND {_IN_TIMELINE}{where}"
         f"{filter_sql(sql_filter, params)}"
         f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT %(limit)s",
         params,
     )
-    return [EventRow(*row) for row in await cur.fetchall()]
+    rows: list[EventRow] = []
+    txn_ids: dict[str, str] = {}
+    for *columns, txn_user, txn_device, txn_id in await cur.fetchall():
+        row = EventRow(*columns)
+        rows.append(row)
+        if reader is not None and (txn_user, txn_device) == reader:
+            txn_ids[row.event_id] = txn_id
+    return rows, txn_ids
 
 
 async def positions_of(conn: AsyncConnection, event_ids: Iterable[str]) -> dict[str, Position]:

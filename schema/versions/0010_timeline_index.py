@@ -8,7 +8,7 @@ the last ANALYZE (or a database whose autovacuum is off) got plans that read eve
 event of the room and sorted them, or intersected a lookup of a few relations with
 a bitmap of the whole room, for each page. With the condition in the index, a page
 is one index scan of `limit` entries and a relation lookup one probe per event,
-whatever the statistics say.
+whatever the statistics say. The transaction ids of a page are looked up by event.
 
 Revision ID: 0010
 Revises: 0009
@@ -38,5 +38,10 @@ def upgrade() -> None:
         DROP INDEX events_room_threads;
         CREATE INDEX events_room_threads ON events (room_id, relates_to)
             WHERE rel_type = 'm.thread' AND {TIMELINE} AND redacted_by IS NULL;
+
+        -- A page of history looks up the reader's transaction ids by event: without
+        -- this, by the (user, device) prefix of the key, every send the device ever
+        -- made was read for each page. Unique: a send creates one event.
+        CREATE UNIQUE INDEX event_txn_ids_event ON event_txn_ids (event_id);
         """
     )

@@ -26,16 +26,18 @@ MESSAGES = 1500
 
 
 class Recorder:
-    """A connection that runs queries as usual and keeps the last one it ran."""
+    """A connection that runs queries as usual and keeps those it ran."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-        self.query: Any = None
-        self.params: Any = None
+        self.queries: list[tuple[Any, Any]] = []
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-        self.query, self.params = query, params
+        self.queries.append((query, params))
         return await self.conn.execute(query, params, **kwargs)
+
+    def pipeline(self) -> Any:
+        return self.conn.pipeline()
 
 
 def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -45,10 +47,8 @@ def plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
-async def explain(recorder: Recorder) -> list[dict[str, Any]]:
-    cur = await recorder.conn.execute(
-        b"EXPLAIN (FORMAT JSON) " + recorder.query.encode(), recorder.params
-    )
+async def explain(conn: AsyncConnection, query: str, params: Any) -> list[dict[str, Any]]:
+    cur = await conn.execute(b"EXPLAIN (FORMAT JSON) " + query.encode(), params)
     row = await cur.fetchone()
     assert row is not None
     document = row[0] if not isinstance(row[0], str) else orjson.loads(row[0])
@@ -80,27 +80,37 @@ async def test_history_reads_of_a_busy_room_are_index_probes(
     async with hs.db.pool.connection() as conn:
         latest = await timeline.latest_position(conn, room_id)
         recorder = Recorder(conn)
-        # A page of /messages: one scan of the timeline index, in order, no sort.
+        # A page of /messages, with the reader's transaction ids: one scan of the
+        # timeline index, in order, no sort; a probe by event for each transaction id.
         for forward, upper in ((False, latest), (True, None)):
-            page = await timeline.paginate(
+            page, txn_ids = await timeline.paginate(
                 recorder,  # type: ignore[arg-type]
                 room_id,
+                reader=("@alice:test.local", "TESTDEVICE"),
                 lower=None,
                 upper=upper,
                 forward=forward,
                 limit=100,
             )
             assert len(page) == 100
-            nodes = await explain(recorder)
+            assert 40 <= len(txn_ids) <= 60  # alice sent every other message
+            nodes = await explain(conn, *recorder.queries[-1])
             assert "Sort" not in {node["Node Type"] for node in nodes}, nodes
             assert any(node.get("Index Name") == "events_timeline" for node in nodes), nodes
+            txn_lookups = {
+                n.get("Index Name") for n in nodes if n.get("Relation Name") == "event_txn_ids"
+            }
+            assert txn_lookups == {"event_txn_ids_event"}, nodes
         # Its bundled aggregations: probes of the relation indexes, not the room.
+        recorder.queries.clear()
         await relations.aggregations(
             recorder,  # type: ignore[arg-type]
             [row.event_id for row in page],
             "@alice:test.local",
         )
-        nodes = await explain(recorder)
-    used = {node.get("Index Name") for node in nodes} - {None}
-    assert "BitmapAnd" not in {node["Node Type"] for node in nodes}, nodes
-    assert used <= {"events_relations", "events_room_threads", "events_pkey"}, used
+        assert len(recorder.queries) == 2
+        for query, params in recorder.queries:
+            nodes = await explain(conn, query, params)
+            used = {node.get("Index Name") for node in nodes} - {None}
+            assert "BitmapAnd" not in {node["Node Type"] for node in nodes}, nodes
+            assert used and used <= {"events_relations", "events_room_threads"}, used
