@@ -26,6 +26,7 @@ from homeserver.api.client import (
     keys,
     login,
     logout,
+    media,
     membership,
     messages,
     presence,
@@ -51,6 +52,7 @@ from homeserver.api.context import HOMESERVER
 from homeserver.api.federation import auth as federation_auth
 from homeserver.api.federation import e2ee as federation_e2ee
 from homeserver.api.federation import keys as federation_keys
+from homeserver.api.federation import media as federation_media
 from homeserver.api.federation import membership as federation_membership
 from homeserver.api.federation import reads as federation_reads
 from homeserver.api.federation import transactions as federation_transactions
@@ -88,6 +90,7 @@ def build_app(hs: Homeserver) -> web.Application:
         federation_transactions,
         federation_membership,
         federation_reads,
+        federation_media,
         client_register,
         login,
         logout,
@@ -120,6 +123,7 @@ def build_app(hs: Homeserver) -> web.Application:
         presence,
         to_device,
         sync,
+        media,
     ):
         module.register(app)
     return app

@@ -111,6 +111,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("presence.enabled", bool, True, "track and share users' online status"),
     Setting(
+        "media.max_upload_size",
+        int,
+        50 * 1024 * 1024,
+        "largest media upload, and largest remote media fetched, in bytes",
+        flag=False,
+    ),
+    Setting(
+        "media.remote_timeout_s",
+        float,
+        60.0,
+        "time allowed to fetch one remote file from its server",
+        flag=False,
+    ),
+    Setting(
         "user_directory.search_all_users",
         bool,
         False,
@@ -218,6 +232,8 @@ class Config:
     federation_ip_range_whitelist: tuple[str, ...]
     federation_trusted_key_servers: tuple[str, ...]
     user_directory_search_all_users: bool = False
+    media_max_upload_size: int = 50 * 1024 * 1024
+    media_remote_timeout_s: float = 60.0
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:
@@ -370,6 +386,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("argon2_time_cost must be between 1 and 100")
     if config.max_request_size < 1024:
         raise ConfigError("max_request_size must be at least 1024 bytes")
+    if config.media_max_upload_size < 1:
+        raise ConfigError("media.max_upload_size must be at least 1 byte")
+    if not 1 <= config.media_remote_timeout_s <= 3600:
+        raise ConfigError("media.remote_timeout_s must be between 1 and 3600")
     if config.database_url is not None and not _is_postgres_conninfo(config.database_url):
         raise ConfigError("database.url is not a PostgreSQL URL (postgresql://...)")
     if not 1 <= config.federation_max_retry_interval_s <= 86400:

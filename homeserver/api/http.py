@@ -52,11 +52,26 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         )
 
 
+# Handlers that stream their request body and enforce their own size limit (media
+# uploads, whose limit is `media.max_upload_size`, not `max_request_size`).
+_OWN_BODY_LIMIT: set[Handler] = set()
+
+
+def own_body_limit(handler: Handler) -> Handler:
+    """Exempt a handler from the global body limit: it must bound what it reads."""
+    _OWN_BODY_LIMIT.add(handler)
+    return handler
+
+
 def body_limit_middleware(max_size: int) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length
-        if length is not None and length > max_size:
+        if (
+            length is not None
+            and length > max_size
+            and request.match_info.handler not in _OWN_BODY_LIMIT
+        ):
             raise MatrixError(413, "M_TOO_LARGE", "Request body too large")
         return await handler(request)
 

@@ -15,8 +15,8 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -47,6 +47,8 @@ WELL_KNOWN_TIMEOUT = 10.0
 WELL_KNOWN_MAX_REDIRECTS = 5
 MAX_RESPONSE_BYTES = 50 * 1024 * 1024
 DNS_TIMEOUT = 5.0
+
+T = TypeVar("T")
 
 
 class FederationError(Exception):
@@ -213,11 +215,50 @@ class FederationClient:
             targets = await self.resolver.resolve(destination)
         except ValueError as exc:
             raise Unreachable(destination, str(exc)) from None
+
+        async def read_json(resp: aiohttp.ClientResponse) -> Any:
+            raw = await _read_limited(resp, max_size, destination)
+            return _decode(destination, resp.status, raw)
+
         try:
             async with asyncio.timeout(time_limit):
                 result = await self._send(
-                    destination, targets, method, uri, headers, body, max_size
+                    destination, targets, method, uri, headers, body, read_json
                 )
+        except TimeoutError:
+            raise Unreachable(destination, f"no answer within {time_limit:g} s") from None
+        if self.on_success is not None:
+            self.on_success(destination)
+        return result
+
+    async def request_stream(
+        self,
+        destination: str,
+        path: str,
+        read: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        *,
+        query: Mapping[str, Any] | None = None,
+        signed: bool = True,
+        time_limit: float = DEFAULT_TIMEOUT,
+    ) -> T:
+        """A GET whose answer `read` consumes as it arrives (media, which is not JSON and
+        may be large): `read` sees every status and decides; it may be called again for
+        the next address if a connection fails, so it must start afresh each time."""
+        uri = path
+        if query:
+            uri += "?" + urlencode(query, doseq=True, quote_via=quote)
+        headers = {"Accept": "*/*"}
+        if signed:
+            headers["Authorization"] = sign_request(
+                "GET", uri, self.server_name, destination, self.signing_key, None
+            )
+        try:
+            targets = await self.resolver.resolve(destination)
+        except ValueError as exc:
+            raise Unreachable(destination, str(exc)) from None
+        try:
+            async with asyncio.timeout(time_limit):
+                result = await self._send(destination, targets, "GET", uri, headers, None, read)
         except TimeoutError:
             raise Unreachable(destination, f"no answer within {time_limit:g} s") from None
         if self.on_success is not None:
@@ -232,8 +273,8 @@ class FederationClient:
         uri: str,
         headers: dict[str, str],
         body: bytes | None,
-        max_size: int,
-    ) -> Any:
+        read: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+    ) -> T:
         last_error = "no address to try"
         for target in targets:
             if _is_ip_literal(target.host) and not address_allowed(target.host, self._allowed):
@@ -251,8 +292,7 @@ class FederationClient:
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT),
                 ) as resp:
-                    raw = await _read_limited(resp, max_size, destination)
-                    return _decode(destination, resp.status, raw)
+                    return await read(resp)
             except (aiohttp.ClientConnectionError, ssl.SSLError, OSError) as exc:
                 # Connection-level failures: the next SRV target may do better.
                 cause = getattr(exc, "os_error", None) or exc

@@ -29,6 +29,9 @@ from homeserver.services.federation_sender import FederationSender
 from homeserver.services.hierarchy import HierarchyService
 from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.keyring import KeyRing
+from homeserver.services.media import MediaService
+from homeserver.services.media_remote import RemoteMedia
+from homeserver.services.media_thumbnails import ThumbnailService
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.presence import PresenceService
@@ -44,6 +47,7 @@ from homeserver.services.to_device import ToDeviceService
 from homeserver.services.typing import TypingService
 from homeserver.services.upgrade import RoomUpgrader
 from homeserver.services.user_directory import UserDirectoryService
+from homeserver.storage.media_files import MediaFiles
 from homeserver.storage.pool import Database
 
 
@@ -89,6 +93,8 @@ class Homeserver:
     edu_announcer: EduAnnouncer = field(init=False)
     federated_device_lists: FederatedDeviceLists = field(init=False)
     federated_keys: FederatedKeys = field(init=False)
+    media: MediaService = field(init=False)
+    thumbnails: ThumbnailService = field(init=False)
 
     def __post_init__(self) -> None:
         self.ratelimiter = RateLimiter.from_config(self.config)
@@ -156,6 +162,22 @@ class Homeserver:
         self.membership.remote = FederationMembership(self)
         self.rooms.remote = self.membership.remote
         self._wire_federated_e2ee_and_edus()
+        self._wire_media()
+
+    def _wire_media(self) -> None:
+        """The media repository, fetching remote media over our federation client."""
+        files = MediaFiles(self.config.media_dir)
+        self.media = MediaService(
+            self.db, files, self.config.server_name, self.config.media_max_upload_size
+        )
+        self.media.fetch_remote = RemoteMedia(
+            self.db,
+            files,
+            self.federation_client,
+            max_size=self.config.media_max_upload_size,
+            time_limit_s=self.config.media_remote_timeout_s,
+        ).fetch
+        self.thumbnails = ThumbnailService(self.media)
 
     def _wire_federated_e2ee_and_edus(self) -> None:
         """Plug federation into the local services' seams: our users' changes go out as
