@@ -29,9 +29,12 @@ from homeserver.api.client import (
     media,
     membership,
     messages,
+    notifications,
     presence,
     profile,
     public_rooms,
+    push_rules,
+    pushers,
     receipts,
     relations,
     reports,
@@ -123,6 +126,9 @@ def build_app(hs: Homeserver) -> web.Application:
         presence,
         to_device,
         sync,
+        push_rules,
+        notifications,
+        pushers,
         media,
     ):
         module.register(app)

@@ -349,6 +349,8 @@ class EventCreator:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # Called after each commit (federation sends the new events on from here).
         self.on_committed: Callable[[RoomWriter], Awaitable[None]] | None = None
+        # Called inside the transaction once its events are written (push actions).
+        self.before_commit: Callable[[RoomWriter], Awaitable[None]] | None = None
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)
@@ -402,6 +404,8 @@ class EventCreator:
                         await rooms.lock_room(conn, room_id)
                         txn.conn = conn
                         yield txn
+                        if self.before_commit is not None and txn.writer and txn.writer.persisted:
+                            await self.before_commit(txn.writer)
                         await streams.finish(conn, "events", txn.positions)
                         if txn.device_list_positions:
                             await streams.finish(conn, "device_lists", txn.device_list_positions)

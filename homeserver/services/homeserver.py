@@ -33,8 +33,11 @@ from homeserver.services.media import MediaService
 from homeserver.services.media_remote import RemoteMedia
 from homeserver.services.media_thumbnails import ThumbnailService
 from homeserver.services.membership import MembershipService
+from homeserver.services.notifications import NotificationService
 from homeserver.services.notifier import Notifier
 from homeserver.services.presence import PresenceService
+from homeserver.services.push_rules import PushRuleService
+from homeserver.services.pushers import PusherService
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.receipts import ReceiptService
 from homeserver.services.reports import ReportService
@@ -93,6 +96,9 @@ class Homeserver:
     edu_announcer: EduAnnouncer = field(init=False)
     federated_device_lists: FederatedDeviceLists = field(init=False)
     federated_keys: FederatedKeys = field(init=False)
+    push_rules: PushRuleService = field(init=False)
+    notifications: NotificationService = field(init=False)
+    pushers: PusherService = field(init=False)
     media: MediaService = field(init=False)
     thumbnails: ThumbnailService = field(init=False)
 
@@ -132,6 +138,10 @@ class Homeserver:
             self.db, self.streams, self.notifier, self.config.server_name
         )
         self.sync = SyncService(self)
+        self.push_rules = PushRuleService(self.db, self.streams, self.notifier)
+        self.notifications = NotificationService(self)
+        self.events.before_commit = self.notifications.before_commit
+        self.pushers = PusherService(self.db)
         self.federation_client = FederationClient(
             self.config.server_name,
             self.signing_key,

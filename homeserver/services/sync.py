@@ -22,6 +22,7 @@ from psycopg import AsyncConnection
 from homeserver.services.auth import Requester
 from homeserver.services.errors import ServiceError
 from homeserver.services.filters import Filter, get_filter_definition, parse_filter
+from homeserver.services.push_rules import PUSH_RULES_TYPE
 from homeserver.services.sync_rooms import LazyMembers, Rendered, RoomPlan, RoomsBuilder
 from homeserver.services.sync_tokens import DB_STREAMS, InvalidToken, SyncToken
 from homeserver.storage import account_data as account_data_store
@@ -220,6 +221,7 @@ class SyncService:
             if since is None or full_state:
                 self.lazy.reset(user_id, requester.device_id)
             rooms = await builder.build(plans, extras)
+            await self._add_unread_counts(conn, user_id, sync_filter, rooms["join"])
             body: JsonDict = {"next_batch": ""}
             sections = {k: v for k, v in rooms.items() if v}
             if sections or since is None:
@@ -450,6 +452,21 @@ class SyncService:
             self._joined.put(user_id, (upto, joined))
         return plans, joined
 
+    async def _add_unread_counts(
+        self, conn: AsyncConnection, user_id: str, sync_filter: Filter, joined: JsonDict
+    ) -> None:
+        """Fill in the notification counts of the joined rooms in the response."""
+        if not joined:
+            return
+        by_thread = sync_filter.room.timeline.unread_thread_notifications
+        counts = await self.hs.notifications.unread(conn, user_id, list(joined), by_thread)
+        for room_id, entry in joined.items():
+            found = counts.get(room_id)
+            if found is not None:
+                entry.update(found)
+            if by_thread:
+                entry.setdefault("unread_thread_notifications", {})
+
     # -- account data ------------------------------------------------------------------
 
     async def _account_data(
@@ -468,8 +485,14 @@ class SyncService:
         rows = await account_data_store.account_data_since(conn, user_id, start, now.account_data)
         global_events: list[JsonDict] = []
         room_events: dict[str, list[JsonDict]] = {}
+        if since is None and not any(r.room_id is None and r.type == PUSH_RULES_TYPE for r in rows):
+            # Push rules are never unset: a user who never changed them has the defaults.
+            rows.insert(0, account_data_store.AccountDataRow(None, PUSH_RULES_TYPE, {}, 0))
         for row in rows:
             event = {"type": row.type, "content": row.content}
+            if row.room_id is None and row.type == PUSH_RULES_TYPE:
+                # Merged with the server defaults as they are now.
+                event = await self.hs.push_rules.account_data_event(conn, user_id)
             if row.room_id is None:
                 if sync_filter.account_data.matches(event):
                     global_events.append(event)

@@ -1,0 +1,207 @@
+"""Notifications: push rules evaluated for each event a room gets, unread counts for
+sync, and the /notifications list.
+
+Evaluation runs inside the transaction that persists the events (local sends and
+events from other servers alike, through `EventCreator.before_commit`), so the
+counts a sync reads always match the events it sees. It must stay cheap there: the
+room's joined members with their display names, and its power levels, are cached
+per (room, current state group), which is exact since any membership or power
+change makes a new state group; users' compiled rules are cached by the push rules
+service; and all the rows of a commit go to the database in one statement.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from psycopg import AsyncConnection
+
+from federation.events import CREATE_KEY, MEMBER, POWER_LEVELS_KEY, Event
+from federation.identifiers import domain_of
+from federation.power_levels import user_level
+from homeserver.services.client_events import client_event
+from homeserver.services.errors import ServiceError
+from homeserver.services.events import RoomWriter, load_events
+from homeserver.services.push_evaluator import Outcome, RoomFacts
+from homeserver.storage import notifications as store
+from homeserver.storage import state
+
+if TYPE_CHECKING:
+    from homeserver.services.homeserver import Homeserver
+
+CACHED_ROOMS = 10_000
+MAIN_THREAD = store.MAIN_THREAD
+
+
+@dataclass(frozen=True, slots=True)
+class RoomPushState:
+    """What evaluation reads about a room at one state group."""
+
+    names: Mapping[str, str | None]  # joined members' display names
+    local_members: Sequence[str]
+    create: Event | None
+    power: Event | None
+
+    def facts(self, user_id: str, sender_power: float) -> RoomFacts:
+        levels = self.power.content.get("notifications") if self.power is not None else None
+        return RoomFacts(
+            member_count=len(self.names),
+            display_name=self.names.get(user_id),
+            sender_power=sender_power,
+            notification_levels=levels if isinstance(levels, Mapping) else {},
+        )
+
+
+def thread_of(event: Event) -> str | None:
+    """The thread an event counts in: its thread root's id, or None for the main timeline."""
+    relates = event.content.get("m.relates_to")
+    if isinstance(relates, Mapping) and relates.get("rel_type") == "m.thread":
+        root = relates.get("event_id")
+        if isinstance(root, str):
+            return root
+    return None
+
+
+class NotificationService:
+    """`hs.notifications`."""
+
+    def __init__(self, hs: Homeserver) -> None:
+        self.hs = hs
+        self._rooms: OrderedDict[str, tuple[int | None, RoomPushState]] = OrderedDict()
+
+    async def _room_state(self, writer: RoomWriter) -> RoomPushState:
+        cached = self._rooms.get(writer.room_id)
+        if cached is not None and cached[0] == writer.state_group and writer.state_group:
+            self._rooms.move_to_end(writer.room_id)
+            return cached[1]
+        conn = writer.conn
+        members = await store.joined_members_with_names(conn, writer.room_id)
+        ids = await state.get_current_state(conn, writer.room_id, {CREATE_KEY, POWER_LEVELS_KEY})
+        found = await load_events(conn, writer.cache, ids.values())
+        server = self.hs.server_name
+        room = RoomPushState(
+            names=dict(members),
+            local_members=[u for u, _ in members if domain_of(u) == server],
+            create=found.get(ids.get(CREATE_KEY, "")),
+            power=found.get(ids.get(POWER_LEVELS_KEY, "")),
+        )
+        self._rooms[writer.room_id] = (writer.state_group, room)
+        if len(self._rooms) > CACHED_ROOMS:
+            self._rooms.popitem(last=False)
+        return room
+
+    def _recipients(self, room: RoomPushState, event: Event) -> list[str]:
+        """Local joined members other than the sender, and a local user invited."""
+        users = [u for u in room.local_members if u != event.sender]
+        if (
+            event.type == MEMBER
+            and event.membership == "invite"
+            and event.state_key
+            and event.state_key != event.sender
+            and domain_of(event.state_key) == self.hs.server_name
+            and event.state_key not in users
+        ):
+            users.append(event.state_key)
+        return users
+
+    async def before_commit(self, writer: RoomWriter) -> None:
+        """EventCreator's in-transaction hook: store the push actions of the new events."""
+        room = await self._room_state(writer)
+        rows: list[store.PushActionRow] = []
+        encoded: dict[int, str | None] = {}
+        for persisted in writer.persisted:
+            event = persisted.event
+            users = self._recipients(room, event)
+            if not users:
+                continue
+            rules = await self.hs.push_rules.compiled(writer.conn, users)
+            pdu = event.pdu
+            thread = thread_of(event)
+            sender_power = user_level(event.sender, room.create, room.power)
+            for user_id in users:
+                outcome = rules[user_id].evaluate(pdu, room.facts(user_id, sender_power))
+                if outcome is None or not outcome.notify:
+                    continue
+                rows.append(
+                    store.PushActionRow(
+                        user_id=user_id,
+                        stream_ordering=persisted.stream_ordering,
+                        room_id=writer.room_id,
+                        thread_id=thread,
+                        actions=self._encode(outcome, encoded),
+                        highlight=outcome.highlight,
+                    )
+                )
+        await store.insert_push_actions(writer.conn, rows)
+
+    @staticmethod
+    def _encode(outcome: Outcome, encoded: dict[int, str | None]) -> str | None:
+        """The actions as stored: None for the plain ["notify"], else JSON text."""
+        key = id(outcome)
+        if key not in encoded:
+            actions = list(outcome.actions)
+            plain = actions == list(store.NOTIFY)
+            encoded[key] = None if plain else orjson.dumps(actions).decode()
+        return encoded[key]
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def unread(
+        self, conn: AsyncConnection, user_id: str, room_ids: Sequence[str], by_thread: bool
+    ) -> dict[str, dict[str, Any]]:
+        """Per room, `unread_notifications` (and `unread_thread_notifications` when the
+        filter asks for counts by thread) as sync shows them."""
+        counts = await store.unread_counts(conn, user_id, room_ids)
+        out: dict[str, dict[str, Any]] = {}
+        for (room_id, thread_id), count in counts.items():
+            entry = out.setdefault(
+                room_id, {"unread_notifications": {"notification_count": 0, "highlight_count": 0}}
+            )
+            if by_thread and thread_id != MAIN_THREAD:
+                threads = entry.setdefault("unread_thread_notifications", {})
+                threads[thread_id] = {
+                    "notification_count": count.notifications,
+                    "highlight_count": count.highlights,
+                }
+                continue
+            main = entry["unread_notifications"]
+            main["notification_count"] += count.notifications
+            main["highlight_count"] += count.highlights
+        return out
+
+    async def list(
+        self, user_id: str, from_token: str | None, limit: int, only: str | None
+    ) -> dict[str, Any]:
+        """GET /notifications: the user's notified events, newest first."""
+        before: int | None = None
+        if from_token is not None:
+            try:
+                before = int(from_token)
+            except ValueError:
+                raise ServiceError(400, "M_INVALID_PARAM", "Unknown 'from' token") from None
+        only_highlight = only is not None and "highlight" in only
+        async with self.hs.db.pool.connection() as conn:
+            rows = await store.notifications(conn, user_id, before, limit, only_highlight)
+            events = await load_events(conn, self.hs.event_cache, [r.event_id for r in rows])
+        notifications = []
+        for row in rows:
+            event = events.get(row.event_id)
+            if event is None:
+                continue
+            notifications.append(
+                {
+                    "actions": row.actions,
+                    "event": client_event(event),
+                    "read": row.read,
+                    "room_id": row.room_id,
+                    "ts": row.ts,
+                }
+            )
+        body: dict[str, Any] = {"notifications": notifications}
+        if len(rows) == limit and rows:
+            body["next_token"] = str(rows[-1].stream_ordering)
+        return body

@@ -1,0 +1,145 @@
+"""Per-user push actions of events, unread notification counts, and what push
+evaluation reads about a room."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+
+MAIN_THREAD = "main"
+# thread_id of receipts that name no thread (storage/receipts.UNTHREADED)
+UNTHREADED = ""
+READ_TYPES = ["m.read", "m.read.private"]
+NOTIFY = ("notify",)  # the actions a NULL `actions` stands for
+
+
+@dataclass(frozen=True, slots=True)
+class PushActionRow:
+    user_id: str
+    stream_ordering: int
+    room_id: str
+    thread_id: str | None  # None: the main timeline
+    actions: str | None  # JSON text; None: the plain ["notify"]
+    highlight: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    notifications: int
+    highlights: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRow:
+    room_id: str
+    event_id: str
+    stream_ordering: int
+    actions: list[Any]
+    ts: int
+    read: bool
+
+
+async def joined_members_with_names(
+    conn: AsyncConnection, room_id: str
+) -> list[tuple[str, str | None]]:
+    """(user id, display name in the room) of every joined member."""
+    cur = await conn.execute(
+        "SELECT user_id, displayname FROM room_memberships"
+        " WHERE room_id = %s AND membership = 'join'",
+        (room_id,),
+    )
+    return [(user_id, name) for user_id, name in await cur.fetchall()]
+
+
+async def insert_push_actions(conn: AsyncConnection, rows: Sequence[PushActionRow]) -> None:
+    """Store many rows in one statement (the send path calls this once per commit)."""
+    if not rows:
+        return
+    await conn.execute(
+        "INSERT INTO event_push_actions (user_id, stream_ordering, room_id, thread_id,"
+        " actions, highlight)"
+        " SELECT u, s, r, t, a::jsonb, h FROM unnest(%s::text[], %s::bigint[], %s::text[],"
+        " %s::text[], %s::text[], %s::boolean[]) AS x(u, s, r, t, a, h)"
+        " ON CONFLICT DO NOTHING",
+        (
+            [r.user_id for r in rows],
+            [r.stream_ordering for r in rows],
+            [r.room_id for r in rows],
+            [r.thread_id for r in rows],
+            [r.actions for r in rows],
+            [r.highlight for r in rows],
+        ),
+    )
+
+
+# Where the user has read a push action's room up to: the latest read receipt that
+# covers the action (an unthreaded one, or one in the action's own thread, 'main' for
+# the main timeline), or their join, whichever is later (what came before the join,
+# such as the invite, was seen as an invite).
+_READ_UP_TO = (
+    "GREATEST((SELECT max(c.event_stream_ordering) FROM receipts c"
+    " WHERE c.room_id = a.room_id AND c.user_id = a.user_id"
+    " AND c.receipt_type = ANY(%(types)s)"
+    " AND c.thread_id IN (%(unthreaded)s, COALESCE(a.thread_id, %(main)s))),"
+    " (SELECT m.stream_ordering FROM room_memberships m WHERE m.room_id = a.room_id"
+    " AND m.user_id = a.user_id AND m.membership = 'join'), 0)"
+)
+
+
+async def unread_counts(
+    conn: AsyncConnection, user_id: str, room_ids: Sequence[str]
+) -> dict[tuple[str, str], Counts]:
+    """Unread (notification, highlight) counts by (room, thread; 'main' for the main
+    timeline): actions on events after the read receipt covering them."""
+    if not room_ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT a.room_id, COALESCE(a.thread_id, %(main)s), count(*),"
+        " count(*) FILTER (WHERE a.highlight)"
+        " FROM event_push_actions a"
+        " WHERE a.user_id = %(user)s AND a.room_id = ANY(%(rooms)s)"
+        f" AND a.stream_ordering > {_READ_UP_TO}"
+        " GROUP BY a.room_id, a.thread_id",
+        {
+            "user": user_id,
+            "rooms": list(room_ids),
+            "types": READ_TYPES,
+            "unthreaded": UNTHREADED,
+            "main": MAIN_THREAD,
+        },
+    )
+    return {(room_id, thread_id): Counts(n, h) for room_id, thread_id, n, h in await cur.fetchall()}
+
+
+async def notifications(
+    conn: AsyncConnection, user_id: str, before: int | None, limit: int, only_highlight: bool
+) -> list[NotificationRow]:
+    """The user's notifications, newest first, older than `before` when given."""
+    cur = await conn.execute(
+        "SELECT a.room_id, e.event_id, a.stream_ordering, a.actions::text, e.origin_server_ts,"
+        f" a.stream_ordering <= {_READ_UP_TO}"
+        " FROM event_push_actions a JOIN events e ON e.stream_ordering = a.stream_ordering"
+        " WHERE a.user_id = %(user)s"
+        " AND (%(before)s::bigint IS NULL OR a.stream_ordering < %(before)s)"
+        " AND (NOT %(only)s OR a.highlight)"
+        " ORDER BY a.stream_ordering DESC LIMIT %(limit)s",
+        {
+            "user": user_id,
+            "before": before,
+            "only": only_highlight,
+            "limit": limit,
+            "types": READ_TYPES,
+            "unthreaded": UNTHREADED,
+            "main": MAIN_THREAD,
+        },
+    )
+    return [
+        NotificationRow(
+            room_id, event_id, so, orjson.loads(actions) if actions else list(NOTIFY), ts, read
+        )
+        for room_id, event_id, so, actions, ts, read in await cur.fetchall()
+    ]
