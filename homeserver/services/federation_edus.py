@@ -3,8 +3,9 @@ messages, device-list and cross-signing key updates.
 
 In: `handle_edu` is called for every EDU of an inbound transaction. An EDU is about a
 user, and only that user's server may speak for them: anything else (a forged or
-malformed EDU) is dropped silently, as the sender cannot act on an error. What passes
-is applied to the local service that owns it, which wakes the local syncs.
+malformed EDU, or typing and receipts from a server the room's ACL denies) is dropped
+silently, as the sender cannot act on an error. What passes is applied to the local
+service that owns it, which wakes the local syncs.
 
 Out: `EduAnnouncer` is told by the local services of our users' changes and queues the
 EDUs for the servers that must know (those with users in the room, or sharing a room
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from federation.identifiers import server_name_of
+from homeserver.services import server_acl
 from homeserver.services.errors import ServiceError
 from homeserver.services.federation_device_lists import (
     DEVICE_LIST_UPDATE,
@@ -79,6 +81,8 @@ async def _on_typing(hs: Homeserver, origin: str, content: Any) -> None:
     if not _from(origin, user_id) or not valid_id(room_id) or not isinstance(typing, bool):
         return
     assert isinstance(user_id, str) and isinstance(room_id, str)
+    if not await server_acl.allows(hs, origin, room_id):
+        return
     if await _joined(hs, room_id, user_id):
         await hs.typing.set_typing(room_id, user_id, typing, REMOTE_TYPING_TIMEOUT_MS)
 
@@ -91,6 +95,8 @@ async def _on_receipt(hs: Homeserver, origin: str, content: Any) -> None:
     for room_id, by_type in content.items():
         by_user = by_type.get(READ) if isinstance(by_type, dict) else None
         if not valid_id(room_id) or not isinstance(by_user, dict):
+            continue
+        if not await server_acl.allows(hs, origin, room_id):
             continue
         for user_id, receipt in by_user.items():
             if not _from(origin, user_id) or not isinstance(receipt, dict):

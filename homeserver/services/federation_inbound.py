@@ -26,6 +26,7 @@ from federation.auth_rules import AuthError, check_auth
 from federation.events import Event
 from federation.identifiers import create_event_id_for_room
 from federation.room_versions import RoomVersion, get_room_version
+from homeserver.services import server_acl
 from homeserver.services.events import load_events
 from homeserver.services.federation_checks import (
     PduRefused,
@@ -153,6 +154,9 @@ class FederationInbound:
                     out[event_id] = {"error": f"unknown room {room_id}"}
             return out
         room_version = get_room_version(room.room_version)
+        if not await server_acl.allows(self.hs, origin, room_id):
+            ids = (event_id_of(pdu, room_version) for pdu in pdus)
+            return {e: {"error": server_acl.DENIED} for e in ids if e is not None}
         lookup = await keys_for(self.hs, pdus, room_version)
         async with self.room_lock(room_id):
             for pdu in pdus:

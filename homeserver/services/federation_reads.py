@@ -15,6 +15,7 @@ from psycopg import AsyncConnection
 
 from federation.events import MEMBER
 from federation.identifiers import domain_of
+from homeserver.services import server_acl
 from homeserver.services.errors import ServiceError, not_found
 from homeserver.services.events import load_event, load_events
 from homeserver.services.visibility import HISTORY_KEY, history_visibility_of
@@ -79,6 +80,8 @@ class FederationReads:
     async def event(self, origin: str, event_id: str) -> JsonDict:
         async with self.hs.db.pool.connection() as conn:
             row = await self._row(conn, origin, event_id)
+        # The route names no room, so the ACL is checked once the event's room is known.
+        await server_acl.check(self.hs, origin, row.room_id)
         return self._envelope([pdu_of(row)])
 
     async def state_ids(

@@ -13,6 +13,7 @@ from federation.room_versions import RoomVersion, UnsupportedRoomVersion, get_ro
 from homeserver.services.errors import ServiceError, bad_json, forbidden
 from homeserver.services.events import EventCreator, EventNotAllowed, PersistedEvent, RoomWriter
 from homeserver.services.membership import member_profile
+from homeserver.services.server_acl import check_own_acl
 from homeserver.storage import aliases
 from homeserver.storage.pool import Database
 
@@ -143,6 +144,9 @@ class RoomCreator:
             "public_chat" if request.visibility == "public" else "private_chat"
         )
         trusted = list(request.invite) if preset == "trusted_private_chat" else []
+        for item in request.initial_state:
+            state_key = item.get("state_key", "")
+            check_own_acl(item["type"], state_key, item["content"], self.server_name)
 
         alias = None
         if request.room_alias_name is not None:

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from psycopg import errors as pg_errors
 
+from federation.identifiers import domain_of
 from federation.power_levels import named_level, user_level
 from homeserver.services.auth import Requester
 from homeserver.services.directory import CANONICAL_ALIAS, check_canonical_alias
@@ -22,6 +23,7 @@ from homeserver.services.events import (
     UnknownRoom,
     load_events,
 )
+from homeserver.services.server_acl import check_own_acl, is_acl_event
 from homeserver.storage import events as event_store
 from homeserver.storage import state
 from homeserver.storage.pool import Database
@@ -81,6 +83,7 @@ class SendService:
     ) -> tuple[str, PersistedEvent | None]:
         """The event id, and the new event unless the txn id was already used."""
         _check_sizes(event_type, state_key, content)
+        check_own_acl(event_type, state_key, content, domain_of(requester.user_id))
         if txn_id is not None:
             existing = await self._existing_txn(requester, txn_id)
             if existing is not None:
@@ -226,6 +229,9 @@ class SendService:
         target = targets.get(target_id)
         if target is None or target.room_id != writer.room_id:
             raise not_found("Unknown event to redact")
+        if is_acl_event(target.type, target.state_key):
+            # Redacted, an ACL keeps no `allow`: every server, ours too, would be denied.
+            raise forbidden("Server ACL events cannot be redacted")
         if target.sender != requester.user_id:
             ids = await state.get_current_state(
                 conn, writer.room_id, [("m.room.create", ""), ("m.room.power_levels", "")]

@@ -37,12 +37,12 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SynapseInstanc
 async def our_servers(
     tmp_path: Path, database_factory: Callable[[], str]
 ) -> AsyncIterator[OurServerFactory]:
-    """Factory: `await our_servers(**config_overrides)` starts another of our homeservers,
-    serving the client and federation APIs over TLS on a loopback port, with open
-    registration and no rate limits."""
+    """Factory: `await our_servers(host="localhost", **config_overrides)` starts another
+    of our homeservers, named "HOST:PORT", serving the client and federation APIs over TLS
+    on a loopback port, with open registration and no rate limits."""
     running: list[tuple[Homeserver, TestServer, Database]] = []
 
-    async def start(**overrides: Any) -> Homeserver:
+    async def start(host: str = "localhost", **overrides: Any) -> Homeserver:
         port = free_port()
         data_dir = tmp_path / f"ours{len(running)}"
         data_dir.mkdir()
@@ -50,7 +50,7 @@ async def our_servers(
         config = load_config(
             data_dir,
             {
-                "server_name": f"localhost:{port}",
+                "server_name": f"{host}:{port}",
                 "federation.verify_tls": False,
                 "federation.ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
                 "open_registration": True,

@@ -1,5 +1,6 @@
 """Authenticating requests from other servers (X-Matrix), and the middleware that makes
-every `/_matrix/federation/` route do it.
+every `/_matrix/federation/` route do it (and refuse, for a route about a room, a server
+the room's server ACL denies).
 
 `require_server(request)` returns the verified origin. The signature covers the method,
 the request target exactly as it arrived (path and query, still percent-encoded), both
@@ -18,6 +19,7 @@ from federation.xmatrix import SCHEME, XMatrixError, parse_authorization, verify
 from homeserver.api.context import homeserver
 from homeserver.api.errors import Handler, MatrixError
 from homeserver.api.http import USER_KEY
+from homeserver.services import server_acl
 from homeserver.services.keyring import now_ms
 
 ORIGIN_KEY = web.RequestKey("federation_origin", str)
@@ -95,5 +97,11 @@ async def federation_auth_middleware(request: web.Request, handler: Handler) -> 
         and route.resource is not None  # unrouted: let it become a 404/405
         and request.method != "OPTIONS"
     ):
-        await require_server(request)
+        origin = await require_server(request)
+        room_id = request.match_info.get("room_id")
+        if room_id is not None:
+            # Every route naming a room is one the server ACLs protect (the spec lists
+            # make_/send_ join, leave and knock, invite, state, state_ids, backfill,
+            # event_auth and get_missing_events).
+            await server_acl.check(homeserver(request), origin, room_id)
     return await handler(request)
