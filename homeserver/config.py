@@ -161,6 +161,27 @@ SETTINGS: tuple[Setting, ...] = (
         flag=False,
     ),
     Setting(
+        "push.ip_range_whitelist",
+        tuple,
+        (),
+        "non-public address ranges (CIDR) push gateways may be reached at; others are refused",
+        flag=False,
+    ),
+    Setting(
+        "push.retention_days",
+        int,
+        30,
+        "days a read notification is kept (for /notifications) before it is deleted",
+        flag=False,
+    ),
+    Setting(
+        "push.unread_retention_days",
+        int,
+        90,
+        "days an unread notification is kept before it is deleted",
+        flag=False,
+    ),
+    Setting(
         "federation.trusted_key_servers",
         tuple,
         (),
@@ -234,6 +255,9 @@ class Config:
     user_directory_search_all_users: bool = False
     media_max_upload_size: int = 50 * 1024 * 1024
     media_remote_timeout_s: float = 60.0
+    push_ip_range_whitelist: tuple[str, ...] = ()
+    push_retention_days: int = 30
+    push_unread_retention_days: int = 90
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:
@@ -401,6 +425,17 @@ def _validate(config: Config) -> None:
             raise ConfigError(
                 f"federation.ip_range_whitelist: {cidr!r} is not an address range"
             ) from None
+    for cidr in config.push_ip_range_whitelist:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"push.ip_range_whitelist: {cidr!r} is not an address range"
+            ) from None
+    if not 1 <= config.push_retention_days <= config.push_unread_retention_days:
+        raise ConfigError(
+            "push.retention_days must be at least 1 and at most push.unread_retention_days"
+        )
     for notary in config.federation_trusted_key_servers:
         if not is_valid_server_name(notary):
             raise ConfigError(f"federation.trusted_key_servers: {notary!r} is not a server name")

@@ -199,6 +199,8 @@ class RoomWriter:
     positions: list[int] = field(default_factory=list)
     # 'device_lists' positions of members who started or stopped being joined
     device_list_positions: list[int] = field(default_factory=list)
+    # local users the new events notify (push actions stored): push delivery wakes them
+    notified_users: set[str] = field(default_factory=set)
 
     async def _auth_state(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
         ids = await state.get_current_state(self.conn, self.room_id, keys | {CREATE_KEY})

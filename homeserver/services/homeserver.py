@@ -14,7 +14,7 @@ from homeserver.services.device_lists import DeviceLists
 from homeserver.services.devices import SeenThrottle
 from homeserver.services.directory import DirectoryService
 from homeserver.services.e2ee import E2EEService
-from homeserver.services.events import EventCache, EventCreator
+from homeserver.services.events import EventCache, EventCreator, RoomWriter
 from homeserver.services.federation_backfill import Backfiller
 from homeserver.services.federation_client import FederationClient
 from homeserver.services.federation_device_lists import FederatedDeviceLists
@@ -36,6 +36,7 @@ from homeserver.services.membership import MembershipService
 from homeserver.services.notifications import NotificationService
 from homeserver.services.notifier import Notifier
 from homeserver.services.presence import PresenceService
+from homeserver.services.push_gateway import PushSender
 from homeserver.services.push_rules import PushRuleService
 from homeserver.services.pushers import PusherService
 from homeserver.services.ratelimit import RateLimiter
@@ -99,6 +100,7 @@ class Homeserver:
     push_rules: PushRuleService = field(init=False)
     notifications: NotificationService = field(init=False)
     pushers: PusherService = field(init=False)
+    push_sender: PushSender = field(init=False)
     media: MediaService = field(init=False)
     thumbnails: ThumbnailService = field(init=False)
 
@@ -142,6 +144,9 @@ class Homeserver:
         self.notifications = NotificationService(self)
         self.events.before_commit = self.notifications.before_commit
         self.pushers = PusherService(self.db)
+        self.push_sender = PushSender(
+            self.db, self.event_cache, allowed_ranges=self.config.push_ip_range_whitelist
+        )
         self.federation_client = FederationClient(
             self.config.server_name,
             self.signing_key,
@@ -168,7 +173,7 @@ class Homeserver:
         self.federation_reads = FederationReads(self)
         self.backfiller = Backfiller(self)
         self.room_servers = RoomServers(self)
-        self.events.on_committed = self.room_servers.on_committed
+        self.events.on_committed = self._on_committed
         self.membership.remote = FederationMembership(self)
         self.rooms.remote = self.membership.remote
         self._wire_federated_e2ee_and_edus()
@@ -204,6 +209,11 @@ class Homeserver:
         self.e2ee.query_remote = self.federated_keys.query
         self.e2ee.claim_remote = self.federated_keys.claim
 
+    async def _on_committed(self, writer: RoomWriter) -> None:
+        """After each commit: wake push delivery (never waits), then federation."""
+        self.push_sender.notify_users(writer.notified_users)
+        await self.room_servers.on_committed(writer)
+
     async def _evict_token(self, payload: dict[str, Any]) -> None:
         try:
             self.token_cache.evict(bytes.fromhex(payload["token_hash"]))
@@ -215,10 +225,14 @@ class Homeserver:
         await self.presence.start()
         await self.federation_client.start()
         await self.federation_sender.start()
+        await self.push_sender.start()
+        await self.notifications.start()
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
         await self.federated_device_lists.close()
+        await self.notifications.close()
+        await self.push_sender.close()
         await self.federation_sender.close()
         await self.federation_client.close()
         await self.presence.stop()

@@ -8,16 +8,24 @@ room's joined members with their display names, and its power levels, are cached
 per (room, current state group), which is exact since any membership or power
 change makes a new state group; users' compiled rules are cached by the push rules
 service; and all the rows of a commit go to the database in one statement.
+
+The rows do not stay forever: a background task (`prune`) deletes those read and
+older than `push.retention_days`, and all older than `push.unread_retention_days`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import psycopg
 from psycopg import AsyncConnection
 
 from federation.events import CREATE_KEY, MEMBER, POWER_LEVELS_KEY, Event
@@ -33,7 +41,11 @@ from homeserver.storage import state
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
 
+log = logging.getLogger(__name__)
+
 CACHED_ROOMS = 10_000
+PRUNE_FIRST_DELAY_S = 60.0
+PRUNE_INTERVAL_S = 3600.0
 MAIN_THREAD = store.MAIN_THREAD
 
 
@@ -72,6 +84,70 @@ class NotificationService:
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
         self._rooms: OrderedDict[str, tuple[int | None, RoomPushState]] = OrderedDict()
+        self._pruner: asyncio.Task[None] | None = None
+        # Where the next prune starts: everything below was deleted by an earlier one.
+        self._pruned_below: int | None = None
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._pruner = asyncio.create_task(self._prune_forever(), name="push action retention")
+
+    async def close(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
+
+    async def _prune_forever(self) -> None:
+        await asyncio.sleep(PRUNE_FIRST_DELAY_S)
+        while True:
+            try:
+                await self.prune(int(time.time() * 1000))
+            except (psycopg.Error, OSError):
+                log.exception("pruning old push actions failed; trying again later")
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
+    async def prune(self, now_ms: int) -> int:
+        """Delete push actions the user has read that are older than
+        `push.retention_days`, and all older than `push.unread_retention_days`, so that
+        the table does not grow forever; how many went.
+
+        One process at a time (an advisory lock; the others skip the run). The rows are
+        deleted window by window of stream positions, each its own short statement, so
+        the send path's inserts never wait long. Unread counts stay right: they count
+        only actions after the read receipt, which the first kind is not, and an action
+        unread for that long is no longer counted.
+        """
+        day = 24 * 3600 * 1000
+        config = self.hs.config
+        deleted = 0
+        async with self.hs.db.pool.connection() as conn:
+            if not await store.try_lock_retention(conn):
+                return 0
+            try:
+                read_bound = await store.stream_position_before(
+                    conn, now_ms - config.push_retention_days * day
+                )
+                all_bound = await store.stream_position_before(
+                    conn, now_ms - config.push_unread_retention_days * day
+                )
+                start = self._pruned_below
+                if start is None:
+                    start = await store.first_stream_position(conn)
+                while start <= read_bound:
+                    end = start + store.RETENTION_WINDOW
+                    deleted += await store.delete_old_actions(
+                        conn, start, end, read_bound, all_bound
+                    )
+                    start = end
+                self._pruned_below = all_bound + 1
+            finally:
+                await store.unlock_retention(conn)
+        if deleted:
+            log.info("deleted %d old push actions", deleted)
+        return deleted
 
     async def _room_state(self, writer: RoomWriter) -> RoomPushState:
         cached = self._rooms.get(writer.room_id)
@@ -126,6 +202,7 @@ class NotificationService:
                 outcome = rules[user_id].evaluate(pdu, room.facts(user_id, sender_power))
                 if outcome is None or not outcome.notify:
                     continue
+                writer.notified_users.add(user_id)
                 rows.append(
                     store.PushActionRow(
                         user_id=user_id,

@@ -1,7 +1,7 @@
 """Pushers: the push gateways a user's devices registered (`/pushers`).
 
-Only the `http` kind is accepted (no email notifications). Sending notifications
-to the gateways is not implemented yet: pushers are stored and listed.
+Only the `http` kind is accepted (no email notifications). Notifications are sent
+to the gateways by services/push_gateway.py.
 """
 
 from __future__ import annotations

@@ -143,3 +143,144 @@ async def notifications(
         )
         for room_id, event_id, so, actions, ts, read in await cur.fetchall()
     ]
+
+
+# -- delivery to push gateways ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAction:
+    """A push action not yet sent to a pusher, with what the notification needs."""
+
+    stream_ordering: int
+    room_id: str
+    event_id: str
+    origin_server_ts: int
+    actions: list[Any]
+    highlight: bool
+
+
+async def pending_actions(
+    conn: AsyncConnection, user_id: str, after: int, up_to: int, limit: int
+) -> list[PendingAction]:
+    """The user's push actions in (after, up_to], oldest first."""
+    cur = await conn.execute(
+        "SELECT a.stream_ordering, a.room_id, e.event_id, e.origin_server_ts, a.actions::text,"
+        " a.highlight FROM event_push_actions a"
+        " JOIN events e ON e.stream_ordering = a.stream_ordering"
+        " WHERE a.user_id = %s AND a.stream_ordering > %s AND a.stream_ordering <= %s"
+        " ORDER BY a.stream_ordering LIMIT %s",
+        (user_id, after, up_to, limit),
+    )
+    return [
+        PendingAction(
+            so, room_id, event_id, ts, orjson.loads(actions) if actions else list(NOTIFY), h
+        )
+        for so, room_id, event_id, ts, actions, h in await cur.fetchall()
+    ]
+
+
+async def has_actions_after(conn: AsyncConnection, user_id: str, after: int) -> bool:
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM event_push_actions WHERE user_id = %s"
+        " AND stream_ordering > %s)",
+        (user_id, after),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def total_unread(conn: AsyncConnection, user_id: str) -> int:
+    """Unread notifications over every room the user is joined to (sync's counts, summed)."""
+    cur = await conn.execute(
+        "SELECT count(*) FROM event_push_actions a"
+        " JOIN room_memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id"
+        " AND m.membership = 'join'"
+        f" WHERE a.user_id = %(user)s AND a.stream_ordering > {_READ_UP_TO}",
+        {"user": user_id, "types": READ_TYPES, "unthreaded": UNTHREADED, "main": MAIN_THREAD},
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def display_name(conn: AsyncConnection, room_id: str, user_id: str) -> str | None:
+    """A user's display name in a room, from their membership."""
+    cur = await conn.execute(
+        "SELECT displayname FROM room_memberships WHERE room_id = %s AND user_id = %s",
+        (room_id, user_id),
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+# -- retention --------------------------------------------------------------------------
+
+# The two-key advisory lock that lets one process at a time prune.
+_RETENTION_LOCK = (0x50757352, 0)  # "PusR"
+RETENTION_WINDOW = 10_000  # stream positions per DELETE
+
+
+async def try_lock_retention(conn: AsyncConnection) -> bool:
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s, %s)", _RETENTION_LOCK)
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def unlock_retention(conn: AsyncConnection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(%s, %s)", _RETENTION_LOCK)
+
+
+async def stream_position_before(conn: AsyncConnection, ts: int) -> int:
+    """The highest stream ordering whose event was sent before `ts` (ms), found by
+    bisecting the stream: origin_server_ts grows with the stream closely enough for an
+    age limit, and each probe is one lookup in the stream's unique index."""
+    cur = await conn.execute("SELECT min(stream_ordering), max(stream_ordering) FROM events")
+    row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return 0
+    low, high = max(int(row[0]), 1) - 1, int(row[1])
+    # Invariant: events up to `low` are older than ts; events after `high` are not.
+    while low < high:
+        mid = (low + high + 1) // 2
+        cur = await conn.execute(
+            "SELECT origin_server_ts FROM events WHERE stream_ordering >= %s"
+            " ORDER BY stream_ordering LIMIT 1",
+            (mid,),
+        )
+        found = await cur.fetchone()
+        if found is not None and int(found[0]) < ts:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+async def first_stream_position(conn: AsyncConnection) -> int:
+    """Where push actions can start: the lowest positive stream ordering (an index read;
+    the lowest push action itself would take a scan of the table)."""
+    cur = await conn.execute("SELECT min(stream_ordering) FROM events WHERE stream_ordering > 0")
+    row = await cur.fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+async def delete_old_actions(
+    conn: AsyncConnection, start: int, end: int, read_up_to: int, all_up_to: int
+) -> int:
+    """Delete, among push actions in [start, end), those at or before `all_up_to`, and
+    those at or before `read_up_to` that the user has read; how many went."""
+    cur = await conn.execute(
+        "DELETE FROM event_push_actions a"
+        " WHERE a.stream_ordering >= %(start)s AND a.stream_ordering < %(end)s"
+        " AND (a.stream_ordering <= %(all)s OR (a.stream_ordering <= %(read)s"
+        f" AND a.stream_ordering <= {_READ_UP_TO}))",
+        {
+            "start": start,
+            "end": end,
+            "all": all_up_to,
+            "read": read_up_to,
+            "types": READ_TYPES,
+            "unthreaded": UNTHREADED,
+            "main": MAIN_THREAD,
+        },
+    )
+    return cur.rowcount

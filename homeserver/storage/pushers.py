@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +40,19 @@ async def pushers_of_user(conn: AsyncConnection, user_id: str) -> list[PusherRow
 async def upsert_pusher(
     conn: AsyncConnection, row: PusherRow, token_id: int | None, now_ms: int
 ) -> None:
-    """Create or update the user's pusher for (app_id, pushkey)."""
+    """Create or update the user's pusher for (app_id, pushkey).
+
+    A new pusher starts after the newest stored event: it is sent only what comes
+    after it was set. An update keeps its position and ends any backoff."""
     await conn.execute(
-        f"INSERT INTO pushers ({_COLUMNS}, access_token_id, created_ts)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        f"INSERT INTO pushers ({_COLUMNS}, access_token_id, created_ts, last_stream_ordering)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " (SELECT COALESCE(max(stream_ordering), 0) FROM events))"
         " ON CONFLICT (app_id, pushkey, user_id) DO UPDATE SET kind = EXCLUDED.kind,"
         " app_display_name = EXCLUDED.app_display_name,"
         " device_display_name = EXCLUDED.device_display_name,"
         " profile_tag = EXCLUDED.profile_tag, lang = EXCLUDED.lang, data = EXCLUDED.data,"
-        " access_token_id = EXCLUDED.access_token_id, failing_since = NULL",
+        " access_token_id = EXCLUDED.access_token_id, failing_since = NULL, retry_at = NULL",
         (
             row.user_id,
             row.app_id,
@@ -77,4 +82,96 @@ async def delete_others(conn: AsyncConnection, user_id: str, app_id: str, pushke
     await conn.execute(
         "DELETE FROM pushers WHERE app_id = %s AND pushkey = %s AND user_id <> %s",
         (app_id, pushkey, user_id),
+    )
+
+
+# -- delivery -------------------------------------------------------------------------
+
+# First key of the two-key advisory lock form: a namespace for pusher locks.
+_LOCK_NAMESPACE = 0x50757368  # "Push"
+
+
+@dataclass(frozen=True, slots=True)
+class PusherKey:
+    user_id: str
+    app_id: str
+    pushkey: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    """What the sender reads of a pusher before each batch: where it is, its backoff."""
+
+    data: dict[str, Any]
+    created_ts: int
+    last_stream_ordering: int
+    failing_since: int | None
+    retry_at: int | None
+
+
+async def http_pushers_of_users(conn: AsyncConnection, user_ids: Sequence[str]) -> list[PusherKey]:
+    cur = await conn.execute(
+        "SELECT user_id, app_id, pushkey FROM pushers WHERE user_id = ANY(%s) AND kind = 'http'",
+        (list(user_ids),),
+    )
+    return [PusherKey(*row) for row in await cur.fetchall()]
+
+
+async def pushers_with_work(conn: AsyncConnection, now_ms: int) -> list[PusherKey]:
+    """`http` pushers due (no backoff running) with push actions they were not sent."""
+    cur = await conn.execute(
+        "SELECT p.user_id, p.app_id, p.pushkey FROM pushers p"
+        " WHERE p.kind = 'http' AND (p.retry_at IS NULL OR p.retry_at <= %s)"
+        " AND EXISTS (SELECT 1 FROM event_push_actions a WHERE a.user_id = p.user_id"
+        " AND a.stream_ordering > p.last_stream_ordering)",
+        (now_ms,),
+    )
+    return [PusherKey(*row) for row in await cur.fetchall()]
+
+
+async def delivery_state(conn: AsyncConnection, key: PusherKey) -> DeliveryState | None:
+    cur = await conn.execute(
+        "SELECT data, created_ts, last_stream_ordering, failing_since, retry_at FROM pushers"
+        " WHERE user_id = %s AND app_id = %s AND pushkey = %s AND kind = 'http'",
+        (key.user_id, key.app_id, key.pushkey),
+    )
+    row = await cur.fetchone()
+    return None if row is None else DeliveryState(*row)
+
+
+async def advance(conn: AsyncConnection, key: PusherKey, stream_ordering: int) -> None:
+    """Record that everything up to `stream_ordering` was delivered (or given up on);
+    a success also ends the backoff."""
+    await conn.execute(
+        "UPDATE pushers SET last_stream_ordering = GREATEST(last_stream_ordering, %s),"
+        " failing_since = NULL, retry_at = NULL"
+        " WHERE user_id = %s AND app_id = %s AND pushkey = %s",
+        (stream_ordering, key.user_id, key.app_id, key.pushkey),
+    )
+
+
+async def record_failure(
+    conn: AsyncConnection, key: PusherKey, failing_since: int, retry_at: int
+) -> None:
+    await conn.execute(
+        "UPDATE pushers SET failing_since = %s, retry_at = %s"
+        " WHERE user_id = %s AND app_id = %s AND pushkey = %s",
+        (failing_since, retry_at, key.user_id, key.app_id, key.pushkey),
+    )
+
+
+async def try_lock(conn: AsyncConnection, key: PusherKey) -> bool:
+    """Take the session-level lock on a pusher; False when another session has it."""
+    cur = await conn.execute(
+        "SELECT pg_try_advisory_lock(%s, hashtext(%s || ' ' || %s || ' ' || %s))",
+        (_LOCK_NAMESPACE, key.user_id, key.app_id, key.pushkey),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def unlock(conn: AsyncConnection, key: PusherKey) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_unlock(%s, hashtext(%s || ' ' || %s || ' ' || %s))",
+        (_LOCK_NAMESPACE, key.user_id, key.app_id, key.pushkey),
     )
