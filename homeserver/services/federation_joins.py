@@ -33,6 +33,7 @@ from homeserver.services.federation_checks import (
 from homeserver.services.federation_client import FederationError, RequestFailed, quote_segment
 from homeserver.services.federation_state import persist_outliers, replace_current_state
 from homeserver.services.sync_rooms import STRIPPED_STATE_TYPES
+from homeserver.storage import backfill as backfill_store
 from homeserver.storage import events as event_store
 from homeserver.storage import federation_events as fed_store
 from homeserver.storage import invite_state, memberships, state
@@ -223,6 +224,10 @@ class FederationMembership:
                 await replace_current_state(writer, room_state, group)
                 new_key = join.state_tuple not in room_state
                 await writer.persist(join, prev_ids=[], new_key=new_key)
+                # History before the join is a hole /messages may backfill.
+                await backfill_store.note_placed(
+                    writer.conn, room_id, join.event_id, join.prev_event_ids, in_timeline=True
+                )
 
     def _from_template(
         self,

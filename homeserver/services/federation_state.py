@@ -30,6 +30,7 @@ from homeserver.services.events import (
     event_record,
     load_events,
 )
+from homeserver.storage import backfill as backfill_store
 from homeserver.storage import events as event_store
 from homeserver.storage import federation_events as fed_store
 from homeserver.storage import rooms, state
@@ -149,11 +150,15 @@ async def persist_remote(
             rejected_reason=rejected_reason,
             soft_failed=soft_failed,
         )
+        await backfill_store.note_placed(conn, room_id, event.event_id, (), in_timeline=False)
         return None
     [position] = await writer.allocator.allocate("events")
     writer.positions.append(position)
     await event_store.insert_event(
         conn, event_record(event), stream_ordering=position, state_group=group
+    )
+    await backfill_store.note_placed(
+        conn, room_id, event.event_id, event.prev_event_ids, in_timeline=True
     )
     old_tips = {eid for eid, _ in writer.extremities}
     prevs = set(event.prev_event_ids)
@@ -171,22 +176,25 @@ async def persist_remote(
         await _resolve_current_state(writer)
     writer.cache.put(event)
     if event.type == "m.room.redaction":
-        await _apply_redaction(writer, event, group)
+        await apply_redaction(conn, writer.cache, event, group)
     persisted = PersistedEvent(event, position)
     writer.persisted.append(persisted)
     return persisted
 
 
-async def _apply_redaction(writer: RoomWriter, redaction: Event, group: int) -> None:
+async def apply_redaction(
+    conn: AsyncConnection, cache: EventCache, redaction: Event, group: int
+) -> None:
     """Redact the target of an accepted remote redaction, as a local one would: the auth
     rules let any member send one, so it only takes effect when its sender's server sent
-    the target too, or the sender has the power to redact (spec: room versions 3+,
-    "Handling redactions"). A target we do not hold yet stays as it is."""
-    conn, target_id = writer.conn, redaction.redacts
+    the target too, or the sender has the power to redact in `group`, the state at the
+    redaction (spec: room versions 3+, "Handling redactions"). A target we do not hold
+    yet stays as it is (backfill applies the redaction when it places the target)."""
+    target_id = redaction.redacts
     if target_id is None:
         return
     ids = await state.get_state(conn, group, [CREATE_KEY, POWER_LEVELS_KEY])
-    found = await load_events(conn, writer.cache, [*ids.values(), target_id])
+    found = await load_events(conn, cache, [*ids.values(), target_id])
     target = found.get(target_id)
     if target is None or target.room_id != redaction.room_id:
         return

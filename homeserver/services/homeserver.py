@@ -230,6 +230,7 @@ class Homeserver:
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
+        await self.backfiller.close()
         await self.federated_device_lists.close()
         await self.notifications.close()
         await self.push_sender.close()

@@ -5,10 +5,20 @@ through history visibility. When visibility or the filter hides much of a page, 
 few more rounds are read so that clients are not handed a string of empty pages;
 the `end` token is the gap after the last event *examined*, so nothing hidden is
 examined twice and nothing visible is skipped.
+
+/messages also fills holes in the timeline: a page that reaches an event whose prev
+events we lack (a backward extremity: our join, or a gap bridged on receipt) stops
+just before it, the hole is backfilled from other servers (see
+federation_backfill.py), and the page is read again, now with the backfilled events
+in their topological place. When the hole cannot be filled in time the page ends
+before that event, so the next page comes back to it; a hole nobody could fill stops
+being one for a while, and pages then read past it.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -21,6 +31,7 @@ from homeserver.services.events import EventCache
 from homeserver.services.filters import RoomEventFilter, parse_filter
 from homeserver.services.pagination import (
     START,
+    Token,
     gap_before,
     invalid_param,
     parse_direction,
@@ -41,6 +52,11 @@ MAX_LIMIT = 1000
 # Extra reads when visibility or the filter hides events, before handing back a short page.
 MAX_ROUNDS = 3
 TIMESTAMP_CANDIDATES = 50
+# Backfills one /messages page may start (each fills up to a hundred events).
+MAX_BACKFILLS = 5
+
+Backfill = Callable[[str, str, float], Awaitable[int]]
+"""Fill the hole before an event: (room id, event id, seconds to wait) -> events placed."""
 
 
 def parse_event_filter(text: str | None) -> RoomEventFilter | None:
@@ -75,13 +91,15 @@ def position_of(cache: EventCache, row: EventRow) -> Position:
 
 @dataclass(slots=True)
 class Page:
-    """Visible events of one page; `cursor` is the gap after the last event examined."""
+    """Visible events of one page; `cursor` is the gap after the last event examined;
+    `gap` the event, just past the cursor, before which a hole is due to be filled."""
 
     cursor: Position
     rows: list[EventRow] = field(default_factory=list)
     memberships: dict[str, str] = field(default_factory=dict)
     txn_ids: dict[str, str] = field(default_factory=dict)
     more: bool = False
+    gap: str | None = None
 
 
 async def read_page(
@@ -95,11 +113,14 @@ async def read_page(
     forward: bool,
     limit: int,
     event_filter: RoomEventFilter | None,
+    stop_at_gaps: bool = False,
 ) -> Page:
     """Up to `limit` visible events from `cursor` towards `bound` (exclusive of the
-    cursor when forwards, inclusive when backwards: both are gaps)."""
+    cursor when forwards, inclusive when backwards: both are gaps). With
+    `stop_at_gaps`, the page ends before an event with a hole behind it (`gap`)."""
     page = Page(cursor=cursor)
     sql_filter = sql_filter_for(event_filter)
+    gaps: set[str] | None = set() if stop_at_gaps else None
     for _ in range(MAX_ROUNDS):
         need = limit - len(page.rows)
         lower, upper = (page.cursor, bound) if forward else (bound, page.cursor)
@@ -112,9 +133,17 @@ async def read_page(
             forward=forward,
             limit=need + 1,
             sql_filter=sql_filter,
+            gaps=gaps,
         )
         page.more = len(rows) > need
         rows = rows[:need]
+        if gaps:
+            cut = next((i for i, r in enumerate(rows) if r.event_id in gaps), None)
+            if cut is not None:
+                # Backwards the hole lies before the event, forwards before it too: either
+                # way the page stops short of it, and comes back to it once filled.
+                page.gap, page.more = rows[cut].event_id, True
+                rows = rows[:cut]
         if rows:
             last = position_of(cache, rows[-1])
             page.cursor = last if forward else gap_before(last)
@@ -124,7 +153,7 @@ async def read_page(
         page.rows.extend(visible.rows)
         page.memberships.update(visible.memberships)
         page.txn_ids.update(txn_ids)
-        if not page.more or len(page.rows) >= limit:
+        if not page.more or len(page.rows) >= limit or page.gap is not None:
             break
     return page
 
@@ -150,53 +179,95 @@ async def messages(
     direction: str | None,
     limit: str | None,
     filter_json: str | None,
+    backfill: Backfill | None = None,
+    backfill_wait: float = 0.0,
 ) -> JsonDict:
-    """`GET /rooms/{roomId}/messages`."""
+    """`GET /rooms/{roomId}/messages`; with `backfill`, holes the page reaches are
+    filled from other servers, waiting at most `backfill_wait` seconds in all."""
     forward = parse_direction(direction, default="b")
     count = parse_limit(limit, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
     event_filter = parse_event_filter(filter_json)
     start_token = parse_token(from_token) if from_token is not None else None
     end_token = parse_token(to_token) if to_token is not None else None
-    async with db.pool.connection() as conn:
-        access = await room_access(conn, cache, requester.user_id, room_id)
-        if start_token is not None:
-            start = await resolve(conn, room_id, start_token)
-        elif forward:
-            start = START
+    deadline = time.monotonic() + backfill_wait
+    start: Position | None = None
+    bound: Position | None = None
+    attempts = 0
+    while True:
+        async with db.pool.connection() as conn:
+            if start is None:
+                access = await room_access(conn, cache, requester.user_id, room_id)
+                start, bound = await _range(conn, room_id, access, start_token, end_token, forward)
+            page = await read_page(
+                conn,
+                cache,
+                requester,
+                room_id,
+                cursor=start,
+                bound=bound,
+                forward=forward,
+                limit=count,
+                event_filter=event_filter,
+                stop_at_gaps=backfill is not None,
+            )
+            wait = deadline - time.monotonic()
+            if page.gap is None or backfill is None or wait <= 0 or attempts >= MAX_BACKFILLS:
+                return await _messages_answer(
+                    conn, cache, requester, page, event_filter, from_token, start
+                )
+        attempts += 1
+        await backfill(room_id, page.gap, wait)
+
+
+async def _range(
+    conn: AsyncConnection,
+    room_id: str,
+    access: RoomAccess,
+    start_token: Token | None,
+    end_token: Token | None,
+    forward: bool,
+) -> tuple[Position, Position | None]:
+    """Where a /messages page starts, and the bound it must not pass."""
+    if start_token is not None:
+        start = await resolve(conn, room_id, start_token)
+    elif forward:
+        start = START
+    else:
+        start = access.upper or await timeline.latest_position(conn, room_id) or START
+    bound = await resolve(conn, room_id, end_token) if end_token is not None else None
+    if access.upper is not None:
+        if forward:
+            bound = access.upper if bound is None else min(bound, access.upper)
         else:
-            start = access.upper or await timeline.latest_position(conn, room_id) or START
-        bound = await resolve(conn, room_id, end_token) if end_token is not None else None
-        if access.upper is not None:
-            if forward:
-                bound = access.upper if bound is None else min(bound, access.upper)
-            else:
-                start = min(start, access.upper)
-        page = await read_page(
-            conn,
-            cache,
-            requester,
-            room_id,
-            cursor=start,
-            bound=bound,
-            forward=forward,
-            limit=count,
-            event_filter=event_filter,
-        )
-        chunk = await format_events(
-            conn,
-            cache,
-            [row.event_id for row in page.rows],
-            user_id=requester.user_id,
-            device_id=requester.device_id,
-            rows={row.event_id: row for row in page.rows},
-            memberships=page.memberships,
-            txn_ids=page.txn_ids,
-            aggregations=True,
-        )
-        members: list[JsonDict] = []
-        if event_filter is not None and event_filter.lazy_load_members and page.rows:
-            senders = {event_of(cache, row).sender for row in page.rows}
-            members = await _lazy_members(conn, cache, page.rows[-1].state_group, senders)
+            start = min(start, access.upper)
+    return start, bound
+
+
+async def _messages_answer(
+    conn: AsyncConnection,
+    cache: EventCache,
+    requester: Requester,
+    page: Page,
+    event_filter: RoomEventFilter | None,
+    from_token: str | None,
+    start: Position,
+) -> JsonDict:
+    """The /messages body of a page read."""
+    chunk = await format_events(
+        conn,
+        cache,
+        [row.event_id for row in page.rows],
+        user_id=requester.user_id,
+        device_id=requester.device_id,
+        rows={row.event_id: row for row in page.rows},
+        memberships=page.memberships,
+        txn_ids=page.txn_ids,
+        aggregations=True,
+    )
+    members: list[JsonDict] = []
+    if event_filter is not None and event_filter.lazy_load_members and page.rows:
+        senders = {event_of(cache, row).sender for row in page.rows}
+        members = await _lazy_members(conn, cache, page.rows[-1].state_group, senders)
     response: JsonDict = {
         "chunk": chunk,
         "start": from_token if from_token is not None else token_for(start),

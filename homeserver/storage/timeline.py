@@ -22,6 +22,11 @@ _COLUMNS = (
     " e.rejected_reason, e.redacted_by"
 )
 _IN_TIMELINE = "e.stream_ordering IS NOT NULL AND e.rejected_reason IS NULL AND NOT e.soft_failed"
+# Timeline events of the room whose missing prev events are due to be backfilled.
+_DUE_GAPS = (
+    "SELECT g.event_id FROM backfill_gaps g"
+    " WHERE g.room_id = %(room_id)s AND g.retry_after <= now()"
+)
 
 
 class Position(NamedTuple):
@@ -80,10 +85,16 @@ async def paginate(
     forward: bool,
     limit: int,
     sql_filter: SqlFilter | None = None,
+    gaps: set[str] | None = None,
 ) -> tuple[list[EventRow], dict[str, str]]:
     """Events with lower < position <= upper, oldest first when `forward`, else newest
     first (a None bound is open); and the transaction ids that `reader` (user id,
-    device id) sent any of them with, which clients get back in `unsigned`."""
+    device id) sent any of them with, which clients get back in `unsigned`.
+
+    With a `gaps` set, the ids of the returned events that begin a hole in the timeline
+    due to be backfilled are added to it, in the same query (the room's few gaps are
+    read once, as an array: an InitPlan, not a probe per row), and such events are
+    returned even when `sql_filter` drops them."""
     params: dict[str, Any] = {"room_id": room_id, "limit": limit}
     where = ""
     if lower is not None:
@@ -101,22 +112,29 @@ async def paginate(
         txn = "t.user_id, t.device_id, t.txn_id"
         join = " LEFT JOIN event_txn_ids t ON t.event_id = e.event_id"
     order = "ASC" if forward else "DESC"
+    filtered = filter_sql(sql_filter, params)
+    gap = "FALSE"
+    if gaps is not None:
+        gap = f"e.event_id = ANY(ARRAY({_DUE_GAPS}))"
+        if filtered:
+            filtered = f" AND (TRUE{filtered} OR {gap})"
     cur = await conn.execute(
-        f"SELECT {_COLUMNS}, {txn} FROM events e"
+        f"SELECT {_COLUMNS}, {txn}, {gap} FROM events e"
         " CROSS JOIN (SELECT room_version FROM rooms WHERE room_id = %(room_id)s) r"
         f"{join}"
-        f" WHERE e.room_id = %(room_id)s AND {_IN_TIMELINE}{where}"
-        f"{filter_sql(sql_filter, params)}"
+        f" WHERE e.room_id = %(room_id)s AND {_IN_TIMELINE}{where}{filtered}"
         f" ORDER BY e.depth {order}, e.stream_ordering {order} LIMIT %(limit)s",
         params,
     )
     rows: list[EventRow] = []
     txn_ids: dict[str, str] = {}
-    for *columns, txn_user, txn_device, txn_id in await cur.fetchall():
+    for *columns, txn_user, txn_device, txn_id, at_gap in await cur.fetchall():
         row = EventRow(*columns)
         rows.append(row)
         if reader is not None and (txn_user, txn_device) == reader:
             txn_ids[row.event_id] = txn_id
+        if at_gap and gaps is not None:
+            gaps.add(row.event_id)
     return rows, txn_ids
 
 

@@ -5,7 +5,9 @@ before it, not by our current state) kept out of clients' sight."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -237,3 +239,153 @@ async def test_an_event_allowed_before_a_ban_is_soft_failed(
 
 async def _member(user: RoomUser, room_id: str, target: str, expected: str) -> bool:
     return await membership(user, room_id, target) == expected
+
+
+async def _holds(hs: Homeserver, event_id: str) -> bool:
+    """Whether `event_id` is in hs's timeline (looked up without paging /messages,
+    which would backfill)."""
+    async with hs.db.pool.connection() as conn:
+        row = (await event_store.get_events(conn, [event_id])).get(event_id)
+    return row is not None and row.stream_ordering is not None
+
+
+async def every_page(
+    user: RoomUser, room_id: str, *, limit: int, forward: bool = False
+) -> list[dict[str, Any]]:
+    """Every event /messages gives, paging from one end of the room to the other, in
+    the order of the pages (newest first backwards)."""
+    chunk: list[dict[str, Any]] = []
+    params = {"dir": "f" if forward else "b", "limit": str(limit)}
+    for _ in range(200):
+        status, page = await user.get(f"/v3/rooms/{room_id}/messages", **params)
+        assert status == 200, page
+        chunk.extend(page["chunk"])
+        if "end" not in page:
+            return chunk
+        params["from"] = page["end"]
+    raise AssertionError("paging did not reach the end of the room")
+
+
+async def hole_in_b(
+    a: Client, b: Client, monkeypatch: pytest.MonkeyPatch, count: int
+) -> tuple[RoomUser, RoomUser, str, list[str]]:
+    """B misses `count` of alice's messages (A holds them back), then gets the one after
+    them: B fetches the last MISSING_EVENTS_LIMIT with /get_missing_events and bridges
+    the rest, a hole in the middle of its timeline. The ids alice sent, in order."""
+    hs_a, hs_b = hs_of(a), hs_of(b)
+    alice, bob, room_id = await joined_across(a, b)
+    await alice.say(room_id, "before the gap")
+    await eventually(lambda: _has(bob, room_id, "before the gap"))
+    held = hold_outbound(monkeypatch, hs_a)
+    ids = [await alice.say(room_id, f"in the gap {i}") for i in range(count)]
+    assert held == ids
+    monkeypatch.undo()
+    ids.append(await alice.say(room_id, "after the gap"))
+    await eventually(lambda: _holds(hs_b, ids[-1]))
+    async with hs_b.db.pool.connection() as conn:
+        rows = await event_store.get_events(conn, ids)
+    assert sum(1 for r in rows.values() if r.stream_ordering is not None) < count // 2
+    return alice, bob, room_id, ids
+
+
+async def test_paging_back_fills_a_hole_in_the_middle_of_the_timeline(
+    two: tuple[Client, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = two
+    hs_a, hs_b = hs_of(a), hs_of(b)
+    alice, bob, room_id = await joined_across(a, b)
+    await alice.say(room_id, "before the gap")
+    await eventually(lambda: _has(bob, room_id, "before the gap"))
+
+    # B is cut off while A's room gets 50 messages, and a redaction of one of them
+    # among them (deep enough in the hole that B does not get it on receipt).
+    held = hold_outbound(monkeypatch, hs_a)
+    sent = [f"in the gap {i}" for i in range(50)]
+    ids = [await alice.say(room_id, text) for text in sent[:20]]
+    redacted_in_gap = await alice.redact(room_id, ids[5])
+    ids += [await alice.say(room_id, text) for text in sent[20:]]
+    assert held == [*ids[:20], redacted_in_gap, *ids[20:]]
+    monkeypatch.undo()
+    # Then B hears of the next events: the last ten with /get_missing_events, the rest
+    # of the gap bridged (B does not hold those messages).
+    after = await alice.say(room_id, "after the gap")
+    await eventually(lambda: _holds(hs_b, after))
+    # A redaction of an event inside the hole reaches B before the event does.
+    late_redaction = await alice.redact(room_id, ids[3])
+    await eventually(lambda: _holds(hs_b, late_redaction))
+    async with hs_b.db.pool.connection() as conn:
+        rows = await event_store.get_events(conn, [*ids, redacted_in_gap])
+    assert sum(1 for r in rows.values() if r.stream_ordering is not None) <= 10
+    assert redacted_in_gap not in rows and ids[3] not in rows and ids[5] not in rows
+
+    # Bob pages back through the whole room: every event once, in A's order.
+    on_b = await every_page(bob, room_id, limit=7)
+    on_a = await every_page(alice, room_id, limit=50)
+    assert [e["event_id"] for e in on_b] == [e["event_id"] for e in on_a]
+    assert len({e["event_id"] for e in on_b}) == len(on_b)
+    bodies = [e["content"].get("body") for e in reversed(on_b) if e["type"] == "m.room.message"]
+    expected = ["before the gap", *sent, "after the gap"]
+    expected[1 + 3] = expected[1 + 5] = None  # redacted: no content left
+    assert bodies == expected
+    by_id = {e["event_id"]: e for e in on_b}
+    for target in (ids[3], ids[5]):
+        assert by_id[target]["content"] == {}
+        assert by_id[target]["unsigned"]["redacted_because"]["redacts"] == target
+    assert by_id[redacted_in_gap]["type"] == "m.room.redaction"
+    # Forwards from the start, the same events in the same order (nothing to fill now).
+    forwards = await every_page(bob, room_id, limit=9, forward=True)
+    assert [e["event_id"] for e in forwards] == [e["event_id"] for e in reversed(on_b)]
+
+
+async def test_paging_forwards_fills_a_hole_too(
+    two: tuple[Client, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = two
+    alice, bob, room_id, ids = await hole_in_b(a, b, monkeypatch, 30)
+    forwards = await every_page(bob, room_id, limit=8, forward=True)
+    on_a = await every_page(alice, room_id, limit=50, forward=True)
+    assert [e["event_id"] for e in forwards] == [e["event_id"] for e in on_a]
+    assert [e["event_id"] for e in forwards][-len(ids) :] == ids
+
+
+async def test_a_hole_whose_only_server_is_unreachable_does_not_hang_pages(
+    two: tuple[Client, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = two
+    hs_a, hs_b = hs_of(a), hs_of(b)
+    alice, bob, room_id, ids = await hole_in_b(a, b, monkeypatch, 30)
+    on_a = [e["event_id"] for e in await every_page(alice, room_id, limit=50)]
+    assert set(ids) <= set(on_a)
+    async with hs_b.db.pool.connection() as conn:
+        rows = await event_store.get_events(conn, on_a)
+    # A's address now takes connections and never answers (a partition, not a refusal).
+    port = int(hs_a.server_name.rsplit(":", 1)[1])
+    await a.close()
+    stalled: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.append(writer)
+
+    blackhole = await asyncio.start_server(never_answer, "127.0.0.1", port)
+    hs_b.backfiller.page_wait = 1.5
+    hs_b.backfiller.request_timeout = 1.0
+    try:
+        began = time.monotonic()
+        first = await every_page(bob, room_id, limit=10)
+        took = time.monotonic() - began
+        assert stalled, "B never tried to backfill from A"
+        # The hole costs one bounded wait; what B holds comes back once each, newest
+        # first, and the page after the hole carries on with what B held before it.
+        assert took < hs_b.backfiller.page_wait + 2.0
+        held_ids = [e for e in on_a if e in rows and rows[e].stream_ordering is not None]
+        assert [e["event_id"] for e in first] == held_ids
+        assert texts(first)[0] == "after the gap" and "before the gap" in texts(first)
+        # The holes are remembered as unfillable for now: paging again does not wait.
+        began = time.monotonic()
+        again = await every_page(bob, room_id, limit=10)
+        assert time.monotonic() - began < 1.0
+        assert [e["event_id"] for e in again] == held_ids
+    finally:
+        blackhole.close()
+        for writer in stalled:
+            writer.close()

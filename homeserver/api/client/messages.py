@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from homeserver.api.auth import require_user
@@ -12,38 +10,25 @@ from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
 from homeserver.services import messages
 
-# Backfill requests one /messages call may make before answering with what it has.
-BACKFILL_ROUNDS = 3
-
 
 async def get_messages(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = homeserver(request)
     query = request.query
-    room_id = request.match_info["room_id"]
-
-    async def page() -> dict[str, Any]:
-        return await messages.messages(
-            hs.db,
-            hs.event_cache,
-            requester,
-            room_id,
-            from_token=query.get("from"),
-            to_token=query.get("to"),
-            direction=query.get("dir"),
-            limit=query.get("limit"),
-            filter_json=query.get("filter"),
-        )
-
-    body = await page()
-    # Paging backwards ran out of history: a room joined over federation may have more
-    # of it on other servers (the first page already checked the user may read it).
-    for _ in range(BACKFILL_ROUNDS):
-        if "end" in body or query.get("dir", "b") != "b" or "to" in query:
-            break
-        if not await hs.backfiller.backfill(room_id):
-            break
-        body = await page()
+    body = await messages.messages(
+        hs.db,
+        hs.event_cache,
+        requester,
+        request.match_info["room_id"],
+        from_token=query.get("from"),
+        to_token=query.get("to"),
+        direction=query.get("dir"),
+        limit=query.get("limit"),
+        filter_json=query.get("filter"),
+        # Holes in a room joined over federation are filled from other servers.
+        backfill=hs.backfiller.fill_gap,
+        backfill_wait=hs.backfiller.page_wait,
+    )
     return json_response(body)
 
 
