@@ -3,6 +3,7 @@ handed to every API handler through the aiohttp application."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +228,7 @@ class Homeserver:
         await self.federation_sender.start()
         await self.push_sender.start()
         await self.notifications.start()
+        await asyncio.to_thread(self.media.files.sweep_stale)
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""

@@ -12,11 +12,15 @@ import asyncio
 import hashlib
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
 READ_CHUNK = 256 * 1024
+# An upload still being received is younger than this (uploads are bounded in size and
+# a stalled client is cut off long before); older temporary files are left by crashes.
+STALE_UPLOAD_S = 6 * 3600
 
 
 class ContentTooLarge(Exception):
@@ -41,6 +45,22 @@ class MediaFiles:
 
     def exists(self, sha256: str) -> bool:
         return self.path_of(sha256).is_file()
+
+    def sweep_stale(self, now: float | None = None) -> int:
+        """Delete temporary files left by a crash mid-upload; how many. Files of uploads
+        in progress (in this or another worker process) are too young to go."""
+        if not self._tmp.is_dir():
+            return 0
+        cutoff = (time.time() if now is None else now) - STALE_UPLOAD_S
+        removed = 0
+        for entry in self._tmp.iterdir():
+            try:
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def writer(self, limit: int) -> FileWriter:
         """A new temporary file accepting at most `limit` bytes."""
