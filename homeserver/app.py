@@ -16,6 +16,7 @@ from homeserver.api.admin import registration_tokens
 from homeserver.api.client import (
     account,
     account_data,
+    appservice,
     capabilities,
     cross_signing,
     devices,
@@ -62,6 +63,7 @@ from homeserver.api.federation import transactions as federation_transactions
 from homeserver.api.federation import version as federation_version
 from homeserver.config import Config, ConfigError
 from homeserver.datadir import DataDirLock, load_or_create_signing_key
+from homeserver.services.appservices import load_registry
 from homeserver.services.homeserver import Homeserver
 from homeserver.storage import migrations
 from homeserver.storage.embedded_postgres import EmbeddedPostgres
@@ -95,6 +97,7 @@ def build_app(hs: Homeserver) -> web.Application:
         federation_reads,
         federation_media,
         client_register,
+        appservice,
         login,
         logout,
         devices,
@@ -217,6 +220,7 @@ async def serve(config: Config, conninfo: str) -> None:
 
 def run(config: Config) -> None:
     """The whole life of `homeserver run`."""
+    load_registry(config.app_service_config_files, config.server_name)  # fail before starting
     lock = DataDirLock(config.data_dir)
     lock.acquire()
     try:

@@ -182,6 +182,13 @@ SETTINGS: tuple[Setting, ...] = (
         flag=False,
     ),
     Setting(
+        "app_service_config_files",
+        tuple,
+        (),
+        "registration files (YAML) of application services (bridges), read at start",
+        flag=False,
+    ),
+    Setting(
         "federation.trusted_key_servers",
         tuple,
         (),
@@ -258,6 +265,7 @@ class Config:
     push_ip_range_whitelist: tuple[str, ...] = ()
     push_retention_days: int = 30
     push_unread_retention_days: int = 90
+    app_service_config_files: tuple[str, ...] = ()
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

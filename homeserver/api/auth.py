@@ -32,6 +32,15 @@ async def require_user(request: web.Request) -> Requester:
     if not token:
         raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
     hs = homeserver(request)
+    service = hs.appservices.by_token.get(token) if hs.appservices.by_token else None
+    if service is not None:
+        # An application service, as its sender or the user it asserts (`user_id`).
+        requester = await hs.appservice_auth.requester(
+            service, request.query.get("user_id"), request.query.get("device_id")
+        )
+        request[REQUESTER_KEY] = requester
+        request[USER_KEY] = requester.user_id
+        return requester
     try:
         requester = await authenticate(hs.db, token, hs.token_cache)
     except AuthFailure as exc:

@@ -20,6 +20,8 @@ class Requester:
     token_id: int
     is_admin: bool
     is_guest: bool
+    # set when an application service makes the request with its as_token
+    appservice_id: str | None = None
 
 
 class AuthFailure(Exception):

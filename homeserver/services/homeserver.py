@@ -9,6 +9,8 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.services.appservice_sender import AppServiceSender
+from homeserver.services.appservices import AppServiceAuth, AppServiceRegistry, load_registry
 from homeserver.services.auth import TokenCache
 from homeserver.services.cross_signing import CrossSigningService
 from homeserver.services.device_lists import DeviceLists
@@ -103,6 +105,9 @@ class Homeserver:
     pushers: PusherService = field(init=False)
     push_sender: PushSender = field(init=False)
     media: MediaService = field(init=False)
+    appservices: AppServiceRegistry = field(init=False)
+    appservice_auth: AppServiceAuth = field(init=False)
+    appservice_sender: AppServiceSender = field(init=False)
     thumbnails: ThumbnailService = field(init=False)
 
     def __post_init__(self) -> None:
@@ -179,6 +184,18 @@ class Homeserver:
         self.rooms.remote = self.membership.remote
         self._wire_federated_e2ee_and_edus()
         self._wire_media()
+        self._wire_appservices()
+
+    def _wire_appservices(self) -> None:
+        """Application services from their registration files (ConfigError if bad)."""
+        self.appservices = load_registry(
+            self.config.app_service_config_files, self.config.server_name
+        )
+        self.appservice_auth = AppServiceAuth(self.db, self.config.server_name)
+        self.ratelimiter.exempt_appservices = frozenset(
+            s.id for s in self.appservices.services if not s.rate_limited
+        )
+        self.appservice_sender = AppServiceSender(self.db, self.event_cache, self.appservices)
 
     def _wire_media(self) -> None:
         """The media repository, fetching remote media over our federation client."""
@@ -213,6 +230,7 @@ class Homeserver:
     async def _on_committed(self, writer: RoomWriter) -> None:
         """After each commit: wake push delivery (never waits), then federation."""
         self.push_sender.notify_users(writer.notified_users)
+        self.appservice_sender.notify()
         await self.room_servers.on_committed(writer)
 
     async def _evict_token(self, payload: dict[str, Any]) -> None:
@@ -227,6 +245,7 @@ class Homeserver:
         await self.federation_client.start()
         await self.federation_sender.start()
         await self.push_sender.start()
+        await self.appservice_sender.start()
         await self.notifications.start()
         await asyncio.to_thread(self.media.files.sweep_stale)
 
@@ -236,6 +255,7 @@ class Homeserver:
         await self.federated_device_lists.close()
         await self.notifications.close()
         await self.push_sender.close()
+        await self.appservice_sender.close()
         await self.federation_sender.close()
         await self.federation_client.close()
         await self.presence.stop()

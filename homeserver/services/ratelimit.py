@@ -70,6 +70,8 @@ class RateLimiter:
     ) -> None:
         self.limits = dict(limits)
         self.enabled = enabled
+        # Application services registered with `rate_limited: false` (bridges, mostly).
+        self.exempt_appservices: frozenset[str] = frozenset()
         self._clock = clock
         self._buckets: dict[tuple[str, str], Bucket] = {}
 
@@ -83,7 +85,10 @@ class RateLimiter:
 
         Async so that callers need not change if buckets ever move to shared storage.
         """
-        if not self.enabled or (requester is not None and requester.is_admin):
+        if not self.enabled or (
+            requester is not None
+            and (requester.is_admin or requester.appservice_id in self.exempt_appservices)
+        ):
             return
         limit = self.limits[action]
         now = self._clock()

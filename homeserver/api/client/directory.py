@@ -10,6 +10,7 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
+from homeserver.services.errors import ServiceError
 
 
 async def create_alias(request: web.Request) -> web.Response:
@@ -18,16 +19,26 @@ async def create_alias(request: web.Request) -> web.Response:
     room_id = body.get("room_id")
     if not isinstance(room_id, str) or not room_id.startswith("!"):
         raise MatrixError(400, "M_BAD_JSON", "room_id must be a room id")
-    await homeserver(request).directory.create_alias(
-        requester, request.match_info["room_alias"], room_id
-    )
+    hs = homeserver(request)
+    alias = request.match_info["room_alias"]
+    if hs.appservices.services:
+        hs.appservices.check_alias_allowed(
+            alias, hs.appservices.by_id.get(requester.appservice_id or "")
+        )
+    await hs.directory.create_alias(requester, alias, room_id)
     return json_response({})
 
 
 async def get_alias(request: web.Request) -> web.Response:
-    room_id, servers = await homeserver(request).directory.resolve_alias(
-        request.match_info["room_alias"]
-    )
+    hs = homeserver(request)
+    alias = request.match_info["room_alias"]
+    try:
+        room_id, servers = await hs.directory.resolve_alias(alias)
+    except ServiceError as exc:
+        # An alias in an application service's namespace may exist once it is asked.
+        if exc.errcode != "M_NOT_FOUND" or not await hs.appservice_sender.query_alias(alias):
+            raise
+        room_id, servers = await hs.directory.resolve_alias(alias)
     return json_response({"room_id": room_id, "servers": servers})
 
 

@@ -5,29 +5,34 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.api.auth import require_user
+from homeserver.api.auth import access_token, require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import reauthenticate
-from homeserver.services import login
+from homeserver.services import appservices, login
 
 
 async def get_login(request: web.Request) -> web.Response:
-    return json_response(
-        {
-            "flows": [
-                {"type": login.LOGIN_PASSWORD},
-                {"type": login.LOGIN_TOKEN, "get_login_token": True},
-            ]
-        }
-    )
+    flows: list[dict[str, object]] = [
+        {"type": login.LOGIN_PASSWORD},
+        {"type": login.LOGIN_TOKEN, "get_login_token": True},
+    ]
+    if homeserver(request).appservices.services:
+        flows.append({"type": appservices.LOGIN_TYPE})
+    return json_response({"flows": flows})
 
 
 async def post_login(request: web.Request) -> web.Response:
     hs = homeserver(request)
     body = await read_json_object(request)
+    if body.get("type") == appservices.LOGIN_TYPE:
+        token = access_token(request)
+        service = hs.appservices.by_token.get(token) if token else None
+        if service is None:
+            raise MatrixError(401, "M_UNKNOWN_TOKEN", "Not an application service's token")
+        return json_response(await appservices.login_as(hs.db, hs.config, service, body))
     await hs.ratelimiter.check("login", request.remote or "-")
     return json_response(await login.login(hs.db, hs.config, body))
 

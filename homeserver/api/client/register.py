@@ -5,17 +5,30 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from homeserver.api.auth import access_token
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import UiaChallenge
-from homeserver.services import registration, uia
+from homeserver.services import appservices, registration, uia
 
 
 async def post_register(request: web.Request) -> web.Response:
     hs = homeserver(request)
     body = await read_json_object(request)
+    if hs.appservices.services:
+        auth = body.get("auth")
+        kind = auth.get("type") if isinstance(auth, dict) else body.get("type")
+        if kind == appservices.LOGIN_TYPE:
+            token = access_token(request)
+            service = hs.appservices.by_token.get(token) if token else None
+            if service is None:
+                raise MatrixError(401, "M_UNKNOWN_TOKEN", "Not an application service's token")
+            return json_response(
+                await appservices.register_user_for(hs.db, hs.config, hs.appservices, service, body)
+            )
+        _check_not_exclusive(request, body.get("username"))
     await hs.ratelimiter.check("registration", request.remote or "-")
     # Registration stages bind the endpoint only: clients commonly start the session
     # with an empty body and send the account details with the last stage.
@@ -29,11 +42,20 @@ async def post_register(request: web.Request) -> web.Response:
     return json_response(response)
 
 
+def _check_not_exclusive(request: web.Request, username: object) -> None:
+    """Ordinary users cannot take ids an application service reserves (M_EXCLUSIVE)."""
+    hs = homeserver(request)
+    if isinstance(username, str) and hs.appservices.services:
+        user_id = registration.user_id_for(username, hs.server_name)
+        hs.appservices.check_user_id_free(user_id, None)
+
+
 async def get_available(request: web.Request) -> web.Response:
     username = request.query.get("username")
     if not username:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing username")
     hs = homeserver(request)
+    _check_not_exclusive(request, username)
     await registration.check_available(hs.db, hs.server_name, username)
     return json_response({"available": True})
 

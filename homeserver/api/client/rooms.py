@@ -17,7 +17,13 @@ async def create_room(request: web.Request) -> web.Response:
     hs = homeserver(request)
     body = await read_json_object(request)
     await hs.ratelimiter.check("room_creation", requester.user_id, requester)
-    room_id, _ = await hs.rooms.create(requester.user_id, parse_create_room(body))
+    create = parse_create_room(body)
+    if create.room_alias_name is not None and hs.appservices.services:
+        hs.appservices.check_alias_allowed(
+            f"#{create.room_alias_name}:{hs.server_name}",
+            hs.appservices.by_id.get(requester.appservice_id or ""),
+        )
+    room_id, _ = await hs.rooms.create(requester.user_id, create)
     return json_response({"room_id": room_id})
 
 

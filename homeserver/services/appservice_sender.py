@@ -1,0 +1,384 @@
+"""Talking to application services: pushing them the events they are interested in
+(`PUT /_matrix/app/v1/transactions/{txnId}`), asking them about aliases in their
+namespaces, and pinging them.
+
+The send path only calls `notify()` (never waits); a background task per application
+service does the rest. Its row in `appservice_delivery` is the queue's cursor: events
+are read in stream order up to the events stream's safe position, filtered by interest,
+and sent in batches. A batch is written down as the pending transaction (txnId and event
+ids) before it goes out, so a retry, after a 5xx, a timeout or a restart, sends the same
+events under the same txnId, and the cursor moves past them only once the AS answered
+2xx: each event is handed over once. A task holds a session-level advisory lock on its
+AS, so worker processes on one database never deliver twice; a poll (every
+`poll_interval_s`) picks up events other processes or federation committed.
+
+Ephemeral events (typing, receipts, presence; MSC2409) are not sent, and users are not
+queried (`/_matrix/app/v1/users/{userId}`) yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+
+from homeserver.services.appservices import (
+    AppService,
+    AppServiceRegistry,
+    RoomFacts,
+    is_interested_in_event,
+)
+from homeserver.services.client_events import format_events
+from homeserver.services.errors import ServiceError
+from homeserver.services.events import EventCache
+from homeserver.storage import appservices as store
+from homeserver.storage import streams
+from homeserver.storage.pool import Database
+
+log = logging.getLogger(__name__)
+
+MIN_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 300.0
+POLL_INTERVAL_S = 1.0
+SWEEP_INTERVAL_S = 60.0
+LOCKED_RETRY_S = 1.0
+# Events looked at per round, and so the most one transaction carries.
+BATCH = 100
+REQUEST_TIMEOUT_S = 60.0
+QUERY_TIMEOUT_S = 10.0
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+class BadStatus(ServiceError):
+    """The AS answered a ping with an error: 502 M_BAD_STATUS, with its `status` and
+    `body` (fields named like ServiceError's own, so the API renders them itself)."""
+
+    def __init__(self, as_status: int, as_body: str) -> None:
+        super().__init__(502, "M_BAD_STATUS", "The application service answered with an error")
+        self.as_status = as_status
+        self.as_body = as_body
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _app_url(service: AppService, path: str) -> str:
+    assert service.url is not None
+    return service.url.rstrip("/") + "/_matrix/app/v1" + path
+
+
+class AppServiceSender:
+    """`hs.appservice_sender`: `start()`, `notify()` after commits, `close()` at exit;
+    also `ping` and `query_alias` for the client API."""
+
+    def __init__(
+        self,
+        db: Database,
+        cache: EventCache,
+        registry: AppServiceRegistry,
+        *,
+        min_backoff_s: float = MIN_BACKOFF_S,
+        max_backoff_s: float = MAX_BACKOFF_S,
+        poll_interval_s: float = POLL_INTERVAL_S,
+    ) -> None:
+        self.db = db
+        self.cache = cache
+        self.registry = registry
+        self.min_backoff_ms = int(min_backoff_s * 1000)
+        self.max_backoff_ms = int(max_backoff_s * 1000)
+        self.poll_interval_s = poll_interval_s
+        self._targets = [s for s in registry.services if s.url]
+        self._session: aiohttp.ClientSession | None = None
+        self._wakeup = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._dirty: set[str] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._lock_conn: AsyncConnection | None = None
+        self._lock_guard = asyncio.Lock()
+        self._closing = False
+
+    async def start(self) -> None:
+        if not self.registry.services:
+            return
+        self._session = aiohttp.ClientSession(
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            headers={"User-Agent": "homeserver"},
+        )
+        if self._targets:
+            self._background = [
+                asyncio.create_task(self._dispatch_forever(), name="appservice dispatch")
+            ]
+
+    async def close(self) -> None:
+        """Stop sending; what is unsent stays behind the cursors (and pending) for next time."""
+        self._closing = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        tasks = [*self._background, *self._tasks.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._lock_conn is not None:
+            await self._lock_conn.close()
+            self._lock_conn = None
+
+    def notify(self) -> None:
+        """Events were committed: look for ones to deliver. Never waits."""
+        if self._targets and not self._closing:
+            self._wakeup.set()
+
+    # ---- scheduling
+
+    async def _dispatch_forever(self) -> None:
+        """Wake every AS's task on `notify()`; otherwise poll the events stream (for what
+        federation or other processes committed), waking them only when it moved, or
+        after a sweep interval (work another process left behind)."""
+        polled = -1
+        swept = time.monotonic()
+        while True:
+            notified = True
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval_s)
+            except TimeoutError:
+                notified = False
+            self._wakeup.clear()
+            if not notified and time.monotonic() - swept < SWEEP_INTERVAL_S:
+                try:
+                    async with self.db.pool.connection() as conn:
+                        safe = (await streams.safe_positions(conn))["events"]
+                except (psycopg.Error, OSError):
+                    log.exception("appservice: cannot read the events stream position")
+                    continue
+                if safe == polled:
+                    continue
+                polled = safe
+            if not notified:
+                swept = time.monotonic()
+            for service in self._targets:
+                self._wake(service)
+
+    def _wake(self, service: AppService) -> None:
+        if self._closing:
+            return
+        if service.id in self._tasks:
+            self._dirty.add(service.id)
+            return
+        if service.id in self._timers:
+            return  # backing off: its timer wakes it
+        self._tasks[service.id] = asyncio.create_task(
+            self._run(service), name=f"appservice {service.id}"
+        )
+
+    async def _run(self, service: AppService) -> None:
+        try:
+            while True:
+                self._dirty.discard(service.id)
+                if not await self._with_lock(store.try_lock, service.id):
+                    # Another worker process delivers to it; the poll comes back here.
+                    return
+                try:
+                    retry_at = await self._drain(service)
+                finally:
+                    await self._with_lock(store.unlock, service.id)
+                if retry_at is not None:
+                    self._schedule(service, retry_at)
+                    return
+                if service.id not in self._dirty:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("appservice %s: delivery failed; retrying later", service.id)
+            self._schedule(service, _now_ms() + self.max_backoff_ms)
+        finally:
+            if self._tasks.get(service.id) is asyncio.current_task():
+                del self._tasks[service.id]
+
+    def _schedule(self, service: AppService, retry_at: int) -> None:
+        if self._closing:
+            return
+        old = self._timers.pop(service.id, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, (retry_at - _now_ms()) / 1000)
+        self._timers[service.id] = asyncio.get_running_loop().call_later(
+            delay, self._timer_fired, service
+        )
+
+    def _timer_fired(self, service: AppService) -> None:
+        self._timers.pop(service.id, None)
+        self._wake(service)
+
+    # ---- delivery
+
+    async def _drain(self, service: AppService) -> int | None:
+        """Deliver everything due, in order; the time to retry at when the AS failed."""
+        while True:
+            async with self.db.pool.connection() as conn:
+                safe = (await streams.safe_positions(conn))["events"]
+                state = await store.delivery_state(conn, service.id, safe)
+                if state.retry_at is not None and state.retry_at > _now_ms():
+                    return state.retry_at
+                if state.pending_txn_id is not None and state.pending_up_to is not None:
+                    txn_id, event_ids = state.pending_txn_id, state.pending_event_ids
+                    up_to = state.pending_up_to
+                else:
+                    heads = await store.events_after(conn, state.last_stream_ordering, safe, BATCH)
+                    if not heads:
+                        return None
+                    up_to = heads[-1].stream_ordering if len(heads) == BATCH else safe
+                    event_ids = await self._interesting(conn, service, heads)
+                    if not event_ids:
+                        await store.complete(conn, service.id, up_to, used_txn=False)
+                        continue
+                    txn_id = state.next_txn_id
+                    await store.record_pending(conn, service.id, txn_id, event_ids, up_to)
+                events = await format_events(conn, self.cache, event_ids)
+            if await self._put_transaction(service, txn_id, events):
+                async with self.db.pool.connection() as conn:
+                    await store.complete(conn, service.id, up_to, used_txn=True)
+                continue
+            now = _now_ms()
+            since = state.failing_since if state.failing_since is not None else now
+            interval = min(max(now - since, self.min_backoff_ms), self.max_backoff_ms)
+            async with self.db.pool.connection() as conn:
+                await store.record_failure(conn, service.id, since, now + interval)
+            return now + interval
+
+    async def _interesting(
+        self, conn: AsyncConnection, service: AppService, heads: Sequence[store.EventHead]
+    ) -> list[str]:
+        """The ids of the events the AS is interested in, in order."""
+        room_ids = sorted({h.room_id for h in heads})
+        facts = {
+            room_id: RoomFacts(members, aliases)
+            for room_id, (members, aliases) in (
+                await store.room_members_and_aliases(conn, room_ids)
+            ).items()
+        }
+        return [
+            h.event_id
+            for h in heads
+            if is_interested_in_event(
+                service, h.room_id, h.sender, h.type, h.state_key, facts[h.room_id]
+            )
+        ]
+
+    async def _put_transaction(
+        self, service: AppService, txn_id: int, events: list[dict[str, Any]]
+    ) -> bool:
+        """PUT one transaction; True once the AS has taken it (any 2xx)."""
+        url = _app_url(service, f"/transactions/{txn_id}")
+        try:
+            async with self._http().put(
+                url,
+                data=orjson.dumps({"events": events}),
+                headers=self._headers(service),
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+            ) as resp:
+                await resp.content.read(MAX_ANSWER_BYTES)
+                status = resp.status
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.info("appservice %s: unreachable: %s", service.id, exc or type(exc).__name__)
+            return False
+        if 200 <= status < 300:
+            return True
+        log.info("appservice %s: transaction %d answered %d", service.id, txn_id, status)
+        return False
+
+    # ---- queries and ping
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("AppServiceSender.start() was not called")
+        return self._session
+
+    @staticmethod
+    def _headers(service: AppService) -> dict[str, str]:
+        return {"Authorization": f"Bearer {service.hs_token}", "Content-Type": "application/json"}
+
+    async def _query(self, service: AppService, path: str) -> bool:
+        """GET a query endpoint; True when the AS answered 2xx (it knows the thing)."""
+        try:
+            async with self._http().get(
+                _app_url(service, path),
+                headers=self._headers(service),
+                timeout=aiohttp.ClientTimeout(total=QUERY_TIMEOUT_S),
+            ) as resp:
+                await resp.content.read(MAX_ANSWER_BYTES)
+                return 200 <= resp.status < 300
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.info("appservice %s: query failed: %s", service.id, exc or type(exc).__name__)
+            return False
+
+    async def query_alias(self, alias: str) -> bool:
+        """Ask the ASes whose alias namespace holds `alias` to create it; True if one did."""
+        for service in self.registry.services_for_alias_query(alias):
+            if await self._query(service, "/rooms/" + quote(alias, safe="")):
+                return True
+        return False
+
+    async def ping(self, service: AppService, transaction_id: str | None) -> int:
+        """POST /_matrix/app/v1/ping; the round trip in ms, or the spec's error."""
+        if not service.url:
+            raise ServiceError(
+                400, "M_URL_NOT_SET", "Application service doesn't have a URL configured"
+            )
+        body = {} if transaction_id is None else {"transaction_id": transaction_id}
+        started = time.monotonic()
+        try:
+            async with self._http().post(
+                _app_url(service, "/ping"),
+                data=orjson.dumps(body),
+                headers=self._headers(service),
+                timeout=aiohttp.ClientTimeout(total=QUERY_TIMEOUT_S),
+            ) as resp:
+                raw = await resp.content.read(MAX_ANSWER_BYTES)
+                status = resp.status
+        except TimeoutError:
+            raise ServiceError(
+                504, "M_CONNECTION_TIMEOUT", "Timed out waiting for the application service"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ServiceError(
+                502,
+                "M_CONNECTION_FAILED",
+                f"Cannot reach the application service: {exc or type(exc).__name__}",
+            ) from None
+        duration_ms = int((time.monotonic() - started) * 1000)
+        if not 200 <= status < 300:
+            raise BadStatus(status, raw.decode("utf-8", "replace"))
+        return duration_ms
+
+    # ---- cross-process exclusivity
+
+    async def _with_lock(self, operation: Any, as_id: str) -> bool:
+        """Run a lock operation on the connection that holds this process's AS locks."""
+        async with self._lock_guard:
+            if self._lock_conn is None or self._lock_conn.closed:
+                self._lock_conn = await psycopg.AsyncConnection.connect(
+                    self.db.conninfo, autocommit=True
+                )
+            try:
+                return bool(await operation(self._lock_conn, as_id))
+            except psycopg.OperationalError:
+                await self._lock_conn.close()
+                self._lock_conn = None
+                raise
