@@ -69,6 +69,20 @@ def client_event(
     return out
 
 
+def federation_event(event: Event, unsigned: JsonDict, *, redacted: bool = False) -> JsonDict:
+    """The event as servers exchange it, for filters asking `event_format: federation`.
+
+    The stored PDU (pruned when redacted), plus its event id, which room versions 3
+    and later leave out of the PDU yet clients still need to refer to the event, and
+    the same `unsigned` a client event would carry.
+    """
+    pdu = redact(event.pdu, event.room_version) if redacted else event.pdu
+    out = dict(pdu)
+    out["event_id"] = event.event_id
+    out["unsigned"] = unsigned
+    return out
+
+
 async def format_events(
     conn: AsyncConnection,
     cache: EventCache,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 from psycopg import AsyncConnection
@@ -28,7 +28,7 @@ from homeserver.services.auth import Requester
 from homeserver.services.client_events import JsonDict, format_events
 from homeserver.services.errors import ServiceError, bad_json, not_found
 from homeserver.services.events import EventCache
-from homeserver.services.filters import RoomEventFilter, parse_filter
+from homeserver.services.filters import RoomEventFilter, only_fields, parse_filter
 from homeserver.services.pagination import (
     START,
     Token,
@@ -69,7 +69,19 @@ def parse_event_filter(text: str | None) -> RoomEventFilter | None:
         raise bad_json("filter is not valid JSON") from None
     if not isinstance(definition, dict):
         raise bad_json("filter must be a JSON object")
-    return parse_filter({"room": {"timeline": definition}}).room.timeline
+    parsed = parse_filter(
+        {"room": {"timeline": definition}, "event_fields": definition.get("event_fields")}
+    )
+    if parsed.field_paths is None:
+        return parsed.room.timeline
+    return replace(parsed.room.timeline, field_paths=parsed.field_paths)
+
+
+def _keep_fields(events: list[JsonDict], event_filter: RoomEventFilter | None) -> list[JsonDict]:
+    """The filter's `event_fields` applied to a list of events."""
+    if event_filter is None or event_filter.field_paths is None:
+        return events
+    return [only_fields(event, event_filter.field_paths) for event in events]
 
 
 def sql_filter_for(event_filter: RoomEventFilter | None) -> SqlFilter | None:
@@ -269,13 +281,13 @@ async def _messages_answer(
         senders = {event_of(cache, row).sender for row in page.rows}
         members = await _lazy_members(conn, cache, page.rows[-1].state_group, senders)
     response: JsonDict = {
-        "chunk": chunk,
+        "chunk": _keep_fields(chunk, event_filter),
         "start": from_token if from_token is not None else token_for(start),
     }
     if page.more:
         response["end"] = token_for(page.cursor)
     if members:
-        response["state"] = members
+        response["state"] = _keep_fields(members, event_filter)
     return response
 
 
@@ -371,11 +383,12 @@ async def context(
         senders = {event_of(cache, r).sender for r in rows.values()}
         state_events = await _context_state(conn, cache, last.state_group, event_filter, senders)
     n_before = len(before.rows)
+    formatted = _keep_fields(formatted, event_filter)
     return {
         "event": formatted[0],
         "events_before": formatted[1 : 1 + n_before],
         "events_after": formatted[1 + n_before :],
-        "state": state_events,
+        "state": _keep_fields(state_events, event_filter),
         "start": token_for(before.cursor),
         "end": token_for(after.cursor),
     }

@@ -21,9 +21,16 @@ from psycopg import AsyncConnection
 
 from homeserver.services.auth import Requester
 from homeserver.services.errors import ServiceError
-from homeserver.services.filters import Filter, get_filter_definition, parse_filter
+from homeserver.services.filters import (
+    FieldPath,
+    Filter,
+    get_filter_definition,
+    only_fields,
+    parse_filter,
+)
 from homeserver.services.push_rules import PUSH_RULES_TYPE
-from homeserver.services.sync_rooms import LazyMembers, Rendered, RoomPlan, RoomsBuilder
+from homeserver.services.sync_rooms import Rendered, RoomsBuilder
+from homeserver.services.sync_state import LazyMembers, RoomPlan
 from homeserver.services.sync_tokens import DB_STREAMS, InvalidToken, SyncToken
 from homeserver.storage import account_data as account_data_store
 from homeserver.storage import memberships
@@ -49,6 +56,7 @@ class SyncRequest:
     full_state: bool = False
     timeout_ms: int = 0
     set_presence: str | None = None
+    use_state_after: bool = False  # `state_after` (state at the timeline's end)
 
 
 K = TypeVar("K")
@@ -159,7 +167,7 @@ class SyncService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(request.timeout_ms, 0), MAX_TIMEOUT_MS) / 1000
         while True:
-            result = await self._compute(requester, sync_filter, since, now, request.full_state)
+            result = await self._compute(requester, sync_filter, since, now, request)
             remaining = deadline - loop.time()
             if since is None or request.full_state or not result.empty or remaining <= 0:
                 if since is None or not result.empty:
@@ -180,9 +188,10 @@ class SyncService:
         sync_filter: Filter,
         since: SyncToken | None,
         now: SyncToken,
-        full_state: bool,
+        request: SyncRequest,
     ) -> _Result:
         user_id = requester.user_id
+        full_state = request.full_state
         next_batch = now if since is None else now.max(since)
         await self._ack_to_device(requester, since)
         if since is not None and not full_state and not now.ahead_of(since):
@@ -213,6 +222,7 @@ class SyncService:
                 device_id=requester.device_id,
                 sync_filter=sync_filter,
                 now=next_batch,
+                state_after=request.use_state_after,
             )
             for room_id, ephemeral in (
                 await self._ephemeral(conn, user_id, sync_filter, joined, since, now)
@@ -242,6 +252,8 @@ class SyncService:
             body["to_device"] = {"events": to_device}
         body["next_batch"] = str(next_batch.with_(to_device=reached))
         empty = not (set(body) - {"next_batch"})
+        if sync_filter.field_paths is not None:
+            _keep_fields(body, sync_filter.field_paths)
         return _Result(body, empty, joined)
 
     # -- the other streams ------------------------------------------------------------
@@ -499,6 +511,23 @@ class SyncService:
             elif sync_filter.room.account_data.matches({**event, "room_id": row.room_id}):
                 room_events.setdefault(row.room_id, []).append(event)
         return global_events, room_events
+
+
+def _keep_fields(body: JsonDict, paths: tuple[FieldPath, ...]) -> None:
+    """Apply the filter's `event_fields` to every event the filter governs: room
+    timelines, state, ephemeral and account data, global account data, presence."""
+
+    def batch(holder: JsonDict, key: str) -> None:
+        section = holder.get(key)
+        if isinstance(section, dict) and "events" in section:
+            section["events"] = [only_fields(e, paths) for e in section["events"]]
+
+    for key in ("account_data", "presence"):
+        batch(body, key)
+    for section in ("join", "leave"):
+        for room in body.get("rooms", {}).get(section, {}).values():
+            for key in ("timeline", "state", "state_after", "ephemeral", "account_data"):
+                batch(room, key)
 
 
 def parse_bool(value: str | None, name: str) -> bool:

@@ -1,13 +1,12 @@
 """The `rooms` part of a sync response, built for all the rooms of one sync at once.
 
 `services/sync.py` decides which rooms a sync covers and how (a `RoomPlan` each);
-this module reads their timelines, state, summaries and stripped state with a
-fixed number of batched queries (storage/sync.py) and renders them.
+this module reads their timelines, summaries and stripped state with a fixed
+number of batched queries (storage/sync.py) and renders them. The state sent with
+each timeline (`state` or `state_after`) is `services/sync_state.py`'s.
 
-State sent with a timeline is the state at the timeline's start: all of it when
-the client starts from nothing (initial sync, `full_state`, a room just joined),
-else only what changed between the since-token and the timeline's start, which is
-non-empty only when the timeline is `limited` (the changes in the gap).
+Events are rendered in the client format, or as stored PDUs when the filter asks
+for `event_format: federation`.
 """
 
 from __future__ import annotations
@@ -15,23 +14,23 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from psycopg import AsyncConnection
 
 from federation.events import MEMBER, Event
-from homeserver.services.client_events import JsonDict, client_event
+from homeserver.services.client_events import JsonDict, client_event, federation_event
 from homeserver.services.events import EventCache, load_event, state_entries
 from homeserver.services.filters import Filter, RoomEventFilter
 from homeserver.services.messages import sql_filter_for
 from homeserver.services.pagination import gap_before, token_for
+from homeserver.services.sync_state import LazyMembers, RoomPlan, RoomStates, TimelineRoom
 from homeserver.services.sync_tokens import SyncToken
 from homeserver.services.visibility import filter_visible
 from homeserver.storage import events as event_store
 from homeserver.storage import invite_state
 from homeserver.storage import sync as sync_store
 from homeserver.storage.events import EventRow
-from homeserver.storage.state import StateKey, StateMap
+from homeserver.storage.state import StateKey
 from homeserver.storage.timeline import Position
 
 DEFAULT_TIMELINE_LIMIT = 10
@@ -47,65 +46,6 @@ STRIPPED_STATE_TYPES = (
     "m.room.encryption",
     "m.room.topic",
 )
-
-
-@dataclass(slots=True)
-class RoomPlan:
-    """One room of a sync and how to render it."""
-
-    room_id: str
-    section: str  # "join", "leave", "invite" or "knock"
-    membership_event_id: str
-    membership_stream: int
-    lower: int  # the timeline covers stream positions in (lower, upper]
-    upper: int
-    full: bool  # state from nothing, not a delta since `lower`
-
-
-class LazyMembers:
-    """Which member events each device already has, per room, for lazy loading.
-
-    Bounded: devices beyond `devices` are forgotten least recently used first, and a
-    room's memory is dropped when it grows beyond `per_room` members; forgetting only
-    means sending a member event again, which clients accept.
-    """
-
-    def __init__(self, devices: int = 10_000, per_room: int = 2_000) -> None:
-        self._devices: OrderedDict[tuple[str, str], dict[str, dict[str, str]]] = OrderedDict()
-        self._max_devices = devices
-        self._per_room = per_room
-
-    def _rooms(self, user_id: str, device_id: str) -> dict[str, dict[str, str]]:
-        key = (user_id, device_id)
-        rooms = self._devices.get(key)
-        if rooms is None:
-            rooms = self._devices[key] = {}
-            if len(self._devices) > self._max_devices:
-                self._devices.popitem(last=False)
-        else:
-            self._devices.move_to_end(key)
-        return rooms
-
-    def reset(self, user_id: str, device_id: str, room_id: str | None = None) -> None:
-        """The client starts from nothing: in one room, or everywhere."""
-        rooms = self._rooms(user_id, device_id)
-        if room_id is None:
-            rooms.clear()
-        else:
-            rooms.pop(room_id, None)
-
-    def sent(self, user_id: str, device_id: str, room_id: str) -> Mapping[str, str]:
-        return self._rooms(user_id, device_id).get(room_id, {})
-
-    def remember(
-        self, user_id: str, device_id: str, room_id: str, members: Mapping[str, str]
-    ) -> None:
-        if not members:
-            return
-        room = self._rooms(user_id, device_id).setdefault(room_id, {})
-        room.update(members)
-        if len(room) > self._per_room:
-            room.clear()
 
 
 class Rendered:
@@ -126,25 +66,6 @@ class Rendered:
         self._items[event_id] = rendered
         if len(self._items) > self._size:
             self._items.popitem(last=False)
-
-
-@dataclass(slots=True)
-class _Room:
-    plan: RoomPlan
-    timeline: list[tuple[Event, EventRow]] = field(default_factory=list)
-    limited: bool = False
-    state: StateMap = field(default_factory=dict)
-    at_start: StateMap | None = None  # the full state at the timeline start, when read
-    summary: sync_store.RoomSummary | None = None
-
-    @property
-    def start(self) -> int:
-        """The stream position the timeline starts at (just after its end when empty)."""
-        if self.timeline:
-            row = self.timeline[0][1]
-            assert row.stream_ordering is not None
-            return row.stream_ordering
-        return self.plan.upper + 1
 
 
 def timeline_limit(room_filter: RoomEventFilter) -> int:
@@ -174,6 +95,7 @@ class RoomsBuilder:
         device_id: str,
         sync_filter: Filter,
         now: SyncToken,
+        state_after: bool = False,
     ) -> None:
         self.conn = conn
         self.cache = cache
@@ -183,6 +105,8 @@ class RoomsBuilder:
         self.device_id = device_id
         self.filter = sync_filter
         self.now = now
+        self.state_after = state_after
+        self.state_section = "state_after" if state_after else "state"
         self.now_ms = int(time.time() * 1000)
 
     # -- reading ---------------------------------------------------------------
@@ -194,7 +118,7 @@ class RoomsBuilder:
             self.cache.put(event)
         return event
 
-    async def _timelines(self, rooms: list[_Room]) -> None:
+    async def _timelines(self, rooms: list[TimelineRoom]) -> None:
         timeline_filter = self.filter.room.timeline
         limit = timeline_limit(timeline_filter)
         trivial = timeline_filter == RoomEventFilter(limit=timeline_filter.limit)
@@ -212,7 +136,7 @@ class RoomsBuilder:
                 room.timeline = [(e, row) for e, row in events if timeline_filter.matches(e.pdu)]
         await self._apply_visibility(rooms)
 
-    async def _apply_visibility(self, rooms: list[_Room]) -> None:
+    async def _apply_visibility(self, rooms: list[TimelineRoom]) -> None:
         """Drop the events history visibility hides from the user.
 
         A user whose current membership event precedes the timeline was in the room
@@ -244,90 +168,7 @@ class RoomsBuilder:
                 found[event_id] = self._event(row)
         return found
 
-    async def _states(self, rooms: list[_Room], lazy: bool) -> None:
-        """Fill each room's `state`: full at the timeline start, or the gap's delta."""
-        points: set[tuple[str, int]] = set()
-        for room in rooms:
-            room_id = room.plan.room_id
-            if room.plan.full or room.limited or lazy:
-                points.add((room_id, room.start))
-            if not room.plan.full and room.limited:
-                points.add((room_id, room.plan.lower + 1))
-        groups = await sync_store.state_groups_before(self.conn, points)
-        full_groups = {
-            groups[point]
-            for room in rooms
-            if room.plan.full or room.limited
-            for point in ((room.plan.room_id, room.start), (room.plan.room_id, room.plan.lower + 1))
-            if point in groups
-        }
-        states = await sync_store.full_states(self.conn, full_groups)
-        for room in rooms:
-            room_id = room.plan.room_id
-            start_group = groups.get((room_id, room.start))
-            if room.plan.full or room.limited:
-                room.at_start = states.get(start_group, {}) if start_group is not None else {}
-            if room.plan.full:
-                room.state = dict(room.at_start or {})
-            elif room.limited:
-                since_group = groups.get((room_id, room.plan.lower + 1))
-                before = states.get(since_group, {}) if since_group is not None else {}
-                room.state = {k: v for k, v in (room.at_start or {}).items() if before.get(k) != v}
-        if lazy:
-            await self._lazy_members(rooms, groups)
-
-    async def _lazy_members(
-        self, rooms: list[_Room], groups: Mapping[tuple[str, int], int]
-    ) -> None:
-        """Keep only the member events the client needs: the timeline's senders, the
-        heroes, the user's own on a fresh start, and every membership change in a gap;
-        and of those, only what this device does not have already."""
-        include_redundant = self.filter.room.state.include_redundant_members
-        lookups: dict[int, set[StateKey]] = {}
-        wanted: dict[str, set[str]] = {}
-        for room in rooms:
-            users = {event.sender for event, _ in room.timeline}
-            if room.summary is not None:
-                users.update(room.summary.heroes)
-            if room.plan.full:
-                users.add(self.user_id)
-            wanted[room.plan.room_id] = users
-            group = groups.get((room.plan.room_id, room.start))
-            if group is not None and room.at_start is None:
-                lookups.setdefault(group, set()).update((MEMBER, u) for u in users)
-        keys = set().union(*lookups.values()) if lookups else set()
-        found = await state_entries(self.conn, self.cache, lookups.keys(), keys)
-        for room in rooms:
-            room_id = room.plan.room_id
-            users = wanted[room_id]
-            if room.plan.full:
-                self.lazy.reset(self.user_id, self.device_id, room_id)
-            # Membership changes in a gap are sent whatever the device has.
-            gap = set() if room.plan.full else {sk for t, sk in room.state if t == MEMBER}
-            source = room.at_start
-            if source is None:
-                group = groups.get((room_id, room.start))
-                source = found.get(group, {}) if group is not None else {}
-            candidates = {k: v for k, v in room.state.items() if k[0] != MEMBER or k[1] in gap}
-            for key, event_id in source.items():
-                if key[0] == MEMBER and key[1] in users:
-                    candidates.setdefault(key, event_id)
-            sent = self.lazy.sent(self.user_id, self.device_id, room_id)
-            room.state = {
-                (event_type, state_key): event_id
-                for (event_type, state_key), event_id in candidates.items()
-                if event_type != MEMBER
-                or state_key in gap
-                or include_redundant
-                or sent.get(state_key) != event_id
-            }
-            members = {sk: eid for (t, sk), eid in room.state.items() if t == MEMBER}
-            for event, _ in room.timeline:
-                if event.type == MEMBER and event.state_key is not None:
-                    members[event.state_key] = event.event_id
-            self.lazy.remember(self.user_id, self.device_id, room_id, members)
-
-    async def _summaries(self, rooms: list[_Room]) -> None:
+    async def _summaries(self, rooms: list[TimelineRoom]) -> None:
         """Summaries for joined rooms the client starts from nothing in, or whose
         membership changed."""
         needed = [
@@ -348,8 +189,9 @@ class RoomsBuilder:
 
     # -- rendering -------------------------------------------------------------
 
-    async def _render_events(self, rooms: list[_Room]) -> dict[str, JsonDict]:
-        """Client events for every timeline and state event of these rooms, by id.
+    async def _render_events(self, rooms: list[TimelineRoom]) -> dict[str, JsonDict]:
+        """Client events (or PDUs, for `event_format: federation`) for every timeline
+        and state event of these rooms, by id.
 
         Unredacted events are rendered once and kept (`Rendered`); only their
         `unsigned` is made per response. State events already rendered are not read
@@ -360,7 +202,12 @@ class RoomsBuilder:
             for _, row in room.timeline:
                 rows[row.event_id] = row
         state_ids = {eid for room in rooms for eid in room.state.values() if eid not in rows}
-        known = {eid for eid in state_ids if self.rendered.get(eid) is not None}
+        federation = self.filter.event_format == "federation"
+        known = (
+            set()
+            if federation
+            else {eid for eid in state_ids if self.rendered.get(eid) is not None}
+        )
         if state_ids - known:
             rows.update(await event_store.get_events(self.conn, state_ids - known))
         redacted_by = {eid: row.redacted_by for eid, row in rows.items() if row.redacted_by}
@@ -411,6 +258,10 @@ class RoomsBuilder:
                 if txn_id is not None:
                     unsigned["transaction_id"] = txn_id
                 rendered = {**base, "unsigned": unsigned}
+            if federation:
+                redacted = event_id in redacted_by
+                event = redacted_events[event_id] if redacted else self._event(rows[event_id])
+                rendered = federation_event(event, rendered["unsigned"], redacted=redacted)
             out[event_id] = rendered
         return out
 
@@ -422,10 +273,19 @@ class RoomsBuilder:
         """The `rooms` object. `room_extras` holds per-room `account_data` and
         `ephemeral` for joined rooms; a joined room with only extras still appears."""
         by_section: dict[str, JsonDict] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
-        timeline_rooms = [_Room(p) for p in plans if p.section in ("join", "leave")]
+        timeline_rooms = [TimelineRoom(p) for p in plans if p.section in ("join", "leave")]
         await self._timelines(timeline_rooms)
         await self._summaries(timeline_rooms)
-        await self._states(timeline_rooms, self.filter.room.state.lazy_load_members)
+        room_states = RoomStates(
+            self.conn,
+            self.cache,
+            self.lazy,
+            user_id=self.user_id,
+            device_id=self.device_id,
+            after=self.state_after,
+            include_redundant_members=self.filter.room.state.include_redundant_members,
+        )
+        await room_states.fill(timeline_rooms, self.filter.room.state.lazy_load_members)
         await self._summaries_after_state(timeline_rooms)
         rendered = await self._render_events(timeline_rooms)
         state_filter = self.filter.room.state
@@ -447,7 +307,7 @@ class RoomsBuilder:
                     "limited": room.limited,
                     "prev_batch": self._prev_batch(room),
                 },
-                "state": {"events": state_events},
+                self.state_section: {"events": state_events},
             }
             extras = room_extras.get(room_id, {})
             if room.plan.section == "join":
@@ -468,7 +328,7 @@ class RoomsBuilder:
                 continue
             by_section["join"][room_id] = {
                 "timeline": {"events": [], "limited": False},
-                "state": {"events": []},
+                self.state_section: {"events": []},
                 "ephemeral": extras.get("ephemeral", {"events": []}),
                 "account_data": extras.get("account_data", {"events": []}),
                 "unread_notifications": {"highlight_count": 0, "notification_count": 0},
@@ -481,7 +341,7 @@ class RoomsBuilder:
                 by_section[plan.section][plan.room_id] = {key: {"events": states[plan.room_id]}}
         return by_section
 
-    def _prev_batch(self, room: _Room) -> str:
+    def _prev_batch(self, room: TimelineRoom) -> str:
         """Where /messages continues backwards: the gap before the timeline's first
         event, or the end of the window when the timeline is empty."""
         if room.timeline:
@@ -490,7 +350,7 @@ class RoomsBuilder:
             return token_for(gap_before(Position(event.depth, row.stream_ordering)))
         return str(self.now.with_(events=room.plan.upper))
 
-    async def _summaries_after_state(self, rooms: list[_Room]) -> None:
+    async def _summaries_after_state(self, rooms: list[TimelineRoom]) -> None:
         """A limited gap may hold membership changes: those rooms need a summary too."""
         missing = [
             r

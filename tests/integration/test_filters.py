@@ -1,11 +1,13 @@
-"""Uploading and downloading filters over HTTP."""
+"""Filters over HTTP: uploading and downloading them, and what `event_fields` and
+`event_format` do to the events of /sync and /messages."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
-from tests.integration.conftest import CLIENT_V3, auth_header, make_user
+from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, make_user
 
 FILTER = {
     "room": {
@@ -112,8 +114,109 @@ async def test_malformed_filters(homeserver_client: Callable[..., Any]) -> None:
         {"account_data": {"not_senders": [None]}},
         {"event_fields": "type"},
         {"event_format": "raw"},
+        {"event_fields": ["content..body"]},
+        {"event_fields": [""]},
         {"room": {"timeline": {"types": ["a\x00"]}}},
     ):
         await _error(await client.post(url, json=bad, headers=headers), 400, "M_BAD_JSON")
     resp = await client.post(url, json={"event_fields": ["x" * 1100]}, headers=headers)
     await _error(resp, 413, "M_TOO_LARGE")
+
+
+async def _sync(user: RoomUser, **params: Any) -> Any:
+    query = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in params.items()}
+    status, body = await user.get("/v3/sync", **query)
+    assert status == 200, body
+    return body
+
+
+async def test_event_fields_in_sync(homeserver_client: Callable[..., Any]) -> None:
+    client = await homeserver_client(**{"rate_limits.enabled": False})
+    alice = await RoomUser.make(client, "alice")
+    room = await alice.create_room(topic="plants")
+    first = await alice.say(room, "hello")
+    await alice.send(
+        room,
+        {
+            "msgtype": "m.text",
+            "body": "reply",
+            "m.relates_to": {"m.in_reply_to": {"event_id": first}},
+        },
+    )
+    await alice.ok("PUT", f"/user/{alice.user_id}/account_data/org.example.prefs", {"a": 1})
+    # `\.` is a dot inside a property name.
+    fields = ["type", "content.body", "content.m\\.relates_to.m\\.in_reply_to", "content.topic"]
+    body = await _sync(alice, filter={"event_fields": fields, "room": {"timeline": {"limit": 2}}})
+    entry = body["rooms"]["join"][room]
+    assert entry["timeline"]["events"] == [
+        {"type": "m.room.message", "content": {"body": "hello"}},
+        {
+            "type": "m.room.message",
+            "content": {"body": "reply", "m.relates_to": {"m.in_reply_to": {"event_id": first}}},
+        },
+    ]
+    state = entry["state"]["events"]
+    assert {"type": "m.room.topic", "content": {"topic": "plants"}} in state
+    assert all(set(event) <= {"type", "content"} for event in state)
+    assert {"type": "org.example.prefs"} in body["account_data"]["events"]
+
+    # A stored filter does the same, and events without a filter are whole.
+    resp = await client.post(
+        f"{CLIENT_V3}/user/{alice.user_id}/filter",
+        json={"event_fields": ["event_id"]},
+        headers=alice.headers,
+    )
+    filter_id = (await resp.json())["filter_id"]
+    timeline = (await _sync(alice, filter=filter_id))["rooms"]["join"][room]["timeline"]
+    assert all(set(event) == {"event_id"} for event in timeline["events"])
+    whole = (await _sync(alice))["rooms"]["join"][room]["timeline"]["events"][-1]
+    assert {"event_id", "sender", "origin_server_ts", "unsigned", "content"} <= set(whole)
+
+
+async def test_event_fields_in_messages(homeserver_client: Callable[..., Any]) -> None:
+    client = await homeserver_client(**{"rate_limits.enabled": False})
+    alice = await RoomUser.make(client, "alice")
+    room = await alice.create_room()
+    await alice.say(room, "one")
+    event_filter = {"types": ["m.room.message"], "event_fields": ["content.body", "sender"]}
+    status, page = await alice.get(
+        f"/v3/rooms/{room}/messages", dir="b", filter=json.dumps(event_filter)
+    )
+    assert status == 200
+    assert page["chunk"] == [{"content": {"body": "one"}, "sender": alice.user_id}]
+    status, page = await alice.get(
+        f"/v3/rooms/{room}/messages", dir="b", filter=json.dumps({"event_fields": ["a..b"]})
+    )
+    assert (status, page["errcode"]) == (400, "M_BAD_JSON")
+
+
+async def test_event_format_federation(homeserver_client: Callable[..., Any]) -> None:
+    client = await homeserver_client(**{"rate_limits.enabled": False})
+    alice = await RoomUser.make(client, "alice")
+    room = await alice.create_room()
+    kept = await alice.say(room, "kept")
+    gone = await alice.say(room, "secret")
+    await alice.redact(room, gone)
+    body = await _sync(alice, filter={"event_format": "federation"})
+    entry = body["rooms"]["join"][room]
+    events = {e["event_id"]: e for e in entry["timeline"]["events"]}
+    pdu = events[kept]
+    # The PDU as servers see it: hashes, signatures, DAG edges, depth, room id.
+    assert {"auth_events", "prev_events", "hashes", "signatures", "depth", "room_id"} <= set(pdu)
+    assert pdu["content"] == {"msgtype": "m.text", "body": "kept"}
+    assert "age" in pdu["unsigned"]
+    # A redacted event is pruned, its signatures intact.
+    assert events[gone]["content"] == {}
+    assert "signatures" in events[gone]
+    assert "redacted_because" in events[gone]["unsigned"]
+    for event in entry["state"]["events"]:
+        assert {"signatures", "hashes", "auth_events", "state_key"} <= set(event)
+    # With event_fields on top.
+    body = await _sync(
+        alice, filter={"event_format": "federation", "event_fields": ["depth", "event_id"]}
+    )
+    timeline = body["rooms"]["join"][room]["timeline"]["events"]
+    assert all(set(event) == {"depth", "event_id"} for event in timeline)
+    # The client format stays the default.
+    client_form = (await _sync(alice))["rooms"]["join"][room]["timeline"]["events"]
+    assert all("signatures" not in event for event in client_form)

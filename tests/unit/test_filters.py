@@ -12,6 +12,8 @@ from homeserver.services.filters import (
     Filter,
     RoomEventFilter,
     TypeSet,
+    only_fields,
+    parse_field_path,
     parse_filter,
     wildcard_match,
 )
@@ -167,3 +169,18 @@ def test_malformed(definition: Any) -> None:
     with pytest.raises(ServiceError) as info:
         parse_filter(definition)
     assert (info.value.status, info.value.errcode) == (400, "M_BAD_JSON")
+
+
+def test_field_paths_and_projection() -> None:
+    assert parse_field_path("content.body") == ("content", "body")
+    assert parse_field_path("content.m\\.relates_to") == ("content", "m.relates_to")
+    assert parse_field_path("a\\\\.b") == ("a\\", "b")
+    event = {"type": "t", "content": {"body": "b", "m.x": {"y": 1}, "n": 2}, "depth": 3}
+    paths = [parse_field_path(p) for p in ("content.m\\.x.y", "type", "missing.deep", "depth.x")]
+    assert only_fields(event, paths) == {"content": {"m.x": {"y": 1}}, "type": "t"}
+    # A whole object then a path into it: the event given is left unchanged.
+    both = only_fields(event, [("content",), ("content", "body")])
+    assert both == {"content": event["content"]}
+    assert event["content"] == {"body": "b", "m.x": {"y": 1}, "n": 2}
+    with pytest.raises(ServiceError):
+        parse_filter({"event_fields": ["a..b"]})

@@ -11,7 +11,6 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services.profile import FIELDS as PROFILE_FIELDS
 
 
 def capabilities(default_room_version: str) -> dict[str, Any]:
@@ -23,8 +22,8 @@ def capabilities(default_room_version: str) -> dict[str, Any]:
         },
         "m.set_displayname": {"enabled": True},
         "m.set_avatar_url": {"enabled": True},
-        # Clients assume any profile field is settable unless told otherwise.
-        "m.profile_fields": {"enabled": True, "allowed": list(PROFILE_FIELDS)},
+        # No `allowed` list: every profile field the spec's key grammar admits.
+        "m.profile_fields": {"enabled": True},
         "m.3pid_changes": {"enabled": False},
         "m.get_login_token": {"enabled": True},
     }

@@ -22,6 +22,7 @@ async def sync(request: web.Request) -> web.Response:
             full_state=parse_bool(query.get("full_state"), "full_state"),
             timeout_ms=parse_timeout(query.get("timeout")),
             set_presence=query.get("set_presence"),
+            use_state_after=parse_bool(query.get("use_state_after"), "use_state_after"),
         ),
     )
     return json_response(body)
