@@ -201,6 +201,15 @@ class RoomWriter:
     device_list_positions: list[int] = field(default_factory=list)
     # local users the new events notify (push actions stored): push delivery wakes them
     notified_users: set[str] = field(default_factory=set)
+    # What the transaction changed, for caches of room facts (push evaluation): the
+    # state group it started from, the state keys it changed, and the memberships it
+    # wrote, in order, as (user id, membership, display name)
+    start_state_group: int | None = field(default=None, init=False)
+    changed_state: set[StateKey] = field(default_factory=set)
+    membership_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.start_state_group = self.state_group
 
     async def _auth_state(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
         ids = await state.get_current_state(self.conn, self.room_id, keys | {CREATE_KEY})
@@ -281,6 +290,9 @@ class RoomWriter:
             self.device_list_positions.append(moved)
         name = event.content.get("displayname")
         avatar = event.content.get("avatar_url")
+        self.membership_changes.append(
+            (event.state_key, event.membership, name if isinstance(name, str) else None)
+        )
         await memberships.upsert_membership(
             self.conn,
             memberships.MembershipRow(
@@ -307,6 +319,7 @@ class RoomWriter:
             )
             await state.set_current_state(conn, self.room_id, delta)
             await rooms.set_current_state_group(conn, self.room_id, self.state_group)
+            self.changed_state.add(event.state_tuple)
             await self.set_membership(event, stream_ordering)
         await event_store.insert_event(
             conn, event_record(event), stream_ordering=stream_ordering, state_group=self.state_group

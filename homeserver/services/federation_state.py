@@ -232,10 +232,13 @@ async def write_current_state(
     writer: RoomWriter, changed: StateMap, removed: Iterable[StateKey], group: int
 ) -> None:
     conn, room_id = writer.conn, writer.room_id
+    removed = list(removed)
     await state.set_current_state(conn, room_id, changed)
     await fed_store.delete_current_state(conn, room_id, removed)
     await rooms.set_current_state_group(conn, room_id, group)
     writer.state_group = group
+    writer.changed_state.update(changed)
+    writer.changed_state.update(removed)
     member_ids = [eid for (event_type, _), eid in changed.items() if event_type == MEMBER]
     members = await load_events(conn, writer.cache, member_ids)
     # A membership that became current through resolution, or with state learnt on

@@ -5,9 +5,11 @@ Evaluation runs inside the transaction that persists the events (local sends and
 events from other servers alike, through `EventCreator.before_commit`), so the
 counts a sync reads always match the events it sees. It must stay cheap there: the
 room's joined members with their display names, and its power levels, are cached
-per (room, current state group), which is exact since any membership or power
-change makes a new state group; users' compiled rules are cached by the push rules
-service; and all the rows of a commit go to the database in one statement.
+per room and brought forward by each transaction's own membership changes (one
+entry per change; the state group tells when another process wrote meanwhile, and
+the room is read afresh); users are evaluated by groups sharing one compiled rule
+set (most users keep the server defaults), the user-independent conditions once per
+group and event; and all the rows of a commit go to the database in one statement.
 
 The rows do not stay forever: a background task (`prune`) deletes those read and
 older than `push.retention_days`, and all older than `push.unread_retention_days`.
@@ -34,7 +36,8 @@ from federation.power_levels import user_level
 from homeserver.services.client_events import client_event
 from homeserver.services.errors import ServiceError
 from homeserver.services.events import RoomWriter, load_events
-from homeserver.services.push_evaluator import Outcome, RoomFacts
+from homeserver.services.push_defaults import localpart_of
+from homeserver.services.push_evaluator import Member, Outcome, RoomFacts
 from homeserver.storage import notifications as store
 from homeserver.storage import state
 
@@ -49,20 +52,45 @@ PRUNE_INTERVAL_S = 3600.0
 MAIN_THREAD = store.MAIN_THREAD
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RoomPushState:
-    """What evaluation reads about a room at one state group."""
+    """What evaluation reads about a room, as of state group `group`.
 
-    names: Mapping[str, str | None]  # joined members' display names
-    local_members: Sequence[str]
+    Kept up to date from the membership changes each transaction writes (one entry
+    per change) rather than re-read: a transaction that starts from `group` applies
+    its changes and moves `group` on. A transaction starting from any other group
+    (another worker process wrote to the room meanwhile, or this entry was built
+    before a transaction that failed) reads the room afresh: state group ids are
+    never reused, so equal groups mean equal memberships.
+    """
+
+    group: int | None
+    names: dict[str, str | None]  # joined members' display names
+    members: dict[str, Member]  # the local ones among them
     create: Event | None
     power: Event | None
 
-    def facts(self, user_id: str, sender_power: float) -> RoomFacts:
+    def apply(self, user_id: str, membership: str, name: str | None, server: str) -> None:
+        """One membership change, as `room_memberships` records it."""
+        if membership != "join":
+            self.names.pop(user_id, None)
+            self.members.pop(user_id, None)
+            return
+        self.names[user_id] = name
+        if domain_of(user_id) == server:
+            self.members[user_id] = Member.of(user_id, localpart_of(user_id), name)
+
+    def member(self, user_id: str) -> Member:
+        found = self.members.get(user_id)
+        if found is None:
+            found = Member.of(user_id, localpart_of(user_id), self.names.get(user_id))
+        return found
+
+    def facts(self, sender_power: float) -> RoomFacts:
+        """The room's facts; each member's display name comes from their `Member`."""
         levels = self.power.content.get("notifications") if self.power is not None else None
         return RoomFacts(
             member_count=len(self.names),
-            display_name=self.names.get(user_id),
             sender_power=sender_power,
             notification_levels=levels if isinstance(levels, Mapping) else {},
         )
@@ -83,7 +111,7 @@ class NotificationService:
 
     def __init__(self, hs: Homeserver) -> None:
         self.hs = hs
-        self._rooms: OrderedDict[str, tuple[int | None, RoomPushState]] = OrderedDict()
+        self._rooms: OrderedDict[str, RoomPushState] = OrderedDict()
         self._pruner: asyncio.Task[None] | None = None
         # Where the next prune starts: everything below was deleted by an earlier one.
         self._pruned_below: int | None = None
@@ -150,42 +178,65 @@ class NotificationService:
         return deleted
 
     async def _room_state(self, writer: RoomWriter) -> RoomPushState:
-        cached = self._rooms.get(writer.room_id)
-        if cached is not None and cached[0] == writer.state_group and writer.state_group:
-            self._rooms.move_to_end(writer.room_id)
-            return cached[1]
-        conn = writer.conn
-        members = await store.joined_members_with_names(conn, writer.room_id)
-        ids = await state.get_current_state(conn, writer.room_id, {CREATE_KEY, POWER_LEVELS_KEY})
-        found = await load_events(conn, writer.cache, ids.values())
+        """The room's push facts at the writer's state group: the cached entry brought
+        forward by the transaction's own changes when it was at the group the
+        transaction started from, else read afresh."""
+        room_id, group = writer.room_id, writer.state_group
+        cached = self._rooms.get(room_id)
+        if cached is not None and group is not None:
+            if cached.group == group:
+                self._rooms.move_to_end(room_id)
+                return cached
+            if cached.group is not None and cached.group == writer.start_state_group:
+                self._rooms.move_to_end(room_id)
+                cached.group = None  # half-updated until done
+                server = self.hs.server_name
+                for user_id, membership, name in writer.membership_changes:
+                    cached.apply(user_id, membership, name, server)
+                if CREATE_KEY in writer.changed_state or POWER_LEVELS_KEY in writer.changed_state:
+                    cached.create, cached.power = await self._create_and_power(writer)
+                cached.group = group
+                return cached
+        self._rooms.pop(room_id, None)
+        members = await store.joined_members_with_names(writer.conn, room_id)
+        room = RoomPushState(group, {}, {}, *await self._create_and_power(writer))
         server = self.hs.server_name
-        room = RoomPushState(
-            names=dict(members),
-            local_members=[u for u, _ in members if domain_of(u) == server],
-            create=found.get(ids.get(CREATE_KEY, "")),
-            power=found.get(ids.get(POWER_LEVELS_KEY, "")),
-        )
-        self._rooms[writer.room_id] = (writer.state_group, room)
-        if len(self._rooms) > CACHED_ROOMS:
-            self._rooms.popitem(last=False)
+        for user_id, name in members:
+            room.apply(user_id, "join", name, server)
+        if group is not None:
+            self._rooms[room_id] = room
+            if len(self._rooms) > CACHED_ROOMS:
+                self._rooms.popitem(last=False)
         return room
+
+    @staticmethod
+    async def _create_and_power(writer: RoomWriter) -> tuple[Event | None, Event | None]:
+        ids = await state.get_current_state(
+            writer.conn, writer.room_id, {CREATE_KEY, POWER_LEVELS_KEY}
+        )
+        found = await load_events(writer.conn, writer.cache, ids.values())
+        return found.get(ids.get(CREATE_KEY, "")), found.get(ids.get(POWER_LEVELS_KEY, ""))
 
     def _recipients(self, room: RoomPushState, event: Event) -> list[str]:
         """Local joined members other than the sender, and a local user invited."""
-        users = [u for u in room.local_members if u != event.sender]
+        users = [u for u in room.members if u != event.sender]
         if (
             event.type == MEMBER
             and event.membership == "invite"
             and event.state_key
             and event.state_key != event.sender
             and domain_of(event.state_key) == self.hs.server_name
-            and event.state_key not in users
+            and event.state_key not in room.members
         ):
             users.append(event.state_key)
         return users
 
     async def before_commit(self, writer: RoomWriter) -> None:
-        """EventCreator's in-transaction hook: store the push actions of the new events."""
+        """EventCreator's in-transaction hook: store the push actions of the new events.
+
+        Users are evaluated by group (`PushRuleService.shared`): the conditions that do
+        not depend on the user once per group and event, the others per user; the
+        outcome is the one each user's own rules give (tests/unit test_push_shared)."""
         room = await self._room_state(writer)
         rows: list[store.PushActionRow] = []
         encoded: dict[int, str | None] = {}
@@ -194,25 +245,26 @@ class NotificationService:
             users = self._recipients(room, event)
             if not users:
                 continue
-            rules = await self.hs.push_rules.compiled(writer.conn, users)
+            groups = await self.hs.push_rules.shared(writer.conn, users)
             pdu = event.pdu
             thread = thread_of(event)
-            sender_power = user_level(event.sender, room.create, room.power)
-            for user_id in users:
-                outcome = rules[user_id].evaluate(pdu, room.facts(user_id, sender_power))
-                if outcome is None or not outcome.notify:
-                    continue
-                writer.notified_users.add(user_id)
-                rows.append(
-                    store.PushActionRow(
-                        user_id=user_id,
-                        stream_ordering=persisted.stream_ordering,
-                        room_id=writer.room_id,
-                        thread_id=thread,
-                        actions=self._encode(outcome, encoded),
-                        highlight=outcome.highlight,
+            facts = room.facts(user_level(event.sender, room.create, room.power))
+            for rules, user_ids in groups:
+                members = [room.member(u) for u in user_ids]
+                for member, outcome in rules.evaluate_many(pdu, facts, members):
+                    if not outcome.notify:
+                        continue
+                    writer.notified_users.add(member.user_id)
+                    rows.append(
+                        store.PushActionRow(
+                            user_id=member.user_id,
+                            stream_ordering=persisted.stream_ordering,
+                            room_id=writer.room_id,
+                            thread_id=thread,
+                            actions=self._encode(outcome, encoded),
+                            highlight=outcome.highlight,
+                        )
                     )
-                )
         await store.insert_push_actions(writer.conn, rows)
 
     @staticmethod

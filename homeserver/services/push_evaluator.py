@@ -298,3 +298,231 @@ def evaluate(
 ) -> Outcome | None:
     """Evaluate a ruleset once (callers that evaluate often keep a CompiledRules)."""
     return CompiledRules(ruleset).evaluate(event, facts)
+
+
+# -- shared evaluation ------------------------------------------------------------------
+#
+# Most users' rules are the server defaults, which differ from one user to another only
+# in the user's id (mentions, invites), localpart (the user-name content rule) and, in
+# the display-name condition, the display name. `SharedRules` compiles such a ruleset
+# once, with those three as parameters, and evaluates an event for many users at once:
+# conditions that do not depend on the user are tried once per event, and only the few
+# that do are tried per user, most often through a set lookup or a substring search.
+
+# Non-ASCII characters that case-insensitive matching (Python's `re`) takes as equal to
+# an ASCII letter; every other non-ASCII character becomes '?' in `fold`.
+_ASCII_TWINS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+
+
+def fold(text: str) -> bytes:
+    """A coarse case-folding, one byte per character, such that whenever `re` with
+    IGNORECASE matches a literal at some position of `text`, the folded literal occurs
+    at that position of the folded text: a cheap necessary test before the regex."""
+    return text.translate(_ASCII_TWINS).encode("ascii", "replace").lower()
+
+
+def _is_literal(pattern: str) -> bool:
+    return "*" not in pattern and "?" not in pattern
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """The per-user facts of shared evaluation, folded once (kept per room member)."""
+
+    user_id: str
+    localpart: str
+    display_name: str | None
+    folded_user_id: bytes
+    folded_localpart: bytes
+    folded_name: bytes
+
+    @classmethod
+    def of(cls, user_id: str, localpart: str, display_name: str | None) -> Member:
+        return cls(
+            user_id,
+            localpart,
+            display_name,
+            fold(user_id),
+            fold(localpart),
+            fold(display_name) if display_name else b"",
+        )
+
+
+class _Folded:
+    """Folded event strings, computed at most once per event."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self) -> None:
+        self._cache: dict[int, bytes] = {}
+
+    def __call__(self, value: str) -> bytes:
+        found = self._cache.get(id(value))
+        if found is None:
+            found = self._cache[id(value)] = fold(value)
+        return found
+
+
+Selector = Callable[[Mapping[str, Any], list[Member], _Folded], list[Member]]
+"""A user-dependent condition: which of the candidate members it holds for."""
+
+
+def _param(member: Member, which: str) -> str:
+    return member.user_id if which == "user_id" else member.localpart
+
+
+def _user_match(path: Sequence[str], words: bool, which: str) -> Selector:
+    """event_match whose pattern is the user's id or localpart."""
+
+    def select(event: Mapping[str, Any], members: list[Member], folded: _Folded) -> list[Member]:
+        value = _lookup_path(event, path)
+        if not isinstance(value, str):
+            return []
+        folded_value = folded(value)
+        out: list[Member] = []
+        for member in members:
+            pattern = _param(member, which)
+            if _is_literal(pattern):
+                key = member.folded_user_id if which == "user_id" else member.folded_localpart
+                if (key not in folded_value) if words else (key != folded_value):
+                    continue
+            if glob_matches(pattern, value, words=words):
+                out.append(member)
+        return out
+
+    return select
+
+
+def _user_property(path: Sequence[str], which: str, contains: bool) -> Selector:
+    """event_property_is/contains whose value is the user's id or localpart: a string
+    equal to it (`_same_value` of two strings is plain equality)."""
+
+    def select(event: Mapping[str, Any], members: list[Member], folded: _Folded) -> list[Member]:
+        value = _lookup_path(event, path)
+        if contains:
+            if not isinstance(value, list):
+                return []
+            wanted = {v for v in value if isinstance(v, str)}
+        elif isinstance(value, str):
+            wanted = {value}
+        else:
+            return []
+        if not wanted:
+            return []
+        return [m for m in members if _param(m, which) in wanted]
+
+    return select
+
+
+def _display_name(event: Mapping[str, Any], members: list[Member], folded: _Folded) -> list[Member]:
+    body = lookup(event, "content.body")
+    if not isinstance(body, str):
+        return []
+    folded_body = folded(body)
+    return [
+        m
+        for m in members
+        if m.display_name
+        and m.folded_name in folded_body
+        and _contains_display_name(event, m.display_name)
+    ]
+
+
+def _selector(condition: Any, user_id: str, localpart: str) -> Selector | None:
+    """The condition as a selector when it depends on the user (compiled for the
+    placeholder user `user_id`), else None."""
+    if not isinstance(condition, Mapping):
+        return None
+    kind = condition.get("kind")
+    key = condition.get("key")
+    if kind == "contains_display_name":
+        return _display_name
+    if not isinstance(key, str):
+        return None
+    params = {user_id: "user_id", localpart: "localpart"}
+    if kind == "event_match":
+        pattern = condition.get("pattern")
+        if isinstance(pattern, str) and pattern in params:
+            return _user_match(split_key(key), key == "content.body", params[pattern])
+    elif kind in ("event_property_is", "event_property_contains"):
+        value = condition.get("value")
+        if isinstance(value, str) and value in params:
+            contains = kind == "event_property_contains"
+            return _user_property(split_key(key), params[value], contains)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedRule:
+    legacy: bool
+    predicates: tuple[Predicate, ...]  # the user-independent conditions
+    selectors: tuple[Selector, ...]  # the user-dependent ones
+    outcome: Outcome
+
+
+class SharedRules:
+    """A ruleset shared by a group of users, compiled once.
+
+    Built from the ruleset as merged for a placeholder user: conditions naming the
+    placeholder's id or localpart, and display-name conditions, become per-user
+    selectors. Evaluating an event for a member then gives exactly what the member's
+    own `CompiledRules` would give, provided the member's ruleset is this one with the
+    placeholder's id and localpart replaced by the member's (the push rules service
+    groups users so that this holds: same stored rules, defaults for the rest).
+    """
+
+    def __init__(self, ruleset: Mapping[str, Sequence[Rule]], user_id: str, localpart: str):
+        self._rules: list[_SharedRule] = []
+        for kind, rule in ordered_rules(ruleset):
+            if not rule.get("enabled", True):
+                continue
+            rule_id = str(rule.get("rule_id", ""))
+            actions = rule.get("actions", [])
+            predicates: list[Predicate] = []
+            selectors: list[Selector] = []
+            for condition in rule_conditions(kind, rule):
+                selector = _selector(condition, user_id, localpart)
+                if selector is None:
+                    predicates.append(compile_condition(condition))
+                else:
+                    selectors.append(selector)
+            self._rules.append(
+                _SharedRule(
+                    legacy=rule_id in LEGACY_MENTION_RULES,
+                    predicates=tuple(predicates),
+                    selectors=tuple(selectors),
+                    outcome=outcome_of(rule_id, actions if isinstance(actions, list) else []),
+                )
+            )
+
+    def evaluate_many(
+        self, event: Mapping[str, Any], facts: RoomFacts, members: Sequence[Member]
+    ) -> list[tuple[Member, Outcome]]:
+        """Each member's outcome (members no rule matched are left out), trying rule
+        after rule with the members still undecided. `facts.display_name` is not
+        read: each member's own is."""
+        content = event.get("content")
+        intentional = isinstance(content, Mapping) and "m.mentions" in content
+        undecided = list(members)
+        out: list[tuple[Member, Outcome]] = []
+        folded = _Folded()
+        for rule in self._rules:
+            if not undecided:
+                break
+            if intentional and rule.legacy:
+                continue
+            if not all(p(event, facts) for p in rule.predicates):
+                continue
+            if not rule.selectors:
+                out.extend((m, rule.outcome) for m in undecided)
+                break
+            matched = undecided
+            for selector in rule.selectors:
+                matched = selector(event, matched, folded)
+                if not matched:
+                    break
+            if matched:
+                out.extend((m, rule.outcome) for m in matched)
+                taken = {id(m) for m in matched}
+                undecided = [m for m in undecided if id(m) not in taken]
+        return out

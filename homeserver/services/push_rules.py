@@ -16,12 +16,13 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from psycopg import AsyncConnection
 
 from homeserver.services.errors import ServiceError, not_found
 from homeserver.services.notifier import Notifier
-from homeserver.services.push_defaults import default_rules
-from homeserver.services.push_evaluator import KINDS, CompiledRules
+from homeserver.services.push_defaults import default_rules, localpart_of
+from homeserver.services.push_evaluator import KINDS, CompiledRules, SharedRules
 from homeserver.services.streams import StreamAllocator
 from homeserver.storage import account_data, streams
 from homeserver.storage import push_rules as store
@@ -34,6 +35,12 @@ CACHED_USERS = 20_000
 BROADCAST_KIND = "push_rules"
 SIMPLE_ACTIONS = frozenset({"notify", "dont_notify", "coalesce"})
 MAX_RULE_ID_BYTES = 255
+CACHED_RULE_SETS = 1_000
+# Who shared rules are compiled for: no real user id contains NUL, nor can a stored
+# rule (PostgreSQL text refuses it), so a condition naming it names the user.
+PLACEHOLDER_USER = "@\x00user:\x00"
+
+Fingerprint = tuple[tuple[Any, ...], ...]
 
 
 def _invalid(message: str) -> ServiceError:
@@ -119,6 +126,44 @@ def merge(user_id: str, rows: Sequence[store.PushRuleRow]) -> dict[str, list[Jso
     return ruleset
 
 
+def fingerprint(rows: Sequence[store.PushRuleRow]) -> Fingerprint:
+    """What makes a user's ruleset theirs, their id aside: their stored rows. Users
+    with equal fingerprints have rulesets that differ only where the server defaults
+    name the user (id, localpart), so one `SharedRules` serves them all."""
+    return tuple(
+        (
+            r.kind,
+            r.rule_id,
+            r.is_default,
+            r.priority,
+            orjson.dumps(r.conditions, option=orjson.OPT_SORT_KEYS),
+            r.pattern,
+            orjson.dumps(r.actions, option=orjson.OPT_SORT_KEYS),
+            r.enabled,
+        )
+        for r in rows
+    )
+
+
+def shared_rules(rows: Sequence[store.PushRuleRow]) -> SharedRules:
+    """The rules of every user whose stored rows are these (user ids aside)."""
+    ruleset = merge(PLACEHOLDER_USER, rows)
+    return SharedRules(ruleset, PLACEHOLDER_USER, localpart_of(PLACEHOLDER_USER))
+
+
+class _Entry:
+    """A user's merged ruleset, compiled, and the shared rules of their group."""
+
+    __slots__ = ("compiled", "ruleset", "shared")
+
+    def __init__(
+        self, ruleset: dict[str, list[Json]], compiled: CompiledRules, shared: SharedRules
+    ) -> None:
+        self.ruleset = ruleset
+        self.compiled = compiled
+        self.shared = shared
+
+
 class PushRuleService:
     """`hs.push_rules`."""
 
@@ -126,7 +171,9 @@ class PushRuleService:
         self.db = db
         self.allocator = allocator
         self.notifier = notifier
-        self._cache: OrderedDict[str, tuple[dict[str, list[Json]], CompiledRules]] = OrderedDict()
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        # Shared rules by fingerprint: immutable, so never stale (only evicted).
+        self._shared: OrderedDict[Fingerprint, SharedRules] = OrderedDict()
         notifier.on(BROADCAST_KIND, self._on_broadcast)
 
     async def _on_broadcast(self, payload: Mapping[str, Any]) -> None:
@@ -141,12 +188,35 @@ class PushRuleService:
     ) -> dict[str, CompiledRules]:
         """Compiled rules of these users, from the cache where possible (one query for
         the others): what the send path evaluates events with."""
-        return {u: entry[1] for u, entry in (await self._entries(conn, user_ids)).items()}
+        return {u: entry.compiled for u, entry in (await self._entries(conn, user_ids)).items()}
 
-    async def _entries(
+    async def shared(
         self, conn: AsyncConnection, user_ids: Sequence[str]
-    ) -> dict[str, tuple[dict[str, list[Json]], CompiledRules]]:
-        found: dict[str, tuple[dict[str, list[Json]], CompiledRules]] = {}
+    ) -> list[tuple[SharedRules, list[str]]]:
+        """The users grouped by the shared rules they are evaluated with (the send
+        path): usually one group, the users who kept the server defaults."""
+        groups: dict[int, tuple[SharedRules, list[str]]] = {}
+        for user_id, entry in (await self._entries(conn, user_ids)).items():
+            group = groups.get(id(entry.shared))
+            if group is None:
+                groups[id(entry.shared)] = (entry.shared, [user_id])
+            else:
+                group[1].append(user_id)
+        return list(groups.values())
+
+    def _shared_rules(self, rows: Sequence[store.PushRuleRow]) -> SharedRules:
+        key = fingerprint(rows)
+        found = self._shared.get(key)
+        if found is None:
+            found = self._shared[key] = shared_rules(rows)
+            while len(self._shared) > CACHED_RULE_SETS:
+                self._shared.popitem(last=False)
+        else:
+            self._shared.move_to_end(key)
+        return found
+
+    async def _entries(self, conn: AsyncConnection, user_ids: Sequence[str]) -> dict[str, _Entry]:
+        found: dict[str, _Entry] = {}
         missing: list[str] = []
         for user_id in user_ids:
             entry = self._cache.get(user_id)
@@ -157,9 +227,13 @@ class PushRuleService:
                 found[user_id] = entry
         if missing:
             rows = await store.rules_of_users(conn, missing)
+            by_user: dict[str, list[store.PushRuleRow]] = {u: [] for u in missing}
+            for row in rows:
+                by_user[row.user_id].append(row)
             for user_id in missing:
-                ruleset = merge(user_id, [r for r in rows if r.user_id == user_id])
-                entry = (ruleset, CompiledRules(ruleset))
+                own = by_user[user_id]
+                ruleset = merge(user_id, own)
+                entry = _Entry(ruleset, CompiledRules(ruleset), self._shared_rules(own))
                 found[user_id] = entry
                 self._cache[user_id] = entry
             while len(self._cache) > CACHED_USERS:
@@ -167,7 +241,7 @@ class PushRuleService:
         return found
 
     async def ruleset(self, conn: AsyncConnection, user_id: str) -> dict[str, list[Json]]:
-        return (await self._entries(conn, [user_id]))[user_id][0]
+        return (await self._entries(conn, [user_id]))[user_id].ruleset
 
     async def get_all(self, user_id: str) -> dict[str, list[Json]]:
         async with self.db.pool.connection() as conn:

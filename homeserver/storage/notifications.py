@@ -56,15 +56,32 @@ async def joined_members_with_names(
 
 
 async def insert_push_actions(conn: AsyncConnection, rows: Sequence[PushActionRow]) -> None:
-    """Store many rows in one statement (the send path calls this once per commit)."""
+    """Store many rows in one statement (the send path calls this once per commit),
+    and add them to the unread counts of `event_push_summary` (see 0017_push_counts):
+    a summary read up to before the first new action gains them all; one read up to
+    past it (a receipt for an event committed by another process first) is marked
+    unknown, to be recounted by the next sync."""
     if not rows:
         return
     await conn.execute(
-        "INSERT INTO event_push_actions (user_id, stream_ordering, room_id, thread_id,"
-        " actions, highlight)"
+        "WITH added AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id,"
+        " thread_id, actions, highlight)"
         " SELECT u, s, r, t, a::jsonb, h FROM unnest(%s::text[], %s::bigint[], %s::text[],"
         " %s::text[], %s::text[], %s::boolean[]) AS x(u, s, r, t, a, h)"
-        " ON CONFLICT DO NOTHING",
+        " ON CONFLICT DO NOTHING"
+        " RETURNING user_id, room_id, COALESCE(thread_id, %s) AS thread_id, stream_ordering,"
+        " highlight)"
+        " INSERT INTO event_push_summary AS s (user_id, room_id, thread_id, read_up_to,"
+        " notifications, highlights)"
+        " SELECT user_id, room_id, thread_id, min(stream_ordering) - 1, count(*),"
+        " count(*) FILTER (WHERE highlight) FROM added GROUP BY user_id, room_id, thread_id"
+        " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
+        " notifications = CASE WHEN s.read_up_to <= EXCLUDED.read_up_to"
+        " THEN s.notifications + EXCLUDED.notifications ELSE 0 END,"
+        " highlights = CASE WHEN s.read_up_to <= EXCLUDED.read_up_to"
+        " THEN s.highlights + EXCLUDED.highlights ELSE 0 END,"
+        " read_up_to = CASE WHEN s.read_up_to <= EXCLUDED.read_up_to"
+        " THEN s.read_up_to ELSE -1 END",
         (
             [r.user_id for r in rows],
             [r.stream_ordering for r in rows],
@@ -72,6 +89,7 @@ async def insert_push_actions(conn: AsyncConnection, rows: Sequence[PushActionRo
             [r.thread_id for r in rows],
             [r.actions for r in rows],
             [r.highlight for r in rows],
+            MAIN_THREAD,
         ),
     )
 
@@ -90,29 +108,68 @@ _READ_UP_TO = (
 )
 
 
+# Where the user has read a summary's room and thread up to (as _READ_UP_TO).
+_SUMMARY_READ_UP_TO = (
+    "GREATEST((SELECT max(c.event_stream_ordering) FROM receipts c"
+    " WHERE c.room_id = s.room_id AND c.user_id = s.user_id"
+    " AND c.receipt_type = ANY(%(types)s) AND c.thread_id IN (%(unthreaded)s, s.thread_id)),"
+    " (SELECT m.stream_ordering FROM room_memberships m WHERE m.room_id = s.room_id"
+    " AND m.user_id = s.user_id AND m.membership = 'join'), 0)"
+)
+
+
 async def unread_counts(
     conn: AsyncConnection, user_id: str, room_ids: Sequence[str]
 ) -> dict[tuple[str, str], Counts]:
     """Unread (notification, highlight) counts by (room, thread; 'main' for the main
-    timeline): actions on events after the read receipt covering them."""
+    timeline): actions on events after the read receipt covering them.
+
+    One summary row per room and thread; a summary whose read position is no longer
+    the user's (a receipt since, or unknown) is recounted from the actions after the
+    new position and stored, so the next sync reads it as it is."""
     if not room_ids:
         return {}
     cur = await conn.execute(
-        "SELECT a.room_id, COALESCE(a.thread_id, %(main)s), count(*),"
-        " count(*) FILTER (WHERE a.highlight)"
-        " FROM event_push_actions a"
-        " WHERE a.user_id = %(user)s AND a.room_id = ANY(%(rooms)s)"
-        f" AND a.stream_ordering > {_READ_UP_TO}"
-        " GROUP BY a.room_id, a.thread_id",
-        {
-            "user": user_id,
-            "rooms": list(room_ids),
-            "types": READ_TYPES,
-            "unthreaded": UNTHREADED,
-            "main": MAIN_THREAD,
-        },
+        "SELECT s.room_id, s.thread_id, s.read_up_to, s.notifications, s.highlights,"
+        f" {_SUMMARY_READ_UP_TO} FROM event_push_summary s"
+        " WHERE s.user_id = %(user)s AND s.room_id = ANY(%(rooms)s)",
+        {"user": user_id, "rooms": list(room_ids), "types": READ_TYPES, "unthreaded": UNTHREADED},
     )
-    return {(room_id, thread_id): Counts(n, h) for room_id, thread_id, n, h in await cur.fetchall()}
+    out: dict[tuple[str, str], Counts] = {}
+    for room_id, thread_id, read_up_to, n, h, position in await cur.fetchall():
+        if read_up_to != position:
+            n, h = await _recount(conn, user_id, room_id, thread_id, int(position))
+        if n:
+            out[(room_id, thread_id)] = Counts(int(n), int(h))
+    return out
+
+
+async def _recount(
+    conn: AsyncConnection, user_id: str, room_id: str, thread_id: str, position: int
+) -> tuple[int, int]:
+    """Count the actions of a summary after `position` and store them. The summary row
+    is locked first, so the count (a later statement) sees every action whose sender
+    already added to the row, and any sender after us adds to the new position."""
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT 1 FROM event_push_summary WHERE user_id = %s AND room_id = %s"
+            " AND thread_id = %s FOR UPDATE",
+            (user_id, room_id, thread_id),
+        )
+        cur = await conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE highlight) FROM event_push_actions"
+            " WHERE user_id = %s AND room_id = %s AND stream_ordering > %s"
+            " AND COALESCE(thread_id, %s) = %s",
+            (user_id, room_id, position, MAIN_THREAD, thread_id),
+        )
+        row = await cur.fetchone()
+        n, h = (int(row[0]), int(row[1])) if row else (0, 0)
+        await conn.execute(
+            "UPDATE event_push_summary SET read_up_to = %s, notifications = %s, highlights = %s"
+            " WHERE user_id = %s AND room_id = %s AND thread_id = %s",
+            (position, n, h, user_id, room_id, thread_id),
+        )
+    return n, h
 
 
 async def notifications(
@@ -267,12 +324,18 @@ async def delete_old_actions(
     conn: AsyncConnection, start: int, end: int, read_up_to: int, all_up_to: int
 ) -> int:
     """Delete, among push actions in [start, end), those at or before `all_up_to`, and
-    those at or before `read_up_to` that the user has read; how many went."""
+    those at or before `read_up_to` that the user has read; how many went. The
+    summaries they were in are marked unknown, to be recounted by the next sync."""
     cur = await conn.execute(
-        "DELETE FROM event_push_actions a"
+        "WITH gone AS (DELETE FROM event_push_actions a"
         " WHERE a.stream_ordering >= %(start)s AND a.stream_ordering < %(end)s"
         " AND (a.stream_ordering <= %(all)s OR (a.stream_ordering <= %(read)s"
-        f" AND a.stream_ordering <= {_READ_UP_TO}))",
+        f" AND a.stream_ordering <= {_READ_UP_TO}))"
+        " RETURNING a.user_id, a.room_id, COALESCE(a.thread_id, %(main)s) AS thread_id),"
+        " marked AS (UPDATE event_push_summary s SET read_up_to = -1"
+        " FROM (SELECT DISTINCT user_id, room_id, thread_id FROM gone) g"
+        " WHERE s.user_id = g.user_id AND s.room_id = g.room_id AND s.thread_id = g.thread_id)"
+        " SELECT count(*) FROM gone",
         {
             "start": start,
             "end": end,
@@ -283,4 +346,5 @@ async def delete_old_actions(
             "main": MAIN_THREAD,
         },
     )
-    return cur.rowcount
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0

@@ -196,3 +196,38 @@ async def test_event_over_federation_counts(homeserver_client: Callable[..., Any
     await eventually(lambda: sees(bob, room_id, "hi bob"))
     # Two members: the mention rule comes first and highlights.
     assert unread(await counts(bob, room_id)) == (1, 1)
+
+
+async def test_counts_follow_receipts_back_and_forth(homeserver_client: Callable[..., Any]) -> None:
+    """The per-room summary sync reads: new messages add to it, a receipt (newer or
+    older than the last) recounts it, and a receipt in one thread leaves the others."""
+    alice, bob, room_id = await pair(homeserver_client)
+    ids = [await alice.say(room_id, f"m{i}") for i in range(6)]
+    assert unread(await counts(bob, room_id)) == (6, 0)
+    await bob.ok("POST", f"/rooms/{room_id}/receipt/m.read/{ids[4]}")
+    assert unread(await counts(bob, room_id)) == (1, 0)
+    await alice.say(room_id, "m6")
+    assert unread(await counts(bob, room_id)) == (2, 0)
+    # A private receipt for an older event: the later public one still covers more.
+    await bob.ok("POST", f"/rooms/{room_id}/receipt/m.read.private/{ids[1]}")
+    assert unread(await counts(bob, room_id)) == (2, 0)
+    root = ids[0]
+    for i in range(3):
+        await alice.send(
+            room_id,
+            {
+                "msgtype": "m.text",
+                "body": f"t{i}",
+                "m.relates_to": {"rel_type": "m.thread", "event_id": root},
+            },
+        )
+    threaded = json.dumps({"room": {"timeline": {"unread_thread_notifications": True}}})
+    room = await counts(bob, room_id, filter=threaded)
+    assert unread(room) == (2, 0)
+    assert room["unread_thread_notifications"][root]["notification_count"] == 3
+    last = await alice.say(room_id, "m7")
+    await bob.ok("POST", f"/rooms/{room_id}/receipt/m.read/{last}", {"thread_id": "main"})
+    room = await counts(bob, room_id, filter=threaded)
+    assert unread(room) == (0, 0)
+    assert room["unread_thread_notifications"][root]["notification_count"] == 3
+    assert unread(await counts(bob, room_id)) == (3, 0)
