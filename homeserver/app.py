@@ -13,6 +13,8 @@ from aiohttp import web
 
 from homeserver.api import errors, http, wellknown
 from homeserver.api.admin import registration_tokens
+from homeserver.api.admin import rooms as admin_rooms
+from homeserver.api.admin import users as admin_users
 from homeserver.api.client import (
     account,
     account_data,
@@ -103,6 +105,8 @@ def build_app(hs: Homeserver) -> web.Application:
         devices,
         account,
         registration_tokens,
+        admin_users,
+        admin_rooms,
         rooms,
         membership,
         send,

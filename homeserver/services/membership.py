@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from federation.identifiers import server_name_of
 from homeserver.services.errors import ServiceError, forbidden, not_found
 from homeserver.services.events import EventCreator, EventNotAllowed, PersistedEvent, UnknownRoom
-from homeserver.storage import aliases, memberships, profiles, rooms
+from homeserver.storage import admin_rooms, aliases, memberships, profiles, rooms
 from homeserver.storage import federation_events as fed_store
 from homeserver.storage.pool import Database
 
@@ -114,6 +114,9 @@ class MembershipService:
     ) -> None:
         """Join locally when we hold the room, else through one of `servers` (and the
         server that invited the user, if any)."""
+        async with self.db.pool.connection() as conn:
+            if await admin_rooms.blocked_by(conn, room_id) is not None:
+                raise forbidden("This room has been blocked on this server")
         current = await self.current(room_id, user_id)
         if current == "ban":
             raise forbidden("You are banned from this room")

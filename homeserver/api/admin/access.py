@@ -1,0 +1,69 @@
+"""What every admin endpoint shares: the admin check, the optional JSON body, and the
+query parameters admin tools send, refused with Synapse's errors when malformed."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.api.auth import require_user
+from homeserver.api.errors import MatrixError, forbidden
+from homeserver.api.http import read_json_object
+from homeserver.services.auth import Requester
+
+_INTEGER = re.compile(r"[0-9]{1,15}")
+
+
+async def require_admin(request: web.Request) -> Requester:
+    """The requester, if a server admin; 401 without a token, else 403 M_FORBIDDEN."""
+    requester = await require_user(request)
+    if not requester.is_admin:
+        raise forbidden("You are not a server admin")
+    return requester
+
+
+def invalid_param(message: str) -> MatrixError:
+    return MatrixError(400, "M_INVALID_PARAM", message)
+
+
+def query_int(request: web.Request, name: str, default: int) -> int:
+    """A non-negative integer query parameter (admin tools page with offsets)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not _INTEGER.fullmatch(raw):
+        raise invalid_param(f"Query parameter {name!r} must be a non-negative integer")
+    return int(raw)
+
+
+def query_bool(request: web.Request, name: str, default: bool | None) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw not in ("true", "false"):
+        raise invalid_param(f"Query parameter {name!r} must be true or false")
+    return raw == "true"
+
+
+def query_ascending(request: web.Request) -> bool:
+    """`dir`: f (forwards, the default) or b."""
+    raw = request.query.get("dir", "f")
+    if raw not in ("f", "b"):
+        raise invalid_param("Query parameter 'dir' must be f or b")
+    return raw == "f"
+
+
+def query_choice(request: web.Request, name: str, choices: Any, default: str) -> str:
+    raw = request.query.get(name, default)
+    if raw not in choices:
+        raise invalid_param(f"Unknown value for {name!r}: {raw!r}")
+    return raw
+
+
+async def optional_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object body, or {} when the request has none (curl users omit it)."""
+    if not request.can_read_body:
+        return {}
+    return await read_json_object(request)

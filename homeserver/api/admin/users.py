@@ -1,0 +1,146 @@
+"""Accounts in the admin API, at Synapse's paths and in its shapes, so operators'
+tools (synapse-admin, scripts written against Synapse) manage this server as is."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.api.admin.access import (
+    optional_body,
+    query_ascending,
+    query_bool,
+    query_choice,
+    query_int,
+    require_admin,
+)
+from homeserver.api.auth import require_user
+from homeserver.api.context import homeserver
+from homeserver.api.errors import MatrixError, json_response
+from homeserver.api.http import read_json_object
+from homeserver.api.routes import add_client_route
+from homeserver.services import admin_users
+from homeserver.storage.admin_users import UserFilter
+
+V1 = "/_synapse/admin/v1"
+V2 = "/_synapse/admin/v2"
+
+
+async def list_users(request: web.Request) -> web.Response:
+    await require_admin(request)
+    user_filter = UserFilter(
+        name=request.query.get("name"),
+        user_id=request.query.get("user_id"),
+        include_guests=bool(query_bool(request, "guests", True)),
+        include_deactivated=bool(query_bool(request, "deactivated", False)),
+        admins=query_bool(request, "admins", None),
+    )
+    listing = admin_users.UserListing(
+        user_filter=user_filter,
+        order_by=query_choice(request, "order_by", admin_users.ORDER_BY, "name"),
+        ascending=query_ascending(request),
+        offset=query_int(request, "from", 0),
+        limit=query_int(request, "limit", 100),
+    )
+    return json_response(await admin_users.list_users(homeserver(request), listing))
+
+
+async def get_user(request: web.Request) -> web.Response:
+    await require_admin(request)
+    user = await admin_users.get_user(homeserver(request), request.match_info["user_id"])
+    return json_response(user)
+
+
+async def put_user(request: web.Request) -> web.Response:
+    requester = await require_admin(request)
+    body = await read_json_object(request)
+    created, user = await admin_users.upsert_user(
+        homeserver(request), requester, request.match_info["user_id"], body
+    )
+    return json_response(user, status=201 if created else 200)
+
+
+async def reset_password(request: web.Request) -> web.Response:
+    await require_admin(request)
+    body = await read_json_object(request)
+    new_password = body.get("new_password")
+    if new_password is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing new_password")
+    if not isinstance(new_password, str):
+        raise MatrixError(400, "M_INVALID_PARAM", "new_password must be a string")
+    logout_devices = body.get("logout_devices", True)
+    if not isinstance(logout_devices, bool):
+        raise MatrixError(400, "M_INVALID_PARAM", "logout_devices must be a boolean")
+    await admin_users.reset_password(
+        homeserver(request),
+        request.match_info["user_id"],
+        new_password,
+        logout_devices=logout_devices,
+    )
+    return json_response({})
+
+
+async def deactivate(request: web.Request) -> web.Response:
+    await require_admin(request)
+    body = await optional_body(request)
+    erase = body.get("erase", False)
+    if not isinstance(erase, bool):
+        raise MatrixError(400, "M_INVALID_PARAM", "erase must be a boolean")
+    await admin_users.deactivate(homeserver(request), request.match_info["user_id"], erase=erase)
+    # No identity server ever held this server's users' third-party ids.
+    return json_response({"id_server_unbind_result": "success"})
+
+
+async def joined_rooms(request: web.Request) -> web.Response:
+    await require_admin(request)
+    rooms = await admin_users.joined_rooms(homeserver(request), request.match_info["user_id"])
+    return json_response(rooms)
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    await require_admin(request)
+    found = await admin_users.list_devices(homeserver(request), request.match_info["user_id"])
+    return json_response(found)
+
+
+async def get_device(request: web.Request) -> web.Response:
+    await require_admin(request)
+    device = await admin_users.get_device(
+        homeserver(request), request.match_info["user_id"], request.match_info["device_id"]
+    )
+    return json_response(device)
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    await require_admin(request)
+    await admin_users.delete_device(
+        homeserver(request), request.match_info["user_id"], request.match_info["device_id"]
+    )
+    return json_response({})
+
+
+async def admin_whois(request: web.Request) -> web.Response:
+    requester = await require_admin(request)
+    found = await admin_users.whois(homeserver(request), requester, request.match_info["user_id"])
+    return json_response(found)
+
+
+async def client_whois(request: web.Request) -> web.Response:
+    """The client API's whois: admins about anyone, users about themselves."""
+    requester = await require_user(request)
+    found = await admin_users.whois(homeserver(request), requester, request.match_info["user_id"])
+    return json_response(found)
+
+
+def register(app: web.Application) -> None:
+    user = "/users/{user_id}"
+    app.router.add_get(f"{V2}/users", list_users)
+    app.router.add_get(f"{V2}{user}", get_user)
+    app.router.add_put(f"{V2}{user}", put_user)
+    app.router.add_post(f"{V1}/reset_password/{{user_id}}", reset_password)
+    app.router.add_post(f"{V1}/deactivate/{{user_id}}", deactivate)
+    app.router.add_get(f"{V1}{user}/joined_rooms", joined_rooms)
+    app.router.add_get(f"{V2}{user}/devices", list_devices)
+    app.router.add_get(f"{V2}{user}/devices/{{device_id}}", get_device)
+    app.router.add_delete(f"{V2}{user}/devices/{{device_id}}", delete_device)
+    app.router.add_get(f"{V1}/whois/{{user_id}}", admin_whois)
+    add_client_route(app, "GET", "/admin/whois/{user_id}", client_whois)
