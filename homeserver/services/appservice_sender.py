@@ -12,8 +12,15 @@ events under the same txnId, and the cursor moves past them only once the AS ans
 AS, so worker processes on one database never deliver twice; a poll (every
 `poll_interval_s`) picks up events other processes or federation committed.
 
-Ephemeral events (typing, receipts, presence; MSC2409) are not sent, and users are not
-queried (`/_matrix/app/v1/users/{userId}`) yet.
+Services registered with `receive_ephemeral` (or MSC2409's key) also get the typing,
+public read receipts and presence of the rooms and users they are interested in, in the
+transactions' `ephemeral` list. Receipts and presence are read from their streams behind
+cursors kept next to the events one (and recorded with the pending transaction), so they
+survive restarts like events; typing lives in memory and is sent best-effort from this
+process's typing position. Their writers only wake the sender (`watch_ephemeral`).
+
+`query_user` and `query_alias` ask services about users and aliases in their namespaces
+that do not exist yet (`/_matrix/app/v1/users/{userId}`, `/rooms/{roomAlias}`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
@@ -36,13 +43,19 @@ from homeserver.services.appservices import (
     AppServiceRegistry,
     RoomFacts,
     is_interested_in_event,
+    is_interested_in_room,
 )
 from homeserver.services.client_events import format_events
 from homeserver.services.errors import ServiceError
 from homeserver.services.events import EventCache
+from homeserver.storage import accounts, streams
 from homeserver.storage import appservices as store
-from homeserver.storage import streams
 from homeserver.storage.pool import Database
+
+if TYPE_CHECKING:
+    from homeserver.services.presence import PresenceService
+    from homeserver.services.receipts import ReceiptService
+    from homeserver.services.typing import TypingService
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +69,20 @@ BATCH = 100
 REQUEST_TIMEOUT_S = 60.0
 QUERY_TIMEOUT_S = 10.0
 MAX_ANSWER_BYTES = 64 * 1024
+
+
+# Where MSC2409 put the ephemeral list, for services registered with its key.
+EPHEMERAL_UNSTABLE_TXN = "de.sorunome.msc2409.ephemeral"
+
+
+class _EphemeralBatch:
+    """The ephemeral part of a transaction being built, and the cursors it reaches."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.receipts_up_to: int | None = None
+        self.presence_up_to: int | None = None
+        self.moved = False  # some stream moved, so the cursors must be saved
 
 
 class BadStatus(ServiceError):
@@ -90,14 +117,21 @@ class AppServiceSender:
         min_backoff_s: float = MIN_BACKOFF_S,
         max_backoff_s: float = MAX_BACKOFF_S,
         poll_interval_s: float = POLL_INTERVAL_S,
+        typing: TypingService | None = None,
+        presence: PresenceService | None = None,
     ) -> None:
         self.db = db
+        self.typing = typing
+        self.presence = presence
         self.cache = cache
         self.registry = registry
         self.min_backoff_ms = int(min_backoff_s * 1000)
         self.max_backoff_ms = int(max_backoff_s * 1000)
         self.poll_interval_s = poll_interval_s
         self._targets = [s for s in registry.services if s.url]
+        self._ephemeral = any(s.receive_ephemeral for s in self._targets)
+        # Per AS: the typing position up to which changes were looked at (memory only).
+        self._typing_seen: dict[str, int] = {}
         self._session: aiohttp.ClientSession | None = None
         self._wakeup = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -115,6 +149,8 @@ class AppServiceSender:
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
             headers={"User-Agent": "homeserver"},
         )
+        if self.typing is not None:
+            self._typing_seen = {s.id: self.typing.position for s in self._targets}
         if self._targets:
             self._background = [
                 asyncio.create_task(self._dispatch_forever(), name="appservice dispatch")
@@ -144,13 +180,42 @@ class AppServiceSender:
         if self._targets and not self._closing:
             self._wakeup.set()
 
+    def watch_ephemeral(
+        self, typing: TypingService, receipts: ReceiptService, presence: PresenceService
+    ) -> None:
+        """Wake the sender after typing, receipt and presence changes made here, chained
+        after the hooks already set (call once the others are wired). Changes of other
+        processes and typing timeouts are seen by the poll."""
+        if not self._ephemeral:
+            return
+        on_set, on_stored, on_changed = typing.on_set, receipts.on_stored, presence.on_changed
+
+        async def typing_set(room_id: str, user_id: str, is_typing: bool) -> None:
+            self.notify()
+            if on_set is not None:
+                await on_set(room_id, user_id, is_typing)
+
+        async def receipt_stored(row: Any) -> None:
+            self.notify()
+            if on_stored is not None:
+                await on_stored(row)
+
+        async def presence_changed(user_ids: list[str]) -> None:
+            self.notify()
+            if on_changed is not None:
+                await on_changed(user_ids)
+
+        typing.on_set = typing_set
+        receipts.on_stored = receipt_stored
+        presence.on_changed = presence_changed
+
     # ---- scheduling
 
     async def _dispatch_forever(self) -> None:
         """Wake every AS's task on `notify()`; otherwise poll the events stream (for what
         federation or other processes committed), waking them only when it moved, or
         after a sweep interval (work another process left behind)."""
-        polled = -1
+        polled: tuple[int, ...] = ()
         swept = time.monotonic()
         while True:
             notified = True
@@ -161,10 +226,9 @@ class AppServiceSender:
             self._wakeup.clear()
             if not notified and time.monotonic() - swept < SWEEP_INTERVAL_S:
                 try:
-                    async with self.db.pool.connection() as conn:
-                        safe = (await streams.safe_positions(conn))["events"]
+                    safe = await self._poll_positions()
                 except (psycopg.Error, OSError):
-                    log.exception("appservice: cannot read the events stream position")
+                    log.exception("appservice: cannot read the stream positions")
                     continue
                 if safe == polled:
                     continue
@@ -173,6 +237,15 @@ class AppServiceSender:
                 swept = time.monotonic()
             for service in self._targets:
                 self._wake(service)
+
+    async def _poll_positions(self) -> tuple[int, ...]:
+        """The positions whose moving means there may be something to send."""
+        async with self.db.pool.connection() as conn:
+            safe = await streams.safe_positions(conn)
+        if not self._ephemeral:
+            return (safe["events"],)
+        typing = self.typing.position if self.typing is not None else 0
+        return (safe["events"], safe["receipts"], safe["presence"], typing)
 
     def _wake(self, service: AppService) -> None:
         if self._closing:
@@ -232,28 +305,64 @@ class AppServiceSender:
         """Deliver everything due, in order; the time to retry at when the AS failed."""
         while True:
             async with self.db.pool.connection() as conn:
-                safe = (await streams.safe_positions(conn))["events"]
-                state = await store.delivery_state(conn, service.id, safe)
+                safe = await streams.safe_positions(conn)
+                ephemeral_start = (
+                    (safe["receipts"], safe["presence"]) if service.receive_ephemeral else None
+                )
+                state = await store.delivery_state(
+                    conn, service.id, safe["events"], ephemeral_start
+                )
                 if state.retry_at is not None and state.retry_at > _now_ms():
                     return state.retry_at
                 if state.pending_txn_id is not None and state.pending_up_to is not None:
                     txn_id, event_ids = state.pending_txn_id, state.pending_event_ids
                     up_to = state.pending_up_to
+                    ephemeral = state.pending_ephemeral or []
+                    receipts_up_to = state.pending_receipts_up_to
+                    presence_up_to = state.pending_presence_up_to
                 else:
-                    heads = await store.events_after(conn, state.last_stream_ordering, safe, BATCH)
-                    if not heads:
+                    heads = await store.events_after(
+                        conn, state.last_stream_ordering, safe["events"], BATCH
+                    )
+                    up_to = heads[-1].stream_ordering if len(heads) == BATCH else safe["events"]
+                    event_ids = await self._interesting(conn, service, heads) if heads else []
+                    batch = await self._ephemeral_batch(conn, service, state, safe)
+                    if not heads and not batch.moved:
                         return None
-                    up_to = heads[-1].stream_ordering if len(heads) == BATCH else safe
-                    event_ids = await self._interesting(conn, service, heads)
-                    if not event_ids:
-                        await store.complete(conn, service.id, up_to, used_txn=False)
+                    ephemeral = batch.events
+                    receipts_up_to, presence_up_to = batch.receipts_up_to, batch.presence_up_to
+                    if not event_ids and not ephemeral:
+                        await store.complete(
+                            conn,
+                            service.id,
+                            up_to,
+                            used_txn=False,
+                            receipts_up_to=receipts_up_to,
+                            presence_up_to=presence_up_to,
+                        )
                         continue
                     txn_id = state.next_txn_id
-                    await store.record_pending(conn, service.id, txn_id, event_ids, up_to)
-                events = await format_events(conn, self.cache, event_ids)
-            if await self._put_transaction(service, txn_id, events):
+                    await store.record_pending(
+                        conn,
+                        service.id,
+                        txn_id,
+                        event_ids,
+                        up_to,
+                        ephemeral,
+                        receipts_up_to,
+                        presence_up_to,
+                    )
+                events = await format_events(conn, self.cache, event_ids) if event_ids else []
+            if await self._put_transaction(service, txn_id, events, ephemeral):
                 async with self.db.pool.connection() as conn:
-                    await store.complete(conn, service.id, up_to, used_txn=True)
+                    await store.complete(
+                        conn,
+                        service.id,
+                        up_to,
+                        used_txn=True,
+                        receipts_up_to=receipts_up_to,
+                        presence_up_to=presence_up_to,
+                    )
                 continue
             now = _now_ms()
             since = state.failing_since if state.failing_since is not None else now
@@ -261,6 +370,91 @@ class AppServiceSender:
             async with self.db.pool.connection() as conn:
                 await store.record_failure(conn, service.id, since, now + interval)
             return now + interval
+
+    async def _ephemeral_batch(
+        self,
+        conn: AsyncConnection,
+        service: AppService,
+        state: store.DeliveryState,
+        safe: dict[str, int],
+    ) -> _EphemeralBatch:
+        """The typing, receipts and presence the AS is interested in since its cursors
+        (nothing when it does not receive ephemeral data)."""
+        batch = _EphemeralBatch()
+        if not service.receive_ephemeral:
+            return batch
+        if state.receipts_position is not None:
+            rows = await store.receipts_after(
+                conn, state.receipts_position, safe["receipts"], BATCH
+            )
+            batch.receipts_up_to = rows[-1].stream_id if len(rows) == BATCH else safe["receipts"]
+            batch.moved |= bool(rows)
+            by_room: dict[str, dict[str, Any]] = {}
+            facts = await self._facts(conn, {r.room_id for r in rows})
+            for r in rows:
+                if not is_interested_in_room(service, r.room_id, facts[r.room_id]):
+                    continue
+                receipt: dict[str, Any] = {"ts": r.ts}
+                if r.thread_id:
+                    receipt["thread_id"] = r.thread_id
+                content = by_room.setdefault(r.room_id, {})
+                content.setdefault(r.event_id, {}).setdefault(r.receipt_type, {})[r.user_id] = (
+                    receipt
+                )
+            batch.events += [
+                {"type": "m.receipt", "room_id": room_id, "content": content}
+                for room_id, content in by_room.items()
+            ]
+        if self.typing is not None:
+            seen = self._typing_seen.get(service.id, self.typing.position)
+            self._typing_seen[service.id] = self.typing.position
+            rooms = self.typing.rooms_changed_since(seen)
+            batch.moved |= bool(rooms)
+            facts = await self._facts(conn, rooms)
+            batch.events += [
+                {
+                    "type": "m.typing",
+                    "room_id": room_id,
+                    "content": {"user_ids": self.typing.typing_in(room_id)},
+                }
+                for room_id in sorted(rooms)
+                if is_interested_in_room(service, room_id, facts[room_id])
+            ]
+        if state.presence_position is not None and self.presence is not None:
+            changed = await store.presence_after(
+                conn, state.presence_position, safe["presence"], BATCH
+            )
+            batch.presence_up_to = (
+                changed[-1].stream_id if len(changed) == BATCH else safe["presence"]
+            )
+            batch.moved |= bool(changed)
+            rooms_of = await store.joined_rooms_of(conn, [p.user_id for p in changed])
+            facts = await self._facts(conn, {r for rs in rooms_of.values() for r in rs})
+            now = _now_ms()
+            batch.events += [
+                {
+                    "type": "m.presence",
+                    "sender": p.user_id,
+                    "content": self.presence.content(p, now),
+                }
+                for p in changed
+                if service.is_interested_in_user(p.user_id)
+                or any(
+                    is_interested_in_room(service, r, facts[r]) for r in rooms_of.get(p.user_id, ())
+                )
+            ]
+        return batch
+
+    @staticmethod
+    async def _facts(conn: AsyncConnection, room_ids: set[str]) -> dict[str, RoomFacts]:
+        if not room_ids:
+            return {}
+        return {
+            room_id: RoomFacts(members, aliases)
+            for room_id, (members, aliases) in (
+                await store.room_members_and_aliases(conn, sorted(room_ids))
+            ).items()
+        }
 
     async def _interesting(
         self, conn: AsyncConnection, service: AppService, heads: Sequence[store.EventHead]
@@ -282,14 +476,23 @@ class AppServiceSender:
         ]
 
     async def _put_transaction(
-        self, service: AppService, txn_id: int, events: list[dict[str, Any]]
+        self,
+        service: AppService,
+        txn_id: int,
+        events: list[dict[str, Any]],
+        ephemeral: list[dict[str, Any]],
     ) -> bool:
         """PUT one transaction; True once the AS has taken it (any 2xx)."""
         url = _app_url(service, f"/transactions/{txn_id}")
+        body: dict[str, Any] = {"events": events}
+        if service.receive_ephemeral:
+            body["ephemeral"] = ephemeral
+            if service.ephemeral_unstable:
+                body[EPHEMERAL_UNSTABLE_TXN] = ephemeral
         try:
             async with self._http().put(
                 url,
-                data=orjson.dumps({"events": events}),
+                data=orjson.dumps(body),
                 headers=self._headers(service),
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
             ) as resp:
@@ -334,6 +537,37 @@ class AppServiceSender:
             if await self._query(service, "/rooms/" + quote(alias, safe="")):
                 return True
         return False
+
+    async def query_user(self, user_id: str) -> bool:
+        """A local user that does not exist, in a service's user namespace: ask the
+        service(s) to create it (each query bounded by QUERY_TIMEOUT_S); True once an
+        answer of 2xx left the user existing."""
+        services = self.registry.services_for_user_query(user_id)
+        if not services:
+            return False
+        for service in services:
+            if await self._query(service, "/users/" + quote(user_id, safe="")):
+                async with self.db.pool.connection() as conn:
+                    if await accounts.user_exists(conn, user_id):
+                        return True
+        return False
+
+    async def ensure_user(self, user_id: str) -> bool:
+        """Whether the user exists, asking the services whose namespace holds a missing
+        local one. Users in no namespace are not looked at (True: callers check them
+        as they always did), so this costs nothing outside bridges' namespaces."""
+        if not self.registry.services_for_user_query(user_id):
+            return True
+        async with self.db.pool.connection() as conn:
+            if await accounts.user_exists(conn, user_id):
+                return True
+        return await self.query_user(user_id)
+
+    async def check_invitee(self, user_id: str) -> None:
+        """404 for a local user in a service's namespace that neither exists nor is
+        created when the service is asked (an invite to it would go nowhere)."""
+        if not await self.ensure_user(user_id):
+            raise ServiceError(404, "M_NOT_FOUND", f"Unknown user {user_id}")
 
     async def ping(self, service: AppService, transaction_id: str | None) -> int:
         """POST /_matrix/app/v1/ping; the round trip in ms, or the spec's error."""

@@ -64,6 +64,8 @@ class AppService:
     rate_limited: bool = True
     protocols: tuple[str, ...] = ()
     receive_ephemeral: bool = False
+    # Registered with MSC2409's key: transactions repeat `ephemeral` under its name too.
+    ephemeral_unstable: bool = False
 
     def is_interested_in_user(self, user_id: str) -> bool:
         """The AS's own sender counts as in its namespace: it may act as it and hears of it."""
@@ -113,6 +115,16 @@ def is_interested_in_event(
     return any(service.is_interested_in_user(m) for m in facts.members)
 
 
+def is_interested_in_room(service: AppService, room_id: str, facts: RoomFacts) -> bool:
+    """Whether the room's ephemeral data (typing, receipts) goes to the AS: the room id,
+    an alias of the room, or a member of the room is in its namespaces."""
+    return (
+        service.is_interested_in_room_id(room_id)
+        or any(service.is_interested_in_alias(a) for a in facts.aliases)
+        or any(service.is_interested_in_user(m) for m in facts.members)
+    )
+
+
 @dataclass
 class AppServiceRegistry:
     """Every application service of this server, by id and by as_token."""
@@ -147,6 +159,19 @@ class AppServiceRegistry:
 
     def services_for_alias_query(self, alias: str) -> list[AppService]:
         return [s for s in self.services if s.url and s.is_interested_in_alias(alias)]
+
+    def services_for_user_query(self, user_id: str) -> list[AppService]:
+        """The services to ask about a missing local user: those whose user namespace
+        holds it (their sender is created on demand, so it is never asked about)."""
+        server = user_id.split(":", 1)[-1]
+        return [
+            s
+            for s in self.services
+            if s.url
+            and user_id != s.sender
+            and s.sender.split(":", 1)[1] == server
+            and any(ns.matches(user_id) for ns in s.users)
+        ]
 
 
 def check_identity(service: AppService, user_id: str) -> None:
@@ -352,6 +377,7 @@ def parse_registration(data: Any, path: str, server_name: str) -> AppService:
         rate_limited=rate_limited,
         protocols=tuple(protocols),
         receive_ephemeral=ephemeral,
+        ephemeral_unstable="receive_ephemeral" not in data and EPHEMERAL_UNSTABLE in data,
     )
 
 

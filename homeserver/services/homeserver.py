@@ -195,7 +195,15 @@ class Homeserver:
         self.ratelimiter.exempt_appservices = frozenset(
             s.id for s in self.appservices.services if not s.rate_limited
         )
-        self.appservice_sender = AppServiceSender(self.db, self.event_cache, self.appservices)
+        self.appservice_sender = AppServiceSender(
+            self.db,
+            self.event_cache,
+            self.appservices,
+            typing=self.typing,
+            presence=self.presence,
+        )
+        # Chained after the federation hooks, so _wire_federated_e2ee_and_edus runs first.
+        self.appservice_sender.watch_ephemeral(self.typing, self.receipts, self.presence)
 
     def _wire_media(self) -> None:
         """The media repository, fetching remote media over our federation client."""

@@ -13,6 +13,8 @@ from homeserver.api.http import read_json_object
 from homeserver.api.routes import RouteHandler, add_client_route
 from homeserver.services.auth import Requester
 from homeserver.services.directory import alias_server
+from homeserver.services.errors import ServiceError
+from homeserver.services.homeserver import Homeserver
 
 
 async def _optional_body(request: web.Request) -> dict[str, Any]:
@@ -45,9 +47,20 @@ async def _join(request: web.Request, requester: Requester, room: str) -> web.Re
         room_id, alias_servers = await remote.query_alias(room)
         servers += alias_servers
     else:
-        room_id = await hs.membership.resolve_room(room)
+        room_id = await _resolve_local(hs, room)
     await hs.membership.join(room_id, requester.user_id, _reason(body), servers)
     return json_response({"room_id": room_id})
+
+
+async def _resolve_local(hs: Homeserver, room: str) -> str:
+    """A room id, or a local alias; one in an application service's namespace may exist
+    once the service is asked (as GET /directory/room does)."""
+    try:
+        return await hs.membership.resolve_room(room)
+    except ServiceError as exc:
+        if exc.errcode != "M_NOT_FOUND" or not await hs.appservice_sender.query_alias(room):
+            raise
+    return await hs.membership.resolve_room(room)
 
 
 async def join_by_id_or_alias(request: web.Request) -> web.Response:
@@ -74,8 +87,10 @@ async def invite(request: web.Request) -> web.Response:
     hs = homeserver(request)
     body = await read_json_object(request)
     await hs.ratelimiter.check("invite", requester.user_id, requester)
+    target = _target(body)
+    await hs.appservice_sender.check_invitee(target)
     await hs.membership.invite(
-        request.match_info["room_id"], requester.user_id, _target(body), _reason(body)
+        request.match_info["room_id"], requester.user_id, target, _reason(body)
     )
     return json_response({})
 

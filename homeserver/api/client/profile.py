@@ -14,14 +14,16 @@ from homeserver.services import profile
 
 async def get_profile(request: web.Request) -> web.Response:
     hs = homeserver(request)
-    return json_response(
-        await profile.get_profile(hs, request.match_info["userId"], ask_remote=True)
-    )
+    user_id = request.match_info["userId"]
+    # A bridged user not created yet may be, once its application service is asked.
+    await hs.appservice_sender.ensure_user(user_id)
+    return json_response(await profile.get_profile(hs, user_id, ask_remote=True))
 
 
 async def get_profile_field(request: web.Request) -> web.Response:
     hs = homeserver(request)
     user_id, key = request.match_info["userId"], request.match_info["keyName"]
+    await hs.appservice_sender.ensure_user(user_id)
     return json_response(await profile.get_profile_field(hs, user_id, key, ask_remote=True))
 
 

@@ -23,6 +23,8 @@ async def create_room(request: web.Request) -> web.Response:
             f"#{create.room_alias_name}:{hs.server_name}",
             hs.appservices.by_id.get(requester.appservice_id or ""),
         )
+    for invitee in create.invite:
+        await hs.appservice_sender.check_invitee(invitee)
     room_id, _ = await hs.rooms.create(requester.user_id, create)
     return json_response({"room_id": room_id})
 
