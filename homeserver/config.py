@@ -57,6 +57,7 @@ RATE_LIMIT_DEFAULTS: dict[str, tuple[float, int]] = {
     "room_creation": (0.1, 5),
     "invite": (0.3, 10),
     "join": (0.1, 10),
+    "url_preview": (1.0, 10),
 }
 
 SETTINGS: tuple[Setting, ...] = (
@@ -122,6 +123,43 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         60.0,
         "time allowed to fetch one remote file from its server",
+        flag=False,
+    ),
+    Setting(
+        "media.url_preview.enabled",
+        bool,
+        False,
+        "let clients ask the server to fetch web pages for link previews (off: the server"
+        " would fetch any URL a user names)",
+        flag=False,
+    ),
+    Setting(
+        "media.url_preview.max_size",
+        int,
+        10 * 1024 * 1024,
+        "largest page or image fetched for a link preview, in bytes",
+        flag=False,
+    ),
+    Setting(
+        "media.url_preview.timeout_s",
+        float,
+        10.0,
+        "time allowed to fetch one page (or its image) for a link preview",
+        flag=False,
+    ),
+    Setting(
+        "media.url_preview.ip_range_whitelist",
+        tuple,
+        (),
+        "non-public address ranges (CIDR) link previews may fetch from; others are refused",
+        flag=False,
+    ),
+    Setting(
+        "media.url_preview.url_blacklist",
+        tuple,
+        (),
+        "URLs never previewed: glob patterns on the host (*.example.com) or host and path"
+        " (example.com/private/*)",
         flag=False,
     ),
     Setting(
@@ -266,6 +304,13 @@ class Config:
     push_retention_days: int = 30
     push_unread_retention_days: int = 90
     app_service_config_files: tuple[str, ...] = ()
+    media_url_preview_enabled: bool = False
+    media_url_preview_max_size: int = 10 * 1024 * 1024
+    media_url_preview_timeout_s: float = 10.0
+    media_url_preview_ip_range_whitelist: tuple[str, ...] = ()
+    media_url_preview_url_blacklist: tuple[str, ...] = ()
+    rate_limits_url_preview_per_second: float = 1.0
+    rate_limits_url_preview_burst: int = 10
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:
@@ -440,6 +485,17 @@ def _validate(config: Config) -> None:
             raise ConfigError(
                 f"push.ip_range_whitelist: {cidr!r} is not an address range"
             ) from None
+    for cidr in config.media_url_preview_ip_range_whitelist:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"media.url_preview.ip_range_whitelist: {cidr!r} is not an address range"
+            ) from None
+    if config.media_url_preview_max_size < 1:
+        raise ConfigError("media.url_preview.max_size must be at least 1 byte")
+    if not 0 < config.media_url_preview_timeout_s <= 600:
+        raise ConfigError("media.url_preview.timeout_s must be above 0 and at most 600")
     if not 1 <= config.push_retention_days <= config.push_unread_retention_days:
         raise ConfigError(
             "push.retention_days must be at least 1 and at most push.unread_retention_days"

@@ -100,6 +100,10 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+class AddressRefused(OSError):
+    """A name resolved only to addresses the caller may not connect to."""
+
+
 class _FilteringResolver(aiohttp.abc.AbstractResolver):
     """The default resolver, minus the addresses federation may not connect to."""
 
@@ -113,7 +117,7 @@ class _FilteringResolver(aiohttp.abc.AbstractResolver):
         found = await self._inner.resolve(host, port, family)
         usable = [r for r in found if address_allowed(r["host"], self._allowed)]
         if not usable:
-            raise OSError(f"{host} resolves only to addresses federation may not use")
+            raise AddressRefused(f"{host} resolves only to addresses federation may not use")
         return usable
 
     async def close(self) -> None:

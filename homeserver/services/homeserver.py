@@ -53,6 +53,7 @@ from homeserver.services.sync import SyncService
 from homeserver.services.to_device import ToDeviceService
 from homeserver.services.typing import TypingService
 from homeserver.services.upgrade import RoomUpgrader
+from homeserver.services.url_previews import UrlPreviewService
 from homeserver.services.user_directory import UserDirectoryService
 from homeserver.storage.media_files import MediaFiles
 from homeserver.storage.pool import Database
@@ -109,6 +110,7 @@ class Homeserver:
     appservice_auth: AppServiceAuth = field(init=False)
     appservice_sender: AppServiceSender = field(init=False)
     thumbnails: ThumbnailService = field(init=False)
+    url_previews: UrlPreviewService = field(init=False)
 
     def __post_init__(self) -> None:
         self.ratelimiter = RateLimiter.from_config(self.config)
@@ -219,6 +221,15 @@ class Homeserver:
             time_limit_s=self.config.media_remote_timeout_s,
         ).fetch
         self.thumbnails = ThumbnailService(self.media)
+        self.url_previews = UrlPreviewService(
+            self.db,
+            self.media,
+            enabled=self.config.media_url_preview_enabled,
+            max_size=self.config.media_url_preview_max_size,
+            timeout_s=self.config.media_url_preview_timeout_s,
+            allowed_ranges=self.config.media_url_preview_ip_range_whitelist,
+            url_blacklist=self.config.media_url_preview_url_blacklist,
+        )
 
     def _wire_federated_e2ee_and_edus(self) -> None:
         """Plug federation into the local services' seams: our users' changes go out as
@@ -266,6 +277,7 @@ class Homeserver:
         await self.appservice_sender.close()
         await self.federation_sender.close()
         await self.federation_client.close()
+        await self.url_previews.close()
         await self.presence.stop()
         self.typing.close()
         await self.notifier.stop()

@@ -250,6 +250,26 @@ class MediaService:
             )
         return self._mxc(media_id)
 
+    async def store_fetched(
+        self, sha256: str, size: int, content_type: str, filename: str | None
+    ) -> str:
+        """Record content the server fetched itself (a link preview's image, already in
+        the file store) as local media with no uploader; its mxc:// URI."""
+        media_id = "".join(secrets.choice(MEDIA_ID_ALPHABET) for _ in range(MEDIA_ID_LENGTH))
+        async with self.db.pool.connection() as conn:
+            await store.insert_media(
+                conn,
+                self.server_name,
+                media_id,
+                uploader=None,
+                content_type=clean_content_type(content_type),
+                filename=filename,
+                size=size,
+                sha256=sha256,
+                now_ms=now_ms(),
+            )
+        return self._mxc(media_id)
+
     async def create(self, user_id: str) -> tuple[str, int]:
         """Reserve a media id for a later upload; (mxc URI, expiry timestamp)."""
         media_id = "".join(secrets.choice(MEDIA_ID_ALPHABET) for _ in range(MEDIA_ID_LENGTH))

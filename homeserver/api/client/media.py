@@ -1,7 +1,7 @@
 """The media repository for clients: uploads (`/_matrix/media/v3/upload`, async uploads
 via `/_matrix/media/v1/create`), the upload limit, and downloads and thumbnails, both
 authenticated (`/_matrix/client/v1/media/...`) and legacy (`/_matrix/media/v3/...`,
-which the spec leaves unauthenticated)."""
+which the spec leaves unauthenticated), and link previews (`preview_url`)."""
 
 from __future__ import annotations
 
@@ -133,6 +133,27 @@ async def legacy_thumbnail(request: web.Request) -> web.FileResponse:
     return await _thumbnail(request, allow_remote=_allow_remote(request))
 
 
+async def preview_url(request: web.Request) -> web.Response:
+    """A link preview (both the v1 and the deprecated v3 path need authentication).
+    `ts` is validated but otherwise unused: only the latest preview of a URL is kept."""
+    hs = homeserver(request)
+    if not hs.url_previews.enabled:
+        # As if the endpoint did not exist, which is how clients learn previews are off.
+        raise MatrixError(404, "M_UNRECOGNIZED", "URL previews are disabled on this server")
+    requester = await require_user(request)
+    url = request.query.get("url")
+    if not url:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing url parameter")
+    ts = request.query.get("ts")
+    if ts is not None and not ts.lstrip("-").isdigit():
+        raise MatrixError(400, "M_INVALID_PARAM", "ts must be an integer")
+
+    async def rate_limit() -> None:
+        await hs.ratelimiter.check("url_preview", requester.user_id, requester)
+
+    return json_response(await hs.url_previews.preview(url, before_fetch=rate_limit))
+
+
 def register(app: web.Application) -> None:
     media_ref = "{serverName}/{mediaId}"
     add = app.router.add_route
@@ -141,6 +162,7 @@ def register(app: web.Application) -> None:
         ("GET", f"{CLIENT_V1_MEDIA}/download/{media_ref}", download),
         ("GET", f"{CLIENT_V1_MEDIA}/download/{media_ref}/{{fileName}}", download),
         ("GET", f"{CLIENT_V1_MEDIA}/thumbnail/{media_ref}", thumbnail),
+        ("GET", f"{CLIENT_V1_MEDIA}/preview_url", preview_url),
         ("POST", "/_matrix/media/v1/create", create),
         ("PUT", f"/_matrix/media/v3/upload/{media_ref}", upload_to),
     ]
@@ -151,6 +173,7 @@ def register(app: web.Application) -> None:
             ("GET", f"{prefix}/download/{media_ref}", legacy_download),
             ("GET", f"{prefix}/download/{media_ref}/{{fileName}}", legacy_download),
             ("GET", f"{prefix}/thumbnail/{media_ref}", legacy_thumbnail),
+            ("GET", f"{prefix}/preview_url", preview_url),
         ]
     for method, path, handler in routes:
         add(method, path, handler)
