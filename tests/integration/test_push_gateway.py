@@ -28,11 +28,12 @@ DAY_MS = 24 * 3600 * 1000
 
 class Gateway:
     """A push gateway on loopback: records each notification, answers from a script
-    (then 200 with no rejected pushkeys)."""
+    (then 200, rejecting the pushkeys in `rejecting`)."""
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.answers: list[tuple[int, dict[str, Any]]] = []
+        self.rejecting: set[str] = set()
         self._arrived = asyncio.Condition()
         self.url = ""
 
@@ -41,8 +42,11 @@ class Gateway:
         async with self._arrived:
             self.received.append(body["notification"])
             self._arrived.notify_all()
-        status, answer = self.answers.pop(0) if self.answers else (200, {"rejected": []})
-        return web.json_response(answer, status=status)
+        if self.answers:
+            status, answer = self.answers.pop(0)
+            return web.json_response(answer, status=status)
+        keys = [device["pushkey"] for device in body["notification"]["devices"]]
+        return web.json_response({"rejected": [k for k in keys if k in self.rejecting]})
 
     async def wait_for(self, count: int, within: float = 10.0) -> list[dict[str, Any]]:
         async with asyncio.timeout(within), self._arrived:
@@ -175,7 +179,8 @@ async def test_rejected_pushkey_removes_the_pusher(
     alice, bob, room_id = await two_in_a_room(client)
     await set_pusher(bob, gateway, "stale-key")
     await set_pusher(bob, gateway, "good-key")
-    gateway.answers = [(200, {"rejected": ["stale-key"]}), (200, {"rejected": []})]
+    # Each pusher sends on its own, in no set order: the gateway rejects by pushkey.
+    gateway.rejecting = {"stale-key"}
     await alice.say(room_id, "hello")
     await gateway.wait_for(2)
     async with asyncio.timeout(10):
