@@ -8,7 +8,7 @@ import time
 from homeserver.services.device_lists import DeviceLists
 from homeserver.services.errors import ServiceError
 from homeserver.services.passwords import DEFAULT_TIME_COST, hash_password_async
-from homeserver.storage import accounts, devices, e2e_keys, tokens
+from homeserver.storage import accounts, devices, e2e_keys, profiles, pushers, tokens
 from homeserver.storage.pool import Database
 
 
@@ -85,9 +85,15 @@ async def change_password(db: Database, user_id: str, new_password: str, time_co
 
 
 async def deactivate(device_lists: DeviceLists, user_id: str, *, erase: bool) -> None:
-    """Close the account for good: no password, no devices (nor their keys), no tokens."""
+    """Close the account for good, all at once: no password, no devices (nor their keys),
+    no tokens, no pushers; with `erase`, no display name or avatar either. Leaving its
+    rooms comes after (services/deactivation.py)."""
     async with device_lists.transaction([user_id]) as conn:
         await accounts.deactivate_user(conn, user_id, erase=erase)
+        await pushers.delete_user_pushers(conn, user_id)
+        if erase and await profiles.get_profile(conn, user_id) is not None:
+            await profiles.set_profile_field(conn, user_id, "displayname", None)
+            await profiles.set_profile_field(conn, user_id, "avatar_url", None)
         await tokens.delete_user_tokens(conn, user_id)
         device_ids = await devices.all_device_ids(conn, user_id)
         await devices.delete_devices(conn, user_id, device_ids)

@@ -236,8 +236,7 @@ async def deactivate(hs: Homeserver, user_id: str, *, erase: bool) -> None:
     """The same deactivation the user could do themself: no password, devices, keys
     or tokens left."""
     await _row(hs, user_id)
-    await accounts.deactivate(hs.device_lists, user_id, erase=erase)
-    hs.token_cache.forget(user_id)
+    await hs.deactivations.deactivate(user_id, erase=erase)
 
 
 async def joined_rooms(hs: Homeserver, user_id: str) -> dict[str, Any]:

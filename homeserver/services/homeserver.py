@@ -13,6 +13,7 @@ from homeserver.services.appservice_sender import AppServiceSender
 from homeserver.services.appservices import AppServiceAuth, AppServiceRegistry, load_registry
 from homeserver.services.auth import TokenCache
 from homeserver.services.cross_signing import CrossSigningService
+from homeserver.services.deactivation import Deactivations
 from homeserver.services.device_lists import DeviceLists
 from homeserver.services.devices import SeenThrottle
 from homeserver.services.directory import DirectoryService
@@ -74,6 +75,7 @@ class Homeserver:
     events: EventCreator = field(init=False)
     rooms: RoomCreator = field(init=False)
     membership: MembershipService = field(init=False)
+    deactivations: Deactivations = field(init=False)
     send: SendService = field(init=False)
     directory: DirectoryService = field(init=False)
     upgrader: RoomUpgrader = field(init=False)
@@ -131,6 +133,9 @@ class Homeserver:
         self.search = SearchService(self.events)
         self.reports = ReportService(self.events)
         self.device_lists = DeviceLists(self.db, self.streams, self.notifier)
+        self.deactivations = Deactivations(
+            self.db, self.device_lists, self.membership, self.token_cache
+        )
         self.cross_signing = CrossSigningService(self.db, self.device_lists)
         self.e2ee = E2EEService(
             self.db, self.device_lists, self.cross_signing, self.config.server_name
@@ -266,10 +271,12 @@ class Homeserver:
         await self.push_sender.start()
         await self.appservice_sender.start()
         await self.notifications.start()
+        await self.deactivations.start()
         await asyncio.to_thread(self.media.files.sweep_stale)
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
+        await self.deactivations.close()
         await self.backfiller.close()
         await self.federated_device_lists.close()
         await self.notifications.close()

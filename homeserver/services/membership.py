@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from federation.identifiers import server_name_of
 from homeserver.services.errors import ServiceError, forbidden, not_found
 from homeserver.services.events import EventCreator, EventNotAllowed, PersistedEvent, UnknownRoom
-from homeserver.storage import admin_rooms, aliases, memberships, profiles, rooms
+from homeserver.storage import accounts, admin_rooms, aliases, memberships, profiles, rooms
 from homeserver.storage import federation_events as fed_store
 from homeserver.storage.pool import Database
 
@@ -154,6 +154,8 @@ class MembershipService:
             raise forbidden(f"{target} is banned from the room")
         if current == "join":
             raise forbidden(f"{target} is already in the room")
+        if self._is_local(target) and await self._deactivated(target):
+            raise forbidden(f"{target} has been deactivated")
         profile = await member_profile(self.db, target) if self._is_local(target) else {}
         return await self._change(room_id, sender, target, "invite", reason, profile)
 
@@ -209,6 +211,11 @@ class MembershipService:
             if row.membership in ("join", "invite", "knock"):
                 raise ServiceError(400, "M_UNKNOWN", "Leave the room before forgetting it")
             await memberships.forget_room(conn, room_id, user_id)
+
+    async def _deactivated(self, user_id: str) -> bool:
+        async with self.db.pool.connection() as conn:
+            info = await accounts.get_login_info(conn, user_id)
+        return info is not None and info[1]
 
     def _is_local(self, user_id: str) -> bool:
         return server_name_of(user_id, "@") == self.server_name

@@ -82,3 +82,14 @@ async def forget_room(conn: AsyncConnection, room_id: str, user_id: str) -> bool
         (room_id, user_id),
     )
     return cur.rowcount == 1
+
+
+async def deactivated_members(conn: AsyncConnection) -> list[str]:
+    """Deactivated local users still joined, invited or knocking somewhere: the leaves
+    a deactivation has yet to send."""
+    cur = await conn.execute(
+        "SELECT DISTINCT m.user_id FROM users u JOIN room_memberships m ON m.user_id = u.user_id"
+        " WHERE u.deactivated AND m.membership IN ('join', 'invite', 'knock')"
+        " ORDER BY m.user_id"
+    )
+    return [row[0] for row in await cur.fetchall()]

@@ -76,6 +76,10 @@ async def delete_pusher(conn: AsyncConnection, user_id: str, app_id: str, pushke
     )
 
 
+async def delete_user_pushers(conn: AsyncConnection, user_id: str) -> None:
+    await conn.execute("DELETE FROM pushers WHERE user_id = %s", (user_id,))
+
+
 async def delete_others(conn: AsyncConnection, user_id: str, app_id: str, pushkey: str) -> None:
     """Remove other users' pushers for the same (app_id, pushkey): a device that
     changes account stops getting the previous account's notifications."""

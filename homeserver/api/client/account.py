@@ -55,8 +55,7 @@ async def post_deactivate(request: web.Request) -> web.Response:
         raise bad_json("erase must be a boolean")
     await reauthenticate(request, body, requester)
     hs = homeserver(request)
-    await accounts.deactivate(hs.device_lists, requester.user_id, erase=erase)
-    hs.token_cache.forget(requester.user_id)
+    await hs.deactivations.deactivate(requester.user_id, erase=erase)
     return json_response(NO_IDENTITY_SERVER)
 
 
