@@ -10,7 +10,6 @@ a malformed answer is a 502, never a 500 or a partial file in the cache.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from homeserver.services.federation_client import (
     quote_segment,
 )
 from homeserver.services.media import check_filename, clean_content_type, now_ms, too_large
+from homeserver.services.single_flight import SingleFlight
 from homeserver.storage import media as store
 from homeserver.storage.media_files import ContentTooLarge, FileWriter, MediaFiles
 from homeserver.storage.pool import Database
@@ -112,29 +112,14 @@ class RemoteMedia:
         self.client = client
         self.max_size = max_size
         self.time_limit_s = time_limit_s
-        self._inflight: dict[tuple[str, str], asyncio.Future[store.MediaRow]] = {}
+        self._fetches: SingleFlight[tuple[str, str], store.MediaRow] = SingleFlight()
 
     async def fetch(self, origin: str, media_id: str) -> store.MediaRow:
         """The cached row of remote media, fetching it from its origin first; waits for
         a fetch of the same media already under way instead of starting another."""
-        key = (origin, media_id)
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[store.MediaRow] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            row = await self._fetch_and_store(origin, media_id)
-            future.set_result(row)
-            return row
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: a lone request must not log "never retrieved"
-            raise
-        finally:
-            del self._inflight[key]
-            if not future.done():
-                future.cancel()
+        return await self._fetches.run(
+            (origin, media_id), lambda: self._fetch_and_store(origin, media_id)
+        )
 
     async def _fetch_and_store(self, origin: str, media_id: str) -> store.MediaRow:
         try:

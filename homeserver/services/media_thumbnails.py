@@ -26,6 +26,7 @@ from homeserver.services.media import (
     now_ms,
     too_large,
 )
+from homeserver.services.single_flight import SingleFlight
 from homeserver.storage import media as store
 
 SIZE_LADDER = (32, 48, 64, 96, 128, 160, 240, 320, 480, 640, 800)
@@ -210,7 +211,7 @@ class ThumbnailService:
     def __init__(self, media: MediaService) -> None:
         self.media = media
         self._renders = asyncio.Semaphore(MAX_CONCURRENT_RENDERS)
-        self._inflight: dict[tuple[str, str, ThumbnailRequest], asyncio.Future[StoredFile]] = {}
+        self._work: SingleFlight[tuple[str, str, ThumbnailRequest], StoredFile] = SingleFlight()
 
     async def thumbnail(
         self,
@@ -234,24 +235,9 @@ class ThumbnailService:
         cached = await self._cached(row, request)
         if cached is not None:
             return cached
-        key = (row.origin, row.media_id, request)
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[StoredFile] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await self._generate(row, request)
-            future.set_result(result)
-            return result
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: a lone request must not log "never retrieved"
-            raise
-        finally:
-            del self._inflight[key]
-            if not future.done():
-                future.cancel()
+        return await self._work.run(
+            (row.origin, row.media_id, request), lambda: self._generate(row, request)
+        )
 
     async def _cached(self, row: store.MediaRow, request: ThumbnailRequest) -> StoredFile | None:
         async with self.media.db.pool.connection() as conn:
