@@ -186,6 +186,10 @@ def parse_timeout_ms(raw: str | None) -> int:
 RemoteFetch = Callable[[str, str], Awaitable[store.MediaRow]]
 
 
+def new_media_id() -> str:
+    return "".join(secrets.choice(MEDIA_ID_ALPHABET) for _ in range(MEDIA_ID_LENGTH))
+
+
 class MediaService:
     """Local uploads and downloads; remote media through `fetch_remote` when wired."""
 
@@ -235,33 +239,31 @@ class MediaService:
         """Store an upload under a fresh media id; its mxc:// URI."""
         filename = check_filename(filename)
         sha256, size = await self._receive(body, declared_length)
-        media_id = "".join(secrets.choice(MEDIA_ID_ALPHABET) for _ in range(MEDIA_ID_LENGTH))
-        async with self.db.pool.connection() as conn:
-            await store.insert_media(
-                conn,
-                self.server_name,
-                media_id,
-                uploader=user_id,
-                content_type=clean_content_type(content_type),
-                filename=filename,
-                size=size,
-                sha256=sha256,
-                now_ms=now_ms(),
-            )
-        return self._mxc(media_id)
+        return await self._record(user_id, sha256, size, content_type, filename)
 
     async def store_fetched(
         self, sha256: str, size: int, content_type: str, filename: str | None
     ) -> str:
         """Record content the server fetched itself (a link preview's image, already in
         the file store) as local media with no uploader; its mxc:// URI."""
-        media_id = "".join(secrets.choice(MEDIA_ID_ALPHABET) for _ in range(MEDIA_ID_LENGTH))
+        return await self._record(None, sha256, size, content_type, filename)
+
+    async def _record(
+        self,
+        uploader: str | None,
+        sha256: str,
+        size: int,
+        content_type: str | None,
+        filename: str | None,
+    ) -> str:
+        """Stored content as local media under a fresh id; its mxc:// URI."""
+        media_id = new_media_id()
         async with self.db.pool.connection() as conn:
             await store.insert_media(
                 conn,
                 self.server_name,
                 media_id,
-                uploader=None,
+                uploader=uploader,
                 content_type=clean_content_type(content_type),
                 filename=filename,
                 size=size,
@@ -272,7 +274,7 @@ class MediaService:
 
     async def create(self, user_id: str) -> tuple[str, int]:
         """Reserve a media id for a later upload; (mxc URI, expiry timestamp)."""
-        media_id = "".join(secrets.choice(MEDIA_ID_ALPHABET) for _ in range(MEDIA_ID_LENGTH))
+        media_id = new_media_id()
         now = now_ms()
         expires = now + PENDING_LIFETIME_MS
         async with self.db.pool.connection() as conn:
