@@ -46,6 +46,7 @@ from homeserver.services.appservices import (
     is_interested_in_room,
 )
 from homeserver.services.client_events import format_events
+from homeserver.services.delivery_workers import DeliveryWorkers
 from homeserver.services.errors import ServiceError
 from homeserver.services.events import EventCache
 from homeserver.storage import accounts, streams
@@ -134,12 +135,16 @@ class AppServiceSender:
         self._typing_seen: dict[str, int] = {}
         self._session: aiohttp.ClientSession | None = None
         self._wakeup = asyncio.Event()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._dirty: set[str] = set()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        by_id = {s.id: s for s in self._targets}
+        self._workers: DeliveryWorkers[str] = DeliveryWorkers(
+            db.conninfo,
+            drain=lambda as_id: self._drain(by_id[as_id]),
+            try_lock=store.try_lock,
+            unlock=store.unlock,
+            label=lambda as_id: f"appservice {as_id}",
+            failure_retry_ms=self.max_backoff_ms,
+        )
         self._background: list[asyncio.Task[None]] = []
-        self._lock_conn: AsyncConnection | None = None
-        self._lock_guard = asyncio.Lock()
         self._closing = False
 
     async def start(self) -> None:
@@ -159,21 +164,15 @@ class AppServiceSender:
     async def close(self) -> None:
         """Stop sending; what is unsent stays behind the cursors (and pending) for next time."""
         self._closing = True
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        tasks = [*self._background, *self._tasks.values()]
-        for task in tasks:
+        for task in self._background:
             task.cancel()
-        for task in tasks:
+        for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._workers.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._lock_conn is not None:
-            await self._lock_conn.close()
-            self._lock_conn = None
 
     def notify(self) -> None:
         """Events were committed: look for ones to deliver. Never waits."""
@@ -236,7 +235,7 @@ class AppServiceSender:
             if not notified:
                 swept = time.monotonic()
             for service in self._targets:
-                self._wake(service)
+                self._workers.wake(service.id)
 
     async def _poll_positions(self) -> tuple[int, ...]:
         """The positions whose moving means there may be something to send."""
@@ -246,58 +245,6 @@ class AppServiceSender:
             return (safe["events"],)
         typing = self.typing.position if self.typing is not None else 0
         return (safe["events"], safe["receipts"], safe["presence"], typing)
-
-    def _wake(self, service: AppService) -> None:
-        if self._closing:
-            return
-        if service.id in self._tasks:
-            self._dirty.add(service.id)
-            return
-        if service.id in self._timers:
-            return  # backing off: its timer wakes it
-        self._tasks[service.id] = asyncio.create_task(
-            self._run(service), name=f"appservice {service.id}"
-        )
-
-    async def _run(self, service: AppService) -> None:
-        try:
-            while True:
-                self._dirty.discard(service.id)
-                if not await self._with_lock(store.try_lock, service.id):
-                    # Another worker process delivers to it; the poll comes back here.
-                    return
-                try:
-                    retry_at = await self._drain(service)
-                finally:
-                    await self._with_lock(store.unlock, service.id)
-                if retry_at is not None:
-                    self._schedule(service, retry_at)
-                    return
-                if service.id not in self._dirty:
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("appservice %s: delivery failed; retrying later", service.id)
-            self._schedule(service, _now_ms() + self.max_backoff_ms)
-        finally:
-            if self._tasks.get(service.id) is asyncio.current_task():
-                del self._tasks[service.id]
-
-    def _schedule(self, service: AppService, retry_at: int) -> None:
-        if self._closing:
-            return
-        old = self._timers.pop(service.id, None)
-        if old is not None:
-            old.cancel()
-        delay = max(0.0, (retry_at - _now_ms()) / 1000)
-        self._timers[service.id] = asyncio.get_running_loop().call_later(
-            delay, self._timer_fired, service
-        )
-
-    def _timer_fired(self, service: AppService) -> None:
-        self._timers.pop(service.id, None)
-        self._wake(service)
 
     # ---- delivery
 
@@ -600,19 +547,3 @@ class AppServiceSender:
         if not 200 <= status < 300:
             raise BadStatus(status, raw.decode("utf-8", "replace"))
         return duration_ms
-
-    # ---- cross-process exclusivity
-
-    async def _with_lock(self, operation: Any, as_id: str) -> bool:
-        """Run a lock operation on the connection that holds this process's AS locks."""
-        async with self._lock_guard:
-            if self._lock_conn is None or self._lock_conn.closed:
-                self._lock_conn = await psycopg.AsyncConnection.connect(
-                    self.db.conninfo, autocommit=True
-                )
-            try:
-                return bool(await operation(self._lock_conn, as_id))
-            except psycopg.OperationalError:
-                await self._lock_conn.close()
-                self._lock_conn = None
-                raise

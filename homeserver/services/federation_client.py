@@ -92,19 +92,21 @@ def address_allowed(address: str, allowed: Sequence[IpNetwork]) -> bool:
     return ip.is_global or any(ip in network for network in allowed)
 
 
-def _is_ip_literal(host: str) -> bool:
+def literal_address_refused(host: str, allowed: Sequence[IpNetwork]) -> bool:
+    """A host that is an IP literal outside the usable addresses. Names are checked by
+    `FilteringResolver` as they are connected to; literals never reach a resolver."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
-    return True
+    return not address_allowed(host, allowed)
 
 
 class AddressRefused(OSError):
     """A name resolved only to addresses the caller may not connect to."""
 
 
-class _FilteringResolver(aiohttp.abc.AbstractResolver):
+class FilteringResolver(aiohttp.abc.AbstractResolver):
     """The default resolver, minus the addresses federation may not connect to."""
 
     def __init__(self, allowed: Sequence[IpNetwork]) -> None:
@@ -162,7 +164,7 @@ class FederationClient:
             limit=1000,
             limit_per_host=10,
             ttl_dns_cache=300,
-            resolver=_FilteringResolver(self._allowed),
+            resolver=FilteringResolver(self._allowed),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -281,7 +283,7 @@ class FederationClient:
     ) -> T:
         last_error = "no address to try"
         for target in targets:
-            if _is_ip_literal(target.host) and not address_allowed(target.host, self._allowed):
+            if literal_address_refused(target.host, self._allowed):
                 last_error = f"{target.host}: an address federation may not use"
                 continue
             url = URL(f"{self.scheme}://{_url_host(target.host)}:{target.port}{uri}", encoded=True)

@@ -37,8 +37,9 @@ from psycopg import AsyncConnection
 from yarl import URL
 
 from federation.events import MEMBER, Event
+from homeserver.services.delivery_workers import DeliveryWorkers
 from homeserver.services.events import EventCache, load_events
-from homeserver.services.federation_client import _FilteringResolver, address_allowed
+from homeserver.services.federation_client import FilteringResolver, literal_address_refused
 from homeserver.storage import notifications as actions_store
 from homeserver.storage import pushers as store
 from homeserver.storage import state, streams
@@ -153,19 +154,23 @@ class PushSender:
         # Users whose actions lay beyond the safe position: looked at again on each wake.
         self._held_users: set[str] = set()
         self._wakeup = asyncio.Event()
-        self._tasks: dict[store.PusherKey, asyncio.Task[None]] = {}
-        self._dirty: set[store.PusherKey] = set()
-        self._timers: dict[store.PusherKey, asyncio.TimerHandle] = {}
+        self._workers: DeliveryWorkers[store.PusherKey] = DeliveryWorkers(
+            db.conninfo,
+            drain=self._drain,
+            try_lock=store.try_lock,
+            unlock=store.unlock,
+            label=lambda key: f"push {key.pushkey[:16]}",
+            failure_retry_ms=self.max_backoff_ms,
+            locked_retry_ms=LOCKED_RETRY_MS,
+        )
         self._background: list[asyncio.Task[None]] = []
-        self._lock_conn: AsyncConnection | None = None
-        self._lock_guard = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
         self._closing = False
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=200, ttl_dns_cache=300, resolver=_FilteringResolver(self._allowed)
+                limit=200, ttl_dns_cache=300, resolver=FilteringResolver(self._allowed)
             ),
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
             headers={"User-Agent": "homeserver"},
@@ -178,21 +183,15 @@ class PushSender:
     async def close(self) -> None:
         """Stop sending; what is unsent stays behind the pushers' cursors for next time."""
         self._closing = True
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        tasks = [*self._background, *self._tasks.values()]
-        for task in tasks:
+        for task in self._background:
             task.cancel()
-        for task in tasks:
+        for task in self._background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._workers.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._lock_conn is not None:
-            await self._lock_conn.close()
-            self._lock_conn = None
 
     def notify_users(self, user_ids: Iterable[str]) -> None:
         """These users just got push actions (committed): send them. Never waits."""
@@ -219,7 +218,7 @@ class PushSender:
                 log.exception("push: cannot look up pushers; the sweep will retry")
                 continue
             for key in keys:
-                self._wake(key)
+                self._workers.wake(key)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -227,62 +226,10 @@ class PushSender:
                 async with self.db.pool.connection() as conn:
                     keys = await store.pushers_with_work(conn, _now_ms())
                 for key in keys:
-                    self._wake(key)
+                    self._workers.wake(key)
             except (psycopg.Error, OSError):
                 log.exception("push: sweep failed")
             await asyncio.sleep(self.sweep_interval_s)
-
-    # ---- one task per pusher
-
-    def _wake(self, key: store.PusherKey) -> None:
-        if self._closing:
-            return
-        if key in self._tasks:
-            self._dirty.add(key)
-            return
-        if key in self._timers:
-            return  # backing off: its timer wakes it
-        self._tasks[key] = asyncio.create_task(self._run(key), name=f"push {key.pushkey[:16]}")
-
-    async def _run(self, key: store.PusherKey) -> None:
-        try:
-            while True:
-                self._dirty.discard(key)
-                if not await self._with_lock(store.try_lock, key):
-                    # Another worker process is sending to it, and may have read its
-                    # queue before our actions committed: look again shortly.
-                    self._schedule(key, _now_ms() + LOCKED_RETRY_MS)
-                    return
-                try:
-                    retry_at = await self._drain(key)
-                finally:
-                    await self._with_lock(store.unlock, key)
-                if retry_at is not None:
-                    self._schedule(key, retry_at)
-                    return
-                if key not in self._dirty:
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("push: sending for %s failed; retrying later", key.user_id)
-            self._schedule(key, _now_ms() + self.max_backoff_ms)
-        finally:
-            if self._tasks.get(key) is asyncio.current_task():
-                del self._tasks[key]
-
-    def _schedule(self, key: store.PusherKey, retry_at: int) -> None:
-        if self._closing:
-            return
-        old = self._timers.pop(key, None)
-        if old is not None:
-            old.cancel()
-        delay = max(0.0, (retry_at - _now_ms()) / 1000)
-        self._timers[key] = asyncio.get_running_loop().call_later(delay, self._timer_fired, key)
-
-    def _timer_fired(self, key: store.PusherKey) -> None:
-        self._timers.pop(key, None)
-        self._wake(key)
 
     async def _drain(self, key: store.PusherKey) -> int | None:
         """Send the pusher's pending notifications in order; the time to retry at when
@@ -389,7 +336,7 @@ class PushSender:
             raise RuntimeError("PushSender.start() was not called")
         target = URL(url)
         host = target.host or ""
-        if _is_ip_literal(host) and not address_allowed(host, self._allowed):
+        if literal_address_refused(host, self._allowed):
             log.info("push: %s is an address push may not use", host)
             return _Answer.RETRY
         try:
@@ -422,28 +369,3 @@ class PushSender:
         if isinstance(rejected, list) and key.pushkey in rejected:
             return _Answer.REJECTED
         return _Answer.DELIVERED
-
-    # ---- cross-process exclusivity
-
-    async def _with_lock(self, operation: Any, key: store.PusherKey) -> bool:
-        """Run a lock operation on the connection that holds this process's pusher locks."""
-        async with self._lock_guard:
-            if self._lock_conn is None or self._lock_conn.closed:
-                self._lock_conn = await psycopg.AsyncConnection.connect(
-                    self.db.conninfo, autocommit=True
-                )
-            try:
-                return bool(await operation(self._lock_conn, key))
-            except psycopg.OperationalError:
-                # The connection died, and the locks with it.
-                await self._lock_conn.close()
-                self._lock_conn = None
-                raise
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True

@@ -30,9 +30,8 @@ from yarl import URL
 from homeserver.services.errors import ServiceError, forbidden
 from homeserver.services.federation_client import (
     AddressRefused,
-    _FilteringResolver,
-    _is_ip_literal,
-    address_allowed,
+    FilteringResolver,
+    literal_address_refused,
 )
 from homeserver.services.media import MediaService, check_filename
 from homeserver.services.media_remote import filename_from_disposition
@@ -131,7 +130,7 @@ class UrlPreviewService:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit=100, ttl_dns_cache=60, resolver=_FilteringResolver(self._allowed)
+                    limit=100, ttl_dns_cache=60, resolver=FilteringResolver(self._allowed)
                 ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s),
                 headers={"User-Agent": USER_AGENT},
@@ -180,7 +179,7 @@ class UrlPreviewService:
         for pattern in self._blacklist:
             if fnmatch.fnmatchcase(host, pattern) or fnmatch.fnmatchcase(host + url.path, pattern):
                 raise forbidden("This URL may not be previewed")
-        if _is_ip_literal(host) and not address_allowed(host, self._allowed):
+        if literal_address_refused(host, self._allowed):
             raise forbidden("This URL's address may not be previewed")
 
     async def _fetch_and_cache(self, url: URL) -> store.CachedPreview:
