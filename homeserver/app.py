@@ -65,11 +65,11 @@ from homeserver.api.federation import transactions as federation_transactions
 from homeserver.api.federation import version as federation_version
 from homeserver.config import Config, ConfigError
 from homeserver.datadir import DataDirLock, load_or_create_signing_key
-from homeserver.services.appservices import load_registry
+from homeserver.services.appservices.registry import load_registry
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage import migrations
-from homeserver.storage.embedded_postgres import EmbeddedPostgres
-from homeserver.storage.pool import Database, DatabaseUnreachable, check_connection
+from homeserver.storage.core import migrations
+from homeserver.storage.core.embedded_postgres import EmbeddedPostgres
+from homeserver.storage.core.pool import Database, DatabaseUnreachable, check_connection
 
 log = logging.getLogger(__name__)
 

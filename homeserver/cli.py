@@ -24,17 +24,17 @@ from homeserver.config import (
 )
 from homeserver.datadir import DataDirLock, ensure_layout
 from homeserver.logs import setup_logging
-from homeserver.services import registration
-from homeserver.services.accounts import register_user
-from homeserver.services.errors import ServiceError
-from homeserver.storage import migrations
-from homeserver.storage.embedded_postgres import DATABASE as EMBEDDED_DATABASE
-from homeserver.storage.embedded_postgres import (
+from homeserver.services.accounts import registration
+from homeserver.services.accounts.accounts import register_user
+from homeserver.services.core.errors import ServiceError
+from homeserver.storage.core import migrations
+from homeserver.storage.core.embedded_postgres import DATABASE as EMBEDDED_DATABASE
+from homeserver.storage.core.embedded_postgres import (
     SUPERUSER,
     EmbeddedPostgresError,
     read_postmaster_pid,
 )
-from homeserver.storage.pool import Database
+from homeserver.storage.core.pool import Database
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

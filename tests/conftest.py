@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from homeserver.storage import migrations
-from homeserver.storage.embedded_postgres import EmbeddedPostgres
+from homeserver.storage.core import migrations
+from homeserver.storage.core.embedded_postgres import EmbeddedPostgres
 
 
 class PostgresServer:

@@ -42,7 +42,7 @@ from contrib.bench.harness import (
 )
 from contrib.bench.harness import start_ours as start_server
 from contrib.bench.synapse import DEFAULT_VENV, Synapse, bcrypt_cost
-from homeserver.services.passwords import hash_password
+from homeserver.services.accounts.passwords import hash_password
 
 
 @dataclass

@@ -7,8 +7,8 @@ from aiohttp import web
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError
 from homeserver.api.http import USER_KEY
-from homeserver.services.auth import AuthFailure, Requester, authenticate
-from homeserver.services.devices import record_seen
+from homeserver.services.accounts.auth import AuthFailure, Requester, authenticate
+from homeserver.services.accounts.devices import record_seen
 
 REQUESTER_KEY = web.RequestKey("requester", Requester)
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from homeserver.services.errors import ServiceError
+from homeserver.services.core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
-from homeserver.services import uia
-from homeserver.services.auth import Requester
+from homeserver.services.accounts import uia
+from homeserver.services.accounts.auth import Requester
 
 REAUTH_FLOWS = [[uia.PASSWORD]]
 

@@ -9,55 +9,59 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
-from homeserver.services.appservice_sender import AppServiceSender
-from homeserver.services.appservices import AppServiceAuth, AppServiceRegistry, load_registry
-from homeserver.services.auth import TokenCache
-from homeserver.services.cross_signing import CrossSigningService
-from homeserver.services.deactivation import Deactivations
-from homeserver.services.device_lists import DeviceLists
-from homeserver.services.devices import SeenThrottle
-from homeserver.services.directory import DirectoryService
-from homeserver.services.e2ee import E2EEService
-from homeserver.services.events import EventCache, EventCreator, RoomWriter
-from homeserver.services.federation_backfill import Backfiller
-from homeserver.services.federation_client import FederationClient
-from homeserver.services.federation_device_lists import FederatedDeviceLists
-from homeserver.services.federation_e2ee import FederatedKeys
-from homeserver.services.federation_edus import EduAnnouncer
-from homeserver.services.federation_inbound import FederationInbound
-from homeserver.services.federation_joins import FederationMembership
-from homeserver.services.federation_out import RoomServers
-from homeserver.services.federation_reads import FederationReads
-from homeserver.services.federation_resident import ResidentMembership
-from homeserver.services.federation_sender import FederationSender
-from homeserver.services.hierarchy import HierarchyService
-from homeserver.services.key_backup import KeyBackupService
-from homeserver.services.keyring import KeyRing
-from homeserver.services.media import MediaService
-from homeserver.services.media_remote import RemoteMedia
-from homeserver.services.media_thumbnails import ThumbnailService
-from homeserver.services.membership import MembershipService
-from homeserver.services.notifications import NotificationService
-from homeserver.services.notifier import Notifier
-from homeserver.services.presence import PresenceService
-from homeserver.services.push_gateway import PushSender
-from homeserver.services.push_rules import PushRuleService
-from homeserver.services.pushers import PusherService
-from homeserver.services.ratelimit import RateLimiter
-from homeserver.services.receipts import ReceiptService
-from homeserver.services.reports import ReportService
-from homeserver.services.rooms import RoomCreator
-from homeserver.services.search import SearchService
-from homeserver.services.send import SendService
-from homeserver.services.streams import StreamAllocator
-from homeserver.services.sync import SyncService
-from homeserver.services.to_device import ToDeviceService
-from homeserver.services.typing import TypingService
-from homeserver.services.upgrade import RoomUpgrader
-from homeserver.services.url_previews import UrlPreviewService
-from homeserver.services.user_directory import UserDirectoryService
-from homeserver.storage.media_files import MediaFiles
-from homeserver.storage.pool import Database
+from homeserver.services.accounts.auth import TokenCache
+from homeserver.services.accounts.deactivation import Deactivations
+from homeserver.services.accounts.devices import SeenThrottle
+from homeserver.services.appservices.registry import (
+    AppServiceAuth,
+    AppServiceRegistry,
+    load_registry,
+)
+from homeserver.services.appservices.sender import AppServiceSender
+from homeserver.services.core.notifier import Notifier
+from homeserver.services.core.ratelimit import RateLimiter
+from homeserver.services.core.streams import StreamAllocator
+from homeserver.services.directory.hierarchy import HierarchyService
+from homeserver.services.directory.rooms import DirectoryService
+from homeserver.services.directory.users import UserDirectoryService
+from homeserver.services.e2ee.cross_signing import CrossSigningService
+from homeserver.services.e2ee.device_lists import DeviceLists
+from homeserver.services.e2ee.key_backup import KeyBackupService
+from homeserver.services.e2ee.keys import E2EEService
+from homeserver.services.ephemeral.presence import PresenceService
+from homeserver.services.ephemeral.receipts import ReceiptService
+from homeserver.services.ephemeral.to_device import ToDeviceService
+from homeserver.services.ephemeral.typing import TypingService
+from homeserver.services.media.remote import RemoteMedia
+from homeserver.services.media.repository import MediaService
+from homeserver.services.media.thumbnails import ThumbnailService
+from homeserver.services.media.url_previews import UrlPreviewService
+from homeserver.services.push.gateway import PushSender
+from homeserver.services.push.notifications import NotificationService
+from homeserver.services.push.pushers import PusherService
+from homeserver.services.push.rules import PushRuleService
+from homeserver.services.remote.backfill import Backfiller
+from homeserver.services.remote.client import FederationClient
+from homeserver.services.remote.device_lists import FederatedDeviceLists
+from homeserver.services.remote.edus import EduAnnouncer
+from homeserver.services.remote.inbound import FederationInbound
+from homeserver.services.remote.joins import FederationMembership
+from homeserver.services.remote.keyring import KeyRing
+from homeserver.services.remote.keys import FederatedKeys
+from homeserver.services.remote.reads import FederationReads
+from homeserver.services.remote.resident import ResidentMembership
+from homeserver.services.remote.room_servers import RoomServers
+from homeserver.services.remote.sender import FederationSender
+from homeserver.services.rooms.creation import RoomCreator
+from homeserver.services.rooms.membership import MembershipService
+from homeserver.services.rooms.reports import ReportService
+from homeserver.services.rooms.send import SendService
+from homeserver.services.rooms.upgrade import RoomUpgrader
+from homeserver.services.rooms.writer import EventCache, EventCreator, RoomWriter
+from homeserver.services.sync.sync import SyncService
+from homeserver.services.timeline.search import SearchService
+from homeserver.storage.core.pool import Database
+from homeserver.storage.media.files import MediaFiles
 
 
 @dataclass
@@ -67,7 +71,7 @@ class Homeserver:
     signing_key: SigningKey
     devices_seen: SeenThrottle = field(default_factory=SeenThrottle)
     token_cache: TokenCache = field(default_factory=TokenCache)
-    # `await hs.ratelimiter.check("login", key, requester)`; see services/ratelimit.py.
+    # `await hs.ratelimiter.check("login", key, requester)`; see services/core/ratelimit.py.
     ratelimiter: RateLimiter = field(init=False)
     event_cache: EventCache = field(default_factory=EventCache)
     streams: StreamAllocator = field(init=False)

@@ -13,11 +13,11 @@ from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.config import Config, load_config
 from homeserver.datadir import load_or_create_signing_key
-from homeserver.services import accounts
-from homeserver.services.auth import hash_token, new_token, now_ms
+from homeserver.services.accounts import accounts
+from homeserver.services.accounts.auth import hash_token, new_token, now_ms
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage import devices, tokens
-from homeserver.storage.pool import Database
+from homeserver.storage.accounts import devices, tokens
+from homeserver.storage.core.pool import Database
 
 
 def make_config(data_dir: Path, **overrides: Any) -> Config:

@@ -9,7 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.storage import account_data, streams
+from homeserver.storage.accounts import account_data
+from homeserver.storage.core import streams
 from tests.integration.conftest import CLIENT_V3, auth_header, make_user
 
 Client = TestClient[Any, Any]

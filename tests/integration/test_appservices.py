@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from homeserver.api.context import HOMESERVER
 from homeserver.config import ConfigError
-from homeserver.services.appservice_sender import AppServiceSender
-from homeserver.services.appservices import load_registry
+from homeserver.services.appservices.registry import load_registry
+from homeserver.services.appservices.sender import AppServiceSender
 from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, register_user
 
 Client = TestClient[Any, Any]

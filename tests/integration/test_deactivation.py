@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services import accounts
-from homeserver.storage import profiles
+from homeserver.services.accounts import accounts
+from homeserver.storage.accounts import profiles
 from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, make_user, register_user
 
 Client = TestClient[Any, Any]

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.storage import streams
+from homeserver.storage.core import streams
 from tests.integration.e2ee_devices import Device
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from homeserver.services.devices import SeenThrottle
+from homeserver.services.accounts.devices import SeenThrottle
 from tests.integration.conftest import CLIENT_V3, auth_header, login_user, register_user
 
 
@@ -155,7 +155,7 @@ async def test_delete_devices(open_client: TestClient[Any, Any]) -> None:
 
 def test_seen_throttle_writes_once_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
-    monkeypatch.setattr("homeserver.services.devices.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("homeserver.services.accounts.devices.time.monotonic", lambda: clock[0])
     throttle = SeenThrottle()
     assert throttle.due(1)
     assert not throttle.due(1)

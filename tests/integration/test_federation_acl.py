@@ -19,10 +19,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from homeserver.services.federation_client import RequestFailed, quote_segment
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage import events as event_store
-from homeserver.storage import receipts
+from homeserver.services.remote.client import RequestFailed, quote_segment
+from homeserver.storage.ephemeral import receipts
+from homeserver.storage.rooms import events as event_store
 from tests.integration.conftest import RoomUser
 from tests.integration.peers import PEER_CONFIG, free_port
 from tests.integration.test_federation_rooms import eventually, hs_of, membership, sees

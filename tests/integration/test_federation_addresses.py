@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from federation.keys import generate_signing_key
-from homeserver.services.federation_client import FederationClient, Unreachable, address_allowed
+from homeserver.services.remote.client import FederationClient, Unreachable, address_allowed
 from tests.integration.peers import free_port
 
 

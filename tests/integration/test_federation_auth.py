@@ -14,8 +14,8 @@ from aiohttp import web
 from federation.keys import generate_signing_key
 from federation.xmatrix import sign_request
 from homeserver.api.federation.auth import require_server
-from homeserver.services.federation_client import RequestFailed
 from homeserver.services.homeserver import Homeserver
+from homeserver.services.remote.client import RequestFailed
 from tests.integration import conftest
 from tests.integration.peers import start_peer
 

@@ -19,12 +19,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services import devices
-from homeserver.services.federation_edus import handle_edu
+from homeserver.services.accounts import devices
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage import memberships, receipts
-from homeserver.storage import presence as presence_store
-from homeserver.storage import remote_device_lists as remote
+from homeserver.services.remote.edus import handle_edu
+from homeserver.storage.ephemeral import presence as presence_store
+from homeserver.storage.ephemeral import receipts
+from homeserver.storage.remote import device_lists as remote
+from homeserver.storage.rooms import memberships
 from tests.integration.e2ee_devices import Device, public, sign
 from tests.integration.peers import PEER_CONFIG, free_port
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from federation.room_versions import get_room_version
-from homeserver.services.federation_reads import pdu_of
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage import events as event_store
-from homeserver.storage import rooms, state
+from homeserver.services.remote.reads import pdu_of
+from homeserver.storage.rooms import events as event_store
+from homeserver.storage.rooms import rooms, state
 from tests.integration.conftest import RoomUser
 from tests.integration.test_federation_history import history, texts
 from tests.integration.test_federation_rooms import (

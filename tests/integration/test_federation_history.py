@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from homeserver.storage import events as event_store
+from homeserver.storage.rooms import events as event_store
 from tests.integration.conftest import RoomUser
 from tests.integration.test_federation_rooms import Client, eventually, hs_of, membership, peer
 

@@ -18,8 +18,8 @@ from federation.pdu_checks import check_pdu
 from federation.room_versions import KNOWN_ROOM_VERSIONS
 from federation.signing import SignatureError, sign_json, verify_json
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.keyring import KeyRing, verify_key_response
-from homeserver.storage import server_keys
+from homeserver.services.remote.keyring import KeyRing, verify_key_response
+from homeserver.storage.remote import server_keys
 from tests.integration.peers import free_port, start_peer
 
 

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from homeserver.api.context import HOMESERVER
-from homeserver.storage import media as media_store
+from homeserver.storage.media import media as media_store
 from tests.integration.conftest import auth_header, make_user
 from tests.integration.peers import PEER_CONFIG, free_port
 from tests.integration.test_federation_rooms import hs_of, peer

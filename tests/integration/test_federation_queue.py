@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from federation.keys import ServerKey
 from federation.xmatrix import verify_request
 from homeserver.api.context import HOMESERVER
-from homeserver.services.federation_sender import FederationSender
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage import federation_outbox
+from homeserver.services.remote.sender import FederationSender
+from homeserver.storage.remote import outbox as federation_outbox
 from tests.integration.conftest import CLIENT_V3, auth_header, make_user
 from tests.integration.peers import PEER_CONFIG, free_port
 

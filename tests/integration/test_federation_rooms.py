@@ -15,7 +15,7 @@ from federation.builder import build_event
 from federation.keys import SigningKey
 from homeserver.api.context import HOMESERVER
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage import events as event_store
+from homeserver.storage.rooms import events as event_store
 from tests.integration.conftest import RoomUser
 from tests.integration.peers import PEER_CONFIG, free_port
 
@@ -157,7 +157,7 @@ async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
     hs_a, hs_b = hs_of(a), hs_of(b)
     await bob.ok("POST", f"/join/{room_id}?server_name={hs_a.server_name}")
     async with hs_a.db.pool.connection() as conn:
-        from homeserver.storage import rooms, state
+        from homeserver.storage.rooms import rooms, state
 
         room = await rooms.get_room(conn, room_id)
         assert room is not None
@@ -235,7 +235,7 @@ async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
     assert bob.user_id not in pl.get("users", {})
 
     too_many = {**txn, "pdus": [good] * 51}
-    from homeserver.services.federation_client import RequestFailed
+    from homeserver.services.remote.client import RequestFailed
 
     with pytest.raises(RequestFailed) as refused:
         await client.put_json(hs_a.server_name, "/_matrix/federation/v1/send/hostile2", too_many)
@@ -245,7 +245,7 @@ async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
 async def test_unknown_room_versions_are_refused(two: tuple[Client, Client]) -> None:
     """An invite into, or a join of, a room version we do not implement is refused with
     M_INCOMPATIBLE_ROOM_VERSION rather than half handled."""
-    from homeserver.services.federation_client import RequestFailed
+    from homeserver.services.remote.client import RequestFailed
 
     a, b = two
     alice = await RoomUser.make(a, "alice")

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from PIL import Image
 
 from homeserver.api.context import HOMESERVER
-from homeserver.storage import media as media_store
+from homeserver.storage.media import media as media_store
 from tests.integration.conftest import auth_header, make_user
 
 Client = TestClient[Any, Any]

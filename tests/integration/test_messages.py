@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.storage import timeline
+from homeserver.storage.timeline import timeline
 from tests.integration.conftest import RoomUser
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from homeserver.storage import migrations
+from homeserver.storage.core import migrations
 from tests.conftest import PostgresServer
 
 

@@ -9,9 +9,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
+from homeserver.services.ephemeral.presence import IDLE_AFTER_MS, OFFLINE_AFTER_MS, now_ms
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.presence import IDLE_AFTER_MS, OFFLINE_AFTER_MS, now_ms
-from homeserver.storage import streams
+from homeserver.storage.core import streams
 from tests.integration.conftest import RoomUser, call
 
 

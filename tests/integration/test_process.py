@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from contrib.synapse_harness import make_self_signed_cert
-from homeserver.storage.embedded_postgres import read_postmaster_pid
+from homeserver.storage.core.embedded_postgres import read_postmaster_pid
 from tests.conftest import PostgresServer
 
 START_BUDGET_FIRST = 20.0

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.federation_client import RequestFailed
+from homeserver.services.remote.client import RequestFailed
 from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, make_user
 from tests.integration.peers import PEER_CONFIG, free_port
 

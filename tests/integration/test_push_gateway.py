@@ -17,7 +17,7 @@ from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage.pool import Database
+from homeserver.storage.core.pool import Database
 from tests.integration.conftest import RoomUser, make_config
 
 Client = TestClient[Any, Any]

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage import streams
+from homeserver.storage.core import streams
 from tests.integration.conftest import RoomUser, call
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts import register_user as create_account
+from homeserver.services.accounts.accounts import register_user as create_account
 from tests.conftest import PostgresServer
 from tests.integration.conftest import CLIENT_V3, auth_header, register_user
 from tests.integration.test_process import cli

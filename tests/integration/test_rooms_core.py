@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts import register_user
-from homeserver.services.auth import hash_token, new_token, now_ms
-from homeserver.storage import tokens
+from homeserver.services.accounts.accounts import register_user
+from homeserver.services.accounts.auth import hash_token, new_token, now_ms
+from homeserver.storage.accounts import tokens
 
 
 async def user(client: TestClient[Any, Any], localpart: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from homeserver.storage import streams
+from homeserver.storage.core import streams
 
 
 async def test_safe_position_waits_for_slow_writer(database_factory: Callable[[], str]) -> None:

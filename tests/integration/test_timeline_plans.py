@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from psycopg import AsyncConnection
 
 from homeserver.api.context import HOMESERVER
-from homeserver.storage import relations, timeline
+from homeserver.storage.timeline import relations, timeline
 from tests.integration.conftest import RoomUser
 
 MESSAGES = 1500

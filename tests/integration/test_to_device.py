@@ -10,10 +10,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.auth import hash_token, new_token, now_ms
+from homeserver.services.accounts.auth import hash_token, new_token, now_ms
+from homeserver.services.ephemeral.to_device import MAX_CONTENT_BYTES
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.to_device import MAX_CONTENT_BYTES
-from homeserver.storage import devices, streams, tokens
+from homeserver.storage.accounts import devices, tokens
+from homeserver.storage.core import streams
 from tests.integration.conftest import RoomUser, auth_header, call
 
 

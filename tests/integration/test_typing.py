@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
+from homeserver.services.ephemeral.typing import MAX_TIMEOUT_MS
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.typing import MAX_TIMEOUT_MS
 from tests.integration.conftest import RoomUser, call
 
 

@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.visibility import filter_visible
-from homeserver.storage import events as event_store
+from homeserver.services.timeline.visibility import filter_visible
+from homeserver.storage.rooms import events as event_store
 from tests.integration.conftest import RoomUser
 
 

@@ -16,7 +16,7 @@ from homeserver.app import build_app
 from homeserver.config import load_config
 from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.homeserver import Homeserver
-from homeserver.storage.pool import Database
+from homeserver.storage.core.pool import Database
 from tests.integration.peers import free_port
 
 OurServerFactory = Callable[..., Awaitable[Homeserver]]

@@ -9,9 +9,9 @@ import pytest
 from contrib.synapse_harness import SynapseInstance
 from federation.keys import encode_verify_key
 from federation.signing import verify_json
-from homeserver.services.federation_client import RequestFailed
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.keyring import verify_key_response
+from homeserver.services.remote.client import RequestFailed
+from homeserver.services.remote.keyring import verify_key_response
 
 pytestmark = pytest.mark.interop
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from contrib.synapse_harness import SynapseInstance
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.media_remote import filename_from_disposition
+from homeserver.services.media.remote import filename_from_disposition
 from tests.interop.clients import User, session
 
 pytestmark = pytest.mark.interop

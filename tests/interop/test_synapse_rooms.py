@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from contrib.synapse_harness import SynapseInstance
-from homeserver.services import accounts
+from homeserver.services.accounts import accounts
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.rooms import parse_create_room
+from homeserver.services.rooms.creation import parse_create_room
 
 pytestmark = pytest.mark.interop
 

@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from homeserver.services.errors import ServiceError
-from homeserver.services.filters import (
+from homeserver.services.accounts.filters import (
     EventFilter,
     Filter,
     RoomEventFilter,
@@ -17,6 +16,7 @@ from homeserver.services.filters import (
     parse_filter,
     wildcard_match,
 )
+from homeserver.services.core.errors import ServiceError
 
 
 def _event(type_: str = "m.room.message", sender: str = "@a:x", **extra: Any) -> dict[str, Any]:

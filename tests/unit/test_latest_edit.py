@@ -6,8 +6,8 @@ from typing import Any
 
 from federation.events import Event
 from federation.room_versions import get_room_version
-from homeserver.services.client_events import latest_edit
-from homeserver.storage.relations import Edit
+from homeserver.services.timeline.format import latest_edit
+from homeserver.storage.timeline.relations import Edit
 
 ROOM = "!room:example.org"
 ALICE = "@alice:example.org"

@@ -110,7 +110,7 @@ FEDERATION = _modules("federation")
 def test_every_import_form_is_seen() -> None:
     source = """
 import homeserver
-import homeserver.storage.pool as pool
+import homeserver.storage.core.pool as pool
 from homeserver.api import routes
 from homeserver import config
 import importlib
@@ -124,7 +124,7 @@ if TYPE_CHECKING:
     seen = set(_imported(ast.parse(source)))
     for name in (
         "homeserver",
-        "homeserver.storage.pool",
+        "homeserver.storage.core.pool",
         "homeserver.api",
         "homeserver.config",
         "homeserver.services",

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from homeserver.storage.media_files import STALE_UPLOAD_S, MediaFiles
+from homeserver.storage.media.files import STALE_UPLOAD_S, MediaFiles
 
 
 async def test_stale_temporary_files_are_swept_and_live_ones_kept(tmp_path: Path) -> None:

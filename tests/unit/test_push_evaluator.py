@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from homeserver.services.push_defaults import default_rules
-from homeserver.services.push_evaluator import (
+from homeserver.services.push.defaults import default_rules
+from homeserver.services.push.evaluator import (
     CompiledRules,
     Outcome,
     RoomFacts,
@@ -275,8 +275,8 @@ def test_default_rule_ids_are_the_specs() -> None:
 def test_evaluator_is_pure() -> None:
     """No I/O and nothing from storage: it runs inside the send transaction on data
     handed to it, and is tested without a server."""
-    root = Path(__file__).resolve().parents[2] / "homeserver" / "services"
-    for name in ("push_evaluator.py", "push_defaults.py"):
+    root = Path(__file__).resolve().parents[2] / "homeserver" / "services" / "push"
+    for name in ("evaluator.py", "defaults.py"):
         tree = ast.parse((root / name).read_text(encoding="utf-8"))
         imported = {
             node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
@@ -290,7 +290,7 @@ def test_evaluator_is_pure() -> None:
                     "functools",
                     "re",
                     "typing",
-                    "homeserver.services.push_",
+                    "homeserver.services.push.",
                 )
             )
             for m in imported

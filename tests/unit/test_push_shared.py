@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from homeserver.services.push_defaults import localpart_of
-from homeserver.services.push_evaluator import (
+from homeserver.services.push.defaults import localpart_of
+from homeserver.services.push.evaluator import (
     CompiledRules,
     Member,
     Outcome,
@@ -19,8 +19,8 @@ from homeserver.services.push_evaluator import (
     fold,
     glob_matches,
 )
-from homeserver.services.push_rules import fingerprint, merge, shared_rules
-from homeserver.storage.push_rules import PushRuleRow
+from homeserver.services.push.rules import fingerprint, merge, shared_rules
+from homeserver.storage.push.rules import PushRuleRow
 
 ROOM = "!room:example.org"
 # Localparts and names with what makes matching hard: glob characters, case, word

@@ -8,8 +8,14 @@ import pytest
 
 from homeserver.cli import _flag_values, build_parser
 from homeserver.config import RATE_LIMIT_DEFAULTS, ConfigError, load_config
-from homeserver.services.auth import Requester
-from homeserver.services.ratelimit import SWEEP_THRESHOLD, Bucket, Limit, RateLimited, RateLimiter
+from homeserver.services.accounts.auth import Requester
+from homeserver.services.core.ratelimit import (
+    SWEEP_THRESHOLD,
+    Bucket,
+    Limit,
+    RateLimited,
+    RateLimiter,
+)
 
 
 class Clock:

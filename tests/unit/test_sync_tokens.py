@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from homeserver.services.sync_tokens import InvalidToken, SyncToken
+from homeserver.services.sync.tokens import InvalidToken, SyncToken
 
 
 def test_round_trip_and_order() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from homeserver.services.typing import TypingState
+from homeserver.services.ephemeral.typing import TypingState
 
 T0 = 1_000_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from homeserver.services.url_preview_html import (
+from homeserver.services.media.url_preview_html import (
     MAX_DESCRIPTION_CHARS,
     MAX_OG_KEYS,
     MAX_TITLE_CHARS,

@@ -11,7 +11,7 @@ from aiohttp import web
 from homeserver.api.auth import require_user
 from homeserver.api.errors import MatrixError, forbidden
 from homeserver.api.http import read_json_object
-from homeserver.services.auth import Requester
+from homeserver.services.accounts.auth import Requester
 
 _INTEGER = re.compile(r"[0-9]{1,15}")
 

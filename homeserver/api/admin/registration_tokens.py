@@ -9,7 +9,7 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, forbidden, json_response
 from homeserver.api.http import read_json_object
-from homeserver.services import registration
+from homeserver.services.accounts import registration
 
 PREFIX = "/_synapse/admin/v1/registration_tokens"
 

@@ -19,8 +19,8 @@ from homeserver.api.admin.access import (
 from homeserver.api.context import HOMESERVER, homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.http import read_json_object
-from homeserver.services import admin_rooms
-from homeserver.services.admin_rooms import DeleteRequest, RoomDeleter
+from homeserver.services.admin import rooms as admin_rooms
+from homeserver.services.admin.rooms import DeleteRequest, RoomDeleter
 
 V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"

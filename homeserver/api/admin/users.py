@@ -18,8 +18,8 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services import admin_users
-from homeserver.storage.admin_users import UserFilter
+from homeserver.services.admin import users as admin_users
+from homeserver.storage.admin.users import UserFilter
 
 V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"

@@ -11,7 +11,7 @@ from homeserver.api.errors import MatrixError, bad_json, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import reauthenticate
-from homeserver.services import accounts, devices
+from homeserver.services.accounts import accounts, devices
 
 NO_IDENTITY_SERVER = {"id_server_unbind_result": "no-support"}
 

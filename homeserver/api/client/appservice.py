@@ -10,7 +10,7 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services.appservice_sender import BadStatus
+from homeserver.services.appservices.sender import BadStatus
 
 
 async def post_ping(request: web.Request) -> web.Response:

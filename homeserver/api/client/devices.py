@@ -12,7 +12,7 @@ from homeserver.api.errors import bad_json, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import reauthenticate
-from homeserver.services import devices
+from homeserver.services.accounts import devices
 
 
 async def get_devices(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services.errors import ServiceError
+from homeserver.services.core.errors import ServiceError
 
 
 async def create_alias(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services import filters
+from homeserver.services.accounts import filters
 
 
 async def create_filter(request: web.Request) -> web.Response:

@@ -10,8 +10,8 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services.hierarchy import HierarchyRequest
-from homeserver.services.pagination import parse_bool
+from homeserver.services.directory.hierarchy import HierarchyRequest
+from homeserver.services.timeline.pagination import parse_bool
 
 _INT = re.compile(r"-?[0-9]{1,9}")
 

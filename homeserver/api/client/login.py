@@ -11,7 +11,8 @@ from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import reauthenticate
-from homeserver.services import appservices, login
+from homeserver.services.accounts import login
+from homeserver.services.appservices import registry as appservices
 
 
 async def get_login(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services import devices
+from homeserver.services.accounts import devices
 
 
 async def post_logout(request: web.Request) -> web.Response:

@@ -14,14 +14,14 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import own_body_limit
 from homeserver.api.routes import RouteHandler
-from homeserver.services.media import (
+from homeserver.services.media.repository import (
     StoredFile,
     check_filename,
     content_disposition,
     download_headers,
     parse_timeout_ms,
 )
-from homeserver.services.media_thumbnails import parse_request
+from homeserver.services.media.thumbnails import parse_request
 
 CHUNK = 64 * 1024
 CLIENT_V1_MEDIA = "/_matrix/client/v1/media"

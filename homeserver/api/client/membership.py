@@ -11,9 +11,9 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import RouteHandler, add_client_route
-from homeserver.services.auth import Requester
-from homeserver.services.directory import alias_server
-from homeserver.services.errors import ServiceError
+from homeserver.services.accounts.auth import Requester
+from homeserver.services.core.errors import ServiceError
+from homeserver.services.directory.rooms import alias_server
 from homeserver.services.homeserver import Homeserver
 
 

@@ -8,7 +8,7 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services import messages
+from homeserver.services.timeline import messages
 
 
 async def get_messages(request: web.Request) -> web.Response:

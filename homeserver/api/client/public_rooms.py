@@ -11,8 +11,8 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services.directory import PublicRoomsRequest
-from homeserver.services.pagination import parse_limit
+from homeserver.services.directory.rooms import PublicRoomsRequest
+from homeserver.services.timeline.pagination import parse_limit
 
 
 async def get_public_rooms(request: web.Request) -> web.Response:

@@ -11,7 +11,8 @@ from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import UiaChallenge
-from homeserver.services import appservices, registration, uia
+from homeserver.services.accounts import registration, uia
+from homeserver.services.appservices import registry as appservices
 
 
 async def post_register(request: web.Request) -> web.Response:

@@ -8,7 +8,8 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services import messages, room_state
+from homeserver.services.rooms import state as room_state
+from homeserver.services.timeline import messages
 
 
 async def get_state(request: web.Request) -> web.Response:

@@ -9,7 +9,7 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services.rooms import parse_create_room
+from homeserver.services.rooms.creation import parse_create_room
 
 
 async def create_room(request: web.Request) -> web.Response:

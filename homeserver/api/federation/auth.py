@@ -19,8 +19,8 @@ from federation.xmatrix import SCHEME, XMatrixError, parse_authorization, verify
 from homeserver.api.context import homeserver
 from homeserver.api.errors import Handler, MatrixError
 from homeserver.api.http import USER_KEY
-from homeserver.services import server_acl
-from homeserver.services.keyring import now_ms
+from homeserver.services.remote.keyring import now_ms
+from homeserver.services.rooms import server_acl
 
 ORIGIN_KEY = web.RequestKey("federation_origin", str)
 FEDERATION_PREFIX = "/_matrix/federation/"

@@ -10,7 +10,7 @@ from federation.identifiers import server_name_of
 from homeserver.api.context import homeserver
 from homeserver.api.errors import forbidden, json_response
 from homeserver.api.http import read_json_object
-from homeserver.services.federation_device_lists import valid_id
+from homeserver.services.remote.device_lists import valid_id
 
 
 async def user_devices(request: web.Request) -> web.Response:

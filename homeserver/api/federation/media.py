@@ -10,13 +10,13 @@ import secrets
 from aiohttp import web
 
 from homeserver.api.context import homeserver
-from homeserver.services.media import (
+from homeserver.services.media.repository import (
     StoredFile,
     content_disposition,
     download_headers,
     parse_timeout_ms,
 )
-from homeserver.services.media_thumbnails import parse_request
+from homeserver.services.media.thumbnails import parse_request
 
 V1_MEDIA = "/_matrix/federation/v1/media"
 

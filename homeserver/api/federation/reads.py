@@ -11,8 +11,8 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, bad_json, json_response, not_found
 from homeserver.api.federation.auth import require_server
 from homeserver.api.http import read_json_object
-from homeserver.services import profile
-from homeserver.storage import aliases
+from homeserver.services.accounts import profile
+from homeserver.storage.directory import aliases
 
 V1 = "/_matrix/federation/v1"
 

@@ -8,7 +8,7 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import bad_json, json_response
 from homeserver.api.federation.auth import require_server
 from homeserver.api.http import read_json_object
-from homeserver.services.federation_inbound import MAX_EDUS, MAX_PDUS
+from homeserver.services.remote.inbound import MAX_EDUS, MAX_PDUS
 
 
 async def send_transaction(request: web.Request) -> web.Response:

@@ -1,0 +1,1 @@
+"""Synapse's admin API behaviour: listing and managing users and rooms."""

@@ -1,0 +1,288 @@
+"""Server admins managing rooms: listing and inspecting every room the server knows,
+and deleting a room (shutting it down for local users, optionally blocking it and
+purging it from the database).
+
+A deletion runs in the background, as admin tools expect: the request answers with a
+`delete_id` at once and the tool polls its status. Statuses live in this process's
+memory for a day, so a status poll must reach the process that runs the deletion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from federation.identifiers import server_name_of
+from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.services.timeline.format import format_events
+from homeserver.storage.admin import rooms as admin_rooms
+from homeserver.storage.admin.rooms import AdminRoomRow
+from homeserver.storage.core.pool import Database
+from homeserver.storage.directory import aliases
+from homeserver.storage.rooms import memberships, rooms, state
+
+if TYPE_CHECKING:  # the Homeserver imports the services that import this module
+    from homeserver.services.homeserver import Homeserver
+
+log = logging.getLogger(__name__)
+
+ORDER_BY = admin_rooms.ORDER_COLUMNS
+MAX_PAGE = 1000
+STATUS_TTL_S = 24 * 3600
+
+
+def invalid_param(message: str) -> ServiceError:
+    return ServiceError(400, "M_INVALID_PARAM", message)
+
+
+def check_room_id(room_id: str) -> str:
+    """Room ids start with "!" (since room version 12 without a server name)."""
+    if not room_id.startswith("!") or len(room_id) > 255 or "\x00" in room_id:
+        raise invalid_param(f"{room_id!r} is not a room id")
+    return room_id
+
+
+def render_room(row: AdminRoomRow) -> dict[str, Any]:
+    return asdict(row)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomListing:
+    search_term: str | None = None
+    order_by: str = "name"
+    ascending: bool = True
+    offset: int = 0
+    limit: int = 100
+
+
+async def list_rooms(hs: Homeserver, listing: RoomListing) -> dict[str, Any]:
+    """A page of rooms, with offsets of the pages around it."""
+    if listing.order_by not in ORDER_BY:
+        raise invalid_param(f"Cannot order rooms by {listing.order_by!r}")
+    if listing.search_term is not None and not listing.search_term:
+        raise invalid_param("search_term must not be empty")
+    limit = min(listing.limit, MAX_PAGE)
+    async with hs.db.pool.connection() as conn:
+        rows, total = await admin_rooms.list_rooms(
+            conn,
+            hs.server_name,
+            search_term=listing.search_term,
+            order_by=listing.order_by,
+            ascending=listing.ascending,
+            offset=listing.offset,
+            limit=limit,
+        )
+    out: dict[str, Any] = {
+        "rooms": [render_room(row) for row in rows],
+        "offset": listing.offset,
+        "total_rooms": total,
+    }
+    if listing.offset + len(rows) < total:
+        out["next_batch"] = listing.offset + len(rows)
+    if listing.offset > 0:
+        out["prev_batch"] = max(0, listing.offset - limit)
+    return out
+
+
+async def _room(hs: Homeserver, room_id: str) -> AdminRoomRow:
+    async with hs.db.pool.connection() as conn:
+        row = await admin_rooms.get_room(conn, hs.server_name, check_room_id(room_id))
+    if row is None:
+        raise not_found("Room not found")
+    return row
+
+
+async def get_room(hs: Homeserver, room_id: str) -> dict[str, Any]:
+    return render_room(await _room(hs, room_id))
+
+
+async def members(hs: Homeserver, room_id: str) -> dict[str, Any]:
+    """The joined members (as Synapse's admin API lists them)."""
+    await _room(hs, room_id)
+    async with hs.db.pool.connection() as conn:
+        rows = await memberships.members_of_room(conn, room_id)
+    user_ids = sorted(row.user_id for row in rows)
+    return {"members": user_ids, "total": len(user_ids)}
+
+
+async def room_state(hs: Homeserver, room_id: str) -> dict[str, Any]:
+    """Every current state event, whoever may see it (admins see all)."""
+    await _room(hs, room_id)
+    async with hs.db.pool.connection() as conn:
+        ids = await state.get_current_state(conn, room_id)
+        events = await format_events(conn, hs.event_cache, sorted(ids.values()))
+    return {"state": events}
+
+
+async def is_blocked(db: Database, room_id: str) -> bool:
+    async with db.pool.connection() as conn:
+        return await admin_rooms.blocked_by(conn, room_id) is not None
+
+
+async def block_status(hs: Homeserver, room_id: str) -> dict[str, Any]:
+    async with hs.db.pool.connection() as conn:
+        user_id = await admin_rooms.blocked_by(conn, check_room_id(room_id))
+    if user_id is None:
+        return {"block": False}
+    return {"block": True, "user_id": user_id}
+
+
+async def set_blocked(hs: Homeserver, admin_id: str, room_id: str, block: bool) -> None:
+    async with hs.db.pool.connection() as conn:
+        if block:
+            await admin_rooms.block_room(conn, check_room_id(room_id), admin_id, _now_ms())
+        else:
+            await admin_rooms.unblock_room(conn, check_room_id(room_id))
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    block: bool = False
+    purge: bool = True
+    force_purge: bool = False
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class Deletion:
+    """Where one room deletion stands, in the shape admin tools poll for."""
+
+    delete_id: str
+    room_id: str
+    status: str = "scheduled"  # then "active", "complete" or "failed"
+    error: str | None = None
+    kicked_users: list[str] = field(default_factory=list)
+    failed_to_kick_users: list[str] = field(default_factory=list)
+    local_aliases: list[str] = field(default_factory=list)
+    finished_at: float | None = None
+
+    def render(self, *, with_id: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "shutdown_room": {
+                "kicked_users": self.kicked_users,
+                "failed_to_kick_users": self.failed_to_kick_users,
+                "local_aliases": self.local_aliases,
+                "new_room_id": None,
+            },
+        }
+        if with_id:
+            out = {"delete_id": self.delete_id, **out}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+class RoomDeleter:
+    """Runs room deletions, one at a time per room, and remembers how they went."""
+
+    def __init__(self, hs: Homeserver) -> None:
+        self.hs = hs
+        self._deletions: dict[str, Deletion] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, admin_id: str, room_id: str, request: DeleteRequest) -> str:
+        """Check the room and schedule its deletion; the delete_id to poll."""
+        await self._check(room_id, request)
+        if any(
+            d.room_id == room_id and d.status in ("scheduled", "active")
+            for d in self._deletions.values()
+        ):
+            raise ServiceError(400, "M_UNKNOWN", f"A deletion of {room_id} is already under way")
+        deletion = Deletion(delete_id=secrets.token_urlsafe(12), room_id=room_id)
+        self._forget_old()
+        self._deletions[deletion.delete_id] = deletion
+        task = asyncio.create_task(self._run(deletion, admin_id, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return deletion.delete_id
+
+    async def run_now(self, admin_id: str, room_id: str, request: DeleteRequest) -> Deletion:
+        """Delete the room before answering (the older, synchronous API)."""
+        await self._check(room_id, request)
+        deletion = Deletion(delete_id=secrets.token_urlsafe(12), room_id=room_id)
+        await self._run(deletion, admin_id, request)
+        if deletion.status == "failed":
+            raise ServiceError(500, "M_UNKNOWN", deletion.error or "Room deletion failed")
+        return deletion
+
+    def status(self, delete_id: str) -> dict[str, Any]:
+        deletion = self._deletions.get(delete_id)
+        if deletion is None:
+            raise not_found("delete id not found")
+        return deletion.render(with_id=False)
+
+    def room_status(self, room_id: str) -> dict[str, Any]:
+        found = [d for d in self._deletions.values() if d.room_id == room_id]
+        if not found:
+            raise not_found("No deletion of this room is known")
+        return {"results": [d.render(with_id=True) for d in found]}
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _check(self, room_id: str, request: DeleteRequest) -> None:
+        check_room_id(room_id)
+        async with self.hs.db.pool.connection() as conn:
+            known = await rooms.get_room(conn, room_id) is not None
+        # An unknown room may still be blocked, so nobody here can ever join it.
+        if not known and not request.block:
+            raise not_found("Room not found")
+
+    def _forget_old(self) -> None:
+        cutoff = time.monotonic() - STATUS_TTL_S
+        for key in [
+            k for k, d in self._deletions.items() if d.finished_at and d.finished_at < cutoff
+        ]:
+            del self._deletions[key]
+
+    async def _run(self, deletion: Deletion, admin_id: str, request: DeleteRequest) -> None:
+        deletion.status = "active"
+        try:
+            await self._delete(deletion, admin_id, request)
+        except Exception as exc:  # any failure is reported to the polling admin
+            log.exception("deleting room %s failed", deletion.room_id)
+            deletion.status = "failed"
+            deletion.error = str(exc) or type(exc).__name__
+        else:
+            deletion.status = "complete"
+        finally:
+            deletion.finished_at = time.monotonic()
+
+    async def _delete(self, deletion: Deletion, admin_id: str, request: DeleteRequest) -> None:
+        hs, room_id = self.hs, deletion.room_id
+        if request.block:
+            await set_blocked(hs, admin_id, room_id, True)
+        async with hs.db.pool.connection() as conn:
+            if await rooms.get_room(conn, room_id) is None:
+                return
+            joined = await memberships.members_of_room(conn, room_id)
+            deletion.local_aliases = await aliases.aliases_of_room(conn, room_id)
+            for alias in deletion.local_aliases:
+                await aliases.delete_alias(conn, alias)
+            await aliases.set_room_public(conn, room_id, False)
+        local = [m.user_id for m in joined if server_name_of(m.user_id, "@") == hs.server_name]
+        for user_id in sorted(local):
+            try:
+                await hs.membership.leave(room_id, user_id, request.message)
+            except ServiceError as exc:
+                log.warning("could not remove %s from %s: %s", user_id, room_id, exc.message)
+                deletion.failed_to_kick_users.append(user_id)
+            else:
+                deletion.kicked_users.append(user_id)
+        if request.purge:
+            if deletion.failed_to_kick_users and not request.force_purge:
+                raise RuntimeError("Some local users are still in the room; not purged")
+            async with hs.db.pool.connection() as conn, conn.transaction():
+                await rooms.lock_room(conn, room_id)
+                await admin_rooms.purge_room(conn, room_id)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

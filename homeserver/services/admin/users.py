@@ -1,0 +1,314 @@
+"""Server admins managing accounts: listing and inspecting them, creating accounts,
+changing profiles, passwords and the admin flag, logging devices out, deactivating.
+
+Every change goes through the same paths the account's owner would use (password
+hashing, device deletion with its device-list update, deactivation), so an account
+an admin changed is indistinguishable from one its owner changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from federation.identifiers import server_name_of
+from homeserver.services.accounts import accounts, devices
+from homeserver.services.accounts.auth import Requester
+from homeserver.services.accounts.profile import FIELDS, MAX_LENGTHS
+from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.storage.accounts import devices as device_store
+from homeserver.storage.accounts import profiles
+from homeserver.storage.accounts.profiles import ProfileField
+from homeserver.storage.admin import users as admin_users
+from homeserver.storage.admin.users import AdminUserRow, UserFilter
+from homeserver.storage.rooms import memberships
+
+if TYPE_CHECKING:  # the Homeserver imports the services that import this module
+    from homeserver.services.homeserver import Homeserver
+
+ORDER_BY = frozenset(admin_users.ORDER_COLUMNS)
+MAX_PAGE = 1000
+
+
+def invalid_param(message: str) -> ServiceError:
+    return ServiceError(400, "M_INVALID_PARAM", message)
+
+
+def local_user_id(hs: Homeserver, user_id: str) -> str:
+    """`user_id` if it names an account of this server: admins manage only those."""
+    server = server_name_of(user_id, "@")
+    if server is None:
+        raise invalid_param(f"{user_id!r} is not a user id")
+    if server != hs.server_name:
+        raise invalid_param("Only local users can be managed here")
+    return user_id
+
+
+def render_user(row: AdminUserRow) -> dict[str, Any]:
+    """An account as admin tools show it; fields for features this server does not
+    have (third-party ids, SSO ids, shadow bans, locks, consent) hold their empty value."""
+    return {
+        "name": row.user_id,
+        "displayname": row.displayname,
+        "avatar_url": row.avatar_url,
+        "is_guest": row.is_guest,
+        "admin": row.is_admin,
+        "deactivated": row.deactivated,
+        "erased": row.erased,
+        "shadow_banned": False,
+        "locked": False,
+        "suspended": False,
+        "approved": True,
+        "user_type": None,
+        "creation_ts": row.created_ts,
+        "last_seen_ts": row.last_seen_ts,
+        "appservice_id": None,
+        "consent_server_notice_sent": None,
+        "consent_version": None,
+        "consent_ts": None,
+        "threepids": [],
+        "external_ids": [],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class UserListing:
+    user_filter: UserFilter
+    order_by: str = "name"
+    ascending: bool = True
+    offset: int = 0
+    limit: int = 100
+
+
+async def list_users(hs: Homeserver, listing: UserListing) -> dict[str, Any]:
+    """A page of accounts, with the offset of the next page while there is one."""
+    if listing.order_by not in ORDER_BY:
+        raise invalid_param(f"Cannot order users by {listing.order_by!r}")
+    limit = min(listing.limit, MAX_PAGE)
+    async with hs.db.pool.connection() as conn:
+        rows, total = await admin_users.list_users(
+            conn,
+            listing.user_filter,
+            order_by=listing.order_by,
+            ascending=listing.ascending,
+            offset=listing.offset,
+            limit=limit,
+        )
+    out: dict[str, Any] = {"users": [render_user(row) for row in rows], "total": total}
+    if listing.offset + len(rows) < total:
+        out["next_token"] = str(listing.offset + len(rows))
+    return out
+
+
+async def _row(hs: Homeserver, user_id: str) -> AdminUserRow:
+    async with hs.db.pool.connection() as conn:
+        row = await admin_users.get_user(conn, local_user_id(hs, user_id))
+    if row is None:
+        raise not_found("User not found")
+    return row
+
+
+async def get_user(hs: Homeserver, user_id: str) -> dict[str, Any]:
+    return render_user(await _row(hs, user_id))
+
+
+def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
+    value = body.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise invalid_param(f"{key} must be a {kind.__name__}")
+    return value
+
+
+def _profile_value(field: ProfileField, value: str) -> str | None:
+    accounts.storable(value, field)
+    if len(value) > MAX_LENGTHS[field]:
+        raise invalid_param(f"{field} is longer than {MAX_LENGTHS[field]} characters")
+    return value or None
+
+
+def _check_unsupported(body: dict[str, Any]) -> None:
+    """Refuse what we cannot store rather than pretend it was saved."""
+    for key in ("threepids", "external_ids"):
+        value = body.get(key)
+        if value is not None and (not isinstance(value, list) or value):
+            raise invalid_param(f"This server does not store {key}")
+    if body.get("user_type") is not None:
+        raise invalid_param("This server has no user types")
+    for key in ("locked", "suspended", "shadow_banned"):
+        if body.get(key) not in (None, False):
+            raise invalid_param(f"This server cannot mark accounts as {key}")
+
+
+async def upsert_user(
+    hs: Homeserver, requester: Requester, user_id: str, body: dict[str, Any]
+) -> tuple[bool, dict[str, Any]]:
+    """Create the account or change it as `body` says; (created, the account now)."""
+    local_user_id(hs, user_id)
+    _check_unsupported(body)
+    password = _optional(body, "password", str)
+    logout_devices = body.get("logout_devices", True)
+    if not isinstance(logout_devices, bool):
+        raise invalid_param("logout_devices must be a boolean")
+    admin = _optional(body, "admin", bool)
+    deactivated = _optional(body, "deactivated", bool)
+    profile = {
+        field: _profile_value(field, value)
+        for field in FIELDS
+        if (value := _optional(body, field, str)) is not None
+    }
+    async with hs.db.pool.connection() as conn:
+        existing = await admin_users.get_user(conn, user_id)
+    if existing is None:
+        await accounts.register_user(
+            hs.db,
+            hs.server_name,
+            user_id,
+            password,
+            admin=bool(admin),
+            time_cost=hs.config.argon2_time_cost,
+        )
+    else:
+        await _modify(hs, requester, existing, password, logout_devices, admin, deactivated)
+    if profile:
+        await _set_profile(hs, user_id, profile)
+    if existing is None and deactivated:
+        await deactivate(hs, user_id, erase=False)
+    return existing is None, await get_user(hs, user_id)
+
+
+async def _modify(
+    hs: Homeserver,
+    requester: Requester,
+    existing: AdminUserRow,
+    password: str | None,
+    logout_devices: bool,
+    admin: bool | None,
+    deactivated: bool | None,
+) -> None:
+    user_id = existing.user_id
+    if admin is not None and admin != existing.is_admin:
+        if not admin and user_id == requester.user_id:
+            raise invalid_param("You may not demote yourself")
+        async with hs.db.pool.connection() as conn:
+            await admin_users.set_admin(conn, user_id, admin)
+        # Requesters carry the flag: drop this process's cached ones at once.
+        hs.token_cache.forget(user_id)
+    if deactivated is False and existing.deactivated:
+        if password is None:
+            raise ServiceError(
+                400, "M_MISSING_PARAM", "A password is needed to reactivate an account"
+            )
+        async with hs.db.pool.connection() as conn:
+            await admin_users.reactivate(conn, user_id)
+    if password is not None:
+        await reset_password(hs, user_id, password, logout_devices=logout_devices)
+    if deactivated and not existing.deactivated:
+        await deactivate(hs, user_id, erase=False)
+
+
+async def _set_profile(
+    hs: Homeserver, user_id: str, changes: dict[ProfileField, str | None]
+) -> None:
+    """Store the new display name / avatar, and announce them in the user's rooms."""
+    current: dict[str, str | None] = {}
+    async with hs.db.pool.connection() as conn, conn.transaction():
+        for field in FIELDS:
+            if field in changes:
+                name, avatar = await profiles.set_profile_field(
+                    conn, user_id, field, changes[field]
+                )
+                current = {"displayname": name, "avatar_url": avatar}
+    await hs.membership.announce_profile(
+        user_id, {key: value for key, value in current.items() if value}
+    )
+
+
+async def reset_password(
+    hs: Homeserver, user_id: str, new_password: str, *, logout_devices: bool
+) -> None:
+    """Set a new password; unless told not to, every device of the user is logged out."""
+    await _row(hs, user_id)
+    await accounts.change_password(hs.db, user_id, new_password, hs.config.argon2_time_cost)
+    if logout_devices:
+        await devices.delete_all_devices(hs.device_lists, user_id)
+        hs.token_cache.forget(user_id)
+
+
+async def deactivate(hs: Homeserver, user_id: str, *, erase: bool) -> None:
+    """The same deactivation the user could do themself: no password, devices, keys
+    or tokens left."""
+    await _row(hs, user_id)
+    await hs.deactivations.deactivate(user_id, erase=erase)
+
+
+async def joined_rooms(hs: Homeserver, user_id: str) -> dict[str, Any]:
+    await _row(hs, user_id)
+    async with hs.db.pool.connection() as conn:
+        rows = await memberships.rooms_of_user(conn, user_id)
+    room_ids = sorted(row.room_id for row in rows)
+    return {"joined_rooms": room_ids, "total": len(room_ids)}
+
+
+def _device(user_id: str, row: device_store.DeviceRow) -> dict[str, Any]:
+    return {
+        "device_id": row.device_id,
+        "display_name": row.display_name,
+        "last_seen_ip": row.last_seen_ip,
+        "last_seen_ts": row.last_seen_ts,
+        "last_seen_user_agent": row.last_seen_user_agent,
+        "user_id": user_id,
+    }
+
+
+async def list_devices(hs: Homeserver, user_id: str) -> dict[str, Any]:
+    await _row(hs, user_id)
+    async with hs.db.pool.connection() as conn:
+        rows = await device_store.list_devices(conn, user_id)
+    return {"devices": [_device(user_id, row) for row in rows], "total": len(rows)}
+
+
+async def get_device(hs: Homeserver, user_id: str, device_id: str) -> dict[str, Any]:
+    await _row(hs, user_id)
+    async with hs.db.pool.connection() as conn:
+        row = await device_store.get_device(conn, user_id, device_id)
+    if row is None:
+        raise not_found("Device not found")
+    return _device(user_id, row)
+
+
+async def delete_device(hs: Homeserver, user_id: str, device_id: str) -> None:
+    """Log one device out (deleting an unknown device succeeds, as in Synapse)."""
+    await _row(hs, user_id)
+    await devices.delete_devices(hs.device_lists, user_id, [device_id])
+    hs.token_cache.forget(user_id, [device_id])
+
+
+async def whois(hs: Homeserver, requester: Requester, user_id: str) -> dict[str, Any]:
+    """Each device's last connection; admins may ask about anyone, users about
+    themselves."""
+    if not requester.is_admin and requester.user_id != user_id:
+        raise ServiceError(403, "M_FORBIDDEN", "You are not a server admin")
+    await _row(hs, user_id)
+    async with hs.db.pool.connection() as conn:
+        rows = await device_store.list_devices(conn, user_id)
+    return {
+        "user_id": user_id,
+        "devices": {
+            row.device_id: {
+                "sessions": [
+                    {
+                        "connections": [
+                            {
+                                "ip": row.last_seen_ip,
+                                "last_seen": row.last_seen_ts,
+                                "user_agent": row.last_seen_user_agent,
+                            }
+                        ]
+                        if row.last_seen_ts is not None
+                        else []
+                    }
+                ]
+            }
+            for row in rows
+        },
+    }

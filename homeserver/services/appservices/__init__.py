@@ -1,0 +1,1 @@
+"""Application services (bridges): registrations, namespaces, and the transaction sender."""

@@ -1,0 +1,1 @@
+"""The media repository: uploads, downloads, remote media, thumbnails and URL previews."""

@@ -1,0 +1,336 @@
+"""Notifications: push rules evaluated for each event a room gets, unread counts for
+sync, and the /notifications list.
+
+Evaluation runs inside the transaction that persists the events (local sends and
+events from other servers alike, through `EventCreator.before_commit`), so the
+counts a sync reads always match the events it sees. It must stay cheap there: the
+room's joined members with their display names, and its power levels, are cached
+per room and brought forward by each transaction's own membership changes (one
+entry per change; the state group tells when another process wrote meanwhile, and
+the room is read afresh); users are evaluated by groups sharing one compiled rule
+set (most users keep the server defaults), the user-independent conditions once per
+group and event; and all the rows of a commit go to the database in one statement.
+
+The rows do not stay forever: a background task (`prune`) deletes those read and
+older than `push.retention_days`, and all older than `push.unread_retention_days`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import psycopg
+from psycopg import AsyncConnection
+
+from federation.events import CREATE_KEY, MEMBER, POWER_LEVELS_KEY, Event
+from federation.identifiers import domain_of
+from federation.power_levels import user_level
+from homeserver.services.core.errors import ServiceError
+from homeserver.services.push.defaults import localpart_of
+from homeserver.services.push.evaluator import Member, Outcome, RoomFacts
+from homeserver.services.rooms.writer import RoomWriter, load_events
+from homeserver.services.timeline.format import client_event
+from homeserver.storage.push import notifications as store
+from homeserver.storage.rooms import state
+
+if TYPE_CHECKING:
+    from homeserver.services.homeserver import Homeserver
+
+log = logging.getLogger(__name__)
+
+CACHED_ROOMS = 10_000
+PRUNE_FIRST_DELAY_S = 60.0
+PRUNE_INTERVAL_S = 3600.0
+MAIN_THREAD = store.MAIN_THREAD
+
+
+@dataclass(slots=True)
+class RoomPushState:
+    """What evaluation reads about a room, as of state group `group`.
+
+    Kept up to date from the membership changes each transaction writes (one entry
+    per change) rather than re-read: a transaction that starts from `group` applies
+    its changes and moves `group` on. A transaction starting from any other group
+    (another worker process wrote to the room meanwhile, or this entry was built
+    before a transaction that failed) reads the room afresh: state group ids are
+    never reused, so equal groups mean equal memberships.
+    """
+
+    group: int | None
+    names: dict[str, str | None]  # joined members' display names
+    members: dict[str, Member]  # the local ones among them
+    create: Event | None
+    power: Event | None
+
+    def apply(self, user_id: str, membership: str, name: str | None, server: str) -> None:
+        """One membership change, as `room_memberships` records it."""
+        if membership != "join":
+            self.names.pop(user_id, None)
+            self.members.pop(user_id, None)
+            return
+        self.names[user_id] = name
+        if domain_of(user_id) == server:
+            self.members[user_id] = Member.of(user_id, localpart_of(user_id), name)
+
+    def member(self, user_id: str) -> Member:
+        found = self.members.get(user_id)
+        if found is None:
+            found = Member.of(user_id, localpart_of(user_id), self.names.get(user_id))
+        return found
+
+    def facts(self, sender_power: float) -> RoomFacts:
+        """The room's facts; each member's display name comes from their `Member`."""
+        levels = self.power.content.get("notifications") if self.power is not None else None
+        return RoomFacts(
+            member_count=len(self.names),
+            sender_power=sender_power,
+            notification_levels=levels if isinstance(levels, Mapping) else {},
+        )
+
+
+def thread_of(event: Event) -> str | None:
+    """The thread an event counts in: its thread root's id, or None for the main timeline."""
+    relates = event.content.get("m.relates_to")
+    if isinstance(relates, Mapping) and relates.get("rel_type") == "m.thread":
+        root = relates.get("event_id")
+        if isinstance(root, str):
+            return root
+    return None
+
+
+class NotificationService:
+    """`hs.notifications`."""
+
+    def __init__(self, hs: Homeserver) -> None:
+        self.hs = hs
+        self._rooms: OrderedDict[str, RoomPushState] = OrderedDict()
+        self._pruner: asyncio.Task[None] | None = None
+        # Where the next prune starts: everything below was deleted by an earlier one.
+        self._pruned_below: int | None = None
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._pruner = asyncio.create_task(self._prune_forever(), name="push action retention")
+
+    async def close(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
+
+    async def _prune_forever(self) -> None:
+        await asyncio.sleep(PRUNE_FIRST_DELAY_S)
+        while True:
+            try:
+                await self.prune(int(time.time() * 1000))
+            except (psycopg.Error, OSError):
+                log.exception("pruning old push actions failed; trying again later")
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
+    async def prune(self, now_ms: int) -> int:
+        """Delete push actions the user has read that are older than
+        `push.retention_days`, and all older than `push.unread_retention_days`, so that
+        the table does not grow forever; how many went.
+
+        One process at a time (an advisory lock; the others skip the run). The rows are
+        deleted window by window of stream positions, each its own short statement, so
+        the send path's inserts never wait long. Unread counts stay right: they count
+        only actions after the read receipt, which the first kind is not, and an action
+        unread for that long is no longer counted.
+        """
+        day = 24 * 3600 * 1000
+        config = self.hs.config
+        deleted = 0
+        async with self.hs.db.pool.connection() as conn:
+            if not await store.try_lock_retention(conn):
+                return 0
+            try:
+                read_bound = await store.stream_position_before(
+                    conn, now_ms - config.push_retention_days * day
+                )
+                all_bound = await store.stream_position_before(
+                    conn, now_ms - config.push_unread_retention_days * day
+                )
+                start = self._pruned_below
+                if start is None:
+                    start = await store.first_stream_position(conn)
+                while start <= read_bound:
+                    end = start + store.RETENTION_WINDOW
+                    deleted += await store.delete_old_actions(
+                        conn, start, end, read_bound, all_bound
+                    )
+                    start = end
+                self._pruned_below = all_bound + 1
+            finally:
+                await store.unlock_retention(conn)
+        if deleted:
+            log.info("deleted %d old push actions", deleted)
+        return deleted
+
+    async def _room_state(self, writer: RoomWriter) -> RoomPushState:
+        """The room's push facts at the writer's state group: the cached entry brought
+        forward by the transaction's own changes when it was at the group the
+        transaction started from, else read afresh."""
+        room_id, group = writer.room_id, writer.state_group
+        cached = self._rooms.get(room_id)
+        if cached is not None and group is not None:
+            if cached.group == group:
+                self._rooms.move_to_end(room_id)
+                return cached
+            if cached.group is not None and cached.group == writer.start_state_group:
+                self._rooms.move_to_end(room_id)
+                cached.group = None  # half-updated until done
+                server = self.hs.server_name
+                for user_id, membership, name in writer.membership_changes:
+                    cached.apply(user_id, membership, name, server)
+                if CREATE_KEY in writer.changed_state or POWER_LEVELS_KEY in writer.changed_state:
+                    cached.create, cached.power = await self._create_and_power(writer)
+                cached.group = group
+                return cached
+        self._rooms.pop(room_id, None)
+        members = await store.joined_members_with_names(writer.conn, room_id)
+        room = RoomPushState(group, {}, {}, *await self._create_and_power(writer))
+        server = self.hs.server_name
+        for user_id, name in members:
+            room.apply(user_id, "join", name, server)
+        if group is not None:
+            self._rooms[room_id] = room
+            if len(self._rooms) > CACHED_ROOMS:
+                self._rooms.popitem(last=False)
+        return room
+
+    @staticmethod
+    async def _create_and_power(writer: RoomWriter) -> tuple[Event | None, Event | None]:
+        ids = await state.get_current_state(
+            writer.conn, writer.room_id, {CREATE_KEY, POWER_LEVELS_KEY}
+        )
+        found = await load_events(writer.conn, writer.cache, ids.values())
+        return found.get(ids.get(CREATE_KEY, "")), found.get(ids.get(POWER_LEVELS_KEY, ""))
+
+    def _recipients(self, room: RoomPushState, event: Event) -> list[str]:
+        """Local joined members other than the sender, and a local user invited."""
+        users = [u for u in room.members if u != event.sender]
+        if (
+            event.type == MEMBER
+            and event.membership == "invite"
+            and event.state_key
+            and event.state_key != event.sender
+            and domain_of(event.state_key) == self.hs.server_name
+            and event.state_key not in room.members
+        ):
+            users.append(event.state_key)
+        return users
+
+    async def before_commit(self, writer: RoomWriter) -> None:
+        """EventCreator's in-transaction hook: store the push actions of the new events.
+
+        Users are evaluated by group (`PushRuleService.shared`): the conditions that do
+        not depend on the user once per group and event, the others per user; the
+        outcome is the one each user's own rules give (tests/unit test_push_shared)."""
+        room = await self._room_state(writer)
+        rows: list[store.PushActionRow] = []
+        encoded: dict[int, str | None] = {}
+        for persisted in writer.persisted:
+            event = persisted.event
+            users = self._recipients(room, event)
+            if not users:
+                continue
+            groups = await self.hs.push_rules.shared(writer.conn, users)
+            pdu = event.pdu
+            thread = thread_of(event)
+            facts = room.facts(user_level(event.sender, room.create, room.power))
+            for rules, user_ids in groups:
+                members = [room.member(u) for u in user_ids]
+                for member, outcome in rules.evaluate_many(pdu, facts, members):
+                    if not outcome.notify:
+                        continue
+                    writer.notified_users.add(member.user_id)
+                    rows.append(
+                        store.PushActionRow(
+                            user_id=member.user_id,
+                            stream_ordering=persisted.stream_ordering,
+                            room_id=writer.room_id,
+                            thread_id=thread,
+                            actions=self._encode(outcome, encoded),
+                            highlight=outcome.highlight,
+                        )
+                    )
+        await store.insert_push_actions(writer.conn, rows)
+
+    @staticmethod
+    def _encode(outcome: Outcome, encoded: dict[int, str | None]) -> str | None:
+        """The actions as stored: None for the plain ["notify"], else JSON text."""
+        key = id(outcome)
+        if key not in encoded:
+            actions = list(outcome.actions)
+            plain = actions == list(store.NOTIFY)
+            encoded[key] = None if plain else orjson.dumps(actions).decode()
+        return encoded[key]
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def unread(
+        self, conn: AsyncConnection, user_id: str, room_ids: Sequence[str], by_thread: bool
+    ) -> dict[str, dict[str, Any]]:
+        """Per room, `unread_notifications` (and `unread_thread_notifications` when the
+        filter asks for counts by thread) as sync shows them."""
+        counts = await store.unread_counts(conn, user_id, room_ids)
+        out: dict[str, dict[str, Any]] = {}
+        for (room_id, thread_id), count in counts.items():
+            entry = out.setdefault(
+                room_id, {"unread_notifications": {"notification_count": 0, "highlight_count": 0}}
+            )
+            if by_thread and thread_id != MAIN_THREAD:
+                threads = entry.setdefault("unread_thread_notifications", {})
+                threads[thread_id] = {
+                    "notification_count": count.notifications,
+                    "highlight_count": count.highlights,
+                }
+                continue
+            main = entry["unread_notifications"]
+            main["notification_count"] += count.notifications
+            main["highlight_count"] += count.highlights
+        return out
+
+    async def list(
+        self, user_id: str, from_token: str | None, limit: int, only: str | None
+    ) -> dict[str, Any]:
+        """GET /notifications: the user's notified events, newest first."""
+        before: int | None = None
+        if from_token is not None:
+            try:
+                before = int(from_token)
+            except ValueError:
+                raise ServiceError(400, "M_INVALID_PARAM", "Unknown 'from' token") from None
+        only_highlight = only is not None and "highlight" in only
+        async with self.hs.db.pool.connection() as conn:
+            rows = await store.notifications(conn, user_id, before, limit, only_highlight)
+            events = await load_events(conn, self.hs.event_cache, [r.event_id for r in rows])
+        notifications = []
+        for row in rows:
+            event = events.get(row.event_id)
+            if event is None:
+                continue
+            notifications.append(
+                {
+                    "actions": row.actions,
+                    "event": client_event(event),
+                    "read": row.read,
+                    "room_id": row.room_id,
+                    "ts": row.ts,
+                }
+            )
+        body: dict[str, Any] = {"notifications": notifications}
+        if len(rows) == limit and rows:
+            body["next_token"] = str(rows[-1].stream_ordering)
+        return body

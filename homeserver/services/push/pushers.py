@@ -1,0 +1,136 @@
+"""Pushers: the push gateways a user's devices registered (`/pushers`).
+
+Only the `http` kind is accepted (no email notifications). Notifications are sent
+to the gateways by services/push/gateway.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from homeserver.services.accounts.auth import Requester
+from homeserver.services.core.errors import ServiceError
+from homeserver.storage.core.pool import Database
+from homeserver.storage.push import pushers as store
+
+NOTIFY_PATH = "/_matrix/push/v1/notify"
+MAX_APP_ID_CHARS = 64
+MAX_PUSHKEY_BYTES = 512
+MAX_FIELD_CHARS = 512
+
+
+def _missing(name: str) -> ServiceError:
+    return ServiceError(400, "M_MISSING_PARAM", f"'{name}' is required")
+
+
+def _invalid(message: str) -> ServiceError:
+    return ServiceError(400, "M_INVALID_PARAM", message)
+
+
+def _string(body: Mapping[str, Any], name: str, *, optional: bool = False) -> str | None:
+    if name not in body or body[name] is None:
+        if optional:
+            return None
+        raise _missing(name)
+    value = body[name]
+    if not isinstance(value, str):
+        raise _invalid(f"'{name}' must be a string")
+    if len(value) > MAX_FIELD_CHARS:
+        raise _invalid(f"'{name}' is longer than {MAX_FIELD_CHARS} characters")
+    return value
+
+
+def check_gateway_url(url: Any) -> str:
+    """An http(s) URL whose path is the push gateway API's notify endpoint."""
+    if not isinstance(url, str):
+        raise _invalid("'data.url' must be a string")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise _invalid("'data.url' is not a URL") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise _invalid("'data.url' must be an https (or http) URL")
+    if parts.path != NOTIFY_PATH:
+        raise _invalid(f"'data.url' must have the path {NOTIFY_PATH}")
+    return url
+
+
+def render(row: store.PusherRow) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "pushkey": row.pushkey,
+        "kind": row.kind,
+        "app_id": row.app_id,
+        "app_display_name": row.app_display_name,
+        "device_display_name": row.device_display_name,
+        "lang": row.lang,
+        "data": row.data,
+    }
+    if row.profile_tag is not None:
+        out["profile_tag"] = row.profile_tag
+    return out
+
+
+class PusherService:
+    """`hs.pushers`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def list(self, user_id: str) -> list[dict[str, Any]]:
+        async with self.db.pool.connection() as conn:
+            return [render(r) for r in await store.pushers_of_user(conn, user_id)]
+
+    async def set(self, requester: Requester, body: Mapping[str, Any]) -> None:
+        """POST /pushers/set: create, update (kind set) or delete (kind null) a pusher."""
+        if "kind" not in body:
+            raise _missing("kind")
+        app_id = _string(body, "app_id")
+        pushkey = _string(body, "pushkey")
+        assert app_id is not None and pushkey is not None
+        if len(app_id) > MAX_APP_ID_CHARS:
+            raise _invalid(f"'app_id' is longer than {MAX_APP_ID_CHARS} characters")
+        if len(pushkey.encode()) > MAX_PUSHKEY_BYTES:
+            raise _invalid(f"'pushkey' is longer than {MAX_PUSHKEY_BYTES} bytes")
+        kind = body["kind"]
+        user_id = requester.user_id
+        if kind is None:
+            async with self.db.pool.connection() as conn:
+                await store.delete_pusher(conn, user_id, app_id, pushkey)
+            return
+        if kind != "http":
+            raise _invalid("Only pushers of kind 'http' are supported")
+        data = body.get("data")
+        if data is None:
+            raise _missing("data")
+        if not isinstance(data, dict):
+            raise _invalid("'data' must be an object")
+        if "url" not in data:
+            raise _missing("data.url")
+        check_gateway_url(data["url"])
+        if "format" in data and data["format"] != "event_id_only":
+            raise _invalid("'data.format' must be 'event_id_only' when given")
+        append = body.get("append", False)
+        if not isinstance(append, bool):
+            raise _invalid("'append' must be a boolean")
+        app_name = _string(body, "app_display_name")
+        device_name = _string(body, "device_display_name")
+        lang = _string(body, "lang")
+        assert app_name is not None and device_name is not None and lang is not None
+        row = store.PusherRow(
+            user_id=user_id,
+            app_id=app_id,
+            pushkey=pushkey,
+            kind=kind,
+            app_display_name=app_name,
+            device_display_name=device_name,
+            profile_tag=_string(body, "profile_tag", optional=True),
+            lang=lang,
+            data=data,
+        )
+        async with self.db.pool.connection() as conn, conn.transaction():
+            if not append:
+                await store.delete_others(conn, user_id, app_id, pushkey)
+            await store.upsert_pusher(conn, row, requester.token_id, int(time.time() * 1000))

@@ -1,0 +1,177 @@
+"""What other servers may read of our rooms: events, the state at an event, auth
+chains, backfill and missing events. A server is entitled to an event when the room
+is world-readable at it, or when one of its users could see it by history visibility
+(joined at the event; invited at it for `invited`; for `shared`, in the room now or
+joined at it). PDUs go out as stored: the signed JSON, without `unsigned`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from psycopg import AsyncConnection
+
+from federation.events import MEMBER
+from federation.identifiers import domain_of
+from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.services.rooms import server_acl
+from homeserver.services.rooms.writer import load_event, load_events
+from homeserver.services.timeline.visibility import HISTORY_KEY, history_visibility_of
+from homeserver.storage.remote import dag as fed_store
+from homeserver.storage.remote import room_servers
+from homeserver.storage.rooms import events as event_store
+from homeserver.storage.rooms import rooms, state
+from homeserver.storage.rooms.events import EventRow
+
+if TYPE_CHECKING:
+    from homeserver.services.homeserver import Homeserver
+
+JsonDict = dict[str, Any]
+MAX_BACKFILL = 100
+MAX_MISSING = 20
+
+
+def denied() -> ServiceError:
+    return ServiceError(403, "M_FORBIDDEN", "Your server may not read this")
+
+
+def pdu_of(row: EventRow) -> JsonDict:
+    pdu: JsonDict = orjson.loads(row.json)
+    pdu.pop("unsigned", None)
+    return pdu
+
+
+class FederationReads:
+    def __init__(self, hs: Homeserver) -> None:
+        self.hs = hs
+
+    def _envelope(self, pdus: list[JsonDict]) -> JsonDict:
+        return {
+            "origin": self.hs.server_name,
+            "origin_server_ts": int(time.time() * 1000),
+            "pdus": pdus,
+        }
+
+    async def _entitled(self, conn: AsyncConnection, origin: str, row: EventRow) -> bool:
+        if row.state_group is None:
+            return False
+        members = await state.get_state_of_type(conn, row.state_group, MEMBER)
+        theirs = {k: v for k, v in members.items() if domain_of(k[1]) == origin}
+        hv_ids = await state.get_state(conn, row.state_group, [HISTORY_KEY])
+        wanted = [*theirs.values(), *hv_ids.values()]
+        found = await load_events(conn, self.hs.event_cache, wanted)
+        visibility = history_visibility_of(found.get(hv_ids.get(HISTORY_KEY, "")))
+        if visibility == "world_readable":
+            return True
+        states = {found[e].membership for e in theirs.values() if e in found}
+        if "join" in states or (visibility == "invited" and "invite" in states):
+            return True
+        if visibility == "shared":
+            return origin in await room_servers.servers_in_room(conn, row.room_id)
+        return False
+
+    async def _row(self, conn: AsyncConnection, origin: str, event_id: str) -> EventRow:
+        row = (await event_store.get_events(conn, [event_id])).get(event_id)
+        if row is None or not await self._entitled(conn, origin, row):
+            raise not_found("Event not found")  # the same answer either way: no probing
+        return row
+
+    async def event(self, origin: str, event_id: str) -> JsonDict:
+        async with self.hs.db.pool.connection() as conn:
+            row = await self._row(conn, origin, event_id)
+        # The route names no room, so the ACL is checked once the event's room is known.
+        await server_acl.check(self.hs, origin, row.room_id)
+        return self._envelope([pdu_of(row)])
+
+    async def state_ids(
+        self, origin: str, room_id: str, event_id: str
+    ) -> tuple[set[str], set[str]]:
+        """The state before `event_id`, and its auth chain."""
+        async with self.hs.db.pool.connection() as conn:
+            row = await self._row(conn, origin, event_id)
+            if row.room_id != room_id or row.state_group is None:
+                raise not_found("Event not found")
+            after = await state.get_state(conn, row.state_group)
+            event = load_event(row)
+            before = dict(after)
+            if event.is_state and after.get(event.state_tuple) == event.event_id:
+                prevs = await event_store.get_events(conn, event.prev_event_ids)
+                groups = [r.state_group for r in prevs.values() if r.state_group is not None]
+                earlier = (
+                    await state.get_state(conn, groups[0], [event.state_tuple]) if groups else {}
+                )
+                before.pop(event.state_tuple)
+                before.update(earlier)
+            ids = set(before.values())
+            return ids, await fed_store.auth_chain_ids(conn, ids)
+
+    async def pdus(self, event_ids: Iterable[str]) -> list[JsonDict]:
+        async with self.hs.db.pool.connection() as conn:
+            rows = await event_store.get_events(conn, event_ids)
+        return [pdu_of(rows[e]) for e in sorted(rows)]
+
+    async def event_auth(self, origin: str, room_id: str, event_id: str) -> JsonDict:
+        async with self.hs.db.pool.connection() as conn:
+            row = await self._row(conn, origin, event_id)
+            if row.room_id != room_id:
+                raise not_found("Event not found")
+            chain = await fed_store.auth_chain_ids(conn, [event_id])
+        return {"auth_chain": await self.pdus(chain)}
+
+    async def _walk_back(
+        self, conn: AsyncConnection, start: list[str], stop: set[str], limit: int
+    ) -> list[EventRow]:
+        """Events reached from `start` along prev edges (start included), newest
+        first, not past `stop`, at most `limit`."""
+        seen: set[str] = set(stop)
+        frontier = [e for e in start if e not in seen]
+        out: list[EventRow] = []
+        while frontier and len(out) < limit:
+            rows = await event_store.get_events(conn, frontier)
+            seen.update(frontier)
+            for event_id in frontier:
+                row = rows.get(event_id)
+                if row is not None and row.rejected_reason is None and len(out) < limit:
+                    out.append(row)
+            prevs = await fed_store.prev_event_ids(conn, frontier)
+            frontier = sorted({p for ps in prevs.values() for p in ps} - seen)
+        return out
+
+    async def backfill(self, origin: str, room_id: str, start: list[str], limit: int) -> JsonDict:
+        async with self.hs.db.pool.connection() as conn:
+            if await rooms.get_room(conn, room_id) is None:
+                raise not_found("Unknown room")
+            rows = await self._walk_back(conn, start, set(), min(limit, MAX_BACKFILL))
+            rows = [
+                r for r in rows if r.room_id == room_id and await self._entitled(conn, origin, r)
+            ]
+        return self._envelope([pdu_of(r) for r in rows])
+
+    async def missing_events(
+        self,
+        origin: str,
+        room_id: str,
+        earliest: list[str],
+        latest: list[str],
+        limit: int,
+        min_depth: int,
+    ) -> JsonDict:
+        async with self.hs.db.pool.connection() as conn:
+            prevs = await fed_store.prev_event_ids(conn, latest)
+            start = sorted({p for ps in prevs.values() for p in ps})
+            rows = await self._walk_back(
+                conn, start, set(earliest) | set(latest), min(limit, MAX_MISSING)
+            )
+            kept = []
+            for row in rows:
+                event = load_event(row)
+                if (
+                    row.room_id == room_id
+                    and event.depth >= min_depth
+                    and await self._entitled(conn, origin, row)
+                ):
+                    kept.append((event.depth, row))
+        kept.sort(key=lambda item: item[0])
+        return {"events": [pdu_of(r) for _, r in kept]}

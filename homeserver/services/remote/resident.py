@@ -1,0 +1,255 @@
+"""Membership across servers, the resident side: other servers' users joining, leaving
+and knocking on our rooms (make_* hands out a template built on our current state,
+send_* checks the signed event, authorises it against current state and persists it
+through the local writer), and other servers inviting our users (we co-sign, and keep
+the invite for the user's sync when we hold no state of the room)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from federation import hashing
+from federation.auth_rules import AuthError, check_auth
+from federation.events import AUTHORISING_USER, JOIN_RULES_KEY, MEMBER, Event
+from federation.identifiers import domain_of
+from federation.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
+from federation.signing import add_signature, sign_bytes
+from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.remote.checks import PduRefused, check_one, keys_for
+from homeserver.services.remote.joins import clean_stripped_state, store_out_of_room
+from homeserver.services.remote.state import StateBefore, auth_state_from
+from homeserver.services.rooms.writer import EventNotAllowed, load_events
+from homeserver.services.sync.rooms import STRIPPED_STATE_TYPES
+from homeserver.storage.remote import dag as fed_store
+from homeserver.storage.remote import room_servers
+from homeserver.storage.rooms import events as event_store
+from homeserver.storage.rooms import memberships, rooms, state
+
+if TYPE_CHECKING:
+    from homeserver.services.homeserver import Homeserver
+
+JsonDict = dict[str, Any]
+TEMPLATE_KEYS = (
+    "type",
+    "sender",
+    "state_key",
+    "content",
+    "room_id",
+    "depth",
+    "prev_events",
+    "auth_events",
+    "origin_server_ts",
+)
+
+
+def bad(message: str) -> ServiceError:
+    return ServiceError(400, "M_BAD_JSON", message)
+
+
+class ResidentMembership:
+    def __init__(self, hs: Homeserver) -> None:
+        self.hs = hs
+
+    async def _room_version(self, room_id: str) -> RoomVersion:
+        async with self.hs.db.pool.connection() as conn:
+            room = await rooms.get_room(conn, room_id)
+        if room is None or room.current_state_group is None:
+            raise not_found(f"Unknown room {room_id}")
+        return get_room_version(room.room_version)
+
+    # ---- make_join / make_leave / make_knock
+
+    async def make(
+        self, origin: str, room_id: str, user_id: str, membership: str, versions: list[str] | None
+    ) -> JsonDict:
+        if domain_of(user_id) != origin:
+            raise forbidden("The user is not on the requesting server")
+        room_version = await self._room_version(room_id)
+        if versions is not None and room_version.identifier not in versions:
+            raise ServiceError(
+                400,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                "Your server does not support this room's version",
+                room_version=room_version.identifier,
+            )
+        content: dict[str, Any] = {"membership": membership}
+        if membership == "join":
+            authoriser = await self._authoriser(room_id, user_id)
+            if authoriser is not None:
+                content[AUTHORISING_USER] = authoriser
+        try:
+            async with self.hs.events.writer(room_id) as writer:
+                event, _, _ = await writer.prepare(MEMBER, user_id, content, state_key=user_id)
+        except EventNotAllowed as exc:
+            raise forbidden(str(exc)) from None
+        proto = {k: event.pdu[k] for k in TEMPLATE_KEYS if k in event.pdu}
+        proto["origin"] = origin
+        return {"room_version": room_version.identifier, "event": proto}
+
+    async def _authoriser(self, room_id: str, user_id: str) -> str | None:
+        """For a restricted room, one of our joined users to vouch for the join when the
+        user is in an allowed room (the auth rules check the vouching user's power)."""
+        async with self.hs.db.pool.connection() as conn:
+            ids = await state.get_current_state(conn, room_id, [JOIN_RULES_KEY])
+            found = await load_events(conn, self.hs.event_cache, ids.values())
+            rules = found.get(ids.get(JOIN_RULES_KEY, ""))
+            if rules is None or rules.content.get("join_rule") not in (
+                "restricted",
+                "knock_restricted",
+            ):
+                return None
+            current = await memberships.get_membership(conn, room_id, user_id)
+            if current is not None and current.membership in ("join", "invite"):
+                return None
+            allow = rules.content.get("allow")
+            allowed = [
+                a.get("room_id")
+                for a in (allow if isinstance(allow, list) else [])
+                if isinstance(a, dict) and a.get("type") == "m.room_membership"
+            ]
+            inside = False
+            for other in allowed:
+                if isinstance(other, str):
+                    row = await memberships.get_membership(conn, other, user_id)
+                    inside = inside or (row is not None and row.membership == "join")
+            if not inside:
+                raise ServiceError(
+                    400, "M_UNABLE_TO_AUTHORISE_JOIN", "Not in any room this room allows"
+                )
+            members = await memberships.members_of_room(conn, room_id)
+        local = [m.user_id for m in members if domain_of(m.user_id) == self.hs.server_name]
+        if not local:
+            raise ServiceError(400, "M_UNABLE_TO_GRANT_JOIN", "No user here can vouch")
+        return sorted(local)[0]
+
+    # ---- send_join / send_leave / send_knock
+
+    async def send(
+        self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str
+    ) -> JsonDict:
+        hs = self.hs
+        room_version = await self._room_version(room_id)
+        lookup = await keys_for(hs, [pdu], room_version, origin)
+        try:
+            event = check_one(pdu, room_version, lookup, origin)
+        except PduRefused as exc:
+            raise bad(str(exc)) from None
+        if (
+            event.event_id != event_id
+            or event.room_id != room_id
+            or event.type != MEMBER
+            or event.state_key != event.sender
+            or event.membership != membership
+            or domain_of(event.sender) != origin
+        ):
+            raise bad(f"Not a {membership} of the sender into this room")
+        authoriser = event.content.get(AUTHORISING_USER)
+        if isinstance(authoriser, str) and domain_of(authoriser) == hs.server_name:
+            event = self._cosign(event)
+        async with hs.inbound.room_lock(room_id):
+            async with hs.events.writer(room_id) as writer:
+                before = await state.get_current_state(writer.conn, room_id)
+                if not await fed_store.known_event_ids(writer.conn, [event.event_id]):
+                    current = StateBefore(writer.state_group, None)
+                    auth = await auth_state_from(writer.conn, hs.event_cache, event, current)
+                    try:
+                        check_auth(event, auth)
+                    except AuthError as exc:
+                        raise forbidden(exc.reason) from None
+                    tips = {eid for eid, _ in writer.extremities}
+                    prevs = [p for p in event.prev_event_ids if p in tips]
+                    await writer.persist(
+                        event, prev_ids=prevs, new_key=event.state_tuple not in before
+                    )
+        async with hs.db.pool.connection() as conn:
+            servers = await room_servers.servers_in_room(conn, room_id)
+        await hs.federation_sender.send_pdu(servers - {origin}, event.event_id)
+        if membership == "join":
+            return await self._join_answer(event, before, servers)
+        if membership == "knock":
+            return {"knock_room_state": await self._stripped(before)}
+        return {}
+
+    def _cosign(self, event: Event) -> Event:
+        signed = hashing.redacted_signing_bytes(event.pdu, event.room_version)
+        key = self.hs.signing_key
+        pdu = dict(event.pdu)
+        pdu["signatures"] = add_signature(
+            pdu.get("signatures"), self.hs.server_name, key.key_id, sign_bytes(signed, key)
+        )
+        return Event(pdu, event.room_version, event.event_id)
+
+    async def _join_answer(
+        self, event: Event, before: dict[tuple[str, str], str], servers: set[str]
+    ) -> JsonDict:
+        async with self.hs.db.pool.connection() as conn:
+            state_ids = set(before.values())
+            chain_ids = await fed_store.auth_chain_ids(conn, state_ids | {event.event_id})
+            rows = await event_store.get_events(conn, state_ids | chain_ids)
+        return {
+            "origin": self.hs.server_name,
+            "state": [orjson.loads(rows[e].json) for e in sorted(state_ids) if e in rows],
+            "auth_chain": [orjson.loads(rows[e].json) for e in sorted(chain_ids) if e in rows],
+            "event": event.pdu,
+            "members_omitted": False,
+            "servers_in_room": sorted(servers | {self.hs.server_name}),
+        }
+
+    async def _stripped(self, current: dict[tuple[str, str], str]) -> list[JsonDict]:
+        wanted = [current[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in current]
+        async with self.hs.db.pool.connection() as conn:
+            found = await load_events(conn, self.hs.event_cache, wanted)
+        return [
+            {
+                "type": e.type,
+                "state_key": e.state_key,
+                "content": dict(e.content),
+                "sender": e.sender,
+            }
+            for e in found.values()
+        ]
+
+    # ---- invites of our users
+
+    async def invite(self, origin: str, room_id: str, event_id: str, body: JsonDict) -> JsonDict:
+        hs = self.hs
+        try:
+            room_version = get_room_version(str(body.get("room_version", "1")))
+        except UnsupportedRoomVersion:
+            raise ServiceError(
+                400,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                "Unsupported room version",
+                room_version=str(body.get("room_version")),
+            ) from None
+        pdu = body.get("event")
+        lookup = await keys_for(hs, [pdu], room_version, origin)
+        try:
+            event = check_one(pdu, room_version, lookup, origin)
+        except PduRefused as exc:
+            raise bad(str(exc)) from None
+        target = event.state_key or ""
+        if (
+            event.event_id != event_id
+            or event.room_id != room_id
+            or event.type != MEMBER
+            or event.membership != "invite"
+            or domain_of(target) != hs.server_name
+            or domain_of(event.sender) != origin
+        ):
+            raise bad("Not an invite of one of our users into this room")
+        async with hs.db.pool.connection() as conn:
+            current = await memberships.get_membership(conn, room_id, target)
+            holds_state = await fed_store.has_state(conn, room_id)
+        if current is not None and current.membership == "ban":
+            raise forbidden("The user is banned from the room")
+        event = self._cosign(event)
+        if not holds_state:
+            given = body.get("invite_room_state")
+            if given is None:  # older servers put it in the event's unsigned
+                unsigned = event.pdu.get("unsigned")
+                given = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
+            await store_out_of_room(hs, event, clean_stripped_state(given))
+        return {"event": event.pdu}

@@ -1,0 +1,526 @@
+"""Creating local events: build, hash, sign, authorise against current state, persist.
+
+Writes to one room are serialised (an asyncio lock in this process, a PostgreSQL
+advisory lock across processes); different rooms write in parallel. Everything an
+event changes (its row and edges, forward extremities, state group, current state,
+membership, stream position) is written in one transaction. A `RoomWriter` may
+append several events in that transaction, which is how a new room's initial
+events share a single commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+
+from federation.auth_rules import AuthError, auth_types_for, check_auth
+from federation.builder import build_event
+from federation.events import CREATE_KEY, Event
+from federation.hashing import event_reference
+from federation.keys import SigningKey
+from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
+from homeserver.services.core.notifier import Notifier
+from homeserver.services.core.streams import StreamAllocator
+from homeserver.services.e2ee.device_lists import record_membership
+from homeserver.storage.core import streams
+from homeserver.storage.core.pool import Database
+from homeserver.storage.rooms import events as event_store
+from homeserver.storage.rooms import memberships, rooms, state
+from homeserver.storage.rooms.state import StateKey, StateMap
+
+MAX_PREV_EVENTS = 10
+
+
+class EventNotAllowed(Exception):
+    """The auth rules reject the event; the message says why."""
+
+
+class UnknownRoom(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PersistedEvent:
+    event: Event
+    stream_ordering: int
+
+
+class EventCache:
+    """Bounded LRUs of immutable room data: events by id (redaction is kept apart),
+    and entries of state groups (a group never changes once written, so what it
+    lacks it lacks for good: absent entries are cached too)."""
+
+    def __init__(self, size: int = 50_000, entries: int = 100_000) -> None:
+        self._size = size
+        self._events: OrderedDict[str, Event] = OrderedDict()
+        self._entries_size = entries
+        self._entries: OrderedDict[tuple[int, StateKey], str | None] = OrderedDict()
+
+    def get(self, event_id: str) -> Event | None:
+        event = self._events.get(event_id)
+        if event is not None:
+            self._events.move_to_end(event_id)
+        return event
+
+    def put(self, event: Event) -> None:
+        self._events[event.event_id] = event
+        self._events.move_to_end(event.event_id)
+        if len(self._events) > self._size:
+            self._events.popitem(last=False)
+
+    def state_entries(
+        self, group: int, keys: Iterable[StateKey]
+    ) -> tuple[StateMap, list[StateKey]]:
+        """The cached entries of a group among `keys`, and the keys not cached."""
+        found: StateMap = {}
+        missing: list[StateKey] = []
+        for key in keys:
+            slot = (group, key)
+            if slot not in self._entries:
+                missing.append(key)
+                continue
+            self._entries.move_to_end(slot)
+            event_id = self._entries[slot]
+            if event_id is not None:
+                found[key] = event_id
+        return found, missing
+
+    def put_state_entries(self, group: int, keys: Iterable[StateKey], found: StateMap) -> None:
+        for key in keys:
+            slot = (group, key)
+            self._entries[slot] = found.get(key)
+            self._entries.move_to_end(slot)
+        while len(self._entries) > self._entries_size:
+            self._entries.popitem(last=False)
+
+
+def load_event(row: event_store.EventRow) -> Event:
+    room_version = get_room_version(row.room_version)
+    return Event(orjson.loads(row.json), room_version, row.event_id)
+
+
+async def load_events(
+    conn: AsyncConnection, cache: EventCache, event_ids: Iterable[str]
+) -> dict[str, Event]:
+    """Events by id, from the cache where possible; unknown ids are left out."""
+    found: dict[str, Event] = {}
+    missing: list[str] = []
+    for event_id in event_ids:
+        event = cache.get(event_id)
+        if event is None:
+            missing.append(event_id)
+        else:
+            found[event_id] = event
+    if missing:
+        for event_id, row in (await event_store.get_events(conn, missing)).items():
+            event = load_event(row)
+            cache.put(event)
+            found[event_id] = event
+    return found
+
+
+async def state_entries(
+    conn: AsyncConnection, cache: EventCache, groups: Iterable[int], keys: Iterable[StateKey]
+) -> dict[int, StateMap]:
+    """The given entries of many state groups, from the cache where possible: pages of
+    events mostly share a few groups, so a reader of history asks for the same
+    entries again and again."""
+    key_list = list(dict.fromkeys(keys))
+    out: dict[int, StateMap] = {}
+    lacking: list[int] = []
+    uncached: set[StateKey] = set()
+    for group in set(groups):
+        out[group], missing = cache.state_entries(group, key_list)
+        if missing:
+            lacking.append(group)
+            uncached.update(missing)
+    if lacking:
+        fetched = await state.get_state_for_groups(conn, lacking, uncached)
+        for group in lacking:
+            entries = fetched.get(group, {})
+            cache.put_state_entries(group, uncached, entries)
+            out[group].update(entries)
+    return out
+
+
+def _relation(content: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    relates = content.get("m.relates_to")
+    if not isinstance(relates, dict):
+        return None, None
+    event_id = relates.get("event_id")
+    rel_type = relates.get("rel_type")
+    if isinstance(event_id, str) and isinstance(rel_type, str):
+        return event_id, rel_type
+    return None, None
+
+
+def event_record(event: Event) -> event_store.NewEvent:
+    relates_to, rel_type = _relation(event.content)
+    pdu = {k: v for k, v in event.pdu.items() if k != "unsigned"}
+    url = event.content.get("url")
+    return event_store.NewEvent(
+        event_id=event.event_id,
+        room_id=event.room_id,
+        type=event.type,
+        state_key=event.state_key,
+        sender=event.sender,
+        depth=event.depth,
+        origin_server_ts=event.origin_server_ts,
+        json=orjson.dumps(pdu).decode(),
+        prev_event_ids=event.prev_event_ids,
+        auth_event_ids=event.auth_event_ids,
+        relates_to=relates_to,
+        rel_type=rel_type,
+        contains_url=isinstance(url, str) and url.startswith("mxc://"),
+    )
+
+
+@dataclass
+class RoomWriter:
+    """Appends local events to one room inside one open, locked transaction."""
+
+    conn: AsyncConnection
+    cache: EventCache
+    signing_key: SigningKey
+    allocator: StreamAllocator
+    room_id: str
+    room_version: RoomVersion
+    state_group: int | None
+    extremities: list[tuple[str, int]]
+    persisted: list[PersistedEvent] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    # 'device_lists' positions of members who started or stopped being joined
+    device_list_positions: list[int] = field(default_factory=list)
+    # local users the new events notify (push actions stored): push delivery wakes them
+    notified_users: set[str] = field(default_factory=set)
+    # What the transaction changed, for caches of room facts (push evaluation): the
+    # state group it started from, the state keys it changed, and the memberships it
+    # wrote, in order, as (user id, membership, display name)
+    start_state_group: int | None = field(default=None, init=False)
+    changed_state: set[StateKey] = field(default_factory=set)
+    membership_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.start_state_group = self.state_group
+
+    async def _auth_state(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
+        ids = await state.get_current_state(self.conn, self.room_id, keys | {CREATE_KEY})
+        found = await load_events(self.conn, self.cache, ids.values())
+        return {key: found[eid] for key, eid in ids.items() if eid in found}
+
+    async def append(
+        self,
+        event_type: str,
+        sender: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        redacts: str | None = None,
+        now_ms: int | None = None,
+    ) -> PersistedEvent:
+        event, prev_ids, new_key = await self.prepare(
+            event_type, sender, content, state_key=state_key, redacts=redacts, now_ms=now_ms
+        )
+        return await self.persist(event, prev_ids=prev_ids, new_key=new_key)
+
+    async def prepare(
+        self,
+        event_type: str,
+        sender: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        redacts: str | None = None,
+        now_ms: int | None = None,
+    ) -> tuple[Event, list[str], bool]:
+        """Build, sign and authorise an event on current state without persisting it:
+        (event, prev ids, whether its state key is new). An invite of a remote user
+        must be co-signed by their server before it is persisted."""
+        keys = auth_types_for(self.room_version, event_type, sender, state_key, content)
+        lookup = set(keys)
+        if state_key is not None:
+            lookup.add((event_type, state_key))
+        auth_state = await self._auth_state(lookup)
+        prev = self.extremities[:MAX_PREV_EVENTS]
+        prev_refs: list[Any] = [eid for eid, _ in prev]
+        auth_refs: list[Any] = sorted(auth_state[k].event_id for k in keys if k in auth_state)
+        if self.room_version.event_id_format is EventIdFormat.V1:
+            # Rooms 1 and 2 cite events as [event id, hashes] pairs.
+            cited = await load_events(self.conn, self.cache, prev_refs + auth_refs)
+            prev_refs = [event_reference(cited[eid]) for eid in prev_refs]
+            auth_refs = [event_reference(cited[eid]) for eid in auth_refs]
+        event = build_event(
+            self.room_version,
+            self.signing_key,
+            event_type=event_type,
+            sender=sender,
+            content=content,
+            prev_events=prev_refs,
+            auth_events=auth_refs,
+            depth=max((d for _, d in prev), default=0) + 1,
+            origin_server_ts=now_ms if now_ms is not None else int(time.time() * 1000),
+            room_id=self.room_id,
+            state_key=state_key,
+            redacts=redacts,
+        )
+        try:
+            check_auth(event, auth_state)
+        except AuthError as exc:
+            raise EventNotAllowed(str(exc)) from None
+        replaced = event.state_tuple in auth_state if event.is_state else False
+        return event, [eid for eid, _ in prev], not replaced
+
+    async def set_membership(self, event: Event, stream_ordering: int) -> None:
+        """Record a member event that became current state (device lists follow joins)."""
+        if event.type != "m.room.member" or event.membership is None:
+            return
+        assert event.state_key is not None
+        moved = await record_membership(
+            self.conn, self.allocator, self.room_id, event.state_key, event.membership
+        )
+        if moved is not None:
+            self.device_list_positions.append(moved)
+        name = event.content.get("displayname")
+        avatar = event.content.get("avatar_url")
+        self.membership_changes.append(
+            (event.state_key, event.membership, name if isinstance(name, str) else None)
+        )
+        await memberships.upsert_membership(
+            self.conn,
+            memberships.MembershipRow(
+                room_id=self.room_id,
+                user_id=event.state_key,
+                membership=event.membership,
+                event_id=event.event_id,
+                sender=event.sender,
+                stream_ordering=stream_ordering,
+                displayname=name if isinstance(name, str) else None,
+                avatar_url=avatar if isinstance(avatar, str) else None,
+            ),
+        )
+
+    async def persist(self, event: Event, *, prev_ids: list[str], new_key: bool) -> PersistedEvent:
+        """Write an event already built and authorised for this room's current state."""
+        conn = self.conn
+        [stream_ordering] = await self.allocator.allocate("events")
+        self.positions.append(stream_ordering)
+        if event.is_state:
+            delta = {event.state_tuple: event.event_id}
+            self.state_group = await state.create_group(
+                conn, self.room_id, self.state_group, delta, 1 if new_key else 0
+            )
+            await state.set_current_state(conn, self.room_id, delta)
+            await rooms.set_current_state_group(conn, self.room_id, self.state_group)
+            self.changed_state.add(event.state_tuple)
+            await self.set_membership(event, stream_ordering)
+        await event_store.insert_event(
+            conn, event_record(event), stream_ordering=stream_ordering, state_group=self.state_group
+        )
+        await rooms.replace_forward_extremities(conn, self.room_id, prev_ids, event.event_id)
+        self.extremities = [(event.event_id, event.depth)] + [
+            (eid, d) for eid, d in self.extremities if eid not in prev_ids
+        ]
+        self.cache.put(event)
+        persisted = PersistedEvent(event, stream_ordering)
+        self.persisted.append(persisted)
+        return persisted
+
+
+@dataclass
+class _Transaction:
+    """What one room transaction accumulates for its commit (or its rollback)."""
+
+    conn: AsyncConnection | None = None
+    writer: RoomWriter | None = None
+    positions: list[int] = field(default_factory=list)
+    device_list_positions: list[int] = field(default_factory=list)
+
+
+class EventCreator:
+    """Owns the per-room write locks and hands out `RoomWriter`s."""
+
+    def __init__(
+        self,
+        db: Database,
+        signing_key: SigningKey,
+        cache: EventCache,
+        allocator: StreamAllocator,
+        notifier: Notifier,
+    ) -> None:
+        self.db = db
+        self.signing_key = signing_key
+        self.cache = cache
+        self.allocator = allocator
+        self.notifier = notifier
+        self._last_create_ts = 0
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Called after each commit (federation sends the new events on from here).
+        self.on_committed: Callable[[RoomWriter], Awaitable[None]] | None = None
+        # Called inside the transaction once its events are written (push actions).
+        self.before_commit: Callable[[RoomWriter], Awaitable[None]] | None = None
+
+    def _lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._locks.get(room_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[room_id] = lock
+        return lock
+
+    async def _announce(self, writer: RoomWriter) -> None:
+        """Wake the syncs of the room's members, and of anyone whose membership changed."""
+        if not writer.persisted:
+            return
+        users = [
+            p.event.state_key
+            for p in writer.persisted
+            if p.event.type == "m.room.member" and p.event.state_key
+        ]
+        await self.notifier.notify(
+            "events",
+            max(p.stream_ordering for p in writer.persisted),
+            rooms=[writer.room_id],
+            users=users,
+        )
+        if writer.device_list_positions:
+            await self.notifier.notify(
+                "device_lists",
+                max(writer.device_list_positions),
+                rooms=[writer.room_id],
+                users=users,
+            )
+
+    async def _committed(self, writer: RoomWriter) -> None:
+        await self._announce(writer)
+        if self.on_committed is not None and writer.persisted:
+            await self.on_committed(writer)
+
+    @asynccontextmanager
+    async def _transaction(self, room_id: str) -> AsyncIterator[_Transaction]:
+        """The room's lock and one database transaction; after-commit work once done.
+
+        The connection goes back to the pool before the after-commit work, which needs
+        connections of its own; the lock keeps the room's order meanwhile. Pipeline mode
+        sends the statements that return nothing without waiting, so the lock is held
+        for fewer round trips.
+        """
+        async with self._lock(room_id):
+            txn = _Transaction()
+            async with self.db.pool.connection() as conn:
+                try:
+                    async with conn.pipeline(), conn.transaction():
+                        await rooms.lock_room(conn, room_id)
+                        txn.conn = conn
+                        yield txn
+                        if self.before_commit is not None and txn.writer and txn.writer.persisted:
+                            await self.before_commit(txn.writer)
+                        await streams.finish(conn, "events", txn.positions)
+                        if txn.device_list_positions:
+                            await streams.finish(conn, "device_lists", txn.device_list_positions)
+                except BaseException:
+                    # Positions of a transaction that did not commit must not hold readers back.
+                    await self.allocator.abandon("events", txn.positions)
+                    await self.allocator.abandon("device_lists", txn.device_list_positions)
+                    raise
+            if txn.writer is not None:
+                await self._committed(txn.writer)
+
+    def _writer(
+        self,
+        txn: _Transaction,
+        room_id: str,
+        room_version: RoomVersion,
+        state_group: int | None,
+        extremities: list[tuple[str, int]],
+    ) -> RoomWriter:
+        assert txn.conn is not None
+        txn.writer = RoomWriter(
+            conn=txn.conn,
+            cache=self.cache,
+            signing_key=self.signing_key,
+            allocator=self.allocator,
+            room_id=room_id,
+            room_version=room_version,
+            state_group=state_group,
+            extremities=extremities,
+            positions=txn.positions,
+            device_list_positions=txn.device_list_positions,
+        )
+        return txn.writer
+
+    @asynccontextmanager
+    async def writer(
+        self, room_id: str, *, create: tuple[RoomVersion, str] | None = None
+    ) -> AsyncIterator[RoomWriter]:
+        """A writer for an existing room; commits when the block exits cleanly.
+
+        With `create` (room version, creator) an unknown room gets its row first: how a
+        room joined or invited to over federation starts to exist here."""
+        async with self._transaction(room_id) as txn:
+            conn = txn.conn
+            assert conn is not None
+            room = await rooms.get_room(conn, room_id)
+            if room is None and create is not None:
+                version, creator = create
+                now = int(time.time() * 1000)
+                await rooms.insert_room(conn, room_id, version.identifier, creator, now)
+                room = await rooms.get_room(conn, room_id)
+            if room is None:
+                raise UnknownRoom(room_id)
+            yield self._writer(
+                txn,
+                room_id,
+                get_room_version(room.room_version),
+                room.current_state_group,
+                await rooms.get_forward_extremities(conn, room_id),
+            )
+
+    @asynccontextmanager
+    async def new_room(
+        self,
+        room_version: RoomVersion,
+        creator: str,
+        create_content: Mapping[str, Any],
+        room_id: str | None = None,
+    ) -> AsyncIterator[RoomWriter]:
+        """A writer for a room created by this block: the create event is already in.
+
+        `room_id` is needed for room versions before 12; v12 derives it from the
+        create event.
+        """
+        # In v12 the room id is the create event's hash: two identical creations in the
+        # same millisecond would collide, so each one here gets its own timestamp.
+        now_ms = max(int(time.time() * 1000), self._last_create_ts + 1)
+        self._last_create_ts = now_ms
+        create = build_event(
+            room_version,
+            self.signing_key,
+            event_type="m.room.create",
+            sender=creator,
+            content=create_content,
+            prev_events=[],
+            auth_events=[],
+            depth=1,
+            origin_server_ts=now_ms,
+            room_id=None if room_version.room_id_from_create_event else room_id,
+            state_key="",
+        )
+        try:
+            check_auth(create, {})
+        except AuthError as exc:
+            raise EventNotAllowed(str(exc)) from None
+        new_room_id = create.room_id
+        async with self._transaction(new_room_id) as txn:
+            assert txn.conn is not None
+            await rooms.insert_room(txn.conn, new_room_id, room_version.identifier, creator, now_ms)
+            writer = self._writer(txn, new_room_id, room_version, None, [])
+            await writer.persist(create, prev_ids=[], new_key=True)
+            yield writer

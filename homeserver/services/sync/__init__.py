@@ -1,0 +1,1 @@
+"""/sync: which rooms a sync covers, their timelines and state, and the sync token."""

@@ -1,0 +1,413 @@
+"""The `rooms` part of a sync response, built for all the rooms of one sync at once.
+
+`services/sync/sync.py` decides which rooms a sync covers and how (a `RoomPlan` each);
+this module reads their timelines, summaries and stripped state with a fixed
+number of batched queries (storage/sync/sync.py) and renders them. The state sent with
+each timeline (`state` or `state_after`) is `services/sync/state.py`'s.
+
+Events are rendered in the client format, or as stored PDUs when the filter asks
+for `event_format: federation`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+
+from psycopg import AsyncConnection
+
+from federation.events import MEMBER, Event
+from homeserver.services.accounts.filters import Filter, RoomEventFilter
+from homeserver.services.rooms.writer import EventCache, load_event, state_entries
+from homeserver.services.sync.state import LazyMembers, RoomPlan, RoomStates, TimelineRoom
+from homeserver.services.sync.tokens import SyncToken
+from homeserver.services.timeline.format import JsonDict, client_event, federation_event
+from homeserver.services.timeline.messages import sql_filter_for
+from homeserver.services.timeline.pagination import gap_before, token_for
+from homeserver.services.timeline.visibility import filter_visible
+from homeserver.storage.rooms import events as event_store
+from homeserver.storage.rooms import invite_state
+from homeserver.storage.rooms.events import EventRow
+from homeserver.storage.rooms.state import StateKey
+from homeserver.storage.sync import sync as sync_store
+from homeserver.storage.timeline.timeline import Position
+
+DEFAULT_TIMELINE_LIMIT = 10
+MAX_TIMELINE_LIMIT = 1000
+
+# What an invite or knock shows of a room the user is not in (stripped state).
+STRIPPED_STATE_TYPES = (
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+)
+
+
+class Rendered:
+    """Client events as rendered, minus `unsigned`, by event id: an event's client
+    form never changes unless it is redacted, which callers check first."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._size = size
+        self._items: OrderedDict[str, JsonDict] = OrderedDict()
+
+    def get(self, event_id: str) -> JsonDict | None:
+        item = self._items.get(event_id)
+        if item is not None:
+            self._items.move_to_end(event_id)
+        return item
+
+    def put(self, event_id: str, rendered: JsonDict) -> None:
+        self._items[event_id] = rendered
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+def timeline_limit(room_filter: RoomEventFilter) -> int:
+    return min(room_filter.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
+
+
+def stripped(event: Event) -> JsonDict:
+    return {
+        "type": event.type,
+        "state_key": event.state_key,
+        "content": dict(event.content),
+        "sender": event.sender,
+    }
+
+
+class RoomsBuilder:
+    """Renders the rooms of one sync response."""
+
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        cache: EventCache,
+        lazy: LazyMembers,
+        rendered: Rendered,
+        *,
+        user_id: str,
+        device_id: str,
+        sync_filter: Filter,
+        now: SyncToken,
+        state_after: bool = False,
+    ) -> None:
+        self.conn = conn
+        self.cache = cache
+        self.lazy = lazy
+        self.rendered = rendered
+        self.user_id = user_id
+        self.device_id = device_id
+        self.filter = sync_filter
+        self.now = now
+        self.state_after = state_after
+        self.state_section = "state_after" if state_after else "state"
+        self.now_ms = int(time.time() * 1000)
+
+    # -- reading ---------------------------------------------------------------
+
+    def _event(self, row: EventRow) -> Event:
+        event = self.cache.get(row.event_id)
+        if event is None:
+            event = load_event(row)
+            self.cache.put(event)
+        return event
+
+    async def _timelines(self, rooms: list[TimelineRoom]) -> None:
+        timeline_filter = self.filter.room.timeline
+        limit = timeline_limit(timeline_filter)
+        trivial = timeline_filter == RoomEventFilter(limit=timeline_filter.limit)
+        windows = [(r.plan.room_id, r.plan.lower, r.plan.upper) for r in rooms]
+        found = await sync_store.recent_events(
+            self.conn, windows, limit + 1, sql_filter_for(timeline_filter)
+        )
+        for room in rooms:
+            rows = found.get(room.plan.room_id, [])
+            room.limited = len(rows) > limit
+            events = [(self._event(row), row) for row in reversed(rows[:limit])]
+            if trivial:
+                room.timeline = events
+            else:
+                room.timeline = [(e, row) for e, row in events if timeline_filter.matches(e.pdu)]
+        await self._apply_visibility(rooms)
+
+    async def _apply_visibility(self, rooms: list[TimelineRoom]) -> None:
+        """Drop the events history visibility hides from the user.
+
+        A user whose current membership event precedes the timeline was in the room
+        for all of it and sees everything; only rooms whose timeline starts before
+        that event are judged, all in one batch.
+        """
+        suspects = [r for r in rooms if r.timeline and r.plan.membership_stream > r.start]
+        if not suspects:
+            return
+        rows = [row for room in suspects for _, row in room.timeline]
+        visible = await filter_visible(self.conn, self.cache, self.user_id, rows)
+        kept = {row.event_id for row in visible.rows}
+        for room in suspects:
+            room.timeline = [item for item in room.timeline if item[1].event_id in kept]
+
+    async def _load(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        ids = list(event_ids)
+        found: dict[str, Event] = {}
+        missing = []
+        for event_id in ids:
+            event = self.cache.get(event_id)
+            if event is None:
+                missing.append(event_id)
+            else:
+                found[event_id] = event
+        if missing:
+            rows = await event_store.get_events(self.conn, missing)
+            for event_id, row in rows.items():
+                found[event_id] = self._event(row)
+        return found
+
+    async def _summaries(self, rooms: list[TimelineRoom]) -> None:
+        """Summaries for joined rooms the client starts from nothing in, or whose
+        membership changed."""
+        needed = [
+            r
+            for r in rooms
+            if r.plan.section == "join"
+            and (
+                r.plan.full
+                or any(e.type == MEMBER for e, _ in r.timeline)
+                or any(k[0] == MEMBER for k in r.state)
+            )
+        ]
+        summaries = await sync_store.room_summaries(
+            self.conn, [r.plan.room_id for r in needed], self.user_id
+        )
+        for room in needed:
+            room.summary = summaries.get(room.plan.room_id, sync_store.RoomSummary(0, 0, []))
+
+    # -- rendering -------------------------------------------------------------
+
+    async def _render_events(self, rooms: list[TimelineRoom]) -> dict[str, JsonDict]:
+        """Client events (or PDUs, for `event_format: federation`) for every timeline
+        and state event of these rooms, by id.
+
+        Unredacted events are rendered once and kept (`Rendered`); only their
+        `unsigned` is made per response. State events already rendered are not read
+        again: one light query tells which of them were redacted since.
+        """
+        rows: dict[str, EventRow] = {}
+        for room in rooms:
+            for _, row in room.timeline:
+                rows[row.event_id] = row
+        state_ids = {eid for room in rooms for eid in room.state.values() if eid not in rows}
+        federation = self.filter.event_format == "federation"
+        known = (
+            set()
+            if federation
+            else {eid for eid in state_ids if self.rendered.get(eid) is not None}
+        )
+        if state_ids - known:
+            rows.update(await event_store.get_events(self.conn, state_ids - known))
+        redacted_by = {eid: row.redacted_by for eid, row in rows.items() if row.redacted_by}
+        if known:
+            redacted_by.update(await sync_store.redactions_of(self.conn, known))
+        redactions: dict[str, JsonDict] = {}
+        if redacted_by:
+            redaction_rows = await event_store.get_events(self.conn, set(redacted_by.values()))
+            for rid, row in redaction_rows.items():
+                redactions[rid] = client_event(self._event(row), now_ms=self.now_ms)
+        own = [
+            row.event_id
+            for room in rooms
+            for event, row in room.timeline
+            if event.sender == self.user_id
+        ]
+        txn_ids = (
+            await event_store.txn_ids_for(self.conn, self.user_id, self.device_id, own)
+            if own
+            else {}
+        )
+        redacted_events = await self._load(eid for eid in redacted_by if eid not in rows)
+        for eid, row in rows.items():
+            if eid in redacted_by:
+                redacted_events[eid] = self._event(row)
+        out: dict[str, JsonDict] = {}
+        now = self.now_ms
+        for event_id in rows.keys() | known:
+            if event_id in redacted_by:
+                event = redacted_events.get(event_id)
+                if event is None:
+                    continue
+                rendered = client_event(
+                    event,
+                    redacted_because=redactions.get(redacted_by[event_id]),
+                    transaction_id=txn_ids.get(event_id),
+                    now_ms=now,
+                )
+                rendered.pop("room_id", None)
+            else:
+                base = self.rendered.get(event_id)
+                if base is None:
+                    base = client_event(self._event(rows[event_id]), now_ms=0)
+                    del base["room_id"], base["unsigned"]
+                    self.rendered.put(event_id, base)
+                unsigned: JsonDict = {"age": max(0, now - base["origin_server_ts"])}
+                txn_id = txn_ids.get(event_id)
+                if txn_id is not None:
+                    unsigned["transaction_id"] = txn_id
+                rendered = {**base, "unsigned": unsigned}
+            if federation:
+                redacted = event_id in redacted_by
+                event = redacted_events[event_id] if redacted else self._event(rows[event_id])
+                rendered = federation_event(event, rendered["unsigned"], redacted=redacted)
+            out[event_id] = rendered
+        return out
+
+    async def build(
+        self,
+        plans: list[RoomPlan],
+        room_extras: Mapping[str, JsonDict],
+    ) -> JsonDict:
+        """The `rooms` object. `room_extras` holds per-room `account_data` and
+        `ephemeral` for joined rooms; a joined room with only extras still appears."""
+        by_section: dict[str, JsonDict] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
+        timeline_rooms = [TimelineRoom(p) for p in plans if p.section in ("join", "leave")]
+        await self._timelines(timeline_rooms)
+        await self._summaries(timeline_rooms)
+        room_states = RoomStates(
+            self.conn,
+            self.cache,
+            self.lazy,
+            user_id=self.user_id,
+            device_id=self.device_id,
+            after=self.state_after,
+            include_redundant_members=self.filter.room.state.include_redundant_members,
+        )
+        await room_states.fill(timeline_rooms, self.filter.room.state.lazy_load_members)
+        await self._summaries_after_state(timeline_rooms)
+        rendered = await self._render_events(timeline_rooms)
+        state_filter = self.filter.room.state
+        trivial = state_filter == RoomEventFilter(
+            lazy_load_members=state_filter.lazy_load_members,
+            include_redundant_members=state_filter.include_redundant_members,
+        )
+        for room in timeline_rooms:
+            room_id = room.plan.room_id
+            state_events = [
+                rendered[eid]
+                for eid in room.state.values()
+                if eid in rendered and (trivial or state_filter.matches(rendered[eid]))
+            ]
+            timeline = [rendered[row.event_id] for _, row in room.timeline]
+            entry: JsonDict = {
+                "timeline": {
+                    "events": timeline,
+                    "limited": room.limited,
+                    "prev_batch": self._prev_batch(room),
+                },
+                self.state_section: {"events": state_events},
+            }
+            extras = room_extras.get(room_id, {})
+            if room.plan.section == "join":
+                entry["ephemeral"] = extras.get("ephemeral", {"events": []})
+                entry["account_data"] = extras.get("account_data", {"events": []})
+                entry["unread_notifications"] = {"highlight_count": 0, "notification_count": 0}
+                if room.summary is not None:
+                    entry["summary"] = {
+                        "m.heroes": room.summary.heroes,
+                        "m.joined_member_count": room.summary.joined,
+                        "m.invited_member_count": room.summary.invited,
+                    }
+            else:
+                entry["account_data"] = extras.get("account_data", {"events": []})
+            by_section[room.plan.section][room_id] = entry
+        for room_id, extras in room_extras.items():
+            if room_id in by_section["join"] or room_id in by_section["leave"]:
+                continue
+            by_section["join"][room_id] = {
+                "timeline": {"events": [], "limited": False},
+                self.state_section: {"events": []},
+                "ephemeral": extras.get("ephemeral", {"events": []}),
+                "account_data": extras.get("account_data", {"events": []}),
+                "unread_notifications": {"highlight_count": 0, "notification_count": 0},
+            }
+        stripped_plans = [p for p in plans if p.section in ("invite", "knock")]
+        if stripped_plans:
+            states = await self._stripped_states(stripped_plans)
+            for plan in stripped_plans:
+                key = "invite_state" if plan.section == "invite" else "knock_state"
+                by_section[plan.section][plan.room_id] = {key: {"events": states[plan.room_id]}}
+        return by_section
+
+    def _prev_batch(self, room: TimelineRoom) -> str:
+        """Where /messages continues backwards: the gap before the timeline's first
+        event, or the end of the window when the timeline is empty."""
+        if room.timeline:
+            event, row = room.timeline[0]
+            assert row.stream_ordering is not None
+            return token_for(gap_before(Position(event.depth, row.stream_ordering)))
+        return str(self.now.with_(events=room.plan.upper))
+
+    async def _summaries_after_state(self, rooms: list[TimelineRoom]) -> None:
+        """A limited gap may hold membership changes: those rooms need a summary too."""
+        missing = [
+            r
+            for r in rooms
+            if r.summary is None
+            and r.plan.section == "join"
+            and any(k[0] == MEMBER for k in r.state)
+        ]
+        if missing:
+            await self._summaries(missing)
+
+    async def _stripped_states(self, plans: list[RoomPlan]) -> dict[str, list[JsonDict]]:
+        """Per invite or knock, the stripped state after its membership event."""
+        membership_rows = await event_store.get_events(
+            self.conn, [p.membership_event_id for p in plans]
+        )
+        groups: dict[str, int] = {}
+        keys: set[StateKey] = {(t, "") for t in STRIPPED_STATE_TYPES}
+        for plan in plans:
+            row = membership_rows.get(plan.membership_event_id)
+            if row is None or row.state_group is None:
+                continue
+            groups[plan.room_id] = row.state_group
+            keys.add((MEMBER, self._event(row).sender))
+            keys.add((MEMBER, self.user_id))
+        found = await state_entries(self.conn, self.cache, groups.values(), keys)
+        # Remote invites and knocks: no state here, only what the other server sent.
+        given = await invite_state.for_events(
+            self.conn, [p.membership_event_id for p in plans if p.room_id not in groups]
+        )
+        out: dict[str, list[JsonDict]] = {}
+        wanted_ids: set[str] = set()
+        for plan in plans:
+            group = groups.get(plan.room_id)
+            state = found.get(group, {}) if group is not None else {}
+            wanted_ids.update(state.values())
+            wanted_ids.add(plan.membership_event_id)
+        events = await self._load(wanted_ids)
+        for plan in plans:
+            group = groups.get(plan.room_id)
+            state = found.get(group, {}) if group is not None else {}
+            membership = events.get(plan.membership_event_id)
+            inviter = membership.sender if membership is not None else None
+            items = [
+                item
+                for item in given.get(plan.membership_event_id, [])
+                if (item.get("type"), item.get("state_key")) != (MEMBER, self.user_id)
+            ]
+            for (event_type, state_key), event_id in sorted(state.items()):
+                if event_type == MEMBER and state_key not in (inviter, self.user_id):
+                    continue
+                if event_type == MEMBER and state_key == self.user_id:
+                    continue  # the membership event itself is added below, as it is now
+                event = events.get(event_id)
+                if event is not None:
+                    items.append(stripped(event))
+            if membership is not None:
+                items.append(stripped(membership))
+            out[plan.room_id] = items
+        return out

@@ -1,0 +1,237 @@
+"""The state a sync sends with each room's timeline, in one of two shapes.
+
+`state` (the default) is the state at the timeline's **start**: all of it when the
+client starts from nothing (initial sync, `full_state`, a room just joined), else
+what changed between the since-token and the timeline's start, which is non-empty
+only when the timeline is `limited` (the changes in the gap). The client applies
+the timeline's state events on top.
+
+`state_after` (`use_state_after=true`) is the state at the timeline's **end**: all
+of it when the client starts from nothing, else everything that changed since the
+token, the timeline's own state events included, because a client given
+`state_after` must not take state from the timeline. This is what lets a client
+get state right when the timeline is filtered or forks were resolved.
+
+Both are computed from state groups at two stream positions with a fixed number of
+batched queries (storage/sync/sync.py), and both honour lazy-loaded members the same
+way: unchanged member events are sent only for the users the client needs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from psycopg import AsyncConnection
+
+from federation.events import MEMBER, Event
+from homeserver.services.rooms.writer import EventCache, state_entries
+from homeserver.storage.rooms.events import EventRow
+from homeserver.storage.rooms.state import StateKey, StateMap
+from homeserver.storage.sync import sync as sync_store
+
+
+@dataclass(slots=True)
+class RoomPlan:
+    """One room of a sync and how to render it."""
+
+    room_id: str
+    section: str  # "join", "leave", "invite" or "knock"
+    membership_event_id: str
+    membership_stream: int
+    lower: int  # the timeline covers stream positions in (lower, upper]
+    upper: int
+    full: bool  # state from nothing, not a delta since `lower`
+
+
+@dataclass(slots=True)
+class TimelineRoom:
+    """A joined or left room of a sync as it is being built."""
+
+    plan: RoomPlan
+    timeline: list[tuple[Event, EventRow]] = field(default_factory=list)
+    limited: bool = False
+    state: StateMap = field(default_factory=dict)
+    # The full state at the point the state is anchored to, when it was read.
+    at_anchor: StateMap | None = None
+    summary: sync_store.RoomSummary | None = None
+
+    @property
+    def start(self) -> int:
+        """The stream position the timeline starts at (just after its end when empty)."""
+        if self.timeline:
+            row = self.timeline[0][1]
+            assert row.stream_ordering is not None
+            return row.stream_ordering
+        return self.plan.upper + 1
+
+
+class LazyMembers:
+    """Which member events each device already has, per room, for lazy loading.
+
+    Bounded: devices beyond `devices` are forgotten least recently used first, and a
+    room's memory is dropped when it grows beyond `per_room` members; forgetting only
+    means sending a member event again, which clients accept.
+    """
+
+    def __init__(self, devices: int = 10_000, per_room: int = 2_000) -> None:
+        self._devices: OrderedDict[tuple[str, str], dict[str, dict[str, str]]] = OrderedDict()
+        self._max_devices = devices
+        self._per_room = per_room
+
+    def _rooms(self, user_id: str, device_id: str) -> dict[str, dict[str, str]]:
+        key = (user_id, device_id)
+        rooms = self._devices.get(key)
+        if rooms is None:
+            rooms = self._devices[key] = {}
+            if len(self._devices) > self._max_devices:
+                self._devices.popitem(last=False)
+        else:
+            self._devices.move_to_end(key)
+        return rooms
+
+    def reset(self, user_id: str, device_id: str, room_id: str | None = None) -> None:
+        """The client starts from nothing: in one room, or everywhere."""
+        rooms = self._rooms(user_id, device_id)
+        if room_id is None:
+            rooms.clear()
+        else:
+            rooms.pop(room_id, None)
+
+    def sent(self, user_id: str, device_id: str, room_id: str) -> Mapping[str, str]:
+        return self._rooms(user_id, device_id).get(room_id, {})
+
+    def remember(
+        self, user_id: str, device_id: str, room_id: str, members: Mapping[str, str]
+    ) -> None:
+        if not members:
+            return
+        room = self._rooms(user_id, device_id).setdefault(room_id, {})
+        room.update(members)
+        if len(room) > self._per_room:
+            room.clear()
+
+
+class RoomStates:
+    """Fills `state` of the rooms of one sync, at the timeline's start or end."""
+
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        cache: EventCache,
+        lazy: LazyMembers,
+        *,
+        user_id: str,
+        device_id: str,
+        after: bool,
+        include_redundant_members: bool,
+    ) -> None:
+        self.conn = conn
+        self.cache = cache
+        self.lazy = lazy
+        self.user_id = user_id
+        self.device_id = device_id
+        self.after = after
+        self.include_redundant = include_redundant_members
+
+    def anchor(self, room: TimelineRoom) -> int:
+        """The position whose state is sent: the timeline's start, or its end."""
+        return room.plan.upper + 1 if self.after else room.start
+
+    def _wants_delta(self, room: TimelineRoom) -> bool:
+        """Whether the room gets the changes since the token (not the whole state)."""
+        return not room.plan.full and (self.after or room.limited)
+
+    async def fill(self, rooms: Sequence[TimelineRoom], lazy_members: bool) -> None:
+        """Each room's `state`: the whole state at the anchor, or the changes since
+        the token. Equal state groups at both ends mean no change: nothing is read."""
+        points: set[tuple[str, int]] = set()
+        for room in rooms:
+            room_id = room.plan.room_id
+            delta = self._wants_delta(room)
+            if room.plan.full or delta or lazy_members:
+                points.add((room_id, self.anchor(room)))
+            if delta:
+                points.add((room_id, room.plan.lower + 1))
+        groups = await sync_store.state_groups_before(self.conn, points)
+        needed: set[int] = set()
+        for room in rooms:
+            room_id = room.plan.room_id
+            at = groups.get((room_id, self.anchor(room)))
+            if room.plan.full:
+                if at is not None:
+                    needed.add(at)
+            elif self._wants_delta(room):
+                since = groups.get((room_id, room.plan.lower + 1))
+                if at != since:
+                    needed.update(g for g in (at, since) if g is not None)
+        states = await sync_store.full_states(self.conn, needed)
+        for room in rooms:
+            room_id = room.plan.room_id
+            at = groups.get((room_id, self.anchor(room)))
+            if room.plan.full:
+                room.at_anchor = states.get(at, {}) if at is not None else {}
+                room.state = dict(room.at_anchor)
+            elif self._wants_delta(room):
+                since = groups.get((room_id, room.plan.lower + 1))
+                if at == since:
+                    continue
+                room.at_anchor = states.get(at, {}) if at is not None else {}
+                before = states.get(since, {}) if since is not None else {}
+                room.state = {k: v for k, v in room.at_anchor.items() if before.get(k) != v}
+        if lazy_members:
+            await self._lazy_members(rooms, groups)
+
+    async def _lazy_members(
+        self, rooms: Sequence[TimelineRoom], groups: Mapping[tuple[str, int], int]
+    ) -> None:
+        """Keep only the member events the client needs: the timeline's senders, the
+        heroes, the user's own on a fresh start, and every membership change since the
+        token; and of those, only what this device does not have already."""
+        lookups: dict[int, set[StateKey]] = {}
+        wanted: dict[str, set[str]] = {}
+        for room in rooms:
+            users = {event.sender for event, _ in room.timeline}
+            if room.summary is not None:
+                users.update(room.summary.heroes)
+            if room.plan.full:
+                users.add(self.user_id)
+            wanted[room.plan.room_id] = users
+            group = groups.get((room.plan.room_id, self.anchor(room)))
+            if group is not None and room.at_anchor is None:
+                lookups.setdefault(group, set()).update((MEMBER, u) for u in users)
+        keys = set().union(*lookups.values()) if lookups else set()
+        found = await state_entries(self.conn, self.cache, lookups.keys(), keys)
+        for room in rooms:
+            room_id = room.plan.room_id
+            users = wanted[room_id]
+            if room.plan.full:
+                self.lazy.reset(self.user_id, self.device_id, room_id)
+            # Membership changes since the token are sent whatever the device has.
+            changed = set() if room.plan.full else {sk for t, sk in room.state if t == MEMBER}
+            source = room.at_anchor
+            if source is None:
+                group = groups.get((room_id, self.anchor(room)))
+                source = found.get(group, {}) if group is not None else {}
+            candidates = {k: v for k, v in room.state.items() if k[0] != MEMBER or k[1] in changed}
+            for key, event_id in source.items():
+                if key[0] == MEMBER and key[1] in users:
+                    candidates.setdefault(key, event_id)
+            sent = self.lazy.sent(self.user_id, self.device_id, room_id)
+            room.state = {
+                (event_type, state_key): event_id
+                for (event_type, state_key), event_id in candidates.items()
+                if event_type != MEMBER
+                or state_key in changed
+                or self.include_redundant
+                or sent.get(state_key) != event_id
+            }
+            members = {sk: eid for (t, sk), eid in room.state.items() if t == MEMBER}
+            if not self.after:
+                # With `state` the client takes the timeline's member events as state
+                # too; with `state_after` it must not, so only `state_after` counts.
+                for event, _ in room.timeline:
+                    if event.type == MEMBER and event.state_key is not None:
+                        members[event.state_key] = event.event_id
+            self.lazy.remember(self.user_id, self.device_id, room_id, members)

@@ -1,0 +1,2 @@
+"""Reading history: /messages pages, pagination tokens, relations and threads, search,
+history visibility, and the client format of events."""

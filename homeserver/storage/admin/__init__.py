@@ -1,0 +1,1 @@
+"""Queries of the admin API over users and rooms."""

@@ -1,0 +1,2 @@
+"""The database itself: the connection pool, migrations, the embedded PostgreSQL, and
+stream positions."""

@@ -1,0 +1,1 @@
+"""Aliases, the public room list and the user directory."""

@@ -1,0 +1,1 @@
+"""Receipts, presence and to-device messages."""

@@ -1,0 +1,1 @@
+"""Media metadata, the content-addressed files, and the URL preview cache."""

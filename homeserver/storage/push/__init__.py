@@ -1,0 +1,1 @@
+"""Push rules, pushers, push actions and unread counts."""

@@ -1,0 +1,1 @@
+"""The batched queries behind /sync."""

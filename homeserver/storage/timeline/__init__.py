@@ -1,0 +1,1 @@
+"""Queries over a room's timeline: pages, relations and full-text search."""
