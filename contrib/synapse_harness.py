@@ -33,7 +33,10 @@ from federation.keys import (
     write_signing_keys,
 )
 
-SYNAPSE_SPEC = "matrix-synapse>=1.163,<1.164"  # SQLite is enough: no [postgres] build
+SYNAPSE_SPEC = "matrix-synapse>=1.163,<1.164"
+# The interop tests run Synapse on SQLite; the benchmarks run it on PostgreSQL, which
+# needs psycopg2 (the binary wheel: Synapse's [postgres] extra builds it from source).
+SYNAPSE_PACKAGES = (SYNAPSE_SPEC, "psycopg2-binary>=2.9,<3")
 DEFAULT_VENV = Path.home() / ".cache" / "homeserver-interop" / "venv"
 START_TIMEOUT = 90.0
 UNLIMITED = {"per_second": 1_000_000, "burst_count": 1_000_000}
@@ -48,7 +51,8 @@ def ensure_synapse(venv: Path | None = None) -> Path:
     venv = venv or venv_dir()
     python = venv / "bin" / "python"
     stamp = venv / ".synapse-spec"
-    if python.exists() and stamp.exists() and stamp.read_text() == SYNAPSE_SPEC:
+    wanted = " ".join(SYNAPSE_PACKAGES)
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
     if not python.exists():
         venv.parent.mkdir(parents=True, exist_ok=True)
@@ -61,12 +65,12 @@ def ensure_synapse(venv: Path | None = None) -> Path:
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            SYNAPSE_SPEC,
+            *SYNAPSE_PACKAGES,
         ],
         check=True,
     )
-    subprocess.run([str(python), "-c", "import synapse"], check=True)
-    stamp.write_text(SYNAPSE_SPEC)
+    subprocess.run([str(python), "-c", "import synapse, psycopg2"], check=True)
+    stamp.write_text(wanted)
     return python
 
 
