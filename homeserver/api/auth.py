@@ -7,8 +7,7 @@ from aiohttp import web
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError
 from homeserver.api.http import USER_KEY
-from homeserver.services.accounts.auth import AuthFailure, Requester, authenticate
-from homeserver.services.accounts.devices import record_seen
+from homeserver.services.accounts.auth import AuthFailure, Requester
 
 REQUESTER_KEY = web.RequestKey("requester", Requester)
 
@@ -42,12 +41,10 @@ async def require_user(request: web.Request) -> Requester:
         request[USER_KEY] = requester.user_id
         return requester
     try:
-        requester = await authenticate(hs.db, token, hs.token_cache)
+        requester = await hs.auth.authenticate(token)
     except AuthFailure as exc:
         raise MatrixError(401, "M_UNKNOWN_TOKEN", str(exc), soft_logout=exc.soft_logout) from None
-    await record_seen(
-        hs.db, hs.devices_seen, requester, request.remote, request.headers.get("User-Agent")
-    )
+    await hs.devices.record_seen(requester, request.remote, request.headers.get("User-Agent"))
     request[REQUESTER_KEY] = requester
     request[USER_KEY] = requester.user_id
     return requester

@@ -9,9 +9,9 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
-from homeserver.services.accounts.auth import TokenCache
+from homeserver.services.accounts.auth import AuthService, TokenCache
 from homeserver.services.accounts.deactivation import Deactivations
-from homeserver.services.accounts.devices import SeenThrottle
+from homeserver.services.accounts.devices import DeviceService, SeenThrottle
 from homeserver.services.appservices.registry import (
     AppServiceAuth,
     AppServiceRegistry,
@@ -73,6 +73,8 @@ class Homeserver:
     token_cache: TokenCache = field(default_factory=TokenCache)
     # `await hs.ratelimiter.check("login", key, requester)`; see services/core/ratelimit.py.
     ratelimiter: RateLimiter = field(init=False)
+    auth: AuthService = field(init=False)
+    devices: DeviceService = field(init=False)
     event_cache: EventCache = field(default_factory=EventCache)
     streams: StreamAllocator = field(init=False)
     notifier: Notifier = field(init=False)
@@ -137,6 +139,7 @@ class Homeserver:
         self.search = SearchService(self.events)
         self.reports = ReportService(self.events)
         self.device_lists = DeviceLists(self.db, self.streams, self.notifier)
+        self._build_accounts()
         self.deactivations = Deactivations(
             self.db, self.device_lists, self.membership, self.token_cache
         )
@@ -196,6 +199,13 @@ class Homeserver:
         self._wire_federated_e2ee_and_edus()
         self._wire_media()
         self._wire_appservices()
+
+    def _build_accounts(self) -> None:
+        """The account services the client API calls: tokens, devices, logins."""
+        self.auth = AuthService(self.db, self.token_cache)
+        self.devices = DeviceService(
+            self.db, self.device_lists, self.token_cache, self.devices_seen
+        )
 
     def _wire_appservices(self) -> None:
         """Application services from their registration files (ConfigError if bad)."""

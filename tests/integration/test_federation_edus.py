@@ -19,7 +19,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts import devices
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.remote.edus import handle_edu
 from homeserver.storage.ephemeral import presence as presence_store
@@ -250,7 +249,7 @@ async def test_device_lists_keys_query_and_claim(
     assert counts["one_time_key_counts"]["signed_curve25519"] == 1
 
     # A deleted device is announced too.
-    await devices.delete_devices(hs_of(alice.client).device_lists, alice.user_id, ["LAPTOP"])
+    await hs_of(alice.client).devices.delete_devices(alice.user_id, ["LAPTOP"])
     await eventually(lambda: _async_not(_async_has(hs_b, alice.user_id, "LAPTOP")))
 
 

@@ -16,7 +16,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.datadir import load_or_create_signing_key
-from homeserver.services.accounts.auth import authenticate
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.sync.sync import SyncRequest
 from homeserver.storage.core.pool import Database
@@ -494,7 +493,7 @@ async def test_noop_incremental_sync_reads_nothing(
     token = (await alice.sync())["next_batch"]
     token = (await alice.sync(since=token))["next_batch"]
     hs = client.app[HOMESERVER]
-    requester = await authenticate(hs.db, alice.headers["Authorization"].split()[1])
+    requester = await hs.auth.authenticate(alice.headers["Authorization"].split()[1])
     borrowed = 0
     real = hs.db.pool.connection
 

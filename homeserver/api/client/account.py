@@ -11,7 +11,7 @@ from homeserver.api.errors import MatrixError, bad_json, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import reauthenticate
-from homeserver.services.accounts import accounts, devices
+from homeserver.services.accounts import accounts
 
 NO_IDENTITY_SERVER = {"id_server_unbind_result": "no-support"}
 
@@ -42,8 +42,7 @@ async def post_password(request: web.Request) -> web.Response:
         hs.db, requester.user_id, new_password, hs.config.argon2_time_cost
     )
     if logout_devices:
-        await devices.delete_other_sessions(hs.device_lists, requester)
-        hs.token_cache.forget(requester.user_id)
+        await hs.devices.delete_other_sessions(requester)
     return json_response({})
 
 

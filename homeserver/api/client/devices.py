@@ -12,19 +12,19 @@ from homeserver.api.errors import bad_json, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import reauthenticate
-from homeserver.services.accounts import devices
+from homeserver.services.accounts.devices import MAX_DISPLAY_NAME_LENGTH
 
 
 async def get_devices(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    found = await devices.list_devices(homeserver(request).db, requester.user_id)
+    found = await homeserver(request).devices.list_devices(requester.user_id)
     return json_response({"devices": found})
 
 
 async def get_device(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    device = await devices.get_device(
-        homeserver(request).db, requester.user_id, request.match_info["device_id"]
+    device = await homeserver(request).devices.get_device(
+        requester.user_id, request.match_info["device_id"]
     )
     return json_response(device)
 
@@ -35,10 +35,10 @@ async def put_device(request: web.Request) -> web.Response:
     name = body.get("display_name")
     if name is not None and not isinstance(name, str):
         raise bad_json("display_name must be a string")
-    if name is not None and len(name) > devices.MAX_DISPLAY_NAME_LENGTH:
+    if name is not None and len(name) > MAX_DISPLAY_NAME_LENGTH:
         raise bad_json("display_name is too long")
-    await devices.rename_device(
-        homeserver(request).db, requester.user_id, request.match_info["device_id"], name
+    await homeserver(request).devices.rename_device(
+        requester.user_id, request.match_info["device_id"], name
     )
     return json_response({})
 
@@ -54,10 +54,8 @@ async def delete_device(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await _read_optional_body(request)
     await reauthenticate(request, body, requester)
-    hs = homeserver(request)
     device_id = request.match_info["device_id"]
-    await devices.delete_devices(hs.device_lists, requester.user_id, [device_id])
-    hs.token_cache.forget(requester.user_id, [device_id])
+    await homeserver(request).devices.delete_devices(requester.user_id, [device_id])
     return json_response({})
 
 
@@ -68,9 +66,7 @@ async def post_delete_devices(request: web.Request) -> web.Response:
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise bad_json("devices must be a list of device ids")
     await reauthenticate(request, body, requester)
-    hs = homeserver(request)
-    await devices.delete_devices(hs.device_lists, requester.user_id, ids)
-    hs.token_cache.forget(requester.user_id, ids)
+    await homeserver(request).devices.delete_devices(requester.user_id, ids)
     return json_response({})
 
 

@@ -8,22 +8,17 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services.accounts import devices
 
 
 async def post_logout(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
-    await devices.delete_devices(hs.device_lists, requester.user_id, [requester.device_id])
-    hs.token_cache.forget(requester.user_id, [requester.device_id])
+    await homeserver(request).devices.delete_devices(requester.user_id, [requester.device_id])
     return json_response({})
 
 
 async def post_logout_all(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
-    await devices.delete_all_devices(hs.device_lists, requester.user_id)
-    hs.token_cache.forget(requester.user_id)
+    await homeserver(request).devices.delete_all_devices(requester.user_id)
     return json_response({})
 
 

@@ -89,32 +89,37 @@ class TokenCache:
             del self._entries[key]
 
 
-async def authenticate(db: Database, token: str, cache: TokenCache | None = None) -> Requester:
-    token_hash = hash_token(token)
-    if cache is not None:
-        hit = cache.get(token_hash)
+class AuthService:
+    """Access tokens to requesters; most requests are answered from the token cache."""
+
+    def __init__(self, db: Database, cache: TokenCache) -> None:
+        self.db = db
+        self.cache = cache
+
+    async def authenticate(self, token: str) -> Requester:
+        token_hash = hash_token(token)
+        hit = self.cache.get(token_hash)
         if hit is not None:
             requester, expires_ts = hit
             if expires_ts is None or expires_ts > now_ms():
                 return requester
-            cache.evict(token_hash)
-    async with db.pool.connection() as conn:
-        row = await tokens.lookup_access_token(conn, token_hash)
-    if row is None or row.deactivated:
-        raise AuthFailure("Unknown access token")
-    if row.expires_ts is not None and row.expires_ts <= now_ms():
-        # An expired token that could be refreshed: the client should refresh, not log out.
-        raise AuthFailure("Access token has expired", soft_logout=True)
-    if row.refresh_token_id is not None and not row.used:
-        async with db.pool.connection() as conn:
-            await tokens.mark_access_token_used(conn, row.token_id, row.refresh_token_id)
-    requester = Requester(
-        user_id=row.user_id,
-        device_id=row.device_id,
-        token_id=row.token_id,
-        is_admin=row.is_admin,
-        is_guest=row.is_guest,
-    )
-    if cache is not None:
-        cache.put(token_hash, requester, row.expires_ts)
-    return requester
+            self.cache.evict(token_hash)
+        async with self.db.pool.connection() as conn:
+            row = await tokens.lookup_access_token(conn, token_hash)
+        if row is None or row.deactivated:
+            raise AuthFailure("Unknown access token")
+        if row.expires_ts is not None and row.expires_ts <= now_ms():
+            # An expired token that could be refreshed: the client should refresh, not log out.
+            raise AuthFailure("Access token has expired", soft_logout=True)
+        if row.refresh_token_id is not None and not row.used:
+            async with self.db.pool.connection() as conn:
+                await tokens.mark_access_token_used(conn, row.token_id, row.refresh_token_id)
+        requester = Requester(
+            user_id=row.user_id,
+            device_id=row.device_id,
+            token_id=row.token_id,
+            is_admin=row.is_admin,
+            is_guest=row.is_guest,
+        )
+        self.cache.put(token_hash, requester, row.expires_ts)
+        return requester

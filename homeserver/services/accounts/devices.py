@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from homeserver.services.accounts.accounts import storable
-from homeserver.services.accounts.auth import Requester, now_ms
+from homeserver.services.accounts.auth import Requester, TokenCache, now_ms
 from homeserver.services.core.errors import not_found
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.storage.accounts import devices, tokens
@@ -35,64 +35,6 @@ def render(row: devices.DeviceRow) -> dict[str, Any]:
     }
 
 
-async def list_devices(db: Database, user_id: str) -> list[dict[str, Any]]:
-    async with db.pool.connection() as conn:
-        return [render(row) for row in await devices.list_devices(conn, user_id)]
-
-
-async def get_device(db: Database, user_id: str, device_id: str) -> dict[str, Any]:
-    storable(device_id, "device_id")
-    async with db.pool.connection() as conn:
-        row = await devices.get_device(conn, user_id, device_id)
-    if row is None:
-        raise not_found("No such device")
-    return render(row)
-
-
-async def rename_device(
-    db: Database, user_id: str, device_id: str, display_name: str | None
-) -> None:
-    storable(device_id, "device_id")
-    if display_name is not None:
-        storable(display_name, "display_name")
-    async with db.pool.connection() as conn:
-        if not await devices.set_display_name(conn, user_id, device_id, display_name):
-            raise not_found("No such device")
-
-
-async def delete_devices(device_lists: DeviceLists, user_id: str, device_ids: list[str]) -> None:
-    """Delete devices, every token issued to them and their keys (a device-list change
-    for everyone sharing a room with the user); unknown ids are ignored."""
-    if not device_ids:
-        return
-    for device_id in device_ids:
-        storable(device_id, "device_id")
-    async with device_lists.transaction([user_id]) as conn:
-        await tokens.delete_device_tokens(conn, user_id, device_ids)
-        await devices.delete_devices(conn, user_id, device_ids)
-        await e2e_keys.delete_device_keys(conn, user_id, device_ids)
-
-
-async def delete_all_devices(device_lists: DeviceLists, user_id: str) -> None:
-    async with device_lists.transaction([user_id]) as conn:
-        await tokens.delete_user_tokens(conn, user_id)
-        device_ids = await devices.all_device_ids(conn, user_id)
-        await devices.delete_devices(conn, user_id, device_ids)
-        await e2e_keys.delete_device_keys(conn, user_id, device_ids)
-
-
-async def delete_other_sessions(device_lists: DeviceLists, requester: Requester) -> None:
-    """Log out everywhere except the requesting session."""
-    async with device_lists.transaction([requester.user_id]) as conn:
-        others = await devices.other_device_ids(conn, requester.user_id, requester.device_id)
-        await tokens.delete_device_tokens(conn, requester.user_id, others)
-        await devices.delete_devices(conn, requester.user_id, others)
-        await e2e_keys.delete_device_keys(conn, requester.user_id, others)
-        await tokens.delete_other_access_tokens(
-            conn, requester.user_id, requester.device_id, requester.token_id
-        )
-
-
 class SeenThrottle:
     """Remembers when each token's device was last recorded as seen, so that a busy
     client costs one UPDATE a minute instead of one per request."""
@@ -111,16 +53,83 @@ class SeenThrottle:
         return True
 
 
-async def record_seen(
-    db: Database,
-    throttle: SeenThrottle,
-    requester: Requester,
-    ip: str | None,
-    user_agent: str | None,
-) -> None:
-    if not throttle.due(requester.token_id):
-        return
-    async with db.pool.connection() as conn:
-        await devices.record_seen(
-            conn, requester.user_id, requester.device_id, now_ms(), ip, user_agent
-        )
+class DeviceService:
+    """A user's devices; deleting one deletes its tokens, evicts them from the token
+    cache and announces a device-list change."""
+
+    def __init__(
+        self,
+        db: Database,
+        device_lists: DeviceLists,
+        token_cache: TokenCache,
+        seen: SeenThrottle,
+    ) -> None:
+        self.db = db
+        self.device_lists = device_lists
+        self.token_cache = token_cache
+        self.seen = seen
+
+    async def list_devices(self, user_id: str) -> list[dict[str, Any]]:
+        async with self.db.pool.connection() as conn:
+            return [render(row) for row in await devices.list_devices(conn, user_id)]
+
+    async def get_device(self, user_id: str, device_id: str) -> dict[str, Any]:
+        storable(device_id, "device_id")
+        async with self.db.pool.connection() as conn:
+            row = await devices.get_device(conn, user_id, device_id)
+        if row is None:
+            raise not_found("No such device")
+        return render(row)
+
+    async def rename_device(self, user_id: str, device_id: str, display_name: str | None) -> None:
+        storable(device_id, "device_id")
+        if display_name is not None:
+            storable(display_name, "display_name")
+        async with self.db.pool.connection() as conn:
+            if not await devices.set_display_name(conn, user_id, device_id, display_name):
+                raise not_found("No such device")
+
+    async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
+        """Delete devices, every token issued to them and their keys (a device-list change
+        for everyone sharing a room with the user); unknown ids are ignored."""
+        if not device_ids:
+            return
+        for device_id in device_ids:
+            storable(device_id, "device_id")
+        async with self.device_lists.transaction([user_id]) as conn:
+            await tokens.delete_device_tokens(conn, user_id, device_ids)
+            await devices.delete_devices(conn, user_id, device_ids)
+            await e2e_keys.delete_device_keys(conn, user_id, device_ids)
+        self.token_cache.forget(user_id, device_ids)
+
+    async def delete_all_devices(self, user_id: str) -> None:
+        async with self.device_lists.transaction([user_id]) as conn:
+            await tokens.delete_user_tokens(conn, user_id)
+            device_ids = await devices.all_device_ids(conn, user_id)
+            await devices.delete_devices(conn, user_id, device_ids)
+            await e2e_keys.delete_device_keys(conn, user_id, device_ids)
+        self.token_cache.forget(user_id)
+
+    async def delete_other_sessions(self, requester: Requester) -> None:
+        """Log out everywhere except the requesting session."""
+        user_id = requester.user_id
+        async with self.device_lists.transaction([user_id]) as conn:
+            others = await devices.other_device_ids(conn, user_id, requester.device_id)
+            await tokens.delete_device_tokens(conn, user_id, others)
+            await devices.delete_devices(conn, user_id, others)
+            await e2e_keys.delete_device_keys(conn, user_id, others)
+            await tokens.delete_other_access_tokens(
+                conn, user_id, requester.device_id, requester.token_id
+            )
+        self.token_cache.forget(user_id)
+
+    async def record_seen(
+        self, requester: Requester, ip: str | None, user_agent: str | None
+    ) -> None:
+        """Note the device's last use, at most once a minute per token."""
+        if not self.seen.due(requester.token_id):
+            return
+        async with self.db.pool.connection() as conn:
+            await devices.record_seen(
+                conn, requester.user_id, requester.device_id, now_ms(), ip, user_agent
+            )

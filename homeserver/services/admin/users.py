@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from federation.identifiers import server_name_of
-from homeserver.services.accounts import accounts, devices
+from homeserver.services.accounts import accounts
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.profile import FIELDS, MAX_LENGTHS
 from homeserver.services.core.errors import ServiceError, not_found
@@ -230,8 +230,7 @@ async def reset_password(
     await _row(hs, user_id)
     await accounts.change_password(hs.db, user_id, new_password, hs.config.argon2_time_cost)
     if logout_devices:
-        await devices.delete_all_devices(hs.device_lists, user_id)
-        hs.token_cache.forget(user_id)
+        await hs.devices.delete_all_devices(user_id)
 
 
 async def deactivate(hs: Homeserver, user_id: str, *, erase: bool) -> None:
@@ -279,8 +278,7 @@ async def get_device(hs: Homeserver, user_id: str, device_id: str) -> dict[str, 
 async def delete_device(hs: Homeserver, user_id: str, device_id: str) -> None:
     """Log one device out (deleting an unknown device succeeds, as in Synapse)."""
     await _row(hs, user_id)
-    await devices.delete_devices(hs.device_lists, user_id, [device_id])
-    hs.token_cache.forget(user_id, [device_id])
+    await hs.devices.delete_devices(user_id, [device_id])
 
 
 async def whois(hs: Homeserver, requester: Requester, user_id: str) -> dict[str, Any]:
