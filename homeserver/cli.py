@@ -24,8 +24,8 @@ from homeserver.config import (
 )
 from homeserver.datadir import DataDirLock, ensure_layout
 from homeserver.logs import setup_logging
-from homeserver.services.accounts import registration
-from homeserver.services.accounts.accounts import register_user
+from homeserver.services.accounts.accounts import AccountService
+from homeserver.services.accounts.registration import RegistrationTokens
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.core import migrations
 from homeserver.storage.core.embedded_postgres import DATABASE as EMBEDDED_DATABASE
@@ -157,14 +157,8 @@ async def _register(config: Config, conninfo: str, args: argparse.Namespace) -> 
     db = Database(conninfo, size=1)
     await db.open()
     try:
-        return await register_user(
-            db,
-            config.server_name,
-            args.user,
-            args.password,
-            admin=args.admin,
-            time_cost=config.argon2_time_cost,
-        )
+        accounts = AccountService(db, config.server_name, config.argon2_time_cost)
+        return await accounts.register_user(args.user, args.password, admin=args.admin)
     finally:
         await db.close()
 
@@ -173,19 +167,20 @@ async def _registration_token(conninfo: str, args: argparse.Namespace) -> list[s
     """Run a `registration-token` subcommand; the lines to print."""
     db = Database(conninfo, size=1)
     await db.open()
+    tokens = RegistrationTokens(db)
     try:
         if args.token_command == "create":
-            created = await registration.create_token(
-                db, token=args.token, uses_allowed=args.uses, expiry_time=args.expiry_ms
+            created = await tokens.create_token(
+                token=args.token, uses_allowed=args.uses, expiry_time=args.expiry_ms
             )
             return [created["token"]]
         if args.token_command == "delete":
-            await registration.delete_token(db, args.token)
+            await tokens.delete_token(args.token)
             return [f"deleted {args.token}"]
         return [
             f"{t['token']}\tuses_allowed={t['uses_allowed']} pending={t['pending']}"
             f" completed={t['completed']} expiry_time={t['expiry_time']}"
-            for t in await registration.list_tokens(db)
+            for t in await tokens.list_tokens()
         ]
     finally:
         await db.close()

@@ -35,6 +35,6 @@ async def reauthenticate(request: web.Request, body: dict[str, Any], requester: 
         user_id=requester.user_id,
     )
     try:
-        await uia.authenticate(hs.db, hs.config, challenge, body.get("auth"))
+        await hs.uia.authenticate(challenge, body.get("auth"))
     except uia.AuthIncomplete as exc:
         raise UiaChallenge(exc.body) from None

@@ -9,9 +9,13 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.services.accounts.accounts import AccountService
 from homeserver.services.accounts.auth import AuthService, TokenCache
 from homeserver.services.accounts.deactivation import Deactivations
 from homeserver.services.accounts.devices import DeviceService, SeenThrottle
+from homeserver.services.accounts.login import LoginService
+from homeserver.services.accounts.registration import RegistrationService, RegistrationTokens
+from homeserver.services.accounts.uia import UiaService
 from homeserver.services.appservices.registry import (
     AppServiceAuth,
     AppServiceRegistry,
@@ -75,6 +79,11 @@ class Homeserver:
     ratelimiter: RateLimiter = field(init=False)
     auth: AuthService = field(init=False)
     devices: DeviceService = field(init=False)
+    accounts: AccountService = field(init=False)
+    login: LoginService = field(init=False)
+    uia: UiaService = field(init=False)
+    registration: RegistrationService = field(init=False)
+    registration_tokens: RegistrationTokens = field(init=False)
     event_cache: EventCache = field(default_factory=EventCache)
     streams: StreamAllocator = field(init=False)
     notifier: Notifier = field(init=False)
@@ -206,13 +215,29 @@ class Homeserver:
         self.devices = DeviceService(
             self.db, self.device_lists, self.token_cache, self.devices_seen
         )
+        config = self.config
+        self.accounts = AccountService(self.db, config.server_name, config.argon2_time_cost)
+        self.login = LoginService(self.db, config.server_name, config.access_token_lifetime_ms)
+        self.uia = UiaService(self.db, config.server_name, self.login)
+        self.registration = RegistrationService(
+            self.db,
+            config.server_name,
+            open_registration=config.open_registration,
+            requires_token=config.registration_requires_token,
+            accounts=self.accounts,
+            login=self.login,
+            uia=self.uia,
+        )
+        self.registration_tokens = RegistrationTokens(self.db)
 
     def _wire_appservices(self) -> None:
         """Application services from their registration files (ConfigError if bad)."""
         self.appservices = load_registry(
             self.config.app_service_config_files, self.config.server_name
         )
-        self.appservice_auth = AppServiceAuth(self.db, self.config.server_name)
+        self.appservice_auth = AppServiceAuth(
+            self.db, self.config.server_name, self.appservices, self.accounts, self.login
+        )
         self.ratelimiter.exempt_appservices = frozenset(
             s.id for s in self.appservices.services if not s.rate_limited
         )

@@ -13,7 +13,6 @@ from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.config import Config, load_config
 from homeserver.datadir import load_or_create_signing_key
-from homeserver.services.accounts import accounts
 from homeserver.services.accounts.auth import hash_token, new_token, now_ms
 from homeserver.services.homeserver import Homeserver
 from homeserver.storage.accounts import devices, tokens
@@ -112,7 +111,7 @@ async def make_user(
     """Create an account and an access token straight through services and storage,
     skipping /register (and its password hashing); returns (user_id, access_token)."""
     hs = client.server.app[HOMESERVER]
-    user_id = await accounts.register_user(hs.db, hs.server_name, localpart, None, admin=admin)
+    user_id = await hs.accounts.register_user(localpart, None, admin=admin)
     token = new_token("syt")
     async with hs.db.pool.connection() as conn:
         await devices.upsert_device(conn, user_id, "TESTDEVICE", None, now_ms())

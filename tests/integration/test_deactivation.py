@@ -9,7 +9,6 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts import accounts
 from homeserver.storage.accounts import profiles
 from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, make_user, register_user
 
@@ -142,7 +141,7 @@ async def test_restart_finishes_the_leaves(homeserver_client: Callable[..., Any]
     joined, invited, knocked = await rooms_for_alice(bob, alice)
     hs = client.app[HOMESERVER]
     # The account closed, then the process stopped before any leave was sent.
-    await accounts.deactivate(hs.device_lists, alice.user_id, erase=False)
+    await hs.deactivations.close_account(alice.user_id, erase=False)
     for room_id in (joined, invited, knocked):
         assert await membership_of(bob, room_id, alice.user_id) != "leave"
 
@@ -167,7 +166,7 @@ async def test_reactivated_account_keeps_rooms_it_rejoins(
     room_id = await bob.create_room(preset="public_chat")
     await alice.join(room_id)
     hs = client.app[HOMESERVER]
-    await accounts.deactivate(hs.device_lists, alice.user_id, erase=False)
+    await hs.deactivations.close_account(alice.user_id, erase=False)
     async with hs.db.pool.connection() as conn:
         await conn.execute(
             "UPDATE users SET deactivated = FALSE WHERE user_id = %s", (alice.user_id,)

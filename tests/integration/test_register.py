@@ -11,7 +11,6 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts.accounts import register_user as create_account
 from tests.conftest import PostgresServer
 from tests.integration.conftest import CLIENT_V3, auth_header, register_user
 from tests.integration.test_process import cli
@@ -165,7 +164,7 @@ async def test_threepid_registration_is_refused(open_client: TestClient[Any, Any
 
 async def _admin(client: TestClient[Any, Any]) -> dict[str, str]:
     hs = client.app[HOMESERVER]
-    await create_account(hs.db, hs.server_name, "root", "rootpw", admin=True)
+    await hs.accounts.register_user("root", "rootpw", admin=True)
     resp = await client.post(
         f"{CLIENT_V3}/login",
         json={"type": "m.login.password", "user": "root", "password": "rootpw"},

@@ -11,7 +11,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts.accounts import register_user
 from homeserver.services.accounts.auth import hash_token, new_token, now_ms
 from homeserver.storage.accounts import tokens
 
@@ -19,7 +18,7 @@ from homeserver.storage.accounts import tokens
 async def user(client: TestClient[Any, Any], localpart: str) -> dict[str, str]:
     """Authorization headers of a fresh user with one device."""
     hs = client.app[HOMESERVER]
-    user_id = await register_user(hs.db, hs.server_name, localpart, None)
+    user_id = await hs.accounts.register_user(localpart, None)
     token = new_token("syt")
     async with hs.db.pool.connection() as conn:
         await tokens.insert_access_token(

@@ -13,7 +13,6 @@ import aiohttp
 import pytest
 
 from contrib.synapse_harness import SynapseInstance
-from homeserver.services.accounts import accounts
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.rooms.creation import parse_create_room
 
@@ -52,7 +51,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0)
 
 
 async def our_user(hs: Homeserver, localpart: str) -> str:
-    return await accounts.register_user(hs.db, hs.server_name, localpart, None)
+    return await hs.accounts.register_user(localpart, None)
 
 
 async def our_timeline(hs: Homeserver, room_id: str) -> list[str]:

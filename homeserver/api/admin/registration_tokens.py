@@ -9,7 +9,7 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, forbidden, json_response
 from homeserver.api.http import read_json_object
-from homeserver.services.accounts import registration
+from homeserver.services.accounts.registration import DEFAULT_TOKEN_LENGTH
 
 PREFIX = "/_synapse/admin/v1/registration_tokens"
 
@@ -26,41 +26,40 @@ async def list_tokens(request: web.Request) -> web.Response:
     if raw not in (None, "true", "false"):
         raise MatrixError(400, "M_INVALID_PARAM", "valid must be true or false")
     valid = None if raw is None else raw == "true"
-    tokens = await registration.list_tokens(homeserver(request).db, valid)
+    tokens = await homeserver(request).registration_tokens.list_tokens(valid)
     return json_response({"registration_tokens": tokens})
 
 
 async def create_token(request: web.Request) -> web.Response:
     await _require_admin(request)
     body = await read_json_object(request)
-    created = await registration.create_token(
-        homeserver(request).db,
+    created = await homeserver(request).registration_tokens.create_token(
         token=body.get("token"),
         uses_allowed=body.get("uses_allowed"),
         expiry_time=body.get("expiry_time"),
-        length=body.get("length", registration.DEFAULT_TOKEN_LENGTH),
+        length=body.get("length", DEFAULT_TOKEN_LENGTH),
     )
     return json_response(created)
 
 
 async def get_token(request: web.Request) -> web.Response:
     await _require_admin(request)
-    token = await registration.get_token(homeserver(request).db, request.match_info["token"])
+    token = await homeserver(request).registration_tokens.get_token(request.match_info["token"])
     return json_response(token)
 
 
 async def update_token(request: web.Request) -> web.Response:
     await _require_admin(request)
     body = await read_json_object(request)
-    updated = await registration.update_token(
-        homeserver(request).db, request.match_info["token"], body
+    updated = await homeserver(request).registration_tokens.update_token(
+        request.match_info["token"], body
     )
     return json_response(updated)
 
 
 async def delete_token(request: web.Request) -> web.Response:
     await _require_admin(request)
-    await registration.delete_token(homeserver(request).db, request.match_info["token"])
+    await homeserver(request).registration_tokens.delete_token(request.match_info["token"])
     return json_response({})
 
 

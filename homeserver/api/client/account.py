@@ -11,7 +11,6 @@ from homeserver.api.errors import MatrixError, bad_json, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import reauthenticate
-from homeserver.services.accounts import accounts
 
 NO_IDENTITY_SERVER = {"id_server_unbind_result": "no-support"}
 
@@ -38,9 +37,7 @@ async def post_password(request: web.Request) -> web.Response:
         raise bad_json("logout_devices must be a boolean")
     await reauthenticate(request, body, requester)
     hs = homeserver(request)
-    await accounts.change_password(
-        hs.db, requester.user_id, new_password, hs.config.argon2_time_cost
-    )
+    await hs.accounts.change_password(requester.user_id, new_password)
     if logout_devices:
         await hs.devices.delete_other_sessions(requester)
     return json_response({})

@@ -11,14 +11,14 @@ from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import reauthenticate
-from homeserver.services.accounts import login
+from homeserver.services.accounts.login import LOGIN_PASSWORD, LOGIN_TOKEN
 from homeserver.services.appservices import registry as appservices
 
 
 async def get_login(request: web.Request) -> web.Response:
     flows: list[dict[str, object]] = [
-        {"type": login.LOGIN_PASSWORD},
-        {"type": login.LOGIN_TOKEN, "get_login_token": True},
+        {"type": LOGIN_PASSWORD},
+        {"type": LOGIN_TOKEN, "get_login_token": True},
     ]
     if homeserver(request).appservices.services:
         flows.append({"type": appservices.LOGIN_TYPE})
@@ -33,9 +33,9 @@ async def post_login(request: web.Request) -> web.Response:
         service = hs.appservices.by_token.get(token) if token else None
         if service is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Not an application service's token")
-        return json_response(await appservices.login_as(hs.db, hs.config, service, body))
+        return json_response(await hs.appservice_auth.login_as(service, body))
     await hs.ratelimiter.check("login", request.remote or "-")
-    return json_response(await login.login(hs.db, hs.config, body))
+    return json_response(await hs.login.login(body))
 
 
 async def post_refresh(request: web.Request) -> web.Response:
@@ -44,14 +44,14 @@ async def post_refresh(request: web.Request) -> web.Response:
     token = body.get("refresh_token")
     if not isinstance(token, str) or not token:
         raise MatrixError(400, "M_BAD_JSON", "refresh_token must be a non-empty string")
-    return json_response(await login.refresh(hs.db, hs.config, token))
+    return json_response(await hs.login.refresh(token))
 
 
 async def post_get_token(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await read_json_object(request)
     await reauthenticate(request, body, requester)
-    return json_response(await login.create_login_token(homeserver(request).db, requester.user_id))
+    return json_response(await homeserver(request).login.create_login_token(requester.user_id))
 
 
 def register(app: web.Application) -> None:

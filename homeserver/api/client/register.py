@@ -11,7 +11,8 @@ from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import UiaChallenge
-from homeserver.services.accounts import registration, uia
+from homeserver.services.accounts import uia
+from homeserver.services.accounts.registration import user_id_for
 from homeserver.services.appservices import registry as appservices
 
 
@@ -26,18 +27,14 @@ async def post_register(request: web.Request) -> web.Response:
             service = hs.appservices.by_token.get(token) if token else None
             if service is None:
                 raise MatrixError(401, "M_UNKNOWN_TOKEN", "Not an application service's token")
-            return json_response(
-                await appservices.register_user_for(hs.db, hs.config, hs.appservices, service, body)
-            )
+            return json_response(await hs.appservice_auth.register_user_for(service, body))
         _check_not_exclusive(request, body.get("username"))
     await hs.ratelimiter.check("registration", request.remote or "-")
     # Registration stages bind the endpoint only: clients commonly start the session
     # with an empty body and send the account details with the last stage.
     key = uia.request_key(request.method, request.path, None)
     try:
-        response = await registration.register(
-            hs.db, hs.config, body, request.query.get("kind", "user"), key
-        )
+        response = await hs.registration.register(body, request.query.get("kind", "user"), key)
     except uia.AuthIncomplete as exc:
         raise UiaChallenge(exc.body) from None
     return json_response(response)
@@ -47,7 +44,7 @@ def _check_not_exclusive(request: web.Request, username: object) -> None:
     """Ordinary users cannot take ids an application service reserves (M_EXCLUSIVE)."""
     hs = homeserver(request)
     if isinstance(username, str) and hs.appservices.services:
-        user_id = registration.user_id_for(username, hs.server_name)
+        user_id = user_id_for(username, hs.server_name)
         hs.appservices.check_user_id_free(user_id, None)
 
 
@@ -57,7 +54,7 @@ async def get_available(request: web.Request) -> web.Response:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing username")
     hs = homeserver(request)
     _check_not_exclusive(request, username)
-    await registration.check_available(hs.db, hs.server_name, username)
+    await hs.registration.check_available(username)
     return json_response({"available": True})
 
 
@@ -66,7 +63,7 @@ async def get_token_validity(request: web.Request) -> web.Response:
     if token is None:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing token")
     hs = homeserver(request)
-    return json_response({"valid": await registration.token_validity(hs.db, hs.config, token)})
+    return json_response({"valid": await hs.registration.token_validity(token)})
 
 
 async def post_request_token(request: web.Request) -> web.Response:

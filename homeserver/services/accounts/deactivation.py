@@ -1,7 +1,7 @@
 """Deactivating an account, self-service or by an admin.
 
-The account closes in one transaction (services/accounts/accounts.py): afterwards it cannot log
-in, and nothing of it is half done. Leaving its rooms follows in the background, since
+The account closes in one transaction (`close_account`): afterwards it cannot log in,
+and nothing of it is half done. Leaving its rooms follows in the background, since
 a user may be in hundreds: each room the user is joined to gets their leave, each
 invite is rejected, each knock withdrawn. Those leaves keep no bookkeeping of their
 own: a deactivated user who still holds such a membership is the work left over, so a
@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from homeserver.services.accounts import accounts
 from homeserver.services.accounts.auth import TokenCache
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.storage.accounts import accounts as account_store
+from homeserver.storage.accounts import devices, profiles, tokens
 from homeserver.storage.core.pool import Database
+from homeserver.storage.e2ee import keys as e2e_keys
+from homeserver.storage.push import pushers
 from homeserver.storage.rooms import memberships
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,23 @@ class Deactivations:
 
     async def deactivate(self, user_id: str, *, erase: bool) -> None:
         """Close the account now; its rooms are left once this has returned."""
-        await accounts.deactivate(self.device_lists, user_id, erase=erase)
+        await self.close_account(user_id, erase=erase)
         self.token_cache.forget(user_id)
         self.leave_rooms_later(user_id)
+
+    async def close_account(self, user_id: str, *, erase: bool) -> None:
+        """Close the account for good, all at once: no password, no devices (nor their
+        keys), no tokens, no pushers; with `erase`, no display name or avatar either."""
+        async with self.device_lists.transaction([user_id]) as conn:
+            await account_store.deactivate_user(conn, user_id, erase=erase)
+            await pushers.delete_user_pushers(conn, user_id)
+            if erase and await profiles.get_profile(conn, user_id) is not None:
+                await profiles.set_profile_field(conn, user_id, "displayname", None)
+                await profiles.set_profile_field(conn, user_id, "avatar_url", None)
+            await tokens.delete_user_tokens(conn, user_id)
+            device_ids = await devices.all_device_ids(conn, user_id)
+            await devices.delete_devices(conn, user_id, device_ids)
+            await e2e_keys.delete_device_keys(conn, user_id, device_ids)
 
     def leave_rooms_later(self, user_id: str) -> None:
         if user_id in self._running:

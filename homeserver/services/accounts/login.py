@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.config import Config
 from homeserver.services.accounts.accounts import storable
 from homeserver.services.accounts.auth import hash_token, new_token, now_ms
 from homeserver.services.accounts.devices import MAX_DISPLAY_NAME_LENGTH, new_device_id
@@ -55,20 +54,6 @@ def qualify(user: str, server_name: str) -> str:
     return f"@{localpart.lower()}:{server_name}"
 
 
-async def check_user_password(db: Database, user_id: str, password: Any) -> None:
-    """Pass, or 403: M_FORBIDDEN for a wrong password or an unknown user (which take
-    the same time), M_USER_DEACTIVATED only once the password was right."""
-    if not isinstance(password, str):
-        raise bad_json("password must be a string")
-    async with db.pool.connection() as conn:
-        info = await accounts.get_login_info(conn, user_id)
-    password_hash, deactivated = info if info is not None else (None, False)
-    if not await check_password_async(password_hash, password):
-        raise forbidden("Invalid username or password")
-    if deactivated:
-        raise ServiceError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
-
-
 def validate_device_id(device_id: Any) -> str | None:
     if device_id is None:
         return None
@@ -89,124 +74,136 @@ def validate_display_name(display_name: Any) -> str | None:
     return storable(display_name, "initial_device_display_name")
 
 
-async def start_session(
-    db: Database,
-    config: Config,
-    user_id: str,
-    device_id: str | None,
-    display_name: str | None,
-    *,
-    refreshable: bool,
-) -> dict[str, Any]:
-    """Create (or take over) a device and issue its tokens; the login response body.
-    Reusing a device id replaces the tokens that device had."""
-    device_id = device_id or new_device_id()
-    access_token = new_token("mat")
-    now = now_ms()
-    body: dict[str, Any] = {
-        "user_id": user_id,
-        "device_id": device_id,
-        "access_token": access_token,
-        "home_server": config.server_name,
-    }
-    async with db.pool.connection() as conn, conn.transaction():
-        if await devices.upsert_device(conn, user_id, device_id, display_name, now):
-            await tokens.delete_device_tokens(conn, user_id, [device_id])
-        refresh_id = None
-        expires_ts = None
-        if refreshable:
-            refresh_token = new_token("mar")
-            refresh_id = await tokens.insert_refresh_token(
-                conn, hash_token(refresh_token), user_id, device_id, now_ms=now
+class LoginService:
+    """Logging in and the sessions (device, access and refresh tokens) it starts."""
+
+    def __init__(self, db: Database, server_name: str, access_token_lifetime_ms: int) -> None:
+        self.db = db
+        self.server_name = server_name
+        self.access_token_lifetime_ms = access_token_lifetime_ms
+
+    async def check_user_password(self, user_id: str, password: Any) -> None:
+        """Pass, or 403: M_FORBIDDEN for a wrong password or an unknown user (which take
+        the same time), M_USER_DEACTIVATED only once the password was right."""
+        if not isinstance(password, str):
+            raise bad_json("password must be a string")
+        async with self.db.pool.connection() as conn:
+            info = await accounts.get_login_info(conn, user_id)
+        password_hash, deactivated = info if info is not None else (None, False)
+        if not await check_password_async(password_hash, password):
+            raise forbidden("Invalid username or password")
+        if deactivated:
+            raise ServiceError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+
+    async def start_session(
+        self,
+        user_id: str,
+        device_id: str | None,
+        display_name: str | None,
+        *,
+        refreshable: bool,
+    ) -> dict[str, Any]:
+        """Create (or take over) a device and issue its tokens; the login response body.
+        Reusing a device id replaces the tokens that device had."""
+        device_id = device_id or new_device_id()
+        access_token = new_token("mat")
+        now = now_ms()
+        lifetime = self.access_token_lifetime_ms
+        body: dict[str, Any] = {
+            "user_id": user_id,
+            "device_id": device_id,
+            "access_token": access_token,
+            "home_server": self.server_name,
+        }
+        async with self.db.pool.connection() as conn, conn.transaction():
+            if await devices.upsert_device(conn, user_id, device_id, display_name, now):
+                await tokens.delete_device_tokens(conn, user_id, [device_id])
+            refresh_id = None
+            expires_ts = None
+            if refreshable:
+                refresh_token = new_token("mar")
+                refresh_id = await tokens.insert_refresh_token(
+                    conn, hash_token(refresh_token), user_id, device_id, now_ms=now
+                )
+                expires_ts = now + lifetime
+                body["refresh_token"] = refresh_token
+                body["expires_in_ms"] = lifetime
+            await tokens.insert_access_token(
+                conn,
+                hash_token(access_token),
+                user_id,
+                device_id,
+                now_ms=now,
+                expires_ts=expires_ts,
+                refresh_token_id=refresh_id,
             )
-            expires_ts = now + config.access_token_lifetime_ms
-            body["refresh_token"] = refresh_token
-            body["expires_in_ms"] = config.access_token_lifetime_ms
-        await tokens.insert_access_token(
-            conn,
-            hash_token(access_token),
+        return body
+
+    async def user_from_login_token(self, token: Any) -> str:
+        if not isinstance(token, str) or not token:
+            raise bad_json("token must be a non-empty string")
+        async with self.db.pool.connection() as conn:
+            user_id = await tokens.consume_login_token(conn, hash_token(token), now_ms())
+            info = await accounts.get_login_info(conn, user_id) if user_id else None
+        if user_id is None or info is None:
+            raise forbidden("Invalid or expired login token")
+        if info[1]:
+            raise ServiceError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
+        return user_id
+
+    async def login(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /login: check the credentials, then start a session."""
+        kind = body.get("type")
+        if kind == LOGIN_PASSWORD:
+            user_id = user_id_from_identifier(body, self.server_name)
+            await self.check_user_password(user_id, body.get("password"))
+        elif kind == LOGIN_TOKEN:
+            user_id = await self.user_from_login_token(body.get("token"))
+        elif isinstance(kind, str):
+            raise ServiceError(400, "M_UNKNOWN", f"Unsupported login type {kind}")
+        else:
+            raise bad_json("type must be a string")
+        display_name = validate_display_name(body.get("initial_device_display_name"))
+        refreshable = body.get("refresh_token", False)
+        if not isinstance(refreshable, bool):
+            raise bad_json("refresh_token must be a boolean")
+        return await self.start_session(
             user_id,
-            device_id,
-            now_ms=now,
-            expires_ts=expires_ts,
-            refresh_token_id=refresh_id,
+            validate_device_id(body.get("device_id")),
+            display_name,
+            refreshable=refreshable,
         )
-    return body
 
+    async def create_login_token(self, user_id: str) -> dict[str, Any]:
+        """A short-lived single-use token that logs `user_id` in on another device."""
+        token = new_token("mal")
+        async with self.db.pool.connection() as conn:
+            await tokens.insert_login_token(
+                conn, hash_token(token), user_id, now_ms() + LOGIN_TOKEN_LIFETIME_MS
+            )
+        return {"login_token": token, "expires_in_ms": LOGIN_TOKEN_LIFETIME_MS}
 
-async def user_from_login_token(db: Database, token: Any) -> str:
-    if not isinstance(token, str) or not token:
-        raise bad_json("token must be a non-empty string")
-    async with db.pool.connection() as conn:
-        user_id = await tokens.consume_login_token(conn, hash_token(token), now_ms())
-        info = await accounts.get_login_info(conn, user_id) if user_id else None
-    if user_id is None or info is None:
-        raise forbidden("Invalid or expired login token")
-    if info[1]:
-        raise ServiceError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
-    return user_id
-
-
-async def login(db: Database, config: Config, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /login: check the credentials, then start a session."""
-    kind = body.get("type")
-    if kind == LOGIN_PASSWORD:
-        user_id = user_id_from_identifier(body, config.server_name)
-        await check_user_password(db, user_id, body.get("password"))
-    elif kind == LOGIN_TOKEN:
-        user_id = await user_from_login_token(db, body.get("token"))
-    elif isinstance(kind, str):
-        raise ServiceError(400, "M_UNKNOWN", f"Unsupported login type {kind}")
-    else:
-        raise bad_json("type must be a string")
-    display_name = validate_display_name(body.get("initial_device_display_name"))
-    refreshable = body.get("refresh_token", False)
-    if not isinstance(refreshable, bool):
-        raise bad_json("refresh_token must be a boolean")
-    return await start_session(
-        db,
-        config,
-        user_id,
-        validate_device_id(body.get("device_id")),
-        display_name,
-        refreshable=refreshable,
-    )
-
-
-async def create_login_token(db: Database, user_id: str) -> dict[str, Any]:
-    """A short-lived single-use token that logs `user_id` in on another device."""
-    token = new_token("mal")
-    async with db.pool.connection() as conn:
-        await tokens.insert_login_token(
-            conn, hash_token(token), user_id, now_ms() + LOGIN_TOKEN_LIFETIME_MS
-        )
-    return {"login_token": token, "expires_in_ms": LOGIN_TOKEN_LIFETIME_MS}
-
-
-async def refresh(db: Database, config: Config, refresh_token: str) -> dict[str, Any]:
-    """Exchange a refresh token for a new access token and refresh token."""
-    new_access = new_token("mat")
-    new_refresh = new_token("mar")
-    now = now_ms()
-    async with db.pool.connection() as conn, conn.transaction():
-        old = await tokens.lookup_refresh_token(conn, hash_token(refresh_token))
-        if old is None or (old.expires_ts is not None and old.expires_ts <= now):
-            raise ServiceError(401, "M_UNKNOWN_TOKEN", "Unknown or already used refresh token")
-        new_id = await tokens.insert_refresh_token(
-            conn, hash_token(new_refresh), old.user_id, old.device_id, now_ms=now
-        )
-        await tokens.replace_refresh_token(conn, old.token_id, new_id)
-        await tokens.insert_access_token(
-            conn,
-            hash_token(new_access),
-            old.user_id,
-            old.device_id,
-            now_ms=now,
-            expires_ts=now + config.access_token_lifetime_ms,
-            refresh_token_id=new_id,
-        )
-    return {
-        "access_token": new_access,
-        "refresh_token": new_refresh,
-        "expires_in_ms": config.access_token_lifetime_ms,
-    }
+    async def refresh(self, refresh_token: str) -> dict[str, Any]:
+        """Exchange a refresh token for a new access token and refresh token."""
+        new_access = new_token("mat")
+        new_refresh = new_token("mar")
+        now = now_ms()
+        lifetime = self.access_token_lifetime_ms
+        async with self.db.pool.connection() as conn, conn.transaction():
+            old = await tokens.lookup_refresh_token(conn, hash_token(refresh_token))
+            if old is None or (old.expires_ts is not None and old.expires_ts <= now):
+                raise ServiceError(401, "M_UNKNOWN_TOKEN", "Unknown or already used refresh token")
+            new_id = await tokens.insert_refresh_token(
+                conn, hash_token(new_refresh), old.user_id, old.device_id, now_ms=now
+            )
+            await tokens.replace_refresh_token(conn, old.token_id, new_id)
+            await tokens.insert_access_token(
+                conn,
+                hash_token(new_access),
+                old.user_id,
+                old.device_id,
+                now_ms=now,
+                expires_ts=now + lifetime,
+                refresh_token_id=new_id,
+            )
+        return {"access_token": new_access, "refresh_token": new_refresh, "expires_in_ms": lifetime}

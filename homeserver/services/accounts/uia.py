@@ -16,10 +16,9 @@ from typing import Any
 
 import orjson
 
-from homeserver.config import Config
 from homeserver.services.accounts.accounts import storable
 from homeserver.services.accounts.auth import now_ms
-from homeserver.services.accounts.login import check_user_password, user_id_from_identifier
+from homeserver.services.accounts.login import LoginService, user_id_from_identifier
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.accounts import registration_tokens, uia
 from homeserver.storage.core.pool import Database
@@ -59,24 +58,6 @@ def request_key(method: str, path: str, body: dict[str, Any] | None) -> str:
     return key
 
 
-async def _new_session(db: Database, challenge: Challenge) -> str:
-    session_id = secrets.token_urlsafe(24)
-    now = now_ms()
-    async with db.pool.connection() as conn:
-        for data in await uia.delete_expired(conn, now):
-            if isinstance(data.get("registration_token"), str):
-                await registration_tokens.release_use(conn, data["registration_token"])
-        await uia.create_session(
-            conn,
-            session_id,
-            challenge.request_key,
-            challenge.user_id,
-            now,
-            now + SESSION_LIFETIME_MS,
-        )
-    return session_id
-
-
 def _incomplete(
     challenge: Challenge, session_id: str, completed: list[str], error: ServiceError | None = None
 ) -> AuthIncomplete:
@@ -92,83 +73,105 @@ def _incomplete(
     return AuthIncomplete(body)
 
 
-async def _run_stage(
-    db: Database, config: Config, challenge: Challenge, kind: str, auth: dict[str, Any]
-) -> dict[str, Any]:
-    """Check one stage; the data it leaves in the session. Raises ServiceError."""
-    if kind == DUMMY:
-        return {}
-    if kind == PASSWORD:
-        user_id = user_id_from_identifier(auth, config.server_name)
-        if challenge.user_id is not None and user_id != challenge.user_id:
-            raise ServiceError(403, "M_FORBIDDEN", "You can only authenticate as yourself")
-        await check_user_password(db, user_id, auth.get("password"))
-        return {"user_id": user_id}
-    if kind == REGISTRATION_TOKEN:
-        token = auth.get("token")
-        if not isinstance(token, str) or not token:
-            raise ServiceError(400, "M_BAD_JSON", "token must be a non-empty string")
-        storable(token, "token")
-        async with db.pool.connection() as conn:
-            if not await registration_tokens.reserve_use(conn, token, now_ms()):
-                raise ServiceError(403, "M_FORBIDDEN", "Invalid registration token")
-        return {"registration_token": token}
-    raise ServiceError(400, "M_UNRECOGNIZED", f"Unsupported authentication type {kind}")
+class UiaService:
+    """User-interactive auth sessions, kept in the database."""
 
+    def __init__(self, db: Database, server_name: str, login: LoginService) -> None:
+        self.db = db
+        self.server_name = server_name
+        self.login = login
 
-async def authenticate(
-    db: Database, config: Config, challenge: Challenge, auth: Any
-) -> dict[str, Any]:
-    """Return the completed session's data once a flow is done; until then raise
-    AuthIncomplete (with the failure, if the submitted stage failed)."""
-    if auth is None:
-        raise _incomplete(challenge, await _new_session(db, challenge), [])
-    if not isinstance(auth, dict):
-        raise ServiceError(400, "M_BAD_JSON", "auth must be an object")
-    session_id = auth.get("session")
-    if session_id is None:
-        session_id = await _new_session(db, challenge)
-        completed: list[str] = []
-    else:
-        if not isinstance(session_id, str):
-            raise ServiceError(400, "M_BAD_JSON", "auth.session must be a string")
-        storable(session_id, "auth.session")
-        async with db.pool.connection() as conn:
-            session = await uia.get_session(conn, session_id, now_ms())
-        if session is None:
-            raise ServiceError(400, "M_UNKNOWN", "Unknown or expired session")
-        if session.request_key != challenge.request_key or session.user_id != challenge.user_id:
-            raise ServiceError(
-                403, "M_FORBIDDEN", "This session was started for a different request"
-            )
-        completed = session.completed
-    kind = auth.get("type")
-    if kind is not None:
-        allowed = {stage for flow in challenge.flows for stage in flow}
-        if not isinstance(kind, str):
-            raise ServiceError(400, "M_BAD_JSON", "auth.type must be a string")
-        if kind not in allowed:
-            raise _incomplete(
-                challenge,
+    async def _new_session(self, challenge: Challenge) -> str:
+        session_id = secrets.token_urlsafe(24)
+        now = now_ms()
+        async with self.db.pool.connection() as conn:
+            for data in await uia.delete_expired(conn, now):
+                if isinstance(data.get("registration_token"), str):
+                    await registration_tokens.release_use(conn, data["registration_token"])
+            await uia.create_session(
+                conn,
                 session_id,
-                completed,
-                ServiceError(
-                    400, "M_UNRECOGNIZED", f"{kind} is not a stage of this request's flows"
-                ),
+                challenge.request_key,
+                challenge.user_id,
+                now,
+                now + SESSION_LIFETIME_MS,
             )
-        try:
-            stage_data = await _run_stage(db, config, challenge, kind, auth)
-        except ServiceError as exc:
-            if exc.errcode == "M_BAD_JSON":
-                raise
-            raise _incomplete(challenge, session_id, completed, exc) from None
-        async with db.pool.connection() as conn:
-            completed = await uia.complete_stage(conn, session_id, kind, stage_data)
-    for flow in challenge.flows:
-        if all(stage in completed for stage in flow):
-            async with db.pool.connection() as conn:
-                data = await uia.take_session(conn, session_id)
-            if data is None:
+        return session_id
+
+    async def _run_stage(
+        self, challenge: Challenge, kind: str, auth: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Check one stage; the data it leaves in the session. Raises ServiceError."""
+        if kind == DUMMY:
+            return {}
+        if kind == PASSWORD:
+            user_id = user_id_from_identifier(auth, self.server_name)
+            if challenge.user_id is not None and user_id != challenge.user_id:
+                raise ServiceError(403, "M_FORBIDDEN", "You can only authenticate as yourself")
+            await self.login.check_user_password(user_id, auth.get("password"))
+            return {"user_id": user_id}
+        if kind == REGISTRATION_TOKEN:
+            token = auth.get("token")
+            if not isinstance(token, str) or not token:
+                raise ServiceError(400, "M_BAD_JSON", "token must be a non-empty string")
+            storable(token, "token")
+            async with self.db.pool.connection() as conn:
+                if not await registration_tokens.reserve_use(conn, token, now_ms()):
+                    raise ServiceError(403, "M_FORBIDDEN", "Invalid registration token")
+            return {"registration_token": token}
+        raise ServiceError(400, "M_UNRECOGNIZED", f"Unsupported authentication type {kind}")
+
+    async def authenticate(self, challenge: Challenge, auth: Any) -> dict[str, Any]:
+        """Return the completed session's data once a flow is done; until then raise
+        AuthIncomplete (with the failure, if the submitted stage failed)."""
+        if auth is None:
+            raise _incomplete(challenge, await self._new_session(challenge), [])
+        if not isinstance(auth, dict):
+            raise ServiceError(400, "M_BAD_JSON", "auth must be an object")
+        session_id = auth.get("session")
+        if session_id is None:
+            session_id = await self._new_session(challenge)
+            completed: list[str] = []
+        else:
+            if not isinstance(session_id, str):
+                raise ServiceError(400, "M_BAD_JSON", "auth.session must be a string")
+            storable(session_id, "auth.session")
+            async with self.db.pool.connection() as conn:
+                session = await uia.get_session(conn, session_id, now_ms())
+            if session is None:
                 raise ServiceError(400, "M_UNKNOWN", "Unknown or expired session")
-            return data
-    raise _incomplete(challenge, session_id, completed)
+            if session.request_key != challenge.request_key or session.user_id != challenge.user_id:
+                raise ServiceError(
+                    403, "M_FORBIDDEN", "This session was started for a different request"
+                )
+            completed = session.completed
+        kind = auth.get("type")
+        if kind is not None:
+            allowed = {stage for flow in challenge.flows for stage in flow}
+            if not isinstance(kind, str):
+                raise ServiceError(400, "M_BAD_JSON", "auth.type must be a string")
+            if kind not in allowed:
+                raise _incomplete(
+                    challenge,
+                    session_id,
+                    completed,
+                    ServiceError(
+                        400, "M_UNRECOGNIZED", f"{kind} is not a stage of this request's flows"
+                    ),
+                )
+            try:
+                stage_data = await self._run_stage(challenge, kind, auth)
+            except ServiceError as exc:
+                if exc.errcode == "M_BAD_JSON":
+                    raise
+                raise _incomplete(challenge, session_id, completed, exc) from None
+            async with self.db.pool.connection() as conn:
+                completed = await uia.complete_stage(conn, session_id, kind, stage_data)
+        for flow in challenge.flows:
+            if all(stage in completed for stage in flow):
+                async with self.db.pool.connection() as conn:
+                    data = await uia.take_session(conn, session_id)
+                if data is None:
+                    raise ServiceError(400, "M_UNKNOWN", "Unknown or expired session")
+                return data
+        raise _incomplete(challenge, session_id, completed)

@@ -159,14 +159,7 @@ async def upsert_user(
     async with hs.db.pool.connection() as conn:
         existing = await admin_users.get_user(conn, user_id)
     if existing is None:
-        await accounts.register_user(
-            hs.db,
-            hs.server_name,
-            user_id,
-            password,
-            admin=bool(admin),
-            time_cost=hs.config.argon2_time_cost,
-        )
+        await hs.accounts.register_user(user_id, password, admin=bool(admin))
     else:
         await _modify(hs, requester, existing, password, logout_devices, admin, deactivated)
     if profile:
@@ -228,7 +221,7 @@ async def reset_password(
 ) -> None:
     """Set a new password; unless told not to, every device of the user is logged out."""
     await _row(hs, user_id)
-    await accounts.change_password(hs.db, user_id, new_password, hs.config.argon2_time_cost)
+    await hs.accounts.change_password(user_id, new_password)
     if logout_devices:
         await hs.devices.delete_all_devices(user_id)
 
