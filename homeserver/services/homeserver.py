@@ -9,11 +9,14 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.services.accounts.account_data import AccountDataService
 from homeserver.services.accounts.accounts import AccountService
 from homeserver.services.accounts.auth import AuthService, TokenCache
 from homeserver.services.accounts.deactivation import Deactivations
 from homeserver.services.accounts.devices import DeviceService, SeenThrottle
+from homeserver.services.accounts.filters import FilterService
 from homeserver.services.accounts.login import LoginService
+from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.registration import RegistrationService, RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
 from homeserver.services.appservices.registry import (
@@ -84,6 +87,9 @@ class Homeserver:
     uia: UiaService = field(init=False)
     registration: RegistrationService = field(init=False)
     registration_tokens: RegistrationTokens = field(init=False)
+    account_data: AccountDataService = field(init=False)
+    filters: FilterService = field(init=False)
+    profile: ProfileService = field(init=False)
     event_cache: EventCache = field(default_factory=EventCache)
     streams: StreamAllocator = field(init=False)
     notifier: Notifier = field(init=False)
@@ -205,6 +211,7 @@ class Homeserver:
         self.events.on_committed = self._on_committed
         self.membership.remote = FederationMembership(self)
         self.rooms.remote = self.membership.remote
+        self._build_reads()
         self._wire_federated_e2ee_and_edus()
         self._wire_media()
         self._wire_appservices()
@@ -229,6 +236,18 @@ class Homeserver:
             uia=self.uia,
         )
         self.registration_tokens = RegistrationTokens(self.db)
+        self.account_data = AccountDataService(self.db, self.streams, self.notifier)
+        self.filters = FilterService(self.db)
+
+    def _build_reads(self) -> None:
+        """Services the client API reads through that need federation: profiles."""
+        self.profile = ProfileService(
+            self.db,
+            self.config.server_name,
+            self.federation_client,
+            self.ratelimiter,
+            self.membership,
+        )
 
     def _wire_appservices(self) -> None:
         """Application services from their registration files (ConfigError if bad)."""

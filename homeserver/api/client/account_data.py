@@ -9,14 +9,13 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services.accounts import account_data
 
 
 async def get_account_data(request: web.Request) -> web.Response:
     requester = await require_user(request)
     info = request.match_info
-    content = await account_data.get_account_data(
-        homeserver(request), requester, info["userId"], info.get("roomId"), info["type"]
+    content = await homeserver(request).account_data.get_account_data(
+        requester, info["userId"], info.get("roomId"), info["type"]
     )
     return json_response(content)
 
@@ -25,8 +24,8 @@ async def set_account_data(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await read_json_object(request)
     info = request.match_info
-    await account_data.set_account_data(
-        homeserver(request), requester, info["userId"], info.get("roomId"), info["type"], body
+    await homeserver(request).account_data.set_account_data(
+        requester, info["userId"], info.get("roomId"), info["type"], body
     )
     return json_response({})
 

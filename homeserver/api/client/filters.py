@@ -9,14 +9,13 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services.accounts import filters
 
 
 async def create_filter(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await read_json_object(request)
-    filter_id = await filters.create_filter(
-        homeserver(request).db, requester, request.match_info["userId"], body
+    filter_id = await homeserver(request).filters.create_filter(
+        requester, request.match_info["userId"], body
     )
     return json_response({"filter_id": filter_id})
 
@@ -24,8 +23,8 @@ async def create_filter(request: web.Request) -> web.Response:
 async def get_filter(request: web.Request) -> web.Response:
     requester = await require_user(request)
     info = request.match_info
-    definition = await filters.get_filter_definition(
-        homeserver(request).db, requester, info["userId"], info["filterId"]
+    definition = await homeserver(request).filters.get_filter_definition(
+        requester, info["userId"], info["filterId"]
     )
     return json_response(definition)
 

@@ -9,7 +9,6 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services.accounts import profile
 
 
 async def get_profile(request: web.Request) -> web.Response:
@@ -17,28 +16,28 @@ async def get_profile(request: web.Request) -> web.Response:
     user_id = request.match_info["userId"]
     # A bridged user not created yet may be, once its application service is asked.
     await hs.appservice_sender.ensure_user(user_id)
-    return json_response(await profile.get_profile(hs, user_id, ask_remote=True))
+    return json_response(await hs.profile.get_profile(user_id, ask_remote=True))
 
 
 async def get_profile_field(request: web.Request) -> web.Response:
     hs = homeserver(request)
     user_id, key = request.match_info["userId"], request.match_info["keyName"]
     await hs.appservice_sender.ensure_user(user_id)
-    return json_response(await profile.get_profile_field(hs, user_id, key, ask_remote=True))
+    return json_response(await hs.profile.get_profile_field(user_id, key, ask_remote=True))
 
 
 async def set_profile_field(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await read_json_object(request)
     user_id, key = request.match_info["userId"], request.match_info["keyName"]
-    await profile.set_profile_field(homeserver(request), requester, user_id, key, body)
+    await homeserver(request).profile.set_profile_field(requester, user_id, key, body)
     return json_response({})
 
 
 async def delete_profile_field(request: web.Request) -> web.Response:
     requester = await require_user(request)
     user_id, key = request.match_info["userId"], request.match_info["keyName"]
-    await profile.set_profile_field(homeserver(request), requester, user_id, key, None)
+    await homeserver(request).profile.set_profile_field(requester, user_id, key, None)
     return json_response({})
 
 

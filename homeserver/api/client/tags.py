@@ -9,14 +9,13 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
-from homeserver.services.accounts import account_data
 
 
 async def get_tags(request: web.Request) -> web.Response:
     requester = await require_user(request)
     info = request.match_info
-    tags = await account_data.get_tags(
-        homeserver(request), requester, info["userId"], info["roomId"]
+    tags = await homeserver(request).account_data.get_tags(
+        requester, info["userId"], info["roomId"]
     )
     return json_response({"tags": tags})
 
@@ -25,8 +24,8 @@ async def put_tag(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await read_json_object(request)
     info = request.match_info
-    await account_data.set_tag(
-        homeserver(request), requester, info["userId"], info["roomId"], info["tag"], body
+    await homeserver(request).account_data.set_tag(
+        requester, info["userId"], info["roomId"], info["tag"], body
     )
     return json_response({})
 
@@ -34,8 +33,8 @@ async def put_tag(request: web.Request) -> web.Response:
 async def delete_tag(request: web.Request) -> web.Response:
     requester = await require_user(request)
     info = request.match_info
-    await account_data.remove_tag(
-        homeserver(request), requester, info["userId"], info["roomId"], info["tag"]
+    await homeserver(request).account_data.remove_tag(
+        requester, info["userId"], info["roomId"], info["tag"]
     )
     return json_response({})
 

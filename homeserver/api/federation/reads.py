@@ -11,7 +11,6 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, bad_json, json_response, not_found
 from homeserver.api.federation.auth import require_server
 from homeserver.api.http import read_json_object
-from homeserver.services.accounts import profile
 from homeserver.storage.directory import aliases
 
 V1 = "/_matrix/federation/v1"
@@ -119,8 +118,8 @@ async def query_profile(request: web.Request) -> web.Response:
     hs = homeserver(request)
     field = request.query.get("field")
     if field is not None:
-        return json_response(await profile.get_profile_field(hs, user_id, field))
-    return json_response(await profile.get_profile(hs, user_id))
+        return json_response(await hs.profile.get_profile_field(user_id, field))
+    return json_response(await hs.profile.get_profile(user_id))
 
 
 def register(app: web.Application) -> None:

@@ -7,18 +7,18 @@ syncs; sync reads changes with `storage.account_data.account_data_since`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg import AsyncConnection
 
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden, not_found
+from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.stored_json import ensure_storable
+from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.accounts import account_data
 from homeserver.storage.core import streams
-
-if TYPE_CHECKING:  # the Homeserver imports the services that import this module
-    from homeserver.services.homeserver import Homeserver
+from homeserver.storage.core.pool import Database
 
 Write = Callable[[AsyncConnection, int], Awaitable[bool]]
 
@@ -52,67 +52,6 @@ def _room_key(room_id: str | None) -> str:
     return room_id
 
 
-async def _write(hs: Homeserver, user_id: str, write: Write) -> None:
-    """Run `write(conn, position)` in one transaction at a new stream position, then
-    wake the user's syncs if it changed anything."""
-    positions: list[int] = []
-    async with hs.db.pool.connection() as conn:
-        try:
-            async with conn.transaction():
-                await account_data.lock_user(conn, user_id)
-                positions = await hs.streams.allocate(account_data.STREAM)
-                changed = await write(conn, positions[0])
-                await streams.finish(conn, account_data.STREAM, positions)
-        except BaseException:
-            # A position whose transaction did not commit must not hold readers back.
-            await hs.streams.abandon(account_data.STREAM, positions)
-            raise
-    if changed:
-        await hs.notifier.notify(account_data.STREAM, positions[0], users=[user_id])
-
-
-async def get_account_data(
-    hs: Homeserver, requester: Requester, user_id: str, room_id: str | None, type_: str
-) -> dict[str, Any]:
-    check_owner(requester, user_id, "account data")
-    key = _room_key(room_id)
-    async with hs.db.pool.connection() as conn:
-        content = await account_data.get_account_data(conn, user_id, key, type_)
-    if content is None:
-        raise not_found("Room account data not found" if room_id else "Account data not found")
-    return content
-
-
-async def set_account_data(
-    hs: Homeserver,
-    requester: Requester,
-    user_id: str,
-    room_id: str | None,
-    type_: str,
-    content: Mapping[str, Any],
-) -> None:
-    check_owner(requester, user_id, "account data")
-    key = _room_key(room_id)
-    _check_name(type_, "Account data type")
-    if type_ in SERVER_MANAGED_TYPES:
-        raise ServiceError(405, "M_BAD_JSON", f"Cannot set {type_} through this API")
-    ensure_storable(content)
-    if room_id is not None and type_ == account_data.TAG_TYPE:
-        # Keep room_tags, the source of the tag endpoints, in step with m.tag.
-        tags = _tags_of(content)
-
-        async def write(conn: AsyncConnection, position: int) -> bool:
-            await account_data.replace_room_tags(conn, user_id, key, tags, position)
-            return True
-    else:
-
-        async def write(conn: AsyncConnection, position: int) -> bool:
-            await account_data.put_account_data(conn, user_id, key, type_, content, position)
-            return True
-
-    await _write(hs, user_id, write)
-
-
 def _tags_of(content: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The tags of an m.tag content: {"tags": {name: {"order": number?}}}."""
     tags = content.get("tags", {})
@@ -132,44 +71,106 @@ def _check_tag(tag: str, content: Any) -> None:
         raise bad_json("Tag 'order' must be a number")
 
 
-async def get_tags(
-    hs: Homeserver, requester: Requester, user_id: str, room_id: str
-) -> dict[str, dict[str, Any]]:
-    check_owner(requester, user_id, "tags")
-    key = _room_key(room_id)
-    async with hs.db.pool.connection() as conn:
-        return await account_data.get_room_tags(conn, user_id, key)
+class AccountDataService:
+    """Account data and room tags; every change moves the `account_data` stream."""
 
+    def __init__(self, db: Database, allocator: StreamAllocator, notifier: Notifier) -> None:
+        self.db = db
+        self.streams = allocator
+        self.notifier = notifier
 
-async def set_tag(
-    hs: Homeserver,
-    requester: Requester,
-    user_id: str,
-    room_id: str,
-    tag: str,
-    content: Mapping[str, Any],
-) -> None:
-    check_owner(requester, user_id, "tags")
-    key = _room_key(room_id)
-    _check_tag(tag, content)
-    ensure_storable(content)
+    async def _write(self, user_id: str, write: Write) -> None:
+        """Run `write(conn, position)` in one transaction at a new stream position, then
+        wake the user's syncs if it changed anything."""
+        positions: list[int] = []
+        async with self.db.pool.connection() as conn:
+            try:
+                async with conn.transaction():
+                    await account_data.lock_user(conn, user_id)
+                    positions = await self.streams.allocate(account_data.STREAM)
+                    changed = await write(conn, positions[0])
+                    await streams.finish(conn, account_data.STREAM, positions)
+            except BaseException:
+                # A position whose transaction did not commit must not hold readers back.
+                await self.streams.abandon(account_data.STREAM, positions)
+                raise
+        if changed:
+            await self.notifier.notify(account_data.STREAM, positions[0], users=[user_id])
 
-    async def write(conn: AsyncConnection, position: int) -> bool:
-        await account_data.put_room_tag(conn, user_id, key, tag, content, position)
-        return True
+    async def get_account_data(
+        self, requester: Requester, user_id: str, room_id: str | None, type_: str
+    ) -> dict[str, Any]:
+        check_owner(requester, user_id, "account data")
+        key = _room_key(room_id)
+        async with self.db.pool.connection() as conn:
+            content = await account_data.get_account_data(conn, user_id, key, type_)
+        if content is None:
+            raise not_found("Room account data not found" if room_id else "Account data not found")
+        return content
 
-    await _write(hs, user_id, write)
+    async def set_account_data(
+        self,
+        requester: Requester,
+        user_id: str,
+        room_id: str | None,
+        type_: str,
+        content: Mapping[str, Any],
+    ) -> None:
+        check_owner(requester, user_id, "account data")
+        key = _room_key(room_id)
+        _check_name(type_, "Account data type")
+        if type_ in SERVER_MANAGED_TYPES:
+            raise ServiceError(405, "M_BAD_JSON", f"Cannot set {type_} through this API")
+        ensure_storable(content)
+        if room_id is not None and type_ == account_data.TAG_TYPE:
+            # Keep room_tags, the source of the tag endpoints, in step with m.tag.
+            tags = _tags_of(content)
 
+            async def write(conn: AsyncConnection, position: int) -> bool:
+                await account_data.replace_room_tags(conn, user_id, key, tags, position)
+                return True
+        else:
 
-async def remove_tag(
-    hs: Homeserver, requester: Requester, user_id: str, room_id: str, tag: str
-) -> None:
-    """Remove a tag if present (absent is not an error, as the spec has it)."""
-    check_owner(requester, user_id, "tags")
-    key = _room_key(room_id)
-    _check_name(tag, "Tag")
+            async def write(conn: AsyncConnection, position: int) -> bool:
+                await account_data.put_account_data(conn, user_id, key, type_, content, position)
+                return True
 
-    async def write(conn: AsyncConnection, position: int) -> bool:
-        return await account_data.delete_room_tag(conn, user_id, key, tag, position)
+        await self._write(user_id, write)
 
-    await _write(hs, user_id, write)
+    async def get_tags(
+        self, requester: Requester, user_id: str, room_id: str
+    ) -> dict[str, dict[str, Any]]:
+        check_owner(requester, user_id, "tags")
+        key = _room_key(room_id)
+        async with self.db.pool.connection() as conn:
+            return await account_data.get_room_tags(conn, user_id, key)
+
+    async def set_tag(
+        self,
+        requester: Requester,
+        user_id: str,
+        room_id: str,
+        tag: str,
+        content: Mapping[str, Any],
+    ) -> None:
+        check_owner(requester, user_id, "tags")
+        key = _room_key(room_id)
+        _check_tag(tag, content)
+        ensure_storable(content)
+
+        async def write(conn: AsyncConnection, position: int) -> bool:
+            await account_data.put_room_tag(conn, user_id, key, tag, content, position)
+            return True
+
+        await self._write(user_id, write)
+
+    async def remove_tag(self, requester: Requester, user_id: str, room_id: str, tag: str) -> None:
+        """Remove a tag if present (absent is not an error, as the spec has it)."""
+        check_owner(requester, user_id, "tags")
+        key = _room_key(room_id)
+        _check_name(tag, "Tag")
+
+        async def write(conn: AsyncConnection, position: int) -> bool:
+            return await account_data.delete_room_tag(conn, user_id, key, tag, position)
+
+        await self._write(user_id, write)

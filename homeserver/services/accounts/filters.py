@@ -298,26 +298,31 @@ def parse_filter(definition: Any) -> Filter:
     )
 
 
-async def create_filter(
-    db: Database, requester: Requester, user_id: str, definition: Mapping[str, Any]
-) -> str:
-    """Validate and store a filter; returns its id."""
-    check_owner(requester, user_id, "filters")
-    parse_filter(definition)
-    ensure_storable(definition, "Filter")
-    async with db.pool.connection() as conn:
-        return str(await filters.add_filter(conn, user_id, definition))
+class FilterService:
+    """Filters users upload, numbered per user."""
 
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-async def get_filter_definition(
-    db: Database, requester: Requester, user_id: str, filter_id: str
-) -> dict[str, Any]:
-    """A stored filter as uploaded; 404 for ids that are not this user's filters."""
-    check_owner(requester, user_id, "filters")
-    definition = None
-    if _FILTER_ID.fullmatch(filter_id):
-        async with db.pool.connection() as conn:
-            definition = await filters.get_filter(conn, user_id, int(filter_id))
-    if definition is None:
-        raise not_found("Unknown filter")
-    return definition
+    async def create_filter(
+        self, requester: Requester, user_id: str, definition: Mapping[str, Any]
+    ) -> str:
+        """Validate and store a filter; returns its id."""
+        check_owner(requester, user_id, "filters")
+        parse_filter(definition)
+        ensure_storable(definition, "Filter")
+        async with self.db.pool.connection() as conn:
+            return str(await filters.add_filter(conn, user_id, definition))
+
+    async def get_filter_definition(
+        self, requester: Requester, user_id: str, filter_id: str
+    ) -> dict[str, Any]:
+        """A stored filter as uploaded; 404 for ids that are not this user's filters."""
+        check_owner(requester, user_id, "filters")
+        definition = None
+        if _FILTER_ID.fullmatch(filter_id):
+            async with self.db.pool.connection() as conn:
+                definition = await filters.get_filter(conn, user_id, int(filter_id))
+        if definition is None:
+            raise not_found("Unknown filter")
+        return definition

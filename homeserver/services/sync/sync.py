@@ -23,7 +23,6 @@ from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import (
     FieldPath,
     Filter,
-    get_filter_definition,
     only_fields,
     parse_filter,
 )
@@ -150,7 +149,9 @@ class SyncService:
             except orjson.JSONDecodeError:
                 raise ServiceError(400, "M_BAD_JSON", "filter is not valid JSON") from None
         else:
-            definition = await get_filter_definition(self.hs.db, requester, requester.user_id, text)
+            definition = await self.hs.filters.get_filter_definition(
+                requester, requester.user_id, text
+            )
         parsed = parse_filter(definition)
         self._filters.put(key, parsed)
         return parsed
