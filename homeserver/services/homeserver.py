@@ -63,9 +63,12 @@ from homeserver.services.rooms.creation import RoomCreator
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.reports import ReportService
 from homeserver.services.rooms.send import SendService
+from homeserver.services.rooms.state import RoomStateService
 from homeserver.services.rooms.upgrade import RoomUpgrader
 from homeserver.services.rooms.writer import EventCache, EventCreator, RoomWriter
 from homeserver.services.sync.sync import SyncService
+from homeserver.services.timeline.messages import MessageService
+from homeserver.services.timeline.relations import RelationService
 from homeserver.services.timeline.search import SearchService
 from homeserver.storage.core.pool import Database
 from homeserver.storage.media.files import MediaFiles
@@ -90,6 +93,9 @@ class Homeserver:
     account_data: AccountDataService = field(init=False)
     filters: FilterService = field(init=False)
     profile: ProfileService = field(init=False)
+    room_state: RoomStateService = field(init=False)
+    messages: MessageService = field(init=False)
+    relations: RelationService = field(init=False)
     event_cache: EventCache = field(default_factory=EventCache)
     streams: StreamAllocator = field(init=False)
     notifier: Notifier = field(init=False)
@@ -240,7 +246,8 @@ class Homeserver:
         self.filters = FilterService(self.db)
 
     def _build_reads(self) -> None:
-        """Services the client API reads through that need federation: profiles."""
+        """Services the client API reads through that need federation: profiles, and
+        room history (holes in it are backfilled)."""
         self.profile = ProfileService(
             self.db,
             self.config.server_name,
@@ -248,6 +255,9 @@ class Homeserver:
             self.ratelimiter,
             self.membership,
         )
+        self.room_state = RoomStateService(self.db, self.event_cache)
+        self.messages = MessageService(self.db, self.event_cache, self.backfiller)
+        self.relations = RelationService(self.db, self.event_cache)
 
     def _wire_appservices(self) -> None:
         """Application services from their registration files (ConfigError if bad)."""

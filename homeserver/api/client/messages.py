@@ -8,16 +8,12 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services.timeline import messages
 
 
 async def get_messages(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
     query = request.query
-    body = await messages.messages(
-        hs.db,
-        hs.event_cache,
+    body = await homeserver(request).messages.messages(
         requester,
         request.match_info["room_id"],
         from_token=query.get("from"),
@@ -25,19 +21,13 @@ async def get_messages(request: web.Request) -> web.Response:
         direction=query.get("dir"),
         limit=query.get("limit"),
         filter_json=query.get("filter"),
-        # Holes in a room joined over federation are filled from other servers.
-        backfill=hs.backfiller.fill_gap,
-        backfill_wait=hs.backfiller.page_wait,
     )
     return json_response(body)
 
 
 async def get_context(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
-    body = await messages.context(
-        hs.db,
-        hs.event_cache,
+    body = await homeserver(request).messages.context(
         requester,
         request.match_info["room_id"],
         request.match_info["event_id"],
@@ -49,10 +39,7 @@ async def get_context(request: web.Request) -> web.Response:
 
 async def timestamp_to_event(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
-    body = await messages.timestamp_to_event(
-        hs.db,
-        hs.event_cache,
+    body = await homeserver(request).messages.timestamp_to_event(
         requester,
         request.match_info["room_id"],
         ts=request.query.get("ts"),

@@ -8,16 +8,12 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services.timeline import relations
 
 
 async def get_relations(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
     query = request.query
-    body = await relations.relations(
-        hs.db,
-        hs.event_cache,
+    body = await homeserver(request).relations.relations(
         requester,
         request.match_info["room_id"],
         request.match_info["event_id"],
@@ -34,10 +30,7 @@ async def get_relations(request: web.Request) -> web.Response:
 
 async def get_threads(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
-    body = await relations.threads(
-        hs.db,
-        hs.event_cache,
+    body = await homeserver(request).relations.threads(
         requester,
         request.match_info["room_id"],
         include=request.query.get("include"),

@@ -8,28 +8,22 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services.rooms import state as room_state
-from homeserver.services.timeline import messages
 
 
 async def get_state(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
-    events = await room_state.room_state(
-        hs.db, hs.event_cache, requester, request.match_info["room_id"]
+    events = await homeserver(request).room_state.room_state(
+        requester, request.match_info["room_id"]
     )
     return json_response(events)
 
 
 async def get_state_event(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
     fmt = request.query.get("format", "content")
     if fmt not in ("content", "event"):
         raise MatrixError(400, "M_INVALID_PARAM", "format must be 'content' or 'event'")
-    body = await room_state.state_event(
-        hs.db,
-        hs.event_cache,
+    body = await homeserver(request).room_state.state_event(
         requester,
         request.match_info["room_id"],
         request.match_info["event_type"],
@@ -41,10 +35,7 @@ async def get_state_event(request: web.Request) -> web.Response:
 
 async def get_event(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
-    event = await messages.get_event(
-        hs.db,
-        hs.event_cache,
+    event = await homeserver(request).messages.get_event(
         requester,
         request.match_info["room_id"],
         request.match_info["event_id"],
@@ -54,10 +45,7 @@ async def get_event(request: web.Request) -> web.Response:
 
 async def get_members(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
-    chunk = await room_state.members(
-        hs.db,
-        hs.event_cache,
+    chunk = await homeserver(request).room_state.members(
         requester,
         request.match_info["room_id"],
         at=request.query.get("at"),
@@ -69,9 +57,8 @@ async def get_members(request: web.Request) -> web.Response:
 
 async def get_joined_members(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    hs = homeserver(request)
-    joined = await room_state.joined_members(
-        hs.db, hs.event_cache, requester, request.match_info["room_id"]
+    joined = await homeserver(request).room_state.joined_members(
+        requester, request.match_info["room_id"]
     )
     return json_response({"joined": joined})
 

@@ -20,110 +20,111 @@ from homeserver.storage.timeline import timeline
 MEMBERSHIPS = frozenset({"join", "invite", "knock", "leave", "ban"})
 
 
-async def room_state(
-    db: Database, cache: EventCache, requester: Requester, room_id: str
-) -> list[JsonDict]:
-    """Every state event of the room, as the requester may see it."""
-    async with db.pool.connection() as conn:
-        access = await room_access(conn, cache, requester.user_id, room_id)
-        if access.upper is None:
-            ids = await state.get_current_state(conn, room_id)
-        elif access.state_group is not None:
-            ids = await state.get_state(conn, access.state_group)
-        else:
-            ids = {}
-        return await format_events(conn, cache, sorted(ids.values()))
-
-
-async def state_event(
-    db: Database,
-    cache: EventCache,
-    requester: Requester,
-    room_id: str,
-    event_type: str,
-    state_key: str,
-    *,
-    as_event: bool,
-) -> JsonDict:
-    """One state event (or its content), or 404 M_NOT_FOUND when the room has none."""
-    key = (event_type, state_key)
-    async with db.pool.connection() as conn:
-        access = await room_access(conn, cache, requester.user_id, room_id)
-        if access.upper is None:
-            ids = await state.get_current_state(conn, room_id, [key])
-        elif access.state_group is not None:
-            ids = await state.get_state(conn, access.state_group, [key])
-        else:
-            ids = {}
-        event_id = ids.get(key)
-        formatted = await format_events(conn, cache, [event_id] if event_id else [])
-    if not formatted:
-        raise not_found(f"No {event_type} state with key {state_key!r} in this room")
-    event = formatted[0]
-    if as_event:
-        return event
-    content: JsonDict = event["content"]
-    return content
-
-
 def _membership_param(value: str | None, name: str) -> str | None:
     if value is not None and value not in MEMBERSHIPS:
         raise invalid_param(f"{name} must be one of {', '.join(sorted(MEMBERSHIPS))}")
     return value
 
 
-async def members(
-    db: Database,
-    cache: EventCache,
-    requester: Requester,
-    room_id: str,
-    *,
-    at: str | None,
-    membership: str | None,
-    not_membership: str | None,
-) -> list[JsonDict]:
-    """The room's m.room.member events, at a point in history when `at` is given.
+class RoomStateService:
+    """A room's state and members, as far as the reader may see them."""
 
-    With both filters given, an event passes when either passes (the spec's "or").
-    """
-    wanted = _membership_param(membership, "membership")
-    unwanted = _membership_param(not_membership, "not_membership")
-    token = parse_token(at) if at is not None else None
-    async with db.pool.connection() as conn:
-        access = await room_access(conn, cache, requester.user_id, room_id)
-        if token is None and access.upper is None:
-            ids = await state.get_current_state_of_type(conn, room_id, "m.room.member")
-        else:
-            group = access.state_group
-            if token is not None:
-                position = await resolve(conn, room_id, token)
-                if access.upper is not None:
-                    position = min(position, access.upper)
-                group = await timeline.state_group_at(conn, room_id, position)
-            ids = await state.get_state_of_type(conn, group, "m.room.member") if group else {}
-        rows = await event_store.get_events(conn, ids.values())
+    def __init__(self, db: Database, cache: EventCache) -> None:
+        self.db = db
+        self.cache = cache
 
-        def passes(member: str | None) -> bool:
-            if wanted is None and unwanted is None:
-                return True
-            return (wanted is not None and member == wanted) or (
-                unwanted is not None and member != unwanted
+    async def room_state(self, requester: Requester, room_id: str) -> list[JsonDict]:
+        """Every state event of the room, as the requester may see it."""
+        async with self.db.pool.connection() as conn:
+            access = await room_access(conn, self.cache, requester.user_id, room_id)
+            if access.upper is None:
+                ids = await state.get_current_state(conn, room_id)
+            elif access.state_group is not None:
+                ids = await state.get_state(conn, access.state_group)
+            else:
+                ids = {}
+            return await format_events(conn, self.cache, sorted(ids.values()))
+
+    async def state_event(
+        self,
+        requester: Requester,
+        room_id: str,
+        event_type: str,
+        state_key: str,
+        *,
+        as_event: bool,
+    ) -> JsonDict:
+        """One state event (or its content), or 404 M_NOT_FOUND when the room has none."""
+        key = (event_type, state_key)
+        async with self.db.pool.connection() as conn:
+            access = await room_access(conn, self.cache, requester.user_id, room_id)
+            if access.upper is None:
+                ids = await state.get_current_state(conn, room_id, [key])
+            elif access.state_group is not None:
+                ids = await state.get_state(conn, access.state_group, [key])
+            else:
+                ids = {}
+            event_id = ids.get(key)
+            formatted = await format_events(conn, self.cache, [event_id] if event_id else [])
+        if not formatted:
+            raise not_found(f"No {event_type} state with key {state_key!r} in this room")
+        event = formatted[0]
+        if as_event:
+            return event
+        content: JsonDict = event["content"]
+        return content
+
+    async def members(
+        self,
+        requester: Requester,
+        room_id: str,
+        *,
+        at: str | None,
+        membership: str | None,
+        not_membership: str | None,
+    ) -> list[JsonDict]:
+        """The room's m.room.member events, at a point in history when `at` is given.
+
+        With both filters given, an event passes when either passes (the spec's "or").
+        """
+        wanted = _membership_param(membership, "membership")
+        unwanted = _membership_param(not_membership, "not_membership")
+        token = parse_token(at) if at is not None else None
+        async with self.db.pool.connection() as conn:
+            access = await room_access(conn, self.cache, requester.user_id, room_id)
+            if token is None and access.upper is None:
+                ids = await state.get_current_state_of_type(conn, room_id, "m.room.member")
+            else:
+                group = access.state_group
+                if token is not None:
+                    position = await resolve(conn, room_id, token)
+                    if access.upper is not None:
+                        position = min(position, access.upper)
+                    group = await timeline.state_group_at(conn, room_id, position)
+                ids = await state.get_state_of_type(conn, group, "m.room.member") if group else {}
+            rows = await event_store.get_events(conn, ids.values())
+
+            def passes(member: str | None) -> bool:
+                if wanted is None and unwanted is None:
+                    return True
+                return (wanted is not None and member == wanted) or (
+                    unwanted is not None and member != unwanted
+                )
+
+            keep = sorted(
+                eid for eid, row in rows.items() if passes(event_of(self.cache, row).membership)
             )
+            return await format_events(conn, self.cache, keep, rows=rows)
 
-        keep = sorted(eid for eid, row in rows.items() if passes(event_of(cache, row).membership))
-        return await format_events(conn, cache, keep, rows=rows)
-
-
-async def joined_members(
-    db: Database, cache: EventCache, requester: Requester, room_id: str
-) -> dict[str, Any]:
-    """Display names and avatars of the joined members; for members (or anyone, in a
-    world-readable room)."""
-    async with db.pool.connection() as conn:
-        access = await room_access(conn, cache, requester.user_id, room_id)
-        if access.upper is not None:
-            raise cannot_read()
-        rows = await memberships.members_of_room(conn, room_id)
-    return {
-        row.user_id: {"display_name": row.displayname, "avatar_url": row.avatar_url} for row in rows
-    }
+    async def joined_members(self, requester: Requester, room_id: str) -> dict[str, Any]:
+        """Display names and avatars of the joined members; for members (or anyone, in a
+        world-readable room)."""
+        async with self.db.pool.connection() as conn:
+            access = await room_access(conn, self.cache, requester.user_id, room_id)
+            if access.upper is not None:
+                raise cannot_read()
+            rows = await memberships.members_of_room(conn, room_id)
+        return {
+            row.user_id: {"display_name": row.displayname, "avatar_url": row.avatar_url}
+            for row in rows
+        }

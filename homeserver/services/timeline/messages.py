@@ -18,7 +18,6 @@ being one for a while, and pages then read past it.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import orjson
@@ -27,6 +26,7 @@ from psycopg import AsyncConnection
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter, only_fields, parse_filter
 from homeserver.services.core.errors import ServiceError, bad_json, not_found
+from homeserver.services.remote.backfill import Backfiller
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import JsonDict, format_events
 from homeserver.services.timeline.pagination import (
@@ -60,9 +60,6 @@ MAX_ROUNDS = 3
 TIMESTAMP_CANDIDATES = 50
 # Backfills one /messages page may start (each fills up to a hundred events).
 MAX_BACKFILLS = 5
-
-Backfill = Callable[[str, str, float], Awaitable[int]]
-"""Fill the hole before an event: (room id, event id, seconds to wait) -> events placed."""
 
 
 def parse_event_filter(text: str | None) -> RoomEventFilter | None:
@@ -186,57 +183,6 @@ async def _lazy_members(
     return await format_events(conn, cache, sorted(ids.values()))
 
 
-async def messages(
-    db: Database,
-    cache: EventCache,
-    requester: Requester,
-    room_id: str,
-    *,
-    from_token: str | None,
-    to_token: str | None,
-    direction: str | None,
-    limit: str | None,
-    filter_json: str | None,
-    backfill: Backfill | None = None,
-    backfill_wait: float = 0.0,
-) -> JsonDict:
-    """`GET /rooms/{roomId}/messages`; with `backfill`, holes the page reaches are
-    filled from other servers, waiting at most `backfill_wait` seconds in all."""
-    forward = parse_direction(direction, default="b")
-    count = parse_limit(limit, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
-    event_filter = parse_event_filter(filter_json)
-    start_token = parse_token(from_token) if from_token is not None else None
-    end_token = parse_token(to_token) if to_token is not None else None
-    deadline = time.monotonic() + backfill_wait
-    start: Position | None = None
-    bound: Position | None = None
-    attempts = 0
-    while True:
-        async with db.pool.connection() as conn:
-            if start is None:
-                access = await room_access(conn, cache, requester.user_id, room_id)
-                start, bound = await _range(conn, room_id, access, start_token, end_token, forward)
-            page = await read_page(
-                conn,
-                cache,
-                requester,
-                room_id,
-                cursor=start,
-                bound=bound,
-                forward=forward,
-                limit=count,
-                event_filter=event_filter,
-                stop_at_gaps=backfill is not None,
-            )
-            wait = deadline - time.monotonic()
-            if page.gap is None or backfill is None or wait <= 0 or attempts >= MAX_BACKFILLS:
-                return await _messages_answer(
-                    conn, cache, requester, page, event_filter, from_token, start
-                )
-        attempts += 1
-        await backfill(room_id, page.gap, wait)
-
-
 async def _range(
     conn: AsyncConnection,
     room_id: str,
@@ -313,93 +259,6 @@ async def _visible_event(
     return row, visible.memberships[event_id]
 
 
-async def get_event(
-    db: Database, cache: EventCache, requester: Requester, room_id: str, event_id: str
-) -> JsonDict:
-    """`GET /rooms/{roomId}/event/{eventId}`."""
-    async with db.pool.connection() as conn:
-        access = await room_access(conn, cache, requester.user_id, room_id)
-        row, membership = await _visible_event(conn, cache, access, event_id)
-        [event] = await format_events(
-            conn,
-            cache,
-            [event_id],
-            user_id=requester.user_id,
-            device_id=requester.device_id,
-            rows={event_id: row},
-            memberships={event_id: membership},
-            aggregations=True,
-        )
-    return event
-
-
-async def context(
-    db: Database,
-    cache: EventCache,
-    requester: Requester,
-    room_id: str,
-    event_id: str,
-    *,
-    limit: str | None,
-    filter_json: str | None,
-) -> JsonDict:
-    """`GET /rooms/{roomId}/context/{eventId}`: the event, up to limit/2 events before
-    it and the rest after it, and the state at the last event returned."""
-    count = parse_limit(limit, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
-    event_filter = parse_event_filter(filter_json)
-    user_id = requester.user_id
-    async with db.pool.connection() as conn:
-        access = await room_access(conn, cache, user_id, room_id)
-        row, membership = await _visible_event(conn, cache, access, event_id)
-        position = position_of(cache, row)
-        before = await read_page(
-            conn,
-            cache,
-            requester,
-            room_id,
-            cursor=gap_before(position),
-            bound=None,
-            forward=False,
-            limit=count // 2,
-            event_filter=event_filter,
-        )
-        after = await read_page(
-            conn,
-            cache,
-            requester,
-            room_id,
-            cursor=position,
-            bound=access.upper,
-            forward=True,
-            limit=count - count // 2,
-            event_filter=event_filter,
-        )
-        rows = {r.event_id: r for r in [row, *before.rows, *after.rows]}
-        formatted = await format_events(
-            conn,
-            cache,
-            list(rows),
-            user_id=user_id,
-            device_id=requester.device_id,
-            rows=rows,
-            memberships={event_id: membership, **before.memberships, **after.memberships},
-            aggregations=True,
-        )
-        last = after.rows[-1] if after.rows else row
-        senders = {event_of(cache, r).sender for r in rows.values()}
-        state_events = await _context_state(conn, cache, last.state_group, event_filter, senders)
-    n_before = len(before.rows)
-    formatted = _keep_fields(formatted, event_filter)
-    return {
-        "event": formatted[0],
-        "events_before": formatted[1 : 1 + n_before],
-        "events_after": formatted[1 + n_before :],
-        "state": _keep_fields(state_events, event_filter),
-        "start": token_for(before.cursor),
-        "end": token_for(after.cursor),
-    }
-
-
 async def _context_state(
     conn: AsyncConnection,
     cache: EventCache,
@@ -418,36 +277,176 @@ async def _context_state(
     return await format_events(conn, cache, sorted(rows), rows=rows)
 
 
-async def timestamp_to_event(
-    db: Database,
-    cache: EventCache,
-    requester: Requester,
-    room_id: str,
-    *,
-    ts: str | None,
-    direction: str | None,
-) -> JsonDict:
-    """`GET /v1/rooms/{roomId}/timestamp_to_event`: the closest visible event at or
-    after (`f`) or at or before (`b`) a time."""
-    if direction is None:
-        raise ServiceError(400, "M_MISSING_PARAM", "dir is required")
-    forward = parse_direction(direction)
-    if ts is None:
-        raise ServiceError(400, "M_MISSING_PARAM", "ts is required")
-    if not ts.isascii() or not ts.isdigit() or len(ts) > 18:
-        raise invalid_param("ts must be a timestamp in milliseconds")
-    async with db.pool.connection() as conn:
-        access = await room_access(conn, cache, requester.user_id, room_id)
-        rows = await timeline.events_near_timestamp(
-            conn,
-            room_id,
-            int(ts),
-            forward=forward,
-            upper=access.upper,
-            limit=TIMESTAMP_CANDIDATES,
-        )
-        visible = await filter_visible(conn, cache, requester.user_id, rows)
-    if not visible.rows:
-        raise not_found("No event found near that time")
-    event = event_of(cache, visible.rows[0])
-    return {"event_id": event.event_id, "origin_server_ts": event.origin_server_ts}
+class MessageService:
+    """Room history for clients; holes in it are backfilled from other servers."""
+
+    def __init__(self, db: Database, cache: EventCache, backfiller: Backfiller) -> None:
+        self.db = db
+        self.cache = cache
+        self.backfiller = backfiller
+
+    async def messages(
+        self,
+        requester: Requester,
+        room_id: str,
+        *,
+        from_token: str | None,
+        to_token: str | None,
+        direction: str | None,
+        limit: str | None,
+        filter_json: str | None,
+    ) -> JsonDict:
+        """`GET /rooms/{roomId}/messages`; holes the page reaches are filled from other
+        servers, waiting at most the backfiller's `page_wait` seconds in all."""
+        forward = parse_direction(direction, default="b")
+        count = parse_limit(limit, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
+        event_filter = parse_event_filter(filter_json)
+        start_token = parse_token(from_token) if from_token is not None else None
+        end_token = parse_token(to_token) if to_token is not None else None
+        deadline = time.monotonic() + self.backfiller.page_wait
+        start: Position | None = None
+        bound: Position | None = None
+        attempts = 0
+        while True:
+            async with self.db.pool.connection() as conn:
+                if start is None:
+                    access = await room_access(conn, self.cache, requester.user_id, room_id)
+                    start, bound = await _range(
+                        conn, room_id, access, start_token, end_token, forward
+                    )
+                page = await read_page(
+                    conn,
+                    self.cache,
+                    requester,
+                    room_id,
+                    cursor=start,
+                    bound=bound,
+                    forward=forward,
+                    limit=count,
+                    event_filter=event_filter,
+                    stop_at_gaps=True,
+                )
+                wait = deadline - time.monotonic()
+                if page.gap is None or wait <= 0 or attempts >= MAX_BACKFILLS:
+                    return await _messages_answer(
+                        conn, self.cache, requester, page, event_filter, from_token, start
+                    )
+            attempts += 1
+            await self.backfiller.fill_gap(room_id, page.gap, wait)
+
+    async def get_event(self, requester: Requester, room_id: str, event_id: str) -> JsonDict:
+        """`GET /rooms/{roomId}/event/{eventId}`."""
+        async with self.db.pool.connection() as conn:
+            access = await room_access(conn, self.cache, requester.user_id, room_id)
+            row, membership = await _visible_event(conn, self.cache, access, event_id)
+            [event] = await format_events(
+                conn,
+                self.cache,
+                [event_id],
+                user_id=requester.user_id,
+                device_id=requester.device_id,
+                rows={event_id: row},
+                memberships={event_id: membership},
+                aggregations=True,
+            )
+        return event
+
+    async def context(
+        self,
+        requester: Requester,
+        room_id: str,
+        event_id: str,
+        *,
+        limit: str | None,
+        filter_json: str | None,
+    ) -> JsonDict:
+        """`GET /rooms/{roomId}/context/{eventId}`: the event, up to limit/2 events before
+        it and the rest after it, and the state at the last event returned."""
+        count = parse_limit(limit, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
+        event_filter = parse_event_filter(filter_json)
+        user_id = requester.user_id
+        async with self.db.pool.connection() as conn:
+            access = await room_access(conn, self.cache, user_id, room_id)
+            row, membership = await _visible_event(conn, self.cache, access, event_id)
+            position = position_of(self.cache, row)
+            before = await read_page(
+                conn,
+                self.cache,
+                requester,
+                room_id,
+                cursor=gap_before(position),
+                bound=None,
+                forward=False,
+                limit=count // 2,
+                event_filter=event_filter,
+            )
+            after = await read_page(
+                conn,
+                self.cache,
+                requester,
+                room_id,
+                cursor=position,
+                bound=access.upper,
+                forward=True,
+                limit=count - count // 2,
+                event_filter=event_filter,
+            )
+            rows = {r.event_id: r for r in [row, *before.rows, *after.rows]}
+            formatted = await format_events(
+                conn,
+                self.cache,
+                list(rows),
+                user_id=user_id,
+                device_id=requester.device_id,
+                rows=rows,
+                memberships={event_id: membership, **before.memberships, **after.memberships},
+                aggregations=True,
+            )
+            last = after.rows[-1] if after.rows else row
+            senders = {event_of(self.cache, r).sender for r in rows.values()}
+            state_events = await _context_state(
+                conn, self.cache, last.state_group, event_filter, senders
+            )
+        n_before = len(before.rows)
+        formatted = _keep_fields(formatted, event_filter)
+        return {
+            "event": formatted[0],
+            "events_before": formatted[1 : 1 + n_before],
+            "events_after": formatted[1 + n_before :],
+            "state": _keep_fields(state_events, event_filter),
+            "start": token_for(before.cursor),
+            "end": token_for(after.cursor),
+        }
+
+    async def timestamp_to_event(
+        self,
+        requester: Requester,
+        room_id: str,
+        *,
+        ts: str | None,
+        direction: str | None,
+    ) -> JsonDict:
+        """`GET /v1/rooms/{roomId}/timestamp_to_event`: the closest visible event at or
+        after (`f`) or at or before (`b`) a time."""
+        if direction is None:
+            raise ServiceError(400, "M_MISSING_PARAM", "dir is required")
+        forward = parse_direction(direction)
+        if ts is None:
+            raise ServiceError(400, "M_MISSING_PARAM", "ts is required")
+        if not ts.isascii() or not ts.isdigit() or len(ts) > 18:
+            raise invalid_param("ts must be a timestamp in milliseconds")
+        async with self.db.pool.connection() as conn:
+            access = await room_access(conn, self.cache, requester.user_id, room_id)
+            rows = await timeline.events_near_timestamp(
+                conn,
+                room_id,
+                int(ts),
+                forward=forward,
+                upper=access.upper,
+                limit=TIMESTAMP_CANDIDATES,
+            )
+            visible = await filter_visible(conn, self.cache, requester.user_id, rows)
+        if not visible.rows:
+            raise not_found("No event found near that time")
+        event = event_of(self.cache, visible.rows[0])
+        return {"event_id": event.event_id, "origin_server_ts": event.origin_server_ts}
