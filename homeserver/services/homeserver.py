@@ -19,6 +19,8 @@ from homeserver.services.accounts.login import LoginService
 from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.registration import RegistrationService, RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
+from homeserver.services.admin.rooms import AdminRoomService
+from homeserver.services.admin.users import AdminUserService
 from homeserver.services.appservices.registry import (
     AppServiceAuth,
     AppServiceRegistry,
@@ -63,6 +65,7 @@ from homeserver.services.rooms.creation import RoomCreator
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.reports import ReportService
 from homeserver.services.rooms.send import SendService
+from homeserver.services.rooms.server_acl import ServerAclService
 from homeserver.services.rooms.state import RoomStateService
 from homeserver.services.rooms.upgrade import RoomUpgrader
 from homeserver.services.rooms.writer import EventCache, EventCreator, RoomWriter
@@ -96,6 +99,9 @@ class Homeserver:
     room_state: RoomStateService = field(init=False)
     messages: MessageService = field(init=False)
     relations: RelationService = field(init=False)
+    server_acl: ServerAclService = field(init=False)
+    admin_users: AdminUserService = field(init=False)
+    admin_rooms: AdminRoomService = field(init=False)
     event_cache: EventCache = field(default_factory=EventCache)
     streams: StreamAllocator = field(init=False)
     notifier: Notifier = field(init=False)
@@ -246,8 +252,8 @@ class Homeserver:
         self.filters = FilterService(self.db)
 
     def _build_reads(self) -> None:
-        """Services the client API reads through that need federation: profiles, and
-        room history (holes in it are backfilled)."""
+        """Services the API calls that need federation, membership or deactivation:
+        profiles, room reads (history holes are backfilled), server ACLs, admin."""
         self.profile = ProfileService(
             self.db,
             self.config.server_name,
@@ -258,6 +264,17 @@ class Homeserver:
         self.room_state = RoomStateService(self.db, self.event_cache)
         self.messages = MessageService(self.db, self.event_cache, self.backfiller)
         self.relations = RelationService(self.db, self.event_cache)
+        self.server_acl = ServerAclService(self.db, self.event_cache)
+        self.admin_users = AdminUserService(
+            self.db,
+            self.config.server_name,
+            self.token_cache,
+            self.accounts,
+            self.devices,
+            self.membership,
+            self.deactivations,
+        )
+        self.admin_rooms = AdminRoomService(self.db, self.config.server_name, self.event_cache)
 
     def _wire_appservices(self) -> None:
         """Application services from their registration files (ConfigError if bad)."""

@@ -36,27 +36,27 @@ async def list_rooms(request: web.Request) -> web.Response:
         offset=query_int(request, "from", 0),
         limit=query_int(request, "limit", 100),
     )
-    return json_response(await admin_rooms.list_rooms(homeserver(request), listing))
+    return json_response(await homeserver(request).admin_rooms.list_rooms(listing))
 
 
 async def get_room(request: web.Request) -> web.Response:
     await require_admin(request)
     return json_response(
-        await admin_rooms.get_room(homeserver(request), request.match_info["room_id"])
+        await homeserver(request).admin_rooms.get_room(request.match_info["room_id"])
     )
 
 
 async def get_members(request: web.Request) -> web.Response:
     await require_admin(request)
     return json_response(
-        await admin_rooms.members(homeserver(request), request.match_info["room_id"])
+        await homeserver(request).admin_rooms.members(request.match_info["room_id"])
     )
 
 
 async def get_state(request: web.Request) -> web.Response:
     await require_admin(request)
     return json_response(
-        await admin_rooms.room_state(homeserver(request), request.match_info["room_id"])
+        await homeserver(request).admin_rooms.room_state(request.match_info["room_id"])
     )
 
 
@@ -112,7 +112,7 @@ async def room_delete_status(request: web.Request) -> web.Response:
 async def get_block(request: web.Request) -> web.Response:
     await require_admin(request)
     return json_response(
-        await admin_rooms.block_status(homeserver(request), request.match_info["room_id"])
+        await homeserver(request).admin_rooms.block_status(request.match_info["room_id"])
     )
 
 
@@ -122,8 +122,8 @@ async def put_block(request: web.Request) -> web.Response:
     if "block" not in body:
         raise invalid_param("Missing block")
     block = _flag(body, "block", False)
-    await admin_rooms.set_blocked(
-        homeserver(request), requester.user_id, request.match_info["room_id"], block
+    await homeserver(request).admin_rooms.set_blocked(
+        requester.user_id, request.match_info["room_id"], block
     )
     return json_response({"block": block})
 

@@ -41,20 +41,20 @@ async def list_users(request: web.Request) -> web.Response:
         offset=query_int(request, "from", 0),
         limit=query_int(request, "limit", 100),
     )
-    return json_response(await admin_users.list_users(homeserver(request), listing))
+    return json_response(await homeserver(request).admin_users.list_users(listing))
 
 
 async def get_user(request: web.Request) -> web.Response:
     await require_admin(request)
-    user = await admin_users.get_user(homeserver(request), request.match_info["user_id"])
+    user = await homeserver(request).admin_users.get_user(request.match_info["user_id"])
     return json_response(user)
 
 
 async def put_user(request: web.Request) -> web.Response:
     requester = await require_admin(request)
     body = await read_json_object(request)
-    created, user = await admin_users.upsert_user(
-        homeserver(request), requester, request.match_info["user_id"], body
+    created, user = await homeserver(request).admin_users.upsert_user(
+        requester, request.match_info["user_id"], body
     )
     return json_response(user, status=201 if created else 200)
 
@@ -70,8 +70,7 @@ async def reset_password(request: web.Request) -> web.Response:
     logout_devices = body.get("logout_devices", True)
     if not isinstance(logout_devices, bool):
         raise MatrixError(400, "M_INVALID_PARAM", "logout_devices must be a boolean")
-    await admin_users.reset_password(
-        homeserver(request),
+    await homeserver(request).admin_users.reset_password(
         request.match_info["user_id"],
         new_password,
         logout_devices=logout_devices,
@@ -85,49 +84,49 @@ async def deactivate(request: web.Request) -> web.Response:
     erase = body.get("erase", False)
     if not isinstance(erase, bool):
         raise MatrixError(400, "M_INVALID_PARAM", "erase must be a boolean")
-    await admin_users.deactivate(homeserver(request), request.match_info["user_id"], erase=erase)
+    await homeserver(request).admin_users.deactivate(request.match_info["user_id"], erase=erase)
     # No identity server ever held this server's users' third-party ids.
     return json_response({"id_server_unbind_result": "success"})
 
 
 async def joined_rooms(request: web.Request) -> web.Response:
     await require_admin(request)
-    rooms = await admin_users.joined_rooms(homeserver(request), request.match_info["user_id"])
+    rooms = await homeserver(request).admin_users.joined_rooms(request.match_info["user_id"])
     return json_response(rooms)
 
 
 async def list_devices(request: web.Request) -> web.Response:
     await require_admin(request)
-    found = await admin_users.list_devices(homeserver(request), request.match_info["user_id"])
+    found = await homeserver(request).admin_users.list_devices(request.match_info["user_id"])
     return json_response(found)
 
 
 async def get_device(request: web.Request) -> web.Response:
     await require_admin(request)
-    device = await admin_users.get_device(
-        homeserver(request), request.match_info["user_id"], request.match_info["device_id"]
+    device = await homeserver(request).admin_users.get_device(
+        request.match_info["user_id"], request.match_info["device_id"]
     )
     return json_response(device)
 
 
 async def delete_device(request: web.Request) -> web.Response:
     await require_admin(request)
-    await admin_users.delete_device(
-        homeserver(request), request.match_info["user_id"], request.match_info["device_id"]
+    await homeserver(request).admin_users.delete_device(
+        request.match_info["user_id"], request.match_info["device_id"]
     )
     return json_response({})
 
 
 async def admin_whois(request: web.Request) -> web.Response:
     requester = await require_admin(request)
-    found = await admin_users.whois(homeserver(request), requester, request.match_info["user_id"])
+    found = await homeserver(request).admin_users.whois(requester, request.match_info["user_id"])
     return json_response(found)
 
 
 async def client_whois(request: web.Request) -> web.Response:
     """The client API's whois: admins about anyone, users about themselves."""
     requester = await require_user(request)
-    found = await admin_users.whois(homeserver(request), requester, request.match_info["user_id"])
+    found = await homeserver(request).admin_users.whois(requester, request.match_info["user_id"])
     return json_response(found)
 
 

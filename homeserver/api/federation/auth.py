@@ -20,7 +20,6 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import Handler, MatrixError
 from homeserver.api.http import USER_KEY
 from homeserver.services.remote.keyring import now_ms
-from homeserver.services.rooms import server_acl
 
 ORIGIN_KEY = web.RequestKey("federation_origin", str)
 FEDERATION_PREFIX = "/_matrix/federation/"
@@ -103,5 +102,5 @@ async def federation_auth_middleware(request: web.Request, handler: Handler) -> 
             # Every route naming a room is one the server ACLs protect (the spec lists
             # make_/send_ join, leave and knock, invite, state, state_ids, backfill,
             # event_auth and get_missing_events).
-            await server_acl.check(homeserver(request), origin, room_id)
+            await homeserver(request).server_acl.check(origin, room_id)
     return await handler(request)

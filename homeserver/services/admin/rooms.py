@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from federation.identifiers import server_name_of
 from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import format_events
 from homeserver.storage.admin import rooms as admin_rooms
 from homeserver.storage.admin.rooms import AdminRoomRow
@@ -59,84 +60,81 @@ class RoomListing:
     limit: int = 100
 
 
-async def list_rooms(hs: Homeserver, listing: RoomListing) -> dict[str, Any]:
-    """A page of rooms, with offsets of the pages around it."""
-    if listing.order_by not in ORDER_BY:
-        raise invalid_param(f"Cannot order rooms by {listing.order_by!r}")
-    if listing.search_term is not None and not listing.search_term:
-        raise invalid_param("search_term must not be empty")
-    limit = min(listing.limit, MAX_PAGE)
-    async with hs.db.pool.connection() as conn:
-        rows, total = await admin_rooms.list_rooms(
-            conn,
-            hs.server_name,
-            search_term=listing.search_term,
-            order_by=listing.order_by,
-            ascending=listing.ascending,
-            offset=listing.offset,
-            limit=limit,
-        )
-    out: dict[str, Any] = {
-        "rooms": [render_room(row) for row in rows],
-        "offset": listing.offset,
-        "total_rooms": total,
-    }
-    if listing.offset + len(rows) < total:
-        out["next_batch"] = listing.offset + len(rows)
-    if listing.offset > 0:
-        out["prev_batch"] = max(0, listing.offset - limit)
-    return out
+class AdminRoomService:
+    """Every room the server knows, as admins list, inspect and block them."""
 
+    def __init__(self, db: Database, server_name: str, cache: EventCache) -> None:
+        self.db = db
+        self.server_name = server_name
+        self.cache = cache
 
-async def _room(hs: Homeserver, room_id: str) -> AdminRoomRow:
-    async with hs.db.pool.connection() as conn:
-        row = await admin_rooms.get_room(conn, hs.server_name, check_room_id(room_id))
-    if row is None:
-        raise not_found("Room not found")
-    return row
+    async def list_rooms(self, listing: RoomListing) -> dict[str, Any]:
+        """A page of rooms, with offsets of the pages around it."""
+        if listing.order_by not in ORDER_BY:
+            raise invalid_param(f"Cannot order rooms by {listing.order_by!r}")
+        if listing.search_term is not None and not listing.search_term:
+            raise invalid_param("search_term must not be empty")
+        limit = min(listing.limit, MAX_PAGE)
+        async with self.db.pool.connection() as conn:
+            rows, total = await admin_rooms.list_rooms(
+                conn,
+                self.server_name,
+                search_term=listing.search_term,
+                order_by=listing.order_by,
+                ascending=listing.ascending,
+                offset=listing.offset,
+                limit=limit,
+            )
+        out: dict[str, Any] = {
+            "rooms": [render_room(row) for row in rows],
+            "offset": listing.offset,
+            "total_rooms": total,
+        }
+        if listing.offset + len(rows) < total:
+            out["next_batch"] = listing.offset + len(rows)
+        if listing.offset > 0:
+            out["prev_batch"] = max(0, listing.offset - limit)
+        return out
 
+    async def _room(self, room_id: str) -> AdminRoomRow:
+        async with self.db.pool.connection() as conn:
+            row = await admin_rooms.get_room(conn, self.server_name, check_room_id(room_id))
+        if row is None:
+            raise not_found("Room not found")
+        return row
 
-async def get_room(hs: Homeserver, room_id: str) -> dict[str, Any]:
-    return render_room(await _room(hs, room_id))
+    async def get_room(self, room_id: str) -> dict[str, Any]:
+        return render_room(await self._room(room_id))
 
+    async def members(self, room_id: str) -> dict[str, Any]:
+        """The joined members (as Synapse's admin API lists them)."""
+        await self._room(room_id)
+        async with self.db.pool.connection() as conn:
+            rows = await memberships.members_of_room(conn, room_id)
+        user_ids = sorted(row.user_id for row in rows)
+        return {"members": user_ids, "total": len(user_ids)}
 
-async def members(hs: Homeserver, room_id: str) -> dict[str, Any]:
-    """The joined members (as Synapse's admin API lists them)."""
-    await _room(hs, room_id)
-    async with hs.db.pool.connection() as conn:
-        rows = await memberships.members_of_room(conn, room_id)
-    user_ids = sorted(row.user_id for row in rows)
-    return {"members": user_ids, "total": len(user_ids)}
+    async def room_state(self, room_id: str) -> dict[str, Any]:
+        """Every current state event, whoever may see it (admins see all)."""
+        await self._room(room_id)
+        async with self.db.pool.connection() as conn:
+            ids = await state.get_current_state(conn, room_id)
+            events = await format_events(conn, self.cache, sorted(ids.values()))
+        return {"state": events}
 
+    async def block_status(self, room_id: str) -> dict[str, Any]:
+        async with self.db.pool.connection() as conn:
+            user_id = await admin_rooms.blocked_by(conn, check_room_id(room_id))
+        if user_id is None:
+            return {"block": False}
+        return {"block": True, "user_id": user_id}
 
-async def room_state(hs: Homeserver, room_id: str) -> dict[str, Any]:
-    """Every current state event, whoever may see it (admins see all)."""
-    await _room(hs, room_id)
-    async with hs.db.pool.connection() as conn:
-        ids = await state.get_current_state(conn, room_id)
-        events = await format_events(conn, hs.event_cache, sorted(ids.values()))
-    return {"state": events}
-
-
-async def is_blocked(db: Database, room_id: str) -> bool:
-    async with db.pool.connection() as conn:
-        return await admin_rooms.blocked_by(conn, room_id) is not None
-
-
-async def block_status(hs: Homeserver, room_id: str) -> dict[str, Any]:
-    async with hs.db.pool.connection() as conn:
-        user_id = await admin_rooms.blocked_by(conn, check_room_id(room_id))
-    if user_id is None:
-        return {"block": False}
-    return {"block": True, "user_id": user_id}
-
-
-async def set_blocked(hs: Homeserver, admin_id: str, room_id: str, block: bool) -> None:
-    async with hs.db.pool.connection() as conn:
-        if block:
-            await admin_rooms.block_room(conn, check_room_id(room_id), admin_id, _now_ms())
-        else:
-            await admin_rooms.unblock_room(conn, check_room_id(room_id))
+    async def set_blocked(self, admin_id: str, room_id: str, block: bool) -> None:
+        async with self.db.pool.connection() as conn:
+            if block:
+                await admin_rooms.block_room(conn, check_room_id(room_id), admin_id, _now_ms())
+            else:
+                await admin_rooms.unblock_room(conn, check_room_id(room_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +256,7 @@ class RoomDeleter:
     async def _delete(self, deletion: Deletion, admin_id: str, request: DeleteRequest) -> None:
         hs, room_id = self.hs, deletion.room_id
         if request.block:
-            await set_blocked(hs, admin_id, room_id, True)
+            await hs.admin_rooms.set_blocked(admin_id, room_id, True)
         async with hs.db.pool.connection() as conn:
             if await rooms.get_room(conn, room_id) is None:
                 return

@@ -9,22 +9,23 @@ an admin changed is indistinguishable from one its owner changed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from federation.identifiers import server_name_of
-from homeserver.services.accounts import accounts
-from homeserver.services.accounts.auth import Requester
+from homeserver.services.accounts.accounts import AccountService, storable
+from homeserver.services.accounts.auth import Requester, TokenCache
+from homeserver.services.accounts.deactivation import Deactivations
+from homeserver.services.accounts.devices import DeviceService
 from homeserver.services.accounts.profile import FIELDS, MAX_LENGTHS
 from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.services.rooms.membership import MembershipService
 from homeserver.storage.accounts import devices as device_store
 from homeserver.storage.accounts import profiles
 from homeserver.storage.accounts.profiles import ProfileField
 from homeserver.storage.admin import users as admin_users
 from homeserver.storage.admin.users import AdminUserRow, UserFilter
+from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import memberships
-
-if TYPE_CHECKING:  # the Homeserver imports the services that import this module
-    from homeserver.services.homeserver import Homeserver
 
 ORDER_BY = frozenset(admin_users.ORDER_COLUMNS)
 MAX_PAGE = 1000
@@ -34,12 +35,12 @@ def invalid_param(message: str) -> ServiceError:
     return ServiceError(400, "M_INVALID_PARAM", message)
 
 
-def local_user_id(hs: Homeserver, user_id: str) -> str:
+def local_user_id(user_id: str, server_name: str) -> str:
     """`user_id` if it names an account of this server: admins manage only those."""
     server = server_name_of(user_id, "@")
     if server is None:
         raise invalid_param(f"{user_id!r} is not a user id")
-    if server != hs.server_name:
+    if server != server_name:
         raise invalid_param("Only local users can be managed here")
     return user_id
 
@@ -80,38 +81,6 @@ class UserListing:
     limit: int = 100
 
 
-async def list_users(hs: Homeserver, listing: UserListing) -> dict[str, Any]:
-    """A page of accounts, with the offset of the next page while there is one."""
-    if listing.order_by not in ORDER_BY:
-        raise invalid_param(f"Cannot order users by {listing.order_by!r}")
-    limit = min(listing.limit, MAX_PAGE)
-    async with hs.db.pool.connection() as conn:
-        rows, total = await admin_users.list_users(
-            conn,
-            listing.user_filter,
-            order_by=listing.order_by,
-            ascending=listing.ascending,
-            offset=listing.offset,
-            limit=limit,
-        )
-    out: dict[str, Any] = {"users": [render_user(row) for row in rows], "total": total}
-    if listing.offset + len(rows) < total:
-        out["next_token"] = str(listing.offset + len(rows))
-    return out
-
-
-async def _row(hs: Homeserver, user_id: str) -> AdminUserRow:
-    async with hs.db.pool.connection() as conn:
-        row = await admin_users.get_user(conn, local_user_id(hs, user_id))
-    if row is None:
-        raise not_found("User not found")
-    return row
-
-
-async def get_user(hs: Homeserver, user_id: str) -> dict[str, Any]:
-    return render_user(await _row(hs, user_id))
-
-
 def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
     value = body.get(key)
     if value is not None and not isinstance(value, kind):
@@ -120,7 +89,7 @@ def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
 
 
 def _profile_value(field: ProfileField, value: str) -> str | None:
-    accounts.storable(value, field)
+    storable(value, field)
     if len(value) > MAX_LENGTHS[field]:
         raise invalid_param(f"{field} is longer than {MAX_LENGTHS[field]} characters")
     return value or None
@@ -139,108 +108,6 @@ def _check_unsupported(body: dict[str, Any]) -> None:
             raise invalid_param(f"This server cannot mark accounts as {key}")
 
 
-async def upsert_user(
-    hs: Homeserver, requester: Requester, user_id: str, body: dict[str, Any]
-) -> tuple[bool, dict[str, Any]]:
-    """Create the account or change it as `body` says; (created, the account now)."""
-    local_user_id(hs, user_id)
-    _check_unsupported(body)
-    password = _optional(body, "password", str)
-    logout_devices = body.get("logout_devices", True)
-    if not isinstance(logout_devices, bool):
-        raise invalid_param("logout_devices must be a boolean")
-    admin = _optional(body, "admin", bool)
-    deactivated = _optional(body, "deactivated", bool)
-    profile = {
-        field: _profile_value(field, value)
-        for field in FIELDS
-        if (value := _optional(body, field, str)) is not None
-    }
-    async with hs.db.pool.connection() as conn:
-        existing = await admin_users.get_user(conn, user_id)
-    if existing is None:
-        await hs.accounts.register_user(user_id, password, admin=bool(admin))
-    else:
-        await _modify(hs, requester, existing, password, logout_devices, admin, deactivated)
-    if profile:
-        await _set_profile(hs, user_id, profile)
-    if existing is None and deactivated:
-        await deactivate(hs, user_id, erase=False)
-    return existing is None, await get_user(hs, user_id)
-
-
-async def _modify(
-    hs: Homeserver,
-    requester: Requester,
-    existing: AdminUserRow,
-    password: str | None,
-    logout_devices: bool,
-    admin: bool | None,
-    deactivated: bool | None,
-) -> None:
-    user_id = existing.user_id
-    if admin is not None and admin != existing.is_admin:
-        if not admin and user_id == requester.user_id:
-            raise invalid_param("You may not demote yourself")
-        async with hs.db.pool.connection() as conn:
-            await admin_users.set_admin(conn, user_id, admin)
-        # Requesters carry the flag: drop this process's cached ones at once.
-        hs.token_cache.forget(user_id)
-    if deactivated is False and existing.deactivated:
-        if password is None:
-            raise ServiceError(
-                400, "M_MISSING_PARAM", "A password is needed to reactivate an account"
-            )
-        async with hs.db.pool.connection() as conn:
-            await admin_users.reactivate(conn, user_id)
-    if password is not None:
-        await reset_password(hs, user_id, password, logout_devices=logout_devices)
-    if deactivated and not existing.deactivated:
-        await deactivate(hs, user_id, erase=False)
-
-
-async def _set_profile(
-    hs: Homeserver, user_id: str, changes: dict[ProfileField, str | None]
-) -> None:
-    """Store the new display name / avatar, and announce them in the user's rooms."""
-    current: dict[str, str | None] = {}
-    async with hs.db.pool.connection() as conn, conn.transaction():
-        for field in FIELDS:
-            if field in changes:
-                name, avatar = await profiles.set_profile_field(
-                    conn, user_id, field, changes[field]
-                )
-                current = {"displayname": name, "avatar_url": avatar}
-    await hs.membership.announce_profile(
-        user_id, {key: value for key, value in current.items() if value}
-    )
-
-
-async def reset_password(
-    hs: Homeserver, user_id: str, new_password: str, *, logout_devices: bool
-) -> None:
-    """Set a new password; unless told not to, every device of the user is logged out."""
-    await _row(hs, user_id)
-    await hs.accounts.change_password(user_id, new_password)
-    if logout_devices:
-        await hs.devices.delete_all_devices(user_id)
-
-
-async def deactivate(hs: Homeserver, user_id: str, *, erase: bool) -> None:
-    """The same deactivation the user could do themself: no password, devices, keys
-    or tokens left."""
-    await _row(hs, user_id)
-    await hs.deactivations.deactivate(user_id, erase=erase)
-
-
-async def joined_rooms(hs: Homeserver, user_id: str) -> dict[str, Any]:
-    await _row(hs, user_id)
-    async with hs.db.pool.connection() as conn:
-        rows = await memberships.rooms_of_user(conn, user_id)
-    room_ids = sorted(row.room_id for row in rows)
-    return {"joined_rooms": room_ids, "total": len(room_ids)}
-
-
 def _device(user_id: str, row: device_store.DeviceRow) -> dict[str, Any]:
     return {
         "device_id": row.device_id,
@@ -252,54 +119,195 @@ def _device(user_id: str, row: device_store.DeviceRow) -> dict[str, Any]:
     }
 
 
-async def list_devices(hs: Homeserver, user_id: str) -> dict[str, Any]:
-    await _row(hs, user_id)
-    async with hs.db.pool.connection() as conn:
-        rows = await device_store.list_devices(conn, user_id)
-    return {"devices": [_device(user_id, row) for row in rows], "total": len(rows)}
+class AdminUserService:
+    """What server admins do to accounts, through the services their owners use."""
 
+    def __init__(
+        self,
+        db: Database,
+        server_name: str,
+        token_cache: TokenCache,
+        accounts: AccountService,
+        devices: DeviceService,
+        membership: MembershipService,
+        deactivations: Deactivations,
+    ) -> None:
+        self.db = db
+        self.server_name = server_name
+        self.token_cache = token_cache
+        self.accounts = accounts
+        self.devices = devices
+        self.membership = membership
+        self.deactivations = deactivations
 
-async def get_device(hs: Homeserver, user_id: str, device_id: str) -> dict[str, Any]:
-    await _row(hs, user_id)
-    async with hs.db.pool.connection() as conn:
-        row = await device_store.get_device(conn, user_id, device_id)
-    if row is None:
-        raise not_found("Device not found")
-    return _device(user_id, row)
+    async def list_users(self, listing: UserListing) -> dict[str, Any]:
+        """A page of accounts, with the offset of the next page while there is one."""
+        if listing.order_by not in ORDER_BY:
+            raise invalid_param(f"Cannot order users by {listing.order_by!r}")
+        limit = min(listing.limit, MAX_PAGE)
+        async with self.db.pool.connection() as conn:
+            rows, total = await admin_users.list_users(
+                conn,
+                listing.user_filter,
+                order_by=listing.order_by,
+                ascending=listing.ascending,
+                offset=listing.offset,
+                limit=limit,
+            )
+        out: dict[str, Any] = {"users": [render_user(row) for row in rows], "total": total}
+        if listing.offset + len(rows) < total:
+            out["next_token"] = str(listing.offset + len(rows))
+        return out
 
+    async def _row(self, user_id: str) -> AdminUserRow:
+        async with self.db.pool.connection() as conn:
+            row = await admin_users.get_user(conn, local_user_id(user_id, self.server_name))
+        if row is None:
+            raise not_found("User not found")
+        return row
 
-async def delete_device(hs: Homeserver, user_id: str, device_id: str) -> None:
-    """Log one device out (deleting an unknown device succeeds, as in Synapse)."""
-    await _row(hs, user_id)
-    await hs.devices.delete_devices(user_id, [device_id])
+    async def get_user(self, user_id: str) -> dict[str, Any]:
+        return render_user(await self._row(user_id))
 
+    async def upsert_user(
+        self, requester: Requester, user_id: str, body: dict[str, Any]
+    ) -> tuple[bool, dict[str, Any]]:
+        """Create the account or change it as `body` says; (created, the account now)."""
+        local_user_id(user_id, self.server_name)
+        _check_unsupported(body)
+        password = _optional(body, "password", str)
+        logout_devices = body.get("logout_devices", True)
+        if not isinstance(logout_devices, bool):
+            raise invalid_param("logout_devices must be a boolean")
+        admin = _optional(body, "admin", bool)
+        deactivated = _optional(body, "deactivated", bool)
+        profile = {
+            field: _profile_value(field, value)
+            for field in FIELDS
+            if (value := _optional(body, field, str)) is not None
+        }
+        async with self.db.pool.connection() as conn:
+            existing = await admin_users.get_user(conn, user_id)
+        if existing is None:
+            await self.accounts.register_user(user_id, password, admin=bool(admin))
+        else:
+            await self._modify(requester, existing, password, logout_devices, admin, deactivated)
+        if profile:
+            await self._set_profile(user_id, profile)
+        if existing is None and deactivated:
+            await self.deactivate(user_id, erase=False)
+        return existing is None, await self.get_user(user_id)
 
-async def whois(hs: Homeserver, requester: Requester, user_id: str) -> dict[str, Any]:
-    """Each device's last connection; admins may ask about anyone, users about
-    themselves."""
-    if not requester.is_admin and requester.user_id != user_id:
-        raise ServiceError(403, "M_FORBIDDEN", "You are not a server admin")
-    await _row(hs, user_id)
-    async with hs.db.pool.connection() as conn:
-        rows = await device_store.list_devices(conn, user_id)
-    return {
-        "user_id": user_id,
-        "devices": {
-            row.device_id: {
-                "sessions": [
-                    {
-                        "connections": [
-                            {
-                                "ip": row.last_seen_ip,
-                                "last_seen": row.last_seen_ts,
-                                "user_agent": row.last_seen_user_agent,
-                            }
-                        ]
-                        if row.last_seen_ts is not None
-                        else []
-                    }
-                ]
-            }
-            for row in rows
-        },
-    }
+    async def _modify(
+        self,
+        requester: Requester,
+        existing: AdminUserRow,
+        password: str | None,
+        logout_devices: bool,
+        admin: bool | None,
+        deactivated: bool | None,
+    ) -> None:
+        user_id = existing.user_id
+        if admin is not None and admin != existing.is_admin:
+            if not admin and user_id == requester.user_id:
+                raise invalid_param("You may not demote yourself")
+            async with self.db.pool.connection() as conn:
+                await admin_users.set_admin(conn, user_id, admin)
+            # Requesters carry the flag: drop this process's cached ones at once.
+            self.token_cache.forget(user_id)
+        if deactivated is False and existing.deactivated:
+            if password is None:
+                raise ServiceError(
+                    400, "M_MISSING_PARAM", "A password is needed to reactivate an account"
+                )
+            async with self.db.pool.connection() as conn:
+                await admin_users.reactivate(conn, user_id)
+        if password is not None:
+            await self.reset_password(user_id, password, logout_devices=logout_devices)
+        if deactivated and not existing.deactivated:
+            await self.deactivate(user_id, erase=False)
+
+    async def _set_profile(self, user_id: str, changes: dict[ProfileField, str | None]) -> None:
+        """Store the new display name / avatar, and announce them in the user's rooms."""
+        current: dict[str, str | None] = {}
+        async with self.db.pool.connection() as conn, conn.transaction():
+            for field in FIELDS:
+                if field in changes:
+                    name, avatar = await profiles.set_profile_field(
+                        conn, user_id, field, changes[field]
+                    )
+                    current = {"displayname": name, "avatar_url": avatar}
+        await self.membership.announce_profile(
+            user_id, {key: value for key, value in current.items() if value}
+        )
+
+    async def reset_password(
+        self, user_id: str, new_password: str, *, logout_devices: bool
+    ) -> None:
+        """Set a new password; unless told not to, every device of the user is logged out."""
+        await self._row(user_id)
+        await self.accounts.change_password(user_id, new_password)
+        if logout_devices:
+            await self.devices.delete_all_devices(user_id)
+
+    async def deactivate(self, user_id: str, *, erase: bool) -> None:
+        """The same deactivation the user could do themself: no password, devices, keys
+        or tokens left."""
+        await self._row(user_id)
+        await self.deactivations.deactivate(user_id, erase=erase)
+
+    async def joined_rooms(self, user_id: str) -> dict[str, Any]:
+        await self._row(user_id)
+        async with self.db.pool.connection() as conn:
+            rows = await memberships.rooms_of_user(conn, user_id)
+        room_ids = sorted(row.room_id for row in rows)
+        return {"joined_rooms": room_ids, "total": len(room_ids)}
+
+    async def list_devices(self, user_id: str) -> dict[str, Any]:
+        await self._row(user_id)
+        async with self.db.pool.connection() as conn:
+            rows = await device_store.list_devices(conn, user_id)
+        return {"devices": [_device(user_id, row) for row in rows], "total": len(rows)}
+
+    async def get_device(self, user_id: str, device_id: str) -> dict[str, Any]:
+        await self._row(user_id)
+        async with self.db.pool.connection() as conn:
+            row = await device_store.get_device(conn, user_id, device_id)
+        if row is None:
+            raise not_found("Device not found")
+        return _device(user_id, row)
+
+    async def delete_device(self, user_id: str, device_id: str) -> None:
+        """Log one device out (deleting an unknown device succeeds, as in Synapse)."""
+        await self._row(user_id)
+        await self.devices.delete_devices(user_id, [device_id])
+
+    async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
+        """Each device's last connection; admins may ask about anyone, users about
+        themselves."""
+        if not requester.is_admin and requester.user_id != user_id:
+            raise ServiceError(403, "M_FORBIDDEN", "You are not a server admin")
+        await self._row(user_id)
+        async with self.db.pool.connection() as conn:
+            rows = await device_store.list_devices(conn, user_id)
+        return {
+            "user_id": user_id,
+            "devices": {
+                row.device_id: {
+                    "sessions": [
+                        {
+                            "connections": [
+                                {
+                                    "ip": row.last_seen_ip,
+                                    "last_seen": row.last_seen_ts,
+                                    "user_agent": row.last_seen_user_agent,
+                                }
+                            ]
+                            if row.last_seen_ts is not None
+                            else []
+                        }
+                    ]
+                }
+                for row in rows
+            },
+        }

@@ -31,7 +31,6 @@ from homeserver.services.remote.device_lists import (
     SIGNING_KEY_UPDATE,
     valid_id,
 )
-from homeserver.services.rooms import server_acl
 from homeserver.storage.ephemeral import presence as presence_store
 from homeserver.storage.ephemeral.receipts import UNTHREADED, ReceiptRow
 from homeserver.storage.remote import room_servers
@@ -82,7 +81,7 @@ async def _on_typing(hs: Homeserver, origin: str, content: Any) -> None:
     if not _from(origin, user_id) or not valid_id(room_id) or not isinstance(typing, bool):
         return
     assert isinstance(user_id, str) and isinstance(room_id, str)
-    if not await server_acl.allows(hs, origin, room_id):
+    if not await hs.server_acl.allows(origin, room_id):
         return
     if await _joined(hs, room_id, user_id):
         await hs.typing.set_typing(room_id, user_id, typing, REMOTE_TYPING_TIMEOUT_MS)
@@ -97,7 +96,7 @@ async def _on_receipt(hs: Homeserver, origin: str, content: Any) -> None:
         by_user = by_type.get(READ) if isinstance(by_type, dict) else None
         if not valid_id(room_id) or not isinstance(by_user, dict):
             continue
-        if not await server_acl.allows(hs, origin, room_id):
+        if not await hs.server_acl.allows(origin, room_id):
             continue
         for user_id, receipt in by_user.items():
             if not _from(origin, user_id) or not isinstance(receipt, dict):

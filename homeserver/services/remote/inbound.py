@@ -44,7 +44,7 @@ from homeserver.services.remote.state import (
     persist_remote,
     resolve_sets,
 )
-from homeserver.services.rooms import server_acl
+from homeserver.services.rooms.server_acl import DENIED
 from homeserver.services.rooms.writer import load_events
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.rooms import events as event_store
@@ -154,9 +154,9 @@ class FederationInbound:
                     out[event_id] = {"error": f"unknown room {room_id}"}
             return out
         room_version = get_room_version(room.room_version)
-        if not await server_acl.allows(self.hs, origin, room_id):
+        if not await self.hs.server_acl.allows(origin, room_id):
             ids = (event_id_of(pdu, room_version) for pdu in pdus)
-            return {e: {"error": server_acl.DENIED} for e in ids if e is not None}
+            return {e: {"error": DENIED} for e in ids if e is not None}
         lookup = await keys_for(self.hs, pdus, room_version)
         async with self.room_lock(room_id):
             for pdu in pdus:

@@ -16,7 +16,6 @@ from psycopg import AsyncConnection
 from federation.events import MEMBER
 from federation.identifiers import domain_of
 from homeserver.services.core.errors import ServiceError, not_found
-from homeserver.services.rooms import server_acl
 from homeserver.services.rooms.writer import load_event, load_events
 from homeserver.services.timeline.visibility import HISTORY_KEY, history_visibility_of
 from homeserver.storage.remote import dag as fed_store
@@ -82,7 +81,7 @@ class FederationReads:
         async with self.hs.db.pool.connection() as conn:
             row = await self._row(conn, origin, event_id)
         # The route names no room, so the ACL is checked once the event's room is known.
-        await server_acl.check(self.hs, origin, row.room_id)
+        await self.hs.server_acl.check(origin, row.room_id)
         return self._envelope([pdu_of(row)])
 
     async def state_ids(

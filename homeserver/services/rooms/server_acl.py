@@ -20,53 +20,56 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from federation.server_acl import SERVER_ACL, SERVER_ACL_KEY, ServerAcl, parse_acl
 from homeserver.services.core.errors import ServiceError, forbidden
-from homeserver.services.rooms.writer import load_events
+from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import state
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 CACHED_ACLS = 1024
 DENIED = "Server is denied by the room's server ACL"
-_parsed: OrderedDict[str, ServerAcl] = OrderedDict()
 
 
-async def room_acl(hs: Homeserver, room_id: str) -> ServerAcl | None:
-    """The room's current ACL, or None when it has none (or we do not hold the room)."""
-    async with hs.db.pool.connection() as conn:
-        ids = await state.get_current_state(conn, room_id, [SERVER_ACL_KEY])
-        event_id = ids.get(SERVER_ACL_KEY)
-        if event_id is None:
+class ServerAclService:
+    """Rooms' current server ACLs, parsed once per ACL event."""
+
+    def __init__(self, db: Database, cache: EventCache) -> None:
+        self.db = db
+        self.cache = cache
+        self._parsed: OrderedDict[str, ServerAcl] = OrderedDict()
+
+    async def room_acl(self, room_id: str) -> ServerAcl | None:
+        """The room's current ACL, or None when it has none (or we do not hold the room)."""
+        async with self.db.pool.connection() as conn:
+            ids = await state.get_current_state(conn, room_id, [SERVER_ACL_KEY])
+            event_id = ids.get(SERVER_ACL_KEY)
+            if event_id is None:
+                return None
+            acl = self._parsed.get(event_id)
+            if acl is not None:
+                self._parsed.move_to_end(event_id)
+                return acl
+            found = await load_events(conn, self.cache, [event_id])
+        event = found.get(event_id)
+        if event is None:
             return None
-        acl = _parsed.get(event_id)
-        if acl is not None:
-            _parsed.move_to_end(event_id)
-            return acl
-        found = await load_events(conn, hs.event_cache, [event_id])
-    event = found.get(event_id)
-    if event is None:
-        return None
-    acl = parse_acl(event.content)
-    _parsed[event_id] = acl
-    if len(_parsed) > CACHED_ACLS:
-        _parsed.popitem(last=False)
-    return acl
+        acl = parse_acl(event.content)
+        self._parsed[event_id] = acl
+        if len(self._parsed) > CACHED_ACLS:
+            self._parsed.popitem(last=False)
+        return acl
 
+    async def allows(self, server_name: str, room_id: str) -> bool:
+        """Whether `server_name` may act in `room_id` by its current ACL."""
+        acl = await self.room_acl(room_id)
+        return acl is None or acl.allows(server_name)
 
-async def allows(hs: Homeserver, server_name: str, room_id: str) -> bool:
-    """Whether `server_name` may act in `room_id` by its current ACL."""
-    acl = await room_acl(hs, room_id)
-    return acl is None or acl.allows(server_name)
-
-
-async def check(hs: Homeserver, server_name: str, room_id: str) -> None:
-    """Raises 403 M_FORBIDDEN when the room's ACL denies `server_name`."""
-    if not await allows(hs, server_name, room_id):
-        raise forbidden(DENIED)
+    async def check(self, server_name: str, room_id: str) -> None:
+        """Raises 403 M_FORBIDDEN when the room's ACL denies `server_name`."""
+        if not await self.allows(server_name, room_id):
+            raise forbidden(DENIED)
 
 
 def check_own_acl(
