@@ -86,6 +86,7 @@ class Homeserver:
     token_cache: TokenCache = field(default_factory=TokenCache)
     # `await hs.ratelimiter.check("login", key, requester)`; see services/core/ratelimit.py.
     ratelimiter: RateLimiter = field(init=False)
+    # Services the API handlers call, built in _build_accounts and _build_reads.
     auth: AuthService = field(init=False)
     devices: DeviceService = field(init=False)
     accounts: AccountService = field(init=False)
@@ -229,7 +230,8 @@ class Homeserver:
         self._wire_appservices()
 
     def _build_accounts(self) -> None:
-        """The account services the client API calls: tokens, devices, logins."""
+        """The account services the API calls: tokens, devices, accounts, logins,
+        user-interactive auth, registration, account data and filters."""
         self.auth = AuthService(self.db, self.token_cache)
         self.devices = DeviceService(
             self.db, self.device_lists, self.token_cache, self.devices_seen
