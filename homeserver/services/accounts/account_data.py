@@ -9,18 +9,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from psycopg import AsyncConnection
-
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden, not_found
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.storage.accounts import account_data
 from homeserver.storage.core import streams
+from homeserver.storage.core.pool import Connection
 
 if TYPE_CHECKING:  # the Homeserver imports the services that import this module
     from homeserver.services.homeserver import Homeserver
 
-Write = Callable[[AsyncConnection, int], Awaitable[bool]]
+Write = Callable[[Connection, int], Awaitable[bool]]
 
 # Types the server maintains itself; the spec forbids setting them through this API.
 SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
@@ -101,12 +100,12 @@ async def set_account_data(
         # Keep room_tags, the source of the tag endpoints, in step with m.tag.
         tags = _tags_of(content)
 
-        async def write(conn: AsyncConnection, position: int) -> bool:
+        async def write(conn: Connection, position: int) -> bool:
             await account_data.replace_room_tags(conn, user_id, key, tags, position)
             return True
     else:
 
-        async def write(conn: AsyncConnection, position: int) -> bool:
+        async def write(conn: Connection, position: int) -> bool:
             await account_data.put_account_data(conn, user_id, key, type_, content, position)
             return True
 
@@ -154,7 +153,7 @@ async def set_tag(
     _check_tag(tag, content)
     ensure_storable(content)
 
-    async def write(conn: AsyncConnection, position: int) -> bool:
+    async def write(conn: Connection, position: int) -> bool:
         await account_data.put_room_tag(conn, user_id, key, tag, content, position)
         return True
 
@@ -169,7 +168,7 @@ async def remove_tag(
     key = _room_key(room_id)
     _check_name(tag, "Tag")
 
-    async def write(conn: AsyncConnection, position: int) -> bool:
+    async def write(conn: Connection, position: int) -> bool:
         return await account_data.delete_room_tag(conn, user_id, key, tag, position)
 
     await _write(hs, user_id, write)

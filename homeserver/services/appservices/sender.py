@@ -35,8 +35,6 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-import psycopg
-from psycopg import AsyncConnection
 
 from homeserver.services.appservices.registry import (
     AppService,
@@ -52,7 +50,7 @@ from homeserver.services.timeline.format import format_events
 from homeserver.storage.accounts import accounts
 from homeserver.storage.appservices import appservices as store
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database, DatabaseError
 
 if TYPE_CHECKING:
     from homeserver.services.ephemeral.presence import PresenceService
@@ -227,7 +225,7 @@ class AppServiceSender:
             if not notified and time.monotonic() - swept < SWEEP_INTERVAL_S:
                 try:
                     safe = await self._poll_positions()
-                except (psycopg.Error, OSError):
+                except (DatabaseError, OSError):
                     log.exception("appservice: cannot read the stream positions")
                     continue
                 if safe == polled:
@@ -321,7 +319,7 @@ class AppServiceSender:
 
     async def _ephemeral_batch(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         service: AppService,
         state: store.DeliveryState,
         safe: dict[str, int],
@@ -394,7 +392,7 @@ class AppServiceSender:
         return batch
 
     @staticmethod
-    async def _facts(conn: AsyncConnection, room_ids: set[str]) -> dict[str, RoomFacts]:
+    async def _facts(conn: Connection, room_ids: set[str]) -> dict[str, RoomFacts]:
         if not room_ids:
             return {}
         return {
@@ -405,7 +403,7 @@ class AppServiceSender:
         }
 
     async def _interesting(
-        self, conn: AsyncConnection, service: AppService, heads: Sequence[store.EventHead]
+        self, conn: Connection, service: AppService, heads: Sequence[store.EventHead]
     ) -> list[str]:
         """The ids of the events the AS is interested in, in order."""
         room_ids = sorted({h.room_id for h in heads})

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.events import Event, StateKey
 from federation.identifiers import server_name_of
@@ -29,7 +28,7 @@ from federation.power_levels import (
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.rooms.writer import EventCache, EventCreator, EventNotAllowed, load_events
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.directory.public_rooms import (
     DirectoryFilter,
@@ -58,7 +57,7 @@ def alias_server(alias: str) -> str:
 
 
 async def current_state_events(
-    conn: AsyncConnection, cache: EventCache, room_id: str, keys: Iterable[StateKey]
+    conn: Connection, cache: EventCache, room_id: str, keys: Iterable[StateKey]
 ) -> dict[StateKey, Event]:
     """The current state events of a room at the given keys (absent ones left out)."""
     ids = await state.get_current_state(conn, room_id, keys)
@@ -70,7 +69,7 @@ _POWER_KEYS: list[StateKey] = [("m.room.create", ""), ("m.room.power_levels", ""
 
 
 async def may_send_state(
-    conn: AsyncConnection, cache: EventCache, room_id: str, user_id: str, event_type: str
+    conn: Connection, cache: EventCache, room_id: str, user_id: str, event_type: str
 ) -> bool:
     """Whether the user's power in the room is enough for a state event of this type."""
     power = await current_state_events(conn, cache, room_id, _POWER_KEYS)
@@ -78,7 +77,7 @@ async def may_send_state(
 
 
 async def check_canonical_alias(
-    conn: AsyncConnection, cache: EventCache, room_id: str, content: Mapping[str, Any]
+    conn: Connection, cache: EventCache, room_id: str, content: Mapping[str, Any]
 ) -> None:
     """Aliases an `m.room.canonical_alias` event adds must be well-formed (M_INVALID_PARAM)
     and point at this room (M_BAD_ALIAS); ones already in the current event are not

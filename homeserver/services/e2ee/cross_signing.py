@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.signing import signing_bytes, verify_ed25519_signed
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.storage.accounts import devices
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import cross_signing as store
 from homeserver.storage.e2ee import keys as e2e_keys
 
@@ -125,7 +124,7 @@ class CrossSigningService:
         # Told of a user's new master or self-signing keys (federation announces them).
         self.on_public_keys: Callable[[str, dict[str, JsonDict]], Awaitable[None]] | None = None
 
-    async def _stored(self, conn: AsyncConnection, user_id: str) -> dict[str, CrossSigningKey]:
+    async def _stored(self, conn: Connection, user_id: str) -> dict[str, CrossSigningKey]:
         found = _loaded(await store.get_keys(conn, [user_id], list(KEY_TYPES)))
         return {key_type: key for (_, key_type), key in found.items()}
 
@@ -224,7 +223,7 @@ class CrossSigningService:
 
     async def _check_signature(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         mine: dict[str, CrossSigningKey],
         target_user: str,
@@ -271,7 +270,7 @@ class CrossSigningService:
 
     async def _device_signatures(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         master: CrossSigningKey,
         my_signatures: Mapping[str, Any],
@@ -302,7 +301,7 @@ class CrossSigningService:
         return rows
 
     async def keys_for_query(
-        self, conn: AsyncConnection, viewer: str, user_ids: list[str]
+        self, conn: Connection, viewer: str, user_ids: list[str]
     ) -> tuple[JsonDict, list[store.SignatureRow]]:
         """The cross-signing part of a /keys/query answer, and the signatures the viewer
         may see on these users' keys (for merging into their device keys too)."""

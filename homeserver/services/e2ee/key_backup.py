@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from homeserver.services.core.errors import ServiceError, not_found
 from homeserver.services.core.stored_json import ensure_storable
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import key_backup as store
 
 JsonDict = dict[str, Any]
@@ -121,7 +120,7 @@ class KeyBackupService:
             await store.delete_version(conn, user_id, version)
 
     async def _find(
-        self, conn: AsyncConnection, user_id: str, version_text: str | None, *, lock: bool = False
+        self, conn: Connection, user_id: str, version_text: str | None, *, lock: bool = False
     ) -> store.BackupVersionRow:
         if version_text is None:
             row = await store.latest_version(conn, user_id, lock=lock)

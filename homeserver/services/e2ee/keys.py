@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.identifiers import server_name_of
 from federation.signing import verify_ed25519_signed
@@ -27,7 +26,7 @@ from homeserver.services.e2ee.cross_signing import (
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.services.remote.keys import timeout_seconds
 from homeserver.services.sync.tokens import InvalidToken, SyncToken
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import keys as e2e_keys
 
 JsonDict = dict[str, Any]
@@ -186,7 +185,7 @@ class E2EEService:
         return {"one_time_key_counts": {"signed_curve25519": 0, **counts}}
 
     async def _add_one_time_keys(
-        self, conn: AsyncConnection, user_id: str, device_id: str, keys: list[tuple[str, str, str]]
+        self, conn: Connection, user_id: str, device_id: str, keys: list[tuple[str, str, str]]
     ) -> None:
         existing = await e2e_keys.existing_one_time_keys(
             conn, user_id, device_id, [(a, k) for a, k, _ in keys]
@@ -242,7 +241,7 @@ class E2EEService:
         return result
 
     async def _device_rows(
-        self, conn: AsyncConnection, wanted: dict[str, list[str]]
+        self, conn: Connection, wanted: dict[str, list[str]]
     ) -> list[e2e_keys.DeviceKeysRow]:
         every = [user_id for user_id, devices in wanted.items() if not devices]
         rows = await e2e_keys.query_device_keys(conn, every, None) if every else []

@@ -18,14 +18,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import ServiceError, forbidden
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.ephemeral import presence
 from homeserver.storage.rooms import memberships
 
@@ -252,7 +250,7 @@ class PresenceService:
         return content
 
     async def presence_events(
-        self, conn: AsyncConnection, user_id: str, from_pos: int, to_pos: int
+        self, conn: Connection, user_id: str, from_pos: int, to_pos: int
     ) -> list[dict[str, Any]]:
         """m.presence events of the user and of users sharing a room with them, changed
         at positions in (from_pos, to_pos]; from 0, the current presence of everyone

@@ -13,15 +13,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.accounts import account_data
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.ephemeral import receipts
 from homeserver.storage.rooms import memberships
 
@@ -129,7 +127,7 @@ class ReceiptService:
 
     async def receipts_for_rooms(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         room_ids: Sequence[str],
         from_pos: int,
         to_pos: int,
@@ -151,13 +149,13 @@ class ReceiptService:
         return out
 
     @staticmethod
-    async def _check_joined(conn: AsyncConnection, user_id: str, room_id: str) -> None:
+    async def _check_joined(conn: Connection, user_id: str, room_id: str) -> None:
         membership = await memberships.get_membership(conn, room_id, user_id)
         if membership is None or membership.membership != "join":
             raise forbidden("You are not joined to this room")
 
     @staticmethod
-    async def _target(conn: AsyncConnection, room_id: str, event_id: str) -> receipts.ReceiptTarget:
+    async def _target(conn: Connection, room_id: str, event_id: str) -> receipts.ReceiptTarget:
         target = await receipts.receipt_target(conn, event_id)
         if target is None or target.room_id != room_id:
             raise not_found(f"Unknown event {event_id} in room {room_id}")
@@ -165,7 +163,7 @@ class ReceiptService:
 
     @staticmethod
     async def _check_in_thread(
-        conn: AsyncConnection, event_id: str, target: receipts.ReceiptTarget, thread_id: str
+        conn: Connection, event_id: str, target: receipts.ReceiptTarget, thread_id: str
     ) -> None:
         """The event must be the thread's root or relate to it (through a few hops)."""
         current_id: str = event_id
@@ -201,7 +199,7 @@ class ReceiptService:
 
     @staticmethod
     async def _marker_moves(
-        conn: AsyncConnection, user_id: str, room_id: str, target: receipts.ReceiptTarget
+        conn: Connection, user_id: str, room_id: str, target: receipts.ReceiptTarget
     ) -> bool:
         old = await account_data.get_account_data(conn, user_id, room_id, FULLY_READ)
         old_id = old.get("event_id") if old else None

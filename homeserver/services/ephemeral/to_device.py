@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.identifiers import is_user_id, server_name_of
 from homeserver.services.accounts.auth import Requester
@@ -22,7 +21,7 @@ from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.accounts import devices
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.ephemeral import to_device as store
 
 ALL_DEVICES = "*"
@@ -67,7 +66,7 @@ class ToDeviceService:
             if await store.txn_seen(conn, sender, device, txn_id):
                 return
 
-        async def claim(conn: AsyncConnection) -> bool:
+        async def claim(conn: Connection) -> bool:
             return await store.claim_txn(conn, sender, device, txn_id, int(time.time() * 1000))
 
         if not await self._deliver(sender, event_type, local, claim):
@@ -91,7 +90,7 @@ class ToDeviceService:
                     if len(encoded) <= MAX_CONTENT_BYTES:
                         local.setdefault(user_id, {})[device_id] = encoded.decode()
 
-        async def claim(conn: AsyncConnection) -> bool:
+        async def claim(conn: Connection) -> bool:
             return await store.claim_inbound_message_id(
                 conn, sender, message_id, int(time.time() * 1000)
             )
@@ -103,7 +102,7 @@ class ToDeviceService:
         sender: str,
         event_type: str,
         local: dict[str, dict[str, str]],
-        claim: Callable[[AsyncConnection], Awaitable[bool]],
+        claim: Callable[[Connection], Awaitable[bool]],
         *,
         cap: bool = False,
     ) -> bool:

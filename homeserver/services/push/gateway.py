@@ -32,8 +32,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-import psycopg
-from psycopg import AsyncConnection
 from yarl import URL
 
 from federation.events import MEMBER, Event
@@ -41,7 +39,7 @@ from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.remote.client import FilteringResolver, literal_address_refused
 from homeserver.services.rooms.writer import EventCache, load_events
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database, DatabaseError
 from homeserver.storage.push import notifications as actions_store
 from homeserver.storage.push import pushers as store
 from homeserver.storage.rooms import state
@@ -215,7 +213,7 @@ class PushSender:
             try:
                 async with self.db.pool.connection() as conn:
                     keys = await store.http_pushers_of_users(conn, sorted(users))
-            except (psycopg.Error, OSError):
+            except (DatabaseError, OSError):
                 log.exception("push: cannot look up pushers; the sweep will retry")
                 continue
             for key in keys:
@@ -228,7 +226,7 @@ class PushSender:
                     keys = await store.pushers_with_work(conn, _now_ms())
                 for key in keys:
                     self._workers.wake(key)
-            except (psycopg.Error, OSError):
+            except (DatabaseError, OSError):
                 log.exception("push: sweep failed")
             await asyncio.sleep(self.sweep_interval_s)
 
@@ -279,7 +277,7 @@ class PushSender:
 
     async def _bodies(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         key: store.PusherKey,
         pusher: store.DeliveryState,
         batch: Sequence[actions_store.PendingAction],
@@ -316,9 +314,7 @@ class PushSender:
             )
         return out
 
-    async def _room_names(
-        self, conn: AsyncConnection, room_id: str
-    ) -> tuple[str | None, str | None]:
+    async def _room_names(self, conn: Connection, room_id: str) -> tuple[str | None, str | None]:
         """The room's name and canonical alias, from its current state."""
         ids = await state.get_current_state(conn, room_id, {NAME_KEY, ALIAS_KEY})
         found = await load_events(conn, self.cache, ids.values())

@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import psycopg
-from psycopg import AsyncConnection
 
 from federation.events import CREATE_KEY, MEMBER, POWER_LEVELS_KEY, Event
 from federation.identifiers import domain_of
@@ -38,6 +36,7 @@ from homeserver.services.push.defaults import localpart_of
 from homeserver.services.push.evaluator import Member, Outcome, RoomFacts
 from homeserver.services.rooms.writer import RoomWriter, load_events
 from homeserver.services.timeline.format import client_event
+from homeserver.storage.core.pool import Connection, DatabaseError
 from homeserver.storage.push import notifications as store
 from homeserver.storage.rooms import state
 
@@ -133,7 +132,7 @@ class NotificationService:
         while True:
             try:
                 await self.prune(int(time.time() * 1000))
-            except (psycopg.Error, OSError):
+            except (DatabaseError, OSError):
                 log.exception("pruning old push actions failed; trying again later")
             await asyncio.sleep(PRUNE_INTERVAL_S)
 
@@ -280,7 +279,7 @@ class NotificationService:
     # -- reading -----------------------------------------------------------------------
 
     async def unread(
-        self, conn: AsyncConnection, user_id: str, room_ids: Sequence[str], by_thread: bool
+        self, conn: Connection, user_id: str, room_ids: Sequence[str], by_thread: bool
     ) -> dict[str, dict[str, Any]]:
         """Per room, `unread_notifications` (and `unread_thread_notifications` when the
         filter asks for counts by thread) as sync shows them."""

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from homeserver.services.core.errors import ServiceError, not_found
 from homeserver.services.core.notifier import Notifier
@@ -26,7 +25,7 @@ from homeserver.services.push.defaults import default_rules, localpart_of
 from homeserver.services.push.evaluator import KINDS, CompiledRules, SharedRules
 from homeserver.storage.accounts import account_data
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.push import rules as store
 
 Json = dict[str, Any]
@@ -184,15 +183,13 @@ class PushRuleService:
 
     # -- reading -----------------------------------------------------------------------
 
-    async def compiled(
-        self, conn: AsyncConnection, user_ids: Sequence[str]
-    ) -> dict[str, CompiledRules]:
+    async def compiled(self, conn: Connection, user_ids: Sequence[str]) -> dict[str, CompiledRules]:
         """Compiled rules of these users, from the cache where possible (one query for
         the others): what the send path evaluates events with."""
         return {u: entry.compiled for u, entry in (await self._entries(conn, user_ids)).items()}
 
     async def shared(
-        self, conn: AsyncConnection, user_ids: Sequence[str]
+        self, conn: Connection, user_ids: Sequence[str]
     ) -> list[tuple[SharedRules, list[str]]]:
         """The users grouped by the shared rules they are evaluated with (the send
         path): usually one group, the users who kept the server defaults."""
@@ -216,7 +213,7 @@ class PushRuleService:
             self._shared.move_to_end(key)
         return found
 
-    async def _entries(self, conn: AsyncConnection, user_ids: Sequence[str]) -> dict[str, _Entry]:
+    async def _entries(self, conn: Connection, user_ids: Sequence[str]) -> dict[str, _Entry]:
         found: dict[str, _Entry] = {}
         missing: list[str] = []
         for user_id in user_ids:
@@ -241,14 +238,14 @@ class PushRuleService:
                 self._cache.popitem(last=False)
         return found
 
-    async def ruleset(self, conn: AsyncConnection, user_id: str) -> dict[str, list[Json]]:
+    async def ruleset(self, conn: Connection, user_id: str) -> dict[str, list[Json]]:
         return (await self._entries(conn, [user_id]))[user_id].ruleset
 
     async def get_all(self, user_id: str) -> dict[str, list[Json]]:
         async with self.db.pool.connection() as conn:
             return await self.ruleset(conn, user_id)
 
-    async def account_data_event(self, conn: AsyncConnection, user_id: str) -> Json:
+    async def account_data_event(self, conn: Connection, user_id: str) -> Json:
         """The `m.push_rules` global account data event, as sync delivers it."""
         return {"type": PUSH_RULES_TYPE, "content": {SCOPE: await self.ruleset(conn, user_id)}}
 
@@ -298,7 +295,7 @@ class PushRuleService:
             user_id, kind, rule_id, False, 0, conditions, pattern, actions, True
         )
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             own = [
                 r.rule_id
                 for r in await store.rules_of_users(conn, [user_id])
@@ -328,7 +325,7 @@ class PushRuleService:
                 raise _bad_rule("Server-default rules cannot be deleted, only disabled")
             raise not_found("Push rule not found")
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             if not await store.delete_user_rule(conn, user_id, kind, rule_id):
                 raise not_found("Push rule not found")
 
@@ -339,7 +336,7 @@ class PushRuleService:
             raise _invalid("'enabled' must be a boolean")
         is_default = await self._check_exists(user_id, kind, rule_id)
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             await store.set_enabled(conn, user_id, kind, rule_id, enabled, is_default)
 
         await self._change(user_id, write)
@@ -348,7 +345,7 @@ class PushRuleService:
         checked = check_actions(actions)
         is_default = await self._check_exists(user_id, kind, rule_id)
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             await store.set_actions(conn, user_id, kind, rule_id, checked, is_default)
 
         await self._change(user_id, write)

@@ -23,12 +23,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.identifiers import server_name_of
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.e2ee.cross_signing import MASTER, SELF_SIGNING, merge_signatures, parse_key
 from homeserver.services.remote.client import FederationError, quote_segment
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.e2ee import cross_signing as cross_signing_store
 from homeserver.storage.e2ee import keys as e2e_keys
 from homeserver.storage.remote import device_list_outbox as outbound
@@ -96,7 +96,7 @@ class FederatedDeviceLists:
 
     # ---- outbound
 
-    async def local_devices(self, conn: AsyncConnection, user_id: str) -> dict[str, JsonDict]:
+    async def local_devices(self, conn: Connection, user_id: str) -> dict[str, JsonDict]:
         """The device keys a local user's devices publish to other servers (with the
         signatures the user made on them, without display names: Synapse's default of not
         showing device names to other servers protects users' privacy)."""

@@ -24,12 +24,10 @@ from enum import Enum
 from typing import Any
 
 import orjson
-import psycopg
-from psycopg import AsyncConnection
 
 from federation.identifiers import is_valid_server_name
 from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database, DatabaseError, connect
 from homeserver.storage.remote import outbox
 from homeserver.storage.rooms import events as event_store
 
@@ -78,7 +76,7 @@ class FederationSender:
         self._dirty: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._resumers: set[asyncio.Task[None]] = set()
-        self._lock_conn: AsyncConnection | None = None
+        self._lock_conn: Connection | None = None
         self._lock_conn_guard = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_TRANSACTIONS)
         self._sweeper: asyncio.Task[None] | None = None
@@ -261,16 +259,14 @@ class FederationSender:
     async def _try_lock(self, destination: str) -> bool:
         async with self._lock_conn_guard:
             if self._lock_conn is None or self._lock_conn.closed:
-                self._lock_conn = await psycopg.AsyncConnection.connect(
-                    self.db.conninfo, autocommit=True
-                )
+                self._lock_conn = await connect(self.db.conninfo)
             return await outbox.try_lock_destination(self._lock_conn, destination)
 
     async def _unlock(self, destination: str) -> None:
         async with self._lock_conn_guard:
             if self._lock_conn is None or self._lock_conn.closed:
                 return  # the locks went with the connection
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(DatabaseError):
                 await outbox.unlock_destination(self._lock_conn, destination)
 
     # ---- the sweep
@@ -279,7 +275,7 @@ class FederationSender:
         while True:
             try:
                 await self._sweep()
-            except (psycopg.Error, OSError) as exc:
+            except (DatabaseError, OSError) as exc:
                 log.warning("federation queue sweep failed: %s", exc)
             await asyncio.sleep(self.sweep_interval_s)
 

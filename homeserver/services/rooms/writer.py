@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.auth_rules import AuthError, auth_types_for, check_auth
 from federation.builder import build_event
@@ -32,7 +31,7 @@ from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.e2ee.device_lists import record_membership
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
 from homeserver.storage.rooms.state import StateKey, StateMap
@@ -109,7 +108,7 @@ def load_event(row: event_store.EventRow) -> Event:
 
 
 async def load_events(
-    conn: AsyncConnection, cache: EventCache, event_ids: Iterable[str]
+    conn: Connection, cache: EventCache, event_ids: Iterable[str]
 ) -> dict[str, Event]:
     """Events by id, from the cache where possible; unknown ids are left out."""
     found: dict[str, Event] = {}
@@ -129,7 +128,7 @@ async def load_events(
 
 
 async def state_entries(
-    conn: AsyncConnection, cache: EventCache, groups: Iterable[int], keys: Iterable[StateKey]
+    conn: Connection, cache: EventCache, groups: Iterable[int], keys: Iterable[StateKey]
 ) -> dict[int, StateMap]:
     """The given entries of many state groups, from the cache where possible: pages of
     events mostly share a few groups, so a reader of history asks for the same
@@ -188,7 +187,7 @@ def event_record(event: Event) -> event_store.NewEvent:
 class RoomWriter:
     """Appends local events to one room inside one open, locked transaction."""
 
-    conn: AsyncConnection
+    conn: Connection
     cache: EventCache
     signing_key: SigningKey
     allocator: StreamAllocator
@@ -339,7 +338,7 @@ class RoomWriter:
 class _Transaction:
     """What one room transaction accumulates for its commit (or its rollback)."""
 
-    conn: AsyncConnection | None = None
+    conn: Connection | None = None
     writer: RoomWriter | None = None
     positions: list[int] = field(default_factory=list)
     device_list_positions: list[int] = field(default_factory=list)

@@ -15,8 +15,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
-from psycopg import AsyncConnection
-
 from federation.events import MEMBER, Event
 from homeserver.services.accounts.filters import Filter, RoomEventFilter
 from homeserver.services.rooms.writer import EventCache, load_event, state_entries
@@ -26,6 +24,7 @@ from homeserver.services.timeline.format import JsonDict, client_event, federati
 from homeserver.services.timeline.messages import sql_filter_for
 from homeserver.services.timeline.pagination import gap_before, token_for
 from homeserver.services.timeline.visibility import filter_visible
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import invite_state
 from homeserver.storage.rooms.events import EventRow
@@ -86,7 +85,7 @@ class RoomsBuilder:
 
     def __init__(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         cache: EventCache,
         lazy: LazyMembers,
         rendered: Rendered,

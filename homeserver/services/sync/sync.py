@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
-from psycopg import AsyncConnection
 
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import (
@@ -33,6 +32,7 @@ from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan
 from homeserver.services.sync.tokens import DB_STREAMS, InvalidToken, SyncToken
 from homeserver.storage.accounts import account_data as account_data_store
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import memberships
 from homeserver.storage.sync import sync as sync_store
 
@@ -260,7 +260,7 @@ class SyncService:
 
     async def _ephemeral(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         joined: frozenset[str],
@@ -295,7 +295,7 @@ class SyncService:
 
     async def _presence(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         since: SyncToken | None,
@@ -348,9 +348,7 @@ class SyncService:
             return cached[1]
         return None
 
-    async def _load_joined(
-        self, conn: AsyncConnection, user_id: str, position: int
-    ) -> frozenset[str]:
+    async def _load_joined(self, conn: Connection, user_id: str, position: int) -> frozenset[str]:
         rows = await memberships.rooms_of_user(conn, user_id)
         joined = frozenset(row.room_id for row in rows)
         self._joined.put(user_id, (position, joined))
@@ -358,7 +356,7 @@ class SyncService:
 
     async def _plan_rooms(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         since: SyncToken | None,
@@ -379,7 +377,7 @@ class SyncService:
 
     async def _plan_all(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         since: SyncToken | None,
@@ -414,7 +412,7 @@ class SyncService:
         return plans, frozen
 
     async def _plan_changed(
-        self, conn: AsyncConnection, user_id: str, since: int, upto: int
+        self, conn: Connection, user_id: str, since: int, upto: int
     ) -> tuple[list[RoomPlan], frozenset[str]]:
         """The rooms with events in (since, upto], and how the user's membership of
         each moved over that range."""
@@ -465,7 +463,7 @@ class SyncService:
         return plans, joined
 
     async def _add_unread_counts(
-        self, conn: AsyncConnection, user_id: str, sync_filter: Filter, joined: JsonDict
+        self, conn: Connection, user_id: str, sync_filter: Filter, joined: JsonDict
     ) -> None:
         """Fill in the notification counts of the joined rooms in the response."""
         if not joined:
@@ -483,7 +481,7 @@ class SyncService:
 
     async def _account_data(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         since: SyncToken | None,

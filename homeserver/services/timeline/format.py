@@ -16,12 +16,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from federation.events import Event
 from federation.redaction import redact
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.visibility import event_of, filter_visible
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.timeline import relations as relation_store
@@ -84,7 +83,7 @@ def federation_event(event: Event, unsigned: JsonDict, *, redacted: bool = False
 
 
 async def format_events(
-    conn: AsyncConnection,
+    conn: Connection,
     cache: EventCache,
     event_ids: Sequence[str],
     *,
@@ -164,7 +163,7 @@ def latest_edit(original: Event, edits: Sequence[relation_store.Edit]) -> str | 
 
 
 async def bundled_aggregations(
-    conn: AsyncConnection, cache: EventCache, user_id: str, rows: Sequence[EventRow], now: int
+    conn: Connection, cache: EventCache, user_id: str, rows: Sequence[EventRow], now: int
 ) -> dict[str, JsonDict]:
     """`unsigned.m.relations` for each of `rows` that has any: the thread (latest event,
     count, whether the user took part), the latest valid edit, and references.

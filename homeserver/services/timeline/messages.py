@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 import orjson
-from psycopg import AsyncConnection
 
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter, only_fields, parse_filter
@@ -46,7 +45,7 @@ from homeserver.services.timeline.visibility import (
     filter_visible,
     room_access,
 )
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import state
 from homeserver.storage.rooms.events import EventRow
@@ -121,7 +120,7 @@ class Page:
 
 
 async def read_page(
-    conn: AsyncConnection,
+    conn: Connection,
     cache: EventCache,
     requester: Requester,
     room_id: str,
@@ -177,7 +176,7 @@ async def read_page(
 
 
 async def _lazy_members(
-    conn: AsyncConnection, cache: EventCache, group: int | None, senders: set[str]
+    conn: Connection, cache: EventCache, group: int | None, senders: set[str]
 ) -> list[JsonDict]:
     """The member events of `senders` in a state group, for lazy-loading clients."""
     if group is None or not senders:
@@ -238,7 +237,7 @@ async def messages(
 
 
 async def _range(
-    conn: AsyncConnection,
+    conn: Connection,
     room_id: str,
     access: RoomAccess,
     start_token: Token | None,
@@ -262,7 +261,7 @@ async def _range(
 
 
 async def _messages_answer(
-    conn: AsyncConnection,
+    conn: Connection,
     cache: EventCache,
     requester: Requester,
     page: Page,
@@ -298,7 +297,7 @@ async def _messages_answer(
 
 
 async def _visible_event(
-    conn: AsyncConnection, cache: EventCache, access: RoomAccess, event_id: str
+    conn: Connection, cache: EventCache, access: RoomAccess, event_id: str
 ) -> tuple[EventRow, str]:
     """The event and the user's membership at it, or 404 when unknown, elsewhere, not
     in the timeline or hidden by history visibility (all alike, so as not to leak)."""
@@ -401,7 +400,7 @@ async def context(
 
 
 async def _context_state(
-    conn: AsyncConnection,
+    conn: Connection,
     cache: EventCache,
     group: int | None,
     event_filter: RoomEventFilter | None,

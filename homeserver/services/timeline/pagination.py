@@ -17,9 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection
-
 from homeserver.services.core.errors import ServiceError
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.timeline import timeline
 from homeserver.storage.timeline.timeline import Position
 
@@ -70,7 +69,7 @@ def gap_before(position: Position) -> Position:
     return Position(position.depth, position.stream - 1)
 
 
-async def resolve(conn: AsyncConnection, room_id: str, token: Token) -> Position:
+async def resolve(conn: Connection, room_id: str, token: Token) -> Position:
     """The topological position a token names in this room."""
     if token.position is not None:
         return token.position

@@ -4,8 +4,6 @@ both bundle aggregations with the events they return."""
 
 from __future__ import annotations
 
-from psycopg import AsyncConnection
-
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import not_found
 from homeserver.services.rooms.writer import EventCache
@@ -22,7 +20,7 @@ from homeserver.services.timeline.pagination import (
     token_for,
 )
 from homeserver.services.timeline.visibility import event_of, filter_visible, room_access
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.timeline import relations as relation_store
@@ -144,7 +142,7 @@ async def threads(
 
 
 async def _visible_chunk(
-    conn: AsyncConnection, cache: EventCache, requester: Requester, rows: list[EventRow]
+    conn: Connection, cache: EventCache, requester: Requester, rows: list[EventRow]
 ) -> list[JsonDict]:
     """The rows the requester may see, as client events with bundled aggregations."""
     visible = await filter_visible(conn, cache, requester.user_id, rows)
