@@ -73,7 +73,14 @@ def render_user(row: AdminUserRow) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class UserListing:
-    user_filter: UserFilter
+    """A page of the account listing: the filter's conditions (None: no condition),
+    then the order and the page."""
+
+    name: str | None = None  # substring of the localpart or the display name
+    user_id: str | None = None  # substring of the full user id
+    include_guests: bool = True
+    include_deactivated: bool = False
+    admins: bool | None = None
     order_by: str = "name"
     ascending: bool = True
     offset: int = 0
@@ -88,7 +95,13 @@ async def list_users(hs: Homeserver, listing: UserListing) -> dict[str, Any]:
     async with hs.db.pool.connection() as conn:
         rows, total = await admin_users.list_users(
             conn,
-            listing.user_filter,
+            UserFilter(
+                listing.name,
+                listing.user_id,
+                listing.include_guests,
+                listing.include_deactivated,
+                listing.admins,
+            ),
             order_by=listing.order_by,
             ascending=listing.ascending,
             offset=listing.offset,

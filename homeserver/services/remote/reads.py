@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.events import MEMBER
 from federation.identifiers import domain_of
@@ -19,6 +18,8 @@ from homeserver.services.core.errors import ServiceError, not_found
 from homeserver.services.rooms import server_acl
 from homeserver.services.rooms.writer import load_event, load_events
 from homeserver.services.timeline.visibility import HISTORY_KEY, history_visibility_of
+from homeserver.storage.core.pool import Connection
+from homeserver.storage.directory import aliases
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.remote import room_servers
 from homeserver.storage.rooms import events as event_store
@@ -54,7 +55,7 @@ class FederationReads:
             "pdus": pdus,
         }
 
-    async def _entitled(self, conn: AsyncConnection, origin: str, row: EventRow) -> bool:
+    async def _entitled(self, conn: Connection, origin: str, row: EventRow) -> bool:
         if row.state_group is None:
             return False
         members = await state.get_state_of_type(conn, row.state_group, MEMBER)
@@ -72,7 +73,7 @@ class FederationReads:
             return origin in await room_servers.servers_in_room(conn, row.room_id)
         return False
 
-    async def _row(self, conn: AsyncConnection, origin: str, event_id: str) -> EventRow:
+    async def _row(self, conn: Connection, origin: str, event_id: str) -> EventRow:
         row = (await event_store.get_events(conn, [event_id])).get(event_id)
         if row is None or not await self._entitled(conn, origin, row):
             raise not_found("Event not found")  # the same answer either way: no probing
@@ -121,7 +122,7 @@ class FederationReads:
         return {"auth_chain": await self.pdus(chain)}
 
     async def _walk_back(
-        self, conn: AsyncConnection, start: list[str], stop: set[str], limit: int
+        self, conn: Connection, start: list[str], stop: set[str], limit: int
     ) -> list[EventRow]:
         """Events reached from `start` along prev edges (start included), newest
         first, not past `stop`, at most `limit`."""
@@ -175,3 +176,13 @@ class FederationReads:
                     kept.append((event.depth, row))
         kept.sort(key=lambda item: item[0])
         return {"events": [pdu_of(r) for _, r in kept]}
+
+    async def directory(self, alias: str) -> JsonDict:
+        """The room one of our aliases names, with the servers in it (ours first)."""
+        async with self.hs.db.pool.connection() as conn:
+            room_id = await aliases.get_alias(conn, alias)
+        if room_id is None:
+            raise not_found("Room alias not found")
+        servers = await self.hs.room_servers.servers(room_id)
+        ordered = [self.hs.server_name, *sorted(servers - {self.hs.server_name})]
+        return {"room_id": room_id, "servers": ordered}
