@@ -10,7 +10,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import ServiceError, bad_json, forbidden, not_found
+from homeserver.services.core.errors import (
+    ServiceError,
+    bad_json,
+    forbidden,
+    invalid_param,
+    not_found,
+)
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.storage.accounts import account_data
 from homeserver.storage.core import streams
@@ -26,10 +32,6 @@ SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
 MAX_NAME_BYTES = 255  # event types, room ids and tag names
 
 
-def _invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
-
-
 def check_owner(requester: Requester, user_id: str, what: str) -> None:
     """Account data, tags and filters are private: only their owner may touch them."""
     if requester.user_id != user_id:
@@ -38,7 +40,7 @@ def check_owner(requester: Requester, user_id: str, what: str) -> None:
 
 def _check_name(value: str, what: str) -> None:
     if len(value.encode("utf-8")) > MAX_NAME_BYTES:
-        raise _invalid_param(f"{what} is longer than {MAX_NAME_BYTES} bytes")
+        raise invalid_param(f"{what} is longer than {MAX_NAME_BYTES} bytes")
 
 
 def _room_key(room_id: str | None) -> str:
@@ -46,7 +48,7 @@ def _room_key(room_id: str | None) -> str:
     if room_id is None:
         return account_data.GLOBAL
     if not room_id.startswith("!"):
-        raise _invalid_param(f"{room_id} is not a valid room ID")
+        raise invalid_param(f"{room_id} is not a valid room ID")
     _check_name(room_id, "Room ID")
     return room_id
 

@@ -16,12 +16,12 @@ from homeserver.services.accounts.accounts import (
     register_user,
     storable,
 )
-from homeserver.services.accounts.auth import now_ms
 from homeserver.services.accounts.login import (
     start_session,
     validate_device_id,
     validate_display_name,
 )
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden, not_found
 from homeserver.storage.accounts import accounts, registration_tokens
 from homeserver.storage.core.pool import Database

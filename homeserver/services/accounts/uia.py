@@ -18,8 +18,8 @@ import orjson
 
 from homeserver.config import Config
 from homeserver.services.accounts.accounts import storable
-from homeserver.services.accounts.auth import now_ms
 from homeserver.services.accounts.login import check_user_password, user_id_from_identifier
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.accounts import registration_tokens, uia
 from homeserver.storage.core.pool import Database

@@ -15,7 +15,7 @@ from federation.identifiers import server_name_of
 from homeserver.services.accounts import accounts, devices
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.profile import FIELDS, MAX_LENGTHS
-from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.storage.accounts import devices as device_store
 from homeserver.storage.accounts import profiles
 from homeserver.storage.accounts.profiles import ProfileField
@@ -28,10 +28,6 @@ if TYPE_CHECKING:  # the Homeserver imports the services that import this module
 
 ORDER_BY = frozenset(admin_users.ORDER_COLUMNS)
 MAX_PAGE = 1000
-
-
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 def local_user_id(hs: Homeserver, user_id: str) -> str:

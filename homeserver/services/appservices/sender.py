@@ -43,6 +43,7 @@ from homeserver.services.appservices.registry import (
     is_interested_in_event,
     is_interested_in_room,
 )
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.rooms.writer import EventCache
@@ -93,10 +94,6 @@ class BadStatus(ServiceError):
         super().__init__(502, "M_BAD_STATUS", "The application service answered with an error")
         self.as_status = as_status
         self.as_body = as_body
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _app_url(service: AppService, path: str) -> str:
@@ -258,7 +255,7 @@ class AppServiceSender:
                 state = await store.delivery_state(
                     conn, service.id, safe["events"], ephemeral_start
                 )
-                if state.retry_at is not None and state.retry_at > _now_ms():
+                if state.retry_at is not None and state.retry_at > now_ms():
                     return state.retry_at
                 if state.pending_txn_id is not None and state.pending_up_to is not None:
                     txn_id, event_ids = state.pending_txn_id, state.pending_event_ids
@@ -310,7 +307,7 @@ class AppServiceSender:
                         presence_up_to=presence_up_to,
                     )
                 continue
-            now = _now_ms()
+            now = now_ms()
             since = state.failing_since if state.failing_since is not None else now
             interval = min(max(now - since, self.min_backoff_ms), self.max_backoff_ms)
             async with self.db.pool.connection() as conn:
@@ -376,7 +373,7 @@ class AppServiceSender:
             batch.moved |= bool(changed)
             rooms_of = await store.joined_rooms_of(conn, [p.user_id for p in changed])
             facts = await self._facts(conn, {r for rs in rooms_of.values() for r in rs})
-            now = _now_ms()
+            now = now_ms()
             batch.events += [
                 {
                     "type": "m.presence",

@@ -12,20 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from homeserver.services.core.clock import now_ms
 from homeserver.storage.core.pool import Connection, OperationalError, connect
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 LockOperation = Callable[[Connection, K], Awaitable[object]]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class DeliveryWorkers(Generic[K]):

@@ -18,8 +18,8 @@ import orjson
 
 from federation.events import Event
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import forbidden
-from homeserver.services.directory.rooms import allowed_room_ids, invalid_param, room_summary
+from homeserver.services.core.errors import forbidden, invalid_param
+from homeserver.services.directory.rooms import allowed_room_ids, room_summary
 from homeserver.services.rooms.writer import EventCreator, load_events
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.directory.public_rooms import RoomSummaryRow, summaries

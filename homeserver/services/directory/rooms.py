@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,8 @@ from federation.power_levels import (
     user_level_in_state,
 )
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError, forbidden, invalid_param, not_found
 from homeserver.services.rooms.writer import EventCache, EventCreator, EventNotAllowed, load_events
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.directory import aliases
@@ -42,10 +42,6 @@ CANONICAL_ALIAS = "m.room.canonical_alias"
 MAX_ALIAS_BYTES = 255
 DEFAULT_PUBLIC_ROOMS_LIMIT = 100
 MAX_PUBLIC_ROOMS_LIMIT = 500
-
-
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 def alias_server(alias: str) -> str:
@@ -209,7 +205,7 @@ class DirectoryService:
             member = await memberships.get_membership(conn, room_id, requester.user_id)
             if not requester.is_admin and (member is None or member.membership != "join"):
                 raise forbidden("You must be in the room to give it an alias")
-            if not await aliases.create_alias(conn, alias, room_id, requester.user_id, _now()):
+            if not await aliases.create_alias(conn, alias, room_id, requester.user_id, now_ms()):
                 raise ServiceError(409, "M_ROOM_IN_USE", f"{alias} already exists")
 
     async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
@@ -353,7 +349,3 @@ class DirectoryService:
             if (before is not None and more) or after is not None:
                 out["prev_batch"] = _token("p", rows[0])
         return out
-
-
-def _now() -> int:
-    return int(time.time() * 1000)

@@ -9,12 +9,12 @@ receipt and read_markers endpoints.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import forbidden, invalid_param, not_found
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.accounts import account_data
@@ -33,13 +33,9 @@ MAIN_THREAD = "main"
 MAX_THREAD_HOPS = 3
 
 
-def _invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
-
-
 def _check_event_id(event_id: Any, what: str) -> str:
     if not isinstance(event_id, str) or not event_id.startswith("$"):
-        raise _invalid_param(f"{what} must be an event ID")
+        raise invalid_param(f"{what} must be an event ID")
     return event_id
 
 
@@ -63,16 +59,14 @@ class ReceiptService:
     ) -> None:
         """POST /rooms/{roomId}/receipt/{receiptType}/{eventId}."""
         if receipt_type not in (*RECEIPT_TYPES, FULLY_READ):
-            raise _invalid_param(
-                f"Receipt type must be one of {READ}, {READ_PRIVATE}, {FULLY_READ}"
-            )
+            raise invalid_param(f"Receipt type must be one of {READ}, {READ_PRIVATE}, {FULLY_READ}")
         _check_event_id(event_id, "The receipted event")
         thread_id = body.get("thread_id")
         if thread_id is not None:
             if receipt_type == FULLY_READ:
-                raise _invalid_param(f"{FULLY_READ} does not take a thread_id")
+                raise invalid_param(f"{FULLY_READ} does not take a thread_id")
             if not isinstance(thread_id, str) or not thread_id:
-                raise _invalid_param("thread_id field must be a non-empty string")
+                raise invalid_param("thread_id field must be a non-empty string")
             if thread_id != MAIN_THREAD:
                 _check_event_id(thread_id, "thread_id")
         async with self.db.pool.connection() as conn:
@@ -175,7 +169,7 @@ class ReceiptService:
                 break
             current_id = current.relates_to
             current = await receipts.receipt_target(conn, current_id)
-        raise _invalid_param(f"{event_id} is not part of thread {thread_id}")
+        raise invalid_param(f"{event_id} is not part of thread {thread_id}")
 
     async def _set_fully_read(
         self, user_id: str, room_id: str, event_id: str, target: receipts.ReceiptTarget
@@ -229,7 +223,7 @@ class ReceiptService:
             user_id=user_id,
             thread_id=thread_id if thread_id is not None else receipts.UNTHREADED,
             event_id=event_id,
-            ts=ts if ts is not None else int(time.time() * 1000),
+            ts=ts if ts is not None else now_ms(),
             stream_id=position,
         )
         try:

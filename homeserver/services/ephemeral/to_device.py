@@ -8,7 +8,6 @@ the client moves on.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -16,6 +15,7 @@ import orjson
 
 from federation.identifiers import is_user_id, server_name_of
 from homeserver.services.accounts.auth import Requester
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
@@ -67,7 +67,7 @@ class ToDeviceService:
                 return
 
         async def claim(conn: Connection) -> bool:
-            return await store.claim_txn(conn, sender, device, txn_id, int(time.time() * 1000))
+            return await store.claim_txn(conn, sender, device, txn_id, now_ms())
 
         if not await self._deliver(sender, event_type, local, claim):
             return  # a concurrent request with this transaction id handled it
@@ -91,9 +91,7 @@ class ToDeviceService:
                         local.setdefault(user_id, {})[device_id] = encoded.decode()
 
         async def claim(conn: Connection) -> bool:
-            return await store.claim_inbound_message_id(
-                conn, sender, message_id, int(time.time() * 1000)
-            )
+            return await store.claim_inbound_message_id(conn, sender, message_id, now_ms())
 
         await self._deliver(sender, event_type, local, claim, cap=True)
 

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
@@ -35,6 +34,7 @@ import orjson
 from yarl import URL
 
 from federation.events import MEMBER, Event
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.remote.client import FilteringResolver, literal_address_refused
 from homeserver.services.rooms.writer import EventCache, load_events
@@ -60,10 +60,6 @@ NAME_KEY = ("m.room.name", "")
 ALIAS_KEY = ("m.room.canonical_alias", "")
 # Event types that ring: their notifications go out at high priority.
 CALL_TYPES = frozenset({"m.call.invite"})
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class _Answer(Enum):
@@ -223,7 +219,7 @@ class PushSender:
         while True:
             try:
                 async with self.db.pool.connection() as conn:
-                    keys = await store.pushers_with_work(conn, _now_ms())
+                    keys = await store.pushers_with_work(conn, now_ms())
                 for key in keys:
                     self._workers.wake(key)
             except (DatabaseError, OSError):
@@ -238,7 +234,7 @@ class PushSender:
                 pusher = await store.delivery_state(conn, key)
                 if pusher is None:
                     return None  # deleted meanwhile
-                if pusher.retry_at is not None and pusher.retry_at > _now_ms():
+                if pusher.retry_at is not None and pusher.retry_at > now_ms():
                     return pusher.retry_at
                 safe = (await streams.safe_positions(conn))["events"]
                 batch = await actions_store.pending_actions(
@@ -260,7 +256,7 @@ class PushSender:
                     async with self.db.pool.connection() as conn:
                         await store.delete_pusher(conn, key.user_id, key.app_id, key.pushkey)
                     return None
-                now = _now_ms()
+                now = now_ms()
                 if answer is _Answer.RETRY:
                     since = pusher.failing_since if pusher.failing_since is not None else now
                     if now - since < GIVE_UP_MS:
@@ -287,7 +283,7 @@ class PushSender:
         full = pusher.data.get("format") != "event_id_only"
         rooms: dict[str, tuple[str | None, str | None]] = {}
         out: list[dict[str, Any] | None] = []
-        now = _now_ms()
+        now = now_ms()
         for pending in batch:
             event = events.get(pending.event_id)
             if event is None or now - pending.origin_server_ts > GIVE_UP_MS:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import orjson
 from federation.events import CREATE_KEY, MEMBER, POWER_LEVELS_KEY, Event
 from federation.identifiers import domain_of
 from federation.power_levels import user_level
+from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.push.defaults import localpart_of
 from homeserver.services.push.evaluator import Member, Outcome, RoomFacts
@@ -131,7 +131,7 @@ class NotificationService:
         await asyncio.sleep(PRUNE_FIRST_DELAY_S)
         while True:
             try:
-                await self.prune(int(time.time() * 1000))
+                await self.prune(clock.now_ms())
             except (DatabaseError, OSError):
                 log.exception("pruning old push actions failed; trying again later")
             await asyncio.sleep(PRUNE_INTERVAL_S)

@@ -19,12 +19,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from federation.identifiers import server_name_of
+from federation.types import JsonDict
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.e2ee.cross_signing import MASTER, SELF_SIGNING, merge_signatures, parse_key
 from homeserver.services.remote.client import FederationError, quote_segment
@@ -40,17 +41,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JsonDict = dict[str, Any]
 
 DEVICE_LIST_UPDATE = "m.device_list_update"
 SIGNING_KEY_UPDATE = "m.signing_key_update"
 MAX_REMOTE_DEVICES = 1000  # per remote user; beyond this a list is not cached
 MAX_ID_LENGTH = 255
 RESYNC_TIMEOUT_S = 30.0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def valid_id(value: object) -> bool:

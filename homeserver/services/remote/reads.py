@@ -6,14 +6,15 @@ joined at it). PDUs go out as stored: the signed JSON, without `unsigned`."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 
 from federation.events import MEMBER
 from federation.identifiers import domain_of
+from federation.types import JsonDict
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, not_found
 from homeserver.services.rooms import server_acl
 from homeserver.services.rooms.writer import load_event, load_events
@@ -29,7 +30,6 @@ from homeserver.storage.rooms.events import EventRow
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
 
-JsonDict = dict[str, Any]
 MAX_BACKFILL = 100
 MAX_MISSING = 20
 
@@ -51,7 +51,7 @@ class FederationReads:
     def _envelope(self, pdus: list[JsonDict]) -> JsonDict:
         return {
             "origin": self.hs.server_name,
-            "origin_server_ts": int(time.time() * 1000),
+            "origin_server_ts": now_ms(),
             "pdus": pdus,
         }
 

@@ -11,7 +11,6 @@ events share a single commit.
 from __future__ import annotations
 
 import asyncio
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -27,6 +26,7 @@ from federation.events import CREATE_KEY, Event
 from federation.hashing import event_reference
 from federation.keys import SigningKey
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
+from homeserver.services.core import clock
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.e2ee.device_lists import record_membership
@@ -266,7 +266,7 @@ class RoomWriter:
             prev_events=prev_refs,
             auth_events=auth_refs,
             depth=max((d for _, d in prev), default=0) + 1,
-            origin_server_ts=now_ms if now_ms is not None else int(time.time() * 1000),
+            origin_server_ts=now_ms if now_ms is not None else clock.now_ms(),
             room_id=self.room_id,
             state_key=state_key,
             redacts=redacts,
@@ -469,7 +469,7 @@ class EventCreator:
             room = await rooms.get_room(conn, room_id)
             if room is None and create is not None:
                 version, creator = create
-                now = int(time.time() * 1000)
+                now = clock.now_ms()
                 await rooms.insert_room(conn, room_id, version.identifier, creator, now)
                 room = await rooms.get_room(conn, room_id)
             if room is None:
@@ -497,7 +497,7 @@ class EventCreator:
         """
         # In v12 the room id is the create event's hash: two identical creations in the
         # same millisecond would collide, so each one here gets its own timestamp.
-        now_ms = max(int(time.time() * 1000), self._last_create_ts + 1)
+        now_ms = max(clock.now_ms(), self._last_create_ts + 1)
         self._last_create_ts = now_ms
         create = build_event(
             room_version,

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import orjson
 
+from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import (
     FieldPath,
@@ -26,7 +27,7 @@ from homeserver.services.accounts.filters import (
     only_fields,
     parse_filter,
 )
-from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.services.push.rules import PUSH_RULES_TYPE
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan
@@ -39,14 +40,9 @@ from homeserver.storage.sync import sync as sync_store
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
 
-JsonDict = dict[str, Any]
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 PRESENCE_STATES = ("online", "offline", "unavailable")
 _ALL_MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
-
-
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,16 +23,16 @@ from dataclasses import dataclass, field, replace
 
 import orjson
 
+from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter, only_fields, parse_filter
-from homeserver.services.core.errors import ServiceError, bad_json, not_found
+from homeserver.services.core.errors import ServiceError, bad_json, invalid_param, not_found
 from homeserver.services.rooms.writer import EventCache
-from homeserver.services.timeline.format import JsonDict, format_events
+from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import (
     START,
     Token,
     gap_before,
-    invalid_param,
     parse_direction,
     parse_limit,
     parse_token,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.errors import invalid_param
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.timeline import timeline
 from homeserver.storage.timeline.timeline import Position
@@ -28,10 +28,6 @@ _INT64 = 2**63 - 1
 _TOPOLOGICAL = re.compile(r"t(-?[0-9]{1,19})_(-?[0-9]{1,19})")
 _STREAM = re.compile(r"s([0-9]{1,19})(?:_.*)?", re.DOTALL)
 _LIMIT = re.compile(r"-?[0-9]{1,18}")
-
-
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,14 +4,14 @@ both bundle aggregations with the events they return."""
 
 from __future__ import annotations
 
+from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import not_found
+from homeserver.services.core.errors import invalid_param, not_found
 from homeserver.services.rooms.writer import EventCache
-from homeserver.services.timeline.format import JsonDict, format_events
+from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import (
     START,
     gap_before,
-    invalid_param,
     parse_bool,
     parse_direction,
     parse_limit,

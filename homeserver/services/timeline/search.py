@@ -22,8 +22,7 @@ from typing import Any
 import orjson
 
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import bad_json
-from homeserver.services.directory.rooms import invalid_param
+from homeserver.services.core.errors import bad_json, invalid_param
 from homeserver.services.rooms.writer import EventCreator, load_events
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import gap_before, token_for
