@@ -13,6 +13,7 @@ join must be signed by that user's server belongs with the other signature check
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import nacl.bindings
@@ -306,101 +307,136 @@ def _membership(auth_state: AuthState, user_id: str) -> str | None:
     return None if member is None else member.membership
 
 
+@dataclass(frozen=True, slots=True)
+class _MemberChange:
+    """What the membership rules read of an m.room.member event and the room."""
+
+    event: Event
+    auth_state: AuthState
+    create: Event
+    target: str
+    sender_membership: str | None
+    power_levels: Event | None
+    join_rule: Any
+
+
 def _check_membership(event: Event, auth_state: AuthState, create: Event) -> None:
     """The m.room.member rules: join, invite, leave, ban and knock."""
-    rv = event.room_version
     target = event.state_key
     membership = event.content.get("membership")
     if target is None or membership is None:
         raise AuthError("member event without state key or membership")
-    sender = event.sender
-    sender_membership = _membership(auth_state, sender)
-    power_levels = auth_state.get(POWER_LEVELS_KEY)
     join_rules = auth_state.get(JOIN_RULES_KEY)
-    # Without a join rules event the room is invite-only, as other servers read it.
-    join_rule = join_rules.content.get("join_rule") if join_rules is not None else "invite"
-
+    change = _MemberChange(
+        event,
+        auth_state,
+        create,
+        target,
+        _membership(auth_state, event.sender),
+        auth_state.get(POWER_LEVELS_KEY),
+        # Without a join rules event the room is invite-only, as other servers read it.
+        join_rules.content.get("join_rule") if join_rules is not None else "invite",
+    )
     if membership == "join":
-        creator = (
-            create.sender if rv.msc2175_implicit_room_creator else create.content.get("creator")
-        )
-        if event.prev_event_ids == (create.event_id,) and target == creator:
-            return
-        if sender != target:
-            raise AuthError("cannot join on behalf of another user")
-        if sender_membership == "ban":
-            raise AuthError("sender is banned")
-        if join_rule == "invite" or (rv.knock and join_rule == "knock"):
-            if sender_membership in ("invite", "join"):
-                return
-            raise AuthError("room is invite only")
-        if (rv.restricted_join and join_rule == "restricted") or (
-            rv.knock_restricted_join and join_rule == "knock_restricted"
-        ):
-            if sender_membership in ("invite", "join"):
-                return
-            _check_join_authoriser(event, auth_state, create, power_levels)
-            return
-        if join_rule == "public":
-            return
-        raise AuthError(f"cannot join a room whose join rule is {join_rule!r}")
+        _check_join(change)
+    elif membership == "invite":
+        _check_invite(change)
+    elif membership == "leave":
+        _check_leave(change)
+    elif membership == "ban":
+        _check_ban(change)
+    elif membership == "knock" and event.room_version.knock:
+        _check_knock(change)
+    else:
+        raise AuthError(f"unknown membership {membership!r}")
 
-    if membership == "invite":
-        target_membership = _membership(auth_state, target)
-        if "third_party_invite" in event.content:
-            if target_membership == "ban":
-                raise AuthError("invitee is banned")
-            _check_third_party_invite(event, auth_state)
-            return
-        if sender_membership != "join":
-            raise AuthError("inviter is not in the room")
-        if target_membership in ("join", "ban"):
-            raise AuthError(f"invitee's membership is {target_membership}")
-        if user_level(sender, create, power_levels) >= named_level(power_levels, "invite"):
-            return
-        raise AuthError("sender may not invite")
 
-    if membership == "leave":
-        if sender == target:
-            allowed = ("invite", "join", "knock") if rv.knock else ("invite", "join")
-            if sender_membership in allowed:
-                return
-            raise AuthError("cannot leave a room one is not in")
-        if sender_membership != "join":
-            raise AuthError("sender is not in the room")
-        sender_level = user_level(sender, create, power_levels)
-        if _membership(auth_state, target) == "ban" and sender_level < named_level(
-            power_levels, "ban"
-        ):
-            raise AuthError("sender may not unban")
-        if sender_level >= named_level(power_levels, "kick") and (
-            user_level(target, create, power_levels) < sender_level
-        ):
-            return
-        raise AuthError("sender may not kick this user")
-
-    if membership == "ban":
-        if sender_membership != "join":
-            raise AuthError("sender is not in the room")
-        sender_level = user_level(sender, create, power_levels)
-        if sender_level >= named_level(power_levels, "ban") and (
-            user_level(target, create, power_levels) < sender_level
-        ):
-            return
-        raise AuthError("sender may not ban this user")
-
-    if membership == "knock" and rv.knock:
-        if join_rule != "knock" and not (
-            rv.knock_restricted_join and join_rule == "knock_restricted"
-        ):
-            raise AuthError("room does not allow knocking")
-        if sender != target:
-            raise AuthError("cannot knock on behalf of another user")
-        if sender_membership in ("ban", "invite", "join"):
-            raise AuthError(f"cannot knock with membership {sender_membership}")
+def _check_join(change: _MemberChange) -> None:
+    event, create, join_rule = change.event, change.create, change.join_rule
+    rv = event.room_version
+    creator = create.sender if rv.msc2175_implicit_room_creator else create.content.get("creator")
+    if event.prev_event_ids == (create.event_id,) and change.target == creator:
         return
+    if event.sender != change.target:
+        raise AuthError("cannot join on behalf of another user")
+    if change.sender_membership == "ban":
+        raise AuthError("sender is banned")
+    if join_rule == "invite" or (rv.knock and join_rule == "knock"):
+        if change.sender_membership in ("invite", "join"):
+            return
+        raise AuthError("room is invite only")
+    if (rv.restricted_join and join_rule == "restricted") or (
+        rv.knock_restricted_join and join_rule == "knock_restricted"
+    ):
+        if change.sender_membership in ("invite", "join"):
+            return
+        _check_join_authoriser(event, change.auth_state, create, change.power_levels)
+        return
+    if join_rule == "public":
+        return
+    raise AuthError(f"cannot join a room whose join rule is {join_rule!r}")
 
-    raise AuthError(f"unknown membership {membership!r}")
+
+def _check_invite(change: _MemberChange) -> None:
+    event, create, power_levels = change.event, change.create, change.power_levels
+    target_membership = _membership(change.auth_state, change.target)
+    if "third_party_invite" in event.content:
+        if target_membership == "ban":
+            raise AuthError("invitee is banned")
+        _check_third_party_invite(event, change.auth_state)
+        return
+    if change.sender_membership != "join":
+        raise AuthError("inviter is not in the room")
+    if target_membership in ("join", "ban"):
+        raise AuthError(f"invitee's membership is {target_membership}")
+    if user_level(event.sender, create, power_levels) >= named_level(power_levels, "invite"):
+        return
+    raise AuthError("sender may not invite")
+
+
+def _check_leave(change: _MemberChange) -> None:
+    sender, target = change.event.sender, change.target
+    create, power_levels = change.create, change.power_levels
+    if sender == target:
+        knock = change.event.room_version.knock
+        allowed = ("invite", "join", "knock") if knock else ("invite", "join")
+        if change.sender_membership in allowed:
+            return
+        raise AuthError("cannot leave a room one is not in")
+    if change.sender_membership != "join":
+        raise AuthError("sender is not in the room")
+    sender_level = user_level(sender, create, power_levels)
+    if _membership(change.auth_state, target) == "ban" and sender_level < named_level(
+        power_levels, "ban"
+    ):
+        raise AuthError("sender may not unban")
+    if sender_level >= named_level(power_levels, "kick") and (
+        user_level(target, create, power_levels) < sender_level
+    ):
+        return
+    raise AuthError("sender may not kick this user")
+
+
+def _check_ban(change: _MemberChange) -> None:
+    create, power_levels = change.create, change.power_levels
+    if change.sender_membership != "join":
+        raise AuthError("sender is not in the room")
+    sender_level = user_level(change.event.sender, create, power_levels)
+    if sender_level >= named_level(power_levels, "ban") and (
+        user_level(change.target, create, power_levels) < sender_level
+    ):
+        return
+    raise AuthError("sender may not ban this user")
+
+
+def _check_knock(change: _MemberChange) -> None:
+    rv, join_rule = change.event.room_version, change.join_rule
+    if join_rule != "knock" and not (rv.knock_restricted_join and join_rule == "knock_restricted"):
+        raise AuthError("room does not allow knocking")
+    if change.event.sender != change.target:
+        raise AuthError("cannot knock on behalf of another user")
+    if change.sender_membership in ("ban", "invite", "join"):
+        raise AuthError(f"cannot knock with membership {change.sender_membership}")
 
 
 def _check_join_authoriser(

@@ -13,8 +13,8 @@ from typing import Any
 
 from federation.identifiers import domain_of, room_id_for_create_event
 from federation.room_versions import EventIdFormat, RoomVersion
+from federation.types import JsonDict
 
-JsonDict = dict[str, Any]
 StateKey = tuple[str, str]
 """(type, state_key): the slot of the room state a state event fills."""
 

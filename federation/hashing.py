@@ -16,8 +16,7 @@ from federation import canonical_json, unpadded_base64
 from federation.events import Event
 from federation.redaction import redact
 from federation.room_versions import EventIdFormat, RoomVersion
-
-JsonDict = dict[str, Any]
+from federation.types import JsonDict
 
 _NOT_IN_CONTENT_HASH = frozenset({"unsigned", "signatures", "hashes"})
 

@@ -20,8 +20,7 @@ from federation.keys import KeyLookup
 from federation.redaction import redact
 from federation.room_versions import EventIdFormat, RoomVersion
 from federation.signing import verify_signed_by
-
-JsonDict = dict[str, Any]
+from federation.types import JsonDict
 
 MAX_PDU_BYTES = 65536
 MAX_ID_BYTES = 255  # type, state_key, sender, room_id, event_id

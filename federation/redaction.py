@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from federation.room_versions import RedactionAlgorithm, RoomVersion
-
-JsonDict = dict[str, Any]
+from federation.types import JsonDict
 
 _TOP_LEVEL_V1 = frozenset(
     {

@@ -16,8 +16,7 @@ import nacl.signing
 
 from federation import canonical_json, unpadded_base64
 from federation.keys import ED25519, InvalidKey, KeyLookup, SigningKey, decode_verify_key
-
-JsonDict = dict[str, Any]
+from federation.types import JsonDict
 
 _ED25519_PREFIX = ED25519 + ":"
 

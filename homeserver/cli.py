@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from homeserver import app
 from homeserver.config import (
     SETTINGS,
@@ -28,13 +26,8 @@ from homeserver.services.accounts.accounts import AccountService
 from homeserver.services.accounts.registration import RegistrationTokens
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.core import migrations
-from homeserver.storage.core.embedded_postgres import DATABASE as EMBEDDED_DATABASE
-from homeserver.storage.core.embedded_postgres import (
-    SUPERUSER,
-    EmbeddedPostgresError,
-    read_postmaster_pid,
-)
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.embedded_postgres import EmbeddedPostgresError, running_conninfo
+from homeserver.storage.core.pool import Database, OperationalError
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -138,12 +131,10 @@ def _database_for_tool(config: Config) -> Iterator[str]:
         yield config.database_url
         return
     if lock.is_held_elsewhere():
-        info = read_postmaster_pid(config.postgres_dir)
-        if info is None:
+        conninfo = running_conninfo(config.postgres_dir)
+        if conninfo is None:
             raise ConfigError("the running homeserver's database is not reachable")
-        yield psycopg.conninfo.make_conninfo(
-            host=str(info[1]), user=SUPERUSER, dbname=EMBEDDED_DATABASE
-        )
+        yield conninfo
         return
     lock.acquire()
     try:
@@ -220,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ServiceError as exc:
         print(f"homeserver: error: {exc} ({exc.errcode})", file=sys.stderr)
         code = 1
-    except psycopg.OperationalError as exc:
+    except OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"homeserver: error: database: {first}", file=sys.stderr)
         code = 1

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import yaml
-from psycopg.conninfo import conninfo_to_dict
 
 from federation.identifiers import is_valid_server_name
 from federation.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+from homeserver.storage.core.pool import is_conninfo
 
 
 class ConfigError(Exception):
@@ -467,7 +466,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("media.max_upload_size must be at least 1 byte")
     if not 1 <= config.media_remote_timeout_s <= 3600:
         raise ConfigError("media.remote_timeout_s must be between 1 and 3600")
-    if config.database_url is not None and not _is_postgres_conninfo(config.database_url):
+    if config.database_url is not None and not is_conninfo(config.database_url):
         raise ConfigError("database.url is not a PostgreSQL URL (postgresql://...)")
     if not 1 <= config.federation_max_retry_interval_s <= 86400:
         raise ConfigError("federation.max_retry_interval_s must be between 1 and 86400")
@@ -509,19 +508,6 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"rate_limits.{action}.per_second must be a positive number")
         if burst < 1:
             raise ConfigError(f"rate_limits.{action}.burst must be at least 1")
-
-
-def _is_postgres_conninfo(value: str) -> bool:
-    """A postgresql:// URL, or a libpq "key=value" string."""
-    if value.startswith(("postgresql://", "postgres://")):
-        return True
-    if "=" not in value:
-        return False
-    try:
-        conninfo_to_dict(value)
-    except psycopg.ProgrammingError:
-        return False
-    return True
 
 
 def resolve_data_dir(flag: str | None, environ: Mapping[str, str]) -> Path:

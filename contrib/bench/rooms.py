@@ -325,100 +325,127 @@ def frame_name(frame: str) -> str:
     return f"{filename}:{function}"
 
 
+@dataclass
+class Cast:
+    """The accounts and rooms every measurement uses, set up before the clock starts."""
+
+    senders: list[Api]
+    joiners: list[Api]
+    shared: str  # the room all senders are in
+    own_rooms: list[str]  # a room each
+
+
+async def set_up(server: Server, anonymous: Api, args: argparse.Namespace) -> Cast:
+    started = time.monotonic()
+    senders: list[Api] = []
+    joiners: list[Api] = []
+
+    async def register(into: list[Api], name: str) -> None:
+        into.append(await anonymous.register(name))
+
+    await bounded(
+        [functools.partial(register, senders, f"sender{i}") for i in range(args.senders)]
+        + [functools.partial(register, joiners, f"joiner{i}") for i in range(args.members)],
+        SETUP_CONCURRENCY,
+    )
+    shared = await create_room(senders[0], "public_chat")
+    await join_all(senders[1:], shared)
+    own_rooms = [await create_room(sender, "private_chat") for sender in senders]
+    for sender, room_id in zip(senders, own_rooms, strict=True):  # warm-up
+        await sender.send(room_id, "warm-up")
+        await sender.send(shared, "warm-up")
+    print(f"  {server.name}: set up in {time.monotonic() - started:.0f}s")
+    return Cast(senders, joiners, shared, own_rooms)
+
+
+async def measure_sends_and_creation(
+    server: Server, cast: Cast, args: argparse.Namespace, figures: Figures
+) -> None:
+    """1-2. sends, shared room and a room each; 3. room creation."""
+    senders = cast.senders
+    figures.shared = await load(
+        server, sender_ops(senders, [cast.shared] * len(senders)), seconds=args.seconds
+    )
+    print(f"  {server.name}: sends, one shared room: {figures.shared.line('msgs')}")
+    figures.separate = await load(server, sender_ops(senders, cast.own_rooms), seconds=args.seconds)
+    print(f"  {server.name}: sends, a room each:     {figures.separate.line('msgs')}")
+
+    def creation(creator: Api, index: int) -> Awaitable[str]:
+        return create_room(creator, "private_chat", 1000 + index)
+
+    creators = senders[: args.creators]
+    figures.creation = await load(
+        server, [functools.partial(creation, c) for c in creators], total=args.rooms
+    )
+    print(f"  {server.name}: room creation:         {figures.creation.line('rooms')}")
+
+
+async def measure_messages(
+    server: Server, cast: Cast, args: argparse.Namespace, figures: Figures
+) -> None:
+    """5a. storage per message, in the room that 4. /messages then pages through."""
+    senders = cast.senders
+    big = await create_room(senders[0], "public_chat", 1)
+    await join_all(senders[1:], big)
+    before = server.size()
+    figures.fill = await load(
+        server, sender_ops(senders, [big] * len(senders)), total=args.messages
+    )
+    after = server.size()
+    figures.per_message = Growth.of(before, after, figures.fill.done)
+    print(
+        f"  {server.name}: {figures.fill.done} messages into one room:"
+        f" {figures.per_message} per message; sends {figures.fill.line('msgs')}"
+    )
+
+    passes = [await paginate(senders[1], big) for _ in range(3)]
+    figures.paged_events = passes[0][0]
+    figures.page_rate = statistics.median(events / seconds for events, seconds in passes)
+    print(
+        f"  {server.name}: /messages backwards, limit {PAGE_LIMIT}:"
+        f" {figures.page_rate:.0f} events/s"
+        f" ({figures.paged_events} events, {[round(s, 3) for _, s in passes]} s)"
+    )
+
+
+async def measure_membership(
+    server: Server, cast: Cast, args: argparse.Namespace, figures: Figures
+) -> None:
+    """5b. storage per membership change."""
+    joiners = cast.joiners
+    members = await create_room(cast.senders[0], "public_chat", 2)
+    before = server.size()
+
+    def join(index: int) -> Awaitable[Any]:
+        return joiners[index].call("POST", f"/join/{members}", {})
+
+    def leave(index: int) -> Awaitable[Any]:
+        return joiners[index].call("POST", f"/rooms/{members}/leave", {})
+
+    workers = args.senders
+    figures.joins = await load(server, [join] * workers, total=len(joiners))
+    joined = server.size()
+    figures.leaves = await load(server, [leave] * workers, total=len(joiners))
+    left = server.size()
+    figures.per_join = Growth.of(before, joined, figures.joins.done)
+    figures.per_leave = Growth.of(joined, left, figures.leaves.done)
+    figures.per_membership = Growth.of(before, left, figures.joins.done + figures.leaves.done)
+    print(f"  {server.name}: joins:  {figures.joins.line('joins')}")
+    print(f"  {server.name}: leaves: {figures.leaves.line('leaves')}")
+    print(f"  {server.name}: storage per join {figures.per_join}, per leave {figures.per_leave}")
+
+
 async def measure(server: Server, args: argparse.Namespace) -> Figures:
     figures = Figures()
     timeout = aiohttp.ClientTimeout(total=None)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        anonymous = Api(session, server.base)
-        started = time.monotonic()
-        senders: list[Api] = []
-        joiners: list[Api] = []
-
-        async def register(into: list[Api], name: str) -> None:
-            into.append(await anonymous.register(name))
-
-        await bounded(
-            [functools.partial(register, senders, f"sender{i}") for i in range(args.senders)]
-            + [functools.partial(register, joiners, f"joiner{i}") for i in range(args.members)],
-            SETUP_CONCURRENCY,
-        )
-        creators = senders[: args.creators]
-        shared = await create_room(senders[0], "public_chat")
-        await join_all(senders[1:], shared)
-        own_rooms = [await create_room(sender, "private_chat") for sender in senders]
-        for sender, room_id in zip(senders, own_rooms, strict=True):  # warm-up
-            await sender.send(room_id, "warm-up")
-            await sender.send(shared, "warm-up")
-        print(f"  {server.name}: set up in {time.monotonic() - started:.0f}s")
-
-        # 1-2. sends, shared room and a room each
-        figures.shared = await load(
-            server, sender_ops(senders, [shared] * len(senders)), seconds=args.seconds
-        )
-        print(f"  {server.name}: sends, one shared room: {figures.shared.line('msgs')}")
-        figures.separate = await load(server, sender_ops(senders, own_rooms), seconds=args.seconds)
-        print(f"  {server.name}: sends, a room each:     {figures.separate.line('msgs')}")
-
-        # 3. room creation
-        def creation(creator: Api, index: int) -> Awaitable[str]:
-            return create_room(creator, "private_chat", 1000 + index)
-
-        figures.creation = await load(
-            server, [functools.partial(creation, c) for c in creators], total=args.rooms
-        )
-        print(f"  {server.name}: room creation:         {figures.creation.line('rooms')}")
-
-        # 5a. storage per message, in the room that 4. then pages through
-        big = await create_room(senders[0], "public_chat", 1)
-        await join_all(senders[1:], big)
-        before = server.size()
-        figures.fill = await load(
-            server, sender_ops(senders, [big] * len(senders)), total=args.messages
-        )
-        after = server.size()
-        figures.per_message = Growth.of(before, after, figures.fill.done)
-        print(
-            f"  {server.name}: {figures.fill.done} messages into one room:"
-            f" {figures.per_message} per message; sends {figures.fill.line('msgs')}"
-        )
-
-        # 4. /messages
-        passes = [await paginate(senders[1], big) for _ in range(3)]
-        figures.paged_events = passes[0][0]
-        figures.page_rate = statistics.median(events / seconds for events, seconds in passes)
-        print(
-            f"  {server.name}: /messages backwards, limit {PAGE_LIMIT}:"
-            f" {figures.page_rate:.0f} events/s"
-            f" ({figures.paged_events} events, {[round(s, 3) for _, s in passes]} s)"
-        )
-
-        # 5b. storage per membership change
-        members = await create_room(senders[0], "public_chat", 2)
-        before = server.size()
-
-        def join(index: int) -> Awaitable[Any]:
-            return joiners[index].call("POST", f"/join/{members}", {})
-
-        def leave(index: int) -> Awaitable[Any]:
-            return joiners[index].call("POST", f"/rooms/{members}/leave", {})
-
-        workers = args.senders
-        figures.joins = await load(server, [join] * workers, total=len(joiners))
-        joined = server.size()
-        figures.leaves = await load(server, [leave] * workers, total=len(joiners))
-        left = server.size()
-        figures.per_join = Growth.of(before, joined, figures.joins.done)
-        figures.per_leave = Growth.of(joined, left, figures.leaves.done)
-        figures.per_membership = Growth.of(before, left, figures.joins.done + figures.leaves.done)
-        print(f"  {server.name}: joins:  {figures.joins.line('joins')}")
-        print(f"  {server.name}: leaves: {figures.leaves.line('leaves')}")
-        print(
-            f"  {server.name}: storage per join {figures.per_join}, per leave {figures.per_leave}"
-        )
-
+        cast = await set_up(server, Api(session, server.base), args)
+        await measure_sends_and_creation(server, cast, args, figures)
+        await measure_messages(server, cast, args, figures)
+        await measure_membership(server, cast, args, figures)
         if args.profile and server.name == "ours":
-            await profile_sends(server, senders, shared, args.seconds, args.profile)
+            await profile_sends(server, cast.senders, cast.shared, args.seconds, args.profile)
     return figures
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Any
 
 import orjson
 
@@ -28,13 +27,12 @@ from federation.events import CREATE_KEY, Event, StateKey
 from federation.keys import KeyLookup, ServerKey, SigningKey, generate_signing_key
 from federation.pdu_checks import check_pdu
 from federation.room_versions import RoomVersion, get_room_version
+from federation.types import JsonDict
 
 SERVERS = [f"server{i}.bench.test" for i in range(20)]
 ADMIN = f"@admin:{SERVERS[0]}"
 TS = 1_700_000_000_000
 KEY_VALID_UNTIL = TS + 10**12
-
-JsonDict = dict[str, Any]
 
 
 def build_room(

@@ -57,6 +57,10 @@ def bad_json(why: str) -> MatrixError:
     return MatrixError(400, "M_BAD_JSON", why)
 
 
+def invalid_param(why: str) -> MatrixError:
+    return MatrixError(400, "M_INVALID_PARAM", why)
+
+
 def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
     if exc.status == 404:
         return MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request").response()

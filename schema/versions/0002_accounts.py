@@ -13,6 +13,13 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _devices_and_tokens()
+    _interactive_auth_and_registration()
+    _profiles_and_account_data()
+
+
+def _devices_and_tokens() -> None:
+    """The erased flag of accounts, devices, and the access, refresh and login tokens."""
     op.execute(
         """
         ALTER TABLE users ADD COLUMN erased BOOLEAN NOT NULL DEFAULT FALSE;
@@ -68,7 +75,14 @@ def upgrade() -> None:
             user_id    TEXT NOT NULL REFERENCES users (user_id),
             expires_ts BIGINT NOT NULL
         );
+        """
+    )
 
+
+def _interactive_auth_and_registration() -> None:
+    """User-interactive auth sessions and registration tokens."""
+    op.execute(
+        """
         CREATE TABLE uia_sessions (
             session_id   TEXT PRIMARY KEY,
             created_ts   BIGINT NOT NULL,
@@ -88,7 +102,14 @@ def upgrade() -> None:
             completed     INTEGER NOT NULL DEFAULT 0,
             expiry_time   BIGINT
         );
+        """
+    )
 
+
+def _profiles_and_account_data() -> None:
+    """Profiles, account data, room tags and filters."""
+    op.execute(
+        """
         CREATE TABLE profiles (
             user_id     TEXT PRIMARY KEY REFERENCES users (user_id),
             displayname TEXT,

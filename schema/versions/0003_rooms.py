@@ -13,6 +13,15 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _rooms_and_state_groups()
+    _events()
+    _current_state_and_memberships()
+    _search_directory_and_reports()
+    _history_indexes()
+
+
+def _rooms_and_state_groups() -> None:
+    """Rooms, and state snapshots as delta chains."""
     op.execute(
         """
         CREATE TABLE rooms (
@@ -41,7 +50,14 @@ def upgrade() -> None:
             event_id    TEXT NOT NULL,
             PRIMARY KEY (state_group, type, state_key)
         );
+        """
+    )
 
+
+def _events() -> None:
+    """The event DAG: events, their prev edges, and the forward extremities."""
+    op.execute(
+        """
         CREATE TABLE events (
             event_id         TEXT PRIMARY KEY,
             room_id          TEXT NOT NULL,
@@ -82,7 +98,14 @@ def upgrade() -> None:
             event_id TEXT NOT NULL,
             PRIMARY KEY (room_id, event_id)
         );
+        """
+    )
 
+
+def _current_state_and_memberships() -> None:
+    """Current state, memberships, aliases and client transaction ids."""
+    op.execute(
+        """
         CREATE TABLE current_state (
             room_id   TEXT NOT NULL,
             type      TEXT NOT NULL,
@@ -124,6 +147,10 @@ def upgrade() -> None:
         );
         """
     )
+
+
+def _search_directory_and_reports() -> None:
+    """Full-text search, the public room index, and reports."""
     op.execute(
         """
         -- Full-text search over the keys /search knows (content.body of messages,
@@ -168,6 +195,10 @@ def upgrade() -> None:
         CREATE INDEX room_reports_room ON room_reports (room_id, received_ts);
         """
     )
+
+
+def _history_indexes() -> None:
+    """Indexes for history visibility, timestamps and threads."""
     op.execute(
         """
         -- History: a user's membership events in a room (history visibility, "did U join

@@ -14,6 +14,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    _device_and_one_time_keys()
+    _cross_signing()
+    _device_list_stream()
+    _key_backup()
+
+
+def _device_and_one_time_keys() -> None:
+    """Device keys, one-time keys and fallback keys."""
     op.execute(
         """
         -- A device's identity keys, as the device signed them (signatures others add
@@ -45,7 +53,14 @@ def upgrade() -> None:
             used      BOOLEAN NOT NULL DEFAULT FALSE,
             PRIMARY KEY (user_id, device_id, algorithm)
         );
+        """
+    )
 
+
+def _cross_signing() -> None:
+    """Cross-signing keys and uploaded signatures."""
+    op.execute(
+        """
         -- Cross-signing keys: master, self_signing and user_signing per user.
         CREATE TABLE e2e_cross_signing_keys (
             user_id  TEXT NOT NULL,
@@ -66,7 +81,14 @@ def upgrade() -> None:
             signature      TEXT NOT NULL,
             PRIMARY KEY (target_user_id, target_key_id, signer_user_id, signer_key_id)
         );
+        """
+    )
 
+
+def _device_list_stream() -> None:
+    """The device-list stream: key changes and room membership changes."""
+    op.execute(
+        """
         -- The device-list stream: a row whenever a user's devices or keys change...
         CREATE TABLE device_list_changes (
             position BIGINT NOT NULL,
@@ -86,7 +108,14 @@ def upgrade() -> None:
         );
         CREATE INDEX device_list_room_changes_user ON device_list_room_changes (user_id, position);
         CREATE INDEX device_list_room_changes_room ON device_list_room_changes (room_id, position);
+        """
+    )
 
+
+def _key_backup() -> None:
+    """Server-side key backup: versions and their keys."""
+    op.execute(
+        """
         -- Server-side key backup.
         CREATE TABLE room_key_backup_versions (
             user_id   TEXT NOT NULL,

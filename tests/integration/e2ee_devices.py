@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient
 from federation import unpadded_base64
 from federation.signing import signing_bytes
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts.auth import hash_token, new_token, now_ms
+from homeserver.services.accounts.auth import hash_token, new_token
+from homeserver.services.core.clock import now_ms
 from homeserver.storage.accounts import devices, tokens
 from tests.integration.conftest import CLIENT_V3, auth_header, make_user
 

@@ -3,7 +3,6 @@ directly and through a notary, our notary API, and refusing forged key responses
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,14 +16,11 @@ from federation.keys import SigningKey, encode_verify_key, generate_signing_key
 from federation.pdu_checks import check_pdu
 from federation.room_versions import KNOWN_ROOM_VERSIONS
 from federation.signing import SignatureError, sign_json, verify_json
+from homeserver.services.core.clock import now_ms
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.remote.keyring import KeyRing, verify_key_response
 from homeserver.storage.remote import server_keys
 from tests.integration.peers import free_port, start_peer
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def get(hs: Homeserver, path: str) -> tuple[int, Any]:

@@ -12,10 +12,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from federation.builder import build_event
+from federation.hashing import compute_event_id
 from federation.keys import SigningKey
+from federation.room_versions import RoomVersion, get_room_version
 from homeserver.api.context import HOMESERVER
 from homeserver.services.homeserver import Homeserver
+from homeserver.services.remote.client import RequestFailed
 from homeserver.storage.rooms import events as event_store
+from homeserver.storage.rooms import rooms, state
 from tests.integration.conftest import RoomUser
 from tests.integration.peers import PEER_CONFIG, free_port
 
@@ -149,6 +153,63 @@ def hostile_event(
     return dict(event.pdu)
 
 
+async def room_position(
+    hs: Homeserver, room_id: str, member: str
+) -> tuple[RoomVersion, list[str], list[str]]:
+    """The room's version, its forward extremities, and the auth events `member` cites."""
+    async with hs.db.pool.connection() as conn:
+        room = await rooms.get_room(conn, room_id)
+        assert room is not None
+        tips = [eid for eid, _ in await rooms.get_forward_extremities(conn, room_id)]
+        current = await state.get_current_state(conn, room_id)
+    auth = [
+        current[k] for k in (("m.room.power_levels", ""), ("m.room.member", member)) if k in current
+    ]
+    return get_room_version(room.room_version), tips, auth
+
+
+def hostile_pdus(
+    hs_b: Homeserver,
+    room_id: str,
+    bob: str,
+    alice: str,
+    position: tuple[RoomVersion, list[str], list[str]],
+) -> list[dict[str, Any]]:
+    """From bob's server: one good PDU, then a forged signature, a tampered hash, a power
+    grab, one claiming to be alice's, one for an unknown room and an oversized one."""
+    rv, tips, auth = position
+    key_b = hs_b.signing_key
+
+    good = hostile_event(key_b, room_id, bob, tips, auth, room_version=rv)
+    bad_sig = hostile_event(
+        key_b, room_id, bob, tips, auth, room_version=rv, content={"body": "forged sig"}
+    )
+    bad_sig["signatures"][hs_b.server_name] = {
+        k: "A" * 86 for k in bad_sig["signatures"][hs_b.server_name]
+    }
+    bad_hash = hostile_event(key_b, room_id, bob, tips, auth, room_version=rv)
+    bad_hash["content"] = {"msgtype": "m.text", "body": "tampered"}
+    no_power = hostile_event(
+        key_b,
+        room_id,
+        bob,
+        tips,
+        auth,
+        room_version=rv,
+        event_type="m.room.power_levels",
+        content={"users": {bob: 100}},
+        state_key="",
+    )
+    forged = hostile_event(
+        key_b, room_id, alice, tips, auth, room_version=rv, content={"body": "as alice"}
+    )
+    unknown_room = hostile_event(key_b, "!nowhere:elsewhere", bob, [], [], room_version=rv)
+    oversized = hostile_event(
+        key_b, room_id, bob, tips, auth, room_version=rv, content={"body": "x" * 70_000}
+    )
+    return [good, bad_sig, bad_hash, no_power, forged, unknown_room, oversized]
+
+
 async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
     a, b = two
     alice = await RoomUser.make(a, "alice")
@@ -156,61 +217,20 @@ async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
     room_id = await alice.create_room(preset="public_chat")
     hs_a, hs_b = hs_of(a), hs_of(b)
     await bob.ok("POST", f"/join/{room_id}?server_name={hs_a.server_name}")
-    async with hs_a.db.pool.connection() as conn:
-        from homeserver.storage.rooms import rooms, state
-
-        room = await rooms.get_room(conn, room_id)
-        assert room is not None
-        tips = [eid for eid, _ in await rooms.get_forward_extremities(conn, room_id)]
-        current = await state.get_current_state(conn, room_id)
-    from federation.room_versions import get_room_version
-
-    rv = get_room_version(room.room_version)
-    auth = [
-        current[k]
-        for k in (("m.room.power_levels", ""), ("m.room.member", bob.user_id))
-        if k in current
-    ]
-    key_b = hs_b.signing_key
-
-    good = hostile_event(key_b, room_id, bob.user_id, tips, auth, room_version=rv)
-    bad_sig = hostile_event(
-        key_b, room_id, bob.user_id, tips, auth, room_version=rv, content={"body": "forged sig"}
-    )
-    bad_sig["signatures"][hs_b.server_name] = {
-        k: "A" * 86 for k in bad_sig["signatures"][hs_b.server_name]
-    }
-    bad_hash = hostile_event(key_b, room_id, bob.user_id, tips, auth, room_version=rv)
-    bad_hash["content"] = {"msgtype": "m.text", "body": "tampered"}
-    no_power = hostile_event(
-        key_b,
-        room_id,
-        bob.user_id,
-        tips,
-        auth,
-        room_version=rv,
-        event_type="m.room.power_levels",
-        content={"users": {bob.user_id: 100}},
-        state_key="",
-    )
-    forged = hostile_event(
-        key_b, room_id, alice.user_id, tips, auth, room_version=rv, content={"body": "as alice"}
-    )
-    unknown_room = hostile_event(key_b, "!nowhere:elsewhere", bob.user_id, [], [], room_version=rv)
-    oversized = hostile_event(
-        key_b, room_id, bob.user_id, tips, auth, room_version=rv, content={"body": "x" * 70_000}
-    )
+    position = await room_position(hs_a, room_id, bob.user_id)
+    rv = position[0]
+    pdus = hostile_pdus(hs_b, room_id, bob.user_id, alice.user_id, position)
+    good, bad_sig, bad_hash, no_power, forged, unknown_room, oversized = pdus
 
     client = hs_b.federation_client
     path = "/_matrix/federation/v1/send/hostile1"
     txn = {
         "origin": hs_b.server_name,
         "origin_server_ts": 0,
-        "pdus": [good, bad_sig, bad_hash, no_power, forged, unknown_room, oversized],
+        "pdus": pdus,
     }
     answer = await client.put_json(hs_a.server_name, path, txn)
     results = answer["pdus"]
-    from federation.hashing import compute_event_id
 
     def result(pdu: dict[str, Any]) -> dict[str, Any]:
         return results[compute_event_id(pdu, rv)]
@@ -235,8 +255,6 @@ async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
     assert bob.user_id not in pl.get("users", {})
 
     too_many = {**txn, "pdus": [good] * 51}
-    from homeserver.services.remote.client import RequestFailed
-
     with pytest.raises(RequestFailed) as refused:
         await client.put_json(hs_a.server_name, "/_matrix/federation/v1/send/hostile2", too_many)
     assert refused.value.status == 400

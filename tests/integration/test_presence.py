@@ -9,7 +9,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.ephemeral.presence import IDLE_AFTER_MS, OFFLINE_AFTER_MS, now_ms
+from homeserver.services.core.clock import now_ms
+from homeserver.services.ephemeral.presence import IDLE_AFTER_MS, OFFLINE_AFTER_MS
 from homeserver.services.homeserver import Homeserver
 from homeserver.storage.core import streams
 from tests.integration.conftest import RoomUser, call

@@ -11,7 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts.auth import hash_token, new_token, now_ms
+from homeserver.services.accounts.auth import hash_token, new_token
+from homeserver.services.core.clock import now_ms
 from homeserver.storage.accounts import tokens
 
 

@@ -10,7 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts.auth import hash_token, new_token, now_ms
+from homeserver.services.accounts.auth import hash_token, new_token
+from homeserver.services.core.clock import now_ms
 from homeserver.services.ephemeral.to_device import MAX_CONTENT_BYTES
 from homeserver.services.homeserver import Homeserver
 from homeserver.storage.accounts import devices, tokens

@@ -59,60 +59,14 @@ class Origin:
     async def serve(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         self.hits[name] += 1
-        html = "text/html; charset=utf-8"
-        if name == "og":
-            return web.Response(
-                content_type="text/html",
-                charset="utf-8",
-                text="""<html><head><title>Fallback title</title>
-                <meta property="og:title" content="The  real &amp; title">
-                <meta property="og:description" content="What the page is about">
-                <meta property="og:image" content="/image.png">
-                <meta property="og:image:width" content="9999">
-                <meta property="og:site_name" content="Example">
-                </head><body><p>hello</p></body></html>""",
-            )
-        if name == "plain":
-            return web.Response(
-                body=b"""<!doctype html><html><head>
-                <title>
-                  Plain   page
-                </title>
-                <meta name="description" content="Described by meta">
-                <script>var x = "<title>not this</title>";</script>
-                </head><body><img src="data:image/gif;base64,AAAA">
-                <img src="icon.png" width="16" height="16">
-                <img src="image.png" width="400"></body></html>""",
-                headers={"Content-Type": html},
-            )
-        if name == "latin1":
-            return web.Response(
-                body="<html><head><title>Café crème</title></head></html>".encode("latin-1"),
-                headers={"Content-Type": "text/html; charset=ISO-8859-1"},
-            )
-        if name == "broken":
-            return web.Response(
-                body=b"<html><head><title>Still <b>here</title><meta property='og:x' content"
-                b"=\xff\xfe\x00<<<</script><!-- never closed <img src=",
-                headers={"Content-Type": html},
-            )
-        if name == "image.png":
-            return web.Response(body=IMAGE, content_type="image/png")
-        if name == "notimage.png":
-            return web.Response(body=b"this is not a picture", content_type="image/png")
-        if name == "badimage":
-            return web.Response(
-                content_type="text/html",
-                text='<title>Bad image</title><meta property="og:image" content="/notimage.png">',
-            )
-        if name == "report.pdf":
-            return web.Response(
-                body=b"%PDF-1.4 ...",
-                headers={
-                    "Content-Type": "application/pdf",
-                    "Content-Disposition": 'attachment; filename="report.pdf"',
-                },
-            )
+        self._redirect(name)
+        page = _page(name)
+        if page is None:
+            page = await _stream(name, request)
+        return page or web.Response(status=404, text="no such page")
+
+    def _redirect(self, name: str) -> None:
+        """Raises the redirect the page `name` is, if it is one."""
         if name == "redirect":
             raise web.HTTPFound("/og")
         if name == "redirect2":
@@ -124,28 +78,92 @@ class Origin:
             raise web.HTTPFound(self.url("/og").replace("127.0.0.1", "127.0.0.2"))
         if name == "to-file":
             raise web.HTTPFound("file:///etc/passwd")
-        if name == "big":
-            return web.Response(
-                content_type="text/html", text="<title>Big</title>" + "x" * (MAX_SIZE * 2)
-            )
-        if name == "big-chunked":
-            response = web.StreamResponse(headers={"Content-Type": html})
-            await response.prepare(request)
-            for _ in range(50):
-                await response.write(b"<p>" + b"y" * 8192 + b"</p>")
-            return response
-        if name == "slow":
-            # A slowloris: headers at once, then a byte now and then, forever.
-            response = web.StreamResponse(headers={"Content-Type": html})
-            await response.prepare(request)
-            await response.write(b"<html><head><title>Slow</title>")
-            for _ in range(100):
-                await asyncio.sleep(0.2)
-                await response.write(b" ")
-            return response
-        if name == "error":
-            return web.Response(status=500, text="oops")
-        return web.Response(status=404, text="no such page")
+
+
+def _page(name: str) -> web.Response | None:
+    """The pages served whole: HTML of every kind, images and a document."""
+    html = "text/html; charset=utf-8"
+    if name == "og":
+        return web.Response(
+            content_type="text/html",
+            charset="utf-8",
+            text="""<html><head><title>Fallback title</title>
+                <meta property="og:title" content="The  real &amp; title">
+                <meta property="og:description" content="What the page is about">
+                <meta property="og:image" content="/image.png">
+                <meta property="og:image:width" content="9999">
+                <meta property="og:site_name" content="Example">
+                </head><body><p>hello</p></body></html>""",
+        )
+    if name == "plain":
+        return web.Response(
+            body=b"""<!doctype html><html><head>
+                <title>
+                  Plain   page
+                </title>
+                <meta name="description" content="Described by meta">
+                <script>var x = "<title>not this</title>";</script>
+                </head><body><img src="data:image/gif;base64,AAAA">
+                <img src="icon.png" width="16" height="16">
+                <img src="image.png" width="400"></body></html>""",
+            headers={"Content-Type": html},
+        )
+    if name == "latin1":
+        return web.Response(
+            body="<html><head><title>Café crème</title></head></html>".encode("latin-1"),
+            headers={"Content-Type": "text/html; charset=ISO-8859-1"},
+        )
+    if name == "broken":
+        return web.Response(
+            body=b"<html><head><title>Still <b>here</title><meta property='og:x' content"
+            b"=\xff\xfe\x00<<<</script><!-- never closed <img src=",
+            headers={"Content-Type": html},
+        )
+    if name == "image.png":
+        return web.Response(body=IMAGE, content_type="image/png")
+    if name == "notimage.png":
+        return web.Response(body=b"this is not a picture", content_type="image/png")
+    if name == "badimage":
+        return web.Response(
+            content_type="text/html",
+            text='<title>Bad image</title><meta property="og:image" content="/notimage.png">',
+        )
+    if name == "report.pdf":
+        return web.Response(
+            body=b"%PDF-1.4 ...",
+            headers={
+                "Content-Type": "application/pdf",
+                "Content-Disposition": 'attachment; filename="report.pdf"',
+            },
+        )
+    if name == "big":
+        return web.Response(
+            content_type="text/html", text="<title>Big</title>" + "x" * (MAX_SIZE * 2)
+        )
+    if name == "error":
+        return web.Response(status=500, text="oops")
+    return None
+
+
+async def _stream(name: str, request: web.Request) -> web.StreamResponse | None:
+    """The pages that arrive in pieces: too many of them, or too slowly."""
+    html = "text/html; charset=utf-8"
+    if name == "big-chunked":
+        response = web.StreamResponse(headers={"Content-Type": html})
+        await response.prepare(request)
+        for _ in range(50):
+            await response.write(b"<p>" + b"y" * 8192 + b"</p>")
+        return response
+    if name == "slow":
+        # A slowloris: headers at once, then a byte now and then, forever.
+        response = web.StreamResponse(headers={"Content-Type": html})
+        await response.prepare(request)
+        await response.write(b"<html><head><title>Slow</title>")
+        for _ in range(100):
+            await asyncio.sleep(0.2)
+            await response.write(b" ")
+        return response
+    return None
 
 
 @pytest.fixture

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from contrib.synapse_harness import SynapseInstance
 from federation.keys import encode_verify_key
 from federation.signing import verify_json
+from homeserver.services.core.clock import now_ms
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.remote.client import RequestFailed
 from homeserver.services.remote.keyring import verify_key_response
 
 pytestmark = pytest.mark.interop
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def test_we_fetch_and_verify_synapse_keys(

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.api.auth import require_user
-from homeserver.api.errors import MatrixError, forbidden
+from homeserver.api.errors import forbidden, invalid_param
 from homeserver.api.http import read_json_object
 from homeserver.services.accounts.auth import Requester
 
@@ -22,10 +22,6 @@ async def require_admin(request: web.Request) -> Requester:
     if not requester.is_admin:
         raise forbidden("You are not a server admin")
     return requester
-
-
-def invalid_param(message: str) -> MatrixError:
-    return MatrixError(400, "M_INVALID_PARAM", message)
 
 
 def query_int(request: web.Request, name: str, default: int) -> int:

@@ -9,7 +9,6 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.api.admin.access import (
-    invalid_param,
     optional_body,
     query_ascending,
     query_choice,
@@ -17,7 +16,7 @@ from homeserver.api.admin.access import (
     require_admin,
 )
 from homeserver.api.context import HOMESERVER, homeserver
-from homeserver.api.errors import json_response
+from homeserver.api.errors import invalid_param, json_response
 from homeserver.api.http import read_json_object
 from homeserver.services.admin import rooms as admin_rooms
 from homeserver.services.admin.rooms import DeleteRequest, RoomDeleter

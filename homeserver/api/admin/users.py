@@ -19,7 +19,6 @@ from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.services.admin import users as admin_users
-from homeserver.storage.admin.users import UserFilter
 
 V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"
@@ -27,15 +26,12 @@ V2 = "/_synapse/admin/v2"
 
 async def list_users(request: web.Request) -> web.Response:
     await require_admin(request)
-    user_filter = UserFilter(
+    listing = admin_users.UserListing(
         name=request.query.get("name"),
         user_id=request.query.get("user_id"),
         include_guests=bool(query_bool(request, "guests", True)),
         include_deactivated=bool(query_bool(request, "deactivated", False)),
         admins=query_bool(request, "admins", None),
-    )
-    listing = admin_users.UserListing(
-        user_filter=user_filter,
         order_by=query_choice(request, "order_by", admin_users.ORDER_BY, "name"),
         ascending=query_ascending(request),
         offset=query_int(request, "from", 0),

@@ -19,7 +19,7 @@ from federation.xmatrix import SCHEME, XMatrixError, parse_authorization, verify
 from homeserver.api.context import homeserver
 from homeserver.api.errors import Handler, MatrixError
 from homeserver.api.http import USER_KEY
-from homeserver.services.remote.keyring import now_ms
+from homeserver.services.core.clock import now_ms
 
 ORIGIN_KEY = web.RequestKey("federation_origin", str)
 FEDERATION_PREFIX = "/_matrix/federation/"

@@ -12,7 +12,8 @@ from federation.identifiers import is_valid_server_name
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, bad_json, json_response
 from homeserver.api.http import read_json_object
-from homeserver.services.remote.keyring import NOTARY_MAX_KEY_IDS, NOTARY_MAX_SERVERS, now_ms
+from homeserver.services.core.clock import now_ms
+from homeserver.services.remote.keyring import NOTARY_MAX_KEY_IDS, NOTARY_MAX_SERVERS
 
 
 async def get_server_keys(request: web.Request) -> web.Response:

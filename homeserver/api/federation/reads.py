@@ -8,10 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.api.context import homeserver
-from homeserver.api.errors import MatrixError, bad_json, json_response, not_found
+from homeserver.api.errors import MatrixError, bad_json, json_response
 from homeserver.api.federation.auth import require_server
 from homeserver.api.http import read_json_object
-from homeserver.storage.directory import aliases
 
 V1 = "/_matrix/federation/v1"
 
@@ -102,14 +101,7 @@ async def get_missing_events(request: web.Request) -> web.Response:
 async def query_directory(request: web.Request) -> web.Response:
     await require_server(request)
     alias = _param(request, "room_alias")
-    hs = homeserver(request)
-    async with hs.db.pool.connection() as conn:
-        room_id = await aliases.get_alias(conn, alias)
-    if room_id is None:
-        raise not_found("Room alias not found")
-    servers = await hs.room_servers.servers(room_id)
-    ordered = [hs.server_name, *sorted(servers - {hs.server_name})]
-    return json_response({"room_id": room_id, "servers": ordered})
+    return json_response(await homeserver(request).federation_reads.directory(alias))
 
 
 async def query_profile(request: web.Request) -> web.Response:

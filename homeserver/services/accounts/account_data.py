@@ -9,26 +9,26 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import ServiceError, bad_json, forbidden, not_found
+from homeserver.services.core.errors import (
+    ServiceError,
+    bad_json,
+    forbidden,
+    invalid_param,
+    not_found,
+)
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.accounts import account_data
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 
-Write = Callable[[AsyncConnection, int], Awaitable[bool]]
+Write = Callable[[Connection, int], Awaitable[bool]]
 
 # Types the server maintains itself; the spec forbids setting them through this API.
 SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
 MAX_NAME_BYTES = 255  # event types, room ids and tag names
-
-
-def _invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 def check_owner(requester: Requester, user_id: str, what: str) -> None:
@@ -39,7 +39,7 @@ def check_owner(requester: Requester, user_id: str, what: str) -> None:
 
 def _check_name(value: str, what: str) -> None:
     if len(value.encode("utf-8")) > MAX_NAME_BYTES:
-        raise _invalid_param(f"{what} is longer than {MAX_NAME_BYTES} bytes")
+        raise invalid_param(f"{what} is longer than {MAX_NAME_BYTES} bytes")
 
 
 def _room_key(room_id: str | None) -> str:
@@ -47,7 +47,7 @@ def _room_key(room_id: str | None) -> str:
     if room_id is None:
         return account_data.GLOBAL
     if not room_id.startswith("!"):
-        raise _invalid_param(f"{room_id} is not a valid room ID")
+        raise invalid_param(f"{room_id} is not a valid room ID")
     _check_name(room_id, "Room ID")
     return room_id
 
@@ -126,12 +126,12 @@ class AccountDataService:
             # Keep room_tags, the source of the tag endpoints, in step with m.tag.
             tags = _tags_of(content)
 
-            async def write(conn: AsyncConnection, position: int) -> bool:
+            async def write(conn: Connection, position: int) -> bool:
                 await account_data.replace_room_tags(conn, user_id, key, tags, position)
                 return True
         else:
 
-            async def write(conn: AsyncConnection, position: int) -> bool:
+            async def write(conn: Connection, position: int) -> bool:
                 await account_data.put_account_data(conn, user_id, key, type_, content, position)
                 return True
 
@@ -158,7 +158,7 @@ class AccountDataService:
         _check_tag(tag, content)
         ensure_storable(content)
 
-        async def write(conn: AsyncConnection, position: int) -> bool:
+        async def write(conn: Connection, position: int) -> bool:
             await account_data.put_room_tag(conn, user_id, key, tag, content, position)
             return True
 
@@ -170,7 +170,7 @@ class AccountDataService:
         key = _room_key(room_id)
         _check_name(tag, "Tag")
 
-        async def write(conn: AsyncConnection, position: int) -> bool:
+        async def write(conn: Connection, position: int) -> bool:
             return await account_data.delete_room_tag(conn, user_id, key, tag, position)
 
         await self._write(user_id, write)

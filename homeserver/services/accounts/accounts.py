@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import time
 
 from homeserver.services.accounts.passwords import hash_password_async
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.accounts import accounts
 from homeserver.storage.core.pool import Database
@@ -72,7 +72,7 @@ class AccountService:
                 password_hash,
                 is_admin=admin,
                 is_guest=False,
-                now_ms=int(time.time() * 1000),
+                now_ms=now_ms(),
             )
         if not created:
             raise AccountError("M_USER_IN_USE", f"{user_id} is already taken")

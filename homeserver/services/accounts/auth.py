@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from homeserver.services.core.clock import now_ms
 from homeserver.storage.accounts import tokens
 from homeserver.storage.core.pool import Database
 
@@ -39,10 +40,6 @@ def hash_token(token: str) -> bytes:
 def new_token(prefix: str) -> str:
     """An opaque token; the prefix only helps people tell token kinds apart in logs."""
     return f"{prefix}_{secrets.token_urlsafe(32)}"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class TokenCache:

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from homeserver.services.accounts.accounts import storable
-from homeserver.services.accounts.auth import Requester, TokenCache, now_ms
+from homeserver.services.accounts.auth import Requester, TokenCache
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import not_found
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.storage.accounts import devices, tokens

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.services.accounts.accounts import storable
-from homeserver.services.accounts.auth import hash_token, new_token, now_ms
+from homeserver.services.accounts.auth import hash_token, new_token
 from homeserver.services.accounts.devices import MAX_DISPLAY_NAME_LENGTH, new_device_id
 from homeserver.services.accounts.passwords import check_password_async
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden
 from homeserver.storage.accounts import accounts, devices, tokens
 from homeserver.storage.core.pool import Database

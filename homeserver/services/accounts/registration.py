@@ -14,13 +14,13 @@ from homeserver.services.accounts.accounts import (
     is_valid_localpart,
     storable,
 )
-from homeserver.services.accounts.auth import now_ms
 from homeserver.services.accounts.login import (
     LoginService,
     validate_device_id,
     validate_display_name,
 )
 from homeserver.services.accounts.uia import DUMMY, REGISTRATION_TOKEN, Challenge, UiaService
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden, not_found
 from homeserver.storage.accounts import accounts, registration_tokens
 from homeserver.storage.core.pool import Database

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from homeserver.services.accounts.accounts import storable
-from homeserver.services.accounts.auth import now_ms
 from homeserver.services.accounts.login import LoginService, user_id_from_identifier
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.accounts import registration_tokens, uia
 from homeserver.storage.core.pool import Database

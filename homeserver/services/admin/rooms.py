@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from federation.identifiers import server_name_of
-from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import format_events
 from homeserver.storage.admin import rooms as admin_rooms
@@ -34,10 +35,6 @@ log = logging.getLogger(__name__)
 ORDER_BY = admin_rooms.ORDER_COLUMNS
 MAX_PAGE = 1000
 STATUS_TTL_S = 24 * 3600
-
-
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 def check_room_id(room_id: str) -> str:
@@ -132,7 +129,7 @@ class AdminRoomService:
     async def set_blocked(self, admin_id: str, room_id: str, block: bool) -> None:
         async with self.db.pool.connection() as conn:
             if block:
-                await admin_rooms.block_room(conn, check_room_id(room_id), admin_id, _now_ms())
+                await admin_rooms.block_room(conn, check_room_id(room_id), admin_id, now_ms())
             else:
                 await admin_rooms.unblock_room(conn, check_room_id(room_id))
 
@@ -280,7 +277,3 @@ class RoomDeleter:
             async with hs.db.pool.connection() as conn, conn.transaction():
                 await rooms.lock_room(conn, room_id)
                 await admin_rooms.purge_room(conn, room_id)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -17,7 +17,7 @@ from homeserver.services.accounts.auth import Requester, TokenCache
 from homeserver.services.accounts.deactivation import Deactivations
 from homeserver.services.accounts.devices import DeviceService
 from homeserver.services.accounts.profile import FIELDS, MAX_LENGTHS
-from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.storage.accounts import devices as device_store
 from homeserver.storage.accounts import profiles
@@ -29,10 +29,6 @@ from homeserver.storage.rooms import memberships
 
 ORDER_BY = frozenset(admin_users.ORDER_COLUMNS)
 MAX_PAGE = 1000
-
-
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 def local_user_id(user_id: str, server_name: str) -> str:
@@ -74,7 +70,14 @@ def render_user(row: AdminUserRow) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class UserListing:
-    user_filter: UserFilter
+    """A page of the account listing: the filter's conditions (None: no condition),
+    then the order and the page."""
+
+    name: str | None = None  # substring of the localpart or the display name
+    user_id: str | None = None  # substring of the full user id
+    include_guests: bool = True
+    include_deactivated: bool = False
+    admins: bool | None = None
     order_by: str = "name"
     ascending: bool = True
     offset: int = 0
@@ -148,7 +151,13 @@ class AdminUserService:
         async with self.db.pool.connection() as conn:
             rows, total = await admin_users.list_users(
                 conn,
-                listing.user_filter,
+                UserFilter(
+                    listing.name,
+                    listing.user_id,
+                    listing.include_guests,
+                    listing.include_deactivated,
+                    listing.admins,
+                ),
                 order_by=listing.order_by,
                 ascending=listing.ascending,
                 offset=listing.offset,

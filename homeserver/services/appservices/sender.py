@@ -35,8 +35,6 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-import psycopg
-from psycopg import AsyncConnection
 
 from homeserver.services.appservices.registry import (
     AppService,
@@ -45,6 +43,7 @@ from homeserver.services.appservices.registry import (
     is_interested_in_event,
     is_interested_in_room,
 )
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.rooms.writer import EventCache
@@ -52,7 +51,7 @@ from homeserver.services.timeline.format import format_events
 from homeserver.storage.accounts import accounts
 from homeserver.storage.appservices import appservices as store
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database, DatabaseError
 
 if TYPE_CHECKING:
     from homeserver.services.ephemeral.presence import PresenceService
@@ -95,10 +94,6 @@ class BadStatus(ServiceError):
         super().__init__(502, "M_BAD_STATUS", "The application service answered with an error")
         self.as_status = as_status
         self.as_body = as_body
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _app_url(service: AppService, path: str) -> str:
@@ -227,7 +222,7 @@ class AppServiceSender:
             if not notified and time.monotonic() - swept < SWEEP_INTERVAL_S:
                 try:
                     safe = await self._poll_positions()
-                except (psycopg.Error, OSError):
+                except (DatabaseError, OSError):
                     log.exception("appservice: cannot read the stream positions")
                     continue
                 if safe == polled:
@@ -260,7 +255,7 @@ class AppServiceSender:
                 state = await store.delivery_state(
                     conn, service.id, safe["events"], ephemeral_start
                 )
-                if state.retry_at is not None and state.retry_at > _now_ms():
+                if state.retry_at is not None and state.retry_at > now_ms():
                     return state.retry_at
                 if state.pending_txn_id is not None and state.pending_up_to is not None:
                     txn_id, event_ids = state.pending_txn_id, state.pending_event_ids
@@ -312,7 +307,7 @@ class AppServiceSender:
                         presence_up_to=presence_up_to,
                     )
                 continue
-            now = _now_ms()
+            now = now_ms()
             since = state.failing_since if state.failing_since is not None else now
             interval = min(max(now - since, self.min_backoff_ms), self.max_backoff_ms)
             async with self.db.pool.connection() as conn:
@@ -321,7 +316,7 @@ class AppServiceSender:
 
     async def _ephemeral_batch(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         service: AppService,
         state: store.DeliveryState,
         safe: dict[str, int],
@@ -378,7 +373,7 @@ class AppServiceSender:
             batch.moved |= bool(changed)
             rooms_of = await store.joined_rooms_of(conn, [p.user_id for p in changed])
             facts = await self._facts(conn, {r for rs in rooms_of.values() for r in rs})
-            now = _now_ms()
+            now = now_ms()
             batch.events += [
                 {
                     "type": "m.presence",
@@ -394,7 +389,7 @@ class AppServiceSender:
         return batch
 
     @staticmethod
-    async def _facts(conn: AsyncConnection, room_ids: set[str]) -> dict[str, RoomFacts]:
+    async def _facts(conn: Connection, room_ids: set[str]) -> dict[str, RoomFacts]:
         if not room_ids:
             return {}
         return {
@@ -405,7 +400,7 @@ class AppServiceSender:
         }
 
     async def _interesting(
-        self, conn: AsyncConnection, service: AppService, heads: Sequence[store.EventHead]
+        self, conn: Connection, service: AppService, heads: Sequence[store.EventHead]
     ) -> list[str]:
         """The ids of the events the AS is interested in, in order."""
         room_ids = sorted({h.room_id for h in heads})

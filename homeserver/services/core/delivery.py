@@ -12,21 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-import psycopg
-from psycopg import AsyncConnection
+from homeserver.services.core.clock import now_ms
+from homeserver.storage.core.pool import Connection, OperationalError, connect
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
-LockOperation = Callable[[AsyncConnection, K], Awaitable[object]]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+LockOperation = Callable[[Connection, K], Awaitable[object]]
 
 
 class DeliveryWorkers(Generic[K]):
@@ -57,7 +52,7 @@ class DeliveryWorkers(Generic[K]):
         self._tasks: dict[K, asyncio.Task[None]] = {}
         self._dirty: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
-        self._lock_conn: AsyncConnection | None = None
+        self._lock_conn: Connection | None = None
         self._lock_guard = asyncio.Lock()
         self._closing = False
 
@@ -131,12 +126,10 @@ class DeliveryWorkers(Generic[K]):
     async def _with_lock(self, operation: LockOperation[K], key: K) -> bool:
         async with self._lock_guard:
             if self._lock_conn is None or self._lock_conn.closed:
-                self._lock_conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
-                )
+                self._lock_conn = await connect(self._conninfo)
             try:
                 return bool(await operation(self._lock_conn, key))
-            except psycopg.OperationalError:
+            except OperationalError:
                 # The connection died, and the locks with it.
                 await self._lock_conn.close()
                 self._lock_conn = None

@@ -28,3 +28,7 @@ def forbidden(message: str) -> ServiceError:
 
 def bad_json(message: str) -> ServiceError:
     return ServiceError(400, "M_BAD_JSON", message)
+
+
+def invalid_param(message: str) -> ServiceError:
+    return ServiceError(400, "M_INVALID_PARAM", message)

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import psycopg
-from psycopg import AsyncConnection
 
 from homeserver.storage.core import streams
+from homeserver.storage.core.pool import Connection, OperationalError, connect
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +61,16 @@ class Notifier:
         self._handlers: dict[str, Handler] = {}
         self._listener: asyncio.Task[None] | None = None
         # One connection blocks in LISTEN; the other publishes and reads positions.
-        self._listen_conn: AsyncConnection | None = None
-        self._conn: AsyncConnection | None = None
+        self._listen_conn: Connection | None = None
+        self._conn: Connection | None = None
         self._refresh_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Read the current positions and start listening to other processes."""
-        self._listen_conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        self._listen_conn = await connect(self.conninfo)
         await streams.listen(self._listen_conn, CHANNEL)
         await streams.listen(self._listen_conn, TOKENS_CHANNEL)
-        self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        self._conn = await connect(self.conninfo)
         self.positions = await streams.safe_positions(self._conn)
         self._listener = asyncio.create_task(self._listen(self._listen_conn))
 
@@ -89,7 +88,7 @@ class Notifier:
             for waiter in waiters:
                 waiter.woken.set()
 
-    async def _listen(self, conn: AsyncConnection) -> None:
+    async def _listen(self, conn: Connection) -> None:
         try:
             async for message in conn.notifies():
                 if message.channel == TOKENS_CHANNEL:
@@ -104,7 +103,7 @@ class Notifier:
                 if payload.get("from") == _INSTANCE:
                     continue
                 await self._receive(payload)
-        except psycopg.OperationalError:
+        except OperationalError:
             log.exception("lost the notification connection")
 
     async def _receive(self, payload: dict[str, Any]) -> None:

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import asyncio
 
-import psycopg
-from psycopg import AsyncConnection
-
 from homeserver.storage.core import streams
+from homeserver.storage.core.pool import Connection, connect
 
 
 class StreamAllocator:
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
-        self._conn: AsyncConnection | None = None
+        self._conn: Connection | None = None
         self._lock = asyncio.Lock()
 
-    async def _connection(self) -> AsyncConnection:
+    async def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+            self._conn = await connect(self.conninfo)
             await streams.use_asynchronous_commit(self._conn)
         return self._conn
 

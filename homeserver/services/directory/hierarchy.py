@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.events import Event
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import forbidden
-from homeserver.services.directory.rooms import allowed_room_ids, invalid_param, room_summary
+from homeserver.services.core.errors import forbidden, invalid_param
+from homeserver.services.directory.rooms import allowed_room_ids, room_summary
 from homeserver.services.rooms.writer import EventCreator, load_events
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.directory.public_rooms import RoomSummaryRow, summaries
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, state
@@ -126,7 +126,7 @@ class _Walk:
     """One depth-first walk, with what it needs to judge every room it meets."""
 
     def __init__(
-        self, conn: AsyncConnection, events: EventCreator, user_id: str, suggested_only: bool
+        self, conn: Connection, events: EventCreator, user_id: str, suggested_only: bool
     ) -> None:
         self.conn = conn
         self.events = events

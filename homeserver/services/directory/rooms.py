@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.events import Event, StateKey
 from federation.identifiers import server_name_of
@@ -27,9 +25,10 @@ from federation.power_levels import (
     user_level_in_state,
 )
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError, forbidden, invalid_param, not_found
 from homeserver.services.rooms.writer import EventCache, EventCreator, EventNotAllowed, load_events
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.directory.public_rooms import (
     DirectoryFilter,
@@ -45,10 +44,6 @@ DEFAULT_PUBLIC_ROOMS_LIMIT = 100
 MAX_PUBLIC_ROOMS_LIMIT = 500
 
 
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
-
-
 def alias_server(alias: str) -> str:
     """The server part of a well-formed room alias; M_INVALID_PARAM otherwise."""
     server = server_name_of(alias, "#")
@@ -58,7 +53,7 @@ def alias_server(alias: str) -> str:
 
 
 async def current_state_events(
-    conn: AsyncConnection, cache: EventCache, room_id: str, keys: Iterable[StateKey]
+    conn: Connection, cache: EventCache, room_id: str, keys: Iterable[StateKey]
 ) -> dict[StateKey, Event]:
     """The current state events of a room at the given keys (absent ones left out)."""
     ids = await state.get_current_state(conn, room_id, keys)
@@ -70,7 +65,7 @@ _POWER_KEYS: list[StateKey] = [("m.room.create", ""), ("m.room.power_levels", ""
 
 
 async def may_send_state(
-    conn: AsyncConnection, cache: EventCache, room_id: str, user_id: str, event_type: str
+    conn: Connection, cache: EventCache, room_id: str, user_id: str, event_type: str
 ) -> bool:
     """Whether the user's power in the room is enough for a state event of this type."""
     power = await current_state_events(conn, cache, room_id, _POWER_KEYS)
@@ -78,7 +73,7 @@ async def may_send_state(
 
 
 async def check_canonical_alias(
-    conn: AsyncConnection, cache: EventCache, room_id: str, content: Mapping[str, Any]
+    conn: Connection, cache: EventCache, room_id: str, content: Mapping[str, Any]
 ) -> None:
     """Aliases an `m.room.canonical_alias` event adds must be well-formed (M_INVALID_PARAM)
     and point at this room (M_BAD_ALIAS); ones already in the current event are not
@@ -210,7 +205,7 @@ class DirectoryService:
             member = await memberships.get_membership(conn, room_id, requester.user_id)
             if not requester.is_admin and (member is None or member.membership != "join"):
                 raise forbidden("You must be in the room to give it an alias")
-            if not await aliases.create_alias(conn, alias, room_id, requester.user_id, _now()):
+            if not await aliases.create_alias(conn, alias, room_id, requester.user_id, now_ms()):
                 raise ServiceError(409, "M_ROOM_IN_USE", f"{alias} already exists")
 
     async def resolve_alias(self, alias: str) -> tuple[str, list[str]]:
@@ -354,7 +349,3 @@ class DirectoryService:
             if (before is not None and more) or after is not None:
                 out["prev_batch"] = _token("p", rows[0])
         return out
-
-
-def _now() -> int:
-    return int(time.time() * 1000)

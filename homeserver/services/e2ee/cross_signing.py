@@ -14,18 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.signing import signing_bytes, verify_ed25519_signed
-from homeserver.services.core.errors import ServiceError
+from federation.types import JsonDict
+from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.storage.accounts import devices
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import cross_signing as store
 from homeserver.storage.e2ee import keys as e2e_keys
-
-JsonDict = dict[str, Any]
 
 MASTER = "master"
 SELF_SIGNING = "self_signing"
@@ -37,10 +35,6 @@ BODY_FIELDS = {
     "user_signing_key": USER_SIGNING,
 }
 KEY_TYPES = (MASTER, SELF_SIGNING, USER_SIGNING)
-
-
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 def same_signed_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -63,25 +57,25 @@ def parse_key(obj: object, user_id: str, key_type: str) -> CrossSigningKey:
     """Check the shape the spec gives a CrossSigningKey: the user's, with this usage, and
     exactly one ed25519 key named after itself."""
     if not isinstance(obj, dict):
-        raise _invalid(f"the {key_type} key must be an object")
+        raise invalid_param(f"the {key_type} key must be an object")
     if obj.get("user_id") != user_id:
-        raise _invalid(f"the {key_type} key must belong to {user_id}")
+        raise invalid_param(f"the {key_type} key must belong to {user_id}")
     usage = obj.get("usage")
     if not isinstance(usage, list) or key_type not in usage:
-        raise _invalid(f"the {key_type} key's usage must include {key_type!r}")
+        raise invalid_param(f"the {key_type} key's usage must include {key_type!r}")
     keys = obj.get("keys")
     if not isinstance(keys, dict) or len(keys) != 1:
-        raise _invalid(f"the {key_type} key must contain exactly one key")
+        raise invalid_param(f"the {key_type} key must contain exactly one key")
     [(key_id, public_key)] = keys.items()
     if not isinstance(public_key, str) or key_id != f"ed25519:{public_key}":
-        raise _invalid(f"the {key_type} key must be an ed25519 key named ed25519:<key>")
+        raise invalid_param(f"the {key_type} key must be an ed25519 key named ed25519:<key>")
     signatures = obj.get("signatures", {})
     if not isinstance(signatures, dict):
-        raise _invalid("signatures must be an object")
+        raise invalid_param("signatures must be an object")
     try:
         signing_bytes(obj)
     except ValueError:
-        raise _invalid(f"the {key_type} key is not valid JSON for signing") from None
+        raise invalid_param(f"the {key_type} key is not valid JSON for signing") from None
     return CrossSigningKey(key_type, key_id, public_key, obj)
 
 
@@ -125,7 +119,7 @@ class CrossSigningService:
         # Told of a user's new master or self-signing keys (federation announces them).
         self.on_public_keys: Callable[[str, dict[str, JsonDict]], Awaitable[None]] | None = None
 
-    async def _stored(self, conn: AsyncConnection, user_id: str) -> dict[str, CrossSigningKey]:
+    async def _stored(self, conn: Connection, user_id: str) -> dict[str, CrossSigningKey]:
         found = _loaded(await store.get_keys(conn, [user_id], list(KEY_TYPES)))
         return {key_type: key for (_, key_type), key in found.items()}
 
@@ -224,7 +218,7 @@ class CrossSigningService:
 
     async def _check_signature(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         mine: dict[str, CrossSigningKey],
         target_user: str,
@@ -271,7 +265,7 @@ class CrossSigningService:
 
     async def _device_signatures(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         master: CrossSigningKey,
         my_signatures: Mapping[str, Any],
@@ -302,7 +296,7 @@ class CrossSigningService:
         return rows
 
     async def keys_for_query(
-        self, conn: AsyncConnection, viewer: str, user_ids: list[str]
+        self, conn: Connection, viewer: str, user_ids: list[str]
     ) -> tuple[JsonDict, list[store.SignatureRow]]:
         """The cross-signing part of a /keys/query answer, and the signatures the viewer
         may see on these users' keys (for merging into their device keys too)."""

@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from psycopg import AsyncConnection
-
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import device_lists as store
 
 
@@ -30,7 +28,7 @@ class DeviceLists:
         self.on_committed: Callable[[list[str]], Awaitable[None]] | None = None
 
     @asynccontextmanager
-    async def transaction(self, user_ids: Sequence[str]) -> AsyncIterator[AsyncConnection]:
+    async def transaction(self, user_ids: Sequence[str]) -> AsyncIterator[Connection]:
         """A transaction that changes these users' devices or keys: it records the change
         on the stream, and wakes the syncs of everyone sharing a room with them once it
         has committed."""
@@ -51,7 +49,7 @@ class DeviceLists:
             await self.on_committed(users)
 
     async def changes(
-        self, conn: AsyncConnection, user_id: str, from_pos: int, to_pos: int
+        self, conn: Connection, user_id: str, from_pos: int, to_pos: int
     ) -> tuple[list[str], list[str]]:
         """(changed, left) for `user_id` over positions (from_pos, to_pos]."""
         if to_pos <= from_pos:
@@ -70,7 +68,7 @@ class DeviceLists:
 
 
 async def record_membership(
-    conn: AsyncConnection,
+    conn: Connection,
     allocator: StreamAllocator,
     room_id: str,
     user_id: str,

@@ -12,18 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
-from homeserver.services.core.errors import ServiceError, not_found
+from federation.types import JsonDict
+from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.services.core.stored_json import ensure_storable
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import key_backup as store
-
-JsonDict = dict[str, Any]
-
-
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 def parse_version(text: str) -> int | None:
@@ -46,18 +40,18 @@ def _version_info(row: store.BackupVersionRow, count: int) -> JsonDict:
 def _parse_session(room_id: str, session_id: str, data: object) -> store.SessionRow:
     """A KeyBackupData object, checked."""
     if not isinstance(data, dict):
-        raise _invalid(f"{room_id}/{session_id}: key data must be an object")
+        raise invalid_param(f"{room_id}/{session_id}: key data must be an object")
     first = data.get("first_message_index")
     forwarded = data.get("forwarded_count")
     verified = data.get("is_verified")
     session_data = data.get("session_data")
     for name, value in (("first_message_index", first), ("forwarded_count", forwarded)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
-            raise _invalid(f"{room_id}/{session_id}: {name} must be a non-negative integer")
+            raise invalid_param(f"{room_id}/{session_id}: {name} must be a non-negative integer")
     if not isinstance(verified, bool):
-        raise _invalid(f"{room_id}/{session_id}: is_verified must be a boolean")
+        raise invalid_param(f"{room_id}/{session_id}: is_verified must be a boolean")
     if not isinstance(session_data, dict):
-        raise _invalid(f"{room_id}/{session_id}: session_data must be an object")
+        raise invalid_param(f"{room_id}/{session_id}: session_data must be an object")
     assert isinstance(first, int) and isinstance(forwarded, int)
     return store.SessionRow(
         room_id, session_id, first, forwarded, verified, orjson.dumps(session_data).decode()
@@ -78,9 +72,9 @@ def _check_version_body(body: Mapping[str, Any]) -> tuple[str, str]:
     algorithm = body.get("algorithm")
     auth_data = body.get("auth_data")
     if not isinstance(algorithm, str) or not algorithm:
-        raise _invalid("algorithm must be a string")
+        raise invalid_param("algorithm must be a string")
     if not isinstance(auth_data, dict):
-        raise _invalid("auth_data must be an object")
+        raise invalid_param("auth_data must be an object")
     return algorithm, orjson.dumps(auth_data).decode()
 
 
@@ -105,11 +99,11 @@ class KeyBackupService:
     ) -> None:
         algorithm, auth_data = _check_version_body(body)
         if "version" in body and body["version"] != version_text:
-            raise _invalid("version in the body does not match the path")
+            raise invalid_param("version in the body does not match the path")
         async with self.db.pool.connection() as conn, conn.transaction():
             row = await self._find(conn, user_id, version_text, lock=True)
             if row.algorithm != algorithm:
-                raise _invalid("algorithm cannot change; create a new backup version")
+                raise invalid_param("algorithm cannot change; create a new backup version")
             await store.set_auth_data(conn, user_id, row.version, auth_data)
 
     async def delete_version(self, user_id: str, version_text: str) -> None:
@@ -121,7 +115,7 @@ class KeyBackupService:
             await store.delete_version(conn, user_id, version)
 
     async def _find(
-        self, conn: AsyncConnection, user_id: str, version_text: str | None, *, lock: bool = False
+        self, conn: Connection, user_id: str, version_text: str | None, *, lock: bool = False
     ) -> store.BackupVersionRow:
         if version_text is None:
             row = await store.latest_version(conn, user_id, lock=lock)

@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.identifiers import server_name_of
 from federation.signing import verify_ed25519_signed
-from homeserver.services.core.errors import ServiceError
+from federation.types import JsonDict
+from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.e2ee.cross_signing import (
     CrossSigningService,
@@ -27,16 +27,10 @@ from homeserver.services.e2ee.cross_signing import (
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.services.remote.keys import timeout_seconds
 from homeserver.services.sync.tokens import InvalidToken, SyncToken
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import keys as e2e_keys
 
-JsonDict = dict[str, Any]
-
 MAX_KEY_ID_LENGTH = 255
-
-
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 def _remote_failure(server: str) -> JsonDict:
@@ -55,18 +49,18 @@ RemoteClaim = Callable[
 def _check_device_keys(obj: object, user_id: str, device_id: str) -> JsonDict:
     """The uploaded DeviceKeys, checked: this device's, well-formed, self-signed."""
     if not isinstance(obj, dict):
-        raise _invalid("device_keys must be an object")
+        raise invalid_param("device_keys must be an object")
     if obj.get("user_id") != user_id or obj.get("device_id") != device_id:
-        raise _invalid("device_keys must be for the device making the request")
+        raise invalid_param("device_keys must be for the device making the request")
     algorithms = obj.get("algorithms")
     if not isinstance(algorithms, list) or not all(isinstance(a, str) for a in algorithms):
-        raise _invalid("device_keys.algorithms must be a list of strings")
+        raise invalid_param("device_keys.algorithms must be a list of strings")
     keys = obj.get("keys")
     if not isinstance(keys, dict) or not all(isinstance(k, str) for k in keys.values()):
-        raise _invalid("device_keys.keys must map key ids to keys")
+        raise invalid_param("device_keys.keys must map key ids to keys")
     ed25519 = keys.get(f"ed25519:{device_id}")
     if not isinstance(ed25519, str):
-        raise _invalid(f"device_keys.keys must contain ed25519:{device_id}")
+        raise invalid_param(f"device_keys.keys must contain ed25519:{device_id}")
     if not verify_ed25519_signed(obj, user_id, f"ed25519:{device_id}", ed25519):
         raise ServiceError(400, "M_INVALID_SIGNATURE", "device_keys are not signed by the device")
     return obj
@@ -78,23 +72,23 @@ def _check_keys(
     """Uploaded one-time or fallback keys as (algorithm, key id, key JSON); a signed key
     must verify against the device's ed25519 key."""
     if not isinstance(keys, dict):
-        raise _invalid(f"{what} must be an object")
+        raise invalid_param(f"{what} must be an object")
     out: list[tuple[str, str, str]] = []
     for name, key in keys.items():
         algorithm, sep, key_id = name.partition(":")
         if not sep or not algorithm or not key_id or len(name) > MAX_KEY_ID_LENGTH:
-            raise _invalid(f"{what}: {name!r} is not <algorithm>:<key id>")
+            raise invalid_param(f"{what}: {name!r} is not <algorithm>:<key id>")
         if isinstance(key, dict):
             if not isinstance(key.get("key"), str):
-                raise _invalid(f"{what}: {name} has no key")
+                raise invalid_param(f"{what}: {name} has no key")
             if ed25519 is None:
-                raise _invalid(f"{what}: upload device_keys before signed keys")
+                raise invalid_param(f"{what}: upload device_keys before signed keys")
             if not verify_ed25519_signed(key, user_id, f"ed25519:{device_id}", ed25519):
                 raise ServiceError(
                     400, "M_INVALID_SIGNATURE", f"{what}: {name} is not signed by the device"
                 )
         elif not isinstance(key, str):
-            raise _invalid(f"{what}: {name} must be a key or a signed key object")
+            raise invalid_param(f"{what}: {name} must be a key or a signed key object")
         out.append((algorithm, key_id, orjson.dumps(key).decode()))
     return out
 
@@ -149,7 +143,7 @@ class E2EEService:
             if stored is None:
                 new_device_keys = uploaded
             elif not same_signed_content(stored, uploaded):
-                raise _invalid("This device's keys are already published and cannot change")
+                raise invalid_param("This device's keys are already published and cannot change")
         device_keys = new_device_keys or stored
         ed25519 = device_keys["keys"][f"ed25519:{device_id}"] if device_keys else None
         one_time: list[tuple[str, str, str]] = []
@@ -162,7 +156,7 @@ class E2EEService:
         if fallback_body is not None:
             fallback = _check_keys(fallback_body, "fallback_keys", user_id, device_id, ed25519)
             if len({algorithm for algorithm, _, _ in fallback}) != len(fallback):
-                raise _invalid("fallback_keys: one key per algorithm")
+                raise invalid_param("fallback_keys: one key per algorithm")
 
         if new_device_keys is not None:
             async with self.device_lists.transaction([user_id]) as conn:
@@ -173,7 +167,9 @@ class E2EEService:
                     orjson.loads(published), new_device_keys
                 ):
                     # A concurrent upload published other keys first.
-                    raise _invalid("This device's keys are already published and cannot change")
+                    raise invalid_param(
+                        "This device's keys are already published and cannot change"
+                    )
         async with self.db.pool.connection() as conn:
             if one_time:
                 async with conn.transaction():
@@ -186,7 +182,7 @@ class E2EEService:
         return {"one_time_key_counts": {"signed_curve25519": 0, **counts}}
 
     async def _add_one_time_keys(
-        self, conn: AsyncConnection, user_id: str, device_id: str, keys: list[tuple[str, str, str]]
+        self, conn: Connection, user_id: str, device_id: str, keys: list[tuple[str, str, str]]
     ) -> None:
         existing = await e2e_keys.existing_one_time_keys(
             conn, user_id, device_id, [(a, k) for a, k, _ in keys]
@@ -194,7 +190,7 @@ class E2EEService:
         for algorithm, key_id, key_json in keys:
             old = existing.get((algorithm, key_id))
             if old is not None and orjson.loads(old) != orjson.loads(key_json):
-                raise _invalid(f"One-time key {algorithm}:{key_id} already exists and differs")
+                raise invalid_param(f"One-time key {algorithm}:{key_id} already exists and differs")
         await e2e_keys.add_one_time_keys(conn, user_id, device_id, keys)
 
     async def query(self, viewer: str, body: Mapping[str, Any]) -> JsonDict:
@@ -203,16 +199,16 @@ class E2EEService:
         ensure_storable(body, "The request")
         wanted = body.get("device_keys")
         if not isinstance(wanted, dict):
-            raise _invalid("device_keys must be an object")
+            raise invalid_param("device_keys must be an object")
         local: dict[str, list[str]] = {}
         remote: dict[str, list[str]] = {}
         failures: dict[str, JsonDict] = {}
         for user_id, device_ids in wanted.items():
             if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
-                raise _invalid(f"device_keys.{user_id} must be a list of device ids")
+                raise invalid_param(f"device_keys.{user_id} must be a list of device ids")
             server = server_name_of(user_id, "@")
             if server is None:
-                raise _invalid(f"{user_id} is not a user id")
+                raise invalid_param(f"{user_id} is not a user id")
             if server == self.server_name:
                 local[user_id] = device_ids
             elif self.query_remote is None:
@@ -242,7 +238,7 @@ class E2EEService:
         return result
 
     async def _device_rows(
-        self, conn: AsyncConnection, wanted: dict[str, list[str]]
+        self, conn: Connection, wanted: dict[str, list[str]]
     ) -> list[e2e_keys.DeviceKeysRow]:
         every = [user_id for user_id, devices in wanted.items() if not devices]
         rows = await e2e_keys.query_device_keys(conn, every, None) if every else []
@@ -257,7 +253,7 @@ class E2EEService:
         ensure_storable(body, "The request")
         wanted = body.get("one_time_keys")
         if not isinstance(wanted, dict):
-            raise _invalid("one_time_keys must be an object")
+            raise invalid_param("one_time_keys must be an object")
         requests: list[tuple[str, str, str]] = []
         remote: dict[str, dict[str, str]] = {}
         failures: dict[str, JsonDict] = {}
@@ -265,10 +261,10 @@ class E2EEService:
             if not isinstance(by_device, dict) or not all(
                 isinstance(a, str) for a in by_device.values()
             ):
-                raise _invalid(f"one_time_keys.{user_id} must map device ids to algorithms")
+                raise invalid_param(f"one_time_keys.{user_id} must map device ids to algorithms")
             server = server_name_of(user_id, "@")
             if server is None:
-                raise _invalid(f"{user_id} is not a user id")
+                raise invalid_param(f"{user_id} is not a user id")
             if server != self.server_name:
                 if self.claim_remote is None:
                     failures[server] = _remote_failure(server)
@@ -299,6 +295,6 @@ class E2EEService:
             from_pos = SyncToken.parse(from_token).device_lists
             to_pos = SyncToken.parse(to_token).device_lists
         except InvalidToken:
-            raise _invalid("from and to must be sync tokens") from None
+            raise invalid_param("from and to must be sync tokens") from None
         changed, left = await self.device_list_changes(user_id, from_pos, to_pos)
         return {"changed": changed, "left": left}

@@ -14,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import ServiceError, forbidden
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError, forbidden, invalid_param
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.ephemeral import presence
 from homeserver.storage.rooms import memberships
 
@@ -44,14 +42,6 @@ REMOTE_TRUST_MS = 30 * 60 * 1000
 SWEEP_INTERVAL_S = 30.0
 SWEEP_BATCH = 500
 MAX_STATUS_MSG_BYTES = 1024
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 class PresenceService:
@@ -252,7 +242,7 @@ class PresenceService:
         return content
 
     async def presence_events(
-        self, conn: AsyncConnection, user_id: str, from_pos: int, to_pos: int
+        self, conn: Connection, user_id: str, from_pos: int, to_pos: int
     ) -> list[dict[str, Any]]:
         """m.presence events of the user and of users sharing a room with them, changed
         at positions in (from_pos, to_pos]; from 0, the current presence of everyone
@@ -290,11 +280,11 @@ class PresenceService:
         if state is None:
             raise ServiceError(400, "M_BAD_JSON", "'presence' is required")
         if state not in STATES:
-            raise _invalid_param(f"'presence' must be one of {', '.join(STATES)}")
+            raise invalid_param(f"'presence' must be one of {', '.join(STATES)}")
         status_msg = body.get("status_msg")
         if status_msg is not None:
             if not isinstance(status_msg, str):
-                raise _invalid_param("'status_msg' must be a string")
+                raise invalid_param("'status_msg' must be a string")
             if len(status_msg.encode()) > MAX_STATUS_MSG_BYTES:
-                raise _invalid_param(f"'status_msg' is longer than {MAX_STATUS_MSG_BYTES} bytes")
+                raise invalid_param(f"'status_msg' is longer than {MAX_STATUS_MSG_BYTES} bytes")
         await self.set_presence(user_id, state, status_msg)

@@ -9,19 +9,17 @@ receipt and read_markers endpoints.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from psycopg import AsyncConnection
-
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import forbidden, invalid_param, not_found
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.accounts import account_data
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.ephemeral import receipts
 from homeserver.storage.rooms import memberships
 
@@ -35,13 +33,9 @@ MAIN_THREAD = "main"
 MAX_THREAD_HOPS = 3
 
 
-def _invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
-
-
 def _check_event_id(event_id: Any, what: str) -> str:
     if not isinstance(event_id, str) or not event_id.startswith("$"):
-        raise _invalid_param(f"{what} must be an event ID")
+        raise invalid_param(f"{what} must be an event ID")
     return event_id
 
 
@@ -65,16 +59,14 @@ class ReceiptService:
     ) -> None:
         """POST /rooms/{roomId}/receipt/{receiptType}/{eventId}."""
         if receipt_type not in (*RECEIPT_TYPES, FULLY_READ):
-            raise _invalid_param(
-                f"Receipt type must be one of {READ}, {READ_PRIVATE}, {FULLY_READ}"
-            )
+            raise invalid_param(f"Receipt type must be one of {READ}, {READ_PRIVATE}, {FULLY_READ}")
         _check_event_id(event_id, "The receipted event")
         thread_id = body.get("thread_id")
         if thread_id is not None:
             if receipt_type == FULLY_READ:
-                raise _invalid_param(f"{FULLY_READ} does not take a thread_id")
+                raise invalid_param(f"{FULLY_READ} does not take a thread_id")
             if not isinstance(thread_id, str) or not thread_id:
-                raise _invalid_param("thread_id field must be a non-empty string")
+                raise invalid_param("thread_id field must be a non-empty string")
             if thread_id != MAIN_THREAD:
                 _check_event_id(thread_id, "thread_id")
         async with self.db.pool.connection() as conn:
@@ -129,7 +121,7 @@ class ReceiptService:
 
     async def receipts_for_rooms(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         room_ids: Sequence[str],
         from_pos: int,
         to_pos: int,
@@ -151,13 +143,13 @@ class ReceiptService:
         return out
 
     @staticmethod
-    async def _check_joined(conn: AsyncConnection, user_id: str, room_id: str) -> None:
+    async def _check_joined(conn: Connection, user_id: str, room_id: str) -> None:
         membership = await memberships.get_membership(conn, room_id, user_id)
         if membership is None or membership.membership != "join":
             raise forbidden("You are not joined to this room")
 
     @staticmethod
-    async def _target(conn: AsyncConnection, room_id: str, event_id: str) -> receipts.ReceiptTarget:
+    async def _target(conn: Connection, room_id: str, event_id: str) -> receipts.ReceiptTarget:
         target = await receipts.receipt_target(conn, event_id)
         if target is None or target.room_id != room_id:
             raise not_found(f"Unknown event {event_id} in room {room_id}")
@@ -165,7 +157,7 @@ class ReceiptService:
 
     @staticmethod
     async def _check_in_thread(
-        conn: AsyncConnection, event_id: str, target: receipts.ReceiptTarget, thread_id: str
+        conn: Connection, event_id: str, target: receipts.ReceiptTarget, thread_id: str
     ) -> None:
         """The event must be the thread's root or relate to it (through a few hops)."""
         current_id: str = event_id
@@ -177,7 +169,7 @@ class ReceiptService:
                 break
             current_id = current.relates_to
             current = await receipts.receipt_target(conn, current_id)
-        raise _invalid_param(f"{event_id} is not part of thread {thread_id}")
+        raise invalid_param(f"{event_id} is not part of thread {thread_id}")
 
     async def _set_fully_read(
         self, user_id: str, room_id: str, event_id: str, target: receipts.ReceiptTarget
@@ -201,7 +193,7 @@ class ReceiptService:
 
     @staticmethod
     async def _marker_moves(
-        conn: AsyncConnection, user_id: str, room_id: str, target: receipts.ReceiptTarget
+        conn: Connection, user_id: str, room_id: str, target: receipts.ReceiptTarget
     ) -> bool:
         old = await account_data.get_account_data(conn, user_id, room_id, FULLY_READ)
         old_id = old.get("event_id") if old else None
@@ -231,7 +223,7 @@ class ReceiptService:
             user_id=user_id,
             thread_id=thread_id if thread_id is not None else receipts.UNTHREADED,
             event_id=event_id,
-            ts=ts if ts is not None else int(time.time() * 1000),
+            ts=ts if ts is not None else now_ms(),
             stream_id=position,
         )
         try:

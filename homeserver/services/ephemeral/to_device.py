@@ -8,21 +8,20 @@ the client moves on.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.identifiers import is_user_id, server_name_of
 from homeserver.services.accounts.auth import Requester
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.accounts import devices
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.ephemeral import to_device as store
 
 ALL_DEVICES = "*"
@@ -67,8 +66,8 @@ class ToDeviceService:
             if await store.txn_seen(conn, sender, device, txn_id):
                 return
 
-        async def claim(conn: AsyncConnection) -> bool:
-            return await store.claim_txn(conn, sender, device, txn_id, int(time.time() * 1000))
+        async def claim(conn: Connection) -> bool:
+            return await store.claim_txn(conn, sender, device, txn_id, now_ms())
 
         if not await self._deliver(sender, event_type, local, claim):
             return  # a concurrent request with this transaction id handled it
@@ -91,10 +90,8 @@ class ToDeviceService:
                     if len(encoded) <= MAX_CONTENT_BYTES:
                         local.setdefault(user_id, {})[device_id] = encoded.decode()
 
-        async def claim(conn: AsyncConnection) -> bool:
-            return await store.claim_inbound_message_id(
-                conn, sender, message_id, int(time.time() * 1000)
-            )
+        async def claim(conn: Connection) -> bool:
+            return await store.claim_inbound_message_id(conn, sender, message_id, now_ms())
 
         await self._deliver(sender, event_type, local, claim, cap=True)
 
@@ -103,7 +100,7 @@ class ToDeviceService:
         sender: str,
         event_type: str,
         local: dict[str, dict[str, str]],
-        claim: Callable[[AsyncConnection], Awaitable[bool]],
+        claim: Callable[[Connection], Awaitable[bool]],
         *,
         cap: bool = False,
     ) -> bool:

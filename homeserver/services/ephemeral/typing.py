@@ -11,12 +11,12 @@ changes still in flight between processes at that instant).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.services.accounts.auth import Requester
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, forbidden
 from homeserver.services.core.notifier import Notifier
 from homeserver.storage.core.pool import Database
@@ -26,10 +26,6 @@ DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 120_000
 CHANGE_LOG_SIZE = 10_000
 BROADCAST_KIND = "typing"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class TypingState:

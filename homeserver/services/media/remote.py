@@ -18,14 +18,10 @@ from urllib.parse import unquote
 import aiohttp
 import orjson
 
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, not_found
 from homeserver.services.core.single_flight import SingleFlight
-from homeserver.services.media.repository import (
-    check_filename,
-    clean_content_type,
-    now_ms,
-    too_large,
-)
+from homeserver.services.media.repository import check_filename, clean_content_type, too_large
 from homeserver.services.remote.client import (
     FederationClient,
     FederationError,

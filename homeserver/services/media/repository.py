@@ -21,7 +21,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from federation.identifiers import is_valid_server_name
-from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.storage.core.pool import Database
 from homeserver.storage.media import media as store
 from homeserver.storage.media.files import ContentTooLarge, MediaFiles
@@ -87,14 +88,6 @@ MAX_PENDING_UPLOADS = 50
 DEFAULT_TIMEOUT_MS = 20_000
 MAX_TIMEOUT_MS = 60_000
 PENDING_POLL_S = 0.5
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 def too_large(message: str, status: int = 413) -> ServiceError:

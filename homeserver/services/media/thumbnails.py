@@ -18,15 +18,10 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, ImageSequence
 
-from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.services.core.single_flight import SingleFlight
-from homeserver.services.media.repository import (
-    MediaService,
-    StoredFile,
-    invalid_param,
-    now_ms,
-    too_large,
-)
+from homeserver.services.media.repository import MediaService, StoredFile, too_large
 from homeserver.storage.media import media as store
 
 SIZE_LADDER = (32, 48, 64, 96, 128, 160, 240, 320, 480, 640, 800)

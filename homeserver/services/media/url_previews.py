@@ -18,7 +18,6 @@ import io
 import ipaddress
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ import aiohttp
 from PIL import Image
 from yarl import URL
 
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, forbidden
 from homeserver.services.media.remote import filename_from_disposition
 from homeserver.services.media.repository import MediaService, check_filename
@@ -62,10 +62,6 @@ class Fetched:
     content_type_header: str | None
     disposition: str | None
     body: bytes | None  # None when the type is neither a page nor an image
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def normalise_url(raw: str) -> URL:
@@ -151,7 +147,7 @@ class UrlPreviewService:
         self._check_target(url)
         key = str(url)
         async with self.db.pool.connection() as conn:
-            cached = await store.get_preview(conn, key, _now_ms())
+            cached = await store.get_preview(conn, key, now_ms())
         if cached is None:
             if before_fetch is not None:
                 await before_fetch()
@@ -185,7 +181,7 @@ class UrlPreviewService:
     async def _fetch_and_cache(self, url: URL) -> store.CachedPreview:
         """Fetch, build and cache the preview; a failure is cached too, for less time.
         Refusals (403) are not cached: they follow from configuration, not the page."""
-        now = _now_ms()
+        now = now_ms()
         preview: dict[str, Any] | None = None
         error: str | None = None
         try:

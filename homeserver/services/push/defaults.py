@@ -10,21 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-Json = dict[str, Any]
+from federation.types import JsonDict
 
-SOUND_DEFAULT: Json = {"set_tweak": "sound", "value": "default"}
-HIGHLIGHT: Json = {"set_tweak": "highlight"}
+SOUND_DEFAULT: JsonDict = {"set_tweak": "sound", "value": "default"}
+HIGHLIGHT: JsonDict = {"set_tweak": "highlight"}
 
 
 def localpart_of(user_id: str) -> str:
     return user_id[1:].split(":", 1)[0]
 
 
-def _match(key: str, pattern: str) -> Json:
+def _match(key: str, pattern: str) -> JsonDict:
     return {"kind": "event_match", "key": key, "pattern": pattern}
 
 
-def _rule(rule_id: str, conditions: list[Json], actions: list[Any], enabled: bool = True) -> Json:
+def _rule(
+    rule_id: str, conditions: list[JsonDict], actions: list[Any], enabled: bool = True
+) -> JsonDict:
     return {
         "rule_id": rule_id,
         "default": True,
@@ -34,21 +36,21 @@ def _rule(rule_id: str, conditions: list[Json], actions: list[Any], enabled: boo
     }
 
 
-def master_rule() -> Json:
+def master_rule() -> JsonDict:
     """Disabled by default; enabled, it silences everything below it."""
     return _rule(".m.rule.master", [], [], enabled=False)
 
 
-def override_rules(user_id: str) -> list[Json]:
+def override_rules(user_id: str) -> list[JsonDict]:
     """The default override rules after the user's own (the master rule is apart)."""
-    mention: list[Json] = [
+    mention: list[JsonDict] = [
         {
             "kind": "event_property_contains",
             "key": "content.m\\.mentions.user_ids",
             "value": user_id,
         }
     ]
-    room_mention: list[Json] = [
+    room_mention: list[JsonDict] = [
         {"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": True},
         {"kind": "sender_notification_permission", "key": "room"},
     ]
@@ -104,7 +106,7 @@ def override_rules(user_id: str) -> list[Json]:
     ]
 
 
-def content_rules(user_id: str) -> list[Json]:
+def content_rules(user_id: str) -> list[JsonDict]:
     return [
         {
             "rule_id": ".m.rule.contains_user_name",
@@ -116,7 +118,7 @@ def content_rules(user_id: str) -> list[Json]:
     ]
 
 
-def underride_rules() -> list[Json]:
+def underride_rules() -> list[JsonDict]:
     one_to_one = {"kind": "room_member_count", "is": "2"}
     return [
         _rule(
@@ -139,7 +141,7 @@ def underride_rules() -> list[Json]:
     ]
 
 
-def default_rules(user_id: str) -> dict[str, list[Json]]:
+def default_rules(user_id: str) -> dict[str, list[JsonDict]]:
     """Every server-default rule by kind, in priority order (the master rule first)."""
     return {
         "override": [master_rule(), *override_rules(user_id)],

@@ -25,23 +25,21 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
 import aiohttp
 import orjson
-import psycopg
-from psycopg import AsyncConnection
 from yarl import URL
 
 from federation.events import MEMBER, Event
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.remote.client import FilteringResolver, literal_address_refused
 from homeserver.services.rooms.writer import EventCache, load_events
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database, DatabaseError
 from homeserver.storage.push import notifications as actions_store
 from homeserver.storage.push import pushers as store
 from homeserver.storage.rooms import state
@@ -62,10 +60,6 @@ NAME_KEY = ("m.room.name", "")
 ALIAS_KEY = ("m.room.canonical_alias", "")
 # Event types that ring: their notifications go out at high priority.
 CALL_TYPES = frozenset({"m.call.invite"})
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class _Answer(Enum):
@@ -215,7 +209,7 @@ class PushSender:
             try:
                 async with self.db.pool.connection() as conn:
                     keys = await store.http_pushers_of_users(conn, sorted(users))
-            except (psycopg.Error, OSError):
+            except (DatabaseError, OSError):
                 log.exception("push: cannot look up pushers; the sweep will retry")
                 continue
             for key in keys:
@@ -225,10 +219,10 @@ class PushSender:
         while True:
             try:
                 async with self.db.pool.connection() as conn:
-                    keys = await store.pushers_with_work(conn, _now_ms())
+                    keys = await store.pushers_with_work(conn, now_ms())
                 for key in keys:
                     self._workers.wake(key)
-            except (psycopg.Error, OSError):
+            except (DatabaseError, OSError):
                 log.exception("push: sweep failed")
             await asyncio.sleep(self.sweep_interval_s)
 
@@ -240,7 +234,7 @@ class PushSender:
                 pusher = await store.delivery_state(conn, key)
                 if pusher is None:
                     return None  # deleted meanwhile
-                if pusher.retry_at is not None and pusher.retry_at > _now_ms():
+                if pusher.retry_at is not None and pusher.retry_at > now_ms():
                     return pusher.retry_at
                 safe = (await streams.safe_positions(conn))["events"]
                 batch = await actions_store.pending_actions(
@@ -262,7 +256,7 @@ class PushSender:
                     async with self.db.pool.connection() as conn:
                         await store.delete_pusher(conn, key.user_id, key.app_id, key.pushkey)
                     return None
-                now = _now_ms()
+                now = now_ms()
                 if answer is _Answer.RETRY:
                     since = pusher.failing_since if pusher.failing_since is not None else now
                     if now - since < GIVE_UP_MS:
@@ -279,7 +273,7 @@ class PushSender:
 
     async def _bodies(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         key: store.PusherKey,
         pusher: store.DeliveryState,
         batch: Sequence[actions_store.PendingAction],
@@ -289,7 +283,7 @@ class PushSender:
         full = pusher.data.get("format") != "event_id_only"
         rooms: dict[str, tuple[str | None, str | None]] = {}
         out: list[dict[str, Any] | None] = []
-        now = _now_ms()
+        now = now_ms()
         for pending in batch:
             event = events.get(pending.event_id)
             if event is None or now - pending.origin_server_ts > GIVE_UP_MS:
@@ -316,9 +310,7 @@ class PushSender:
             )
         return out
 
-    async def _room_names(
-        self, conn: AsyncConnection, room_id: str
-    ) -> tuple[str | None, str | None]:
+    async def _room_names(self, conn: Connection, room_id: str) -> tuple[str | None, str | None]:
         """The room's name and canonical alias, from its current state."""
         ids = await state.get_current_state(conn, room_id, {NAME_KEY, ALIAS_KEY})
         found = await load_events(conn, self.cache, ids.values())

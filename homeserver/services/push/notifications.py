@@ -20,24 +20,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import psycopg
-from psycopg import AsyncConnection
 
 from federation.events import CREATE_KEY, MEMBER, POWER_LEVELS_KEY, Event
 from federation.identifiers import domain_of
 from federation.power_levels import user_level
+from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.push.defaults import localpart_of
 from homeserver.services.push.evaluator import Member, Outcome, RoomFacts
 from homeserver.services.rooms.writer import RoomWriter, load_events
 from homeserver.services.timeline.format import client_event
+from homeserver.storage.core.pool import Connection, DatabaseError
 from homeserver.storage.push import notifications as store
 from homeserver.storage.rooms import state
 
@@ -132,8 +131,8 @@ class NotificationService:
         await asyncio.sleep(PRUNE_FIRST_DELAY_S)
         while True:
             try:
-                await self.prune(int(time.time() * 1000))
-            except (psycopg.Error, OSError):
+                await self.prune(clock.now_ms())
+            except (DatabaseError, OSError):
                 log.exception("pruning old push actions failed; trying again later")
             await asyncio.sleep(PRUNE_INTERVAL_S)
 
@@ -280,7 +279,7 @@ class NotificationService:
     # -- reading -----------------------------------------------------------------------
 
     async def unread(
-        self, conn: AsyncConnection, user_id: str, room_ids: Sequence[str], by_thread: bool
+        self, conn: Connection, user_id: str, room_ids: Sequence[str], by_thread: bool
     ) -> dict[str, dict[str, Any]]:
         """Per room, `unread_notifications` (and `unread_thread_notifications` when the
         filter asks for counts by thread) as sync shows them."""

@@ -6,13 +6,13 @@ to the gateways by services/push/gateway.py.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.storage.core.pool import Database
 from homeserver.storage.push import pushers as store
 
@@ -26,10 +26,6 @@ def _missing(name: str) -> ServiceError:
     return ServiceError(400, "M_MISSING_PARAM", f"'{name}' is required")
 
 
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
-
-
 def _string(body: Mapping[str, Any], name: str, *, optional: bool = False) -> str | None:
     if name not in body or body[name] is None:
         if optional:
@@ -37,24 +33,24 @@ def _string(body: Mapping[str, Any], name: str, *, optional: bool = False) -> st
         raise _missing(name)
     value = body[name]
     if not isinstance(value, str):
-        raise _invalid(f"'{name}' must be a string")
+        raise invalid_param(f"'{name}' must be a string")
     if len(value) > MAX_FIELD_CHARS:
-        raise _invalid(f"'{name}' is longer than {MAX_FIELD_CHARS} characters")
+        raise invalid_param(f"'{name}' is longer than {MAX_FIELD_CHARS} characters")
     return value
 
 
 def check_gateway_url(url: Any) -> str:
     """An http(s) URL whose path is the push gateway API's notify endpoint."""
     if not isinstance(url, str):
-        raise _invalid("'data.url' must be a string")
+        raise invalid_param("'data.url' must be a string")
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise _invalid("'data.url' is not a URL") from None
+        raise invalid_param("'data.url' is not a URL") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise _invalid("'data.url' must be an https (or http) URL")
+        raise invalid_param("'data.url' must be an https (or http) URL")
     if parts.path != NOTIFY_PATH:
-        raise _invalid(f"'data.url' must have the path {NOTIFY_PATH}")
+        raise invalid_param(f"'data.url' must have the path {NOTIFY_PATH}")
     return url
 
 
@@ -91,9 +87,9 @@ class PusherService:
         pushkey = _string(body, "pushkey")
         assert app_id is not None and pushkey is not None
         if len(app_id) > MAX_APP_ID_CHARS:
-            raise _invalid(f"'app_id' is longer than {MAX_APP_ID_CHARS} characters")
+            raise invalid_param(f"'app_id' is longer than {MAX_APP_ID_CHARS} characters")
         if len(pushkey.encode()) > MAX_PUSHKEY_BYTES:
-            raise _invalid(f"'pushkey' is longer than {MAX_PUSHKEY_BYTES} bytes")
+            raise invalid_param(f"'pushkey' is longer than {MAX_PUSHKEY_BYTES} bytes")
         kind = body["kind"]
         user_id = requester.user_id
         if kind is None:
@@ -101,20 +97,20 @@ class PusherService:
                 await store.delete_pusher(conn, user_id, app_id, pushkey)
             return
         if kind != "http":
-            raise _invalid("Only pushers of kind 'http' are supported")
+            raise invalid_param("Only pushers of kind 'http' are supported")
         data = body.get("data")
         if data is None:
             raise _missing("data")
         if not isinstance(data, dict):
-            raise _invalid("'data' must be an object")
+            raise invalid_param("'data' must be an object")
         if "url" not in data:
             raise _missing("data.url")
         check_gateway_url(data["url"])
         if "format" in data and data["format"] != "event_id_only":
-            raise _invalid("'data.format' must be 'event_id_only' when given")
+            raise invalid_param("'data.format' must be 'event_id_only' when given")
         append = body.get("append", False)
         if not isinstance(append, bool):
-            raise _invalid("'append' must be a boolean")
+            raise invalid_param("'append' must be a boolean")
         app_name = _string(body, "app_display_name")
         device_name = _string(body, "device_display_name")
         lang = _string(body, "lang")
@@ -133,4 +129,4 @@ class PusherService:
         async with self.db.pool.connection() as conn, conn.transaction():
             if not append:
                 await store.delete_others(conn, user_id, app_id, pushkey)
-            await store.upsert_pusher(conn, row, requester.token_id, int(time.time() * 1000))
+            await store.upsert_pusher(conn, row, requester.token_id, now_ms())

@@ -17,19 +17,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
-from homeserver.services.core.errors import ServiceError, not_found
+from federation.types import JsonDict
+from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.push.defaults import default_rules, localpart_of
 from homeserver.services.push.evaluator import KINDS, CompiledRules, SharedRules
 from homeserver.storage.accounts import account_data
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.push import rules as store
 
-Json = dict[str, Any]
 PUSH_RULES_TYPE = "m.push_rules"
 SCOPE = "global"
 CACHED_USERS = 20_000
@@ -44,10 +43,6 @@ PLACEHOLDER_USER = "@\x00user:\x00"
 Fingerprint = tuple[tuple[Any, ...], ...]
 
 
-def _invalid(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
-
-
 def _missing(message: str) -> ServiceError:
     return ServiceError(400, "M_MISSING_PARAM", message)
 
@@ -59,37 +54,37 @@ def _bad_rule(message: str) -> ServiceError:
 
 def check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise _invalid(f"Unknown push rule kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise invalid_param(f"Unknown push rule kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
 def check_actions(actions: Any) -> list[Any]:
     """Actions are strings the spec knows, or `set_tweak` objects."""
     if not isinstance(actions, list):
-        raise _invalid("'actions' must be a list")
+        raise invalid_param("'actions' must be a list")
     for action in actions:
         if isinstance(action, str):
             if action not in SIMPLE_ACTIONS:
-                raise _invalid(f"Unknown action {action!r}")
+                raise invalid_param(f"Unknown action {action!r}")
         elif isinstance(action, dict):
             if not isinstance(action.get("set_tweak"), str):
-                raise _invalid("An action object needs a string 'set_tweak'")
+                raise invalid_param("An action object needs a string 'set_tweak'")
         else:
-            raise _invalid("Each action must be a string or an object")
+            raise invalid_param("Each action must be a string or an object")
     return actions
 
 
 def _check_conditions(conditions: Any) -> list[Any]:
     if not isinstance(conditions, list):
-        raise _invalid("'conditions' must be a list")
+        raise invalid_param("'conditions' must be a list")
     for condition in conditions:
         if not isinstance(condition, dict) or not isinstance(condition.get("kind"), str):
-            raise _invalid("Each condition must be an object with a string 'kind'")
+            raise invalid_param("Each condition must be an object with a string 'kind'")
     return conditions
 
 
-def _user_rule(row: store.PushRuleRow) -> Json:
+def _user_rule(row: store.PushRuleRow) -> JsonDict:
     """A stored user rule in the shape clients see."""
-    rule: Json = {
+    rule: JsonDict = {
         "rule_id": row.rule_id,
         "default": False,
         "enabled": row.enabled is not False,
@@ -102,15 +97,15 @@ def _user_rule(row: store.PushRuleRow) -> Json:
     return rule
 
 
-def merge(user_id: str, rows: Sequence[store.PushRuleRow]) -> dict[str, list[Json]]:
+def merge(user_id: str, rows: Sequence[store.PushRuleRow]) -> dict[str, list[JsonDict]]:
     """The user's whole ruleset: the master rule, then per kind the user's rules (rows
     come most important first) before the server defaults, with their changes."""
     defaults = default_rules(user_id)
     changes = {(r.kind, r.rule_id): r for r in rows if r.is_default}
-    ruleset: dict[str, list[Json]] = {}
+    ruleset: dict[str, list[JsonDict]] = {}
     for kind in KINDS:
         own = [_user_rule(r) for r in rows if r.kind == kind and not r.is_default]
-        base: list[Json] = []
+        base: list[JsonDict] = []
         for rule in defaults[kind]:
             change = changes.get((kind, rule["rule_id"]))
             if change is not None:
@@ -158,7 +153,7 @@ class _Entry:
     __slots__ = ("compiled", "ruleset", "shared")
 
     def __init__(
-        self, ruleset: dict[str, list[Json]], compiled: CompiledRules, shared: SharedRules
+        self, ruleset: dict[str, list[JsonDict]], compiled: CompiledRules, shared: SharedRules
     ) -> None:
         self.ruleset = ruleset
         self.compiled = compiled
@@ -184,15 +179,13 @@ class PushRuleService:
 
     # -- reading -----------------------------------------------------------------------
 
-    async def compiled(
-        self, conn: AsyncConnection, user_ids: Sequence[str]
-    ) -> dict[str, CompiledRules]:
+    async def compiled(self, conn: Connection, user_ids: Sequence[str]) -> dict[str, CompiledRules]:
         """Compiled rules of these users, from the cache where possible (one query for
         the others): what the send path evaluates events with."""
         return {u: entry.compiled for u, entry in (await self._entries(conn, user_ids)).items()}
 
     async def shared(
-        self, conn: AsyncConnection, user_ids: Sequence[str]
+        self, conn: Connection, user_ids: Sequence[str]
     ) -> list[tuple[SharedRules, list[str]]]:
         """The users grouped by the shared rules they are evaluated with (the send
         path): usually one group, the users who kept the server defaults."""
@@ -216,7 +209,7 @@ class PushRuleService:
             self._shared.move_to_end(key)
         return found
 
-    async def _entries(self, conn: AsyncConnection, user_ids: Sequence[str]) -> dict[str, _Entry]:
+    async def _entries(self, conn: Connection, user_ids: Sequence[str]) -> dict[str, _Entry]:
         found: dict[str, _Entry] = {}
         missing: list[str] = []
         for user_id in user_ids:
@@ -241,18 +234,18 @@ class PushRuleService:
                 self._cache.popitem(last=False)
         return found
 
-    async def ruleset(self, conn: AsyncConnection, user_id: str) -> dict[str, list[Json]]:
+    async def ruleset(self, conn: Connection, user_id: str) -> dict[str, list[JsonDict]]:
         return (await self._entries(conn, [user_id]))[user_id].ruleset
 
-    async def get_all(self, user_id: str) -> dict[str, list[Json]]:
+    async def get_all(self, user_id: str) -> dict[str, list[JsonDict]]:
         async with self.db.pool.connection() as conn:
             return await self.ruleset(conn, user_id)
 
-    async def account_data_event(self, conn: AsyncConnection, user_id: str) -> Json:
+    async def account_data_event(self, conn: Connection, user_id: str) -> JsonDict:
         """The `m.push_rules` global account data event, as sync delivers it."""
         return {"type": PUSH_RULES_TYPE, "content": {SCOPE: await self.ruleset(conn, user_id)}}
 
-    async def get_rule(self, user_id: str, kind: str, rule_id: str) -> Json:
+    async def get_rule(self, user_id: str, kind: str, rule_id: str) -> JsonDict:
         check_kind(kind)
         for rule in (await self.get_all(user_id))[kind]:
             if rule["rule_id"] == rule_id:
@@ -289,7 +282,7 @@ class PushRuleService:
             if "pattern" not in body:
                 raise _missing("Content rules need a 'pattern'")
             if not isinstance(body["pattern"], str):
-                raise _invalid("'pattern' must be a string")
+                raise invalid_param("'pattern' must be a string")
             pattern = body["pattern"]
         for anchor in (before, after):
             if anchor is not None and anchor.startswith("."):
@@ -298,7 +291,7 @@ class PushRuleService:
             user_id, kind, rule_id, False, 0, conditions, pattern, actions, True
         )
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             own = [
                 r.rule_id
                 for r in await store.rules_of_users(conn, [user_id])
@@ -328,7 +321,7 @@ class PushRuleService:
                 raise _bad_rule("Server-default rules cannot be deleted, only disabled")
             raise not_found("Push rule not found")
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             if not await store.delete_user_rule(conn, user_id, kind, rule_id):
                 raise not_found("Push rule not found")
 
@@ -336,10 +329,10 @@ class PushRuleService:
 
     async def set_enabled(self, user_id: str, kind: str, rule_id: str, enabled: Any) -> None:
         if not isinstance(enabled, bool):
-            raise _invalid("'enabled' must be a boolean")
+            raise invalid_param("'enabled' must be a boolean")
         is_default = await self._check_exists(user_id, kind, rule_id)
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             await store.set_enabled(conn, user_id, kind, rule_id, enabled, is_default)
 
         await self._change(user_id, write)
@@ -348,7 +341,7 @@ class PushRuleService:
         checked = check_actions(actions)
         is_default = await self._check_exists(user_id, kind, rule_id)
 
-        async def write(conn: AsyncConnection) -> None:
+        async def write(conn: Connection) -> None:
             await store.set_actions(conn, user_id, kind, rule_id, checked, is_default)
 
         await self._change(user_id, write)

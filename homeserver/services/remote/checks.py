@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JsonDict = dict[str, Any]
-
 
 class PduRefused(Exception):
     """A PDU failed its format, signature or origin checks; the message says why."""

@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import socket
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -38,6 +37,7 @@ from federation.discovery import (
 )
 from federation.keys import SigningKey
 from federation.xmatrix import sign_request
+from homeserver.services.core.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class FederationClient:
         self.resolver = Resolver(
             well_known_lookup or self._fetch_well_known,
             srv_lookup or self._lookup_srv,
-            lambda: time.time() * 1000,
+            now_ms,
         )
         self._session: aiohttp.ClientSession | None = None
         self._dns: dns.asyncresolver.Resolver | None = None

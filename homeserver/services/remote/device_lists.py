@@ -19,16 +19,17 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.identifiers import server_name_of
+from federation.types import JsonDict
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.e2ee.cross_signing import MASTER, SELF_SIGNING, merge_signatures, parse_key
 from homeserver.services.remote.client import FederationError, quote_segment
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.e2ee import cross_signing as cross_signing_store
 from homeserver.storage.e2ee import keys as e2e_keys
 from homeserver.storage.remote import device_list_outbox as outbound
@@ -40,17 +41,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JsonDict = dict[str, Any]
 
 DEVICE_LIST_UPDATE = "m.device_list_update"
 SIGNING_KEY_UPDATE = "m.signing_key_update"
 MAX_REMOTE_DEVICES = 1000  # per remote user; beyond this a list is not cached
 MAX_ID_LENGTH = 255
 RESYNC_TIMEOUT_S = 30.0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def valid_id(value: object) -> bool:
@@ -96,7 +92,7 @@ class FederatedDeviceLists:
 
     # ---- outbound
 
-    async def local_devices(self, conn: AsyncConnection, user_id: str) -> dict[str, JsonDict]:
+    async def local_devices(self, conn: Connection, user_id: str) -> dict[str, JsonDict]:
         """The device keys a local user's devices publish to other servers (with the
         signatures the user made on them, without display names: Synapse's default of not
         showing device names to other servers protects users' privacy)."""

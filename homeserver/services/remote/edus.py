@@ -19,8 +19,6 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-
 from federation.identifiers import server_name_of
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.ephemeral.presence import STATES
@@ -31,6 +29,7 @@ from homeserver.services.remote.device_lists import (
     SIGNING_KEY_UPDATE,
     valid_id,
 )
+from homeserver.storage.core.pool import DataError
 from homeserver.storage.ephemeral import presence as presence_store
 from homeserver.storage.ephemeral.receipts import UNTHREADED, ReceiptRow
 from homeserver.storage.remote import room_servers
@@ -59,7 +58,7 @@ async def handle_edu(hs: Homeserver, origin: str, edu_type: str, content: Any) -
         return
     try:
         await handler(hs, origin, content)
-    except (ServiceError, psycopg.DataError) as exc:
+    except (ServiceError, DataError) as exc:
         log.info("dropping EDU %s from %s: %s", edu_type, origin, exc)
 
 

@@ -26,6 +26,7 @@ from federation.auth_rules import AuthError, check_auth
 from federation.events import Event
 from federation.identifiers import create_event_id_for_room
 from federation.room_versions import RoomVersion, get_room_version
+from federation.types import JsonDict
 from homeserver.services.remote.checks import (
     PduRefused,
     auth_against_own,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JsonDict = dict[str, Any]
 EduHandler = Callable[["Homeserver", str, str, Any], Awaitable[None]]
 
 MAX_PDUS = 50

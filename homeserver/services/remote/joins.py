@@ -8,7 +8,6 @@ send_leave through the inviting server).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,6 +18,8 @@ from federation.builder import build_event
 from federation.events import CREATE_KEY, MEMBER, Event
 from federation.identifiers import domain_of, server_name_of
 from federation.room_versions import KNOWN_ROOM_VERSIONS, UnsupportedRoomVersion, get_room_version
+from federation.types import JsonDict
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.remote.checks import (
     PduRefused,
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JsonDict = dict[str, Any]
 FED = "/_matrix/federation"
 T = TypeVar("T")
 
@@ -258,7 +258,7 @@ class FederationMembership:
                 prev_events=list(proto.get("prev_events") or []),
                 auth_events=list(proto.get("auth_events") or []),
                 depth=depth if isinstance(depth, int) else 1,
-                origin_server_ts=int(time.time() * 1000),
+                origin_server_ts=now_ms(),
                 room_id=room_id,
                 state_key=user_id,
             )

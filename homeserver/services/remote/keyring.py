@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import TypeGuard
 
 import orjson
 
@@ -33,6 +32,8 @@ from federation.keys import (
 from federation.pdu_checks import InvalidPdu, signing_servers
 from federation.room_versions import RoomVersion
 from federation.signing import SignatureError, sign_json, signing_bytes, verify_bytes, verify_json
+from federation.types import JsonDict
+from homeserver.services.core.clock import now_ms
 from homeserver.services.remote.client import FederationClient, FederationError
 from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import server_keys as key_store
@@ -49,8 +50,6 @@ NOTARY_MAX_SERVERS = 100
 NOTARY_MAX_KEY_IDS = 100
 NOTARY_CONCURRENCY = 10
 
-JsonDict = dict[str, Any]
-
 
 class KeyResponseError(ValueError):
     """A key response is malformed, for another server, or not properly signed."""
@@ -63,10 +62,6 @@ class OldKey:
     key_id: str
     verify_key: str  # unpadded base64
     expired_ts: int
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def verify_key_response(

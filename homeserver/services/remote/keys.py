@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from federation.identifiers import server_name_of
+from federation.types import JsonDict
 from homeserver.services.remote.client import FederationError, RequestFailed
 from homeserver.services.remote.device_lists import valid_id
 from homeserver.storage.remote import room_servers
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JsonDict = dict[str, Any]
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_MS = 10_000

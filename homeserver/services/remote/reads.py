@@ -6,18 +6,20 @@ joined at it). PDUs go out as stored: the signed JSON, without `unsigned`."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.events import MEMBER
 from federation.identifiers import domain_of
+from federation.types import JsonDict
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, not_found
 from homeserver.services.rooms.writer import load_event, load_events
 from homeserver.services.timeline.visibility import HISTORY_KEY, history_visibility_of
+from homeserver.storage.core.pool import Connection
+from homeserver.storage.directory import aliases
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.remote import room_servers
 from homeserver.storage.rooms import events as event_store
@@ -27,7 +29,6 @@ from homeserver.storage.rooms.events import EventRow
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
 
-JsonDict = dict[str, Any]
 MAX_BACKFILL = 100
 MAX_MISSING = 20
 
@@ -49,11 +50,11 @@ class FederationReads:
     def _envelope(self, pdus: list[JsonDict]) -> JsonDict:
         return {
             "origin": self.hs.server_name,
-            "origin_server_ts": int(time.time() * 1000),
+            "origin_server_ts": now_ms(),
             "pdus": pdus,
         }
 
-    async def _entitled(self, conn: AsyncConnection, origin: str, row: EventRow) -> bool:
+    async def _entitled(self, conn: Connection, origin: str, row: EventRow) -> bool:
         if row.state_group is None:
             return False
         members = await state.get_state_of_type(conn, row.state_group, MEMBER)
@@ -71,7 +72,7 @@ class FederationReads:
             return origin in await room_servers.servers_in_room(conn, row.room_id)
         return False
 
-    async def _row(self, conn: AsyncConnection, origin: str, event_id: str) -> EventRow:
+    async def _row(self, conn: Connection, origin: str, event_id: str) -> EventRow:
         row = (await event_store.get_events(conn, [event_id])).get(event_id)
         if row is None or not await self._entitled(conn, origin, row):
             raise not_found("Event not found")  # the same answer either way: no probing
@@ -120,7 +121,7 @@ class FederationReads:
         return {"auth_chain": await self.pdus(chain)}
 
     async def _walk_back(
-        self, conn: AsyncConnection, start: list[str], stop: set[str], limit: int
+        self, conn: Connection, start: list[str], stop: set[str], limit: int
     ) -> list[EventRow]:
         """Events reached from `start` along prev edges (start included), newest
         first, not past `stop`, at most `limit`."""
@@ -174,3 +175,13 @@ class FederationReads:
                     kept.append((event.depth, row))
         kept.sort(key=lambda item: item[0])
         return {"events": [pdu_of(r) for _, r in kept]}
+
+    async def directory(self, alias: str) -> JsonDict:
+        """The room one of our aliases names, with the servers in it (ours first)."""
+        async with self.hs.db.pool.connection() as conn:
+            room_id = await aliases.get_alias(conn, alias)
+        if room_id is None:
+            raise not_found("Room alias not found")
+        servers = await self.hs.room_servers.servers(room_id)
+        ordered = [self.hs.server_name, *sorted(servers - {self.hs.server_name})]
+        return {"room_id": room_id, "servers": ordered}

@@ -16,6 +16,7 @@ from federation.events import AUTHORISING_USER, JOIN_RULES_KEY, MEMBER, Event
 from federation.identifiers import domain_of
 from federation.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
 from federation.signing import add_signature, sign_bytes
+from federation.types import JsonDict
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.remote.checks import PduRefused, check_one, keys_for
 from homeserver.services.remote.joins import clean_stripped_state, store_out_of_room
@@ -30,7 +31,6 @@ from homeserver.storage.rooms import memberships, rooms, state
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
 
-JsonDict = dict[str, Any]
 TEMPLATE_KEYS = (
     "type",
     "sender",

@@ -18,18 +18,16 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
 import orjson
-import psycopg
-from psycopg import AsyncConnection
 
 from federation.identifiers import is_valid_server_name
+from homeserver.services.core.clock import now_ms
 from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database, DatabaseError, connect
 from homeserver.storage.remote import outbox
 from homeserver.storage.rooms import events as event_store
 
@@ -49,10 +47,6 @@ PERMANENT_FAILURES = frozenset({400, 413})
 class _Outcome(Enum):
     EMPTY = "empty"
     BACKOFF = "backoff"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class FederationSender:
@@ -78,12 +72,12 @@ class FederationSender:
         self._dirty: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._resumers: set[asyncio.Task[None]] = set()
-        self._lock_conn: AsyncConnection | None = None
+        self._lock_conn: Connection | None = None
         self._lock_conn_guard = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_TRANSACTIONS)
         self._sweeper: asyncio.Task[None] | None = None
         # Unique per process life: a retried batch reuses its id, a restart never does.
-        self._txn_prefix = f"{_now_ms()}{random.randrange(1000):03d}"
+        self._txn_prefix = f"{now_ms()}{random.randrange(1000):03d}"
         self._closing = False
 
     async def start(self) -> None:
@@ -185,7 +179,7 @@ class FederationSender:
             raise
         except Exception:
             log.exception("federation sender for %s failed; retrying later", destination)
-            self._schedule(destination, _now_ms() + self.max_backoff_ms // 60)
+            self._schedule(destination, now_ms() + self.max_backoff_ms // 60)
         finally:
             if self._tasks.get(destination) is asyncio.current_task():
                 del self._tasks[destination]
@@ -196,7 +190,7 @@ class FederationSender:
         old = self._timers.pop(destination, None)
         if old is not None:
             old.cancel()
-        delay = max(0.0, (retry_at - _now_ms()) / 1000)
+        delay = max(0.0, (retry_at - now_ms()) / 1000)
         loop = asyncio.get_running_loop()
         self._timers[destination] = loop.call_later(delay, self._timer_fired, destination)
 
@@ -209,7 +203,7 @@ class FederationSender:
         while True:
             async with self.db.pool.connection() as conn:
                 health = await outbox.get_health(conn, destination)
-                if health.retry_at_ts is not None and health.retry_at_ts > _now_ms():
+                if health.retry_at_ts is not None and health.retry_at_ts > now_ms():
                     return _Outcome.BACKOFF, health.retry_at_ts
                 rows = await outbox.next_rows(
                     conn, destination, MAX_PDUS_PER_TRANSACTION + MAX_EDUS_PER_TRANSACTION
@@ -221,7 +215,7 @@ class FederationSender:
                 stored = await event_store.get_events(conn, pdu_ids)
             transaction = {
                 "origin": self.server_name,
-                "origin_server_ts": _now_ms(),
+                "origin_server_ts": now_ms(),
                 "pdus": [orjson.loads(stored[e].json) for e in pdu_ids if e in stored],
                 "edus": [orjson.loads(r.edu_json) for r in batch if r.edu_json is not None],
             }
@@ -244,13 +238,13 @@ class FederationSender:
             async with self.db.pool.connection() as conn:
                 async with conn.transaction():
                     await outbox.delete_rows(conn, [r.position for r in batch])
-                    await outbox.record_success(conn, destination, _now_ms())
+                    await outbox.record_success(conn, destination, now_ms())
 
     async def _record_failure(
         self, destination: str, health: outbox.DestinationHealth, exc: Exception
     ) -> int:
         interval = min(max(health.retry_interval_ms * 2, self.min_backoff_ms), self.max_backoff_ms)
-        retry_at = _now_ms() + interval
+        retry_at = now_ms() + interval
         log.info("cannot send to %s (retry in %.1f s): %s", destination, interval / 1000, exc)
         async with self.db.pool.connection() as conn:
             await outbox.record_failure(conn, destination, interval, retry_at, str(exc))
@@ -261,16 +255,14 @@ class FederationSender:
     async def _try_lock(self, destination: str) -> bool:
         async with self._lock_conn_guard:
             if self._lock_conn is None or self._lock_conn.closed:
-                self._lock_conn = await psycopg.AsyncConnection.connect(
-                    self.db.conninfo, autocommit=True
-                )
+                self._lock_conn = await connect(self.db.conninfo)
             return await outbox.try_lock_destination(self._lock_conn, destination)
 
     async def _unlock(self, destination: str) -> None:
         async with self._lock_conn_guard:
             if self._lock_conn is None or self._lock_conn.closed:
                 return  # the locks went with the connection
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(DatabaseError):
                 await outbox.unlock_destination(self._lock_conn, destination)
 
     # ---- the sweep
@@ -279,7 +271,7 @@ class FederationSender:
         while True:
             try:
                 await self._sweep()
-            except (psycopg.Error, OSError) as exc:
+            except (DatabaseError, OSError) as exc:
                 log.warning("federation queue sweep failed: %s", exc)
             await asyncio.sleep(self.sweep_interval_s)
 
@@ -287,7 +279,7 @@ class FederationSender:
         """Wake every queue that has something to send and is not backing off here."""
         async with self.db.pool.connection() as conn:
             pending = await outbox.pending_destinations(conn)
-        now = _now_ms()
+        now = now_ms()
         for destination, retry_at in pending:
             if destination in self._tasks or destination in self._timers:
                 continue

@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection
-
 from federation.auth_rules import auth_types_for_event
 from federation.events import CREATE_KEY, MEMBER, POWER_LEVELS_KEY, Event
 from federation.identifiers import domain_of
@@ -30,6 +28,7 @@ from homeserver.services.rooms.writer import (
     event_record,
     load_events,
 )
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.remote import backfill as backfill_store
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.rooms import events as event_store
@@ -40,7 +39,7 @@ StateSet = int | Mapping[StateKey, str]
 """A state: a stored state group's id, or a map held in memory."""
 
 
-def fetcher(conn: AsyncConnection, cache: EventCache) -> EventFetcher:
+def fetcher(conn: Connection, cache: EventCache) -> EventFetcher:
     async def fetch(event_ids: Collection[str]) -> Mapping[str, Event]:
         return await load_events(conn, cache, event_ids)
 
@@ -55,13 +54,13 @@ class StateBefore:
     group: int | None
     full: StateMap | None
 
-    async def get(self, conn: AsyncConnection, keys: Iterable[StateKey]) -> StateMap:
+    async def get(self, conn: Connection, keys: Iterable[StateKey]) -> StateMap:
         if self.group is not None:
             return await state.get_state(conn, self.group, keys)
         assert self.full is not None
         return {k: self.full[k] for k in keys if k in self.full}
 
-    async def whole(self, conn: AsyncConnection) -> StateMap:
+    async def whole(self, conn: Connection) -> StateMap:
         if self.group is not None:
             return await state.get_state(conn, self.group)
         assert self.full is not None
@@ -69,7 +68,7 @@ class StateBefore:
 
 
 async def resolve_sets(
-    conn: AsyncConnection, cache: EventCache, room_version: RoomVersion, sets: list[StateSet]
+    conn: Connection, cache: EventCache, room_version: RoomVersion, sets: list[StateSet]
 ) -> StateBefore:
     groups = {s for s in sets if isinstance(s, int)}
     maps = [s for s in sets if not isinstance(s, int)]
@@ -83,7 +82,7 @@ async def resolve_sets(
 
 
 async def auth_state_from(
-    conn: AsyncConnection, cache: EventCache, event: Event, before: StateBefore
+    conn: Connection, cache: EventCache, event: Event, before: StateBefore
 ) -> dict[StateKey, Event]:
     """The events of `before` that the auth rules read for `event`."""
     ids = await before.get(conn, auth_types_for_event(event) | {CREATE_KEY})
@@ -92,7 +91,7 @@ async def auth_state_from(
 
 
 async def persist_outliers(
-    conn: AsyncConnection, cache: EventCache, events: Iterable[Event], rejected: Mapping[str, str]
+    conn: Connection, cache: EventCache, events: Iterable[Event], rejected: Mapping[str, str]
 ) -> None:
     """Store events we hold without their place in the timeline (auth chains, state
     fetched for a gap); ones we already have are left alone."""
@@ -112,7 +111,7 @@ async def persist_outliers(
 
 
 async def group_after(
-    conn: AsyncConnection, event: Event, before: StateBefore, *, accepted: bool = True
+    conn: Connection, event: Event, before: StateBefore, *, accepted: bool = True
 ) -> int:
     """The state group after `event` (a rejected event changes no state): `before`'s
     own group when nothing changes, a delta on it, or a new snapshot of a resolved map."""
@@ -183,7 +182,7 @@ async def persist_remote(
 
 
 async def apply_redaction(
-    conn: AsyncConnection, cache: EventCache, redaction: Event, group: int
+    conn: Connection, cache: EventCache, redaction: Event, group: int
 ) -> None:
     """Redact the target of an accepted remote redaction, as a local one would: the auth
     rules let any member send one, so it only takes effect when its sender's server sent

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from federation.identifiers import server_name_of
 from federation.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden
 from homeserver.services.rooms.membership import member_profile
 from homeserver.services.rooms.server_acl import check_own_acl
@@ -183,7 +183,9 @@ class RoomCreator:
                 )
                 room_id = writer.room_id
                 if alias is not None:
-                    if not await aliases.create_alias(writer.conn, alias, room_id, user_id, _now()):
+                    if not await aliases.create_alias(
+                        writer.conn, alias, room_id, user_id, now_ms()
+                    ):
                         raise ServiceError(400, "M_ROOM_IN_USE", f"{alias} is already in use")
                 if request.visibility == "public":
                     await aliases.set_room_public(writer.conn, room_id, True)
@@ -248,7 +250,3 @@ class RoomCreator:
             )
             event = await self.remote.invite(writer, event)
             await writer.persist(event, prev_ids=prev_ids, new_key=new_key)
-
-
-def _now() -> int:
-    return int(time.time() * 1000)

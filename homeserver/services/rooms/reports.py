@@ -6,12 +6,11 @@ else is the same 404, so a report cannot reveal events a user could not read.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import bad_json, not_found
-from homeserver.services.directory.rooms import invalid_param
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import bad_json, invalid_param, not_found
 from homeserver.services.rooms.writer import EventCreator
 from homeserver.services.timeline.visibility import filter_visible
 from homeserver.storage.rooms import events as event_store
@@ -66,7 +65,7 @@ class ReportService:
                 user_id=requester.user_id,
                 reason=reason,
                 score=score,
-                now_ms=int(time.time() * 1000),
+                now_ms=now_ms(),
             )
 
     async def report_room(self, requester: Requester, room_id: str, body: dict[str, Any]) -> None:
@@ -80,5 +79,5 @@ class ReportService:
                 room_id=room_id,
                 user_id=requester.user_id,
                 reason=reason,
-                now_ms=int(time.time() * 1000),
+                now_ms=now_ms(),
             )

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import errors as pg_errors
 
 from federation.identifiers import domain_of
 from federation.power_levels import named_level, user_level
@@ -24,7 +23,7 @@ from homeserver.services.rooms.writer import (
     UnknownRoom,
     load_events,
 )
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Database, UniqueViolation
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import state
 
@@ -140,7 +139,7 @@ class SendService:
         except UnknownRoom:
             self._fail(batch, not_found(f"Unknown room {room_id}"))
             return
-        except pg_errors.UniqueViolation:
+        except UniqueViolation:
             # A txn id raced with itself across batches: the first one won.
             if len(batch) > 1:
                 for item in batch:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import not_found
+from homeserver.services.core.errors import invalid_param, not_found
 from homeserver.services.rooms.writer import EventCache
-from homeserver.services.timeline.format import JsonDict, format_events
-from homeserver.services.timeline.pagination import invalid_param, parse_token, resolve
+from homeserver.services.timeline.format import format_events
+from homeserver.services.timeline.pagination import parse_token, resolve
 from homeserver.services.timeline.visibility import cannot_read, event_of, room_access
 from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import events as event_store

@@ -11,7 +11,6 @@ events share a single commit.
 from __future__ import annotations
 
 import asyncio
-import time
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from federation.auth_rules import AuthError, auth_types_for, check_auth
 from federation.builder import build_event
@@ -28,11 +26,12 @@ from federation.events import CREATE_KEY, Event
 from federation.hashing import event_reference
 from federation.keys import SigningKey
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
+from homeserver.services.core import clock
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.e2ee.device_lists import record_membership
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
 from homeserver.storage.rooms.state import StateKey, StateMap
@@ -109,7 +108,7 @@ def load_event(row: event_store.EventRow) -> Event:
 
 
 async def load_events(
-    conn: AsyncConnection, cache: EventCache, event_ids: Iterable[str]
+    conn: Connection, cache: EventCache, event_ids: Iterable[str]
 ) -> dict[str, Event]:
     """Events by id, from the cache where possible; unknown ids are left out."""
     found: dict[str, Event] = {}
@@ -129,7 +128,7 @@ async def load_events(
 
 
 async def state_entries(
-    conn: AsyncConnection, cache: EventCache, groups: Iterable[int], keys: Iterable[StateKey]
+    conn: Connection, cache: EventCache, groups: Iterable[int], keys: Iterable[StateKey]
 ) -> dict[int, StateMap]:
     """The given entries of many state groups, from the cache where possible: pages of
     events mostly share a few groups, so a reader of history asks for the same
@@ -188,7 +187,7 @@ def event_record(event: Event) -> event_store.NewEvent:
 class RoomWriter:
     """Appends local events to one room inside one open, locked transaction."""
 
-    conn: AsyncConnection
+    conn: Connection
     cache: EventCache
     signing_key: SigningKey
     allocator: StreamAllocator
@@ -267,7 +266,7 @@ class RoomWriter:
             prev_events=prev_refs,
             auth_events=auth_refs,
             depth=max((d for _, d in prev), default=0) + 1,
-            origin_server_ts=now_ms if now_ms is not None else int(time.time() * 1000),
+            origin_server_ts=now_ms if now_ms is not None else clock.now_ms(),
             room_id=self.room_id,
             state_key=state_key,
             redacts=redacts,
@@ -339,7 +338,7 @@ class RoomWriter:
 class _Transaction:
     """What one room transaction accumulates for its commit (or its rollback)."""
 
-    conn: AsyncConnection | None = None
+    conn: Connection | None = None
     writer: RoomWriter | None = None
     positions: list[int] = field(default_factory=list)
     device_list_positions: list[int] = field(default_factory=list)
@@ -470,7 +469,7 @@ class EventCreator:
             room = await rooms.get_room(conn, room_id)
             if room is None and create is not None:
                 version, creator = create
-                now = int(time.time() * 1000)
+                now = clock.now_ms()
                 await rooms.insert_room(conn, room_id, version.identifier, creator, now)
                 room = await rooms.get_room(conn, room_id)
             if room is None:
@@ -498,7 +497,7 @@ class EventCreator:
         """
         # In v12 the room id is the create event's hash: two identical creations in the
         # same millisecond would collide, so each one here gets its own timestamp.
-        now_ms = max(int(time.time() * 1000), self._last_create_ts + 1)
+        now_ms = max(clock.now_ms(), self._last_create_ts + 1)
         self._last_create_ts = now_ms
         create = build_event(
             room_version,

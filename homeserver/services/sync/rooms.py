@@ -11,21 +11,21 @@ for `event_format: federation`.
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
-from psycopg import AsyncConnection
-
 from federation.events import MEMBER, Event
+from federation.types import JsonDict
 from homeserver.services.accounts.filters import Filter, RoomEventFilter
+from homeserver.services.core.clock import now_ms
 from homeserver.services.rooms.writer import EventCache, load_event, state_entries
 from homeserver.services.sync.state import LazyMembers, RoomPlan, RoomStates, TimelineRoom
 from homeserver.services.sync.tokens import SyncToken
-from homeserver.services.timeline.format import JsonDict, client_event, federation_event
+from homeserver.services.timeline.format import client_event, federation_event
 from homeserver.services.timeline.messages import sql_filter_for
 from homeserver.services.timeline.pagination import gap_before, token_for
 from homeserver.services.timeline.visibility import filter_visible
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import invite_state
 from homeserver.storage.rooms.events import EventRow
@@ -86,7 +86,7 @@ class RoomsBuilder:
 
     def __init__(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         cache: EventCache,
         lazy: LazyMembers,
         rendered: Rendered,
@@ -107,7 +107,7 @@ class RoomsBuilder:
         self.now = now
         self.state_after = state_after
         self.state_section = "state_after" if state_after else "state"
-        self.now_ms = int(time.time() * 1000)
+        self.now_ms = now_ms()
 
     # -- reading ---------------------------------------------------------------
 

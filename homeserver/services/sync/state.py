@@ -23,10 +23,9 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from psycopg import AsyncConnection
-
 from federation.events import MEMBER, Event
 from homeserver.services.rooms.writer import EventCache, state_entries
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.rooms.state import StateKey, StateMap
 from homeserver.storage.sync import sync as sync_store
@@ -118,7 +117,7 @@ class RoomStates:
 
     def __init__(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         cache: EventCache,
         lazy: LazyMembers,
         *,

@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import orjson
-from psycopg import AsyncConnection
 
+from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import (
     FieldPath,
@@ -26,26 +26,22 @@ from homeserver.services.accounts.filters import (
     only_fields,
     parse_filter,
 )
-from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.services.push.rules import PUSH_RULES_TYPE
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan
 from homeserver.services.sync.tokens import DB_STREAMS, InvalidToken, SyncToken
 from homeserver.storage.accounts import account_data as account_data_store
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import memberships
 from homeserver.storage.sync import sync as sync_store
 
 if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
 
-JsonDict = dict[str, Any]
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 PRESENCE_STATES = ("online", "offline", "unavailable")
 _ALL_MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
-
-
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +257,7 @@ class SyncService:
 
     async def _ephemeral(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         joined: frozenset[str],
@@ -296,7 +292,7 @@ class SyncService:
 
     async def _presence(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         since: SyncToken | None,
@@ -349,9 +345,7 @@ class SyncService:
             return cached[1]
         return None
 
-    async def _load_joined(
-        self, conn: AsyncConnection, user_id: str, position: int
-    ) -> frozenset[str]:
+    async def _load_joined(self, conn: Connection, user_id: str, position: int) -> frozenset[str]:
         rows = await memberships.rooms_of_user(conn, user_id)
         joined = frozenset(row.room_id for row in rows)
         self._joined.put(user_id, (position, joined))
@@ -359,7 +353,7 @@ class SyncService:
 
     async def _plan_rooms(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         since: SyncToken | None,
@@ -380,7 +374,7 @@ class SyncService:
 
     async def _plan_all(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         since: SyncToken | None,
@@ -415,7 +409,7 @@ class SyncService:
         return plans, frozen
 
     async def _plan_changed(
-        self, conn: AsyncConnection, user_id: str, since: int, upto: int
+        self, conn: Connection, user_id: str, since: int, upto: int
     ) -> tuple[list[RoomPlan], frozenset[str]]:
         """The rooms with events in (since, upto], and how the user's membership of
         each moved over that range."""
@@ -466,7 +460,7 @@ class SyncService:
         return plans, joined
 
     async def _add_unread_counts(
-        self, conn: AsyncConnection, user_id: str, sync_filter: Filter, joined: JsonDict
+        self, conn: Connection, user_id: str, sync_filter: Filter, joined: JsonDict
     ) -> None:
         """Fill in the notification counts of the joined rooms in the response."""
         if not joined:
@@ -484,7 +478,7 @@ class SyncService:
 
     async def _account_data(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         user_id: str,
         sync_filter: Filter,
         since: SyncToken | None,

@@ -12,21 +12,18 @@ event.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-from psycopg import AsyncConnection
 
 from federation.events import Event
 from federation.redaction import redact
+from federation.types import JsonDict
+from homeserver.services.core import clock
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.visibility import event_of, filter_visible
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.timeline import relations as relation_store
-
-JsonDict = dict[str, Any]
 
 
 def client_event(
@@ -55,7 +52,7 @@ def client_event(
         if redacted_because is None and event.room_version.msc2176_redaction_rules:
             out["content"] = {**out["content"], "redacts": event.redacts}
     unsigned: JsonDict = {}
-    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    now = now_ms if now_ms is not None else clock.now_ms()
     unsigned["age"] = max(0, now - event.origin_server_ts)
     if redacted_because is not None:
         unsigned["redacted_because"] = redacted_because
@@ -84,7 +81,7 @@ def federation_event(event: Event, unsigned: JsonDict, *, redacted: bool = False
 
 
 async def format_events(
-    conn: AsyncConnection,
+    conn: Connection,
     cache: EventCache,
     event_ids: Sequence[str],
     *,
@@ -115,7 +112,7 @@ async def format_events(
         own = [eid for eid, row in rows.items() if event_of(cache, row).sender == user_id]
         if own and device_id is not None:
             txn_ids = await event_store.txn_ids_for(conn, user_id or "", device_id, own)
-    now = int(time.time() * 1000)
+    now = clock.now_ms()
     bundled: dict[str, JsonDict] = {}
     if aggregations and user_id is not None:
         bundled = await bundled_aggregations(conn, cache, user_id, list(rows.values()), now)
@@ -164,7 +161,7 @@ def latest_edit(original: Event, edits: Sequence[relation_store.Edit]) -> str | 
 
 
 async def bundled_aggregations(
-    conn: AsyncConnection, cache: EventCache, user_id: str, rows: Sequence[EventRow], now: int
+    conn: Connection, cache: EventCache, user_id: str, rows: Sequence[EventRow], now: int
 ) -> dict[str, JsonDict]:
     """`unsigned.m.relations` for each of `rows` that has any: the thread (latest event,
     count, whether the user took part), the latest valid edit, and references.

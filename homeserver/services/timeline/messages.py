@@ -21,14 +21,14 @@ import time
 from dataclasses import dataclass, field, replace
 
 import orjson
-from psycopg import AsyncConnection
 
+from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter, only_fields, parse_filter
 from homeserver.services.core.errors import ServiceError, bad_json, not_found
 from homeserver.services.remote.backfill import Backfiller
 from homeserver.services.rooms.writer import EventCache
-from homeserver.services.timeline.format import JsonDict, format_events
+from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import (
     START,
     Token,
@@ -46,7 +46,7 @@ from homeserver.services.timeline.visibility import (
     filter_visible,
     room_access,
 )
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import state
 from homeserver.storage.rooms.events import EventRow
@@ -118,7 +118,7 @@ class Page:
 
 
 async def read_page(
-    conn: AsyncConnection,
+    conn: Connection,
     cache: EventCache,
     requester: Requester,
     room_id: str,
@@ -174,7 +174,7 @@ async def read_page(
 
 
 async def _lazy_members(
-    conn: AsyncConnection, cache: EventCache, group: int | None, senders: set[str]
+    conn: Connection, cache: EventCache, group: int | None, senders: set[str]
 ) -> list[JsonDict]:
     """The member events of `senders` in a state group, for lazy-loading clients."""
     if group is None or not senders:
@@ -184,7 +184,7 @@ async def _lazy_members(
 
 
 async def _range(
-    conn: AsyncConnection,
+    conn: Connection,
     room_id: str,
     access: RoomAccess,
     start_token: Token | None,
@@ -208,7 +208,7 @@ async def _range(
 
 
 async def _messages_answer(
-    conn: AsyncConnection,
+    conn: Connection,
     cache: EventCache,
     requester: Requester,
     page: Page,
@@ -244,7 +244,7 @@ async def _messages_answer(
 
 
 async def _visible_event(
-    conn: AsyncConnection, cache: EventCache, access: RoomAccess, event_id: str
+    conn: Connection, cache: EventCache, access: RoomAccess, event_id: str
 ) -> tuple[EventRow, str]:
     """The event and the user's membership at it, or 404 when unknown, elsewhere, not
     in the timeline or hidden by history visibility (all alike, so as not to leak)."""
@@ -260,7 +260,7 @@ async def _visible_event(
 
 
 async def _context_state(
-    conn: AsyncConnection,
+    conn: Connection,
     cache: EventCache,
     group: int | None,
     event_filter: RoomEventFilter | None,

@@ -17,9 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection
-
-from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.errors import invalid_param
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.timeline import timeline
 from homeserver.storage.timeline.timeline import Position
 
@@ -29,10 +28,6 @@ _INT64 = 2**63 - 1
 _TOPOLOGICAL = re.compile(r"t(-?[0-9]{1,19})_(-?[0-9]{1,19})")
 _STREAM = re.compile(r"s([0-9]{1,19})(?:_.*)?", re.DOTALL)
 _LIMIT = re.compile(r"-?[0-9]{1,18}")
-
-
-def invalid_param(message: str) -> ServiceError:
-    return ServiceError(400, "M_INVALID_PARAM", message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +65,7 @@ def gap_before(position: Position) -> Position:
     return Position(position.depth, position.stream - 1)
 
 
-async def resolve(conn: AsyncConnection, room_id: str, token: Token) -> Position:
+async def resolve(conn: Connection, room_id: str, token: Token) -> Position:
     """The topological position a token names in this room."""
     if token.position is not None:
         return token.position

@@ -4,16 +4,14 @@ both bundle aggregations with the events they return."""
 
 from __future__ import annotations
 
-from psycopg import AsyncConnection
-
+from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import not_found
+from homeserver.services.core.errors import invalid_param, not_found
 from homeserver.services.rooms.writer import EventCache
-from homeserver.services.timeline.format import JsonDict, format_events
+from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import (
     START,
     gap_before,
-    invalid_param,
     parse_bool,
     parse_direction,
     parse_limit,
@@ -22,7 +20,7 @@ from homeserver.services.timeline.pagination import (
     token_for,
 )
 from homeserver.services.timeline.visibility import event_of, filter_visible, room_access
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.timeline import relations as relation_store
@@ -148,7 +146,7 @@ class RelationService:
 
 
 async def _visible_chunk(
-    conn: AsyncConnection, cache: EventCache, requester: Requester, rows: list[EventRow]
+    conn: Connection, cache: EventCache, requester: Requester, rows: list[EventRow]
 ) -> list[JsonDict]:
     """The rows the requester may see, as client events with bundled aggregations."""
     visible = await filter_visible(conn, cache, requester.user_id, rows)

@@ -20,15 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
 
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import bad_json
-from homeserver.services.directory.rooms import invalid_param
+from homeserver.services.core.errors import bad_json, invalid_param
 from homeserver.services.rooms.writer import EventCreator, load_events
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import gap_before, token_for
 from homeserver.services.timeline.visibility import filter_visible
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, state
 from homeserver.storage.timeline import search as search_store
@@ -219,7 +218,7 @@ class SearchService:
         return {"search_categories": {"room_events": result}}
 
     async def _searched_rooms(
-        self, conn: AsyncConnection, user_id: str, criteria: RoomEventsCriteria, batch: _Batch
+        self, conn: Connection, user_id: str, criteria: RoomEventsCriteria, batch: _Batch
     ) -> dict[str, int | None]:
         rows = await memberships.rooms_of_user(conn, user_id, ("join", "leave", "ban"))
         rooms = {r.room_id: None if r.membership == "join" else r.stream_ordering for r in rows}
@@ -290,7 +289,7 @@ class SearchService:
 
     @staticmethod
     async def _page(
-        conn: AsyncConnection, query: SearchQuery, criteria: RoomEventsCriteria, batch: _Batch
+        conn: Connection, query: SearchQuery, criteria: RoomEventsCriteria, batch: _Batch
     ) -> _Page:
         limit = criteria.limit
         if criteria.order_by == "rank":
@@ -340,7 +339,7 @@ class SearchService:
         return groups
 
     async def _highlights(
-        self, conn: AsyncConnection, words: Sequence[str], hits: Sequence[SearchHit]
+        self, conn: Connection, words: Sequence[str], hits: Sequence[SearchHit]
     ) -> list[str]:
         """The query words, and the words of the results that they matched as prefixes."""
         found = await load_events(conn, self.events.cache, [h.event_id for h in hits])
@@ -354,7 +353,7 @@ class SearchService:
         return sorted(out)
 
     async def _context(
-        self, conn: AsyncConnection, user_id: str, hit: SearchHit, limits: tuple[int, int, bool]
+        self, conn: Connection, user_id: str, hit: SearchHit, limits: tuple[int, int, bool]
     ) -> dict[str, Any]:
         before, after, include_profile = limits
         cache = self.events.cache
@@ -385,7 +384,7 @@ class SearchService:
         return context
 
     async def _profiles(
-        self, conn: AsyncConnection, room_id: str, event_ids: Sequence[str]
+        self, conn: Connection, room_id: str, event_ids: Sequence[str]
     ) -> dict[str, dict[str, str]]:
         """Display names and avatars of the senders, as the room knows them now."""
         found = await load_events(conn, self.events.cache, event_ids)
@@ -400,7 +399,7 @@ class SearchService:
             out[sender] = profile
         return out
 
-    async def _state(self, conn: AsyncConnection, room_ids: set[str]) -> dict[str, Any]:
+    async def _state(self, conn: Connection, room_ids: set[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for room_id in sorted(room_ids):
             ids = await state.get_current_state(conn, room_id)

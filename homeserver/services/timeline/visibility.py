@@ -28,11 +28,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from psycopg import AsyncConnection
-
 from federation.events import Event
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.rooms.writer import EventCache, load_event, load_events, state_entries
+from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import state
 from homeserver.storage.rooms.events import EventRow
@@ -91,7 +90,7 @@ def _needs_state_before(event: Event, user_id: str) -> bool:
 
 
 async def filter_visible(
-    conn: AsyncConnection, cache: EventCache, user_id: str, rows: Sequence[EventRow]
+    conn: Connection, cache: EventCache, user_id: str, rows: Sequence[EventRow]
 ) -> VisibleEvents:
     """The events of `rows` that `user_id` may see. Rows may come from several rooms."""
     out = VisibleEvents()
@@ -181,14 +180,14 @@ def cannot_read() -> ServiceError:
     return ServiceError(403, "M_FORBIDDEN", "You are not allowed to read this room")
 
 
-async def current_history_visibility(conn: AsyncConnection, cache: EventCache, room_id: str) -> str:
+async def current_history_visibility(conn: Connection, cache: EventCache, room_id: str) -> str:
     ids = await state.get_current_state(conn, room_id, [HISTORY_KEY])
     found = await load_events(conn, cache, ids.values())
     return history_visibility_of(found.get(ids.get(HISTORY_KEY, "")))
 
 
 async def room_access(
-    conn: AsyncConnection, cache: EventCache, user_id: str, room_id: str
+    conn: Connection, cache: EventCache, user_id: str, room_id: str
 ) -> RoomAccess:
     """What `user_id` may read of `room_id`, or 403 M_FORBIDDEN."""
     found = await timeline.room_and_membership(conn, room_id, user_id)

@@ -124,6 +124,14 @@ def read_postmaster_pid(pgdata: Path) -> tuple[int, Path] | None:
     return int(lines[0]), Path(lines[4].strip())
 
 
+def running_conninfo(pgdata: Path) -> str | None:
+    """A conninfo for our database in the cluster another process runs on `pgdata`."""
+    info = read_postmaster_pid(pgdata)
+    if info is None:
+        return None
+    return make_conninfo(host=str(info[1]), user=SUPERUSER, dbname=DATABASE)
+
+
 class EmbeddedPostgres:
     """One PostgreSQL cluster in `pgdata`, owned by this process while running."""
 

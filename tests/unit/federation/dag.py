@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from federation.auth_rules import auth_types_for
+import pytest
+
+from federation.auth_rules import AuthError, auth_types_for, check_auth
 from federation.events import CREATE, JOIN_RULES, MEMBER, POWER_LEVELS, Event, StateKey
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
 
@@ -143,4 +145,25 @@ def new_room(
         users.setdefault(ALICE, 100)
     main.power_levels("pl", ALICE, users, **pl)
     main.join_rules("jr", ALICE, join_rule)
+    return room
+
+
+# -- checking events against a branch's state ---------------------------------------------
+
+
+def allowed(event: Event, branch: Branch) -> None:
+    check_auth(event, branch.auth_state())
+
+
+def refused(event: Event, branch: Branch, reason: str | None = None) -> None:
+    with pytest.raises(AuthError, match=reason):
+        check_auth(event, branch.auth_state())
+
+
+def joined(version: str, *users: str, join_rule: str = "public", **pl: object) -> Room:
+    room = new_room(version, join_rule, **pl)
+    for i, user in enumerate(users):
+        if join_rule != "public":
+            room.main.member(f"inv{i}", ALICE, "invite", user)
+        room.main.member(f"join{i}", user, "join")
     return room
