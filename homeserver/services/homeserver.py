@@ -190,7 +190,6 @@ class Homeserver:
         self.sync = SyncService(self)
         self.push_rules = PushRuleService(self.db, self.streams, self.notifier)
         self.notifications = NotificationService(self)
-        self.events.before_commit = self.notifications.before_commit
         self.pushers = PusherService(self.db)
         self.push_sender = PushSender(
             self.db, self.event_cache, allowed_ranges=self.config.push_ip_range_whitelist
@@ -220,7 +219,8 @@ class Homeserver:
         self.resident = ResidentMembership(self)
         self.federation_reads = FederationReads(self)
         self.backfiller = Backfiller(self)
-        self.room_servers = RoomServers(self)
+        self.room_servers = RoomServers(self.db, self.config.server_name, self.federation_sender)
+        self.events.before_commit = self._before_commit
         self.events.on_committed = self._on_committed
         self.membership.remote = FederationMembership(self)
         self.rooms.remote = self.membership.remote
@@ -338,11 +338,16 @@ class Homeserver:
         self.e2ee.query_remote = self.federated_keys.query
         self.e2ee.claim_remote = self.federated_keys.claim
 
+    async def _before_commit(self, writer: RoomWriter) -> None:
+        """Inside each event transaction: push actions, then the federation outbox."""
+        await self.notifications.before_commit(writer)
+        await self.room_servers.before_commit(writer)
+
     async def _on_committed(self, writer: RoomWriter) -> None:
-        """After each commit: wake push delivery (never waits), then federation."""
+        """After each commit: wake push delivery, application services and federation."""
         self.push_sender.notify_users(writer.notified_users)
         self.appservice_sender.notify()
-        await self.room_servers.on_committed(writer)
+        self.room_servers.after_commit(writer)
 
     async def _evict_token(self, payload: dict[str, Any]) -> None:
         try:

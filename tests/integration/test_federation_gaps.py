@@ -41,10 +41,11 @@ def hold_outbound(monkeypatch: pytest.MonkeyPatch, hs: Homeserver) -> list[str]:
     """Stop `hs` queueing its new events for other servers; the ids it would have sent."""
     held: list[str] = []
 
-    async def send_pdu(destinations: Any, event_id: str) -> None:
+    async def queue_pdu(conn: Any, destinations: Any, event_id: str) -> list[str]:
         held.append(event_id)
+        return []
 
-    monkeypatch.setattr(hs.federation_sender, "send_pdu", send_pdu)
+    monkeypatch.setattr(hs.federation_sender, "queue_pdu", queue_pdu)
     return held
 
 

@@ -1,51 +1,87 @@
 """Sending our new events to the other servers in their room: every server with a
-joined member, plus the server of a remote user we invite, kick or ban. The servers of
-a room are cached and forgotten when a member event is written to it."""
+joined member, plus the server of a remote user we invite, kick or ban.
+
+The events are queued in the transaction that writes them (`before_commit`), so that a
+crash cannot commit an event that its room's other servers never hear of, and their
+senders are woken once it has committed (`after_commit`). The destinations are the
+room's servers after the transaction, as its own connection sees them: a member who
+just left still gets their leave through the invite/kick/ban rule.
+
+The servers of a room are cached and forgotten when a member event is written to it.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
 from federation.events import MEMBER
 from federation.identifiers import domain_of
+from homeserver.services.remote.sender import FederationSender
 from homeserver.services.rooms.writer import RoomWriter
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.remote import room_servers
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 CACHED_ROOMS = 10_000
 
 
 class RoomServers:
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+    def __init__(self, db: Database, server_name: str, sender: FederationSender) -> None:
+        self.db = db
+        self.server_name = server_name
+        self.sender = sender
         self._servers: OrderedDict[str, frozenset[str]] = OrderedDict()
+        # Bumped by every invalidation: a load that raced with one is not cached.
+        self._generation = 0
 
     async def servers(self, room_id: str) -> frozenset[str]:
+        """The servers with a joined member in the room, as committed."""
+        cached = self._cached(room_id)
+        if cached is not None:
+            return cached
+        async with self.db.pool.connection() as conn:
+            return await self._load(conn, room_id)
+
+    def _cached(self, room_id: str) -> frozenset[str] | None:
         cached = self._servers.get(room_id)
         if cached is not None:
             self._servers.move_to_end(room_id)
-            return cached
-        async with self.hs.db.pool.connection() as conn:
-            found = frozenset(await room_servers.servers_in_room(conn, room_id))
-        self._servers[room_id] = found
-        if len(self._servers) > CACHED_ROOMS:
-            self._servers.popitem(last=False)
+        return cached
+
+    async def _load(self, conn: Connection, room_id: str) -> frozenset[str]:
+        generation = self._generation
+        found = frozenset(await room_servers.servers_in_room(conn, room_id))
+        if generation == self._generation:
+            self._servers[room_id] = found
+            if len(self._servers) > CACHED_ROOMS:
+                self._servers.popitem(last=False)
         return found
 
-    async def on_committed(self, writer: RoomWriter) -> None:
-        """EventCreator's after-commit hook."""
+    async def before_commit(self, writer: RoomWriter) -> None:
+        """EventCreator's in-transaction hook: queue our new events for the room's servers."""
         events = [p.event for p in writer.persisted]
-        if any(e.type == MEMBER for e in events):
-            self._servers.pop(writer.room_id, None)
-        ours = [e for e in events if domain_of(e.sender) == self.hs.server_name]
+        ours = [e for e in events if domain_of(e.sender) == self.server_name]
         if not ours:
             return
-        servers = await self.servers(writer.room_id)
+        if any(e.type == MEMBER for e in events):
+            # The membership this transaction wrote is visible only on its connection,
+            # and may still roll back: ask there, and leave the cache alone.
+            servers = frozenset(await room_servers.servers_in_room(writer.conn, writer.room_id))
+        else:
+            cached = self._cached(writer.room_id)
+            servers = (
+                cached if cached is not None else await self._load(writer.conn, writer.room_id)
+            )
         for event in ours:
             targets = set(servers)
             if event.type == MEMBER and event.state_key and event.membership != "join":
                 targets.add(domain_of(event.state_key))
-            await self.hs.federation_sender.send_pdu(targets, event.event_id)
+            queued = await self.sender.queue_pdu(writer.conn, targets, event.event_id)
+            writer.queued_destinations.update(queued)
+
+    def after_commit(self, writer: RoomWriter) -> None:
+        """EventCreator's after-commit hook: forget the servers of a room whose membership
+        changed, and send what the transaction queued."""
+        if any(p.event.type == MEMBER for p in writer.persisted):
+            self._servers.pop(writer.room_id, None)
+            self._generation += 1
+        self.sender.wake(writer.queued_destinations)

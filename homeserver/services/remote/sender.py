@@ -2,14 +2,16 @@
 flight per destination, exponential backoff, and catch-up once it answers again.
 
 `send_pdu`/`send_edu` append to `federation_outbox` (so nothing is lost on a restart) and
-wake the destination's sender task. The task takes a session-level advisory lock on the
-destination (on one connection this process keeps for its locks; if the process dies the
-locks go with it), then sends the queue in order, at most 50 PDUs and 100 EDUs per
-transaction, deleting what the destination accepted. On failure it records the backoff in
-`destinations`, lets go of the lock and sets a timer; a successful contact with the
-destination (an inbound request from it, or any outbound request that it answers) cuts
-the wait short. At start, and every minute, a sweep finds queues that nobody is sending
-(after a restart, or a crash of another worker) and wakes them.
+wake the destination's sender task; a new event of ours is queued by `queue_pdu` in the
+transaction that writes it, and `wake` follows the commit. The task takes a
+session-level advisory lock on the destination (on one connection this process keeps
+for its locks; if the process dies the locks go with it), then sends the queue in order,
+at most 50 PDUs and 100 EDUs per transaction, deleting what the destination accepted.
+On failure it records the backoff in `destinations`, lets go of the lock and sets a
+timer; a successful contact with the destination (an inbound request from it, or any
+outbound request that it answers) cuts the wait short. At start, and every minute, a
+sweep finds queues that nobody is sending (after a restart, or a crash of another
+worker) and wakes them.
 """
 
 from __future__ import annotations
@@ -105,14 +107,26 @@ class FederationSender:
 
     async def send_pdu(self, destinations: Iterable[str], event_id: str) -> None:
         """Queue one of our events for these servers (ourselves and bad names skipped)."""
+        async with self.db.pool.connection() as conn:
+            targets = await self.queue_pdu(conn, destinations, event_id)
+        self.wake(targets)
+
+    async def queue_pdu(
+        self, conn: Connection, destinations: Iterable[str], event_id: str
+    ) -> list[str]:
+        """Queue an event for these servers on `conn`, inside the transaction that writes
+        the event, so that a crash cannot keep one without the other; the servers to
+        `wake` once it commits."""
         targets = sorted(
             {d for d in destinations if d != self.server_name and is_valid_server_name(d)}
         )
-        if not targets:
-            return
-        async with self.db.pool.connection() as conn:
+        if targets:
             await outbox.enqueue_pdus(conn, targets, event_id)
-        for destination in targets:
+        return targets
+
+    def wake(self, destinations: Iterable[str]) -> None:
+        """Rows for these servers were committed: send them."""
+        for destination in destinations:
             self._wake(destination)
 
     async def send_edu(self, destination: str, edu_type: str, content: dict[str, Any]) -> None:

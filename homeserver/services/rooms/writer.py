@@ -201,6 +201,8 @@ class RoomWriter:
     device_list_positions: list[int] = field(default_factory=list)
     # local users the new events notify (push actions stored): push delivery wakes them
     notified_users: set[str] = field(default_factory=set)
+    # servers the new events were queued for (federation outbox): woken after the commit
+    queued_destinations: set[str] = field(default_factory=set)
     # What the transaction changed, for caches of room facts (push evaluation): the
     # state group it started from, the state keys it changed, and the memberships it
     # wrote, in order, as (user id, membership, display name)
