@@ -68,7 +68,7 @@ from homeserver.services.rooms.send import SendService
 from homeserver.services.rooms.server_acl import ServerAclService
 from homeserver.services.rooms.state import RoomStateService
 from homeserver.services.rooms.upgrade import RoomUpgrader
-from homeserver.services.rooms.writer import EventCache, EventCreator, RoomWriter
+from homeserver.services.rooms.writer import EventCache, EventCreator
 from homeserver.services.sync.sync import SyncService
 from homeserver.services.timeline.messages import MessageService
 from homeserver.services.timeline.relations import RelationService
@@ -219,9 +219,7 @@ class Homeserver:
         self.resident = ResidentMembership(self)
         self.federation_reads = FederationReads(self)
         self.backfiller = Backfiller(self)
-        self.room_servers = RoomServers(self.db, self.config.server_name, self.federation_sender)
-        self.events.before_commit = self._before_commit
-        self.events.on_committed = self._on_committed
+        self._wire_event_hooks()
         self.membership.remote = FederationMembership(self)
         self.rooms.remote = self.membership.remote
         self._build_reads()
@@ -278,6 +276,16 @@ class Homeserver:
         )
         self.admin_rooms = AdminRoomService(self.db, self.config.server_name, self.event_cache)
 
+    def _wire_event_hooks(self) -> None:
+        """What each transaction of events does besides writing them: store push actions
+        and queue the events for other servers; once committed, wake push delivery and
+        federation (application services: in _wire_appservices)."""
+        self.room_servers = RoomServers(self.db, self.config.server_name, self.federation_sender)
+        self.events.add_before_commit(self.notifications.before_commit)
+        self.events.add_before_commit(self.room_servers.before_commit)
+        self.events.add_after_commit(lambda w: self.push_sender.notify_users(w.notified_users))
+        self.events.add_after_commit(self.room_servers.after_commit)
+
     def _wire_appservices(self) -> None:
         """Application services from their registration files (ConfigError if bad)."""
         self.appservices = load_registry(
@@ -296,6 +304,7 @@ class Homeserver:
             typing=self.typing,
             presence=self.presence,
         )
+        self.events.add_after_commit(lambda _: self.appservice_sender.notify())
         # Chained after the federation hooks, so _wire_federated_e2ee_and_edus runs first.
         self.appservice_sender.watch_ephemeral(self.typing, self.receipts, self.presence)
 
@@ -337,17 +346,6 @@ class Homeserver:
         self.cross_signing.on_public_keys = self.federated_device_lists.announce_signing_keys
         self.e2ee.query_remote = self.federated_keys.query
         self.e2ee.claim_remote = self.federated_keys.claim
-
-    async def _before_commit(self, writer: RoomWriter) -> None:
-        """Inside each event transaction: push actions, then the federation outbox."""
-        await self.notifications.before_commit(writer)
-        await self.room_servers.before_commit(writer)
-
-    async def _on_committed(self, writer: RoomWriter) -> None:
-        """After each commit: wake push delivery, application services and federation."""
-        self.push_sender.notify_users(writer.notified_users)
-        self.appservice_sender.notify()
-        self.room_servers.after_commit(writer)
 
     async def _evict_token(self, payload: dict[str, Any]) -> None:
         try:

@@ -336,6 +336,10 @@ class RoomWriter:
         return persisted
 
 
+BeforeCommit = Callable[[RoomWriter], Awaitable[None]]
+AfterCommit = Callable[[RoomWriter], None]
+
+
 @dataclass
 class _Transaction:
     """What one room transaction accumulates for its commit (or its rollback)."""
@@ -364,10 +368,18 @@ class EventCreator:
         self.notifier = notifier
         self._last_create_ts = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # Called after each commit (federation sends the new events on from here).
-        self.on_committed: Callable[[RoomWriter], Awaitable[None]] | None = None
-        # Called inside the transaction once its events are written (push actions).
-        self.before_commit: Callable[[RoomWriter], Awaitable[None]] | None = None
+        self._before_commit: list[BeforeCommit] = []
+        self._after_commit: list[AfterCommit] = []
+
+    def add_before_commit(self, listener: BeforeCommit) -> None:
+        """Call `listener` inside each transaction that wrote events, once they are all
+        written: what it writes on `writer.conn` commits (or not) with them."""
+        self._before_commit.append(listener)
+
+    def add_after_commit(self, listener: AfterCommit) -> None:
+        """Call `listener` after each commit of events, in the room's lock: it only wakes
+        work elsewhere (it cannot wait, so the room's next writer does not either)."""
+        self._after_commit.append(listener)
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)
@@ -401,8 +413,9 @@ class EventCreator:
 
     async def _committed(self, writer: RoomWriter) -> None:
         await self._announce(writer)
-        if self.on_committed is not None and writer.persisted:
-            await self.on_committed(writer)
+        if writer.persisted:
+            for listener in self._after_commit:
+                listener(writer)
 
     @asynccontextmanager
     async def _transaction(self, room_id: str) -> AsyncIterator[_Transaction]:
@@ -421,8 +434,9 @@ class EventCreator:
                         await rooms.lock_room(conn, room_id)
                         txn.conn = conn
                         yield txn
-                        if self.before_commit is not None and txn.writer and txn.writer.persisted:
-                            await self.before_commit(txn.writer)
+                        if txn.writer is not None and txn.writer.persisted:
+                            for listener in self._before_commit:
+                                await listener(txn.writer)
                         await streams.finish(conn, "events", txn.positions)
                         if txn.device_list_positions:
                             await streams.finish(conn, "device_lists", txn.device_list_positions)
