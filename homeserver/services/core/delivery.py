@@ -1,10 +1,18 @@
-"""Background delivery to many targets (push gateways' pushers, application services):
-one task per target draining its queue in order, never two at once for a target in
-any worker process, and backing off from a failing one without holding up the rest.
+"""Background delivery to many targets (push gateways' pushers, application services,
+federation destinations): one task per target draining its queue in order, never two
+at once for a target in any worker process, and backing off from a failing one without
+holding up the rest.
 
 Cross-process exclusivity is a PostgreSQL advisory lock per target, taken on a
 connection of its own that this process keeps (session locks live as long as their
 connection: if it dies, so do the locks, and the next drain takes them again).
+
+Options for queues that other processes also fill (federation): `has_more` looks at the
+queue again once a drain found it empty, for work queued by a process that found the
+target locked by us; `pending` feeds a sweep (at start, then every `sweep_interval_s`)
+that wakes the queues nobody is draining and re-arms the backoffs they recorded; and
+`resume` ends a target's backoff when it shows it is up (`clear_backoff` forgets the
+retry time it stored).
 """
 
 from __future__ import annotations
@@ -12,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
+from typing import Any, Generic, TypeVar
 
 from homeserver.services.core.clock import now_ms
-from homeserver.storage.core.pool import Connection, OperationalError, connect
+from homeserver.storage.core.locks import LockConnection
+from homeserver.storage.core.pool import Connection, DatabaseError
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 LockOperation = Callable[[Connection, K], Awaitable[object]]
+SWEEP_INTERVAL_S = 60.0
 
 
 class DeliveryWorkers(Generic[K]):
@@ -39,8 +49,13 @@ class DeliveryWorkers(Generic[K]):
         label: Callable[[K], str],
         failure_retry_ms: int,
         locked_retry_ms: int | None = None,
+        has_more: Callable[[K], Awaitable[bool]] | None = None,
+        pending: Callable[[], Awaitable[Iterable[tuple[K, int | None]]]] | None = None,
+        sweep_interval_s: float = SWEEP_INTERVAL_S,
+        clear_backoff: Callable[[K], Awaitable[None]] | None = None,
+        name: str = "delivery",
     ) -> None:
-        self._conninfo = conninfo
+        self._name = name
         self._drain = drain
         self._try_lock = try_lock
         self._unlock = unlock
@@ -49,12 +64,21 @@ class DeliveryWorkers(Generic[K]):
         # Whether to look again when another process holds the target (None: something
         # else, such as a poll, comes back to it).
         self._locked_retry_ms = locked_retry_ms
+        self._has_more = has_more
+        self._pending = pending
+        self._sweep_interval_s = sweep_interval_s
+        self._clear_backoff = clear_backoff
         self._tasks: dict[K, asyncio.Task[None]] = {}
         self._dirty: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
-        self._lock_conn: Connection | None = None
-        self._lock_guard = asyncio.Lock()
+        self._helpers: set[asyncio.Task[None]] = set()  # the sweep, and resumes
+        self._locks = LockConnection(conninfo)
         self._closing = False
+
+    def start(self) -> None:
+        """Start the sweep, if there is one."""
+        if self._pending is not None:
+            self._spawn(self._sweep_forever(), f"{self._name} sweep")
 
     def wake(self, key: K) -> None:
         if self._closing:
@@ -63,30 +87,47 @@ class DeliveryWorkers(Generic[K]):
             self._dirty.add(key)
             return
         if key in self._timers:
-            return  # backing off: its timer wakes it
+            return  # backing off: its timer (or a resume) wakes it
         self._tasks[key] = asyncio.create_task(self._run(key), name=self._label(key))
 
+    def resume(self, key: K) -> None:
+        """`key` just showed it is up: stop waiting out its backoff."""
+        timer = self._timers.pop(key, None)
+        if timer is None or self._closing:
+            return
+        timer.cancel()
+        self._spawn(self._resume(key), f"resume {self._label(key)}")
+
     async def close(self) -> None:
-        """Stop: timers and running drains are cancelled, the lock connection closed."""
+        """Stop: timers, the sweep and running drains are cancelled, the lock connection
+        closed."""
         self._closing = True
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        tasks = list(self._tasks.values())
+        tasks = [*self._helpers, *self._tasks.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._lock_conn is not None:
-            await self._lock_conn.close()
-            self._lock_conn = None
+        await self._locks.close()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._helpers.add(task)
+        task.add_done_callback(self._helpers.discard)
+
+    async def _resume(self, key: K) -> None:
+        if self._clear_backoff is not None:
+            await self._clear_backoff(key)
+        self.wake(key)
 
     async def _run(self, key: K) -> None:
         try:
             while True:
                 self._dirty.discard(key)
-                if not await self._with_lock(self._try_lock, key):
+                if not await self._locks.run(lambda conn: self._try_lock(conn, key)):
                     # Another worker process is delivering to it, and may have read its
                     # queue before our work committed.
                     if self._locked_retry_ms is not None:
@@ -95,10 +136,14 @@ class DeliveryWorkers(Generic[K]):
                 try:
                     retry_at = await self._drain(key)
                 finally:
-                    await self._with_lock(self._unlock, key)
+                    await self._release(key)
                 if retry_at is not None:
                     self._schedule(key, retry_at)
                     return
+                if key in self._dirty:
+                    continue
+                if self._has_more is not None and await self._has_more(key):
+                    continue  # queued by a process that found the target locked by us
                 if key not in self._dirty:
                     return
         except asyncio.CancelledError:
@@ -109,6 +154,13 @@ class DeliveryWorkers(Generic[K]):
         finally:
             if self._tasks.get(key) is asyncio.current_task():
                 del self._tasks[key]
+
+    async def _release(self, key: K) -> None:
+        try:
+            await self._locks.run(lambda conn: self._unlock(conn, key))
+        except DatabaseError as exc:
+            # A broken lock connection took the lock with it.
+            log.warning("%s: cannot let go of the lock: %s", self._label(key), exc)
 
     def _schedule(self, key: K, retry_at: int) -> None:
         if self._closing:
@@ -123,14 +175,23 @@ class DeliveryWorkers(Generic[K]):
         self._timers.pop(key, None)
         self.wake(key)
 
-    async def _with_lock(self, operation: LockOperation[K], key: K) -> bool:
-        async with self._lock_guard:
-            if self._lock_conn is None or self._lock_conn.closed:
-                self._lock_conn = await connect(self._conninfo)
+    async def _sweep_forever(self) -> None:
+        while True:
             try:
-                return bool(await operation(self._lock_conn, key))
-            except OperationalError:
-                # The connection died, and the locks with it.
-                await self._lock_conn.close()
-                self._lock_conn = None
-                raise
+                await self._sweep()
+            except (DatabaseError, OSError) as exc:
+                log.warning("%s sweep failed: %s", self._name, exc)
+            await asyncio.sleep(self._sweep_interval_s)
+
+    async def _sweep(self) -> None:
+        """Wake every queue that has something to deliver and nobody here delivers, or
+        wait out the backoff it recorded."""
+        assert self._pending is not None
+        now = now_ms()
+        for key, retry_at in await self._pending():
+            if key in self._tasks or key in self._timers:
+                continue
+            if retry_at is not None and retry_at > now:
+                self._schedule(key, retry_at)
+            else:
+                self.wake(key)

@@ -3,33 +3,33 @@ flight per destination, exponential backoff, and catch-up once it answers again.
 
 `send_pdu`/`send_edu` append to `federation_outbox` (so nothing is lost on a restart) and
 wake the destination's sender task; a new event of ours is queued by `queue_pdu` in the
-transaction that writes it, and `wake` follows the commit. The task takes a
-session-level advisory lock on the destination (on one connection this process keeps
-for its locks; if the process dies the locks go with it), then sends the queue in order,
-at most 50 PDUs and 100 EDUs per transaction, deleting what the destination accepted.
-On failure it records the backoff in `destinations`, lets go of the lock and sets a
-timer; a successful contact with the destination (an inbound request from it, or any
-outbound request that it answers) cuts the wait short. At start, and every minute, a
-sweep finds queues that nobody is sending (after a restart, or a crash of another
-worker) and wakes them.
+transaction that writes it, and `wake` follows the commit. The tasks are the delivery
+workers push gateways and application services use too (services/core/delivery.py).
+A task takes a session-level advisory lock on the destination (on one connection this
+process keeps for its locks; if the process dies the locks go with it), then sends the
+queue in order, at most 50 PDUs and 100 EDUs per transaction, deleting what the
+destination accepted. On failure it records the backoff in `destinations`, lets go of
+the lock and sets a timer; a successful contact with the destination (an inbound
+request from it, or any outbound request that it answers) cuts the wait short. At
+start, and every minute, a sweep finds queues that nobody is sending (after a restart,
+or a crash of another worker) and wakes them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Iterable
-from enum import Enum
 from typing import Any
 
 import orjson
 
 from federation.identifiers import is_valid_server_name
 from homeserver.services.core.clock import now_ms
+from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
-from homeserver.storage.core.pool import Connection, Database, DatabaseError, connect
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.remote import outbox
 from homeserver.storage.rooms import events as event_store
 
@@ -44,11 +44,6 @@ MAX_CONCURRENT_TRANSACTIONS = 50
 TRANSACTION_TIMEOUT_S = 60.0
 # Statuses after which resending the same transaction cannot succeed: drop it.
 PERMANENT_FAILURES = frozenset({400, 413})
-
-
-class _Outcome(Enum):
-    EMPTY = "empty"
-    BACKOFF = "backoff"
 
 
 class FederationSender:
@@ -69,39 +64,29 @@ class FederationSender:
         self.server_name = server_name
         self.min_backoff_ms = int(min_backoff_s * 1000)
         self.max_backoff_ms = int(max_backoff_s * 1000)
-        self.sweep_interval_s = sweep_interval_s
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._dirty: set[str] = set()
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._resumers: set[asyncio.Task[None]] = set()
-        self._lock_conn: Connection | None = None
-        self._lock_conn_guard = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_TRANSACTIONS)
-        self._sweeper: asyncio.Task[None] | None = None
         # Unique per process life: a retried batch reuses its id, a restart never does.
         self._txn_prefix = f"{now_ms()}{random.randrange(1000):03d}"
-        self._closing = False
+        self._workers: DeliveryWorkers[str] = DeliveryWorkers(
+            db.conninfo,
+            drain=self._drain,
+            try_lock=outbox.try_lock_destination,
+            unlock=outbox.unlock_destination,
+            label=lambda destination: f"fed-send {destination}",
+            failure_retry_ms=self.max_backoff_ms // 60,
+            has_more=self._has_rows,
+            pending=self._pending,
+            sweep_interval_s=sweep_interval_s,
+            clear_backoff=self._clear_retry,
+            name="federation queue",
+        )
 
     async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._workers.start()
 
     async def close(self) -> None:
         """Stop sending; what is still queued stays in the outbox for the next start."""
-        self._closing = True
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        tasks = [
-            t for t in (self._sweeper, *self._resumers, *self._tasks.values()) if t is not None
-        ]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._lock_conn is not None:
-            await self._lock_conn.close()
-            self._lock_conn = None
+        await self._workers.close()
 
     # ---- the service API
 
@@ -127,7 +112,7 @@ class FederationSender:
     def wake(self, destinations: Iterable[str]) -> None:
         """Rows for these servers were committed: send them."""
         for destination in destinations:
-            self._wake(destination)
+            self._workers.wake(destination)
 
     async def send_edu(self, destination: str, edu_type: str, content: dict[str, Any]) -> None:
         if destination == self.server_name or not is_valid_server_name(destination):
@@ -135,96 +120,40 @@ class FederationSender:
         edu = orjson.dumps({"edu_type": edu_type, "content": content}).decode()
         async with self.db.pool.connection() as conn:
             await outbox.enqueue_edu(conn, destination, edu)
-        self._wake(destination)
+        self._workers.wake(destination)
 
     def on_contact(self, destination: str) -> None:
         """`destination` just showed it is up: stop waiting out its backoff."""
-        timer = self._timers.pop(destination, None)
-        if timer is None or self._closing:
-            return
-        timer.cancel()
-        task = asyncio.create_task(self._resume(destination))
-        self._resumers.add(task)
-        task.add_done_callback(self._resumers.discard)
+        self._workers.resume(destination)
 
-    async def _resume(self, destination: str) -> None:
+    # ---- the queues, for the delivery workers
+
+    async def _has_rows(self, destination: str) -> bool:
+        async with self.db.pool.connection() as conn:
+            return await outbox.has_rows(conn, destination)
+
+    async def _pending(self) -> list[tuple[str, int | None]]:
+        async with self.db.pool.connection() as conn:
+            return await outbox.pending_destinations(conn)
+
+    async def _clear_retry(self, destination: str) -> None:
         async with self.db.pool.connection() as conn:
             await outbox.clear_retry(conn, destination)
-        self._wake(destination)
 
-    # ---- the per-destination task
-
-    def _wake(self, destination: str) -> None:
-        if self._closing:
-            return
-        if destination in self._tasks:
-            self._dirty.add(destination)
-            return
-        timer = self._timers.get(destination)
-        if timer is not None:
-            return  # backing off: the timer (or a contact) wakes it
-        self._tasks[destination] = asyncio.create_task(
-            self._run(destination), name=f"fed-send {destination}"
-        )
-
-    async def _run(self, destination: str) -> None:
-        try:
-            while True:
-                self._dirty.discard(destination)
-                retry_at: int | None = None
-                if not await self._try_lock(destination):
-                    return  # another worker process is sending to it
-                try:
-                    outcome, retry_at = await self._drain(destination)
-                finally:
-                    await self._unlock(destination)
-                if outcome is _Outcome.BACKOFF:
-                    assert retry_at is not None
-                    self._schedule(destination, retry_at)
-                    return
-                if destination in self._dirty:
-                    continue
-                async with self.db.pool.connection() as conn:
-                    # Rows another process queued while we held the lock.
-                    if not await outbox.has_rows(conn, destination):
-                        if destination not in self._dirty:
-                            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("federation sender for %s failed; retrying later", destination)
-            self._schedule(destination, now_ms() + self.max_backoff_ms // 60)
-        finally:
-            if self._tasks.get(destination) is asyncio.current_task():
-                del self._tasks[destination]
-
-    def _schedule(self, destination: str, retry_at: int) -> None:
-        if self._closing:
-            return
-        old = self._timers.pop(destination, None)
-        if old is not None:
-            old.cancel()
-        delay = max(0.0, (retry_at - now_ms()) / 1000)
-        loop = asyncio.get_running_loop()
-        self._timers[destination] = loop.call_later(delay, self._timer_fired, destination)
-
-    def _timer_fired(self, destination: str) -> None:
-        self._timers.pop(destination, None)
-        self._wake(destination)
-
-    async def _drain(self, destination: str) -> tuple[_Outcome, int | None]:
-        """Send transactions until the queue is empty or the destination fails."""
+    async def _drain(self, destination: str) -> int | None:
+        """Send transactions until the queue is empty (None) or the destination fails
+        (the time to try again at)."""
         while True:
             async with self.db.pool.connection() as conn:
                 health = await outbox.get_health(conn, destination)
                 if health.retry_at_ts is not None and health.retry_at_ts > now_ms():
-                    return _Outcome.BACKOFF, health.retry_at_ts
+                    return health.retry_at_ts
                 rows = await outbox.next_rows(
                     conn, destination, MAX_PDUS_PER_TRANSACTION + MAX_EDUS_PER_TRANSACTION
                 )
                 batch = _batch(rows)
                 if not batch:
-                    return _Outcome.EMPTY, None
+                    return None
                 pdu_ids = [r.event_id for r in batch if r.event_id is not None]
                 stored = await event_store.get_events(conn, pdu_ids)
             transaction = {
@@ -246,7 +175,7 @@ class FederationSender:
                 if isinstance(exc, RequestFailed) and exc.status in PERMANENT_FAILURES:
                     log.warning("%s refused transaction %s for good: %s", destination, txn_id, exc)
                 else:
-                    return _Outcome.BACKOFF, await self._record_failure(destination, health, exc)
+                    return await self._record_failure(destination, health, exc)
             else:
                 _log_pdu_errors(destination, answer)
             async with self.db.pool.connection() as conn:
@@ -263,44 +192,6 @@ class FederationSender:
         async with self.db.pool.connection() as conn:
             await outbox.record_failure(conn, destination, interval, retry_at, str(exc))
         return retry_at
-
-    # ---- cross-process exclusivity
-
-    async def _try_lock(self, destination: str) -> bool:
-        async with self._lock_conn_guard:
-            if self._lock_conn is None or self._lock_conn.closed:
-                self._lock_conn = await connect(self.db.conninfo)
-            return await outbox.try_lock_destination(self._lock_conn, destination)
-
-    async def _unlock(self, destination: str) -> None:
-        async with self._lock_conn_guard:
-            if self._lock_conn is None or self._lock_conn.closed:
-                return  # the locks went with the connection
-            with contextlib.suppress(DatabaseError):
-                await outbox.unlock_destination(self._lock_conn, destination)
-
-    # ---- the sweep
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                await self._sweep()
-            except (DatabaseError, OSError) as exc:
-                log.warning("federation queue sweep failed: %s", exc)
-            await asyncio.sleep(self.sweep_interval_s)
-
-    async def _sweep(self) -> None:
-        """Wake every queue that has something to send and is not backing off here."""
-        async with self.db.pool.connection() as conn:
-            pending = await outbox.pending_destinations(conn)
-        now = now_ms()
-        for destination, retry_at in pending:
-            if destination in self._tasks or destination in self._timers:
-                continue
-            if retry_at is not None and retry_at > now:
-                self._schedule(destination, retry_at)
-            else:
-                self._wake(destination)
 
 
 def _batch(rows: list[outbox.OutboxRow]) -> list[outbox.OutboxRow]:
