@@ -234,8 +234,14 @@ async def test_device_lists_keys_query_and_claim(
     laptop = await alice.another("LAPTOP")
     await laptop.publish()
     await eventually(lambda: _async_has(hs_b, alice.user_id, "LAPTOP"))
-    sync = await bob.ok("GET", "/sync", since=since, timeout="0")
-    assert alice.user_id in sync["device_lists"]["changed"]
+
+    async def changed_in_sync() -> bool:
+        # The cache row and the user's device-list stream entry are separate writes:
+        # bob's sync reports the change once the stream has reached it.
+        sync = await bob.ok("GET", "/sync", since=since, timeout="0")
+        return alice.user_id in sync.get("device_lists", {}).get("changed", [])
+
+    await eventually(changed_in_sync)
     answer = await bob.ok("POST", "/keys/query", {"device_keys": {alice.user_id: ["LAPTOP"]}})
     assert list(answer["device_keys"][alice.user_id]) == ["LAPTOP"]
 
