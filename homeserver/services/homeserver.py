@@ -150,9 +150,10 @@ class Homeserver:
 
     def __post_init__(self) -> None:
         self.ratelimiter = RateLimiter.from_config(self.config)
-        self.streams = StreamAllocator(self.db.conninfo)
-        self.notifier = Notifier(self.db.conninfo)
+        self.streams = StreamAllocator(self.db)
+        self.notifier = Notifier(self.db)
         self.notifier.on("token_deleted", self._evict_token)
+        self.notifier.after_reconnect(self.token_cache.clear)
         self.events = EventCreator(
             self.db, self.signing_key, self.event_cache, self.streams, self.notifier
         )
