@@ -37,10 +37,10 @@ from tests.integration.own_postgres import (
     debian_available,
 )
 from tests.integration.test_process import Server, data_dir, free_port
-from tests.integration.test_push_gateway import LOOPBACK
+from tests.integration.test_push_gateway import LOOPBACK, Gateway, gateway, set_pusher
 from tests.integration.test_sync_multiprocess import call, register
 
-__all__ = ["data_dir"]  # fixtures
+__all__ = ["data_dir", "gateway"]  # fixtures
 
 # Budgets: an answer while the database is away, and serving again once it is back.
 OUTAGE_ANSWER_S = 2.0
@@ -176,6 +176,32 @@ async def test_serves_again_after_a_restart_and_wakes_held_long_polls(
     assert status == 200, page
     stored = {e["event_id"] for e in page["chunk"]}
     assert set(acknowledged) | {after} <= stored
+
+
+async def test_push_delivery_resumes_after_a_restart(
+    cluster: OwnCluster, processes: list[Process], gateway: Gateway
+) -> None:
+    """The push sender's advisory-lock connection dies with the database; the next
+    delivery takes its lock on a new one. Delivery is at least once: a push whose
+    cursor update the restart cut off is sent again."""
+    a = processes[0]
+    alice = await RoomUser.make(a.client, "alice")
+    bob = await RoomUser.make(a.client, "bob")
+    room_id = await alice.create_room(preset="public_chat")
+    await bob.join(room_id)
+    await set_pusher(bob, gateway, "bob-key")
+    before = await alice.say(room_id, "before")
+    await gateway.wait_for(1)
+
+    cluster.stop()
+    await asyncio.to_thread(cluster.start)
+    await _until_served(alice, RECOVERY_S)
+    after = await alice.say(room_id, "after")
+    deadline = time.monotonic() + RECOVERY_S
+    while after not in (pushed := [n["event_id"] for n in gateway.received]):
+        assert time.monotonic() < deadline, pushed
+        await gateway.wait_for(len(pushed) + 1, within=deadline - time.monotonic())
+    assert set(pushed) == {before, after}
 
 
 # ---- `homeserver run` as a real process

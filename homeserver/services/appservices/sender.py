@@ -133,7 +133,7 @@ class AppServiceSender:
         self._wakeup = asyncio.Event()
         by_id = {s.id: s for s in self._targets}
         self._workers: DeliveryWorkers[str] = DeliveryWorkers(
-            db.conninfo,
+            db,
             drain=lambda as_id: self._drain(by_id[as_id]),
             try_lock=store.try_lock,
             unlock=store.unlock,

@@ -4,7 +4,9 @@ any worker process, and backing off from a failing one without holding up the re
 
 Cross-process exclusivity is a PostgreSQL advisory lock per target, taken on a
 connection of its own that this process keeps (session locks live as long as their
-connection: if it dies, so do the locks, and the next drain takes them again).
+connection: if it dies, so do the locks, and the next drain takes them again). While
+the database is away, a target whose drain failed for that tries again in seconds, not
+after its delivery backoff.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from homeserver.services.core.clock import now_ms
-from homeserver.storage.core.pool import Connection, OperationalError, connect
+from homeserver.storage.core.dedicated import DedicatedConnection
+from homeserver.storage.core.pool import Connection, Database, is_unavailable
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 LockOperation = Callable[[Connection, K], Awaitable[object]]
+# When to try again after the database was unavailable.
+DATABASE_RETRY_MS = 2000
 
 
 class DeliveryWorkers(Generic[K]):
@@ -31,7 +36,7 @@ class DeliveryWorkers(Generic[K]):
 
     def __init__(
         self,
-        conninfo: str,
+        db: Database,
         *,
         drain: Callable[[K], Awaitable[int | None]],
         try_lock: LockOperation[K],
@@ -40,7 +45,6 @@ class DeliveryWorkers(Generic[K]):
         failure_retry_ms: int,
         locked_retry_ms: int | None = None,
     ) -> None:
-        self._conninfo = conninfo
         self._drain = drain
         self._try_lock = try_lock
         self._unlock = unlock
@@ -52,8 +56,7 @@ class DeliveryWorkers(Generic[K]):
         self._tasks: dict[K, asyncio.Task[None]] = {}
         self._dirty: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
-        self._lock_conn: Connection | None = None
-        self._lock_guard = asyncio.Lock()
+        self._locks = DedicatedConnection(db)
         self._closing = False
 
     def wake(self, key: K) -> None:
@@ -78,15 +81,13 @@ class DeliveryWorkers(Generic[K]):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._lock_conn is not None:
-            await self._lock_conn.close()
-            self._lock_conn = None
+        await self._locks.close()
 
     async def _run(self, key: K) -> None:
         try:
             while True:
                 self._dirty.discard(key)
-                if not await self._with_lock(self._try_lock, key):
+                if not await self._locks.run(lambda conn: self._try_lock(conn, key)):
                     # Another worker process is delivering to it, and may have read its
                     # queue before our work committed.
                     if self._locked_retry_ms is not None:
@@ -95,7 +96,8 @@ class DeliveryWorkers(Generic[K]):
                 try:
                     retry_at = await self._drain(key)
                 finally:
-                    await self._with_lock(self._unlock, key)
+                    # If the connection died, the lock went with it.
+                    await self._locks.run_once(lambda conn: self._unlock(conn, key))
                 if retry_at is not None:
                     self._schedule(key, retry_at)
                     return
@@ -103,9 +105,13 @@ class DeliveryWorkers(Generic[K]):
                     return
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("%s: delivery failed; retrying later", self._label(key))
-            self._schedule(key, now_ms() + self._failure_retry_ms)
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.info("%s: database unavailable; retrying shortly", self._label(key))
+                self._schedule(key, now_ms() + DATABASE_RETRY_MS)
+            else:
+                log.exception("%s: delivery failed; retrying later", self._label(key))
+                self._schedule(key, now_ms() + self._failure_retry_ms)
         finally:
             if self._tasks.get(key) is asyncio.current_task():
                 del self._tasks[key]
@@ -122,15 +128,3 @@ class DeliveryWorkers(Generic[K]):
     def _timer_fired(self, key: K) -> None:
         self._timers.pop(key, None)
         self.wake(key)
-
-    async def _with_lock(self, operation: LockOperation[K], key: K) -> bool:
-        async with self._lock_guard:
-            if self._lock_conn is None or self._lock_conn.closed:
-                self._lock_conn = await connect(self._conninfo)
-            try:
-                return bool(await operation(self._lock_conn, key))
-            except OperationalError:
-                # The connection died, and the locks with it.
-                await self._lock_conn.close()
-                self._lock_conn = None
-                raise

@@ -27,7 +27,8 @@ import orjson
 from federation.identifiers import is_valid_server_name
 from homeserver.services.core.clock import now_ms
 from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
-from homeserver.storage.core.pool import Connection, Database, DatabaseError, connect
+from homeserver.storage.core.dedicated import DedicatedConnection
+from homeserver.storage.core.pool import Database, DatabaseError, is_unavailable
 from homeserver.storage.remote import outbox
 from homeserver.storage.rooms import events as event_store
 
@@ -40,6 +41,8 @@ MAX_BACKOFF_S = 3600.0
 SWEEP_INTERVAL_S = 60.0
 MAX_CONCURRENT_TRANSACTIONS = 50
 TRANSACTION_TIMEOUT_S = 60.0
+# When to try again after the database was unavailable.
+DATABASE_RETRY_MS = 2000
 # Statuses after which resending the same transaction cannot succeed: drop it.
 PERMANENT_FAILURES = frozenset({400, 413})
 
@@ -72,8 +75,7 @@ class FederationSender:
         self._dirty: set[str] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._resumers: set[asyncio.Task[None]] = set()
-        self._lock_conn: Connection | None = None
-        self._lock_conn_guard = asyncio.Lock()
+        self._locks = DedicatedConnection(db)
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_TRANSACTIONS)
         self._sweeper: asyncio.Task[None] | None = None
         # Unique per process life: a retried batch reuses its id, a restart never does.
@@ -97,9 +99,7 @@ class FederationSender:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._lock_conn is not None:
-            await self._lock_conn.close()
-            self._lock_conn = None
+        await self._locks.close()
 
     # ---- the service API
 
@@ -177,9 +177,13 @@ class FederationSender:
                             return
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("federation sender for %s failed; retrying later", destination)
-            self._schedule(destination, now_ms() + self.max_backoff_ms // 60)
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.info("federation sender for %s: database unavailable", destination)
+                self._schedule(destination, now_ms() + DATABASE_RETRY_MS)
+            else:
+                log.exception("federation sender for %s failed; retrying later", destination)
+                self._schedule(destination, now_ms() + self.max_backoff_ms // 60)
         finally:
             if self._tasks.get(destination) is asyncio.current_task():
                 del self._tasks[destination]
@@ -253,17 +257,12 @@ class FederationSender:
     # ---- cross-process exclusivity
 
     async def _try_lock(self, destination: str) -> bool:
-        async with self._lock_conn_guard:
-            if self._lock_conn is None or self._lock_conn.closed:
-                self._lock_conn = await connect(self.db.conninfo)
-            return await outbox.try_lock_destination(self._lock_conn, destination)
+        return await self._locks.run(lambda conn: outbox.try_lock_destination(conn, destination))
 
     async def _unlock(self, destination: str) -> None:
-        async with self._lock_conn_guard:
-            if self._lock_conn is None or self._lock_conn.closed:
-                return  # the locks went with the connection
-            with contextlib.suppress(DatabaseError):
-                await outbox.unlock_destination(self._lock_conn, destination)
+        # If the connection died, the lock went with it.
+        with contextlib.suppress(DatabaseError):
+            await self._locks.run_once(lambda conn: outbox.unlock_destination(conn, destination))
 
     # ---- the sweep
 
