@@ -298,6 +298,37 @@ async def test_real_server_rides_out_a_crash_of_its_embedded_database(data_dir: 
     assert "Traceback" not in server.log.read_text(), server.log.read_text()
 
 
+async def test_real_server_starts_its_embedded_database_again(data_dir: Path) -> None:
+    """The embedded PostgreSQL stopped under the server (as `pg_ctl stop -m fast` would):
+    the server starts it again and serves on."""
+    server = Server(data_dir, free_port(), *OPEN)
+    try:
+        server.wait_ready(START_BUDGET)
+        socket = data_dir / "postgres-run" / ".s.PGSQL.5432"
+
+        async def stop_fast() -> None:
+            info = read_postmaster_pid(data_dir / "postgres")
+            assert info is not None and _socket_exists(socket)
+            os.kill(info[0], signal.SIGINT)
+            deadline = time.monotonic() + RECOVERY_S
+            while _socket_exists(socket):  # PostgreSQL removes it as it exits
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            async with aiohttp.ClientSession() as session:
+                await _assert_503_quickly(session, server)
+
+        await _real_server_rides_out(server, stop_fast)
+    finally:
+        assert server.stop() == 0
+    log = server.log.read_text()
+    assert "Traceback" not in log, log
+    assert log.count("the embedded PostgreSQL exited") == 1, log
+
+
+def _socket_exists(path: Path) -> bool:
+    return path.exists()
+
+
 async def _assert_503_quickly(session: aiohttp.ClientSession, server: Server) -> None:
     url = f"http://127.0.0.1:{server.port}/_matrix/client/v3/publicRooms"
     for _ in range(20):
