@@ -40,8 +40,9 @@ class DedicatedConnection:
         again once if the connection proves dead while it runs, so it must be safe to
         repeat (one autocommit statement, or session state that died with the old one)."""
         async with self._lock:
+            conn = await self._connection()
             try:
-                return await operation(await self._connection())
+                return await operation(conn)
             except psycopg.OperationalError as exc:
                 if not is_unavailable(exc):
                     raise
@@ -68,12 +69,16 @@ class DedicatedConnection:
         self._db.pool.check_available()
         try:
             conn = await connect(self._db.conninfo)
-            if self._configure is not None:
-                await self._configure(conn)
         except psycopg.OperationalError as exc:
             if is_unavailable(exc):
                 self._db.pool.report_failure()
             raise
+        if self._configure is not None:
+            try:
+                await self._configure(conn)
+            except BaseException:
+                await conn.close()
+                raise
         self._conn = conn
         return conn
 
