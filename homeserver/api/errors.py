@@ -9,8 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from homeserver.services.core.errors import ServiceError
-from homeserver.storage.core.pool import is_unavailable
+from homeserver.services.core.errors import ServiceError, database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         return _from_http_exception(exc)
     except Exception as exc:
-        if is_unavailable(exc):
+        if database_unavailable(exc):
             # Logged once per outage by the pool, not once per request.
             return MatrixError(503, "M_UNKNOWN", "The database is unavailable").response()
         log.exception("unhandled error serving %s %s", request.method, request.path)
