@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -74,6 +75,11 @@ from homeserver.storage.core.pool import Database, DatabaseUnreachable, check_co
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 10.0
+# How often the embedded PostgreSQL is checked on; how long it must have run to count
+# as started well; the longest wait before starting it again when it keeps exiting.
+EMBEDDED_CHECK_INTERVAL_S = 0.5
+EMBEDDED_STABLE_S = 10.0
+EMBEDDED_MAX_RELAUNCH_DELAY_S = 30.0
 
 
 def build_app(hs: Homeserver) -> web.Application:
@@ -146,14 +152,47 @@ def build_app(hs: Homeserver) -> web.Application:
 def database_conninfo(config: Config) -> Iterator[str]:
     """The database to use: the configured URL, or the embedded cluster for the
     duration of the block."""
+    with database(config) as (conninfo, _):
+        yield conninfo
+
+
+@contextmanager
+def database(config: Config) -> Iterator[tuple[str, EmbeddedPostgres | None]]:
+    """As database_conninfo, with the embedded cluster when there is one."""
     if config.database_url:
-        yield config.database_url
+        yield config.database_url, None
         return
     embedded = EmbeddedPostgres(config.postgres_dir)
     try:
-        yield embedded.start()
+        yield embedded.start(), embedded
     finally:
         embedded.stop()
+
+
+async def supervise(embedded: EmbeddedPostgres) -> None:
+    """Start the embedded PostgreSQL again when it exits under the running server
+    (stopped or killed by hand); meanwhile the server answers 503."""
+    delay = 0.0
+    launched = -EMBEDDED_STABLE_S  # the first start waited until it accepted connections
+    while True:
+        await asyncio.sleep(EMBEDDED_CHECK_INTERVAL_S)
+        status = embedded.exit_status()
+        if status is None:
+            continue
+        # One that keeps exiting soon after each start is started less and less often.
+        if time.monotonic() - launched < EMBEDDED_STABLE_S:
+            delay = min(max(2 * delay, 1.0), EMBEDDED_MAX_RELAUNCH_DELAY_S)
+        else:
+            delay = 0.0
+        log.error(
+            "the embedded PostgreSQL exited (status %s, see %s); starting it again in %.0f s",
+            status,
+            embedded.log_path,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        embedded.relaunch()
+        launched = time.monotonic()
 
 
 def prepare_database(conninfo: str) -> None:
@@ -188,12 +227,13 @@ def _ssl_context(config: Config) -> ssl.SSLContext:
     return context
 
 
-async def serve(config: Config, conninfo: str) -> None:
+async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None = None) -> None:
     """Run until SIGINT or SIGTERM, then stop accepting and finish in-flight requests."""
     signing_key = load_or_create_signing_key(config.signing_key_path)
     db = await _open_database(config, conninfo)
     hs = Homeserver(config=config, db=db, signing_key=signing_key)
     await hs.start()
+    supervisor = None if embedded is None else asyncio.create_task(supervise(embedded))
     runner = web.AppRunner(
         build_app(hs), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
     )
@@ -217,6 +257,8 @@ async def serve(config: Config, conninfo: str) -> None:
         await stop.wait()
         log.info("stopping: finishing in-flight requests")
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
         await runner.cleanup()
         await hs.close()
         await db.close()
@@ -228,9 +270,9 @@ def run(config: Config) -> None:
     lock = DataDirLock(config.data_dir)
     lock.acquire()
     try:
-        with database_conninfo(config) as conninfo:
+        with database(config) as (conninfo, embedded):
             prepare_database(conninfo)
-            asyncio.run(serve(config, conninfo))
+            asyncio.run(serve(config, conninfo, embedded))
     finally:
         lock.release()
     log.info("stopped")

@@ -9,11 +9,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.errors import ServiceError, database_unavailable
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# While the database is away (a restart, a failover): when a client may try again.
+UNAVAILABLE_RETRY_AFTER_S = 1
 
 
 class MatrixError(Exception):
@@ -31,6 +34,8 @@ class MatrixError(Exception):
         headers = None
         if self.status == 429 and "retry_after_ms" in self.extra:
             headers = {"Retry-After": str(max(1, int(self.extra["retry_after_ms"]) // 1000))}
+        elif self.status == 503:
+            headers = {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
         return json_response(body, status=self.status, headers=headers)
 
 
@@ -83,6 +88,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return MatrixError(exc.status, exc.errcode, exc.message, **exc.extra).response()
     except web.HTTPException as exc:
         return _from_http_exception(exc)
-    except Exception:
+    except Exception as exc:
+        if database_unavailable(exc):
+            # Logged once per outage by the pool, not once per request.
+            return MatrixError(503, "M_UNKNOWN", "The database is unavailable").response()
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return MatrixError(500, "M_UNKNOWN", "Internal server error").response()

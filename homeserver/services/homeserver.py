@@ -150,9 +150,8 @@ class Homeserver:
 
     def __post_init__(self) -> None:
         self.ratelimiter = RateLimiter.from_config(self.config)
-        self.streams = StreamAllocator(self.db.conninfo)
-        self.notifier = Notifier(self.db.conninfo)
-        self.notifier.on("token_deleted", self._evict_token)
+        self.streams = StreamAllocator(self.db)
+        self.notifier = Notifier(self.db)
         self.events = EventCreator(
             self.db, self.signing_key, self.event_cache, self.streams, self.notifier
         )
@@ -231,6 +230,9 @@ class Homeserver:
         """The account services the API calls: tokens, devices, accounts, logins,
         user-interactive auth, registration, account data and filters."""
         self.auth = AuthService(self.db, self.token_cache)
+        # Tokens deleted in other processes; after a lost connection, any of them.
+        self.notifier.on("token_deleted", self._evict_token)
+        self.notifier.after_reconnect(self.token_cache.clear)
         self.devices = DeviceService(
             self.db, self.device_lists, self.token_cache, self.devices_seen
         )

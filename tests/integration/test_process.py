@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -107,11 +109,16 @@ def wait_gone(pgdata: Path, timeout: float = 10.0) -> list[int]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "data"
+def data_dir() -> Iterator[Path]:
+    """A data directory for an embedded PostgreSQL, outside pytest's temporary folder:
+    each pytest run as root (other checkouts' too) makes /tmp/pytest-of-root private
+    again, and PostgreSQL, running as another account, could then not reach its data."""
+    root = Path(tempfile.mkdtemp(prefix="hs-process-"))
+    path = root / "data"
     yield path
     for pid in postgres_processes(path / "postgres"):
         os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_embedded_first_run_restart_and_clean_stop(data_dir: Path) -> None:

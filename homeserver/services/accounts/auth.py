@@ -75,6 +75,10 @@ class TokenCache:
     def evict(self, token_hash: bytes) -> None:
         self._entries.pop(token_hash, None)
 
+    def clear(self) -> None:
+        """Forget every token (evictions from other processes may have been missed)."""
+        self._entries.clear()
+
     def forget(self, user_id: str, device_ids: Iterable[str] | None = None) -> None:
         """Evict the user's cached tokens (of these devices only, when given)."""
         devices = None if device_ids is None else set(device_ids)

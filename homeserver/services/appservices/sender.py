@@ -51,7 +51,7 @@ from homeserver.services.timeline.format import format_events
 from homeserver.storage.accounts import accounts
 from homeserver.storage.appservices import appservices as store
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Connection, Database, DatabaseError
+from homeserver.storage.core.pool import Connection, Database, DatabaseError, is_unavailable
 
 if TYPE_CHECKING:
     from homeserver.services.ephemeral.presence import PresenceService
@@ -133,7 +133,7 @@ class AppServiceSender:
         self._wakeup = asyncio.Event()
         by_id = {s.id: s for s in self._targets}
         self._workers: DeliveryWorkers[str] = DeliveryWorkers(
-            db.conninfo,
+            db,
             drain=lambda as_id: self._drain(by_id[as_id]),
             try_lock=store.try_lock,
             unlock=store.unlock,
@@ -222,8 +222,10 @@ class AppServiceSender:
             if not notified and time.monotonic() - swept < SWEEP_INTERVAL_S:
                 try:
                     safe = await self._poll_positions()
-                except (DatabaseError, OSError):
-                    log.exception("appservice: cannot read the stream positions")
+                except (DatabaseError, OSError) as exc:
+                    # While the database is away the pool logs it, once, not every poll.
+                    if not is_unavailable(exc):
+                        log.exception("appservice: cannot read the stream positions")
                     continue
                 if safe == polled:
                     continue

@@ -5,7 +5,9 @@ holding up the rest.
 
 Cross-process exclusivity is a PostgreSQL advisory lock per target, taken on a
 connection of its own that this process keeps (session locks live as long as their
-connection: if it dies, so do the locks, and the next drain takes them again).
+connection: if it dies, so do the locks, and the next drain takes them again). While
+the database is away, a target whose drain failed for that tries again in seconds, not
+after its delivery backoff.
 
 Options for queues that other processes also fill (federation): `has_more` looks at the
 queue again once a drain found it empty, for work queued by a process that found the
@@ -24,14 +26,16 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
 from homeserver.services.core.clock import now_ms
-from homeserver.storage.core.locks import LockConnection
-from homeserver.storage.core.pool import Connection, DatabaseError
+from homeserver.storage.core.dedicated import DedicatedConnection
+from homeserver.storage.core.pool import Connection, Database, DatabaseError, is_unavailable
 
 log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 LockOperation = Callable[[Connection, K], Awaitable[object]]
 SWEEP_INTERVAL_S = 60.0
+# When to try again after the database was unavailable.
+DATABASE_RETRY_MS = 2000
 
 
 class DeliveryWorkers(Generic[K]):
@@ -41,7 +45,7 @@ class DeliveryWorkers(Generic[K]):
 
     def __init__(
         self,
-        conninfo: str,
+        db: Database,
         *,
         drain: Callable[[K], Awaitable[int | None]],
         try_lock: LockOperation[K],
@@ -72,7 +76,7 @@ class DeliveryWorkers(Generic[K]):
         self._dirty: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._helpers: set[asyncio.Task[None]] = set()  # the sweep, and resumes
-        self._locks = LockConnection(conninfo)
+        self._locks = DedicatedConnection(db)
         self._closing = False
 
     def start(self) -> None:
@@ -148,16 +152,21 @@ class DeliveryWorkers(Generic[K]):
                     return
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("%s: delivery failed; retrying later", self._label(key))
-            self._schedule(key, now_ms() + self._failure_retry_ms)
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.info("%s: database unavailable; retrying shortly", self._label(key))
+                self._schedule(key, now_ms() + DATABASE_RETRY_MS)
+            else:
+                log.exception("%s: delivery failed; retrying later", self._label(key))
+                self._schedule(key, now_ms() + self._failure_retry_ms)
         finally:
             if self._tasks.get(key) is asyncio.current_task():
                 del self._tasks[key]
 
     async def _release(self, key: K) -> None:
         try:
-            await self._locks.run(lambda conn: self._unlock(conn, key))
+            # If the connection died, the lock went with it.
+            await self._locks.run_once(lambda conn: self._unlock(conn, key))
         except DatabaseError as exc:
             # A broken lock connection took the lock with it.
             log.warning("%s: cannot let go of the lock: %s", self._label(key), exc)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from homeserver.storage.core.pool import is_unavailable
+
 
 class ServiceError(Exception):
     def __init__(self, status: int, errcode: str, message: str, **extra: Any) -> None:
@@ -32,3 +34,9 @@ def bad_json(message: str) -> ServiceError:
 
 def invalid_param(message: str) -> ServiceError:
     return ServiceError(400, "M_INVALID_PARAM", message)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means the database is away for now (a restart, a failover): the
+    API answers 503 and the client tries again."""
+    return is_unavailable(exc)

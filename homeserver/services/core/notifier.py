@@ -8,14 +8,18 @@ waking a sync that would then find nothing readable yet would cost a query and
 still miss the event. Notifications also travel over PostgreSQL NOTIFY, so other
 processes on the same database wake their own waiters; `broadcast`/`on` carry
 in-memory state (typing) the same way.
+
+When the database restarts, notifications from other processes are lost until the
+LISTEN connection is back: then every waiter is woken to look again (a sync that finds
+nothing new waits on). A notification that cannot be published or checked while the
+database is away is not an error for the writer, whose data is committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,14 +27,14 @@ from typing import Any
 import orjson
 
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Connection, OperationalError, connect
+from homeserver.storage.core.dedicated import DedicatedConnection, Listener
+from homeserver.storage.core.pool import Database, is_unavailable
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "homeserver_notify"
 # Raised by a trigger on access_tokens (schema/versions/0002_accounts.py).
 TOKENS_CHANNEL = "homeserver_tokens"
-_INSTANCE = f"{os.getpid()}-{id(object())}"
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -52,59 +56,57 @@ class _Pending:
 
 
 class Notifier:
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
+    def __init__(self, db: Database) -> None:
         self.positions: dict[str, int] = {}
         self._by_user: dict[str, set[Waiter]] = {}
         self._by_room: dict[str, set[Waiter]] = {}
         self._pending: list[_Pending] = []
         self._handlers: dict[str, Handler] = {}
-        self._listener: asyncio.Task[None] | None = None
+        self._after_reconnect: list[Callable[[], None]] = []
         # One connection blocks in LISTEN; the other publishes and reads positions.
-        self._listen_conn: Connection | None = None
-        self._conn: Connection | None = None
+        self._listener = Listener(
+            db, (CHANNEL, TOKENS_CHANNEL), self._on_notify, self._on_reconnect
+        )
+        self._conn = DedicatedConnection(db)
         self._refresh_lock = asyncio.Lock()
+        # Tells our own notifications apart (per notifier: tests run two in one process).
+        self._instance = uuid.uuid4().hex
 
     async def start(self) -> None:
-        """Read the current positions and start listening to other processes."""
-        self._listen_conn = await connect(self.conninfo)
-        await streams.listen(self._listen_conn, CHANNEL)
-        await streams.listen(self._listen_conn, TOKENS_CHANNEL)
-        self._conn = await connect(self.conninfo)
-        self.positions = await streams.safe_positions(self._conn)
-        self._listener = asyncio.create_task(self._listen(self._listen_conn))
+        """Start listening to other processes, then read the current positions."""
+        await self._listener.start()
+        self.positions = await self._conn.run(streams.safe_positions)
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
-        for conn in (self._listen_conn, self._conn):
-            if conn is not None:
-                await conn.close()
-        self._listen_conn = self._conn = None
+        await self._listener.stop()
+        await self._conn.close()
         for waiters in self._by_user.values():
             for waiter in waiters:
                 waiter.woken.set()
 
-    async def _listen(self, conn: Connection) -> None:
+    async def _on_notify(self, channel: str, data: str) -> None:
+        if channel == TOKENS_CHANNEL:
+            handler = self._handlers.get("token_deleted")
+            if handler is not None:
+                await handler({"token_hash": data})
+            return
         try:
-            async for message in conn.notifies():
-                if message.channel == TOKENS_CHANNEL:
-                    handler = self._handlers.get("token_deleted")
-                    if handler is not None:
-                        await handler({"token_hash": message.payload})
-                    continue
-                try:
-                    payload = orjson.loads(message.payload)
-                except orjson.JSONDecodeError:
-                    continue
-                if payload.get("from") == _INSTANCE:
-                    continue
-                await self._receive(payload)
-        except OperationalError:
-            log.exception("lost the notification connection")
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if payload.get("from") != self._instance:
+            await self._receive(payload)
+
+    def after_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the LISTEN connection is back: notifications were lost."""
+        self._after_reconnect.append(callback)
+
+    async def _on_reconnect(self) -> None:
+        """Back from a lost connection: catch up with the positions and wake everyone."""
+        await self._refresh(force=True)
+        for callback in self._after_reconnect:
+            callback()
+        self.wake(users=list(self._by_user))
 
     async def _receive(self, payload: dict[str, Any]) -> None:
         kind = payload.get("kind")
@@ -122,12 +124,12 @@ class Notifier:
         elif isinstance(kind, str) and kind in self._handlers:
             await self._handlers[kind](payload)
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, *, force: bool = False) -> None:
         """Re-read safe positions and deliver every pending notification they cover."""
         async with self._refresh_lock:
-            if not self._pending or self._conn is None:
+            if not (self._pending or force):
                 return
-            self.positions = await streams.safe_positions(self._conn)
+            self.positions = await self._conn.run(streams.safe_positions)
             ready = [p for p in self._pending if p.position <= self.positions.get(p.stream, 0)]
             if not ready:
                 return
@@ -160,16 +162,22 @@ class Notifier:
         """Announce a committed write at `position` of `stream`."""
         pending = _Pending(stream, position, tuple(rooms), tuple(users))
         self._pending.append(pending)
-        await self._publish(
-            {
-                "kind": "stream",
-                "stream": stream,
-                "position": position,
-                "rooms": pending.rooms,
-                "users": pending.users,
-            }
-        )
-        await self._refresh()
+        payload = {
+            "kind": "stream",
+            "stream": stream,
+            "position": position,
+            "rooms": pending.rooms,
+            "users": pending.users,
+        }
+        try:
+            await self._publish(payload)
+            await self._refresh()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # Every listener, ours included, lost its connection too and wakes all its
+            # waiters when it is back.
+            log.info("database away: %s at %d is announced when it is back", stream, position)
 
     async def broadcast(self, kind: str, payload: dict[str, Any]) -> None:
         """Send in-memory state to the other processes' handlers for `kind`."""
@@ -179,14 +187,12 @@ class Notifier:
         self._handlers[kind] = handler
 
     async def _publish(self, payload: dict[str, Any]) -> None:
-        if self._conn is None:
-            return
-        data = orjson.dumps({**payload, "from": _INSTANCE}).decode()
+        data = orjson.dumps({**payload, "from": self._instance}).decode()
         if len(data) > 7900:
             # NOTIFY payloads are limited to 8000 bytes: fall back to waking everyone.
             summary = {k: payload.get(k) for k in ("kind", "stream", "position")}
-            data = orjson.dumps({**summary, "from": _INSTANCE, "all": True}).decode()
-        await streams.publish(self._conn, CHANNEL, data)
+            data = orjson.dumps({**summary, "from": self._instance, "all": True}).decode()
+        await self._conn.run(lambda conn: streams.publish(conn, CHANNEL, data))
 
     async def wait(self, user_id: str, rooms: Iterable[str], seconds: float) -> bool:
         """Block until something for this user or these rooms is notified; False on timeout."""

@@ -150,7 +150,7 @@ class PushSender:
         self._held_users: set[str] = set()
         self._wakeup = asyncio.Event()
         self._workers: DeliveryWorkers[store.PusherKey] = DeliveryWorkers(
-            db.conninfo,
+            db,
             drain=self._drain,
             try_lock=store.try_lock,
             unlock=store.unlock,

@@ -68,7 +68,7 @@ class FederationSender:
         # Unique per process life: a retried batch reuses its id, a restart never does.
         self._txn_prefix = f"{now_ms()}{random.randrange(1000):03d}"
         self._workers: DeliveryWorkers[str] = DeliveryWorkers(
-            db.conninfo,
+            db,
             drain=self._drain,
             try_lock=outbox.try_lock_destination,
             unlock=outbox.unlock_destination,

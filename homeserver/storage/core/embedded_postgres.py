@@ -233,10 +233,19 @@ class EmbeddedPostgres:
             self._initdb()
         self._stop_leftover()
         self.socket_dir = self._choose_socket_dir()
-        log_path = self.pgdata.parent / "postgres.log"
-        with open(log_path, "ab") as log_file:
+        self._launch()
+        self._wait_ready(timeout)
+        self._ensure_database()
+        return self.conninfo
+
+    @property
+    def log_path(self) -> Path:
+        return self.pgdata.parent / "postgres.log"
+
+    def _launch(self) -> None:
+        with open(self.log_path, "ab") as log_file:
             if self.account is not None:
-                os.chown(log_path, self.account.pw_uid, self.account.pw_gid)
+                os.chown(self.log_path, self.account.pw_uid, self.account.pw_gid)
             parent = os.getpid()
             self.process = subprocess.Popen(
                 [
@@ -256,12 +265,19 @@ class EmbeddedPostgres:
                 env={**os.environ, "LC_ALL": "C", "LANG": "C"},
                 preexec_fn=lambda: _child_setup(self.account, parent),
             )
-        self._wait_ready(timeout, log_path)
-        self._ensure_database()
-        return self.conninfo
 
-    def _wait_ready(self, timeout: float, log_path: Path) -> None:
+    def exit_status(self) -> int | None:
+        """The exit status of the postmaster we started, if it has exited under us."""
+        return None if self.process is None else self.process.poll()
+
+    def relaunch(self) -> None:
+        """Start the postmaster again after it exited under us, without waiting for it
+        (the pool notices when it accepts connections). From the main thread, as start."""
+        self._launch()
+
+    def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None
+        log_path = self.log_path
         deadline = time.monotonic() + timeout
         admin = make_conninfo(host=str(self.socket_dir), user=SUPERUSER, dbname="postgres")
         while True:

@@ -1,17 +1,34 @@
-"""The connection pool every storage module borrows from, and the database driver's
-vocabulary the layers above need.
+"""The connection pool every storage module borrows from, the database driver's
+vocabulary the layers above need, and what the pool does when the database goes away
+(a restart, a failover, a reboot of its host).
 
 Services hold connections (to pass them on to storage functions) and catch database
 failures, but only storage knows the driver is psycopg: the names below are what they
 use instead, so the driver stays behind this layer.
+
+Every connection dies with the server, but an idle one only says so when it is next
+used, and psycopg's pool reconnects with a backoff that reaches tens of seconds. So
+the first sign of trouble (a dropped connection, here or on a dedicated connection such
+as the notifier's LISTEN) starts a probe: if the database answers, the pool just drops
+its dead idle connections; if it does not, the database is marked away, every checkout
+fails at once with `DatabaseUnavailable` (the API answers 503 and the client retries),
+and as soon as a probe connects again a fresh pool replaces the old one.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
 
 # A connection, borrowed from the pool or dedicated, handed to storage functions.
 Connection = AsyncConnection
@@ -24,11 +41,44 @@ DataError = psycopg.DataError
 # An insert collided with a unique constraint.
 UniqueViolation = psycopg.errors.UniqueViolation
 
+# A checkout waits at most this long for a free connection (a busy pool), and a new
+# connection for the server to answer (a host that vanished without a reset).
+CHECKOUT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5
+# The probe's first pause and its longest: the database is noticed back within half a
+# second (a refused connection costs next to nothing).
+PROBE_FIRST_DELAY_S = 0.05
+PROBE_MAX_DELAY_S = 0.5
+# Server-side reasons a connection ended: shut down by an administrator, after a crash
+# of another backend, or refused while the server is starting or stopping.
+_DISCONNECT_STATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+class DatabaseUnavailable(psycopg.OperationalError):
+    """The database cannot be reached now; the same request may succeed shortly.
+
+    An OperationalError, so that code already catching psycopg's errors catches it."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database (or the connection to it) is gone, rather than
+    that a statement failed: then a retry soon may well succeed."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    if isinstance(exc, DatabaseUnavailable):
+        return True
+    # libpq's own failures (could not connect, connection closed, server closed the
+    # connection unexpectedly, and the pool's timeouts) carry no SQLSTATE.
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _DISCONNECT_STATES
+
 
 async def connect(conninfo: str) -> Connection:
     """A dedicated autocommit connection outside the pool, for session state that must
     outlive one borrow (advisory locks, LISTEN) or must not wait on a busy pool."""
-    return await AsyncConnection.connect(conninfo, autocommit=True)
+    return await AsyncConnection.connect(
+        conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+    )
 
 
 def is_conninfo(value: str) -> bool:
@@ -44,21 +94,135 @@ def is_conninfo(value: str) -> bool:
     return True
 
 
-class Database:
-    """A psycopg 3 async pool; storage functions take connections from it."""
+class Pool:
+    """psycopg's pool, failing fast while the database is away and replaced by a fresh
+    one when it is back. `connection()` is the only way in."""
 
-    def __init__(self, conninfo: str, size: int = 10) -> None:
+    def __init__(self, conninfo: str, size: int) -> None:
         self.conninfo = conninfo
-        self.pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
-            conninfo,
-            min_size=min(2, size),
-            max_size=size,
+        self.size = size
+        self._pool = self._new_pool()
+        self._available = asyncio.Event()
+        self._available.set()
+        self._probe: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def _new_pool(self) -> AsyncConnectionPool[AsyncConnection]:
+        return AsyncConnectionPool(
+            self.conninfo,
+            min_size=min(2, self.size),
+            max_size=self.size,
             open=False,
-            kwargs={"autocommit": True, "prepare_threshold": 1},
+            timeout=CHECKOUT_TIMEOUT_S,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": CONNECT_TIMEOUT_S,
+                "prepare_threshold": 1,
+            },
         )
 
     async def open(self) -> None:
-        await self.pool.open(wait=True, timeout=30)
+        await self._pool.open(wait=True, timeout=30)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
+            self._probe = None
+        await asyncio.gather(*self._retiring)
+        await self._pool.close()
+
+    async def wait_available(self) -> None:
+        await self._available.wait()
+
+    def check_available(self) -> None:
+        if not self._available.is_set():
+            raise DatabaseUnavailable("the database is unavailable; try again shortly")
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        self.check_available()
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            if is_unavailable(exc):
+                self.report_failure()
+            raise
+
+    def report_failure(self) -> None:
+        """A connection was found dead: find out whether the database still answers."""
+        if self._closed or (self._probe is not None and not self._probe.done()):
+            return
+        self._probe = asyncio.create_task(self._recover(), name="database probe")
+
+    async def _recover(self) -> None:
+        error = await _probe(self.conninfo)
+        if error is None:
+            # It answers (it restarted before we noticed, or one connection was
+            # killed): drop the pool's dead idle connections.
+            await self._pool.check()
+            return
+        away_since = time.monotonic()
+        self._available.clear()
+        log.warning("the database is unavailable (%s); answering 503 until it is back", error)
+        delay = PROBE_FIRST_DELAY_S
+        while True:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PROBE_MAX_DELAY_S)
+            if await _probe(self.conninfo) is None and await self._replace_pool():
+                log.warning("the database is back after %.1f s", time.monotonic() - away_since)
+                return
+
+    async def _replace_pool(self) -> bool:
+        """Swap in a new pool (the old one's connections are dead, and its reconnect
+        backoff may be long by now); False if it could not connect after all."""
+        fresh = self._new_pool()
+        try:
+            await fresh.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+        except psycopg.OperationalError:
+            await fresh.close()
+            return False
+        old, self._pool = self._pool, fresh
+        self._available.set()
+        # Connections still checked out of the old pool are closed as they come back.
+        retiring = asyncio.create_task(old.close(), name="retired pool")
+        self._retiring.add(retiring)
+        retiring.add_done_callback(self._retiring.discard)
+        return True
+
+
+async def _probe(conninfo: str) -> str | None:
+    """None if the database accepts a connection and answers, else why not."""
+    try:
+        conn = await connect(conninfo)
+    except psycopg.OperationalError as exc:
+        return _one_line(exc)
+    try:
+        await conn.execute("")
+    except psycopg.OperationalError as exc:
+        return _one_line(exc)
+    finally:
+        await conn.close()
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
+
+
+class Database:
+    """The pool, and the conninfo for connections of their own (see dedicated.py)."""
+
+    def __init__(self, conninfo: str, size: int = 10) -> None:
+        self.conninfo = conninfo
+        self.pool = Pool(conninfo, size)
+
+    async def open(self) -> None:
+        await self.pool.open()
 
     async def close(self) -> None:
         await self.pool.close()
@@ -78,5 +242,4 @@ def check_connection(conninfo: str, timeout: int = 10) -> None:
         with psycopg.connect(conninfo, connect_timeout=timeout):
             pass
     except psycopg.Error as exc:
-        lines = str(exc).strip().splitlines()
-        raise DatabaseUnreachable(lines[-1] if lines else type(exc).__name__) from None
+        raise DatabaseUnreachable(_one_line(exc)) from None

@@ -13,9 +13,15 @@ from psycopg import AsyncConnection
 STREAMS = ("events", "account_data", "receipts", "to_device", "device_lists", "presence")
 
 
-async def use_asynchronous_commit(conn: AsyncConnection) -> None:
-    """For the allocator's connection: its commits need not wait for the disk."""
+async def prepare_allocator(conn: AsyncConnection) -> None:
+    """For a new allocator connection: its commits need not wait for the disk, and
+    in-flight rows of allocator connections that died (a database restart) go. Those
+    can no longer commit and are ignored already, but would hold readers back again if
+    a new backend came to reuse a dead one's process id."""
     await conn.execute("SET synchronous_commit = off")
+    await conn.execute(
+        "DELETE FROM stream_inflight WHERE backend_pid NOT IN (SELECT pid FROM pg_stat_activity)"
+    )
 
 
 async def allocate(conn: AsyncConnection, stream: str, count: int = 1) -> list[int]:
