@@ -10,8 +10,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from federation.events import AUTHORISING_USER
 from federation.identifiers import server_name_of
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.rooms.restricted import join_authoriser
 from homeserver.services.rooms.writer import (
     EventCreator,
     EventNotAllowed,
@@ -141,7 +143,19 @@ class MembershipService:
             await self.remote.join(room_id, user_id, via, profile)
             return
         await self._known_room(room_id)
+        profile.update(await self._vouched(room_id, user_id))
         await self._change(room_id, user_id, user_id, "join", reason, profile)
+
+    async def _vouched(self, room_id: str, user_id: str) -> dict[str, str]:
+        """The authorising user's key of a restricted join, as the resident server."""
+        try:
+            async with self.db.pool.connection() as conn:
+                authoriser = await join_authoriser(
+                    conn, self.events.cache, room_id, user_id, self.server_name
+                )
+        except ServiceError as exc:
+            raise forbidden(exc.message) from None
+        return {} if authoriser is None else {AUTHORISING_USER: authoriser}
 
     async def leave(self, room_id: str, user_id: str, reason: str | None = None) -> None:
         current = await self.current(room_id, user_id)
