@@ -100,3 +100,31 @@ async def test_remote_restricted_join_is_vouched_for_by_a_member_who_may_invite(
     await bob.ok("POST", f"/join/{room}?server_name={server_a}")
     event = await member_event(alice, room, bob.user_id)
     assert event["content"]["join_authorised_via_users_server"] == alice.user_id
+
+
+async def timeline_since(user: RoomUser, room_id: str, since: str) -> list[dict[str, Any]]:
+    status, body = await user.get("/v3/sync", since=since, timeout="0")
+    assert status == 200, body
+    room = body.get("rooms", {}).get("join", {}).get(room_id, {})
+    return list(room.get("timeline", {}).get("events", []))
+
+
+async def test_repeating_current_state_or_a_join_sends_nothing_new(client: Client) -> None:
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    topic = await alice.state(room, "m.room.topic", {"topic": "Tea"})
+    joined = (await member_event(alice, room, bob.user_id))["event_id"]
+    own = await member_event(bob, room, bob.user_id)
+    _, synced = await bob.get("/v3/sync", timeout="0")
+
+    assert await alice.state(room, "m.room.topic", {"topic": "Tea"}) == topic
+    await bob.join(room)
+    await bob.ok("POST", f"/join/{room}", {})
+    assert await bob.state(room, "m.room.member", own["content"], bob.user_id) == joined
+    assert (await member_event(alice, room, bob.user_id))["event_id"] == joined
+    assert await timeline_since(bob, room, synced["next_batch"]) == []
+
+    # A different content, or another sender, is a change.
+    assert await alice.state(room, "m.room.topic", {"topic": "Coffee"}) != topic

@@ -10,14 +10,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from federation.events import AUTHORISING_USER
+from federation.events import AUTHORISING_USER, MEMBER
 from federation.identifiers import server_name_of
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.rooms.restricted import join_authoriser
 from homeserver.services.rooms.writer import (
     EventCreator,
     EventNotAllowed,
-    PersistedEvent,
     UnknownRoom,
 )
 from homeserver.storage.accounts import accounts, profiles
@@ -92,19 +91,26 @@ class MembershipService:
         membership: str,
         reason: str | None,
         extra: Mapping[str, Any] | None = None,
-    ) -> PersistedEvent:
+    ) -> str:
+        """The new member event's id, or the current one's when it would only repeat it
+        (same membership, sender and content)."""
         content: dict[str, Any] = {"membership": membership, **(extra or {})}
         if reason is not None:
             content["reason"] = reason
         try:
             async with self.events.writer(room_id) as writer:
+                unchanged = await writer.unchanged(MEMBER, target, sender, content)
+                if unchanged is not None:
+                    return unchanged
                 if membership != "invite" or self._is_local(target) or self.remote is None:
-                    return await writer.append("m.room.member", sender, content, state_key=target)
+                    persisted = await writer.append(MEMBER, sender, content, state_key=target)
+                    return persisted.event.event_id
                 event, prev_ids, new_key = await writer.prepare(
-                    "m.room.member", sender, content, state_key=target
+                    MEMBER, sender, content, state_key=target
                 )
                 event = await self.remote.invite(writer, event)
-                return await writer.persist(event, prev_ids=prev_ids, new_key=new_key)
+                await writer.persist(event, prev_ids=prev_ids, new_key=new_key)
+                return event.event_id
         except UnknownRoom:
             raise not_found(f"Unknown room {room_id}") from None
         except EventNotAllowed as exc:
@@ -169,7 +175,7 @@ class MembershipService:
 
     async def invite(
         self, room_id: str, sender: str, target: str, reason: str | None = None
-    ) -> PersistedEvent:
+    ) -> str:
         self._check_user_id(target)
         current = await self.current(room_id, target)
         if current == "ban":
@@ -181,24 +187,18 @@ class MembershipService:
         profile = await member_profile(self.db, target) if self._is_local(target) else {}
         return await self._change(room_id, sender, target, "invite", reason, profile)
 
-    async def kick(
-        self, room_id: str, sender: str, target: str, reason: str | None = None
-    ) -> PersistedEvent:
+    async def kick(self, room_id: str, sender: str, target: str, reason: str | None = None) -> str:
         self._check_user_id(target)
         current = await self.current(room_id, target)
         if current not in ("join", "invite", "knock"):
             raise forbidden(f"{target} is not in the room")
         return await self._change(room_id, sender, target, "leave", reason)
 
-    async def ban(
-        self, room_id: str, sender: str, target: str, reason: str | None = None
-    ) -> PersistedEvent:
+    async def ban(self, room_id: str, sender: str, target: str, reason: str | None = None) -> str:
         self._check_user_id(target)
         return await self._change(room_id, sender, target, "ban", reason)
 
-    async def unban(
-        self, room_id: str, sender: str, target: str, reason: str | None = None
-    ) -> PersistedEvent:
+    async def unban(self, room_id: str, sender: str, target: str, reason: str | None = None) -> str:
         self._check_user_id(target)
         if await self.current(room_id, target) != "ban":
             raise forbidden(f"{target} is not banned")
@@ -210,7 +210,7 @@ class MembershipService:
         user_id: str,
         reason: str | None = None,
         servers: Sequence[str] = (),
-    ) -> PersistedEvent:
+    ) -> str:
         """Knock locally when we hold the room, else through one of `servers` (and the
         room id's server)."""
         current = await self.current(room_id, user_id)
@@ -221,7 +221,7 @@ class MembershipService:
             via = [*servers, server_name_of(room_id, "!") or ""]
             if reason is not None:
                 profile["reason"] = reason
-            return await self.remote.knock(room_id, user_id, via, profile)
+            return (await self.remote.knock(room_id, user_id, via, profile)).event.event_id
         await self._known_room(room_id)
         return await self._change(room_id, user_id, user_id, "knock", reason, profile)
 

@@ -135,7 +135,9 @@ class SendService:
                         continue
                     outcomes[item] = persisted
                     if key is not None:
-                        sent[key] = persisted.event.event_id
+                        sent[key] = (
+                            persisted if isinstance(persisted, str) else persisted.event.event_id
+                        )
         except UnknownRoom:
             self._fail(batch, not_found(f"Unknown room {room_id}"))
             return
@@ -169,7 +171,8 @@ class SendService:
             if not item.future.done():
                 item.future.set_exception(exc)
 
-    async def _send_one(self, writer: RoomWriter, item: _Pending) -> PersistedEvent:
+    async def _send_one(self, writer: RoomWriter, item: _Pending) -> PersistedEvent | str:
+        """The new event, or the id of the current state it would repeat."""
         requester = item.requester
         if item.event_type == "m.room.redaction" and item.state_key is None:
             target = item.content.get("redacts")
@@ -179,6 +182,12 @@ class SendService:
         else:
             if item.state_key is not None and item.event_type == _MEMBERSHIP_ONLY:
                 self._check_member_event(requester, item.state_key, item.content)
+            if item.state_key is not None:
+                unchanged = await writer.unchanged(
+                    item.event_type, item.state_key, requester.user_id, item.content
+                )
+                if unchanged is not None:
+                    return unchanged
             if item.state_key == "" and item.event_type == CANONICAL_ALIAS:
                 await check_canonical_alias(writer.conn, writer.cache, writer.room_id, item.content)
             persisted = await writer.append(
