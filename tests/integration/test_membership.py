@@ -128,3 +128,40 @@ async def test_repeating_current_state_or_a_join_sends_nothing_new(client: Clien
 
     # A different content, or another sender, is a change.
     assert await alice.state(room, "m.room.topic", {"topic": "Coffee"}) != topic
+
+
+@pytest.mark.parametrize("endpoint", ["/rooms/{room}/join", "/join/{room}", "/join/{alias}"])
+async def test_join_keeps_the_clients_content(client: Client, endpoint: str) -> None:
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    room = await alice.create_room(preset="public_chat", room_alias_name="hall")
+    path = endpoint.format(room=room, alias="%23hall:test.local")
+    body = {
+        "reason": "saying hi",
+        "displayname": "Bob in the hall",
+        "org.example.badge": {"colour": "green"},
+        "membership": "leave",
+    }
+    await bob.ok("POST", path, body)
+    content = (await member_event(alice, room, bob.user_id))["content"]
+    assert content == {
+        "membership": "join",
+        "reason": "saying hi",
+        "displayname": "Bob in the hall",
+        "org.example.badge": {"colour": "green"},
+    }
+
+
+async def test_join_cannot_name_its_own_authorising_user(client: Client) -> None:
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    space = await alice.create_room(preset="private_chat")
+    room = await alice.create_room(room_version="10", initial_state=[restricted_to(space)])
+    resp = await bob.client.post(
+        f"{CLIENT_V3}/rooms/{room}/join",
+        json={"join_authorised_via_users_server": alice.user_id},
+        headers=bob.headers,
+    )
+    assert resp.status == 403
+    status, _ = await alice.get(f"/v3/rooms/{room}/state/m.room.member/{bob.user_id}")
+    assert status == 404

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Member event keys a client's join body may not set: the server decides them (the
+# authorising user of a restricted join is vouched for by this server's signature).
+_SERVER_KEYS = frozenset({"membership", "reason", "third_party_signed", AUTHORISING_USER})
+
 
 async def member_profile(db: Database, user_id: str) -> dict[str, str]:
     """The displayname/avatar_url a member event of this user carries."""
@@ -126,10 +130,16 @@ class MembershipService:
             return await fed_store.has_state(conn, room_id)
 
     async def join(
-        self, room_id: str, user_id: str, reason: str | None = None, servers: Sequence[str] = ()
+        self,
+        room_id: str,
+        user_id: str,
+        reason: str | None = None,
+        servers: Sequence[str] = (),
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         """Join locally when we hold the room, else through one of `servers` (and the
-        server that invited the user, if any)."""
+        server that invited the user, if any). The client's own `fields` go into the
+        member event (over the global profile), but for the keys the server decides."""
         async with self.db.pool.connection() as conn:
             if await admin_rooms.blocked_by(conn, room_id) is not None:
                 raise forbidden("This room has been blocked on this server")
@@ -137,6 +147,7 @@ class MembershipService:
         if current == "ban":
             raise forbidden("You are banned from this room")
         profile: dict[str, Any] = dict(await member_profile(self.db, user_id))
+        profile.update((k, v) for k, v in (fields or {}).items() if k not in _SERVER_KEYS)
         if not await self._holds_state(room_id) and self.remote is not None:
             async with self.db.pool.connection() as conn:
                 row = await memberships.get_membership(conn, room_id, user_id)
