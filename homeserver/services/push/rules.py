@@ -265,6 +265,8 @@ class PushRuleService:
     ) -> None:
         """PUT /pushrules/global/{kind}/{ruleId}: create or replace a user rule."""
         check_kind(kind)
+        if kind == "postcontent":
+            raise invalid_param("postcontent rules are the server's: clients may not add them")
         if rule_id.startswith("."):
             raise _bad_rule("Rule ids starting with '.' are reserved for server-default rules")
         if "/" in rule_id or "\\" in rule_id:
