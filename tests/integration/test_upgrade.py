@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from tests.integration.conftest import RoomUser, call
 
 Client = TestClient[Any, Any]
+PLAIN_HISTORY = {"body": "history", "mimetype": "text/plain"}
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ async def test_upgrade_copies_state_and_moves_aliases(client: Client, old: str, 
     assert create["predecessor"]["event_id"].startswith("$")
     for event_type, expected in (
         ("m.room.name", {"name": "Old hall"}),
-        ("m.room.topic", {"topic": "history"}),
+        ("m.room.topic", {"topic": "history", "m.topic": {"m.text": [PLAIN_HISTORY]}}),
         ("m.room.avatar", {"url": "mxc://test.local/a"}),
         ("m.room.join_rules", {"join_rule": "public"}),
         ("m.room.canonical_alias", {"alias": "#hall:test.local"}),
