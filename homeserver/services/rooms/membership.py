@@ -10,21 +10,23 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from federation.events import AUTHORISING_USER, MEMBER
+from federation.events import AUTHORISING_USER, CREATE_KEY, MEMBER
 from federation.identifiers import server_name_of
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.push.rules import PushRuleService
 from homeserver.services.rooms.restricted import join_authoriser
 from homeserver.services.rooms.writer import (
     EventCreator,
     EventNotAllowed,
     UnknownRoom,
+    load_events,
 )
 from homeserver.storage.accounts import accounts, profiles
 from homeserver.storage.admin import rooms as admin_rooms
 from homeserver.storage.core.pool import Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.remote import dag as fed_store
-from homeserver.storage.rooms import memberships, rooms
+from homeserver.storage.rooms import memberships, rooms, state
 
 if TYPE_CHECKING:
     from homeserver.services.remote.joins import FederationMembership
@@ -51,10 +53,13 @@ async def member_profile(db: Database, user_id: str) -> dict[str, str]:
 
 
 class MembershipService:
-    def __init__(self, db: Database, events: EventCreator, server_name: str) -> None:
+    def __init__(
+        self, db: Database, events: EventCreator, server_name: str, push_rules: PushRuleService
+    ) -> None:
         self.db = db
         self.events = events
         self.server_name = server_name
+        self.push_rules = push_rules
         # Joins, invites and leaves that need another server (set by the Homeserver).
         self.remote: FederationMembership | None = None
 
@@ -158,10 +163,24 @@ class MembershipService:
             if reason is not None:
                 profile["reason"] = reason
             await self.remote.join(room_id, user_id, via, profile)
-            return
-        await self._known_room(room_id)
-        profile.update(await self._vouched(room_id, user_id))
-        await self._change(room_id, user_id, user_id, "join", reason, profile)
+        else:
+            await self._known_room(room_id)
+            profile.update(await self._vouched(room_id, user_id))
+            await self._change(room_id, user_id, user_id, "join", reason, profile)
+        if current != "join":
+            await self._carry_over(room_id, user_id)
+
+    async def _carry_over(self, room_id: str, user_id: str) -> None:
+        """Joining a room that replaces another: the user's push rules for the old room
+        apply to the new one too."""
+        async with self.db.pool.connection() as conn:
+            ids = await state.get_current_state(conn, room_id, [CREATE_KEY])
+            found = await load_events(conn, self.events.cache, ids.values())
+        create = found.get(ids.get(CREATE_KEY, ""))
+        predecessor = create.content.get("predecessor") if create is not None else None
+        old_room_id = predecessor.get("room_id") if isinstance(predecessor, dict) else None
+        if isinstance(old_room_id, str):
+            await self.push_rules.copy_room_rules(user_id, old_room_id, room_id)
 
     async def _vouched(self, room_id: str, user_id: str) -> dict[str, str]:
         """The authorising user's key of a restricted join, as the resident server."""
