@@ -165,3 +165,51 @@ async def test_join_cannot_name_its_own_authorising_user(client: Client) -> None
     assert resp.status == 403
     status, _ = await alice.get(f"/v3/rooms/{room}/state/m.room.member/{bob.user_id}")
     assert status == 404
+
+
+async def test_members_at_a_sync_token_are_the_membership_then(client: Client) -> None:
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    carol = await RoomUser.make(client, "carol")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    await alice.say(room, "before")
+    one = '{"room": {"timeline": {"limit": 1}}}'
+    _, synced = await alice.get("/v3/sync", timeout="0", filter=one)
+    await carol.join(room)
+    await bob.leave(room)
+    await alice.say(room, "after")
+
+    def memberships(chunk: list[dict[str, Any]]) -> dict[str, str]:
+        return {e["state_key"]: e["content"]["membership"] for e in chunk}
+
+    for token in (synced["next_batch"], synced["rooms"]["join"][room]["timeline"]["prev_batch"]):
+        status, body = await alice.get(f"/v3/rooms/{room}/members", at=token)
+        assert status == 200, body
+        assert memberships(body["chunk"]) == {alice.user_id: "join", bob.user_id: "join"}
+    status, body = await alice.get(f"/v3/rooms/{room}/members")
+    assert memberships(body["chunk"]) == {
+        alice.user_id: "join",
+        bob.user_id: "leave",
+        carol.user_id: "join",
+    }
+
+
+async def test_members_before_a_join_over_federation(homeserver_client: Callable[..., Any]) -> None:
+    """A room joined over federation starts here at our join: the sync's prev_batch is
+    the point just before it, where the room's members were those we joined."""
+    a = await peer(homeserver_client)
+    b = await peer(homeserver_client)
+    alice = await RoomUser.make(a, "alice")
+    bob = await RoomUser.make(b, "bob")
+    room = await alice.create_room(preset="public_chat")
+    await alice.say(room, "before bob")
+    await bob.ok("POST", f"/join/{room}?server_name={a.app[HOMESERVER].server_name}")
+    _, synced = await bob.get("/v3/sync", timeout="0")
+    timeline = synced["rooms"]["join"][room]["timeline"]
+    assert [e["type"] for e in timeline["events"]] == ["m.room.member"]
+    status, body = await bob.get(f"/v3/rooms/{room}/members", at=timeline["prev_batch"])
+    assert status == 200, body
+    assert {e["state_key"]: e["content"]["membership"] for e in body["chunk"]} == {
+        alice.user_id: "join"
+    }
