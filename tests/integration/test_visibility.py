@@ -210,3 +210,42 @@ async def test_filter_visible_batches_queries(client: TestClient[Any, Any]) -> N
     assert len(visible.rows) == 110
     assert len(queries) <= 4, queries
     assert json.dumps(visible.memberships)  # memberships are plain strings
+
+
+async def test_events_before_joining_say_membership_leave(client: TestClient[Any, Any]) -> None:
+    """MSC4115: each event carries the requester's membership at it; shared history from
+    before the user joined says `leave`, in /sync, /messages, /context, /event, /search."""
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    room_id = await alice.create_room(preset="public_chat")
+    before = await alice.say(room_id, "before bob")
+    await bob.join(room_id)
+    after = await alice.say(room_id, "after bob")
+
+    def memberships(events: list[dict[str, Any]]) -> dict[str, str | None]:
+        return {e["event_id"]: e.get("unsigned", {}).get("membership") for e in events}
+
+    status, synced = await bob.get("/v3/sync", timeout="0")
+    assert status == 200
+    in_sync = memberships(synced["rooms"]["join"][room_id]["timeline"]["events"])
+    status, page = await bob.get(f"/v3/rooms/{room_id}/messages", dir="b", limit="50")
+    assert status == 200
+    in_messages = memberships(page["chunk"])
+    status, context = await bob.get(f"/v3/rooms/{room_id}/context/{after}", limit="10")
+    assert status == 200
+    in_context = memberships([*context["events_before"], context["event"]])
+    status, single = await bob.get(f"/v3/rooms/{room_id}/event/{before}")
+    assert status == 200
+    resp = await bob.client.post(
+        "/_matrix/client/v3/search",
+        json={"search_categories": {"room_events": {"search_term": "bob"}}},
+        headers=bob.headers,
+    )
+    found = (await resp.json())["search_categories"]["room_events"]["results"]
+    in_search = memberships([r["result"] for r in found])
+    assert set(in_search) == {before, after}
+    for seen in (in_sync, in_messages, in_context, in_search, memberships([single])):
+        assert seen[before] == "leave", seen
+    for seen in (in_sync, in_messages, in_context, in_search):
+        assert seen[after] == "join", seen
+        assert set(seen.values()) <= {"join", "leave"}, seen
