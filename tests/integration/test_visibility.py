@@ -92,23 +92,25 @@ async def test_departed_user_sees_what_visibility_allows(
     bob_member = [e for e in body["chunk"] if e["state_key"] == bob.user_id]
     assert bob_member[0]["content"]["membership"] == "leave"
 
-    # A stranger: everything when world-readable, nothing otherwise.
-    for path in (
-        f"/v3/rooms/{room_id}/messages",
-        f"/v3/rooms/{room_id}/state",
-        f"/v3/rooms/{room_id}/state/m.room.topic",
-        f"/v3/rooms/{room_id}/members",
-        f"/v3/rooms/{room_id}/joined_members",
-        f"/v3/rooms/{room_id}/event/{joined}",
-        f"/v3/rooms/{room_id}/context/{joined}",
-        f"/v1/rooms/{room_id}/relations/{joined}",
-        f"/v1/rooms/{room_id}/threads",
+    # A stranger: everything when world-readable, nothing otherwise. Paths naming an
+    # event answer as for an event that is not there (the spec's 404), revealing nothing.
+    for path, refused in (
+        (f"/v3/rooms/{room_id}/messages", 403),
+        (f"/v3/rooms/{room_id}/state", 403),
+        (f"/v3/rooms/{room_id}/state/m.room.topic", 403),
+        (f"/v3/rooms/{room_id}/members", 403),
+        (f"/v3/rooms/{room_id}/joined_members", 403),
+        (f"/v3/rooms/{room_id}/event/{joined}", 404),
+        (f"/v3/rooms/{room_id}/context/{joined}", 404),
+        (f"/v1/rooms/{room_id}/relations/{joined}", 404),
+        (f"/v1/rooms/{room_id}/threads", 403),
     ):
         status, body = await eve.get(path)
         if visibility == "world_readable":
             assert status == 200, (path, body)
         else:
-            assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), path
+            errcode = "M_FORBIDDEN" if refused == 403 else "M_NOT_FOUND"
+            assert (status, body["errcode"]) == (refused, errcode), path
     if visibility == "world_readable":
         status, body = await history(eve, room_id)
         assert bodies(body["chunk"]) == EXPECTED["world_readable"]
@@ -181,6 +183,12 @@ async def test_state_endpoints(client: TestClient[Any, Any]) -> None:
     assert status == 400
     status, body = await alice.get("/v3/rooms/!nowhere:test.local/state")
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    for path in (
+        "/v3/rooms/!nowhere:test.local/event/$x",
+        "/v3/rooms/!nowhere:test.local/context/$x",
+    ):
+        status, body = await alice.get(path)
+        assert (status, body["errcode"]) == (404, "M_NOT_FOUND"), path
     status, body = await alice.get(f"/v3/rooms/{room_id}/state")
     assert {e["type"] for e in body} >= {"m.room.create", "m.room.name", "org.example.thing"}
 
