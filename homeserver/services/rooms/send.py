@@ -53,6 +53,8 @@ class _Pending:
     # the request path below /rooms/ that the txn id is scoped to
     scope: str
     state_key: str | None
+    # origin_server_ts an application service chose (None: now)
+    ts: int | None
     future: asyncio.Future[tuple[str, PersistedEvent | None]]
 
 
@@ -82,10 +84,12 @@ class SendService:
         txn_id: str | None = None,
         state_key: str | None = None,
         endpoint: str | None = None,
+        ts: int | None = None,
     ) -> tuple[str, PersistedEvent | None]:
         """The event id, and the new event unless this is a retransmission: the same
         device sent the same txn id to the same path (`endpoint`, below the room; the
-        event type's send path by default)."""
+        event type's send path by default). `ts` dates the event (application
+        services only: the caller checks)."""
         _check_sizes(event_type, state_key, content)
         check_own_acl(event_type, state_key, content, domain_of(requester.user_id))
         scope = f"{room_id}/{endpoint or f'send/{event_type}'}"
@@ -100,6 +104,7 @@ class SendService:
             txn_id,
             scope,
             state_key,
+            ts,
             asyncio.get_running_loop().create_future(),
         )
         queue = self._queues.get(room_id)
@@ -199,7 +204,11 @@ class SendService:
             if item.state_key == "" and item.event_type == CANONICAL_ALIAS:
                 await check_canonical_alias(writer.conn, writer.cache, writer.room_id, item.content)
             persisted = await writer.append(
-                item.event_type, requester.user_id, item.content, state_key=item.state_key
+                item.event_type,
+                requester.user_id,
+                item.content,
+                state_key=item.state_key,
+                now_ms=item.ts,
             )
         if item.txn_id is not None:
             await event_store.insert_txn_event(
