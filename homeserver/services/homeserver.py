@@ -158,10 +158,11 @@ class Homeserver:
         self.rooms = RoomCreator(
             self.db, self.events, self.config.server_name, self.config.default_room_version
         )
-        self.membership = MembershipService(self.db, self.events, self.config.server_name)
+        self.push_rules = PushRuleService(self.db, self.streams, self.notifier)
+        self.membership = MembershipService(self.db, self.events, self.server_name, self.push_rules)
         self.send = SendService(self.db, self.events)
         self.directory = DirectoryService(self.db, self.events, self.config.server_name)
-        self.upgrader = RoomUpgrader(self.db, self.events, self.config.server_name)
+        self.upgrader = RoomUpgrader(self.db, self.events, self.server_name, self.push_rules)
         self.hierarchy = HierarchyService(self.events)
         self.search = SearchService(self.events)
         self.reports = ReportService(self.events)
@@ -187,7 +188,6 @@ class Homeserver:
             self.db, self.streams, self.notifier, self.config.server_name
         )
         self.sync = SyncService(self)
-        self.push_rules = PushRuleService(self.db, self.streams, self.notifier)
         self.notifications = NotificationService(self)
         self.pushers = PusherService(self.db)
         self.push_sender = PushSender(

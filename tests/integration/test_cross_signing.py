@@ -175,3 +175,28 @@ async def test_signatures_upload(client: TestClient[Any, Any]) -> None:
         assert alice.key_id in seen["master_keys"][alice.user_id]["signatures"][alice.user_id]
         bob_master_sigs = seen["master_keys"][bob.user_id].get("signatures", {})
         assert (alice.user_id in bob_master_sigs) == (viewer is alice)
+
+
+async def test_login_cannot_claim_a_cross_signing_key_id_as_device_id(
+    client: TestClient[Any, Any],
+) -> None:
+    """The spec forbids it: signatures name devices and cross-signing keys alike, by
+    `ed25519:<id>`, so such a device would be confused with the key."""
+    alice = await registered(client, "alice")
+    keys = CrossSigning(alice.user_id)
+    await alice.ok("POST", "/keys/device_signing/upload", keys.body())
+    for key in (keys.master, keys.self_signing, keys.user_signing):
+        for device_id in (public(key), keys.key_id(key)):
+            resp = await client.post(
+                "/_matrix/client/v3/login",
+                json={
+                    "type": "m.login.password",
+                    "identifier": {"type": "m.id.user", "user": "alice"},
+                    "password": "secret pw",
+                    "device_id": device_id,
+                },
+            )
+            body = await resp.json()
+            assert (resp.status, body["errcode"]) == (403, "M_FORBIDDEN"), device_id
+    devices = await alice.ok("GET", "/devices")
+    assert [d["device_id"] for d in devices["devices"]] == [alice.device_id]

@@ -71,7 +71,6 @@ async def test_reupload_same_keys_is_accepted_but_changed_keys_are_not(
     "tamper",
     [
         lambda keys: keys["keys"].update({"curve25519:TESTDEVICE": "dGFtcGVyZWQ"}),
-        lambda keys: keys.pop("signatures"),
         lambda keys: keys.update({"user_id": "@mallory:test.local"}),
         lambda keys: keys.update({"device_id": "OTHER"}),
         lambda keys: keys["keys"].pop("ed25519:TESTDEVICE"),
@@ -89,6 +88,46 @@ async def test_bad_device_keys_are_rejected(
     assert body["errcode"] in ("M_INVALID_PARAM", "M_INVALID_SIGNATURE")
     result = await alice.ok("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
     assert result["device_keys"][alice.user_id] == {}
+
+
+async def test_device_keys_without_a_self_signature_are_accepted(
+    client: TestClient[Any, Any],
+) -> None:
+    """As Synapse does: clients verify device signatures themselves."""
+    alice = await Device.make(client, "alice")
+    keys = alice.device_keys()
+    keys.pop("signatures")
+    await alice.upload(device_keys=keys)
+    result = await alice.ok("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
+    stored = result["device_keys"][alice.user_id][alice.device_id]
+    assert stored["keys"] == keys["keys"] and "signatures" not in stored
+
+
+async def test_claim_hands_out_the_oldest_one_time_key_first(
+    client: TestClient[Any, Any],
+) -> None:
+    alice = await Device.make(client, "alice")
+    bob = await Device.make(client, "bob")
+    await alice.publish()
+    # Key ids sorting against the upload order: the first upload's sort last.
+    first = {
+        f"signed_curve25519:Z{i}": key for i, key in enumerate(alice.one_time_keys(2).values())
+    }
+    second = {
+        f"signed_curve25519:A{i}": key for i, key in enumerate(alice.one_time_keys(2).values())
+    }
+    await alice.upload(one_time_keys=first)
+    await alice.upload(one_time_keys=second)
+    claimed: list[str] = []
+    for _ in range(4):
+        result = await bob.ok(
+            "POST",
+            "/keys/claim",
+            {"one_time_keys": {alice.user_id: {alice.device_id: "signed_curve25519"}}},
+        )
+        [key_id] = result["one_time_keys"][alice.user_id][alice.device_id]
+        claimed.append(key_id)
+    assert claimed[:2] == sorted(first) and sorted(claimed[2:]) == sorted(second)
 
 
 async def test_bad_one_time_keys_are_rejected(client: TestClient[Any, Any]) -> None:
@@ -204,10 +243,18 @@ async def test_keys_changes_and_query_validation(client: TestClient[Any, Any]) -
     )
     assert result == {"changed": [alice.user_id], "left": []}
 
-    bad_inputs: list[Any] = [{}, {"device_keys": []}, {"device_keys": {alice.user_id: "x"}}]
+    bad_inputs: list[Any] = [
+        {},
+        {"device_keys": []},
+        {"device_keys": {alice.user_id: "x"}},
+        {"device_keys": {alice.user_id: {"DEVICE": {}}}},
+    ]
     for bad in bad_inputs:
-        status, _ = await alice.call("POST", "/keys/query", bad)
-        assert status == 400, bad
+        status, body = await alice.call("POST", "/keys/query", bad)
+        assert (status, body["errcode"]) == (400, "M_BAD_JSON"), bad
+    for bad in [{}, {"one_time_keys": []}, {"one_time_keys": {alice.user_id: ["DEVICE"]}}]:
+        status, body = await alice.call("POST", "/keys/claim", bad)
+        assert (status, body["errcode"]) == (400, "M_BAD_JSON"), bad
     status, _ = await alice.call("POST", "/keys/query", {"device_keys": {"nobody": []}})
     assert status == 400
 

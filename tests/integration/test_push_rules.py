@@ -225,3 +225,27 @@ async def test_sync_delivers_push_rules_and_wakes_on_change(homeserver_client: A
         headers=alice.headers,
     )
     assert status == 405 and body["errcode"] == "M_BAD_JSON"
+
+
+async def test_postcontent_is_a_known_kind_without_client_rules(homeserver_client: Any) -> None:
+    """Clients toggling thread notifications (MSC4306) ask for postcontent rules: the
+    kind is known (a missing rule is 404, not an unknown kind), but clients add none."""
+    alice = await _user(homeserver_client)
+    _, body = await request(alice, "GET", "/v3/pushrules/")
+    assert body["global"]["postcontent"] == []
+    assert list(body["global"]).index("postcontent") == 2  # after content, before room
+    rule = f"{RULES}/postcontent/.io.element.msc4306.rule.unsubscribed_thread"
+    for method, path, payload in [
+        ("GET", rule, None),
+        ("GET", f"{rule}/enabled", None),
+        ("PUT", f"{rule}/enabled", {"enabled": False}),
+        ("DELETE", rule, None),
+    ]:
+        status, error = await request(alice, method, path, payload)
+        assert (status, error["errcode"]) == (404, "M_NOT_FOUND"), (method, path)
+    status, error = await request(
+        alice, "PUT", f"{RULES}/postcontent/mine", {"actions": [], "conditions": []}
+    )
+    assert (status, error["errcode"]) == (400, "M_INVALID_PARAM")
+    status, error = await request(alice, "GET", f"{RULES}/nonsense/mine")
+    assert (status, error["errcode"]) == (400, "M_INVALID_PARAM")

@@ -187,3 +187,46 @@ async def test_batched_sends_keep_their_own_outcomes(client: TestClient[Any, Any
     assert len({body["event_id"] for _, body in alice_results}) == 10
     assert all(status == 403 for status, _ in mallory_results)
     assert dups[0] == dups[1] and dups[0][0] == 200
+
+
+async def test_create_room_topic_is_rich_and_overrides_initial_state(
+    client: TestClient[Any, Any],
+) -> None:
+    alice = await user(client, "alice")
+    initial = [
+        {"type": "m.room.topic", "content": {"topic": "from initial_state"}},
+        {"type": "m.room.name", "content": {"name": "from initial_state"}},
+    ]
+    resp = await client.post(
+        "/_matrix/client/v3/createRoom",
+        json={"topic": "Tea & cake", "name": "Kitchen", "initial_state": initial},
+        headers=alice,
+    )
+    assert resp.status == 200, await resp.text()
+    room_id = (await resp.json())["room_id"]
+    resp = await client.get(f"/_matrix/client/v3/rooms/{room_id}/state", headers=alice)
+    state = await resp.json()
+    topics = [e["content"] for e in state if e["type"] == "m.room.topic"]
+    assert topics == [
+        {
+            "topic": "Tea & cake",
+            "m.topic": {"m.text": [{"body": "Tea & cake", "mimetype": "text/plain"}]},
+        }
+    ]
+    assert [e["content"] for e in state if e["type"] == "m.room.name"] == [{"name": "Kitchen"}]
+    # One topic and one name event in the room's history: initial_state's were overwritten.
+    resp = await client.get(
+        f"/_matrix/client/v3/rooms/{room_id}/messages",
+        params={"dir": "b", "limit": "50"},
+        headers=alice,
+    )
+    types = [e["type"] for e in (await resp.json())["chunk"]]
+    assert types.count("m.room.topic") == 1 and types.count("m.room.name") == 1
+
+    # initial_state alone sets the topic as given.
+    resp = await client.post(
+        "/_matrix/client/v3/createRoom", json={"initial_state": initial[:1]}, headers=alice
+    )
+    room_id = (await resp.json())["room_id"]
+    resp = await client.get(f"/_matrix/client/v3/rooms/{room_id}/state/m.room.topic", headers=alice)
+    assert await resp.json() == {"topic": "from initial_state"}

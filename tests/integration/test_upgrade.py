@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from tests.integration.conftest import RoomUser, call
 
 Client = TestClient[Any, Any]
+PLAIN_HISTORY = {"body": "history", "mimetype": "text/plain"}
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ async def test_upgrade_copies_state_and_moves_aliases(client: Client, old: str, 
     assert create["predecessor"]["event_id"].startswith("$")
     for event_type, expected in (
         ("m.room.name", {"name": "Old hall"}),
-        ("m.room.topic", {"topic": "history"}),
+        ("m.room.topic", {"topic": "history", "m.topic": {"m.text": [PLAIN_HISTORY]}}),
         ("m.room.avatar", {"url": "mxc://test.local/a"}),
         ("m.room.join_rules", {"join_rule": "public"}),
         ("m.room.canonical_alias", {"alias": "#hall:test.local"}),
@@ -179,3 +180,70 @@ async def test_redacted_state_is_not_resurrected(client: Client) -> None:
     assert await state_of(alice, body["replacement_room"], "m.room.join_rules") == {
         "join_rule": "invite"
     }
+
+
+async def upgrade(user: RoomUser, room_id: str, version: str = "11") -> str:
+    status, body = await call(
+        user.client,
+        "POST",
+        f"/v3/rooms/{room_id}/upgrade",
+        {"new_version": version},
+        headers=user.headers,
+    )
+    assert status == 200, body
+    return str(body["replacement_room"])
+
+
+@pytest.mark.parametrize("version", ["10", "12"])
+async def test_bans_carry_over_to_the_replacement_room(client: Client, version: str) -> None:
+    alice = await RoomUser.make(client, "alice")
+    mallory = await RoomUser.make(client, "mallory")
+    room_id = await alice.create_room(preset="public_chat")
+    await mallory.join(room_id)
+    await alice.ok("POST", f"/rooms/{room_id}/ban", {"user_id": mallory.user_id, "reason": "spam"})
+    new_id = await upgrade(alice, room_id, version)
+    status, member = await alice.get(f"/v3/rooms/{new_id}/state/m.room.member/{mallory.user_id}")
+    assert (status, member) == (200, {"membership": "ban", "reason": "spam"})
+    status, body = await call(
+        client, "POST", f"/v3/rooms/{new_id}/join", {}, headers=mallory.headers
+    )
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+
+
+async def test_push_rules_for_the_old_room_follow_its_members(client: Client) -> None:
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    room_id = await alice.create_room(preset="public_chat")
+    await bob.join(room_id)
+    rules = "/pushrules/global"
+    mute = {
+        "actions": [],
+        "conditions": [{"kind": "event_match", "key": "room_id", "pattern": room_id}],
+    }
+    for user in (alice, bob):
+        await user.ok("PUT", f"{rules}/override/{room_id}", mute)
+        await user.ok("PUT", f"{rules}/room/{room_id}", {"actions": ["dont_notify"]})
+    await bob.ok("PUT", f"{rules}/room/{room_id}/enabled", {"enabled": False})
+    await bob.ok("PUT", f"{rules}/override/unrelated", {"actions": [], "conditions": []})
+
+    new_id = await upgrade(alice, room_id)
+
+    async def own_rules(user: RoomUser) -> dict[str, list[dict[str, Any]]]:
+        status, body = await user.get(f"/v3{rules}/")
+        assert status == 200
+        return {kind: [r for r in body[kind] if not r["default"]] for kind in ("override", "room")}
+
+    copied = await own_rules(alice)
+    assert [r["rule_id"] for r in copied["override"]] == [new_id, room_id]
+    assert copied["override"][0]["conditions"][0]["pattern"] == new_id
+    assert [r["rule_id"] for r in copied["room"]] == [new_id, room_id]
+
+    # Bob's rules are copied when he follows the tombstone, not before.
+    assert [r["rule_id"] for r in (await own_rules(bob))["room"]] == [room_id]
+    await bob.join(new_id)
+    bobs = await own_rules(bob)
+    assert [r["rule_id"] for r in bobs["override"]] == ["unrelated", new_id, room_id]
+    assert [(r["rule_id"], r["enabled"]) for r in bobs["room"]] == [
+        (new_id, False),
+        (room_id, False),
+    ]

@@ -92,23 +92,25 @@ async def test_departed_user_sees_what_visibility_allows(
     bob_member = [e for e in body["chunk"] if e["state_key"] == bob.user_id]
     assert bob_member[0]["content"]["membership"] == "leave"
 
-    # A stranger: everything when world-readable, nothing otherwise.
-    for path in (
-        f"/v3/rooms/{room_id}/messages",
-        f"/v3/rooms/{room_id}/state",
-        f"/v3/rooms/{room_id}/state/m.room.topic",
-        f"/v3/rooms/{room_id}/members",
-        f"/v3/rooms/{room_id}/joined_members",
-        f"/v3/rooms/{room_id}/event/{joined}",
-        f"/v3/rooms/{room_id}/context/{joined}",
-        f"/v1/rooms/{room_id}/relations/{joined}",
-        f"/v1/rooms/{room_id}/threads",
+    # A stranger: everything when world-readable, nothing otherwise. Paths naming an
+    # event answer as for an event that is not there (the spec's 404), revealing nothing.
+    for path, refused in (
+        (f"/v3/rooms/{room_id}/messages", 403),
+        (f"/v3/rooms/{room_id}/state", 403),
+        (f"/v3/rooms/{room_id}/state/m.room.topic", 403),
+        (f"/v3/rooms/{room_id}/members", 403),
+        (f"/v3/rooms/{room_id}/joined_members", 403),
+        (f"/v3/rooms/{room_id}/event/{joined}", 404),
+        (f"/v3/rooms/{room_id}/context/{joined}", 404),
+        (f"/v1/rooms/{room_id}/relations/{joined}", 404),
+        (f"/v1/rooms/{room_id}/threads", 403),
     ):
         status, body = await eve.get(path)
         if visibility == "world_readable":
             assert status == 200, (path, body)
         else:
-            assert (status, body["errcode"]) == (403, "M_FORBIDDEN"), path
+            errcode = "M_FORBIDDEN" if refused == 403 else "M_NOT_FOUND"
+            assert (status, body["errcode"]) == (refused, errcode), path
     if visibility == "world_readable":
         status, body = await history(eve, room_id)
         assert bodies(body["chunk"]) == EXPECTED["world_readable"]
@@ -181,6 +183,12 @@ async def test_state_endpoints(client: TestClient[Any, Any]) -> None:
     assert status == 400
     status, body = await alice.get("/v3/rooms/!nowhere:test.local/state")
     assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    for path in (
+        "/v3/rooms/!nowhere:test.local/event/$x",
+        "/v3/rooms/!nowhere:test.local/context/$x",
+    ):
+        status, body = await alice.get(path)
+        assert (status, body["errcode"]) == (404, "M_NOT_FOUND"), path
     status, body = await alice.get(f"/v3/rooms/{room_id}/state")
     assert {e["type"] for e in body} >= {"m.room.create", "m.room.name", "org.example.thing"}
 
@@ -210,3 +218,42 @@ async def test_filter_visible_batches_queries(client: TestClient[Any, Any]) -> N
     assert len(visible.rows) == 110
     assert len(queries) <= 4, queries
     assert json.dumps(visible.memberships)  # memberships are plain strings
+
+
+async def test_events_before_joining_say_membership_leave(client: TestClient[Any, Any]) -> None:
+    """MSC4115: each event carries the requester's membership at it; shared history from
+    before the user joined says `leave`, in /sync, /messages, /context, /event, /search."""
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    room_id = await alice.create_room(preset="public_chat")
+    before = await alice.say(room_id, "before bob")
+    await bob.join(room_id)
+    after = await alice.say(room_id, "after bob")
+
+    def memberships(events: list[dict[str, Any]]) -> dict[str, str | None]:
+        return {e["event_id"]: e.get("unsigned", {}).get("membership") for e in events}
+
+    status, synced = await bob.get("/v3/sync", timeout="0")
+    assert status == 200
+    in_sync = memberships(synced["rooms"]["join"][room_id]["timeline"]["events"])
+    status, page = await bob.get(f"/v3/rooms/{room_id}/messages", dir="b", limit="50")
+    assert status == 200
+    in_messages = memberships(page["chunk"])
+    status, context = await bob.get(f"/v3/rooms/{room_id}/context/{after}", limit="10")
+    assert status == 200
+    in_context = memberships([*context["events_before"], context["event"]])
+    status, single = await bob.get(f"/v3/rooms/{room_id}/event/{before}")
+    assert status == 200
+    resp = await bob.client.post(
+        "/_matrix/client/v3/search",
+        json={"search_categories": {"room_events": {"search_term": "bob"}}},
+        headers=bob.headers,
+    )
+    found = (await resp.json())["search_categories"]["room_events"]["results"]
+    in_search = memberships([r["result"] for r in found])
+    assert set(in_search) == {before, after}
+    for seen in (in_sync, in_messages, in_context, in_search, memberships([single])):
+        assert seen[before] == "leave", seen
+    for seen in (in_sync, in_messages, in_context, in_search):
+        assert seen[after] == "join", seen
+        assert set(seen.values()) <= {"join", "leave"}, seen

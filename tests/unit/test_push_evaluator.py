@@ -178,6 +178,20 @@ def test_disabled_rules_are_skipped_and_order_is_by_kind() -> None:
     assert outcome is not None and outcome.rule_id == ROOM and not outcome.notify
 
 
+def test_postcontent_rules_come_after_content_and_before_room_rules() -> None:
+    always = {"enabled": True, "conditions": [], "actions": ["notify"]}
+    rules = {
+        "room": [{"rule_id": ROOM, "enabled": True, "actions": []}],
+        "postcontent": [{"rule_id": "p", **always}],
+        "content": [{"rule_id": "c", "enabled": True, "pattern": "nomatch", "actions": []}],
+    }
+    outcome = evaluate(rules, message("x"), GROUP)
+    assert outcome is not None and outcome.rule_id == "p"
+    rules["content"][0]["pattern"] = "x"
+    outcome = evaluate(rules, message("x"), GROUP)
+    assert outcome is not None and outcome.rule_id == "c"
+
+
 # -- the default rules -----------------------------------------------------------------
 
 

@@ -48,7 +48,7 @@ async def _join(request: web.Request, requester: Requester, room: str) -> web.Re
         servers += alias_servers
     else:
         room_id = await _resolve_local(hs, room)
-    await hs.membership.join(room_id, requester.user_id, _reason(body), servers)
+    await hs.membership.join(room_id, requester.user_id, _reason(body), servers, body)
     return json_response({"room_id": room_id})
 
 

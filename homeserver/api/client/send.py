@@ -9,6 +9,20 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
+from homeserver.services.accounts.auth import Requester
+
+_MAX_TS_DIGITS = 15
+
+
+def _massaged_ts(request: web.Request, requester: Requester) -> int | None:
+    """The `ts` an application service dates its users' events with (bridges importing
+    history); ignored from anyone else."""
+    raw = request.query.get("ts")
+    if raw is None or requester.appservice_id is None:
+        return None
+    if not raw.isdigit() or len(raw) > _MAX_TS_DIGITS:
+        raise MatrixError(400, "M_INVALID_PARAM", "ts must be a time in milliseconds")
+    return int(raw)
 
 
 async def send_message(request: web.Request) -> web.Response:
@@ -22,6 +36,7 @@ async def send_message(request: web.Request) -> web.Response:
         request.match_info["event_type"],
         content,
         txn_id=request.match_info["txn_id"],
+        ts=_massaged_ts(request, requester),
     )
     await hs.presence.user_active(requester.user_id)
     return json_response({"event_id": event_id})
@@ -37,6 +52,7 @@ async def send_state(request: web.Request) -> web.Response:
         request.match_info["event_type"],
         content,
         state_key=request.match_info.get("state_key", ""),
+        ts=_massaged_ts(request, requester),
     )
     return json_response({"event_id": event_id})
 

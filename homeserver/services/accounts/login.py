@@ -12,12 +12,14 @@ from homeserver.services.accounts.passwords import check_password_async
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden
 from homeserver.storage.accounts import accounts, devices, tokens
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.e2ee import cross_signing
 
 LOGIN_PASSWORD = "m.login.password"
 LOGIN_TOKEN = "m.login.token"
 LOGIN_TOKEN_LIFETIME_MS = 2 * 60 * 1000
 MAX_DEVICE_ID_LENGTH = 255
+CROSS_SIGNING_KEY_TYPES = ("master", "self_signing", "user_signing")
 
 
 def user_id_from_identifier(body: dict[str, Any], server_name: str) -> str:
@@ -75,6 +77,12 @@ def validate_display_name(display_name: Any) -> str | None:
     return storable(display_name, "initial_device_display_name")
 
 
+async def _names_cross_signing_key(conn: Connection, user_id: str, device_id: str) -> bool:
+    """Signatures name devices and cross-signing keys alike (`ed25519:<id>`)."""
+    rows = await cross_signing.get_keys(conn, [user_id], list(CROSS_SIGNING_KEY_TYPES))
+    return any(device_id in (r.key_id, r.key_id.removeprefix("ed25519:")) for r in rows)
+
+
 class LoginService:
     """Logging in and the sessions (device, access and refresh tokens) it starts."""
 
@@ -105,7 +113,9 @@ class LoginService:
         refreshable: bool,
     ) -> dict[str, Any]:
         """Create (or take over) a device and issue its tokens; the login response body.
-        Reusing a device id replaces the tokens that device had."""
+        Reusing a device id replaces the tokens that device had; a device id may not be
+        one of the user's cross-signing keys (the spec forbids it)."""
+        requested = device_id
         device_id = device_id or new_device_id()
         access_token = new_token("mat")
         now = now_ms()
@@ -117,6 +127,8 @@ class LoginService:
             "home_server": self.server_name,
         }
         async with self.db.pool.connection() as conn, conn.transaction():
+            if requested is not None and await _names_cross_signing_key(conn, user_id, requested):
+                raise forbidden("The device id is one of your cross-signing keys")
             if await devices.upsert_device(conn, user_id, device_id, display_name, now):
                 await tokens.delete_device_tokens(conn, user_id, [device_id])
             refresh_id = None

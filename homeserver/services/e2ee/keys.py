@@ -2,9 +2,12 @@
 about them (device-list changes, one-time key counts, unused fallback keys).
 
 The server cannot read encrypted messages, but it vouches for nothing it has not
-checked: device keys must carry the device's own signature, signed one-time and
-fallback keys must be signed by that device, and a device's identity keys can never
-be swapped once published (that would let a server or thief impersonate it).
+checked: a device's own signature on its device keys must verify (keys without one
+are taken, as Synapse takes them: clients check signatures themselves), signed
+one-time and fallback keys must be signed by that device, and a device's identity keys
+can never be swapped once published (that would let a server or thief impersonate it).
+One-time keys are handed out oldest first, so that a client's newest keys (whose
+private halves it surely still holds) are the last to go.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import orjson
 from federation.identifiers import server_name_of
 from federation.signing import verify_ed25519_signed
 from federation.types import JsonDict
-from homeserver.services.core.errors import ServiceError, invalid_param
+from homeserver.services.core.errors import ServiceError, bad_json, invalid_param
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.e2ee.cross_signing import (
     CrossSigningService,
@@ -31,6 +34,12 @@ from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import keys as e2e_keys
 
 MAX_KEY_ID_LENGTH = 255
+
+
+def _self_signature(obj: JsonDict, user_id: str, device_id: str) -> object:
+    signatures = obj.get("signatures")
+    by_user = signatures.get(user_id) if isinstance(signatures, dict) else None
+    return by_user.get(f"ed25519:{device_id}") if isinstance(by_user, dict) else None
 
 
 def _remote_failure(server: str) -> JsonDict:
@@ -61,6 +70,8 @@ def _check_device_keys(obj: object, user_id: str, device_id: str) -> JsonDict:
     ed25519 = keys.get(f"ed25519:{device_id}")
     if not isinstance(ed25519, str):
         raise invalid_param(f"device_keys.keys must contain ed25519:{device_id}")
+    if _self_signature(obj, user_id, device_id) is None:
+        return obj
     if not verify_ed25519_signed(obj, user_id, f"ed25519:{device_id}", ed25519):
         raise ServiceError(400, "M_INVALID_SIGNATURE", "device_keys are not signed by the device")
     return obj
@@ -199,13 +210,13 @@ class E2EEService:
         ensure_storable(body, "The request")
         wanted = body.get("device_keys")
         if not isinstance(wanted, dict):
-            raise invalid_param("device_keys must be an object")
+            raise bad_json("device_keys must be an object")  # as Synapse answers
         local: dict[str, list[str]] = {}
         remote: dict[str, list[str]] = {}
         failures: dict[str, JsonDict] = {}
         for user_id, device_ids in wanted.items():
             if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
-                raise invalid_param(f"device_keys.{user_id} must be a list of device ids")
+                raise bad_json(f"device_keys.{user_id} must be a list of device ids")
             server = server_name_of(user_id, "@")
             if server is None:
                 raise invalid_param(f"{user_id} is not a user id")
@@ -253,7 +264,7 @@ class E2EEService:
         ensure_storable(body, "The request")
         wanted = body.get("one_time_keys")
         if not isinstance(wanted, dict):
-            raise invalid_param("one_time_keys must be an object")
+            raise bad_json("one_time_keys must be an object")
         requests: list[tuple[str, str, str]] = []
         remote: dict[str, dict[str, str]] = {}
         failures: dict[str, JsonDict] = {}
@@ -261,7 +272,7 @@ class E2EEService:
             if not isinstance(by_device, dict) or not all(
                 isinstance(a, str) for a in by_device.values()
             ):
-                raise invalid_param(f"one_time_keys.{user_id} must map device ids to algorithms")
+                raise bad_json(f"one_time_keys.{user_id} must map device ids to algorithms")
             server = server_name_of(user_id, "@")
             if server is None:
                 raise invalid_param(f"{user_id} is not a user id")

@@ -146,6 +146,7 @@ def default_rules(user_id: str) -> dict[str, list[JsonDict]]:
     return {
         "override": [master_rule(), *override_rules(user_id)],
         "content": content_rules(user_id),
+        "postcontent": [],
         "room": [],
         "sender": [],
         "underride": underride_rules(),

@@ -18,8 +18,9 @@ from typing import Any
 Rule = Mapping[str, Any]
 """A push rule as served to clients: rule_id, enabled, actions, conditions or pattern."""
 
-KINDS = ("override", "content", "room", "sender", "underride")
-"""Rule kinds, most important first."""
+KINDS = ("override", "content", "postcontent", "room", "sender", "underride")
+"""Rule kinds, most important first. `postcontent` (MSC4306, as Synapse has it) holds
+server-default rules only: clients read and toggle them, never add their own."""
 
 DEFAULT_NOTIFICATION_LEVEL = 50
 

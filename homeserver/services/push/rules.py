@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -120,6 +121,44 @@ def merge(user_id: str, rows: Sequence[store.PushRuleRow]) -> dict[str, list[Jso
         else:
             ruleset[kind] = own + base
     return ruleset
+
+
+def _renamed(value: Any, old: str, new: str) -> Any:
+    return new if value == old else value
+
+
+def room_rule_copies(
+    rows: Sequence[store.PushRuleRow], old_room_id: str, new_room_id: str
+) -> list[tuple[store.PushRuleRow, store.PushRuleRow]]:
+    """(rule, its copy for the new room) for the user rules that name the old room, by
+    their id or a condition's pattern or value; none whose copy exists already."""
+    taken = {(r.kind, r.rule_id) for r in rows}
+    out: list[tuple[store.PushRuleRow, store.PushRuleRow]] = []
+    for row in rows:
+        conditions = [c for c in row.conditions or [] if isinstance(c, dict)]
+        named = any(old_room_id in (c.get("pattern"), c.get("value")) for c in conditions)
+        if row.rule_id != old_room_id and not named:
+            continue
+        if old_room_id in row.rule_id:
+            rule_id = row.rule_id.replace(old_room_id, new_room_id)
+        else:
+            rule_id = f"{row.rule_id}.{new_room_id}"
+        if (row.kind, rule_id) in taken or len(rule_id.encode()) > MAX_RULE_ID_BYTES:
+            continue
+        copied = [
+            {
+                **c,
+                **{
+                    k: _renamed(c[k], old_room_id, new_room_id)
+                    for k in ("pattern", "value")
+                    if k in c
+                },
+            }
+            for c in conditions
+        ]
+        copy = replace(row, rule_id=rule_id, conditions=copied if row.conditions else None)
+        out.append((row, copy))
+    return out
 
 
 def fingerprint(rows: Sequence[store.PushRuleRow]) -> Fingerprint:
@@ -265,6 +304,8 @@ class PushRuleService:
     ) -> None:
         """PUT /pushrules/global/{kind}/{ruleId}: create or replace a user rule."""
         check_kind(kind)
+        if kind == "postcontent":
+            raise invalid_param("postcontent rules are the server's: clients may not add them")
         if rule_id.startswith("."):
             raise _bad_rule("Rule ids starting with '.' are reserved for server-default rules")
         if "/" in rule_id or "\\" in rule_id:
@@ -343,6 +384,29 @@ class PushRuleService:
 
         async def write(conn: Connection) -> None:
             await store.set_actions(conn, user_id, kind, rule_id, checked, is_default)
+
+        await self._change(user_id, write)
+
+    async def copy_room_rules(self, user_id: str, old_room_id: str, new_room_id: str) -> None:
+        """After a room upgrade, the user's own rules for the old room (its room rule,
+        and rules whose conditions name it) apply to the new room as well: each gets a
+        copy naming the new room, placed just before it. Copies made before stay."""
+
+        async def write(conn: Connection) -> None:
+            rows = [r for r in await store.rules_of_users(conn, [user_id]) if not r.is_default]
+            copies = room_rule_copies(rows, old_room_id, new_room_id)
+            for original, copy in copies:
+                await store.upsert_user_rule(conn, copy)
+                if original.enabled is False:
+                    await store.set_enabled(conn, user_id, copy.kind, copy.rule_id, False, False)
+            placed = {(o.kind, o.rule_id): c.rule_id for o, c in copies}
+            for kind in {c.kind for _, c in copies}:
+                order: list[str] = []
+                for row in rows:
+                    if row.kind == kind:
+                        copy_id = placed.get((kind, row.rule_id))
+                        order += [row.rule_id] if copy_id is None else [copy_id, row.rule_id]
+                await store.set_priorities(conn, user_id, kind, order)
 
         await self._change(user_id, write)
 

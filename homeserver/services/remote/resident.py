@@ -12,8 +12,9 @@ import orjson
 
 from federation import hashing
 from federation.auth_rules import AuthError, check_auth
-from federation.events import AUTHORISING_USER, JOIN_RULES_KEY, MEMBER, Event
+from federation.events import AUTHORISING_USER, MEMBER, Event
 from federation.identifiers import domain_of
+from federation.pdu_checks import InvalidPdu, check_format
 from federation.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
 from federation.signing import add_signature, sign_bytes
 from federation.types import JsonDict
@@ -21,6 +22,7 @@ from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.remote.checks import PduRefused, check_one, keys_for
 from homeserver.services.remote.joins import clean_stripped_state, store_out_of_room
 from homeserver.services.remote.state import StateBefore, auth_state_from
+from homeserver.services.rooms.restricted import join_authoriser
 from homeserver.services.rooms.writer import EventNotAllowed, load_events
 from homeserver.services.sync.rooms import STRIPPED_STATE_TYPES
 from homeserver.storage.remote import dag as fed_store
@@ -89,40 +91,10 @@ class ResidentMembership:
         return {"room_version": room_version.identifier, "event": proto}
 
     async def _authoriser(self, room_id: str, user_id: str) -> str | None:
-        """For a restricted room, one of our joined users to vouch for the join when the
-        user is in an allowed room (the auth rules check the vouching user's power)."""
         async with self.hs.db.pool.connection() as conn:
-            ids = await state.get_current_state(conn, room_id, [JOIN_RULES_KEY])
-            found = await load_events(conn, self.hs.event_cache, ids.values())
-            rules = found.get(ids.get(JOIN_RULES_KEY, ""))
-            if rules is None or rules.content.get("join_rule") not in (
-                "restricted",
-                "knock_restricted",
-            ):
-                return None
-            current = await memberships.get_membership(conn, room_id, user_id)
-            if current is not None and current.membership in ("join", "invite"):
-                return None
-            allow = rules.content.get("allow")
-            allowed = [
-                a.get("room_id")
-                for a in (allow if isinstance(allow, list) else [])
-                if isinstance(a, dict) and a.get("type") == "m.room_membership"
-            ]
-            inside = False
-            for other in allowed:
-                if isinstance(other, str):
-                    row = await memberships.get_membership(conn, other, user_id)
-                    inside = inside or (row is not None and row.membership == "join")
-            if not inside:
-                raise ServiceError(
-                    400, "M_UNABLE_TO_AUTHORISE_JOIN", "Not in any room this room allows"
-                )
-            members = await memberships.members_of_room(conn, room_id)
-        local = [m.user_id for m in members if domain_of(m.user_id) == self.hs.server_name]
-        if not local:
-            raise ServiceError(400, "M_UNABLE_TO_GRANT_JOIN", "No user here can vouch")
-        return sorted(local)[0]
+            return await join_authoriser(
+                conn, self.hs.event_cache, room_id, user_id, self.hs.server_name
+            )
 
     # ---- send_join / send_leave / send_knock
 
@@ -131,6 +103,7 @@ class ResidentMembership:
     ) -> JsonDict:
         hs = self.hs
         room_version = await self._room_version(room_id)
+        pdu = self._cosigned(pdu, room_version)
         lookup = await keys_for(hs, [pdu], room_version, origin)
         try:
             event = check_one(pdu, room_version, lookup, origin)
@@ -145,9 +118,6 @@ class ResidentMembership:
             or domain_of(event.sender) != origin
         ):
             raise bad(f"Not a {membership} of the sender into this room")
-        authoriser = event.content.get(AUTHORISING_USER)
-        if isinstance(authoriser, str) and domain_of(authoriser) == hs.server_name:
-            event = self._cosign(event)
         async with hs.inbound.room_lock(room_id):
             async with hs.events.writer(room_id) as writer:
                 before = await state.get_current_state(writer.conn, room_id)
@@ -173,13 +143,32 @@ class ResidentMembership:
         return {}
 
     def _cosign(self, event: Event) -> Event:
-        signed = hashing.redacted_signing_bytes(event.pdu, event.room_version)
-        key = self.hs.signing_key
-        pdu = dict(event.pdu)
-        pdu["signatures"] = add_signature(
-            pdu.get("signatures"), self.hs.server_name, key.key_id, sign_bytes(signed, key)
-        )
+        pdu = self._signed(event.pdu, event.room_version)
         return Event(pdu, event.room_version, event.event_id)
+
+    def _signed(
+        self, pdu: dict[str, Any], room_version: RoomVersion, slow: bool = False
+    ) -> dict[str, Any]:
+        signed = hashing.redacted_signing_bytes(pdu, room_version, needs_slow_path=slow)
+        key = self.hs.signing_key
+        signature = sign_bytes(signed, key)
+        signatures = add_signature(
+            pdu.get("signatures"), self.hs.server_name, key.key_id, signature
+        )
+        return {**pdu, "signatures": signatures}
+
+    def _cosigned(self, pdu: Any, room_version: RoomVersion) -> Any:
+        """A restricted join naming one of our users, with our signature added: the
+        event's checks want the authorising user's server to have signed it."""
+        try:
+            slow = check_format(pdu, room_version)
+        except InvalidPdu as exc:
+            raise bad(str(exc)) from None
+        content = pdu.get("content")
+        authoriser = content.get(AUTHORISING_USER) if isinstance(content, dict) else None
+        if not isinstance(authoriser, str) or domain_of(authoriser) != self.hs.server_name:
+            return pdu
+        return self._signed(pdu, room_version, slow)
 
     async def _join_answer(
         self, event: Event, before: dict[tuple[str, str], str], servers: set[str]

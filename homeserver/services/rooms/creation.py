@@ -127,6 +127,11 @@ def _default_power_levels(
     }
 
 
+def topic_content(topic: str) -> dict[str, Any]:
+    """A plain-text topic, with its `m.topic` text block (spec v1.15) for rich clients."""
+    return {"topic": topic, "m.topic": {"m.text": [{"body": topic, "mimetype": "text/plain"}]}}
+
+
 class RoomCreator:
     def __init__(self, db: Database, creator: EventCreator, server_name: str, default_version: str):
         self.db = db
@@ -226,6 +231,11 @@ class RoomCreator:
             (item["type"], item.get("state_key", "")): item["content"]
             for item in request.initial_state
         }
+        # `name` and `topic` overwrite their events of initial_state.
+        if request.name is not None:
+            initial.pop(("m.room.name", ""), None)
+        if request.topic is not None:
+            initial.pop(("m.room.topic", ""), None)
         for key, content in preset_state.items():
             if key not in initial:
                 await writer.append(key[0], user_id, content, state_key=key[1])
@@ -236,7 +246,7 @@ class RoomCreator:
         if request.name is not None:
             await writer.append("m.room.name", user_id, {"name": request.name}, state_key="")
         if request.topic is not None:
-            await writer.append("m.room.topic", user_id, {"topic": request.topic}, state_key="")
+            await writer.append("m.room.topic", user_id, topic_content(request.topic), state_key="")
         invite: dict[str, Any] = {"membership": "invite"}
         if request.is_direct:
             invite["is_direct"] = True

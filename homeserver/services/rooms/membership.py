@@ -10,25 +10,32 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from federation.events import AUTHORISING_USER, CREATE_KEY, MEMBER
 from federation.identifiers import server_name_of
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.push.rules import PushRuleService
+from homeserver.services.rooms.restricted import join_authoriser
 from homeserver.services.rooms.writer import (
     EventCreator,
     EventNotAllowed,
-    PersistedEvent,
     UnknownRoom,
+    load_events,
 )
 from homeserver.storage.accounts import accounts, profiles
 from homeserver.storage.admin import rooms as admin_rooms
 from homeserver.storage.core.pool import Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.remote import dag as fed_store
-from homeserver.storage.rooms import memberships, rooms
+from homeserver.storage.rooms import memberships, rooms, state
 
 if TYPE_CHECKING:
     from homeserver.services.remote.joins import FederationMembership
 
 log = logging.getLogger(__name__)
+
+# Member event keys a client's join body may not set: the server decides them (the
+# authorising user of a restricted join is vouched for by this server's signature).
+_SERVER_KEYS = frozenset({"membership", "reason", "third_party_signed", AUTHORISING_USER})
 
 
 async def member_profile(db: Database, user_id: str) -> dict[str, str]:
@@ -46,10 +53,13 @@ async def member_profile(db: Database, user_id: str) -> dict[str, str]:
 
 
 class MembershipService:
-    def __init__(self, db: Database, events: EventCreator, server_name: str) -> None:
+    def __init__(
+        self, db: Database, events: EventCreator, server_name: str, push_rules: PushRuleService
+    ) -> None:
         self.db = db
         self.events = events
         self.server_name = server_name
+        self.push_rules = push_rules
         # Joins, invites and leaves that need another server (set by the Homeserver).
         self.remote: FederationMembership | None = None
 
@@ -90,19 +100,26 @@ class MembershipService:
         membership: str,
         reason: str | None,
         extra: Mapping[str, Any] | None = None,
-    ) -> PersistedEvent:
+    ) -> str:
+        """The new member event's id, or the current one's when it would only repeat it
+        (same membership, sender and content)."""
         content: dict[str, Any] = {"membership": membership, **(extra or {})}
         if reason is not None:
             content["reason"] = reason
         try:
             async with self.events.writer(room_id) as writer:
+                unchanged = await writer.unchanged(MEMBER, target, sender, content)
+                if unchanged is not None:
+                    return unchanged
                 if membership != "invite" or self._is_local(target) or self.remote is None:
-                    return await writer.append("m.room.member", sender, content, state_key=target)
+                    persisted = await writer.append(MEMBER, sender, content, state_key=target)
+                    return persisted.event.event_id
                 event, prev_ids, new_key = await writer.prepare(
-                    "m.room.member", sender, content, state_key=target
+                    MEMBER, sender, content, state_key=target
                 )
                 event = await self.remote.invite(writer, event)
-                return await writer.persist(event, prev_ids=prev_ids, new_key=new_key)
+                await writer.persist(event, prev_ids=prev_ids, new_key=new_key)
+                return event.event_id
         except UnknownRoom:
             raise not_found(f"Unknown room {room_id}") from None
         except EventNotAllowed as exc:
@@ -118,10 +135,16 @@ class MembershipService:
             return await fed_store.has_state(conn, room_id)
 
     async def join(
-        self, room_id: str, user_id: str, reason: str | None = None, servers: Sequence[str] = ()
+        self,
+        room_id: str,
+        user_id: str,
+        reason: str | None = None,
+        servers: Sequence[str] = (),
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         """Join locally when we hold the room, else through one of `servers` (and the
-        server that invited the user, if any)."""
+        server that invited the user, if any). The client's own `fields` go into the
+        member event (over the global profile), but for the keys the server decides."""
         async with self.db.pool.connection() as conn:
             if await admin_rooms.blocked_by(conn, room_id) is not None:
                 raise forbidden("This room has been blocked on this server")
@@ -129,6 +152,7 @@ class MembershipService:
         if current == "ban":
             raise forbidden("You are banned from this room")
         profile: dict[str, Any] = dict(await member_profile(self.db, user_id))
+        profile.update((k, v) for k, v in (fields or {}).items() if k not in _SERVER_KEYS)
         if not await self._holds_state(room_id) and self.remote is not None:
             async with self.db.pool.connection() as conn:
                 row = await memberships.get_membership(conn, room_id, user_id)
@@ -139,9 +163,35 @@ class MembershipService:
             if reason is not None:
                 profile["reason"] = reason
             await self.remote.join(room_id, user_id, via, profile)
-            return
-        await self._known_room(room_id)
-        await self._change(room_id, user_id, user_id, "join", reason, profile)
+        else:
+            await self._known_room(room_id)
+            profile.update(await self._vouched(room_id, user_id))
+            await self._change(room_id, user_id, user_id, "join", reason, profile)
+        if current != "join":
+            await self._carry_over(room_id, user_id)
+
+    async def _carry_over(self, room_id: str, user_id: str) -> None:
+        """Joining a room that replaces another: the user's push rules for the old room
+        apply to the new one too."""
+        async with self.db.pool.connection() as conn:
+            ids = await state.get_current_state(conn, room_id, [CREATE_KEY])
+            found = await load_events(conn, self.events.cache, ids.values())
+        create = found.get(ids.get(CREATE_KEY, ""))
+        predecessor = create.content.get("predecessor") if create is not None else None
+        old_room_id = predecessor.get("room_id") if isinstance(predecessor, dict) else None
+        if isinstance(old_room_id, str):
+            await self.push_rules.copy_room_rules(user_id, old_room_id, room_id)
+
+    async def _vouched(self, room_id: str, user_id: str) -> dict[str, str]:
+        """The authorising user's key of a restricted join, as the resident server."""
+        try:
+            async with self.db.pool.connection() as conn:
+                authoriser = await join_authoriser(
+                    conn, self.events.cache, room_id, user_id, self.server_name
+                )
+        except ServiceError as exc:
+            raise forbidden(exc.message) from None
+        return {} if authoriser is None else {AUTHORISING_USER: authoriser}
 
     async def leave(self, room_id: str, user_id: str, reason: str | None = None) -> None:
         current = await self.current(room_id, user_id)
@@ -155,7 +205,7 @@ class MembershipService:
 
     async def invite(
         self, room_id: str, sender: str, target: str, reason: str | None = None
-    ) -> PersistedEvent:
+    ) -> str:
         self._check_user_id(target)
         current = await self.current(room_id, target)
         if current == "ban":
@@ -167,24 +217,18 @@ class MembershipService:
         profile = await member_profile(self.db, target) if self._is_local(target) else {}
         return await self._change(room_id, sender, target, "invite", reason, profile)
 
-    async def kick(
-        self, room_id: str, sender: str, target: str, reason: str | None = None
-    ) -> PersistedEvent:
+    async def kick(self, room_id: str, sender: str, target: str, reason: str | None = None) -> str:
         self._check_user_id(target)
         current = await self.current(room_id, target)
         if current not in ("join", "invite", "knock"):
             raise forbidden(f"{target} is not in the room")
         return await self._change(room_id, sender, target, "leave", reason)
 
-    async def ban(
-        self, room_id: str, sender: str, target: str, reason: str | None = None
-    ) -> PersistedEvent:
+    async def ban(self, room_id: str, sender: str, target: str, reason: str | None = None) -> str:
         self._check_user_id(target)
         return await self._change(room_id, sender, target, "ban", reason)
 
-    async def unban(
-        self, room_id: str, sender: str, target: str, reason: str | None = None
-    ) -> PersistedEvent:
+    async def unban(self, room_id: str, sender: str, target: str, reason: str | None = None) -> str:
         self._check_user_id(target)
         if await self.current(room_id, target) != "ban":
             raise forbidden(f"{target} is not banned")
@@ -196,7 +240,7 @@ class MembershipService:
         user_id: str,
         reason: str | None = None,
         servers: Sequence[str] = (),
-    ) -> PersistedEvent:
+    ) -> str:
         """Knock locally when we hold the room, else through one of `servers` (and the
         room id's server)."""
         current = await self.current(room_id, user_id)
@@ -207,7 +251,7 @@ class MembershipService:
             via = [*servers, server_name_of(room_id, "!") or ""]
             if reason is not None:
                 profile["reason"] = reason
-            return await self.remote.knock(room_id, user_id, via, profile)
+            return (await self.remote.knock(room_id, user_id, via, profile)).event.event_id
         await self._known_room(room_id)
         return await self._change(room_id, user_id, user_id, "knock", reason, profile)
 

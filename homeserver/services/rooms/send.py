@@ -50,7 +50,11 @@ class _Pending:
     event_type: str
     content: Mapping[str, Any]
     txn_id: str | None
+    # the request path below /rooms/ that the txn id is scoped to
+    scope: str
     state_key: str | None
+    # origin_server_ts an application service chose (None: now)
+    ts: int | None
     future: asyncio.Future[tuple[str, PersistedEvent | None]]
 
 
@@ -64,10 +68,10 @@ class SendService:
         self.events = events
         self._queues: dict[str, list[_Pending]] = {}
 
-    async def _existing_txn(self, requester: Requester, txn_id: str) -> str | None:
+    async def _existing_txn(self, requester: Requester, scope: str, txn_id: str) -> str | None:
         async with self.db.pool.connection() as conn:
             return await event_store.get_txn_event(
-                conn, requester.user_id, requester.device_id, txn_id
+                conn, requester.user_id, requester.device_id, scope, txn_id
             )
 
     async def send(
@@ -79,12 +83,18 @@ class SendService:
         *,
         txn_id: str | None = None,
         state_key: str | None = None,
+        endpoint: str | None = None,
+        ts: int | None = None,
     ) -> tuple[str, PersistedEvent | None]:
-        """The event id, and the new event unless the txn id was already used."""
+        """The event id, and the new event unless this is a retransmission: the same
+        device sent the same txn id to the same path (`endpoint`, below the room; the
+        event type's send path by default). `ts` dates the event (application
+        services only: the caller checks)."""
         _check_sizes(event_type, state_key, content)
         check_own_acl(event_type, state_key, content, domain_of(requester.user_id))
+        scope = f"{room_id}/{endpoint or f'send/{event_type}'}"
         if txn_id is not None:
-            existing = await self._existing_txn(requester, txn_id)
+            existing = await self._existing_txn(requester, scope, txn_id)
             if existing is not None:
                 return existing, None
         pending = _Pending(
@@ -92,7 +102,9 @@ class SendService:
             event_type,
             content,
             txn_id,
+            scope,
             state_key,
+            ts,
             asyncio.get_running_loop().create_future(),
         )
         queue = self._queues.get(room_id)
@@ -117,11 +129,12 @@ class SendService:
         outcomes: dict[_Pending, PersistedEvent | str | BaseException] = {}
         try:
             async with self.events.writer(room_id) as writer:
-                sent: dict[tuple[str, str, str], str] = {}
+                sent: dict[tuple[str, str, str, str], str] = {}
                 for item in batch:
                     key = None
                     if item.txn_id is not None:
-                        key = (item.requester.user_id, item.requester.device_id, item.txn_id)
+                        requester = item.requester
+                        key = (requester.user_id, requester.device_id, item.scope, item.txn_id)
                         if key in sent:
                             outcomes[item] = sent[key]
                             continue
@@ -135,7 +148,9 @@ class SendService:
                         continue
                     outcomes[item] = persisted
                     if key is not None:
-                        sent[key] = persisted.event.event_id
+                        sent[key] = (
+                            persisted if isinstance(persisted, str) else persisted.event.event_id
+                        )
         except UnknownRoom:
             self._fail(batch, not_found(f"Unknown room {room_id}"))
             return
@@ -146,7 +161,7 @@ class SendService:
                     await self._send_batch(room_id, [item])
                 return
             [item] = batch
-            existing = await self._existing_txn(item.requester, item.txn_id or "")
+            existing = await self._existing_txn(item.requester, item.scope, item.txn_id or "")
             if existing is None:
                 self._fail(batch, ServiceError(500, "M_UNKNOWN", "Could not store the event"))
             else:
@@ -169,7 +184,8 @@ class SendService:
             if not item.future.done():
                 item.future.set_exception(exc)
 
-    async def _send_one(self, writer: RoomWriter, item: _Pending) -> PersistedEvent:
+    async def _send_one(self, writer: RoomWriter, item: _Pending) -> PersistedEvent | str:
+        """The new event, or the id of the current state it would repeat."""
         requester = item.requester
         if item.event_type == "m.room.redaction" and item.state_key is None:
             target = item.content.get("redacts")
@@ -179,16 +195,27 @@ class SendService:
         else:
             if item.state_key is not None and item.event_type == _MEMBERSHIP_ONLY:
                 self._check_member_event(requester, item.state_key, item.content)
+            if item.state_key is not None:
+                unchanged = await writer.unchanged(
+                    item.event_type, item.state_key, requester.user_id, item.content
+                )
+                if unchanged is not None:
+                    return unchanged
             if item.state_key == "" and item.event_type == CANONICAL_ALIAS:
                 await check_canonical_alias(writer.conn, writer.cache, writer.room_id, item.content)
             persisted = await writer.append(
-                item.event_type, requester.user_id, item.content, state_key=item.state_key
+                item.event_type,
+                requester.user_id,
+                item.content,
+                state_key=item.state_key,
+                now_ms=item.ts,
             )
         if item.txn_id is not None:
             await event_store.insert_txn_event(
                 writer.conn,
                 requester.user_id,
                 requester.device_id,
+                item.scope,
                 item.txn_id,
                 persisted.event.event_id,
             )
@@ -213,7 +240,14 @@ class SendService:
         content: dict[str, Any] = {"redacts": target_id}
         if reason is not None:
             content["reason"] = reason
-        return await self.send(requester, room_id, "m.room.redaction", content, txn_id=txn_id)
+        return await self.send(
+            requester,
+            room_id,
+            "m.room.redaction",
+            content,
+            txn_id=txn_id,
+            endpoint=f"redact/{target_id}",
+        )
 
     async def _redact(
         self,

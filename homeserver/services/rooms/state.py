@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from federation.events import MEMBER
 from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import invalid_param, not_found
-from homeserver.services.rooms.writer import EventCache
+from homeserver.services.rooms.writer import EventCache, load_events
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import parse_token, resolve
 from homeserver.services.timeline.visibility import cannot_read, event_of, room_access
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, state
+from homeserver.storage.rooms.state import StateMap
 from homeserver.storage.timeline import timeline
+from homeserver.storage.timeline.timeline import Position
 
 MEMBERSHIPS = frozenset({"join", "invite", "knock", "leave", "ban"})
 
@@ -95,14 +98,14 @@ class RoomStateService:
             access = await room_access(conn, self.cache, requester.user_id, room_id)
             if token is None and access.upper is None:
                 ids = await state.get_current_state_of_type(conn, room_id, "m.room.member")
-            else:
+            elif token is None:
                 group = access.state_group
-                if token is not None:
-                    position = await resolve(conn, room_id, token)
-                    if access.upper is not None:
-                        position = min(position, access.upper)
-                    group = await timeline.state_group_at(conn, room_id, position)
                 ids = await state.get_state_of_type(conn, group, "m.room.member") if group else {}
+            else:
+                position = await resolve(conn, room_id, token)
+                if access.upper is not None:
+                    position = min(position, access.upper)
+                ids = await _members_at(conn, self.cache, room_id, position)
             rows = await event_store.get_events(conn, ids.values())
 
             def passes(member: str | None) -> bool:
@@ -129,3 +132,30 @@ class RoomStateService:
             row.user_id: {"display_name": row.displayname, "avatar_url": row.avatar_url}
             for row in rows
         }
+
+
+async def _members_at(
+    conn: Connection, cache: EventCache, room_id: str, position: Position
+) -> StateMap:
+    """The member events at a point of the timeline: the state after the last event up
+    to it, or (a point before the first event held here, like the gap before our join
+    to a room over federation) the state before the first event after it."""
+    group = await timeline.state_group_at(conn, room_id, position)
+    if group is not None:
+        return await state.get_state_of_type(conn, group, MEMBER)
+    first = await timeline.first_event_after(conn, room_id, position)
+    if first is None:
+        return {}
+    event_id, group = first
+    ids = await state.get_state_of_type(conn, group, MEMBER)
+    event = (await load_events(conn, cache, [event_id])).get(event_id)
+    if event is None or event.type != MEMBER or event.state_key is None:
+        return ids
+    # Before a member event, its target's membership is the one it replaced, which
+    # the auth rules made one of its auth events.
+    key = (MEMBER, event.state_key)
+    ids.pop(key, None)
+    for auth in (await load_events(conn, cache, event.auth_event_ids)).values():
+        if auth.state_tuple == key:
+            ids[key] = auth.event_id
+    return ids

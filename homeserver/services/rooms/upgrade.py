@@ -1,7 +1,9 @@
 """Room upgrades: a new room of another version that continues an old one.
 
 The new room gets a create event naming its predecessor, the upgrader's join, the
-old room's power levels and its other transferable state, and the local aliases.
+old room's power levels, its other transferable state and its bans, and the local
+aliases; the upgrader's push rules for the old room are copied for the new one (other
+members' are when they join it).
 The old room then gets a tombstone pointing at the new room, loses its published
 status and canonical alias, and (where the upgrader may) has its power levels raised
 so that ordinary members can no longer talk or invite there, as the spec suggests.
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from federation.canonical_json import CanonicalJsonError
-from federation.events import CREATE_KEY, POWER_LEVELS_KEY, Event, StateKey
+from federation.events import CREATE_KEY, MEMBER, POWER_LEVELS_KEY, Event, StateKey
 from federation.identifiers import is_user_id
 from federation.power_levels import (
     creators,
@@ -29,6 +31,7 @@ from federation.room_versions import RoomVersion, UnsupportedRoomVersion, get_ro
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden, not_found
 from homeserver.services.directory.rooms import CANONICAL_ALIAS
+from homeserver.services.push.rules import PushRuleService
 from homeserver.services.rooms.membership import member_profile
 from homeserver.services.rooms.writer import (
     EventCreator,
@@ -101,10 +104,13 @@ def _additional_creators(value: Any) -> tuple[str, ...]:
 
 
 class RoomUpgrader:
-    def __init__(self, db: Database, events: EventCreator, server_name: str) -> None:
+    def __init__(
+        self, db: Database, events: EventCreator, server_name: str, push_rules: PushRuleService
+    ) -> None:
         self.db = db
         self.events = events
         self.server_name = server_name
+        self.push_rules = push_rules
 
     async def upgrade(
         self,
@@ -131,6 +137,7 @@ class RoomUpgrader:
             user_id, room_id, room_version, extra_creators, old_state
         )
         await self._retire(user_id, room_id, new_room_id, old_state)
+        await self.push_rules.copy_room_rules(user_id, room_id, new_room_id)
         return new_room_id
 
     async def _old_state(self, room_id: str, user_id: str) -> dict[StateKey, Event]:
@@ -145,6 +152,9 @@ class RoomUpgrader:
             )
             for event_type in TRANSFERABLE_TYPES:
                 ids.update(await state.get_current_state_of_type(conn, room_id, event_type))
+            # Bans carry over: a banned user cannot walk into the replacement room.
+            for ban in await memberships.members_of_room(conn, room_id, ("ban",)):
+                ids[(MEMBER, ban.user_id)] = ban.event_id
             loaded = await load_events(conn, self.events.cache, ids.values())
             redacted = {
                 eid
@@ -247,7 +257,10 @@ class RoomUpgrader:
             needed = max(
                 events_levels.get(event_type, state_default)
                 for event_type in {"m.room.power_levels", *(e.type for e in copied)}
+                if event_type != MEMBER
             )
+            if any(e.type == MEMBER for e in copied):
+                needed = max(needed, power_levels.get("ban", 50))
             users = power_levels.get("users", {})
             if users.get(user_id, power_levels.get("users_default", 0)) < needed:
                 temporary = {**power_levels, "users": {**users, user_id: needed}}

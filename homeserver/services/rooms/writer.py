@@ -218,6 +218,23 @@ class RoomWriter:
         found = await load_events(self.conn, self.cache, ids.values())
         return {key: found[eid] for key, eid in ids.items() if eid in found}
 
+    async def unchanged(
+        self, event_type: str, state_key: str, sender: str, content: Mapping[str, Any]
+    ) -> str | None:
+        """The id of the current state event that this one would merely repeat (same
+        sender and content): sending it again changes nothing, so it is not sent."""
+        ids = await state.get_current_state(self.conn, self.room_id, [(event_type, state_key)])
+        event_id = ids.get((event_type, state_key))
+        if event_id is None:
+            return None
+        current = (await load_events(self.conn, self.cache, [event_id])).get(event_id)
+        if current is None or current.sender != sender:
+            return None
+        same = orjson.dumps(current.content, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+            content, option=orjson.OPT_SORT_KEYS
+        )
+        return event_id if same else None
+
     async def append(
         self,
         event_type: str,

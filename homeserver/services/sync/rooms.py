@@ -108,6 +108,8 @@ class RoomsBuilder:
         self.state_after = state_after
         self.state_section = "state_after" if state_after else "state"
         self.now_ms = now_ms()
+        # The user's membership at each timeline event (MSC4115's unsigned.membership).
+        self.memberships: dict[str, str] = {}
 
     # -- reading ---------------------------------------------------------------
 
@@ -144,13 +146,26 @@ class RoomsBuilder:
         that event are judged, all in one batch.
         """
         suspects = [r for r in rooms if r.timeline and r.plan.membership_stream > r.start]
+        await self._current_memberships([r for r in rooms if r not in suspects])
         if not suspects:
             return
         rows = [row for room in suspects for _, row in room.timeline]
         visible = await filter_visible(self.conn, self.cache, self.user_id, rows)
+        self.memberships.update(visible.memberships)
         kept = {row.event_id for row in visible.rows}
         for room in suspects:
             room.timeline = [item for item in room.timeline if item[1].event_id in kept]
+
+    async def _current_memberships(self, rooms: list[TimelineRoom]) -> None:
+        """A timeline after the user's membership event is all at that membership."""
+        left = [r.plan.membership_event_id for r in rooms if r.plan.section != "join"]
+        found = await self._load(left) if left else {}
+        for room in rooms:
+            event = found.get(room.plan.membership_event_id)
+            membership = "join" if room.plan.section == "join" else None
+            membership = membership or (event.membership if event is not None else None)
+            for _, row in room.timeline:
+                self.memberships[row.event_id] = membership or "leave"
 
     async def _load(self, event_ids: Iterable[str]) -> dict[str, Event]:
         ids = list(event_ids)
@@ -244,6 +259,7 @@ class RoomsBuilder:
                     event,
                     redacted_because=redactions.get(redacted_by[event_id]),
                     transaction_id=txn_ids.get(event_id),
+                    membership=self.memberships.get(event_id),
                     now_ms=now,
                 )
                 rendered.pop("room_id", None)
@@ -257,6 +273,9 @@ class RoomsBuilder:
                 txn_id = txn_ids.get(event_id)
                 if txn_id is not None:
                     unsigned["transaction_id"] = txn_id
+                membership = self.memberships.get(event_id)
+                if membership is not None:
+                    unsigned["membership"] = membership
                 rendered = {**base, "unsigned": unsigned}
             if federation:
                 redacted = event_id in redacted_by

@@ -43,6 +43,7 @@ from homeserver.services.timeline.pagination import (
 from homeserver.services.timeline.visibility import (
     RoomAccess,
     event_of,
+    event_room_access,
     filter_visible,
     room_access,
 )
@@ -337,7 +338,7 @@ class MessageService:
     async def get_event(self, requester: Requester, room_id: str, event_id: str) -> JsonDict:
         """`GET /rooms/{roomId}/event/{eventId}`."""
         async with self.db.pool.connection() as conn:
-            access = await room_access(conn, self.cache, requester.user_id, room_id)
+            access = await event_room_access(conn, self.cache, requester.user_id, room_id)
             row, membership = await _visible_event(conn, self.cache, access, event_id)
             [event] = await format_events(
                 conn,
@@ -366,7 +367,7 @@ class MessageService:
         event_filter = parse_event_filter(filter_json)
         user_id = requester.user_id
         async with self.db.pool.connection() as conn:
-            access = await room_access(conn, self.cache, user_id, room_id)
+            access = await event_room_access(conn, self.cache, user_id, room_id)
             row, membership = await _visible_event(conn, self.cache, access, event_id)
             position = position_of(self.cache, row)
             before = await read_page(

@@ -19,7 +19,12 @@ from homeserver.services.timeline.pagination import (
     resolve,
     token_for,
 )
-from homeserver.services.timeline.visibility import event_of, filter_visible, room_access
+from homeserver.services.timeline.visibility import (
+    event_of,
+    event_room_access,
+    filter_visible,
+    room_access,
+)
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms.events import EventRow
@@ -61,7 +66,7 @@ class RelationService:
         end_token = parse_token(to_token) if to_token is not None else None
         user_id = requester.user_id
         async with self.db.pool.connection() as conn:
-            access = await room_access(conn, self.cache, user_id, room_id)
+            access = await event_room_access(conn, self.cache, user_id, room_id)
             parent = (await event_store.get_events(conn, [event_id])).get(event_id)
             if parent is None or parent.room_id != room_id:
                 raise not_found("Event not found")

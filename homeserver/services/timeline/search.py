@@ -264,6 +264,7 @@ class SearchService:
                 [h.event_id for h in hits],
                 user_id=user_id,
                 device_id=requester.device_id,
+                memberships=visible.memberships,
             )
             results: list[dict[str, Any]] = [
                 {"rank": hit.rank, "result": event} for hit, event in zip(hits, events, strict=True)
@@ -371,8 +372,12 @@ class SearchService:
         first = positions.get(earlier[-1] if earlier else hit.event_id)
         last = positions.get(later[-1] if later else hit.event_id)
         context: dict[str, Any] = {
-            "events_before": await format_events(conn, cache, earlier, user_id=user_id),
-            "events_after": await format_events(conn, cache, later, user_id=user_id),
+            "events_before": await format_events(
+                conn, cache, earlier, user_id=user_id, memberships=visible.memberships
+            ),
+            "events_after": await format_events(
+                conn, cache, later, user_id=user_id, memberships=visible.memberships
+            ),
         }
         if first is not None and last is not None:
             context["start"] = token_for(gap_before(first))

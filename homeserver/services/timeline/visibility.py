@@ -186,6 +186,20 @@ async def current_history_visibility(conn: Connection, cache: EventCache, room_i
     return history_visibility_of(found.get(ids.get(HISTORY_KEY, "")))
 
 
+async def event_room_access(
+    conn: Connection, cache: EventCache, user_id: str, room_id: str
+) -> RoomAccess:
+    """`room_access` for reading one event (/event, /context, /relations): a room the
+    user may not read answers as an event that is not there (the spec's 404), so that
+    neither the room nor the event is revealed."""
+    try:
+        return await room_access(conn, cache, user_id, room_id)
+    except ServiceError as exc:
+        if exc.status == 403:
+            raise ServiceError(404, "M_NOT_FOUND", "Event not found") from None
+        raise
+
+
 async def room_access(
     conn: Connection, cache: EventCache, user_id: str, room_id: str
 ) -> RoomAccess:

@@ -134,7 +134,7 @@ _CLAIM_ONE_TIME = """
 DELETE FROM e2e_one_time_keys k USING (
     SELECT user_id, device_id, algorithm, key_id FROM e2e_one_time_keys
     WHERE user_id = %s AND device_id = %s AND algorithm = %s
-    ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED
+    ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED
 ) picked
 WHERE k.user_id = picked.user_id AND k.device_id = picked.device_id
   AND k.algorithm = picked.algorithm AND k.key_id = picked.key_id
@@ -145,7 +145,7 @@ RETURNING k.key_id, k.key_json
 async def claim_one_time_key(
     conn: AsyncConnection, user_id: str, device_id: str, algorithm: str
 ) -> tuple[str, str] | None:
-    """Remove and return one (key id, key JSON), or None when the device has none left."""
+    """Remove and return the oldest (key id, key JSON), or None when none is left."""
     cur = await conn.execute(_CLAIM_ONE_TIME, (user_id, device_id, algorithm))
     row = await cur.fetchone()
     return (row[0], row[1]) if row else None

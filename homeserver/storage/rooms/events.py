@@ -107,22 +107,25 @@ async def get_depths(conn: AsyncConnection, event_ids: Sequence[str]) -> dict[st
 
 
 async def get_txn_event(
-    conn: AsyncConnection, user_id: str, device_id: str, txn_id: str
+    conn: AsyncConnection, user_id: str, device_id: str, scope: str, txn_id: str
 ) -> str | None:
+    """The event a device's earlier request to the same path (`scope`) created."""
     cur = await conn.execute(
-        "SELECT event_id FROM event_txn_ids WHERE user_id = %s AND device_id = %s AND txn_id = %s",
-        (user_id, device_id, txn_id),
+        "SELECT event_id FROM event_txn_ids"
+        " WHERE user_id = %s AND device_id = %s AND scope = %s AND txn_id = %s",
+        (user_id, device_id, scope, txn_id),
     )
     row = await cur.fetchone()
     return row[0] if row else None
 
 
 async def insert_txn_event(
-    conn: AsyncConnection, user_id: str, device_id: str, txn_id: str, event_id: str
+    conn: AsyncConnection, user_id: str, device_id: str, scope: str, txn_id: str, event_id: str
 ) -> None:
     await conn.execute(
-        "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id) VALUES (%s, %s, %s, %s)",
-        (user_id, device_id, txn_id, event_id),
+        "INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (user_id, device_id, scope, txn_id, event_id),
     )
 
 

@@ -186,6 +186,20 @@ async def state_group_at(conn: AsyncConnection, room_id: str, position: Position
     return int(row[0]) if row else None
 
 
+async def first_event_after(
+    conn: AsyncConnection, room_id: str, position: Position
+) -> tuple[str, int] | None:
+    """The room's first timeline event after `position`, and the state after it."""
+    cur = await conn.execute(
+        f"SELECT e.event_id, e.state_group FROM events e WHERE e.room_id = %s AND {_IN_TIMELINE}"
+        " AND e.state_group IS NOT NULL AND (e.depth, e.stream_ordering) > (%s, %s)"
+        " ORDER BY e.depth, e.stream_ordering LIMIT 1",
+        (room_id, position.depth, position.stream),
+    )
+    row = await cur.fetchone()
+    return (str(row[0]), int(row[1])) if row else None
+
+
 @dataclass(frozen=True, slots=True)
 class MembershipAt:
     """A user's current membership of a room and where its event sits."""
