@@ -189,3 +189,45 @@ async def test_relations_respect_visibility(client: TestClient[Any, Any]) -> Non
     assert body["chunk"] == []  # the only thread root predates bob
     _, body = await alice.get(f"/v1/rooms/{room_id}/relations/{root}")
     assert [e["event_id"] for e in body["chunk"]] == [late, early]
+
+
+async def test_relations_from_another_room_are_not_bundled(client: TestClient[Any, Any]) -> None:
+    """An outsider who learns an event id of a private room cannot attach a thread or a
+    reference to it from a room of their own: relations count only within a room."""
+    alice = await RoomUser.make(client, "alice")
+    mallory = await RoomUser.make(client, "mallory")
+    private = await alice.create_room(preset="private_chat")
+    root = await alice.say(private, "secret root")
+    reply = await alice.send(private, rel("m.thread", root, "inside"))
+    outside = await mallory.create_room(preset="public_chat")
+    await mallory.state(
+        outside, "m.room.history_visibility", {"history_visibility": "world_readable"}
+    )
+    for _ in range(2):
+        await mallory.send(outside, rel("m.thread", root, "spoofed thread"))
+    await mallory.send(outside, rel("m.reference", root, "spoofed reference"))
+
+    def check(event: dict[str, Any]) -> None:
+        relations = event["unsigned"]["m.relations"]
+        assert relations["m.thread"]["latest_event"]["event_id"] == reply
+        assert relations["m.thread"]["latest_event"]["room_id"] == private
+        assert relations["m.thread"]["count"] == 1
+        assert "m.reference" not in relations
+
+    status, event = await alice.get(f"/v3/rooms/{private}/event/{root}")
+    assert status == 200, event
+    check(event)
+    _, body = await alice.get(f"/v3/rooms/{private}/messages", dir="b", limit=50)
+    check(next(e for e in body["chunk"] if e["event_id"] == root))
+    _, body = await alice.get(f"/v3/rooms/{private}/context/{root}", limit=2)
+    check(body["event"])
+    _, body = await alice.get(f"/v1/rooms/{private}/threads")
+    assert [e["event_id"] for e in body["chunk"]] == [root]
+    check(body["chunk"][0])
+    _, body = await alice.get(f"/v1/rooms/{private}/relations/{root}")
+    assert [e["event_id"] for e in body["chunk"]] == [reply]
+    # Nor does the private root show in the outsider's room.
+    _, body = await mallory.get(f"/v1/rooms/{outside}/threads")
+    assert body["chunk"] == []
+    status, _ = await mallory.get(f"/v1/rooms/{outside}/relations/{root}")
+    assert status == 404

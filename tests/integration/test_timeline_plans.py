@@ -105,7 +105,7 @@ async def test_history_reads_of_a_busy_room_are_index_probes(
         recorder.queries.clear()
         await relations.aggregations(
             recorder,  # type: ignore[arg-type]
-            [row.event_id for row in page],
+            {row.event_id: row.room_id for row in page},
             "@alice:test.local",
         )
         assert len(recorder.queries) == 2

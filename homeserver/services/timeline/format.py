@@ -171,7 +171,8 @@ async def bundled_aggregations(
     """
     parents = {row.event_id: event_of(cache, row) for row in rows}
     parents = {eid: event for eid, event in parents.items() if not event.is_state}
-    found = await relation_store.aggregations(conn, list(parents), user_id)
+    rooms = {eid: event.room_id for eid, event in parents.items()}
+    found = await relation_store.aggregations(conn, rooms, user_id)
     redacted = {row.event_id for row in rows if row.redacted_by}
     edits: dict[str, str] = {}
     for parent_id, candidates in found.edits.items():

@@ -7,7 +7,7 @@ relation came from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,26 +115,30 @@ class Aggregations:
 
 
 async def aggregations(
-    conn: AsyncConnection, event_ids: Sequence[str], user_id: str
+    conn: AsyncConnection, parents: Mapping[str, str], user_id: str
 ) -> Aggregations:
-    """The aggregations of a page of events, in one round trip of two single-table
-    queries: each is planned in a fraction of the time a join of the page's edits
-    to their originals took, for every page a connection had not yet prepared.
+    """The aggregations of a page of events (`parents`: event id to room id), in one
+    round trip of two single-table queries: each is planned in a fraction of the time
+    a join of the page's edits to their originals took, for every page a connection
+    had not yet prepared.
 
+    A relation counts only from the parent's own room: anyone can name an event id
+    from a room of their own, and must not reach the parent's readers that way. The
+    room is compared here rather than in SQL, which would plan a scan of the room.
     An edit counts only with `m.new_content` (encrypted edits carry it inside the
     ciphertext), which is read here so that the JSON is parsed only for edits.
     """
     out = Aggregations()
-    if not event_ids:
+    if not parents:
         return out
-    params = {"ids": list(event_ids), "user": user_id}
+    params = {"ids": list(parents), "user": user_id}
     async with conn.pipeline():
         threads = await conn.execute(
-            "SELECT e.relates_to,"
+            "SELECT e.relates_to, e.room_id,"
             " (array_agg(e.event_id ORDER BY e.depth DESC, e.stream_ordering DESC))[1],"
             " count(*), bool_or(e.sender = %(user)s)"
-            f" FROM events e WHERE e.relates_to = ANY(%(ids)s) AND e.rel_type = 'm.thread'"
-            f" AND {_valid('e')} GROUP BY e.relates_to",
+            " FROM events e WHERE e.relates_to = ANY(%(ids)s)"
+            f" AND e.rel_type = 'm.thread' AND {_valid('e')} GROUP BY e.relates_to, e.room_id",
             params,
         )
         others = await conn.execute(
@@ -146,12 +150,15 @@ async def aggregations(
             f" AND e.rel_type IN ('m.replace', 'm.reference') AND {_valid('e')}",
             params,
         )
-    for parent, latest, count, participated in await threads.fetchall():
-        out.threads[parent] = ThreadSummary(latest, int(count), bool(participated))
+    for parent, room_id, latest, count, participated in await threads.fetchall():
+        if parents[parent] == room_id:
+            out.threads[parent] = ThreadSummary(latest, int(count), bool(participated))
     references: list[tuple[int, int, str, str]] = []
     for row in await others.fetchall():
         rel_type, parent, event_id, room_id, sender, event_type, is_state, ts = row[:8]
         depth, stream, has_new_content = row[8:]
+        if parents[parent] != room_id:
+            continue
         if rel_type == "m.replace":
             edit = Edit(event_id, room_id, sender, event_type, is_state, has_new_content, ts)
             out.edits.setdefault(parent, []).append(edit)
