@@ -183,6 +183,25 @@ async def test_notifications_endpoint(homeserver_client: Callable[..., Any]) -> 
     assert status.status == 401
 
 
+async def test_notifications_serve_redacted_events_redacted(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """A notification of an event redacted since carries what every other read path
+    does: the pruned content and the redaction, not the original text."""
+    alice, bob, room_id = await pair(homeserver_client)
+    kept = await alice.say(room_id, "kept")
+    secret = await alice.say(room_id, "regretted secret")
+    redaction = await alice.redact(room_id, secret)
+    status, body = await bob.get("/v3/notifications")
+    assert status == 200, body
+    by_id = {n["event"]["event_id"]: n["event"] for n in body["notifications"]}
+    assert by_id[kept]["content"]["body"] == "kept"
+    assert by_id[secret]["content"] == {}
+    assert by_id[secret]["unsigned"]["redacted_because"]["event_id"] == redaction
+    _, event = await bob.get(f"/v3/rooms/{room_id}/event/{secret}")
+    assert event["content"] == by_id[secret]["content"]
+
+
 async def test_event_over_federation_counts(homeserver_client: Callable[..., Any]) -> None:
     a, b = await peer(homeserver_client), await peer(homeserver_client)
     alice = await RoomUser.make(a, "alice")

@@ -35,7 +35,7 @@ from homeserver.services.core.errors import ServiceError
 from homeserver.services.push.defaults import localpart_of
 from homeserver.services.push.evaluator import Member, Outcome, RoomFacts
 from homeserver.services.rooms.writer import RoomWriter, load_events
-from homeserver.services.timeline.format import client_event
+from homeserver.services.timeline.format import format_events
 from homeserver.storage.core.pool import Connection, DatabaseError
 from homeserver.storage.push import notifications as store
 from homeserver.storage.rooms import state
@@ -314,7 +314,10 @@ class NotificationService:
         only_highlight = only is not None and "highlight" in only
         async with self.hs.db.pool.connection() as conn:
             rows = await store.notifications(conn, user_id, before, limit, only_highlight)
-            events = await load_events(conn, self.hs.event_cache, [r.event_id for r in rows])
+            # Formatted as every read path does, so an event redacted since is served
+            # redacted.
+            formatted = await format_events(conn, self.hs.event_cache, [r.event_id for r in rows])
+        events = {event["event_id"]: event for event in formatted}
         notifications = []
         for row in rows:
             event = events.get(row.event_id)
@@ -323,7 +326,7 @@ class NotificationService:
             notifications.append(
                 {
                     "actions": row.actions,
-                    "event": client_event(event),
+                    "event": event,
                     "read": row.read,
                     "room_id": row.room_id,
                     "ts": row.ts,
