@@ -82,6 +82,41 @@ async def test_history_visibility_and_leaving(client: Client) -> None:
     assert bodies(result) == ["apple while bob is here"]
 
 
+async def test_count_covers_only_what_the_searcher_may_see(client: Client) -> None:
+    """`count` counts the results the searcher may see, not every match in the room:
+    history before they joined, while they were away and after a ban stays hidden."""
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    room = await alice.create_room(preset="public_chat")
+    await alice.state(room, "m.room.history_visibility", {"history_visibility": "joined"})
+    for i in range(3):
+        await alice.say(room, f"pear before bob {i}")
+    await bob.join(room)
+    await alice.say(room, "pear while bob is here")
+    await bob.leave(room)
+    for i in range(2):
+        await alice.say(room, f"pear while bob is away {i}")
+    await bob.join(room)
+    await alice.say(room, "pear after bob is back")
+    banned = await alice.create_room(preset="public_chat")
+    await bob.join(banned)
+    await alice.say(banned, "pear before the ban")
+    await alice.ok("POST", f"/rooms/{banned}/ban", {"user_id": bob.user_id})
+    await alice.say(banned, "pear after the ban")
+
+    visible = ["pear after bob is back", "pear before the ban", "pear while bob is here"]
+    for order in ("recent", "rank"):
+        result = await search(bob, {"search_term": "pear", "order_by": order})
+        assert sorted(bodies(result)) == visible, order
+        assert result["count"] == 3, order
+        result = await search(
+            bob, {"search_term": "pear", "order_by": order, "filter": {"limit": 1}}
+        )
+        assert result["count"] == 3, order
+    result = await search(alice, {"search_term": "pear"})
+    assert result["count"] == 9
+
+
 async def test_filters_order_and_pagination(client: Client) -> None:
     alice = await RoomUser.make(client, "alice")
     bob = await RoomUser.make(client, "bob")

@@ -45,6 +45,8 @@ MAX_LIMIT = 50
 DEFAULT_CONTEXT = 5
 MAX_CONTEXT = 20
 MAX_WORDS = 16
+# Matches judged by history visibility for `count`, the newest first.
+COUNT_LIMIT = 1000
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -252,7 +254,7 @@ class SearchService:
                 not_senders=criteria.not_senders,
                 contains_url=criteria.contains_url,
             )
-            page = await self._page(conn, query, criteria, batch)
+            page = await self._page(conn, user_id, query, criteria, batch)
             rows = await event_store.get_events(conn, [h.event_id for h in page.hits])
             ordered = [rows[h.event_id] for h in page.hits if h.event_id in rows]
             visible = await filter_visible(conn, cache, user_id, ordered)
@@ -288,17 +290,31 @@ class SearchService:
             out["groups"] = self._groups(criteria, batch, page, results, next_token)
         return out
 
-    @staticmethod
     async def _page(
-        conn: Connection, query: SearchQuery, criteria: RoomEventsCriteria, batch: _Batch
+        self,
+        conn: Connection,
+        user_id: str,
+        query: SearchQuery,
+        criteria: RoomEventsCriteria,
+        batch: _Batch,
     ) -> _Page:
         limit = criteria.limit
         if criteria.order_by == "rank":
             hits = await search_store.search_by_rank(conn, query, limit + 1, batch.offset)
         else:
             hits = await search_store.search_by_recent(conn, query, limit + 1, batch.before)
-        count = await search_store.count_matches(conn, query)
+        count = await self._count_visible(conn, user_id, query)
         return _Page(hits=hits[:limit], count=count, more=len(hits) > limit)
+
+    async def _count_visible(self, conn: Connection, user_id: str, query: SearchQuery) -> int:
+        """How many matches the user may see: counting every match would tell them how
+        much was said where history is hidden from them (before they joined, while they
+        were away). Past COUNT_LIMIT matches the count is a lower bound, which the spec's
+        "approximate count" allows."""
+        ids = await search_store.matching_ids(conn, query, COUNT_LIMIT)
+        rows = await event_store.get_events(conn, ids)
+        visible = await filter_visible(conn, self.events.cache, user_id, list(rows.values()))
+        return len(visible.rows)
 
     @staticmethod
     def _next(batch: _Batch, page: _Page) -> _Batch:

@@ -85,10 +85,13 @@ async def search_by_recent(
     return [SearchHit(r[0], r[1], int(r[2]), float(r[3])) for r in await cur.fetchall()]
 
 
-async def count_matches(conn: AsyncConnection, query: SearchQuery) -> int:
-    cur = await conn.execute("SELECT count(*)" + _MATCHING, query.params())
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+async def matching_ids(conn: AsyncConnection, query: SearchQuery, limit: int) -> list[str]:
+    """Ids of up to `limit` matches, newest first."""
+    cur = await conn.execute(
+        "SELECT e.event_id" + _MATCHING + " ORDER BY e.stream_ordering DESC LIMIT %(limit)s",
+        {**query.params(), "limit": limit},
+    )
+    return [row[0] for row in await cur.fetchall()]
 
 
 async def events_around(
