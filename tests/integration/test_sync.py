@@ -228,6 +228,31 @@ async def test_lazy_loaded_members(client: Client) -> None:
     assert everyone == {u.user_id for u in users}
 
 
+async def test_lazy_members_of_a_named_room_are_the_senders(client: Client) -> None:
+    """In a room with a name, an initial lazy-loading sync sends the member events of
+    the timeline's senders and of the user, not the heroes' (which only name rooms
+    without a name): in a small room that would be every member."""
+    users = [await new_user(client, name) for name in ("alice", "bob", "carol", "dave")]
+    alice, bob, _, dave = users
+    for name in (None, "Named"):
+        room_id = await alice.create_room(preset="public_chat", **({"name": name} if name else {}))
+        for user in users[1:]:
+            await user.join(room_id)
+        for i in range(4):
+            await alice.send(room_id, f"filler {i}")
+        await bob.send(room_id, "from bob")
+        lazy = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 3}}}
+        room = (await dave.sync(filter=lazy))["rooms"]["join"][room_id]
+        senders = {e["sender"] for e in room["timeline"]["events"]}
+        assert senders == {alice.user_id, bob.user_id}
+        heroes = set(room["summary"]["m.heroes"])
+        if name is None:
+            # Without a name the client names the room after its heroes.
+            assert state_keys(room) == senders | heroes | {dave.user_id}
+        else:
+            assert state_keys(room) == senders | {dave.user_id}
+
+
 async def test_leaving_moves_room_to_leave(client: Client) -> None:
     alice = await new_user(client, "alice")
     bob = await new_user(client, "bob")

@@ -24,11 +24,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from federation.events import MEMBER, Event
-from homeserver.services.rooms.writer import EventCache, state_entries
+from homeserver.services.rooms.writer import EventCache, load_events, state_entries
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.rooms.state import StateKey, StateMap
 from homeserver.storage.sync import sync as sync_store
+
+NAME = "m.room.name"
+# The state that names a room; a room without either is named after its heroes.
+NAMING: tuple[StateKey, ...] = ((NAME, ""), ("m.room.canonical_alias", ""))
 
 
 @dataclass(slots=True)
@@ -186,33 +190,39 @@ class RoomStates:
         self, rooms: Sequence[TimelineRoom], groups: Mapping[tuple[str, int], int]
     ) -> None:
         """Keep only the member events the client needs: the timeline's senders, the
-        heroes, the user's own on a fresh start, and every membership change since the
-        token; and of those, only what this device does not have already."""
+        heroes of a room without a name (the client names it after them), the user's
+        own on a fresh start, and every membership change since the token; and of
+        those, only what this device does not have already."""
         lookups: dict[int, set[StateKey]] = {}
-        wanted: dict[str, set[str]] = {}
         for room in rooms:
             users = {event.sender for event, _ in room.timeline}
             if room.summary is not None:
                 users.update(room.summary.heroes)
-            if room.plan.full:
-                users.add(self.user_id)
-            wanted[room.plan.room_id] = users
             group = groups.get((room.plan.room_id, self.anchor(room)))
             if group is not None and room.at_anchor is None:
-                lookups.setdefault(group, set()).update((MEMBER, u) for u in users)
+                keys = {(MEMBER, u) for u in users} | set(NAMING)
+                lookups.setdefault(group, set()).update(keys)
         keys = set().union(*lookups.values()) if lookups else set()
         found = await state_entries(self.conn, self.cache, lookups.keys(), keys)
+        sources: dict[str, StateMap] = {}
+        for room in rooms:
+            source = room.at_anchor
+            if source is None:
+                group = groups.get((room.plan.room_id, self.anchor(room)))
+                source = found.get(group, {}) if group is not None else {}
+            sources[room.plan.room_id] = source
+        named = await self._named(rooms, sources)
         for room in rooms:
             room_id = room.plan.room_id
-            users = wanted[room_id]
+            users = {event.sender for event, _ in room.timeline}
+            if room.summary is not None and room_id not in named:
+                users.update(room.summary.heroes)
             if room.plan.full:
+                users.add(self.user_id)
                 self.lazy.reset(self.user_id, self.device_id, room_id)
             # Membership changes since the token are sent whatever the device has.
             changed = set() if room.plan.full else {sk for t, sk in room.state if t == MEMBER}
-            source = room.at_anchor
-            if source is None:
-                group = groups.get((room_id, self.anchor(room)))
-                source = found.get(group, {}) if group is not None else {}
+            source = sources[room_id]
             candidates = {k: v for k, v in room.state.items() if k[0] != MEMBER or k[1] in changed}
             for key, event_id in source.items():
                 if key[0] == MEMBER and key[1] in users:
@@ -234,3 +244,28 @@ class RoomStates:
                     if event.type == MEMBER and event.state_key is not None:
                         members[event.state_key] = event.event_id
             self.lazy.remember(self.user_id, self.device_id, room_id, members)
+
+    async def _named(
+        self, rooms: Sequence[TimelineRoom], sources: Mapping[str, StateMap]
+    ) -> set[str]:
+        """The rooms with a name or canonical alias at the timeline's end."""
+        ids = {source[k] for source in sources.values() for k in NAMING if k in source}
+        events = await load_events(self.conn, self.cache, ids)
+        out = set()
+        for room in rooms:
+            source = sources[room.plan.room_id]
+            naming = {key: events.get(source[key]) for key in NAMING if key in source}
+            for event, _ in room.timeline:
+                if event.state_key is not None and (event.type, event.state_key) in NAMING:
+                    naming[(event.type, event.state_key)] = event
+            if any(_names(event) for event in naming.values()):
+                out.add(room.plan.room_id)
+        return out
+
+
+def _names(event: Event | None) -> bool:
+    """Whether a name or canonical alias event gives the room a name."""
+    if event is None:
+        return False
+    value = event.content.get("name" if event.type == NAME else "alias")
+    return isinstance(value, str) and bool(value)
