@@ -163,6 +163,30 @@ async def test_filters_and_lazy_members(client: TestClient[Any, Any]) -> None:
     assert all(m["type"] == "m.room.member" for m in body["state"])
 
 
+async def test_lazy_members_cover_every_sender_of_the_page(
+    client: TestClient[Any, Any],
+) -> None:
+    """A lazy-loading page carries the member event of each of its senders, the
+    requester's own included, even when the page reaches back before they joined."""
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    room_id = await alice.create_room(preset="public_chat")
+    await alice.say(room_id, "before bob")
+    await bob.join(room_id)
+    await bob.say(room_id, "from bob")
+    await alice.say(room_id, "after bob")
+    lazy = json.dumps({"lazy_load_members": True})
+    for direction in ("b", "f"):
+        status, body = await bob.get(
+            f"/v3/rooms/{room_id}/messages", dir=direction, limit=50, filter=lazy
+        )
+        assert status == 200, body
+        assert {e["sender"] for e in body["chunk"]} == {alice.user_id, bob.user_id}
+        members = {m["state_key"]: m["content"] for m in body["state"]}
+        assert set(members) == {alice.user_id, bob.user_id}, direction
+        assert members[bob.user_id]["membership"] == "join"
+
+
 async def test_context_event_and_timestamp(client: TestClient[Any, Any]) -> None:
     alice = await RoomUser.make(client, "alice")
     room_id = await alice.create_room()

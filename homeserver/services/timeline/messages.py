@@ -18,16 +18,18 @@ being one for a while, and pages then read past it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import orjson
 
+from federation.events import MEMBER
 from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter, only_fields, parse_filter
 from homeserver.services.core.errors import ServiceError, bad_json, not_found
 from homeserver.services.remote.backfill import Backfiller
-from homeserver.services.rooms.writer import EventCache
+from homeserver.services.rooms.writer import EventCache, state_entries
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import (
     START,
@@ -175,13 +177,26 @@ async def read_page(
 
 
 async def _lazy_members(
-    conn: Connection, cache: EventCache, group: int | None, senders: set[str]
+    conn: Connection, cache: EventCache, rows: Sequence[EventRow]
 ) -> list[JsonDict]:
-    """The member events of `senders` in a state group, for lazy-loading clients."""
-    if group is None or not senders:
-        return []
-    ids = await state.get_state(conn, group, [("m.room.member", s) for s in sorted(senders)])
-    return await format_events(conn, cache, sorted(ids.values()))
+    """The member event of each sender of a page, for lazy-loading clients: as of the
+    sender's latest event on it, so that one page reaching back before someone joined
+    (or after they left) still explains every event."""
+    latest: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        sender = event_of(cache, row).sender
+        if row.state_group is None or row.stream_ordering is None:
+            continue
+        if sender not in latest or latest[sender][0] < row.stream_ordering:
+            latest[sender] = (row.stream_ordering, row.state_group)
+    keys = [(MEMBER, sender) for sender in sorted(latest)]
+    found = await state_entries(conn, cache, {group for _, group in latest.values()}, keys)
+    ids = {
+        event_id
+        for sender, (_, group) in latest.items()
+        if (event_id := found.get(group, {}).get((MEMBER, sender))) is not None
+    }
+    return await format_events(conn, cache, sorted(ids))
 
 
 async def _range(
@@ -231,8 +246,7 @@ async def _messages_answer(
     )
     members: list[JsonDict] = []
     if event_filter is not None and event_filter.lazy_load_members and page.rows:
-        senders = {event_of(cache, row).sender for row in page.rows}
-        members = await _lazy_members(conn, cache, page.rows[-1].state_group, senders)
+        members = await _lazy_members(conn, cache, page.rows)
     response: JsonDict = {
         "chunk": _keep_fields(chunk, event_filter),
         "start": from_token if from_token is not None else token_for(start),
