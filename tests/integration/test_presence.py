@@ -192,3 +192,36 @@ async def test_presence_disabled(homeserver_client: Callable[..., Any]) -> None:
     assert (status, body) == (200, {"presence": "offline"})
     await hs.presence.user_synced(alice.user_id, None)
     assert await events_for(hs, alice.user_id) == {}
+
+
+async def test_sync_sends_presence_of_users_newly_sharing_a_room(
+    client: TestClient[Any, Any],
+) -> None:
+    """Presence set before two users shared a room reaches the other's next sync once
+    they do: when one joins a room of the other's, either way round."""
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    carol = await RoomUser.make(client, "carol")
+    for user, state in ((alice, "online"), (carol, "unavailable")):
+        await call(
+            client, "PUT", status_path(user.user_id), {"presence": state}, headers=user.headers
+        )
+    room_id = await alice.create_room(preset="public_chat")
+
+    def presence_of(body: dict[str, Any]) -> dict[str, str]:
+        events = body.get("presence", {}).get("events", [])
+        return {e["sender"]: e["content"]["presence"] for e in events}
+
+    status, body = await bob.get("/v3/sync")
+    assert status == 200, body
+    assert alice.user_id not in presence_of(body)
+    # bob joins alice's room: alice's presence comes with it.
+    await bob.join(room_id)
+    status, body = await bob.get("/v3/sync", since=body["next_batch"], timeout="0")
+    assert room_id in body["rooms"]["join"]
+    assert presence_of(body).get(alice.user_id) == "online"
+    # carol joins a room bob is in: her presence comes with her.
+    await carol.join(room_id)
+    status, body = await bob.get("/v3/sync", since=body["next_batch"], timeout="0")
+    assert presence_of(body).get(carol.user_id) == "unavailable"
+    assert alice.user_id not in presence_of(body)  # nothing new about alice

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from homeserver.services.accounts.auth import Requester
@@ -253,6 +253,20 @@ class PresenceService:
         rows = await presence.visible_changes(
             conn, user_id, from_pos, to_pos, include_offline=from_pos > 0
         )
+        return [
+            {"type": "m.presence", "sender": row.user_id, "content": self.content(row, now)}
+            for row in rows
+        ]
+
+    async def current_presence(
+        self, conn: Connection, user_ids: Sequence[str], up_to: int
+    ) -> list[dict[str, Any]]:
+        """m.presence events of these users as of position `up_to`, for a viewer who has
+        just come to share a room with them: earlier changes never reached them."""
+        if not self.enabled or not user_ids:
+            return []
+        now = self.clock()
+        rows = await presence.current_of(conn, user_ids, up_to)
         return [
             {"type": "m.presence", "sender": row.user_id, "content": self.content(row, now)}
             for row in rows

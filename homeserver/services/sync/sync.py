@@ -235,7 +235,7 @@ class SyncService:
                 body["rooms"] = sections
             if global_data or since is None:
                 body["account_data"] = {"events": global_data}
-            presence = await self._presence(conn, user_id, sync_filter, since, now)
+            presence = await self._presence(conn, user_id, sync_filter, since, now, plans, joined)
             if presence:
                 body["presence"] = {"events": presence}
             if since is not None and now.device_lists > since.device_lists:
@@ -297,11 +297,23 @@ class SyncService:
         sync_filter: Filter,
         since: SyncToken | None,
         now: SyncToken,
+        plans: list[RoomPlan],
+        joined: frozenset[str],
     ) -> list[JsonDict]:
+        """Presence changed since the token; and the presence of users the user has
+        just come to share a room with (a room they joined, or someone joining one of
+        theirs), whose earlier changes they were not told of."""
         start = 0 if since is None else since.presence
-        if now.presence <= start:
-            return []
-        events = await self.hs.presence.presence_events(conn, user_id, start, now.presence)
+        events: list[JsonDict] = []
+        if now.presence > start:
+            events = await self.hs.presence.presence_events(conn, user_id, start, now.presence)
+        if since is not None and now.events > since.events and self.hs.presence.enabled:
+            fresh = [p.room_id for p in plans if p.section == "join" and p.full]
+            newcomers = await sync_store.newly_joined_members(
+                conn, fresh, sorted(joined), since.events, now.events
+            )
+            newcomers -= {user_id} | {e["sender"] for e in events}
+            events += await self.hs.presence.current_presence(conn, sorted(newcomers), now.presence)
         return [e for e in events if sync_filter.presence.matches(e)]
 
     async def _to_device(

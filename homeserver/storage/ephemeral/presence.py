@@ -4,6 +4,7 @@ touched in place and read as "ago" values at read time."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from psycopg import AsyncConnection
@@ -95,6 +96,19 @@ async def visible_changes(
         " AND theirs.user_id = p.user_id AND theirs.membership = 'join'))"
         " ORDER BY p.stream_id",
         (after, up_to, include_offline, viewer, viewer),
+    )
+    return [PresenceRow(*row) for row in await cur.fetchall()]
+
+
+async def current_of(
+    conn: AsyncConnection, user_ids: Sequence[str], up_to: int
+) -> list[PresenceRow]:
+    """The presence, other than offline, of these users as of position `up_to` (those
+    whose presence changed since are left out: that change is still to be read)."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM presence WHERE user_id = ANY(%s) AND stream_id <= %s"
+        " AND state <> 'offline' ORDER BY stream_id",
+        (list(user_ids), up_to),
     )
     return [PresenceRow(*row) for row in await cur.fetchall()]
 

@@ -58,6 +58,24 @@ async def changed_rooms(
     ]
 
 
+async def newly_joined_members(
+    conn: AsyncConnection, fresh_rooms: Sequence[str], rooms: Sequence[str], since: int, upto: int
+) -> set[str]:
+    """Everyone joined to `fresh_rooms` (rooms the user has just joined), and whoever
+    joined one of `rooms` by a membership event in (since, upto] and is still in."""
+    cur = await conn.execute(
+        "SELECT m.user_id FROM room_memberships m"
+        " WHERE m.room_id = ANY(%(fresh)b::text[]) AND m.membership = 'join'"
+        " UNION SELECT m.user_id FROM events e JOIN room_memberships m"
+        " ON m.room_id = e.room_id AND m.user_id = e.state_key AND m.event_id = e.event_id"
+        " WHERE e.stream_ordering > %(since)s AND e.stream_ordering <= %(upto)s"
+        f" AND {_IN_TIMELINE} AND e.type = 'm.room.member'"
+        " AND e.room_id = ANY(%(rooms)b::text[]) AND m.membership = 'join'",
+        {"fresh": list(fresh_rooms), "rooms": list(rooms), "since": since, "upto": upto},
+    )
+    return {user_id for (user_id,) in await cur.fetchall()}
+
+
 @dataclass(frozen=True, slots=True)
 class MembershipAt:
     membership: str
