@@ -253,6 +253,34 @@ async def test_lazy_members_of_a_named_room_are_the_senders(client: Client) -> N
             assert state_keys(room) == senders | {dave.user_id}
 
 
+async def test_newly_joined_room_is_limited(client: Client) -> None:
+    """A room joined since the token is `limited` in the incremental sync: the room's
+    history goes back past the timeline, which the client has never seen (even when
+    the filter leaves fewer events than the limit)."""
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    room_id = await alice.create_room(preset="public_chat")
+    for i in range(4):
+        await alice.send(room_id, f"before the token {i}")
+    only_messages = {
+        "room": {"timeline": {"limit": 10, "types": ["m.room.message"]}, "state": {"types": []}}
+    }
+    token = (await bob.sync(filter=only_messages))["next_batch"]
+    for i in range(4):
+        await alice.send(room_id, f"after the token {i}")
+    await bob.join(room_id)
+    room = (await bob.sync(since=token, filter=only_messages))["rooms"]["join"][room_id]
+    assert len(bodies(room)) == 8
+    assert room["timeline"]["limited"] is True
+    # Later syncs of the room are limited only by their own gap.
+    await alice.send(room_id, "one more")
+    later = await bob.sync(since=token, filter=only_messages)
+    token = later["next_batch"]
+    await alice.send(room_id, "and another")
+    room = (await bob.sync(since=token, filter=only_messages))["rooms"]["join"][room_id]
+    assert bodies(room) == ["and another"] and room["timeline"]["limited"] is False
+
+
 async def test_leaving_moves_room_to_leave(client: Client) -> None:
     alice = await new_user(client, "alice")
     bob = await new_user(client, "bob")

@@ -130,7 +130,7 @@ class RoomsBuilder:
         )
         for room in rooms:
             rows = found.get(room.plan.room_id, [])
-            room.limited = len(rows) > limit
+            room.limited = len(rows) > limit or room.plan.newly_joined
             events = [(self._event(row), row) for row in reversed(rows[:limit])]
             if trivial:
                 room.timeline = events

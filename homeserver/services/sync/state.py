@@ -46,6 +46,9 @@ class RoomPlan:
     lower: int  # the timeline covers stream positions in (lower, upper]
     upper: int
     full: bool  # state from nothing, not a delta since `lower`
+    # Joined since the token: the client has none of the room's history, which goes
+    # back past the timeline, so the timeline is `limited` whatever its length.
+    newly_joined: bool = False
 
 
 @dataclass(slots=True)

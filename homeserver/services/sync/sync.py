@@ -450,10 +450,9 @@ class SyncService:
             if membership == "join":
                 joins.add(c.room_id)
                 fresh = was != "join"
+                lower = 0 if fresh else since
                 plans.append(
-                    RoomPlan(
-                        c.room_id, "join", event_id, stream, 0 if fresh else since, upto, fresh
-                    )
+                    RoomPlan(c.room_id, "join", event_id, stream, lower, upto, fresh, fresh)
                 )
                 continue
             parts.add(c.room_id)
