@@ -281,6 +281,33 @@ async def test_newly_joined_room_is_limited(client: Client) -> None:
     assert bodies(room) == ["and another"] and room["timeline"]["limited"] is False
 
 
+async def test_timeline_limit_zero(client: Client) -> None:
+    """`timeline.limit: 0` is a valid filter (clients use it to list rooms and their
+    state without any messages): empty timelines, limited when events were left out."""
+    alice = await new_user(client, "alice")
+    room_id = await alice.create_room(name="Quiet")
+    await alice.send(room_id, "hidden by the limit")
+    no_timeline = {"room": {"timeline": {"limit": 0}}}
+    stored = await alice.call("POST", f"/user/{alice.user_id}/filter", no_timeline)
+    for flt in (no_timeline, stored["filter_id"]):
+        body = await alice.sync(filter=flt)
+        room = body["rooms"]["join"][room_id]
+        assert room["timeline"]["events"] == []
+        assert room["timeline"]["limited"] is True
+        assert {"m.room.create", "m.room.name", "m.room.member"} <= {
+            e["type"] for e in room["state"]["events"]
+        }
+    # The prev_batch of an empty timeline pages back from the end of the room.
+    page = await alice.call(
+        "GET", f"/rooms/{room_id}/messages?dir=b&limit=1&from={room['timeline']['prev_batch']}"
+    )
+    assert [e["content"].get("body") for e in page["chunk"]] == ["hidden by the limit"]
+    await alice.send(room_id, "later")
+    later = await alice.sync(since=body["next_batch"], filter=no_timeline)
+    room = later["rooms"]["join"][room_id]
+    assert room["timeline"]["events"] == [] and room["timeline"]["limited"] is True
+
+
 async def test_leaving_moves_room_to_leave(client: Client) -> None:
     alice = await new_user(client, "alice")
     bob = await new_user(client, "bob")

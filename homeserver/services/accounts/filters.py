@@ -234,8 +234,10 @@ def _id_set(parent: Mapping[str, Any], key: str, path: str, prefix: str) -> froz
 
 def _event_filter_fields(value: Mapping[str, Any], path: str) -> dict[str, Any]:
     limit = value.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise bad_json(f"{path}limit must be an integer greater than 0")
+    # 0 is valid, as clients built against Synapse rely on: a timeline of no events,
+    # for a room list with state only.
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise bad_json(f"{path}limit must be a non-negative integer")
     types = _strings(value, "types", path)
     return {
         "limit": limit,

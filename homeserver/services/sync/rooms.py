@@ -69,7 +69,9 @@ class Rendered:
 
 
 def timeline_limit(room_filter: RoomEventFilter) -> int:
-    return min(room_filter.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
+    if room_filter.limit is None:
+        return DEFAULT_TIMELINE_LIMIT
+    return min(room_filter.limit, MAX_TIMELINE_LIMIT)
 
 
 def stripped(event: Event) -> JsonDict:
