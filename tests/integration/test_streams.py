@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
+from homeserver.api.context import HOMESERVER
 from homeserver.storage.core import streams
+from tests.integration.conftest import RoomUser
 
 
 async def test_safe_position_waits_for_slow_writer(database_factory: Callable[[], str]) -> None:
@@ -59,3 +62,32 @@ async def test_positions_of_a_dead_connection_do_not_block(
         assert (await streams.safe_positions(reader))["receipts"] == position
     finally:
         await reader.close()
+
+
+async def test_a_writers_next_sync_includes_its_write(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """Read-your-writes: while another writer still holds an earlier events position,
+    a room created just before a sync is in that sync (the sync waits for the
+    position of the write, not only for what every writer has committed)."""
+    client = await homeserver_client(**{"rate_limits.enabled": False})
+    alice = await RoomUser.make(client, "alice")
+    status, body = await alice.get("/v3/sync")
+    assert status == 200, body
+    hs = client.app[HOMESERVER]
+    slow = await psycopg.AsyncConnection.connect(hs.db.conninfo, autocommit=True)
+    try:
+        [held] = await streams.allocate(slow, "events")  # a concurrent, slower writer
+        room_id = await alice.create_room()
+
+        async def slow_writer_finishes() -> None:
+            await asyncio.sleep(0.3)
+            await streams.abandon(slow, "events", [held])
+
+        finishing = asyncio.create_task(slow_writer_finishes())
+        status, body = await alice.get("/v3/sync", since=body["next_batch"], timeout="0")
+        await finishing
+    finally:
+        await slow.close()
+    assert status == 200, body
+    assert room_id in body.get("rooms", {}).get("join", {})

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "homeserver_notify"
 # Raised by a trigger on access_tokens (schema/versions/0002_accounts.py).
 TOKENS_CHANNEL = "homeserver_tokens"
+# How often `settle` looks at the safe positions again.
+SETTLE_POLL_S = 0.02
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -207,6 +209,34 @@ class Notifier:
             return False
         finally:
             self._discard(waiter)
+
+    async def settle(self, user_id: str, rooms: Iterable[str], seconds: float) -> None:
+        """Wait (at most `seconds`) until the writes announced for this user or these
+        rooms are readable.
+
+        A write is announced once committed, but readers stop below any position still
+        in flight, so while another writer holds an earlier position a sync would not
+        reach it. A client that wrote and then syncs must find its write there
+        (read-your-writes): waiting for the write's own position gives it that. The
+        safe positions are polled, as a writer that gives up announces nothing.
+        """
+        room_set = frozenset(rooms)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._unreadable(user_id, room_set):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(SETTLE_POLL_S, remaining))
+            await self._refresh()
+
+    def _unreadable(self, user_id: str, rooms: frozenset[str]) -> bool:
+        """Whether an announced write for this user or these rooms is not yet readable."""
+        return any(
+            p.position > self.positions.get(p.stream, 0)
+            and (p.everyone or user_id in p.users or not rooms.isdisjoint(p.rooms))
+            for p in self._pending
+        )
 
     def _discard(self, waiter: Waiter) -> None:
         users = self._by_user.get(waiter.user_id)

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from homeserver.services.homeserver import Homeserver
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+# How long a sync waits for writes already announced for the user to become readable
+# (read-your-writes); a writer stuck longer than this is not waited for.
+MAX_SETTLE_S = 2.0
 PRESENCE_STATES = ("online", "offline", "unavailable")
 _ALL_MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
 
@@ -159,6 +162,10 @@ class SyncService:
             raise invalid_param(f"set_presence must be one of {', '.join(PRESENCE_STATES)}")
         sync_filter = await self._filter(requester, request.filter)
         await self.hs.presence.user_synced(requester.user_id, request.set_presence)
+        known = self._joined.get(requester.user_id)
+        await self.hs.notifier.settle(
+            requester.user_id, known[1] if known is not None else (), MAX_SETTLE_S
+        )
         now = self.current_token()
         since = None if request.since is None else await self._check_since(request.since, now)
         loop = asyncio.get_running_loop()
