@@ -333,6 +333,30 @@ async def test_leaving_moves_room_to_leave(client: Client) -> None:
     assert bodies(with_leave["rooms"]["leave"][room_id]) == ["before you go"]
 
 
+async def test_leave_of_a_forgotten_room_reaches_the_next_sync(client: Client) -> None:
+    """Forgetting a room just after leaving it does not swallow the leave: a sync from
+    before it (another device, say) still sees the room in `leave`, once."""
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    room_id = await alice.create_room(preset="public_chat")
+    await bob.join(room_id)
+    token = (await bob.sync())["next_batch"]
+    await alice.send(room_id, "before you go")
+    await bob.call("POST", f"/rooms/{room_id}/leave", {})
+    await bob.call("POST", f"/rooms/{room_id}/forget", {})
+    await alice.send(room_id, "after you forgot")
+    result = await bob.sync(since=token)
+    left = result["rooms"]["leave"][room_id]
+    assert left["timeline"]["events"][-1]["content"]["membership"] == "leave"
+    assert bodies(left) == ["before you go"]
+    assert room_id not in result["rooms"].get("join", {})
+    later = await bob.sync(since=result["next_batch"], timeout=0)
+    assert room_id not in later.get("rooms", {}).get("leave", {})
+    # A forgotten room is in no initial sync, even when left rooms are asked for.
+    initial = await bob.sync(filter={"room": {"include_leave": True}})
+    assert room_id not in initial["rooms"].get("leave", {})
+
+
 async def test_invite_has_stripped_state(client: Client) -> None:
     alice = await new_user(client, "alice")
     bob = await new_user(client, "bob")

@@ -40,14 +40,15 @@ async def changed_rooms(
 
     Walks the events of the range by stream position and looks each room's
     membership up by key: the cost follows what happened, not how many rooms the
-    user is in.
+    user is in. A room forgotten since is included: a leave within the range must
+    still reach the client (another device may not have seen it).
     """
     cur = await conn.execute(
         "SELECT e.room_id, max(e.stream_ordering),"
         " bool_or(e.type = 'm.room.member' AND e.state_key = %(user)s),"
         " m.membership, m.event_id, m.stream_ordering"
         " FROM events e JOIN room_memberships m"
-        " ON m.room_id = e.room_id AND m.user_id = %(user)s AND NOT m.forgotten"
+        " ON m.room_id = e.room_id AND m.user_id = %(user)s"
         f" WHERE e.stream_ordering > %(since)s AND e.stream_ordering <= %(upto)s AND {_IN_TIMELINE}"
         " GROUP BY e.room_id, m.membership, m.event_id, m.stream_ordering",
         {"user": user_id, "since": since, "upto": upto},
