@@ -384,6 +384,28 @@ async def test_invite_has_stripped_state(client: Client) -> None:
     }
 
 
+async def test_invites_from_ignored_users_are_hidden(client: Client) -> None:
+    """An invitation from a user in m.ignored_user_list reaches no sync, initial or
+    incremental; others' invitations still do."""
+    bob = await new_user(client, "bob")
+    mallory = await new_user(client, "mallory")
+    carol = await new_user(client, "carol")
+    await bob.call(
+        "PUT",
+        f"/user/{bob.user_id}/account_data/m.ignored_user_list",
+        {"ignored_users": {mallory.user_id: {}}},
+    )
+    token = (await bob.sync())["next_batch"]
+    spam = await mallory.create_room(preset="private_chat")
+    await mallory.call("POST", f"/rooms/{spam}/invite", {"user_id": bob.user_id})
+    wanted = await carol.create_room(preset="private_chat")
+    await carol.call("POST", f"/rooms/{wanted}/invite", {"user_id": bob.user_id})
+    for body in (await bob.sync(since=token), await bob.sync()):
+        invites = body["rooms"].get("invite", {})
+        assert wanted in invites
+        assert spam not in invites
+
+
 async def test_history_visibility_joined_hides_earlier_events(client: Client) -> None:
     alice = await new_user(client, "alice")
     bob = await new_user(client, "bob")

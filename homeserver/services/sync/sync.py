@@ -28,6 +28,7 @@ from homeserver.services.accounts.filters import (
 )
 from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.services.push.rules import PUSH_RULES_TYPE
+from homeserver.services.rooms.writer import load_events
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan
 from homeserver.services.sync.tokens import DB_STREAMS, InvalidToken, SyncToken
@@ -44,6 +45,7 @@ MAX_TIMEOUT_MS = 5 * 60 * 1000
 # (read-your-writes); a writer stuck longer than this is not waited for.
 MAX_SETTLE_S = 2.0
 PRESENCE_STATES = ("online", "offline", "unavailable")
+IGNORED_USERS = "m.ignored_user_list"
 _ALL_MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
 
 
@@ -209,6 +211,7 @@ class SyncService:
             plans, joined = await self._plan_rooms(
                 conn, user_id, sync_filter, since, now, full_state
             )
+            plans = await self._without_ignored_invites(conn, user_id, plans)
             global_data, room_data = await self._account_data(
                 conn, user_id, sync_filter, since, now
             )
@@ -476,6 +479,28 @@ class SyncService:
             joined = (cached - parts) | joins
             self._joined.put(user_id, (upto, joined))
         return plans, joined
+
+    async def _without_ignored_invites(
+        self, conn: Connection, user_id: str, plans: list[RoomPlan]
+    ) -> list[RoomPlan]:
+        """Drop invitations sent by users the user ignores (m.ignored_user_list)."""
+        invites = [p.membership_event_id for p in plans if p.section == "invite"]
+        if not invites:
+            return plans
+        content = await account_data_store.get_account_data(
+            conn, user_id, account_data_store.GLOBAL, IGNORED_USERS
+        )
+        ignored = content.get("ignored_users") if content is not None else None
+        if not isinstance(ignored, dict) or not ignored:
+            return plans
+        events = await load_events(conn, self.hs.event_cache, invites)
+        return [
+            p
+            for p in plans
+            if p.section != "invite"
+            or (event := events.get(p.membership_event_id)) is None
+            or event.sender not in ignored
+        ]
 
     async def _add_unread_counts(
         self, conn: Connection, user_id: str, sync_filter: Filter, joined: JsonDict
