@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,15 @@ SETTINGS: tuple[Setting, ...] = (
         flag=False,
     ),
     Setting(
+        "federation.ca_file",
+        str,
+        None,
+        "PEM file of certificate authorities trusted for other servers' certificates, besides"
+        " the system's (the CA of a private federation)",
+        nullable=True,
+        flag=False,
+    ),
+    Setting(
         "federation.max_retry_interval_s",
         float,
         3600.0,
@@ -296,6 +306,7 @@ class Config:
     federation_max_retry_interval_s: float
     federation_ip_range_whitelist: tuple[str, ...]
     federation_trusted_key_servers: tuple[str, ...]
+    federation_ca_file: str | None = None
     user_directory_search_all_users: bool = False
     media_max_upload_size: int = 50 * 1024 * 1024
     media_remote_timeout_s: float = 60.0
@@ -450,6 +461,8 @@ def _validate(config: Config) -> None:
         path = getattr(config, name)
         if config.tls_port is not None and path and not Path(path).is_file():
             raise ConfigError(f"{name}: no such file {path}")
+    if config.federation_ca_file is not None:
+        _check_ca_file(config.federation_ca_file)
     if config.log_level.lower() not in _LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
     if config.default_room_version not in KNOWN_ROOM_VERSIONS:
@@ -508,6 +521,15 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"rate_limits.{action}.per_second must be a positive number")
         if burst < 1:
             raise ConfigError(f"rate_limits.{action}.burst must be at least 1")
+
+
+def _check_ca_file(path: str) -> None:
+    """Refuse at start a CA file that cannot be read, rather than fail every federation
+    request later."""
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"federation.ca_file: cannot load {path}: {exc}") from None
 
 
 def resolve_data_dir(flag: str | None, environ: Mapping[str, str]) -> Path:

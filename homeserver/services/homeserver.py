@@ -198,6 +198,7 @@ class Homeserver:
             self.signing_key,
             verify_tls=self.config.federation_verify_tls,
             use_tls=self.config.federation_use_tls,
+            ca_file=self.config.federation_ca_file,
             allowed_ranges=self.config.federation_ip_range_whitelist,
         )
         self.keyring = KeyRing(

@@ -61,3 +61,11 @@ def test_generated_config_loads_to_the_defaults(tmp_path: Path) -> None:
     config = load_config(tmp_path, read_config_file(path), {}, {})
     assert config.server_name == "example.org"
     assert config == load_config(tmp_path, {"server_name": "example.org"}, {}, {})
+
+
+def test_unusable_federation_ca_file_stops_the_start(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    for path in (not_pem, tmp_path / "missing.pem"):
+        with pytest.raises(ConfigError, match=r"federation\.ca_file: cannot load"):
+            load_config(tmp_path, {"federation.ca_file": str(path)}, {}, {})

@@ -136,6 +136,7 @@ class FederationClient:
         *,
         verify_tls: bool = True,
         use_tls: bool = True,
+        ca_file: str | None = None,
         well_known_lookup: WellKnownLookup | None = None,
         srv_lookup: SrvLookup | None = None,
         allowed_ranges: Sequence[str] = (),
@@ -144,7 +145,7 @@ class FederationClient:
         self._allowed = [ipaddress.ip_network(r, strict=False) for r in allowed_ranges]
         self.signing_key = signing_key
         self.scheme = "https" if use_tls else "http"
-        self._ssl: ssl.SSLContext | bool = ssl.create_default_context() if verify_tls else False
+        self._ssl: ssl.SSLContext | bool = _tls_context(ca_file) if verify_tls else False
         self.resolver = Resolver(
             well_known_lookup or self._fetch_well_known,
             srv_lookup or self._lookup_srv,
@@ -344,6 +345,14 @@ class FederationClient:
             SrvRecord(r.priority, r.weight, r.port, r.target.to_text(omit_final_dot=True))
             for r in answer
         ]
+
+
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The system's trusted CAs, plus those of `ca_file` (a private federation's CA)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context
 
 
 def quote_segment(value: str) -> str:
