@@ -217,7 +217,8 @@ async def _open_database(config: Config, conninfo: str) -> Database:
     return db
 
 
-def _ssl_context(config: Config) -> ssl.SSLContext:
+def server_tls_context(config: Config) -> ssl.SSLContext:
+    """The TLS listener's context; also used by tests that serve federation over TLS."""
     assert config.tls_cert and config.tls_key
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
@@ -242,7 +243,9 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         sites = [web.TCPSite(runner, config.bind, config.port)]
         if config.tls_port is not None:
             sites.append(
-                web.TCPSite(runner, config.bind, config.tls_port, ssl_context=_ssl_context(config))
+                web.TCPSite(
+                    runner, config.bind, config.tls_port, ssl_context=server_tls_context(config)
+                )
             )
         for site in sites:
             try:
