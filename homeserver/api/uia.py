@@ -31,7 +31,7 @@ async def reauthenticate(request: web.Request, body: dict[str, Any], requester: 
     hs = homeserver(request)
     challenge = uia.Challenge(
         flows=REAUTH_FLOWS,
-        request_key=uia.request_key(request.method, request.path, body),
+        request_key=uia.request_key(request.method, request.path),
         user_id=requester.user_id,
     )
     try:

@@ -77,6 +77,44 @@ async def test_change_password_keeping_devices(open_client: TestClient[Any, Any]
     assert resp.status == 200
 
 
+async def test_uia_session_acts_on_the_final_request_body(
+    open_client: TestClient[Any, Any],
+) -> None:
+    """A session binds the operation, not the body: the last stage may carry a
+    parameter the first request did not, and that request is the one acted on."""
+    alice = await register_user(open_client, "alice", "old")
+    other = await login_user(open_client, "alice", "old")
+    headers = auth_header(alice["access_token"])
+    url = f"{CLIENT_V3}/account/password"
+    resp = await open_client.post(url, json={"new_password": "first"}, headers=headers)
+    assert resp.status == 401
+    session = (await resp.json())["session"]
+    resp = await open_client.post(
+        url,
+        json={
+            "new_password": "new",
+            "logout_devices": False,
+            "auth": {**password_auth("old"), "session": session},
+        },
+        headers=headers,
+    )
+    assert (resp.status, await resp.json()) == (200, {})
+    resp = await open_client.get(
+        f"{CLIENT_V3}/account/whoami", headers=auth_header(other["access_token"])
+    )
+    assert resp.status == 200
+    await login_user(open_client, "alice", "new")
+    # The session was for this user and endpoint only: another endpoint refuses it.
+    resp = await open_client.post(url, json={"new_password": "x"}, headers=headers)
+    session = (await resp.json())["session"]
+    resp = await open_client.post(
+        f"{CLIENT_V3}/account/deactivate",
+        json={"auth": {**password_auth("new"), "session": session}},
+        headers=headers,
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (403, "M_FORBIDDEN")
+
+
 async def test_deactivate(open_client: TestClient[Any, Any]) -> None:
     alice = await register_user(open_client, "alice", "pw")
     headers = auth_header(alice["access_token"])

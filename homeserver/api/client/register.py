@@ -30,9 +30,7 @@ async def post_register(request: web.Request) -> web.Response:
             return json_response(await hs.appservice_auth.register_user_for(service, body))
         _check_not_exclusive(request, body.get("username"))
     await hs.ratelimiter.check("registration", request.remote or "-")
-    # Registration stages bind the endpoint only: clients commonly start the session
-    # with an empty body and send the account details with the last stage.
-    key = uia.request_key(request.method, request.path, None)
+    key = uia.request_key(request.method, request.path)
     try:
         response = await hs.registration.register(body, request.query.get("kind", "user"), key)
     except uia.AuthIncomplete as exc:

@@ -1,20 +1,18 @@
 """User-interactive authentication: the stages a client must complete before a
 sensitive request runs, tracked in server-side sessions.
 
-A session is bound to the request it was started for (method, path and, unless
-the endpoint says otherwise, a digest of the body without `auth`) and to the user
-making it, so completed stages cannot be replayed to authorise something else.
+A session is bound to the operation it was started for (method and path) and to
+the user making it, so completed stages cannot be replayed to authorise something
+else. It is not bound to the body: clients commonly add or change parameters
+between stages, and the request that completes the flow is the one acted on.
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from homeserver.services.accounts.accounts import storable
 from homeserver.services.accounts.login import LoginService, user_id_from_identifier
@@ -49,13 +47,9 @@ class Challenge:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def request_key(method: str, path: str, body: dict[str, Any] | None) -> str:
-    """What a session authorises; `body` None binds the endpoint but not the body."""
-    key = f"{method} {path}"
-    if body is not None:
-        rest = {k: v for k, v in body.items() if k != "auth"}
-        key += " " + hashlib.sha256(orjson.dumps(rest, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return key
+def request_key(method: str, path: str) -> str:
+    """What a session authorises: one endpoint (its path includes any ids in it)."""
+    return f"{method} {path}"
 
 
 def _incomplete(
