@@ -113,10 +113,13 @@ async def test_delete_device_with_reauth(open_client: TestClient[Any, Any]) -> N
         url, json={"auth": password_auth(None, "bobpw", "bob")}, headers=headers
     )
     assert (resp.status, (await resp.json())["errcode"]) == (401, "M_FORBIDDEN")
+    # Nor is it bob's to use: OTHER is not his device, so his request deletes nothing.
     resp = await open_client.delete(
         url, json={"auth": password_auth(session)}, headers=auth_header(bob["access_token"])
     )
-    assert resp.status == 403
+    assert (resp.status, await resp.json()) == (200, {})
+    resp = await open_client.get(url, headers=headers)
+    assert resp.status == 200
 
     resp = await open_client.delete(url, json={"auth": password_auth(session)}, headers=headers)
     assert (resp.status, await resp.json()) == (200, {})
@@ -148,6 +151,42 @@ async def test_delete_devices(open_client: TestClient[Any, Any]) -> None:
     assert resp.status == 200, await resp.text()
     resp = await open_client.get(f"{CLIENT_V3}/devices", headers=headers)
     assert [d["device_id"] for d in (await resp.json())["devices"]] == ["D3", "MAIN"]
+
+
+async def test_deleting_a_device_that_is_not_yours(open_client: TestClient[Any, Any]) -> None:
+    """Another user's device is, to the requester, one they do not have: the spec's 200
+    ("had been removed previously") at once, with no UIA round and nothing deleted."""
+    alice = await register_user(open_client, "alice", "pw", device_id="ALICEDEV")
+    bob = await register_user(open_client, "bob", "bobpw", device_id="BOBDEV")
+    bob_headers = auth_header(bob["access_token"])
+    for method, url, body in (
+        ("DELETE", f"{CLIENT_V3}/devices/ALICEDEV", None),
+        ("DELETE", f"{CLIENT_V3}/devices/UNKNOWN", None),
+        ("POST", f"{CLIENT_V3}/delete_devices", {"devices": ["ALICEDEV", "UNKNOWN"]}),
+    ):
+        resp = await open_client.request(method, url, json=body, headers=bob_headers)
+        assert (resp.status, await resp.json()) == (200, {}), url
+    resp = await open_client.get(
+        f"{CLIENT_V3}/account/whoami", headers=auth_header(alice["access_token"])
+    )
+    assert resp.status == 200
+    # A list holding one of bob's own devices still needs him to re-authenticate, and
+    # deletes only his.
+    url = f"{CLIENT_V3}/delete_devices"
+    body = {"devices": ["ALICEDEV", "BOBDEV"]}
+    resp = await open_client.post(url, json=body, headers=bob_headers)
+    assert resp.status == 401
+    session = (await resp.json())["session"]
+    resp = await open_client.post(
+        url, json={**body, "auth": password_auth(session, "bobpw", "bob")}, headers=bob_headers
+    )
+    assert (resp.status, await resp.json()) == (200, {})
+    resp = await open_client.get(f"{CLIENT_V3}/account/whoami", headers=bob_headers)
+    assert resp.status == 401
+    resp = await open_client.get(
+        f"{CLIENT_V3}/devices/ALICEDEV", headers=auth_header(alice["access_token"])
+    )
+    assert resp.status == 200
 
 
 def test_seen_throttle_writes_once_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ from homeserver.api.errors import bad_json, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
 from homeserver.api.uia import reauthenticate
+from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.devices import MAX_DISPLAY_NAME_LENGTH
 
 
@@ -50,12 +51,24 @@ async def _read_optional_body(request: web.Request) -> dict[str, Any]:
     return await read_json_object(request)
 
 
+async def _delete(
+    request: web.Request, requester: Requester, body: dict[str, Any], device_ids: list[str]
+) -> None:
+    """Delete those of `device_ids` that are the requester's, after re-authentication.
+    When none is (unknown, or another user's), there is nothing to authorise: the spec's
+    200 for a device that "had been removed previously", without a UIA round."""
+    hs = homeserver(request)
+    mine = await hs.devices.owned(requester.user_id, device_ids)
+    if not mine:
+        return
+    await reauthenticate(request, body, requester)
+    await hs.devices.delete_devices(requester.user_id, mine)
+
+
 async def delete_device(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await _read_optional_body(request)
-    await reauthenticate(request, body, requester)
-    device_id = request.match_info["device_id"]
-    await homeserver(request).devices.delete_devices(requester.user_id, [device_id])
+    await _delete(request, requester, body, [request.match_info["device_id"]])
     return json_response({})
 
 
@@ -65,8 +78,7 @@ async def post_delete_devices(request: web.Request) -> web.Response:
     ids = body.get("devices")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise bad_json("devices must be a list of device ids")
-    await reauthenticate(request, body, requester)
-    await homeserver(request).devices.delete_devices(requester.user_id, ids)
+    await _delete(request, requester, body, ids)
     return json_response({})
 
 

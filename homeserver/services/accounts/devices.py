@@ -90,6 +90,15 @@ class DeviceService:
             if not await devices.set_display_name(conn, user_id, device_id, display_name):
                 raise not_found("No such device")
 
+    async def owned(self, user_id: str, device_ids: list[str]) -> list[str]:
+        """Those of `device_ids` that are the user's own devices, in the given order.
+        Another user's device id is indistinguishable from an unknown one."""
+        for device_id in device_ids:
+            storable(device_id, "device_id")
+        async with self.db.pool.connection() as conn:
+            mine = set(await devices.all_device_ids(conn, user_id))
+        return [device_id for device_id in dict.fromkeys(device_ids) if device_id in mine]
+
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
         """Delete devices, every token issued to them and their keys (a device-list change
         for everyone sharing a room with the user); unknown ids are ignored."""
