@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from tests.integration.conftest import RoomUser, call
+from tests.integration.conftest import RoomUser, auth_header, call, login_user, register_user
 
 URL = "https://push.example.org/_matrix/push/v1/notify"
 
@@ -110,3 +110,64 @@ async def test_bad_input(homeserver_client: Callable[..., Any]) -> None:
         "POST", "/pushers/set", pusher(data={"url": "http://10.0.0.1:5000/_matrix/push/v1/notify"})
     )
     assert len(await listed(alice)) == 1
+
+
+async def _pushkeys(client: TestClient[Any, Any], token: str) -> list[str]:
+    status, body = await call(client, "GET", "/v3/pushers", headers=auth_header(token))
+    assert status == 200
+    return sorted(p["pushkey"] for p in body["pushers"])
+
+
+async def test_password_change_drops_other_sessions_pushers(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """Logging the other devices out (logout_devices defaults to true) revokes their
+    tokens, and with them the pushers they set: those phones stop being notified."""
+    client: TestClient[Any, Any] = await homeserver_client(
+        open_registration=True, **{"rate_limits.enabled": False}
+    )
+    main = (await register_user(client, "alice", "old"))["access_token"]
+    phone = (await login_user(client, "alice", "old"))["access_token"]
+    for token, key in ((main, "main-key"), (phone, "phone-key")):
+        status, _ = await call(
+            client, "POST", "/v3/pushers/set", pusher(pushkey=key), headers=auth_header(token)
+        )
+        assert status == 200
+    assert await _pushkeys(client, main) == ["main-key", "phone-key"]
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "old",
+    }
+    status, _ = await call(
+        client,
+        "POST",
+        "/v3/account/password",
+        {"new_password": "new", "auth": auth},
+        headers=auth_header(main),
+    )
+    assert status == 200
+    assert await _pushkeys(client, main) == ["main-key"]
+
+
+async def test_deleting_a_device_drops_its_pushers(homeserver_client: Callable[..., Any]) -> None:
+    client: TestClient[Any, Any] = await homeserver_client(
+        open_registration=True, **{"rate_limits.enabled": False}
+    )
+    main = (await register_user(client, "alice", "pw"))["access_token"]
+    phone = await login_user(client, "alice", "pw", device_id="PHONE")
+    for token, key in ((main, "main-key"), (phone["access_token"], "phone-key")):
+        status, _ = await call(
+            client, "POST", "/v3/pushers/set", pusher(pushkey=key), headers=auth_header(token)
+        )
+        assert status == 200
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "pw",
+    }
+    status, _ = await call(
+        client, "DELETE", "/v3/devices/PHONE", {"auth": auth}, headers=auth_header(main)
+    )
+    assert status == 200
+    assert await _pushkeys(client, main) == ["main-key"]

@@ -15,6 +15,7 @@ from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.storage.accounts import devices, tokens
 from homeserver.storage.core.pool import Database
 from homeserver.storage.e2ee import keys as e2e_keys
+from homeserver.storage.push import pushers
 
 MAX_DISPLAY_NAME_LENGTH = 512
 SEEN_INTERVAL = 60.0  # seconds between last-seen writes for one token
@@ -100,14 +101,16 @@ class DeviceService:
         return [device_id for device_id in dict.fromkeys(device_ids) if device_id in mine]
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
-        """Delete devices, every token issued to them and their keys (a device-list change
-        for everyone sharing a room with the user); unknown ids are ignored."""
+        """Delete devices, every token issued to them, the pushers set through those
+        tokens and their keys (a device-list change for everyone sharing a room with the
+        user); unknown ids are ignored."""
         if not device_ids:
             return
         for device_id in device_ids:
             storable(device_id, "device_id")
         async with self.device_lists.transaction([user_id]) as conn:
-            await tokens.delete_device_tokens(conn, user_id, device_ids)
+            revoked = await tokens.delete_device_tokens(conn, user_id, device_ids)
+            await pushers.delete_token_pushers(conn, user_id, revoked)
             await devices.delete_devices(conn, user_id, device_ids)
             await e2e_keys.delete_device_keys(conn, user_id, device_ids)
         self.token_cache.forget(user_id, device_ids)
@@ -121,16 +124,18 @@ class DeviceService:
         self.token_cache.forget(user_id)
 
     async def delete_other_sessions(self, requester: Requester) -> None:
-        """Log out everywhere except the requesting session."""
+        """Log out everywhere except the requesting session: the other tokens go, and
+        the pushers set through them, which would otherwise keep notifying."""
         user_id = requester.user_id
         async with self.device_lists.transaction([user_id]) as conn:
             others = await devices.other_device_ids(conn, user_id, requester.device_id)
-            await tokens.delete_device_tokens(conn, user_id, others)
+            revoked = await tokens.delete_device_tokens(conn, user_id, others)
             await devices.delete_devices(conn, user_id, others)
             await e2e_keys.delete_device_keys(conn, user_id, others)
-            await tokens.delete_other_access_tokens(
+            revoked += await tokens.delete_other_access_tokens(
                 conn, user_id, requester.device_id, requester.token_id
             )
+            await pushers.delete_token_pushers(conn, user_id, revoked)
         self.token_cache.forget(user_id)
 
     async def record_seen(

@@ -78,12 +78,14 @@ async def delete_access_token(conn: AsyncConnection, token_id: int) -> None:
 
 async def delete_other_access_tokens(
     conn: AsyncConnection, user_id: str, device_id: str, keep_token_id: int
-) -> None:
-    """Every access token of a device but one (the one making the request)."""
-    await conn.execute(
-        "DELETE FROM access_tokens WHERE user_id = %s AND device_id = %s AND id <> %s",
+) -> list[int]:
+    """Every access token of a device but one (the one making the request); the ids
+    of those deleted."""
+    cur = await conn.execute(
+        "DELETE FROM access_tokens WHERE user_id = %s AND device_id = %s AND id <> %s RETURNING id",
         (user_id, device_id, keep_token_id),
     )
+    return [row[0] for row in await cur.fetchall()]
 
 
 async def insert_refresh_token(
@@ -126,15 +128,20 @@ async def replace_refresh_token(conn: AsyncConnection, old_id: int, new_id: int)
     await conn.execute("DELETE FROM refresh_tokens WHERE next_token_id = %s", (old_id,))
 
 
-async def delete_device_tokens(conn: AsyncConnection, user_id: str, device_ids: list[str]) -> None:
-    await conn.execute(
-        "DELETE FROM access_tokens WHERE user_id = %s AND device_id = ANY(%s)",
+async def delete_device_tokens(
+    conn: AsyncConnection, user_id: str, device_ids: list[str]
+) -> list[int]:
+    """Every token of these devices; the ids of the access tokens deleted."""
+    cur = await conn.execute(
+        "DELETE FROM access_tokens WHERE user_id = %s AND device_id = ANY(%s) RETURNING id",
         (user_id, device_ids),
     )
+    deleted = [row[0] for row in await cur.fetchall()]
     await conn.execute(
         "DELETE FROM refresh_tokens WHERE user_id = %s AND device_id = ANY(%s)",
         (user_id, device_ids),
     )
+    return deleted
 
 
 async def delete_user_tokens(conn: AsyncConnection, user_id: str) -> None:

@@ -80,6 +80,14 @@ async def delete_user_pushers(conn: AsyncConnection, user_id: str) -> None:
     await conn.execute("DELETE FROM pushers WHERE user_id = %s", (user_id,))
 
 
+async def delete_token_pushers(conn: AsyncConnection, user_id: str, token_ids: list[int]) -> None:
+    """The pushers set through these (revoked) access tokens."""
+    await conn.execute(
+        "DELETE FROM pushers WHERE user_id = %s AND access_token_id = ANY(%s)",
+        (user_id, token_ids),
+    )
+
+
 async def delete_others(conn: AsyncConnection, user_id: str, app_id: str, pushkey: str) -> None:
     """Remove other users' pushers for the same (app_id, pushkey): a device that
     changes account stops getting the previous account's notifications."""
