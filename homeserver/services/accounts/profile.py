@@ -30,7 +30,6 @@ MAX_KEY_BYTES = 255
 MAX_PROFILE_BYTES = 64 * 1024  # the spec's limit on the whole profile, as JSON
 # Profile keys the spec allows: the two classic fields, m.tz, or namespaced custom keys.
 _KEY_NAME = re.compile(r"avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
-_MXC_URI = re.compile(r"mxc://[A-Za-z0-9.:\[\]-]+/[A-Za-z0-9_-]+")
 
 
 def _check_key(key: str) -> None:
@@ -77,8 +76,6 @@ def _checked_value(field: ProfileField, value: Any) -> str | None:
         raise ServiceError(
             400, "M_INVALID_PARAM", f"{field} is longer than {MAX_LENGTHS[field]} characters"
         )
-    if field == "avatar_url" and value and not _MXC_URI.fullmatch(value):
-        raise ServiceError(400, "M_INVALID_PARAM", "avatar_url must be an mxc:// URI")
     return value or None
 
 
