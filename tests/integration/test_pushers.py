@@ -171,3 +171,40 @@ async def test_deleting_a_device_drops_its_pushers(homeserver_client: Callable[.
     )
     assert status == 200
     assert await _pushkeys(client, main) == ["main-key"]
+
+
+async def test_a_refreshed_sessions_pushers_go_with_it(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """A pusher set before a token refresh belongs to the session, which goes on under
+    the new token: logging the other devices out still drops it."""
+    client: TestClient[Any, Any] = await homeserver_client(
+        open_registration=True, **{"rate_limits.enabled": False}
+    )
+    main = (await register_user(client, "alice", "old"))["access_token"]
+    phone = await login_user(client, "alice", "old", refresh_token=True)
+    status, _ = await call(
+        client,
+        "POST",
+        "/v3/pushers/set",
+        pusher(pushkey="phone-key"),
+        headers=auth_header(phone["access_token"]),
+    )
+    assert status == 200
+    status, _ = await call(client, "POST", "/v3/refresh", {"refresh_token": phone["refresh_token"]})
+    assert status == 200
+    assert await _pushkeys(client, main) == ["phone-key"]
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "old",
+    }
+    status, _ = await call(
+        client,
+        "POST",
+        "/v3/account/password",
+        {"new_password": "new", "auth": auth},
+        headers=auth_header(main),
+    )
+    assert status == 200
+    assert await _pushkeys(client, main) == []

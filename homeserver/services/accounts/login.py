@@ -14,6 +14,7 @@ from homeserver.services.core.errors import ServiceError, bad_json, forbidden
 from homeserver.storage.accounts import accounts, devices, tokens
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import cross_signing
+from homeserver.storage.push import pushers
 
 LOGIN_PASSWORD = "m.login.password"
 LOGIN_TOKEN = "m.login.token"
@@ -209,8 +210,8 @@ class LoginService:
             new_id = await tokens.insert_refresh_token(
                 conn, hash_token(new_refresh), old.user_id, old.device_id, now_ms=now
             )
-            await tokens.replace_refresh_token(conn, old.token_id, new_id)
-            await tokens.insert_access_token(
+            replaced = await tokens.replace_refresh_token(conn, old.token_id, new_id)
+            access_id = await tokens.insert_access_token(
                 conn,
                 hash_token(new_access),
                 old.user_id,
@@ -219,4 +220,6 @@ class LoginService:
                 expires_ts=now + lifetime,
                 refresh_token_id=new_id,
             )
+            # The session goes on under the new token, and so do the pushers it set.
+            await pushers.move_to_token(conn, replaced, access_id)
         return {"access_token": new_access, "refresh_token": new_refresh, "expires_in_ms": lifetime}

@@ -112,9 +112,10 @@ async def lookup_refresh_token(conn: AsyncConnection, token_hash: bytes) -> Refr
     return RefreshTokenRow(*row) if row else None
 
 
-async def replace_refresh_token(conn: AsyncConnection, old_id: int, new_id: int) -> None:
+async def replace_refresh_token(conn: AsyncConnection, old_id: int, new_id: int) -> list[int]:
     """Point the old refresh token at its successor and drop the successor it had
-    before (handed out but never used), with that successor's access token."""
+    before (handed out but never used), with that successor's access token; the ids
+    of the access tokens issued with the old refresh token, which are replaced."""
     cur = await conn.execute("SELECT next_token_id FROM refresh_tokens WHERE id = %s", (old_id,))
     row = await cur.fetchone()
     await conn.execute(
@@ -123,9 +124,13 @@ async def replace_refresh_token(conn: AsyncConnection, old_id: int, new_id: int)
     if row is not None and row[0] is not None:
         await conn.execute("DELETE FROM refresh_tokens WHERE id = %s", (row[0],))
     # The access tokens issued with the old refresh token are replaced too.
-    await conn.execute("DELETE FROM access_tokens WHERE refresh_token_id = %s", (old_id,))
+    cur = await conn.execute(
+        "DELETE FROM access_tokens WHERE refresh_token_id = %s RETURNING id", (old_id,)
+    )
+    replaced = [row[0] for row in await cur.fetchall()]
     # Using the new refresh token retires the old one, like using the new access token.
     await conn.execute("DELETE FROM refresh_tokens WHERE next_token_id = %s", (old_id,))
+    return replaced
 
 
 async def delete_device_tokens(

@@ -88,6 +88,14 @@ async def delete_token_pushers(conn: AsyncConnection, user_id: str, token_ids: l
     )
 
 
+async def move_to_token(conn: AsyncConnection, old_token_ids: list[int], new_token_id: int) -> None:
+    """The pushers set through replaced access tokens now belong to their successor."""
+    await conn.execute(
+        "UPDATE pushers SET access_token_id = %s WHERE access_token_id = ANY(%s)",
+        (new_token_id, old_token_ids),
+    )
+
+
 async def delete_others(conn: AsyncConnection, user_id: str, app_id: str, pushkey: str) -> None:
     """Remove other users' pushers for the same (app_id, pushkey): a device that
     changes account stops getting the previous account's notifications."""
