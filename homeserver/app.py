@@ -88,6 +88,7 @@ def build_app(hs: Homeserver) -> web.Application:
             http.access_log_middleware,
             http.cors_middleware,
             errors.error_middleware,
+            http.nul_middleware,
             http.body_limit_middleware(hs.config.max_request_size),
             federation_auth.federation_auth_middleware,
         ],

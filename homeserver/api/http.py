@@ -1,4 +1,5 @@
-"""Cross-cutting HTTP concerns: CORS, body limits, access logs, reading JSON bodies."""
+"""Cross-cutting HTTP concerns: CORS, body limits, access logs, input PostgreSQL cannot
+hold, reading JSON bodies."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from homeserver.api.errors import Handler, MatrixError
+from homeserver.api.errors import Handler, MatrixError, bad_json
+from homeserver.services.core.stored_json import MAX_DEPTH, ensure_storable
 
 access_log = logging.getLogger("homeserver.access")
 
@@ -20,6 +22,8 @@ CORS_HEADERS = {
 }
 
 USER_KEY = web.RequestKey("user_id", str)
+FEDERATION_PREFIX = "/_matrix/federation/"
+NUL = "\x00"
 
 
 @web.middleware
@@ -78,15 +82,47 @@ def body_limit_middleware(max_size: int) -> Any:
     return middleware
 
 
+@web.middleware
+async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse U+0000 in the path or the query of every request, before any handler.
+
+    PostgreSQL cannot store the NUL character in any text, so an id, a type or a token
+    holding one could only fail deep down as a server error."""
+    if (
+        NUL in request.path
+        or any(NUL in value for value in request.match_info.values())
+        or any(NUL in key or NUL in value for key, value in request.query.items())
+    ):
+        raise MatrixError(
+            400, "M_INVALID_PARAM", "Path and query parameters must not contain U+0000"
+        )
+    return await handler(request)
+
+
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or the spec's M_NOT_JSON / M_BAD_JSON."""
+    """The request body as a JSON object, or the spec's M_NOT_JSON / M_BAD_JSON.
+
+    Client bodies are also refused (M_BAD_JSON) when they hold U+0000 or nest deeper
+    than MAX_DEPTH: neither fits in PostgreSQL or our encoders, so every endpoint is
+    covered here once. Federation bodies carry other servers' signed events, which
+    their own checks judge."""
     raw = await request.read()
     if not raw:
         raise MatrixError(400, "M_NOT_JSON", "Request body is empty; expected a JSON object")
     try:
         body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit"):
+            raise bad_json(f"Request body is nested more than {MAX_DEPTH} levels deep") from None
         raise MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise MatrixError(400, "M_BAD_JSON", "Request body must be a JSON object")
+    if not request.path.startswith(FEDERATION_PREFIX) and _may_be_unstorable(raw):
+        ensure_storable(body, "Request body")
     return body
+
+
+def _may_be_unstorable(raw: bytes) -> bool:
+    """A cheap look at the text that rules out most bodies before walking the parsed one:
+    JSON can only spell U+0000 as an escape, and cannot nest deeper than it has brackets."""
+    return b"\\u0000" in raw or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH

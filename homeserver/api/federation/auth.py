@@ -18,11 +18,10 @@ from aiohttp import web
 from federation.xmatrix import SCHEME, XMatrixError, parse_authorization, verify_request
 from homeserver.api.context import homeserver
 from homeserver.api.errors import Handler, MatrixError
-from homeserver.api.http import USER_KEY
+from homeserver.api.http import FEDERATION_PREFIX, USER_KEY
 from homeserver.services.core.clock import now_ms
 
 ORIGIN_KEY = web.RequestKey("federation_origin", str)
-FEDERATION_PREFIX = "/_matrix/federation/"
 # Federation routes that the spec leaves unauthenticated.
 UNAUTHENTICATED = frozenset({"/_matrix/federation/v1/version"})
 MAX_AUTH_HEADERS = 4

@@ -1,0 +1,248 @@
+"""Bad input gets the spec's 400, never a 500: content that cannot be signed, bodies
+nested too deep, U+0000 anywhere (PostgreSQL cannot store it), numbers PostgreSQL keeps
+exactly but our encoder cannot write, malformed request lines."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.integration.conftest import RoomUser, call
+
+
+def nested(depth: int) -> bytes:
+    """A JSON object `depth` levels deep, as text (deeper than the stdlib encodes)."""
+    return b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+
+
+def with_field(body: dict[str, Any], name: str, raw: bytes) -> bytes:
+    """`body` as JSON text with one more field holding the JSON text `raw`."""
+    text = orjson.dumps(body)
+    separator = b"," if body else b""
+    return text[:-1] + separator + b'"' + name.encode() + b'":' + raw + b"}"
+
+
+@pytest.mark.parametrize("depth", [120, 300, 2000])
+async def test_bodies_nested_too_deep_are_refused(
+    open_client: TestClient[Any, Any], depth: int
+) -> None:
+    """Deeper than 100 levels is refused for every body, user-interactive auth included
+    (whose session binds a hash of the body)."""
+    alice = await RoomUser.make(open_client, "alice")
+    room = await alice.create_room()
+    deep = nested(depth)
+    for method, path, data in (
+        ("POST", "/v3/delete_devices", with_field({"devices": ["X"]}, "x", deep)),
+        ("POST", "/v3/account/password", with_field({"new_password": "pw"}, "x", deep)),
+        ("POST", "/v3/account/deactivate", with_field({}, "x", deep)),
+        ("POST", "/v3/keys/device_signing/upload", with_field({}, "x", deep)),
+        ("PUT", f"/v3/rooms/{room}/send/m.x/deep{depth}", with_field({}, "x", deep)),
+        ("PUT", f"/v3/user/{alice.user_id}/account_data/m.x", with_field({}, "x", deep)),
+        ("PUT", "/v3/sendToDevice/m.x/deep", b'{"messages":{"@a:b":{"*":' + deep + b"}}}"),
+    ):
+        status, answer = await call(open_client, method, path, data=data, headers=alice.headers)
+        assert status == 400 and answer["errcode"] == "M_BAD_JSON", (path, answer)
+        assert "nested" in answer["error"]
+    # 100 levels are fine.
+    status, _ = await call(
+        open_client,
+        "PUT",
+        f"/v3/user/{alice.user_id}/account_data/m.x",
+        data=nested(100),
+        headers=alice.headers,
+    )
+    assert status == 200
+
+
+def _routes_with_parameters(app: web.Application) -> list[tuple[str, web.AbstractResource, str]]:
+    """(method, resource, parameter) for every routed parameter of the application."""
+    found = []
+    for resource in app.router.resources():
+        formatter = resource.get_info().get("formatter")
+        if not isinstance(formatter, str):
+            continue
+        for route in resource:
+            if route.method in ("HEAD", "*"):
+                continue
+            for name in re.findall(r"\{(\w+)\}", formatter):
+                found.append((route.method, resource, name))
+    return found
+
+
+async def test_nul_in_any_path_parameter_is_refused_on_every_route(
+    open_client: TestClient[Any, Any],
+) -> None:
+    """Walks the application's route table: every parameter of every route, client,
+    federation, admin and media alike, without credentials (the refusal comes first)."""
+    routes = _routes_with_parameters(open_client.app)
+    assert len(routes) > 250  # the walk really covers the API
+    failures = []
+    for method, resource, name in routes:
+        values = {param: "x" for param in re.findall(r"\{(\w+)\}", resource.canonical)}
+        values[name] = "a\x00b"
+        url = resource.url_for(**values)  # type: ignore[attr-defined]
+        assert "%00" in str(url)
+        resp = await open_client.request(method, url, json={})
+        body = await resp.json()
+        if resp.status != 400 or body.get("errcode") != "M_INVALID_PARAM":
+            failures.append((method, resource.canonical, name, resp.status, body))
+    assert failures == []
+
+
+async def test_nul_in_the_query_is_refused_on_every_route(
+    open_client: TestClient[Any, Any],
+) -> None:
+    failures = []
+    checked = 0
+    for resource in open_client.app.router.resources():
+        values = {param: "x" for param in re.findall(r"\{(\w+)\}", resource.canonical)}
+        for route in resource:
+            if route.method in ("HEAD", "*"):
+                continue
+            for query in ({"from": "a\x00b"}, {"a\x00b": "1"}):
+                url = resource.url_for(**values).with_query(query)  # type: ignore[attr-defined]
+                resp = await open_client.request(route.method, url, json={})
+                body = await resp.json()
+                checked += 1
+                if resp.status != 400 or body.get("errcode") != "M_INVALID_PARAM":
+                    failures.append((route.method, resource.canonical, query, resp.status))
+    assert checked > 400
+    assert failures == []
+
+
+def nul_requests(alice: RoomUser, bob: RoomUser, room: str, event: str) -> list[Any]:
+    """Requests that carried U+0000 down to PostgreSQL (500) before the edge refused it:
+    (method, path, body, expected errcode). `%00` in a path is U+0000 in a parameter."""
+    me, v3 = quote(alice.user_id), "/v3"
+    r = f"{v3}/rooms/{room}"
+    nul = "a\x00b"
+    pusher = {
+        "pushkey": "k",
+        "kind": "http",
+        "app_id": "a",
+        "app_display_name": "A",
+        "device_display_name": "D",
+        "lang": "en",
+        "data": {"url": "https://push.example/_matrix/push/v1/notify"},
+    }
+    path_param = [
+        ("PUT", f"{r}/send/m.x%00y/t1", {}),
+        ("PUT", f"{r}/send/m.x/t%00", {}),
+        ("PUT", f"{r}/state/m.x%00y/", {}),
+        ("PUT", f"{r}/state/m.x/k%00", {}),
+        ("GET", f"{r}/state/m.x%00/", None),
+        ("GET", f"{r}/state/m.x/k%00", None),
+        ("GET", f"{v3}/rooms/!a%00b:test.local/messages", None),
+        ("GET", f"{r}/event/$a%00b", None),
+        ("GET", f"{r}/context/$a%00b", None),
+        ("GET", f"/v1/rooms/{room}/relations/$a%00b", None),
+        ("PUT", f"{r}/redact/$a%00b/t2", {}),
+        ("POST", f"{r}/receipt/m.read/$a%00b", {}),
+        ("POST", f"{r}/report/$a%00b", {"reason": "spam"}),
+        ("PUT", f"{r}/typing/@a%00b:test.local", {"typing": True}),
+        ("POST", f"{v3}/join/!a%00b:test.local", {}),
+        ("POST", f"{v3}/rooms/!a%00b:test.local/leave", {}),
+        ("PUT", f"{v3}/user/{me}/account_data/m.x%00", {}),
+        ("GET", f"{v3}/user/{me}/account_data/m.x%00", None),
+        ("PUT", f"{v3}/user/{me}/rooms/{room}/account_data/m.x%00", {}),
+        ("PUT", f"{v3}/user/{me}/rooms/{room}/tags/u.a%00", {}),
+        ("DELETE", f"{v3}/user/{me}/rooms/{room}/tags/u.a%00", None),
+        ("GET", f"{v3}/user/{me}/filter/1%00", None),
+        ("GET", f"{v3}/devices/D%00", None),
+        ("PUT", f"{v3}/devices/D%00", {"display_name": "x"}),
+        ("DELETE", f"{v3}/devices/D%00", {}),
+        ("PUT", f"{v3}/pushrules/global/override/r%00", {"actions": [], "conditions": []}),
+        ("GET", f"{v3}/pushrules/global/override/r%00", None),
+        ("PUT", f"{v3}/pushrules/global/override/r%00/enabled", {"enabled": True}),
+        ("GET", f"{v3}/profile/@a%00b:test.local", None),
+        ("GET", f"{v3}/presence/@a%00b:test.local/status", None),
+        ("GET", f"{v3}/directory/room/%23a%00b:test.local", None),
+        ("PUT", f"{v3}/directory/room/%23a%00b:test.local", {"room_id": room}),
+        ("PUT", f"{v3}/sendToDevice/m.x%00/t3", {"messages": {}}),
+        ("GET", f"{v3}/user/@a%00b:test.local/filter/1", None),
+        ("GET", "/_synapse/admin/v2/users/@a%00b:test.local", None),
+        ("GET", "/_matrix/client/v1/media/download/test.local/a%00b", None),
+        # Query parameters.
+        ("GET", f"{v3}/sync?since=s1%00", None),
+        ("GET", f"{r}/messages?from=t1%00", None),
+        ("GET", f"{v3}/publicRooms?server=a%00b", None),
+        ("GET", f"{v3}/notifications?from=1%00", None),
+    ]
+    body_string = [
+        ("POST", f"{r}/report/{event}", {"reason": nul}),
+        ("POST", f"{r}/report", {"reason": nul}),
+        ("POST", f"{v3}/pushers/set", {**pusher, "pushkey": nul}),
+        ("POST", f"{v3}/pushers/set", {**pusher, "app_display_name": nul}),
+        ("POST", f"{v3}/pushers/set", {**pusher, "data": {"url": nul}}),
+        (
+            "PUT",
+            f"{v3}/pushrules/global/override/r1",
+            {
+                "actions": ["notify"],
+                "conditions": [{"kind": "event_match", "key": "content.body", "pattern": nul}],
+            },
+        ),
+        ("PUT", f"{v3}/pushrules/global/content/r2", {"actions": ["notify"], "pattern": nul}),
+        ("POST", f"{r}/invite", {"user_id": "@a\x00b:test.local"}),
+        ("POST", f"{r}/kick", {"user_id": bob.user_id, "reason": nul}),
+        ("POST", f"{r}/ban", {"user_id": "@a\x00b:test.local"}),
+        ("POST", f"{v3}/join/{room}", {"reason": nul}),
+        ("PUT", f"{v3}/directory/room/%23new:test.local", {"room_id": "!a\x00b:test.local"}),
+        ("PUT", f"{v3}/presence/{me}/status", {"presence": "online", "status_msg": nul}),
+        ("POST", f"{v3}/createRoom", {"name": nul}),
+        ("POST", f"{v3}/createRoom", {"topic": nul}),
+        ("POST", f"{v3}/createRoom", {"room_alias_name": nul}),
+        ("POST", f"{v3}/createRoom", {"invite": ["@a\x00b:test.local"]}),
+        ("POST", f"{v3}/createRoom", {"room_version": nul}),
+        ("PUT", f"{r}/send/m.room.message/t4", {"msgtype": "m.text", "body": nul}),
+        ("PUT", f"{r}/state/m.room.topic/", {"topic": nul}),
+        ("PUT", f"{r}/redact/{event}/t5", {"reason": nul}),
+        ("PUT", f"{v3}/profile/{me}/displayname", {"displayname": nul}),
+        ("PUT", f"{v3}/devices/TESTDEVICE", {"display_name": nul}),
+        ("POST", f"{v3}/user/{me}/filter", {"room": {"rooms": [nul]}}),
+        ("PUT", f"{v3}/user/{me}/account_data/m.x", {nul: 1}),
+        ("POST", f"{v3}/keys/query", {"device_keys": {"@a\x00b:test.local": []}}),
+        ("POST", f"{v3}/keys/claim", {"one_time_keys": {alice.user_id: {nul: "x"}}}),
+        ("PUT", f"{v3}/sendToDevice/m.x/t6", {"messages": {"@a\x00b:test.local": {"*": {}}}}),
+        ("POST", f"{v3}/user_directory/search", {"search_term": nul}),
+        ("POST", f"{v3}/search", {"search_categories": {"room_events": {"search_term": nul}}}),
+        ("POST", f"{v3}/publicRooms", {"filter": {"generic_search_term": nul}}),
+        ("POST", f"{r}/read_markers", {"m.fully_read": "$a\x00b"}),
+        ("POST", f"{r}/upgrade", {"new_version": nul}),
+        ("POST", f"{v3}/login", {"type": "m.login.password", "user": nul, "password": "x"}),
+        ("POST", f"{v3}/register", {"username": nul, "password": "x"}),
+    ]
+    return [(m, p, b, "M_INVALID_PARAM") for m, p, b in path_param] + [
+        (m, p, b, "M_BAD_JSON") for m, p, b in body_string
+    ]
+
+
+async def test_nul_is_refused_on_endpoints_that_used_to_fail_with_500(
+    open_client: TestClient[Any, Any],
+) -> None:
+    """Authenticated, in a real room, so that without the edge check each request would
+    reach its handler and PostgreSQL."""
+    alice = await RoomUser.make(open_client, "alice")
+    bob = await RoomUser.make(open_client, "bob")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    event = await alice.say(room, "hello")
+    failures = []
+    for method, path, body, errcode in nul_requests(alice, bob, room, event):
+        resp = await open_client.request(
+            method,
+            f"/_matrix/client{path}" if path.startswith("/v") else path,
+            json=body,
+            headers=alice.headers,
+        )
+        answer = await resp.json()
+        if resp.status != 400 or answer.get("errcode") != errcode:
+            failures.append((method, path, resp.status, answer))
+    assert failures == []
+    await alice.say(room, "the server is fine")
