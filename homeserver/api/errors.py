@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from federation.canonical_json import CanonicalJsonError
 from homeserver.services.core.errors import ServiceError, database_unavailable
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return MatrixError(exc.status, exc.errcode, exc.message, **exc.extra).response()
     except web.HTTPException as exc:
         return _from_http_exception(exc)
+    except CanonicalJsonError as exc:
+        # Content a client gave for an event (sent, state, createRoom) that cannot be
+        # signed: a float, an integer past 2**53, and so on. The client's mistake.
+        return bad_json(f"Content is not valid canonical JSON: {exc}").response()
     except Exception as exc:
         if database_unavailable(exc):
             # Logged once per outage by the pool, not once per request.

@@ -4,6 +4,7 @@ exactly but our encoder cannot write, malformed request lines."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.integration.conftest import RoomUser, call
+
+NOT_CANONICAL: list[Any] = [1.5, 2**53, -(2**53), {"n": 0.25}]
 
 
 def nested(depth: int) -> bytes:
@@ -26,6 +29,71 @@ def with_field(body: dict[str, Any], name: str, raw: bytes) -> bytes:
     text = orjson.dumps(body)
     separator = b"," if body else b""
     return text[:-1] + separator + b'"' + name.encode() + b'":' + raw + b"}"
+
+
+async def joined_rooms(user: RoomUser) -> list[str]:
+    status, body = await user.get("/v3/joined_rooms")
+    assert status == 200
+    return list(body["joined_rooms"])
+
+
+async def test_send_and_state_refuse_content_that_is_not_canonical_json(
+    open_client: TestClient[Any, Any],
+) -> None:
+    alice = await RoomUser.make(open_client, "alice")
+    room = await alice.create_room()
+    for n, value in enumerate(NOT_CANONICAL):
+        for path in (f"/send/m.x/t{n}", f"/state/m.x/k{n}"):
+            status, body = await call(
+                open_client, "PUT", f"/v3/rooms/{room}{path}", {"v": value}, headers=alice.headers
+            )
+            assert status == 400 and body["errcode"] == "M_BAD_JSON", (path, value, body)
+            assert "canonical JSON" in body["error"]
+    # The room still works, and none of the refused events got in.
+    await alice.say(room, "still here")
+    status, state = await alice.get(f"/v3/rooms/{room}/state")
+    assert status == 200 and not [e for e in state if e["type"] == "m.x"]
+
+
+async def test_create_room_refuses_content_that_is_not_canonical_json(
+    open_client: TestClient[Any, Any],
+) -> None:
+    alice = await RoomUser.make(open_client, "alice")
+    for value in NOT_CANONICAL:
+        for field in (
+            {"power_level_content_override": {"events": {"m.x": value}}},
+            {"initial_state": [{"type": "m.x", "state_key": "", "content": {"v": value}}]},
+            {"creation_content": {"v": value}},
+        ):
+            status, body = await call(
+                open_client, "POST", "/v3/createRoom", field, headers=alice.headers
+            )
+            assert status == 400 and body["errcode"] == "M_BAD_JSON", (field, body)
+    assert await joined_rooms(alice) == []  # nothing half-created
+
+
+async def test_a_refused_send_does_not_fail_the_sends_batched_with_it(
+    open_client: TestClient[Any, Any],
+) -> None:
+    """Sends to one room are written in batches: one bad event must fail alone."""
+    alice = await RoomUser.make(open_client, "alice")
+    room = await alice.create_room()
+
+    async def send(n: int, content: dict[str, Any]) -> tuple[int, Any]:
+        path = f"/v3/rooms/{room}/send/m.room.message/c{n}"
+        return await call(open_client, "PUT", path, content, headers=alice.headers)
+
+    results = await asyncio.gather(
+        *(
+            send(n, {"body": "bad", "f": 0.5} if n % 4 == 2 else {"body": f"ok {n}"})
+            for n in range(24)
+        )
+    )
+    for n, (status, body) in enumerate(results):
+        if n % 4 == 2:
+            assert status == 400 and body["errcode"] == "M_BAD_JSON"
+        else:
+            assert status == 200, (n, body)
 
 
 @pytest.mark.parametrize("depth", [120, 300, 2000])

@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from federation.canonical_json import CanonicalJsonError
 from federation.identifiers import domain_of
 from federation.power_levels import named_level, user_level
 from homeserver.services.accounts.auth import Requester
@@ -27,19 +26,17 @@ from homeserver.storage.core.pool import Database, UniqueViolation
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import state
 
-MAX_PDU_BYTES = 65536
 MAX_ID_BYTES = 255
 # Membership changes go through the membership endpoints so that their checks apply.
 _MEMBERSHIP_ONLY = "m.room.member"
 
 
-def _check_sizes(event_type: str, state_key: str | None, content: Mapping[str, Any]) -> None:
+def _check_ids(event_type: str, state_key: str | None) -> None:
+    """The path's parameters, refused as such (the writer refuses events too large)."""
     if not event_type or len(event_type.encode()) > MAX_ID_BYTES:
         raise ServiceError(400, "M_INVALID_PARAM", "Event type must be 1 to 255 bytes")
     if state_key is not None and len(state_key.encode()) > MAX_ID_BYTES:
         raise ServiceError(400, "M_INVALID_PARAM", "State key must be at most 255 bytes")
-    if len(orjson.dumps(content)) > MAX_PDU_BYTES:
-        raise ServiceError(413, "M_TOO_LARGE", "Event content is too large")
 
 
 @dataclass(eq=False)
@@ -90,7 +87,7 @@ class SendService:
         device sent the same txn id to the same path (`endpoint`, below the room; the
         event type's send path by default). `ts` dates the event (application
         services only: the caller checks)."""
-        _check_sizes(event_type, state_key, content)
+        _check_ids(event_type, state_key)
         check_own_acl(event_type, state_key, content, domain_of(requester.user_id))
         scope = f"{room_id}/{endpoint or f'send/{event_type}'}"
         if txn_id is not None:
@@ -143,7 +140,8 @@ class SendService:
                     except EventNotAllowed as exc:
                         outcomes[item] = forbidden(str(exc))
                         continue
-                    except ServiceError as exc:
+                    except (ServiceError, CanonicalJsonError) as exc:
+                        # Only this send fails; the others of the batch still go out.
                         outcomes[item] = exc
                         continue
                     outcomes[item] = persisted

@@ -25,8 +25,10 @@ from federation.builder import build_event
 from federation.events import CREATE_KEY, Event
 from federation.hashing import event_reference
 from federation.keys import SigningKey
+from federation.pdu_checks import MAX_ID_BYTES, MAX_PDU_BYTES
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
 from homeserver.services.core import clock
+from homeserver.services.core.errors import ServiceError, bad_json
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.e2ee.device_lists import record_membership
@@ -51,6 +53,17 @@ class UnknownRoom(Exception):
 class PersistedEvent:
     event: Event
     stream_ordering: int
+
+
+def _check_limits(event: Event) -> None:
+    """Refuse to create an event past the spec's size limits: other servers would reject
+    it, and the room could no longer federate it."""
+    for name in ("type", "state_key"):
+        value = event.pdu.get(name)
+        if isinstance(value, str) and len(value.encode()) > MAX_ID_BYTES:
+            raise bad_json(f"Event {name} is longer than {MAX_ID_BYTES} bytes")
+    if len(orjson.dumps(event.pdu)) > MAX_PDU_BYTES:
+        raise ServiceError(413, "M_TOO_LARGE", f"Event is larger than {MAX_PDU_BYTES} bytes")
 
 
 class EventCache:
@@ -290,6 +303,7 @@ class RoomWriter:
             state_key=state_key,
             redacts=redacts,
         )
+        _check_limits(event)
         try:
             check_auth(event, auth_state)
         except AuthError as exc:
@@ -545,6 +559,7 @@ class EventCreator:
             room_id=None if room_version.room_id_from_create_event else room_id,
             state_key="",
         )
+        _check_limits(create)
         try:
             check_auth(create, {})
         except AuthError as exc:
