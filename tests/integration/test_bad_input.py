@@ -314,3 +314,47 @@ async def test_nul_is_refused_on_endpoints_that_used_to_fail_with_500(
             failures.append((method, path, resp.status, answer))
     assert failures == []
     await alice.say(room, "the server is fine")
+
+
+async def test_numbers_past_64_bits_are_stored_and_read_back(
+    open_client: TestClient[Any, Any],
+) -> None:
+    """PostgreSQL keeps 1e30 as an exact number; read back as a 100-bit integer it made
+    every later read of the profile, the pushers or the push rules fail."""
+    alice = await RoomUser.make(open_client, "alice")
+    me = alice.user_id
+    big = 1e30
+    await alice.ok("PUT", f"/profile/{me}/org.example.big", {"org.example.big": big})
+    await alice.ok(
+        "POST",
+        "/pushers/set",
+        {
+            "pushkey": "k",
+            "kind": "http",
+            "app_id": "a",
+            "app_display_name": "A",
+            "device_display_name": "D",
+            "lang": "en",
+            "data": {"url": "https://push.example/_matrix/push/v1/notify", "big": big},
+        },
+    )
+    condition = {"kind": "event_match", "key": "content.n", "pattern": "x", "big": big}
+    await alice.ok(
+        "PUT", "/pushrules/global/override/big", {"actions": [], "conditions": [condition]}
+    )
+
+    status, profile = await alice.get(f"/v3/profile/{me}")
+    assert status == 200 and profile["org.example.big"] == big
+    status, pushers = await alice.get("/v3/pushers")
+    assert status == 200 and pushers["pushers"][0]["data"]["big"] == big
+    status, rule = await alice.get("/v3/pushrules/global/override/big")
+    assert status == 200 and rule["conditions"][0]["big"] == big
+    status, _ = await alice.get("/v3/sync")
+    assert status == 200
+
+
+async def test_notifications_from_token_out_of_range(open_client: TestClient[Any, Any]) -> None:
+    alice = await RoomUser.make(open_client, "alice")
+    for token in ("99999999999999999999999", "-5", "abc"):
+        status, body = await alice.get("/v3/notifications", **{"from": token})
+        assert status == 400 and body["errcode"] == "M_INVALID_PARAM", (token, body)

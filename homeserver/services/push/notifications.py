@@ -310,7 +310,9 @@ class NotificationService:
             try:
                 before = int(from_token)
             except ValueError:
-                raise ServiceError(400, "M_INVALID_PARAM", "Unknown 'from' token") from None
+                before = -1
+            if not 0 <= before < 2**63:  # a stream position, as the BIGINT column holds
+                raise ServiceError(400, "M_INVALID_PARAM", "Unknown 'from' token")
         only_highlight = only is not None and "highlight" in only
         async with self.hs.db.pool.connection() as conn:
             rows = await store.notifications(conn, user_id, before, limit, only_highlight)

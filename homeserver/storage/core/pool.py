@@ -23,9 +23,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 import psycopg
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,21 @@ def is_unavailable(exc: BaseException) -> bool:
     return state is None or state.startswith("08") or state in _DISCONNECT_STATES
 
 
+async def _configure(conn: AsyncConnection) -> None:
+    """Read jsonb with the parser that read the requests. PostgreSQL keeps a number such
+    as 1e30 as an exact numeric; the stdlib would return it as an integer past 64 bits,
+    which our JSON encoder (orjson) refuses: every later answer holding it would fail."""
+    set_json_loads(orjson.loads, conn)
+
+
 async def connect(conninfo: str) -> Connection:
     """A dedicated autocommit connection outside the pool, for session state that must
     outlive one borrow (advisory locks, LISTEN) or must not wait on a busy pool."""
-    return await AsyncConnection.connect(
+    conn = await AsyncConnection.connect(
         conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
     )
+    await _configure(conn)
+    return conn
 
 
 def is_conninfo(value: str) -> bool:
@@ -115,6 +126,7 @@ class Pool:
             max_size=self.size,
             open=False,
             timeout=CHECKOUT_TIMEOUT_S,
+            configure=_configure,
             kwargs={
                 "autocommit": True,
                 "connect_timeout": CONNECT_TIMEOUT_S,
