@@ -9,11 +9,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from homeserver.api.errors import Handler, MatrixError, bad_json
 from homeserver.services.core.stored_json import MAX_DEPTH, ensure_storable
 
 access_log = logging.getLogger("homeserver.access")
+http_log = logging.getLogger("homeserver.http")
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -54,6 +56,29 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
             request.get(USER_KEY, "-"),
             request.remote or "-",
         )
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs each request it cannot parse (a request line or header over its
+    limit, bad syntax) at ERROR with a full traceback, before any handler or login: so
+    anyone could fill the log. Such a refusal is the client's doing: one INFO line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, BadHttpMessage):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        remote = args[0] if args else "-"
+        http_log.info("refused a malformed request from %s: %.200r", remote, exc.message)
+        return False
+
+
+_MALFORMED_REQUEST_FILTER = _MalformedRequestFilter()
+
+
+def quiet_malformed_requests() -> None:
+    """Log aiohttp's refusals of unparsable requests briefly (idempotent)."""
+    logging.getLogger("aiohttp.server").addFilter(_MALFORMED_REQUEST_FILTER)
 
 
 # Handlers that stream their request body and enforce their own size limit (media

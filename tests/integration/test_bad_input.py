@@ -5,6 +5,7 @@ exactly but our encoder cannot write, malformed request lines."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import Any
 from urllib.parse import quote
@@ -358,3 +359,22 @@ async def test_notifications_from_token_out_of_range(open_client: TestClient[Any
     for token in ("99999999999999999999999", "-5", "abc"):
         status, body = await alice.get("/v3/notifications", **{"from": token})
         assert status == 400 and body["errcode"] == "M_INVALID_PARAM", (token, body)
+
+
+async def test_malformed_requests_are_logged_in_one_line_below_error(
+    open_client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request line or header past aiohttp's limit is refused before any login: its
+    log line must not be an ERROR with a traceback that anyone could repeat at will."""
+    caplog.set_level(logging.DEBUG)
+    long_line = await open_client.get("/_matrix/client/versions?x=" + "a" * 10_000)
+    long_header = await open_client.get(
+        "/_matrix/client/versions", headers={"X-Long": "a" * 10_000}
+    )
+    assert long_line.status == 400 and long_header.status == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not [r for r in caplog.records if r.exc_info]
+    refusals = [r for r in caplog.records if "malformed request" in r.getMessage()]
+    assert len(refusals) == 2
+    assert all(r.levelno == logging.INFO and "\n" not in r.getMessage() for r in refusals)
+    assert all(len(r.getMessage()) < 400 for r in refusals)
