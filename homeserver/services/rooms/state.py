@@ -128,8 +128,16 @@ class RoomStateService:
             if access.upper is not None:
                 raise cannot_read()
             rows = await memberships.members_of_room(conn, room_id)
+        # The schema makes both strings: a member without one has the key absent, not null.
         return {
-            row.user_id: {"display_name": row.displayname, "avatar_url": row.avatar_url}
+            row.user_id: {
+                key: value
+                for key, value in (
+                    ("display_name", row.displayname),
+                    ("avatar_url", row.avatar_url),
+                )
+                if value is not None
+            }
             for row in rows
         }
 
