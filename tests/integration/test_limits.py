@@ -1,5 +1,5 @@
-"""Size limits, and their refusals: events past the spec's PDU limits, whatever
-endpoint builds them."""
+"""Size limits, and their refusals: events past the spec's PDU limits (whatever
+endpoint builds them), account data and filters past theirs."""
 
 from __future__ import annotations
 
@@ -90,3 +90,40 @@ async def test_membership_reason_past_the_pdu_limit(open_client: TestClient[Any,
     assert status == 413 and body["errcode"] == "M_TOO_LARGE"
     status, _ = await alice.get(f"/v3/rooms/{room}/state/m.room.member/{bob.user_id}")
     assert status == 404
+
+
+async def test_account_data_and_tags_are_limited_to_one_mebibyte(
+    open_client: TestClient[Any, Any],
+) -> None:
+    alice = await RoomUser.make(open_client, "alice")
+    me = alice.user_id
+    room = await alice.create_room()
+    too_big = {"x": "x" * (1024 * 1024)}
+    for path, content in (
+        (f"/v3/user/{me}/account_data/m.big", too_big),
+        (f"/v3/user/{me}/rooms/{room}/account_data/m.big", too_big),
+        (f"/v3/user/{me}/rooms/{room}/tags/u.big", too_big),
+        (f"/v3/user/{me}/rooms/{room}/account_data/m.tag", {"tags": {"u.big": too_big}}),
+    ):
+        status, body = await call(open_client, "PUT", path, content, headers=alice.headers)
+        assert status == 413 and body["errcode"] == "M_TOO_LARGE", (path, body)
+    status, _ = await alice.get(f"/v3/user/{me}/account_data/m.big")
+    assert status == 404
+    # Just under the limit is stored and read back.
+    fits = {"x": "x" * (1024 * 1024 - 100)}
+    await alice.ok("PUT", f"/user/{me}/account_data/m.big", fits)
+    status, body = await alice.get(f"/v3/user/{me}/account_data/m.big")
+    assert status == 200 and body == fits
+
+
+async def test_filters_are_limited_to_64_kibibytes(open_client: TestClient[Any, Any]) -> None:
+    alice = await RoomUser.make(open_client, "alice")
+    path = f"/v3/user/{alice.user_id}/filter"
+
+    def filter_of(rooms: int) -> dict[str, Any]:
+        return {"room": {"not_rooms": [f"!room{n:08d}:test.local" for n in range(rooms)]}}
+
+    status, body = await call(open_client, "POST", path, filter_of(2600), headers=alice.headers)
+    assert status == 413 and body["errcode"] == "M_TOO_LARGE", body
+    status, body = await call(open_client, "POST", path, filter_of(2300), headers=alice.headers)
+    assert status == 200, body

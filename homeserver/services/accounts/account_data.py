@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import orjson
+
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import (
     ServiceError,
@@ -29,6 +31,9 @@ Write = Callable[[Connection, int], Awaitable[bool]]
 # Types the server maintains itself; the spec forbids setting them through this API.
 SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
 MAX_NAME_BYTES = 255  # event types, room ids and tag names
+# Every sync of a new device carries all of it, so each item (an account data content,
+# a tag's content) is bounded; the spec sets no figure, 1 MiB is generous for clients.
+MAX_CONTENT_BYTES = 1024 * 1024
 
 
 def check_owner(requester: Requester, user_id: str, what: str) -> None:
@@ -40,6 +45,14 @@ def check_owner(requester: Requester, user_id: str, what: str) -> None:
 def _check_name(value: str, what: str) -> None:
     if len(value.encode("utf-8")) > MAX_NAME_BYTES:
         raise invalid_param(f"{what} is longer than {MAX_NAME_BYTES} bytes")
+
+
+def _check_size(content: Mapping[str, Any], what: str) -> None:
+    ensure_storable(content)
+    if len(orjson.dumps(content)) > MAX_CONTENT_BYTES:
+        raise ServiceError(
+            413, "M_TOO_LARGE", f"{what} is larger than {MAX_CONTENT_BYTES} bytes as JSON"
+        )
 
 
 def _room_key(room_id: str | None) -> str:
@@ -121,7 +134,7 @@ class AccountDataService:
         _check_name(type_, "Account data type")
         if type_ in SERVER_MANAGED_TYPES:
             raise ServiceError(405, "M_BAD_JSON", f"Cannot set {type_} through this API")
-        ensure_storable(content)
+        _check_size(content, "Account data")
         if room_id is not None and type_ == account_data.TAG_TYPE:
             # Keep room_tags, the source of the tag endpoints, in step with m.tag.
             tags = _tags_of(content)
@@ -156,7 +169,7 @@ class AccountDataService:
         check_owner(requester, user_id, "tags")
         key = _room_key(room_id)
         _check_tag(tag, content)
-        ensure_storable(content)
+        _check_size(content, "Tag content")
 
         async def write(conn: Connection, position: int) -> bool:
             await account_data.put_room_tag(conn, user_id, key, tag, content, position)

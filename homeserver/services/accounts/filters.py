@@ -12,14 +12,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from homeserver.services.accounts.account_data import check_owner
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import bad_json, not_found
+from homeserver.services.core.errors import ServiceError, bad_json, not_found
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.storage.accounts import filters
 from homeserver.storage.core.pool import Database
 
 _FILTER_ID = re.compile(r"[0-9]{1,18}")  # fits the BIGINT column
+# Filters are stored for good and read on every sync that names them; a real one is a
+# few hundred bytes, so 64 KiB leaves room for long room and sender lists.
+MAX_FILTER_BYTES = 64 * 1024
 
 
 def wildcard_match(pattern: str, value: str) -> bool:
@@ -313,6 +318,10 @@ class FilterService:
         check_owner(requester, user_id, "filters")
         parse_filter(definition)
         ensure_storable(definition, "Filter")
+        if len(orjson.dumps(definition)) > MAX_FILTER_BYTES:
+            raise ServiceError(
+                413, "M_TOO_LARGE", f"Filter is larger than {MAX_FILTER_BYTES} bytes"
+            )
         async with self.db.pool.connection() as conn:
             return str(await filters.add_filter(conn, user_id, definition))
 
