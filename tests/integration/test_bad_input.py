@@ -317,6 +317,23 @@ async def test_nul_is_refused_on_endpoints_that_used_to_fail_with_500(
     await alice.say(room, "the server is fine")
 
 
+async def test_typing_timeout_must_be_a_non_negative_integer(
+    open_client: TestClient[Any, Any],
+) -> None:
+    alice = await RoomUser.make(open_client, "alice")
+    room = await alice.create_room()
+    path = f"/v3/rooms/{room}/typing/{alice.user_id}"
+    for timeout in ([30000], {"ms": 1}, 1.5, "30000", None, True, -1):
+        status, body = await call(
+            open_client, "PUT", path, {"typing": True, "timeout": timeout}, headers=alice.headers
+        )
+        assert status == 400 and body["errcode"] == "M_BAD_JSON", (timeout, body)
+    status, _ = await call(
+        open_client, "PUT", path, {"typing": True, "timeout": 30000}, headers=alice.headers
+    )
+    assert status == 200
+
+
 async def test_numbers_past_64_bits_are_stored_and_read_back(
     open_client: TestClient[Any, Any],
 ) -> None:
