@@ -124,13 +124,15 @@ async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
+async def read_json_object(request: web.Request, *, event_content: bool = False) -> dict[str, Any]:
     """The request body as a JSON object, or the spec's M_NOT_JSON / M_BAD_JSON.
 
     Client bodies are also refused (M_BAD_JSON) when they hold U+0000 or nest deeper
     than MAX_DEPTH: neither fits in PostgreSQL or our encoders, so every endpoint is
-    covered here once. Federation bodies carry other servers' signed events, which
-    their own checks judge."""
+    covered here once. A body that is `event_content` may hold U+0000, as on other
+    servers: events are stored as JSON text, and the room writer keeps it out of the
+    columns it fills from content. Federation bodies carry other servers' signed
+    events, which their own checks judge."""
     raw = await request.read()
     if not raw:
         raise MatrixError(400, "M_NOT_JSON", "Request body is empty; expected a JSON object")
@@ -142,12 +144,11 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise MatrixError(400, "M_BAD_JSON", "Request body must be a JSON object")
-    if not request.path.startswith(FEDERATION_PREFIX) and _may_be_unstorable(raw):
-        ensure_storable(body, "Request body")
+    if request.path.startswith(FEDERATION_PREFIX):
+        return body
+    # A cheap look at the text rules out most bodies before walking the parsed one: JSON
+    # can only spell U+0000 as an escape, and cannot nest deeper than it has brackets.
+    may_nest_too_deep = raw.count(b"{") + raw.count(b"[") > MAX_DEPTH
+    if may_nest_too_deep or (not event_content and b"\\u0000" in raw):
+        ensure_storable(body, "Request body", allow_nul=event_content)
     return body
-
-
-def _may_be_unstorable(raw: bytes) -> bool:
-    """A cheap look at the text that rules out most bodies before walking the parsed one:
-    JSON can only spell U+0000 as an escape, and cannot nest deeper than it has brackets."""
-    return b"\\u0000" in raw or raw.count(b"{") + raw.count(b"[") > MAX_DEPTH

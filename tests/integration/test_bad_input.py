@@ -269,7 +269,6 @@ def nul_requests(alice: RoomUser, bob: RoomUser, room: str, event: str) -> list[
         ("POST", f"{v3}/createRoom", {"room_alias_name": nul}),
         ("POST", f"{v3}/createRoom", {"invite": ["@a\x00b:test.local"]}),
         ("POST", f"{v3}/createRoom", {"room_version": nul}),
-        ("PUT", f"{r}/send/m.room.message/t4", {"msgtype": "m.text", "body": nul}),
         ("PUT", f"{r}/state/m.room.topic/", {"topic": nul}),
         ("PUT", f"{r}/redact/{event}/t5", {"reason": nul}),
         ("PUT", f"{v3}/profile/{me}/displayname", {"displayname": nul}),
@@ -315,6 +314,36 @@ async def test_nul_is_refused_on_endpoints_that_used_to_fail_with_500(
             failures.append((method, path, resp.status, answer))
     assert failures == []
     await alice.say(room, "the server is fine")
+
+
+async def test_message_content_may_hold_nul_except_where_it_names_events(
+    open_client: TestClient[Any, Any],
+) -> None:
+    """As on other servers, a message's content may hold U+0000 (events are stored as
+    JSON text); not its relation or a redaction, which name events in PostgreSQL."""
+    alice = await RoomUser.make(open_client, "alice")
+    room = await alice.create_room()
+    target = await alice.say(room, "target")
+    event_id = await alice.send(room, {"msgtype": "m.text", "body": "a\x00b"})
+    status, event = await alice.get(f"/v3/rooms/{room}/event/{event_id}")
+    assert status == 200 and event["content"]["body"] == "a\x00b"
+    r = f"/v3/rooms/{room}"
+    for path, content in (
+        (
+            f"{r}/send/m.room.message/n1",
+            {"m.relates_to": {"rel_type": "a\x00", "event_id": target}},
+        ),
+        (f"{r}/send/m.reaction/n2", {"m.relates_to": {"event_id": "$a\x00b", "rel_type": "x"}}),
+        (f"{r}/send/m.room.redaction/n3", {"redacts": "$a\x00b"}),
+        (f"{r}/send/m.room.redaction/n4", {"redacts": target, "reason": "a\x00b"}),
+        (f"{r}/state/m.room.topic/", {"topic": "a\x00b"}),
+    ):
+        status, body = await call(open_client, "PUT", path, content, headers=alice.headers)
+        assert status == 400 and body["errcode"] == "M_BAD_JSON", (path, body)
+    status, event = await alice.get(f"/v3/rooms/{room}/event/{target}")
+    assert event["content"]["body"] == "target"
+    status, messages = await alice.get(f"/v3/rooms/{room}/messages", dir="b")
+    assert status == 200 and len(messages["chunk"]) > 2
 
 
 async def test_typing_timeout_must_be_a_non_negative_integer(

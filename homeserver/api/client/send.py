@@ -28,7 +28,7 @@ def _massaged_ts(request: web.Request, requester: Requester) -> int | None:
 async def send_message(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = homeserver(request)
-    content = await read_json_object(request)
+    content = await read_json_object(request, event_content=True)
     await hs.ratelimiter.check("message", requester.user_id, requester)
     event_id, _ = await hs.send.send(
         requester,

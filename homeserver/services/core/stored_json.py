@@ -14,13 +14,14 @@ from homeserver.services.core.errors import bad_json
 MAX_DEPTH = 100
 
 
-def ensure_storable(value: Any, what: str = "Content") -> None:
-    """Raise 400 M_BAD_JSON when `value` could not be stored as jsonb."""
+def ensure_storable(value: Any, what: str = "Content", *, allow_nul: bool = False) -> None:
+    """Raise 400 M_BAD_JSON when `value` could not be stored as jsonb (or, with
+    `allow_nul`, when it is nested too deep to be stored as JSON text)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
+            if not allow_nul and "\x00" in item:
                 raise bad_json(f"{what} must not contain the NUL character")
         elif isinstance(item, dict | list):
             if depth > MAX_DEPTH:

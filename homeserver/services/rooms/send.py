@@ -12,6 +12,7 @@ from federation.identifiers import domain_of
 from federation.power_levels import named_level, user_level
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.directory.rooms import CANONICAL_ALIAS, check_canonical_alias
 from homeserver.services.rooms.server_acl import check_own_acl, is_acl_event
 from homeserver.services.rooms.writer import (
@@ -37,6 +38,15 @@ def _check_ids(event_type: str, state_key: str | None) -> None:
         raise ServiceError(400, "M_INVALID_PARAM", "Event type must be 1 to 255 bytes")
     if state_key is not None and len(state_key.encode()) > MAX_ID_BYTES:
         raise ServiceError(400, "M_INVALID_PARAM", "State key must be at most 255 bytes")
+
+
+def _check_nul(event_type: str, content: Mapping[str, Any]) -> None:
+    """Message content may hold U+0000, as on other servers (the event is stored as
+    JSON text), except where it names other events: relations and redactions fill
+    columns and queries that PostgreSQL cannot give U+0000 to."""
+    ensure_storable(content.get("m.relates_to"), "m.relates_to")
+    if event_type == "m.room.redaction":
+        ensure_storable(content, "Redaction content")
 
 
 @dataclass(eq=False)
@@ -88,6 +98,7 @@ class SendService:
         event type's send path by default). `ts` dates the event (application
         services only: the caller checks)."""
         _check_ids(event_type, state_key)
+        _check_nul(event_type, content)
         check_own_acl(event_type, state_key, content, domain_of(requester.user_id))
         scope = f"{room_id}/{endpoint or f'send/{event_type}'}"
         if txn_id is not None:
