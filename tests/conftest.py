@@ -49,10 +49,15 @@ class PostgresServer:
             self._template = str(conninfo_to_dict(conninfo)["dbname"])
         return self.create_database(template=self._template)
 
-    def drop_all(self) -> None:
+    def drop(self, conninfos: list[str]) -> None:
+        names = [str(conninfo_to_dict(conninfo)["dbname"]) for conninfo in conninfos]
         with psycopg.connect(self.admin_conninfo, autocommit=True) as conn:
-            for name in reversed(self._created):
+            for name in names:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                self._created.remove(name)
+
+    def drop_all(self) -> None:
+        self.drop([self.conninfo_for(name) for name in reversed(self._created)])
 
 
 @pytest.fixture(scope="session")
@@ -76,5 +81,14 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def database_factory(postgres: PostgresServer) -> Callable[[], str]:
-    return postgres.migrated_database
+def database_factory(postgres: PostgresServer) -> Iterator[Callable[[], str]]:
+    """Fresh migrated databases, dropped when the test ends: dropping them all at the
+    end of the run instead takes minutes, past the per-test timeout of the last test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(postgres.migrated_database())
+        return made[-1]
+
+    yield make
+    postgres.drop(made)
