@@ -185,22 +185,12 @@ async def test_nul_in_the_query_is_refused_on_every_route(
     assert failures == []
 
 
-def nul_requests(alice: RoomUser, bob: RoomUser, room: str, event: str) -> list[Any]:
-    """Requests that carried U+0000 down to PostgreSQL (500) before the edge refused it:
-    (method, path, body, expected errcode). `%00` in a path is U+0000 in a parameter."""
+def nul_in_path_or_query(alice: RoomUser, room: str) -> list[Any]:
+    """Requests whose path or query carried U+0000 down to PostgreSQL (500) before the
+    edge refused it: (method, path, body). `%00` in a path is U+0000 in a parameter."""
     me, v3 = quote(alice.user_id), "/v3"
     r = f"{v3}/rooms/{room}"
-    nul = "a\x00b"
-    pusher = {
-        "pushkey": "k",
-        "kind": "http",
-        "app_id": "a",
-        "app_display_name": "A",
-        "device_display_name": "D",
-        "lang": "en",
-        "data": {"url": "https://push.example/_matrix/push/v1/notify"},
-    }
-    path_param = [
+    return [
         ("PUT", f"{r}/send/m.x%00y/t1", {}),
         ("PUT", f"{r}/send/m.x/t%00", {}),
         ("PUT", f"{r}/state/m.x%00y/", {}),
@@ -243,7 +233,24 @@ def nul_requests(alice: RoomUser, bob: RoomUser, room: str, event: str) -> list[
         ("GET", f"{v3}/publicRooms?server=a%00b", None),
         ("GET", f"{v3}/notifications?from=1%00", None),
     ]
-    body_string = [
+
+
+def nul_in_body(alice: RoomUser, bob: RoomUser, room: str, event: str) -> list[Any]:
+    """Requests whose JSON body carried U+0000 down to PostgreSQL (500) before the edge
+    refused it: (method, path, body)."""
+    me, v3 = quote(alice.user_id), "/v3"
+    r = f"{v3}/rooms/{room}"
+    nul = "a\x00b"
+    pusher = {
+        "pushkey": "k",
+        "kind": "http",
+        "app_id": "a",
+        "app_display_name": "A",
+        "device_display_name": "D",
+        "lang": "en",
+        "data": {"url": "https://push.example/_matrix/push/v1/notify"},
+    }
+    return [
         ("POST", f"{r}/report/{event}", {"reason": nul}),
         ("POST", f"{r}/report", {"reason": nul}),
         ("POST", f"{v3}/pushers/set", {**pusher, "pushkey": nul}),
@@ -286,8 +293,12 @@ def nul_requests(alice: RoomUser, bob: RoomUser, room: str, event: str) -> list[
         ("POST", f"{v3}/login", {"type": "m.login.password", "user": nul, "password": "x"}),
         ("POST", f"{v3}/register", {"username": nul, "password": "x"}),
     ]
-    return [(m, p, b, "M_INVALID_PARAM") for m, p, b in path_param] + [
-        (m, p, b, "M_BAD_JSON") for m, p, b in body_string
+
+
+def nul_requests(alice: RoomUser, bob: RoomUser, room: str, event: str) -> list[Any]:
+    """(method, path, body, expected errcode) of every request above."""
+    return [(*request, "M_INVALID_PARAM") for request in nul_in_path_or_query(alice, room)] + [
+        (*request, "M_BAD_JSON") for request in nul_in_body(alice, bob, room, event)
     ]
 
 
