@@ -214,7 +214,7 @@ class Homeserver:
             self.config.server_name,
             max_backoff_s=self.config.federation_max_retry_interval_s,
         )
-        self.federation_client.on_success = self.federation_sender.on_contact
+        self.federation_client.add_listener(self.federation_sender.on_contact)
         self.inbound = FederationInbound(self)
         self.resident = ResidentMembership(self)
         self.federation_reads = FederationReads(self)
@@ -223,9 +223,9 @@ class Homeserver:
         self.membership.remote = FederationMembership(self)
         self.rooms.remote = self.membership.remote
         self._build_reads()
+        self._wire_appservices()
         self._wire_federated_e2ee_and_edus()
         self._wire_media()
-        self._wire_appservices()
 
     def _build_accounts(self) -> None:
         """The account services the API calls: tokens, devices, accounts, logins,
@@ -308,8 +308,6 @@ class Homeserver:
             presence=self.presence,
         )
         self.events.add_after_commit(lambda _: self.appservice_sender.notify())
-        # Chained after the federation hooks, so _wire_federated_e2ee_and_edus runs first.
-        self.appservice_sender.watch_ephemeral(self.typing, self.receipts, self.presence)
 
     def _wire_media(self) -> None:
         """The media repository, fetching remote media over our federation client."""
@@ -341,12 +339,14 @@ class Homeserver:
         self.edu_announcer = EduAnnouncer(self)
         self.federated_device_lists = FederatedDeviceLists(self)
         self.federated_keys = FederatedKeys(self)
-        self.typing.on_set = self.edu_announcer.typing
-        self.receipts.on_stored = self.edu_announcer.receipt
-        self.presence.on_changed = self.edu_announcer.presence
+        for producer in (self.typing, self.receipts, self.presence):
+            producer.add_listener(self.appservice_sender.ephemeral_changed)
+        self.typing.add_listener(self.edu_announcer.typing)
+        self.receipts.add_listener(self.edu_announcer.receipt)
+        self.presence.add_listener(self.edu_announcer.presence)
         self.to_device.send_remote = self.edu_announcer.to_device
-        self.device_lists.on_committed = self.federated_device_lists.announce
-        self.cross_signing.on_public_keys = self.federated_device_lists.announce_signing_keys
+        self.device_lists.add_listener(self.federated_device_lists.announce)
+        self.cross_signing.add_listener(self.federated_device_lists.announce_signing_keys)
         self.e2ee.query_remote = self.federated_keys.query
         self.e2ee.claim_remote = self.federated_keys.claim
 

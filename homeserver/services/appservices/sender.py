@@ -17,7 +17,7 @@ public read receipts and presence of the rooms and users they are interested in,
 transactions' `ephemeral` list. Receipts and presence are read from their streams behind
 cursors kept next to the events one (and recorded with the pending transaction), so they
 survive restarts like events; typing lives in memory and is sent best-effort from this
-process's typing position. Their writers only wake the sender (`watch_ephemeral`).
+process's typing position. Their writers only wake the sender (`ephemeral_changed`).
 
 `query_user` and `query_alias` ask services about users and aliases in their namespaces
 that do not exist yet (`/_matrix/app/v1/users/{userId}`, `/rooms/{roomAlias}`).
@@ -55,7 +55,6 @@ from homeserver.storage.core.pool import Connection, Database, DatabaseError, is
 
 if TYPE_CHECKING:
     from homeserver.services.ephemeral.presence import PresenceService
-    from homeserver.services.ephemeral.receipts import ReceiptService
     from homeserver.services.ephemeral.typing import TypingService
 
 log = logging.getLogger(__name__)
@@ -175,34 +174,12 @@ class AppServiceSender:
         if self._targets and not self._closing:
             self._wakeup.set()
 
-    def watch_ephemeral(
-        self, typing: TypingService, receipts: ReceiptService, presence: PresenceService
-    ) -> None:
-        """Wake the sender after typing, receipt and presence changes made here, chained
-        after the hooks already set (call once the others are wired). Changes of other
-        processes and typing timeouts are seen by the poll."""
-        if not self._ephemeral:
-            return
-        on_set, on_stored, on_changed = typing.on_set, receipts.on_stored, presence.on_changed
-
-        async def typing_set(room_id: str, user_id: str, is_typing: bool) -> None:
+    async def ephemeral_changed(self, *_: object) -> None:
+        """A listener of typing, receipt and presence changes made here: wake the sender
+        when a service wants ephemeral data. Changes of other processes and typing
+        timeouts are seen by the poll."""
+        if self._ephemeral:
             self.notify()
-            if on_set is not None:
-                await on_set(room_id, user_id, is_typing)
-
-        async def receipt_stored(row: Any) -> None:
-            self.notify()
-            if on_stored is not None:
-                await on_stored(row)
-
-        async def presence_changed(user_ids: list[str]) -> None:
-            self.notify()
-            if on_changed is not None:
-                await on_changed(user_ids)
-
-        typing.on_set = typing_set
-        receipts.on_stored = receipt_stored
-        presence.on_changed = presence_changed
 
     # ---- scheduling
 

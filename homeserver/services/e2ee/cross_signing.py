@@ -18,6 +18,7 @@ import orjson
 from federation.signing import signing_bytes, verify_ed25519_signed
 from federation.types import JsonDict
 from homeserver.services.core.errors import ServiceError, invalid_param
+from homeserver.services.core.listeners import Listeners
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.storage.accounts import devices
@@ -116,8 +117,11 @@ class CrossSigningService:
     def __init__(self, db: Database, device_lists: DeviceLists) -> None:
         self.db = db
         self.device_lists = device_lists
-        # Told of a user's new master or self-signing keys (federation announces them).
-        self.on_public_keys: Callable[[str, dict[str, JsonDict]], Awaitable[None]] | None = None
+        self._listeners: Listeners[[str, dict[str, JsonDict]]] = Listeners()
+
+    def add_listener(self, listener: Callable[[str, dict[str, JsonDict]], Awaitable[None]]) -> None:
+        """Told of a user's new master or self-signing keys (federation announces them)."""
+        self._listeners.add(listener)
 
     async def _stored(self, conn: Connection, user_id: str) -> dict[str, CrossSigningKey]:
         found = _loaded(await store.get_keys(conn, [user_id], list(KEY_TYPES)))
@@ -183,8 +187,8 @@ class CrossSigningService:
                     conn, user_id, key.key_type, key.key_id, orjson.dumps(key.content).decode()
                 )
         public = {f"{k.key_type}_key": k.content for k in changed if k.key_type != USER_SIGNING}
-        if public and self.on_public_keys is not None:
-            await self.on_public_keys(user_id, public)
+        if public:
+            await self._listeners.notify(user_id, public)
 
     async def upload_signatures(self, user_id: str, body: Mapping[str, Any]) -> JsonDict:
         """POST /keys/signatures/upload: store the signatures that verify; the others are

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
+from homeserver.services.core.listeners import Listeners
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.core import streams
@@ -24,8 +25,11 @@ class DeviceLists:
         self.db = db
         self.allocator = allocator
         self.notifier = notifier
-        # Told, after commit, whose devices or keys changed (federation announces them).
-        self.on_committed: Callable[[list[str]], Awaitable[None]] | None = None
+        self._listeners: Listeners[[list[str]]] = Listeners()
+
+    def add_listener(self, listener: Callable[[list[str]], Awaitable[None]]) -> None:
+        """Told, after commit, whose devices or keys changed (federation announces them)."""
+        self._listeners.add(listener)
 
     @asynccontextmanager
     async def transaction(self, user_ids: Sequence[str]) -> AsyncIterator[Connection]:
@@ -45,8 +49,7 @@ class DeviceLists:
             await self.allocator.abandon("device_lists", [position])
             raise
         await self.notifier.notify("device_lists", position, rooms=rooms, users=users)
-        if self.on_committed is not None:
-            await self.on_committed(users)
+        await self._listeners.notify(users)
 
     async def changes(
         self, conn: Connection, user_id: str, from_pos: int, to_pos: int

@@ -20,6 +20,7 @@ from typing import Any
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, forbidden, invalid_param
+from homeserver.services.core.listeners import Listeners
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.core import streams
@@ -65,8 +66,11 @@ class PresenceService:
         self._seen: dict[str, tuple[str, int]] = {}
         self._active: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        # Told which users' presence changed (federation sends our users' out).
-        self.on_changed: Callable[[list[str]], Awaitable[None]] | None = None
+        self._listeners: Listeners[[list[str]]] = Listeners()
+
+    def add_listener(self, listener: Callable[[list[str]], Awaitable[None]]) -> None:
+        """Told which users' presence changed (federation sends our users' out)."""
+        self._listeners.add(listener)
 
     async def start(self) -> None:
         if self.enabled:
@@ -156,8 +160,7 @@ class PresenceService:
             await self.allocator.abandon("presence", [position])
             raise
         await self.notifier.notify("presence", position, rooms=rooms, users=[user_id])
-        if self.on_changed is not None:
-            await self.on_changed([user_id])
+        await self._listeners.notify([user_id])
 
     async def apply_remote(
         self, user_id: str, state: str, status_msg: str | None, last_active_ago: int
@@ -214,8 +217,7 @@ class PresenceService:
                 rooms=rooms,
                 users=[user_id for user_id, _ in changed],
             )
-            if self.on_changed is not None:
-                await self.on_changed([user_id for user_id, _ in changed])
+            await self._listeners.notify([user_id for user_id, _ in changed])
         return len(changed)
 
     async def _sweep_forever(self) -> None:

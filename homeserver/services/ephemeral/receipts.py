@@ -15,6 +15,7 @@ from typing import Any
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import forbidden, invalid_param, not_found
+from homeserver.services.core.listeners import Listeners
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.accounts import account_data
@@ -46,8 +47,11 @@ class ReceiptService:
         self.db = db
         self.allocator = allocator
         self.notifier = notifier
-        # Told of every receipt stored (federation sends our users' public ones out).
-        self.on_stored: Callable[[receipts.ReceiptRow], Awaitable[None]] | None = None
+        self._listeners: Listeners[[receipts.ReceiptRow]] = Listeners()
+
+    def add_listener(self, listener: Callable[[receipts.ReceiptRow], Awaitable[None]]) -> None:
+        """Told of every receipt stored (federation sends our users' public ones out)."""
+        self._listeners.add(listener)
 
     async def send_receipt(
         self,
@@ -240,5 +244,4 @@ class ReceiptService:
                 await self.notifier.notify("receipts", position, users=[user_id])
             else:
                 await self.notifier.notify("receipts", position, rooms=[room_id])
-            if self.on_stored is not None:
-                await self.on_stored(row)
+            await self._listeners.notify(row)

@@ -18,6 +18,7 @@ from typing import Any
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, forbidden
+from homeserver.services.core.listeners import Listeners
 from homeserver.services.core.notifier import Notifier
 from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import memberships
@@ -112,9 +113,13 @@ class TypingService:
         self._clock = clock
         self._state = TypingState(clock())
         self._timer: asyncio.TimerHandle | None = None
-        # Told of every change made here (federation sends our users' ones out).
-        self.on_set: Callable[[str, str, bool], Awaitable[None]] | None = None
+        self._listeners: Listeners[[str, str, bool]] = Listeners()
         notifier.on(BROADCAST_KIND, self._received)
+
+    def add_listener(self, listener: Callable[[str, str, bool], Awaitable[None]]) -> None:
+        """Told (room, user, typing) of every change made here, remote users' included
+        (federation sends our users' ones out)."""
+        self._listeners.add(listener)
 
     @property
     def position(self) -> int:
@@ -134,8 +139,7 @@ class TypingService:
         await self.notifier.broadcast(
             BROADCAST_KIND, {"room_id": room_id, "user_id": user_id, "expires_at": expires_at}
         )
-        if self.on_set is not None:
-            await self.on_set(room_id, user_id, typing)
+        await self._listeners.notify(room_id, user_id, typing)
 
     async def user_typing(
         self, requester: Requester, room_id: str, user_id: str, body: dict[str, Any]

@@ -153,8 +153,12 @@ class FederationClient:
         )
         self._session: aiohttp.ClientSession | None = None
         self._dns: dns.asyncresolver.Resolver | None = None
-        # Called with a destination's name after it answered successfully (catch-up).
-        self.on_success: Callable[[str], None] | None = None
+        self._on_success: list[Callable[[str], None]] = []
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        """Called with a destination's name after it answered successfully (the sender
+        then catches up with it)."""
+        self._on_success.append(listener)
 
     async def start(self) -> None:
         if self._ssl is False and self.scheme == "https":
@@ -234,8 +238,8 @@ class FederationClient:
                 )
         except TimeoutError:
             raise Unreachable(destination, f"no answer within {time_limit:g} s") from None
-        if self.on_success is not None:
-            self.on_success(destination)
+        for listener in self._on_success:
+            listener(destination)
         return result
 
     async def request_stream(
@@ -268,8 +272,8 @@ class FederationClient:
                 result = await self._send(destination, targets, "GET", uri, headers, None, read)
         except TimeoutError:
             raise Unreachable(destination, f"no answer within {time_limit:g} s") from None
-        if self.on_success is not None:
-            self.on_success(destination)
+        for listener in self._on_success:
+            listener(destination)
         return result
 
     async def _send(
