@@ -31,10 +31,12 @@ async def require_user(request: web.Request) -> Requester:
     if not token:
         raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
     hs = homeserver(request)
-    service = hs.appservices.by_token.get(token) if hs.appservices.by_token else None
+    service = (
+        hs.appservices_registry.by_token.get(token) if hs.appservices_registry.by_token else None
+    )
     if service is not None:
         # An application service, as its sender or the user it asserts (`user_id`).
-        requester = await hs.appservice_auth.requester(
+        requester = await hs.appservices_auth.requester(
             service, request.query.get("user_id"), request.query.get("device_id")
         )
         request[REQUESTER_KEY] = requester

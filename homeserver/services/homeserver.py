@@ -1,5 +1,11 @@
-"""The running homeserver: configuration, database, signing key and services,
-handed to every API handler through the aiohttp application."""
+"""The composition root: the running homeserver's configuration, database, signing key
+and services, built here and only here, handed to every API handler through the
+aiohttp application.
+
+Each service gets what it uses in its constructor; the graph is built in dependency
+order (a service after everything it is given), and effects of local changes are
+subscribed at the end (`_subscribe`). No service module imports this one.
+"""
 
 from __future__ import annotations
 
@@ -21,46 +27,46 @@ from homeserver.services.accounts.registration import RegistrationService, Regis
 from homeserver.services.accounts.uia import UiaService
 from homeserver.services.admin.rooms import AdminRoomService
 from homeserver.services.admin.users import AdminUserService
-from homeserver.services.appservices.registry import (
-    AppServiceAuth,
-    AppServiceRegistry,
-    load_registry,
-)
+from homeserver.services.appservices.auth import AppServiceAuth
+from homeserver.services.appservices.registry import AppServiceRegistry, load_registry
 from homeserver.services.appservices.sender import AppServiceSender
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.ratelimit import RateLimiter
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.directory.hierarchy import HierarchyService
-from homeserver.services.directory.rooms import DirectoryService
+from homeserver.services.directory.rooms import RoomDirectory
 from homeserver.services.directory.users import UserDirectoryService
 from homeserver.services.e2ee.cross_signing import CrossSigningService
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.services.e2ee.key_backup import KeyBackupService
-from homeserver.services.e2ee.keys import E2EEService
+from homeserver.services.e2ee.keys import E2EEKeys
 from homeserver.services.ephemeral.presence import PresenceService
 from homeserver.services.ephemeral.receipts import ReceiptService
 from homeserver.services.ephemeral.to_device import ToDeviceService
 from homeserver.services.ephemeral.typing import TypingService
 from homeserver.services.media.remote import RemoteMedia
-from homeserver.services.media.repository import MediaService
+from homeserver.services.media.repository import MediaRepository
 from homeserver.services.media.thumbnails import ThumbnailService
 from homeserver.services.media.url_previews import UrlPreviewService
-from homeserver.services.push.gateway import PushSender
+from homeserver.services.push.gateway import PushGateway
 from homeserver.services.push.notifications import NotificationService
 from homeserver.services.push.pushers import PusherService
 from homeserver.services.push.rules import PushRuleService
 from homeserver.services.remote.backfill import Backfiller
 from homeserver.services.remote.client import FederationClient
-from homeserver.services.remote.device_lists import FederatedDeviceLists
-from homeserver.services.remote.edus import EduAnnouncer
+from homeserver.services.remote.device_lists import RemoteDeviceLists
+from homeserver.services.remote.edu_announcer import EduAnnouncer
+from homeserver.services.remote.edus import InboundEdus
 from homeserver.services.remote.inbound import FederationInbound
-from homeserver.services.remote.joins import FederationMembership
+from homeserver.services.remote.joins import FederationJoins
 from homeserver.services.remote.keyring import KeyRing
-from homeserver.services.remote.keys import FederatedKeys
+from homeserver.services.remote.keys import RemoteKeys
 from homeserver.services.remote.reads import FederationReads
 from homeserver.services.remote.resident import ResidentMembership
+from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.room_servers import RoomServers
 from homeserver.services.remote.sender import FederationSender
+from homeserver.services.remote.served_keys import ServedKeys
 from homeserver.services.rooms.creation import RoomCreator
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.reports import ReportService
@@ -79,14 +85,29 @@ from homeserver.storage.media.files import MediaFiles
 
 @dataclass
 class Homeserver:
+    # Naming: a field is named for the module that defines its class, and the class
+    # for the same thing: `services/<package>/<module>.py` gives `hs.<module>`, or
+    # `hs.<package>_<module>` where the module's name alone is ambiguous (another
+    # package has a module of that name, or it names a part every subsystem has:
+    # client, sender, registry, repository, gateway, rules, remote). So `hs.typing` is
+    # ephemeral/typing.py, `hs.e2ee_keys` and `hs.remote_keys` are e2ee/keys.py and
+    # remote/keys.py, `hs.push_gateway` is push/gateway.py. Not services, so named for
+    # what they are: the inputs (`config`, `db`, `signing_key`) and state shared by
+    # several services (`event_cache`, `token_cache`, `devices_seen`, `media_files`).
+    # tests/unit/test_composition_root.py checks the rule.
     config: Config
     db: Database
     signing_key: SigningKey
-    devices_seen: SeenThrottle = field(default_factory=SeenThrottle)
+    event_cache: EventCache = field(default_factory=EventCache)
     token_cache: TokenCache = field(default_factory=TokenCache)
-    # `await hs.ratelimiter.check("login", key, requester)`; see services/core/ratelimit.py.
-    ratelimiter: RateLimiter = field(init=False)
-    # Services the API handlers call, built in _build_accounts and _build_reads.
+    devices_seen: SeenThrottle = field(default_factory=SeenThrottle)
+    media_files: MediaFiles = field(init=False)
+    # core/
+    notifier: Notifier = field(init=False)
+    streams: StreamAllocator = field(init=False)
+    # `await hs.ratelimit.check("login", key, requester)`; see services/core/ratelimit.py.
+    ratelimit: RateLimiter = field(init=False)
+    # accounts/
     auth: AuthService = field(init=False)
     devices: DeviceService = field(init=False)
     accounts: AccountService = field(init=False)
@@ -97,152 +118,167 @@ class Homeserver:
     account_data: AccountDataService = field(init=False)
     filters: FilterService = field(init=False)
     profile: ProfileService = field(init=False)
-    room_state: RoomStateService = field(init=False)
-    messages: MessageService = field(init=False)
-    relations: RelationService = field(init=False)
+    deactivation: Deactivations = field(init=False)
+    # rooms/
+    writer: EventCreator = field(init=False)
     server_acl: ServerAclService = field(init=False)
-    admin_users: AdminUserService = field(init=False)
-    admin_rooms: AdminRoomService = field(init=False)
-    event_cache: EventCache = field(default_factory=EventCache)
-    streams: StreamAllocator = field(init=False)
-    notifier: Notifier = field(init=False)
-    events: EventCreator = field(init=False)
-    rooms: RoomCreator = field(init=False)
+    creation: RoomCreator = field(init=False)
     membership: MembershipService = field(init=False)
-    deactivations: Deactivations = field(init=False)
     send: SendService = field(init=False)
-    directory: DirectoryService = field(init=False)
-    upgrader: RoomUpgrader = field(init=False)
+    upgrade: RoomUpgrader = field(init=False)
+    reports: ReportService = field(init=False)
+    rooms_state: RoomStateService = field(init=False)
+    # directory/ and timeline/
+    directory_rooms: RoomDirectory = field(init=False)
+    directory_users: UserDirectoryService = field(init=False)
     hierarchy: HierarchyService = field(init=False)
     search: SearchService = field(init=False)
-    reports: ReportService = field(init=False)
-    device_lists: DeviceLists = field(init=False)
+    messages: MessageService = field(init=False)
+    relations: RelationService = field(init=False)
+    # e2ee/
+    e2ee_device_lists: DeviceLists = field(init=False)
     cross_signing: CrossSigningService = field(init=False)
-    e2ee: E2EEService = field(init=False)
+    e2ee_keys: E2EEKeys = field(init=False)
     key_backup: KeyBackupService = field(init=False)
-    user_directory: UserDirectoryService = field(init=False)
+    # ephemeral/ and sync/
     typing: TypingService = field(init=False)
     receipts: ReceiptService = field(init=False)
     presence: PresenceService = field(init=False)
     to_device: ToDeviceService = field(init=False)
     sync: SyncService = field(init=False)
-    federation_client: FederationClient = field(init=False)
+    # remote/: the server's federation behaviour
+    remote_client: FederationClient = field(init=False)
     keyring: KeyRing = field(init=False)
-    federation_sender: FederationSender = field(init=False)
+    remote_sender: FederationSender = field(init=False)
+    room_locks: RoomLocks = field(init=False)
+    room_servers: RoomServers = field(init=False)
+    remote_device_lists: RemoteDeviceLists = field(init=False)
+    remote_keys: RemoteKeys = field(init=False)
+    served_keys: ServedKeys = field(init=False)
+    joins: FederationJoins = field(init=False)
+    edu_announcer: EduAnnouncer = field(init=False)
+    edus: InboundEdus = field(init=False)
     inbound: FederationInbound = field(init=False)
     resident: ResidentMembership = field(init=False)
-    federation_reads: FederationReads = field(init=False)
-    backfiller: Backfiller = field(init=False)
-    room_servers: RoomServers = field(init=False)
-    edu_announcer: EduAnnouncer = field(init=False)
-    federated_device_lists: FederatedDeviceLists = field(init=False)
-    federated_keys: FederatedKeys = field(init=False)
+    reads: FederationReads = field(init=False)
+    backfill: Backfiller = field(init=False)
+    # push/
     push_rules: PushRuleService = field(init=False)
     notifications: NotificationService = field(init=False)
     pushers: PusherService = field(init=False)
-    push_sender: PushSender = field(init=False)
-    media: MediaService = field(init=False)
-    appservices: AppServiceRegistry = field(init=False)
-    appservice_auth: AppServiceAuth = field(init=False)
-    appservice_sender: AppServiceSender = field(init=False)
+    push_gateway: PushGateway = field(init=False)
+    # media/
+    media_remote: RemoteMedia = field(init=False)
+    media_repository: MediaRepository = field(init=False)
     thumbnails: ThumbnailService = field(init=False)
     url_previews: UrlPreviewService = field(init=False)
+    # appservices/
+    appservices_registry: AppServiceRegistry = field(init=False)
+    appservices_auth: AppServiceAuth = field(init=False)
+    appservices_sender: AppServiceSender = field(init=False)
+    # admin/
+    admin_users: AdminUserService = field(init=False)
+    admin_rooms: AdminRoomService = field(init=False)
 
     def __post_init__(self) -> None:
-        self.ratelimiter = RateLimiter.from_config(self.config)
+        self._build_core()
+        self._build_federation()
+        self._build_e2ee()
+        self._build_accounts()
+        self._build_rooms()
+        self._build_ephemeral()
+        self._build_inbound_federation()
+        self._build_push_and_sync()
+        self._build_media()
+        self._build_reads()
+        self._build_appservices_and_admin()
+        self._subscribe()
+
+    @property
+    def server_name(self) -> str:
+        return self.config.server_name
+
+    def _build_core(self) -> None:
+        """Application services come first: the rate limiter exempts some of them."""
+        config = self.config
+        self.appservices_registry = load_registry(
+            config.app_service_config_files, config.server_name
+        )
+        self.ratelimit = RateLimiter.from_config(
+            config,
+            exempt_appservices=frozenset(
+                s.id for s in self.appservices_registry.services if not s.rate_limited
+            ),
+        )
         self.streams = StreamAllocator(self.db)
         self.notifier = Notifier(self.db)
-        self.events = EventCreator(
+        self.writer = EventCreator(
             self.db, self.signing_key, self.event_cache, self.streams, self.notifier
         )
-        self.rooms = RoomCreator(
-            self.db, self.events, self.config.server_name, self.config.default_room_version
-        )
-        self.push_rules = PushRuleService(self.db, self.streams, self.notifier)
-        self.membership = MembershipService(self.db, self.events, self.server_name, self.push_rules)
-        self.send = SendService(self.db, self.events)
-        self.directory = DirectoryService(self.db, self.events, self.config.server_name)
-        self.upgrader = RoomUpgrader(self.db, self.events, self.server_name, self.push_rules)
-        self.hierarchy = HierarchyService(self.events)
-        self.search = SearchService(self.events)
-        self.reports = ReportService(self.events)
-        self.device_lists = DeviceLists(self.db, self.streams, self.notifier)
-        self._build_accounts()
-        self.deactivations = Deactivations(
-            self.db, self.device_lists, self.membership, self.token_cache
-        )
-        self.cross_signing = CrossSigningService(self.db, self.device_lists)
-        self.e2ee = E2EEService(
-            self.db, self.device_lists, self.cross_signing, self.config.server_name
-        )
-        self.key_backup = KeyBackupService(self.db)
-        self.user_directory = UserDirectoryService(
-            self.db, self.config.user_directory_search_all_users
-        )
-        self.typing = TypingService(self.db, self.notifier)
-        self.receipts = ReceiptService(self.db, self.streams, self.notifier)
-        self.presence = PresenceService(
-            self.db, self.streams, self.notifier, enabled=self.config.presence_enabled
-        )
-        self.to_device = ToDeviceService(
-            self.db, self.streams, self.notifier, self.config.server_name
-        )
-        self.sync = SyncService(self)
-        self.notifications = NotificationService(self)
-        self.pushers = PusherService(self.db)
-        self.push_sender = PushSender(
-            self.db, self.event_cache, allowed_ranges=self.config.push_ip_range_whitelist
-        )
-        self.federation_client = FederationClient(
-            self.config.server_name,
+        self.server_acl = ServerAclService(self.db, self.event_cache)
+
+    def _build_federation(self) -> None:
+        """The outbound side every federated service uses."""
+        config = self.config
+        self.remote_client = FederationClient(
+            config.server_name,
             self.signing_key,
-            verify_tls=self.config.federation_verify_tls,
-            use_tls=self.config.federation_use_tls,
-            ca_file=self.config.federation_ca_file,
-            allowed_ranges=self.config.federation_ip_range_whitelist,
+            verify_tls=config.federation_verify_tls,
+            use_tls=config.federation_use_tls,
+            ca_file=config.federation_ca_file,
+            allowed_ranges=config.federation_ip_range_whitelist,
         )
         self.keyring = KeyRing(
             self.db,
-            self.federation_client,
-            self.config.server_name,
+            self.remote_client,
+            config.server_name,
             self.signing_key,
-            trusted_key_servers=self.config.federation_trusted_key_servers,
+            trusted_key_servers=config.federation_trusted_key_servers,
         )
-        self.federation_sender = FederationSender(
+        self.remote_sender = FederationSender(
             self.db,
-            self.federation_client,
-            self.config.server_name,
-            max_backoff_s=self.config.federation_max_retry_interval_s,
+            self.remote_client,
+            config.server_name,
+            max_backoff_s=config.federation_max_retry_interval_s,
         )
-        self.federation_client.add_listener(self.federation_sender.on_contact)
-        self.inbound = FederationInbound(self)
-        self.resident = ResidentMembership(self)
-        self.federation_reads = FederationReads(self)
-        self.backfiller = Backfiller(self)
-        self._wire_event_hooks()
-        self.membership.remote = FederationMembership(self)
-        self.rooms.remote = self.membership.remote
-        self._build_reads()
-        self._wire_appservices()
-        self._wire_federated_e2ee_and_edus()
-        self._wire_media()
+        self.room_locks = RoomLocks()
+
+    def _build_e2ee(self) -> None:
+        """Device lists and keys: remote users' before the local service that asks
+        for them."""
+        server_name = self.server_name
+        self.e2ee_device_lists = DeviceLists(self.db, self.streams, self.notifier)
+        self.cross_signing = CrossSigningService(self.db, self.e2ee_device_lists)
+        self.remote_device_lists = RemoteDeviceLists(
+            self.db,
+            self.e2ee_device_lists,
+            self.cross_signing,
+            self.remote_client,
+            self.remote_sender,
+            server_name,
+        )
+        self.remote_keys = RemoteKeys(
+            self.db, self.remote_device_lists, self.remote_client, server_name
+        )
+        self.e2ee_keys = E2EEKeys(
+            self.db, self.e2ee_device_lists, self.cross_signing, self.remote_keys, server_name
+        )
+        self.served_keys = ServedKeys(self.e2ee_keys, server_name)
+        self.key_backup = KeyBackupService(self.db)
 
     def _build_accounts(self) -> None:
-        """The account services the API calls: tokens, devices, accounts, logins,
-        user-interactive auth, registration, account data and filters."""
-        self.auth = AuthService(self.db, self.token_cache)
-        # Tokens deleted in other processes; after a lost connection, any of them.
-        self.notifier.on("token_deleted", self._evict_token)
-        self.notifier.after_reconnect(self.token_cache.clear)
+        """Tokens, devices, accounts, logins, user-interactive auth, registration,
+        account data and filters."""
+        db, config = self.db, self.config
+        self.auth = AuthService(db, self.token_cache)
         self.devices = DeviceService(
-            self.db, self.device_lists, self.token_cache, self.devices_seen
+            db, self.e2ee_device_lists, self.token_cache, self.devices_seen
         )
-        config = self.config
-        self.accounts = AccountService(self.db, config.server_name, config.argon2_time_cost)
-        self.login = LoginService(self.db, config.server_name, config.access_token_lifetime_ms)
-        self.uia = UiaService(self.db, config.server_name, self.login)
+        self.accounts = AccountService(db, config.server_name, config.argon2_time_cost)
+        self.login = LoginService(db, config.server_name, config.access_token_lifetime_ms)
+        self.uia = UiaService(db, config.server_name, self.login)
         self.registration = RegistrationService(
-            self.db,
+            db,
             config.server_name,
             open_registration=config.open_registration,
             requires_token=config.registration_requires_token,
@@ -250,105 +286,216 @@ class Homeserver:
             login=self.login,
             uia=self.uia,
         )
-        self.registration_tokens = RegistrationTokens(self.db)
-        self.account_data = AccountDataService(self.db, self.streams, self.notifier)
-        self.filters = FilterService(self.db)
+        self.registration_tokens = RegistrationTokens(db)
+        self.account_data = AccountDataService(db, self.streams, self.notifier)
+        self.filters = FilterService(db)
+
+    def _build_rooms(self) -> None:
+        """Local rooms; joins through other servers first, which membership and room
+        creation (invites of remote users) are given."""
+        db, writer, cache, server_name = self.db, self.writer, self.event_cache, self.server_name
+        self.joins = FederationJoins(
+            db,
+            writer,
+            cache,
+            self.remote_client,
+            self.keyring,
+            self.room_locks,
+            self.signing_key,
+            server_name,
+        )
+        self.push_rules = PushRuleService(db, self.streams, self.notifier)
+        self.membership = MembershipService(
+            db, writer, cache, self.joins, self.push_rules, server_name
+        )
+        self.creation = RoomCreator(
+            db, writer, self.joins, server_name, self.config.default_room_version
+        )
+        self.send = SendService(db, writer)
+        self.directory_rooms = RoomDirectory(db, writer, cache, server_name)
+        self.upgrade = RoomUpgrader(db, writer, cache, self.push_rules, server_name)
+        self.hierarchy = HierarchyService(db, cache)
+        self.search = SearchService(db, cache)
+        self.reports = ReportService(db, cache)
+        self.deactivation = Deactivations(
+            db, self.e2ee_device_lists, self.membership, self.token_cache
+        )
+        self.directory_users = UserDirectoryService(db, self.config.user_directory_search_all_users)
+
+    def _build_ephemeral(self) -> None:
+        """Typing, receipts, presence and to-device messages; our users' go out as EDUs
+        (to-device messages for other servers are handed to the announcer directly)."""
+        db, streams, notifier = self.db, self.streams, self.notifier
+        self.typing = TypingService(db, notifier)
+        self.receipts = ReceiptService(db, streams, notifier)
+        self.presence = PresenceService(db, streams, notifier, enabled=self.config.presence_enabled)
+        self.edu_announcer = EduAnnouncer(db, self.remote_sender, self.presence, self.server_name)
+        self.to_device = ToDeviceService(
+            db, streams, notifier, self.edu_announcer, self.server_name
+        )
+
+    def _build_inbound_federation(self) -> None:
+        """What other servers send and ask us."""
+        db, cache, server_name = self.db, self.event_cache, self.server_name
+        self.edus = InboundEdus(
+            db,
+            self.server_acl,
+            self.typing,
+            self.receipts,
+            self.presence,
+            self.to_device,
+            self.remote_device_lists,
+            server_name,
+        )
+        self.inbound = FederationInbound(
+            db,
+            self.writer,
+            cache,
+            self.remote_client,
+            self.keyring,
+            self.server_acl,
+            self.room_locks,
+            self.edus,
+        )
+        self.resident = ResidentMembership(
+            db,
+            self.writer,
+            cache,
+            self.keyring,
+            self.room_locks,
+            self.remote_sender,
+            self.signing_key,
+            server_name,
+        )
+        self.room_servers = RoomServers(db, server_name, self.remote_sender)
+        self.reads = FederationReads(db, cache, self.server_acl, self.room_servers, server_name)
+        self.backfill = Backfiller(
+            db,
+            cache,
+            self.remote_client,
+            self.keyring,
+            self.inbound,
+            self.room_locks,
+            server_name,
+        )
+
+    def _build_push_and_sync(self) -> None:
+        config = self.config
+        self.notifications = NotificationService(
+            self.db,
+            self.event_cache,
+            self.push_rules,
+            self.server_name,
+            retention_days=config.push_retention_days,
+            unread_retention_days=config.push_unread_retention_days,
+        )
+        self.pushers = PusherService(self.db)
+        self.push_gateway = PushGateway(
+            self.db, self.event_cache, allowed_ranges=config.push_ip_range_whitelist
+        )
+        self.sync = SyncService(
+            self.db,
+            self.event_cache,
+            self.notifier,
+            filters=self.filters,
+            typing=self.typing,
+            receipts=self.receipts,
+            presence=self.presence,
+            to_device=self.to_device,
+            device_lists=self.e2ee_device_lists,
+            keys=self.e2ee_keys,
+            notifications=self.notifications,
+            push_rules=self.push_rules,
+        )
+
+    def _build_media(self) -> None:
+        """The media repository, fetching remote media over our federation client."""
+        config = self.config
+        self.media_files = MediaFiles(config.media_dir)
+        self.media_remote = RemoteMedia(
+            self.db,
+            self.media_files,
+            self.remote_client,
+            max_size=config.media_max_upload_size,
+            time_limit_s=config.media_remote_timeout_s,
+        )
+        self.media_repository = MediaRepository(
+            self.db,
+            self.media_files,
+            self.media_remote,
+            self.server_name,
+            config.media_max_upload_size,
+        )
+        self.thumbnails = ThumbnailService(
+            self.db, self.media_files, self.media_repository, self.server_name
+        )
+        self.url_previews = UrlPreviewService(
+            self.db,
+            self.media_files,
+            self.media_repository,
+            enabled=config.media_url_preview_enabled,
+            max_size=config.media_url_preview_max_size,
+            timeout_s=config.media_url_preview_timeout_s,
+            allowed_ranges=config.media_url_preview_ip_range_whitelist,
+            url_blacklist=config.media_url_preview_url_blacklist,
+        )
 
     def _build_reads(self) -> None:
-        """Services the API calls that need federation, membership or deactivation:
-        profiles, room reads (history holes are backfilled), server ACLs, admin."""
+        """Profiles (other servers' asked over federation) and room reads (history
+        holes are backfilled)."""
         self.profile = ProfileService(
-            self.db,
-            self.config.server_name,
-            self.federation_client,
-            self.ratelimiter,
-            self.membership,
+            self.db, self.server_name, self.remote_client, self.ratelimit, self.membership
         )
-        self.room_state = RoomStateService(self.db, self.event_cache)
-        self.messages = MessageService(self.db, self.event_cache, self.backfiller)
+        self.rooms_state = RoomStateService(self.db, self.event_cache)
+        self.messages = MessageService(self.db, self.event_cache, self.backfill)
         self.relations = RelationService(self.db, self.event_cache)
-        self.server_acl = ServerAclService(self.db, self.event_cache)
+
+    def _build_appservices_and_admin(self) -> None:
+        self.appservices_auth = AppServiceAuth(
+            self.db, self.server_name, self.appservices_registry, self.accounts, self.login
+        )
+        self.appservices_sender = AppServiceSender(
+            self.db,
+            self.event_cache,
+            self.appservices_registry,
+            typing=self.typing,
+            presence=self.presence,
+        )
         self.admin_users = AdminUserService(
             self.db,
-            self.config.server_name,
+            self.server_name,
             self.token_cache,
             self.accounts,
             self.devices,
             self.membership,
-            self.deactivations,
+            self.deactivation,
         )
-        self.admin_rooms = AdminRoomService(self.db, self.config.server_name, self.event_cache)
-
-    def _wire_event_hooks(self) -> None:
-        """What each transaction of events does besides writing them: store push actions
-        and queue the events for other servers; once committed, wake push delivery and
-        federation (application services: in _wire_appservices)."""
-        self.room_servers = RoomServers(self.db, self.config.server_name, self.federation_sender)
-        self.events.add_before_commit(self.notifications.before_commit)
-        self.events.add_before_commit(self.room_servers.before_commit)
-        self.events.add_after_commit(lambda w: self.push_sender.notify_users(w.notified_users))
-        self.events.add_after_commit(self.room_servers.after_commit)
-
-    def _wire_appservices(self) -> None:
-        """Application services from their registration files (ConfigError if bad)."""
-        self.appservices = load_registry(
-            self.config.app_service_config_files, self.config.server_name
-        )
-        self.appservice_auth = AppServiceAuth(
-            self.db, self.config.server_name, self.appservices, self.accounts, self.login
-        )
-        self.ratelimiter.exempt_appservices = frozenset(
-            s.id for s in self.appservices.services if not s.rate_limited
-        )
-        self.appservice_sender = AppServiceSender(
-            self.db,
-            self.event_cache,
-            self.appservices,
-            typing=self.typing,
-            presence=self.presence,
-        )
-        self.events.add_after_commit(lambda _: self.appservice_sender.notify())
-
-    def _wire_media(self) -> None:
-        """The media repository, fetching remote media over our federation client."""
-        files = MediaFiles(self.config.media_dir)
-        self.media = MediaService(
-            self.db, files, self.config.server_name, self.config.media_max_upload_size
-        )
-        self.media.fetch_remote = RemoteMedia(
-            self.db,
-            files,
-            self.federation_client,
-            max_size=self.config.media_max_upload_size,
-            time_limit_s=self.config.media_remote_timeout_s,
-        ).fetch
-        self.thumbnails = ThumbnailService(self.media)
-        self.url_previews = UrlPreviewService(
-            self.db,
-            self.media,
-            enabled=self.config.media_url_preview_enabled,
-            max_size=self.config.media_url_preview_max_size,
-            timeout_s=self.config.media_url_preview_timeout_s,
-            allowed_ranges=self.config.media_url_preview_ip_range_whitelist,
-            url_blacklist=self.config.media_url_preview_url_blacklist,
+        self.admin_rooms = AdminRoomService(
+            self.db, self.server_name, self.event_cache, self.membership
         )
 
-    def _wire_federated_e2ee_and_edus(self) -> None:
-        """Plug federation into the local services' seams: our users' changes go out as
-        EDUs, and key queries and claims for remote users go to their servers."""
-        self.edu_announcer = EduAnnouncer(self)
-        self.federated_device_lists = FederatedDeviceLists(self)
-        self.federated_keys = FederatedKeys(self)
+    def _subscribe(self) -> None:
+        """The effects of local changes, in the order they are told: application
+        services are woken first, then federation sends our users' changes out."""
+        # Tokens deleted in other processes; after a lost connection, any of them.
+        self.notifier.on("token_deleted", self._evict_token)
+        self.notifier.after_reconnect(self.token_cache.clear)
+        self.remote_client.add_listener(self.remote_sender.on_contact)
         for producer in (self.typing, self.receipts, self.presence):
-            producer.add_listener(self.appservice_sender.ephemeral_changed)
-        self.typing.add_listener(self.edu_announcer.typing)
-        self.receipts.add_listener(self.edu_announcer.receipt)
-        self.presence.add_listener(self.edu_announcer.presence)
-        self.to_device.send_remote = self.edu_announcer.to_device
-        self.device_lists.add_listener(self.federated_device_lists.announce)
-        self.cross_signing.add_listener(self.federated_device_lists.announce_signing_keys)
-        self.e2ee.query_remote = self.federated_keys.query
-        self.e2ee.claim_remote = self.federated_keys.claim
+            producer.add_listener(self.appservices_sender.ephemeral_changed)
+        self.typing.add_listener(self.edu_announcer.typing_changed)
+        self.receipts.add_listener(self.edu_announcer.receipt_stored)
+        self.presence.add_listener(self.edu_announcer.presence_changed)
+        self.e2ee_device_lists.add_listener(self.remote_device_lists.announce)
+        self.cross_signing.add_listener(self.remote_device_lists.announce_signing_keys)
+        # Each transaction of events also stores push actions and queues the events
+        # for other servers; once committed, push, federation and application
+        # services are woken.
+        self.writer.add_before_commit(self.notifications.before_commit)
+        self.writer.add_before_commit(self.room_servers.before_commit)
+        self.writer.add_after_commit(lambda w: self.push_gateway.notify_users(w.notified_users))
+        self.writer.add_after_commit(self.room_servers.after_commit)
+        self.writer.add_after_commit(lambda _: self.appservices_sender.notify())
 
     async def _evict_token(self, payload: dict[str, Any]) -> None:
         try:
@@ -359,30 +506,27 @@ class Homeserver:
     async def start(self) -> None:
         await self.notifier.start()
         await self.presence.start()
-        await self.federation_client.start()
-        await self.federation_sender.start()
-        await self.push_sender.start()
-        await self.appservice_sender.start()
+        await self.remote_client.start()
+        await self.remote_sender.start()
+        await self.push_gateway.start()
+        await self.appservices_sender.start()
         await self.notifications.start()
-        await self.deactivations.start()
-        await asyncio.to_thread(self.media.files.sweep_stale)
+        await self.deactivation.start()
+        await asyncio.to_thread(self.media_files.sweep_stale)
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
-        await self.deactivations.close()
-        await self.backfiller.close()
-        await self.federated_device_lists.close()
+        await self.admin_rooms.close()
+        await self.deactivation.close()
+        await self.backfill.close()
+        await self.remote_device_lists.close()
         await self.notifications.close()
-        await self.push_sender.close()
-        await self.appservice_sender.close()
-        await self.federation_sender.close()
-        await self.federation_client.close()
+        await self.push_gateway.close()
+        await self.appservices_sender.close()
+        await self.remote_sender.close()
+        await self.remote_client.close()
         await self.url_previews.close()
         await self.presence.stop()
         self.typing.close()
         await self.notifier.stop()
         await self.streams.close()
-
-    @property
-    def server_name(self) -> str:
-        return self.config.server_name

@@ -86,7 +86,7 @@ async def test_self_deactivation_leaves_every_room(
     resp = await client.post(url, json={"erase": True, "auth": auth}, headers=alice.headers)
     assert resp.status == 200, await resp.text()
     hs = client.app[HOMESERVER]
-    await hs.deactivations.idle()
+    await hs.deactivation.idle()
 
     seen = await member_events(bob, since)
     for room_id in (joined, invited, knocked):
@@ -127,7 +127,7 @@ async def test_admin_deactivation_without_erase_keeps_profile(
     )
     assert resp.status == 200, await resp.text()
     hs = client.app[HOMESERVER]
-    await hs.deactivations.idle()
+    await hs.deactivation.idle()
     for room_id in (joined, invited, knocked):
         assert await membership_of(bob, room_id, alice.user_id) == "leave"
     async with hs.db.pool.connection() as conn:
@@ -141,17 +141,17 @@ async def test_restart_finishes_the_leaves(homeserver_client: Callable[..., Any]
     joined, invited, knocked = await rooms_for_alice(bob, alice)
     hs = client.app[HOMESERVER]
     # The account closed, then the process stopped before any leave was sent.
-    await hs.deactivations.close_account(alice.user_id, erase=False)
+    await hs.deactivation.close_account(alice.user_id, erase=False)
     for room_id in (joined, invited, knocked):
         assert await membership_of(bob, room_id, alice.user_id) != "leave"
 
-    await hs.deactivations.start()  # what a restarted server does
-    await hs.deactivations.idle()
+    await hs.deactivation.start()  # what a restarted server does
+    await hs.deactivation.idle()
     for room_id in (joined, invited, knocked):
         assert await membership_of(bob, room_id, alice.user_id) == "leave"
     # Running it again finds nothing to do.
-    await hs.deactivations.start()
-    await hs.deactivations.idle()
+    await hs.deactivation.start()
+    await hs.deactivation.idle()
     _, body = await bob.get(f"/v3/rooms/{joined}/messages", dir="b", limit="50")
     leaves = [e for e in body["chunk"] if e.get("state_key") == alice.user_id]
     assert [e["content"]["membership"] for e in leaves] == ["leave", "join"]
@@ -166,11 +166,11 @@ async def test_reactivated_account_keeps_rooms_it_rejoins(
     room_id = await bob.create_room(preset="public_chat")
     await alice.join(room_id)
     hs = client.app[HOMESERVER]
-    await hs.deactivations.close_account(alice.user_id, erase=False)
+    await hs.deactivation.close_account(alice.user_id, erase=False)
     async with hs.db.pool.connection() as conn:
         await conn.execute(
             "UPDATE users SET deactivated = FALSE WHERE user_id = %s", (alice.user_id,)
         )
-    await hs.deactivations.start()
-    await hs.deactivations.idle()
+    await hs.deactivation.start()
+    await hs.deactivation.idle()
     assert await membership_of(bob, room_id, alice.user_id) == "join"

@@ -30,7 +30,7 @@ async def changes(
     client: TestClient[Any, Any], device: Device, since: int
 ) -> tuple[list[str], list[str]]:
     hs = client.app[HOMESERVER]
-    return await hs.e2ee.device_list_changes(device.user_id, since, await position(client))
+    return await hs.e2ee_keys.device_list_changes(device.user_id, since, await position(client))
 
 
 async def test_changes_reach_exactly_those_sharing_a_room(client: TestClient[Any, Any]) -> None:
@@ -92,8 +92,10 @@ async def test_deleted_device_and_its_keys(client: TestClient[Any, Any]) -> None
     result = await bob.ok("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
     assert result["device_keys"][alice.user_id] == {}
     hs = client.app[HOMESERVER]
-    assert await hs.e2ee.one_time_key_counts(alice.user_id, "LAPTOP") == {"signed_curve25519": 0}
-    assert await hs.e2ee.unused_fallback_key_types(alice.user_id, "LAPTOP") == []
+    assert await hs.e2ee_keys.one_time_key_counts(alice.user_id, "LAPTOP") == {
+        "signed_curve25519": 0
+    }
+    assert await hs.e2ee_keys.unused_fallback_key_types(alice.user_id, "LAPTOP") == []
 
 
 async def test_keys_changes_endpoint_and_sync_wakeup(client: TestClient[Any, Any]) -> None:

@@ -56,7 +56,7 @@ async def pair(homeserver_client: Callable[..., Any]) -> tuple[RoomUser, RoomUse
 async def refused(hs: Homeserver, method: str, destination: str, path: str, **kw: Any) -> str:
     """The errcode of a federation request from `hs` that must be answered 403."""
     with pytest.raises(RequestFailed) as failure:
-        await hs.federation_client.request(method, destination, path, **kw)
+        await hs.remote_client.request(method, destination, path, **kw)
     assert failure.value.status == 403, failure.value
     return str(failure.value.errcode)
 
@@ -70,7 +70,7 @@ async def transaction(hs: Homeserver, destination: str, pdus: list[Any], edus: l
         "edus": edus,
     }
     txn_id = f"acl-{time.monotonic_ns()}"
-    return await hs.federation_client.put_json(destination, f"{V1}/send/{txn_id}", body)
+    return await hs.remote_client.put_json(destination, f"{V1}/send/{txn_id}", body)
 
 
 async def stored_pdu(hs: Homeserver, event_id: str) -> dict[str, Any]:
@@ -97,7 +97,7 @@ async def test_denied_server_is_refused_everywhere_until_allowed_again(
     seen_id = await alice.say(room_id, "before the ACL")
     await eventually(lambda: sees(bob, room_id, "before the ACL"))
     # While B is allowed, its reads of the room are answered.
-    state = await hs_b.federation_client.get_json(
+    state = await hs_b.remote_client.get_json(
         a_name, f"{V1}/state_ids/{room}", {"event_id": seen_id}
     )
     assert state["pdu_ids"]
@@ -156,7 +156,7 @@ async def test_denied_server_is_refused_everywhere_until_allowed_again(
     assert await sees(alice, room_id, "from a denied server")
     assert bob.user_id in hs_a.typing.typing_in(room_id)
     assert await read_receipt_of(hs_a, room_id, bob.user_id) == seen_id
-    await hs_b.federation_client.get_json(a_name, f"{V1}/event/{quote_segment(seen_id)}")
+    await hs_b.remote_client.get_json(a_name, f"{V1}/event/{quote_segment(seen_id)}")
     await bob.say(room_id, "allowed again")
     await eventually(lambda: sees(alice, room_id, "allowed again"))
 
@@ -194,7 +194,7 @@ async def test_ip_literal_servers_are_denied_when_the_acl_says_so(
     path = f"{V1}/make_join/{room}/{carol}"
     # Allowed by `*` while IP literals are allowed (the default) ...
     await alice.state(room_id, ACL, {"allow": ["*"]})
-    template = await hs_b.federation_client.get_json(hs_a.server_name, path, {"ver": "12"})
+    template = await hs_b.remote_client.get_json(hs_a.server_name, path, {"ver": "12"})
     assert template["event"]["state_key"] == f"@carol:{hs_b.server_name}"
     # ... denied, `*` notwithstanding, once they are not; a DNS name (A) is unaffected.
     await alice.state(room_id, ACL, {"allow": ["*"], "allow_ip_literals": False})

@@ -65,15 +65,13 @@ async def raw(
 
 async def test_signed_requests_are_accepted(pair: tuple[Homeserver, Homeserver]) -> None:
     a, b = pair
-    answer = await a.federation_client.get_json(
-        b.server_name, ECHO, {"q": "a b/c", "n": ["1", "2"]}
-    )
+    answer = await a.remote_client.get_json(b.server_name, ECHO, {"q": "a b/c", "n": ["1", "2"]})
     assert answer == {"origin": a.server_name, "content": None}
     content = {"hello": ["world", 1, {"ü": None}]}
-    answer = await a.federation_client.put_json(b.server_name, ECHO + "/%24ev%3Ax", content)
+    answer = await a.remote_client.put_json(b.server_name, ECHO + "/%24ev%3Ax", content)
     assert answer == {"origin": a.server_name, "content": content}
     # And the other way round.
-    answer = await b.federation_client.post_json(a.server_name, ECHO, {})
+    answer = await b.remote_client.post_json(a.server_name, ECHO, {})
     assert answer["origin"] == b.server_name
 
 
@@ -141,7 +139,7 @@ async def test_bad_requests_are_refused(pair: tuple[Homeserver, Homeserver]) -> 
 
     # The client maps the refusal to an exception carrying status and errcode.
     stranger = generate_signing_key()
-    a.federation_client.signing_key = stranger
+    a.remote_client.signing_key = stranger
     with pytest.raises(RequestFailed) as refused:
-        await a.federation_client.get_json(b.server_name, ECHO)
+        await a.remote_client.get_json(b.server_name, ECHO)
     assert (refused.value.status, refused.value.errcode) == (401, "M_UNAUTHORIZED")

@@ -1,6 +1,6 @@
 """EDUs and E2EE keys between two of our servers on loopback: each EDU type both ways
-through the real outbound queue, signed `PUT /send` and `handle_edu`; forged EDUs
-dropped; keys queried and one-time keys claimed across the servers.
+through the real outbound queue, signed `PUT /send` and the inbound EDU handler;
+forged EDUs dropped; keys queried and one-time keys claimed across the servers.
 
 Rooms are shared by writing the other server's members into `room_memberships` (joins
 over federation are tested elsewhere).
@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.remote.edus import handle_edu
 from homeserver.storage.ephemeral import presence as presence_store
 from homeserver.storage.ephemeral import receipts
 from homeserver.storage.remote import device_lists as remote
@@ -173,7 +172,7 @@ async def test_to_device_both_ways_once(pair: tuple[Device, Device, str, str]) -
         "messages": {bob.user_id: {"TESTDEVICE": {"n": 1}}},
     }
     for _ in range(2):
-        await handle_edu(hs_b, hs_a.server_name, "m.direct_to_device", edu)
+        await hs_b.edus.handle(hs_a.server_name, "m.direct_to_device", edu)
     assert len(await inbox(hs_b, bob)) == 2
 
 
@@ -183,26 +182,25 @@ async def test_forged_and_malformed_edus_are_dropped(
     alice, bob, room_id, event_id = pair
     hs_a, hs_b = hs_of(alice.client), hs_of(bob.client)
     liar = "evil.example"
-    await handle_edu(
-        hs_b, liar, "m.typing", {"room_id": room_id, "user_id": alice.user_id, "typing": True}
+    await hs_b.edus.handle(
+        liar, "m.typing", {"room_id": room_id, "user_id": alice.user_id, "typing": True}
     )
     receipt = {room_id: {"m.read": {alice.user_id: {"event_ids": [event_id], "data": {}}}}}
-    await handle_edu(hs_b, liar, "m.receipt", receipt)
-    await handle_edu(hs_b, liar, "m.presence", {"push": [{"user_id": alice.user_id}]})
-    await handle_edu(
-        hs_b,
+    await hs_b.edus.handle(liar, "m.receipt", receipt)
+    await hs_b.edus.handle(liar, "m.presence", {"push": [{"user_id": alice.user_id}]})
+    await hs_b.edus.handle(
         liar,
         "m.direct_to_device",
         {"sender": alice.user_id, "type": "m.t", "message_id": "x", "messages": {}},
     )
-    await handle_edu(hs_b, liar, "m.device_list_update", {"user_id": alice.user_id})
+    await hs_b.edus.handle(liar, "m.device_list_update", {"user_id": alice.user_id})
     # The right origin but hostile shapes.
     hostile: list[Any] = [None, [], "x", {"room_id": "\x00", "user_id": alice.user_id}]
     for content in hostile:
         for edu_type in ("m.typing", "m.receipt", "m.presence", "m.direct_to_device"):
-            await handle_edu(hs_b, hs_a.server_name, edu_type, content)
-    await handle_edu(hs_b, hs_a.server_name, "m.receipt", {"\x00": {"m.read": {"\x00": {}}}})
-    await handle_edu(hs_b, hs_a.server_name, "m.device_list_update", {"user_id": 5})
+            await hs_b.edus.handle(hs_a.server_name, edu_type, content)
+    await hs_b.edus.handle(hs_a.server_name, "m.receipt", {"\x00": {"m.read": {"\x00": {}}}})
+    await hs_b.edus.handle(hs_a.server_name, "m.device_list_update", {"user_id": 5})
     assert hs_b.typing.typing_in(room_id) == []
     assert await _receipts(hs_b, room_id, bob.user_id) == []
     async with hs_b.db.pool.connection() as conn:
@@ -280,7 +278,7 @@ async def test_device_list_gap_resyncs(pair: tuple[Device, Device, str, str]) ->
             (alice.user_id, "PHONE", _json(phone.device_keys())),
         )
     edu = {"user_id": alice.user_id, "device_id": "OTHER", "stream_id": 99, "prev_id": [98]}
-    await handle_edu(hs_b, hs_a.server_name, "m.device_list_update", edu)
+    await hs_b.edus.handle(hs_a.server_name, "m.device_list_update", edu)
     await eventually(lambda: _async_has(hs_b, alice.user_id, "PHONE"))
 
 
@@ -317,7 +315,7 @@ async def test_federation_key_endpoints_refuse_and_fail_well(
 ) -> None:
     alice, bob, _, _ = pair
     hs_a, hs_b = hs_of(alice.client), hs_of(bob.client)
-    client = hs_b.federation_client
+    client = hs_b.remote_client
     path = "/_matrix/federation/v1/user/devices/"
     with pytest.raises(Exception) as refused:
         await client.get_json(hs_a.server_name, path + "%40bob%3A" + hs_b.server_name)

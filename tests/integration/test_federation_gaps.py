@@ -45,16 +45,16 @@ def hold_outbound(monkeypatch: pytest.MonkeyPatch, hs: Homeserver) -> list[str]:
         held.append(event_id)
         return []
 
-    monkeypatch.setattr(hs.federation_sender, "queue_pdu", queue_pdu)
+    monkeypatch.setattr(hs.remote_sender, "queue_pdu", queue_pdu)
     return held
 
 
 async def deliver(src: Homeserver, dst: Homeserver, event_ids: list[str]) -> dict[str, Any]:
     """PUT `src`'s events to `dst` in one transaction, in this order; the per-PDU answer."""
-    pdus = [(await src.federation_reads.pdus([e]))[0] for e in event_ids]
+    pdus = [(await src.reads.pdus([e]))[0] for e in event_ids]
     txn = {"origin": src.server_name, "origin_server_ts": 0, "pdus": pdus}
     path = f"/_matrix/federation/v1/send/gaps{next(_txn_ids)}"
-    answer = await src.federation_client.put_json(dst.server_name, path, txn)
+    answer = await src.remote_client.put_json(dst.server_name, path, txn)
     results: dict[str, Any] = answer["pdus"]
     return results
 
@@ -104,13 +104,13 @@ async def test_a_gap_is_filled_with_get_missing_events(
 
     # Only the last one arrives: B asks A for the four before it.
     asked: list[dict[str, Any]] = []
-    missing_events = hs_a.federation_reads.missing_events
+    missing_events = hs_a.reads.missing_events
 
     async def spy(*args: Any, **kwargs: Any) -> Any:
         asked.append(kwargs or {"args": args})
         return await missing_events(*args, **kwargs)
 
-    monkeypatch.setattr(hs_a.federation_reads, "missing_events", spy)
+    monkeypatch.setattr(hs_a.reads, "missing_events", spy)
     assert await deliver(hs_a, hs_b, [ids[-1]]) == {ids[-1]: {}}
     assert len(asked) == 1
     # In B's timeline already, not backfilled later by /messages.
@@ -216,7 +216,7 @@ async def test_an_event_allowed_before_a_ban_is_soft_failed(
 
     late_id = compute_event_id(late, rv)
     txn = {"origin": hs_a.server_name, "origin_server_ts": 0, "pdus": [late]}
-    answer = await hs_a.federation_client.put_json(
+    answer = await hs_a.remote_client.put_json(
         hs_b.server_name, "/_matrix/federation/v1/send/softfail", txn
     )
     assert answer["pdus"] == {late_id: {}}
@@ -368,8 +368,8 @@ async def test_a_hole_whose_only_server_is_unreachable_does_not_hang_pages(
         stalled.append(writer)
 
     blackhole = await asyncio.start_server(never_answer, "127.0.0.1", port)
-    hs_b.backfiller.page_wait = 1.5
-    hs_b.backfiller.request_timeout = 1.0
+    hs_b.backfill.page_wait = 1.5
+    hs_b.backfill.request_timeout = 1.0
     try:
         began = time.monotonic()
         first = await every_page(bob, room_id, limit=10)
@@ -377,7 +377,7 @@ async def test_a_hole_whose_only_server_is_unreachable_does_not_hang_pages(
         assert stalled, "B never tried to backfill from A"
         # The hole costs one bounded wait; what B holds comes back once each, newest
         # first, and the page after the hole carries on with what B held before it.
-        assert took < hs_b.backfiller.page_wait + 2.0
+        assert took < hs_b.backfill.page_wait + 2.0
         held_ids = [e for e in on_a if e in rows and rows[e].stream_ordering is not None]
         assert [e["event_id"] for e in first] == held_ids
         assert texts(first)[0] == "after the gap" and "before the gap" in texts(first)

@@ -83,7 +83,7 @@ async def test_fetches_another_instance_keys_directly(
     # Stored: a fresh KeyRing on the same database answers without any network.
     async with a.db.pool.connection() as conn:
         assert key_id in await server_keys.get_keys(conn, b.server_name, [key_id])
-    offline = KeyRing(a.db, a.federation_client, a.server_name, a.signing_key)
+    offline = KeyRing(a.db, a.remote_client, a.server_name, a.signing_key)
     offline.client = None  # type: ignore[assignment]  # any fetch would now fail loudly
     again = await offline.verify_keys_for(b.server_name, [key_id], now_ms())
     assert bytes(again[key_id].verify_key) == bytes(b.signing_key.verify_key)

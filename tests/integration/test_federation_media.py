@@ -112,7 +112,7 @@ async def test_federation_endpoints_serve_multipart(two: tuple[Client, Client]) 
             found.append((dict(part.headers), await part.read()))
         return found
 
-    client = hs_of(b).federation_client
+    client = hs_of(b).remote_client
     origin = hs_of(a).server_name
     got = await client.request_stream(
         origin, f"/_matrix/federation/v1/media/download/{media_id}", parts

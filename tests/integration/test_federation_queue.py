@@ -85,7 +85,7 @@ class Setup:
     senders: list[FederationSender] = field(default_factory=list)
 
     def sender(self, **kw: Any) -> FederationSender:
-        sender = FederationSender(self.hs.db, self.hs.federation_client, self.hs.server_name, **kw)
+        sender = FederationSender(self.hs.db, self.hs.remote_client, self.hs.server_name, **kw)
         self.senders.append(sender)
         return sender
 
@@ -98,7 +98,7 @@ async def setup(homeserver_client: Callable[..., Any]) -> AsyncIterator[Setup]:
     )
     hs: Homeserver = client.server.app[HOMESERVER]
     # The homeserver's own sender stays out of the way: the tests run their own.
-    await hs.federation_sender.close()
+    await hs.remote_sender.close()
 
     stub_port = free_port()
     stub = StubDestination(f"127.0.0.1:{stub_port}")

@@ -222,7 +222,7 @@ async def test_hostile_pdus_over_send(two: tuple[Client, Client]) -> None:
     pdus = hostile_pdus(hs_b, room_id, bob.user_id, alice.user_id, position)
     good, bad_sig, bad_hash, no_power, forged, unknown_room, oversized = pdus
 
-    client = hs_b.federation_client
+    client = hs_b.remote_client
     path = "/_matrix/federation/v1/send/hostile1"
     txn = {
         "origin": hs_b.server_name,
@@ -270,7 +270,7 @@ async def test_unknown_room_versions_are_refused(two: tuple[Client, Client]) -> 
     bob = await RoomUser.make(b, "bob")
     room_id = await alice.create_room(preset="public_chat")
     hs_a, hs_b = hs_of(a), hs_of(b)
-    client = hs_b.federation_client
+    client = hs_b.remote_client
     event_id = "$unknownversioninvite"
     invite = {
         "room_version": "org.example.unknown",

@@ -180,22 +180,22 @@ async def test_claim_uses_one_time_keys_then_the_fallback_key(
     assert sorted(seen) == sorted(uploaded)
 
     hs = client.app[HOMESERVER]
-    assert await hs.e2ee.unused_fallback_key_types(alice.user_id, alice.device_id) == [
+    assert await hs.e2ee_keys.unused_fallback_key_types(alice.user_id, alice.device_id) == [
         "signed_curve25519"
     ]
     for _ in range(2):
         result = await bob.ok("POST", "/keys/claim", request)
         assert result["one_time_keys"][alice.user_id][alice.device_id] == fallback
-    assert await hs.e2ee.unused_fallback_key_types(alice.user_id, alice.device_id) == []
-    assert await hs.e2ee.one_time_key_counts(alice.user_id, alice.device_id) == {
+    assert await hs.e2ee_keys.unused_fallback_key_types(alice.user_id, alice.device_id) == []
+    assert await hs.e2ee_keys.one_time_key_counts(alice.user_id, alice.device_id) == {
         "signed_curve25519": 0
     }
 
     # A new fallback key is unused again; re-uploading the used one keeps it used.
     await alice.upload(fallback_keys=fallback)
-    assert await hs.e2ee.unused_fallback_key_types(alice.user_id, alice.device_id) == []
+    assert await hs.e2ee_keys.unused_fallback_key_types(alice.user_id, alice.device_id) == []
     await alice.upload(fallback_keys=alice.one_time_keys(1, fallback=True))
-    assert await hs.e2ee.unused_fallback_key_types(alice.user_id, alice.device_id) == [
+    assert await hs.e2ee_keys.unused_fallback_key_types(alice.user_id, alice.device_id) == [
         "signed_curve25519"
     ]
 

@@ -247,7 +247,7 @@ async def test_forks_at_equal_depth_paginate_exactly_once(client: TestClient[Any
     await alice.say(room_id, "before the fork")
     hs = client.app[HOMESERVER]
     forked = []
-    async with hs.events.writer(room_id) as writer:
+    async with hs.writer.writer(room_id) as writer:
         base = list(writer.extremities)
         for i in range(7):
             writer.extremities = list(base)

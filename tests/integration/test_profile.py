@@ -371,15 +371,13 @@ async def test_custom_fields_over_federation(homeserver_client: Callable[..., An
     hs = here.app[HOMESERVER]
     query = "/_matrix/federation/v1/query/profile"
     server = there.app[HOMESERVER].server_name
-    assert await hs.federation_client.get_json(server, query, {"user_id": bob.user_id}) == (
-        everything
-    )
-    answer = await hs.federation_client.get_json(
+    assert await hs.remote_client.get_json(server, query, {"user_id": bob.user_id}) == (everything)
+    answer = await hs.remote_client.get_json(
         server, query, {"user_id": bob.user_id, "field": "org.example.job"}
     )
     assert answer == {"org.example.job": job}
     with pytest.raises(RequestFailed) as missing:
-        await hs.federation_client.get_json(
+        await hs.remote_client.get_json(
             server, query, {"user_id": bob.user_id, "field": "org.example.none"}
         )
     assert missing.value.status == 404

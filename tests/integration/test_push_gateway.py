@@ -290,7 +290,7 @@ async def two_apps(
         await db.open()
         dbs.append(db)
         hs = Homeserver(config=config, db=db, signing_key=load_or_create_signing_key(key_path))
-        hs.push_sender.sweep_interval_s = 0.05
+        hs.push_gateway.sweep_interval_s = 0.05
         await hs.start()
         client: Client = TestClient(TestServer(build_app(hs), host="127.0.0.1"))
         await client.start_server()

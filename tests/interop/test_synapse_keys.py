@@ -28,7 +28,7 @@ async def test_we_fetch_and_verify_synapse_keys(
 async def test_synapse_fetches_our_keys(synapse: SynapseInstance, our_server: Homeserver) -> None:
     """Synapse's notary API fetches our keys from us (over TLS) and countersigns them."""
     key_id = our_server.signing_key.key_id
-    answer = await our_server.federation_client.post_json(
+    answer = await our_server.remote_client.post_json(
         synapse.server_name,
         "/_matrix/key/v2/query",
         {"server_keys": {our_server.server_name: {key_id: {"minimum_valid_until_ts": now_ms()}}}},
@@ -50,18 +50,18 @@ async def test_synapse_accepts_our_signed_requests(
     """A signed query reaches Synapse's handler (404 for an unknown user), where a bad
     signature would have been 401."""
     with pytest.raises(RequestFailed) as refused:
-        await our_server.federation_client.get_json(
+        await our_server.remote_client.get_json(
             synapse.server_name,
             "/_matrix/federation/v1/query/profile",
             {"user_id": f"@nobody:{synapse.server_name}"},
         )
     assert (refused.value.status, refused.value.errcode) == (404, "M_NOT_FOUND")
 
-    our_server.federation_client.signing_key = type(our_server.signing_key)(
+    our_server.remote_client.signing_key = type(our_server.signing_key)(
         our_server.signing_key.version, type(our_server.signing_key.key)(b"\x01" * 32)
     )
     with pytest.raises(RequestFailed) as forged:
-        await our_server.federation_client.get_json(
+        await our_server.remote_client.get_json(
             synapse.server_name,
             "/_matrix/federation/v1/query/profile",
             {"user_id": f"@somebody:{synapse.server_name}"},

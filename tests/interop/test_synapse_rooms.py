@@ -91,7 +91,7 @@ async def test_we_join_a_synapse_room_and_chat(
 
 
 async def say(hs: Homeserver, room_id: str, sender: str, text: str) -> None:
-    async with hs.events.writer(room_id) as writer:
+    async with hs.writer.writer(room_id) as writer:
         await writer.append("m.room.message", sender, {"msgtype": "m.text", "body": text})
 
 
@@ -106,7 +106,7 @@ async def test_synapse_user_joins_our_room_and_chats(
         sam = await SynapseUser.register(session, synapse)
         alice = await our_user(our_server, "alice")
         request = parse_create_room({"preset": "public_chat"})
-        room_id, _ = await our_server.rooms.create(alice, request)
+        room_id, _ = await our_server.creation.create(alice, request)
         status, body = await sam.call(
             "POST", f"/join/{room_id}?server_name={our_server.server_name}", {}
         )

@@ -15,15 +15,14 @@ from homeserver.api.admin.access import (
     query_int,
     require_admin,
 )
-from homeserver.api.context import HOMESERVER, homeserver
+from homeserver.api.context import homeserver
 from homeserver.api.errors import invalid_param, json_response
 from homeserver.api.http import read_json_object
 from homeserver.services.admin import rooms as admin_rooms
-from homeserver.services.admin.rooms import DeleteRequest, RoomDeleter
+from homeserver.services.admin.rooms import DeleteRequest
 
 V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"
-DELETER = web.AppKey("room_deleter", RoomDeleter)
 
 
 async def list_rooms(request: web.Request) -> web.Response:
@@ -83,7 +82,7 @@ def _delete_request(body: dict[str, Any]) -> DeleteRequest:
 async def delete_room_v2(request: web.Request) -> web.Response:
     requester = await require_admin(request)
     delete = _delete_request(await optional_body(request))
-    delete_id = await request.app[DELETER].start(
+    delete_id = await homeserver(request).admin_rooms.schedule_deletion(
         requester.user_id, request.match_info["room_id"], delete
     )
     return json_response({"delete_id": delete_id})
@@ -92,7 +91,7 @@ async def delete_room_v2(request: web.Request) -> web.Response:
 async def delete_room_v1(request: web.Request) -> web.Response:
     requester = await require_admin(request)
     delete = _delete_request(await optional_body(request))
-    done = await request.app[DELETER].run_now(
+    done = await homeserver(request).admin_rooms.delete_now(
         requester.user_id, request.match_info["room_id"], delete
     )
     return json_response(done.render(with_id=False)["shutdown_room"])
@@ -100,12 +99,16 @@ async def delete_room_v1(request: web.Request) -> web.Response:
 
 async def delete_status(request: web.Request) -> web.Response:
     await require_admin(request)
-    return json_response(request.app[DELETER].status(request.match_info["delete_id"]))
+    return json_response(
+        homeserver(request).admin_rooms.deletion_status(request.match_info["delete_id"])
+    )
 
 
 async def room_delete_status(request: web.Request) -> web.Response:
     await require_admin(request)
-    return json_response(request.app[DELETER].room_status(request.match_info["room_id"]))
+    return json_response(
+        homeserver(request).admin_rooms.room_deletions(request.match_info["room_id"])
+    )
 
 
 async def get_block(request: web.Request) -> web.Response:
@@ -128,13 +131,6 @@ async def put_block(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    deleter = RoomDeleter(app[HOMESERVER])
-    app[DELETER] = deleter
-
-    async def stop_deletions(_: web.Application) -> None:
-        await deleter.close()
-
-    app.on_cleanup.append(stop_deletions)
     room = "/rooms/{room_id}"
     app.router.add_get(f"{V1}/rooms", list_rooms)
     app.router.add_get(f"{V1}{room}", get_room)

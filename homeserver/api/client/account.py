@@ -51,7 +51,7 @@ async def post_deactivate(request: web.Request) -> web.Response:
         raise bad_json("erase must be a boolean")
     await reauthenticate(request, body, requester)
     hs = homeserver(request)
-    await hs.deactivations.deactivate(requester.user_id, erase=erase)
+    await hs.deactivation.deactivate(requester.user_id, erase=erase)
     return json_response(NO_IDENTITY_SERVER)
 
 

@@ -27,7 +27,9 @@ async def post_ping(request: web.Request) -> web.Response:
     if transaction_id is not None and not isinstance(transaction_id, str):
         raise MatrixError(400, "M_BAD_JSON", "transaction_id must be a string")
     try:
-        duration = await hs.appservice_sender.ping(hs.appservices.by_id[as_id], transaction_id)
+        duration = await hs.appservices_sender.ping(
+            hs.appservices_registry.by_id[as_id], transaction_id
+        )
     except BadStatus as exc:
         body = {"errcode": exc.errcode, "error": exc.message}
         return json_response({**body, "status": exc.as_status, "body": exc.as_body}, status=502)

@@ -21,11 +21,11 @@ async def create_alias(request: web.Request) -> web.Response:
         raise MatrixError(400, "M_BAD_JSON", "room_id must be a room id")
     hs = homeserver(request)
     alias = request.match_info["room_alias"]
-    if hs.appservices.services:
-        hs.appservices.check_alias_allowed(
-            alias, hs.appservices.by_id.get(requester.appservice_id or "")
+    if hs.appservices_registry.services:
+        hs.appservices_registry.check_alias_allowed(
+            alias, hs.appservices_registry.by_id.get(requester.appservice_id or "")
         )
-    await hs.directory.create_alias(requester, alias, room_id)
+    await hs.directory_rooms.create_alias(requester, alias, room_id)
     return json_response({})
 
 
@@ -33,31 +33,33 @@ async def get_alias(request: web.Request) -> web.Response:
     hs = homeserver(request)
     alias = request.match_info["room_alias"]
     try:
-        room_id, servers = await hs.directory.resolve_alias(alias)
+        room_id, servers = await hs.directory_rooms.resolve_alias(alias)
     except ServiceError as exc:
         # An alias in an application service's namespace may exist once it is asked.
-        if exc.errcode != "M_NOT_FOUND" or not await hs.appservice_sender.query_alias(alias):
+        if exc.errcode != "M_NOT_FOUND" or not await hs.appservices_sender.query_alias(alias):
             raise
-        room_id, servers = await hs.directory.resolve_alias(alias)
+        room_id, servers = await hs.directory_rooms.resolve_alias(alias)
     return json_response({"room_id": room_id, "servers": servers})
 
 
 async def delete_alias(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    await homeserver(request).directory.delete_alias(requester, request.match_info["room_alias"])
+    await homeserver(request).directory_rooms.delete_alias(
+        requester, request.match_info["room_alias"]
+    )
     return json_response({})
 
 
 async def room_aliases(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    found = await homeserver(request).directory.local_aliases(
+    found = await homeserver(request).directory_rooms.local_aliases(
         requester, request.match_info["room_id"]
     )
     return json_response({"aliases": found})
 
 
 async def get_visibility(request: web.Request) -> web.Response:
-    visibility = await homeserver(request).directory.visibility(request.match_info["room_id"])
+    visibility = await homeserver(request).directory_rooms.visibility(request.match_info["room_id"])
     return json_response({"visibility": visibility})
 
 
@@ -67,7 +69,7 @@ async def set_visibility(request: web.Request) -> web.Response:
     visibility = body.get("visibility", "public")
     if visibility not in ("public", "private"):
         raise MatrixError(400, "M_INVALID_PARAM", "visibility must be 'public' or 'private'")
-    await homeserver(request).directory.set_visibility(
+    await homeserver(request).directory_rooms.set_visibility(
         requester, request.match_info["room_id"], visibility
     )
     return json_response({})

@@ -14,20 +14,22 @@ from homeserver.api.routes import add_client_route
 async def post_upload(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await read_json_object(request)
-    result = await homeserver(request).e2ee.upload(requester.user_id, requester.device_id, body)
+    result = await homeserver(request).e2ee_keys.upload(
+        requester.user_id, requester.device_id, body
+    )
     return json_response(result)
 
 
 async def post_query(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await read_json_object(request)
-    return json_response(await homeserver(request).e2ee.query(requester.user_id, body))
+    return json_response(await homeserver(request).e2ee_keys.query(requester.user_id, body))
 
 
 async def post_claim(request: web.Request) -> web.Response:
     await require_user(request)
     body = await read_json_object(request)
-    return json_response(await homeserver(request).e2ee.claim(body))
+    return json_response(await homeserver(request).e2ee_keys.claim(body))
 
 
 async def get_changes(request: web.Request) -> web.Response:
@@ -36,7 +38,7 @@ async def get_changes(request: web.Request) -> web.Response:
     to_token = request.query.get("to")
     if from_token is None or to_token is None:
         raise MatrixError(400, "M_MISSING_PARAM", "from and to are required")
-    result = await homeserver(request).e2ee.changes(requester.user_id, from_token, to_token)
+    result = await homeserver(request).e2ee_keys.changes(requester.user_id, from_token, to_token)
     return json_response(result)
 
 

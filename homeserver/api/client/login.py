@@ -20,7 +20,7 @@ async def get_login(request: web.Request) -> web.Response:
         {"type": LOGIN_PASSWORD},
         {"type": LOGIN_TOKEN, "get_login_token": True},
     ]
-    if homeserver(request).appservices.services:
+    if homeserver(request).appservices_registry.services:
         flows.append({"type": appservices.LOGIN_TYPE})
     return json_response({"flows": flows})
 
@@ -30,11 +30,11 @@ async def post_login(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     if body.get("type") == appservices.LOGIN_TYPE:
         token = access_token(request)
-        service = hs.appservices.by_token.get(token) if token else None
+        service = hs.appservices_registry.by_token.get(token) if token else None
         if service is None:
             raise MatrixError(401, "M_UNKNOWN_TOKEN", "Not an application service's token")
-        return json_response(await hs.appservice_auth.login_as(service, body))
-    await hs.ratelimiter.check("login", request.remote or "-")
+        return json_response(await hs.appservices_auth.login_as(service, body))
+    await hs.ratelimit.check("login", request.remote or "-")
     return json_response(await hs.login.login(body))
 
 

@@ -44,7 +44,7 @@ def _allow_remote(request: web.Request) -> bool:
 @own_body_limit
 async def upload(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    uri = await homeserver(request).media.upload(
+    uri = await homeserver(request).media_repository.upload(
         requester.user_id,
         _body(request),
         request.content_length,
@@ -56,14 +56,14 @@ async def upload(request: web.Request) -> web.Response:
 
 async def create(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    uri, expires = await homeserver(request).media.create(requester.user_id)
+    uri, expires = await homeserver(request).media_repository.create(requester.user_id)
     return json_response({"content_uri": uri, "unused_expires_at": expires})
 
 
 @own_body_limit
 async def upload_to(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    await homeserver(request).media.upload_to(
+    await homeserver(request).media_repository.upload_to(
         requester.user_id,
         request.match_info["serverName"],
         request.match_info["mediaId"],
@@ -77,7 +77,7 @@ async def upload_to(request: web.Request) -> web.Response:
 
 async def config(request: web.Request) -> web.Response:
     await require_user(request)
-    return json_response(homeserver(request).media.config())
+    return json_response(homeserver(request).media_repository.config())
 
 
 def file_response(stored: StoredFile, filename: str | None = None) -> web.FileResponse:
@@ -88,7 +88,7 @@ def file_response(stored: StoredFile, filename: str | None = None) -> web.FileRe
 
 
 async def _download(request: web.Request, allow_remote: bool) -> web.FileResponse:
-    stored = await homeserver(request).media.download(
+    stored = await homeserver(request).media_repository.download(
         request.match_info["serverName"],
         request.match_info["mediaId"],
         timeout_ms=parse_timeout_ms(request.query.get("timeout_ms")),
@@ -149,7 +149,7 @@ async def preview_url(request: web.Request) -> web.Response:
         raise MatrixError(400, "M_INVALID_PARAM", "ts must be an integer")
 
     async def rate_limit() -> None:
-        await hs.ratelimiter.check("url_preview", requester.user_id, requester)
+        await hs.ratelimit.check("url_preview", requester.user_id, requester)
 
     return json_response(await hs.url_previews.preview(url, before_fetch=rate_limit))
 

@@ -40,11 +40,10 @@ def _target(body: dict[str, Any]) -> str:
 async def _join(request: web.Request, requester: Requester, room: str) -> web.Response:
     hs = homeserver(request)
     body = await _optional_body(request)
-    await hs.ratelimiter.check("join", requester.user_id, requester)
+    await hs.ratelimit.check("join", requester.user_id, requester)
     servers = [*request.query.getall("server_name", []), *request.query.getall("via", [])]
-    remote = hs.membership.remote
-    if room.startswith("#") and remote is not None and alias_server(room) != hs.server_name:
-        room_id, alias_servers = await remote.query_alias(room)
+    if room.startswith("#") and alias_server(room) != hs.server_name:
+        room_id, alias_servers = await hs.joins.query_alias(room)
         servers += alias_servers
     else:
         room_id = await _resolve_local(hs, room)
@@ -58,7 +57,7 @@ async def _resolve_local(hs: Homeserver, room: str) -> str:
     try:
         return await hs.membership.resolve_room(room)
     except ServiceError as exc:
-        if exc.errcode != "M_NOT_FOUND" or not await hs.appservice_sender.query_alias(room):
+        if exc.errcode != "M_NOT_FOUND" or not await hs.appservices_sender.query_alias(room):
             raise
     return await hs.membership.resolve_room(room)
 
@@ -86,9 +85,9 @@ async def invite(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = homeserver(request)
     body = await read_json_object(request)
-    await hs.ratelimiter.check("invite", requester.user_id, requester)
+    await hs.ratelimit.check("invite", requester.user_id, requester)
     target = _target(body)
-    await hs.appservice_sender.check_invitee(target)
+    await hs.appservices_sender.check_invitee(target)
     await hs.membership.invite(
         request.match_info["room_id"], requester.user_id, target, _reason(body)
     )

@@ -15,14 +15,14 @@ async def get_profile(request: web.Request) -> web.Response:
     hs = homeserver(request)
     user_id = request.match_info["userId"]
     # A bridged user not created yet may be, once its application service is asked.
-    await hs.appservice_sender.ensure_user(user_id)
+    await hs.appservices_sender.ensure_user(user_id)
     return json_response(await hs.profile.get_profile(user_id, ask_remote=True))
 
 
 async def get_profile_field(request: web.Request) -> web.Response:
     hs = homeserver(request)
     user_id, key = request.match_info["userId"], request.match_info["keyName"]
-    await hs.appservice_sender.ensure_user(user_id)
+    await hs.appservices_sender.ensure_user(user_id)
     return json_response(await hs.profile.get_profile_field(user_id, key, ask_remote=True))
 
 

@@ -23,7 +23,7 @@ async def get_public_rooms(request: web.Request) -> web.Response:
         since=query.get("since"),
         server=query.get("server"),
     )
-    return json_response(await homeserver(request).directory.public_rooms(parsed))
+    return json_response(await homeserver(request).directory_rooms.public_rooms(parsed))
 
 
 def _bad(message: str) -> MatrixError:
@@ -56,7 +56,7 @@ async def post_public_rooms(request: web.Request) -> web.Response:
         include_all_networks=bool(_optional(body, "include_all_networks", bool)),
         third_party_instance_id=_optional(body, "third_party_instance_id", str),
     )
-    return json_response(await homeserver(request).directory.public_rooms(parsed))
+    return json_response(await homeserver(request).directory_rooms.public_rooms(parsed))
 
 
 def register(app: web.Application) -> None:

@@ -19,17 +19,17 @@ from homeserver.services.appservices import registry as appservices
 async def post_register(request: web.Request) -> web.Response:
     hs = homeserver(request)
     body = await read_json_object(request)
-    if hs.appservices.services:
+    if hs.appservices_registry.services:
         auth = body.get("auth")
         kind = auth.get("type") if isinstance(auth, dict) else body.get("type")
         if kind == appservices.LOGIN_TYPE:
             token = access_token(request)
-            service = hs.appservices.by_token.get(token) if token else None
+            service = hs.appservices_registry.by_token.get(token) if token else None
             if service is None:
                 raise MatrixError(401, "M_UNKNOWN_TOKEN", "Not an application service's token")
-            return json_response(await hs.appservice_auth.register_user_for(service, body))
+            return json_response(await hs.appservices_auth.register_user_for(service, body))
         _check_not_exclusive(request, body.get("username"))
-    await hs.ratelimiter.check("registration", request.remote or "-")
+    await hs.ratelimit.check("registration", request.remote or "-")
     key = uia.request_key(request.method, request.path)
     try:
         response = await hs.registration.register(body, request.query.get("kind", "user"), key)
@@ -41,9 +41,9 @@ async def post_register(request: web.Request) -> web.Response:
 def _check_not_exclusive(request: web.Request, username: object) -> None:
     """Ordinary users cannot take ids an application service reserves (M_EXCLUSIVE)."""
     hs = homeserver(request)
-    if isinstance(username, str) and hs.appservices.services:
+    if isinstance(username, str) and hs.appservices_registry.services:
         user_id = user_id_for(username, hs.server_name)
-        hs.appservices.check_user_id_free(user_id, None)
+        hs.appservices_registry.check_user_id_free(user_id, None)
 
 
 async def get_available(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from homeserver.api.routes import add_client_route
 
 async def get_state(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    events = await homeserver(request).room_state.room_state(
+    events = await homeserver(request).rooms_state.room_state(
         requester, request.match_info["room_id"]
     )
     return json_response(events)
@@ -23,7 +23,7 @@ async def get_state_event(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "content")
     if fmt not in ("content", "event"):
         raise MatrixError(400, "M_INVALID_PARAM", "format must be 'content' or 'event'")
-    body = await homeserver(request).room_state.state_event(
+    body = await homeserver(request).rooms_state.state_event(
         requester,
         request.match_info["room_id"],
         request.match_info["event_type"],
@@ -45,7 +45,7 @@ async def get_event(request: web.Request) -> web.Response:
 
 async def get_members(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    chunk = await homeserver(request).room_state.members(
+    chunk = await homeserver(request).rooms_state.members(
         requester,
         request.match_info["room_id"],
         at=request.query.get("at"),
@@ -57,7 +57,7 @@ async def get_members(request: web.Request) -> web.Response:
 
 async def get_joined_members(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    joined = await homeserver(request).room_state.joined_members(
+    joined = await homeserver(request).rooms_state.joined_members(
         requester, request.match_info["room_id"]
     )
     return json_response({"joined": joined})

@@ -16,16 +16,16 @@ async def create_room(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = homeserver(request)
     body = await read_json_object(request)
-    await hs.ratelimiter.check("room_creation", requester.user_id, requester)
+    await hs.ratelimit.check("room_creation", requester.user_id, requester)
     create = parse_create_room(body)
-    if create.room_alias_name is not None and hs.appservices.services:
-        hs.appservices.check_alias_allowed(
+    if create.room_alias_name is not None and hs.appservices_registry.services:
+        hs.appservices_registry.check_alias_allowed(
             f"#{create.room_alias_name}:{hs.server_name}",
-            hs.appservices.by_id.get(requester.appservice_id or ""),
+            hs.appservices_registry.by_id.get(requester.appservice_id or ""),
         )
     for invitee in create.invite:
-        await hs.appservice_sender.check_invitee(invitee)
-    room_id, _ = await hs.rooms.create(requester.user_id, create)
+        await hs.appservices_sender.check_invitee(invitee)
+    room_id, _ = await hs.creation.create(requester.user_id, create)
     return json_response({"room_id": room_id})
 
 

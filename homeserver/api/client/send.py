@@ -29,7 +29,7 @@ async def send_message(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = homeserver(request)
     content = await read_json_object(request, event_content=True)
-    await hs.ratelimiter.check("message", requester.user_id, requester)
+    await hs.ratelimit.check("message", requester.user_id, requester)
     event_id, _ = await hs.send.send(
         requester,
         request.match_info["room_id"],
@@ -64,7 +64,7 @@ async def redact(request: web.Request) -> web.Response:
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise MatrixError(400, "M_BAD_JSON", "reason must be a string")
-    await hs.ratelimiter.check("message", requester.user_id, requester)
+    await hs.ratelimit.check("message", requester.user_id, requester)
     event_id, _ = await hs.send.redact(
         requester,
         request.match_info["room_id"],

@@ -18,8 +18,8 @@ async def upgrade_room(request: web.Request) -> web.Response:
     if not isinstance(new_version, str):
         raise MatrixError(400, "M_BAD_JSON", "new_version must be a string")
     hs = homeserver(request)
-    await hs.ratelimiter.check("room_creation", requester.user_id, requester)
-    replacement = await hs.upgrader.upgrade(
+    await hs.ratelimit.check("room_creation", requester.user_id, requester)
+    replacement = await hs.upgrade.upgrade(
         requester, request.match_info["room_id"], new_version, body.get("additional_creators")
     )
     return json_response({"replacement_room": replacement})

@@ -14,7 +14,7 @@ from homeserver.api.routes import add_client_route
 async def post_search(request: web.Request) -> web.Response:
     requester = await require_user(request)
     body = await read_json_object(request)
-    result = await homeserver(request).user_directory.search(
+    result = await homeserver(request).directory_users.search(
         requester.user_id, body.get("search_term"), body.get("limit")
     )
     return json_response(result)

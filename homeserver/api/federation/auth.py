@@ -68,7 +68,7 @@ async def require_server(request: web.Request) -> str:
             continue
         request[ORIGIN_KEY] = auth.origin
         request[USER_KEY] = auth.origin
-        hs.federation_sender.on_contact(auth.origin)
+        hs.remote_sender.on_contact(auth.origin)
         return auth.origin
     raise unauthorized(error)
 

@@ -18,17 +18,17 @@ async def user_devices(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     if not valid_id(user_id) or server_name_of(user_id, "@") != hs.server_name:
         raise forbidden(f"{hs.server_name} answers only for its own users")
-    return json_response(await hs.federated_device_lists.user_devices(user_id))
+    return json_response(await hs.remote_device_lists.user_devices(user_id))
 
 
 async def keys_query(request: web.Request) -> web.Response:
     body = await read_json_object(request)
-    return json_response(await homeserver(request).federated_keys.serve_query(body))
+    return json_response(await homeserver(request).served_keys.serve_query(body))
 
 
 async def keys_claim(request: web.Request) -> web.Response:
     body = await read_json_object(request)
-    return json_response(await homeserver(request).federated_keys.serve_claim(body))
+    return json_response(await homeserver(request).served_keys.serve_claim(body))
 
 
 def register(app: web.Application) -> None:

@@ -41,7 +41,7 @@ async def _multipart(
     response.content_length = len(head) + stored.size + len(tail)
     await response.prepare(request)
     await response.write(head)
-    async for chunk in homeserver(request).media.files.read_chunks(stored.sha256):
+    async for chunk in homeserver(request).media_repository.files.read_chunks(stored.sha256):
         await response.write(chunk)
     await response.write(tail)
     await response.write_eof()
@@ -50,7 +50,7 @@ async def _multipart(
 
 async def download(request: web.Request) -> web.StreamResponse:
     hs = homeserver(request)
-    stored = await hs.media.download(
+    stored = await hs.media_repository.download(
         hs.server_name,
         request.match_info["mediaId"],
         timeout_ms=parse_timeout_ms(request.query.get("timeout_ms")),

@@ -33,13 +33,13 @@ def _int(value: Any, default: int) -> int:
 
 async def get_event(request: web.Request) -> web.Response:
     origin = await require_server(request)
-    reads = homeserver(request).federation_reads
+    reads = homeserver(request).reads
     return json_response(await reads.event(origin, request.match_info["event_id"]))
 
 
 async def get_state_ids(request: web.Request) -> web.Response:
     origin = await require_server(request)
-    reads = homeserver(request).federation_reads
+    reads = homeserver(request).reads
     ids, chain = await reads.state_ids(
         origin, request.match_info["room_id"], _param(request, "event_id")
     )
@@ -48,7 +48,7 @@ async def get_state_ids(request: web.Request) -> web.Response:
 
 async def get_state(request: web.Request) -> web.Response:
     origin = await require_server(request)
-    reads = homeserver(request).federation_reads
+    reads = homeserver(request).reads
     ids, chain = await reads.state_ids(
         origin, request.match_info["room_id"], _param(request, "event_id")
     )
@@ -57,7 +57,7 @@ async def get_state(request: web.Request) -> web.Response:
 
 async def get_event_auth(request: web.Request) -> web.Response:
     origin = await require_server(request)
-    reads = homeserver(request).federation_reads
+    reads = homeserver(request).reads
     answer = await reads.event_auth(
         origin, request.match_info["room_id"], request.match_info["event_id"]
     )
@@ -70,7 +70,7 @@ async def backfill(request: web.Request) -> web.Response:
     if not start:
         raise MatrixError(400, "M_MISSING_PARAM", "v is required")
     limit = _int(request.query.get("limit"), 10)
-    reads = homeserver(request).federation_reads
+    reads = homeserver(request).reads
     return json_response(
         await reads.backfill(origin, request.match_info["room_id"], list(start), limit)
     )
@@ -86,7 +86,7 @@ async def get_missing_events(request: web.Request) -> web.Response:
     ids = [e for e in [*earliest, *latest] if isinstance(e, str)]
     if len(ids) != len(earliest) + len(latest) or len(ids) > 100:
         raise bad_json("event ids must be strings, at most 100")
-    reads = homeserver(request).federation_reads
+    reads = homeserver(request).reads
     answer = await reads.missing_events(
         origin,
         request.match_info["room_id"],
@@ -101,7 +101,7 @@ async def get_missing_events(request: web.Request) -> web.Response:
 async def query_directory(request: web.Request) -> web.Response:
     await require_server(request)
     alias = _param(request, "room_alias")
-    return json_response(await homeserver(request).federation_reads.directory(alias))
+    return json_response(await homeserver(request).reads.directory(alias))
 
 
 async def query_profile(request: web.Request) -> web.Response:

@@ -14,11 +14,12 @@ import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from federation.identifiers import server_name_of
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
+from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import format_events
 from homeserver.storage.admin import rooms as admin_rooms
@@ -26,9 +27,6 @@ from homeserver.storage.admin.rooms import AdminRoomRow
 from homeserver.storage.core.pool import Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.rooms import memberships, rooms, state
-
-if TYPE_CHECKING:  # the Homeserver imports the services that import this module
-    from homeserver.services.homeserver import Homeserver
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +55,57 @@ class RoomListing:
     limit: int = 100
 
 
-class AdminRoomService:
-    """Every room the server knows, as admins list, inspect and block them."""
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    block: bool = False
+    purge: bool = True
+    force_purge: bool = False
+    message: str | None = None
 
-    def __init__(self, db: Database, server_name: str, cache: EventCache) -> None:
+
+@dataclass(slots=True)
+class Deletion:
+    """Where one room deletion stands, in the shape admin tools poll for."""
+
+    delete_id: str
+    room_id: str
+    status: str = "scheduled"  # then "active", "complete" or "failed"
+    error: str | None = None
+    kicked_users: list[str] = field(default_factory=list)
+    failed_to_kick_users: list[str] = field(default_factory=list)
+    local_aliases: list[str] = field(default_factory=list)
+    finished_at: float | None = None
+
+    def render(self, *, with_id: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "shutdown_room": {
+                "kicked_users": self.kicked_users,
+                "failed_to_kick_users": self.failed_to_kick_users,
+                "local_aliases": self.local_aliases,
+                "new_room_id": None,
+            },
+        }
+        if with_id:
+            out = {"delete_id": self.delete_id, **out}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+class AdminRoomService:
+    """Every room the server knows, as admins list, inspect, block and delete them;
+    deletions run one at a time per room, and how they went is remembered."""
+
+    def __init__(
+        self, db: Database, server_name: str, cache: EventCache, membership: MembershipService
+    ) -> None:
         self.db = db
         self.server_name = server_name
         self.cache = cache
+        self.membership = membership
+        self._deletions: dict[str, Deletion] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def list_rooms(self, listing: RoomListing) -> dict[str, Any]:
         """A page of rooms, with offsets of the pages around it."""
@@ -133,54 +175,7 @@ class AdminRoomService:
             else:
                 await admin_rooms.unblock_room(conn, check_room_id(room_id))
 
-
-@dataclass(frozen=True, slots=True)
-class DeleteRequest:
-    block: bool = False
-    purge: bool = True
-    force_purge: bool = False
-    message: str | None = None
-
-
-@dataclass(slots=True)
-class Deletion:
-    """Where one room deletion stands, in the shape admin tools poll for."""
-
-    delete_id: str
-    room_id: str
-    status: str = "scheduled"  # then "active", "complete" or "failed"
-    error: str | None = None
-    kicked_users: list[str] = field(default_factory=list)
-    failed_to_kick_users: list[str] = field(default_factory=list)
-    local_aliases: list[str] = field(default_factory=list)
-    finished_at: float | None = None
-
-    def render(self, *, with_id: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "status": self.status,
-            "shutdown_room": {
-                "kicked_users": self.kicked_users,
-                "failed_to_kick_users": self.failed_to_kick_users,
-                "local_aliases": self.local_aliases,
-                "new_room_id": None,
-            },
-        }
-        if with_id:
-            out = {"delete_id": self.delete_id, **out}
-        if self.error is not None:
-            out["error"] = self.error
-        return out
-
-
-class RoomDeleter:
-    """Runs room deletions, one at a time per room, and remembers how they went."""
-
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
-        self._deletions: dict[str, Deletion] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self, admin_id: str, room_id: str, request: DeleteRequest) -> str:
+    async def schedule_deletion(self, admin_id: str, room_id: str, request: DeleteRequest) -> str:
         """Check the room and schedule its deletion; the delete_id to poll."""
         await self._check(room_id, request)
         if any(
@@ -196,7 +191,7 @@ class RoomDeleter:
         task.add_done_callback(self._tasks.discard)
         return deletion.delete_id
 
-    async def run_now(self, admin_id: str, room_id: str, request: DeleteRequest) -> Deletion:
+    async def delete_now(self, admin_id: str, room_id: str, request: DeleteRequest) -> Deletion:
         """Delete the room before answering (the older, synchronous API)."""
         await self._check(room_id, request)
         deletion = Deletion(delete_id=secrets.token_urlsafe(12), room_id=room_id)
@@ -205,13 +200,13 @@ class RoomDeleter:
             raise ServiceError(500, "M_UNKNOWN", deletion.error or "Room deletion failed")
         return deletion
 
-    def status(self, delete_id: str) -> dict[str, Any]:
+    def deletion_status(self, delete_id: str) -> dict[str, Any]:
         deletion = self._deletions.get(delete_id)
         if deletion is None:
             raise not_found("delete id not found")
         return deletion.render(with_id=False)
 
-    def room_status(self, room_id: str) -> dict[str, Any]:
+    def room_deletions(self, room_id: str) -> dict[str, Any]:
         found = [d for d in self._deletions.values() if d.room_id == room_id]
         if not found:
             raise not_found("No deletion of this room is known")
@@ -224,7 +219,7 @@ class RoomDeleter:
 
     async def _check(self, room_id: str, request: DeleteRequest) -> None:
         check_room_id(room_id)
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             known = await rooms.get_room(conn, room_id) is not None
         # An unknown room may still be blocked, so nobody here can ever join it.
         if not known and not request.block:
@@ -251,10 +246,10 @@ class RoomDeleter:
             deletion.finished_at = time.monotonic()
 
     async def _delete(self, deletion: Deletion, admin_id: str, request: DeleteRequest) -> None:
-        hs, room_id = self.hs, deletion.room_id
+        room_id = deletion.room_id
         if request.block:
-            await hs.admin_rooms.set_blocked(admin_id, room_id, True)
-        async with hs.db.pool.connection() as conn:
+            await self.set_blocked(admin_id, room_id, True)
+        async with self.db.pool.connection() as conn:
             if await rooms.get_room(conn, room_id) is None:
                 return
             joined = await memberships.members_of_room(conn, room_id)
@@ -262,10 +257,10 @@ class RoomDeleter:
             for alias in deletion.local_aliases:
                 await aliases.delete_alias(conn, alias)
             await aliases.set_room_public(conn, room_id, False)
-        local = [m.user_id for m in joined if server_name_of(m.user_id, "@") == hs.server_name]
+        local = [m.user_id for m in joined if server_name_of(m.user_id, "@") == self.server_name]
         for user_id in sorted(local):
             try:
-                await hs.membership.leave(room_id, user_id, request.message)
+                await self.membership.leave(room_id, user_id, request.message)
             except ServiceError as exc:
                 log.warning("could not remove %s from %s: %s", user_id, room_id, exc.message)
                 deletion.failed_to_kick_users.append(user_id)
@@ -274,6 +269,6 @@ class RoomDeleter:
         if request.purge:
             if deletion.failed_to_kick_users and not request.force_purge:
                 raise RuntimeError("Some local users are still in the room; not purged")
-            async with hs.db.pool.connection() as conn, conn.transaction():
+            async with self.db.pool.connection() as conn, conn.transaction():
                 await rooms.lock_room(conn, room_id)
                 await admin_rooms.purge_room(conn, room_id)

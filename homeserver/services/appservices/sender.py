@@ -101,7 +101,7 @@ def _app_url(service: AppService, path: str) -> str:
 
 
 class AppServiceSender:
-    """`hs.appservice_sender`: `start()`, `notify()` after commits, `close()` at exit;
+    """`hs.appservices_sender`: `start()`, `notify()` after commits, `close()` at exit;
     also `ping` and `query_alias` for the client API."""
 
     def __init__(

@@ -66,19 +66,25 @@ class RateLimiter:
         limits: Mapping[str, Limit],
         *,
         enabled: bool = True,
+        exempt_appservices: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = dict(limits)
         self.enabled = enabled
         # Application services registered with `rate_limited: false` (bridges, mostly).
-        self.exempt_appservices: frozenset[str] = frozenset()
+        self.exempt_appservices = exempt_appservices
         self._clock = clock
         self._buckets: dict[tuple[str, str], Bucket] = {}
 
     @classmethod
-    def from_config(cls, config: Config) -> RateLimiter:
+    def from_config(
+        cls, config: Config, exempt_appservices: frozenset[str] = frozenset()
+    ) -> RateLimiter:
+        """The configured limits of every action (`rate_limits.*`)."""
         limits = {action: Limit(*config.rate_limit(action)) for action in RATE_LIMIT_DEFAULTS}
-        return cls(limits, enabled=config.rate_limits_enabled)
+        return cls(
+            limits, enabled=config.rate_limits_enabled, exempt_appservices=exempt_appservices
+        )
 
     async def check(self, action: str, key: str, requester: Requester | None = None) -> None:
         """Count one `action` by `key`, or raise RateLimited; server admins are exempt.

@@ -20,8 +20,8 @@ from federation.events import Event
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import forbidden, invalid_param
 from homeserver.services.directory.rooms import allowed_room_ids, room_summary
-from homeserver.services.rooms.writer import EventCreator, load_events
-from homeserver.storage.core.pool import Connection
+from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.directory.public_rooms import RoomSummaryRow, summaries
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, state
@@ -96,8 +96,9 @@ def _offset(request: HierarchyRequest, max_depth: int) -> int:
 
 
 class HierarchyService:
-    def __init__(self, events: EventCreator) -> None:
-        self.events = events
+    def __init__(self, db: Database, event_cache: EventCache) -> None:
+        self.db = db
+        self.event_cache = event_cache
 
     async def hierarchy(self, requester: Requester, request: HierarchyRequest) -> dict[str, Any]:
         limit = DEFAULT_LIMIT if request.limit is None else request.limit
@@ -109,8 +110,8 @@ class HierarchyService:
             raise invalid_param("max_depth must not be negative")
         max_depth = min(max_depth, MAX_DEPTH)
         offset = _offset(request, max_depth)
-        async with self.events.db.pool.connection() as conn:
-            walk = _Walk(conn, self.events, requester.user_id, request.suggested_only)
+        async with self.db.pool.connection() as conn:
+            walk = _Walk(conn, self.event_cache, requester.user_id, request.suggested_only)
             await walk.load_memberships()
             root = await walk.visit(request.room_id)
             if root is None:
@@ -126,10 +127,10 @@ class _Walk:
     """One depth-first walk, with what it needs to judge every room it meets."""
 
     def __init__(
-        self, conn: Connection, events: EventCreator, user_id: str, suggested_only: bool
+        self, conn: Connection, event_cache: EventCache, user_id: str, suggested_only: bool
     ) -> None:
         self.conn = conn
-        self.events = events
+        self.event_cache = event_cache
         self.user_id = user_id
         self.suggested_only = suggested_only
         self.membership: dict[str, str] = {}
@@ -162,7 +163,7 @@ class _Walk:
         if row is None or not self._may_see(row):
             return None
         ids = await state.get_current_state_of_type(self.conn, room_id, SPACE_CHILD)
-        found = await load_events(self.conn, self.events.cache, ids.values())
+        found = await load_events(self.conn, self.event_cache, ids.values())
         rows = await event_store.get_events(self.conn, list(found))
         children = []
         for event_id, event in found.items():

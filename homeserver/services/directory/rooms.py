@@ -188,10 +188,13 @@ def _parse_token(token: str) -> tuple[str, int, str]:
     raise invalid_param("Unknown pagination token")
 
 
-class DirectoryService:
-    def __init__(self, db: Database, events: EventCreator, server_name: str) -> None:
+class RoomDirectory:
+    def __init__(
+        self, db: Database, events: EventCreator, event_cache: EventCache, server_name: str
+    ) -> None:
         self.db = db
         self.events = events
+        self.event_cache = event_cache
         self.server_name = server_name
 
     # Aliases
@@ -233,7 +236,7 @@ class DirectoryService:
                 requester.is_admin
                 or creator == requester.user_id
                 or await may_send_state(
-                    conn, self.events.cache, room_id, requester.user_id, CANONICAL_ALIAS
+                    conn, self.event_cache, room_id, requester.user_id, CANONICAL_ALIAS
                 )
             )
             if not allowed:
@@ -270,7 +273,7 @@ class DirectoryService:
             member = await memberships.get_membership(conn, room_id, requester.user_id)
             if not requester.is_admin and (member is None or member.membership != "join"):
                 visibility = await current_state_events(
-                    conn, self.events.cache, room_id, [("m.room.history_visibility", "")]
+                    conn, self.event_cache, room_id, [("m.room.history_visibility", "")]
                 )
                 event = visibility.get(("m.room.history_visibility", ""))
                 if event is None or event.content.get("history_visibility") != "world_readable":
@@ -294,7 +297,7 @@ class DirectoryService:
                 member = await memberships.get_membership(conn, room_id, requester.user_id)
                 if member is None or member.membership != "join":
                     raise forbidden("You are not in this room")
-                power = await current_state_events(conn, self.events.cache, room_id, _POWER_KEYS)
+                power = await current_state_events(conn, self.event_cache, room_id, _POWER_KEYS)
                 create, levels = power.get(_POWER_KEYS[0]), power.get(_POWER_KEYS[1])
                 if user_level(requester.user_id, create, levels) < named_level(
                     levels, "state_default"

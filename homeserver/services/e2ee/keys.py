@@ -12,7 +12,7 @@ private halves it surely still holds) are the last to go.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ from homeserver.services.e2ee.cross_signing import (
     same_signed_content,
 )
 from homeserver.services.e2ee.device_lists import DeviceLists
-from homeserver.services.remote.keys import timeout_seconds
+from homeserver.services.remote.keys import RemoteKeys, timeout_seconds
 from homeserver.services.sync.tokens import InvalidToken, SyncToken
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import keys as e2e_keys
@@ -40,19 +40,6 @@ def _self_signature(obj: JsonDict, user_id: str, device_id: str) -> object:
     signatures = obj.get("signatures")
     by_user = signatures.get(user_id) if isinstance(signatures, dict) else None
     return by_user.get(f"ed25519:{device_id}") if isinstance(by_user, dict) else None
-
-
-def _remote_failure(server: str) -> JsonDict:
-    return {"errcode": "M_UNAVAILABLE", "error": f"Cannot reach {server} (no federation)"}
-
-
-# (wanted by user, timeout in seconds) -> (answer part, failures by server)
-RemoteQuery = Callable[
-    [dict[str, list[str]], float], Awaitable[tuple[JsonDict, dict[str, JsonDict]]]
-]
-RemoteClaim = Callable[
-    [dict[str, dict[str, str]], float], Awaitable[tuple[dict[str, JsonDict], dict[str, JsonDict]]]
-]
 
 
 def _check_device_keys(obj: object, user_id: str, device_id: str) -> JsonDict:
@@ -104,21 +91,20 @@ def _check_keys(
     return out
 
 
-class E2EEService:
+class E2EEKeys:
     def __init__(
         self,
         db: Database,
         device_lists: DeviceLists,
         cross_signing: CrossSigningService,
+        remote: RemoteKeys,
         server_name: str,
     ) -> None:
         self.db = db
         self.device_lists = device_lists
         self.cross_signing = cross_signing
+        self.remote = remote
         self.server_name = server_name
-        # Federation plugs in here (services/federation_e2ee.py); None fails remote users.
-        self.query_remote: RemoteQuery | None = None
-        self.claim_remote: RemoteClaim | None = None
 
     # --- what /sync reports -------------------------------------------------------
 
@@ -222,8 +208,6 @@ class E2EEService:
                 raise invalid_param(f"{user_id} is not a user id")
             if server == self.server_name:
                 local[user_id] = device_ids
-            elif self.query_remote is None:
-                failures[server] = _remote_failure(server)
             else:
                 remote[user_id] = device_ids
         result: JsonDict = {"device_keys": {user_id: {} for user_id in local}}
@@ -240,8 +224,8 @@ class E2EEService:
             keys["unsigned"] = unsigned
             result["device_keys"][row.user_id][row.device_id] = keys
         result.update(cross)
-        if remote and self.query_remote is not None:
-            found, remote_failures = await self.query_remote(remote, timeout_seconds(body))
+        if remote:
+            found, remote_failures = await self.remote.query(remote, timeout_seconds(body))
             for field, by_user in found.items():
                 result.setdefault(field, {}).update(by_user)
             failures.update(remote_failures)
@@ -277,10 +261,7 @@ class E2EEService:
             if server is None:
                 raise invalid_param(f"{user_id} is not a user id")
             if server != self.server_name:
-                if self.claim_remote is None:
-                    failures[server] = _remote_failure(server)
-                else:
-                    remote[user_id] = by_device
+                remote[user_id] = by_device
                 continue
             requests += [(user_id, device_id, alg) for device_id, alg in by_device.items()]
         claimed: dict[str, dict[str, JsonDict]] = {}
@@ -294,8 +275,8 @@ class E2EEService:
                     claimed.setdefault(user_id, {})[device_id] = {
                         f"{algorithm}:{key_id}": orjson.loads(key_json)
                     }
-        if remote and self.claim_remote is not None:
-            remote_claimed, remote_failures = await self.claim_remote(remote, timeout_seconds(body))
+        if remote:
+            remote_claimed, remote_failures = await self.remote.claim(remote, timeout_seconds(body))
             claimed.update(remote_claimed)
             failures.update(remote_failures)
         return {"one_time_keys": claimed, "failures": failures}

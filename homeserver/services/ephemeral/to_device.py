@@ -9,7 +9,7 @@ the client moves on.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -29,8 +29,14 @@ MAX_NAME_BYTES = 255  # event types and transaction ids
 MAX_CONTENT_BYTES = 65536  # one message's content, as federation would carry it
 MAX_MESSAGES = 10_000  # device messages per request, after expanding "*"
 
-# (sender, event type, destination server, {user: {device or "*": content}})
-RemoteSend = Callable[[str, str, str, dict[str, dict[str, Any]]], Awaitable[None]]
+
+class RemoteToDevice(Protocol):
+    """Where messages for other servers' users go (services/remote/edu_announcer.py)."""
+
+    async def to_device(
+        self, sender: str, event_type: str, destination: str, messages: dict[str, Any]
+    ) -> None:
+        """Send `messages` ({user: {device or "*": content}}) to `destination`."""
 
 
 class _TxnTaken(Exception):
@@ -41,14 +47,18 @@ class ToDeviceService:
     """`hs.to_device`."""
 
     def __init__(
-        self, db: Database, allocator: StreamAllocator, notifier: Notifier, server_name: str
+        self,
+        db: Database,
+        allocator: StreamAllocator,
+        notifier: Notifier,
+        remote: RemoteToDevice,
+        server_name: str,
     ) -> None:
         self.db = db
         self.allocator = allocator
         self.notifier = notifier
+        self.remote = remote
         self.server_name = server_name
-        # Federation plugs in here (services/remote/edus.py); None drops them.
-        self.send_remote: RemoteSend | None = None
 
     async def send(
         self, requester: Requester, event_type: str, txn_id: str, body: Mapping[str, Any]
@@ -71,9 +81,8 @@ class ToDeviceService:
 
         if not await self._deliver(sender, event_type, local, claim):
             return  # a concurrent request with this transaction id handled it
-        if self.send_remote is not None:
-            for destination, by_user in remote.items():
-                await self.send_remote(sender, event_type, destination, by_user)
+        for destination, by_user in remote.items():
+            await self.remote.to_device(sender, event_type, destination, by_user)
 
     async def deliver_remote(
         self, sender: str, event_type: str, message_id: str, messages: Mapping[str, Any]

@@ -15,9 +15,10 @@ import re
 import secrets
 import string
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
 from federation.identifiers import is_valid_server_name
@@ -176,25 +177,33 @@ def parse_timeout_ms(raw: str | None) -> int:
     return max(0, min(value, MAX_TIMEOUT_MS))
 
 
-RemoteFetch = Callable[[str, str], Awaitable[store.MediaRow]]
+class RemoteSource(Protocol):
+    """Where remote media comes from (services/media/remote.py)."""
+
+    async def fetch(self, origin: str, media_id: str) -> store.MediaRow:
+        """The cached row of remote media, fetched from its origin first if need be."""
 
 
 def new_media_id() -> str:
     return "".join(secrets.choice(MEDIA_ID_ALPHABET) for _ in range(MEDIA_ID_LENGTH))
 
 
-class MediaService:
-    """Local uploads and downloads; remote media through `fetch_remote` when wired."""
+class MediaRepository:
+    """Local uploads and downloads; remote media through `remote`."""
 
     def __init__(
-        self, db: Database, files: MediaFiles, server_name: str, max_upload_size: int
+        self,
+        db: Database,
+        files: MediaFiles,
+        remote: RemoteSource,
+        server_name: str,
+        max_upload_size: int,
     ) -> None:
         self.db = db
         self.files = files
+        self.remote = remote
         self.server_name = server_name
         self.max_upload_size = max_upload_size
-        # Set by the homeserver wiring: fetch (origin, media_id) from its server and cache it.
-        self.fetch_remote: RemoteFetch | None = None
         # Woken when an async upload completes in this process; others are polled for.
         self._uploaded: dict[tuple[str, str], asyncio.Event] = {}
 
@@ -369,9 +378,9 @@ class MediaService:
         check_media_ref(server_name, media_id)
         row = await self._row(server_name, media_id)
         if row is None:
-            if server_name == self.server_name or not allow_remote or self.fetch_remote is None:
+            if server_name == self.server_name or not allow_remote:
                 raise not_found("Unknown media ID")
-            row = await self.fetch_remote(server_name, media_id)
+            row = await self.remote.fetch(server_name, media_id)
         if not row.uploaded:
             row = await self._wait_uploaded(row, timeout_ms)
         if row.sha256 is None or row.size is None or not self.files.exists(row.sha256):

@@ -21,8 +21,10 @@ from PIL import Image, ImageOps, ImageSequence
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.services.core.single_flight import SingleFlight
-from homeserver.services.media.repository import MediaService, StoredFile, too_large
+from homeserver.services.media.repository import MediaRepository, StoredFile, too_large
+from homeserver.storage.core.pool import Database
 from homeserver.storage.media import media as store
+from homeserver.storage.media.files import MediaFiles
 
 SIZE_LADDER = (32, 48, 64, 96, 128, 160, 240, 320, 480, 640, 800)
 METHODS = ("crop", "scale")
@@ -203,8 +205,13 @@ def _cannot() -> ServiceError:
 class ThumbnailService:
     """Thumbnails of local and (fetched) remote media."""
 
-    def __init__(self, media: MediaService) -> None:
+    def __init__(
+        self, db: Database, files: MediaFiles, media: MediaRepository, server_name: str
+    ) -> None:
+        self.db = db
+        self.files = files
         self.media = media
+        self.server_name = server_name
         self._renders = asyncio.Semaphore(MAX_CONCURRENT_RENDERS)
         self._work: SingleFlight[tuple[str, str, ThumbnailRequest], StoredFile] = SingleFlight()
 
@@ -225,7 +232,7 @@ class ThumbnailService:
             raise _cannot()
         assert row.size is not None and row.sha256 is not None
         if row.size > MAX_SOURCE_BYTES:
-            status = 413 if server_name == self.media.server_name else 502
+            status = 413 if server_name == self.server_name else 502
             raise too_large("Content is too large to thumbnail", status)
         cached = await self._cached(row, request)
         if cached is not None:
@@ -235,7 +242,7 @@ class ThumbnailService:
         )
 
     async def _cached(self, row: store.MediaRow, request: ThumbnailRequest) -> StoredFile | None:
-        async with self.media.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             thumb = await store.get_thumbnail(
                 conn,
                 row.origin,
@@ -245,14 +252,14 @@ class ThumbnailService:
                 request.method,
                 request.animated,
             )
-        if thumb is None or not self.media.files.exists(thumb.sha256):
+        if thumb is None or not self.files.exists(thumb.sha256):
             return None
         return self._stored(thumb.sha256, thumb.size, thumb.content_type)
 
     def _stored(self, sha256: str, size: int, content_type: str) -> StoredFile:
         extension = content_type.rpartition("/")[2]
         return StoredFile(
-            path=self.media.files.path_of(sha256),
+            path=self.files.path_of(sha256),
             sha256=sha256,
             size=size,
             content_type=content_type,
@@ -261,17 +268,17 @@ class ThumbnailService:
 
     async def _generate(self, row: store.MediaRow, request: ThumbnailRequest) -> StoredFile:
         assert row.sha256 is not None
-        source = self.media.files.path_of(row.sha256)
+        source = self.files.path_of(row.sha256)
         async with self._renders:
             try:
                 rendered = await asyncio.to_thread(render, source, request)
             except CannotThumbnail:
                 raise _cannot() from None
             except SourceTooLarge:
-                status = 413 if row.origin == self.media.server_name else 502
+                status = 413 if row.origin == self.server_name else 502
                 raise too_large("Content is too large to thumbnail", status) from None
-        sha256, size = await self.media.files.write_bytes(rendered.data)
-        async with self.media.db.pool.connection() as conn:
+        sha256, size = await self.files.write_bytes(rendered.data)
+        async with self.db.pool.connection() as conn:
             await store.insert_thumbnail(
                 conn,
                 row.origin,

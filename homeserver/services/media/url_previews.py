@@ -29,7 +29,7 @@ from yarl import URL
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, forbidden
 from homeserver.services.media.remote import filename_from_disposition
-from homeserver.services.media.repository import MediaService, check_filename
+from homeserver.services.media.repository import MediaRepository, check_filename
 from homeserver.services.media.url_preview_html import decode_html, parse_html
 from homeserver.services.remote.client import (
     AddressRefused,
@@ -38,6 +38,7 @@ from homeserver.services.remote.client import (
 )
 from homeserver.storage.core.pool import Database
 from homeserver.storage.media import url_previews as store
+from homeserver.storage.media.files import MediaFiles
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ class UrlPreviewService:
     def __init__(
         self,
         db: Database,
-        media: MediaService,
+        files: MediaFiles,
+        media: MediaRepository,
         *,
         enabled: bool,
         max_size: int,
@@ -105,6 +107,7 @@ class UrlPreviewService:
         url_blacklist: Sequence[str] = (),
     ) -> None:
         self.db = db
+        self.files = files
         self.media = media
         self.enabled = enabled
         self.max_size = max_size
@@ -233,7 +236,7 @@ class UrlPreviewService:
         if info is None:
             return None
         width, height, mime = info
-        sha256, size = await self.media.files.write_bytes(page.body)
+        sha256, size = await self.files.write_bytes(page.body)
         name = URL(page.url).name or None
         try:
             filename = check_filename(name)

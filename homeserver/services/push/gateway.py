@@ -125,8 +125,9 @@ def notification_body(
     return body
 
 
-class PushSender:
-    """`hs.push_sender`: `start()`, then `notify_users` after commits; `close()` at exit."""
+class PushGateway:
+    """Pushes to the users' push gateways: `start()`, then `notify_users` after commits;
+    `close()` at exit."""
 
     def __init__(
         self,
@@ -326,7 +327,7 @@ class PushSender:
     async def _post(self, url: str, notification: dict[str, Any], key: store.PusherKey) -> _Answer:
         """POST one notification; what its answer means for the pusher."""
         if self._session is None:
-            raise RuntimeError("PushSender.start() was not called")
+            raise RuntimeError("PushGateway.start() was not called")
         target = URL(url)
         host = target.host or ""
         if literal_address_refused(host, self._allowed):

@@ -23,7 +23,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -34,14 +34,12 @@ from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.push.defaults import localpart_of
 from homeserver.services.push.evaluator import Member, Outcome, RoomFacts
-from homeserver.services.rooms.writer import RoomWriter, load_events
+from homeserver.services.push.rules import PushRuleService
+from homeserver.services.rooms.writer import EventCache, RoomWriter, load_events
 from homeserver.services.timeline.format import format_events
-from homeserver.storage.core.pool import Connection, DatabaseError
+from homeserver.storage.core.pool import Connection, Database, DatabaseError
 from homeserver.storage.push import notifications as store
 from homeserver.storage.rooms import state
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +104,22 @@ def thread_of(event: Event) -> str | None:
 
 
 class NotificationService:
-    """`hs.notifications`."""
-
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+    def __init__(
+        self,
+        db: Database,
+        event_cache: EventCache,
+        push_rules: PushRuleService,
+        server_name: str,
+        *,
+        retention_days: int,
+        unread_retention_days: int,
+    ) -> None:
+        self.db = db
+        self.event_cache = event_cache
+        self.push_rules = push_rules
+        self.server_name = server_name
+        self.retention_days = retention_days
+        self.unread_retention_days = unread_retention_days
         self._rooms: OrderedDict[str, RoomPushState] = OrderedDict()
         self._pruner: asyncio.Task[None] | None = None
         # Where the next prune starts: everything below was deleted by an earlier one.
@@ -148,17 +158,16 @@ class NotificationService:
         unread for that long is no longer counted.
         """
         day = 24 * 3600 * 1000
-        config = self.hs.config
         deleted = 0
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             if not await store.try_lock_retention(conn):
                 return 0
             try:
                 read_bound = await store.stream_position_before(
-                    conn, now_ms - config.push_retention_days * day
+                    conn, now_ms - self.retention_days * day
                 )
                 all_bound = await store.stream_position_before(
-                    conn, now_ms - config.push_unread_retention_days * day
+                    conn, now_ms - self.unread_retention_days * day
                 )
                 start = self._pruned_below
                 if start is None:
@@ -189,7 +198,7 @@ class NotificationService:
             if cached.group is not None and cached.group == writer.start_state_group:
                 self._rooms.move_to_end(room_id)
                 cached.group = None  # half-updated until done
-                server = self.hs.server_name
+                server = self.server_name
                 for user_id, membership, name in writer.membership_changes:
                     cached.apply(user_id, membership, name, server)
                 if CREATE_KEY in writer.changed_state or POWER_LEVELS_KEY in writer.changed_state:
@@ -199,7 +208,7 @@ class NotificationService:
         self._rooms.pop(room_id, None)
         members = await store.joined_members_with_names(writer.conn, room_id)
         room = RoomPushState(group, {}, {}, *await self._create_and_power(writer))
-        server = self.hs.server_name
+        server = self.server_name
         for user_id, name in members:
             room.apply(user_id, "join", name, server)
         if group is not None:
@@ -224,7 +233,7 @@ class NotificationService:
             and event.membership == "invite"
             and event.state_key
             and event.state_key != event.sender
-            and domain_of(event.state_key) == self.hs.server_name
+            and domain_of(event.state_key) == self.server_name
             and event.state_key not in room.members
         ):
             users.append(event.state_key)
@@ -244,7 +253,7 @@ class NotificationService:
             users = self._recipients(room, event)
             if not users:
                 continue
-            groups = await self.hs.push_rules.shared(writer.conn, users)
+            groups = await self.push_rules.shared(writer.conn, users)
             pdu = event.pdu
             thread = thread_of(event)
             facts = room.facts(user_level(event.sender, room.create, room.power))
@@ -314,11 +323,11 @@ class NotificationService:
             if not 0 <= before < 2**63:  # a stream position, as the BIGINT column holds
                 raise ServiceError(400, "M_INVALID_PARAM", "Unknown 'from' token")
         only_highlight = only is not None and "highlight" in only
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             rows = await store.notifications(conn, user_id, before, limit, only_highlight)
             # Formatted as every read path does, so an event redacted since is served
             # redacted.
-            formatted = await format_events(conn, self.hs.event_cache, [r.event_id for r in rows])
+            formatted = await format_events(conn, self.event_cache, [r.event_id for r in rows])
         events = {event["event_id"]: event for event in formatted}
         notifications = []
         for row in rows:

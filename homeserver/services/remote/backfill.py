@@ -3,7 +3,7 @@
 A hole is a timeline event whose prev events are not in our timeline: the event we
 joined with (history from before our join), or an incoming event whose missing prev
 events were bridged with the state at the gap instead of being fetched (see
-federation_inbound.py). storage/remote/backfill.py keeps them as `backfill_gaps`. When a
+services/remote/inbound.py). storage/remote/backfill.py keeps them as `backfill_gaps`. When a
 /messages page reaches such an event, we ask servers in the room for the events before
 it (`GET /backfill` with its missing prev events as `v`; the answer holds only what our
 server may see by history visibility). Each event is checked like any PDU (signatures,
@@ -25,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from federation.auth_rules import AuthError, check_auth
 from federation.events import Event
 from federation.identifiers import create_event_id_for_room, domain_of, server_name_of
 from federation.room_versions import RoomVersion, get_room_version
 from homeserver.services.remote.checks import auth_against_own, check_many
-from homeserver.services.remote.client import FederationError, quote_segment
+from homeserver.services.remote.client import FederationClient, FederationError, quote_segment
+from homeserver.services.remote.inbound import FederationInbound
+from homeserver.services.remote.keyring import KeyRing
+from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.state import (
     StateSet,
     apply_redaction,
@@ -41,14 +43,12 @@ from homeserver.services.remote.state import (
     persist_outliers,
     resolve_sets,
 )
-from homeserver.services.rooms.writer import event_record, load_events
+from homeserver.services.rooms.writer import EventCache, event_record, load_events
+from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import backfill as backfill_store
 from homeserver.storage.remote import room_servers
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import rooms
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,23 @@ def ancestors(events: Mapping[str, Event], start: Iterable[str]) -> dict[str, Ev
 
 
 class Backfiller:
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+    def __init__(
+        self,
+        db: Database,
+        event_cache: EventCache,
+        client: FederationClient,
+        keyring: KeyRing,
+        inbound: FederationInbound,
+        room_locks: RoomLocks,
+        server_name: str,
+    ) -> None:
+        self.db = db
+        self.event_cache = event_cache
+        self.client = client
+        self.keyring = keyring
+        self.inbound = inbound
+        self.room_locks = room_locks
+        self.server_name = server_name
         self.page_wait = PAGE_WAIT
         self.request_timeout = REQUEST_TIMEOUT
         # Fills under way, by (room, gap event): a page that finds one waits on it.
@@ -116,14 +131,13 @@ class Backfiller:
             return 0
 
     async def _fill_from_servers(self, room_id: str, event_id: str) -> int:
-        hs = self.hs
-        async with hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             room = await rooms.get_room(conn, room_id)
             if room is None or room.current_state_group is None:
                 return 0
             prevs = await backfill_store.due_gap_prevs(conn, event_id, MAX_EXTREMITIES)
             servers = await room_servers.servers_in_room(conn, room_id)
-            gap_event = (await load_events(conn, hs.event_cache, [event_id])).get(event_id)
+            gap_event = (await load_events(conn, self.event_cache, [event_id])).get(event_id)
         if not prevs:
             return 0
         room_version = get_room_version(room.room_version)
@@ -131,10 +145,10 @@ class Backfiller:
         # creator's, then the rest.
         first = domain_of(gap_event.sender) if gap_event is not None else None
         home = server_name_of(room_id, "!")
-        candidates = sorted(servers - {hs.server_name}, key=lambda s: (s != first, s != home, s))
+        candidates = sorted(servers - {self.server_name}, key=lambda s: (s != first, s != home, s))
         for server in candidates[:MAX_SERVERS]:
             try:
-                answer = await hs.federation_client.get_json(
+                answer = await self.client.get_json(
                     server,
                     f"/_matrix/federation/v1/backfill/{quote_segment(room_id)}",
                     {"v": prevs, "limit": str(BACKFILL_LIMIT)},
@@ -146,12 +160,12 @@ class Backfiller:
             pdus = answer.get("pdus") if isinstance(answer, dict) else None
             if not isinstance(pdus, list):
                 continue
-            checked = await check_many(hs, pdus[:BACKFILL_LIMIT], room_version, room_id)
+            checked = await check_many(self.keyring, pdus[:BACKFILL_LIMIT], room_version, room_id)
             events = ancestors(checked, prevs)
             placed = await self._place_all(server, room_version, room_id, events.values())
             if placed:
                 return placed
-        async with hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             await backfill_store.gap_failed(conn, event_id, prevs)
         return 0
 
@@ -162,7 +176,7 @@ class Backfiller:
         events; how many joined the timeline."""
         batch = sorted(events, key=lambda e: (e.depth, e.event_id))
         placed = 0
-        async with self.hs.inbound.room_lock(room_id):
+        async with self.room_locks.room_lock(room_id):
             held = await self._redactions_of(room_id, [e.event_id for e in batch])
             for event in batch:
                 try:
@@ -173,9 +187,9 @@ class Backfiller:
 
     async def _redactions_of(self, room_id: str, event_ids: list[str]) -> HeldRedactions:
         """The redactions in our timeline of any of these events, by target."""
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             found = await backfill_store.redactions_targeting(conn, room_id, event_ids)
-            loaded = await load_events(conn, self.hs.event_cache, [r for r, _ in found])
+            loaded = await load_events(conn, self.event_cache, [r for r, _ in found])
         held: HeldRedactions = {}
         for redaction_id, group in found:
             redaction = loaded.get(redaction_id)
@@ -194,20 +208,19 @@ class Backfiller:
         (held already, or rejected: then kept as an outlier that is never shown). A
         redaction is applied to its target, and redactions in `held` (by target) to
         the event, each with the checks of a live redaction."""
-        hs = self.hs
         wanted = [*event.auth_event_ids]
         create_id = create_event_id_for_room(event.room_id)
         if room_version.room_id_from_create_event and create_id:
             wanted.append(create_id)
-        async with hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             row = (await event_store.get_events(conn, [event.event_id])).get(event.event_id)
             if row is not None and (row.state_group is not None or row.rejected_reason):
                 return 0
-            known = await load_events(conn, hs.event_cache, wanted)
+            known = await load_events(conn, self.event_cache, wanted)
             rows = await event_store.get_events(conn, wanted)
         rejected = {eid for eid, r in rows.items() if r.rejected_reason is not None}
         if any(a not in known for a in event.auth_event_ids):
-            fetched = await hs.inbound.fetch_auth_chain(origin, room_version, event)
+            fetched = await self.inbound.fetch_auth_chain(origin, room_version, event)
             if fetched is None:
                 return 0
             known.update(fetched)
@@ -216,14 +229,14 @@ class Backfiller:
             return await self._reject(event, reason)
         sets: list[StateSet] = [{}]  # the create event: nothing before it
         if event.prev_event_ids:
-            found = await hs.inbound.states_before(origin, room_version, event)
+            found = await self.inbound.states_before(origin, room_version, event)
             if found is None:
                 return 0
             sets = found
-        async with hs.db.pool.connection() as conn, conn.transaction():
-            before = await resolve_sets(conn, hs.event_cache, room_version, sets)
+        async with self.db.pool.connection() as conn, conn.transaction():
+            before = await resolve_sets(conn, self.event_cache, room_version, sets)
             try:
-                check_auth(event, await auth_state_from(conn, hs.event_cache, event, before))
+                check_auth(event, await auth_state_from(conn, self.event_cache, event, before))
             except AuthError as exc:
                 reason = exc.reason
             else:
@@ -235,19 +248,19 @@ class Backfiller:
                     conn, event.room_id, event.event_id, event.prev_event_ids, in_timeline=True
                 )
                 if event.type == "m.room.redaction" and event.redacts is not None:
-                    await apply_redaction(conn, hs.event_cache, event, group)
+                    await apply_redaction(conn, self.event_cache, event, group)
                     held.setdefault(event.redacts, []).append((event, group))
                 for redaction, at in held.get(event.event_id, []):
-                    await apply_redaction(conn, hs.event_cache, redaction, at)
+                    await apply_redaction(conn, self.event_cache, redaction, at)
         if reason is not None:
             return await self._reject(event, reason)
-        hs.event_cache.put(event)
+        self.event_cache.put(event)
         return 1
 
     async def _reject(self, event: Event, reason: str) -> int:
         log.info("backfilled %s rejected: %s", event.event_id, reason)
-        async with self.hs.db.pool.connection() as conn, conn.transaction():
-            await persist_outliers(conn, self.hs.event_cache, [event], {event.event_id: reason})
+        async with self.db.pool.connection() as conn, conn.transaction():
+            await persist_outliers(conn, self.event_cache, [event], {event.event_id: reason})
             await backfill_store.note_placed(
                 conn, event.room_id, event.event_id, (), in_timeline=False
             )

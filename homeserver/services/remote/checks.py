@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from federation import hashing
 from federation.auth_rules import AuthError, check_auth, check_auth_events_shape
@@ -17,9 +17,7 @@ from federation.keys import KeyLookup
 from federation.pdu_checks import InvalidPdu, check_pdu
 from federation.room_versions import RoomVersion
 from federation.signing import SignatureError, verify_signed_by
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
+from homeserver.services.remote.keyring import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +37,12 @@ def event_id_of(pdu: object, room_version: RoomVersion) -> str | None:
 
 
 async def keys_for(
-    hs: Homeserver, pdus: list[Any], room_version: RoomVersion, origin: str | None = None
+    keyring: KeyRing, pdus: list[Any], room_version: RoomVersion, origin: str | None = None
 ) -> KeyLookup:
     """Keys for the signatures the PDUs need, and for `origin`'s on them (which
     `check_one` wants when the origin relays another server's event)."""
     pdus = [p for p in pdus if isinstance(p, dict)]
-    required = await hs.keyring.lookup_for_pdus(pdus, room_version)
+    required = await keyring.lookup_for_pdus(pdus, room_version)
     if origin is None:
         return required
     key_ids = {
@@ -57,7 +55,7 @@ async def keys_for(
     }
     if not key_ids:
         return required
-    extra = await hs.keyring.lookup({origin: key_ids}, 0)
+    extra = await keyring.lookup({origin: key_ids}, 0)
     return lambda server, key_id: required(server, key_id) or extra(server, key_id)
 
 
@@ -81,11 +79,11 @@ def check_one(
 
 
 async def check_many(
-    hs: Homeserver, pdus: Iterable[object], room_version: RoomVersion, room_id: str
+    keyring: KeyRing, pdus: Iterable[object], room_version: RoomVersion, room_id: str
 ) -> dict[str, Event]:
     """The PDUs of a batch that pass `check_one` and belong to `room_id`, by id."""
     items = [p for p in pdus if isinstance(p, dict)]
-    lookup = await hs.keyring.lookup_for_pdus(items, room_version)
+    lookup = await keyring.lookup_for_pdus(items, room_version)
     out: dict[str, Event] = {}
     for pdu in items:
         try:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -27,17 +27,22 @@ from federation.identifiers import server_name_of
 from federation.types import JsonDict
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
-from homeserver.services.e2ee.cross_signing import MASTER, SELF_SIGNING, merge_signatures, parse_key
-from homeserver.services.remote.client import FederationError, quote_segment
-from homeserver.storage.core.pool import Connection
+from homeserver.services.e2ee.cross_signing import (
+    MASTER,
+    SELF_SIGNING,
+    CrossSigningService,
+    merge_signatures,
+    parse_key,
+)
+from homeserver.services.e2ee.device_lists import DeviceLists
+from homeserver.services.remote.client import FederationClient, FederationError, quote_segment
+from homeserver.services.remote.sender import FederationSender
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import cross_signing as cross_signing_store
 from homeserver.storage.e2ee import keys as e2e_keys
 from homeserver.storage.remote import device_list_outbox as outbound
 from homeserver.storage.remote import device_lists as remote
 from homeserver.storage.remote import room_servers
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +80,22 @@ def _int(value: object) -> int | None:
     return None
 
 
-class FederatedDeviceLists:
-    """`hs.federated_device_lists`."""
-
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+class RemoteDeviceLists:
+    def __init__(
+        self,
+        db: Database,
+        device_lists: DeviceLists,
+        cross_signing: CrossSigningService,
+        client: FederationClient,
+        sender: FederationSender,
+        server_name: str,
+    ) -> None:
+        self.db = db
+        self.device_lists = device_lists
+        self.cross_signing = cross_signing
+        self.client = client
+        self.sender = sender
+        self.server_name = server_name
         self._resyncs: dict[str, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
@@ -110,20 +126,18 @@ class FederatedDeviceLists:
         local user what changed. Failures are logged, not raised (the change itself is
         committed; remote servers resync on the next update)."""
         for user_id in user_ids:
-            if server_name_of(user_id, "@") != self.hs.server_name:
+            if server_name_of(user_id, "@") != self.server_name:
                 continue
             try:
                 edus, destinations = await self._diff(user_id)
                 for destination in destinations:
                     for edu in edus:
-                        await self.hs.federation_sender.send_edu(
-                            destination, DEVICE_LIST_UPDATE, edu
-                        )
+                        await self.sender.send_edu(destination, DEVICE_LIST_UPDATE, edu)
             except Exception:
                 log.exception("cannot announce the device list of %s", user_id)
 
     async def _diff(self, user_id: str) -> tuple[list[JsonDict], list[str]]:
-        async with self.hs.db.pool.connection() as conn, conn.transaction():
+        async with self.db.pool.connection() as conn, conn.transaction():
             await outbound.lock_user(conn, user_id)
             current = await self.local_devices(conn, user_id)
             announced = await outbound.announced(conn, user_id)
@@ -167,10 +181,10 @@ class FederatedDeviceLists:
     async def announce_signing_keys(self, user_id: str, keys: dict[str, JsonDict]) -> None:
         """New master / self-signing keys of a local user, to the servers sharing a room."""
         try:
-            async with self.hs.db.pool.connection() as conn:
+            async with self.db.pool.connection() as conn:
                 destinations = await room_servers.servers_sharing_room(conn, user_id)
             for destination in destinations:
-                await self.hs.federation_sender.send_edu(
+                await self.sender.send_edu(
                     destination, SIGNING_KEY_UPDATE, {"user_id": user_id, **keys}
                 )
         except Exception:
@@ -178,10 +192,10 @@ class FederatedDeviceLists:
 
     async def user_devices(self, user_id: str) -> JsonDict:
         """GET /_matrix/federation/v1/user/devices/{userId} for a local user."""
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             devices = await self.local_devices(conn, user_id)
             stream_id = await outbound.latest_stream_id(conn, user_id)
-            cross, _ = await self.hs.cross_signing.keys_for_query(conn, "", [user_id])
+            cross, _ = await self.cross_signing.keys_for_query(conn, "", [user_id])
         out: JsonDict = {
             "user_id": user_id,
             "stream_id": stream_id,
@@ -217,7 +231,7 @@ class FederatedDeviceLists:
         if not await self._tracked(user_id):
             return
         resync = False
-        async with self.hs.device_lists.transaction([user_id]) as conn:
+        async with self.device_lists.transaction([user_id]) as conn:
             header = await remote.lock_list(conn, user_id)
             if header is None or header.stream_id >= stream_id:
                 pass  # not cached (a query fetches it), or nothing new
@@ -254,14 +268,14 @@ class FederatedDeviceLists:
             new[key_type] = orjson.dumps(obj).decode()
         if not new or not await self._tracked(user_id):
             return
-        async with self.hs.device_lists.transaction([user_id]) as conn:
+        async with self.device_lists.transaction([user_id]) as conn:
             if await remote.lock_list(conn, user_id) is not None:
                 for key_type, key_json in new.items():
                     await remote.set_cross_signing_key(conn, user_id, key_type, key_json)
 
     async def _tracked(self, user_id: str) -> bool:
-        async with self.hs.db.pool.connection() as conn:
-            return bool(await room_servers.tracked_by_us(conn, [user_id], self.hs.server_name))
+        async with self.db.pool.connection() as conn:
+            return bool(await room_servers.tracked_by_us(conn, [user_id], self.server_name))
 
     def _start_resync(self, server: str, user_id: str) -> None:
         if user_id in self._resyncs:
@@ -279,7 +293,7 @@ class FederatedDeviceLists:
     async def resync(self, server: str, user_id: str, timeout_s: float) -> None:
         """Fetch a remote user's whole device list and cache it. Raises FederationError
         (also for an answer we cannot use)."""
-        answer = await self.hs.federation_client.get_json(
+        answer = await self.client.get_json(
             server,
             f"/_matrix/federation/v1/user/devices/{quote_segment(user_id)}",
             time_limit=timeout_s,
@@ -309,15 +323,15 @@ class FederatedDeviceLists:
                     cross[key_type] = orjson.dumps(obj).decode()
             except ServiceError:
                 continue
-        async with self.hs.device_lists.transaction([user_id]) as conn:
+        async with self.device_lists.transaction([user_id]) as conn:
             await remote.lock_list(conn, user_id)
             await remote.replace_list(conn, user_id, stream_id, devices, cross, now_ms())
 
     async def cached_keys(self, user_ids: list[str]) -> tuple[set[str], JsonDict]:
         """From the cache: the users whose lists are cached, fresh and still kept up to date
         by their servers, and a /keys/query answer part for them."""
-        async with self.hs.db.pool.connection() as conn:
-            tracked = await room_servers.tracked_by_us(conn, user_ids, self.hs.server_name)
+        async with self.db.pool.connection() as conn:
+            tracked = await room_servers.tracked_by_us(conn, user_ids, self.server_name)
             headers = await remote.get_lists(conn, sorted(tracked))
             fresh = sorted(u for u, h in headers.items() if not h.stale)
             devices = await remote.get_devices(conn, fresh)

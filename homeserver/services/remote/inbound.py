@@ -15,12 +15,9 @@ transaction's answer is remembered for a while, so a retried one is not redone.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from federation.auth_rules import AuthError, check_auth
 from federation.events import Event
@@ -36,7 +33,10 @@ from homeserver.services.remote.checks import (
     event_id_of,
     keys_for,
 )
-from homeserver.services.remote.client import FederationError, quote_segment
+from homeserver.services.remote.client import FederationClient, FederationError, quote_segment
+from homeserver.services.remote.edus import InboundEdus
+from homeserver.services.remote.keyring import KeyRing
+from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.state import (
     StateBefore,
     StateSet,
@@ -45,18 +45,15 @@ from homeserver.services.remote.state import (
     persist_remote,
     resolve_sets,
 )
-from homeserver.services.rooms.server_acl import DENIED
-from homeserver.services.rooms.writer import load_events
+from homeserver.services.rooms.server_acl import DENIED, ServerAclService
+from homeserver.services.rooms.writer import EventCache, EventCreator, load_events
+from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import rooms
 
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
-
 log = logging.getLogger(__name__)
 
-EduHandler = Callable[["Homeserver", str, str, Any], Awaitable[None]]
 
 MAX_PDUS = 50
 MAX_EDUS = 100
@@ -65,35 +62,30 @@ MAX_GAP_EVENTS = 1000  # state and auth chain fetched to bridge one gap
 MAX_AUTH_CHAIN = 1000
 FETCH_CONCURRENCY = 10
 REMEMBERED_TRANSACTIONS = 1000
-EDU_MODULE = "homeserver.services.remote.edus"
-
-
-def _edu_handler() -> EduHandler | None:
-    """`handle_edu` of the EDU module, when that module exists."""
-    try:
-        module = importlib.import_module(EDU_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != EDU_MODULE:
-            raise
-        return None
-    handler: EduHandler | None = getattr(module, "handle_edu", None)
-    return handler
 
 
 class FederationInbound:
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+    def __init__(
+        self,
+        db: Database,
+        events: EventCreator,
+        event_cache: EventCache,
+        client: FederationClient,
+        keyring: KeyRing,
+        server_acl: ServerAclService,
+        room_locks: RoomLocks,
+        edus: InboundEdus,
+    ) -> None:
+        self.db = db
+        self.events = events
+        self.event_cache = event_cache
+        self.client = client
+        self.keyring = keyring
+        self.server_acl = server_acl
+        self.room_locks = room_locks
+        self.edus = edus
         self._answers: OrderedDict[tuple[str, str], JsonDict] = OrderedDict()
         self._running: dict[tuple[str, str], asyncio.Task[JsonDict]] = {}
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-    def room_lock(self, room_id: str) -> asyncio.Lock:
-        """Serialises the handling of one room's incoming events (gaps are filled once)."""
-        lock = self._locks.get(room_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[room_id] = lock
-        return lock
 
     # ---- transactions
 
@@ -132,19 +124,16 @@ class FederationInbound:
         return {"pdus": results}
 
     async def _edus(self, origin: str, edus: list[Any]) -> None:
-        handler = _edu_handler()
-        if handler is None:
-            return
         for edu in edus:
             if not isinstance(edu, dict) or not isinstance(edu.get("edu_type"), str):
                 continue
             try:
-                await handler(self.hs, origin, edu["edu_type"], edu.get("content"))
+                await self.edus.handle(origin, edu["edu_type"], edu.get("content"))
             except Exception:
                 log.exception("EDU %s from %s failed", edu.get("edu_type"), origin)
 
     async def _room_pdus(self, origin: str, room_id: str, pdus: list[Any]) -> dict[str, JsonDict]:
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             room = await rooms.get_room(conn, room_id)
         out: dict[str, JsonDict] = {}
         if room is None or room.current_state_group is None:
@@ -154,11 +143,11 @@ class FederationInbound:
                     out[event_id] = {"error": f"unknown room {room_id}"}
             return out
         room_version = get_room_version(room.room_version)
-        if not await self.hs.server_acl.allows(origin, room_id):
+        if not await self.server_acl.allows(origin, room_id):
             ids = (event_id_of(pdu, room_version) for pdu in pdus)
             return {e: {"error": DENIED} for e in ids if e is not None}
-        lookup = await keys_for(self.hs, pdus, room_version)
-        async with self.room_lock(room_id):
+        lookup = await keys_for(self.keyring, pdus, room_version)
+        async with self.room_locks.room_lock(room_id):
             for pdu in pdus:
                 event_id = event_id_of(pdu, room_version)
                 if event_id is None:
@@ -183,15 +172,14 @@ class FederationInbound:
     ) -> str | None:
         """Store a checked remote event; why it was refused or rejected, or None.
         The caller holds the room's lock."""
-        hs = self.hs
-        async with hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             if await fed_store.known_event_ids(conn, [event.event_id]):
                 return None
             wanted = [*event.auth_event_ids]
             create_id = create_event_id_for_room(event.room_id)
             if room_version.room_id_from_create_event and create_id:
                 wanted.append(create_id)
-            known = await load_events(conn, hs.event_cache, wanted)
+            known = await load_events(conn, self.event_cache, wanted)
             rejected = {
                 eid
                 for eid, row in (await event_store.get_events(conn, wanted)).items()
@@ -204,26 +192,26 @@ class FederationInbound:
             known.update(fetched)
         reason = auth_against_own(event, {}, known, rejected)
         if reason is not None:
-            async with hs.db.pool.connection() as conn:
-                await persist_outliers(conn, hs.event_cache, [event], {event.event_id: reason})
+            async with self.db.pool.connection() as conn:
+                await persist_outliers(conn, self.event_cache, [event], {event.event_id: reason})
             return f"rejected: {reason}"
 
         sets = await self._prev_states(origin, room_version, event, fill_gaps)
         if sets is None:
             return "the state before it could not be determined"
-        async with hs.events.writer(event.room_id) as writer:
+        async with self.events.writer(event.room_id) as writer:
             conn = writer.conn
             if await fed_store.known_event_ids(conn, [event.event_id]):
                 return None
-            before = await resolve_sets(conn, hs.event_cache, room_version, sets)
+            before = await resolve_sets(conn, self.event_cache, room_version, sets)
             try:
-                check_auth(event, await auth_state_from(conn, hs.event_cache, event, before))
+                check_auth(event, await auth_state_from(conn, self.event_cache, event, before))
             except AuthError as exc:
                 await persist_remote(writer, event, before, rejected_reason=exc.reason)
                 return f"rejected: {exc.reason}"
             current = StateBefore(writer.state_group, None)
             try:
-                check_auth(event, await auth_state_from(conn, hs.event_cache, event, current))
+                check_auth(event, await auth_state_from(conn, self.event_cache, event, current))
                 soft_failed = False
             except AuthError as exc:
                 log.info("soft-failing %s: %s", event.event_id, exc.reason)
@@ -241,7 +229,7 @@ class FederationInbound:
         if missing and fill_gaps:
             await self._fetch_missing_events(origin, room_version, event)
             missing = await self._missing_prevs(prevs)
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             rows = await event_store.get_events(conn, prevs)
         sets: list[StateSet] = []
         for prev in prevs:
@@ -270,7 +258,7 @@ class FederationInbound:
         return await self._fetch_auth_chain(origin, room_version, event)
 
     async def _missing_prevs(self, prevs: list[str]) -> list[str]:
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             rows = await event_store.get_events(conn, prevs)
         return [p for p in prevs if p not in rows or rows[p].state_group is None]
 
@@ -281,7 +269,7 @@ class FederationInbound:
     ) -> None:
         """Ask the origin for the events between our forward extremities and `event`,
         and take them in depth order (gaps behind them are bridged, not followed)."""
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             tips = await rooms.get_forward_extremities(conn, event.room_id)
         body = {
             "earliest_events": [eid for eid, _ in tips],
@@ -291,7 +279,7 @@ class FederationInbound:
         }
         path = f"/_matrix/federation/v1/get_missing_events/{quote_segment(event.room_id)}"
         try:
-            answer = await self.hs.federation_client.post_json(origin, path, body)
+            answer = await self.client.post_json(origin, path, body)
         except FederationError as exc:
             log.info("get_missing_events from %s failed: %s", origin, exc)
             return
@@ -299,7 +287,7 @@ class FederationInbound:
         if not isinstance(pdus, list):
             return
         fetched = await check_many(
-            self.hs, pdus[:MISSING_EVENTS_LIMIT], room_version, event.room_id
+            self.keyring, pdus[:MISSING_EVENTS_LIMIT], room_version, event.room_id
         )
         for missing in sorted(fetched.values(), key=lambda e: (e.depth, e.event_id)):
             error = await self.process_event(origin, room_version, missing, fill_gaps=False)
@@ -314,33 +302,32 @@ class FederationInbound:
             f"/{quote_segment(event.event_id)}"
         )
         try:
-            answer = await self.hs.federation_client.get_json(origin, path)
+            answer = await self.client.get_json(origin, path)
         except FederationError as exc:
             log.info("event_auth from %s failed: %s", origin, exc)
             return None
         chain = answer.get("auth_chain") if isinstance(answer, dict) else None
         if not isinstance(chain, list) or len(chain) > MAX_AUTH_CHAIN:
             return None
-        events = await check_many(self.hs, chain, room_version, event.room_id)
+        events = await check_many(self.keyring, chain, room_version, event.room_id)
         await self._store_batch(events)
         return events
 
     async def _store_batch(self, events: dict[str, Event]) -> dict[str, str]:
         """Authorise a fetched batch against its own auth events, store it as outliers;
         the rejected ones' reasons."""
-        hs = self.hs
-        async with hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             wanted = {a for e in events.values() for a in e.auth_event_ids} - set(events)
             for e in events.values():
                 create_id = create_event_id_for_room(e.room_id)
                 if e.room_version.room_id_from_create_event and create_id not in events:
                     wanted.add(create_id or "")
-            known = await load_events(conn, hs.event_cache, wanted)
+            known = await load_events(conn, self.event_cache, wanted)
             rows = await event_store.get_events(conn, wanted)
             known_rejected = {eid for eid, r in rows.items() if r.rejected_reason is not None}
             rejected = authorise_batch(events, known, known_rejected)
             async with conn.transaction():
-                await persist_outliers(conn, hs.event_cache, events.values(), rejected)
+                await persist_outliers(conn, self.event_cache, events.values(), rejected)
         return rejected
 
     async def _state_at_gap(
@@ -348,7 +335,7 @@ class FederationInbound:
     ) -> dict[tuple[str, str], str] | None:
         """The state after `prev_id`, an event we lack the history of: the origin's
         state before it, plus the event itself."""
-        client = self.hs.federation_client
+        client = self.client
         try:
             answer = await client.get_json(
                 origin,
@@ -367,13 +354,13 @@ class FederationInbound:
         wanted = {i for i in [*state_ids, *chain_ids, prev_id] if isinstance(i, str)}
         if len(wanted) > MAX_GAP_EVENTS:
             return None
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             need = wanted - await fed_store.known_event_ids(conn, wanted)
         pdus = await self._fetch_events(origin, need)
-        events = await check_many(self.hs, pdus, room_version, room_id)
+        events = await check_many(self.keyring, pdus, room_version, room_id)
         rejected = await self._store_batch(events)
-        async with self.hs.db.pool.connection() as conn:
-            held = await load_events(conn, self.hs.event_cache, wanted)
+        async with self.db.pool.connection() as conn:
+            held = await load_events(conn, self.event_cache, wanted)
         out: dict[tuple[str, str], str] = {}
         for event_id in [*state_ids, prev_id]:
             event = held.get(event_id)
@@ -387,7 +374,7 @@ class FederationInbound:
         async def one(event_id: str) -> Any:
             async with slots:
                 try:
-                    answer = await self.hs.federation_client.get_json(
+                    answer = await self.client.get_json(
                         origin, f"/_matrix/federation/v1/event/{quote_segment(event_id)}"
                     )
                 except FederationError:

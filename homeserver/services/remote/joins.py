@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -17,6 +17,7 @@ from federation.auth_rules import AuthError, check_auth
 from federation.builder import build_event
 from federation.events import CREATE_KEY, MEMBER, Event
 from federation.identifiers import domain_of, server_name_of
+from federation.keys import SigningKey
 from federation.room_versions import KNOWN_ROOM_VERSIONS, UnsupportedRoomVersion, get_room_version
 from federation.types import JsonDict
 from homeserver.services.core.clock import now_ms
@@ -30,17 +31,28 @@ from homeserver.services.remote.checks import (
     event_id_of,
     keys_for,
 )
-from homeserver.services.remote.client import FederationError, RequestFailed, quote_segment
+from homeserver.services.remote.client import (
+    FederationClient,
+    FederationError,
+    RequestFailed,
+    quote_segment,
+)
+from homeserver.services.remote.keyring import KeyRing
+from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.state import persist_outliers, replace_current_state
-from homeserver.services.rooms.writer import PersistedEvent, RoomWriter, event_record
+from homeserver.services.rooms.writer import (
+    EventCache,
+    EventCreator,
+    PersistedEvent,
+    RoomWriter,
+    event_record,
+)
 from homeserver.services.sync.rooms import STRIPPED_STATE_TYPES
+from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import backfill as backfill_store
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import invite_state, memberships, state
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +86,12 @@ def clean_stripped_state(value: Any) -> list[JsonDict]:
 
 
 async def store_out_of_room(
-    hs: Homeserver, event: Event, stripped_state: list[JsonDict] | None = None
+    events: EventCreator, event: Event, stripped_state: list[JsonDict] | None = None
 ) -> PersistedEvent:
     """Keep a membership event of a room we hold no state of (a remote invite, knock,
     or their refusal): it gets a stream position so the user's sync sees it, and no
     state; `stripped_state` is what the user's sync shows of the room instead."""
-    async with hs.events.writer(event.room_id, create=(event.room_version, event.sender)) as w:
+    async with events.writer(event.room_id, create=(event.room_version, event.sender)) as w:
         if stripped_state is not None and event.state_key is not None:
             await invite_state.put(
                 w.conn, event.room_id, event.state_key, event.event_id, stripped_state
@@ -97,9 +109,29 @@ async def store_out_of_room(
         return persisted
 
 
-class FederationMembership:
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+class FederationJoins:
+    """Our users' membership in rooms we hold no state of, through the servers that do:
+    joining, knocking, refusing an invite; and other servers co-signing our invites."""
+
+    def __init__(
+        self,
+        db: Database,
+        events: EventCreator,
+        event_cache: EventCache,
+        client: FederationClient,
+        keyring: KeyRing,
+        room_locks: RoomLocks,
+        signing_key: SigningKey,
+        server_name: str,
+    ) -> None:
+        self.db = db
+        self.events = events
+        self.event_cache = event_cache
+        self.client = client
+        self.keyring = keyring
+        self.room_locks = room_locks
+        self.signing_key = signing_key
+        self.server_name = server_name
 
     # ---- aliases
 
@@ -107,7 +139,7 @@ class FederationMembership:
         """Ask the alias's server which room it names, and who can help to join it."""
         server = alias.split(":", 1)[1] if ":" in alias else ""
         try:
-            answer = await self.hs.federation_client.get_json(
+            answer = await self.client.get_json(
                 server, f"{FED}/v1/query/directory", {"room_alias": alias}
             )
         except FederationError as exc:
@@ -146,7 +178,7 @@ class FederationMembership:
         attempt: Callable[[str], Awaitable[T]],
     ) -> T:
         """`attempt` with each of `servers` in turn (not us) until one succeeds."""
-        candidates = list(dict.fromkeys(s for s in servers if s and s != self.hs.server_name))
+        candidates = list(dict.fromkeys(s for s in servers if s and s != self.server_name))
         if not candidates:
             raise not_found(f"No known servers to {action} {room_id} through")
         error: ServiceError | None = None
@@ -164,31 +196,28 @@ class FederationMembership:
     async def _knock_via(
         self, server: str, room_id: str, user_id: str, content: dict[str, Any]
     ) -> PersistedEvent:
-        client = self.hs.federation_client
+        client = self.client
         path = f"{FED}/v1/make_knock/{quote_segment(room_id)}/{quote_segment(user_id)}"
         template = await client.get_json(server, path, {"ver": list(KNOWN_ROOM_VERSIONS)})
         _, knock = self._from_template(template, room_id, user_id, "knock", content)
         path = f"{FED}/v1/send_knock/{quote_segment(room_id)}/{quote_segment(knock.event_id)}"
         answer = await client.put_json(server, path, knock.pdu)
         given = answer.get("knock_room_state") if isinstance(answer, dict) else None
-        return await store_out_of_room(self.hs, knock, clean_stripped_state(given))
+        return await store_out_of_room(self.events, knock, clean_stripped_state(given))
 
     async def _join_via(
         self, server: str, room_id: str, user_id: str, content: dict[str, Any]
     ) -> None:
-        hs = self.hs
         path = f"{FED}/v1/make_join/{quote_segment(room_id)}/{quote_segment(user_id)}"
-        template = await hs.federation_client.get_json(
-            server, path, {"ver": list(KNOWN_ROOM_VERSIONS)}
-        )
+        template = await self.client.get_json(server, path, {"ver": list(KNOWN_ROOM_VERSIONS)})
         room_version, join = self._from_template(template, room_id, user_id, "join", content)
         path = f"{FED}/v2/send_join/{quote_segment(room_id)}/{quote_segment(join.event_id)}"
-        answer = await hs.federation_client.put_json(server, path, join.pdu)
+        answer = await self.client.put_json(server, path, join.pdu)
         if not isinstance(answer, dict):
             raise ServiceError(502, "M_UNKNOWN", "send_join answered nonsense")
         signed = answer.get("event")
         if isinstance(signed, dict):  # a restricted join, co-signed by the resident server
-            lookup = await hs.keyring.lookup_for_pdus([signed], room_version)
+            lookup = await self.keyring.lookup_for_pdus([signed], room_version)
             try:
                 cosigned = check_one(signed, room_version, lookup)
             except PduRefused as exc:
@@ -196,7 +225,7 @@ class FederationMembership:
             if cosigned.event_id == join.event_id:
                 join = cosigned
         pdus = [p for key in ("state", "auth_chain") for p in answer.get(key) or []]
-        batch = await check_many(hs, pdus, room_version, room_id)
+        batch = await check_many(self.keyring, pdus, room_version, room_id)
         rejected = authorise_batch(batch, {}, set())
         state_ids = {event_id_of(p, room_version) for p in answer.get("state") or []}
         state_events = [
@@ -217,9 +246,9 @@ class FederationMembership:
         if reason is not None:
             raise forbidden(f"Our join is not allowed: {reason}")
         creator = batch[create_id].sender
-        async with hs.inbound.room_lock(room_id):
-            async with hs.events.writer(room_id, create=(room_version, creator)) as writer:
-                await persist_outliers(writer.conn, hs.event_cache, batch.values(), rejected)
+        async with self.room_locks.room_lock(room_id):
+            async with self.events.writer(room_id, create=(room_version, creator)) as writer:
+                await persist_outliers(writer.conn, self.event_cache, batch.values(), rejected)
                 group = await state.create_group(writer.conn, room_id, None, room_state, 0)
                 await replace_current_state(writer, room_state, group)
                 new_key = join.state_tuple not in room_state
@@ -251,7 +280,7 @@ class FederationMembership:
         try:
             event = build_event(
                 room_version,
-                self.hs.signing_key,
+                self.signing_key,
                 event_type=MEMBER,
                 sender=user_id,
                 content=content,
@@ -270,7 +299,6 @@ class FederationMembership:
 
     async def invite(self, writer: RoomWriter, event: Event) -> Event:
         """Have the invitee's server co-sign our invite; the co-signed event."""
-        hs = self.hs
         target = event.state_key or ""
         server = domain_of(target)
         # The room's stripped state, and the inviter's member event (who invites).
@@ -288,13 +316,13 @@ class FederationMembership:
         }
         path = f"{FED}/v2/invite/{quote_segment(event.room_id)}/{quote_segment(event.event_id)}"
         try:
-            answer = await hs.federation_client.put_json(server, path, body)
+            answer = await self.client.put_json(server, path, body)
         except FederationError as exc:
             raise _failure(exc) from None
         signed = answer.get("event") if isinstance(answer, dict) else None
         if not isinstance(signed, dict):
             raise ServiceError(502, "M_UNKNOWN", "The invitee's server did not sign the invite")
-        lookup = await keys_for(hs, [signed], event.room_version, server)
+        lookup = await keys_for(self.keyring, [signed], event.room_version, server)
         try:
             cosigned = check_one(signed, event.room_version, lookup, origin=server)
         except PduRefused as exc:
@@ -306,26 +334,25 @@ class FederationMembership:
     # ---- refusing an invite to a room we hold no state of
 
     async def leave_unknown_room(self, room_id: str, user_id: str, reason: str | None) -> None:
-        hs = self.hs
-        async with hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             row = await memberships.get_membership(conn, room_id, user_id)
         if row is None or row.membership not in ("invite", "knock"):
             raise forbidden("You are not in this room")
         servers = [server_name_of(row.sender, "@") or "", server_name_of(room_id, "!") or ""]
         extra = {"reason": reason} if reason is not None else {}
         error: ServiceError = not_found(f"No known servers to leave {room_id} through")
-        for server in dict.fromkeys(s for s in servers if s and s != hs.server_name):
+        for server in dict.fromkeys(s for s in servers if s and s != self.server_name):
             try:
                 path = f"{FED}/v1/make_leave/{quote_segment(room_id)}/{quote_segment(user_id)}"
-                template = await hs.federation_client.get_json(server, path)
+                template = await self.client.get_json(server, path)
                 _, leave = self._from_template(template, room_id, user_id, "leave", extra)
                 path = (
                     f"{FED}/v2/send_leave/{quote_segment(room_id)}/{quote_segment(leave.event_id)}"
                 )
-                await hs.federation_client.put_json(server, path, leave.pdu)
+                await self.client.put_json(server, path, leave.pdu)
             except FederationError as exc:
                 error = _failure(exc)
                 continue
-            await store_out_of_room(hs, leave)
+            await store_out_of_room(self.events, leave)
             return
         raise error

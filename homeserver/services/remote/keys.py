@@ -1,6 +1,6 @@
-"""End-to-end encryption keys across servers: /keys/query and /keys/claim for remote
-users go to their servers (all servers at once, within the client's timeout), and
-other servers' `/user/keys/query` and `/user/keys/claim` are answered for our users.
+"""End-to-end encryption keys of remote users: /keys/query and /keys/claim for them go
+to their servers (all servers at once, within the client's timeout). Other servers'
+`/user/keys/query` and `/user/keys/claim` are answered in services/remote/served_keys.py.
 
 A server that fails is reported in `failures` under its name; the others' answers are
 used. Device lists of remote users who share a room with ours come from the cache in
@@ -12,16 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from federation.identifiers import server_name_of
 from federation.types import JsonDict
-from homeserver.services.remote.client import FederationError, RequestFailed
-from homeserver.services.remote.device_lists import valid_id
+from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
+from homeserver.services.remote.device_lists import RemoteDeviceLists
+from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import room_servers
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +57,18 @@ def _own_users(answer: Any, field: str, server: str) -> dict[str, Any]:
     }
 
 
-class FederatedKeys:
-    """`hs.federated_keys`."""
-
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+class RemoteKeys:
+    def __init__(
+        self,
+        db: Database,
+        device_lists: RemoteDeviceLists,
+        client: FederationClient,
+        server_name: str,
+    ) -> None:
+        self.db = db
+        self.device_lists = device_lists
+        self.client = client
+        self.server_name = server_name
 
     async def _each_server(
         self,
@@ -91,15 +96,13 @@ class FederatedKeys:
                 answers.append(result)
         return answers, failures
 
-    # ---- outbound
-
     async def query(
         self, wanted: Mapping[str, list[str]], timeout_s: float
     ) -> tuple[JsonDict, dict[str, JsonDict]]:
         """Keys of remote users ({user: [device ids] or [] for all}): (a /keys/query answer
         part with device_keys, master_keys, self_signing_keys; failures by server)."""
         out: JsonDict = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}}
-        fresh, cached = await self.hs.federated_device_lists.cached_keys(list(wanted))
+        fresh, cached = await self.device_lists.cached_keys(list(wanted))
         _merge(out, cached, {u: wanted[u] for u in fresh})
         by_server: dict[str, dict[str, list[str]]] = {}
         for user_id, device_ids in wanted.items():
@@ -119,17 +122,17 @@ class FederatedKeys:
         """Users sharing a room with ours get their whole list fetched and cached (their
         server then keeps us told of changes); the others are asked for directly."""
         out: JsonDict = {"device_keys": {}, "master_keys": {}, "self_signing_keys": {}}
-        async with self.hs.db.pool.connection() as conn:
-            tracked = await room_servers.tracked_by_us(conn, list(users), self.hs.server_name)
+        async with self.db.pool.connection() as conn:
+            tracked = await room_servers.tracked_by_us(conn, list(users), self.server_name)
         if tracked:
-            lists = self.hs.federated_device_lists
+            lists = self.device_lists
             await asyncio.gather(*(lists.resync(server, u, timeout_s) for u in sorted(tracked)))
             fresh, cached = await lists.cached_keys(sorted(tracked))
             _merge(out, cached, {u: users[u] for u in fresh})
         rest = {u: d for u, d in users.items() if u not in tracked}
         if not rest:
             return out
-        answer = await self.hs.federation_client.post_json(
+        answer = await self.client.post_json(
             server, QUERY_PATH, {"device_keys": rest}, time_limit=timeout_s
         )
         found: JsonDict = {field: _own_users(answer, field, server) for field in out}
@@ -157,7 +160,7 @@ class FederatedKeys:
                 by_server.setdefault(server, {})[user_id] = by_device
 
         async def ask(server: str, users: dict[str, Mapping[str, str]]) -> JsonDict:
-            answer = await self.hs.federation_client.post_json(
+            answer = await self.client.post_json(
                 server, CLAIM_PATH, {"one_time_keys": users}, time_limit=timeout_s
             )
             claimed = _own_users(answer, "one_time_keys", server)
@@ -172,49 +175,6 @@ class FederatedKeys:
         for answer in answers:
             claimed.update(answer)
         return claimed, failures
-
-    # ---- inbound
-
-    def _local_only(self, wanted: Any) -> dict[str, Any]:
-        if not isinstance(wanted, dict):
-            return {}
-        return {
-            user_id: value
-            for user_id, value in wanted.items()
-            if server_name_of(user_id, "@") == self.hs.server_name
-        }
-
-    async def serve_query(self, body: Mapping[str, Any]) -> JsonDict:
-        """POST /_matrix/federation/v1/user/keys/query: our users' keys only; no display
-        names, no user-signing keys, no signatures other users made."""
-        wanted = {
-            user_id: [d for d in devices if valid_id(d)]
-            for user_id, devices in self._local_only(body.get("device_keys")).items()
-            if isinstance(devices, list)
-        }
-        answer = await self.hs.e2ee.query("", {"device_keys": wanted})
-        for devices in answer["device_keys"].values():
-            for keys in devices.values():
-                unsigned = keys.get("unsigned")
-                if isinstance(unsigned, dict):
-                    unsigned.pop("device_display_name", None)
-                    if not unsigned:
-                        del keys["unsigned"]
-        return {
-            "device_keys": answer["device_keys"],
-            "master_keys": answer.get("master_keys", {}),
-            "self_signing_keys": answer.get("self_signing_keys", {}),
-        }
-
-    async def serve_claim(self, body: Mapping[str, Any]) -> JsonDict:
-        """POST /_matrix/federation/v1/user/keys/claim: our users' keys only."""
-        wanted = {
-            user_id: {d: a for d, a in by_device.items() if valid_id(d) and valid_id(a)}
-            for user_id, by_device in self._local_only(body.get("one_time_keys")).items()
-            if isinstance(by_device, dict)
-        }
-        answer = await self.hs.e2ee.claim({"one_time_keys": wanted})
-        return {"one_time_keys": answer["one_time_keys"]}
 
 
 def _merge(out: JsonDict, part: JsonDict, devices_wanted: Mapping[str, list[str]] | None) -> None:

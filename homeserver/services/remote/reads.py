@@ -7,7 +7,6 @@ joined at it). PDUs go out as stored: the signed JSON, without `unsigned`."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import orjson
 
@@ -16,18 +15,17 @@ from federation.identifiers import domain_of
 from federation.types import JsonDict
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, not_found
-from homeserver.services.rooms.writer import load_event, load_events
+from homeserver.services.remote.room_servers import RoomServers
+from homeserver.services.rooms.server_acl import ServerAclService
+from homeserver.services.rooms.writer import EventCache, load_event, load_events
 from homeserver.services.timeline.visibility import HISTORY_KEY, history_visibility_of
-from homeserver.storage.core.pool import Connection
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.remote import room_servers
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import rooms, state
 from homeserver.storage.rooms.events import EventRow
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 MAX_BACKFILL = 100
 MAX_MISSING = 20
@@ -44,12 +42,23 @@ def pdu_of(row: EventRow) -> JsonDict:
 
 
 class FederationReads:
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+    def __init__(
+        self,
+        db: Database,
+        event_cache: EventCache,
+        server_acl: ServerAclService,
+        room_servers: RoomServers,
+        server_name: str,
+    ) -> None:
+        self.db = db
+        self.event_cache = event_cache
+        self.server_acl = server_acl
+        self.room_servers = room_servers
+        self.server_name = server_name
 
     def _envelope(self, pdus: list[JsonDict]) -> JsonDict:
         return {
-            "origin": self.hs.server_name,
+            "origin": self.server_name,
             "origin_server_ts": now_ms(),
             "pdus": pdus,
         }
@@ -61,7 +70,7 @@ class FederationReads:
         theirs = {k: v for k, v in members.items() if domain_of(k[1]) == origin}
         hv_ids = await state.get_state(conn, row.state_group, [HISTORY_KEY])
         wanted = [*theirs.values(), *hv_ids.values()]
-        found = await load_events(conn, self.hs.event_cache, wanted)
+        found = await load_events(conn, self.event_cache, wanted)
         visibility = history_visibility_of(found.get(hv_ids.get(HISTORY_KEY, "")))
         if visibility == "world_readable":
             return True
@@ -79,17 +88,17 @@ class FederationReads:
         return row
 
     async def event(self, origin: str, event_id: str) -> JsonDict:
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             row = await self._row(conn, origin, event_id)
         # The route names no room, so the ACL is checked once the event's room is known.
-        await self.hs.server_acl.check(origin, row.room_id)
+        await self.server_acl.check(origin, row.room_id)
         return self._envelope([pdu_of(row)])
 
     async def state_ids(
         self, origin: str, room_id: str, event_id: str
     ) -> tuple[set[str], set[str]]:
         """The state before `event_id`, and its auth chain."""
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             row = await self._row(conn, origin, event_id)
             if row.room_id != room_id or row.state_group is None:
                 raise not_found("Event not found")
@@ -108,12 +117,12 @@ class FederationReads:
             return ids, await fed_store.auth_chain_ids(conn, ids)
 
     async def pdus(self, event_ids: Iterable[str]) -> list[JsonDict]:
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             rows = await event_store.get_events(conn, event_ids)
         return [pdu_of(rows[e]) for e in sorted(rows)]
 
     async def event_auth(self, origin: str, room_id: str, event_id: str) -> JsonDict:
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             row = await self._row(conn, origin, event_id)
             if row.room_id != room_id:
                 raise not_found("Event not found")
@@ -140,7 +149,7 @@ class FederationReads:
         return out
 
     async def backfill(self, origin: str, room_id: str, start: list[str], limit: int) -> JsonDict:
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             if await rooms.get_room(conn, room_id) is None:
                 raise not_found("Unknown room")
             rows = await self._walk_back(conn, start, set(), min(limit, MAX_BACKFILL))
@@ -158,7 +167,7 @@ class FederationReads:
         limit: int,
         min_depth: int,
     ) -> JsonDict:
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             prevs = await fed_store.prev_event_ids(conn, latest)
             start = sorted({p for ps in prevs.values() for p in ps})
             rows = await self._walk_back(
@@ -178,10 +187,10 @@ class FederationReads:
 
     async def directory(self, alias: str) -> JsonDict:
         """The room one of our aliases names, with the servers in it (ours first)."""
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             room_id = await aliases.get_alias(conn, alias)
         if room_id is None:
             raise not_found("Room alias not found")
-        servers = await self.hs.room_servers.servers(room_id)
-        ordered = [self.hs.server_name, *sorted(servers - {self.hs.server_name})]
+        servers = await self.room_servers.servers(room_id)
+        ordered = [self.server_name, *sorted(servers - {self.server_name})]
         return {"room_id": room_id, "servers": ordered}

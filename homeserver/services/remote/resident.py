@@ -6,7 +6,7 @@ the invite for the user's sync when we hold no state of the room)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -14,6 +14,7 @@ from federation import hashing
 from federation.auth_rules import AuthError, check_auth
 from federation.events import AUTHORISING_USER, MEMBER, Event
 from federation.identifiers import domain_of
+from federation.keys import SigningKey
 from federation.pdu_checks import InvalidPdu, check_format
 from federation.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
 from federation.signing import add_signature, sign_bytes
@@ -21,17 +22,18 @@ from federation.types import JsonDict
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.remote.checks import PduRefused, check_one, keys_for
 from homeserver.services.remote.joins import clean_stripped_state, store_out_of_room
+from homeserver.services.remote.keyring import KeyRing
+from homeserver.services.remote.room_locks import RoomLocks
+from homeserver.services.remote.sender import FederationSender
 from homeserver.services.remote.state import StateBefore, auth_state_from
 from homeserver.services.rooms.restricted import join_authoriser
-from homeserver.services.rooms.writer import EventNotAllowed, load_events
+from homeserver.services.rooms.writer import EventCache, EventCreator, EventNotAllowed, load_events
 from homeserver.services.sync.rooms import STRIPPED_STATE_TYPES
+from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.remote import room_servers
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 TEMPLATE_KEYS = (
     "type",
@@ -51,11 +53,28 @@ def bad(message: str) -> ServiceError:
 
 
 class ResidentMembership:
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+    def __init__(
+        self,
+        db: Database,
+        events: EventCreator,
+        event_cache: EventCache,
+        keyring: KeyRing,
+        room_locks: RoomLocks,
+        sender: FederationSender,
+        signing_key: SigningKey,
+        server_name: str,
+    ) -> None:
+        self.db = db
+        self.events = events
+        self.event_cache = event_cache
+        self.keyring = keyring
+        self.room_locks = room_locks
+        self.sender = sender
+        self.signing_key = signing_key
+        self.server_name = server_name
 
     async def _room_version(self, room_id: str) -> RoomVersion:
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             room = await rooms.get_room(conn, room_id)
         if room is None or room.current_state_group is None:
             raise not_found(f"Unknown room {room_id}")
@@ -82,7 +101,7 @@ class ResidentMembership:
             if authoriser is not None:
                 content[AUTHORISING_USER] = authoriser
         try:
-            async with self.hs.events.writer(room_id) as writer:
+            async with self.events.writer(room_id) as writer:
                 event, _, _ = await writer.prepare(MEMBER, user_id, content, state_key=user_id)
         except EventNotAllowed as exc:
             raise forbidden(str(exc)) from None
@@ -91,20 +110,17 @@ class ResidentMembership:
         return {"room_version": room_version.identifier, "event": proto}
 
     async def _authoriser(self, room_id: str, user_id: str) -> str | None:
-        async with self.hs.db.pool.connection() as conn:
-            return await join_authoriser(
-                conn, self.hs.event_cache, room_id, user_id, self.hs.server_name
-            )
+        async with self.db.pool.connection() as conn:
+            return await join_authoriser(conn, self.event_cache, room_id, user_id, self.server_name)
 
     # ---- send_join / send_leave / send_knock
 
     async def send(
         self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str
     ) -> JsonDict:
-        hs = self.hs
         room_version = await self._room_version(room_id)
         pdu = self._cosigned(pdu, room_version)
-        lookup = await keys_for(hs, [pdu], room_version, origin)
+        lookup = await keys_for(self.keyring, [pdu], room_version, origin)
         try:
             event = check_one(pdu, room_version, lookup, origin)
         except PduRefused as exc:
@@ -118,12 +134,12 @@ class ResidentMembership:
             or domain_of(event.sender) != origin
         ):
             raise bad(f"Not a {membership} of the sender into this room")
-        async with hs.inbound.room_lock(room_id):
-            async with hs.events.writer(room_id) as writer:
+        async with self.room_locks.room_lock(room_id):
+            async with self.events.writer(room_id) as writer:
                 before = await state.get_current_state(writer.conn, room_id)
                 if not await fed_store.known_event_ids(writer.conn, [event.event_id]):
                     current = StateBefore(writer.state_group, None)
-                    auth = await auth_state_from(writer.conn, hs.event_cache, event, current)
+                    auth = await auth_state_from(writer.conn, self.event_cache, event, current)
                     try:
                         check_auth(event, auth)
                     except AuthError as exc:
@@ -133,9 +149,9 @@ class ResidentMembership:
                     await writer.persist(
                         event, prev_ids=prevs, new_key=event.state_tuple not in before
                     )
-        async with hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             servers = await room_servers.servers_in_room(conn, room_id)
-        await hs.federation_sender.send_pdu(servers - {origin}, event.event_id)
+        await self.sender.send_pdu(servers - {origin}, event.event_id)
         if membership == "join":
             return await self._join_answer(event, before, servers)
         if membership == "knock":
@@ -150,11 +166,9 @@ class ResidentMembership:
         self, pdu: dict[str, Any], room_version: RoomVersion, slow: bool = False
     ) -> dict[str, Any]:
         signed = hashing.redacted_signing_bytes(pdu, room_version, needs_slow_path=slow)
-        key = self.hs.signing_key
+        key = self.signing_key
         signature = sign_bytes(signed, key)
-        signatures = add_signature(
-            pdu.get("signatures"), self.hs.server_name, key.key_id, signature
-        )
+        signatures = add_signature(pdu.get("signatures"), self.server_name, key.key_id, signature)
         return {**pdu, "signatures": signatures}
 
     def _cosigned(self, pdu: Any, room_version: RoomVersion) -> Any:
@@ -166,30 +180,30 @@ class ResidentMembership:
             raise bad(str(exc)) from None
         content = pdu.get("content")
         authoriser = content.get(AUTHORISING_USER) if isinstance(content, dict) else None
-        if not isinstance(authoriser, str) or domain_of(authoriser) != self.hs.server_name:
+        if not isinstance(authoriser, str) or domain_of(authoriser) != self.server_name:
             return pdu
         return self._signed(pdu, room_version, slow)
 
     async def _join_answer(
         self, event: Event, before: dict[tuple[str, str], str], servers: set[str]
     ) -> JsonDict:
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             state_ids = set(before.values())
             chain_ids = await fed_store.auth_chain_ids(conn, state_ids | {event.event_id})
             rows = await event_store.get_events(conn, state_ids | chain_ids)
         return {
-            "origin": self.hs.server_name,
+            "origin": self.server_name,
             "state": [orjson.loads(rows[e].json) for e in sorted(state_ids) if e in rows],
             "auth_chain": [orjson.loads(rows[e].json) for e in sorted(chain_ids) if e in rows],
             "event": event.pdu,
             "members_omitted": False,
-            "servers_in_room": sorted(servers | {self.hs.server_name}),
+            "servers_in_room": sorted(servers | {self.server_name}),
         }
 
     async def _stripped(self, current: dict[tuple[str, str], str]) -> list[JsonDict]:
         wanted = [current[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in current]
-        async with self.hs.db.pool.connection() as conn:
-            found = await load_events(conn, self.hs.event_cache, wanted)
+        async with self.db.pool.connection() as conn:
+            found = await load_events(conn, self.event_cache, wanted)
         return [
             {
                 "type": e.type,
@@ -203,7 +217,6 @@ class ResidentMembership:
     # ---- invites of our users
 
     async def invite(self, origin: str, room_id: str, event_id: str, body: JsonDict) -> JsonDict:
-        hs = self.hs
         try:
             room_version = get_room_version(str(body.get("room_version", "1")))
         except UnsupportedRoomVersion:
@@ -214,7 +227,7 @@ class ResidentMembership:
                 room_version=str(body.get("room_version")),
             ) from None
         pdu = body.get("event")
-        lookup = await keys_for(hs, [pdu], room_version, origin)
+        lookup = await keys_for(self.keyring, [pdu], room_version, origin)
         try:
             event = check_one(pdu, room_version, lookup, origin)
         except PduRefused as exc:
@@ -225,11 +238,11 @@ class ResidentMembership:
             or event.room_id != room_id
             or event.type != MEMBER
             or event.membership != "invite"
-            or domain_of(target) != hs.server_name
+            or domain_of(target) != self.server_name
             or domain_of(event.sender) != origin
         ):
             raise bad("Not an invite of one of our users into this room")
-        async with hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             current = await memberships.get_membership(conn, room_id, target)
             holds_state = await fed_store.has_state(conn, room_id)
         if current is not None and current.membership == "ban":
@@ -240,5 +253,5 @@ class ResidentMembership:
             if given is None:  # older servers put it in the event's unsigned
                 unsigned = event.pdu.get("unsigned")
                 given = unsigned.get("invite_room_state") if isinstance(unsigned, dict) else None
-            await store_out_of_room(hs, event, clean_stripped_state(given))
+            await store_out_of_room(self.events, event, clean_stripped_state(given))
         return {"event": event.pdu}

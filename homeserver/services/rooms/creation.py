@@ -5,12 +5,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from federation.identifiers import server_name_of
 from federation.room_versions import RoomVersion, UnsupportedRoomVersion, get_room_version
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden
+from homeserver.services.remote.joins import FederationJoins
 from homeserver.services.rooms.membership import member_profile
 from homeserver.services.rooms.server_acl import check_own_acl
 from homeserver.services.rooms.writer import (
@@ -21,9 +22,6 @@ from homeserver.services.rooms.writer import (
 )
 from homeserver.storage.core.pool import Database
 from homeserver.storage.directory import aliases
-
-if TYPE_CHECKING:
-    from homeserver.services.remote.joins import FederationMembership
 
 PRESETS = ("private_chat", "public_chat", "trusted_private_chat")
 
@@ -133,13 +131,19 @@ def topic_content(topic: str) -> dict[str, Any]:
 
 
 class RoomCreator:
-    def __init__(self, db: Database, creator: EventCreator, server_name: str, default_version: str):
+    def __init__(
+        self,
+        db: Database,
+        events: EventCreator,
+        remote: FederationJoins,
+        server_name: str,
+        default_version: str,
+    ) -> None:
         self.db = db
-        self.events = creator
+        self.events = events
+        self.remote = remote
         self.server_name = server_name
         self.default_version = default_version
-        # Co-signs invites of other servers' users (set by the Homeserver).
-        self.remote: FederationMembership | None = None
 
     async def create(
         self, user_id: str, request: CreateRoomRequest
@@ -251,7 +255,7 @@ class RoomCreator:
         if request.is_direct:
             invite["is_direct"] = True
         for invitee in request.invite:
-            if self.remote is None or server_name_of(invitee, "@") == self.server_name:
+            if server_name_of(invitee, "@") == self.server_name:
                 await writer.append("m.room.member", user_id, invite, state_key=invitee)
                 continue
             # The invitee's server must co-sign; it refusing fails the whole creation.

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from federation.events import AUTHORISING_USER, CREATE_KEY, MEMBER
 from federation.identifiers import server_name_of
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.push.rules import PushRuleService
+from homeserver.services.remote.joins import FederationJoins
 from homeserver.services.rooms.restricted import join_authoriser
 from homeserver.services.rooms.writer import (
+    EventCache,
     EventCreator,
     EventNotAllowed,
     UnknownRoom,
@@ -27,9 +29,6 @@ from homeserver.storage.core.pool import Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.rooms import memberships, rooms, state
-
-if TYPE_CHECKING:
-    from homeserver.services.remote.joins import FederationMembership
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,20 @@ async def member_profile(db: Database, user_id: str) -> dict[str, str]:
 
 class MembershipService:
     def __init__(
-        self, db: Database, events: EventCreator, server_name: str, push_rules: PushRuleService
+        self,
+        db: Database,
+        events: EventCreator,
+        event_cache: EventCache,
+        remote: FederationJoins,
+        push_rules: PushRuleService,
+        server_name: str,
     ) -> None:
         self.db = db
         self.events = events
-        self.server_name = server_name
+        self.event_cache = event_cache
+        self.remote = remote
         self.push_rules = push_rules
-        # Joins, invites and leaves that need another server (set by the Homeserver).
-        self.remote: FederationMembership | None = None
+        self.server_name = server_name
 
     async def resolve_room(self, room_id_or_alias: str) -> str:
         if room_id_or_alias.startswith("#"):
@@ -111,7 +116,7 @@ class MembershipService:
                 unchanged = await writer.unchanged(MEMBER, target, sender, content)
                 if unchanged is not None:
                     return unchanged
-                if membership != "invite" or self._is_local(target) or self.remote is None:
+                if membership != "invite" or self._is_local(target):
                     persisted = await writer.append(MEMBER, sender, content, state_key=target)
                     return persisted.event.event_id
                 event, prev_ids, new_key = await writer.prepare(
@@ -153,7 +158,7 @@ class MembershipService:
             raise forbidden("You are banned from this room")
         profile: dict[str, Any] = dict(await member_profile(self.db, user_id))
         profile.update((k, v) for k, v in (fields or {}).items() if k not in _SERVER_KEYS)
-        if not await self._holds_state(room_id) and self.remote is not None:
+        if not await self._holds_state(room_id):
             async with self.db.pool.connection() as conn:
                 row = await memberships.get_membership(conn, room_id, user_id)
             via = list(servers)
@@ -175,7 +180,7 @@ class MembershipService:
         apply to the new one too."""
         async with self.db.pool.connection() as conn:
             ids = await state.get_current_state(conn, room_id, [CREATE_KEY])
-            found = await load_events(conn, self.events.cache, ids.values())
+            found = await load_events(conn, self.event_cache, ids.values())
         create = found.get(ids.get(CREATE_KEY, ""))
         predecessor = create.content.get("predecessor") if create is not None else None
         old_room_id = predecessor.get("room_id") if isinstance(predecessor, dict) else None
@@ -187,7 +192,7 @@ class MembershipService:
         try:
             async with self.db.pool.connection() as conn:
                 authoriser = await join_authoriser(
-                    conn, self.events.cache, room_id, user_id, self.server_name
+                    conn, self.event_cache, room_id, user_id, self.server_name
                 )
         except ServiceError as exc:
             raise forbidden(exc.message) from None
@@ -198,7 +203,7 @@ class MembershipService:
         if current is None or current == "leave":
             await self._known_room(room_id)
             raise forbidden("You are not in this room")
-        if self.remote is not None and not await self._holds_state(room_id):
+        if not await self._holds_state(room_id):
             await self.remote.leave_unknown_room(room_id, user_id, reason)
             return
         await self._change(room_id, user_id, user_id, "leave", reason)
@@ -247,7 +252,7 @@ class MembershipService:
         if current in ("join", "invite", "ban"):
             raise forbidden(f"Cannot knock while your membership is {current}")
         profile: dict[str, Any] = dict(await member_profile(self.db, user_id))
-        if self.remote is not None and not await self._holds_state(room_id):
+        if not await self._holds_state(room_id):
             via = [*servers, server_name_of(room_id, "!") or ""]
             if reason is not None:
                 profile["reason"] = reason

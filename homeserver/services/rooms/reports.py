@@ -11,8 +11,9 @@ from typing import Any
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import bad_json, invalid_param, not_found
-from homeserver.services.rooms.writer import EventCreator
+from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.visibility import filter_visible
+from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, reports, rooms
 
@@ -39,8 +40,9 @@ def _score(value: Any) -> int | None:
 
 
 class ReportService:
-    def __init__(self, events: EventCreator) -> None:
-        self.events = events
+    def __init__(self, db: Database, event_cache: EventCache) -> None:
+        self.db = db
+        self.event_cache = event_cache
 
     async def report_event(
         self, requester: Requester, room_id: str, event_id: str, body: dict[str, Any]
@@ -48,14 +50,14 @@ class ReportService:
         reason = _reason(body.get("reason"), required=False)
         score = _score(body.get("score"))
         unknown = not_found("Event not found, or you are not in its room")
-        async with self.events.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             member = await memberships.get_membership(conn, room_id, requester.user_id)
             if member is None or member.membership != "join":
                 raise unknown
             row = (await event_store.get_events(conn, [event_id])).get(event_id)
             if row is None or row.room_id != room_id:
                 raise unknown
-            visible = await filter_visible(conn, self.events.cache, requester.user_id, [row])
+            visible = await filter_visible(conn, self.event_cache, requester.user_id, [row])
             if not visible.rows:
                 raise unknown
             await reports.insert_event_report(
@@ -71,7 +73,7 @@ class ReportService:
     async def report_room(self, requester: Requester, room_id: str, body: dict[str, Any]) -> None:
         reason = _reason(body.get("reason"), required=True)
         assert reason is not None
-        async with self.events.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             if await rooms.get_room(conn, room_id) is None:
                 raise not_found("Room not found")
             await reports.insert_room_report(

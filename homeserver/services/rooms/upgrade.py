@@ -34,6 +34,7 @@ from homeserver.services.directory.rooms import CANONICAL_ALIAS
 from homeserver.services.push.rules import PushRuleService
 from homeserver.services.rooms.membership import member_profile
 from homeserver.services.rooms.writer import (
+    EventCache,
     EventCreator,
     EventNotAllowed,
     RoomWriter,
@@ -105,12 +106,18 @@ def _additional_creators(value: Any) -> tuple[str, ...]:
 
 class RoomUpgrader:
     def __init__(
-        self, db: Database, events: EventCreator, server_name: str, push_rules: PushRuleService
+        self,
+        db: Database,
+        events: EventCreator,
+        event_cache: EventCache,
+        push_rules: PushRuleService,
+        server_name: str,
     ) -> None:
         self.db = db
         self.events = events
-        self.server_name = server_name
+        self.event_cache = event_cache
         self.push_rules = push_rules
+        self.server_name = server_name
 
     async def upgrade(
         self,
@@ -155,7 +162,7 @@ class RoomUpgrader:
             # Bans carry over: a banned user cannot walk into the replacement room.
             for ban in await memberships.members_of_room(conn, room_id, ("ban",)):
                 ids[(MEMBER, ban.user_id)] = ban.event_id
-            loaded = await load_events(conn, self.events.cache, ids.values())
+            loaded = await load_events(conn, self.event_cache, ids.values())
             redacted = {
                 eid
                 for eid, row in (await event_store.get_events(conn, loaded)).items()

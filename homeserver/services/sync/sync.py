@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import orjson
 
@@ -23,22 +23,28 @@ from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import (
     FieldPath,
     Filter,
+    FilterService,
     only_fields,
     parse_filter,
 )
 from homeserver.services.core.errors import ServiceError, invalid_param
-from homeserver.services.push.rules import PUSH_RULES_TYPE
-from homeserver.services.rooms.writer import load_events
+from homeserver.services.core.notifier import Notifier
+from homeserver.services.e2ee.device_lists import DeviceLists
+from homeserver.services.e2ee.keys import E2EEKeys
+from homeserver.services.ephemeral.presence import PresenceService
+from homeserver.services.ephemeral.receipts import ReceiptService
+from homeserver.services.ephemeral.to_device import ToDeviceService
+from homeserver.services.ephemeral.typing import TypingService
+from homeserver.services.push.notifications import NotificationService
+from homeserver.services.push.rules import PUSH_RULES_TYPE, PushRuleService
+from homeserver.services.rooms.writer import EventCache, load_events
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan
 from homeserver.services.sync.tokens import DB_STREAMS, InvalidToken, SyncToken
 from homeserver.storage.accounts import account_data as account_data_store
-from homeserver.storage.core.pool import Connection
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import memberships
 from homeserver.storage.sync import sync as sync_store
-
-if TYPE_CHECKING:
-    from homeserver.services.homeserver import Homeserver
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
 # How long a sync waits for writes already announced for the user to become readable
@@ -91,8 +97,34 @@ class _Result:
 
 
 class SyncService:
-    def __init__(self, hs: Homeserver) -> None:
-        self.hs = hs
+    def __init__(
+        self,
+        db: Database,
+        event_cache: EventCache,
+        notifier: Notifier,
+        *,
+        filters: FilterService,
+        typing: TypingService,
+        receipts: ReceiptService,
+        presence: PresenceService,
+        to_device: ToDeviceService,
+        device_lists: DeviceLists,
+        keys: E2EEKeys,
+        notifications: NotificationService,
+        push_rules: PushRuleService,
+    ) -> None:
+        self.db = db
+        self.event_cache = event_cache
+        self.notifier = notifier
+        self.filters = filters
+        self.typing = typing
+        self.receipts = receipts
+        self.presence = presence
+        self.to_device = to_device
+        self.device_lists = device_lists
+        self.keys = keys
+        self.notifications = notifications
+        self.push_rules = push_rules
         self.lazy = LazyMembers()
         self.rendered = Rendered()
         # Parsed filters by (user, filter text): stored filters never change.
@@ -106,9 +138,9 @@ class SyncService:
 
     def current_token(self) -> SyncToken:
         """The positions every process may read up to now (plus this process's typing)."""
-        positions = self.hs.notifier.positions
+        positions = self.notifier.positions
         return SyncToken(
-            typing=self.hs.typing.position, **{s: positions.get(s, 0) for s in DB_STREAMS}
+            typing=self.typing.position, **{s: positions.get(s, 0) for s in DB_STREAMS}
         )
 
     async def _check_since(self, text: str, now: SyncToken) -> SyncToken:
@@ -125,7 +157,7 @@ class SyncService:
         if ahead:
             # Another process may have issued it a moment before our positions caught
             # up; only a position beyond every allocated one was never issued.
-            async with self.hs.db.pool.connection() as conn:
+            async with self.db.pool.connection() as conn:
                 counters = await sync_store.stream_counters(conn)
             future = [s for s in ahead if since.get(s) > counters.get(s, 0)]
             if future:
@@ -150,7 +182,7 @@ class SyncService:
             except orjson.JSONDecodeError:
                 raise ServiceError(400, "M_BAD_JSON", "filter is not valid JSON") from None
         else:
-            definition = await self.hs.filters.get_filter_definition(
+            definition = await self.filters.get_filter_definition(
                 requester, requester.user_id, text
             )
         parsed = parse_filter(definition)
@@ -163,9 +195,9 @@ class SyncService:
         if request.set_presence is not None and request.set_presence not in PRESENCE_STATES:
             raise invalid_param(f"set_presence must be one of {', '.join(PRESENCE_STATES)}")
         sync_filter = await self._filter(requester, request.filter)
-        await self.hs.presence.user_synced(requester.user_id, request.set_presence)
+        await self.presence.user_synced(requester.user_id, request.set_presence)
         known = self._joined.get(requester.user_id)
-        await self.hs.notifier.settle(
+        await self.notifier.settle(
             requester.user_id, known[1] if known is not None else (), MAX_SETTLE_S
         )
         now = self.current_token()
@@ -184,7 +216,7 @@ class SyncService:
                 # Nothing became readable while we computed: sleep until something
                 # for this user or their rooms is notified. No await between the
                 # check and the waiter's registration, so no wake-up is lost.
-                await self.hs.notifier.wait(requester.user_id, result.joined, remaining)
+                await self.notifier.wait(requester.user_id, result.joined, remaining)
                 latest = self.current_token()
             now = latest
 
@@ -204,10 +236,10 @@ class SyncService:
             # Nothing moved: answer from memory.
             joined = self._cached_joined(user_id, now.events)
             if joined is None:
-                async with self.hs.db.pool.connection() as conn:
+                async with self.db.pool.connection() as conn:
                     joined = await self._load_joined(conn, user_id, now.events)
             return _Result({"next_batch": str(next_batch)}, True, joined)
-        async with self.hs.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn:
             plans, joined = await self._plan_rooms(
                 conn, user_id, sync_filter, since, now, full_state
             )
@@ -222,7 +254,7 @@ class SyncService:
                     extras.setdefault(room_id, {})["account_data"] = {"events": events}
             builder = RoomsBuilder(
                 conn,
-                self.hs.event_cache,
+                self.event_cache,
                 self.lazy,
                 self.rendered,
                 user_id=user_id,
@@ -249,7 +281,7 @@ class SyncService:
             if presence:
                 body["presence"] = {"events": presence}
             if since is not None and now.device_lists > since.device_lists:
-                changed, left = await self.hs.device_lists.changes(
+                changed, left = await self.device_lists.changes(
                     conn, user_id, since.device_lists, now.device_lists
                 )
                 if changed or left:
@@ -279,8 +311,8 @@ class SyncService:
         out: dict[str, list[JsonDict]] = {}
         typing_since = 0 if since is None else since.typing
         if now.typing > typing_since:
-            for room_id in self.hs.typing.rooms_changed_since(typing_since) & joined:
-                users = self.hs.typing.typing_in(room_id)
+            for room_id in self.typing.rooms_changed_since(typing_since) & joined:
+                users = self.typing.typing_in(room_id)
                 if since is None and not users:
                     continue
                 out.setdefault(room_id, []).append(
@@ -288,7 +320,7 @@ class SyncService:
                 )
         receipts_since = 0 if since is None else since.receipts
         if now.receipts > receipts_since and joined:
-            receipts = await self.hs.receipts.receipts_for_rooms(
+            receipts = await self.receipts.receipts_for_rooms(
                 conn, sorted(joined), receipts_since, now.receipts, user_id
             )
             for room_id, content in receipts.items():
@@ -316,14 +348,14 @@ class SyncService:
         start = 0 if since is None else since.presence
         events: list[JsonDict] = []
         if now.presence > start:
-            events = await self.hs.presence.presence_events(conn, user_id, start, now.presence)
-        if since is not None and now.events > since.events and self.hs.presence.enabled:
+            events = await self.presence.presence_events(conn, user_id, start, now.presence)
+        if since is not None and now.events > since.events and self.presence.enabled:
             fresh = [p.room_id for p in plans if p.section == "join" and p.full]
             newcomers = await sync_store.newly_joined_members(
                 conn, fresh, sorted(joined), since.events, now.events
             )
             newcomers -= {user_id} | {e["sender"] for e in events}
-            events += await self.hs.presence.current_presence(conn, sorted(newcomers), now.presence)
+            events += await self.presence.current_presence(conn, sorted(newcomers), now.presence)
         return [e for e in events if sync_filter.presence.matches(e)]
 
     async def _to_device(
@@ -336,7 +368,7 @@ class SyncService:
         start = 0 if since is None else since.to_device
         if now.to_device <= start:
             return [], start
-        return await self.hs.to_device.messages_for(user_id, device_id, start, now.to_device)
+        return await self.to_device.messages_for(user_id, device_id, start, now.to_device)
 
     async def _ack_to_device(self, requester: Requester, since: SyncToken | None) -> None:
         """Forget the device's messages its token shows it has (once per position)."""
@@ -345,17 +377,15 @@ class SyncService:
         key = (requester.user_id, requester.device_id)
         acked = self._acked.get(key)
         if acked is None or acked < since.to_device:
-            await self.hs.to_device.ack(key[0], key[1], since.to_device)
+            await self.to_device.ack(key[0], key[1], since.to_device)
             self._acked.put(key, since.to_device)
 
     async def _add_key_counts(self, requester: Requester, body: JsonDict) -> None:
         """One-time and fallback key state of the device: clients top their keys up
         from these, so every sync that says anything carries them."""
         user_id, device_id = requester.user_id, requester.device_id
-        body["device_one_time_keys_count"] = await self.hs.e2ee.one_time_key_counts(
-            user_id, device_id
-        )
-        body["device_unused_fallback_key_types"] = await self.hs.e2ee.unused_fallback_key_types(
+        body["device_one_time_keys_count"] = await self.keys.one_time_key_counts(user_id, device_id)
+        body["device_unused_fallback_key_types"] = await self.keys.unused_fallback_key_types(
             user_id, device_id
         )
 
@@ -493,7 +523,7 @@ class SyncService:
         ignored = content.get("ignored_users") if content is not None else None
         if not isinstance(ignored, dict) or not ignored:
             return plans
-        events = await load_events(conn, self.hs.event_cache, invites)
+        events = await load_events(conn, self.event_cache, invites)
         return [
             p
             for p in plans
@@ -509,7 +539,7 @@ class SyncService:
         if not joined:
             return
         by_thread = sync_filter.room.timeline.unread_thread_notifications
-        counts = await self.hs.notifications.unread(conn, user_id, list(joined), by_thread)
+        counts = await self.notifications.unread(conn, user_id, list(joined), by_thread)
         for room_id, entry in joined.items():
             found = counts.get(room_id)
             if found is not None:
@@ -542,7 +572,7 @@ class SyncService:
             event = {"type": row.type, "content": row.content}
             if row.room_id is None and row.type == PUSH_RULES_TYPE:
                 # Merged with the server defaults as they are now.
-                event = await self.hs.push_rules.account_data_event(conn, user_id)
+                event = await self.push_rules.account_data_event(conn, user_id)
             if row.room_id is None:
                 if sync_filter.account_data.matches(event):
                     global_events.append(event)

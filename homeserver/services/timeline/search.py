@@ -23,11 +23,11 @@ import orjson
 
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import bad_json, invalid_param
-from homeserver.services.rooms.writer import EventCreator, load_events
+from homeserver.services.rooms.writer import EventCache, load_events
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import gap_before, token_for
 from homeserver.services.timeline.visibility import filter_visible
-from homeserver.storage.core.pool import Connection
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, state
 from homeserver.storage.timeline import search as search_store
@@ -198,8 +198,9 @@ class _Page:
 
 
 class SearchService:
-    def __init__(self, events: EventCreator) -> None:
-        self.events = events
+    def __init__(self, db: Database, event_cache: EventCache) -> None:
+        self.db = db
+        self.event_cache = event_cache
 
     async def search(
         self, requester: Requester, body: Mapping[str, Any], next_batch: str | None
@@ -238,8 +239,8 @@ class SearchService:
         if not criteria.words or not criteria.types:
             return empty
         user_id = requester.user_id
-        cache = self.events.cache
-        async with self.events.db.pool.connection() as conn:
+        cache = self.event_cache
+        async with self.db.pool.connection() as conn:
             rooms = await self._searched_rooms(conn, user_id, criteria, batch)
             if not rooms:
                 return empty
@@ -313,7 +314,7 @@ class SearchService:
         "approximate count" allows."""
         ids = await search_store.matching_ids(conn, query, COUNT_LIMIT)
         rows = await event_store.get_events(conn, ids)
-        visible = await filter_visible(conn, self.events.cache, user_id, list(rows.values()))
+        visible = await filter_visible(conn, self.event_cache, user_id, list(rows.values()))
         return len(visible.rows)
 
     @staticmethod
@@ -359,7 +360,7 @@ class SearchService:
         self, conn: Connection, words: Sequence[str], hits: Sequence[SearchHit]
     ) -> list[str]:
         """The query words, and the words of the results that they matched as prefixes."""
-        found = await load_events(conn, self.events.cache, [h.event_id for h in hits])
+        found = await load_events(conn, self.event_cache, [h.event_id for h in hits])
         out = set(words)
         for event in found.values():
             text = event.content.get(_TEXT_KEY.get(event.type, "body"))
@@ -373,7 +374,7 @@ class SearchService:
         self, conn: Connection, user_id: str, hit: SearchHit, limits: tuple[int, int, bool]
     ) -> dict[str, Any]:
         before, after, include_profile = limits
-        cache = self.events.cache
+        cache = self.event_cache
         earlier, later = await search_store.events_around(
             conn, hit.room_id, hit.stream_ordering, before, after
         )
@@ -408,7 +409,7 @@ class SearchService:
         self, conn: Connection, room_id: str, event_ids: Sequence[str]
     ) -> dict[str, dict[str, str]]:
         """Display names and avatars of the senders, as the room knows them now."""
-        found = await load_events(conn, self.events.cache, event_ids)
+        found = await load_events(conn, self.event_cache, event_ids)
         out: dict[str, dict[str, str]] = {}
         for sender in sorted({event.sender for event in found.values()}):
             member = await memberships.get_membership(conn, room_id, sender)
@@ -424,5 +425,5 @@ class SearchService:
         out: dict[str, Any] = {}
         for room_id in sorted(room_ids):
             ids = await state.get_current_state(conn, room_id)
-            out[room_id] = await format_events(conn, self.events.cache, sorted(ids.values()))
+            out[room_id] = await format_events(conn, self.event_cache, sorted(ids.values()))
         return out

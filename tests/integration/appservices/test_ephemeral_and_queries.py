@@ -113,12 +113,12 @@ async def test_receipts_made_while_the_sender_is_down_arrive_after_restart(
     first = await human.say(room_id, "one")
     await bridge.wait_for_event(first)
     hs = server.server.app[HOMESERVER]
-    await hs.appservice_sender.close()
+    await hs.appservices_sender.close()
     await human.ok("POST", f"/rooms/{room_id}/receipt/m.read/{first}", {})
-    hs.appservice_sender = AppServiceSender(
-        hs.db, hs.event_cache, hs.appservices, typing=hs.typing, presence=hs.presence
+    hs.appservices_sender = AppServiceSender(
+        hs.db, hs.event_cache, hs.appservices_registry, typing=hs.typing, presence=hs.presence
     )
-    await hs.appservice_sender.start()
+    await hs.appservices_sender.start()
     await bridge.wait_for_ephemeral(_read_receipt(room_id, first, human.user_id))
     receipts = [e for e in bridge.ephemeral() if _read_receipt(room_id, first, human.user_id)(e)]
     assert len(receipts) == 1

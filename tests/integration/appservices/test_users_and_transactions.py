@@ -234,10 +234,10 @@ async def test_delivery_resumes_after_restart_without_repeats(
     first = await human.say(room_id, "before restart")
     await bridge.wait_for_event(first)
     hs = server.server.app[HOMESERVER]
-    await hs.appservice_sender.close()
+    await hs.appservices_sender.close()
     during = await human.say(room_id, "while the sender is down")
-    hs.appservice_sender = AppServiceSender(hs.db, hs.event_cache, hs.appservices)
-    await hs.appservice_sender.start()
+    hs.appservices_sender = AppServiceSender(hs.db, hs.event_cache, hs.appservices_registry)
+    await hs.appservices_sender.start()
     await bridge.wait_for_event(during)
     after = await human.say(room_id, "after restart")
     await bridge.wait_for_event(after)
