@@ -1,11 +1,11 @@
 """EDUs (ephemeral data units) between servers: typing, receipts, presence, to-device
 messages, device-list and cross-signing key updates.
 
-In: `InboundEdus.handle` is called for every EDU of an inbound transaction. An EDU is about a
-user, and only that user's server may speak for them: anything else (a forged or
-malformed EDU, or typing and receipts from a server the room's ACL denies) is dropped
-silently, as the sender cannot act on an error. What passes is applied to the local
-service that owns it, which wakes the local syncs.
+In: `InboundEdus.handle` is called for every EDU of an inbound transaction. An EDU is
+about a user, and only that user's server may speak for them: anything else (a forged
+or malformed EDU, or typing and receipts from a server the room's ACL denies) is
+dropped silently, as the sender cannot act on an error. What passes is applied to the
+local service that owns it, which wakes the local syncs.
 
 Out: services/remote/edu_announcer.py.
 """
