@@ -23,7 +23,7 @@ from homeserver.config import (
 from homeserver.datadir import DataDirLock, ensure_layout
 from homeserver.logs import setup_logging
 from homeserver.services.accounts.accounts import AccountService
-from homeserver.services.accounts.registration import RegistrationTokens
+from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.core import migrations
 from homeserver.storage.core.embedded_postgres import EmbeddedPostgresError, running_conninfo

@@ -23,7 +23,8 @@ from homeserver.services.accounts.devices import DeviceService, SeenThrottle
 from homeserver.services.accounts.filters import FilterService
 from homeserver.services.accounts.login import LoginService
 from homeserver.services.accounts.profile import ProfileService
-from homeserver.services.accounts.registration import RegistrationService, RegistrationTokens
+from homeserver.services.accounts.registration import RegistrationService
+from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
 from homeserver.services.admin.rooms import AdminRoomService
 from homeserver.services.admin.users import AdminUserService
@@ -87,14 +88,14 @@ from homeserver.storage.media.files import MediaFiles
 class Homeserver:
     # Naming: a field is named for the module that defines its class, and the class
     # for the same thing: `services/<package>/<module>.py` gives `hs.<module>`, or
-    # `hs.<package>_<module>` where the module's name alone is ambiguous (another
-    # package has a module of that name, or it names a part every subsystem has:
-    # client, sender, registry, repository, gateway, rules, remote). So `hs.typing` is
-    # ephemeral/typing.py, `hs.e2ee_keys` and `hs.remote_keys` are e2ee/keys.py and
-    # remote/keys.py, `hs.push_gateway` is push/gateway.py. Not services, so named for
-    # what they are: the inputs (`config`, `db`, `signing_key`) and state shared by
-    # several services (`event_cache`, `token_cache`, `devices_seen`, `media_files`).
-    # tests/unit/test_composition_root.py checks the rule.
+    # `hs.<package>_<module>` where the module's name alone is ambiguous: always when
+    # another package has a module of that name (`hs.accounts_auth` and
+    # `hs.appservices_auth`, `hs.e2ee_keys` and `hs.remote_keys`, `hs.rooms_state`),
+    # and where it names a part every subsystem has (client, sender, registry,
+    # repository, gateway, rules, remote: `hs.remote_client`, `hs.push_gateway`).
+    # Not services, so named for what they are: the inputs (`config`, `db`,
+    # `signing_key`) and state several services share (`event_cache`, `token_cache`,
+    # `devices_seen`, `media_files`). tests/unit/test_composition_root.py checks it.
     config: Config
     db: Database
     signing_key: SigningKey
@@ -108,7 +109,7 @@ class Homeserver:
     # `await hs.ratelimit.check("login", key, requester)`; see services/core/ratelimit.py.
     ratelimit: RateLimiter = field(init=False)
     # accounts/
-    auth: AuthService = field(init=False)
+    accounts_auth: AuthService = field(init=False)
     devices: DeviceService = field(init=False)
     accounts: AccountService = field(init=False)
     login: LoginService = field(init=False)
@@ -270,7 +271,7 @@ class Homeserver:
         """Tokens, devices, accounts, logins, user-interactive auth, registration,
         account data and filters."""
         db, config = self.db, self.config
-        self.auth = AuthService(db, self.token_cache)
+        self.accounts_auth = AuthService(db, self.token_cache)
         self.devices = DeviceService(
             db, self.e2ee_device_lists, self.token_cache, self.devices_seen
         )

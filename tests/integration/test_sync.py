@@ -493,7 +493,7 @@ async def test_noop_incremental_sync_reads_nothing(
     token = (await alice.sync())["next_batch"]
     token = (await alice.sync(since=token))["next_batch"]
     hs = client.app[HOMESERVER]
-    requester = await hs.auth.authenticate(alice.headers["Authorization"].split()[1])
+    requester = await hs.accounts_auth.authenticate(alice.headers["Authorization"].split()[1])
     borrowed = 0
     real = hs.db.pool.connection
 

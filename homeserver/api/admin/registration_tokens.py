@@ -9,7 +9,7 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, forbidden, json_response
 from homeserver.api.http import read_json_object
-from homeserver.services.accounts.registration import DEFAULT_TOKEN_LENGTH
+from homeserver.services.accounts.registration_tokens import DEFAULT_TOKEN_LENGTH
 
 PREFIX = "/_synapse/admin/v1/registration_tokens"
 
