@@ -75,7 +75,7 @@ from homeserver.services.rooms.send import SendService
 from homeserver.services.rooms.server_acl import ServerAclService
 from homeserver.services.rooms.state import RoomStateService
 from homeserver.services.rooms.upgrade import RoomUpgrader
-from homeserver.services.rooms.writer import EventCache, EventCreator
+from homeserver.services.rooms.writer import EventCache, EventWriter
 from homeserver.services.sync.sync import SyncService
 from homeserver.services.timeline.messages import MessageService
 from homeserver.services.timeline.relations import RelationService
@@ -121,7 +121,7 @@ class Homeserver:
     profile: ProfileService = field(init=False)
     deactivation: Deactivations = field(init=False)
     # rooms/
-    writer: EventCreator = field(init=False)
+    writer: EventWriter = field(init=False)
     server_acl: ServerAclService = field(init=False)
     creation: RoomCreator = field(init=False)
     membership: MembershipService = field(init=False)
@@ -213,7 +213,7 @@ class Homeserver:
         )
         self.streams = StreamAllocator(self.db)
         self.notifier = Notifier(self.db)
-        self.writer = EventCreator(
+        self.writer = EventWriter(
             self.db, self.signing_key, self.event_cache, self.streams, self.notifier
         )
         self.server_acl = ServerAclService(self.db, self.event_cache)

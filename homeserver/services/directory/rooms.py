@@ -27,7 +27,7 @@ from federation.power_levels import (
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, forbidden, invalid_param, not_found
-from homeserver.services.rooms.writer import EventCache, EventCreator, EventNotAllowed, load_events
+from homeserver.services.rooms.writer import EventCache, EventNotAllowed, EventWriter, load_events
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.directory.public_rooms import (
@@ -190,7 +190,7 @@ def _parse_token(token: str) -> tuple[str, int, str]:
 
 class RoomDirectory:
     def __init__(
-        self, db: Database, events: EventCreator, event_cache: EventCache, server_name: str
+        self, db: Database, events: EventWriter, event_cache: EventCache, server_name: str
     ) -> None:
         self.db = db
         self.events = events

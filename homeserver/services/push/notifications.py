@@ -2,7 +2,7 @@
 sync, and the /notifications list.
 
 Evaluation runs inside the transaction that persists the events (local sends and
-events from other servers alike, through `EventCreator.add_before_commit`), so the
+events from other servers alike, through `EventWriter.add_before_commit`), so the
 counts a sync reads always match the events it sees. It must stay cheap there: the
 room's joined members with their display names, and its power levels, are cached
 per room and brought forward by each transaction's own membership changes (one
@@ -240,7 +240,7 @@ class NotificationService:
         return users
 
     async def before_commit(self, writer: RoomWriter) -> None:
-        """EventCreator's in-transaction hook: store the push actions of the new events.
+        """EventWriter's in-transaction hook: store the push actions of the new events.
 
         Users are evaluated by group (`PushRuleService.shared`): the conditions that do
         not depend on the user once per group and event, the others per user; the

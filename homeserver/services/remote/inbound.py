@@ -46,7 +46,7 @@ from homeserver.services.remote.state import (
     resolve_sets,
 )
 from homeserver.services.rooms.server_acl import DENIED, ServerAclService
-from homeserver.services.rooms.writer import EventCache, EventCreator, load_events
+from homeserver.services.rooms.writer import EventCache, EventWriter, load_events
 from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.rooms import events as event_store
@@ -68,7 +68,7 @@ class FederationInbound:
     def __init__(
         self,
         db: Database,
-        events: EventCreator,
+        events: EventWriter,
         event_cache: EventCache,
         client: FederationClient,
         keyring: KeyRing,

@@ -42,7 +42,7 @@ from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.state import persist_outliers, replace_current_state
 from homeserver.services.rooms.writer import (
     EventCache,
-    EventCreator,
+    EventWriter,
     PersistedEvent,
     RoomWriter,
     event_record,
@@ -86,7 +86,7 @@ def clean_stripped_state(value: Any) -> list[JsonDict]:
 
 
 async def store_out_of_room(
-    events: EventCreator, event: Event, stripped_state: list[JsonDict] | None = None
+    events: EventWriter, event: Event, stripped_state: list[JsonDict] | None = None
 ) -> PersistedEvent:
     """Keep a membership event of a room we hold no state of (a remote invite, knock,
     or their refusal): it gets a stream position so the user's sync sees it, and no
@@ -116,7 +116,7 @@ class FederationJoins:
     def __init__(
         self,
         db: Database,
-        events: EventCreator,
+        events: EventWriter,
         event_cache: EventCache,
         client: FederationClient,
         keyring: KeyRing,

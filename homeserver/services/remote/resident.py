@@ -27,7 +27,7 @@ from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.sender import FederationSender
 from homeserver.services.remote.state import StateBefore, auth_state_from
 from homeserver.services.rooms.restricted import join_authoriser
-from homeserver.services.rooms.writer import EventCache, EventCreator, EventNotAllowed, load_events
+from homeserver.services.rooms.writer import EventCache, EventNotAllowed, EventWriter, load_events
 from homeserver.services.sync.rooms import STRIPPED_STATE_TYPES
 from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import dag as fed_store
@@ -56,7 +56,7 @@ class ResidentMembership:
     def __init__(
         self,
         db: Database,
-        events: EventCreator,
+        events: EventWriter,
         event_cache: EventCache,
         keyring: KeyRing,
         room_locks: RoomLocks,

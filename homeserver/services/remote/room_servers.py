@@ -57,7 +57,7 @@ class RoomServers:
         return found
 
     async def before_commit(self, writer: RoomWriter) -> None:
-        """EventCreator's in-transaction hook: queue our new events for the room's servers."""
+        """EventWriter's in-transaction hook: queue our new events for the room's servers."""
         events = [p.event for p in writer.persisted]
         ours = [e for e in events if domain_of(e.sender) == self.server_name]
         if not ours:
@@ -79,7 +79,7 @@ class RoomServers:
             writer.queued_destinations.update(queued)
 
     def after_commit(self, writer: RoomWriter) -> None:
-        """EventCreator's after-commit hook: forget the servers of a room whose membership
+        """EventWriter's after-commit hook: forget the servers of a room whose membership
         changed, and send what the transaction queued."""
         if any(p.event.type == MEMBER for p in writer.persisted):
             self._servers.pop(writer.room_id, None)

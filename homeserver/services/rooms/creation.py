@@ -15,8 +15,8 @@ from homeserver.services.remote.joins import FederationJoins
 from homeserver.services.rooms.membership import member_profile
 from homeserver.services.rooms.server_acl import check_own_acl
 from homeserver.services.rooms.writer import (
-    EventCreator,
     EventNotAllowed,
+    EventWriter,
     PersistedEvent,
     RoomWriter,
 )
@@ -134,7 +134,7 @@ class RoomCreator:
     def __init__(
         self,
         db: Database,
-        events: EventCreator,
+        events: EventWriter,
         remote: FederationJoins,
         server_name: str,
         default_version: str,

@@ -18,8 +18,8 @@ from homeserver.services.remote.joins import FederationJoins
 from homeserver.services.rooms.restricted import join_authoriser
 from homeserver.services.rooms.writer import (
     EventCache,
-    EventCreator,
     EventNotAllowed,
+    EventWriter,
     UnknownRoom,
     load_events,
 )
@@ -55,7 +55,7 @@ class MembershipService:
     def __init__(
         self,
         db: Database,
-        events: EventCreator,
+        events: EventWriter,
         event_cache: EventCache,
         remote: FederationJoins,
         push_rules: PushRuleService,

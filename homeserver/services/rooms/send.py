@@ -16,8 +16,8 @@ from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.directory.rooms import CANONICAL_ALIAS, check_canonical_alias
 from homeserver.services.rooms.server_acl import check_own_acl, is_acl_event
 from homeserver.services.rooms.writer import (
-    EventCreator,
     EventNotAllowed,
+    EventWriter,
     PersistedEvent,
     RoomWriter,
     UnknownRoom,
@@ -70,7 +70,7 @@ class SendService:
     the sends that arrive meanwhile wait and are then written together in one
     transaction, so a busy room pays one commit per batch rather than per message."""
 
-    def __init__(self, db: Database, events: EventCreator) -> None:
+    def __init__(self, db: Database, events: EventWriter) -> None:
         self.db = db
         self.events = events
         self._queues: dict[str, list[_Pending]] = {}

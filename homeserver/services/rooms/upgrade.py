@@ -35,8 +35,8 @@ from homeserver.services.push.rules import PushRuleService
 from homeserver.services.rooms.membership import member_profile
 from homeserver.services.rooms.writer import (
     EventCache,
-    EventCreator,
     EventNotAllowed,
+    EventWriter,
     RoomWriter,
     UnknownRoom,
     load_events,
@@ -108,7 +108,7 @@ class RoomUpgrader:
     def __init__(
         self,
         db: Database,
-        events: EventCreator,
+        events: EventWriter,
         event_cache: EventCache,
         push_rules: PushRuleService,
         server_name: str,

@@ -381,7 +381,7 @@ class _Transaction:
     device_list_positions: list[int] = field(default_factory=list)
 
 
-class EventCreator:
+class EventWriter:
     """Owns the per-room write locks and hands out `RoomWriter`s."""
 
     def __init__(
