@@ -17,7 +17,7 @@ from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.sync.sync import SyncRequest
+from homeserver.services.sync.request import SyncRequest
 from homeserver.storage.core.pool import Database
 from tests.integration.conftest import CLIENT_V3, auth_header, make_config, make_user
 

@@ -8,7 +8,7 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
-from homeserver.services.sync.sync import SyncRequest, parse_bool, parse_timeout
+from homeserver.services.sync.request import SyncRequest, parse_bool, parse_timeout
 
 
 async def sync(request: web.Request) -> web.Response:

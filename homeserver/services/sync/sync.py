@@ -38,6 +38,7 @@ from homeserver.services.ephemeral.typing import TypingService
 from homeserver.services.push.notifications import NotificationService
 from homeserver.services.push.rules import PUSH_RULES_TYPE, PushRuleService
 from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.sync.request import MAX_TIMEOUT_MS, PRESENCE_STATES, SyncRequest
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan
 from homeserver.services.sync.tokens import DB_STREAMS, InvalidToken, SyncToken
@@ -46,23 +47,11 @@ from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import memberships
 from homeserver.storage.sync import sync as sync_store
 
-MAX_TIMEOUT_MS = 5 * 60 * 1000
 # How long a sync waits for writes already announced for the user to become readable
 # (read-your-writes); a writer stuck longer than this is not waited for.
 MAX_SETTLE_S = 2.0
-PRESENCE_STATES = ("online", "offline", "unavailable")
 IGNORED_USERS = "m.ignored_user_list"
 _ALL_MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
-
-
-@dataclass(frozen=True, slots=True)
-class SyncRequest:
-    since: str | None = None
-    filter: str | None = None
-    full_state: bool = False
-    timeout_ms: int = 0
-    set_presence: str | None = None
-    use_state_after: bool = False  # `state_after` (state at the timeline's end)
 
 
 K = TypeVar("K")
@@ -596,21 +585,3 @@ def _keep_fields(body: JsonDict, paths: tuple[FieldPath, ...]) -> None:
         for room in body.get("rooms", {}).get(section, {}).values():
             for key in ("timeline", "state", "state_after", "ephemeral", "account_data"):
                 batch(room, key)
-
-
-def parse_bool(value: str | None, name: str) -> bool:
-    if value is None:
-        return False
-    if value in ("true", "false"):
-        return value == "true"
-    raise invalid_param(f"{name} must be 'true' or 'false'")
-
-
-def parse_timeout(value: str | None) -> int:
-    if value is None:
-        return 0
-    try:
-        timeout = int(value)
-    except ValueError:
-        raise invalid_param("timeout must be an integer number of milliseconds") from None
-    return max(0, timeout)
