@@ -133,7 +133,7 @@ class Network:
         assert client.server.runner is not None
         site = web.TCPSite(client.server.runner, "127.0.0.1", port, ssl_context=context)
         await site.start()
-        server.hs.federation_client.resolver = Resolver(_no_well_known, self._lookup_srv, now_ms)
+        server.hs.remote_client.resolver = Resolver(_no_well_known, self._lookup_srv, now_ms)
         return server
 
     async def _lookup_srv(self, name: str) -> list[SrvRecord]:
@@ -189,7 +189,7 @@ async def test_bad_certificate_is_not_federated_with(
     room_id = await carol.create_room(preset="public_chat")
 
     with pytest.raises(Unreachable, match=reason):
-        await a.hs.federation_client.get_json(bad.hs.server_name, VERSION_PATH)
+        await a.hs.remote_client.get_json(bad.hs.server_name, VERSION_PATH)
 
     alice = await RoomUser.make(a.client, "alice")
     resp = await alice.client.post(
