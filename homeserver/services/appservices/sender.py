@@ -26,7 +26,6 @@ that do not exist yet (`/_matrix/app/v1/users/{userId}`, `/rooms/{roomAlias}`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ from homeserver.services.appservices.registry import (
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import format_events
 from homeserver.storage.accounts import accounts
@@ -159,11 +159,7 @@ class AppServiceSender:
     async def close(self) -> None:
         """Stop sending; what is unsent stays behind the cursors (and pending) for next time."""
         self._closing = True
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._background)
         await self._workers.close()
         if self._session is not None:
             await self._session.close()

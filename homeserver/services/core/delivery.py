@@ -20,12 +20,12 @@ retry time it stored).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
 from homeserver.services.core.clock import now_ms
+from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.storage.core.dedicated import DedicatedConnection
 from homeserver.storage.core.pool import Connection, Database, DatabaseError, is_unavailable
 
@@ -109,12 +109,7 @@ class DeliveryWorkers(Generic[K]):
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        tasks = [*self._helpers, *self._tasks.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([*self._helpers, *self._tasks.values()])
         await self._locks.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:

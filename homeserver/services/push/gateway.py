@@ -22,7 +22,6 @@ federation: non-public addresses only inside `push.ip_range_whitelist`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +35,7 @@ from yarl import URL
 from federation.events import MEMBER, Event
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
+from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.remote.client import FilteringResolver, literal_address_refused
 from homeserver.services.rooms.writer import EventCache, load_events
 from homeserver.storage.core import streams
@@ -179,11 +179,7 @@ class PushGateway:
     async def close(self) -> None:
         """Stop sending; what is unsent stays behind the pushers' cursors for next time."""
         self._closing = True
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._background)
         await self._workers.close()
         if self._session is not None:
             await self._session.close()

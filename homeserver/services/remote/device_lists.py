@@ -16,7 +16,6 @@ remote user see them in their sync's `device_lists.changed`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from typing import Any
@@ -27,6 +26,7 @@ from federation.identifiers import server_name_of
 from federation.types import JsonDict
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.e2ee.cross_signing import (
     MASTER,
     SELF_SIGNING,
@@ -99,12 +99,7 @@ class RemoteDeviceLists:
         self._resyncs: dict[str, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
-        tasks = list(self._resyncs.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._resyncs.values())
 
     # ---- outbound
 
