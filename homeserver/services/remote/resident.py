@@ -149,9 +149,13 @@ class ResidentMembership:
                     await writer.persist(
                         event, prev_ids=prevs, new_key=event.state_tuple not in before
                     )
-        async with self.db.pool.connection() as conn:
-            servers = await room_servers.servers_in_room(conn, room_id)
-        await self.sender.send_pdu(servers - {origin}, event.event_id)
+                # Relayed to the room's other servers from the same transaction, so that
+                # a crash after the commit cannot keep the event from them.
+                servers = await room_servers.servers_in_room(writer.conn, room_id)
+                queued = await self.sender.queue_pdu(
+                    writer.conn, servers - {origin}, event.event_id
+                )
+        self.sender.wake(queued)
         if membership == "join":
             return await self._join_answer(event, before, servers)
         if membership == "knock":
