@@ -117,6 +117,12 @@ async def test_malformed_filters(homeserver_client: Callable[..., Any]) -> None:
         {"event_fields": ["content..body"]},
         {"event_fields": [""]},
         {"room": {"timeline": {"types": ["a\x00"]}}},
+        # Explicit nulls: the filter is served back as uploaded, and no field is nullable.
+        {"room": {"state": {"include_redundant_members": None}}},
+        {"room": {"timeline": {"limit": None}}},
+        {"presence": {"types": None}},
+        {"room": None},
+        {"event_format": None},
     ):
         await _error(await client.post(url, json=bad, headers=headers), 400, "M_BAD_JSON")
     resp = await client.post(url, json={"event_fields": ["x" * 1100]}, headers=headers)

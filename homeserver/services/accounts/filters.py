@@ -206,22 +206,33 @@ def only_fields(event: Mapping[str, Any], paths: Sequence[FieldPath]) -> dict[st
 # Parsing: each helper takes the object holding the key and a dotted path for messages.
 
 
+def _given(parent: Mapping[str, Any], key: str, path: str) -> Any:
+    """The value under `key`, None when absent. An explicit null is refused, as on
+    Synapse: the filter is served back as uploaded, and the spec types no field null."""
+    value = parent.get(key)
+    if value is None and key in parent:
+        raise bad_json(f"{path}{key} must not be null")
+    return value
+
+
 def _object(parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-    value = parent.get(key, {})
+    value = _given(parent, key, path)
+    if value is None:
+        return {}
     if not isinstance(value, dict):
         raise bad_json(f"{path}{key} must be an object")
     return value
 
 
 def _bool(parent: Mapping[str, Any], key: str, path: str) -> bool | None:
-    value = parent.get(key)
+    value = _given(parent, key, path)
     if value is not None and not isinstance(value, bool):
         raise bad_json(f"{path}{key} must be a boolean")
     return value
 
 
 def _strings(parent: Mapping[str, Any], key: str, path: str, prefix: str = "") -> list[str] | None:
-    value = parent.get(key)
+    value = _given(parent, key, path)
     if value is None:
         return None
     if not isinstance(value, list) or not all(
@@ -238,7 +249,7 @@ def _id_set(parent: Mapping[str, Any], key: str, path: str, prefix: str) -> froz
 
 
 def _event_filter_fields(value: Mapping[str, Any], path: str) -> dict[str, Any]:
-    limit = value.get("limit")
+    limit = _given(value, "limit", path)
     # 0 is valid, as clients built against Synapse rely on: a timeline of no events,
     # for a room list with state only.
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
@@ -283,7 +294,9 @@ def parse_filter(definition: Any) -> Filter:
     if not isinstance(definition, dict):
         raise bad_json("A filter must be a JSON object")
     room = _object(definition, "room", "")
-    event_format = definition.get("event_format", "client")
+    event_format = _given(definition, "event_format", "")
+    if event_format is None:
+        event_format = "client"
     if event_format not in ("client", "federation"):
         raise bad_json("event_format must be 'client' or 'federation'")
     event_fields = _strings(definition, "event_fields", "")

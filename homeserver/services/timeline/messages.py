@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import orjson
 
@@ -75,9 +76,10 @@ def parse_event_filter(text: str | None) -> RoomEventFilter | None:
         raise bad_json("filter is not valid JSON") from None
     if not isinstance(definition, dict):
         raise bad_json("filter must be a JSON object")
-    parsed = parse_filter(
-        {"room": {"timeline": definition}, "event_fields": definition.get("event_fields")}
-    )
+    wrapped: dict[str, Any] = {"room": {"timeline": definition}}
+    if "event_fields" in definition:
+        wrapped["event_fields"] = definition["event_fields"]
+    parsed = parse_filter(wrapped)
     if parsed.field_paths is None:
         return parsed.room.timeline
     return replace(parsed.room.timeline, field_paths=parsed.field_paths)
