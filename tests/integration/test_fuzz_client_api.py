@@ -19,11 +19,10 @@ from typing import Any
 
 from tests.integration.conftest import RoomUser, auth_header
 
-# The spec bundle the project works from (matrix-spec's own bundled OpenAPI).
-SPEC = (
-    Path(os.environ.get("HOMESERVER_MATRIX_SPEC", "/work/shared/matrix-spec"))
-    / "bundled/client-server.json"
-)
+# The spec bundle the project works from (matrix-spec's own bundled OpenAPI), in the
+# shared/ folder beside the checkout unless HOMESERVER_MATRIX_SPEC names another.
+_BESIDE = Path(__file__).resolve().parents[3] / "shared" / "matrix-spec"
+SPEC = Path(os.environ.get("HOMESERVER_MATRIX_SPEC", _BESIDE)) / "bundled/client-server.json"
 MAX_EXAMPLES = 8
 # The run takes about 90 s on two cores; well past that, it has hung (and this stops
 # it before pytest's own per-test timeout of 300 s).
