@@ -28,7 +28,7 @@ from federation.events import MEMBER
 from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter, only_fields, parse_filter
-from homeserver.services.core.errors import ServiceError, bad_json, not_found
+from homeserver.services.core.errors import ServiceError, bad_json, invalid_param, not_found
 from homeserver.services.remote.backfill import Backfiller
 from homeserver.services.rooms.writer import EventCache, state_entries
 from homeserver.services.timeline.format import format_events
@@ -36,7 +36,6 @@ from homeserver.services.timeline.pagination import (
     START,
     Token,
     gap_before,
-    invalid_param,
     parse_direction,
     parse_limit,
     parse_token,
