@@ -40,7 +40,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     common = {"server_name", "database.url"}
     for setting in SETTINGS:
-        if not setting.flag or setting.key in common:
+        if not setting.flag or setting.key in common or setting.type in (dict, list):
             continue
         if setting.type is bool:
             parser.add_argument(
@@ -51,9 +51,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
                 help=setting.help,
             )
         else:
-            parser.add_argument(
-                setting.flag_name, dest=setting.dest, type=setting.type, help=setting.help
-            )
+            # Tuples and durations are parsed from the text by the config's own coercion.
+            kind = setting.type if setting.type in (int, float, str) else str
+            parser.add_argument(setting.flag_name, dest=setting.dest, type=kind, help=setting.help)
     # The short spelling people reach for when benchmarking or testing.
     parser.add_argument(
         "--no-rate-limits",

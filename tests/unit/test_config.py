@@ -69,3 +69,34 @@ def test_unusable_federation_ca_file_stops_the_start(tmp_path: Path) -> None:
     for path in (not_pem, tmp_path / "missing.pem"):
         with pytest.raises(ConfigError, match=r"federation\.ca_file: cannot load"):
             load_config(tmp_path, {"federation.ca_file": str(path)}, {}, {})
+
+
+def test_durations_are_read_in_synapses_format() -> None:
+    from homeserver.config import Duration, Setting
+    from homeserver.config.setting import coerce
+
+    setting = Setting("turn_user_lifetime", Duration, 3_600_000, "lifetime", flag=False)
+    assert coerce(setting, "1h", "file") == 3_600_000
+    assert coerce(setting, "10s", "file") == 10_000
+    assert coerce(setting, "500ms", "file") == 500
+    assert coerce(setting, "2d", "file") == 2 * 86_400_000
+    assert coerce(setting, 250, "file") == 250  # a bare number is milliseconds, as in Synapse
+    assert coerce(setting, "90", "env") == 90
+    for bad in ("ten seconds", "-5s", True, [1], "5 parsecs"):
+        with pytest.raises(ConfigError, match="turn_user_lifetime"):
+            coerce(setting, bad, "file")
+
+
+def test_structured_settings_are_taken_whole_and_read_as_json_from_the_environment() -> None:
+    from homeserver.config import Setting
+    from homeserver.config.setting import coerce
+
+    providers = Setting("oidc_providers", list, [], "providers", flag=False)
+    block = Setting("email", dict, {}, "email", flag=False)
+    assert coerce(providers, [{"idp_id": "x"}], "file") == [{"idp_id": "x"}]
+    assert coerce(providers, '[{"idp_id": "y"}]', "HOMESERVER_OIDC_PROVIDERS") == [{"idp_id": "y"}]
+    assert coerce(block, {"smtp_host": "mail"}, "file") == {"smtp_host": "mail"}
+    with pytest.raises(ConfigError, match="must be JSON"):
+        coerce(block, "smtp_host=mail", "HOMESERVER_EMAIL")
+    with pytest.raises(ConfigError, match="must be a dict"):
+        coerce(block, [1, 2], "file")

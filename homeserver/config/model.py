@@ -1,0 +1,86 @@
+"""The validated configuration, one typed field per setting (dots become underscores)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    server_name: str
+    bind: str
+    port: int
+    tls_port: int | None
+    tls_cert: str | None
+    tls_key: str | None
+    database_url: str | None
+    database_pool_size: int
+    open_registration: bool
+    registration_requires_token: bool
+    access_token_lifetime_ms: int
+    argon2_time_cost: int
+    public_baseurl: str | None
+    well_known_server: str | None
+    log_level: str
+    max_request_size: int
+    default_room_version: str
+    presence_enabled: bool
+    rate_limits_enabled: bool
+    rate_limits_login_per_second: float
+    rate_limits_login_burst: int
+    rate_limits_registration_per_second: float
+    rate_limits_registration_burst: int
+    rate_limits_message_per_second: float
+    rate_limits_message_burst: int
+    rate_limits_room_creation_per_second: float
+    rate_limits_room_creation_burst: int
+    rate_limits_invite_per_second: float
+    rate_limits_invite_burst: int
+    rate_limits_join_per_second: float
+    rate_limits_join_burst: int
+    federation_verify_tls: bool
+    federation_use_tls: bool
+    federation_max_retry_interval_s: float
+    federation_ip_range_whitelist: tuple[str, ...]
+    federation_trusted_key_servers: tuple[str, ...]
+    federation_ca_file: str | None = None
+    user_directory_search_all_users: bool = False
+    media_max_upload_size: int = 50 * 1024 * 1024
+    media_remote_timeout_s: float = 60.0
+    push_ip_range_whitelist: tuple[str, ...] = ()
+    push_retention_days: int = 30
+    push_unread_retention_days: int = 90
+    app_service_config_files: tuple[str, ...] = ()
+    media_url_preview_enabled: bool = False
+    media_url_preview_max_size: int = 10 * 1024 * 1024
+    media_url_preview_timeout_s: float = 10.0
+    media_url_preview_ip_range_whitelist: tuple[str, ...] = ()
+    media_url_preview_url_blacklist: tuple[str, ...] = ()
+    rate_limits_url_preview_per_second: float = 1.0
+    rate_limits_url_preview_burst: int = 10
+    data_dir: Path = field(default=Path("homeserver-data"))
+
+    def rate_limit(self, action: str) -> tuple[float, int]:
+        """(per_second, burst) of a rate-limited action named in RATE_LIMIT_DEFAULTS."""
+        prefix = f"rate_limits_{action}_"
+        return getattr(self, prefix + "per_second"), getattr(self, prefix + "burst")
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.data_dir / "signing.key"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.data_dir / "postgres"
+
+    @property
+    def client_base_url(self) -> str:
+        if self.public_baseurl:
+            return self.public_baseurl.rstrip("/") + "/"
+        host = "localhost" if self.bind in ("0.0.0.0", "::") else self.bind
+        return f"http://{host}:{self.port}/"
