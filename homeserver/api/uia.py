@@ -11,8 +11,6 @@ from homeserver.api.errors import MatrixError, json_response
 from homeserver.services.accounts import uia
 from homeserver.services.accounts.auth import Requester
 
-REAUTH_FLOWS = [[uia.PASSWORD]]
-
 
 class UiaChallenge(MatrixError):
     """401 with flows, params, session and completed stages (and errcode/error only
@@ -27,10 +25,11 @@ class UiaChallenge(MatrixError):
 
 
 async def reauthenticate(request: web.Request, body: dict[str, Any], requester: Requester) -> None:
-    """Make the requester prove again who they are (password) before this request runs."""
+    """Make the requester prove again who they are (password, or single sign-on for
+    accounts linked to a provider) before this request runs."""
     hs = homeserver(request)
     challenge = uia.Challenge(
-        flows=REAUTH_FLOWS,
+        flows=await hs.sso.reauth_flows(requester.user_id),
         request_key=uia.request_key(request.method, request.path),
         user_id=requester.user_id,
     )

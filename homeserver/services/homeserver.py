@@ -15,6 +15,7 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.config.oidc import providers as oidc_providers
 from homeserver.services.accounts.account_data import AccountDataService
 from homeserver.services.accounts.accounts import AccountService
 from homeserver.services.accounts.auth import AuthService, TokenCache
@@ -76,6 +77,7 @@ from homeserver.services.rooms.server_acl import ServerAclService
 from homeserver.services.rooms.state import RoomStateService
 from homeserver.services.rooms.upgrade import RoomUpgrader
 from homeserver.services.rooms.writer import EventCache, EventWriter
+from homeserver.services.sso.sso import SsoService
 from homeserver.services.sync.sync import SyncService
 from homeserver.services.timeline.messages import MessageService
 from homeserver.services.timeline.relations import RelationService
@@ -116,6 +118,7 @@ class Homeserver:
     uia: UiaService = field(init=False)
     registration: RegistrationService = field(init=False)
     registration_tokens: RegistrationTokens = field(init=False)
+    sso: SsoService = field(init=False)
     account_data: AccountDataService = field(init=False)
     filters: FilterService = field(init=False)
     profile: ProfileService = field(init=False)
@@ -288,6 +291,14 @@ class Homeserver:
             uia=self.uia,
         )
         self.registration_tokens = RegistrationTokens(db)
+        self.sso = SsoService(
+            db,
+            config.server_name,
+            config.client_base_url,
+            oidc_providers(config),
+            self.login,
+            self.uia,
+        )
         self.account_data = AccountDataService(db, self.streams, self.notifier)
         self.filters = FilterService(db)
 
@@ -527,6 +538,7 @@ class Homeserver:
         await self.remote_sender.close()
         await self.remote_client.close()
         await self.url_previews.close()
+        await self.sso.close()
         await self.presence.stop()
         self.typing.close()
         await self.notifier.stop()

@@ -16,11 +16,14 @@ from homeserver.services.appservices import registry as appservices
 
 
 async def get_login(request: web.Request) -> web.Response:
+    hs = homeserver(request)
     flows: list[dict[str, object]] = [
         {"type": LOGIN_PASSWORD},
         {"type": LOGIN_TOKEN, "get_login_token": True},
     ]
-    if homeserver(request).appservices_registry.services:
+    if hs.sso.enabled:
+        flows.append({"type": "m.login.sso", "identity_providers": hs.sso.identity_providers()})
+    if hs.appservices_registry.services:
         flows.append({"type": appservices.LOGIN_TYPE})
     return json_response({"flows": flows})
 

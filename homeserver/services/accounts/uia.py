@@ -24,6 +24,7 @@ from homeserver.storage.core.pool import Database
 DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REGISTRATION_TOKEN = "m.login.registration_token"
+SSO = "m.login.sso"  # completed through its fallback page, never by a submitted body
 SESSION_LIFETIME_MS = 30 * 60 * 1000
 
 Flows = Sequence[Sequence[str]]
@@ -113,7 +114,26 @@ class UiaService:
                 if not await registration_tokens.reserve_use(conn, token, now_ms()):
                     raise ServiceError(403, "M_FORBIDDEN", "Invalid registration token")
             return {"registration_token": token}
+        if kind == SSO:
+            raise ServiceError(401, "M_FORBIDDEN", "Complete single sign-on on its fallback page")
         raise ServiceError(400, "M_UNRECOGNIZED", f"Unsupported authentication type {kind}")
+
+    async def session_info(self, session_id: str) -> uia.SessionRow | None:
+        """An unexpired session (whose request and user its fallback page shows)."""
+        if not session_id or "\x00" in session_id:
+            return None
+        async with self.db.pool.connection() as conn:
+            return await uia.get_session(conn, session_id, now_ms())
+
+    async def complete_sso(self, session_id: str, user_id: str) -> bool:
+        """Mark single sign-on done in a session started for `user_id` (the account the
+        provider just signed in); False when the session is unknown or someone else's."""
+        async with self.db.pool.connection() as conn:
+            session = await uia.get_session(conn, session_id, now_ms())
+            if session is None or session.user_id != user_id:
+                return False
+            await uia.complete_stage(conn, session_id, SSO, {"user_id": user_id})
+        return True
 
     async def authenticate(self, challenge: Challenge, auth: Any) -> dict[str, Any]:
         """Return the completed session's data once a flow is done; until then raise
@@ -140,6 +160,8 @@ class UiaService:
                 )
             completed = session.completed
         kind = auth.get("type")
+        if kind == SSO and SSO in completed:
+            kind = None
         if kind is not None:
             allowed = {stage for flow in challenge.flows for stage in flow}
             if not isinstance(kind, str):

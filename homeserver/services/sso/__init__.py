@@ -1,0 +1,2 @@
+"""Single sign-on: OpenID Connect providers, the accounts they reach, and the
+pages in between."""
