@@ -51,7 +51,7 @@ def pick_provider(providers: list[tuple[str, str]], redirect_url: str, prefix: s
 
 
 def pick_username(
-    suggestion: str | None, display_name: str | None, error: str | None
+    suggestion: str | None, display_name: str | None, error: str | None = None, status: int = 200
 ) -> web.Response:
     greeting = f"Welcome, {escape(display_name)}. " if display_name else ""
     shown = f'<p class="error">{escape(error)}</p>' if error else ""
@@ -62,7 +62,7 @@ def pick_username(
         '<form method="post"><label for="username">Username</label>'
         f'<input id="username" name="username" required value="{escape(suggestion or "")}">'
         '<button type="submit">Create my account</button></form>',
-        400 if error else 200,
+        status,
     )
 
 

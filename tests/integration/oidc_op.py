@@ -140,9 +140,7 @@ class Browser:
         `login` when the provider asks; (status, url, body) of the first page that is
         not a redirect, or (302, location, "") of a redirect leaving them."""
         for _ in range(20):
-            async with self.session.request(
-                method, url, data=data, allow_redirects=False
-            ) as resp:
+            async with self.session.request(method, url, data=data, allow_redirects=False) as resp:
                 body = await resp.text()
                 status = resp.status
                 location = resp.headers.get("Location")

@@ -116,7 +116,7 @@ async def pick_username_page(request: web.Request) -> web.Response:
         session = await sso.username_session(request.cookies.get(USERNAME_COOKIE))
     except SsoError as exc:
         return sso_pages.error_page(exc.message, exc.status)
-    return sso_pages.pick_username(session.localpart, session.display_name, None)
+    return sso_pages.pick_username(session.localpart, session.display_name)
 
 
 async def pick_username_submit(request: web.Request) -> web.Response:
@@ -130,7 +130,7 @@ async def pick_username_submit(request: web.Request) -> web.Response:
         except SsoError as exc:
             if exc.status == 403:
                 raise
-            return sso_pages.pick_username(username, session.display_name, exc.message)
+            return sso_pages.pick_username(username, session.display_name, exc.message, exc.status)
     except SsoError as exc:
         return sso_pages.error_page(exc.message, exc.status)
     response = _redirect(url)
