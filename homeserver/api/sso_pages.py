@@ -5,7 +5,7 @@ no scripts but the one the spec asks of a finished fallback."""
 from __future__ import annotations
 
 from html import escape
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlparse
 
 from aiohttp import web
 
@@ -63,6 +63,17 @@ def pick_username(
         f'<input id="username" name="username" required value="{escape(suggestion or "")}">'
         '<button type="submit">Create my account</button></form>',
         status,
+    )
+
+
+def confirm_redirect(url: str) -> web.Response:
+    """Before a login token goes to a client the server does not know: who asks."""
+    parsed = urlparse(url)
+    where = f"{parsed.scheme}://{parsed.netloc}"
+    return page(
+        "Continue to your account",
+        f"<p>You are about to sign in to <strong>{escape(where)}</strong>."
+        " Continue only if you started this sign-in there.</p>" + link_list([(url, "Continue")]),
     )
 
 

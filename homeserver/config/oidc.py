@@ -29,6 +29,15 @@ SETTINGS: tuple[Setting, ...] = (
         " (see the README)",
         flag=False,
     ),
+    Setting(
+        "sso.client_whitelist",
+        tuple,
+        (),
+        "URL prefixes of clients that single sign-on sends straight back with a login"
+        " token (as Synapse; public_baseurl is always one); others get a page asking the"
+        " person to confirm, against phishing",
+        flag=False,
+    ),
 )
 CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none", "private_key_jwt")
 PKCE_METHODS = ("auto", "always", "never")

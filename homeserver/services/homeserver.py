@@ -298,6 +298,7 @@ class Homeserver:
             oidc_providers(config),
             self.login,
             self.uia,
+            config.sso_client_whitelist,
         )
         self.account_data = AccountDataService(db, self.streams, self.notifier)
         self.filters = FilterService(db)

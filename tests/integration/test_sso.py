@@ -17,6 +17,7 @@ import nio
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from joserfc.jwk import RSAKey
 
 from homeserver.api.context import HOMESERVER
 from homeserver.storage.accounts import accounts
@@ -61,27 +62,36 @@ class Setup:
         self.providers: list[OpenIdProvider] = []
         self.client: TestClient[Any, Any] | None = None
 
-    async def entry(self, op: OpenIdProvider, idp_id: str, **extra: Any) -> dict[str, Any]:
+    async def entry(
+        self, op: OpenIdProvider, idp_id: str, client: dict[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """An `oidc_providers` entry for a client registered at `op` (with `client`'s
+        metadata); without a client secret when the client signs its requests."""
         self.providers.append(op)
-        registered = await op.register_client(self.callback)
+        registered = await op.register_client(self.callback, **(client or {}))
+        secret = (
+            {"client_secret": registered["client_secret"]} if "client_secret" in registered else {}
+        )
         return {
             "idp_id": idp_id,
             "idp_name": f"Provider {idp_id}",
             "issuer": op.issuer,
             "client_id": registered["client_id"],
-            "client_secret": registered["client_secret"],
+            **secret,
             "skip_verification": True,
             "scopes": ["openid", "profile", "email", "groups"],
             "user_mapping_provider": MAPPING,
             **extra,
         }
 
-    async def start(self, *entries: dict[str, Any]) -> TestClient[Any, Any]:
+    async def start(
+        self, *entries: dict[str, Any], trusted: tuple[str, ...] = ("https://client.example/",)
+    ) -> TestClient[Any, Any]:
         self.client = await self.homeserver_client(
             port=self.port,
             public_baseurl=self.base + "/",
             oidc_providers=list(entries),
-            **{"rate_limits.enabled": False},
+            **{"rate_limits.enabled": False, "sso.client_whitelist": list(trusted)},
         )
         return self.client
 
@@ -438,3 +448,78 @@ async def test_sso_reauthentication_deletes_a_device_and_nio_logs_in(
         assert other["device_id"] not in [d["device_id"] for d in (await resp.json())["devices"]]
     finally:
         await nio_client.close()
+
+
+async def test_private_key_jwt_client_and_untrusted_client_confirmation(
+    setup: Setup, op: OpenIdProvider
+) -> None:
+    """The client proves itself with a signed assertion instead of a secret; and a
+    client URL the server does not trust gets a page before its login token."""
+    op.set_account_claims({"sub-kim": {"preferred_username": "kim"}})
+    key = RSAKey.generate_key(2048, private=True)
+    entry = await setup.entry(
+        op,
+        "signed",
+        client={
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.as_dict(private=False)]},
+        },
+        client_auth_method="private_key_jwt",
+        client_secret_jwt_key={
+            "key": key.as_pem(private=True).decode(),
+            "jwt_header": {"alg": "RS256"},
+        },
+    )
+    client = await setup.start(entry, trusted=())
+    browser = setup.browser()
+    try:
+        status, _, body = await browser.browse(
+            f"{setup.base}{CLIENT_V3}/login/sso/redirect/oidc-signed?redirectUrl={CLIENT_URL}",
+            login="sub-kim",
+        )
+    finally:
+        await browser.close()
+    assert status == 200 and "You are about to sign in to <strong>https://client.example" in body
+    url = html.unescape(body.split('class="button" href="')[1].split('"')[0])
+    assert url.startswith(CLIENT_URL + "?loginToken=")
+    body = await token_login(client, parse_qs(urlparse(url).query)["loginToken"][0])
+    assert body["user_id"] == "@kim:test.local"
+
+
+async def test_an_sso_account_may_add_a_password(setup: Setup, op: OpenIdProvider) -> None:
+    """SSO only at first; after setting a password (re-authenticated by SSO), both."""
+    op.set_account_claims({"sub-lee": {"preferred_username": "lee"}})
+    client = await setup.start(await setup.entry(op, "kc"))
+    login = await token_login(client, await sso_login(setup, "oidc-kc", "sub-lee"))
+    headers = auth_header(login["access_token"])
+    password_login = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "lee"},
+        "password": "new secret",
+    }
+    resp = await client.post(f"{CLIENT_V3}/login", json=password_login)
+    assert resp.status == 403
+    body = {"new_password": "new secret", "logout_devices": False}
+    resp = await client.post(f"{CLIENT_V3}/account/password", json=body, headers=headers)
+    challenge = await resp.json()
+    assert challenge["flows"] == [{"stages": ["m.login.sso"]}]
+    browser = setup.browser()
+    try:
+        status, url, page = await browser.browse(
+            f"{setup.base}{CLIENT_V3}/auth/m.login.sso/fallback/web?session={challenge['session']}"
+        )
+        link = urljoin(url, html.unescape(page.split('class="button" href="')[1].split('"')[0]))
+        status, _, page = await browser.browse(link, login="sub-lee")
+        assert status == 200 and "authDone" in page
+    finally:
+        await browser.close()
+    body["auth"] = {"session": challenge["session"]}
+    resp = await client.post(f"{CLIENT_V3}/account/password", json=body, headers=headers)
+    assert resp.status == 200, await resp.text()
+    resp = await client.post(f"{CLIENT_V3}/login", json=password_login)
+    assert resp.status == 200
+    resp = await client.delete(
+        f"{CLIENT_V3}/devices/{login['device_id']}", json={}, headers=headers
+    )
+    flows = (await resp.json())["flows"]
+    assert flows == [{"stages": ["m.login.password"]}, {"stages": ["m.login.sso"]}]

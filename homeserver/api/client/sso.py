@@ -13,7 +13,7 @@ from homeserver.api import sso_pages
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.routes import CLIENT_PREFIX, add_client_route
-from homeserver.services.sso.sso import SsoError, SsoService
+from homeserver.services.sso.sso import Finished, SsoError, SsoService
 
 BROWSER_COOKIE = "oidc_session"
 BROWSER_COOKIE_PATH = "/_synapse/client/oidc"
@@ -87,6 +87,14 @@ async def sso_redirect_to(request: web.Request) -> web.Response:
     return await _start(sso, idp_id, redirect_url, None)
 
 
+def _finished(finished: Finished) -> web.Response:
+    if finished.confirm is not None:
+        return sso_pages.confirm_redirect(finished.confirm)
+    if finished.redirect is None:
+        return sso_pages.reauth_done()
+    return _redirect(finished.redirect)
+
+
 async def oidc_callback(request: web.Request) -> web.Response:
     """The provider's answer (a GET, or a POST with response_mode=form_post)."""
     sso = _sso(request)
@@ -98,10 +106,7 @@ async def oidc_callback(request: web.Request) -> web.Response:
     except SsoError as exc:
         response = sso_pages.error_page(exc.message, exc.status)
     else:
-        if finished.redirect is None:
-            response = sso_pages.reauth_done()
-        else:
-            response = _redirect(finished.redirect)
+        response = _finished(finished)
         if finished.username_token is not None:
             _set_cookie(
                 response, sso, USERNAME_COOKIE, finished.username_token, USERNAME_COOKIE_PATH
@@ -126,14 +131,14 @@ async def pick_username_submit(request: web.Request) -> web.Response:
     try:
         session = await sso.username_session(token)
         try:
-            url = await sso.pick_username(token, username)
+            finished = await sso.pick_username(token, username)
         except SsoError as exc:
             if exc.status == 403:
                 raise
             return sso_pages.pick_username(username, session.display_name, exc.message, exc.status)
     except SsoError as exc:
         return sso_pages.error_page(exc.message, exc.status)
-    response = _redirect(url)
+    response = _finished(finished)
     response.del_cookie(USERNAME_COOKIE, path=USERNAME_COOKIE_PATH)
     return response
 

@@ -58,11 +58,13 @@ class Started:
 @dataclass(frozen=True)
 class Finished:
     """The callback's outcome: go to `redirect` (the client with its login token, or
-    the username page with `username_token` in a cookie), or, for a re-authentication,
-    nowhere (`redirect` is None: the page tells the client it is done)."""
+    the username page with `username_token` in a cookie); or ask the person to
+    confirm going to `confirm` (a client not in sso.client_whitelist); or, for a
+    re-authentication, nowhere (both None: the page tells the client it is done)."""
 
     redirect: str | None
     username_token: str | None = None
+    confirm: str | None = None
 
 
 def _hash(token: str) -> bytes:
@@ -84,10 +86,12 @@ class SsoService:
         providers: tuple[OidcProviderConfig, ...],
         login: LoginService,
         uia: UiaService,
+        client_whitelist: tuple[str, ...] = (),
     ) -> None:
         self.db = db
         self.server_name = server_name
         self.callback_url = public_baseurl.rstrip("/") + "/" + CALLBACK_PATH
+        self.client_whitelist = (*client_whitelist, public_baseurl)
         self.providers = {p.idp_id: OidcProvider(p) for p in providers}
         self.login = login
         self.uia = uia
@@ -204,7 +208,7 @@ class SsoService:
             user_id = await self._existing_user(config, mapped)
         if user_id is None:
             return await self._first_login(config, mapped, login.redirect_url)
-        return Finished(await self._redirect_with_token(user_id, login.redirect_url))
+        return await self._logged_in(user_id, login.redirect_url)
 
     async def _reauthenticated(self, uia_session: str, user_id: str | None) -> None:
         if user_id is None or not await self.uia.complete_sso(uia_session, user_id):
@@ -244,7 +248,7 @@ class SsoService:
             localpart = mapped.localpart + (str(attempt) if attempt else "")
             user_id = await self._create_user(config.idp_id, mapped, localpart)
             if user_id is not None:
-                return Finished(await self._redirect_with_token(user_id, redirect_url))
+                return await self._logged_in(user_id, redirect_url)
         raise SsoError(409, "Could not find a free username for you")
 
     async def _create_user(self, idp_id: str, mapped: MappedUser, localpart: str) -> str | None:
@@ -262,13 +266,18 @@ class SsoService:
             await profiles.set_profile_field(conn, user_id, "displayname", display_name)
         return user_id
 
-    async def _redirect_with_token(self, user_id: str, redirect_url: str) -> str:
+    async def _logged_in(self, user_id: str, redirect_url: str) -> Finished:
+        """Back to the client with a login token: straight to a trusted client, through
+        a page naming it to any other."""
         async with self.db.pool.connection() as conn:
             info = await accounts.get_login_info(conn, user_id)
         if info is None or info[1]:
             raise SsoError(403, "This account has been deactivated")
         token = (await self.login.create_login_token(user_id))["login_token"]
-        return with_login_token(redirect_url, token)
+        url = with_login_token(redirect_url, token)
+        if any(redirect_url.startswith(prefix) for prefix in self.client_whitelist):
+            return Finished(url)
+        return Finished(None, confirm=url)
 
     async def username_session(self, token: str | None) -> UsernameSession:
         if token:
@@ -285,7 +294,7 @@ class SsoService:
         async with self.db.pool.connection() as conn:
             return not await accounts.user_exists(conn, user_id)
 
-    async def pick_username(self, token: str | None, localpart: str) -> str:
+    async def pick_username(self, token: str | None, localpart: str) -> Finished:
         """Create the account the person named on the username page; where to go next."""
         session = await self.username_session(token)
         if not is_valid_localpart(localpart):
@@ -296,7 +305,7 @@ class SsoService:
             raise SsoError(409, f"The username {localpart!r} is taken")
         async with self.db.pool.connection() as conn:
             await sso.delete_username_session(conn, _hash(token or ""))
-        return await self._redirect_with_token(user_id, session.redirect_url)
+        return await self._logged_in(user_id, session.redirect_url)
 
     async def linked_providers(self, user_id: str) -> list[str]:
         """The configured providers this account is linked to."""
