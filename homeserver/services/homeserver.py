@@ -299,6 +299,9 @@ class Homeserver:
             self.login,
             self.uia,
             config.sso_client_whitelist,
+            reserved=lambda user_id: (
+                self.appservices_registry.exclusive_user_owner(user_id) is not None
+            ),
         )
         self.account_data = AccountDataService(db, self.streams, self.notifier)
         self.filters = FilterService(db)

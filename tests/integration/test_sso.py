@@ -85,13 +85,17 @@ class Setup:
         }
 
     async def start(
-        self, *entries: dict[str, Any], trusted: tuple[str, ...] = ("https://client.example/",)
+        self,
+        *entries: dict[str, Any],
+        trusted: tuple[str, ...] = ("https://client.example/",),
+        **config: Any,
     ) -> TestClient[Any, Any]:
         self.client = await self.homeserver_client(
             port=self.port,
             public_baseurl=self.base + "/",
             oidc_providers=list(entries),
             **{"rate_limits.enabled": False, "sso.client_whitelist": list(trusted)},
+            **config,
         )
         return self.client
 
@@ -218,10 +222,17 @@ async def test_attribute_requirements_refuse_users(setup: Setup, op: OpenIdProvi
         assert not await accounts.user_exists(conn, "@mallory:test.local")
 
 
-async def test_first_login_picks_a_username(setup: Setup, op: OpenIdProvider) -> None:
+async def test_first_login_picks_a_username(
+    setup: Setup, op: OpenIdProvider, tmp_path: Path
+) -> None:
     """No username claim: the person chooses one on the server's page."""
     op.set_account_claims({"sub-frank": {"name": "Frank F"}, "sub-taken": {"name": "T"}})
-    client = await setup.start(await setup.entry(op, "kc"))
+    bridge = tmp_path / "bridge.yaml"
+    bridge.write_text(
+        "id: bridge\nurl: null\nas_token: a\nhs_token: h\nsender_localpart: bridgebot\n"
+        "namespaces:\n  users: [{exclusive: true, regex: '@bridge_.*'}]\n"
+    )
+    client = await setup.start(await setup.entry(op, "kc"), app_service_config_files=[str(bridge)])
     await make_user(client, "taken")
     browser = setup.browser()
     try:
@@ -235,8 +246,9 @@ async def test_first_login_picks_a_username(setup: Setup, op: OpenIdProvider) ->
             f"{setup.base}/_synapse/client/pick_username/check", params={"username": "taken"}
         ) as resp:
             assert (await resp.json())["errcode"] == "M_USER_IN_USE"
-        status, _, body = await browser.browse(url, method="POST", data={"username": "taken"})
-        assert status == 409 and "is taken" in body, body
+        for name in ("taken", "bridge_frank"):  # an account's, or a bridge's namespace
+            status, _, body = await browser.browse(url, method="POST", data={"username": name})
+            assert status == 409 and "is taken" in body, body
         status, final, _ = await browser.browse(url, method="POST", data={"username": "frankie"})
         assert status == 302
         # The page's session is used up.

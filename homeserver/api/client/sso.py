@@ -71,6 +71,7 @@ async def sso_redirect(request: web.Request) -> web.Response:
     """With one provider, straight to it; with several, the page to choose."""
     sso = _sso(request)
     redirect_url = _redirect_url(request)
+    await homeserver(request).ratelimit.check("login", request.remote or "-")
     if len(sso.providers) == 1:
         return await _start(sso, next(iter(sso.providers)), redirect_url, None)
     version = request.path.split("/")[3]
@@ -84,6 +85,7 @@ async def sso_redirect_to(request: web.Request) -> web.Response:
     idp_id = request.match_info["idp_id"]
     if idp_id not in sso.providers:
         raise MatrixError(404, "M_NOT_FOUND", f"No identity provider {idp_id!r}")
+    await homeserver(request).ratelimit.check("login", request.remote or "-")
     return await _start(sso, idp_id, redirect_url, None)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,11 +87,13 @@ class SsoService:
         login: LoginService,
         uia: UiaService,
         client_whitelist: tuple[str, ...] = (),
+        reserved: Callable[[str], bool] = lambda user_id: False,
     ) -> None:
         self.db = db
         self.server_name = server_name
         self.callback_url = public_baseurl.rstrip("/") + "/" + CALLBACK_PATH
         self.client_whitelist = (*client_whitelist, public_baseurl)
+        self.reserved = reserved  # user ids claimed exclusively by an application service
         self.providers = {p.idp_id: OidcProvider(p) for p in providers}
         self.login = login
         self.uia = uia
@@ -256,6 +258,8 @@ class SsoService:
         user_id = f"@{localpart}:{self.server_name}"
         if not is_valid_localpart(localpart) or len(user_id.encode()) > 255:
             raise SsoError(400, f"{localpart!r} cannot be a username here")
+        if self.reserved(user_id):
+            return None
         async with self.db.pool.connection() as conn, conn.transaction():
             if not await accounts.create_user(
                 conn, user_id, None, is_admin=False, is_guest=False, now_ms=now_ms()
@@ -290,6 +294,8 @@ class SsoService:
     async def username_available(self, localpart: str) -> bool:
         user_id = f"@{localpart}:{self.server_name}"
         if not is_valid_localpart(localpart) or len(user_id.encode()) > 255:
+            return False
+        if self.reserved(user_id):
             return False
         async with self.db.pool.connection() as conn:
             return not await accounts.user_exists(conn, user_id)
