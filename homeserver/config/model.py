@@ -61,6 +61,7 @@ class Config:
     rate_limits_url_preview_per_second: float = 1.0
     rate_limits_url_preview_burst: int = 10
     oidc_providers: list[Any] = field(default_factory=list)
+    oidc_config: dict[str, Any] | None = None
     sso_client_whitelist: tuple[str, ...] = ()
     data_dir: Path = field(default=Path("homeserver-data"))
 

@@ -30,6 +30,14 @@ SETTINGS: tuple[Setting, ...] = (
         flag=False,
     ),
     Setting(
+        "oidc_config",
+        dict,
+        None,
+        "Synapse's older single-provider form of oidc_providers, used when it has enabled: true",
+        flag=False,
+        nullable=True,
+    ),
+    Setting(
         "sso.client_whitelist",
         tuple,
         (),
@@ -399,8 +407,13 @@ def load_private_key(pem: str, alg: str) -> Key:
 
 
 def providers(config: Config) -> tuple[OidcProviderConfig, ...]:
-    """The configured providers (the list was checked when the config was loaded)."""
-    return parse_providers(config.oidc_providers)
+    """The configured providers (checked when the config was loaded): the list, and
+    the older single `oidc_config` block when enabled, as Synapse reads both."""
+    entries = list(config.oidc_providers)
+    legacy = config.oidc_config
+    if legacy and legacy.get("enabled", False):
+        entries.append({k: v for k, v in legacy.items() if k != "enabled"})
+    return parse_providers(entries)
 
 
 def validate(config: Config) -> None:

@@ -409,6 +409,10 @@ async def test_provider_down_shows_a_page(setup: Setup) -> None:
         f"{CLIENT_V3}/login/sso/redirect/oidc-nope", params={"redirectUrl": CLIENT_URL}
     )
     assert resp.status == 404
+    resp = await client.get(
+        f"{CLIENT_V3}/login/sso/redirect/oidc-gone", params={"redirectUrl": "javascript:alert(1)"}
+    )
+    assert resp.status == 400
 
 
 async def test_sso_reauthentication_deletes_a_device_and_nio_logs_in(

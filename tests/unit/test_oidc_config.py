@@ -103,3 +103,11 @@ def test_misconfigured_provider_is_a_one_line_error(
 def test_two_providers_may_not_share_an_id(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="idp_id 'oidc-keycloak' is used twice"):
         load(tmp_path, KEYCLOAK, KEYCLOAK)
+
+
+def test_older_single_provider_block_is_read_when_enabled(tmp_path: Path) -> None:
+    block = {"issuer": "https://a", "client_id": "c", "client_secret": "s"}
+    config = load_config(tmp_path, {"oidc_config": {**block, "enabled": True}}, {}, {})
+    assert [p.idp_id for p in providers(config)] == ["oidc"]
+    config = load_config(tmp_path, {"oidc_config": block}, {}, {})
+    assert providers(config) == ()

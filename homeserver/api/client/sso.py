@@ -5,7 +5,8 @@ first login, and the SSO fallback of user-interactive auth."""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import logging
+from urllib.parse import urlencode, urlparse
 
 from aiohttp import web
 
@@ -20,6 +21,9 @@ BROWSER_COOKIE_PATH = "/_synapse/client/oidc"
 USERNAME_COOKIE = "username_mapping_session"
 USERNAME_COOKIE_PATH = "/_synapse/client/pick_username"
 FALLBACK_PATH = "/auth/m.login.sso/fallback/web"
+_SCRIPT_SCHEMES = frozenset({"javascript", "data", "vbscript", "file"})
+
+log = logging.getLogger(__name__)
 
 
 def _sso(request: web.Request) -> SsoService:
@@ -61,9 +65,13 @@ async def _start(
 
 
 def _redirect_url(request: web.Request) -> str:
+    """The client's URL (web or an app's own scheme); never one that runs script."""
     url = request.query.get("redirectUrl")
     if not url:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing redirectUrl")
+    scheme = urlparse(url).scheme.lower()
+    if not scheme or scheme in _SCRIPT_SCHEMES or "\x00" in url:
+        raise MatrixError(400, "M_INVALID_PARAM", "redirectUrl must be an absolute URL")
     return url
 
 
@@ -106,6 +114,7 @@ async def oidc_callback(request: web.Request) -> web.Response:
     try:
         finished = await sso.callback(params, request.cookies.get(BROWSER_COOKIE))
     except SsoError as exc:
+        log.info("single sign-on refused (%d): %s", exc.status, exc.message)
         response = sso_pages.error_page(exc.message, exc.status)
     else:
         response = _finished(finished)
