@@ -159,6 +159,8 @@ class OidcProviderConfig:
     userinfo_endpoint: str | None = None
     jwks_uri: str | None = None
     skip_verification: bool = False
+    backchannel_logout_enabled: bool = False
+    backchannel_logout_ignore_sub: bool = False
     user_profile_method: str = "auto"
     allow_existing_users: bool = False
     enable_registration: bool = True
@@ -346,6 +348,10 @@ def parse_provider(entry: Any, where: str) -> OidcProviderConfig:
         ),
         scopes=scopes,
         skip_verification=_typed(entry, "skip_verification", bool, where, False),
+        backchannel_logout_enabled=_typed(entry, "backchannel_logout_enabled", bool, where, False),
+        backchannel_logout_ignore_sub=_typed(
+            entry, "backchannel_logout_ignore_sub", bool, where, False
+        ),
         user_profile_method=_choice(entry, "user_profile_method", USER_PROFILE_METHODS, where),
         allow_existing_users=_typed(entry, "allow_existing_users", bool, where, False),
         enable_registration=_typed(entry, "enable_registration", bool, where, True),

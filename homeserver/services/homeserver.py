@@ -298,6 +298,7 @@ class Homeserver:
             oidc_providers(config),
             self.login,
             self.uia,
+            self.devices,
             config.sso_client_whitelist,
             reserved=lambda user_id: (
                 self.appservices_registry.exclusive_user_owner(user_id) is not None

@@ -1,7 +1,8 @@
 """Single sign-on: accounts linked to an identity provider's subject id (Synapse's
 `user_external_ids`, so a renamed email at the provider keeps the account), the
-logins in flight between the redirect and the callback, and first logins waiting
-for their user to pick a username.
+logins in flight between the redirect and the callback, first logins waiting for
+their user to pick a username, and the provider's session each SSO-made device came
+from (carried by its login token), so the provider's back-channel logout ends it.
 
 Revision ID: 0026
 Revises: 0022
@@ -41,12 +42,31 @@ def upgrade() -> None:
             external_id  TEXT NOT NULL,
             localpart    TEXT,
             display_name TEXT,
+            auth_session TEXT,
             redirect_url TEXT NOT NULL,
             expires_ts   BIGINT NOT NULL
         );
+        ALTER TABLE login_tokens
+            ADD COLUMN auth_provider_id TEXT,
+            ADD COLUMN auth_provider_session_id TEXT;
+        CREATE TABLE device_auth_providers (
+            user_id                  TEXT NOT NULL,
+            device_id                TEXT NOT NULL,
+            auth_provider_id         TEXT NOT NULL,
+            auth_provider_session_id TEXT NOT NULL,
+            PRIMARY KEY (user_id, device_id)
+        );
+        CREATE INDEX device_auth_providers_session
+            ON device_auth_providers (auth_provider_id, auth_provider_session_id);
         """
     )
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE sso_username_sessions, sso_logins, user_external_ids")
+    op.execute(
+        """
+        DROP TABLE device_auth_providers, sso_username_sessions, sso_logins, user_external_ids;
+        ALTER TABLE login_tokens DROP COLUMN auth_provider_id,
+            DROP COLUMN auth_provider_session_id;
+        """
+    )

@@ -126,6 +126,26 @@ async def oidc_callback(request: web.Request) -> web.Response:
     return response
 
 
+async def backchannel_logout(request: web.Request) -> web.Response:
+    """The provider's server tells us a session ended (OpenID Connect Back-Channel
+    Logout 1.0): 200 once its devices are signed out, 400 with an OAuth error."""
+    sso = _sso(request)
+    token = (await request.post()).get("logout_token")
+    if not isinstance(token, str) or not token:
+        return web.json_response(
+            {"error": "invalid_request", "error_description": "Missing logout_token"}, status=400
+        )
+    try:
+        await sso.backchannel_logout(token)
+    except SsoError as exc:
+        log.info("back-channel logout refused (%d): %s", exc.status, exc.message)
+        error = "invalid_request" if exc.status == 400 else "temporarily_unavailable"
+        return web.json_response(
+            {"error": error, "error_description": exc.message}, status=exc.status
+        )
+    return web.Response(status=200, headers={"Cache-Control": "no-store"})
+
+
 async def pick_username_page(request: web.Request) -> web.Response:
     sso = _sso(request)
     try:
@@ -196,6 +216,7 @@ def register(app: web.Application) -> None:
     add_client_route(app, "GET", FALLBACK_PATH, sso_fallback)
     app.router.add_route("GET", "/_synapse/client/oidc/callback", oidc_callback)
     app.router.add_route("POST", "/_synapse/client/oidc/callback", oidc_callback)
+    app.router.add_route("POST", "/_synapse/client/oidc/backchannel_logout", backchannel_logout)
     app.router.add_route("GET", "/_synapse/client/pick_username/account", pick_username_page)
     app.router.add_route("POST", "/_synapse/client/pick_username/account", pick_username_submit)
     app.router.add_route("GET", "/_synapse/client/pick_username/check", check_username)

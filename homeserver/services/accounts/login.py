@@ -112,10 +112,12 @@ class LoginService:
         display_name: str | None,
         *,
         refreshable: bool,
+        auth_provider: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         """Create (or take over) a device and issue its tokens; the login response body.
         Reusing a device id replaces the tokens that device had; a device id may not be
-        one of the user's cross-signing keys (the spec forbids it)."""
+        one of the user's cross-signing keys (the spec forbids it). `auth_provider`:
+        the single sign-on (provider, session) the device comes from, which may end it."""
         requested = device_id
         device_id = device_id or new_device_id()
         access_token = new_token("mat")
@@ -132,6 +134,7 @@ class LoginService:
                 raise forbidden("The device id is one of your cross-signing keys")
             if await devices.upsert_device(conn, user_id, device_id, display_name, now):
                 await tokens.delete_device_tokens(conn, user_id, [device_id])
+            await tokens.set_device_auth_provider(conn, user_id, device_id, auth_provider)
             refresh_id = None
             expires_ts = None
             if refreshable:
@@ -153,26 +156,28 @@ class LoginService:
             )
         return body
 
-    async def user_from_login_token(self, token: Any) -> str:
+    async def user_from_login_token(self, token: Any) -> tokens.LoginTokenRow:
         if not isinstance(token, str) or not token:
             raise bad_json("token must be a non-empty string")
         async with self.db.pool.connection() as conn:
-            user_id = await tokens.consume_login_token(conn, hash_token(token), now_ms())
-            info = await accounts.get_login_info(conn, user_id) if user_id else None
-        if user_id is None or info is None:
+            row = await tokens.consume_login_token(conn, hash_token(token), now_ms())
+            info = await accounts.get_login_info(conn, row.user_id) if row else None
+        if row is None or info is None:
             raise forbidden("Invalid or expired login token")
         if info[1]:
             raise ServiceError(403, "M_USER_DEACTIVATED", "This account has been deactivated")
-        return user_id
+        return row
 
     async def login(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /login: check the credentials, then start a session."""
         kind = body.get("type")
+        auth_provider = None
         if kind == LOGIN_PASSWORD:
             user_id = user_id_from_identifier(body, self.server_name)
             await self.check_user_password(user_id, body.get("password"))
         elif kind == LOGIN_TOKEN:
-            user_id = await self.user_from_login_token(body.get("token"))
+            row = await self.user_from_login_token(body.get("token"))
+            user_id, auth_provider = row.user_id, row.auth_provider
         elif isinstance(kind, str):
             raise ServiceError(400, "M_UNKNOWN", f"Unsupported login type {kind}")
         else:
@@ -186,14 +191,18 @@ class LoginService:
             validate_device_id(body.get("device_id")),
             display_name,
             refreshable=refreshable,
+            auth_provider=auth_provider,
         )
 
-    async def create_login_token(self, user_id: str) -> dict[str, Any]:
-        """A short-lived single-use token that logs `user_id` in on another device."""
+    async def create_login_token(
+        self, user_id: str, auth_provider: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
+        """A short-lived single-use token that logs `user_id` in on another device (from
+        single sign-on: with the provider session the device will belong to)."""
         token = new_token("mal")
         async with self.db.pool.connection() as conn:
             await tokens.insert_login_token(
-                conn, hash_token(token), user_id, now_ms() + LOGIN_TOKEN_LIFETIME_MS
+                conn, hash_token(token), user_id, now_ms() + LOGIN_TOKEN_LIFETIME_MS, auth_provider
             )
         return {"login_token": token, "expires_in_ms": LOGIN_TOKEN_LIFETIME_MS}
 

@@ -12,7 +12,9 @@ with a page saying why.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,12 +22,13 @@ from typing import Any
 
 from homeserver.config.oidc import OidcProviderConfig
 from homeserver.services.accounts.accounts import is_valid_localpart
+from homeserver.services.accounts.devices import DeviceService
 from homeserver.services.accounts.login import LoginService
 from homeserver.services.accounts.uia import PASSWORD, SSO, UiaService
 from homeserver.services.core.clock import now_ms
 from homeserver.services.sso.mapping import MappedUser, MappingError, map_claims
 from homeserver.services.sso.oidc import LoginRefused, OidcProvider, ProviderUnavailable
-from homeserver.storage.accounts import accounts, profiles
+from homeserver.storage.accounts import accounts, profiles, tokens
 from homeserver.storage.core.pool import Database
 from homeserver.storage.sso import sso
 from homeserver.storage.sso.sso import SsoLogin, UsernameSession
@@ -86,6 +89,7 @@ class SsoService:
         providers: tuple[OidcProviderConfig, ...],
         login: LoginService,
         uia: UiaService,
+        devices: DeviceService,
         client_whitelist: tuple[str, ...] = (),
         reserved: Callable[[str], bool] = lambda user_id: False,
     ) -> None:
@@ -97,6 +101,7 @@ class SsoService:
         self.providers = {p.idp_id: OidcProvider(p) for p in providers}
         self.login = login
         self.uia = uia
+        self.devices = devices
 
     @property
     def enabled(self) -> bool:
@@ -206,11 +211,13 @@ class SsoService:
             return Finished(None)
         if login.redirect_url is None:
             raise SsoError(400, "This login has nowhere to return to")
+        sid = claims.get("sid")
+        session = (config.idp_id, sid) if isinstance(sid, str) and sid else None
         if user_id is None:
             user_id = await self._existing_user(config, mapped)
         if user_id is None:
-            return await self._first_login(config, mapped, login.redirect_url)
-        return await self._logged_in(user_id, login.redirect_url)
+            return await self._first_login(config, mapped, login.redirect_url, session)
+        return await self._logged_in(user_id, login.redirect_url, session)
 
     async def _reauthenticated(self, uia_session: str, user_id: str | None) -> None:
         if user_id is None or not await self.uia.complete_sso(uia_session, user_id):
@@ -228,29 +235,34 @@ class SsoService:
         return user_id
 
     async def _first_login(
-        self, config: OidcProviderConfig, mapped: MappedUser, redirect_url: str
+        self,
+        config: OidcProviderConfig,
+        mapped: MappedUser,
+        redirect_url: str,
+        session: tuple[str, str] | None,
     ) -> Finished:
         if not config.enable_registration:
             raise SsoError(403, "No account here is linked to yours, and new ones are not made")
         if mapped.localpart is None or config.mapping.confirm_localpart:
             token = secrets.token_urlsafe(24)
             now = now_ms()
-            session = UsernameSession(
+            waiting = UsernameSession(
                 config.idp_id,
                 mapped.subject,
                 mapped.localpart,
                 mapped.display_name,
+                session[1] if session else None,
                 redirect_url,
                 now + USERNAME_SESSION_LIFETIME_MS,
             )
             async with self.db.pool.connection() as conn:
-                await sso.insert_username_session(conn, _hash(token), session, now)
+                await sso.insert_username_session(conn, _hash(token), waiting, now)
             return Finished(PICK_USERNAME_PATH, username_token=token)
         for attempt in range(MAX_LOCALPART_SUFFIX):
             localpart = mapped.localpart + (str(attempt) if attempt else "")
             user_id = await self._create_user(config.idp_id, mapped, localpart)
             if user_id is not None:
-                return await self._logged_in(user_id, redirect_url)
+                return await self._logged_in(user_id, redirect_url, session)
         raise SsoError(409, "Could not find a free username for you")
 
     async def _create_user(self, idp_id: str, mapped: MappedUser, localpart: str) -> str | None:
@@ -270,14 +282,17 @@ class SsoService:
             await profiles.set_profile_field(conn, user_id, "displayname", display_name)
         return user_id
 
-    async def _logged_in(self, user_id: str, redirect_url: str) -> Finished:
-        """Back to the client with a login token: straight to a trusted client, through
-        a page naming it to any other."""
+    async def _logged_in(
+        self, user_id: str, redirect_url: str, session: tuple[str, str] | None
+    ) -> Finished:
+        """Back to the client with a login token (carrying the provider's `session`,
+        which the device will belong to): straight to a trusted client, through a page
+        naming it to any other."""
         async with self.db.pool.connection() as conn:
             info = await accounts.get_login_info(conn, user_id)
         if info is None or info[1]:
             raise SsoError(403, "This account has been deactivated")
-        token = (await self.login.create_login_token(user_id))["login_token"]
+        token = (await self.login.create_login_token(user_id, session))["login_token"]
         url = with_login_token(redirect_url, token)
         if any(redirect_url.startswith(prefix) for prefix in self.client_whitelist):
             return Finished(url)
@@ -311,7 +326,8 @@ class SsoService:
             raise SsoError(409, f"The username {localpart!r} is taken")
         async with self.db.pool.connection() as conn:
             await sso.delete_username_session(conn, _hash(token or ""))
-        return await self._logged_in(user_id, session.redirect_url)
+        provider_session = (session.idp_id, session.auth_session) if session.auth_session else None
+        return await self._logged_in(user_id, session.redirect_url, provider_session)
 
     async def linked_providers(self, user_id: str) -> list[str]:
         """The configured providers this account is linked to."""
@@ -320,6 +336,41 @@ class SsoService:
         async with self.db.pool.connection() as conn:
             linked = await sso.providers_of_user(conn, user_id)
         return [idp for idp in linked if idp in self.providers]
+
+    async def backchannel_logout(self, logout_token: str) -> None:
+        """The provider ended a session (OpenID Connect Back-Channel Logout): sign out
+        the devices that were signed in through it."""
+        issuer = _unverified_issuer(logout_token)
+        provider = next(
+            (
+                p
+                for p in self.providers.values()
+                if p.config.backchannel_logout_enabled and p.config.issuer == issuer
+            ),
+            None,
+        )
+        if provider is None:
+            raise SsoError(400, "No provider here with back-channel logout issued this token")
+        try:
+            claims = await provider.logout_token_claims(logout_token)
+        except ProviderUnavailable as exc:
+            raise _unavailable(provider, exc) from None
+        except LoginRefused as exc:
+            raise SsoError(400, f"Invalid logout token: {exc}") from None
+        sid = claims.get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise SsoError(400, "Logout tokens without a session id (sid) are not supported")
+        idp_id, sub = provider.idp_id, claims.get("sub")
+        async with self.db.pool.connection() as conn:
+            found = await tokens.devices_of_provider_session(conn, idp_id, sid)
+            owner = await sso.user_for_external_id(conn, idp_id, sub) if sub else None
+        by_user: dict[str, list[str]] = {}
+        for user_id, device_id in found:
+            if sub and not provider.config.backchannel_logout_ignore_sub and user_id != owner:
+                continue
+            by_user.setdefault(user_id, []).append(device_id)
+        for user_id, device_ids in by_user.items():
+            await self.devices.delete_devices(user_id, device_ids)
 
     async def reauth_flows(self, user_id: str) -> list[list[str]]:
         """How this account proves itself again: its password if it has one, its
@@ -331,6 +382,17 @@ class SsoService:
             info = await accounts.get_login_info(conn, user_id)
         has_password = info is not None and info[0] is not None
         return [[PASSWORD], [SSO]] if has_password else [[SSO]]
+
+
+def _unverified_issuer(token: str) -> str | None:
+    """The `iss` a token claims, read only to choose which provider checks it."""
+    try:
+        part = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (IndexError, ValueError):
+        return None
+    issuer = claims.get("iss") if isinstance(claims, dict) else None
+    return issuer if isinstance(issuer, str) else None
 
 
 def _unavailable(provider: OidcProvider, exc: ProviderUnavailable) -> SsoError:

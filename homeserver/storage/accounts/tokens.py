@@ -155,23 +155,68 @@ async def delete_user_tokens(conn: AsyncConnection, user_id: str) -> None:
     await conn.execute("DELETE FROM login_tokens WHERE user_id = %s", (user_id,))
 
 
+@dataclass(frozen=True, slots=True)
+class LoginTokenRow:
+    user_id: str
+    # The single sign-on provider and its session the token comes from, if any.
+    auth_provider: tuple[str, str] | None
+
+
 async def insert_login_token(
-    conn: AsyncConnection, token_hash: bytes, user_id: str, expires_ts: int
+    conn: AsyncConnection,
+    token_hash: bytes,
+    user_id: str,
+    expires_ts: int,
+    auth_provider: tuple[str, str] | None = None,
 ) -> None:
+    provider_id, session_id = auth_provider or (None, None)
     await conn.execute(
-        "INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES (%s, %s, %s)",
-        (token_hash, user_id, expires_ts),
+        "INSERT INTO login_tokens (token_hash, user_id, expires_ts, auth_provider_id,"
+        " auth_provider_session_id) VALUES (%s, %s, %s, %s, %s)",
+        (token_hash, user_id, expires_ts, provider_id, session_id),
     )
 
 
-async def consume_login_token(conn: AsyncConnection, token_hash: bytes, now_ms: int) -> str | None:
-    """The user a login token was issued to, if it is unexpired; it works once."""
+async def consume_login_token(
+    conn: AsyncConnection, token_hash: bytes, now_ms: int
+) -> LoginTokenRow | None:
+    """Whom a login token was issued to, if it is unexpired; it works once."""
     cur = await conn.execute(
-        "DELETE FROM login_tokens WHERE token_hash = %s RETURNING user_id, expires_ts",
+        "DELETE FROM login_tokens WHERE token_hash = %s"
+        " RETURNING user_id, expires_ts, auth_provider_id, auth_provider_session_id",
         (token_hash,),
     )
     row = await cur.fetchone()
     await conn.execute("DELETE FROM login_tokens WHERE expires_ts <= %s", (now_ms,))
     if row is None or row[1] <= now_ms:
         return None
-    return str(row[0])
+    provider = (str(row[2]), str(row[3])) if row[2] is not None and row[3] is not None else None
+    return LoginTokenRow(str(row[0]), provider)
+
+
+async def set_device_auth_provider(
+    conn: AsyncConnection, user_id: str, device_id: str, auth_provider: tuple[str, str] | None
+) -> None:
+    """Which provider session a device was signed in through (None: none)."""
+    await conn.execute(
+        "DELETE FROM device_auth_providers WHERE user_id = %s AND device_id = %s",
+        (user_id, device_id),
+    )
+    if auth_provider is not None:
+        await conn.execute(
+            "INSERT INTO device_auth_providers (user_id, device_id, auth_provider_id,"
+            " auth_provider_session_id) VALUES (%s, %s, %s, %s)",
+            (user_id, device_id, *auth_provider),
+        )
+
+
+async def devices_of_provider_session(
+    conn: AsyncConnection, auth_provider_id: str, session_id: str
+) -> list[tuple[str, str]]:
+    """(user id, device id) of the devices signed in through a provider's session."""
+    cur = await conn.execute(
+        "SELECT user_id, device_id FROM device_auth_providers"
+        " WHERE auth_provider_id = %s AND auth_provider_session_id = %s",
+        (auth_provider_id, session_id),
+    )
+    return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]

@@ -26,6 +26,7 @@ class UsernameSession:
     external_id: str
     localpart: str | None
     display_name: str | None
+    auth_session: str | None  # the provider's session id (sid), for back-channel logout
     redirect_url: str
     expires_ts: int
 
@@ -95,13 +96,15 @@ async def insert_username_session(
     await conn.execute("DELETE FROM sso_username_sessions WHERE expires_ts <= %s", (now_ms,))
     await conn.execute(
         "INSERT INTO sso_username_sessions (session_hash, idp_id, external_id, localpart,"
-        " display_name, redirect_url, expires_ts) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        " display_name, auth_session, redirect_url, expires_ts)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         (
             session_hash,
             session.idp_id,
             session.external_id,
             session.localpart,
             session.display_name,
+            session.auth_session,
             session.redirect_url,
             session.expires_ts,
         ),
@@ -112,7 +115,8 @@ async def get_username_session(
     conn: AsyncConnection, session_hash: bytes, now_ms: int
 ) -> UsernameSession | None:
     cur = await conn.execute(
-        "SELECT idp_id, external_id, localpart, display_name, redirect_url, expires_ts"
+        "SELECT idp_id, external_id, localpart, display_name, auth_session, redirect_url,"
+        " expires_ts"
         " FROM sso_username_sessions WHERE session_hash = %s AND expires_ts > %s",
         (session_hash, now_ms),
     )

@@ -1,134 +1,28 @@
 """Single sign-on through a real OpenID provider (oidc-provider on loopback): the
-login as a person does it in a browser, then the client's token login."""
+login as a person does it in a browser, then the client's token login; providers,
+usernames, re-authentication, private-key clients and back-channel logout."""
 
 from __future__ import annotations
 
-import base64
 import html
-import json
+import re
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, ClassVar
 from urllib.parse import parse_qs, urljoin, urlparse
 
-import aiohttp
 import nio
-import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from joserfc.jwk import RSAKey
 
 from homeserver.api.context import HOMESERVER
 from homeserver.storage.accounts import accounts
 from tests.integration.conftest import CLIENT_V3, auth_header, make_user
-from tests.integration.oidc_op import Browser, OpenIdProvider, free_port
-
-CLIENT_URL = "https://client.example/after-login"
-MAPPING = {
-    "config": {
-        "localpart_template": "{{ user.preferred_username }}",
-        "display_name_template": "{{ user.name }}",
-    }
-}
-
-
-@pytest.fixture(scope="module")
-async def op(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[OpenIdProvider]:
-    """A provider that puts the user's claims in the id token (as Keycloak does)."""
-    provider = OpenIdProvider(tmp_path_factory.mktemp("op"), {})
-    await provider.start()
-    yield provider
-    await provider.stop()
-
-
-@pytest.fixture(scope="module")
-async def op2(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[OpenIdProvider]:
-    """A second provider, giving claims only at its userinfo endpoint."""
-    provider = OpenIdProvider(tmp_path_factory.mktemp("op2"), {}, conform_id_token_claims=True)
-    await provider.start()
-    yield provider
-    await provider.stop()
-
-
-class Setup:
-    """A homeserver whose `oidc_providers` name clients registered at the providers."""
-
-    def __init__(self, homeserver_client: Callable[..., Any]) -> None:
-        self.homeserver_client = homeserver_client
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.callback = f"{self.base}/_synapse/client/oidc/callback"
-        self.providers: list[OpenIdProvider] = []
-        self.client: TestClient[Any, Any] | None = None
-
-    async def entry(
-        self, op: OpenIdProvider, idp_id: str, client: dict[str, Any] | None = None, **extra: Any
-    ) -> dict[str, Any]:
-        """An `oidc_providers` entry for a client registered at `op` (with `client`'s
-        metadata); without a client secret when the client signs its requests."""
-        self.providers.append(op)
-        registered = await op.register_client(self.callback, **(client or {}))
-        secret = (
-            {"client_secret": registered["client_secret"]} if "client_secret" in registered else {}
-        )
-        return {
-            "idp_id": idp_id,
-            "idp_name": f"Provider {idp_id}",
-            "issuer": op.issuer,
-            "client_id": registered["client_id"],
-            **secret,
-            "skip_verification": True,
-            "scopes": ["openid", "profile", "email", "groups"],
-            "user_mapping_provider": MAPPING,
-            **extra,
-        }
-
-    async def start(
-        self,
-        *entries: dict[str, Any],
-        trusted: tuple[str, ...] = ("https://client.example/",),
-        **config: Any,
-    ) -> TestClient[Any, Any]:
-        self.client = await self.homeserver_client(
-            port=self.port,
-            public_baseurl=self.base + "/",
-            oidc_providers=list(entries),
-            **{"rate_limits.enabled": False, "sso.client_whitelist": list(trusted)},
-            **config,
-        )
-        return self.client
-
-    def browser(self) -> Browser:
-        return Browser(self.base, self.providers)
-
-
-@pytest.fixture
-async def setup(homeserver_client: Callable[..., Any]) -> Setup:
-    return Setup(homeserver_client)
-
-
-async def sso_login(setup: Setup, idp_id: str, login: str) -> str:
-    """Sign in through the provider in a fresh browser; the login token the client
-    gets back on its redirect URL."""
-    browser = setup.browser()
-    try:
-        status, url, body = await browser.browse(
-            f"{setup.base}{CLIENT_V3}/login/sso/redirect/{idp_id}?redirectUrl={CLIENT_URL}",
-            login=login,
-        )
-    finally:
-        await browser.close()
-    assert status == 302, body
-    assert url.startswith(CLIENT_URL + "?loginToken=")
-    return parse_qs(urlparse(url).query)["loginToken"][0]
-
-
-async def token_login(client: TestClient[Any, Any], token: str) -> dict[str, Any]:
-    resp = await client.post(f"{CLIENT_V3}/login", json={"type": "m.login.token", "token": token})
-    assert resp.status == 200, await resp.text()
-    body: dict[str, Any] = await resp.json()
-    return body
+from tests.integration.sso.op import (
+    CLIENT_URL,
+    OpenIdProvider,
+    Setup,
+    sso_login,
+    token_login,
+)
 
 
 async def test_first_login_creates_the_user_and_the_next_reaches_it(
@@ -262,159 +156,6 @@ async def test_first_login_picks_a_username(
     assert (await resp.json()) == {"displayname": "Frank F"}
 
 
-def _payload(token: str) -> dict[str, Any]:
-    part = token.split(".")[1]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return decoded
-
-
-class TokenEndpointInTheMiddle:
-    """Stands between the homeserver and the provider's token endpoint and alters
-    what passes: the id token (re-signed with the provider's own key, so only its
-    claims are wrong) or the PKCE verifier."""
-
-    TAMPER: ClassVar[dict[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
-        "nonce": lambda c: {"nonce": "not-the-nonce"},
-        "issuer": lambda c: {"iss": "https://evil.example"},
-        "audience": lambda c: {"aud": "another-client"},
-        "expired": lambda c: {"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200},
-    }
-
-    def __init__(self, op: OpenIdProvider) -> None:
-        self.op = op
-        self.mode = ""
-        app = web.Application()
-        app.router.add_post("/token", self.token)
-        self.server = TestServer(app, host="127.0.0.1")
-
-    async def token(self, request: web.Request) -> web.Response:
-        form = dict(await request.post())
-        if self.mode == "verifier":
-            form["code_verifier"] = "x" * 64
-        headers = {"Authorization": request.headers["Authorization"]}
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(f"{self.op.issuer}/token", data=form, headers=headers) as resp,
-        ):
-            status, body = resp.status, await resp.json()
-        if status == 200 and self.mode in self.TAMPER:
-            claims = _payload(body["id_token"])
-            body["id_token"] = self.op.sign({**claims, **self.TAMPER[self.mode](claims)})
-        return web.json_response(body, status=status)
-
-
-async def test_tampered_callbacks_are_refused(setup: Setup, op: OpenIdProvider) -> None:
-    op.set_account_claims({"sub-gina": {"preferred_username": "gina"}})
-    middle = TokenEndpointInTheMiddle(op)
-    await middle.server.start_server()
-    try:
-        await setup.start(
-            await setup.entry(
-                op,
-                "mitm",
-                discover=False,
-                pkce_method="always",
-                authorization_endpoint=f"{op.issuer}/auth",
-                token_endpoint=str(middle.server.make_url("/token")),
-                jwks_uri=f"{op.issuer}/jwks",
-            )
-        )
-        start = f"{setup.base}{CLIENT_V3}/login/sso/redirect/oidc-mitm?redirectUrl={CLIENT_URL}"
-        expected = {
-            "nonce": "Invalid claim: 'nonce'",
-            "issuer": "Invalid claim: 'iss'",
-            "audience": "Invalid claim: 'aud'",
-            "expired": "expired",
-            "verifier": "the provider refused the code",
-        }
-        for mode, message in expected.items():
-            middle.mode = mode
-            browser = setup.browser()
-            try:
-                status, _, body = await browser.browse(start, login="sub-gina")
-            finally:
-                await browser.close()
-            assert (mode, status) == (mode, 403)
-            assert message in html.unescape(body), (mode, body)
-        middle.mode = ""
-        assert await sso_login(setup, "oidc-mitm", "sub-gina")
-    finally:
-        await middle.server.close()
-
-
-async def _callback_url(setup: Setup, browser: Browser, idp_id: str, login: str) -> str:
-    """Sign in at the provider but stop before the callback: its URL."""
-    browser.hosts.discard(urlparse(setup.base).netloc)
-    try:
-        status, url, _ = await browser.browse(
-            f"{setup.base}{CLIENT_V3}/login/sso/redirect/{idp_id}?redirectUrl={CLIENT_URL}",
-            login=login,
-        )
-    finally:
-        browser.hosts.add(urlparse(setup.base).netloc)
-    assert status == 302 and url.startswith(setup.callback), url
-    return url
-
-
-async def test_callback_state_and_browser_are_checked(setup: Setup, op: OpenIdProvider) -> None:
-    op.set_account_claims({"sub-hal": {"preferred_username": "hal"}})
-    await setup.start(await setup.entry(op, "kc"))
-    browser = setup.browser()
-    other = setup.browser()
-    try:
-        # The start itself goes to the homeserver: browse it there, then stop.
-        url = await _callback_url(setup, browser, "oidc-kc", "sub-hal")
-        query = parse_qs(urlparse(url).query)
-        forged = url.replace(f"state={query['state'][0]}", "state=forged")
-        status, _, body = await browser.browse(forged)
-        assert status == 400 and "Unknown or expired login" in body
-        # Another browser (no cookie of this login) may not finish it.
-        status, _, body = await other.browse(url)
-        assert status == 400
-        # The state was used up by that attempt: the right browser starts again.
-        status, _, body = await browser.browse(url)
-        assert status == 400 and "Unknown or expired login" in body
-        url = await _callback_url(setup, browser, "oidc-kc", "sub-hal")
-        status, final, _ = await browser.browse(url)
-        assert status == 302 and final.startswith(CLIENT_URL)
-        # A provider's error is shown, not a 500.
-        status, _, body = await browser.browse(f"{setup.callback}?error=access_denied&state=x")
-        assert status == 400
-    finally:
-        await browser.close()
-        await other.close()
-
-
-async def test_provider_down_shows_a_page(setup: Setup) -> None:
-    port = free_port()
-    client = await setup.start(
-        {
-            "idp_id": "gone",
-            "idp_name": "Gone",
-            "issuer": f"http://127.0.0.1:{port}",
-            "client_id": "c",
-            "client_secret": "s",
-            "skip_verification": True,
-        }
-    )
-    resp = await client.get(
-        f"{CLIENT_V3}/login/sso/redirect/oidc-gone",
-        params={"redirectUrl": CLIENT_URL},
-        allow_redirects=False,
-    )
-    assert resp.status == 503
-    assert resp.content_type == "text/html"
-    assert "Gone cannot be reached right now" in await resp.text()
-    resp = await client.get(
-        f"{CLIENT_V3}/login/sso/redirect/oidc-nope", params={"redirectUrl": CLIENT_URL}
-    )
-    assert resp.status == 404
-    resp = await client.get(
-        f"{CLIENT_V3}/login/sso/redirect/oidc-gone", params={"redirectUrl": "javascript:alert(1)"}
-    )
-    assert resp.status == 400
-
-
 async def test_sso_reauthentication_deletes_a_device_and_nio_logs_in(
     setup: Setup, op: OpenIdProvider
 ) -> None:
@@ -539,3 +280,68 @@ async def test_an_sso_account_may_add_a_password(setup: Setup, op: OpenIdProvide
     )
     flows = (await resp.json())["flows"]
     assert flows == [{"stages": ["m.login.password"]}, {"stages": ["m.login.sso"]}]
+
+
+async def test_backchannel_logout_signs_out_the_sessions_devices(
+    setup: Setup, op: OpenIdProvider
+) -> None:
+    """Signing out at the provider ends the devices signed in through that provider
+    session, and only those."""
+    op.set_account_claims({"sub-max": {"preferred_username": "max"}})
+    entry = await setup.entry(
+        op,
+        "kc",
+        client={
+            "backchannel_logout_uri": f"{setup.base}/_synapse/client/oidc/backchannel_logout",
+            "backchannel_logout_session_required": True,
+        },
+        backchannel_logout_enabled=True,
+    )
+    client = await setup.start(entry)
+    browser = setup.browser()
+    try:
+        status, url, _ = await browser.browse(
+            f"{setup.base}{CLIENT_V3}/login/sso/redirect/oidc-kc?redirectUrl={CLIENT_URL}",
+            login="sub-max",
+        )
+        assert status == 302
+        ended = await token_login(client, parse_qs(urlparse(url).query)["loginToken"][0])
+        # Another browser is another session at the provider.
+        kept = await token_login(client, await sso_login(setup, "oidc-kc", "sub-max"))
+        _, _, page = await browser.browse(f"{op.issuer}/session/end")
+        xsrf = re.search(r'name="xsrf" value="([^"]+)"', page)
+        assert xsrf is not None, page
+        status, _, _ = await browser.browse(
+            f"{op.issuer}/session/end/confirm",
+            method="POST",
+            data={"xsrf": xsrf.group(1), "logout": "yes"},
+        )
+        assert status == 200
+    finally:
+        await browser.close()
+    resp = await client.get(
+        f"{CLIENT_V3}/account/whoami", headers=auth_header(ended["access_token"])
+    )
+    assert resp.status == 401
+    resp = await client.get(
+        f"{CLIENT_V3}/account/whoami", headers=auth_header(kept["access_token"])
+    )
+    assert resp.status == 200
+    # A forged logout token (signed by someone else's key) ends nothing.
+    forged = OpenIdProvider.__new__(OpenIdProvider)
+    forged.key = RSAKey.generate_key(2048, parameters={"kid": op.key.kid}, private=True)
+    token = forged.sign(
+        {
+            "iss": op.issuer,
+            "aud": entry["client_id"],
+            "iat": int(time.time()),
+            "jti": "j",
+            "sid": "any",
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+        }
+    )
+    resp = await client.post(
+        "/_synapse/client/oidc/backchannel_logout", data={"logout_token": token}
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "invalid_request"

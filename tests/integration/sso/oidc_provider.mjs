@@ -28,8 +28,18 @@ const provider = new Provider(config.issuer, {
     profile: ['name', 'preferred_username'],
     groups: ['groups'],
   },
-  features: { devInteractions: { enabled: false }, registration: { enabled: true } },
+  features: {
+    devInteractions: { enabled: false },
+    registration: { enabled: true },
+    backchannelLogout: { enabled: true },
+  },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+  // The homeserver under test is on loopback, which the provider's protection
+  // against server-side request forgery would refuse for back-channel logout.
+  fetch(url, options) {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   async findAccount(ctx, id) {
     const claims = accounts()[id];
     if (!claims) return undefined;
@@ -37,6 +47,7 @@ const provider = new Provider(config.issuer, {
   },
 });
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+provider.on('backchannel.error', (ctx, err) => console.error('backchannel.error', err.message));
 
 function page(res, status, body) {
   res.writeHead(status, { 'content-type': 'text/html; charset=utf-8' });

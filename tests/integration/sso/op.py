@@ -1,5 +1,6 @@
 """A real OpenID provider for the tests (the `oidc-provider` npm package, installed
-into a cache on first use), and a browser that signs in through it.
+into a cache on first use), a browser that signs in through it, and a homeserver
+configured for it (`Setup`; the fixtures are in conftest.py).
 
 The provider's signing key is made here, so that a test may also forge what a
 malicious or broken token endpoint would answer (`sign`)."""
@@ -12,14 +13,25 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlparse
+from urllib.parse import parse_qs, urljoin, urlparse
 
 import aiohttp
+from aiohttp.test_utils import TestClient
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
+from tests.integration.conftest import CLIENT_V3
+
+CLIENT_URL = "https://client.example/after-login"
+MAPPING = {
+    "config": {
+        "localpart_template": "{{ user.preferred_username }}",
+        "display_name_template": "{{ user.name }}",
+    }
+}
 NPM_DIR = Path.home() / ".cache" / "homeserver-npm" / "oidc-provider"
 PACKAGE = "oidc-provider@9"
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
@@ -88,7 +100,7 @@ class OpenIdProvider:
             str(path),
             env={**os.environ, "OIDC_PROVIDER_DIR": str(ensure_installed())},
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=None,
         )
         assert self.process.stdout is not None
         line = await asyncio.wait_for(self.process.stdout.readline(), 60)
@@ -156,3 +168,78 @@ class Browser:
                 continue
             return status, url, body
         raise AssertionError("too many redirects")
+
+
+class Setup:
+    """A homeserver whose `oidc_providers` name clients registered at the providers."""
+
+    def __init__(self, homeserver_client: Callable[..., Any]) -> None:
+        self.homeserver_client = homeserver_client
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.callback = f"{self.base}/_synapse/client/oidc/callback"
+        self.providers: list[OpenIdProvider] = []
+        self.client: TestClient[Any, Any] | None = None
+
+    async def entry(
+        self, op: OpenIdProvider, idp_id: str, client: dict[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """An `oidc_providers` entry for a client registered at `op` (with `client`'s
+        metadata); without a client secret when the client signs its requests."""
+        self.providers.append(op)
+        registered = await op.register_client(self.callback, **(client or {}))
+        secret = (
+            {"client_secret": registered["client_secret"]} if "client_secret" in registered else {}
+        )
+        return {
+            "idp_id": idp_id,
+            "idp_name": f"Provider {idp_id}",
+            "issuer": op.issuer,
+            "client_id": registered["client_id"],
+            **secret,
+            "skip_verification": True,
+            "scopes": ["openid", "profile", "email", "groups"],
+            "user_mapping_provider": MAPPING,
+            **extra,
+        }
+
+    async def start(
+        self,
+        *entries: dict[str, Any],
+        trusted: tuple[str, ...] = ("https://client.example/",),
+        **config: Any,
+    ) -> TestClient[Any, Any]:
+        self.client = await self.homeserver_client(
+            port=self.port,
+            public_baseurl=self.base + "/",
+            oidc_providers=list(entries),
+            **{"rate_limits.enabled": False, "sso.client_whitelist": list(trusted)},
+            **config,
+        )
+        return self.client
+
+    def browser(self) -> Browser:
+        return Browser(self.base, self.providers)
+
+
+async def sso_login(setup: Setup, idp_id: str, login: str) -> str:
+    """Sign in through the provider in a fresh browser; the login token the client
+    gets back on its redirect URL."""
+    browser = setup.browser()
+    try:
+        status, url, body = await browser.browse(
+            f"{setup.base}{CLIENT_V3}/login/sso/redirect/{idp_id}?redirectUrl={CLIENT_URL}",
+            login=login,
+        )
+    finally:
+        await browser.close()
+    assert status == 302, body
+    assert url.startswith(CLIENT_URL + "?loginToken=")
+    return parse_qs(urlparse(url).query)["loginToken"][0]
+
+
+async def token_login(client: TestClient[Any, Any], token: str) -> dict[str, Any]:
+    resp = await client.post(f"{CLIENT_V3}/login", json={"type": "m.login.token", "token": token})
+    assert resp.status == 200, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    return body

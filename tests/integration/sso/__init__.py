@@ -1,0 +1,1 @@
+"""Single sign-on tests against a real OpenID provider."""
