@@ -345,3 +345,21 @@ async def test_backchannel_logout_signs_out_the_sessions_devices(
     )
     assert resp.status == 400
     assert (await resp.json())["error"] == "invalid_request"
+
+
+async def test_existing_users_are_reached_only_when_allowed(
+    setup: Setup, op: OpenIdProvider, op2: OpenIdProvider
+) -> None:
+    """allow_existing_users links a first login to the account of the mapped name;
+    without it, that name counts as taken."""
+    op.set_account_claims({"sub-nina": {"preferred_username": "nina"}})
+    op2.set_account_claims({"sub-nina": {"preferred_username": "nina"}})
+    client = await setup.start(
+        await setup.entry(op, "corp", allow_existing_users=True),
+        await setup.entry(op2, "other", user_profile_method="userinfo_endpoint"),
+    )
+    nina, _ = await make_user(client, "nina")
+    linked = await token_login(client, await sso_login(setup, "oidc-corp", "sub-nina"))
+    assert linked["user_id"] == nina
+    other = await token_login(client, await sso_login(setup, "oidc-other", "sub-nina"))
+    assert other["user_id"] == "@nina1:test.local"
