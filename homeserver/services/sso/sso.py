@@ -277,7 +277,9 @@ class SsoService:
                 conn, user_id, None, is_admin=False, is_guest=False, now_ms=now_ms()
             ):
                 return None
-            await sso.link_external_id(conn, idp_id, mapped.subject, user_id)
+            if not await sso.link_external_id(conn, idp_id, mapped.subject, user_id):
+                # Another first login of the same person won the race: no second account.
+                raise SsoError(409, "Your account was just created; please sign in again")
             display_name = mapped.display_name or localpart
             await profiles.set_profile_field(conn, user_id, "displayname", display_name)
         return user_id

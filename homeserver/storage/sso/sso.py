@@ -44,12 +44,14 @@ async def user_for_external_id(
 
 async def link_external_id(
     conn: AsyncConnection, auth_provider: str, external_id: str, user_id: str
-) -> None:
-    await conn.execute(
+) -> bool:
+    """Link the subject to the account; False when it is linked already."""
+    cur = await conn.execute(
         "INSERT INTO user_external_ids (auth_provider, external_id, user_id)"
         " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
         (auth_provider, external_id, user_id),
     )
+    return cur.rowcount == 1
 
 
 async def providers_of_user(conn: AsyncConnection, user_id: str) -> list[str]:
