@@ -207,7 +207,24 @@ async def sso_fallback(request: web.Request) -> web.Response:
         )
         for idp in linked
     ]
-    return sso_pages.reauth(f"confirm this request ({session.request_key})", links)
+    return sso_pages.reauth(_what(session.request_key), links)
+
+
+# What a re-authenticated request does, in the person's words (by path ending).
+_ACTIONS = (
+    ("/delete_devices", "remove devices from your account"),
+    ("/account/password", "change your password"),
+    ("/account/deactivate", "close your account"),
+    ("/keys/device_signing/upload", "set up cross-signing for your encryption keys"),
+    ("/login/get_token", "sign in on another device"),
+)
+
+
+def _what(request_key: str) -> str:
+    method, _, path = request_key.partition(" ")
+    if method == "DELETE" and "/devices/" in path:
+        return "remove a device from your account"
+    return next((text for end, text in _ACTIONS if path.endswith(end)), "confirm this request")
 
 
 def register(app: web.Application) -> None:

@@ -183,6 +183,7 @@ async def test_sso_reauthentication_deletes_a_device_and_nio_logs_in(
         try:
             # Signing in as someone else does not complete the stage.
             status, url, body = await browser.browse(fallback)
+            assert "To remove a device from your account, sign in again" in body
             link = urljoin(url, body.split('href="')[1].split('"')[0].replace("&amp;", "&"))
             status, _, body = await browser.browse(link, login="sub-jon")
             assert status == 403
