@@ -63,6 +63,7 @@ class Config:
     oidc_providers: list[Any] = field(default_factory=list)
     oidc_config: dict[str, Any] | None = None
     sso_client_whitelist: tuple[str, ...] = ()
+    sso_update_profile_information: bool = False
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

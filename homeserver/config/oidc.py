@@ -46,6 +46,14 @@ SETTINGS: tuple[Setting, ...] = (
         " person to confirm, against phishing",
         flag=False,
     ),
+    Setting(
+        "sso.update_profile_information",
+        bool,
+        False,
+        "at each single sign-on, set the user's display name from the provider's"
+        " (display_name_template), as Synapse",
+        flag=False,
+    ),
 )
 CLIENT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none", "private_key_jwt")
 PKCE_METHODS = ("auto", "always", "never")

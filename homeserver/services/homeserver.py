@@ -291,19 +291,6 @@ class Homeserver:
             uia=self.uia,
         )
         self.registration_tokens = RegistrationTokens(db)
-        self.sso = SsoService(
-            db,
-            config.server_name,
-            config.client_base_url,
-            oidc_providers(config),
-            self.login,
-            self.uia,
-            self.devices,
-            config.sso_client_whitelist,
-            reserved=lambda user_id: (
-                self.appservices_registry.exclusive_user_owner(user_id) is not None
-            ),
-        )
         self.account_data = AccountDataService(db, self.streams, self.notifier)
         self.filters = FilterService(db)
 
@@ -466,6 +453,26 @@ class Homeserver:
         self.rooms_state = RoomStateService(self.db, self.event_cache)
         self.messages = MessageService(self.db, self.event_cache, self.backfill)
         self.relations = RelationService(self.db, self.event_cache)
+        self._build_sso()
+
+    def _build_sso(self) -> None:
+        """Single sign-on: after profiles, which it may update from the provider."""
+        config = self.config
+        self.sso = SsoService(
+            self.db,
+            config.server_name,
+            config.client_base_url,
+            oidc_providers(config),
+            self.login,
+            self.uia,
+            self.devices,
+            self.profile,
+            client_whitelist=config.sso_client_whitelist,
+            update_profile=config.sso_update_profile_information,
+            reserved=lambda user_id: (
+                self.appservices_registry.exclusive_user_owner(user_id) is not None
+            ),
+        )
 
     def _build_appservices_and_admin(self) -> None:
         self.appservices_auth = AppServiceAuth(

@@ -190,3 +190,17 @@ class ProfileService:
                 user_id, {name: profile[name] for name in FIELDS if name in profile}
             )
         return profile
+
+    async def update_display_name(self, user_id: str, display_name: str) -> None:
+        """The server itself sets a local user's display name (from their identity
+        provider, at sign-in); announced in their rooms when it changed."""
+        value = _checked_value("displayname", display_name)
+        async with self.db.pool.connection() as conn, conn.transaction():
+            profile = _as_json(await profiles.lock_profile(conn, user_id))
+            if value is None or profile.get("displayname") == value:
+                return
+            profile["displayname"] = value
+            await profiles.set_profile_field(conn, user_id, "displayname", value)
+        await self.membership.announce_profile(
+            user_id, {name: profile[name] for name in FIELDS if name in profile}
+        )

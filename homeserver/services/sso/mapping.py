@@ -14,6 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from homeserver.config.oidc import OidcProviderConfig
 
+MAX_DISPLAY_NAME = 256
 _NOT_LOCALPART = re.compile(rb"[^a-z0-9._=/+-]")
 
 
@@ -64,8 +65,10 @@ def map_claims(config: OidcProviderConfig, claims: dict[str, Any]) -> MappedUser
     if subject is None:
         raise MappingError(f"the provider sent no {mapping.subject_claim!r} claim")
     localpart = _render(mapping.localpart_template, claims)
+    display_name = _render(mapping.display_name_template, claims)
     return MappedUser(
-        subject=subject,
+        subject=subject.replace("\x00", ""),
         localpart=escape_localpart(localpart) if localpart else None,
-        display_name=_render(mapping.display_name_template, claims),
+        # As a profile allows: no NUL, at most 256 characters.
+        display_name=display_name.replace("\x00", "")[:MAX_DISPLAY_NAME] if display_name else None,
     )

@@ -24,6 +24,7 @@ from homeserver.config.oidc import OidcProviderConfig
 from homeserver.services.accounts.accounts import is_valid_localpart
 from homeserver.services.accounts.devices import DeviceService
 from homeserver.services.accounts.login import LoginService
+from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.uia import PASSWORD, SSO, UiaService
 from homeserver.services.core.clock import now_ms
 from homeserver.services.sso.mapping import MappedUser, MappingError, map_claims
@@ -90,7 +91,10 @@ class SsoService:
         login: LoginService,
         uia: UiaService,
         devices: DeviceService,
+        profile: ProfileService,
+        *,
         client_whitelist: tuple[str, ...] = (),
+        update_profile: bool = False,
         reserved: Callable[[str], bool] = lambda user_id: False,
     ) -> None:
         self.db = db
@@ -102,6 +106,8 @@ class SsoService:
         self.login = login
         self.uia = uia
         self.devices = devices
+        self.profile = profile
+        self.update_profile = update_profile  # display names follow the provider's
 
     @property
     def enabled(self) -> bool:
@@ -217,6 +223,8 @@ class SsoService:
             user_id = await self._existing_user(config, mapped)
         if user_id is None:
             return await self._first_login(config, mapped, login.redirect_url, session)
+        if self.update_profile and mapped.display_name:
+            await self.profile.update_display_name(user_id, mapped.display_name)
         return await self._logged_in(user_id, login.redirect_url, session)
 
     async def _reauthenticated(self, uia_session: str, user_id: str | None) -> None:

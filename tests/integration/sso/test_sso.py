@@ -364,3 +364,18 @@ async def test_existing_users_are_reached_only_when_allowed(
     assert linked["user_id"] == nina
     other = await token_login(client, await sso_login(setup, "oidc-other", "sub-nina"))
     assert other["user_id"] == "@nina1:test.local"
+
+
+async def test_display_name_follows_the_provider_when_asked(
+    setup: Setup, op: OpenIdProvider
+) -> None:
+    """sso.update_profile_information: each sign-in sets the provider's name."""
+    op.set_account_claims({"sub-olga": {"preferred_username": "olga", "name": "Olga"}})
+    client = await setup.start(
+        await setup.entry(op, "kc"), **{"sso.update_profile_information": True}
+    )
+    await token_login(client, await sso_login(setup, "oidc-kc", "sub-olga"))
+    op.set_account_claims({"sub-olga": {"preferred_username": "olga", "name": "Olga K."}})
+    await token_login(client, await sso_login(setup, "oidc-kc", "sub-olga"))
+    resp = await client.get(f"{CLIENT_V3}/profile/@olga:test.local/displayname")
+    assert (await resp.json()) == {"displayname": "Olga K."}
