@@ -34,6 +34,7 @@ from homeserver.api.client import (
     membership,
     messages,
     notifications,
+    openid,
     presence,
     profile,
     public_rooms,
@@ -61,6 +62,7 @@ from homeserver.api.federation import e2ee as federation_e2ee
 from homeserver.api.federation import keys as federation_keys
 from homeserver.api.federation import media as federation_media
 from homeserver.api.federation import membership as federation_membership
+from homeserver.api.federation import openid as federation_openid
 from homeserver.api.federation import reads as federation_reads
 from homeserver.api.federation import transactions as federation_transactions
 from homeserver.api.federation import version as federation_version
@@ -106,7 +108,9 @@ def build_app(hs: Homeserver) -> web.Application:
         federation_membership,
         federation_reads,
         federation_media,
+        federation_openid,
         client_register,
+        openid,
         appservice,
         login,
         logout,

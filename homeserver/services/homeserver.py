@@ -22,6 +22,7 @@ from homeserver.services.accounts.deactivation import Deactivations
 from homeserver.services.accounts.devices import DeviceService, SeenThrottle
 from homeserver.services.accounts.filters import FilterService
 from homeserver.services.accounts.login import LoginService
+from homeserver.services.accounts.openid import OpenIdService
 from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
@@ -118,6 +119,7 @@ class Homeserver:
     registration_tokens: RegistrationTokens = field(init=False)
     account_data: AccountDataService = field(init=False)
     filters: FilterService = field(init=False)
+    openid: OpenIdService = field(init=False)
     profile: ProfileService = field(init=False)
     deactivation: Deactivations = field(init=False)
     # rooms/
@@ -290,6 +292,7 @@ class Homeserver:
         self.registration_tokens = RegistrationTokens(db)
         self.account_data = AccountDataService(db, self.streams, self.notifier)
         self.filters = FilterService(db)
+        self.openid = OpenIdService(db, config.server_name)
 
     def _build_rooms(self) -> None:
         """Local rooms; joins through other servers first, which membership and room
