@@ -70,6 +70,7 @@ from homeserver.services.remote.room_servers import RoomServers
 from homeserver.services.remote.sender import FederationSender
 from homeserver.services.remote.served_keys import ServedKeys
 from homeserver.services.rooms.creation import RoomCreator
+from homeserver.services.rooms.delayed_events import DEFAULT_MAX_DELAY_MS, DelayedEvents
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.reports import ReportService
 from homeserver.services.rooms.send import SendService
@@ -128,6 +129,7 @@ class Homeserver:
     creation: RoomCreator = field(init=False)
     membership: MembershipService = field(init=False)
     send: SendService = field(init=False)
+    delayed_events: DelayedEvents = field(init=False)
     upgrade: RoomUpgrader = field(init=False)
     reports: ReportService = field(init=False)
     rooms_state: RoomStateService = field(init=False)
@@ -316,6 +318,7 @@ class Homeserver:
             db, writer, self.joins, server_name, self.config.default_room_version
         )
         self.send = SendService(db, writer)
+        self.delayed_events = DelayedEvents(db, self.send, DEFAULT_MAX_DELAY_MS)
         self.directory_rooms = RoomDirectory(db, writer, cache, server_name)
         self.upgrade = RoomUpgrader(db, writer, cache, self.push_rules, server_name)
         self.hierarchy = HierarchyService(db, cache)
@@ -497,6 +500,7 @@ class Homeserver:
         # services are woken.
         self.writer.add_before_commit(self.notifications.before_commit)
         self.writer.add_before_commit(self.room_servers.before_commit)
+        self.writer.add_before_commit(self.delayed_events.before_commit)
         self.writer.add_after_commit(lambda w: self.push_gateway.notify_users(w.notified_users))
         self.writer.add_after_commit(self.room_servers.after_commit)
         self.writer.add_after_commit(lambda _: self.appservices_sender.notify())
@@ -516,10 +520,12 @@ class Homeserver:
         await self.appservices_sender.start()
         await self.notifications.start()
         await self.deactivation.start()
+        self.delayed_events.start()
         await asyncio.to_thread(self.media_files.sweep_stale)
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
+        await self.delayed_events.close()
         await self.admin_rooms.close()
         await self.deactivation.close()
         await self.backfill.close()

@@ -1,0 +1,142 @@
+"""Delayed events (MSC4140): events waiting for their time, one row each.
+
+A row is fired inside a transaction that holds its row lock (`lock_due`, `lock_own`),
+so two processes never fire one row, and the row goes only once its event is sent.
+Deletions made on others' behalf (a member left, a state key was overwritten) skip a
+locked row: it is being fired right now, and fails on its own if no longer allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+_COLUMNS = (
+    "delay_id, user_id, device_id, room_id, event_type, state_key, content, delay_ms,"
+    " running_since, send_ts"
+)
+
+
+@dataclass(frozen=True)
+class DelayedEvent:
+    delay_id: str
+    user_id: str
+    device_id: str
+    room_id: str
+    event_type: str
+    state_key: str | None
+    content: dict[str, Any]
+    delay_ms: int
+    running_since: int
+    send_ts: int
+
+
+def _row(row: tuple[Any, ...] | None) -> DelayedEvent | None:
+    return None if row is None else DelayedEvent(*row)
+
+
+async def insert(conn: AsyncConnection, event: DelayedEvent) -> None:
+    body = Jsonb(event.content, dumps=lambda obj: orjson.dumps(obj).decode())
+    await conn.execute(
+        f"INSERT INTO delayed_events ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            event.delay_id,
+            event.user_id,
+            event.device_id,
+            event.room_id,
+            event.event_type,
+            event.state_key,
+            body,
+            event.delay_ms,
+            event.running_since,
+            event.send_ts,
+        ),
+    )
+
+
+async def for_user(conn: AsyncConnection, user_id: str) -> list[DelayedEvent]:
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM delayed_events WHERE user_id = %s ORDER BY send_ts, delay_id",
+        (user_id,),
+    )
+    return [DelayedEvent(*row) for row in await cur.fetchall()]
+
+
+async def restart(conn: AsyncConnection, user_id: str, delay_id: str, now_ms: int) -> bool:
+    """Start the delay again from now; False when there is no such delayed event."""
+    cur = await conn.execute(
+        "UPDATE delayed_events SET running_since = %s, send_ts = %s + delay_ms"
+        " WHERE delay_id = %s AND user_id = %s",
+        (now_ms, now_ms, delay_id, user_id),
+    )
+    return cur.rowcount > 0
+
+
+async def delete(conn: AsyncConnection, user_id: str, delay_id: str) -> bool:
+    cur = await conn.execute(
+        "DELETE FROM delayed_events WHERE delay_id = %s AND user_id = %s", (delay_id, user_id)
+    )
+    return cur.rowcount > 0
+
+
+async def lock_due(conn: AsyncConnection, now_ms: int) -> DelayedEvent | None:
+    """The earliest delayed event due by now that no other transaction holds, locked
+    until this transaction ends."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM delayed_events WHERE send_ts <= %s"
+        " ORDER BY send_ts LIMIT 1 FOR UPDATE SKIP LOCKED",
+        (now_ms,),
+    )
+    return _row(await cur.fetchone())
+
+
+async def lock_own(conn: AsyncConnection, user_id: str, delay_id: str) -> DelayedEvent | None:
+    """One of the user's delayed events, locked (waiting while another fires it)."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM delayed_events WHERE delay_id = %s AND user_id = %s FOR UPDATE",
+        (delay_id, user_id),
+    )
+    return _row(await cur.fetchone())
+
+
+async def next_send_ts(conn: AsyncConnection) -> int | None:
+    cur = await conn.execute("SELECT min(send_ts) FROM delayed_events")
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+async def delete_of_members(conn: AsyncConnection, room_id: str, user_ids: list[str]) -> None:
+    """Drop what these users scheduled in the room (they left it)."""
+    await conn.execute(
+        "DELETE FROM delayed_events WHERE delay_id IN (SELECT delay_id FROM delayed_events"
+        " WHERE room_id = %s AND user_id = ANY(%s) FOR UPDATE SKIP LOCKED)",
+        (room_id, user_ids),
+    )
+
+
+async def delete_overwritten(
+    conn: AsyncConnection, room_id: str, keys: Mapping[tuple[str, str], str]
+) -> None:
+    """Drop delayed state events whose state key someone else has just set
+    (`keys`: (type, state key) -> the sender who set it)."""
+    for (event_type, state_key), sender in keys.items():
+        await conn.execute(
+            "DELETE FROM delayed_events WHERE delay_id IN (SELECT delay_id FROM delayed_events"
+            " WHERE room_id = %s AND event_type = %s AND state_key = %s AND user_id <> %s"
+            " FOR UPDATE SKIP LOCKED)",
+            (room_id, event_type, state_key, sender),
+        )
+
+
+async def delete_of_user(conn: AsyncConnection, user_id: str) -> None:
+    """Drop everything a (deactivated) user scheduled."""
+    await conn.execute(
+        "DELETE FROM delayed_events WHERE delay_id IN (SELECT delay_id FROM delayed_events"
+        " WHERE user_id = %s FOR UPDATE SKIP LOCKED)",
+        (user_id,),
+    )
