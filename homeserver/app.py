@@ -55,6 +55,7 @@ from homeserver.api.client import (
     upgrade,
     user_directory,
     versions,
+    voip,
 )
 from homeserver.api.client import register as client_register
 from homeserver.api.context import HOMESERVER
@@ -151,6 +152,7 @@ def build_app(hs: Homeserver) -> web.Application:
         notifications,
         pushers,
         media,
+        voip,
     ):
         module.register(app)
     return app

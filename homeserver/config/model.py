@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,17 @@ class Config:
     media_url_preview_url_blacklist: tuple[str, ...] = ()
     rate_limits_url_preview_per_second: float = 1.0
     rate_limits_url_preview_burst: int = 10
+    rate_limits_delayed_event_mgmt_per_second: float = 1.0
+    rate_limits_delayed_event_mgmt_burst: int = 20
+    turn_uris: tuple[str, ...] = ()
+    turn_shared_secret: str | None = None
+    turn_username: str | None = None
+    turn_password: str | None = None
+    turn_user_lifetime: int = 60 * 60 * 1000
+    turn_allow_guests: bool = True
+    max_event_delay_duration: int = 24 * 60 * 60 * 1000
+    extra_well_known_client_content: dict[str, Any] = field(default_factory=dict)
+    matrix_rtc_transports: list[dict[str, Any]] = field(default_factory=list)
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

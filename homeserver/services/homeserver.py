@@ -70,7 +70,7 @@ from homeserver.services.remote.room_servers import RoomServers
 from homeserver.services.remote.sender import FederationSender
 from homeserver.services.remote.served_keys import ServedKeys
 from homeserver.services.rooms.creation import RoomCreator
-from homeserver.services.rooms.delayed_events import DEFAULT_MAX_DELAY_MS, DelayedEvents
+from homeserver.services.rooms.delayed_events import DelayedEvents
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.reports import ReportService
 from homeserver.services.rooms.send import SendService
@@ -82,6 +82,7 @@ from homeserver.services.sync.sync import SyncService
 from homeserver.services.timeline.messages import MessageService
 from homeserver.services.timeline.relations import RelationService
 from homeserver.services.timeline.search import SearchService
+from homeserver.services.voip.turn import TurnService
 from homeserver.storage.core.pool import Database
 from homeserver.storage.media.files import MediaFiles
 
@@ -181,6 +182,8 @@ class Homeserver:
     appservices_registry: AppServiceRegistry = field(init=False)
     appservices_auth: AppServiceAuth = field(init=False)
     appservices_sender: AppServiceSender = field(init=False)
+    # voip/
+    turn: TurnService = field(init=False)
     # admin/
     admin_users: AdminUserService = field(init=False)
     admin_rooms: AdminRoomService = field(init=False)
@@ -318,7 +321,7 @@ class Homeserver:
             db, writer, self.joins, server_name, self.config.default_room_version
         )
         self.send = SendService(db, writer)
-        self.delayed_events = DelayedEvents(db, self.send, DEFAULT_MAX_DELAY_MS)
+        self.delayed_events = DelayedEvents(db, self.send, self.config.max_event_delay_duration)
         self.directory_rooms = RoomDirectory(db, writer, cache, server_name)
         self.upgrade = RoomUpgrader(db, writer, cache, self.push_rules, server_name)
         self.hierarchy = HierarchyService(db, cache)
@@ -458,6 +461,15 @@ class Homeserver:
         self.relations = RelationService(self.db, self.event_cache)
 
     def _build_appservices_and_admin(self) -> None:
+        config = self.config
+        self.turn = TurnService(
+            uris=config.turn_uris,
+            shared_secret=config.turn_shared_secret,
+            username=config.turn_username,
+            password=config.turn_password,
+            lifetime_ms=config.turn_user_lifetime,
+            allow_guests=config.turn_allow_guests,
+        )
         self.appservices_auth = AppServiceAuth(
             self.db, self.server_name, self.appservices_registry, self.accounts, self.login
         )

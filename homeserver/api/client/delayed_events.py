@@ -40,7 +40,7 @@ async def _update(request: web.Request, action: object) -> web.Response:
     hs = homeserver(request)
     if not isinstance(action, str):
         raise MatrixError(400, "M_MISSING_PARAM", "action is required")
-    await hs.ratelimit.check("message", requester.user_id, requester)
+    await hs.ratelimit.check("delayed_event_mgmt", requester.user_id, requester)
     await hs.delayed_events.update(requester, request.match_info["delay_id"], action)
     return json_response({})
 

@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 
 UNSTABLE_FEATURE = "org.matrix.msc4140"
 ACTIONS = ("restart", "cancel", "send")
-# The longest delay by default: a day, as Element's own deployments set it (Synapse
-# leaves delayed events off unless set).
-DEFAULT_MAX_DELAY_MS = 24 * 60 * 60 * 1000
 # How often a process looks for due rows it was not told about (scheduled by a process
 # that has since stopped); rows it scheduled itself wake it at their time.
 POLL_INTERVAL_S = 5.0
