@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.api.auth import require_user
+from homeserver.api.auth import access_token, require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, invalid_param, json_response
 from homeserver.api.http import read_json_object
@@ -35,25 +35,36 @@ async def list_delayed(request: web.Request) -> web.Response:
     return json_response({"delayed_events": events})
 
 
-async def _update(request: web.Request, action: object) -> web.Response:
+async def update_with_body(request: web.Request) -> web.Response:
+    """The older, authenticated form: `{"action": "restart" | "cancel" | "send"}`."""
     requester = await require_user(request)
     hs = homeserver(request)
+    action = (await read_json_object(request)).get("action")
     if not isinstance(action, str):
         raise MatrixError(400, "M_MISSING_PARAM", "action is required")
     await hs.ratelimit.check("delayed_event_mgmt", requester.user_id, requester)
-    await hs.delayed_events.update(requester, request.match_info["delay_id"], action)
+    await hs.delayed_events.update(requester.user_id, request.match_info["delay_id"], action)
     return json_response({})
 
 
-async def update_with_body(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
-    return await _update(request, body.get("action"))
-
-
 async def update_with_path(request: web.Request) -> web.Response:
+    """`/{delay_id}/{action}`: with an access token, only the user's own delayed events;
+    without one, the delay id alone is the credential (as in the MSC, so a client can
+    hand it to a service that keeps the delay running for it)."""
+    hs = homeserver(request)
+    owner = None
+    if access_token(request) is not None:
+        requester = await require_user(request)
+        owner = requester.user_id
+        await hs.ratelimit.check("delayed_event_mgmt", owner, requester)
+    else:
+        await hs.ratelimit.check("delayed_event_mgmt", request.remote or "-")
     if request.can_read_body:
         await read_json_object(request)  # an empty object, when there is a body
-    return await _update(request, request.match_info["action"])
+    await hs.delayed_events.update(
+        owner, request.match_info["delay_id"], request.match_info["action"]
+    )
+    return json_response({})
 
 
 def register(app: web.Application) -> None:

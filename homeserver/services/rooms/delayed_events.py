@@ -129,19 +129,20 @@ class DelayedEvents:
             listed.append(item)
         return listed
 
-    async def update(self, requester: Requester, delay_id: str, action: str) -> None:
-        """Restart, cancel or send now one of the requester's delayed events."""
+    async def update(self, owner: str | None, delay_id: str, action: str) -> None:
+        """Restart, cancel or send now a delayed event: one of `owner`'s, or with no
+        owner (the unauthenticated form) whichever the delay id names."""
         if action not in ACTIONS:
             raise invalid_param("action must be one of " + ", ".join(ACTIONS))
         async with self.db.pool.connection() as conn:
             if action == "restart":
-                found = await store.restart(conn, requester.user_id, delay_id, now_ms())
+                found = await store.restart(conn, owner, delay_id, now_ms())
                 self._wake.set()
             elif action == "cancel":
-                found = await store.delete(conn, requester.user_id, delay_id)
+                found = await store.delete(conn, owner, delay_id)
             else:
                 async with conn.transaction():
-                    row = await store.lock_own(conn, requester.user_id, delay_id)
+                    row = await store.lock_own(conn, owner, delay_id)
                     error = None if row is None else await self._fire(conn, row)
                 found = row is not None
                 if error is not None:

@@ -67,20 +67,22 @@ async def for_user(conn: AsyncConnection, user_id: str) -> list[DelayedEvent]:
     return [DelayedEvent(*row) for row in await cur.fetchall()]
 
 
-async def restart(conn: AsyncConnection, user_id: str, delay_id: str, now_ms: int) -> bool:
+# `owner` None: whoever holds the delay id may act on it (the id is the secret, as the
+# MSC lets a client hand it to a service that restarts the delay on its behalf).
+_OWNED = "delay_id = %s AND (%s::text IS NULL OR user_id = %s)"
+
+
+async def restart(conn: AsyncConnection, owner: str | None, delay_id: str, now_ms: int) -> bool:
     """Start the delay again from now; False when there is no such delayed event."""
     cur = await conn.execute(
-        "UPDATE delayed_events SET running_since = %s, send_ts = %s + delay_ms"
-        " WHERE delay_id = %s AND user_id = %s",
-        (now_ms, now_ms, delay_id, user_id),
+        "UPDATE delayed_events SET running_since = %s, send_ts = %s + delay_ms WHERE " + _OWNED,
+        (now_ms, now_ms, delay_id, owner, owner),
     )
     return cur.rowcount > 0
 
 
-async def delete(conn: AsyncConnection, user_id: str, delay_id: str) -> bool:
-    cur = await conn.execute(
-        "DELETE FROM delayed_events WHERE delay_id = %s AND user_id = %s", (delay_id, user_id)
-    )
+async def delete(conn: AsyncConnection, owner: str | None, delay_id: str) -> bool:
+    cur = await conn.execute("DELETE FROM delayed_events WHERE " + _OWNED, (delay_id, owner, owner))
     return cur.rowcount > 0
 
 
@@ -95,11 +97,11 @@ async def lock_due(conn: AsyncConnection, now_ms: int) -> DelayedEvent | None:
     return _row(await cur.fetchone())
 
 
-async def lock_own(conn: AsyncConnection, user_id: str, delay_id: str) -> DelayedEvent | None:
-    """One of the user's delayed events, locked (waiting while another fires it)."""
+async def lock_own(conn: AsyncConnection, owner: str | None, delay_id: str) -> DelayedEvent | None:
+    """One delayed event, locked (waiting while another transaction fires it)."""
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM delayed_events WHERE delay_id = %s AND user_id = %s FOR UPDATE",
-        (delay_id, user_id),
+        f"SELECT {_COLUMNS} FROM delayed_events WHERE {_OWNED} FOR UPDATE",
+        (delay_id, owner, owner),
     )
     return _row(await cur.fetchone())
 
