@@ -125,14 +125,17 @@ async def delete_overwritten(
     conn: AsyncConnection, room_id: str, keys: Mapping[tuple[str, str], str]
 ) -> None:
     """Drop delayed state events whose state key someone else has just set
-    (`keys`: (type, state key) -> the sender who set it)."""
-    for (event_type, state_key), sender in keys.items():
-        await conn.execute(
-            "DELETE FROM delayed_events WHERE delay_id IN (SELECT delay_id FROM delayed_events"
-            " WHERE room_id = %s AND event_type = %s AND state_key = %s AND user_id <> %s"
-            " FOR UPDATE SKIP LOCKED)",
-            (room_id, event_type, state_key, sender),
-        )
+    (`keys`: (type, state key) -> the sender who set it), in one statement however many
+    state events the transaction wrote."""
+    types = [event_type for event_type, _ in keys]
+    state_keys = [state_key for _, state_key in keys]
+    await conn.execute(
+        "DELETE FROM delayed_events WHERE delay_id IN (SELECT d.delay_id FROM delayed_events d"
+        " JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k(event_type, state_key, sender)"
+        " ON d.event_type = k.event_type AND d.state_key = k.state_key"
+        " AND d.user_id <> k.sender WHERE d.room_id = %s FOR UPDATE OF d SKIP LOCKED)",
+        (types, state_keys, list(keys.values()), room_id),
+    )
 
 
 async def delete_of_user(conn: AsyncConnection, user_id: str) -> None:
