@@ -42,6 +42,19 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX delayed_events_due ON delayed_events (send_ts)")
+    # A device's retransmitted request (same path, same txn id) gets the first answer.
+    op.execute(
+        """
+        CREATE TABLE delayed_event_txn_ids (
+            user_id TEXT NOT NULL,
+            device_id TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            txn_id TEXT NOT NULL,
+            delay_id TEXT NOT NULL,
+            PRIMARY KEY (user_id, device_id, scope, txn_id)
+        )
+        """
+    )
     op.execute("CREATE INDEX delayed_events_user ON delayed_events (user_id, room_id)")
     op.execute(
         "CREATE INDEX delayed_events_state ON delayed_events (room_id, event_type, state_key)"
@@ -50,5 +63,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TABLE delayed_event_txn_ids")
     op.execute("DROP TABLE delayed_events")
     op.execute("DROP TABLE openid_tokens")

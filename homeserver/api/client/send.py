@@ -39,6 +39,7 @@ async def send_message(request: web.Request) -> web.Response:
             request.match_info["event_type"],
             content,
             delay,
+            txn_id=request.match_info["txn_id"],
         )
         return json_response({"delay_id": delay_id})
     event_id, _ = await hs.send.send(

@@ -76,8 +76,10 @@ class DelayedEvents:
         content: Mapping[str, Any],
         delay_ms: int,
         state_key: str | None = None,
+        txn_id: str | None = None,
     ) -> str:
-        """Store the event to be sent in `delay_ms`; its delay id."""
+        """Store the event to be sent in `delay_ms`; its delay id. A message's `txn_id`
+        makes a retransmission of the same request answer the first delay id."""
         if not self.enabled:
             raise ServiceError(400, "M_UNRECOGNIZED", "Delayed events are not enabled")
         if delay_ms > self.max_delay_ms:
@@ -105,7 +107,14 @@ class DelayedEvents:
             running_since=now,
             send_ts=now + delay_ms,
         )
-        async with self.db.pool.connection() as conn:
+        async with self.db.pool.connection() as conn, conn.transaction():
+            if txn_id is not None:
+                scope = f"{room_id}/send/{event_type}"
+                first = await store.claim_txn(
+                    conn, requester.user_id, requester.device_id, scope, txn_id, delay_id
+                )
+                if first != delay_id:
+                    return first
             await store.insert(conn, row)
         self._wake.set()
         return delay_id

@@ -59,6 +59,28 @@ async def insert(conn: AsyncConnection, event: DelayedEvent) -> None:
     )
 
 
+async def claim_txn(
+    conn: AsyncConnection, user_id: str, device_id: str, scope: str, txn_id: str, delay_id: str
+) -> str:
+    """Record the delay id a request's txn id got; the earlier one if the device already
+    sent this request (the caller's transaction then stores nothing new)."""
+    cur = await conn.execute(
+        "INSERT INTO delayed_event_txn_ids (user_id, device_id, scope, txn_id, delay_id)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING delay_id",
+        (user_id, device_id, scope, txn_id, delay_id),
+    )
+    if await cur.fetchone() is not None:
+        return delay_id
+    cur = await conn.execute(
+        "SELECT delay_id FROM delayed_event_txn_ids"
+        " WHERE user_id = %s AND device_id = %s AND scope = %s AND txn_id = %s",
+        (user_id, device_id, scope, txn_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
 async def for_user(conn: AsyncConnection, user_id: str) -> list[DelayedEvent]:
     cur = await conn.execute(
         f"SELECT {_COLUMNS} FROM delayed_events WHERE user_id = %s ORDER BY send_ts, delay_id",
