@@ -177,7 +177,37 @@ async def test_limits_versions_and_capabilities(open_client: TestClient[Any, Any
     assert body["org.matrix.msc4140.max_delay"] == limit
     status, body = await _delayed(alice, f"/rooms/{room_id}/state/{CALL_MEMBER}/{key}", {}, -5)
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
+    # Content that could never be sent is refused when scheduled, not when due.
+    status, body = await _delayed(
+        alice, f"/rooms/{room_id}/state/{CALL_MEMBER}/{key}", {"n": 1.5}, 1000
+    )
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")
     status, body = await _post(alice, f"{UNSTABLE}/nothing", {"action": "explode"})
     assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")
     status, body = await _post(alice, f"{UNSTABLE}/nothing", {})
     assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+
+
+async def test_refused_when_due_is_dropped_and_others_still_fire(
+    open_client: TestClient[Any, Any],
+) -> None:
+    alice, room_id, _ = await _joined_call(open_client)
+    bob = await RoomUser.make(open_client, "bob")
+    await alice.invite(room_id, bob.user_id)
+    await bob.join(room_id)
+    # Bob may not rename the room: scheduling is allowed, sending when due is not.
+    status, _ = await _delayed(bob, f"/rooms/{room_id}/state/m.room.name/", {"name": "x"}, 300)
+    assert status == 200
+    status, _ = await _delayed(
+        bob, f"/rooms/{room_id}/send/m.room.message/m1", {"msgtype": "m.text", "body": "hi"}, 600
+    )
+    assert status == 200
+    for _ in range(100):
+        if (await bob.get(UNSTABLE))[1]["delayed_events"] == []:
+            break
+        await asyncio.sleep(0.1)
+    assert (await bob.get(UNSTABLE))[1]["delayed_events"] == []
+    status, page = await bob.get(f"/v3/rooms/{room_id}/messages", dir="b", limit="10")
+    assert [e["content"]["body"] for e in page["chunk"] if e["type"] == "m.room.message"] == ["hi"]
+    status, _ = await bob.get(f"/v3/rooms/{room_id}/state/m.room.name")
+    assert status == 404

@@ -19,9 +19,15 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from federation import canonical_json
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
-from homeserver.services.core.errors import ServiceError, invalid_param, not_found
+from homeserver.services.core.errors import (
+    ServiceError,
+    database_unavailable,
+    invalid_param,
+    not_found,
+)
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.rooms.send import SendService
@@ -93,6 +99,8 @@ class DelayedEvents:
         if state_key is not None and len(state_key.encode()) > 255:
             raise invalid_param("State key must be at most 255 bytes")
         ensure_storable(content, "Event content")
+        # Refused now rather than when it is due (CanonicalJsonError: 400 M_BAD_JSON).
+        canonical_json.check(content)
         now = now_ms()
         delay_id = "syd_" + secrets.token_urlsafe(18)
         row = DelayedEvent(
@@ -160,8 +168,10 @@ class DelayedEvents:
             raise not_found("No such delayed event")
 
     async def _fire(self, conn: Connection, row: DelayedEvent) -> ServiceError | None:
-        """Send a locked row's event as its user, then drop the row (sent or refused:
-        a refusal now will not turn into a success later)."""
+        """Send a locked row's event as its user, then drop the row: sent, or refused (a
+        refusal now will not turn into a success later, and a row that kept failing
+        would hold back every row due after it). Only a database outage keeps the row,
+        for the next attempt."""
         requester = Requester(
             user_id=row.user_id, device_id=row.device_id, token_id=0, is_admin=False, is_guest=False
         )
@@ -173,6 +183,11 @@ class DelayedEvents:
         except ServiceError as exc:
             log.info("delayed event %s of %s refused: %s", row.delay_id, row.user_id, exc)
             error = exc
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            log.exception("delayed event %s of %s could not be sent", row.delay_id, row.user_id)
+            error = ServiceError(500, "M_UNKNOWN", "The delayed event could not be sent")
         await store.delete(conn, row.user_id, row.delay_id)
         return error
 
@@ -192,8 +207,9 @@ class DelayedEvents:
             self._wake.clear()
             try:
                 next_ts = await self.fire_due()
-            except Exception:
-                log.exception("firing delayed events failed; trying again")
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    log.exception("firing delayed events failed; trying again")
                 next_ts = now_ms() + int(RETRY_AFTER_S * 1000)
             wait = POLL_INTERVAL_S
             if next_ts is not None:
