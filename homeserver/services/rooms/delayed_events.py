@@ -30,7 +30,7 @@ from homeserver.services.core.errors import (
 )
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.core.tasks import cancel_and_wait
-from homeserver.services.rooms.send import SendService
+from homeserver.services.rooms.send import MAX_ID_BYTES, SendService
 from homeserver.services.rooms.writer import RoomWriter
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import delayed_events as store
@@ -94,10 +94,10 @@ class DelayedEvents:
             raise ServiceError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot delay events")
         if event_type == "m.room.member" and state_key is not None:
             raise invalid_param("Membership changes cannot be delayed")
-        if not event_type or len(event_type.encode()) > 255:
-            raise invalid_param("Event type must be 1 to 255 bytes")
-        if state_key is not None and len(state_key.encode()) > 255:
-            raise invalid_param("State key must be at most 255 bytes")
+        if not event_type or len(event_type.encode()) > MAX_ID_BYTES:
+            raise invalid_param(f"Event type must be 1 to {MAX_ID_BYTES} bytes")
+        if state_key is not None and len(state_key.encode()) > MAX_ID_BYTES:
+            raise invalid_param(f"State key must be at most {MAX_ID_BYTES} bytes")
         ensure_storable(content, "Event content")
         # Refused now rather than when it is due (CanonicalJsonError: 400 M_BAD_JSON).
         canonical_json.check(content)
