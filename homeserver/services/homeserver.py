@@ -199,6 +199,7 @@ class Homeserver:
         self._build_push_and_sync()
         self._build_media()
         self._build_reads()
+        self._build_voip()
         self._build_appservices_and_admin()
         self._subscribe()
 
@@ -460,7 +461,8 @@ class Homeserver:
         self.messages = MessageService(self.db, self.event_cache, self.backfill)
         self.relations = RelationService(self.db, self.event_cache)
 
-    def _build_appservices_and_admin(self) -> None:
+    def _build_voip(self) -> None:
+        """TURN credentials for calls (the rest of calls lives with rooms and accounts)."""
         config = self.config
         self.turn = TurnService(
             uris=config.turn_uris,
@@ -470,6 +472,8 @@ class Homeserver:
             lifetime_ms=config.turn_user_lifetime,
             allow_guests=config.turn_allow_guests,
         )
+
+    def _build_appservices_and_admin(self) -> None:
         self.appservices_auth = AppServiceAuth(
             self.db, self.server_name, self.appservices_registry, self.accounts, self.login
         )
