@@ -45,6 +45,8 @@ ACTIONS = ("restart", "cancel", "send")
 POLL_INTERVAL_S = 5.0
 # After an error (the database away), before the loop tries again.
 RETRY_AFTER_S = 1.0
+# How long a stop waits for the event being sent.
+CLOSE_GRACE_S = 5.0
 _LEFT = ("leave", "ban")
 
 
@@ -69,6 +71,7 @@ class DelayedEvents:
         self.max_delay_ms = max_delay_ms
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def enabled(self) -> bool:
@@ -194,16 +197,17 @@ class DelayedEvents:
     async def fire_due(self) -> int | None:
         """Fire every row due by now that no other process holds; the time the next
         row is due."""
-        while True:
+        while not self._stopping:
             async with self.db.pool.connection() as conn:
                 async with conn.transaction():
                     row = await store.lock_due(conn, now_ms())
                     if row is None:
                         return await store.next_send_ts(conn)
                     await self._fire(conn, row)
+        return None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 next_ts = await self.fire_due()
@@ -240,6 +244,12 @@ class DelayedEvents:
             self._task = asyncio.create_task(self._run(), name="delayed-events")
 
     async def close(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait([self._task])
-            self._task = None
+        """Let an event being sent finish (cancelled mid-send, it could be sent again
+        after a restart), within a grace period."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        await asyncio.wait({self._task}, timeout=CLOSE_GRACE_S)
+        await cancel_and_wait([self._task])
+        self._task = None
