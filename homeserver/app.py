@@ -22,6 +22,7 @@ from homeserver.api.client import (
     appservice,
     capabilities,
     cross_signing,
+    delayed_events,
     devices,
     directory,
     filters,
@@ -34,6 +35,7 @@ from homeserver.api.client import (
     membership,
     messages,
     notifications,
+    openid,
     presence,
     profile,
     public_rooms,
@@ -54,6 +56,7 @@ from homeserver.api.client import (
     upgrade,
     user_directory,
     versions,
+    voip,
 )
 from homeserver.api.client import register as client_register
 from homeserver.api.context import HOMESERVER
@@ -62,6 +65,7 @@ from homeserver.api.federation import e2ee as federation_e2ee
 from homeserver.api.federation import keys as federation_keys
 from homeserver.api.federation import media as federation_media
 from homeserver.api.federation import membership as federation_membership
+from homeserver.api.federation import openid as federation_openid
 from homeserver.api.federation import reads as federation_reads
 from homeserver.api.federation import transactions as federation_transactions
 from homeserver.api.federation import version as federation_version
@@ -107,7 +111,9 @@ def build_app(hs: Homeserver) -> web.Application:
         federation_membership,
         federation_reads,
         federation_media,
+        federation_openid,
         client_register,
+        openid,
         appservice,
         login,
         sso,
@@ -120,6 +126,7 @@ def build_app(hs: Homeserver) -> web.Application:
         rooms,
         membership,
         send,
+        delayed_events,
         room_state,
         messages,
         relations,
@@ -147,6 +154,7 @@ def build_app(hs: Homeserver) -> web.Application:
         notifications,
         pushers,
         media,
+        voip,
     ):
         module.register(app)
     return app

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response, not_found
 
+RTC_FOCI = "org.matrix.msc4143.rtc_foci"
+
 
 async def client(request: web.Request) -> web.Response:
-    base_url = homeserver(request).config.client_base_url
-    return json_response({"m.homeserver": {"base_url": base_url}})
+    config = homeserver(request).config
+    body: dict[str, Any] = {}
+    # Element Call finds its LiveKit service here; the configured transports serve
+    # unless the operator's extra content (Synapse's setting) names them itself.
+    if config.matrix_rtc_transports:
+        body[RTC_FOCI] = config.matrix_rtc_transports
+    body.update(config.extra_well_known_client_content)
+    body["m.homeserver"] = {"base_url": config.client_base_url}
+    return json_response(body)
 
 
 async def server(request: web.Request) -> web.Response:

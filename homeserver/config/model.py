@@ -64,6 +64,17 @@ class Config:
     oidc_config: dict[str, Any] | None = None
     sso_client_whitelist: tuple[str, ...] = ()
     sso_update_profile_information: bool = False
+    rate_limits_delayed_event_mgmt_per_second: float = 1.0
+    rate_limits_delayed_event_mgmt_burst: int = 20
+    turn_uris: tuple[str, ...] = ()
+    turn_shared_secret: str | None = None
+    turn_username: str | None = None
+    turn_password: str | None = None
+    turn_user_lifetime: int = 60 * 60 * 1000
+    turn_allow_guests: bool = True
+    max_event_delay_duration: int = 24 * 60 * 60 * 1000
+    extra_well_known_client_content: dict[str, Any] = field(default_factory=dict)
+    matrix_rtc_transports: list[dict[str, Any]] = field(default_factory=list)
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

@@ -5,7 +5,7 @@ module of this package and is added to `SETTINGS` below."""
 from __future__ import annotations
 
 from federation.room_versions import DEFAULT_ROOM_VERSION
-from homeserver.config.oidc import SETTINGS as OIDC_SETTINGS
+from homeserver.config import oidc, voip
 from homeserver.config.setting import Setting
 
 # Token buckets per user (or per address when unauthenticated): (per_second, burst).
@@ -17,6 +17,9 @@ RATE_LIMIT_DEFAULTS: dict[str, tuple[float, int]] = {
     "invite": (0.3, 10),
     "join": (0.1, 10),
     "url_preview": (1.0, 10),
+    # Restarting, cancelling and sending delayed events: MatrixRTC clients restart their
+    # delayed leave every few seconds per call (Synapse's rc_delayed_event_mgmt).
+    "delayed_event_mgmt": (1.0, 20),
 }
 
 _CORE: tuple[Setting, ...] = (
@@ -223,6 +226,10 @@ _CORE: tuple[Setting, ...] = (
     ),
 )
 
-SETTINGS: tuple[Setting, ...] = (*_CORE, *OIDC_SETTINGS)
+SETTINGS: tuple[Setting, ...] = (
+    *_CORE,
+    *oidc.SETTINGS,
+    *voip.SETTINGS,
+)
 
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from federation.identifiers import is_valid_server_name
 from federation.room_versions import KNOWN_ROOM_VERSIONS
-from homeserver.config import oidc
+from homeserver.config import oidc, voip
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError
 from homeserver.config.settings import RATE_LIMIT_DEFAULTS
@@ -85,6 +85,7 @@ def validate(config: Config) -> None:
     for notary in config.federation_trusted_key_servers:
         if not is_valid_server_name(notary):
             raise ConfigError(f"federation.trusted_key_servers: {notary!r} is not a server name")
+    voip.validate(config)
     for action in RATE_LIMIT_DEFAULTS:
         per_second, burst = config.rate_limit(action)
         if not (per_second > 0 and math.isfinite(per_second)):

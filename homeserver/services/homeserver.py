@@ -23,6 +23,7 @@ from homeserver.services.accounts.deactivation import Deactivations
 from homeserver.services.accounts.devices import DeviceService, SeenThrottle
 from homeserver.services.accounts.filters import FilterService
 from homeserver.services.accounts.login import LoginService
+from homeserver.services.accounts.openid import OpenIdService
 from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
@@ -70,6 +71,7 @@ from homeserver.services.remote.room_servers import RoomServers
 from homeserver.services.remote.sender import FederationSender
 from homeserver.services.remote.served_keys import ServedKeys
 from homeserver.services.rooms.creation import RoomCreator
+from homeserver.services.rooms.delayed_events import DelayedEvents
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.reports import ReportService
 from homeserver.services.rooms.send import SendService
@@ -82,6 +84,7 @@ from homeserver.services.sync.sync import SyncService
 from homeserver.services.timeline.messages import MessageService
 from homeserver.services.timeline.relations import RelationService
 from homeserver.services.timeline.search import SearchService
+from homeserver.services.voip.turn import TurnService
 from homeserver.storage.core.pool import Database
 from homeserver.storage.media.files import MediaFiles
 
@@ -121,6 +124,7 @@ class Homeserver:
     sso: SsoService = field(init=False)
     account_data: AccountDataService = field(init=False)
     filters: FilterService = field(init=False)
+    openid: OpenIdService = field(init=False)
     profile: ProfileService = field(init=False)
     deactivation: Deactivations = field(init=False)
     # rooms/
@@ -129,6 +133,7 @@ class Homeserver:
     creation: RoomCreator = field(init=False)
     membership: MembershipService = field(init=False)
     send: SendService = field(init=False)
+    delayed_events: DelayedEvents = field(init=False)
     upgrade: RoomUpgrader = field(init=False)
     reports: ReportService = field(init=False)
     rooms_state: RoomStateService = field(init=False)
@@ -180,6 +185,8 @@ class Homeserver:
     appservices_registry: AppServiceRegistry = field(init=False)
     appservices_auth: AppServiceAuth = field(init=False)
     appservices_sender: AppServiceSender = field(init=False)
+    # voip/
+    turn: TurnService = field(init=False)
     # admin/
     admin_users: AdminUserService = field(init=False)
     admin_rooms: AdminRoomService = field(init=False)
@@ -195,6 +202,7 @@ class Homeserver:
         self._build_push_and_sync()
         self._build_media()
         self._build_reads()
+        self._build_voip()
         self._build_appservices_and_admin()
         self._subscribe()
 
@@ -293,6 +301,7 @@ class Homeserver:
         self.registration_tokens = RegistrationTokens(db)
         self.account_data = AccountDataService(db, self.streams, self.notifier)
         self.filters = FilterService(db)
+        self.openid = OpenIdService(db, config.server_name)
 
     def _build_rooms(self) -> None:
         """Local rooms; joins through other servers first, which membership and room
@@ -316,6 +325,7 @@ class Homeserver:
             db, writer, self.joins, server_name, self.config.default_room_version
         )
         self.send = SendService(db, writer)
+        self.delayed_events = DelayedEvents(db, self.send, self.config.max_event_delay_duration)
         self.directory_rooms = RoomDirectory(db, writer, cache, server_name)
         self.upgrade = RoomUpgrader(db, writer, cache, self.push_rules, server_name)
         self.hierarchy = HierarchyService(db, cache)
@@ -474,6 +484,18 @@ class Homeserver:
             ),
         )
 
+    def _build_voip(self) -> None:
+        """TURN credentials for calls (the rest of calls lives with rooms and accounts)."""
+        config = self.config
+        self.turn = TurnService(
+            uris=config.turn_uris,
+            shared_secret=config.turn_shared_secret,
+            username=config.turn_username,
+            password=config.turn_password,
+            lifetime_ms=config.turn_user_lifetime,
+            allow_guests=config.turn_allow_guests,
+        )
+
     def _build_appservices_and_admin(self) -> None:
         self.appservices_auth = AppServiceAuth(
             self.db, self.server_name, self.appservices_registry, self.accounts, self.login
@@ -517,6 +539,7 @@ class Homeserver:
         # services are woken.
         self.writer.add_before_commit(self.notifications.before_commit)
         self.writer.add_before_commit(self.room_servers.before_commit)
+        self.writer.add_before_commit(self.delayed_events.before_commit)
         self.writer.add_after_commit(lambda w: self.push_gateway.notify_users(w.notified_users))
         self.writer.add_after_commit(self.room_servers.after_commit)
         self.writer.add_after_commit(lambda _: self.appservices_sender.notify())
@@ -536,10 +559,12 @@ class Homeserver:
         await self.appservices_sender.start()
         await self.notifications.start()
         await self.deactivation.start()
+        self.delayed_events.start()
         await asyncio.to_thread(self.media_files.sweep_stale)
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
+        await self.delayed_events.close()
         await self.admin_rooms.close()
         await self.deactivation.close()
         await self.backfill.close()

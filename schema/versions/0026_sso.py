@@ -5,13 +5,13 @@ their user to pick a username, and the provider's session each SSO-made device c
 from (carried by its login token), so the provider's back-channel logout ends it.
 
 Revision ID: 0026
-Revises: 0022
+Revises: 0025
 """
 
 from alembic import op
 
 revision = "0026"
-down_revision = "0022"
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 

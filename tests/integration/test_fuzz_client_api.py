@@ -73,6 +73,12 @@ def _spec_as_served(tmp_path: Path) -> Path:
     # oneOf of the two matches both whatever the server sends; anyOf is what it means.
     state = response("/_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}")
     state["anyOf"] = state.pop("oneOf")
+    # No TURN server configured: an empty object, as Synapse answers and clients expect
+    # (matrix-js-sdk looks for `uris`; an error would be retried and logged for ever).
+    turn = paths["/_matrix/client/v3/voip/turnServer"]["get"]["responses"]["200"]["content"][
+        "application/json"
+    ]
+    turn["schema"] = {"anyOf": [turn["schema"], {"type": "object", "maxProperties": 0}]}
     served = tmp_path / "client-server.json"
     served.write_text(json.dumps(spec))
     return served

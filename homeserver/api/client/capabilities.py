@@ -11,9 +11,10 @@ from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
+from homeserver.services.rooms.delayed_events import UNSTABLE_FEATURE as DELAYED_EVENTS
 
 
-def capabilities(default_room_version: str) -> dict[str, Any]:
+def capabilities(default_room_version: str, max_delay_ms: int) -> dict[str, Any]:
     return {
         "m.change_password": {"enabled": True},
         "m.room_versions": {
@@ -26,13 +27,16 @@ def capabilities(default_room_version: str) -> dict[str, Any]:
         "m.profile_fields": {"enabled": True},
         "m.3pid_changes": {"enabled": False},
         "m.get_login_token": {"enabled": True},
+        # MSC4140's longest delay; clients also learn it from the error of a longer one.
+        DELAYED_EVENTS: {"enabled": max_delay_ms > 0, "max_delay": max_delay_ms},
     }
 
 
 async def get_capabilities(request: web.Request) -> web.Response:
     await require_user(request)
     hs = homeserver(request)
-    return json_response({"capabilities": capabilities(hs.config.default_room_version)})
+    found = capabilities(hs.config.default_room_version, hs.delayed_events.max_delay_ms)
+    return json_response({"capabilities": found})
 
 
 def register(app: web.Application) -> None:

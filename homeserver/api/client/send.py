@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.api.auth import require_user
+from homeserver.api.client.delayed_events import delay_param
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
@@ -30,6 +31,17 @@ async def send_message(request: web.Request) -> web.Response:
     hs = homeserver(request)
     content = await read_json_object(request, event_content=True)
     await hs.ratelimit.check("message", requester.user_id, requester)
+    delay = delay_param(request)
+    if delay is not None:
+        delay_id = await hs.delayed_events.schedule(
+            requester,
+            request.match_info["room_id"],
+            request.match_info["event_type"],
+            content,
+            delay,
+            txn_id=request.match_info["txn_id"],
+        )
+        return json_response({"delay_id": delay_id})
     event_id, _ = await hs.send.send(
         requester,
         request.match_info["room_id"],
@@ -46,12 +58,25 @@ async def send_state(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = homeserver(request)
     content = await read_json_object(request)
+    state_key = request.match_info.get("state_key", "")
+    delay = delay_param(request)
+    if delay is not None:
+        await hs.ratelimit.check("message", requester.user_id, requester)
+        delay_id = await hs.delayed_events.schedule(
+            requester,
+            request.match_info["room_id"],
+            request.match_info["event_type"],
+            content,
+            delay,
+            state_key=state_key,
+        )
+        return json_response({"delay_id": delay_id})
     event_id, _ = await hs.send.send(
         requester,
         request.match_info["room_id"],
         request.match_info["event_type"],
         content,
-        state_key=request.match_info.get("state_key", ""),
+        state_key=state_key,
         ts=_massaged_ts(request, requester),
     )
     return json_response({"event_id": event_id})

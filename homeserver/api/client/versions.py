@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
+from homeserver.services.rooms.delayed_events import UNSTABLE_FEATURE as DELAYED_EVENTS
 
 SPEC_VERSIONS = [f"v1.{minor}" for minor in range(1, 20)]
 
 
 async def get_versions(request: web.Request) -> web.Response:
-    return json_response({"versions": SPEC_VERSIONS, "unstable_features": {}})
+    unstable = {DELAYED_EVENTS: homeserver(request).delayed_events.enabled}
+    return json_response({"versions": SPEC_VERSIONS, "unstable_features": unstable})
 
 
 def register(app: web.Application) -> None:

@@ -23,7 +23,9 @@ from homeserver.services.core.clock import now_ms
 
 ORIGIN_KEY = web.RequestKey("federation_origin", str)
 # Federation routes that the spec leaves unauthenticated.
-UNAUTHENTICATED = frozenset({"/_matrix/federation/v1/version"})
+UNAUTHENTICATED = frozenset(
+    {"/_matrix/federation/v1/version", "/_matrix/federation/v1/openid/userinfo"}
+)
 MAX_AUTH_HEADERS = 4
 
 

@@ -1,0 +1,1 @@
+"""Voice and video calls: what the server hands clients so that calls connect."""
