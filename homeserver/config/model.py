@@ -59,6 +59,24 @@ class Config:
     media_url_preview_url_blacklist: tuple[str, ...] = ()
     rate_limits_url_preview_per_second: float = 1.0
     rate_limits_url_preview_burst: int = 10
+    rate_limits_threepid_validation_per_second: float = 0.003
+    rate_limits_threepid_validation_burst: int = 5
+    email_smtp_host: str = "localhost"
+    email_smtp_port: int | None = None
+    email_smtp_user: str | None = None
+    email_smtp_pass: str | None = None
+    email_force_tls: bool = False
+    email_require_transport_security: bool = False
+    email_enable_tls: bool = True
+    email_notif_from: str | None = None
+    email_app_name: str = "Matrix"
+    email_enable_notifs: bool = False
+    email_notif_for_new_users: bool = True
+    email_notif_delay_before_mail: int = 10 * 60 * 1000
+    email_client_base_url: str | None = None
+    email_validation_token_lifetime: int = 60 * 60 * 1000
+    registrations_require_3pid: tuple[str, ...] = ()
+    enable_3pid_changes: bool = True
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

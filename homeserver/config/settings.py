@@ -5,6 +5,7 @@ module of this package and is added to `SETTINGS` below."""
 from __future__ import annotations
 
 from federation.room_versions import DEFAULT_ROOM_VERSION
+from homeserver.config import email
 from homeserver.config.setting import Setting
 
 # Token buckets per user (or per address when unauthenticated): (per_second, burst).
@@ -16,6 +17,8 @@ RATE_LIMIT_DEFAULTS: dict[str, tuple[float, int]] = {
     "invite": (0.3, 10),
     "join": (0.1, 10),
     "url_preview": (1.0, 10),
+    # requestToken, per client address and per email address (Synapse's rc_3pid_validation)
+    "threepid_validation": (0.003, 5),
 }
 
 _CORE: tuple[Setting, ...] = (
@@ -222,6 +225,6 @@ _CORE: tuple[Setting, ...] = (
     ),
 )
 
-SETTINGS: tuple[Setting, ...] = (*_CORE,)
+SETTINGS: tuple[Setting, ...] = (*_CORE, *email.SETTINGS)
 
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -15,6 +15,7 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.config import email as email_config
 from homeserver.services.accounts.account_data import AccountDataService
 from homeserver.services.accounts.accounts import AccountService
 from homeserver.services.accounts.auth import AuthService, TokenCache
@@ -23,7 +24,7 @@ from homeserver.services.accounts.devices import DeviceService, SeenThrottle
 from homeserver.services.accounts.filters import FilterService
 from homeserver.services.accounts.login import LoginService
 from homeserver.services.accounts.profile import ProfileService
-from homeserver.services.accounts.registration import RegistrationService
+from homeserver.services.accounts.registration import EmailStage, RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
 from homeserver.services.admin.rooms import AdminRoomService
@@ -41,6 +42,7 @@ from homeserver.services.e2ee.cross_signing import CrossSigningService
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.services.e2ee.key_backup import KeyBackupService
 from homeserver.services.e2ee.keys import E2EEKeys
+from homeserver.services.email.mailer import Mailer, SmtpSettings
 from homeserver.services.ephemeral.presence import PresenceService
 from homeserver.services.ephemeral.receipts import ReceiptService
 from homeserver.services.ephemeral.to_device import ToDeviceService
@@ -77,6 +79,8 @@ from homeserver.services.rooms.state import RoomStateService
 from homeserver.services.rooms.upgrade import RoomUpgrader
 from homeserver.services.rooms.writer import EventCache, EventWriter
 from homeserver.services.sync.sync import SyncService
+from homeserver.services.threepids.threepids import ThreepidService
+from homeserver.services.threepids.validation import ThreepidValidation
 from homeserver.services.timeline.messages import MessageService
 from homeserver.services.timeline.relations import RelationService
 from homeserver.services.timeline.search import SearchService
@@ -114,6 +118,9 @@ class Homeserver:
     accounts: AccountService = field(init=False)
     login: LoginService = field(init=False)
     uia: UiaService = field(init=False)
+    mailer: Mailer = field(init=False)
+    validation: ThreepidValidation = field(init=False)
+    threepids: ThreepidService = field(init=False)
     registration: RegistrationService = field(init=False)
     registration_tokens: RegistrationTokens = field(init=False)
     account_data: AccountDataService = field(init=False)
@@ -277,7 +284,8 @@ class Homeserver:
         )
         self.accounts = AccountService(db, config.server_name, config.argon2_time_cost)
         self.login = LoginService(db, config.server_name, config.access_token_lifetime_ms)
-        self.uia = UiaService(db, config.server_name, self.login)
+        self._build_threepids()
+        self.uia = UiaService(db, config.server_name, self.login, self.validation)
         self.registration = RegistrationService(
             db,
             config.server_name,
@@ -286,10 +294,51 @@ class Homeserver:
             accounts=self.accounts,
             login=self.login,
             uia=self.uia,
+            threepids=self.threepids,
+            email_stage=(
+                EmailStage.REQUIRED
+                if "email" in config.registrations_require_3pid
+                else EmailStage.OFFERED
+                if self.mailer.enabled
+                else EmailStage.OFF
+            ),
         )
         self.registration_tokens = RegistrationTokens(db)
         self.account_data = AccountDataService(db, self.streams, self.notifier)
         self.filters = FilterService(db)
+
+    def _build_threepids(self) -> None:
+        """Mail (when configured), address validation, the addresses of accounts."""
+        config = self.config
+        smtp = None
+        if email_config.mail_enabled(config):
+            smtp = SmtpSettings(
+                host=config.email_smtp_host,
+                port=email_config.smtp_port(config),
+                user=config.email_smtp_user,
+                password=config.email_smtp_pass,
+                force_tls=config.email_force_tls,
+                require_transport_security=config.email_require_transport_security,
+                enable_tls=config.email_enable_tls,
+                sender=email_config.sender(config),
+            )
+        self.mailer = Mailer(smtp, config.server_name)
+        self.validation = ThreepidValidation(
+            self.db,
+            self.mailer,
+            self.ratelimit,
+            server_name=config.server_name,
+            public_baseurl=config.client_base_url,
+            token_lifetime_ms=config.email_validation_token_lifetime,
+        )
+        self.pushers = PusherService(self.db, email_notifs=config.email_enable_notifs)
+        self.threepids = ThreepidService(
+            self.db,
+            self.validation,
+            self.pushers,
+            changes_enabled=config.enable_3pid_changes,
+            notify_new_users=config.email_enable_notifs and config.email_notif_for_new_users,
+        )
 
     def _build_rooms(self) -> None:
         """Local rooms; joins through other servers first, which membership and room
@@ -390,7 +439,6 @@ class Homeserver:
             retention_days=config.push_retention_days,
             unread_retention_days=config.push_unread_retention_days,
         )
-        self.pushers = PusherService(self.db)
         self.push_gateway = PushGateway(
             self.db, self.event_cache, allowed_ranges=config.push_ip_range_whitelist
         )
@@ -522,6 +570,7 @@ class Homeserver:
         await self.backfill.close()
         await self.remote_device_lists.close()
         await self.notifications.close()
+        await self.validation.close()
         await self.push_gateway.close()
         await self.appservices_sender.close()
         await self.remote_sender.close()

@@ -13,7 +13,7 @@ from homeserver.api.errors import json_response
 from homeserver.api.routes import add_client_route
 
 
-def capabilities(default_room_version: str) -> dict[str, Any]:
+def capabilities(default_room_version: str, threepid_changes: bool = False) -> dict[str, Any]:
     return {
         "m.change_password": {"enabled": True},
         "m.room_versions": {
@@ -24,7 +24,8 @@ def capabilities(default_room_version: str) -> dict[str, Any]:
         "m.set_avatar_url": {"enabled": True},
         # No `allowed` list: every profile field the spec's key grammar admits.
         "m.profile_fields": {"enabled": True},
-        "m.3pid_changes": {"enabled": False},
+        # Adding needs mail to validate with; removing alone is not worth announcing.
+        "m.3pid_changes": {"enabled": threepid_changes},
         "m.get_login_token": {"enabled": True},
     }
 
@@ -32,7 +33,8 @@ def capabilities(default_room_version: str) -> dict[str, Any]:
 async def get_capabilities(request: web.Request) -> web.Response:
     await require_user(request)
     hs = homeserver(request)
-    return json_response({"capabilities": capabilities(hs.config.default_room_version)})
+    caps = capabilities(hs.config.default_room_version, hs.threepids.can_change)
+    return json_response({"capabilities": caps})
 
 
 def register(app: web.Application) -> None:

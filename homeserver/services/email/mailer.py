@@ -1,0 +1,93 @@
+"""Sending mail through the operator's SMTP server (aiosmtplib), as Synapse's `email`
+block describes it: implicit TLS (`force_tls`), STARTTLS when offered (`enable_tls`)
+or demanded (`require_transport_security`), and optional login.
+
+Every mail has a plain-text part and an HTML alternative.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+import aiosmtplib
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 30.0
+
+
+class MailError(Exception):
+    """The SMTP server could not be reached or refused the mail."""
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    user: str | None
+    password: str | None
+    force_tls: bool
+    require_transport_security: bool
+    enable_tls: bool
+    sender: str  # the From header: `notif_from` with the app name put in
+
+
+@dataclass(frozen=True)
+class Mail:
+    to: str
+    subject: str
+    text: str
+    html: str
+
+
+def build_message(mail: Mail, sender: str, domain: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = mail.to
+    message["Subject"] = mail.subject
+    message["Date"] = formatdate(localtime=False, usegmt=True)
+    message["Message-ID"] = make_msgid(domain=domain)
+    message.set_content(mail.text)
+    message.add_alternative(mail.html, subtype="html")
+    return message
+
+
+class Mailer:
+    """`await mailer.send(mail)`; raises MailError when the mail did not go out. Without
+    settings (no `email` block) it is disabled and sends nothing."""
+
+    def __init__(self, settings: SmtpSettings | None, server_name: str) -> None:
+        self.settings = settings
+        self.server_name = server_name
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings is not None
+
+    async def send(self, mail: Mail) -> None:
+        s = self.settings
+        if s is None:
+            raise MailError("mail is not configured (no email.notif_from)")
+        message = build_message(mail, s.sender, self.server_name)
+        # start_tls: None upgrades when the server offers STARTTLS, True insists on it.
+        start_tls: bool | None = None
+        if s.force_tls or not s.enable_tls:
+            start_tls = False
+        elif s.require_transport_security:
+            start_tls = True
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=s.host,
+                port=s.port,
+                username=s.user,
+                password=s.password,
+                use_tls=s.force_tls,
+                start_tls=start_tls,
+                timeout=SEND_TIMEOUT_S,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise MailError(f"{s.host}:{s.port}: {exc}") from exc
