@@ -34,6 +34,9 @@ def upgrade() -> None:
 
         CREATE TABLE threepid_validation_sessions (
             session_id        TEXT PRIMARY KEY,
+            -- what the link is for (password_reset, registration, add_threepid): a
+            -- client's requestToken for one purpose does not continue another's session
+            purpose           TEXT NOT NULL,
             medium            TEXT NOT NULL,
             address           TEXT NOT NULL,
             client_secret     TEXT NOT NULL,
@@ -46,7 +49,7 @@ def upgrade() -> None:
             consumed_ts       BIGINT
         );
         CREATE INDEX threepid_validation_sessions_secret
-            ON threepid_validation_sessions (client_secret, medium, address);
+            ON threepid_validation_sessions (client_secret, medium, address, purpose);
         CREATE INDEX threepid_validation_sessions_expiry
             ON threepid_validation_sessions (token_expires_ts);
         """

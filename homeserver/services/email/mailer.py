@@ -17,6 +17,7 @@ import aiosmtplib
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 30.0
+CHECK_TIMEOUT_S = 10.0
 
 
 class MailError(Exception):
@@ -67,27 +68,42 @@ class Mailer:
     def enabled(self) -> bool:
         return self.settings is not None
 
-    async def send(self, mail: Mail) -> None:
-        s = self.settings
-        if s is None:
-            raise MailError("mail is not configured (no email.notif_from)")
-        message = build_message(mail, s.sender, self.server_name)
+    def _client(self, s: SmtpSettings, timeout: float) -> aiosmtplib.SMTP:
         # start_tls: None upgrades when the server offers STARTTLS, True insists on it.
         start_tls: bool | None = None
         if s.force_tls or not s.enable_tls:
             start_tls = False
         elif s.require_transport_security:
             start_tls = True
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            username=s.user,
+            password=s.password,
+            use_tls=s.force_tls,
+            start_tls=start_tls,
+            timeout=timeout,
+        )
+
+    async def send(self, mail: Mail) -> None:
+        s = self.settings
+        if s is None:
+            raise MailError("mail is not configured (no email.notif_from)")
+        message = build_message(mail, s.sender, self.server_name)
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=s.host,
-                port=s.port,
-                username=s.user,
-                password=s.password,
-                use_tls=s.force_tls,
-                start_tls=start_tls,
-                timeout=SEND_TIMEOUT_S,
-            )
+            async with self._client(s, SEND_TIMEOUT_S) as smtp:
+                await smtp.send_message(message)
         except (aiosmtplib.SMTPException, OSError) as exc:
             raise MailError(f"{s.host}:{s.port}: {exc}") from exc
+
+    async def check(self) -> None:
+        """At start: connect, upgrade and log in as configured, then leave; MailError
+        says what is wrong, so a mistake stops the start instead of every mail."""
+        s = self.settings
+        if s is None:
+            return
+        try:
+            async with self._client(s, CHECK_TIMEOUT_S):
+                pass
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise MailError(f"cannot use the SMTP server {s.host}:{s.port}: {exc}") from exc

@@ -125,7 +125,7 @@ class ThreepidValidation:
         async with self.db.pool.connection() as conn, conn.transaction():
             owner = await store.user_of(conn, EMAIL, address)
             link_goes_out = (owner is not None) == (purpose is Purpose.PASSWORD_RESET)
-            session = await store.open_session(conn, EMAIL, address, secret, now)
+            session = await store.open_session(conn, purpose.value, EMAIL, address, secret, now)
             if session is not None and send_attempt <= session.last_send_attempt:
                 return {"sid": session.session_id}  # a retry of a request already served
             sid = session.session_id if session is not None else secrets.token_urlsafe(18)
@@ -146,7 +146,7 @@ class ThreepidValidation:
                     None,
                     None,
                 )
-                await store.create_session(conn, row, now)
+                await store.create_session(conn, row, purpose.value, now)
             else:
                 await store.renew_token(conn, sid, send_attempt, token_hash, expires, next_link)
         mail = self._mail(purpose, address, owner, sid, secret, token)

@@ -86,28 +86,27 @@ async def delete_user_threepids(conn: AsyncConnection, user_id: str) -> None:
 
 
 async def open_session(
-    conn: AsyncConnection, medium: str, address: str, client_secret: str, now: int
+    conn: AsyncConnection, purpose: str, medium: str, address: str, client_secret: str, now: int
 ) -> SessionRow | None:
-    """The session this client started for this address and has not validated yet."""
+    """The session this client started for this address and purpose and has not
+    validated yet."""
     cur = await conn.execute(
         f"SELECT {_SESSION_COLUMNS} FROM threepid_validation_sessions"
-        " WHERE client_secret = %s AND medium = %s AND address = %s"
+        " WHERE client_secret = %s AND medium = %s AND address = %s AND purpose = %s"
         " AND validated_at IS NULL AND token_expires_ts > %s"
         " ORDER BY created_ts DESC LIMIT 1",
-        (client_secret, medium, address, now),
+        (client_secret, medium, address, purpose, now),
     )
     row = await cur.fetchone()
     return SessionRow(*row) if row else None
 
 
 async def create_session(
-    conn: AsyncConnection,
-    session: SessionRow,
-    now: int,
+    conn: AsyncConnection, session: SessionRow, purpose: str, now: int
 ) -> None:
     await conn.execute(
-        f"INSERT INTO threepid_validation_sessions ({_SESSION_COLUMNS}, created_ts)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, %s)",
+        f"INSERT INTO threepid_validation_sessions ({_SESSION_COLUMNS}, purpose, created_ts)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, NULL, %s, %s)",
         (
             session.session_id,
             session.medium,
@@ -117,6 +116,7 @@ async def create_session(
             session.token_hash,
             session.token_expires_ts,
             session.next_link,
+            purpose,
             now,
         ),
     )
