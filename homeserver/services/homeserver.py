@@ -15,7 +15,6 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
-from homeserver.config import email as email_config
 from homeserver.services.accounts.account_data import AccountDataService
 from homeserver.services.accounts.accounts import AccountService
 from homeserver.services.accounts.auth import AuthService, TokenCache
@@ -24,7 +23,7 @@ from homeserver.services.accounts.devices import DeviceService, SeenThrottle
 from homeserver.services.accounts.filters import FilterService
 from homeserver.services.accounts.login import LoginService
 from homeserver.services.accounts.profile import ProfileService
-from homeserver.services.accounts.registration import EmailStage, RegistrationService
+from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
 from homeserver.services.admin.rooms import AdminRoomService
@@ -42,7 +41,7 @@ from homeserver.services.e2ee.cross_signing import CrossSigningService
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.services.e2ee.key_backup import KeyBackupService
 from homeserver.services.e2ee.keys import E2EEKeys
-from homeserver.services.email.mailer import Mailer, SmtpSettings
+from homeserver.services.email.mailer import Mailer
 from homeserver.services.ephemeral.presence import PresenceService
 from homeserver.services.ephemeral.receipts import ReceiptService
 from homeserver.services.ephemeral.to_device import ToDeviceService
@@ -51,6 +50,7 @@ from homeserver.services.media.remote import RemoteMedia
 from homeserver.services.media.repository import MediaRepository
 from homeserver.services.media.thumbnails import ThumbnailService
 from homeserver.services.media.url_previews import UrlPreviewService
+from homeserver.services.push.email_notifier import EmailNotifier
 from homeserver.services.push.gateway import PushGateway
 from homeserver.services.push.notifications import NotificationService
 from homeserver.services.push.pushers import PusherService
@@ -175,6 +175,7 @@ class Homeserver:
     notifications: NotificationService = field(init=False)
     pushers: PusherService = field(init=False)
     push_gateway: PushGateway = field(init=False)
+    email_notifier: EmailNotifier = field(init=False)
     # media/
     media_remote: RemoteMedia = field(init=False)
     media_repository: MediaRepository = field(init=False)
@@ -295,13 +296,7 @@ class Homeserver:
             login=self.login,
             uia=self.uia,
             threepids=self.threepids,
-            email_stage=(
-                EmailStage.REQUIRED
-                if "email" in config.registrations_require_3pid
-                else EmailStage.OFFERED
-                if self.mailer.enabled
-                else EmailStage.OFF
-            ),
+            email_required="email" in config.registrations_require_3pid,
         )
         self.registration_tokens = RegistrationTokens(db)
         self.account_data = AccountDataService(db, self.streams, self.notifier)
@@ -310,19 +305,7 @@ class Homeserver:
     def _build_threepids(self) -> None:
         """Mail (when configured), address validation, the addresses of accounts."""
         config = self.config
-        smtp = None
-        if email_config.mail_enabled(config):
-            smtp = SmtpSettings(
-                host=config.email_smtp_host,
-                port=email_config.smtp_port(config),
-                user=config.email_smtp_user,
-                password=config.email_smtp_pass,
-                force_tls=config.email_force_tls,
-                require_transport_security=config.email_require_transport_security,
-                enable_tls=config.email_enable_tls,
-                sender=email_config.sender(config),
-            )
-        self.mailer = Mailer(smtp, config.server_name)
+        self.mailer = Mailer.from_config(config)
         self.validation = ThreepidValidation(
             self.db,
             self.mailer,
@@ -442,6 +425,15 @@ class Homeserver:
         self.push_gateway = PushGateway(
             self.db, self.event_cache, allowed_ranges=config.push_ip_range_whitelist
         )
+        self.email_notifier = EmailNotifier(
+            self.db,
+            self.event_cache,
+            self.mailer,
+            enabled=config.email_enable_notifs,
+            delay_ms=config.email_notif_delay_before_mail,
+            app_name=config.email_app_name,
+            client_base_url=config.email_client_base_url,
+        )
         self.sync = SyncService(
             self.db,
             self.event_cache,
@@ -543,6 +535,7 @@ class Homeserver:
         self.writer.add_before_commit(self.notifications.before_commit)
         self.writer.add_before_commit(self.room_servers.before_commit)
         self.writer.add_after_commit(lambda w: self.push_gateway.notify_users(w.notified_users))
+        self.writer.add_after_commit(lambda w: self.email_notifier.notify_users(w.notified_users))
         self.writer.add_after_commit(self.room_servers.after_commit)
         self.writer.add_after_commit(lambda _: self.appservices_sender.notify())
 
@@ -558,6 +551,7 @@ class Homeserver:
         await self.remote_client.start()
         await self.remote_sender.start()
         await self.push_gateway.start()
+        await self.email_notifier.start()
         await self.appservices_sender.start()
         await self.notifications.start()
         await self.deactivation.start()
@@ -572,6 +566,7 @@ class Homeserver:
         await self.notifications.close()
         await self.validation.close()
         await self.push_gateway.close()
+        await self.email_notifier.close()
         await self.appservices_sender.close()
         await self.remote_sender.close()
         await self.remote_client.close()

@@ -17,10 +17,11 @@ import yaml
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import PostgresServer
-from tests.integration.conftest import CLIENT_V3, auth_header, register_user
+from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, register_user
 from tests.integration.mail import (
     Mailbox,
     free_port,
+    html_of,
     link_in,
     mail_server,
     open_mailbox,
@@ -332,3 +333,55 @@ def test_an_unusable_smtp_server_stops_the_start(tmp_path: Path, postgres: Postg
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("homeserver: error: email: cannot use the SMTP server 127.0.0.1:")
+
+
+async def test_email_notifications_of_unread_messages(
+    homeserver_client: Callable[..., Any], mailbox: Mailbox
+) -> None:
+    client = await mail_server(
+        homeserver_client,
+        mailbox,
+        **{
+            "email.enable_notifs": True,
+            "email.notif_delay_before_mail": "2s",
+            "email.client_base_url": "https://chat.example.org",
+        },
+    )
+    alice_account = await register_user(client, "alice")
+    await add_email(client, mailbox, alice_account, "alice@example.org")
+    alice = RoomUser(client, alice_account["user_id"], alice_account["access_token"])
+    pusher = {
+        "kind": "email",
+        "app_id": "m.email",
+        "pushkey": "alice@example.org",
+        "app_display_name": "Email",
+        "device_display_name": "alice@example.org",
+        "lang": "en",
+        "data": {},
+    }
+    status, body = await post(
+        client,
+        "/pushers/set",
+        {**pusher, "pushkey": "else@example.org"},
+        alice_account["access_token"],
+    )
+    assert (status, body["errcode"]) == (400, "M_THREEPID_NOT_FOUND")
+    await alice.ok("POST", "/pushers/set", pusher)
+    bob = await RoomUser.make(client, "bob")
+    room_id = await bob.create_room(name="Garden", invite=[alice.user_id])
+    await alice.join(room_id)
+    await bob.say(room_id, "hello alice")
+    await bob.say(room_id, "are you <there>?")
+    mail = await mailbox.wait_for("alice@example.org", 2)
+    assert mail["Subject"] == "[Matrix] You have messages on Matrix in the Garden room..."
+    text, html = text_of(mail), html_of(mail)
+    link = f"https://chat.example.org/#/room/{room_id}"
+    assert "hello alice" in text and "are you <there>?" in text and link in text
+    assert "are you &lt;there&gt;?" in html and f'href="{link}"' in html
+    # What alice reads before the delay is not mailed; what she leaves unread is.
+    read = await bob.say(room_id, "read in time")
+    await alice.ok("POST", f"/rooms/{room_id}/receipt/m.read/{read}")
+    await bob.say(room_id, "left unread")
+    mail = await mailbox.wait_for("alice@example.org", 3)
+    assert "left unread" in text_of(mail) and "read in time" not in text_of(mail)
+    assert f"a message on Matrix from {bob.user_id} in the Garden room" in mail["Subject"]

@@ -78,7 +78,7 @@ class RegistrationService:
         login: LoginService,
         uia: UiaService,
         threepids: ThreepidService,
-        email_stage: EmailStage = EmailStage.OFF,
+        email_required: bool = False,
     ) -> None:
         self.db = db
         self.server_name = server_name
@@ -88,7 +88,13 @@ class RegistrationService:
         self.login = login
         self.uia = uia
         self.threepids = threepids
-        self.email_stage = email_stage
+        self.email_stage = (
+            EmailStage.REQUIRED
+            if email_required
+            else EmailStage.OFFERED
+            if threepids.validation.enabled
+            else EmailStage.OFF
+        )
 
     def flows(self) -> list[list[str]]:
         """The registration flows on offer; 403 when nobody may register over the API.

@@ -14,6 +14,9 @@ from email.utils import formatdate, make_msgid
 
 import aiosmtplib
 
+from homeserver.config import Config
+from homeserver.config import email as email_config
+
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 30.0
@@ -63,6 +66,23 @@ class Mailer:
     def __init__(self, settings: SmtpSettings | None, server_name: str) -> None:
         self.settings = settings
         self.server_name = server_name
+
+    @classmethod
+    def from_config(cls, config: Config) -> Mailer:
+        """The `email` block's SMTP settings; disabled without `email.notif_from`."""
+        if not email_config.mail_enabled(config):
+            return cls(None, config.server_name)
+        settings = SmtpSettings(
+            host=config.email_smtp_host,
+            port=email_config.smtp_port(config),
+            user=config.email_smtp_user,
+            password=config.email_smtp_pass,
+            force_tls=config.email_force_tls,
+            require_transport_security=config.email_require_transport_security,
+            enable_tls=config.email_enable_tls,
+            sender=email_config.sender(config),
+        )
+        return cls(settings, config.server_name)
 
     @property
     def enabled(self) -> bool:
