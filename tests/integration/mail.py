@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from email import message_from_bytes, policy
@@ -24,6 +25,8 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        self.sessions: list[Session] = []  # the SMTP session each message came in
+        self.encrypted: list[bool] = []  # whether it came over TLS
         self.port = 0
         self._arrived = asyncio.Condition()
 
@@ -32,6 +35,11 @@ class Mailbox:
         assert isinstance(message, EmailMessage)
         async with self._arrived:
             self.messages.append(message)
+            self.sessions.append(session)
+            transport = server.transport
+            self.encrypted.append(
+                transport is not None and transport.get_extra_info("ssl_object") is not None
+            )
             self._arrived.notify_all()
         return "250 OK"
 
@@ -71,11 +79,21 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def open_mailbox() -> AsyncIterator[Mailbox]:
-    """An SMTP server on a free loopback port, in this event loop."""
+async def open_mailbox(
+    tls: ssl.SSLContext | None = None, *, implicit_tls: bool = False, **smtp: Any
+) -> AsyncIterator[Mailbox]:
+    """An SMTP server on a free loopback port, in this event loop: plain, offering
+    STARTTLS with `tls` (`smtp` options such as require_starttls and authenticator go to
+    aiosmtpd), or TLS from the start with `implicit_tls`."""
     box = Mailbox()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: SMTP(box, hostname="mail.test.local"), "127.0.0.1", 0)
+    starttls = None if implicit_tls else tls
+    server = await loop.create_server(
+        lambda: SMTP(box, hostname="mail.test.local", tls_context=starttls, **smtp),
+        "127.0.0.1",
+        0,
+        ssl=tls if implicit_tls else None,
+    )
     box.port = server.sockets[0].getsockname()[1]
     yield box
     server.close()
