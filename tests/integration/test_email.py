@@ -385,3 +385,35 @@ async def test_email_notifications_of_unread_messages(
     mail = await mailbox.wait_for("alice@example.org", 3)
     assert "left unread" in text_of(mail) and "read in time" not in text_of(mail)
     assert f"a message on Matrix from {bob.user_id} in the Garden room" in mail["Subject"]
+
+
+async def test_next_link_and_changes_switched_off(
+    homeserver_client: Callable[..., Any], mailbox: Mailbox
+) -> None:
+    client = await mail_server(homeserver_client, mailbox, enable_3pid_changes=False)
+    gina = await register_user(client, "gina")
+    token = gina["access_token"]
+    resp = await client.get(f"{CLIENT_V3}/capabilities", headers=auth_header(token))
+    assert (await resp.json())["capabilities"]["m.3pid_changes"] == {"enabled": False}
+    body = {"client_secret": SECRET, "email": "gina@example.org", "send_attempt": 1}
+    status, result = await post(client, ADD_TOKEN, body, token)
+    assert (status, result["errcode"]) == (400, "M_FORBIDDEN")
+    # Registration still validates addresses; the page sends the browser on to
+    # next_link, with the session id added.
+    body["next_link"] = "https://app.example.org/done?step=2"
+    status, result = await post(client, REGISTER_TOKEN, body)
+    assert status == 200
+    link = link_in(await mailbox.wait_for("gina@example.org"))
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(link, allow_redirects=False) as resp,
+    ):
+        assert resp.status == 302
+        assert (
+            resp.headers["Location"] == f"https://app.example.org/done?step=2&sid={result['sid']}"
+        )
+    status, page = await follow(link)
+    assert status == 400 and "already used" in page
+    body["next_link"] = "javascript:alert(1)"
+    status, result = await post(client, REGISTER_TOKEN, {**body, "send_attempt": 2})
+    assert (status, result["errcode"]) == (400, "M_INVALID_PARAM")

@@ -49,7 +49,7 @@ async def _validate(request: web.Request, params: dict[str, str], done: str) -> 
     except ValidationFailed as exc:
         return _failure(str(exc))
     if next_link is not None:
-        raise web.HTTPFound(next_link)
+        return web.Response(status=302, headers={"Location": next_link})
     return _page("Done", f"<p>{escape(done)}</p>")
 
 
