@@ -135,16 +135,16 @@ class ThreepidValidation:
             expires = now + self.token_lifetime_ms
             if session is None:
                 row = store.SessionRow(
-                    sid,
-                    EMAIL,
-                    address,
-                    secret,
-                    send_attempt,
-                    token_hash,
-                    expires,
-                    next_link,
-                    None,
-                    None,
+                    session_id=sid,
+                    medium=EMAIL,
+                    address=address,
+                    client_secret=secret,
+                    last_send_attempt=send_attempt,
+                    token_hash=token_hash,
+                    token_expires_ts=expires,
+                    next_link=next_link,
+                    validated_at=None,
+                    consumed_ts=None,
                 )
                 await store.create_session(conn, row, purpose.value, now)
             else:
