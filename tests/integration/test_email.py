@@ -397,6 +397,14 @@ async def test_email_notifications_of_unread_messages(
     mail = await mailbox.wait_for("alice@example.org", 3)
     assert "left unread" in text_of(mail) and "read in time" not in text_of(mail)
     assert f"a message on Matrix from {bob.user_id} in the Garden room" in mail["Subject"]
+    # An invite left unanswered is mailed too.
+    attic = await bob.create_room(name="Attic", invite=[alice.user_id])
+    mail = await mailbox.wait_for("alice@example.org", 4)
+    expected = f"[Matrix] {bob.user_id} has invited you to join the Attic room on Matrix..."
+    # (A subject this long is folded onto the next line; Python's parser keeps the fold's
+    # leading space, which mail clients drop.)
+    assert mail["Subject"].strip() == expected
+    assert f"https://chat.example.org/#/room/{attic}" in text_of(mail)
 
 
 async def test_next_link_and_changes_switched_off(

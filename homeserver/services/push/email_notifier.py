@@ -1,8 +1,9 @@
 """Email notifications of unread messages, for users with an `email` pusher (as
 Synapse's notification mails): once a notification has stayed unread for
 `email.notif_delay_before_mail`, one mail tells of every message still unread then,
-room by room, each room with a link back to it; what the user read meanwhile (a read
-receipt) is left out, and a mail is not sent at all if everything was read.
+room by room, each room with a link back to it, and the invites still unanswered;
+what the user read meanwhile (a read receipt, or joining the room they were invited
+to) is left out, and a mail is not sent at all if everything was read.
 
 The pusher row is the cursor, as for push gateways (services/push/gateway.py): its
 `last_stream_ordering` passes what a mail told of, so a restart mails nothing twice,
@@ -170,10 +171,13 @@ class EmailNotifier:
     ) -> Mail:
         events = await load_events(conn, self.cache, [p.event_id for p in pending])
         by_room: dict[str, list[Message]] = {}
+        invited_to: set[str] = set()
         for action in pending:
             event = events.get(action.event_id)
             if event is None:
                 continue
+            if event.type == MEMBER and event.state_key == key.user_id:
+                invited_to.add(action.room_id)
             name = await actions_store.display_name(conn, action.room_id, event.sender)
             by_room.setdefault(action.room_id, []).append(
                 Message(name or event.sender, message_text(event))
@@ -188,6 +192,7 @@ class EmailNotifier:
                         await self._room_name(conn, room_id, messages),
                         self._link(room_id),
                         messages,
+                        is_invite=room_id in invited_to,
                     )
                 )
         user_name = await actions_store.display_name(conn, pending[0].room_id, key.user_id)
