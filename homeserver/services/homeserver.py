@@ -433,6 +433,8 @@ class Homeserver:
             delay_ms=config.email_notif_delay_before_mail,
             app_name=config.email_app_name,
             client_base_url=config.email_client_base_url,
+            public_baseurl=config.client_base_url,
+            secret=self.signing_key.seed,
         )
         self.sync = SyncService(
             self.db,

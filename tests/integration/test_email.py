@@ -405,6 +405,17 @@ async def test_email_notifications_of_unread_messages(
     # leading space, which mail clients drop.)
     assert mail["Subject"].strip() == expected
     assert f"https://chat.example.org/#/room/{attic}" in text_of(mail)
+    # The unsubscribe link (and the mail client's one-click POST to it) removes the pusher.
+    unsubscribe = mail["List-Unsubscribe"].strip("<>")
+    assert f"Unsubscribe: {unsubscribe}" in text_of(mail)
+    status, page = await follow(unsubscribe.replace("token=", "token=x"), "POST")
+    assert status == 400
+    status, page = await follow(unsubscribe)
+    assert status == 200 and "<form" in page  # a click first, for link scanners
+    assert (await alice.get("/v3/pushers"))[1]["pushers"] != []
+    status, page = await follow(unsubscribe, "POST", {"List-Unsubscribe": "One-Click"})
+    assert status == 200, page
+    assert (await alice.get("/v3/pushers"))[1] == {"pushers": []}
 
 
 async def test_next_link_and_changes_switched_off(

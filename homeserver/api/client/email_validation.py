@@ -1,7 +1,9 @@
-"""The pages the links in validation mails open, at Synapse's paths (so links mailed
-before a move from Synapse still work): the password-reset link asks for a click first
-(a mail scanner fetching links must not reset anything), the others validate at once.
-A validated session sends the browser on to the client's `next_link`, if it gave one."""
+"""The pages the links in mails open. Validation links, at Synapse's paths (so links
+mailed before a move from Synapse still work): the password-reset link asks for a click
+first (a mail scanner fetching links must not reset anything), the others validate at
+once; a validated session sends the browser on to the client's `next_link`, if it gave
+one. The unsubscribe link of notification mails asks for a click too, and takes mail
+clients' one-click POST (RFC 8058)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from html import escape
 from aiohttp import web
 
 from homeserver.api.context import homeserver
+from homeserver.services.push.email_notifier import UNSUBSCRIBE_PATH
 from homeserver.services.threepids.validation import ValidationFailed
 
 PASSWORD_RESET_PATH = "/_synapse/client/password_reset/email/submit_token"
@@ -91,7 +94,31 @@ async def get_validate(request: web.Request) -> web.Response:
     )
 
 
+async def get_unsubscribe(request: web.Request) -> web.Response:
+    return _page(
+        "Stop email notifications",
+        "<p>Stop getting mails about unread messages at this address?</p>"
+        f'<form method="post" action="{escape(request.path_qs)}">'
+        '<button type="submit">Unsubscribe</button></form>',
+    )
+
+
+async def post_unsubscribe(request: web.Request) -> web.Response:
+    """The confirmation, or a mail client's one-click unsubscribe: the signed link's
+    query names the pusher."""
+    names = ("user_id", "app_id", "pushkey", "token")
+    values = [request.query.get(name) for name in names]
+    done = all(values) and await homeserver(request).email_notifier.unsubscribe(
+        *[str(v) for v in values]
+    )
+    if not done:
+        return _page("Not unsubscribed", "<p>This link is not valid.</p>", status=400)
+    return _page("Unsubscribed", "<p>You will get no more notification mails here.</p>")
+
+
 def register(app: web.Application) -> None:
+    app.router.add_get(UNSUBSCRIBE_PATH, get_unsubscribe)
+    app.router.add_post(UNSUBSCRIBE_PATH, post_unsubscribe)
     app.router.add_get(PASSWORD_RESET_PATH, get_password_reset)
     app.router.add_post(PASSWORD_RESET_PATH, post_password_reset)
     for path in VALIDATE_PATHS:

@@ -45,6 +45,7 @@ class Mail:
     subject: str
     text: str
     html: str
+    unsubscribe: str | None = None  # a link that stops mails of this kind
 
 
 def build_message(mail: Mail, sender: str, domain: str) -> EmailMessage:
@@ -54,6 +55,10 @@ def build_message(mail: Mail, sender: str, domain: str) -> EmailMessage:
     message["Subject"] = mail.subject
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain=domain)
+    if mail.unsubscribe is not None:
+        # RFC 8058: mail clients offer "unsubscribe" and POST to the link themselves.
+        message["List-Unsubscribe"] = f"<{mail.unsubscribe}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(mail.text)
     message.add_alternative(mail.html, subtype="html")
     return message

@@ -114,7 +114,12 @@ def _subject(app: str, rooms: list[RoomSummary]) -> str:
 
 
 def notification_mail(
-    to: str, app_name: str, user_name: str, rooms: list[RoomSummary], settings_hint: str
+    to: str,
+    app_name: str,
+    user_name: str,
+    rooms: list[RoomSummary],
+    settings_hint: str,
+    unsubscribe: str,
 ) -> Mail:
     """The summary of a user's unread messages, newest room first, each with its link."""
     text_parts = [f"Hi {user_name},", "", f"You have unread messages on {app_name}:", ""]
@@ -131,11 +136,15 @@ def notification_mail(
             items.append(f"<li><b>{escape(message.sender)}</b>: {escape(message.body)}</li>")
         html_parts.append("<ul>" + "".join(items) + "</ul>")
         text_parts.extend([f"  Open the room: {room.link}", ""])
-    text_parts.append(settings_hint)
-    html_parts.append(f'<p style="color: #737d8c">{escape(settings_hint)}</p>')
+    text_parts.extend([settings_hint, f"Unsubscribe: {unsubscribe}"])
+    html_parts.append(
+        f'<p style="color: #737d8c">{escape(settings_hint)}'
+        f' <a href="{escape(unsubscribe)}">Unsubscribe</a></p>'
+    )
     return Mail(
         to=to,
         subject=_subject(app_name, rooms),
         text="\n".join(text_parts) + "\n",
         html=_html(html_parts),
+        unsubscribe=unsubscribe,
     )

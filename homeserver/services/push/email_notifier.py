@@ -15,9 +15,12 @@ notification is not due yet waits on a timer until it is.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
 from collections.abc import Iterable, Sequence
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from federation.events import MEMBER, Event
 from homeserver.services.core.clock import now_ms
@@ -35,6 +38,7 @@ from homeserver.storage.rooms import state
 log = logging.getLogger(__name__)
 
 KIND = "email"
+UNSUBSCRIBE_PATH = "/_matrix/client/unstable/pushers/remove"
 MAX_MESSAGES = 50  # per mail; the rest go in the next one
 MAX_BODY_CHARS = 300
 MAIL_RETRY_MS = 5 * 60 * 1000
@@ -81,8 +85,13 @@ class EmailNotifier:
         delay_ms: int,
         app_name: str,
         client_base_url: str | None,
+        public_baseurl: str,
+        secret: bytes,
     ) -> None:
         self.db = db
+        self.public_baseurl = public_baseurl.rstrip("/") + "/"
+        # Unsubscribe links are signed with a key of their own, derived from `secret`.
+        self._unsubscribe_key = hashlib.sha256(b"email unsubscribe\n" + secret).digest()
         self.cache = cache
         self.mailer = mailer
         self.enabled = enabled and mailer.enabled
@@ -197,8 +206,39 @@ class EmailNotifier:
                 )
         user_name = await actions_store.display_name(conn, pending[0].room_id, key.user_id)
         return notification_mail(
-            key.pushkey, self.app_name, user_name or key.user_id, rooms, SETTINGS_HINT
+            key.pushkey,
+            self.app_name,
+            user_name or key.user_id,
+            rooms,
+            SETTINGS_HINT,
+            self.unsubscribe_link(key),
         )
+
+    def _unsubscribe_token(self, key: store.PusherKey) -> str:
+        message = "\n".join((key.user_id, key.app_id, key.pushkey)).encode()
+        digest = hmac.new(self._unsubscribe_key, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def unsubscribe_link(self, key: store.PusherKey) -> str:
+        """A link that removes this email pusher, needing no login (it is in the mail)."""
+        query = urlencode(
+            {
+                "user_id": key.user_id,
+                "app_id": key.app_id,
+                "pushkey": key.pushkey,
+                "token": self._unsubscribe_token(key),
+            }
+        )
+        return f"{self.public_baseurl}{UNSUBSCRIBE_PATH.lstrip('/')}?{query}"
+
+    async def unsubscribe(self, user_id: str, app_id: str, pushkey: str, token: str) -> bool:
+        """Remove the email pusher an unsubscribe link names; False if the link is forged."""
+        key = store.PusherKey(user_id, app_id, pushkey)
+        if not hmac.compare_digest(token, self._unsubscribe_token(key)):
+            return False
+        async with self.db.pool.connection() as conn:
+            await store.delete_pusher(conn, user_id, app_id, pushkey)
+        return True
 
     async def _room_name(self, conn: Connection, room_id: str, messages: list[Message]) -> str:
         ids = await state.get_current_state(conn, room_id, {NAME_KEY, ALIAS_KEY})
