@@ -512,6 +512,7 @@ class Homeserver:
             self.devices,
             self.membership,
             self.deactivation,
+            self.threepids,
         )
         self.admin_rooms = AdminRoomService(
             self.db, self.server_name, self.event_cache, self.membership

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.services.core.clock import now_ms
-from homeserver.services.core.errors import ServiceError, bad_json
+from homeserver.services.core.errors import ServiceError, bad_json, invalid_param
 from homeserver.services.push.pushers import EMAIL_APP_ID, PusherService
 from homeserver.services.threepids.addresses import EMAIL, canonical_email
 from homeserver.services.threepids.validation import ThreepidValidation, ValidatedThreepid
@@ -17,6 +17,18 @@ from homeserver.storage.threepids import threepids as store
 
 def in_use() -> ServiceError:
     return ServiceError(400, "M_THREEPID_IN_USE", "This email address is already in use")
+
+
+def admin_threepids(value: Any) -> set[str]:
+    """The addresses of an admin's `threepids` list ({medium: email, address} each)."""
+    if not isinstance(value, list):
+        raise invalid_param("threepids must be a list")
+    wanted: set[str] = set()
+    for item in value:
+        if not isinstance(item, dict) or item.get("medium") != EMAIL:
+            raise invalid_param("threepids holds {medium: email, address} objects only")
+        wanted.add(canonical_email(item.get("address"), "threepids.address"))
+    return wanted
 
 
 class ThreepidService:
@@ -94,6 +106,25 @@ class ThreepidService:
         async with self.db.pool.connection() as conn, conn.transaction():
             if await store.delete_threepid(conn, user_id, medium, canonical):
                 await pushers.delete_pusher(conn, user_id, EMAIL_APP_ID, canonical)
+
+    async def set_by_admin(self, user_id: str, wanted: set[str]) -> None:
+        """Synapse's admin `PUT /users/{userId}` with `threepids`: the account's
+        addresses become exactly these (trusted as validated: the admin vouches)."""
+        now = now_ms()
+        async with self.db.pool.connection() as conn, conn.transaction():
+            current = {r.address for r in await store.threepids_of_user(conn, user_id)}
+            for address in current - wanted:
+                await store.delete_threepid(conn, user_id, EMAIL, address)
+                await pushers.delete_pusher(conn, user_id, EMAIL_APP_ID, address)
+            for address in sorted(wanted - current):
+                if await store.add_threepid(conn, user_id, EMAIL, address, now, now) != user_id:
+                    raise in_use()
+
+    async def owner_of(self, medium: str, address: str) -> str | None:
+        """Who has this address (None for any other medium than email)."""
+        if medium != EMAIL:
+            return None
+        return await self.owner_of_email(canonical_email(address, "address"))
 
     async def owner_of_email(self, address: str) -> str | None:
         async with self.db.pool.connection() as conn:
