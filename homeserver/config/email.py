@@ -15,6 +15,28 @@ from urllib.parse import urlsplit
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError, Duration, Setting
 
+# Synapse's mail subjects, which `email.subjects` may override one by one.
+DEFAULT_SUBJECTS: dict[str, str] = {
+    "message_from_person_in_room": "[%(app)s] You have a message on %(app)s from %(person)s"
+    " in the %(room)s room...",
+    "message_from_person": "[%(app)s] You have a message on %(app)s from %(person)s...",
+    "messages_from_person": "[%(app)s] You have messages on %(app)s from %(person)s...",
+    "messages_in_room": "[%(app)s] You have messages on %(app)s in the %(room)s room...",
+    "messages_in_room_and_others": "[%(app)s] You have messages on %(app)s in the %(room)s"
+    " room and others...",
+    "messages_from_person_and_others": "[%(app)s] You have messages on %(app)s from"
+    " %(person)s and others...",
+    "invite_from_person": "[%(app)s] %(person)s has invited you to chat on %(app)s...",
+    "invite_from_person_to_room": "[%(app)s] %(person)s has invited you to join the %(room)s"
+    " room on %(app)s...",
+    "invite_from_person_to_space": "[%(app)s] %(person)s has invited you to join the"
+    " %(space)s space on %(app)s...",
+    "password_reset": "[%(server_name)s] Password reset",
+    "email_validation": "[%(server_name)s] Validate your email",
+    "email_already_in_use": "[%(server_name)s] Email already in use",
+}
+_SAMPLE = {"app": "a", "person": "p", "room": "r", "space": "s", "server_name": "n"}
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("email.smtp_host", str, "localhost", "SMTP server that sends mail", flag=False),
     Setting(
@@ -83,6 +105,21 @@ SETTINGS: tuple[Setting, ...] = (
         flag=False,
     ),
     Setting(
+        "email.subjects",
+        dict,
+        {},
+        "mail subjects replacing Synapse's defaults, by Synapse's names (e.g. password_reset)",
+        flag=False,
+    ),
+    Setting(
+        "email.riot_base_url",
+        str,
+        None,
+        "older name of client_base_url",
+        nullable=True,
+        flag=False,
+    ),
+    Setting(
         "registrations_require_3pid",
         tuple,
         (),
@@ -117,6 +154,26 @@ def sender(config: Config) -> str:
     return config.email_notif_from.replace("%(app)s", config.email_app_name)
 
 
+def subjects(config: Config) -> dict[str, str]:
+    return {**DEFAULT_SUBJECTS, **config.email_subjects}
+
+
+def client_base_url(config: Config) -> str | None:
+    return config.email_client_base_url or config.email_riot_base_url
+
+
+def _check_subjects(config: Config) -> None:
+    for key, value in config.email_subjects.items():
+        if key not in DEFAULT_SUBJECTS:
+            raise ConfigError(f"email.subjects: unknown subject {key!r}")
+        try:
+            if not isinstance(value, str):
+                raise TypeError
+            value % _SAMPLE
+        except (TypeError, ValueError, KeyError):
+            raise ConfigError(f"email.subjects.{key}: not a subject template") from None
+
+
 def validate(config: Config) -> None:
     if not mail_enabled(config):
         changed = [
@@ -141,7 +198,8 @@ def validate(config: Config) -> None:
         raise ConfigError("email.require_transport_security requires email.enable_tls to be true")
     if config.email_validation_token_lifetime < 1000:
         raise ConfigError("email.validation_token_lifetime must be at least 1s")
-    base = config.email_client_base_url
+    _check_subjects(config)
+    base = client_base_url(config)
     if base is not None and urlsplit(base).scheme not in ("http", "https"):
         raise ConfigError("email.client_base_url must be an http(s) URL")
     for medium in config.registrations_require_3pid:

@@ -75,6 +75,8 @@ class Config:
     email_notif_delay_before_mail: int = 10 * 60 * 1000
     email_client_base_url: str | None = None
     email_validation_token_lifetime: int = 60 * 60 * 1000
+    email_subjects: dict[str, str] = field(default_factory=dict)
+    email_riot_base_url: str | None = None
     registrations_require_3pid: tuple[str, ...] = ()
     enable_3pid_changes: bool = True
     data_dir: Path = field(default=Path("homeserver-data"))

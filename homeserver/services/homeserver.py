@@ -432,7 +432,7 @@ class Homeserver:
             enabled=config.email_enable_notifs,
             delay_ms=config.email_notif_delay_before_mail,
             app_name=config.email_app_name,
-            client_base_url=config.email_client_base_url,
+            client_base_url=config.email_client_base_url or config.email_riot_base_url,
             public_baseurl=config.client_base_url,
             secret=self.signing_key.seed,
         )

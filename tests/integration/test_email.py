@@ -145,12 +145,13 @@ async def test_add_list_login_and_delete(
 
 
 async def test_password_reset(homeserver_client: Callable[..., Any], mailbox: Mailbox) -> None:
-    client = await mail_server(homeserver_client, mailbox)
+    subjects = {"password_reset": "[%(server_name)s] Forgot your password?"}
+    client = await mail_server(homeserver_client, mailbox, **{"email.subjects": subjects})
     bob = await register_user(client, "bob")
     await add_email(client, mailbox, bob, "bob@example.org")
     sid = await request_token(client, RESET_TOKEN, "BOB@example.org")
     mail = await mailbox.wait_for("bob@example.org", 2)
-    assert mail["Subject"] == "[test.local] Password reset"
+    assert mail["Subject"] == "[test.local] Forgot your password?"
     link = link_in(mail)
     assert "/_synapse/client/password_reset/email/submit_token?" in link
     # Before the link is followed, the email stage does not pass.

@@ -27,6 +27,8 @@ email:
   notif_delay_before_mail: 2m
   client_base_url: https://chat.example.org
   validation_token_lifetime: 15m
+  subjects:
+    password_reset: "[%(server_name)s] Forgot your password?"
 """
 
 
@@ -43,6 +45,12 @@ def test_a_synapse_block_loads_as_pasted(tmp_path: Path) -> None:
     assert config.email_validation_token_lifetime == 15 * 60_000
     assert config.registrations_require_3pid == ("email",)
     assert not config.email_notif_for_new_users
+    assert email_config.subjects(config)["password_reset"] == (
+        "[%(server_name)s] Forgot your password?"
+    )
+    assert email_config.subjects(config)["email_validation"] == (
+        "[%(server_name)s] Validate your email"
+    )
 
 
 def test_defaults_leave_mail_off(tmp_path: Path) -> None:
@@ -64,6 +72,11 @@ def test_defaults_leave_mail_off(tmp_path: Path) -> None:
         ({"notif_from": "a@b.org", "smtp_port": 70000}, "smtp_port"),
         ({"notif_from": "a@b.org", "client_base_url": "chat.example.org"}, "client_base_url"),
         ({"notif_from": "a@b.org", "no_such_key": 1}, "unknown setting 'email.no_such_key'"),
+        ({"notif_from": "a@b.org", "subjects": {"greeting": "hi"}}, "unknown subject 'greeting'"),
+        (
+            {"notif_from": "a@b.org", "subjects": {"password_reset": "%(nobody)s"}},
+            r"email\.subjects\.password_reset: not a subject template",
+        ),
     ],
 )
 def test_mistakes_are_one_line_errors(tmp_path: Path, block: dict[str, object], error: str) -> None:

@@ -8,6 +8,7 @@ Every mail has a plain-text part and an HTML alternative.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -68,9 +69,16 @@ class Mailer:
     """`await mailer.send(mail)`; raises MailError when the mail did not go out. Without
     settings (no `email` block) it is disabled and sends nothing."""
 
-    def __init__(self, settings: SmtpSettings | None, server_name: str) -> None:
+    def __init__(
+        self,
+        settings: SmtpSettings | None,
+        server_name: str,
+        subjects: Mapping[str, str] = email_config.DEFAULT_SUBJECTS,
+    ) -> None:
         self.settings = settings
         self.server_name = server_name
+        # The subjects of the mails (Synapse's `email.subjects`), for the templates.
+        self.subjects = subjects
 
     @classmethod
     def from_config(cls, config: Config) -> Mailer:
@@ -87,7 +95,7 @@ class Mailer:
             enable_tls=config.email_enable_tls,
             sender=email_config.sender(config),
         )
-        return cls(settings, config.server_name)
+        return cls(settings, config.server_name, email_config.subjects(config))
 
     @property
     def enabled(self) -> bool:

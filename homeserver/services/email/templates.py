@@ -6,6 +6,7 @@ Subjects follow Synapse's defaults, so users moving with their server see the sa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from html import escape
@@ -18,6 +19,11 @@ _STYLE = (
 )
 
 
+# Subject templates by Synapse's names (config/email.py DEFAULT_SUBJECTS), with its
+# %(app)s, %(person)s, %(room)s and %(server_name)s placeholders.
+Subjects = Mapping[str, str]
+
+
 class Purpose(Enum):
     """Why an address is being validated; each has its own link and wording."""
 
@@ -28,19 +34,19 @@ class Purpose(Enum):
 
 _WORDING = {
     Purpose.PASSWORD_RESET: (
-        "[{server}] Password reset",
+        "password_reset",
         "A password reset was requested for your account on {server}.",
         "To reset your password, follow this link and confirm:",
         "If you did not ask for this, ignore this mail: your password stays as it is.",
     ),
     Purpose.REGISTRATION: (
-        "[{server}] Validate your email",
+        "email_validation",
         "Someone is registering an account on {server} with this email address.",
         "To confirm that this is your address, follow this link:",
         "If this was not you, ignore this mail: no account gets this address.",
     ),
     Purpose.ADD_THREEPID: (
-        "[{server}] Validate your email",
+        "email_validation",
         "Someone asked to add this email address to an account on {server}.",
         "To confirm that this is your address, follow this link:",
         "If this was not you, ignore this mail: the address is not added.",
@@ -53,8 +59,12 @@ def _html(paragraphs: list[str]) -> str:
     return f'<!DOCTYPE html>\n<html><body style="{_STYLE}">\n{body}\n</body></html>\n'
 
 
-def validation_mail(purpose: Purpose, to: str, link: str, server_name: str) -> Mail:
-    subject, intro, action, outro = (part.format(server=server_name) for part in _WORDING[purpose])
+def validation_mail(
+    purpose: Purpose, to: str, link: str, server_name: str, subjects: Subjects
+) -> Mail:
+    subject_key, *wording = _WORDING[purpose]
+    intro, action, outro = (part.format(server=server_name) for part in wording)
+    subject = subjects[subject_key] % {"server_name": server_name, "app": server_name}
     text = f"{intro}\n\n{action}\n\n{link}\n\n{outro}\n"
     html = _html(
         [
@@ -67,10 +77,10 @@ def validation_mail(purpose: Purpose, to: str, link: str, server_name: str) -> M
     return Mail(to=to, subject=subject, text=text, html=html)
 
 
-def already_in_use_mail(to: str, server_name: str) -> Mail:
+def already_in_use_mail(to: str, server_name: str, subjects: Subjects) -> Mail:
     """Sent instead of a link when the address already belongs to an account: its owner
     learns of the attempt, the requester learns nothing."""
-    subject = f"[{server_name}] Email already in use"
+    subject = subjects["email_already_in_use"] % {"server_name": server_name, "app": server_name}
     intro = (
         f"Someone tried to use this email address for an account on {server_name}, but"
         " it already belongs to an account there."
@@ -99,18 +109,25 @@ class RoomSummary:
     link: str
     messages: list[Message]
     is_invite: bool = False
+    named: bool = True  # False: `name` only describes a room that has none
 
 
-def _subject(app: str, rooms: list[RoomSummary]) -> str:
+def _subject(subjects: Subjects, app: str, rooms: list[RoomSummary]) -> str:
+    """Synapse's choice of subject for a notification mail."""
     first = rooms[0]
     senders = list(dict.fromkeys(m.sender for m in first.messages))
+    values = {"app": app, "person": senders[0], "room": first.name}
     if first.is_invite and len(rooms) == 1:
-        return f"[{app}] {senders[0]} has invited you to join the {first.name} room on {app}..."
-    if len(rooms) > 1:
-        return f"[{app}] You have messages on {app} in the {first.name} room and others..."
-    if len(first.messages) == 1:
-        return f"[{app}] You have a message on {app} from {senders[0]} in the {first.name} room..."
-    return f"[{app}] You have messages on {app} in the {first.name} room..."
+        key = "invite_from_person_to_room" if first.named else "invite_from_person"
+    elif len(rooms) > 1:
+        key = "messages_in_room_and_others" if first.named else "messages_from_person_and_others"
+    elif len(first.messages) == 1:
+        key = "message_from_person_in_room" if first.named else "message_from_person"
+    elif first.named:
+        key = "messages_in_room"
+    else:
+        key = "messages_from_person"
+    return subjects[key] % values
 
 
 def notification_mail(
@@ -120,6 +137,7 @@ def notification_mail(
     rooms: list[RoomSummary],
     settings_hint: str,
     unsubscribe: str,
+    subjects: Subjects,
 ) -> Mail:
     """The summary of a user's unread messages, newest room first, each with its link."""
     text_parts = [f"Hi {user_name},", "", f"You have unread messages on {app_name}:", ""]
@@ -143,7 +161,7 @@ def notification_mail(
     )
     return Mail(
         to=to,
-        subject=_subject(app_name, rooms),
+        subject=_subject(subjects, app_name, rooms),
         text="\n".join(text_parts) + "\n",
         html=_html(html_parts),
         unsubscribe=unsubscribe,

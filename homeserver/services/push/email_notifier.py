@@ -196,12 +196,14 @@ class EmailNotifier:
         for room_id in dict.fromkeys(p.room_id for p in reversed(pending)):
             messages = by_room.get(room_id)
             if messages:
+                name = await self._room_name(conn, room_id)
                 rooms.append(
                     RoomSummary(
-                        await self._room_name(conn, room_id, messages),
+                        name or f"your conversation with {messages[0].sender}",
                         self._link(room_id),
                         messages,
                         is_invite=room_id in invited_to,
+                        named=name is not None,
                     )
                 )
         user_name = await actions_store.display_name(conn, pending[0].room_id, key.user_id)
@@ -212,6 +214,7 @@ class EmailNotifier:
             rooms,
             SETTINGS_HINT,
             self.unsubscribe_link(key),
+            self.mailer.subjects,
         )
 
     def _unsubscribe_token(self, key: store.PusherKey) -> str:
@@ -240,7 +243,8 @@ class EmailNotifier:
             await store.delete_pusher(conn, user_id, app_id, pushkey)
         return True
 
-    async def _room_name(self, conn: Connection, room_id: str, messages: list[Message]) -> str:
+    async def _room_name(self, conn: Connection, room_id: str) -> str | None:
+        """The room's name, or its canonical alias; None when it has neither."""
         ids = await state.get_current_state(conn, room_id, {NAME_KEY, ALIAS_KEY})
         found = await load_events(conn, self.cache, ids.values())
         for key, field in ((NAME_KEY, "name"), (ALIAS_KEY, "alias")):
@@ -248,7 +252,7 @@ class EmailNotifier:
             value = event.content.get(field) if event is not None else None
             if isinstance(value, str) and value:
                 return value
-        return f"your conversation with {messages[0].sender}"
+        return None
 
     def _link(self, room_id: str) -> str:
         if self.client_base_url:

@@ -161,10 +161,10 @@ class ThreepidValidation:
             if owner is None:
                 return None
         elif owner is not None:
-            return already_in_use_mail(address, self.server_name)
+            return already_in_use_mail(address, self.server_name, self.mailer.subjects)
         query = urlencode({"token": token, "client_secret": secret, "sid": sid})
         link = f"{self.public_baseurl}{SUBMIT_PATHS[purpose]}?{query}"
-        return validation_mail(purpose, address, link, self.server_name)
+        return validation_mail(purpose, address, link, self.server_name, self.mailer.subjects)
 
     def _send_later(self, mail: Mail) -> None:
         task = asyncio.create_task(self._send(mail), name="validation mail")
