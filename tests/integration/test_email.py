@@ -17,7 +17,13 @@ import yaml
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import PostgresServer
-from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, register_user
+from tests.integration.conftest import (
+    CLIENT_V3,
+    RoomUser,
+    auth_header,
+    login_user,
+    register_user,
+)
 from tests.integration.mail import (
     Mailbox,
     free_port,
@@ -417,6 +423,12 @@ async def test_email_notifications_of_unread_messages(
     status, page = await follow(unsubscribe, "POST", {"List-Unsubscribe": "One-Click"})
     assert status == 200, page
     assert (await alice.get("/v3/pushers"))[1] == {"pushers": []}
+    # The email pusher is the account's: logging out the device that set it keeps it.
+    await alice.ok("POST", "/pushers/set", pusher)
+    other = await login_user(client, "alice")
+    await alice.ok("POST", "/logout")
+    resp = await client.get(f"{CLIENT_V3}/pushers", headers=auth_header(other["access_token"]))
+    assert [p["pushkey"] for p in (await resp.json())["pushers"]] == ["alice@example.org"]
 
 
 async def test_next_link_and_changes_switched_off(

@@ -164,4 +164,6 @@ class PusherService:
         async with self.db.pool.connection() as conn, conn.transaction():
             if not append:
                 await store.delete_others(conn, user_id, app_id, pushkey)
-            await store.upsert_pusher(conn, row, requester.token_id, now_ms())
+            # An email pusher is the account's, not a device's: logging out keeps it.
+            token_id = requester.token_id if kind == "http" else None
+            await store.upsert_pusher(conn, row, token_id, now_ms())
