@@ -461,3 +461,24 @@ async def test_next_link_and_changes_switched_off(
     body["next_link"] = "javascript:alert(1)"
     status, result = await post(client, REGISTER_TOKEN, {**body, "send_attempt": 2})
     assert (status, result["errcode"]) == (400, "M_INVALID_PARAM")
+
+
+async def test_deactivation_frees_the_address(
+    homeserver_client: Callable[..., Any], mailbox: Mailbox
+) -> None:
+    client = await mail_server(homeserver_client, mailbox)
+    hank = await register_user(client, "hank")
+    await add_email(client, mailbox, hank, "hank@example.org")
+    status, challenge = await post(client, "/account/deactivate", {}, hank["access_token"])
+    auth = {"type": "m.login.password", "user": "hank", "password": "secret pw"}
+    status, _ = await post(
+        client,
+        "/account/deactivate",
+        {"auth": {**auth, "session": challenge["session"]}},
+        hank["access_token"],
+    )
+    assert status == 200
+    status, body = await post(client, "/login", email_login("hank@example.org", "secret pw"))
+    assert (status, body["errcode"]) == (403, "M_FORBIDDEN")
+    ivy = await register_user(client, "ivy")
+    await add_email(client, mailbox, ivy, "hank@example.org")
