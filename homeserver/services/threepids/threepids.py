@@ -11,7 +11,7 @@ from homeserver.services.push.pushers import EMAIL_APP_ID, PusherService
 from homeserver.services.threepids.addresses import EMAIL, canonical_email
 from homeserver.services.threepids.validation import ThreepidValidation, ValidatedThreepid
 from homeserver.storage.core.pool import Database
-from homeserver.storage.push import pushers
+from homeserver.storage.push import pushers as pusher_store
 from homeserver.storage.threepids import threepids as store
 
 
@@ -105,7 +105,7 @@ class ThreepidService:
         canonical = canonical_email(address, "address")
         async with self.db.pool.connection() as conn, conn.transaction():
             if await store.delete_threepid(conn, user_id, medium, canonical):
-                await pushers.delete_pusher(conn, user_id, EMAIL_APP_ID, canonical)
+                await pusher_store.delete_pusher(conn, user_id, EMAIL_APP_ID, canonical)
 
     async def set_by_admin(self, user_id: str, wanted: set[str]) -> None:
         """Synapse's admin `PUT /users/{userId}` with `threepids`: the account's
@@ -115,7 +115,7 @@ class ThreepidService:
             current = {r.address for r in await store.threepids_of_user(conn, user_id)}
             for address in current - wanted:
                 await store.delete_threepid(conn, user_id, EMAIL, address)
-                await pushers.delete_pusher(conn, user_id, EMAIL_APP_ID, address)
+                await pusher_store.delete_pusher(conn, user_id, EMAIL_APP_ID, address)
             for address in sorted(wanted - current):
                 if await store.add_threepid(conn, user_id, EMAIL, address, now, now) != user_id:
                     raise in_use()
