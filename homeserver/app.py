@@ -25,6 +25,7 @@ from homeserver.api.client import (
     delayed_events,
     devices,
     directory,
+    email_validation,
     filters,
     hierarchy,
     key_backup,
@@ -72,6 +73,7 @@ from homeserver.api.federation import version as federation_version
 from homeserver.config import Config, ConfigError
 from homeserver.datadir import DataDirLock, load_or_create_signing_key
 from homeserver.services.appservices.registry import load_registry
+from homeserver.services.email.mailer import MailError
 from homeserver.services.homeserver import Homeserver
 from homeserver.storage.core import migrations
 from homeserver.storage.core.embedded_postgres import EmbeddedPostgres
@@ -120,6 +122,7 @@ def build_app(hs: Homeserver) -> web.Application:
         logout,
         devices,
         account,
+        email_validation,
         registration_tokens,
         admin_users,
         admin_rooms,
@@ -245,6 +248,11 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
     signing_key = load_or_create_signing_key(config.signing_key_path)
     db = await _open_database(config, conninfo)
     hs = Homeserver(config=config, db=db, signing_key=signing_key)
+    try:
+        await hs.mailer.check()
+    except MailError as exc:
+        await db.close()
+        raise ConfigError(f"email: {exc}") from None
     await hs.start()
     supervisor = None if embedded is None else asyncio.create_task(supervise(embedded))
     runner = web.AppRunner(

@@ -75,6 +75,26 @@ class Config:
     max_event_delay_duration: int = 24 * 60 * 60 * 1000
     extra_well_known_client_content: dict[str, Any] = field(default_factory=dict)
     matrix_rtc_transports: list[dict[str, Any]] = field(default_factory=list)
+    rate_limits_threepid_validation_per_second: float = 0.003
+    rate_limits_threepid_validation_burst: int = 5
+    email_smtp_host: str = "localhost"
+    email_smtp_port: int | None = None
+    email_smtp_user: str | None = None
+    email_smtp_pass: str | None = None
+    email_force_tls: bool = False
+    email_require_transport_security: bool = False
+    email_enable_tls: bool = True
+    email_notif_from: str | None = None
+    email_app_name: str = "Matrix"
+    email_enable_notifs: bool = False
+    email_notif_for_new_users: bool = True
+    email_notif_delay_before_mail: int = 10 * 60 * 1000
+    email_client_base_url: str | None = None
+    email_validation_token_lifetime: int = 60 * 60 * 1000
+    email_subjects: dict[str, str] = field(default_factory=dict)
+    email_riot_base_url: str | None = None
+    registrations_require_3pid: tuple[str, ...] = ()
+    enable_3pid_changes: bool = True
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

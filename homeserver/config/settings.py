@@ -5,7 +5,7 @@ module of this package and is added to `SETTINGS` below."""
 from __future__ import annotations
 
 from federation.room_versions import DEFAULT_ROOM_VERSION
-from homeserver.config import oidc, voip
+from homeserver.config import email, oidc, voip
 from homeserver.config.setting import Setting
 
 # Token buckets per user (or per address when unauthenticated): (per_second, burst).
@@ -20,6 +20,8 @@ RATE_LIMIT_DEFAULTS: dict[str, tuple[float, int]] = {
     # Restarting, cancelling and sending delayed events: MatrixRTC clients restart their
     # delayed leave every few seconds per call (Synapse's rc_delayed_event_mgmt).
     "delayed_event_mgmt": (1.0, 20),
+    # requestToken, per client address and per email address (Synapse's rc_3pid_validation)
+    "threepid_validation": (0.003, 5),
 }
 
 _CORE: tuple[Setting, ...] = (
@@ -230,6 +232,7 @@ SETTINGS: tuple[Setting, ...] = (
     *_CORE,
     *oidc.SETTINGS,
     *voip.SETTINGS,
+    *email.SETTINGS,
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}

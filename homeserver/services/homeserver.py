@@ -43,6 +43,7 @@ from homeserver.services.e2ee.cross_signing import CrossSigningService
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.services.e2ee.key_backup import KeyBackupService
 from homeserver.services.e2ee.keys import E2EEKeys
+from homeserver.services.email.mailer import Mailer
 from homeserver.services.ephemeral.presence import PresenceService
 from homeserver.services.ephemeral.receipts import ReceiptService
 from homeserver.services.ephemeral.to_device import ToDeviceService
@@ -51,6 +52,7 @@ from homeserver.services.media.remote import RemoteMedia
 from homeserver.services.media.repository import MediaRepository
 from homeserver.services.media.thumbnails import ThumbnailService
 from homeserver.services.media.url_previews import UrlPreviewService
+from homeserver.services.push.email_notifier import EmailNotifier
 from homeserver.services.push.gateway import PushGateway
 from homeserver.services.push.notifications import NotificationService
 from homeserver.services.push.pushers import PusherService
@@ -81,6 +83,8 @@ from homeserver.services.rooms.upgrade import RoomUpgrader
 from homeserver.services.rooms.writer import EventCache, EventWriter
 from homeserver.services.sso.sso import SsoService
 from homeserver.services.sync.sync import SyncService
+from homeserver.services.threepids.threepids import ThreepidService
+from homeserver.services.threepids.validation import ThreepidValidation
 from homeserver.services.timeline.messages import MessageService
 from homeserver.services.timeline.relations import RelationService
 from homeserver.services.timeline.search import SearchService
@@ -119,6 +123,9 @@ class Homeserver:
     accounts: AccountService = field(init=False)
     login: LoginService = field(init=False)
     uia: UiaService = field(init=False)
+    mailer: Mailer = field(init=False)
+    validation: ThreepidValidation = field(init=False)
+    threepids: ThreepidService = field(init=False)
     registration: RegistrationService = field(init=False)
     registration_tokens: RegistrationTokens = field(init=False)
     sso: SsoService = field(init=False)
@@ -176,6 +183,7 @@ class Homeserver:
     notifications: NotificationService = field(init=False)
     pushers: PusherService = field(init=False)
     push_gateway: PushGateway = field(init=False)
+    email_notifier: EmailNotifier = field(init=False)
     # media/
     media_remote: RemoteMedia = field(init=False)
     media_repository: MediaRepository = field(init=False)
@@ -288,7 +296,8 @@ class Homeserver:
         )
         self.accounts = AccountService(db, config.server_name, config.argon2_time_cost)
         self.login = LoginService(db, config.server_name, config.access_token_lifetime_ms)
-        self.uia = UiaService(db, config.server_name, self.login)
+        self._build_threepids()
+        self.uia = UiaService(db, config.server_name, self.login, self.validation)
         self.registration = RegistrationService(
             db,
             config.server_name,
@@ -297,11 +306,34 @@ class Homeserver:
             accounts=self.accounts,
             login=self.login,
             uia=self.uia,
+            threepids=self.threepids,
+            email_required="email" in config.registrations_require_3pid,
         )
         self.registration_tokens = RegistrationTokens(db)
         self.account_data = AccountDataService(db, self.streams, self.notifier)
         self.filters = FilterService(db)
         self.openid = OpenIdService(db, config.server_name)
+
+    def _build_threepids(self) -> None:
+        """Mail (when configured), address validation, the addresses of accounts."""
+        config = self.config
+        self.mailer = Mailer.from_config(config)
+        self.validation = ThreepidValidation(
+            self.db,
+            self.mailer,
+            self.ratelimit,
+            server_name=config.server_name,
+            public_baseurl=config.client_base_url,
+            token_lifetime_ms=config.email_validation_token_lifetime,
+        )
+        self.pushers = PusherService(self.db, email_notifs=config.email_enable_notifs)
+        self.threepids = ThreepidService(
+            self.db,
+            self.validation,
+            self.pushers,
+            changes_enabled=config.enable_3pid_changes,
+            notify_new_users=config.email_enable_notifs and config.email_notif_for_new_users,
+        )
 
     def _build_rooms(self) -> None:
         """Local rooms; joins through other servers first, which membership and room
@@ -403,9 +435,19 @@ class Homeserver:
             retention_days=config.push_retention_days,
             unread_retention_days=config.push_unread_retention_days,
         )
-        self.pushers = PusherService(self.db)
         self.push_gateway = PushGateway(
             self.db, self.event_cache, allowed_ranges=config.push_ip_range_whitelist
+        )
+        self.email_notifier = EmailNotifier(
+            self.db,
+            self.event_cache,
+            self.mailer,
+            enabled=config.email_enable_notifs,
+            delay_ms=config.email_notif_delay_before_mail,
+            app_name=config.email_app_name,
+            client_base_url=config.email_client_base_url or config.email_riot_base_url,
+            public_baseurl=config.client_base_url,
+            secret=self.signing_key.seed,
         )
         self.sync = SyncService(
             self.db,
@@ -515,6 +557,7 @@ class Homeserver:
             self.devices,
             self.membership,
             self.deactivation,
+            self.threepids,
         )
         self.admin_rooms = AdminRoomService(
             self.db, self.server_name, self.event_cache, self.membership
@@ -541,6 +584,7 @@ class Homeserver:
         self.writer.add_before_commit(self.room_servers.before_commit)
         self.writer.add_before_commit(self.delayed_events.before_commit)
         self.writer.add_after_commit(lambda w: self.push_gateway.notify_users(w.notified_users))
+        self.writer.add_after_commit(lambda w: self.email_notifier.notify_users(w.notified_users))
         self.writer.add_after_commit(self.room_servers.after_commit)
         self.writer.add_after_commit(lambda _: self.appservices_sender.notify())
 
@@ -556,6 +600,7 @@ class Homeserver:
         await self.remote_client.start()
         await self.remote_sender.start()
         await self.push_gateway.start()
+        await self.email_notifier.start()
         await self.appservices_sender.start()
         await self.notifications.start()
         await self.deactivation.start()
@@ -570,7 +615,9 @@ class Homeserver:
         await self.backfill.close()
         await self.remote_device_lists.close()
         await self.notifications.close()
+        await self.validation.close()
         await self.push_gateway.close()
+        await self.email_notifier.close()
         await self.appservices_sender.close()
         await self.remote_sender.close()
         await self.remote_client.close()

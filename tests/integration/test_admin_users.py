@@ -145,6 +145,12 @@ async def test_bad_input_is_refused(server: tuple[Client, str, str]) -> None:
         ("PUT", f"{V2}/users/not-a-user-id", {"password": "pw"}),
         ("POST", f"{V1}/deactivate/@root:test.local", {"erase": "please"}),
         ("POST", f"{V1}/reset_password/@root:test.local", {"new_password": 7}),
+        ("PUT", f"{V2}/users/@alice:test.local", {"threepids": [{"medium": "msisdn"}]}),
+        (
+            "PUT",
+            f"{V2}/users/@alice:test.local",
+            {"threepids": [{"medium": "email", "address": "x"}]},
+        ),
     ]
     for method, path, body in cases:
         status, answer = await admin_call(client, method, path, admin_token, body)
@@ -371,3 +377,42 @@ async def test_joined_rooms(server: tuple[Client, str, str]) -> None:
     )
     assert status == 200
     assert body == {"joined_rooms": sorted([first, second]), "total": 2}
+
+
+async def test_admins_set_and_find_email_addresses(server: tuple[Client, str, str]) -> None:
+    """Synapse's `threepids` in PUT /users and the lookup by address, as synapse-admin
+    uses them: an admin gives an account its email address, which then logs it in."""
+    client, admin_token, _ = server
+    body = {"password": "pw", "threepids": [{"medium": "email", "address": "Ann@Example.org"}]}
+    status, created = await admin_call(
+        client, "PUT", f"{V2}/users/@ann:test.local", admin_token, body
+    )
+    assert status == 201
+    assert [(t["medium"], t["address"]) for t in created["threepids"]] == [
+        ("email", "ann@example.org")
+    ]
+    status, found = await admin_call(
+        client, "GET", f"{V1}/threepid/email/users/ann@example.org", admin_token
+    )
+    assert (status, found) == (200, {"user_id": "@ann:test.local"})
+    login = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.thirdparty", "medium": "email", "address": "ann@example.org"},
+        "password": "pw",
+    }
+    resp = await client.post(f"{CLIENT_V3}/login", json=login)
+    assert resp.status == 200
+    # Another account cannot be given the same address.
+    body = {"password": "pw", "threepids": [{"medium": "email", "address": "ann@example.org"}]}
+    status, answer = await admin_call(
+        client, "PUT", f"{V2}/users/@bea:test.local", admin_token, body
+    )
+    assert (status, answer["errcode"]) == (400, "M_THREEPID_IN_USE")
+    status, changed = await admin_call(
+        client, "PUT", f"{V2}/users/@ann:test.local", admin_token, {"threepids": []}
+    )
+    assert (status, changed["threepids"]) == (200, [])
+    status, found = await admin_call(
+        client, "GET", f"{V1}/threepid/email/users/ann@example.org", admin_token
+    )
+    assert status == 404

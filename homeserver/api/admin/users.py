@@ -126,6 +126,17 @@ async def client_whois(request: web.Request) -> web.Response:
     return json_response(found)
 
 
+async def user_by_threepid(request: web.Request) -> web.Response:
+    """Synapse's `GET /_synapse/admin/v1/threepid/{medium}/users/{address}`."""
+    await require_admin(request)
+    user_id = await homeserver(request).threepids.owner_of(
+        request.match_info["medium"], request.match_info["address"]
+    )
+    if user_id is None:
+        raise MatrixError(404, "M_NOT_FOUND", "User not found")
+    return json_response({"user_id": user_id})
+
+
 def register(app: web.Application) -> None:
     user = "/users/{user_id}"
     app.router.add_get(f"{V2}/users", list_users)
@@ -138,4 +149,5 @@ def register(app: web.Application) -> None:
     app.router.add_get(f"{V2}{user}/devices/{{device_id}}", get_device)
     app.router.add_delete(f"{V2}{user}/devices/{{device_id}}", delete_device)
     app.router.add_get(f"{V1}/whois/{{user_id}}", admin_whois)
+    app.router.add_get(f"{V1}/threepid/{{medium}}/users/{{address}}", user_by_threepid)
     add_client_route(app, "GET", "/admin/whois/{user_id}", client_whois)

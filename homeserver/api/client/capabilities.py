@@ -14,7 +14,9 @@ from homeserver.api.routes import add_client_route
 from homeserver.services.rooms.delayed_events import UNSTABLE_FEATURE as DELAYED_EVENTS
 
 
-def capabilities(default_room_version: str, max_delay_ms: int) -> dict[str, Any]:
+def capabilities(
+    default_room_version: str, max_delay_ms: int, threepid_changes: bool = False
+) -> dict[str, Any]:
     return {
         "m.change_password": {"enabled": True},
         "m.room_versions": {
@@ -25,7 +27,8 @@ def capabilities(default_room_version: str, max_delay_ms: int) -> dict[str, Any]
         "m.set_avatar_url": {"enabled": True},
         # No `allowed` list: every profile field the spec's key grammar admits.
         "m.profile_fields": {"enabled": True},
-        "m.3pid_changes": {"enabled": False},
+        # Adding needs mail to validate with; removing alone is not worth announcing.
+        "m.3pid_changes": {"enabled": threepid_changes},
         "m.get_login_token": {"enabled": True},
         # MSC4140's longest delay; clients also learn it from the error of a longer one.
         DELAYED_EVENTS: {"enabled": max_delay_ms > 0, "max_delay": max_delay_ms},
@@ -35,7 +38,9 @@ def capabilities(default_room_version: str, max_delay_ms: int) -> dict[str, Any]
 async def get_capabilities(request: web.Request) -> web.Response:
     await require_user(request)
     hs = homeserver(request)
-    found = capabilities(hs.config.default_room_version, hs.delayed_events.max_delay_ms)
+    found = capabilities(
+        hs.config.default_room_version, hs.delayed_events.max_delay_ms, hs.threepids.can_change
+    )
     return json_response({"capabilities": found})
 
 

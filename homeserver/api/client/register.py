@@ -1,5 +1,6 @@
 """Registration: `POST /register`, username availability, registration token
-validity, and the third-party-id verification we do not offer."""
+validity, and the email validation a registration may ask for (phone numbers are not
+offered)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from homeserver.api.uia import UiaChallenge
 from homeserver.services.accounts import uia
 from homeserver.services.accounts.registration import user_id_for
 from homeserver.services.appservices import registry as appservices
+from homeserver.services.email.templates import Purpose
 
 
 async def post_register(request: web.Request) -> web.Response:
@@ -65,13 +67,19 @@ async def get_token_validity(request: web.Request) -> web.Response:
 
 
 async def post_request_token(request: web.Request) -> web.Response:
-    """Registering with an email address or phone number: we verify neither."""
-    await read_json_object(request)
-    raise MatrixError(
-        403,
-        "M_THREEPID_DENIED",
-        "This server does not accept third-party identifiers for registration",
-    )
+    """A link proving an email address for registration, when mail is set up; an
+    address already in use gets a notice instead, and the same answer."""
+    body = await read_json_object(request)
+    hs = homeserver(request)
+    if not request.path.endswith("/email/requestToken") or not hs.validation.enabled:
+        raise MatrixError(
+            403,
+            "M_THREEPID_DENIED",
+            "This server does not accept this kind of third-party identifier for registration",
+        )
+    hs.registration.flows()  # 403 when registration is closed
+    sid = await hs.validation.request_token(Purpose.REGISTRATION, body, request.remote or "-")
+    return json_response(sid)
 
 
 def register(app: web.Application) -> None:

@@ -24,6 +24,7 @@ from homeserver.storage.core.pool import Database
 from homeserver.storage.e2ee import keys as e2e_keys
 from homeserver.storage.push import pushers
 from homeserver.storage.rooms import delayed_events, memberships
+from homeserver.storage.threepids import threepids
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,14 @@ class Deactivations:
 
     async def close_account(self, user_id: str, *, erase: bool) -> None:
         """Close the account for good, all at once: no password, no devices (nor their
-        keys), no tokens, no pushers, no delayed events; with `erase`, no display name
+        keys), no tokens, no pushers, no delayed events, no email addresses; with `erase`,
+        no display name
         or avatar either."""
         async with self.device_lists.transaction([user_id]) as conn:
             await account_store.deactivate_user(conn, user_id, erase=erase)
             await pushers.delete_user_pushers(conn, user_id)
             await delayed_events.delete_of_user(conn, user_id)
+            await threepids.delete_user_threepids(conn, user_id)
             if erase and await profiles.get_profile(conn, user_id) is not None:
                 await profiles.set_profile_field(conn, user_id, "displayname", None)
                 await profiles.set_profile_field(conn, user_id, "avatar_url", None)

@@ -11,10 +11,12 @@ from homeserver.services.accounts.devices import MAX_DISPLAY_NAME_LENGTH, new_de
 from homeserver.services.accounts.passwords import check_password_async
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden
+from homeserver.services.threepids.addresses import EMAIL, canonical_email
 from homeserver.storage.accounts import accounts, devices, tokens
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.e2ee import cross_signing
 from homeserver.storage.push import pushers
+from homeserver.storage.threepids import threepids
 
 LOGIN_PASSWORD = "m.login.password"
 LOGIN_TOKEN = "m.login.token"
@@ -23,9 +25,29 @@ MAX_DEVICE_ID_LENGTH = 255
 CROSS_SIGNING_KEY_TYPES = ("master", "self_signing", "user_signing")
 
 
+# Who a third-party id that names no account "is": nobody can have this user id.
+NO_SUCH_USER = "@:"
+
+
+def email_of_identifier(body: dict[str, Any]) -> str | None:
+    """The email address an `m.id.thirdparty` identifier (or the legacy top-level
+    `medium`/`address`) names, canonical; None for other identifiers."""
+    identifier = body.get("identifier")
+    if identifier is None and body.get("medium") is not None:
+        identifier = {**body, "type": "m.id.thirdparty"}
+    if not isinstance(identifier, dict) or identifier.get("type") != "m.id.thirdparty":
+        return None
+    medium = identifier.get("medium")
+    if medium != EMAIL:
+        if not isinstance(medium, str):
+            raise bad_json("identifier.medium must be a string")
+        raise forbidden("Only email addresses are associated with accounts on this server")
+    return canonical_email(identifier.get("address"), "identifier.address")
+
+
 def user_id_from_identifier(body: dict[str, Any], server_name: str) -> str:
     """The user named by a login or auth body: its `identifier`, or the legacy
-    top-level `user`. Third-party ids cannot name anyone: none are stored."""
+    top-level `user`. Third-party ids are looked up (LoginService.user_id_for)."""
     identifier = body.get("identifier")
     if identifier is None:
         if "user" in body:
@@ -91,6 +113,17 @@ class LoginService:
         self.db = db
         self.server_name = server_name
         self.access_token_lifetime_ms = access_token_lifetime_ms
+
+    async def user_id_for(self, body: dict[str, Any]) -> str:
+        """The user a login or auth body names, email addresses included. An address
+        of nobody gives a user id nobody has: the password check then fails as for a
+        wrong password, in the same time, so a login tells nobody which addresses exist."""
+        address = email_of_identifier(body)
+        if address is None:
+            return user_id_from_identifier(body, self.server_name)
+        async with self.db.pool.connection() as conn:
+            owner = await threepids.user_of(conn, EMAIL, address)
+        return owner or NO_SUCH_USER
 
     async def check_user_password(self, user_id: str, password: Any) -> None:
         """Pass, or 403: M_FORBIDDEN for a wrong password or an unknown user (which take
@@ -173,7 +206,7 @@ class LoginService:
         kind = body.get("type")
         auth_provider = None
         if kind == LOGIN_PASSWORD:
-            user_id = user_id_from_identifier(body, self.server_name)
+            user_id = await self.user_id_for(body)
             await self.check_user_password(user_id, body.get("password"))
         elif kind == LOGIN_TOKEN:
             row = await self.user_from_login_token(body.get("token"))

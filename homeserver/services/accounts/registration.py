@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from enum import Enum
 from typing import Any
 
 from homeserver.services.accounts.accounts import (
@@ -17,9 +18,17 @@ from homeserver.services.accounts.login import (
     validate_device_id,
     validate_display_name,
 )
-from homeserver.services.accounts.uia import DUMMY, REGISTRATION_TOKEN, Challenge, UiaService
+from homeserver.services.accounts.uia import (
+    DUMMY,
+    EMAIL_IDENTITY,
+    REGISTRATION_TOKEN,
+    Challenge,
+    UiaService,
+)
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden
+from homeserver.services.threepids.threepids import ThreepidService, in_use
+from homeserver.services.threepids.validation import ValidatedThreepid
 from homeserver.storage.accounts import accounts, registration_tokens
 from homeserver.storage.core.pool import Database
 
@@ -37,6 +46,15 @@ def user_id_for(username: str, server_name: str) -> str:
     if len(user_id.encode()) > 255:
         raise AccountError("M_INVALID_USERNAME", "User id is too long")
     return user_id
+
+
+class EmailStage(Enum):
+    """Whether registering asks for a verified email (Synapse's
+    `registrations_require_3pid: [email]`), offers it, or has no mail to verify with."""
+
+    OFF = "off"
+    OFFERED = "offered"
+    REQUIRED = "required"
 
 
 def _optional(body: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
@@ -59,6 +77,8 @@ class RegistrationService:
         accounts: AccountService,
         login: LoginService,
         uia: UiaService,
+        threepids: ThreepidService,
+        email_required: bool = False,
     ) -> None:
         self.db = db
         self.server_name = server_name
@@ -67,14 +87,27 @@ class RegistrationService:
         self.accounts = accounts
         self.login = login
         self.uia = uia
+        self.threepids = threepids
+        self.email_stage = (
+            EmailStage.REQUIRED
+            if email_required
+            else EmailStage.OFFERED
+            if threepids.validation.enabled
+            else EmailStage.OFF
+        )
 
     def flows(self) -> list[list[str]]:
-        """The registration flows on offer; 403 when nobody may register over the API."""
-        if self.requires_token:
-            return [[REGISTRATION_TOKEN]]
-        if self.open_registration:
-            return [[DUMMY]]
-        raise forbidden("Registration is disabled on this server")
+        """The registration flows on offer; 403 when nobody may register over the API.
+        A verified email is one more stage when required, another flow when offered."""
+        if not self.requires_token and not self.open_registration:
+            raise forbidden("Registration is disabled on this server")
+        first = [REGISTRATION_TOKEN] if self.requires_token else []
+        if self.email_stage is EmailStage.REQUIRED:
+            return [[*first, EMAIL_IDENTITY]]
+        flows = [first or [DUMMY]]
+        if self.email_stage is EmailStage.OFFERED:
+            flows.append([*first, EMAIL_IDENTITY])
+        return flows
 
     async def check_available(self, username: str) -> str:
         user_id = user_id_for(username, self.server_name)
@@ -103,8 +136,15 @@ class RegistrationService:
             await self.check_available(username)
         data = await self.uia.authenticate(challenge, body.get("auth"))
         token = data.get("registration_token")
+        threepid = data.get("threepid")
         try:
+            if threepid is not None and await self.threepids.owner_of_email(threepid["address"]):
+                raise in_use()
             user_id = await self._create_account(username, password)
+            if threepid is not None:
+                await self.threepids.add_validated(
+                    user_id, ValidatedThreepid(**threepid), new_account=True
+                )
         except ServiceError:
             if isinstance(token, str):
                 async with self.db.pool.connection() as conn:

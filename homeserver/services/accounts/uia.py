@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.services.accounts.accounts import storable
-from homeserver.services.accounts.login import LoginService, user_id_from_identifier
+from homeserver.services.accounts.login import LoginService
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
+from homeserver.services.threepids.validation import ThreepidValidation
 from homeserver.storage.accounts import registration_tokens, uia
 from homeserver.storage.core.pool import Database
 
@@ -25,6 +26,7 @@ DUMMY = "m.login.dummy"
 PASSWORD = "m.login.password"
 REGISTRATION_TOKEN = "m.login.registration_token"
 SSO = "m.login.sso"  # completed through its fallback page, never by a submitted body
+EMAIL_IDENTITY = "m.login.email.identity"
 SESSION_LIFETIME_MS = 30 * 60 * 1000
 
 Flows = Sequence[Sequence[str]]
@@ -71,10 +73,17 @@ def _incomplete(
 class UiaService:
     """User-interactive auth sessions, kept in the database."""
 
-    def __init__(self, db: Database, server_name: str, login: LoginService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        server_name: str,
+        login: LoginService,
+        validation: ThreepidValidation,
+    ) -> None:
         self.db = db
         self.server_name = server_name
         self.login = login
+        self.validation = validation
 
     async def _new_session(self, challenge: Challenge) -> str:
         session_id = secrets.token_urlsafe(24)
@@ -100,7 +109,7 @@ class UiaService:
         if kind == DUMMY:
             return {}
         if kind == PASSWORD:
-            user_id = user_id_from_identifier(auth, self.server_name)
+            user_id = await self.login.user_id_for(auth)
             if challenge.user_id is not None and user_id != challenge.user_id:
                 raise ServiceError(403, "M_FORBIDDEN", "You can only authenticate as yourself")
             await self.login.check_user_password(user_id, auth.get("password"))
@@ -116,6 +125,16 @@ class UiaService:
             return {"registration_token": token}
         if kind == SSO:
             raise ServiceError(401, "M_FORBIDDEN", "Complete single sign-on on its fallback page")
+        if kind == EMAIL_IDENTITY:
+            creds = auth.get("threepid_creds", auth.get("threepidCreds"))
+            threepid = await self.validation.take(creds)
+            return {
+                "threepid": {
+                    "medium": threepid.medium,
+                    "address": threepid.address,
+                    "validated_at": threepid.validated_at,
+                }
+            }
         raise ServiceError(400, "M_UNRECOGNIZED", f"Unsupported authentication type {kind}")
 
     async def session_info(self, session_id: str) -> uia.SessionRow | None:

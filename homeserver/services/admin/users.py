@@ -19,6 +19,7 @@ from homeserver.services.accounts.devices import DeviceService
 from homeserver.services.accounts.profile import FIELDS, MAX_LENGTHS
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.services.rooms.membership import MembershipService
+from homeserver.services.threepids.threepids import ThreepidService, admin_threepids
 from homeserver.storage.accounts import devices as device_store
 from homeserver.storage.accounts import profiles
 from homeserver.storage.accounts.profiles import ProfileField
@@ -41,9 +42,9 @@ def local_user_id(user_id: str, server_name: str) -> str:
     return user_id
 
 
-def render_user(row: AdminUserRow) -> dict[str, Any]:
+def render_user(row: AdminUserRow, threepids: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """An account as admin tools show it; fields for features this server does not
-    have (third-party ids, SSO ids, shadow bans, locks, consent) hold their empty value."""
+    have (SSO ids, shadow bans, locks, consent) hold their empty value."""
     return {
         "name": row.user_id,
         "displayname": row.displayname,
@@ -63,7 +64,7 @@ def render_user(row: AdminUserRow) -> dict[str, Any]:
         "consent_server_notice_sent": None,
         "consent_version": None,
         "consent_ts": None,
-        "threepids": [],
+        "threepids": threepids or [],
         "external_ids": [],
     }
 
@@ -100,10 +101,9 @@ def _profile_value(field: ProfileField, value: str) -> str | None:
 
 def _check_unsupported(body: dict[str, Any]) -> None:
     """Refuse what we cannot store rather than pretend it was saved."""
-    for key in ("threepids", "external_ids"):
-        value = body.get(key)
-        if value is not None and (not isinstance(value, list) or value):
-            raise invalid_param(f"This server does not store {key}")
+    value = body.get("external_ids")
+    if value is not None and (not isinstance(value, list) or value):
+        raise invalid_param("This server does not store external_ids")
     if body.get("user_type") is not None:
         raise invalid_param("This server has no user types")
     for key in ("locked", "suspended", "shadow_banned"):
@@ -134,6 +134,7 @@ class AdminUserService:
         devices: DeviceService,
         membership: MembershipService,
         deactivations: Deactivations,
+        threepids: ThreepidService,
     ) -> None:
         self.db = db
         self.server_name = server_name
@@ -142,6 +143,7 @@ class AdminUserService:
         self.devices = devices
         self.membership = membership
         self.deactivations = deactivations
+        self.threepids = threepids
 
     async def list_users(self, listing: UserListing) -> dict[str, Any]:
         """A page of accounts, with the offset of the next page while there is one."""
@@ -176,7 +178,8 @@ class AdminUserService:
         return row
 
     async def get_user(self, user_id: str) -> dict[str, Any]:
-        return render_user(await self._row(user_id))
+        row = await self._row(user_id)
+        return render_user(row, await self.threepids.list(row.user_id))
 
     async def upsert_user(
         self, requester: Requester, user_id: str, body: dict[str, Any]
@@ -190,6 +193,8 @@ class AdminUserService:
             raise invalid_param("logout_devices must be a boolean")
         admin = _optional(body, "admin", bool)
         deactivated = _optional(body, "deactivated", bool)
+        raw_threepids = body.get("threepids")
+        threepids = admin_threepids(raw_threepids) if raw_threepids is not None else None
         profile = {
             field: _profile_value(field, value)
             for field in FIELDS
@@ -203,6 +208,8 @@ class AdminUserService:
             await self._modify(requester, existing, password, logout_devices, admin, deactivated)
         if profile:
             await self._set_profile(user_id, profile)
+        if threepids is not None:
+            await self.threepids.set_by_admin(user_id, threepids)
         if existing is None and deactivated:
             await self.deactivate(user_id, erase=False)
         return existing is None, await self.get_user(user_id)

@@ -1,7 +1,8 @@
 """Pushers: the push gateways a user's devices registered (`/pushers`).
 
-Only the `http` kind is accepted (no email notifications). Notifications are sent
-to the gateways by services/push/gateway.py.
+`http` pushers are sent to push gateways by services/push/gateway.py; `email`
+pushers (app id `m.email`, the pushkey one of the user's verified addresses, when the
+server has `email.enable_notifs`) get mail summaries from services/push/email.py.
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ from urllib.parse import urlsplit
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param
+from homeserver.services.threepids.addresses import EMAIL, canonical_email
 from homeserver.storage.core.pool import Database
 from homeserver.storage.push import pushers as store
+from homeserver.storage.threepids import threepids
 
 NOTIFY_PATH = "/_matrix/push/v1/notify"
+EMAIL_APP_ID = "m.email"
 MAX_APP_ID_CHARS = 64
 MAX_PUSHKEY_BYTES = 512
 MAX_FIELD_CHARS = 512
@@ -72,8 +76,36 @@ def render(row: store.PusherRow) -> dict[str, Any]:
 class PusherService:
     """`hs.pushers`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, email_notifs: bool = False) -> None:
         self.db = db
+        self.email_notifs = email_notifs
+
+    async def _check_email_pusher(self, user_id: str, app_id: str, pushkey: str) -> None:
+        """Mail goes only to the user's own verified addresses, as Synapse requires."""
+        if not self.email_notifs:
+            raise invalid_param("Email notifications are not enabled on this server")
+        if app_id != EMAIL_APP_ID:
+            raise invalid_param(f"Email pushers must have the app_id {EMAIL_APP_ID}")
+        async with self.db.pool.connection() as conn:
+            owner = await threepids.user_of(conn, EMAIL, canonical_email(pushkey, "pushkey"))
+        if owner != user_id:
+            raise ServiceError(400, "M_THREEPID_NOT_FOUND", "Email not found")
+
+    async def add_email_pusher(self, user_id: str, address: str) -> None:
+        """The email pusher a new account gets (`email.notif_for_new_users`)."""
+        row = store.PusherRow(
+            user_id,
+            EMAIL_APP_ID,
+            address,
+            "email",
+            "Email Notifications",
+            address,
+            None,
+            "en",
+            {},
+        )
+        async with self.db.pool.connection() as conn:
+            await store.upsert_pusher(conn, row, None, now_ms())
 
     async def list(self, user_id: str) -> list[dict[str, Any]]:
         async with self.db.pool.connection() as conn:
@@ -96,18 +128,21 @@ class PusherService:
             async with self.db.pool.connection() as conn:
                 await store.delete_pusher(conn, user_id, app_id, pushkey)
             return
-        if kind != "http":
-            raise invalid_param("Only pushers of kind 'http' are supported")
+        if kind not in ("http", "email"):
+            raise invalid_param("Only pushers of kind 'http' or 'email' are supported")
         data = body.get("data")
         if data is None:
             raise _missing("data")
         if not isinstance(data, dict):
             raise invalid_param("'data' must be an object")
-        if "url" not in data:
-            raise _missing("data.url")
-        check_gateway_url(data["url"])
-        if "format" in data and data["format"] != "event_id_only":
-            raise invalid_param("'data.format' must be 'event_id_only' when given")
+        if kind == "email":
+            await self._check_email_pusher(user_id, app_id, pushkey)
+        else:
+            if "url" not in data:
+                raise _missing("data.url")
+            check_gateway_url(data["url"])
+            if "format" in data and data["format"] != "event_id_only":
+                raise invalid_param("'data.format' must be 'event_id_only' when given")
         append = body.get("append", False)
         if not isinstance(append, bool):
             raise invalid_param("'append' must be a boolean")
@@ -129,4 +164,6 @@ class PusherService:
         async with self.db.pool.connection() as conn, conn.transaction():
             if not append:
                 await store.delete_others(conn, user_id, app_id, pushkey)
-            await store.upsert_pusher(conn, row, requester.token_id, now_ms())
+            # An email pusher is the account's, not a device's: logging out keeps it.
+            token_id = requester.token_id if kind == "http" else None
+            await store.upsert_pusher(conn, row, token_id, now_ms())

@@ -237,6 +237,39 @@ async def pending_actions(
     ]
 
 
+async def unread_pending_actions(
+    conn: AsyncConnection, user_id: str, after: int, up_to: int, limit: int
+) -> list[PendingAction]:
+    """The user's push actions in (after, up_to] still unread (after the read receipt
+    covering them) in rooms the user is joined or invited to, oldest first: what an
+    email notification tells of (an invite counts as read once the user joins)."""
+    cur = await conn.execute(
+        "SELECT a.stream_ordering, a.room_id, e.event_id, e.origin_server_ts, a.actions::text,"
+        " a.highlight FROM event_push_actions a"
+        " JOIN events e ON e.stream_ordering = a.stream_ordering"
+        " JOIN room_memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id"
+        " AND m.membership IN ('join', 'invite')"
+        " WHERE a.user_id = %(user)s AND a.stream_ordering > %(after)s"
+        f" AND a.stream_ordering <= %(up_to)s AND a.stream_ordering > {_READ_UP_TO}"
+        " ORDER BY a.stream_ordering LIMIT %(limit)s",
+        {
+            "user": user_id,
+            "after": after,
+            "up_to": up_to,
+            "limit": limit,
+            "types": READ_TYPES,
+            "unthreaded": UNTHREADED,
+            "main": MAIN_THREAD,
+        },
+    )
+    return [
+        PendingAction(
+            so, room_id, event_id, ts, orjson.loads(actions) if actions else list(NOTIFY), h
+        )
+        for so, room_id, event_id, ts, actions, h in await cur.fetchall()
+    ]
+
+
 async def has_actions_after(conn: AsyncConnection, user_id: str, after: int) -> bool:
     cur = await conn.execute(
         "SELECT EXISTS (SELECT 1 FROM event_push_actions WHERE user_id = %s"

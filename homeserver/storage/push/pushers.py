@@ -129,31 +129,38 @@ class DeliveryState:
     retry_at: int | None
 
 
-async def http_pushers_of_users(conn: AsyncConnection, user_ids: Sequence[str]) -> list[PusherKey]:
+async def http_pushers_of_users(
+    conn: AsyncConnection, user_ids: Sequence[str], kind: str = "http"
+) -> list[PusherKey]:
+    """The users' pushers of one kind (`http`, or `email`)."""
     cur = await conn.execute(
-        "SELECT user_id, app_id, pushkey FROM pushers WHERE user_id = ANY(%s) AND kind = 'http'",
-        (list(user_ids),),
+        "SELECT user_id, app_id, pushkey FROM pushers WHERE user_id = ANY(%s) AND kind = %s",
+        (list(user_ids), kind),
     )
     return [PusherKey(*row) for row in await cur.fetchall()]
 
 
-async def pushers_with_work(conn: AsyncConnection, now_ms: int) -> list[PusherKey]:
-    """`http` pushers due (no backoff running) with push actions they were not sent."""
+async def pushers_with_work(
+    conn: AsyncConnection, now_ms: int, kind: str = "http"
+) -> list[PusherKey]:
+    """Pushers of a kind due (no backoff running) with push actions they were not sent."""
     cur = await conn.execute(
         "SELECT p.user_id, p.app_id, p.pushkey FROM pushers p"
-        " WHERE p.kind = 'http' AND (p.retry_at IS NULL OR p.retry_at <= %s)"
+        " WHERE p.kind = %s AND (p.retry_at IS NULL OR p.retry_at <= %s)"
         " AND EXISTS (SELECT 1 FROM event_push_actions a WHERE a.user_id = p.user_id"
         " AND a.stream_ordering > p.last_stream_ordering)",
-        (now_ms,),
+        (kind, now_ms),
     )
     return [PusherKey(*row) for row in await cur.fetchall()]
 
 
-async def delivery_state(conn: AsyncConnection, key: PusherKey) -> DeliveryState | None:
+async def delivery_state(
+    conn: AsyncConnection, key: PusherKey, kind: str = "http"
+) -> DeliveryState | None:
     cur = await conn.execute(
         "SELECT data, created_ts, last_stream_ordering, failing_since, retry_at FROM pushers"
-        " WHERE user_id = %s AND app_id = %s AND pushkey = %s AND kind = 'http'",
-        (key.user_id, key.app_id, key.pushkey),
+        " WHERE user_id = %s AND app_id = %s AND pushkey = %s AND kind = %s",
+        (key.user_id, key.app_id, key.pushkey, kind),
     )
     row = await cur.fetchone()
     return None if row is None else DeliveryState(*row)

@@ -1,0 +1,1 @@
+"""Mail: sending through the operator's SMTP server, and what the mails say."""

@@ -1,0 +1,1 @@
+"""Third-party ids: email addresses on accounts and the mails that prove them."""
