@@ -313,7 +313,7 @@ class Homeserver:
             db, writer, self.joins, server_name, self.config.default_room_version
         )
         self.send = SendService(db, writer)
-        self.directory_rooms = RoomDirectory(db, writer, cache, server_name)
+        self.directory_rooms = RoomDirectory(db, writer, cache, self.remote_client, server_name)
         self.upgrade = RoomUpgrader(db, writer, cache, self.push_rules, server_name)
         self.hierarchy = HierarchyService(db, cache)
         self.search = SearchService(db, cache)

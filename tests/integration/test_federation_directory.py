@@ -1,0 +1,112 @@
+"""Browsing another server's room directory and spaces over federation: the client's
+`server` parameter on `/publicRooms`, and the federation `/publicRooms` that serves it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from homeserver.api.context import HOMESERVER
+from homeserver.services.remote.client import RequestFailed
+from tests.integration.conftest import RoomUser
+from tests.integration.peers import PEER_CONFIG, free_port
+
+Client = TestClient[Any, Any]
+
+
+async def peer(homeserver_client: Callable[..., Any]) -> Client:
+    port = free_port()
+    client: Client = await homeserver_client(
+        server_name=f"127.0.0.1:{port}",
+        port=port,
+        **PEER_CONFIG,
+        **{"rate_limits.enabled": False},
+    )
+    return client
+
+
+@pytest.fixture
+async def two(homeserver_client: Callable[..., Any]) -> tuple[Client, Client]:
+    return await peer(homeserver_client), await peer(homeserver_client)
+
+
+def name_of(client: Client) -> str:
+    return str(client.app[HOMESERVER].server_name)
+
+
+async def test_browse_other_servers_directory(two: tuple[Client, Client]) -> None:
+    a, b = two
+    alice = await RoomUser.make(a, "alice")
+    bob = await RoomUser.make(b, "bob")
+    rooms = {}
+    for name in ("Tea", "Coffee", "Cocoa"):
+        rooms[name] = await alice.create_room(
+            visibility="public", preset="public_chat", name=name, topic=f"All about {name}"
+        )
+    await alice.create_room(preset="public_chat", name="Unlisted")
+    server = name_of(a)
+
+    status, page = await bob.get("/v3/publicRooms", server=server)
+    assert status == 200, page
+    assert {r["name"] for r in page["chunk"]} == {"Tea", "Coffee", "Cocoa"}
+    assert page["total_room_count_estimate"] == 3
+    tea = next(r for r in page["chunk"] if r["name"] == "Tea")
+    assert tea["room_id"] == rooms["Tea"] and tea["join_rule"] == "public"
+
+    # Pages of one, followed by the other server's tokens, cover every room once.
+    seen: list[str] = []
+    since = None
+    for _ in range(5):
+        params = {"server": server, "limit": "1", **({"since": since} if since else {})}
+        status, page = await bob.get("/v3/publicRooms", **params)
+        assert status == 200 and len(page["chunk"]) == 1
+        seen.append(page["chunk"][0]["room_id"])
+        since = page.get("next_batch")
+        if since is None:
+            break
+    assert sorted(seen) == sorted(rooms.values())
+
+    # A filter goes over federation as a POST.
+    found = await bob.ok(
+        "POST", f"/publicRooms?server={server}", {"filter": {"generic_search_term": "coff"}}
+    )
+    assert [r["room_id"] for r in found["chunk"]] == [rooms["Coffee"]]
+    found = await bob.ok(
+        "POST", f"/publicRooms?server={server}", {"filter": {"room_types": ["m.space"]}}
+    )
+    assert found["chunk"] == []
+
+
+async def test_remote_directory_errors(two: tuple[Client, Client]) -> None:
+    a, b = two
+    bob = await RoomUser.make(b, "bob")
+    # Asking another server needs a login; a malformed server name is refused.
+    resp = await b.get("/_matrix/client/v3/publicRooms", params={"server": name_of(a)})
+    assert resp.status == 401
+    status, body = await bob.get("/v3/publicRooms", server="not a server!")
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+    # A server that does not answer: 502, not a hang or a 500.
+    status, body = await bob.get("/v3/publicRooms", server=f"127.0.0.1:{free_port()}")
+    assert status == 502
+    # The other server's refusal of a bad token comes through as its own error.
+    status, body = await bob.get("/v3/publicRooms", server=name_of(a), since="garbage")
+    assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+
+
+async def test_federation_public_rooms_needs_a_signed_request(two: tuple[Client, Client]) -> None:
+    a, b = two
+    resp = await a.get("/_matrix/federation/v1/publicRooms")
+    assert resp.status == 401
+    hs_b = b.app[HOMESERVER]
+    answer = await hs_b.remote_client.get_json(
+        name_of(a), "/_matrix/federation/v1/publicRooms", {"include_all_networks": "true"}
+    )
+    assert answer["chunk"] == [] and answer["total_room_count_estimate"] == 0
+    with pytest.raises(RequestFailed) as failed:
+        await hs_b.remote_client.post_json(
+            name_of(a), "/_matrix/federation/v1/publicRooms", {"limit": "ten"}
+        )
+    assert failed.value.status == 400
