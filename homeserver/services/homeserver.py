@@ -315,7 +315,7 @@ class Homeserver:
         self.send = SendService(db, writer)
         self.directory_rooms = RoomDirectory(db, writer, cache, self.remote_client, server_name)
         self.upgrade = RoomUpgrader(db, writer, cache, self.push_rules, server_name)
-        self.hierarchy = HierarchyService(db, cache)
+        self.hierarchy = HierarchyService(db, cache, self.remote_client, server_name)
         self.search = SearchService(db, cache)
         self.reports = ReportService(db, cache)
         self.deactivation = Deactivations(

@@ -110,3 +110,62 @@ async def test_federation_public_rooms_needs_a_signed_request(two: tuple[Client,
             name_of(a), "/_matrix/federation/v1/publicRooms", {"limit": "ten"}
         )
     assert failed.value.status == 400
+
+
+async def add_child(
+    owner: RoomUser, space: str, child: str, via: str, order: str, suggested: bool = False
+) -> None:
+    content = {"via": [via], "order": order, "suggested": suggested}
+    await owner.state(space, "m.space.child", content, key=child)
+
+
+async def test_space_spanning_two_servers(two: tuple[Client, Client]) -> None:
+    a, b = two
+    alice = await RoomUser.make(a, "alice")
+    carol = await RoomUser.make(a, "carol")
+    bob = await RoomUser.make(b, "bob")
+    space_type = {"type": "m.space"}
+    space = await alice.create_room(preset="public_chat", name="S", creation_content=space_type)
+    ours = await alice.create_room(preset="public_chat", name="On A")
+    theirs = await bob.create_room(preset="public_chat", name="On B")
+    sub = await bob.create_room(preset="public_chat", name="Sub", creation_content=space_type)
+    deep = await bob.create_room(preset="public_chat", name="Deep")
+    hidden = await bob.create_room(preset="private_chat", name="Hidden")
+    await add_child(alice, space, ours, name_of(a), "1")
+    await add_child(alice, space, theirs, name_of(b), "2", suggested=True)
+    await add_child(alice, space, sub, name_of(b), "3")
+    await add_child(bob, sub, deep, name_of(b), "1")
+    await add_child(bob, sub, hidden, name_of(b), "2")
+
+    # A user of A, in none of B's rooms, walks the space into B's rooms.
+    status, body = await carol.get(f"/v1/rooms/{space}/hierarchy")
+    assert status == 200, body
+    assert [r["room_id"] for r in body["rooms"]] == [space, ours, theirs, sub, deep]
+    by_id = {r["room_id"]: r for r in body["rooms"]}
+    assert by_id[theirs]["name"] == "On B" and by_id[sub]["room_type"] == "m.space"
+    assert [c["state_key"] for c in by_id[sub]["children_state"]] == [deep, hidden]
+    status, body = await carol.get(f"/v1/rooms/{space}/hierarchy", suggested_only="true")
+    assert [r["room_id"] for r in body["rooms"]] == [space, theirs]
+    status, body = await carol.get(f"/v1/rooms/{space}/hierarchy", max_depth="1", limit="2")
+    assert [r["room_id"] for r in body["rooms"]] == [space, ours]
+    status, body = await carol.get(
+        f"/v1/rooms/{space}/hierarchy", max_depth="1", **{"from": body["next_batch"]}
+    )
+    assert [r["room_id"] for r in body["rooms"]] == [theirs, sub]
+
+    # What B serves over federation: the room, its children it holds, the hidden one
+    # named as inaccessible; a private room is unknown to other servers.
+    client_a = a.app[HOMESERVER].remote_client
+    answer = await client_a.get_json(name_of(b), f"/_matrix/federation/v1/hierarchy/{sub}")
+    assert answer["room"]["room_id"] == sub and answer["room"]["num_joined_members"] == 1
+    assert {c["state_key"] for c in answer["room"]["children_state"]} == {deep, hidden}
+    assert all("origin_server_ts" in c for c in answer["room"]["children_state"])
+    assert [c["room_id"] for c in answer["children"]] == [deep]
+    assert answer["inaccessible_children"] == [hidden]
+    with pytest.raises(RequestFailed) as failed:
+        await client_a.get_json(name_of(b), f"/_matrix/federation/v1/hierarchy/{hidden}")
+    assert failed.value.status == 404 and failed.value.errcode == "M_NOT_FOUND"
+    answer = await client_a.get_json(
+        name_of(b), f"/_matrix/federation/v1/hierarchy/{sub}", {"suggested_only": "true"}
+    )
+    assert answer["room"]["children_state"] == [] and answer["children"] == []

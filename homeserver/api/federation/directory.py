@@ -35,6 +35,17 @@ async def post_public_rooms(request: web.Request) -> web.Response:
     return json_response(await homeserver(request).directory_rooms.public_rooms(parsed))
 
 
+async def get_hierarchy(request: web.Request) -> web.Response:
+    origin = await require_server(request)
+    suggested_only = parse_bool(request.query.get("suggested_only"), "suggested_only")
+    hierarchy = homeserver(request).hierarchy
+    answer = await hierarchy.federation_hierarchy(
+        origin, request.match_info["room_id"], suggested_only
+    )
+    return json_response(answer)
+
+
 def register(app: web.Application) -> None:
+    app.router.add_get(f"{V1}/hierarchy/{{room_id}}", get_hierarchy)
     app.router.add_get(f"{V1}/publicRooms", get_public_rooms)
     app.router.add_post(f"{V1}/publicRooms", post_public_rooms)
