@@ -60,7 +60,7 @@ from homeserver.services.remote.edu_announcer import EduAnnouncer
 from homeserver.services.remote.edus import InboundEdus
 from homeserver.services.remote.inbound import FederationInbound
 from homeserver.services.remote.joins import FederationJoins
-from homeserver.services.remote.keyring import KeyRing
+from homeserver.services.remote.keyring import KeyRing, old_keys_from
 from homeserver.services.remote.keys import RemoteKeys
 from homeserver.services.remote.reads import FederationReads
 from homeserver.services.remote.resident import ResidentMembership
@@ -235,6 +235,7 @@ class Homeserver:
             config.server_name,
             self.signing_key,
             trusted_key_servers=config.federation_trusted_key_servers,
+            old_keys=old_keys_from(config.old_signing_keys),
         )
         self.remote_sender = FederationSender(
             self.db,
