@@ -429,7 +429,7 @@ class Homeserver:
             config.media_max_upload_size,
         )
         self.thumbnails = ThumbnailService(
-            self.db, self.media_files, self.media_repository, self.server_name
+            self.db, self.media_files, self.media_repository, self.media_remote, self.server_name
         )
         self.url_previews = UrlPreviewService(
             self.db,
