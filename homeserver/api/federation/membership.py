@@ -11,6 +11,7 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.federation.auth import require_server
 from homeserver.api.http import read_json_object
+from homeserver.services.timeline.pagination import parse_bool
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 V1 = "/_matrix/federation/v1"
@@ -39,8 +40,16 @@ def _sender(membership: str) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         origin = await require_server(request)
         pdu = await read_json_object(request)
+        omit = membership == "join" and parse_bool(
+            request.query.get("omit_members"), "omit_members"
+        )
         answer = await homeserver(request).resident.send(
-            origin, request.match_info["room_id"], request.match_info["event_id"], pdu, membership
+            origin,
+            request.match_info["room_id"],
+            request.match_info["event_id"],
+            pdu,
+            membership,
+            omit_members=omit,
         )
         return json_response(answer)
 
