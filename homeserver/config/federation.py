@@ -1,5 +1,7 @@
 """Federation settings in Synapse's shape: `old_signing_keys`, the keys this server
-signed with before, published as expired so that what they signed still verifies.
+signed with before, published as expired so that what they signed still verifies, and
+`allow_public_rooms_over_federation`, whether other servers may read our room directory
+(off, as in Synapse: a server's directory is its own users' unless it says otherwise).
 
 `homeserver rotate-key` records the key it retires in the data directory
 (`old_signing_keys.yaml`, the same shape); those are merged under the setting's own
@@ -28,6 +30,12 @@ SETTINGS: tuple[Setting, ...] = (
         " {key: public key, expired_ts: ms}; keys retired by `homeserver rotate-key` are"
         " added from the data directory",
         flag=False,
+    ),
+    Setting(
+        "allow_public_rooms_over_federation",
+        bool,
+        False,
+        "let other servers (and so their users) read our published room list",
     ),
 )
 

@@ -61,6 +61,7 @@ class Config:
     rate_limits_url_preview_per_second: float = 1.0
     rate_limits_url_preview_burst: int = 10
     old_signing_keys: dict[str, Any] = field(default_factory=dict)
+    allow_public_rooms_over_federation: bool = False
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

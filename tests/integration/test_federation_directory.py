@@ -17,11 +17,12 @@ from tests.integration.peers import PEER_CONFIG, free_port
 Client = TestClient[Any, Any]
 
 
-async def peer(homeserver_client: Callable[..., Any]) -> Client:
+async def peer(homeserver_client: Callable[..., Any], shares_directory: bool = True) -> Client:
     port = free_port()
     client: Client = await homeserver_client(
         server_name=f"127.0.0.1:{port}",
         port=port,
+        allow_public_rooms_over_federation=shares_directory,
         **PEER_CONFIG,
         **{"rate_limits.enabled": False},
     )
@@ -31,6 +32,19 @@ async def peer(homeserver_client: Callable[..., Any]) -> Client:
 @pytest.fixture
 async def two(homeserver_client: Callable[..., Any]) -> tuple[Client, Client]:
     return await peer(homeserver_client), await peer(homeserver_client)
+
+
+async def test_a_directory_not_shared(homeserver_client: Callable[..., Any]) -> None:
+    """Synapse's default, and ours: other servers may not read the directory."""
+    a = await peer(homeserver_client, shares_directory=False)
+    b = await peer(homeserver_client)
+    alice = await RoomUser.make(a, "alice")
+    bob = await RoomUser.make(b, "bob")
+    await alice.create_room(visibility="public", preset="public_chat", name="Ours only")
+    status, body = await bob.get("/v3/publicRooms", server=name_of(a))
+    assert status == 403 and body["errcode"] == "M_FORBIDDEN"
+    status, body = await alice.get("/v3/publicRooms")
+    assert status == 200 and [r["name"] for r in body["chunk"]] == ["Ours only"]
 
 
 def name_of(client: Client) -> str:

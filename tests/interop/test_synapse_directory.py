@@ -8,13 +8,15 @@ import pytest
 from contrib.synapse_harness import SynapseInstance
 from homeserver.services.homeserver import Homeserver
 from tests.interop.clients import User, eventually, session
+from tests.interop.conftest import OurServerFactory
 
 pytestmark = pytest.mark.interop
 
 
 async def test_directories_browsed_both_ways(
-    synapse: SynapseInstance, our_server: Homeserver
+    synapse: SynapseInstance, our_servers: OurServerFactory
 ) -> None:
+    our_server = await our_servers(allow_public_rooms_over_federation=True)
     async with session() as http:
         alice = await User.register(http, our_server, "alice")
         sam = await User.register(http, synapse, "sam")

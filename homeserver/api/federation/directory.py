@@ -7,7 +7,7 @@ from aiohttp import web
 
 from homeserver.api.client.public_rooms import parse_public_rooms_body
 from homeserver.api.context import homeserver
-from homeserver.api.errors import json_response
+from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.federation.auth import require_server
 from homeserver.api.http import read_json_object
 from homeserver.services.directory.rooms import PublicRoomsRequest
@@ -16,8 +16,15 @@ from homeserver.services.timeline.pagination import parse_bool, parse_limit
 V1 = "/_matrix/federation/v1"
 
 
+def _directory_open(request: web.Request) -> None:
+    """Synapse's answer when the directory is not served over federation."""
+    if not homeserver(request).config.allow_public_rooms_over_federation:
+        raise MatrixError(403, "M_FORBIDDEN", "This server does not share its room directory")
+
+
 async def get_public_rooms(request: web.Request) -> web.Response:
     await require_server(request)
+    _directory_open(request)
     query = request.query
     limit = query.get("limit")
     parsed = PublicRoomsRequest(
@@ -31,6 +38,7 @@ async def get_public_rooms(request: web.Request) -> web.Response:
 
 async def post_public_rooms(request: web.Request) -> web.Response:
     await require_server(request)
+    _directory_open(request)
     parsed = parse_public_rooms_body(await read_json_object(request), None)
     return json_response(await homeserver(request).directory_rooms.public_rooms(parsed))
 
