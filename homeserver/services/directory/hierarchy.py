@@ -343,7 +343,11 @@ class _Walk:
         room = answer["room"]
         states = room.get("children_state")
         children = [
-            {k: c.get(k) for k in ("type", "state_key", "sender", "content", "origin_server_ts")}
+            {
+                k: c[k]
+                for k in ("type", "state_key", "sender", "content", "origin_server_ts")
+                if k in c
+            }
             for c in (states if isinstance(states, list) else [])
             if _is_child(c, self.suggested_only)
         ]
