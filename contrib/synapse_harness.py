@@ -156,6 +156,10 @@ class SynapseInstance:
             "ip_range_blacklist": [],
             "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
             "trusted_key_servers": [],
+            # Off by default in Synapse (nobody may publish, nobody may browse over
+            # federation); the interop tests publish rooms and browse its directory.
+            "allow_public_rooms_over_federation": True,
+            "room_list_publication_rules": [{"action": "allow"}],
             "suppress_key_server_warning": True,
             "enable_registration": True,
             "enable_registration_without_verification": True,

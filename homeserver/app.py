@@ -62,6 +62,7 @@ from homeserver.api.client import (
 from homeserver.api.client import register as client_register
 from homeserver.api.context import HOMESERVER
 from homeserver.api.federation import auth as federation_auth
+from homeserver.api.federation import directory as federation_directory
 from homeserver.api.federation import e2ee as federation_e2ee
 from homeserver.api.federation import keys as federation_keys
 from homeserver.api.federation import media as federation_media
@@ -112,6 +113,7 @@ def build_app(hs: Homeserver) -> web.Application:
         federation_transactions,
         federation_membership,
         federation_reads,
+        federation_directory,
         federation_media,
         federation_openid,
         client_register,

@@ -1,4 +1,4 @@
-"""The `homeserver` command: run, generate-config, migrate, register."""
+"""The `homeserver` command: run, generate-config, migrate, register, rotate-key."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from homeserver.config import (
     read_config_file,
     resolve_data_dir,
 )
-from homeserver.datadir import DataDirLock, ensure_layout
+from homeserver.datadir import DataDirLock, ensure_layout, rotate_signing_key
 from homeserver.logs import setup_logging
 from homeserver.services.accounts.accounts import AccountService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.core import migrations
 from homeserver.storage.core.embedded_postgres import EmbeddedPostgresError, running_conninfo
@@ -79,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("user", help="localpart or full user id")
     reg.add_argument("--password", required=True)
     reg.add_argument("--admin", action="store_true", help="make the user a server admin")
+    rot = sub.add_parser(
+        "rotate-key",
+        help="replace the signing key (the old one stays published as expired);"
+        " the server must be stopped",
+    )
+    _add_common(rot)
     tok = sub.add_parser(
         "registration-token",
         help="manage tokens that let people register (see registration_requires_token)",
@@ -177,6 +184,19 @@ async def _registration_token(conninfo: str, args: argparse.Namespace) -> list[s
         await db.close()
 
 
+def _rotate_key(config: Config) -> int:
+    """A running server would go on signing with the key it holds, now published as
+    expired: its peers would refuse what it sends. So it must be stopped."""
+    lock = DataDirLock(config.data_dir)
+    lock.acquire()
+    try:
+        old, new = rotate_signing_key(config.data_dir, config.signing_key_path, now_ms())
+    finally:
+        lock.release()
+    print(f"signing with {new} from the next start; {old} is retired (kept published)")
+    return 0
+
+
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     environ = dict(os.environ)
@@ -188,6 +208,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "run":
         app.run(config)
         return 0
+    if args.command == "rotate-key":
+        return _rotate_key(config)
     with _database_for_tool(config) as conninfo:
         app.prepare_database(conninfo)
         if args.command == "migrate":

@@ -12,8 +12,17 @@ import os
 from pathlib import Path
 from typing import IO
 
-from federation.keys import SigningKey, generate_signing_key, read_signing_keys, write_signing_keys
+import yaml
+
+from federation.keys import (
+    SigningKey,
+    encode_verify_key,
+    generate_signing_key,
+    read_signing_keys,
+    write_signing_keys,
+)
 from homeserver.config import ConfigError, generated_config_text
+from homeserver.config.federation import read_retired_keys, retired_keys_path
 
 CONFIG_NAME = "homeserver.yaml"
 LOCK_NAME = "homeserver.lock"
@@ -47,6 +56,36 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(write_signing_keys([key]))
     return key
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace a file's content whole (a crash leaves the old or the new, never half)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rotate_signing_key(data_dir: Path, key_path: Path, now_ms: int) -> tuple[str, str]:
+    """Retire the signing key for a new one: the old key's public half is recorded,
+    expired now, in the data directory's retired keys (published in `old_verify_keys`
+    so what it signed still verifies), then the new key replaces it in the key file.
+    Returns (old key id, new key id)."""
+    old = load_or_create_signing_key(key_path)
+    retired = read_retired_keys(data_dir)
+    new = generate_signing_key()
+    while new.key_id == old.key_id or new.key_id in retired:
+        new = generate_signing_key()
+    retired[old.key_id] = {"key": encode_verify_key(old.verify_key), "expired_ts": now_ms}
+    # The retired key first: should the second write not happen, the old key still
+    # signs, and the server publishes it as current (a current key wins over a
+    # retired one of the same id).
+    _write_atomically(retired_keys_path(data_dir), yaml.safe_dump(retired, sort_keys=True))
+    _write_atomically(key_path, write_signing_keys([new]))
+    return old.key_id, new.key_id
 
 
 class DataDirLock:

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from homeserver.config.federation import read_retired_keys
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError, Setting, coerce
 from homeserver.config.settings import BY_KEY, SETTINGS
@@ -70,6 +71,8 @@ def load_config(
     for key, value in flag_values.items():
         if value is not None:
             values[key] = coerce(BY_KEY[key], value, BY_KEY[key].flag_name)
+    # Keys `rotate-key` retired, under those the operator configured.
+    values["old_signing_keys"] = {**read_retired_keys(data_dir), **values["old_signing_keys"]}
     config = Config(
         data_dir=data_dir,
         **{key.replace(".", "_"): value for key, value in values.items()},

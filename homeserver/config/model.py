@@ -95,6 +95,8 @@ class Config:
     email_riot_base_url: str | None = None
     registrations_require_3pid: tuple[str, ...] = ()
     enable_3pid_changes: bool = True
+    old_signing_keys: dict[str, Any] = field(default_factory=dict)
+    allow_public_rooms_over_federation: bool = False
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

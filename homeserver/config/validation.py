@@ -9,7 +9,7 @@ from pathlib import Path
 
 from federation.identifiers import is_valid_server_name
 from federation.room_versions import KNOWN_ROOM_VERSIONS
-from homeserver.config import email, oidc, voip
+from homeserver.config import email, federation, oidc, voip
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError
 from homeserver.config.settings import RATE_LIMIT_DEFAULTS
@@ -94,6 +94,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"rate_limits.{action}.burst must be at least 1")
     oidc.validate(config)
     email.validate(config)
+    federation.validate(config)
 
 
 def _check_ca_file(path: str) -> None:

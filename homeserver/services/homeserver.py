@@ -64,7 +64,7 @@ from homeserver.services.remote.edu_announcer import EduAnnouncer
 from homeserver.services.remote.edus import InboundEdus
 from homeserver.services.remote.inbound import FederationInbound
 from homeserver.services.remote.joins import FederationJoins
-from homeserver.services.remote.keyring import KeyRing
+from homeserver.services.remote.keyring import KeyRing, old_keys_from
 from homeserver.services.remote.keys import RemoteKeys
 from homeserver.services.remote.reads import FederationReads
 from homeserver.services.remote.resident import ResidentMembership
@@ -254,6 +254,7 @@ class Homeserver:
             config.server_name,
             self.signing_key,
             trusted_key_servers=config.federation_trusted_key_servers,
+            old_keys=old_keys_from(config.old_signing_keys),
         )
         self.remote_sender = FederationSender(
             self.db,
@@ -358,9 +359,9 @@ class Homeserver:
         )
         self.send = SendService(db, writer)
         self.delayed_events = DelayedEvents(db, self.send, self.config.max_event_delay_duration)
-        self.directory_rooms = RoomDirectory(db, writer, cache, server_name)
+        self.directory_rooms = RoomDirectory(db, writer, cache, self.remote_client, server_name)
         self.upgrade = RoomUpgrader(db, writer, cache, self.push_rules, server_name)
-        self.hierarchy = HierarchyService(db, cache)
+        self.hierarchy = HierarchyService(db, cache, self.remote_client, server_name)
         self.search = SearchService(db, cache)
         self.reports = ReportService(db, cache)
         self.deactivation = Deactivations(
@@ -483,7 +484,7 @@ class Homeserver:
             config.media_max_upload_size,
         )
         self.thumbnails = ThumbnailService(
-            self.db, self.media_files, self.media_repository, self.server_name
+            self.db, self.media_files, self.media_repository, self.media_remote, self.server_name
         )
         self.url_previews = UrlPreviewService(
             self.db,

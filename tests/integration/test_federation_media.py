@@ -80,6 +80,18 @@ async def test_remote_download_and_thumbnail(two: tuple[Client, Client]) -> None
     )
     assert resp.status == 200, await resp.text()
     assert Image.open(io.BytesIO(await resp.read())).size == (64, 32)
+    # The origin made the thumbnail: the full image never came over.
+    assert await cached_row(b, image) is None
+    resp = await b.get(
+        f"{V1}/thumbnail/{image}", params={"width": 64, "height": 64}, headers=auth_header(bob)
+    )
+    assert resp.status == 200 and Image.open(io.BytesIO(await resp.read())).size == (64, 32)
+    resp = await b.get(
+        f"{V1}/thumbnail/{hs_of(a).server_name}/noSuchImage",
+        params={"width": 64, "height": 64},
+        headers=auth_header(bob),
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (404, "M_NOT_FOUND")
 
     resp = await b.get(
         f"{V1}/download/{hs_of(a).server_name}/doesNotExist", headers=auth_header(bob)
@@ -150,10 +162,27 @@ class FakeOrigin:
         self.federation: Callable[[web.Request], Any] | None = None
         self.legacy: Callable[[web.Request], Any] | None = None
         self.hits: list[str] = []
+        # Files served at /cdn/{name}, and redirects at /hop/{n} (n hops to /cdn/file).
+        self.cdn: dict[str, bytes] = {}
         app = web.Application()
         app.router.add_get("/_matrix/federation/v1/media/download/{id}", self._federation)
+        app.router.add_get("/_matrix/federation/v1/media/thumbnail/{id}", self._federation)
         app.router.add_get("/_matrix/media/v3/download/{server}/{id}", self._legacy)
+        app.router.add_get("/cdn/{name}", self._cdn)
+        app.router.add_get("/hop/{n}", self._hop)
         self.server = TestServer(app, host="127.0.0.1", port=self.port)
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        self.hits.append("cdn " + request.match_info["name"])
+        body = self.cdn.get(request.match_info["name"])
+        if body is None:
+            return web.Response(status=404)
+        return web.Response(body=body, content_type="image/png")
+
+    async def _hop(self, request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        target = "/cdn/file" if n <= 1 else f"/hop/{n - 1}"
+        return web.Response(status=302, headers={"Location": target})
 
     async def _federation(self, request: web.Request) -> web.StreamResponse:
         self.hits.append("federation")
@@ -195,12 +224,15 @@ async def ours(homeserver_client: Callable[..., Any]) -> tuple[Client, str]:
     return client, token
 
 
-def multipart(body: bytes, content_type: str = "text/plain") -> web.Response:
+def multipart(
+    body: bytes, content_type: str = "text/plain", location: str | None = None
+) -> web.Response:
     boundary = "b0undary"
+    second = f"Location: {location}" if location else f"Content-Type: {content_type}"
     payload = (
         (
             f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n"
-            f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"
+            f"--{boundary}\r\n{second}\r\n\r\n"
         ).encode()
         + body
         + f"\r\n--{boundary}--\r\n".encode()
@@ -300,3 +332,47 @@ async def test_hostile_origins(fake_origin: FakeOrigin, ours: tuple[Client, str]
     status, headers, body = await get(ours, f"{origin}/good")
     assert status == 200 and body == b"fine"
     assert headers["Content-Type"] == "application/octet-stream"
+
+
+async def test_redirected_media_answers(fake_origin: FakeOrigin, ours: tuple[Client, str]) -> None:
+    """A multipart answer whose content part is a `Location`: followed (with the
+    target's own redirects), under the same size and address limits."""
+    origin = fake_origin.server_name
+    base = f"http://{origin}"
+    fake_origin.cdn["file"] = png(20, 10)
+    target = {"to": f"{base}/hop/2"}
+
+    async def redirect(request: web.Request) -> web.Response:
+        return multipart(b"", location=target["to"])
+
+    fake_origin.federation = redirect
+    status, headers, body = await get(ours, f"{origin}/viaCdn")
+    assert status == 200 and body == png(20, 10)
+    assert headers["Content-Type"] == "image/png"
+    assert "cdn file" in fake_origin.hits
+
+    # A thumbnail answered by redirect likewise (the origin made it: no full file here).
+    client, token = ours
+    resp = await client.get(
+        f"{V1}/thumbnail/{origin}/thumbViaCdn",
+        params={"width": "32", "height": "32"},
+        headers=auth_header(token),
+    )
+    assert resp.status == 200 and await resp.read() == png(20, 10)
+    assert await cached_row(client, f"{origin}/thumbViaCdn") is None
+
+    for bad, media_id in (
+        (f"{base}/hop/9", "tooManyHops"),  # more redirects than allowed
+        ("http://10.1.2.3/file", "privateAddress"),  # outside the allowed ranges
+        ("file:///etc/passwd", "notHttp"),
+        (f"{base}/cdn/missing", "missingTarget"),
+    ):
+        target["to"] = bad
+        status, _, body = await get(ours, f"{origin}/{media_id}")
+        assert status in (404, 502), (media_id, status, body)
+        assert await cached_row(client, f"{origin}/{media_id}") is None
+
+    fake_origin.cdn["big"] = b"z" * 1001
+    target["to"] = f"{base}/cdn/big"
+    status, _, body = await get(ours, f"{origin}/bigViaCdn")
+    assert status == 502 and b"M_TOO_LARGE" in body

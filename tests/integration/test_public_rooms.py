@@ -149,8 +149,9 @@ async def test_bad_requests(client: Client) -> None:
     assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
     status, body = await call(client, "GET", "/v3/publicRooms", params={"since": "garbage!"})
     assert status == 400 and body["errcode"] == "M_INVALID_PARAM"
+    # Another server's list is asked over federation, for logged-in users only.
     status, body = await call(client, "GET", "/v3/publicRooms", params={"server": "other.org"})
-    assert status == 404
+    assert status == 401
     status, body = await call(client, "POST", "/v3/publicRooms", data=b"nope", headers=headers)
     assert status == 400 and body["errcode"] == "M_NOT_JSON"
     cases: list[dict[str, Any]] = [

@@ -13,6 +13,7 @@ from PIL import Image
 from contrib.synapse_harness import SynapseInstance
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.media.remote import filename_from_disposition
+from homeserver.storage.media import media as media_store
 from tests.interop.clients import User, session
 
 pytestmark = pytest.mark.interop
@@ -72,6 +73,16 @@ async def test_our_user_downloads_synapse_media(
         alice = await User.register(http, our_server, "alice")
         sam = await User.register(http, synapse, "sam")
         await _swap(alice, sam)
+
+        # Synapse makes the thumbnail (its federation thumbnail endpoint): we never
+        # fetch the full image for it.
+        image = await _upload(sam, _png(900, 600), "image/png", "big.png")
+        resp, body = await _get(alice, f"thumbnail/{image}", width="32", height="32")
+        assert resp.status == 200, body[:300]
+        assert Image.open(io.BytesIO(body)).size[0] < 900
+        origin, media_id = image.split("/")
+        async with our_server.db.pool.connection() as conn:
+            assert await media_store.get_media(conn, origin, media_id) is None
 
 
 async def test_synapse_user_downloads_our_media(

@@ -1,5 +1,5 @@
 """Reading rooms over federation: /event, /state, /state_ids, /event_auth, /backfill,
-/get_missing_events, and the directory and profile queries."""
+/get_missing_events, /timestamp_to_event, and the directory and profile queries."""
 
 from __future__ import annotations
 
@@ -98,6 +98,20 @@ async def get_missing_events(request: web.Request) -> web.Response:
     return json_response(answer)
 
 
+async def timestamp_to_event(request: web.Request) -> web.Response:
+    origin = await require_server(request)
+    ts = _param(request, "ts")
+    if not ts.isascii() or not ts.isdigit() or len(ts) > 18:
+        raise MatrixError(400, "M_INVALID_PARAM", "ts must be a timestamp in milliseconds")
+    direction = _param(request, "dir")
+    if direction not in ("f", "b"):
+        raise MatrixError(400, "M_INVALID_PARAM", "dir must be 'f' or 'b'")
+    answer = await homeserver(request).reads.timestamp_to_event(
+        origin, request.match_info["room_id"], int(ts), forward=direction == "f"
+    )
+    return json_response(answer)
+
+
 async def query_directory(request: web.Request) -> web.Response:
     await require_server(request)
     alias = _param(request, "room_alias")
@@ -121,5 +135,6 @@ def register(app: web.Application) -> None:
     app.router.add_get(f"{V1}/event_auth/{{room_id}}/{{event_id}}", get_event_auth)
     app.router.add_get(f"{V1}/backfill/{{room_id}}", backfill)
     app.router.add_post(f"{V1}/get_missing_events/{{room_id}}", get_missing_events)
+    app.router.add_get(f"{V1}/timestamp_to_event/{{room_id}}", timestamp_to_event)
     app.router.add_get(f"{V1}/query/directory", query_directory)
     app.router.add_get(f"{V1}/query/profile", query_profile)

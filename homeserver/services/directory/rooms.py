@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from federation.events import Event, StateKey
-from federation.identifiers import server_name_of
+from federation.identifiers import is_valid_server_name, server_name_of
 from federation.power_levels import (
     named_level,
     required_level_in_state,
@@ -27,6 +27,7 @@ from federation.power_levels import (
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, forbidden, invalid_param, not_found
+from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
 from homeserver.services.rooms.writer import EventCache, EventNotAllowed, EventWriter, load_events
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.directory import aliases
@@ -42,6 +43,9 @@ CANONICAL_ALIAS = "m.room.canonical_alias"
 MAX_ALIAS_BYTES = 255
 DEFAULT_PUBLIC_ROOMS_LIMIT = 100
 MAX_PUBLIC_ROOMS_LIMIT = 500
+PUBLIC_ROOMS_PATH = "/_matrix/federation/v1/publicRooms"
+REMOTE_DIRECTORY_TIMEOUT = 20.0
+REMOTE_DIRECTORY_MAX_BYTES = 5 * 1024 * 1024
 
 
 def alias_server(alias: str) -> str:
@@ -188,13 +192,76 @@ def _parse_token(token: str) -> tuple[str, int, str]:
     raise invalid_param("Unknown pagination token")
 
 
+def remote_failure(server: str, exc: FederationError) -> ServiceError:
+    """A refusal by another server passed on as it came (4xx); anything else is 502."""
+    if isinstance(exc, RequestFailed) and 400 <= exc.status < 500:
+        return ServiceError(exc.status, exc.errcode or "M_UNKNOWN", exc.error)
+    return ServiceError(502, "M_UNKNOWN", f"Cannot get an answer from {server}: {exc}")
+
+
+def _remote_query(request: PublicRoomsRequest) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The federation request for another server's list: a GET (query) without a
+    filter, as older servers serve only that, a POST (body) with one."""
+    has_filter = request.search_term is not None or request.room_types is not None
+    if not has_filter:
+        query: dict[str, Any] = {"include_all_networks": str(request.include_all_networks).lower()}
+        if request.limit is not None:
+            query["limit"] = str(request.limit)
+        if request.since is not None:
+            query["since"] = request.since
+        if request.third_party_instance_id is not None:
+            query["third_party_instance_id"] = request.third_party_instance_id
+        return query, None
+    body: dict[str, Any] = {"include_all_networks": request.include_all_networks}
+    if request.limit is not None:
+        body["limit"] = request.limit
+    if request.since is not None:
+        body["since"] = request.since
+    if request.third_party_instance_id is not None:
+        body["third_party_instance_id"] = request.third_party_instance_id
+    room_filter: dict[str, Any] = {}
+    if request.search_term is not None:
+        room_filter["generic_search_term"] = request.search_term
+    if request.room_types is not None:
+        room_filter["room_types"] = list(request.room_types)
+    body["filter"] = room_filter
+    return {}, body
+
+
+def _clean_remote_page(answer: Any) -> dict[str, Any]:
+    """Another server's page, keeping only entries a client can use (a room id and a
+    member count at least) and the fields the spec defines at the top."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("chunk"), list):
+        return {"chunk": []}
+    chunk = [
+        room
+        for room in answer["chunk"]
+        if isinstance(room, dict)
+        and isinstance(room.get("room_id"), str)
+        and type(room.get("num_joined_members")) is int
+    ]
+    out: dict[str, Any] = {"chunk": chunk}
+    for key in ("next_batch", "prev_batch"):
+        if isinstance(answer.get(key), str):
+            out[key] = answer[key]
+    if type(answer.get("total_room_count_estimate")) is int:
+        out["total_room_count_estimate"] = answer["total_room_count_estimate"]
+    return out
+
+
 class RoomDirectory:
     def __init__(
-        self, db: Database, events: EventWriter, event_cache: EventCache, server_name: str
+        self,
+        db: Database,
+        events: EventWriter,
+        event_cache: EventCache,
+        federation_client: FederationClient,
+        server_name: str,
     ) -> None:
         self.db = db
         self.events = events
         self.event_cache = event_cache
+        self.federation_client = federation_client
         self.server_name = server_name
 
     # Aliases
@@ -305,9 +372,33 @@ class RoomDirectory:
                     raise forbidden("You need the power to change state to publish the room")
             await aliases.set_room_public(conn, room_id, visibility == "public")
 
+    async def remote_public_rooms(self, request: PublicRoomsRequest) -> dict[str, Any]:
+        """Another server's published rooms, asked over federation."""
+        server = request.server or ""
+        if not is_valid_server_name(server):
+            raise invalid_param(f"{server!r} is not a server name")
+        if request.include_all_networks and request.third_party_instance_id is not None:
+            raise invalid_param("third_party_instance_id needs include_all_networks false")
+        if request.limit is not None and request.limit <= 0:
+            raise invalid_param("limit must be positive")
+        query, body = _remote_query(request)
+        try:
+            answer = await self.federation_client.request(
+                "GET" if body is None else "POST",
+                server,
+                PUBLIC_ROOMS_PATH,
+                query=query,
+                content=body,
+                time_limit=REMOTE_DIRECTORY_TIMEOUT,
+                max_size=REMOTE_DIRECTORY_MAX_BYTES,
+            )
+        except FederationError as exc:
+            raise remote_failure(server, exc) from None
+        return _clean_remote_page(answer)
+
     async def public_rooms(self, request: PublicRoomsRequest) -> dict[str, Any]:
         if request.server is not None and request.server != self.server_name:
-            raise not_found(f"Cannot list {request.server}'s rooms: that needs federation")
+            return await self.remote_public_rooms(request)
         if request.include_all_networks and request.third_party_instance_id is not None:
             raise invalid_param("third_party_instance_id needs include_all_networks false")
         if request.third_party_instance_id is not None:

@@ -1,11 +1,14 @@
 """Fetching other servers' media for our users, and caching it.
 
-The origin is asked over federation (`/_matrix/federation/v1/media/download`, signed,
-answered as multipart/mixed); a server that does not know that endpoint (404 or 405
-M_UNRECOGNIZED) is asked at the legacy `/_matrix/media/v3/download/...` with
-`allow_remote=false`. The answer is hostile input: its size is bounded while it
-streams to disk, its content type is checked, the whole exchange has a time limit, and
-a malformed answer is a 502, never a 500 or a partial file in the cache.
+The origin is asked over federation (`/_matrix/federation/v1/media/download` or
+`/thumbnail`, signed, answered as multipart/mixed); a server that does not know that
+endpoint (404 or 405 M_UNRECOGNIZED) is asked at the legacy `/_matrix/media/v3/...`
+with `allow_remote=false`. The content part of a multipart answer may instead name a
+URL in `Location` (a CDN): it is fetched, redirects followed, under the same limits.
+The answer is hostile input: its size is bounded while it streams to disk, its content
+type is checked, the whole exchange (redirects included) has one time limit, only
+addresses federation may use are connected to, and a malformed answer is a 502, never
+a 500 or a partial file in the cache.
 """
 
 from __future__ import annotations
@@ -158,14 +161,26 @@ class RemoteMedia:
         assert row is not None
         return row
 
-    async def _download(self, origin: str, media_id: str) -> Fetched:
+    async def fetch_thumbnail(self, origin: str, media_id: str, params: dict[str, str]) -> Fetched:
+        """A thumbnail made by the origin (`params`: width, height, method, animated),
+        stored as a file; raises FederationError or ContentTooLarge."""
+        return await self._download(origin, media_id, "thumbnail", params)
+
+    async def _download(
+        self,
+        origin: str,
+        media_id: str,
+        kind: str = "download",
+        params: dict[str, str] | None = None,
+    ) -> Fetched:
         """Federation endpoint first, the legacy one when the origin does not know it."""
+        query = {**(params or {}), "timeout_ms": str(REMOTE_TIMEOUT_MS)}
         try:
             return await self.client.request_stream(
                 origin,
-                f"/_matrix/federation/v1/media/download/{quote_segment(media_id)}",
+                f"/_matrix/federation/v1/media/{kind}/{quote_segment(media_id)}",
                 lambda resp: self._read_multipart(resp, origin),
-                query={"timeout_ms": str(REMOTE_TIMEOUT_MS)},
+                query=query,
                 time_limit=self.time_limit_s,
             )
         except RequestFailed as exc:
@@ -177,9 +192,9 @@ class RemoteMedia:
         log.debug("media %s/%s: no federation media endpoint, trying legacy", origin, media_id)
         return await self.client.request_stream(
             origin,
-            f"/_matrix/media/v3/download/{quote_segment(origin)}/{quote_segment(media_id)}",
+            f"/_matrix/media/v3/{kind}/{quote_segment(origin)}/{quote_segment(media_id)}",
             lambda resp: self._read_plain(resp, origin),
-            query={"allow_remote": "false", "timeout_ms": str(REMOTE_TIMEOUT_MS)},
+            query={**(params or {}), "allow_remote": "false", "timeout_ms": str(REMOTE_TIMEOUT_MS)},
             signed=False,
             time_limit=self.time_limit_s,
         )
@@ -204,9 +219,11 @@ class RemoteMedia:
             content = await reader.next()
             if not isinstance(content, aiohttp.BodyPartReader):
                 raise NotMultipart("no content part")
-            if "Location" in content.headers:
-                # Following redirects to arbitrary URLs is not supported (yet).
-                raise NotMultipart("content part is a redirect")
+            location = content.headers.get("Location")
+            if location is not None:
+                return await self.client.fetch_url(
+                    origin, location, lambda found: self._read_plain(found, origin)
+                )
             writer = self.files.writer(self.max_size)
             try:
                 while chunk := await content.read_chunk(CHUNK):

@@ -1,5 +1,7 @@
 """Thumbnails of images, made on demand with Pillow and kept (file and table row) so
-that each is made once.
+that each is made once. Another server's media we do not hold is thumbnailed by its
+origin (the federation thumbnail endpoint): the full file, maybe large, is fetched and
+thumbnailed here only when the origin cannot make the thumbnail.
 
 Requested sizes are rounded up to a fixed ladder: the spec lets a thumbnail be larger
 than asked for, and without the ladder anyone could fill the disk by asking for every
@@ -21,10 +23,17 @@ from PIL import Image, ImageOps, ImageSequence
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.services.core.single_flight import SingleFlight
-from homeserver.services.media.repository import MediaRepository, StoredFile, too_large
+from homeserver.services.media.remote import Fetched, RemoteMedia
+from homeserver.services.media.repository import (
+    MediaRepository,
+    StoredFile,
+    check_media_ref,
+    too_large,
+)
+from homeserver.services.remote.client import FederationError, RequestFailed
 from homeserver.storage.core.pool import Database
 from homeserver.storage.media import media as store
-from homeserver.storage.media.files import MediaFiles
+from homeserver.storage.media.files import ContentTooLarge, MediaFiles
 
 SIZE_LADDER = (32, 48, 64, 96, 128, 160, 240, 320, 480, 640, 800)
 METHODS = ("crop", "scale")
@@ -206,14 +215,23 @@ class ThumbnailService:
     """Thumbnails of local and (fetched) remote media."""
 
     def __init__(
-        self, db: Database, files: MediaFiles, media: MediaRepository, server_name: str
+        self,
+        db: Database,
+        files: MediaFiles,
+        media: MediaRepository,
+        remote: RemoteMedia,
+        server_name: str,
     ) -> None:
         self.db = db
         self.files = files
         self.media = media
+        self.remote = remote
         self.server_name = server_name
         self._renders = asyncio.Semaphore(MAX_CONCURRENT_RENDERS)
         self._work: SingleFlight[tuple[str, str, ThumbnailRequest], StoredFile] = SingleFlight()
+        self._fetches: SingleFlight[tuple[str, str, ThumbnailRequest], StoredFile | None] = (
+            SingleFlight()
+        )
 
     async def thumbnail(
         self,
@@ -224,6 +242,10 @@ class ThumbnailService:
         timeout_ms: int,
         allow_remote: bool,
     ) -> StoredFile:
+        if server_name != self.server_name and allow_remote:
+            from_origin = await self._from_origin(server_name, media_id, request)
+            if from_origin is not None:
+                return from_origin
         row = await self.media.media(
             server_name, media_id, timeout_ms=timeout_ms, allow_remote=allow_remote
         )
@@ -241,12 +263,70 @@ class ThumbnailService:
             (row.origin, row.media_id, request), lambda: self._generate(row, request)
         )
 
+    async def _from_origin(
+        self, origin: str, media_id: str, request: ThumbnailRequest
+    ) -> StoredFile | None:
+        """Remote media we do not hold, thumbnailed by its origin (kept like ours); None
+        when we hold the file (thumbnailed here) or the origin made no usable thumbnail."""
+        check_media_ref(origin, media_id)
+        async with self.db.pool.connection() as conn:
+            if await store.get_media(conn, origin, media_id) is not None:
+                return None
+        cached = await self._cached_by_ref(origin, media_id, request)
+        if cached is not None:
+            return cached
+        return await self._fetches.run(
+            (origin, media_id, request), lambda: self._fetch(origin, media_id, request)
+        )
+
+    async def _fetch(
+        self, origin: str, media_id: str, request: ThumbnailRequest
+    ) -> StoredFile | None:
+        params = {
+            "width": str(request.width),
+            "height": str(request.height),
+            "method": request.method,
+            "animated": "true" if request.animated else "false",
+        }
+        try:
+            fetched: Fetched = await self.remote.fetch_thumbnail(origin, media_id, params)
+        except RequestFailed as exc:
+            if exc.status == 404 and exc.errcode == "M_NOT_FOUND":
+                raise ServiceError(404, "M_NOT_FOUND", "Unknown media ID") from None
+            return None
+        except (FederationError, ContentTooLarge):
+            return None
+        if fetched.content_type.split(";", 1)[0].strip().lower() not in THUMBNAILABLE_TYPES:
+            return None
+        async with self.db.pool.connection() as conn:
+            await store.insert_thumbnail(
+                conn,
+                origin,
+                media_id,
+                store.ThumbnailRow(
+                    width=request.width,
+                    height=request.height,
+                    method=request.method,
+                    animated=request.animated,
+                    content_type=fetched.content_type,
+                    size=fetched.size,
+                    sha256=fetched.sha256,
+                ),
+                now_ms(),
+            )
+        return self._stored(fetched.sha256, fetched.size, fetched.content_type)
+
     async def _cached(self, row: store.MediaRow, request: ThumbnailRequest) -> StoredFile | None:
+        return await self._cached_by_ref(row.origin, row.media_id, request)
+
+    async def _cached_by_ref(
+        self, origin: str, media_id: str, request: ThumbnailRequest
+    ) -> StoredFile | None:
         async with self.db.pool.connection() as conn:
             thumb = await store.get_thumbnail(
                 conn,
-                row.origin,
-                row.media_id,
+                origin,
+                media_id,
                 request.width,
                 request.height,
                 request.method,

@@ -116,6 +116,65 @@ class Backfiller:
         except TimeoutError:
             return 0
 
+    async def _peers(self, room_id: str) -> list[str]:
+        """The other servers in a room, the room's creator's first."""
+        async with self.db.pool.connection() as conn:
+            servers = await room_servers.servers_in_room(conn, room_id)
+        home = server_name_of(room_id, "!")
+        return sorted(servers - {self.server_name}, key=lambda s: (s != home, s))
+
+    async def closest_remote(
+        self, room_id: str, ts: int, *, forward: bool
+    ) -> tuple[str, str, int] | None:
+        """Another server's event closest to `ts` (server, event id, its timestamp): the
+        first of the room's servers to answer federation `/timestamp_to_event`."""
+        for server in (await self._peers(room_id))[:MAX_SERVERS]:
+            try:
+                answer = await self.client.get_json(
+                    server,
+                    f"/_matrix/federation/v1/timestamp_to_event/{quote_segment(room_id)}",
+                    {"ts": str(ts), "dir": "f" if forward else "b"},
+                    time_limit=self.request_timeout,
+                )
+            except FederationError as exc:
+                log.info("timestamp_to_event in %s at %s failed: %s", room_id, server, exc)
+                continue
+            if not isinstance(answer, dict):
+                continue
+            event_id, at = answer.get("event_id"), answer.get("origin_server_ts")
+            if isinstance(event_id, str) and event_id.startswith("$") and type(at) is int:
+                return server, event_id, at
+        return None
+
+    async def fetch_event(self, origin: str, room_id: str, event_id: str) -> bool:
+        """Fetch one event of a room from `origin` and place it in our timeline, with
+        the state before it (asked of `origin` where our history does not reach it);
+        whether it is placed."""
+        async with self.db.pool.connection() as conn:
+            room = await rooms.get_room(conn, room_id)
+            row = (await event_store.get_events(conn, [event_id])).get(event_id)
+        if room is None:
+            return False
+        if row is not None and row.state_group is not None:
+            return True
+        try:
+            answer = await self.client.get_json(
+                origin,
+                f"/_matrix/federation/v1/event/{quote_segment(event_id)}",
+                time_limit=self.request_timeout,
+            )
+        except FederationError as exc:
+            log.info("fetching %s from %s failed: %s", event_id, origin, exc)
+            return False
+        pdus = answer.get("pdus") if isinstance(answer, dict) else None
+        if not isinstance(pdus, list) or not pdus:
+            return False
+        room_version = get_room_version(room.room_version)
+        checked = await check_many(self.keyring, pdus[:1], room_version, room_id)
+        if event_id not in checked:
+            return False
+        return await self._place_all(origin, room_version, room_id, [checked[event_id]]) == 1
+
     async def close(self) -> None:
         """Stop fills under way (at shutdown)."""
         tasks = list(self._running.values())

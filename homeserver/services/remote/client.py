@@ -46,6 +46,7 @@ CONNECT_TIMEOUT = 10.0
 WELL_KNOWN_TIMEOUT = 10.0
 WELL_KNOWN_MAX_REDIRECTS = 5
 MAX_RESPONSE_BYTES = 50 * 1024 * 1024
+MAX_URL_REDIRECTS = 5
 DNS_TIMEOUT = 5.0
 
 T = TypeVar("T")
@@ -275,6 +276,46 @@ class FederationClient:
         for listener in self._on_success:
             listener(destination)
         return result
+
+    async def fetch_url(
+        self,
+        destination: str,
+        url: str,
+        read: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+    ) -> T:
+        """A plain GET of a URL another server pointed us to (a media answer's
+        `Location`), following its redirects: every hop is held to the addresses
+        federation may use (names by the resolver, literals here) and to http(s). The
+        caller's time limit and `read`'s size limit cover the whole chain."""
+        try:
+            current = URL(url)
+        except ValueError:
+            raise Unreachable(destination, "a malformed URL") from None
+        for _ in range(MAX_URL_REDIRECTS + 1):
+            if current.scheme not in ("http", "https") or not current.host:
+                raise Unreachable(destination, f"refusing to fetch {current.scheme}: URLs")
+            if literal_address_refused(current.host, self._allowed):
+                raise Unreachable(destination, f"{current.host}: an address federation may not use")
+            try:
+                async with self._http().get(
+                    current,
+                    headers={"Accept": "*/*"},
+                    ssl=self._ssl,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT),
+                ) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.status not in (301, 302, 303, 307, 308) or location is None:
+                        return await read(resp)
+            except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
+                raise Unreachable(
+                    destination, f"{current.host}: {exc or type(exc).__name__}"
+                ) from None
+            try:
+                current = current.join(URL(location))
+            except ValueError:
+                raise Unreachable(destination, "a malformed redirect") from None
+        raise Unreachable(destination, f"more than {MAX_URL_REDIRECTS} redirects")
 
     async def _send(
         self,

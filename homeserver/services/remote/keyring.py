@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 OWN_KEY_VALIDITY_MS = 24 * 3600 * 1000
 MAX_KEY_LIFETIME_MS = 7 * 24 * 3600 * 1000
 REFETCH_INTERVAL_MS = 30_000  # per server: unknown key ids must not make us hammer it
+# Within that interval, a key id not yet asked for (a peer's rotated key) is fetched at
+# once, but only for this many distinct ids: made-up ones cannot make us hammer it.
+NEW_KEY_IDS_PER_INTERVAL = 4
 MEMORY_CACHE_SIZE = 10_000
 KEY_RESPONSE_MAX_BYTES = 512 * 1024
 KEY_FETCH_TIMEOUT = 30.0
@@ -62,6 +65,15 @@ class OldKey:
     key_id: str
     verify_key: str  # unpadded base64
     expired_ts: int
+
+
+def old_keys_from(configured: Mapping[str, object]) -> list[OldKey]:
+    """Synapse's `old_signing_keys` shape (validated with the configuration) as OldKeys."""
+    out = []
+    for key_id, entry in configured.items():
+        if isinstance(entry, dict):
+            out.append(OldKey(key_id, str(entry["key"]), int(entry["expired_ts"])))
+    return out
 
 
 def verify_key_response(
@@ -147,9 +159,11 @@ class KeyRing:
         self.server_name = server_name
         self.signing_key = signing_key
         self.trusted_key_servers = tuple(trusted_key_servers)
-        self.old_keys = tuple(old_keys)
+        # A key still signing is current, whatever the list of retired ones says.
+        self.old_keys = tuple(k for k in old_keys if k.key_id != signing_key.key_id)
         self._memory: OrderedDict[tuple[str, str], ServerKey] = OrderedDict()
-        self._last_fetch: OrderedDict[str, int] = OrderedDict()
+        # Per server: when we last fetched its keys, and the key ids asked for since.
+        self._last_fetch: OrderedDict[str, tuple[int, set[str]]] = OrderedDict()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._notary_slots = asyncio.Semaphore(NOTARY_CONCURRENCY)
 
@@ -261,15 +275,20 @@ class KeyRing:
     # ---- fetching
 
     async def _fetch(self, server_name: str, key_ids: Collection[str], min_valid_ts: int) -> None:
-        """One fetch per server at a time, and not again within REFETCH_INTERVAL_MS."""
+        """One fetch per server at a time, and not again within REFETCH_INTERVAL_MS
+        unless for a key id not asked for yet (a few per interval)."""
         running = self._inflight.get(server_name)
         if running is not None:
             await asyncio.shield(running)
             return
         last = self._last_fetch.get(server_name)
-        if last is not None and now_ms() - last < REFETCH_INTERVAL_MS:
-            return
-        self._last_fetch[server_name] = now_ms()
+        if last is not None and now_ms() - last[0] < REFETCH_INTERVAL_MS:
+            new_ids = set(key_ids) - last[1]
+            if not new_ids or len(last[1]) >= NEW_KEY_IDS_PER_INTERVAL:
+                return
+            last[1].update(new_ids)
+        else:
+            self._last_fetch[server_name] = (now_ms(), set(key_ids))
         self._last_fetch.move_to_end(server_name)
         while len(self._last_fetch) > MEMORY_CACHE_SIZE:
             self._last_fetch.popitem(last=False)

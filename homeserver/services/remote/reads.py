@@ -26,9 +26,12 @@ from homeserver.storage.remote import room_servers
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import rooms, state
 from homeserver.storage.rooms.events import EventRow
+from homeserver.storage.timeline import timeline
 
 MAX_BACKFILL = 100
 MAX_MISSING = 20
+# Events near a time looked at for one the asking server may see.
+TIMESTAMP_CANDIDATES = 20
 
 
 def denied() -> ServiceError:
@@ -184,6 +187,22 @@ class FederationReads:
                     kept.append((event.depth, row))
         kept.sort(key=lambda item: item[0])
         return {"events": [pdu_of(r) for _, r in kept]}
+
+    async def timestamp_to_event(
+        self, origin: str, room_id: str, ts: int, *, forward: bool
+    ) -> JsonDict:
+        """The event of our timeline closest to `ts` in the direction asked, among
+        those the asking server may see."""
+        await self.server_acl.check(origin, room_id)
+        async with self.db.pool.connection() as conn:
+            rows = await timeline.events_near_timestamp(
+                conn, room_id, ts, forward=forward, upper=None, limit=TIMESTAMP_CANDIDATES
+            )
+            for row in rows:
+                if await self._entitled(conn, origin, row):
+                    event = load_event(row)
+                    return {"event_id": event.event_id, "origin_server_ts": event.origin_server_ts}
+        raise not_found("No event found near that time")
 
     async def directory(self, alias: str) -> JsonDict:
         """The room one of our aliases names, with the servers in it (ours first)."""

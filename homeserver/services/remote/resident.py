@@ -29,12 +29,13 @@ from homeserver.services.remote.state import StateBefore, auth_state_from
 from homeserver.services.rooms.restricted import join_authoriser
 from homeserver.services.rooms.writer import EventCache, EventNotAllowed, EventWriter, load_events
 from homeserver.services.sync.rooms import STRIPPED_STATE_TYPES
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.remote import room_servers
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
 
+MAX_HEROES = 5
 TEMPLATE_KEYS = (
     "type",
     "sender",
@@ -116,7 +117,13 @@ class ResidentMembership:
     # ---- send_join / send_leave / send_knock
 
     async def send(
-        self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str
+        self,
+        origin: str,
+        room_id: str,
+        event_id: str,
+        pdu: Any,
+        membership: str,
+        omit_members: bool = False,
     ) -> JsonDict:
         room_version = await self._room_version(room_id)
         pdu = self._cosigned(pdu, room_version)
@@ -157,7 +164,7 @@ class ResidentMembership:
                 )
         self.sender.wake(queued)
         if membership == "join":
-            return await self._join_answer(event, before, servers)
+            return await self._join_answer(event, before, servers, omit_members)
         if membership == "knock":
             return {"knock_room_state": await self._stripped(before)}
         return {}
@@ -189,20 +196,44 @@ class ResidentMembership:
         return self._signed(pdu, room_version, slow)
 
     async def _join_answer(
-        self, event: Event, before: dict[tuple[str, str], str], servers: set[str]
+        self,
+        event: Event,
+        before: dict[tuple[str, str], str],
+        servers: set[str],
+        omit_members: bool,
     ) -> JsonDict:
+        """The state before the join and its auth chain. With `omit_members` (a joining
+        server able to join with partial state, MSC3706): member events left out but
+        for the room's heroes when it has no name, and no event in both lists."""
         async with self.db.pool.connection() as conn:
-            state_ids = set(before.values())
+            if omit_members:
+                heroes = await self._heroes(conn, event, before)
+                state_ids = {e for k, e in before.items() if k[0] != MEMBER or k[1] in heroes}
+            else:
+                state_ids = set(before.values())
             chain_ids = await fed_store.auth_chain_ids(conn, state_ids | {event.event_id})
+            if omit_members:
+                chain_ids -= state_ids
             rows = await event_store.get_events(conn, state_ids | chain_ids)
         return {
             "origin": self.server_name,
             "state": [orjson.loads(rows[e].json) for e in sorted(state_ids) if e in rows],
             "auth_chain": [orjson.loads(rows[e].json) for e in sorted(chain_ids) if e in rows],
             "event": event.pdu,
-            "members_omitted": False,
+            "members_omitted": omit_members,
             "servers_in_room": sorted(servers | {self.server_name}),
         }
+
+    async def _heroes(
+        self, conn: Connection, event: Event, before: dict[tuple[str, str], str]
+    ) -> set[str]:
+        """Up to 5 joined or invited members a client names an unnamed room after."""
+        if ("m.room.name", "") in before or ("m.room.canonical_alias", "") in before:
+            return set()
+        members = await memberships.members_of_room(conn, event.room_id, ("join", "invite"))
+        others = [m for m in members if m.user_id != event.sender]
+        others.sort(key=lambda m: (m.stream_ordering or 0, m.user_id))
+        return {m.user_id for m in others[:MAX_HEROES]}
 
     async def _stripped(self, current: dict[tuple[str, str], str]) -> list[JsonDict]:
         wanted = [current[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in current]

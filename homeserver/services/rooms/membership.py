@@ -28,6 +28,7 @@ from homeserver.storage.admin import rooms as admin_rooms
 from homeserver.storage.core.pool import Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.remote import dag as fed_store
+from homeserver.storage.remote import room_servers
 from homeserver.storage.rooms import memberships, rooms, state
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,11 @@ class MembershipService:
         servers: Sequence[str] = (),
         fields: Mapping[str, Any] | None = None,
     ) -> None:
-        """Join locally when we hold the room, else through one of `servers` (and the
-        server that invited the user, if any). The client's own `fields` go into the
-        member event (over the global profile), but for the keys the server decides."""
+        """Join locally when one of our users is in the room, else through one of
+        `servers` (then the server that invited the user, the room's creator's, and the
+        servers we last knew in it); locally too when no other server is known. The
+        client's own `fields` go into the member event (over the global profile), but
+        for the keys the server decides."""
         async with self.db.pool.connection() as conn:
             if await admin_rooms.blocked_by(conn, room_id) is not None:
                 raise forbidden("This room has been blocked on this server")
@@ -158,13 +161,18 @@ class MembershipService:
             raise forbidden("You are banned from this room")
         profile: dict[str, Any] = dict(await member_profile(self.db, user_id))
         profile.update((k, v) for k, v in (fields or {}).items() if k not in _SERVER_KEYS)
-        if not await self._holds_state(room_id):
-            async with self.db.pool.connection() as conn:
-                row = await memberships.get_membership(conn, room_id, user_id)
-            via = list(servers)
-            if row is not None and row.membership == "invite":
-                via.append(server_name_of(row.sender, "@") or "")
-            via.append(server_name_of(room_id, "!") or "")
+        holds_state = await self._holds_state(room_id)
+        async with self.db.pool.connection() as conn:
+            row = await memberships.get_membership(conn, room_id, user_id)
+            # The state we hold is current only while one of our users is in the room.
+            known_servers = await room_servers.servers_in_room(conn, room_id)
+        via = list(servers)
+        if row is not None and row.membership == "invite":
+            via.append(server_name_of(row.sender, "@") or "")
+        via.append(server_name_of(room_id, "!") or "")
+        via.extend(sorted(known_servers - {self.server_name}))
+        remote = [s for s in via if s and s != self.server_name]
+        if not holds_state or (self.server_name not in known_servers and remote):
             if reason is not None:
                 profile["reason"] = reason
             await self.remote.join(room_id, user_id, via, profile)

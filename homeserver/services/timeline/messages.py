@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from federation.events import MEMBER
+from federation.events import MEMBER, Event
 from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter, only_fields, parse_filter
@@ -50,6 +50,7 @@ from homeserver.services.timeline.visibility import (
     room_access,
 )
 from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.remote import backfill as backfill_store
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import state
 from homeserver.storage.rooms.events import EventRow
@@ -443,7 +444,10 @@ class MessageService:
         direction: str | None,
     ) -> JsonDict:
         """`GET /v1/rooms/{roomId}/timestamp_to_event`: the closest visible event at or
-        after (`f`) or at or before (`b`) a time."""
+        after (`f`) or at or before (`b`) a time. Where our history may not cover the
+        time (nothing found here, or a hole just before the event found going
+        forwards), the room's other servers are asked, and a closer event of theirs is
+        fetched into our timeline (so that /context works on it) and answered."""
         if direction is None:
             raise ServiceError(400, "M_MISSING_PARAM", "dir is required")
         forward = parse_direction(direction)
@@ -451,18 +455,38 @@ class MessageService:
             raise ServiceError(400, "M_MISSING_PARAM", "ts is required")
         if not ts.isascii() or not ts.isdigit() or len(ts) > 18:
             raise invalid_param("ts must be a timestamp in milliseconds")
+        at = int(ts)
+        local, hole = await self._closest_local(requester, room_id, at, forward)
+        if local is None or hole:
+            found = await self.backfiller.closest_remote(room_id, at, forward=forward)
+            closer = found is not None and (
+                local is None or abs(found[2] - at) < abs(local.origin_server_ts - at)
+            )
+            if found is not None and closer:
+                server, event_id, _ = found
+                if await self.backfiller.fetch_event(server, room_id, event_id):
+                    local, _ = await self._closest_local(requester, room_id, at, forward)
+        if local is None:
+            raise not_found("No event found near that time")
+        return {"event_id": local.event_id, "origin_server_ts": local.origin_server_ts}
+
+    async def _closest_local(
+        self, requester: Requester, room_id: str, at: int, forward: bool
+    ) -> tuple[Event | None, bool]:
+        """Our closest visible event, and whether history is missing just before it."""
         async with self.db.pool.connection() as conn:
             access = await room_access(conn, self.cache, requester.user_id, room_id)
             rows = await timeline.events_near_timestamp(
                 conn,
                 room_id,
-                int(ts),
+                at,
                 forward=forward,
                 upper=access.upper,
                 limit=TIMESTAMP_CANDIDATES,
             )
             visible = await filter_visible(conn, self.cache, requester.user_id, rows)
-        if not visible.rows:
-            raise not_found("No event found near that time")
-        event = event_of(self.cache, visible.rows[0])
-        return {"event_id": event.event_id, "origin_server_ts": event.origin_server_ts}
+            if not visible.rows:
+                return None, False
+            event = event_of(self.cache, visible.rows[0])
+            hole = forward and bool(await backfill_store.due_gap_prevs(conn, event.event_id, 1))
+        return event, hole
