@@ -124,31 +124,46 @@ async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
-async def read_json_object(request: web.Request, *, event_content: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object, or the spec's M_NOT_JSON / M_BAD_JSON.
+BODY_KEY = web.RequestKey("json_body", object)
 
-    Client bodies are also refused (M_BAD_JSON) when they hold U+0000 or nest deeper
-    than MAX_DEPTH: neither fits in PostgreSQL or our encoders, so every endpoint is
-    covered here once. A body that is `event_content` may hold U+0000, as on other
-    servers: events are stored as JSON text, and the room writer keeps it out of the
-    columns it fills from content. Federation bodies carry other servers' signed
-    events, which their own checks judge."""
+
+async def parse_json_body(request: web.Request, *, event_content: bool = False) -> Any:
+    """The request body parsed (None when empty), or 400 M_NOT_JSON / M_BAD_JSON.
+
+    The one edge check of bodies, for the client and the federation API alike: a body
+    holding U+0000 or nested deeper than MAX_DEPTH is refused, as neither fits in
+    PostgreSQL or our encoders. NUL may still appear in event content: a client's
+    (`event_content`) and that of the events inside a federation body, as on other
+    servers, since events are stored as JSON text and the room writer keeps it out of
+    the columns it fills from content. Parsed once per request (federation
+    authentication reads the body before the handler does)."""
+    if BODY_KEY in request:
+        return request[BODY_KEY]
     raw = await request.read()
     if not raw:
-        raise MatrixError(400, "M_NOT_JSON", "Request body is empty; expected a JSON object")
+        return None
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if str(exc).startswith("depth limit"):
             raise bad_json(f"Request body is nested more than {MAX_DEPTH} levels deep") from None
         raise MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise MatrixError(400, "M_BAD_JSON", "Request body must be a JSON object")
-    if request.path.startswith(FEDERATION_PREFIX):
-        return body
     # A cheap look at the text rules out most bodies before walking the parsed one: JSON
     # can only spell U+0000 as an escape, and cannot nest deeper than it has brackets.
     may_nest_too_deep = raw.count(b"{") + raw.count(b"[") > MAX_DEPTH
     if may_nest_too_deep or (not event_content and b"\\u0000" in raw):
-        ensure_storable(body, "Request body", allow_nul=event_content)
+        federation = request.path.startswith(FEDERATION_PREFIX)
+        ensure_storable(body, "Request body", allow_nul=event_content, nul_in_events=federation)
+    request[BODY_KEY] = body
+    return body
+
+
+async def read_json_object(request: web.Request, *, event_content: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, or the spec's M_NOT_JSON / M_BAD_JSON (see
+    parse_json_body)."""
+    body = await parse_json_body(request, event_content=event_content)
+    if body is None:
+        raise MatrixError(400, "M_NOT_JSON", "Request body is empty; expected a JSON object")
+    if not isinstance(body, dict):
+        raise MatrixError(400, "M_BAD_JSON", "Request body must be a JSON object")
     return body
