@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from homeserver.api.errors import Handler, MatrixError, bad_json
 from homeserver.services.core.stored_json import MAX_DEPTH, ensure_storable
@@ -74,11 +76,47 @@ class _MalformedRequestFilter(logging.Filter):
 
 
 _MALFORMED_REQUEST_FILTER = _MalformedRequestFilter()
+_AIOHTTP_HANDLE_ERROR = RequestHandler.handle_error
 
 
-def quiet_malformed_requests() -> None:
-    """Log aiohttp's refusals of unparsable requests briefly (idempotent)."""
+def _unparsable_request_error(status: int, exc: BaseException | None) -> MatrixError:
+    """The Matrix error for a request aiohttp could not parse (or serve at all)."""
+    if isinstance(exc, LineTooLong):
+        # Its first argument is what was being read: the request target starts with "/".
+        line = exc.args[0] if exc.args else b""
+        if isinstance(line, bytes | bytearray | str) and line[:1] in (b"/", "/"):
+            return MatrixError(414, "M_TOO_LARGE", "The request target is too long")
+        return MatrixError(431, "M_TOO_LARGE", "A request header is too long")
+    if isinstance(exc, BadHttpMethod):
+        return MatrixError(400, "M_UNRECOGNIZED", "Unrecognized request method")
+    if status < 500:
+        return MatrixError(status, "M_UNKNOWN", "Malformed HTTP request")
+    return MatrixError(status, "M_UNKNOWN", "Internal server error")
+
+
+def _json_handle_error(
+    self: RequestHandler,
+    request: BaseRequest,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """aiohttp's own error answer (logged by it, through the filter above), in the
+    Matrix error format: clients parse every error body as JSON."""
+    _AIOHTTP_HANDLE_ERROR(self, request, status, exc, message)
+    response = _unparsable_request_error(status, exc).response()
+    response.force_close()
+    return response
+
+
+def refuse_unparsable_requests_in_json() -> None:
+    """Answer the requests aiohttp cannot parse (a bad request line or method, a line or
+    header over its limit, a broken chunked body) with a Matrix JSON error rather than
+    its plain text, and log each refusal briefly. aiohttp builds that answer in its
+    connection handler, below any middleware, so this replaces its `handle_error` for
+    the process (idempotent)."""
     logging.getLogger("aiohttp.server").addFilter(_MALFORMED_REQUEST_FILTER)
+    RequestHandler.handle_error = _json_handle_error  # type: ignore[method-assign]
 
 
 # Handlers that stream their request body and enforce their own size limit (media
