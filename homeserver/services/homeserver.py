@@ -22,6 +22,7 @@ from homeserver.services.accounts.deactivation import Deactivations
 from homeserver.services.accounts.devices import DeviceService, SeenThrottle
 from homeserver.services.accounts.filters import FilterService
 from homeserver.services.accounts.login import LoginService
+from homeserver.services.accounts.passwords import Passwords
 from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
@@ -275,8 +276,11 @@ class Homeserver:
         self.devices = DeviceService(
             db, self.e2ee_device_lists, self.token_cache, self.devices_seen
         )
-        self.accounts = AccountService(db, config.server_name, config.argon2_time_cost)
-        self.login = LoginService(db, config.server_name, config.access_token_lifetime_ms)
+        self.passwords = Passwords(config.argon2_time_cost)
+        self.accounts = AccountService(db, config.server_name, self.passwords)
+        self.login = LoginService(
+            db, config.server_name, config.access_token_lifetime_ms, self.passwords
+        )
         self.uia = UiaService(db, config.server_name, self.login)
         self.registration = RegistrationService(
             db,
