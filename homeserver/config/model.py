@@ -59,6 +59,9 @@ class Config:
     media_url_preview_url_blacklist: tuple[str, ...] = ()
     rate_limits_url_preview_per_second: float = 1.0
     rate_limits_url_preview_burst: int = 10
+    event_cache_size: int = 10_000
+    caches_state_entries_size: int = 50_000
+    password_hash_concurrency: int = 2
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

@@ -100,7 +100,7 @@ class Homeserver:
     config: Config
     db: Database
     signing_key: SigningKey
-    event_cache: EventCache = field(default_factory=EventCache)
+    event_cache: EventCache = field(init=False)
     token_cache: TokenCache = field(default_factory=TokenCache)
     devices_seen: SeenThrottle = field(default_factory=SeenThrottle)
     media_files: MediaFiles = field(init=False)
@@ -114,6 +114,7 @@ class Homeserver:
     devices: DeviceService = field(init=False)
     accounts: AccountService = field(init=False)
     login: LoginService = field(init=False)
+    passwords: Passwords = field(init=False)
     uia: UiaService = field(init=False)
     registration: RegistrationService = field(init=False)
     registration_tokens: RegistrationTokens = field(init=False)
@@ -183,6 +184,9 @@ class Homeserver:
     admin_rooms: AdminRoomService = field(init=False)
 
     def __post_init__(self) -> None:
+        self.event_cache = EventCache(
+            self.config.event_cache_size, self.config.caches_state_entries_size
+        )
         self._build_core()
         self._build_federation()
         self._build_e2ee()
@@ -276,7 +280,7 @@ class Homeserver:
         self.devices = DeviceService(
             db, self.e2ee_device_lists, self.token_cache, self.devices_seen
         )
-        self.passwords = Passwords(config.argon2_time_cost)
+        self.passwords = Passwords(config.argon2_time_cost, config.password_hash_concurrency)
         self.accounts = AccountService(db, config.server_name, self.passwords)
         self.login = LoginService(
             db, config.server_name, config.access_token_lifetime_ms, self.passwords
