@@ -103,7 +103,7 @@ def build_app(hs: Homeserver) -> web.Application:
         client_max_size=hs.config.max_request_size,
     )
     app[HOMESERVER] = hs
-    http.quiet_malformed_requests()
+    http.refuse_unparsable_requests_in_json()
     for module in (
         versions,
         wellknown,

@@ -23,6 +23,7 @@ from homeserver.config import (
 from homeserver.datadir import DataDirLock, ensure_layout, rotate_signing_key
 from homeserver.logs import setup_logging
 from homeserver.services.accounts.accounts import AccountService
+from homeserver.services.accounts.passwords import Passwords
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
@@ -155,7 +156,7 @@ async def _register(config: Config, conninfo: str, args: argparse.Namespace) -> 
     db = Database(conninfo, size=1)
     await db.open()
     try:
-        accounts = AccountService(db, config.server_name, config.argon2_time_cost)
+        accounts = AccountService(db, config.server_name, Passwords(config.argon2_time_cost))
         return await accounts.register_user(args.user, args.password, admin=args.admin)
     finally:
         await db.close()

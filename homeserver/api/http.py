@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from homeserver.api.errors import Handler, MatrixError, bad_json
 from homeserver.services.core.stored_json import MAX_DEPTH, ensure_storable
@@ -74,11 +76,47 @@ class _MalformedRequestFilter(logging.Filter):
 
 
 _MALFORMED_REQUEST_FILTER = _MalformedRequestFilter()
+_AIOHTTP_HANDLE_ERROR = RequestHandler.handle_error
 
 
-def quiet_malformed_requests() -> None:
-    """Log aiohttp's refusals of unparsable requests briefly (idempotent)."""
+def _unparsable_request_error(status: int, exc: BaseException | None) -> MatrixError:
+    """The Matrix error for a request aiohttp could not parse (or serve at all)."""
+    if isinstance(exc, LineTooLong):
+        # Its first argument is what was being read: the request target starts with "/".
+        line = exc.args[0] if exc.args else b""
+        if isinstance(line, bytes | bytearray | str) and line[:1] in (b"/", "/"):
+            return MatrixError(414, "M_TOO_LARGE", "The request target is too long")
+        return MatrixError(431, "M_TOO_LARGE", "A request header is too long")
+    if isinstance(exc, BadHttpMethod):
+        return MatrixError(400, "M_UNRECOGNIZED", "Unrecognized request method")
+    if status < 500:
+        return MatrixError(status, "M_UNKNOWN", "Malformed HTTP request")
+    return MatrixError(status, "M_UNKNOWN", "Internal server error")
+
+
+def _json_handle_error(
+    self: RequestHandler,
+    request: BaseRequest,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """aiohttp's own error answer (logged by it, through the filter above), in the
+    Matrix error format: clients parse every error body as JSON."""
+    _AIOHTTP_HANDLE_ERROR(self, request, status, exc, message)
+    response = _unparsable_request_error(status, exc).response()
+    response.force_close()
+    return response
+
+
+def refuse_unparsable_requests_in_json() -> None:
+    """Answer the requests aiohttp cannot parse (a bad request line or method, a line or
+    header over its limit, a broken chunked body) with a Matrix JSON error rather than
+    its plain text, and log each refusal briefly. aiohttp builds that answer in its
+    connection handler, below any middleware, so this replaces its `handle_error` for
+    the process (idempotent)."""
     logging.getLogger("aiohttp.server").addFilter(_MALFORMED_REQUEST_FILTER)
+    RequestHandler.handle_error = _json_handle_error  # type: ignore[method-assign]
 
 
 # Handlers that stream their request body and enforce their own size limit (media
@@ -124,31 +162,46 @@ async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
-async def read_json_object(request: web.Request, *, event_content: bool = False) -> dict[str, Any]:
-    """The request body as a JSON object, or the spec's M_NOT_JSON / M_BAD_JSON.
+BODY_KEY = web.RequestKey("json_body", object)
 
-    Client bodies are also refused (M_BAD_JSON) when they hold U+0000 or nest deeper
-    than MAX_DEPTH: neither fits in PostgreSQL or our encoders, so every endpoint is
-    covered here once. A body that is `event_content` may hold U+0000, as on other
-    servers: events are stored as JSON text, and the room writer keeps it out of the
-    columns it fills from content. Federation bodies carry other servers' signed
-    events, which their own checks judge."""
+
+async def parse_json_body(request: web.Request, *, event_content: bool = False) -> Any:
+    """The request body parsed (None when empty), or 400 M_NOT_JSON / M_BAD_JSON.
+
+    The one edge check of bodies, for the client and the federation API alike: a body
+    holding U+0000 or nested deeper than MAX_DEPTH is refused, as neither fits in
+    PostgreSQL or our encoders. NUL may still appear in event content: a client's
+    (`event_content`) and that of the events inside a federation body, as on other
+    servers, since events are stored as JSON text and the room writer keeps it out of
+    the columns it fills from content. Parsed once per request (federation
+    authentication reads the body before the handler does)."""
+    if BODY_KEY in request:
+        return request[BODY_KEY]
     raw = await request.read()
     if not raw:
-        raise MatrixError(400, "M_NOT_JSON", "Request body is empty; expected a JSON object")
+        return None
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if str(exc).startswith("depth limit"):
             raise bad_json(f"Request body is nested more than {MAX_DEPTH} levels deep") from None
         raise MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise MatrixError(400, "M_BAD_JSON", "Request body must be a JSON object")
-    if request.path.startswith(FEDERATION_PREFIX):
-        return body
     # A cheap look at the text rules out most bodies before walking the parsed one: JSON
     # can only spell U+0000 as an escape, and cannot nest deeper than it has brackets.
     may_nest_too_deep = raw.count(b"{") + raw.count(b"[") > MAX_DEPTH
     if may_nest_too_deep or (not event_content and b"\\u0000" in raw):
-        ensure_storable(body, "Request body", allow_nul=event_content)
+        federation = request.path.startswith(FEDERATION_PREFIX)
+        ensure_storable(body, "Request body", allow_nul=event_content, nul_in_events=federation)
+    request[BODY_KEY] = body
+    return body
+
+
+async def read_json_object(request: web.Request, *, event_content: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, or the spec's M_NOT_JSON / M_BAD_JSON (see
+    parse_json_body)."""
+    body = await parse_json_body(request, event_content=event_content)
+    if body is None:
+        raise MatrixError(400, "M_NOT_JSON", "Request body is empty; expected a JSON object")
+    if not isinstance(body, dict):
+        raise MatrixError(400, "M_BAD_JSON", "Request body must be a JSON object")
     return body

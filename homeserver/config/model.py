@@ -97,6 +97,9 @@ class Config:
     enable_3pid_changes: bool = True
     old_signing_keys: dict[str, Any] = field(default_factory=dict)
     allow_public_rooms_over_federation: bool = False
+    event_cache_size: int = 10_000
+    caches_state_entries_size: int = 50_000
+    password_hash_concurrency: int = 2
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

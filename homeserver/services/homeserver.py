@@ -24,6 +24,7 @@ from homeserver.services.accounts.devices import DeviceService, SeenThrottle
 from homeserver.services.accounts.filters import FilterService
 from homeserver.services.accounts.login import LoginService
 from homeserver.services.accounts.openid import OpenIdService
+from homeserver.services.accounts.passwords import Passwords
 from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
@@ -108,7 +109,7 @@ class Homeserver:
     config: Config
     db: Database
     signing_key: SigningKey
-    event_cache: EventCache = field(default_factory=EventCache)
+    event_cache: EventCache = field(init=False)
     token_cache: TokenCache = field(default_factory=TokenCache)
     devices_seen: SeenThrottle = field(default_factory=SeenThrottle)
     media_files: MediaFiles = field(init=False)
@@ -122,6 +123,7 @@ class Homeserver:
     devices: DeviceService = field(init=False)
     accounts: AccountService = field(init=False)
     login: LoginService = field(init=False)
+    passwords: Passwords = field(init=False)
     uia: UiaService = field(init=False)
     mailer: Mailer = field(init=False)
     validation: ThreepidValidation = field(init=False)
@@ -200,6 +202,9 @@ class Homeserver:
     admin_rooms: AdminRoomService = field(init=False)
 
     def __post_init__(self) -> None:
+        self.event_cache = EventCache(
+            self.config.event_cache_size, self.config.caches_state_entries_size
+        )
         self._build_core()
         self._build_federation()
         self._build_e2ee()
@@ -295,8 +300,11 @@ class Homeserver:
         self.devices = DeviceService(
             db, self.e2ee_device_lists, self.token_cache, self.devices_seen
         )
-        self.accounts = AccountService(db, config.server_name, config.argon2_time_cost)
-        self.login = LoginService(db, config.server_name, config.access_token_lifetime_ms)
+        self.passwords = Passwords(config.argon2_time_cost, config.password_hash_concurrency)
+        self.accounts = AccountService(db, config.server_name, self.passwords)
+        self.login = LoginService(
+            db, config.server_name, config.access_token_lifetime_ms, self.passwords
+        )
         self._build_threepids()
         self.uia = UiaService(db, config.server_name, self.login, self.validation)
         self.registration = RegistrationService(

@@ -428,7 +428,7 @@ async def test_malformed_requests_are_logged_in_one_line_below_error(
     long_header = await open_client.get(
         "/_matrix/client/versions", headers={"X-Long": "a" * 10_000}
     )
-    assert long_line.status == 400 and long_header.status == 400
+    assert long_line.status == 414 and long_header.status == 431
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not [r for r in caplog.records if r.exc_info]
     refusals = [r for r in caplog.records if "malformed request" in r.getMessage()]

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
 from homeserver.services.homeserver import Homeserver
+from homeserver.services.remote.client import RequestFailed
 from homeserver.storage.ephemeral import presence as presence_store
 from homeserver.storage.ephemeral import receipts
 from homeserver.storage.remote import device_lists as remote
@@ -320,16 +321,22 @@ async def test_federation_key_endpoints_refuse_and_fail_well(
     with pytest.raises(Exception) as refused:
         await client.get_json(hs_a.server_name, path + "%40bob%3A" + hs_b.server_name)
     assert getattr(refused.value, "status", None) == 403
-    for body in ({"device_keys": 5}, {"device_keys": {alice.user_id: ["\x00", 7]}}, {}):
+    for body in ({"device_keys": 5}, {"device_keys": {alice.user_id: ["", 7]}}, {}):
         answer = await client.post_json(
             hs_a.server_name, "/_matrix/federation/v1/user/keys/query", body
         )
         assert "device_keys" in answer
-    claim = {"one_time_keys": {alice.user_id: {"\x00": "x"}, bob.user_id: {"D": "a"}}}
+    claim = {"one_time_keys": {alice.user_id: {"": "x"}, bob.user_id: {"D": "a"}}}
     answer = await client.post_json(
         hs_a.server_name, "/_matrix/federation/v1/user/keys/claim", claim
     )
     assert answer == {"one_time_keys": {}}
+    # U+0000 is refused at the edge (test_federation_bad_input.py).
+    with pytest.raises(RequestFailed) as refused_nul:
+        await client.post_json(
+            hs_a.server_name, "/_matrix/federation/v1/user/keys/claim", {"x": "\x00"}
+        )
+    assert refused_nul.value.status == 400
     # An unreachable server is a failure of its own; the others still answer.
     dead = f"@carol:127.0.0.1:{free_port()}"
     answer = await bob.ok(

@@ -10,15 +10,12 @@ the origin's keys come through the KeyRing (fetched on first contact).
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from aiohttp import web
 
 from federation.xmatrix import SCHEME, XMatrixError, parse_authorization, verify_request
 from homeserver.api.context import homeserver
 from homeserver.api.errors import Handler, MatrixError
-from homeserver.api.http import FEDERATION_PREFIX, USER_KEY
+from homeserver.api.http import FEDERATION_PREFIX, USER_KEY, parse_json_body
 from homeserver.services.core.clock import now_ms
 
 ORIGIN_KEY = web.RequestKey("federation_origin", str)
@@ -45,7 +42,7 @@ async def require_server(request: web.Request) -> str:
     ]
     if not headers:
         raise unauthorized("missing X-Matrix Authorization header")
-    content = await _json_body(request)
+    content = await parse_json_body(request)
     hs = homeserver(request)
     error = "X-Matrix authentication failed"
     # A server signing with several keys sends one header per key; one must verify.
@@ -73,17 +70,6 @@ async def require_server(request: web.Request) -> str:
         hs.remote_sender.on_contact(auth.origin)
         return auth.origin
     raise unauthorized(error)
-
-
-async def _json_body(request: web.Request) -> Any:
-    """The parsed body the signature covers, or None when there is none."""
-    raw = await request.read()
-    if not raw:
-        return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MatrixError(400, "M_NOT_JSON", "Request body is not valid JSON") from None
 
 
 @web.middleware

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from homeserver.services.accounts.passwords import hash_password_async
+from homeserver.services.accounts.passwords import Passwords
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.accounts import accounts
@@ -38,10 +38,10 @@ class AccountService:
     """Accounts of this server: creating them and changing their passwords (closing them
     is services/accounts/deactivation.py's)."""
 
-    def __init__(self, db: Database, server_name: str, time_cost: int) -> None:
+    def __init__(self, db: Database, server_name: str, passwords: Passwords) -> None:
         self.db = db
         self.server_name = server_name
-        self.time_cost = time_cost  # of new password hashes (argon2)
+        self.passwords = passwords
 
     async def register_user(
         self, localpart: str, password: str | None, *, admin: bool = False
@@ -62,9 +62,7 @@ class AccountService:
             raise AccountError("M_INVALID_USERNAME", "User id is too long")
         if password is not None and len(password) > MAX_PASSWORD_LENGTH:
             raise AccountError("M_INVALID_PARAM", "Password is too long")
-        password_hash = (
-            await hash_password_async(password, self.time_cost) if password is not None else None
-        )
+        password_hash = await self.passwords.hash(password) if password is not None else None
         async with self.db.pool.connection() as conn:
             created = await accounts.create_user(
                 conn,
@@ -83,6 +81,6 @@ class AccountService:
             raise AccountError("M_INVALID_PARAM", "Password is too long")
         if not new_password:
             raise AccountError("M_INVALID_PARAM", "Password must not be empty")
-        password_hash = await hash_password_async(new_password, self.time_cost)
+        password_hash = await self.passwords.hash(new_password)
         async with self.db.pool.connection() as conn:
             await accounts.set_password_hash(conn, user_id, password_hash)

@@ -8,7 +8,7 @@ from typing import Any
 from homeserver.services.accounts.accounts import storable
 from homeserver.services.accounts.auth import hash_token, new_token
 from homeserver.services.accounts.devices import MAX_DISPLAY_NAME_LENGTH, new_device_id
-from homeserver.services.accounts.passwords import check_password_async
+from homeserver.services.accounts.passwords import Passwords
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden
 from homeserver.services.threepids.addresses import EMAIL, canonical_email
@@ -109,10 +109,17 @@ async def _names_cross_signing_key(conn: Connection, user_id: str, device_id: st
 class LoginService:
     """Logging in and the sessions (device, access and refresh tokens) it starts."""
 
-    def __init__(self, db: Database, server_name: str, access_token_lifetime_ms: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        server_name: str,
+        access_token_lifetime_ms: int,
+        passwords: Passwords,
+    ) -> None:
         self.db = db
         self.server_name = server_name
         self.access_token_lifetime_ms = access_token_lifetime_ms
+        self.passwords = passwords
 
     async def user_id_for(self, body: dict[str, Any]) -> str:
         """The user a login or auth body names, email addresses included. An address
@@ -133,7 +140,7 @@ class LoginService:
         async with self.db.pool.connection() as conn:
             info = await accounts.get_login_info(conn, user_id)
         password_hash, deactivated = info if info is not None else (None, False)
-        if not await check_password_async(password_hash, password):
+        if not await self.passwords.check(password_hash, password):
             raise forbidden("Invalid username or password")
         if deactivated:
             raise ServiceError(403, "M_USER_DEACTIVATED", "This account has been deactivated")

@@ -36,10 +36,26 @@ def check_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
-async def hash_password_async(password: str, time_cost: int = DEFAULT_TIME_COST) -> str:
-    """Hashing takes tens of milliseconds of CPU: keep it off the event loop."""
-    return await asyncio.to_thread(hash_password, password, time_cost)
+DEFAULT_CONCURRENCY = 2
 
 
-async def check_password_async(password_hash: str | None, password: str) -> bool:
-    return await asyncio.to_thread(check_password, password_hash, password)
+class Passwords:
+    """Hashing and checking passwords off the event loop, at most `concurrency` at once.
+
+    Each argon2id hash holds 64 MiB while it runs (its memory cost): a storm of logins
+    or registrations would otherwise hold that once per thread of the default executor
+    (6 on a 2-core machine: about 400 MiB). Waiting requests queue here, costing
+    nothing; argon2 returns the memory to the system after each hash (it is one mapping
+    above glibc's mmap threshold), so bounding how many run is what bounds the peak."""
+
+    def __init__(self, time_cost: int, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        self.time_cost = time_cost  # of new hashes; checks follow each hash's own
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(hash_password, password, self.time_cost)
+
+    async def check(self, password_hash: str | None, password: str) -> bool:
+        async with self._slots:
+            return await asyncio.to_thread(check_password, password_hash, password)

@@ -37,6 +37,7 @@ from homeserver.services.push.evaluator import Member, Outcome, RoomFacts
 from homeserver.services.push.rules import PushRuleService
 from homeserver.services.rooms.writer import EventCache, RoomWriter, load_events
 from homeserver.services.timeline.format import format_events
+from homeserver.storage.accounts import account_data as account_data_store
 from homeserver.storage.core.pool import Connection, Database, DatabaseError
 from homeserver.storage.push import notifications as store
 from homeserver.storage.rooms import state
@@ -248,9 +249,17 @@ class NotificationService:
         room = await self._room_state(writer)
         rows: list[store.PushActionRow] = []
         encoded: dict[int, str | None] = {}
+        # Users who ignore a sender get no notification of their messages (state
+        # events still count: the spec keeps showing those).
+        senders = {p.event.sender for p in writer.persisted if p.event.state_key is None}
+        ignoring = (
+            await account_data_store.ignorers(writer.conn, sorted(senders)) if senders else {}
+        )
         for persisted in writer.persisted:
             event = persisted.event
             users = self._recipients(room, event)
+            if event.state_key is None and event.sender in ignoring:
+                users = [u for u in users if u not in ignoring[event.sender]]
             if not users:
                 continue
             groups = await self.push_rules.shared(writer.conn, users)

@@ -57,7 +57,9 @@ class ReportService:
             row = (await event_store.get_events(conn, [event_id])).get(event_id)
             if row is None or row.room_id != room_id:
                 raise unknown
-            visible = await filter_visible(conn, self.event_cache, requester.user_id, [row])
+            visible = await filter_visible(
+                conn, self.event_cache, requester.user_id, [row], hide_ignored=False
+            )
             if not visible.rows:
                 raise unknown
             await reports.insert_event_report(

@@ -71,7 +71,7 @@ class EventCache:
     and entries of state groups (a group never changes once written, so what it
     lacks it lacks for good: absent entries are cached too)."""
 
-    def __init__(self, size: int = 50_000, entries: int = 100_000) -> None:
+    def __init__(self, size: int = 10_000, entries: int = 50_000) -> None:
         self._size = size
         self._events: OrderedDict[str, Event] = OrderedDict()
         self._entries_size = entries

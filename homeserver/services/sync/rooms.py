@@ -24,7 +24,7 @@ from homeserver.services.sync.tokens import SyncToken
 from homeserver.services.timeline.format import client_event, federation_event
 from homeserver.services.timeline.messages import sql_filter_for
 from homeserver.services.timeline.pagination import gap_before, token_for
-from homeserver.services.timeline.visibility import filter_visible
+from homeserver.services.timeline.visibility import filter_visible, ignored_senders, is_ignored
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import invite_state
@@ -138,6 +138,11 @@ class RoomsBuilder:
                 room.timeline = events
             else:
                 room.timeline = [(e, row) for e, row in events if timeline_filter.matches(e.pdu)]
+        everything = (event for room in rooms for event, _ in room.timeline)
+        ignored = await ignored_senders(self.conn, self.user_id, everything)
+        if ignored:
+            for room in rooms:
+                room.timeline = [(e, row) for e, row in room.timeline if not is_ignored(e, ignored)]
         await self._apply_visibility(rooms)
 
     async def _apply_visibility(self, rooms: list[TimelineRoom]) -> None:

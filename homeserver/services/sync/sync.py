@@ -50,7 +50,6 @@ from homeserver.storage.sync import sync as sync_store
 # How long a sync waits for writes already announced for the user to become readable
 # (read-your-writes); a writer stuck longer than this is not waited for.
 MAX_SETTLE_S = 2.0
-IGNORED_USERS = "m.ignored_user_list"
 _ALL_MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
 
 
@@ -506,11 +505,8 @@ class SyncService:
         invites = [p.membership_event_id for p in plans if p.section == "invite"]
         if not invites:
             return plans
-        content = await account_data_store.get_account_data(
-            conn, user_id, account_data_store.GLOBAL, IGNORED_USERS
-        )
-        ignored = content.get("ignored_users") if content is not None else None
-        if not isinstance(ignored, dict) or not ignored:
+        ignored = await account_data_store.ignored_users(conn, user_id)
+        if not ignored:
             return plans
         events = await load_events(conn, self.event_cache, invites)
         return [

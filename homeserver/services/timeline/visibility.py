@@ -25,12 +25,13 @@ themselves (usually cached).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from federation.events import Event
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.rooms.writer import EventCache, load_event, load_events, state_entries
+from homeserver.storage.accounts import account_data
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import state
@@ -75,6 +76,22 @@ def event_of(cache: EventCache, row: EventRow) -> Event:
     return event
 
 
+async def ignored_senders(
+    conn: Connection, user_id: str, events: Iterable[Event]
+) -> frozenset[str]:
+    """The users `user_id` ignores, if any of `events` could be hidden for it (else no
+    query is made)."""
+    if any(e.state_key is None and e.sender != user_id for e in events):
+        return await account_data.ignored_users(conn, user_id)
+    return frozenset()
+
+
+def is_ignored(event: Event, ignored: frozenset[str]) -> bool:
+    """Whether `event` is hidden by the ignore list: every event of an ignored user
+    but their state events."""
+    return event.state_key is None and event.sender in ignored
+
+
 @dataclass(slots=True)
 class VisibleEvents:
     """The visible rows, in the order given, and the user's membership at each."""
@@ -90,14 +107,29 @@ def _needs_state_before(event: Event, user_id: str) -> bool:
 
 
 async def filter_visible(
-    conn: Connection, cache: EventCache, user_id: str, rows: Sequence[EventRow]
+    conn: Connection,
+    cache: EventCache,
+    user_id: str,
+    rows: Sequence[EventRow],
+    *,
+    hide_ignored: bool = True,
 ) -> VisibleEvents:
-    """The events of `rows` that `user_id` may see. Rows may come from several rooms."""
+    """The events of `rows` that `user_id` may see. Rows may come from several rooms.
+
+    With `hide_ignored`, the events that users `user_id` ignores sent are left out but
+    for state events, as the spec says of `m.ignored_user_list` (and as Synapse does on
+    every read path: sync, /messages, /context, /event, relations, search)."""
     out = VisibleEvents()
     placed = [(row, event_of(cache, row)) for row in rows]
     placed = [
         (r, e) for r, e in placed if r.state_group is not None and r.stream_ordering is not None
     ]
+    if hide_ignored and any(e.state_key is None and e.sender != user_id for _, e in placed):
+        ignored = await account_data.ignored_users(conn, user_id)
+        if ignored:
+            placed = [
+                (r, e) for r, e in placed if e.state_key is not None or e.sender not in ignored
+            ]
     if not placed:
         return out
     member_key = (MEMBER, user_id)

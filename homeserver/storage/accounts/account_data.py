@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 STREAM = "account_data"
 GLOBAL = ""  # room_id of global account data
 TAG_TYPE = "m.tag"
+IGNORED_USER_LIST = "m.ignored_user_list"
 
 # Advisory lock class (the first key) serialising one user's account data writers.
 _USER_LOCK_CLASS = 0x61636374
@@ -74,6 +75,38 @@ async def get_account_data(
     )
     row = await cur.fetchone()
     return orjson.loads(row[0]) if row else None
+
+
+async def ignored_users(conn: AsyncConnection, user_id: str) -> frozenset[str]:
+    """The users `user_id` ignores (the keys of `m.ignored_user_list`'s ignored_users)."""
+    cur = await conn.execute(
+        "SELECT jsonb_object_keys(content -> 'ignored_users') FROM account_data"
+        " WHERE user_id = %s AND room_id = '' AND type = %s"
+        " AND jsonb_typeof(content -> 'ignored_users') = 'object'",
+        (user_id, IGNORED_USER_LIST),
+    )
+    return frozenset(row[0] for row in await cur.fetchall())
+
+
+async def ignorers(conn: AsyncConnection, senders: list[str]) -> dict[str, set[str]]:
+    """For each of `senders`, the users who ignore them (through a partial GIN index of
+    the ignore lists, so cheap when nobody does)."""
+    if not senders:
+        return {}
+    cur = await conn.execute(
+        # The type is spelled out, not a parameter, so that a prepared plan still
+        # matches the index's predicate.
+        "SELECT user_id, content -> 'ignored_users' FROM account_data"
+        " WHERE room_id = '' AND type = 'm.ignored_user_list'"
+        " AND content -> 'ignored_users' ?| %s::text[]",
+        (senders,),
+    )
+    found: dict[str, set[str]] = {}
+    for user_id, ignored in await cur.fetchall():
+        for sender in senders:
+            if sender in ignored:
+                found.setdefault(sender, set()).add(user_id)
+    return found
 
 
 async def account_data_since(
