@@ -7,10 +7,12 @@ from aiohttp import web
 from homeserver.api.errors import json_response
 
 SPEC_VERSIONS = [f"v1.{minor}" for minor in range(1, 20)]
+# Simplified sliding sync (MSC4186), which Element X requires before it logs in.
+UNSTABLE_FEATURES = {"org.matrix.simplified_msc3575": True}
 
 
 async def get_versions(request: web.Request) -> web.Response:
-    return json_response({"versions": SPEC_VERSIONS, "unstable_features": {}})
+    return json_response({"versions": SPEC_VERSIONS, "unstable_features": UNSTABLE_FEATURES})
 
 
 def register(app: web.Application) -> None:

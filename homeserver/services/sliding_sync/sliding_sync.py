@@ -1,0 +1,248 @@
+"""`POST .../org.matrix.simplified_msc3575/sync`: windows over the user's room list.
+
+One query orders every room of the user by bump stamp (storage/sliding_sync/rooms.py);
+the lists' filters and ranges pick the rooms of the windows in memory, and only
+those rooms (and the subscriptions) are read, in batches: the cost follows the
+window, not the size of the account.
+
+The connection's state lives in the database (`sliding_sync_positions`), so any
+process serving the database answers any `pos`, before and after a restart. Each
+position records the stream token it was computed at and, per room, what the
+connection then had of it; a `pos` unknown (never issued, superseded, expired)
+answers M_UNKNOWN_POS and the client starts the connection again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from federation.types import JsonDict
+from homeserver.services.accounts.auth import Requester
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.notifier import Notifier
+from homeserver.services.push.notifications import NotificationService
+from homeserver.services.rooms.writer import EventCache, RoomWriter
+from homeserver.services.sliding_sync.extensions import Extensions, Scope
+from homeserver.services.sliding_sync.lists import ListContext, Window, visible, window
+from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
+from homeserver.services.sliding_sync.rooms import RoomRenderer, Target
+from homeserver.services.sync.request import MAX_TIMEOUT_MS
+from homeserver.services.sync.sync import IGNORED_USERS, MAX_SETTLE_S, SyncService
+from homeserver.services.sync.tokens import InvalidToken, SyncToken
+from homeserver.storage.accounts import account_data as account_data_store
+from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.sliding_sync import connections
+from homeserver.storage.sliding_sync import rooms as store
+from homeserver.storage.sliding_sync.rooms import UserRoom
+
+DIRECT = "m.direct"
+# A connection unused for this long is forgotten (Synapse's expiry).
+CONNECTION_EXPIRY_MS = 7 * 24 * 3600 * 1000
+
+
+def unknown_pos() -> ServiceError:
+    return ServiceError(400, "M_UNKNOWN_POS", "Unknown position")
+
+
+@dataclass(slots=True)
+class _Answer:
+    body: JsonDict
+    news: bool
+    rooms: frozenset[str]
+    state: JsonDict
+
+
+class SlidingSyncService:
+    def __init__(
+        self,
+        db: Database,
+        event_cache: EventCache,
+        notifier: Notifier,
+        *,
+        sync: SyncService,
+        notifications: NotificationService,
+        extensions: Extensions,
+    ) -> None:
+        self.db = db
+        self.event_cache = event_cache
+        self.notifier = notifier
+        self.sync_service = sync
+        self.notifications = notifications
+        self.extensions = extensions
+
+    async def sync(self, requester: Requester, request: SlidingSyncRequest) -> JsonDict:
+        user_id, device_id = requester.user_id, requester.device_id
+        position = await self._position(requester, request)
+        since = None if position is None else _token(position.token)
+        had: JsonDict = {} if position is None else position.rooms
+        await self.notifier.settle(user_id, (), MAX_SETTLE_S)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
+        while True:
+            now = self._now(since)
+            async with self.db.pool.connection() as conn:
+                answer = await self._compute(conn, requester, request, had, since, now)
+            remaining = deadline - loop.time()
+            if since is None or answer.news or remaining <= 0:
+                break
+            if self._now(since) == now:
+                # Nothing readable moved while we computed: sleep until something for
+                # the user or their rooms is notified (no await before registering).
+                await self.notifier.wait(user_id, answer.rooms, remaining)
+        stamp = now_ms()
+        async with self.db.pool.connection() as conn:
+            if position is None:
+                connection_id = await connections.new_connection(
+                    conn, user_id, device_id, request.conn_id, stamp
+                )
+            else:
+                connection_id = position.connection_id
+            kept = None if request.pos is None else int(request.pos)
+            pos = await connections.save_position(
+                conn, connection_id, str(now), answer.state, stamp, kept
+            )
+        answer.body["pos"] = str(pos)
+        return answer.body
+
+    def _now(self, since: SyncToken | None) -> SyncToken:
+        """The positions readable now; never behind the client's (another process may
+        have answered it a moment before this one caught up)."""
+        now = self.sync_service.current_token()
+        if since is None:
+            return now
+        typing = now.typing
+        return now.max(since).with_(typing=typing)
+
+    async def _position(
+        self, requester: Requester, request: SlidingSyncRequest
+    ) -> connections.Position | None:
+        if request.pos is None:
+            return None
+        if not request.pos.isdigit() or len(request.pos) > 18:
+            raise unknown_pos()
+        async with self.db.pool.connection() as conn:
+            position = await connections.load_position(
+                conn, requester.user_id, requester.device_id, request.conn_id, int(request.pos)
+            )
+        if position is None or position.created_ts < now_ms() - CONNECTION_EXPIRY_MS:
+            raise unknown_pos()
+        return position
+
+    async def _compute(
+        self,
+        conn: Connection,
+        requester: Requester,
+        request: SlidingSyncRequest,
+        had: Mapping[str, Any],
+        since: SyncToken | None,
+        now: SyncToken,
+    ) -> _Answer:
+        user_id = requester.user_id
+        rooms = await self._rooms(conn, user_id, since)
+        ctx = await self._context(conn, user_id, request)
+        windows = {name: window(rooms, lst, ctx) for name, lst in request.lists.items()}
+        by_id = {room.room_id: room for room in rooms}
+        configs: dict[str, RoomConfig] = {}
+        for name, found in windows.items():
+            for room_id in found.room_ids:
+                config = request.lists[name].config
+                configs[room_id] = configs.get(room_id, config).combine(config)
+        subscribed = [room_id for room_id in request.subscriptions if room_id in by_id]
+        for room_id in subscribed:
+            config = request.subscriptions[room_id]
+            configs[room_id] = configs.get(room_id, config).combine(config)
+        had_rooms: Mapping[str, Any] = had.get("rooms", {})
+        targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
+        renderer = RoomRenderer(
+            conn,
+            self.event_cache,
+            self.sync_service.lazy,
+            self.sync_service.rendered,
+            self.notifications,
+            user_id=user_id,
+            device_id=requester.device_id,
+            now=now,
+            since_events=None if since is None else since.events,
+            dm_rooms=ctx.dm_rooms,
+        )
+        rendering = await renderer.render(targets)
+        scope = Scope(
+            {name: w.room_ids for name, w in windows.items()},
+            subscribed,
+            frozenset(rendering.initial),
+        )
+        extensions, ext_news = await self.extensions.compute(
+            conn, requester, request.extensions, scope, since, now
+        )
+        lists = {name: _list_state(w) for name, w in windows.items()}
+        body: JsonDict = {
+            "pos": "",
+            "lists": {name: {"count": w.count, "ops": w.ops} for name, w in windows.items()},
+            "rooms": rendering.rooms,
+            "extensions": extensions,
+        }
+        state = {"rooms": {**had_rooms, **rendering.records}, "lists": lists}
+        news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
+        return _Answer(body, news, frozenset(by_id), state)
+
+    async def _rooms(
+        self, conn: Connection, user_id: str, since: SyncToken | None
+    ) -> list[UserRoom]:
+        """The user's rooms as the lists show them, most recently bumped first;
+        invitations from users they ignore are left out, as /sync does."""
+        since_events = None if since is None else since.events
+        rooms = [
+            r for r in await store.user_rooms(conn, user_id) if visible(r, user_id, since_events)
+        ]
+        if any(r.membership == "invite" for r in rooms):
+            content = await account_data_store.get_account_data(
+                conn, user_id, account_data_store.GLOBAL, IGNORED_USERS
+            )
+            ignored = (content or {}).get("ignored_users")
+            if isinstance(ignored, dict) and ignored:
+                rooms = [r for r in rooms if r.membership != "invite" or r.sender not in ignored]
+        return rooms
+
+    async def _context(
+        self, conn: Connection, user_id: str, request: SlidingSyncRequest
+    ) -> ListContext:
+        direct = await account_data_store.get_account_data(
+            conn, user_id, account_data_store.GLOBAL, DIRECT
+        )
+        dm_rooms = {
+            room_id
+            for room_ids in (direct or {}).values()
+            if isinstance(room_ids, list)
+            for room_id in room_ids
+            if isinstance(room_id, str)
+        }
+        filters = [lst.filters for lst in request.lists.values()]
+        tags: dict[str, set[str]] = {}
+        if any(f.tags is not None or f.not_tags for f in filters):
+            tags = await store.room_tags(conn, user_id)
+        children: dict[str, set[str]] = {}
+        for space in {s for f in filters for s in f.spaces or ()}:
+            children[space] = await store.space_children(conn, [space])
+        return ListContext(frozenset(dm_rooms), tags, children)
+
+
+def _token(text: str) -> SyncToken:
+    try:
+        return SyncToken.parse(text)
+    except InvalidToken:
+        raise unknown_pos() from None
+
+
+def _list_state(found: Window) -> list[Any]:
+    return [found.count, [op["room_ids"] for op in found.ops]]
+
+
+async def record_room_facts(writer: RoomWriter) -> None:
+    """The event writer's in-transaction hook: keep the room's bump stamp, type and
+    encryption current for the lists (storage/sliding_sync/rooms.py)."""
+    bumps = [p.stream_ordering for p in writer.persisted if p.event.type in store.BUMP_TYPES]
+    await store.update_room(writer.conn, writer.room_id, max(bumps, default=0))

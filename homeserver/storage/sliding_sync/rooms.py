@@ -1,0 +1,189 @@
+"""The reads that order a user's room list and fill the rooms of the windows.
+
+The list is one query over the user's memberships joined to `sliding_sync_rooms`
+(bump stamp, room type, encryption), which the event writer keeps current; what is
+read per room afterwards is read for the rooms of the windows only, in batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import orjson
+from psycopg import AsyncConnection
+
+from federation.types import JsonDict
+from homeserver.storage.rooms.state import StateKey, StateMap
+
+# Event types that move a room up the list (Synapse's default bump event types).
+BUMP_TYPES = frozenset(
+    {
+        "m.room.create",
+        "m.room.message",
+        "m.room.encrypted",
+        "m.sticker",
+        "m.call.invite",
+        "m.poll.start",
+        "m.beacon_info",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UserRoom:
+    room_id: str
+    membership: str
+    event_id: str
+    sender: str
+    stream_ordering: int
+    bump_stamp: int
+    room_type: str | None
+    is_encrypted: bool
+
+
+async def update_room(conn: AsyncConnection, room_id: str, bump_stamp: int) -> None:
+    """Record a room's latest bump and its type and encryption as its current state
+    says (inside the transaction that wrote its events)."""
+    await conn.execute(
+        "INSERT INTO sliding_sync_rooms (room_id, bump_stamp, room_type, is_encrypted)"
+        " SELECT %(room)s, %(bump)s,"
+        " (SELECT e.json::jsonb #>> '{content,type}' FROM current_state c"
+        "  JOIN events e ON e.event_id = c.event_id WHERE c.room_id = %(room)s"
+        "  AND c.type = 'm.room.create' AND c.state_key = ''),"
+        " EXISTS (SELECT 1 FROM current_state c WHERE c.room_id = %(room)s"
+        "  AND c.type = 'm.room.encryption' AND c.state_key = '')"
+        " ON CONFLICT (room_id) DO UPDATE SET"
+        " bump_stamp = GREATEST(sliding_sync_rooms.bump_stamp, EXCLUDED.bump_stamp),"
+        " room_type = EXCLUDED.room_type, is_encrypted = EXCLUDED.is_encrypted",
+        {"room": room_id, "bump": bump_stamp},
+    )
+
+
+async def user_rooms(conn: AsyncConnection, user_id: str) -> list[UserRoom]:
+    """Every room the user has a membership of (not forgotten), most recently bumped
+    first; a room the user is not joined to is placed by what they could see of it."""
+    cur = await conn.execute(
+        "SELECT m.room_id, m.membership, m.event_id, m.sender, m.stream_ordering,"
+        " CASE WHEN m.membership = 'join' THEN COALESCE(r.bump_stamp, m.stream_ordering)"
+        "  WHEN m.membership IN ('invite', 'knock') THEN m.stream_ordering"
+        "  ELSE LEAST(COALESCE(r.bump_stamp, m.stream_ordering), m.stream_ordering) END AS bump,"
+        " r.room_type, COALESCE(r.is_encrypted, FALSE)"
+        " FROM room_memberships m LEFT JOIN sliding_sync_rooms r ON r.room_id = m.room_id"
+        " WHERE m.user_id = %s AND NOT m.forgotten ORDER BY bump DESC, m.room_id",
+        (user_id,),
+    )
+    return [UserRoom(*row) for row in await cur.fetchall()]
+
+
+async def current_state(
+    conn: AsyncConnection,
+    room_ids: Sequence[str],
+    keys: Iterable[StateKey],
+    whole_types: Iterable[str] = (),
+    everything: bool = False,
+) -> dict[str, StateMap]:
+    """Per room, the current state entries at `keys`, of every state key of
+    `whole_types`, or all of them with `everything`."""
+    key_list = sorted(set(keys))
+    params = {
+        "rooms": list(room_ids),
+        "types": [k[0] for k in key_list],
+        "keys": [k[1] for k in key_list],
+        "whole": sorted(set(whole_types)),
+    }
+    where = (
+        ""
+        if everything
+        else " AND ((c.type, c.state_key) IN (SELECT * FROM unnest(%(types)s::text[],"
+        " %(keys)s::text[])) OR c.type = ANY(%(whole)s::text[]))"
+    )
+    cur = await conn.execute(
+        "SELECT c.room_id, c.type, c.state_key, c.event_id FROM current_state c"
+        f" WHERE c.room_id = ANY(%(rooms)s::text[]){where}",
+        params,
+    )
+    out: dict[str, StateMap] = {room_id: {} for room_id in room_ids}
+    for room_id, event_type, state_key, event_id in await cur.fetchall():
+        out[room_id][(event_type, state_key)] = event_id
+    return out
+
+
+async def state_changes(
+    conn: AsyncConnection, windows: Sequence[tuple[str, int, int]]
+) -> dict[str, StateMap]:
+    """Per (room, lower, upper): the current state entries set by events in
+    (lower, upper], i.e. what the client that had the room at `lower` lacks."""
+    if not windows:
+        return {}
+    cur = await conn.execute(
+        "SELECT w.room_id, c.type, c.state_key, c.event_id"
+        " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS w(room_id, lower, upper)"
+        " JOIN current_state c ON c.room_id = w.room_id"
+        " JOIN events e ON e.event_id = c.event_id"
+        " WHERE e.stream_ordering > w.lower AND e.stream_ordering <= w.upper",
+        ([w[0] for w in windows], [w[1] for w in windows], [w[2] for w in windows]),
+    )
+    out: dict[str, StateMap] = {}
+    for room_id, event_type, state_key, event_id in await cur.fetchall():
+        out.setdefault(room_id, {})[(event_type, state_key)] = event_id
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    displayname: str | None
+    avatar_url: str | None
+
+
+async def member_profiles(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Member]:
+    """Per (room, user), the name and avatar of the user's current membership."""
+    if not pairs:
+        return {}
+    cur = await conn.execute(
+        "SELECT m.room_id, m.user_id, m.displayname, m.avatar_url FROM room_memberships m"
+        " JOIN unnest(%s::text[], %s::text[]) AS p(room_id, user_id)"
+        " ON m.room_id = p.room_id AND m.user_id = p.user_id",
+        ([p[0] for p in pairs], [p[1] for p in pairs]),
+    )
+    return {(r, u): Member(name, avatar) for r, u, name, avatar in await cur.fetchall()}
+
+
+async def room_tags(conn: AsyncConnection, user_id: str) -> dict[str, set[str]]:
+    """The tags the user gave each room."""
+    cur = await conn.execute("SELECT room_id, tag FROM room_tags WHERE user_id = %s", (user_id,))
+    out: dict[str, set[str]] = {}
+    for room_id, tag in await cur.fetchall():
+        out.setdefault(room_id, set()).add(tag)
+    return out
+
+
+async def space_children(conn: AsyncConnection, space_ids: Sequence[str]) -> set[str]:
+    """The rooms these spaces list as children (m.space.child with a `via`)."""
+    cur = await conn.execute(
+        "SELECT c.state_key FROM current_state c JOIN events e ON e.event_id = c.event_id"
+        " WHERE c.room_id = ANY(%s::text[]) AND c.type = 'm.space.child'"
+        " AND jsonb_typeof(e.json::jsonb #> '{content,via}') = 'array'"
+        " AND jsonb_array_length(e.json::jsonb #> '{content,via}') > 0",
+        (list(space_ids),),
+    )
+    return {state_key for (state_key,) in await cur.fetchall()}
+
+
+async def room_account_data(
+    conn: AsyncConnection, user_id: str, room_ids: Sequence[str]
+) -> dict[str, list[JsonDict]]:
+    """All the user's account data of these rooms, as events by room."""
+    if not room_ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT room_id, type, content::text FROM account_data"
+        " WHERE user_id = %s AND room_id = ANY(%s::text[]) ORDER BY stream_id",
+        (user_id, list(room_ids)),
+    )
+    out: dict[str, list[JsonDict]] = {}
+    for room_id, event_type, content in await cur.fetchall():
+        out.setdefault(room_id, []).append({"type": event_type, "content": orjson.loads(content)})
+    return out
