@@ -157,14 +157,19 @@ def _filters(value: Mapping[str, Any], name: str) -> ListFilters:
     )
 
 
+def _or_all(names: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Absent means every list (or subscription); an empty list means none."""
+    return ("*",) if names is None else names
+
+
 def _extension(value: Mapping[str, Any], name: str) -> ExtensionRequest:
     since = value.get("since")
     if since is not None and not isinstance(since, str):
         raise invalid_param(f"{name}.since must be a string")
     return ExtensionRequest(
         enabled=bool(_bool(value.get("enabled"), f"{name}.enabled")),
-        lists=_strings(value.get("lists"), f"{name}.lists") or ("*",),
-        rooms=_strings(value.get("rooms"), f"{name}.rooms") or ("*",),
+        lists=_or_all(_strings(value.get("lists"), f"{name}.lists")),
+        rooms=_or_all(_strings(value.get("rooms"), f"{name}.rooms")),
         since=since,
         limit=_int(value.get("limit"), f"{name}.limit", 100),
     )
