@@ -54,6 +54,7 @@ class _Answer:
     news: bool
     rooms: frozenset[str]
     state: JsonDict
+    now: SyncToken
 
 
 class SlidingSyncService:
@@ -79,13 +80,14 @@ class SlidingSyncService:
         position = await self._position(requester, request)
         since = None if position is None else _token(position.token)
         had: JsonDict = {} if position is None else position.rooms
-        await self.notifier.settle(user_id, (), MAX_SETTLE_S)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
+        settle = True
         while True:
-            now = self._now(since)
             async with self.db.pool.connection() as conn:
-                answer = await self._compute(conn, requester, request, had, since, now)
+                answer = await self._compute(conn, requester, request, had, since, settle)
+            settle = False
+            now = answer.now
             remaining = deadline - loop.time()
             if since is None or answer.news or remaining <= 0:
                 break
@@ -139,10 +141,14 @@ class SlidingSyncService:
         request: SlidingSyncRequest,
         had: Mapping[str, Any],
         since: SyncToken | None,
-        now: SyncToken,
+        settle: bool,
     ) -> _Answer:
         user_id = requester.user_id
         rooms = await self._rooms(conn, user_id, since)
+        if settle:
+            # Read-your-writes: what the user just wrote in their rooms is read now.
+            await self.notifier.settle(user_id, [r.room_id for r in rooms], MAX_SETTLE_S)
+        now = self._now(since)
         ctx = await self._context(conn, user_id, request)
         windows = {name: window(rooms, lst, ctx) for name, lst in request.lists.items()}
         by_id = {room.room_id: room for room in rooms}
@@ -187,7 +193,7 @@ class SlidingSyncService:
         }
         state = {"rooms": {**had_rooms, **rendering.records}, "lists": lists}
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
-        return _Answer(body, news, frozenset(by_id), state)
+        return _Answer(body, news, frozenset(by_id), state, now)
 
     async def _rooms(
         self, conn: Connection, user_id: str, since: SyncToken | None

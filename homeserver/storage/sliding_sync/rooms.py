@@ -65,9 +65,11 @@ async def user_rooms(conn: AsyncConnection, user_id: str) -> list[UserRoom]:
     first; a room the user is not joined to is placed by what they could see of it."""
     cur = await conn.execute(
         "SELECT m.room_id, m.membership, m.event_id, m.sender, m.stream_ordering,"
-        " CASE WHEN m.membership = 'join' THEN COALESCE(r.bump_stamp, m.stream_ordering)"
+        " CASE WHEN m.membership = 'join'"
+        "  THEN COALESCE(NULLIF(r.bump_stamp, 0), m.stream_ordering)"
         "  WHEN m.membership IN ('invite', 'knock') THEN m.stream_ordering"
-        "  ELSE LEAST(COALESCE(r.bump_stamp, m.stream_ordering), m.stream_ordering) END AS bump,"
+        "  ELSE LEAST(COALESCE(NULLIF(r.bump_stamp, 0), m.stream_ordering), m.stream_ordering)"
+        " END AS bump,"
         " r.room_type, COALESCE(r.is_encrypted, FALSE)"
         " FROM room_memberships m LEFT JOIN sliding_sync_rooms r ON r.room_id = m.room_id"
         " WHERE m.user_id = %s AND NOT m.forgotten ORDER BY bump DESC, m.room_id",
