@@ -21,6 +21,7 @@ class ListContext:
     dm_rooms: frozenset[str] = frozenset()
     tags: Mapping[str, set[str]] = field(default_factory=dict)
     space_children: Mapping[str, set[str]] = field(default_factory=dict)
+    ignored: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ answers M_UNKNOWN_POS and the client starts the connection again.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,13 +34,12 @@ from homeserver.services.sliding_sync.rooms import RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
 from homeserver.services.sync.sync import IGNORED_USERS, MAX_SETTLE_S, SyncService
 from homeserver.services.sync.tokens import InvalidToken, SyncToken
-from homeserver.storage.accounts import account_data as account_data_store
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.sliding_sync import connections
 from homeserver.storage.sliding_sync import rooms as store
-from homeserver.storage.sliding_sync.rooms import UserRoom
 
 DIRECT = "m.direct"
+ACCOUNT_CACHE_SIZE = 50_000
 # A connection unused for this long is forgotten (Synapse's expiry).
 CONNECTION_EXPIRY_MS = 7 * 24 * 3600 * 1000
 
@@ -74,10 +74,15 @@ class SlidingSyncService:
         self.sync_service = sync
         self.notifications = notifications
         self.extensions = extensions
+        # Per user: (account data position, DM rooms, ignored users).
+        self._account_cache: OrderedDict[str, tuple[int, frozenset[str], frozenset[str]]] = (
+            OrderedDict()
+        )
 
     async def sync(self, requester: Requester, request: SlidingSyncRequest) -> JsonDict:
         user_id, device_id = requester.user_id, requester.device_id
-        position = await self._position(requester, request)
+        async with self.db.pool.connection() as conn:
+            position = await self._position(conn, requester, request)
         since = None if position is None else _token(position.token)
         had: JsonDict = {} if position is None else position.rooms
         loop = asyncio.get_running_loop()
@@ -86,27 +91,23 @@ class SlidingSyncService:
         while True:
             async with self.db.pool.connection() as conn:
                 answer = await self._compute(conn, requester, request, had, since, settle)
-            settle = False
-            now = answer.now
-            remaining = deadline - loop.time()
-            if since is None or answer.news or remaining <= 0:
-                break
-            if self._now(since) == now:
+                settle = False
+                remaining = deadline - loop.time()
+                if since is None or answer.news or remaining <= 0:
+                    # Stored in the same transaction the answer was read in.
+                    pos = await connections.save_position(
+                        conn,
+                        (user_id, device_id, request.conn_id),
+                        str(answer.now),
+                        answer.state,
+                        now_ms(),
+                        None if position is None else position_id(request),
+                    )
+                    break
+            if self._now(since) == answer.now:
                 # Nothing readable moved while we computed: sleep until something for
                 # the user or their rooms is notified (no await before registering).
                 await self.notifier.wait(user_id, answer.rooms, remaining)
-        stamp = now_ms()
-        async with self.db.pool.connection() as conn:
-            if position is None:
-                connection_id = await connections.new_connection(
-                    conn, user_id, device_id, request.conn_id, stamp
-                )
-            else:
-                connection_id = position.connection_id
-            kept = None if request.pos is None else int(request.pos)
-            pos = await connections.save_position(
-                conn, connection_id, str(now), answer.state, stamp, kept
-            )
         answer.body["pos"] = str(pos)
         return answer.body
 
@@ -120,16 +121,15 @@ class SlidingSyncService:
         return now.max(since).with_(typing=typing)
 
     async def _position(
-        self, requester: Requester, request: SlidingSyncRequest
+        self, conn: Connection, requester: Requester, request: SlidingSyncRequest
     ) -> connections.Position | None:
         if request.pos is None:
             return None
         if not request.pos.isdigit() or len(request.pos) > 18:
             raise unknown_pos()
-        async with self.db.pool.connection() as conn:
-            position = await connections.load_position(
-                conn, requester.user_id, requester.device_id, request.conn_id, int(request.pos)
-            )
+        position = await connections.load_position(
+            conn, requester.user_id, requester.device_id, request.conn_id, int(request.pos)
+        )
         if position is None or position.created_ts < now_ms() - CONNECTION_EXPIRY_MS:
             raise unknown_pos()
         return position
@@ -144,12 +144,18 @@ class SlidingSyncService:
         settle: bool,
     ) -> _Answer:
         user_id = requester.user_id
-        rooms = await self._rooms(conn, user_id, since)
+        since_events = None if since is None else since.events
+        rooms = [
+            r for r in await store.user_rooms(conn, user_id) if visible(r, user_id, since_events)
+        ]
         if settle:
             # Read-your-writes: what the user just wrote in their rooms is read now.
             await self.notifier.settle(user_id, [r.room_id for r in rooms], MAX_SETTLE_S)
         now = self._now(since)
-        ctx = await self._context(conn, user_id, request)
+        ctx = await self._context(conn, user_id, request, now.account_data)
+        if ctx.ignored:
+            # Invitations from users they ignore are left out, as /sync does.
+            rooms = [r for r in rooms if r.membership != "invite" or r.sender not in ctx.ignored]
         windows = {name: window(rooms, lst, ctx) for name, lst in request.lists.items()}
         by_id = {room.room_id: room for room in rooms}
         configs: dict[str, RoomConfig] = {}
@@ -195,37 +201,10 @@ class SlidingSyncService:
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
         return _Answer(body, news, frozenset(by_id), state, now)
 
-    async def _rooms(
-        self, conn: Connection, user_id: str, since: SyncToken | None
-    ) -> list[UserRoom]:
-        """The user's rooms as the lists show them, most recently bumped first;
-        invitations from users they ignore are left out, as /sync does."""
-        since_events = None if since is None else since.events
-        rooms = [
-            r for r in await store.user_rooms(conn, user_id) if visible(r, user_id, since_events)
-        ]
-        if any(r.membership == "invite" for r in rooms):
-            content = await account_data_store.get_account_data(
-                conn, user_id, account_data_store.GLOBAL, IGNORED_USERS
-            )
-            ignored = (content or {}).get("ignored_users")
-            if isinstance(ignored, dict) and ignored:
-                rooms = [r for r in rooms if r.membership != "invite" or r.sender not in ignored]
-        return rooms
-
     async def _context(
-        self, conn: Connection, user_id: str, request: SlidingSyncRequest
+        self, conn: Connection, user_id: str, request: SlidingSyncRequest, position: int
     ) -> ListContext:
-        direct = await account_data_store.get_account_data(
-            conn, user_id, account_data_store.GLOBAL, DIRECT
-        )
-        dm_rooms = {
-            room_id
-            for room_ids in (direct or {}).values()
-            if isinstance(room_ids, list)
-            for room_id in room_ids
-            if isinstance(room_id, str)
-        }
+        dm_rooms, ignored = await self._account(conn, user_id, position)
         filters = [lst.filters for lst in request.lists.values()]
         tags: dict[str, set[str]] = {}
         if any(f.tags is not None or f.not_tags for f in filters):
@@ -233,7 +212,37 @@ class SlidingSyncService:
         children: dict[str, set[str]] = {}
         for space in {s for f in filters for s in f.spaces or ()}:
             children[space] = await store.space_children(conn, [space])
-        return ListContext(frozenset(dm_rooms), tags, children)
+        return ListContext(dm_rooms, tags, children, ignored)
+
+    async def _account(
+        self, conn: Connection, user_id: str, position: int
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """The user's DM rooms (m.direct) and ignored users, read again only when the
+        account data stream has moved since they were read."""
+        cached = self._account_cache.get(user_id)
+        if cached is not None and cached[0] == position:
+            return cached[1], cached[2]
+        found = await store.global_account_data(conn, user_id, (DIRECT, IGNORED_USERS))
+        direct = found.get(DIRECT) or {}
+        dm_rooms = frozenset(
+            room_id
+            for room_ids in direct.values()
+            if isinstance(room_ids, list)
+            for room_id in room_ids
+            if isinstance(room_id, str)
+        )
+        ignored_users = (found.get(IGNORED_USERS) or {}).get("ignored_users")
+        ignored = frozenset(ignored_users) if isinstance(ignored_users, dict) else frozenset()
+        self._account_cache[user_id] = (position, dm_rooms, ignored)
+        self._account_cache.move_to_end(user_id)
+        if len(self._account_cache) > ACCOUNT_CACHE_SIZE:
+            self._account_cache.popitem(last=False)
+        return dm_rooms, ignored
+
+
+def position_id(request: SlidingSyncRequest) -> int:
+    assert request.pos is not None
+    return int(request.pos)
 
 
 def _token(text: str) -> SyncToken:

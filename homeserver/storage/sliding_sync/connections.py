@@ -35,46 +35,39 @@ async def load_position(
     return Position(int(row[0]), row[1], orjson.loads(row[2]), int(row[3]))
 
 
-async def new_connection(
-    conn: AsyncConnection, user_id: str, device_id: str, conn_id: str, now: int
-) -> int:
-    """Start the connection afresh: whatever it had before is forgotten."""
-    await conn.execute(
-        "DELETE FROM sliding_sync_connections WHERE user_id = %s AND device_id = %s"
-        " AND conn_id = %s",
-        (user_id, device_id, conn_id),
-    )
-    cur = await conn.execute(
-        "INSERT INTO sliding_sync_connections (user_id, device_id, conn_id, created_ts)"
-        " VALUES (%s, %s, %s, %s) RETURNING id",
-        (user_id, device_id, conn_id, now),
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def save_position(
     conn: AsyncConnection,
-    connection_id: int,
+    key: tuple[str, str, str],
     token: str,
     rooms: dict[str, Any],
     now: int,
     kept: int | None,
 ) -> int:
-    """Store a new position; of the older ones only `kept` (the one the client came
-    with, which it may repeat if this answer is lost) stays. Returns the new `pos`."""
+    """Store a new position of the connection (user, device, conn_id) and return it
+    (the new `pos`), in one statement. Of its older positions only `kept` stays: the
+    one the client came with, which it repeats if this answer is lost; without it
+    the connection starts afresh."""
+    user_id, device_id, conn_id = key
     cur = await conn.execute(
-        "INSERT INTO sliding_sync_positions (connection_id, token, rooms, created_ts)"
-        " VALUES (%s, %s, %s, %s) RETURNING id",
-        (connection_id, token, Jsonb(rooms), now),
+        "WITH c AS (INSERT INTO sliding_sync_connections"
+        "  (user_id, device_id, conn_id, created_ts)"
+        "  VALUES (%(user)s, %(device)s, %(conn)s, %(now)s)"
+        "  ON CONFLICT (user_id, device_id, conn_id)"
+        "  DO UPDATE SET created_ts = sliding_sync_connections.created_ts RETURNING id),"
+        " old AS (DELETE FROM sliding_sync_positions p USING c"
+        "  WHERE p.connection_id = c.id AND p.id IS DISTINCT FROM %(kept)s)"
+        " INSERT INTO sliding_sync_positions (connection_id, token, rooms, created_ts)"
+        " SELECT id, %(token)s, %(rooms)s, %(now)s FROM c RETURNING id",
+        {
+            "user": user_id,
+            "device": device_id,
+            "conn": conn_id,
+            "now": now,
+            "kept": kept,
+            "token": token,
+            "rooms": Jsonb(rooms),
+        },
     )
     row = await cur.fetchone()
     assert row is not None
-    new = int(row[0])
-    await conn.execute(
-        "DELETE FROM sliding_sync_positions WHERE connection_id = %s AND id <> %s"
-        " AND id IS DISTINCT FROM %s",
-        (connection_id, new, kept),
-    )
-    return new
+    return int(row[0])

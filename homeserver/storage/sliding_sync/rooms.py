@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from psycopg import AsyncConnection
@@ -189,3 +190,15 @@ async def room_account_data(
     for room_id, event_type, content in await cur.fetchall():
         out.setdefault(room_id, []).append({"type": event_type, "content": orjson.loads(content)})
     return out
+
+
+async def global_account_data(
+    conn: AsyncConnection, user_id: str, types: Sequence[str]
+) -> dict[str, Any]:
+    """The user's global account data of these types, by type."""
+    cur = await conn.execute(
+        "SELECT type, content::text FROM account_data"
+        " WHERE user_id = %s AND room_id = '' AND type = ANY(%s::text[])",
+        (user_id, list(types)),
+    )
+    return {event_type: orjson.loads(content) for event_type, content in await cur.fetchall()}
