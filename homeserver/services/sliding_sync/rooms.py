@@ -64,6 +64,12 @@ class Rendering:
     initial: set[str] = field(default_factory=set)
 
 
+def _fresh(t: Target) -> bool:
+    """Whether the room's state is sent whole: new to the connection, or asked for
+    with other parameters than last time."""
+    return t.initial or t.had is None or t.had.get("k") != t.config.key()
+
+
 def _upper(room: UserRoom, now: int) -> int:
     return now if room.membership == "join" else min(room.stream_ordering, now)
 
@@ -186,7 +192,13 @@ class RoomRenderer:
             timeline_room = timelines[t.room.room_id]
             timeline_room.state = self._required(t, timeline_room, states, deltas, result)
         rendered = await self._builder(0).render_events(rooms)
-        meta = await self._meta(states, summaries)
+        naming = {
+            t.room.room_id: states.get(t.room.room_id, {})
+            if _fresh(t) or t.room.membership != "join"
+            else deltas.get(t.room.room_id, {})
+            for t in targets
+        }
+        meta = await self._meta(naming, summaries)
         builder = self._builder(0)
         for t in targets:
             room_id = t.room.room_id
@@ -233,23 +245,40 @@ class RoomRenderer:
     async def _states(
         self, targets: Sequence[Target], timelines: Mapping[str, TimelineRoom]
     ) -> tuple[dict[str, StateMap], dict[str, StateMap]]:
-        """The state each room needs: its current state (at the leave, for a room
-        left) at the keys asked for plus name and avatar, and what changed since the
-        connection last had it."""
+        """The state each room needs, and what changed since the connection last had
+        it. A room sent from nothing gets its current state (at the leave, for a room
+        left) at the keys asked for plus name and avatar; a room the connection has
+        gets only the member events of new senders (lazy loading) and the changes,
+        read only when its timeline holds state events or skips some."""
         joined = [t for t in targets if t.room.membership == "join"]
         everything = False
         whole: set[str] = set()
-        keys: set[StateKey] = {NAME, AVATAR}
+        keys: set[StateKey] = set()
+        needing: list[str] = []
+        windows: list[tuple[str, int, int]] = []
         for t in joined:
             room_everything, room_whole, room_keys, lazy = _expand(t.config, self.user_id)
-            everything = everything or room_everything
-            whole |= room_whole
-            keys |= room_keys
-            if lazy:
-                room = timelines[t.room.room_id]
-                keys |= {(MEMBER, event.sender) for event, _ in room.timeline}
-        states = await store.current_state(
-            self.conn, [t.room.room_id for t in joined], keys, whole, everything
+            timeline = timelines[t.room.room_id]
+            senders = {event.sender for event, _ in timeline.timeline}
+            if _fresh(t):
+                everything = everything or room_everything
+                whole |= room_whole
+                keys |= room_keys | {NAME, AVATAR}
+                if lazy:
+                    keys |= {(MEMBER, user) for user in senders}
+                needing.append(t.room.room_id)
+                continue
+            new = senders - set(t.had.get("m", [])) if lazy and t.had is not None else set()
+            if new:
+                keys |= {(MEMBER, user) for user in new}
+                needing.append(t.room.room_id)
+            if timeline.limited or any(e.state_key is not None for e, _ in timeline.timeline):
+                lower = int(t.had.get("p", 0)) if t.had is not None else 0
+                windows.append((t.room.room_id, lower, _upper(t.room, self.now.events)))
+        states = (
+            await store.current_state(self.conn, needing, keys, whole, everything)
+            if needing
+            else {}
         )
         left = [t for t in targets if t.room.membership != "join"]
         if left:
@@ -262,11 +291,6 @@ class RoomRenderer:
             full = await sync_store.full_states(self.conn, groups.values())
             for room_id, group in groups.items():
                 states[room_id] = full.get(group, {})
-        windows = [
-            (t.room.room_id, int(t.had.get("p", 0)), _upper(t.room, self.now.events))
-            for t in joined
-            if t.had is not None and not t.initial
-        ]
         deltas = await store.state_changes(self.conn, windows)
         return states, deltas
 
@@ -284,7 +308,7 @@ class RoomRenderer:
         senders = {event.sender for event, _ in timeline_room.timeline}
         _, _, _, lazy = _expand(t.config, self.user_id)
         had_members: list[str] = list(record.get("m", [])) if lazy else []
-        fresh = t.initial or t.had is None or t.had.get("k") != record["k"]
+        fresh = _fresh(t)
         lazy_users = (senders - set(had_members)) if lazy else set()
         if fresh:
             wanted = _wanted(state, t.config, self.user_id, lazy_users)

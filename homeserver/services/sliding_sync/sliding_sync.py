@@ -81,15 +81,18 @@ class SlidingSyncService:
 
     async def sync(self, requester: Requester, request: SlidingSyncRequest) -> JsonDict:
         user_id, device_id = requester.user_id, requester.device_id
-        async with self.db.pool.connection() as conn:
-            position = await self._position(conn, requester, request)
-        since = None if position is None else _token(position.token)
-        had: JsonDict = {} if position is None else position.rooms
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
+        position: connections.Position | None = None
+        since: SyncToken | None = None
+        had: JsonDict = {}
         settle = True
         while True:
             async with self.db.pool.connection() as conn:
+                if settle:
+                    position = await self._position(conn, requester, request)
+                    since = None if position is None else _token(position.token)
+                    had = {} if position is None else position.rooms
                 answer = await self._compute(conn, requester, request, had, since, settle)
                 settle = False
                 remaining = deadline - loop.time()
@@ -98,10 +101,11 @@ class SlidingSyncService:
                     pos = await connections.save_position(
                         conn,
                         (user_id, device_id, request.conn_id),
+                        None if position is None else position.connection_id,
+                        None if position is None else position_id(request),
                         str(answer.now),
                         answer.state,
                         now_ms(),
-                        None if position is None else position_id(request),
                     )
                     break
             if self._now(since) == answer.now:

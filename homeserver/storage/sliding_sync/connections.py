@@ -38,31 +38,40 @@ async def load_position(
 async def save_position(
     conn: AsyncConnection,
     key: tuple[str, str, str],
+    connection_id: int | None,
+    kept: int | None,
     token: str,
     rooms: dict[str, Any],
     now: int,
-    kept: int | None,
 ) -> int:
     """Store a new position of the connection (user, device, conn_id) and return it
-    (the new `pos`), in one statement. Of its older positions only `kept` stays: the
-    one the client came with, which it repeats if this answer is lost; without it
-    the connection starts afresh."""
+    (the new `pos`), in one statement.
+
+    With `connection_id` (the client came with its position `kept`) the older
+    positions go but `kept`: the client repeats it if this answer is lost. Without, the
+    connection starts afresh and all its positions go. The commit does not wait for
+    the disk (`synchronous_commit` off for this transaction): a position lost in a
+    crash is only an unknown `pos`, which the client answers by starting again.
+    """
     user_id, device_id, conn_id = key
     cur = await conn.execute(
-        "WITH c AS (INSERT INTO sliding_sync_connections"
+        "WITH quick AS (SELECT set_config('synchronous_commit', 'off', true)),"
+        " made AS (INSERT INTO sliding_sync_connections"
         "  (user_id, device_id, conn_id, created_ts)"
-        "  VALUES (%(user)s, %(device)s, %(conn)s, %(now)s)"
+        "  SELECT %(user)s, %(device)s, %(conn)s, %(now)s WHERE %(id)s::bigint IS NULL"
         "  ON CONFLICT (user_id, device_id, conn_id)"
-        "  DO UPDATE SET created_ts = sliding_sync_connections.created_ts RETURNING id),"
+        "  DO UPDATE SET created_ts = EXCLUDED.created_ts RETURNING id),"
+        " c AS (SELECT id FROM made UNION ALL SELECT %(id)s::bigint WHERE %(id)s IS NOT NULL),"
         " old AS (DELETE FROM sliding_sync_positions p USING c"
         "  WHERE p.connection_id = c.id AND p.id IS DISTINCT FROM %(kept)s)"
         " INSERT INTO sliding_sync_positions (connection_id, token, rooms, created_ts)"
-        " SELECT id, %(token)s, %(rooms)s, %(now)s FROM c RETURNING id",
+        " SELECT c.id, %(token)s, %(rooms)s, %(now)s FROM c, quick RETURNING id",
         {
             "user": user_id,
             "device": device_id,
             "conn": conn_id,
             "now": now,
+            "id": connection_id,
             "kept": kept,
             "token": token,
             "rooms": Jsonb(rooms),
