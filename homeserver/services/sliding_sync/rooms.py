@@ -209,14 +209,16 @@ class RoomRenderer:
                 "notification_count": unread.get("notification_count", 0),
                 "highlight_count": unread.get("highlight_count", 0),
                 "bump_stamp": t.room.bump_stamp,
-                "required_state": [
-                    rendered[eid] for eid in timeline_room.state.values() if eid in rendered
-                ],
-                "timeline": timeline,
                 "limited": timeline_room.limited,
                 "prev_batch": builder.prev_batch(timeline_room),
                 "num_live": self._num_live(timeline_room),
             }
+            required = [rendered[eid] for eid in timeline_room.state.values() if eid in rendered]
+            # Empty sections are left out, as Synapse does.
+            if required:
+                entry["required_state"] = required
+            if timeline:
+                entry["timeline"] = timeline
             if t.initial:
                 entry["initial"] = True
                 result.initial.add(room_id)
@@ -390,5 +392,20 @@ class RoomRenderer:
             }
             if room_id in self.dm_rooms:
                 entry["is_dm"] = True
+            entry.update(_stripped_naming(entry["invite_state"]))
             result.rooms[room_id] = entry
             result.initial.add(room_id)
+
+
+def _stripped_naming(state: Sequence[JsonDict]) -> JsonDict:
+    """An invite's name and avatar, from its stripped state (as Synapse gives them)."""
+    out: JsonDict = {}
+    for event in state:
+        content = event.get("content")
+        if not isinstance(content, dict) or event.get("state_key") != "":
+            continue
+        if event.get("type") == NAME[0] and isinstance(content.get("name"), str):
+            out["name"] = content["name"]
+        elif event.get("type") == AVATAR[0] and isinstance(content.get("url"), str):
+            out["avatar"] = content["url"]
+    return {k: v for k, v in out.items() if v}
