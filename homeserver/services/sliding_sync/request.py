@@ -6,9 +6,10 @@ that fails its model), never a 500.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from homeserver.services.core.errors import invalid_param
 
@@ -31,9 +32,11 @@ class RoomConfig:
         )
 
     def key(self) -> str:
-        """A stable text for the config, stored to notice when the client changes it."""
-        state = ";".join(f"{t}|{k}" for t, k in sorted(self.required_state))
-        return f"{self.timeline_limit}#{state}"
+        """A short stable digest of the config, stored per room to notice when the
+        client changes it."""
+        state = "\x00".join(f"{t}\x01{k}" for t, k in sorted(self.required_state))
+        text = f"{self.timeline_limit}\x02{state}"
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,19 @@ class SlidingSyncRequest:
     lists: Mapping[str, ListRequest] = field(default_factory=dict)
     subscriptions: Mapping[str, RoomConfig] = field(default_factory=dict)
     extensions: Mapping[str, ExtensionRequest] = field(default_factory=dict)
+
+
+# Parsed parameters shared by the requests that ask the same: clients send the same
+# lists and extensions on every request, and each held long-poll keeps its own.
+_INTERNED: dict[Any, Any] = {}
+MAX_INTERNED = 10_000
+T = TypeVar("T")
+
+
+def _intern(value: T) -> T:
+    if len(_INTERNED) > MAX_INTERNED:
+        _INTERNED.clear()
+    return cast(T, _INTERNED.setdefault(value, value))
 
 
 def _object(value: Any, name: str) -> Mapping[str, Any]:
@@ -120,7 +136,7 @@ def _config(value: Mapping[str, Any], name: str) -> RoomConfig:
         ):
             raise invalid_param(f"{name}.required_state entries must be [type, state_key]")
         state.add((item[0], item[1]))
-    return RoomConfig(limit, frozenset(state))
+    return _intern(RoomConfig(limit, frozenset(state)))
 
 
 def _ranges(value: Any, name: str) -> tuple[tuple[int, int], ...]:
@@ -166,12 +182,14 @@ def _extension(value: Mapping[str, Any], name: str) -> ExtensionRequest:
     since = value.get("since")
     if since is not None and not isinstance(since, str):
         raise invalid_param(f"{name}.since must be a string")
-    return ExtensionRequest(
-        enabled=bool(_bool(value.get("enabled"), f"{name}.enabled")),
-        lists=_or_all(_strings(value.get("lists"), f"{name}.lists")),
-        rooms=_or_all(_strings(value.get("rooms"), f"{name}.rooms")),
-        since=since,
-        limit=_int(value.get("limit"), f"{name}.limit", 100),
+    return _intern(
+        ExtensionRequest(
+            enabled=bool(_bool(value.get("enabled"), f"{name}.enabled")),
+            lists=_or_all(_strings(value.get("lists"), f"{name}.lists")),
+            rooms=_or_all(_strings(value.get("rooms"), f"{name}.rooms")),
+            since=since,
+            limit=_int(value.get("limit"), f"{name}.limit", 100),
+        )
     )
 
 
@@ -182,10 +200,12 @@ def parse_request(body: Mapping[str, Any], pos: str | None, timeout_ms: int) -> 
     lists = {}
     for key, value in _object(body.get("lists"), "lists").items():
         entry = _object(value, f"lists.{key}")
-        lists[key] = ListRequest(
-            _ranges(entry.get("ranges"), f"lists.{key}"),
-            _config(entry, f"lists.{key}"),
-            _filters(_object(entry.get("filters"), f"lists.{key}.filters"), f"lists.{key}"),
+        lists[key] = _intern(
+            ListRequest(
+                _ranges(entry.get("ranges"), f"lists.{key}"),
+                _config(entry, f"lists.{key}"),
+                _filters(_object(entry.get("filters"), f"lists.{key}.filters"), f"lists.{key}"),
+            )
         )
     subscriptions = {
         room_id: _config(_object(value, f"room_subscriptions.{room_id}"), room_id)
