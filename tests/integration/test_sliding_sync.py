@@ -166,3 +166,35 @@ async def test_room_subscription_adds_to_the_lists(client: Client) -> None:
     types = [e["type"] for e in answer["rooms"][old]["required_state"]]
     assert types == ["m.room.create"]
     assert len(answer["rooms"][old]["timeline"]) > 1
+
+
+async def test_only_bumping_events_reorder_the_list(client: Client) -> None:
+    alice = await new_user(client, "alice")
+    older = await alice.create_room(name="older")
+    newer = await alice.create_room(name="newer")
+    body = one_list(limit=1)
+    first = await alice.ss(body)
+    assert window(first) == [newer, older]
+    stamp = first["rooms"][older]["bump_stamp"]
+    # A topic change is news for the room but does not move it up the list.
+    await alice.state(older, "m.room.topic", {"topic": "quiet"})
+    answer = await alice.next(body)
+    assert window(answer) == [newer, older]
+    assert answer["rooms"][older]["bump_stamp"] == stamp
+    assert answer["rooms"][older]["timeline"][-1]["type"] == "m.room.topic"
+    await alice.send(older, "loud")
+    answer = await alice.next(body)
+    assert window(answer) == [older, newer]
+    assert answer["rooms"][older]["bump_stamp"] > stamp
+
+
+async def test_asking_for_more_state_resends_it(client: Client) -> None:
+    alice = await new_user(client, "alice")
+    room_id = await alice.create_room(name="room", topic="about")
+    await alice.ss(one_list(limit=1, state=[["m.room.name", ""]]))
+    wider = one_list(limit=1, state=[["m.room.name", ""], ["m.room.topic", ""]])
+    answer = await alice.next(wider)
+    room = answer["rooms"][room_id]
+    assert "initial" not in room and "timeline" not in room
+    assert {e["type"] for e in room["required_state"]} == {"m.room.name", "m.room.topic"}
+    assert (await alice.next(wider))["rooms"] == {}
