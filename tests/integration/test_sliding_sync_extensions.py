@@ -121,6 +121,16 @@ async def test_account_data_receipts_and_typing_follow_the_windows(client: Clien
     assert receipts[inside]["type"] == "m.receipt"
     assert bob.user_id in receipts[inside]["content"][event_id]["m.read"]
 
+    # A room sent from nothing carries the receipts of its timeline (limit 1 here).
+    fresh = await alice.ss(body, pos=None)
+    assert (
+        bob.user_id
+        in fresh["extensions"]["receipts"]["rooms"][inside]["content"][event_id]["m.read"]
+    )
+    await alice.send(inside, "newer")
+    fresh = await alice.ss(body, pos=None)
+    assert inside not in fresh["extensions"]["receipts"]["rooms"]
+
     waiting = asyncio.create_task(alice.next(body, timeout_ms=20_000))
     await asyncio.sleep(0.3)
     await bob.call(

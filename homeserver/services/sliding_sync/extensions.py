@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
@@ -30,6 +31,7 @@ class Scope:
     lists: Mapping[str, Sequence[str]]
     subscriptions: Sequence[str]
     initial: frozenset[str]  # rooms the connection is sent from nothing now
+    timeline_ids: Mapping[str, set[str]]  # their timeline events
 
     def rooms(self, request: ExtensionRequest) -> list[str]:
         out: dict[str, None] = {}
@@ -177,10 +179,19 @@ class Extensions:
         since: SyncToken | None,
         now: SyncToken,
     ) -> JsonDict:
-        """Every latest receipt for rooms sent from nothing; else those since `pos`."""
+        """For a room sent from nothing, the receipts on its timeline's events and the
+        user's own (as Synapse); else the receipts since `pos`."""
         fresh = [r for r in rooms if since is None or r in scope.initial]
         others = [r for r in rooms if since is not None and r not in scope.initial]
         found = await self.receipts.receipts_for_rooms(conn, fresh, 0, now.receipts, user_id)
+        for room_id, content in found.items():
+            shown = scope.timeline_ids.get(room_id, set())
+            found[room_id] = {
+                event_id: kept
+                for event_id, by_type in content.items()
+                if (kept := _receipts_shown(by_type, event_id in shown, user_id))
+            }
+        found = {room_id: content for room_id, content in found.items() if content}
         if others and since is not None and now.receipts > since.receipts:
             found.update(
                 await self.receipts.receipts_for_rooms(
@@ -202,3 +213,16 @@ class Extensions:
             if room_id in changed or (fresh and users):
                 out[room_id] = {"type": "m.typing", "content": {"user_ids": users}}
         return out
+
+
+def _receipts_shown(
+    by_type: Mapping[str, Mapping[str, Any]], on_timeline: bool, user_id: str
+) -> dict[str, Any]:
+    """All the receipts on an event of the timeline; elsewhere only the user's own."""
+    if on_timeline:
+        return dict(by_type)
+    out: dict[str, Any] = {}
+    for receipt_type, by_user in by_type.items():
+        if user_id in by_user:
+            out[receipt_type] = {user_id: by_user[user_id]}
+    return out

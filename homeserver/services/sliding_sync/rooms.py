@@ -62,6 +62,9 @@ class Rendering:
     # The connection's new record of each room considered.
     records: dict[str, JsonDict] = field(default_factory=dict)
     initial: set[str] = field(default_factory=set)
+    # The timeline event ids sent per room (receipts of a room sent from nothing are
+    # limited to these and the user's own).
+    timeline_ids: dict[str, set[str]] = field(default_factory=dict)
 
 
 def _fresh(t: Target) -> bool:
@@ -222,6 +225,7 @@ class RoomRenderer:
             if t.initial:
                 entry["initial"] = True
                 result.initial.add(room_id)
+                result.timeline_ids[room_id] = {row.event_id for _, row in timeline_room.timeline}
             if room_id in self.dm_rooms:
                 entry["is_dm"] = True
             entry.update(meta.get(room_id, {}))

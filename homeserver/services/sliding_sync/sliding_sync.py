@@ -190,17 +190,17 @@ class SlidingSyncService:
             {name: w.room_ids for name, w in windows.items()},
             subscribed,
             frozenset(rendering.initial),
+            rendering.timeline_ids,
         )
         extensions, ext_news = await self.extensions.compute(
             conn, requester, request.extensions, scope, since, now
         )
         lists = {name: _list_state(w) for name, w in windows.items()}
-        body: JsonDict = {
-            "pos": "",
-            "lists": {name: {"count": w.count, "ops": w.ops} for name, w in windows.items()},
-            "rooms": rendering.rooms,
-            "extensions": extensions,
-        }
+        body: JsonDict = {"pos": ""}
+        if windows:
+            body["lists"] = {name: {"count": w.count, "ops": w.ops} for name, w in windows.items()}
+        body["rooms"] = rendering.rooms
+        body["extensions"] = extensions
         state = {"rooms": {**had_rooms, **rendering.records}, "lists": lists}
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
         return _Answer(body, news, frozenset(by_id), state, now)
