@@ -108,7 +108,7 @@ async def grow_to(user: Api, rooms: list[str], size: int) -> None:
     await bounded(jobs, SETUP_CONCURRENCY)
 
 
-async def first_answer(user: Api, repeats: int = 5) -> float:
+async def first_answer(user: Api, rooms: int, repeats: int = 5) -> float:
     timings = []
     for i in range(repeats + 1):
         body = {**WINDOW, "conn_id": f"bench-{time.time_ns()}"}
@@ -116,7 +116,7 @@ async def first_answer(user: Api, repeats: int = 5) -> float:
         result = await ss(user, body, timeout="0")
         if i:
             timings.append(time.monotonic() - started)
-        assert len(result["rooms"]) == 20, len(result["rooms"])
+        assert len(result["rooms"]) == min(20, rooms), len(result["rooms"])
     return statistics.median(timings)
 
 
@@ -198,7 +198,7 @@ async def measure(name: str, base: str, pid: int, args: argparse.Namespace) -> F
             started = time.monotonic()
             await grow_to(reader, rooms, size)
             print(f"  {name}: {size} rooms ready in {time.monotonic() - started:.0f}s")
-            figures.first_answer[size] = await first_answer(reader)
+            figures.first_answer[size] = await first_answer(reader, size)
             print(
                 f"  {name}: first answer at {size} rooms {figures.first_answer[size] * 1000:.0f} ms"
             )

@@ -18,9 +18,11 @@ PATH = f"{CLIENT_PREFIX}/unstable/org.matrix.simplified_msc3575/sync"
 
 async def sliding_sync(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    body = await read_json_object(request)
+    # The body is not kept: a held long-poll keeps only the parsed request.
     parsed = parse_request(
-        body, request.query.get("pos") or None, parse_timeout(request.query.get("timeout"))
+        await read_json_object(request),
+        request.query.get("pos") or None,
+        parse_timeout(request.query.get("timeout")),
     )
     return json_response(await homeserver(request).sliding_sync.sync(requester, parsed))
 
