@@ -7,7 +7,7 @@ bumping type (the MSC's recency order), its room type and whether it is encrypte
 the event writer keeps it current inside each event's transaction. Rooms that exist
 already are filled in from their events here.
 
-A connection is (user, device, conn_id); each answer is a row of
+A connection is (user, device, conn_id), deleted with its device; each answer is a row of
 `sliding_sync_positions` whose id is the `pos` given to the client, holding the stream
 token the answer was computed at and what the connection then had of each room.
 
@@ -74,12 +74,25 @@ def upgrade() -> None:
             created_ts    BIGINT NOT NULL
         );
         CREATE INDEX sliding_sync_positions_connection ON sliding_sync_positions (connection_id);
+
+        -- A deleted device's connections go with it (a token without a device row,
+        -- as application services use, may still hold connections: no foreign key).
+        CREATE FUNCTION delete_device_sliding_sync() RETURNS trigger AS $$
+        BEGIN
+            DELETE FROM sliding_sync_connections
+            WHERE user_id = OLD.user_id AND device_id = OLD.device_id;
+            RETURN NULL;
+        END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER devices_deleted_sliding_sync AFTER DELETE ON devices
+            FOR EACH ROW EXECUTE FUNCTION delete_device_sliding_sync();
         """
     )
 
 
 def downgrade() -> None:
     op.execute(
-        "DROP TABLE sliding_sync_positions; DROP TABLE sliding_sync_connections;"
+        "DROP TRIGGER devices_deleted_sliding_sync ON devices;"
+        " DROP FUNCTION delete_device_sliding_sync();"
+        " DROP TABLE sliding_sync_positions; DROP TABLE sliding_sync_connections;"
         " DROP TABLE sliding_sync_rooms"
     )

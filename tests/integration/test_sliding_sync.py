@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration.sliding_sync_helpers import Client, bodies, new_user, one_list, window
+from homeserver.api.context import HOMESERVER
+from tests.integration.conftest import CLIENT_V3, login_user, register_user
+from tests.integration.sliding_sync_helpers import (
+    Client,
+    User,
+    bodies,
+    new_user,
+    one_list,
+    window,
+)
 
 
 @pytest.fixture
@@ -198,3 +207,35 @@ async def test_asking_for_more_state_resends_it(client: Client) -> None:
     assert "initial" not in room and "timeline" not in room
     assert {e["type"] for e in room["required_state"]} == {"m.room.name", "m.room.topic"}
     assert (await alice.next(wider))["rooms"] == {}
+
+
+async def test_a_deleted_devices_connections_go_with_it(open_client: Client) -> None:
+    registered = await register_user(open_client, "alice", "pw")
+    main = User(open_client, registered["user_id"], registered["access_token"])
+    phone_login = await login_user(open_client, "alice", "pw", device_id="PHONE")
+    phone = User(open_client, registered["user_id"], phone_login["access_token"])
+    await phone.ss(one_list())
+    await main.ss(one_list())
+    hs = open_client.app[HOMESERVER]
+
+    async def connections() -> list[str]:
+        async with hs.db.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT device_id FROM sliding_sync_connections WHERE user_id = %s ORDER BY 1",
+                (main.user_id,),
+            )
+            return [row[0] for row in await cur.fetchall()]
+
+    assert await connections() == sorted([registered["device_id"], "PHONE"])
+    url = f"{CLIENT_V3}/devices/PHONE"
+    resp = await open_client.delete(url, headers=main.headers)
+    session = (await resp.json())["session"]
+    auth = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": "alice"},
+        "password": "pw",
+        "session": session,
+    }
+    resp = await open_client.delete(url, json={"auth": auth}, headers=main.headers)
+    assert resp.status == 200, await resp.text()
+    assert await connections() == [registered["device_id"]]
