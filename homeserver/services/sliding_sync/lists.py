@@ -7,11 +7,14 @@ are applied in memory and only the rooms of the ranges are kept for reading.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from federation.types import JsonDict
 from homeserver.services.sliding_sync.request import ListFilters, ListRequest
 from homeserver.storage.sliding_sync.rooms import UserRoom
+
+_NO_TAGS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +22,7 @@ class ListContext:
     """What the filters need beyond the rooms themselves."""
 
     dm_rooms: frozenset[str] = frozenset()
-    tags: Mapping[str, set[str]] = field(default_factory=dict)
+    tags: Mapping[str, AbstractSet[str]] = field(default_factory=dict)
     space_children: Mapping[str, set[str]] = field(default_factory=dict)
     ignored: frozenset[str] = frozenset()
 
@@ -54,15 +57,23 @@ def matches(room: UserRoom, filters: ListFilters, ctx: ListContext) -> bool:
         return False
     if room.room_type in filters.not_room_types:
         return False
-    tags = ctx.tags.get(room.room_id, set())
+    if filters.tags is None and not filters.not_tags:
+        return True
+    tags = ctx.tags.get(room.room_id, _NO_TAGS)
     if filters.tags is not None and tags.isdisjoint(filters.tags):
         return False
     return tags.isdisjoint(filters.not_tags)
 
 
+NO_FILTERS = ListFilters()
+
+
 def window(rooms: Sequence[UserRoom], request: ListRequest, ctx: ListContext) -> Window:
     """The list's count and, per range (inclusive at both ends), its rooms."""
-    kept = [room.room_id for room in rooms if matches(room, request.filters, ctx)]
+    if request.filters == NO_FILTERS:
+        kept = [room.room_id for room in rooms]
+    else:
+        kept = [room.room_id for room in rooms if matches(room, request.filters, ctx)]
     ops = []
     in_windows: list[str] = []
     for start, end in request.ranges:

@@ -6,6 +6,7 @@ that fails its model), never a 500.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,9 +35,14 @@ class RoomConfig:
     def key(self) -> str:
         """A short stable digest of the config, stored per room to notice when the
         client changes it."""
-        state = "\x00".join(f"{t}\x01{k}" for t, k in sorted(self.required_state))
-        text = f"{self.timeline_limit}\x02{state}"
-        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        return _digest(self)
+
+
+@functools.lru_cache(maxsize=4096)
+def _digest(config: RoomConfig) -> str:
+    state = "\x00".join(f"{t}\x01{k}" for t, k in sorted(config.required_state))
+    text = f"{config.timeline_limit}\x02{state}"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from psycopg import AsyncConnection
@@ -31,8 +31,9 @@ BUMP_TYPES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class UserRoom:
+class UserRoom(NamedTuple):
+    """One row per room of the user (a tuple: accounts have thousands of rooms)."""
+
     room_id: str
     membership: str
     event_id: str
@@ -76,7 +77,7 @@ async def user_rooms(conn: AsyncConnection, user_id: str) -> list[UserRoom]:
         " WHERE m.user_id = %s AND NOT m.forgotten ORDER BY bump DESC, m.room_id",
         (user_id,),
     )
-    return [UserRoom(*row) for row in await cur.fetchall()]
+    return [UserRoom._make(row) for row in await cur.fetchall()]
 
 
 async def current_state(
