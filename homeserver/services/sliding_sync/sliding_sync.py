@@ -28,7 +28,7 @@ from homeserver.services.core.notifier import Notifier
 from homeserver.services.push.notifications import NotificationService
 from homeserver.services.rooms.writer import EventCache, RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
-from homeserver.services.sliding_sync.lists import ListContext, Window, visible, window
+from homeserver.services.sliding_sync.lists import ListContext, Window, limit_of, list_query, window
 from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
 from homeserver.services.sliding_sync.rooms import RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
@@ -37,6 +37,7 @@ from homeserver.services.sync.tokens import InvalidToken, SyncToken
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.sliding_sync import connections
 from homeserver.storage.sliding_sync import rooms as store
+from homeserver.storage.sliding_sync.rooms import UserRoom
 
 DIRECT = "m.direct"
 ACCOUNT_CACHE_SIZE = 50_000
@@ -52,7 +53,6 @@ def unknown_pos() -> ServiceError:
 class _Answer:
     body: JsonDict
     news: bool
-    rooms: frozenset[str]
     state: JsonDict
     now: SyncToken
 
@@ -108,10 +108,12 @@ class SlidingSyncService:
                         now_ms(),
                     )
                     break
+                rooms = await store.room_ids_of_user(conn, user_id)
             if self._now(since) == answer.now:
                 # Nothing readable moved while we computed: sleep until something for
-                # the user or their rooms is notified (no await before registering).
-                await self.notifier.wait(user_id, answer.rooms, remaining)
+                # the user or any of their rooms is notified (no await before
+                # registering).
+                await self.notifier.wait(user_id, rooms, remaining)
         answer.body["pos"] = str(pos)
         return answer.body
 
@@ -149,22 +151,36 @@ class SlidingSyncService:
     ) -> _Answer:
         user_id = requester.user_id
         since_events = None if since is None else since.events
-        rooms = [
-            r for r in await store.user_rooms(conn, user_id) if visible(r, user_id, since_events)
-        ]
+        ctx = await self._context(
+            conn, user_id, request, self.sync_service.current_token().account_data
+        )
+        ignored = sorted(ctx.ignored)
+        windows: dict[str, Window] = {}
+        by_id: dict[str, UserRoom] = {}
+        for name, lst in request.lists.items():
+            count, found = await store.list_rooms(
+                conn,
+                user_id,
+                list_query(lst.filters, ctx),
+                limit_of(lst),
+                since=since_events,
+                ignored=ignored,
+            )
+            windows[name] = window(count, found, lst)
+            by_id.update((room.room_id, room) for room in found)
+        wanted = [r for r in request.subscriptions if r not in by_id]
+        if wanted:
+            for room in await store.user_rooms(
+                conn, user_id, wanted, since=since_events, ignored=ignored
+            ):
+                by_id[room.room_id] = room
         if settle:
-            # Read-your-writes: what the user just wrote in their rooms is read now.
-            await self.notifier.settle(user_id, [r.room_id for r in rooms], MAX_SETTLE_S)
+            # Read-your-writes: what the user just wrote in these rooms is read now.
+            await self.notifier.settle(user_id, list(by_id), MAX_SETTLE_S)
         now = self._now(since)
-        ctx = await self._context(conn, user_id, request, now.account_data)
-        if ctx.ignored:
-            # Invitations from users they ignore are left out, as /sync does.
-            rooms = [r for r in rooms if r.membership != "invite" or r.sender not in ctx.ignored]
-        windows = {name: window(rooms, lst, ctx) for name, lst in request.lists.items()}
-        by_id = {room.room_id: room for room in rooms}
         configs: dict[str, RoomConfig] = {}
-        for name, found in windows.items():
-            for room_id in found.room_ids:
+        for name, found_window in windows.items():
+            for room_id in found_window.room_ids:
                 config = request.lists[name].config
                 configs[room_id] = configs.get(room_id, config).combine(config)
         subscribed = [room_id for room_id in request.subscriptions if room_id in by_id]
@@ -203,20 +219,17 @@ class SlidingSyncService:
         body["extensions"] = extensions
         state = {"rooms": {**had_rooms, **rendering.records}, "lists": lists}
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
-        return _Answer(body, news, frozenset(by_id), state, now)
+        return _Answer(body, news, state, now)
 
     async def _context(
         self, conn: Connection, user_id: str, request: SlidingSyncRequest, position: int
     ) -> ListContext:
         dm_rooms, ignored = await self._account(conn, user_id, position)
         filters = [lst.filters for lst in request.lists.values()]
-        tags: dict[str, set[str]] = {}
-        if any(f.tags is not None or f.not_tags for f in filters):
-            tags = await store.room_tags(conn, user_id)
-        children: dict[str, set[str]] = {}
+        children: dict[str, frozenset[str]] = {}
         for space in {s for f in filters for s in f.spaces or ()}:
-            children[space] = await store.space_children(conn, [space])
-        return ListContext(dm_rooms, tags, children, ignored)
+            children[space] = frozenset(await store.space_children(conn, [space]))
+        return ListContext(dm_rooms, children, ignored)
 
     async def _account(
         self, conn: Connection, user_id: str, position: int

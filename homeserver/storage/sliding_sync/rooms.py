@@ -62,22 +62,118 @@ async def update_room(conn: AsyncConnection, room_id: str, bump_stamp: int) -> N
     )
 
 
-async def user_rooms(conn: AsyncConnection, user_id: str) -> list[UserRoom]:
-    """Every room the user has a membership of (not forgotten), most recently bumped
-    first; a room the user is not joined to is placed by what they could see of it."""
+_ROOM_COLUMNS = (
+    "m.room_id, m.membership, m.event_id, m.sender, m.stream_ordering,"
+    " CASE WHEN m.membership = 'join'"
+    "  THEN COALESCE(NULLIF(r.bump_stamp, 0), m.stream_ordering)"
+    "  WHEN m.membership IN ('invite', 'knock') THEN m.stream_ordering"
+    "  ELSE LEAST(COALESCE(NULLIF(r.bump_stamp, 0), m.stream_ordering), m.stream_ordering)"
+    " END AS bump,"
+    " r.room_type, COALESCE(r.is_encrypted, FALSE)"
+)
+_ROOMS_OF = (
+    " FROM room_memberships m LEFT JOIN sliding_sync_rooms r ON r.room_id = m.room_id"
+    " WHERE m.user_id = %(user)s AND NOT m.forgotten"
+    # A room left of the user's own accord (or an invite refused) is not listed,
+    # unless it was left after `since` (Synapse's rule).
+    " AND NOT (m.membership = 'leave' AND m.sender = %(user)s"
+    "  AND (%(since)s::bigint IS NULL OR m.stream_ordering <= %(since)s))"
+    " AND NOT (m.membership = 'invite' AND m.sender = ANY(%(ignored)s::text[]))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A list's filters as SQL parameters (None: no condition)."""
+
+    is_dm: bool | None = None
+    dm_rooms: Sequence[str] = ()
+    is_encrypted: bool | None = None
+    is_invite: bool | None = None
+    space_children: Sequence[str] | None = None
+    room_types: Sequence[str | None] | None = None
+    not_room_types: Sequence[str | None] = ()
+    tags: Sequence[str] | None = None
+    not_tags: Sequence[str] = ()
+
+
+_FILTERS = (
+    " AND (%(is_dm)s::boolean IS NULL OR (m.room_id = ANY(%(dm)s::text[])) = %(is_dm)s)"
+    " AND (%(enc)s::boolean IS NULL OR COALESCE(r.is_encrypted, FALSE) = %(enc)s)"
+    " AND (%(inv)s::boolean IS NULL OR (m.membership = 'invite') = %(inv)s)"
+    " AND (%(children)s::text[] IS NULL OR m.room_id = ANY(%(children)s::text[]))"
+    " AND (%(types)s::text[] IS NULL OR COALESCE(r.room_type = ANY(%(types)s::text[]), FALSE)"
+    "  OR (r.room_type IS NULL AND %(types_null)s))"
+    " AND NOT COALESCE(r.room_type = ANY(%(not_types)s::text[]), FALSE)"
+    " AND NOT (r.room_type IS NULL AND %(not_types_null)s)"
+    " AND (%(tags)s::text[] IS NULL OR EXISTS (SELECT 1 FROM room_tags t"
+    "  WHERE t.user_id = m.user_id AND t.room_id = m.room_id AND t.tag = ANY(%(tags)s::text[])))"
+    " AND NOT EXISTS (SELECT 1 FROM room_tags t WHERE t.user_id = m.user_id"
+    "  AND t.room_id = m.room_id AND t.tag = ANY(%(not_tags)s::text[]))"
+)
+
+
+async def list_rooms(
+    conn: AsyncConnection,
+    user_id: str,
+    query: ListQuery,
+    limit: int,
+    *,
+    since: int | None,
+    ignored: Sequence[str],
+) -> tuple[int, list[UserRoom]]:
+    """How many of the user's rooms a list holds, and its first `limit`, most
+    recently bumped first; a room the user is not joined to is placed by what they
+    could see of it. The database sorts and counts: only the window travels."""
+    types = query.room_types
     cur = await conn.execute(
-        "SELECT m.room_id, m.membership, m.event_id, m.sender, m.stream_ordering,"
-        " CASE WHEN m.membership = 'join'"
-        "  THEN COALESCE(NULLIF(r.bump_stamp, 0), m.stream_ordering)"
-        "  WHEN m.membership IN ('invite', 'knock') THEN m.stream_ordering"
-        "  ELSE LEAST(COALESCE(NULLIF(r.bump_stamp, 0), m.stream_ordering), m.stream_ordering)"
-        " END AS bump,"
-        " r.room_type, COALESCE(r.is_encrypted, FALSE)"
-        " FROM room_memberships m LEFT JOIN sliding_sync_rooms r ON r.room_id = m.room_id"
-        " WHERE m.user_id = %s AND NOT m.forgotten ORDER BY bump DESC, m.room_id",
-        (user_id,),
+        f"SELECT {_ROOM_COLUMNS}, count(*) OVER ()"
+        f"{_ROOMS_OF}{_FILTERS} ORDER BY bump DESC, m.room_id LIMIT %(limit)s",
+        {
+            "user": user_id,
+            "since": since,
+            "ignored": list(ignored),
+            "is_dm": query.is_dm,
+            "dm": list(query.dm_rooms),
+            "enc": query.is_encrypted,
+            "inv": query.is_invite,
+            "children": None if query.space_children is None else list(query.space_children),
+            "types": None if types is None else [t for t in types if t is not None],
+            "types_null": types is not None and None in types,
+            "not_types": [t for t in query.not_room_types if t is not None],
+            "not_types_null": None in query.not_room_types,
+            "tags": None if query.tags is None else list(query.tags),
+            "not_tags": list(query.not_tags),
+            "limit": limit,
+        },
+    )
+    rows = await cur.fetchall()
+    total = int(rows[0][-1]) if rows else 0
+    return total, [UserRoom._make(row[:-1]) for row in rows]
+
+
+async def user_rooms(
+    conn: AsyncConnection,
+    user_id: str,
+    room_ids: Sequence[str],
+    *,
+    since: int | None,
+    ignored: Sequence[str],
+) -> list[UserRoom]:
+    """These rooms of the user (subscriptions), as the lists would show them."""
+    cur = await conn.execute(
+        f"SELECT {_ROOM_COLUMNS}{_ROOMS_OF} AND m.room_id = ANY(%(rooms)s::text[])",
+        {"user": user_id, "since": since, "ignored": list(ignored), "rooms": list(room_ids)},
     )
     return [UserRoom._make(row) for row in await cur.fetchall()]
+
+
+async def room_ids_of_user(conn: AsyncConnection, user_id: str) -> frozenset[str]:
+    """Every room the user has a membership of: what a waiting request listens to."""
+    cur = await conn.execute(
+        "SELECT room_id FROM room_memberships WHERE user_id = %s AND NOT forgotten", (user_id,)
+    )
+    return frozenset(room_id for (room_id,) in await cur.fetchall())
 
 
 async def current_state(
@@ -153,15 +249,6 @@ async def member_profiles(
         ([p[0] for p in pairs], [p[1] for p in pairs]),
     )
     return {(r, u): Member(name, avatar) for r, u, name, avatar in await cur.fetchall()}
-
-
-async def room_tags(conn: AsyncConnection, user_id: str) -> dict[str, set[str]]:
-    """The tags the user gave each room."""
-    cur = await conn.execute("SELECT room_id, tag FROM room_tags WHERE user_id = %s", (user_id,))
-    out: dict[str, set[str]] = {}
-    for room_id, tag in await cur.fetchall():
-        out.setdefault(room_id, set()).add(tag)
-    return out
 
 
 async def space_children(conn: AsyncConnection, space_ids: Sequence[str]) -> set[str]:
