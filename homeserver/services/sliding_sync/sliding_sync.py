@@ -1,9 +1,9 @@
 """`POST .../org.matrix.simplified_msc3575/sync`: windows over the user's room list.
 
-One query orders every room of the user by bump stamp (storage/sliding_sync/rooms.py);
-the lists' filters and ranges pick the rooms of the windows in memory, and only
-those rooms (and the subscriptions) are read, in batches: the cost follows the
-window, not the size of the account.
+Per list, one query filters, orders by bump stamp and counts the user's rooms in
+the database and returns only the rooms up to the list's furthest range
+(storage/sliding_sync/rooms.py); only those rooms (and the subscriptions) are read,
+in batches: the cost follows the window, not the size of the account.
 
 The connection's state lives in the database (`sliding_sync_positions`), so any
 process serving the database answers any `pos`, before and after a restart. Each

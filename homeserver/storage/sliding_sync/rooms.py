@@ -1,7 +1,8 @@
 """The reads that order a user's room list and fill the rooms of the windows.
 
-The list is one query over the user's memberships joined to `sliding_sync_rooms`
-(bump stamp, room type, encryption), which the event writer keeps current; what is
+A list is one query over the user's memberships joined to `sliding_sync_rooms`
+(bump stamp, room type, encryption), which the event writer keeps current: the
+database filters, sorts and counts, and only the window's rows come back. What is
 read per room afterwards is read for the rooms of the windows only, in batches.
 """
 
