@@ -82,6 +82,8 @@ from homeserver.services.rooms.server_acl import ServerAclService
 from homeserver.services.rooms.state import RoomStateService
 from homeserver.services.rooms.upgrade import RoomUpgrader
 from homeserver.services.rooms.writer import EventCache, EventWriter
+from homeserver.services.sliding_sync.extensions import Extensions
+from homeserver.services.sliding_sync.sliding_sync import SlidingSyncService, record_room_facts
 from homeserver.services.sso.sso import SsoService
 from homeserver.services.sync.sync import SyncService
 from homeserver.services.threepids.threepids import ThreepidService
@@ -164,6 +166,8 @@ class Homeserver:
     presence: PresenceService = field(init=False)
     to_device: ToDeviceService = field(init=False)
     sync: SyncService = field(init=False)
+    sliding_sync_extensions: Extensions = field(init=False)
+    sliding_sync: SlidingSyncService = field(init=False)
     # remote/: the server's federation behaviour
     remote_client: FederationClient = field(init=False)
     keyring: KeyRing = field(init=False)
@@ -472,6 +476,22 @@ class Homeserver:
             notifications=self.notifications,
             push_rules=self.push_rules,
         )
+        self.sliding_sync_extensions = Extensions(
+            to_device=self.to_device,
+            device_lists=self.e2ee_device_lists,
+            keys=self.e2ee_keys,
+            receipts=self.receipts,
+            typing=self.typing,
+            push_rules=self.push_rules,
+        )
+        self.sliding_sync = SlidingSyncService(
+            self.db,
+            self.event_cache,
+            self.notifier,
+            sync=self.sync,
+            notifications=self.notifications,
+            extensions=self.sliding_sync_extensions,
+        )
 
     def _build_media(self) -> None:
         """The media repository, fetching remote media over our federation client."""
@@ -592,6 +612,7 @@ class Homeserver:
         self.writer.add_before_commit(self.notifications.before_commit)
         self.writer.add_before_commit(self.room_servers.before_commit)
         self.writer.add_before_commit(self.delayed_events.before_commit)
+        self.writer.add_before_commit(record_room_facts)
         self.writer.add_after_commit(lambda w: self.push_gateway.notify_users(w.notified_users))
         self.writer.add_after_commit(lambda w: self.email_notifier.notify_users(w.notified_users))
         self.writer.add_after_commit(self.room_servers.after_commit)

@@ -3,13 +3,13 @@ over federation) and delayed events (MSC4140: events the server sends later on t
 user's behalf, such as the leave of a call member whose client vanished).
 
 Revision ID: 0025
-Revises: 0023
+Revises: 0024
 """
 
 from alembic import op
 
 revision = "0025"
-down_revision = "0023"
+down_revision = "0024"
 branch_labels = None
 depends_on = None
 

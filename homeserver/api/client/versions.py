@@ -9,10 +9,12 @@ from homeserver.api.errors import json_response
 from homeserver.services.rooms.delayed_events import UNSTABLE_FEATURE as DELAYED_EVENTS
 
 SPEC_VERSIONS = [f"v1.{minor}" for minor in range(1, 20)]
+# Simplified sliding sync (MSC4186), which Element X requires before it logs in.
+UNSTABLE_FEATURES = {"org.matrix.simplified_msc3575": True}
 
 
 async def get_versions(request: web.Request) -> web.Response:
-    unstable = {DELAYED_EVENTS: homeserver(request).delayed_events.enabled}
+    unstable = {**UNSTABLE_FEATURES, DELAYED_EVENTS: homeserver(request).delayed_events.enabled}
     return json_response({"versions": SPEC_VERSIONS, "unstable_features": unstable})
 
 

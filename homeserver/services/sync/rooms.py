@@ -122,6 +122,13 @@ class RoomsBuilder:
             self.cache.put(event)
         return event
 
+    async def timelines(self, plans: list[RoomPlan]) -> list[TimelineRoom]:
+        """The timelines of these rooms as history visibility lets the user see them,
+        without state: for callers that choose their own state (sliding sync)."""
+        rooms = [TimelineRoom(p) for p in plans]
+        await self._timelines(rooms)
+        return rooms
+
     async def _timelines(self, rooms: list[TimelineRoom]) -> None:
         timeline_filter = self.filter.room.timeline
         limit = timeline_limit(timeline_filter)
@@ -211,7 +218,7 @@ class RoomsBuilder:
 
     # -- rendering -------------------------------------------------------------
 
-    async def _render_events(self, rooms: list[TimelineRoom]) -> dict[str, JsonDict]:
+    async def render_events(self, rooms: list[TimelineRoom]) -> dict[str, JsonDict]:
         """Client events (or PDUs, for `event_format: federation`) for every timeline
         and state event of these rooms, by id.
 
@@ -313,7 +320,7 @@ class RoomsBuilder:
         )
         await room_states.fill(timeline_rooms, self.filter.room.state.lazy_load_members)
         await self._summaries_after_state(timeline_rooms)
-        rendered = await self._render_events(timeline_rooms)
+        rendered = await self.render_events(timeline_rooms)
         state_filter = self.filter.room.state
         trivial = state_filter == RoomEventFilter(
             lazy_load_members=state_filter.lazy_load_members,
@@ -331,7 +338,7 @@ class RoomsBuilder:
                 "timeline": {
                     "events": timeline,
                     "limited": room.limited,
-                    "prev_batch": self._prev_batch(room),
+                    "prev_batch": self.prev_batch(room),
                 },
                 self.state_section: {"events": state_events},
             }
@@ -361,13 +368,13 @@ class RoomsBuilder:
             }
         stripped_plans = [p for p in plans if p.section in ("invite", "knock")]
         if stripped_plans:
-            states = await self._stripped_states(stripped_plans)
+            states = await self.stripped_states(stripped_plans)
             for plan in stripped_plans:
                 key = "invite_state" if plan.section == "invite" else "knock_state"
                 by_section[plan.section][plan.room_id] = {key: {"events": states[plan.room_id]}}
         return by_section
 
-    def _prev_batch(self, room: TimelineRoom) -> str:
+    def prev_batch(self, room: TimelineRoom) -> str:
         """Where /messages continues backwards: the gap before the timeline's first
         event, or the end of the window when the timeline is empty."""
         if room.timeline:
@@ -388,7 +395,7 @@ class RoomsBuilder:
         if missing:
             await self._summaries(missing)
 
-    async def _stripped_states(self, plans: list[RoomPlan]) -> dict[str, list[JsonDict]]:
+    async def stripped_states(self, plans: list[RoomPlan]) -> dict[str, list[JsonDict]]:
         """Per invite or knock, the stripped state after its membership event."""
         membership_rows = await event_store.get_events(
             self.conn, [p.membership_event_id for p in plans]

@@ -1,0 +1,281 @@
+"""`POST .../org.matrix.simplified_msc3575/sync`: windows over the user's room list.
+
+Per list, one query filters, orders by bump stamp and counts the user's rooms in
+the database and returns only the rooms up to the list's furthest range
+(storage/sliding_sync/rooms.py); only those rooms (and the subscriptions) are read,
+in batches: the cost follows the window, not the size of the account.
+
+The connection's state lives in the database (`sliding_sync_positions`), so any
+process serving the database answers any `pos`, before and after a restart. Each
+position records the stream token it was computed at and, per room, what the
+connection then had of it; a `pos` unknown (never issued, superseded, expired)
+answers M_UNKNOWN_POS and the client starts the connection again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from federation.types import JsonDict
+from homeserver.services.accounts.auth import Requester
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.notifier import Notifier
+from homeserver.services.push.notifications import NotificationService
+from homeserver.services.rooms.writer import EventCache, RoomWriter
+from homeserver.services.sliding_sync.extensions import Extensions, Scope
+from homeserver.services.sliding_sync.lists import ListContext, Window, limit_of, list_query, window
+from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
+from homeserver.services.sliding_sync.rooms import RoomRenderer, Target
+from homeserver.services.sync.request import MAX_TIMEOUT_MS
+from homeserver.services.sync.sync import MAX_SETTLE_S, SyncService
+from homeserver.services.sync.tokens import InvalidToken, SyncToken
+from homeserver.storage.accounts.account_data import IGNORED_USER_LIST
+from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.sliding_sync import connections
+from homeserver.storage.sliding_sync import rooms as store
+from homeserver.storage.sliding_sync.rooms import UserRoom
+
+DIRECT = "m.direct"
+ACCOUNT_CACHE_SIZE = 50_000
+# A connection unused for this long is forgotten (Synapse's expiry).
+CONNECTION_EXPIRY_MS = 7 * 24 * 3600 * 1000
+
+
+def unknown_pos() -> ServiceError:
+    return ServiceError(400, "M_UNKNOWN_POS", "Unknown position")
+
+
+@dataclass(slots=True)
+class _Answer:
+    body: JsonDict
+    news: bool
+    state: JsonDict
+    now: SyncToken
+
+
+class SlidingSyncService:
+    def __init__(
+        self,
+        db: Database,
+        event_cache: EventCache,
+        notifier: Notifier,
+        *,
+        sync: SyncService,
+        notifications: NotificationService,
+        extensions: Extensions,
+    ) -> None:
+        self.db = db
+        self.event_cache = event_cache
+        self.notifier = notifier
+        self.sync_service = sync
+        self.notifications = notifications
+        self.extensions = extensions
+        # Per user: (account data position, DM rooms, ignored users).
+        self._account_cache: OrderedDict[str, tuple[int, frozenset[str], frozenset[str]]] = (
+            OrderedDict()
+        )
+
+    async def sync(self, requester: Requester, request: SlidingSyncRequest) -> JsonDict:
+        user_id, device_id = requester.user_id, requester.device_id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
+        position: connections.Position | None = None
+        since: SyncToken | None = None
+        had: JsonDict = {}
+        settle = True
+        while True:
+            async with self.db.pool.connection() as conn:
+                if settle:
+                    position = await self._position(conn, requester, request)
+                    since = None if position is None else _token(position.token)
+                    had = {} if position is None else position.rooms
+                answer = await self._compute(conn, requester, request, had, since, settle)
+                settle = False
+                remaining = deadline - loop.time()
+                if since is None or answer.news or remaining <= 0:
+                    # Stored in the same transaction the answer was read in.
+                    pos = await connections.save_position(
+                        conn,
+                        (user_id, device_id, request.conn_id),
+                        None if position is None else position.connection_id,
+                        None if position is None else position_id(request),
+                        str(answer.now),
+                        answer.state,
+                        now_ms(),
+                    )
+                    break
+                rooms = await store.room_ids_of_user(conn, user_id)
+            if self._now(since) == answer.now:
+                # Nothing readable moved while we computed: sleep until something for
+                # the user or any of their rooms is notified (no await before
+                # registering).
+                await self.notifier.wait(user_id, rooms, remaining)
+        answer.body["pos"] = str(pos)
+        return answer.body
+
+    def _now(self, since: SyncToken | None) -> SyncToken:
+        """The positions readable now; never behind the client's (another process may
+        have answered it a moment before this one caught up)."""
+        now = self.sync_service.current_token()
+        if since is None:
+            return now
+        typing = now.typing
+        return now.max(since).with_(typing=typing)
+
+    async def _position(
+        self, conn: Connection, requester: Requester, request: SlidingSyncRequest
+    ) -> connections.Position | None:
+        if request.pos is None:
+            return None
+        if not request.pos.isdigit() or len(request.pos) > 18:
+            raise unknown_pos()
+        position = await connections.load_position(
+            conn, requester.user_id, requester.device_id, request.conn_id, int(request.pos)
+        )
+        if position is None or position.created_ts < now_ms() - CONNECTION_EXPIRY_MS:
+            raise unknown_pos()
+        return position
+
+    async def _compute(
+        self,
+        conn: Connection,
+        requester: Requester,
+        request: SlidingSyncRequest,
+        had: Mapping[str, Any],
+        since: SyncToken | None,
+        settle: bool,
+    ) -> _Answer:
+        user_id = requester.user_id
+        since_events = None if since is None else since.events
+        ctx = await self._context(
+            conn, user_id, request, self.sync_service.current_token().account_data
+        )
+        ignored = sorted(ctx.ignored)
+        windows: dict[str, Window] = {}
+        by_id: dict[str, UserRoom] = {}
+        for name, lst in request.lists.items():
+            count, found = await store.list_rooms(
+                conn,
+                user_id,
+                list_query(lst.filters, ctx),
+                limit_of(lst),
+                since=since_events,
+                ignored=ignored,
+            )
+            windows[name] = window(count, found, lst)
+            by_id.update((room.room_id, room) for room in found)
+        wanted = [r for r in request.subscriptions if r not in by_id]
+        if wanted:
+            for room in await store.user_rooms(
+                conn, user_id, wanted, since=since_events, ignored=ignored
+            ):
+                by_id[room.room_id] = room
+        if settle:
+            # Read-your-writes: what the user just wrote in these rooms is read now.
+            await self.notifier.settle(user_id, list(by_id), MAX_SETTLE_S)
+        now = self._now(since)
+        configs: dict[str, RoomConfig] = {}
+        for name, found_window in windows.items():
+            for room_id in found_window.room_ids:
+                config = request.lists[name].config
+                configs[room_id] = configs.get(room_id, config).combine(config)
+        subscribed = [room_id for room_id in request.subscriptions if room_id in by_id]
+        for room_id in subscribed:
+            config = request.subscriptions[room_id]
+            configs[room_id] = configs.get(room_id, config).combine(config)
+        had_rooms: Mapping[str, Any] = had.get("rooms", {})
+        targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
+        renderer = RoomRenderer(
+            conn,
+            self.event_cache,
+            self.sync_service.lazy,
+            self.sync_service.rendered,
+            self.notifications,
+            user_id=user_id,
+            device_id=requester.device_id,
+            now=now,
+            since_events=None if since is None else since.events,
+            dm_rooms=ctx.dm_rooms,
+        )
+        rendering = await renderer.render(targets)
+        scope = Scope(
+            {name: w.room_ids for name, w in windows.items()},
+            subscribed,
+            frozenset(rendering.initial),
+            rendering.timeline_ids,
+        )
+        extensions, ext_news = await self.extensions.compute(
+            conn, requester, request.extensions, scope, since, now
+        )
+        lists = {name: _list_state(w) for name, w in windows.items()}
+        body: JsonDict = {"pos": ""}
+        if windows:
+            body["lists"] = {name: {"count": w.count, "ops": w.ops} for name, w in windows.items()}
+        body["rooms"] = rendering.rooms
+        body["extensions"] = extensions
+        state = {"rooms": {**had_rooms, **rendering.records}, "lists": lists}
+        news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
+        return _Answer(body, news, state, now)
+
+    async def _context(
+        self, conn: Connection, user_id: str, request: SlidingSyncRequest, position: int
+    ) -> ListContext:
+        dm_rooms, ignored = await self._account(conn, user_id, position)
+        filters = [lst.filters for lst in request.lists.values()]
+        children: dict[str, frozenset[str]] = {}
+        for space in {s for f in filters for s in f.spaces or ()}:
+            children[space] = frozenset(await store.space_children(conn, [space]))
+        return ListContext(dm_rooms, children, ignored)
+
+    async def _account(
+        self, conn: Connection, user_id: str, position: int
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """The user's DM rooms (m.direct) and ignored users, read again only when the
+        account data stream has moved since they were read."""
+        cached = self._account_cache.get(user_id)
+        if cached is not None and cached[0] == position:
+            return cached[1], cached[2]
+        found = await store.global_account_data(conn, user_id, (DIRECT, IGNORED_USER_LIST))
+        direct = found.get(DIRECT) or {}
+        dm_rooms = frozenset(
+            room_id
+            for room_ids in direct.values()
+            if isinstance(room_ids, list)
+            for room_id in room_ids
+            if isinstance(room_id, str)
+        )
+        ignored_users = (found.get(IGNORED_USER_LIST) or {}).get("ignored_users")
+        ignored = frozenset(ignored_users) if isinstance(ignored_users, dict) else frozenset()
+        self._account_cache[user_id] = (position, dm_rooms, ignored)
+        self._account_cache.move_to_end(user_id)
+        if len(self._account_cache) > ACCOUNT_CACHE_SIZE:
+            self._account_cache.popitem(last=False)
+        return dm_rooms, ignored
+
+
+def position_id(request: SlidingSyncRequest) -> int:
+    assert request.pos is not None
+    return int(request.pos)
+
+
+def _token(text: str) -> SyncToken:
+    try:
+        return SyncToken.parse(text)
+    except InvalidToken:
+        raise unknown_pos() from None
+
+
+def _list_state(found: Window) -> list[Any]:
+    return [found.count, [op["room_ids"] for op in found.ops]]
+
+
+async def record_room_facts(writer: RoomWriter) -> None:
+    """The event writer's in-transaction hook: keep the room's bump stamp, type and
+    encryption current for the lists (storage/sliding_sync/rooms.py)."""
+    bumps = [p.stream_ordering for p in writer.persisted if p.event.type in store.BUMP_TYPES]
+    await store.update_room(writer.conn, writer.room_id, max(bumps, default=0))

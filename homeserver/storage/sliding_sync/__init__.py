@@ -1,0 +1,1 @@
+"""The tables and batched reads behind simplified sliding sync (MSC4186)."""

@@ -1,0 +1,82 @@
+"""Sliding sync connections and their positions (`pos`), kept in the database so a
+connection survives a restart and is shared by every process serving the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    connection_id: int
+    token: str
+    rooms: dict[str, Any]
+    created_ts: int
+
+
+async def load_position(
+    conn: AsyncConnection, user_id: str, device_id: str, conn_id: str, position: int
+) -> Position | None:
+    """The position `position` of this device's connection `conn_id`, if it is kept."""
+    cur = await conn.execute(
+        "SELECT c.id, p.token, p.rooms::text, p.created_ts FROM sliding_sync_connections c"
+        " JOIN sliding_sync_positions p ON p.connection_id = c.id"
+        " WHERE c.user_id = %s AND c.device_id = %s AND c.conn_id = %s AND p.id = %s",
+        (user_id, device_id, conn_id, position),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return Position(int(row[0]), row[1], orjson.loads(row[2]), int(row[3]))
+
+
+async def save_position(
+    conn: AsyncConnection,
+    key: tuple[str, str, str],
+    connection_id: int | None,
+    kept: int | None,
+    token: str,
+    rooms: dict[str, Any],
+    now: int,
+) -> int:
+    """Store a new position of the connection (user, device, conn_id) and return it
+    (the new `pos`), in one statement.
+
+    With `connection_id` (the client came with its position `kept`) the older
+    positions go but `kept`: the client repeats it if this answer is lost. Without, the
+    connection starts afresh and all its positions go. The commit does not wait for
+    the disk (`synchronous_commit` off for this transaction): a position lost in a
+    crash is only an unknown `pos`, which the client answers by starting again.
+    """
+    user_id, device_id, conn_id = key
+    cur = await conn.execute(
+        "WITH quick AS (SELECT set_config('synchronous_commit', 'off', true)),"
+        " made AS (INSERT INTO sliding_sync_connections"
+        "  (user_id, device_id, conn_id, created_ts)"
+        "  SELECT %(user)s, %(device)s, %(conn)s, %(now)s WHERE %(id)s::bigint IS NULL"
+        "  ON CONFLICT (user_id, device_id, conn_id)"
+        "  DO UPDATE SET created_ts = EXCLUDED.created_ts RETURNING id),"
+        " c AS (SELECT id FROM made UNION ALL SELECT %(id)s::bigint WHERE %(id)s IS NOT NULL),"
+        " old AS (DELETE FROM sliding_sync_positions p USING c"
+        "  WHERE p.connection_id = c.id AND p.id IS DISTINCT FROM %(kept)s)"
+        " INSERT INTO sliding_sync_positions (connection_id, token, rooms, created_ts)"
+        " SELECT c.id, %(token)s, %(rooms)s, %(now)s FROM c, quick RETURNING id",
+        {
+            "user": user_id,
+            "device": device_id,
+            "conn": conn_id,
+            "now": now,
+            "id": connection_id,
+            "kept": kept,
+            "token": token,
+            "rooms": Jsonb(rooms),
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])

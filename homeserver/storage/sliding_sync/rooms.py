@@ -1,0 +1,293 @@
+"""The reads that order a user's room list and fill the rooms of the windows.
+
+A list is one query over the user's memberships joined to `sliding_sync_rooms`
+(bump stamp, room type, encryption), which the event writer keeps current: the
+database filters, sorts and counts, and only the window's rows come back. What is
+read per room afterwards is read for the rooms of the windows only, in batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+from psycopg import AsyncConnection
+
+from federation.types import JsonDict
+from homeserver.storage.rooms.state import StateKey, StateMap
+
+# Event types that move a room up the list (Synapse's default bump event types).
+BUMP_TYPES = frozenset(
+    {
+        "m.room.create",
+        "m.room.message",
+        "m.room.encrypted",
+        "m.sticker",
+        "m.call.invite",
+        "m.poll.start",
+        "m.beacon_info",
+    }
+)
+
+
+class UserRoom(NamedTuple):
+    """One row per room of the user (a tuple: accounts have thousands of rooms)."""
+
+    room_id: str
+    membership: str
+    event_id: str
+    sender: str
+    stream_ordering: int
+    bump_stamp: int
+    room_type: str | None
+    is_encrypted: bool
+
+
+async def update_room(conn: AsyncConnection, room_id: str, bump_stamp: int) -> None:
+    """Record a room's latest bump and its type and encryption as its current state
+    says (inside the transaction that wrote its events)."""
+    await conn.execute(
+        "INSERT INTO sliding_sync_rooms (room_id, bump_stamp, room_type, is_encrypted)"
+        " SELECT %(room)s, %(bump)s,"
+        " (SELECT e.json::jsonb #>> '{content,type}' FROM current_state c"
+        "  JOIN events e ON e.event_id = c.event_id WHERE c.room_id = %(room)s"
+        "  AND c.type = 'm.room.create' AND c.state_key = ''),"
+        " EXISTS (SELECT 1 FROM current_state c WHERE c.room_id = %(room)s"
+        "  AND c.type = 'm.room.encryption' AND c.state_key = '')"
+        " ON CONFLICT (room_id) DO UPDATE SET"
+        " bump_stamp = GREATEST(sliding_sync_rooms.bump_stamp, EXCLUDED.bump_stamp),"
+        " room_type = EXCLUDED.room_type, is_encrypted = EXCLUDED.is_encrypted",
+        {"room": room_id, "bump": bump_stamp},
+    )
+
+
+_ROOM_COLUMNS = (
+    "m.room_id, m.membership, m.event_id, m.sender, m.stream_ordering,"
+    " CASE WHEN m.membership = 'join'"
+    "  THEN COALESCE(NULLIF(r.bump_stamp, 0), m.stream_ordering)"
+    "  WHEN m.membership IN ('invite', 'knock') THEN m.stream_ordering"
+    "  ELSE LEAST(COALESCE(NULLIF(r.bump_stamp, 0), m.stream_ordering), m.stream_ordering)"
+    " END AS bump,"
+    " r.room_type, COALESCE(r.is_encrypted, FALSE)"
+)
+_ROOMS_OF = (
+    " FROM room_memberships m LEFT JOIN sliding_sync_rooms r ON r.room_id = m.room_id"
+    " WHERE m.user_id = %(user)s AND NOT m.forgotten"
+    # A room left of the user's own accord (or an invite refused) is not listed,
+    # unless it was left after `since` (Synapse's rule).
+    " AND NOT (m.membership = 'leave' AND m.sender = %(user)s"
+    "  AND (%(since)s::bigint IS NULL OR m.stream_ordering <= %(since)s))"
+    " AND NOT (m.membership = 'invite' AND m.sender = ANY(%(ignored)s::text[]))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A list's filters as SQL parameters (None: no condition)."""
+
+    is_dm: bool | None = None
+    dm_rooms: Sequence[str] = ()
+    is_encrypted: bool | None = None
+    is_invite: bool | None = None
+    space_children: Sequence[str] | None = None
+    room_types: Sequence[str | None] | None = None
+    not_room_types: Sequence[str | None] = ()
+    tags: Sequence[str] | None = None
+    not_tags: Sequence[str] = ()
+
+
+_FILTERS = (
+    " AND (%(is_dm)s::boolean IS NULL OR (m.room_id = ANY(%(dm)s::text[])) = %(is_dm)s)"
+    " AND (%(enc)s::boolean IS NULL OR COALESCE(r.is_encrypted, FALSE) = %(enc)s)"
+    " AND (%(inv)s::boolean IS NULL OR (m.membership = 'invite') = %(inv)s)"
+    " AND (%(children)s::text[] IS NULL OR m.room_id = ANY(%(children)s::text[]))"
+    " AND (%(types)s::text[] IS NULL OR COALESCE(r.room_type = ANY(%(types)s::text[]), FALSE)"
+    "  OR (r.room_type IS NULL AND %(types_null)s))"
+    " AND NOT COALESCE(r.room_type = ANY(%(not_types)s::text[]), FALSE)"
+    " AND NOT (r.room_type IS NULL AND %(not_types_null)s)"
+    " AND (%(tags)s::text[] IS NULL OR EXISTS (SELECT 1 FROM room_tags t"
+    "  WHERE t.user_id = m.user_id AND t.room_id = m.room_id AND t.tag = ANY(%(tags)s::text[])))"
+    " AND NOT EXISTS (SELECT 1 FROM room_tags t WHERE t.user_id = m.user_id"
+    "  AND t.room_id = m.room_id AND t.tag = ANY(%(not_tags)s::text[]))"
+)
+
+
+async def list_rooms(
+    conn: AsyncConnection,
+    user_id: str,
+    query: ListQuery,
+    limit: int,
+    *,
+    since: int | None,
+    ignored: Sequence[str],
+) -> tuple[int, list[UserRoom]]:
+    """How many of the user's rooms a list holds, and its first `limit`, most
+    recently bumped first; a room the user is not joined to is placed by what they
+    could see of it. The database sorts and counts: only the window travels."""
+    types = query.room_types
+    cur = await conn.execute(
+        f"SELECT {_ROOM_COLUMNS}, count(*) OVER ()"
+        f"{_ROOMS_OF}{_FILTERS} ORDER BY bump DESC, m.room_id LIMIT %(limit)s",
+        {
+            "user": user_id,
+            "since": since,
+            "ignored": list(ignored),
+            "is_dm": query.is_dm,
+            "dm": list(query.dm_rooms),
+            "enc": query.is_encrypted,
+            "inv": query.is_invite,
+            "children": None if query.space_children is None else list(query.space_children),
+            "types": None if types is None else [t for t in types if t is not None],
+            "types_null": types is not None and None in types,
+            "not_types": [t for t in query.not_room_types if t is not None],
+            "not_types_null": None in query.not_room_types,
+            "tags": None if query.tags is None else list(query.tags),
+            "not_tags": list(query.not_tags),
+            "limit": limit,
+        },
+    )
+    rows = await cur.fetchall()
+    total = int(rows[0][-1]) if rows else 0
+    return total, [UserRoom._make(row[:-1]) for row in rows]
+
+
+async def user_rooms(
+    conn: AsyncConnection,
+    user_id: str,
+    room_ids: Sequence[str],
+    *,
+    since: int | None,
+    ignored: Sequence[str],
+) -> list[UserRoom]:
+    """These rooms of the user (subscriptions), as the lists would show them."""
+    cur = await conn.execute(
+        f"SELECT {_ROOM_COLUMNS}{_ROOMS_OF} AND m.room_id = ANY(%(rooms)s::text[])",
+        {"user": user_id, "since": since, "ignored": list(ignored), "rooms": list(room_ids)},
+    )
+    return [UserRoom._make(row) for row in await cur.fetchall()]
+
+
+async def room_ids_of_user(conn: AsyncConnection, user_id: str) -> frozenset[str]:
+    """Every room the user has a membership of: what a waiting request listens to."""
+    cur = await conn.execute(
+        "SELECT room_id FROM room_memberships WHERE user_id = %s AND NOT forgotten", (user_id,)
+    )
+    return frozenset(room_id for (room_id,) in await cur.fetchall())
+
+
+async def current_state(
+    conn: AsyncConnection,
+    room_ids: Sequence[str],
+    keys: Iterable[StateKey],
+    whole_types: Iterable[str] = (),
+    everything: bool = False,
+) -> dict[str, StateMap]:
+    """Per room, the current state entries at `keys`, of every state key of
+    `whole_types`, or all of them with `everything`."""
+    key_list = sorted(set(keys))
+    params = {
+        "rooms": list(room_ids),
+        "types": [k[0] for k in key_list],
+        "keys": [k[1] for k in key_list],
+        "whole": sorted(set(whole_types)),
+    }
+    where = (
+        ""
+        if everything
+        else " AND ((c.type, c.state_key) IN (SELECT * FROM unnest(%(types)s::text[],"
+        " %(keys)s::text[])) OR c.type = ANY(%(whole)s::text[]))"
+    )
+    cur = await conn.execute(
+        "SELECT c.room_id, c.type, c.state_key, c.event_id FROM current_state c"
+        f" WHERE c.room_id = ANY(%(rooms)s::text[]){where}",
+        params,
+    )
+    out: dict[str, StateMap] = {room_id: {} for room_id in room_ids}
+    for room_id, event_type, state_key, event_id in await cur.fetchall():
+        out[room_id][(event_type, state_key)] = event_id
+    return out
+
+
+async def state_changes(
+    conn: AsyncConnection, windows: Sequence[tuple[str, int, int]]
+) -> dict[str, StateMap]:
+    """Per (room, lower, upper): the current state entries set by events in
+    (lower, upper], i.e. what the client that had the room at `lower` lacks."""
+    if not windows:
+        return {}
+    cur = await conn.execute(
+        "SELECT w.room_id, c.type, c.state_key, c.event_id"
+        " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS w(room_id, lower, upper)"
+        " JOIN current_state c ON c.room_id = w.room_id"
+        " JOIN events e ON e.event_id = c.event_id"
+        " WHERE e.stream_ordering > w.lower AND e.stream_ordering <= w.upper",
+        ([w[0] for w in windows], [w[1] for w in windows], [w[2] for w in windows]),
+    )
+    out: dict[str, StateMap] = {}
+    for room_id, event_type, state_key, event_id in await cur.fetchall():
+        out.setdefault(room_id, {})[(event_type, state_key)] = event_id
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    displayname: str | None
+    avatar_url: str | None
+
+
+async def member_profiles(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Member]:
+    """Per (room, user), the name and avatar of the user's current membership."""
+    if not pairs:
+        return {}
+    cur = await conn.execute(
+        "SELECT m.room_id, m.user_id, m.displayname, m.avatar_url FROM room_memberships m"
+        " JOIN unnest(%s::text[], %s::text[]) AS p(room_id, user_id)"
+        " ON m.room_id = p.room_id AND m.user_id = p.user_id",
+        ([p[0] for p in pairs], [p[1] for p in pairs]),
+    )
+    return {(r, u): Member(name, avatar) for r, u, name, avatar in await cur.fetchall()}
+
+
+async def space_children(conn: AsyncConnection, space_ids: Sequence[str]) -> set[str]:
+    """The rooms these spaces list as children (m.space.child with a `via`)."""
+    cur = await conn.execute(
+        "SELECT c.state_key FROM current_state c JOIN events e ON e.event_id = c.event_id"
+        " WHERE c.room_id = ANY(%s::text[]) AND c.type = 'm.space.child'"
+        " AND jsonb_typeof(e.json::jsonb #> '{content,via}') = 'array'"
+        " AND jsonb_array_length(e.json::jsonb #> '{content,via}') > 0",
+        (list(space_ids),),
+    )
+    return {state_key for (state_key,) in await cur.fetchall()}
+
+
+async def room_account_data(
+    conn: AsyncConnection, user_id: str, room_ids: Sequence[str]
+) -> dict[str, list[JsonDict]]:
+    """All the user's account data of these rooms, as events by room."""
+    if not room_ids:
+        return {}
+    cur = await conn.execute(
+        "SELECT room_id, type, content::text FROM account_data"
+        " WHERE user_id = %s AND room_id = ANY(%s::text[]) ORDER BY stream_id",
+        (user_id, list(room_ids)),
+    )
+    out: dict[str, list[JsonDict]] = {}
+    for room_id, event_type, content in await cur.fetchall():
+        out.setdefault(room_id, []).append({"type": event_type, "content": orjson.loads(content)})
+    return out
+
+
+async def global_account_data(
+    conn: AsyncConnection, user_id: str, types: Sequence[str]
+) -> dict[str, Any]:
+    """The user's global account data of these types, by type."""
+    cur = await conn.execute(
+        "SELECT type, content::text FROM account_data"
+        " WHERE user_id = %s AND room_id = '' AND type = ANY(%s::text[])",
+        (user_id, list(types)),
+    )
+    return {event_type: orjson.loads(content) for event_type, content in await cur.fetchall()}
