@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from homeserver.api import errors, http, wellknown
+from homeserver.api.admin import access as admin_access
 from homeserver.api.admin import registration_tokens
 from homeserver.api.admin import rooms as admin_rooms
 from homeserver.api.admin import users as admin_users
@@ -91,6 +92,7 @@ def build_app(hs: Homeserver) -> web.Application:
             http.nul_middleware,
             http.body_limit_middleware(hs.config.max_request_size),
             federation_auth.federation_auth_middleware,
+            admin_access.admin_auth_middleware,
         ],
         client_max_size=hs.config.max_request_size,
     )

@@ -6,12 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.api.admin.access import (
+    admin,
     optional_body,
     query_ascending,
     query_bool,
     query_choice,
     query_int,
-    require_admin,
 )
 from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
@@ -25,7 +25,6 @@ V2 = "/_synapse/admin/v2"
 
 
 async def list_users(request: web.Request) -> web.Response:
-    await require_admin(request)
     listing = admin_users.UserListing(
         name=request.query.get("name"),
         user_id=request.query.get("user_id"),
@@ -41,13 +40,12 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 async def get_user(request: web.Request) -> web.Response:
-    await require_admin(request)
     user = await homeserver(request).admin_users.get_user(request.match_info["user_id"])
     return json_response(user)
 
 
 async def put_user(request: web.Request) -> web.Response:
-    requester = await require_admin(request)
+    requester = admin(request)
     body = await read_json_object(request)
     created, user = await homeserver(request).admin_users.upsert_user(
         requester, request.match_info["user_id"], body
@@ -56,7 +54,6 @@ async def put_user(request: web.Request) -> web.Response:
 
 
 async def reset_password(request: web.Request) -> web.Response:
-    await require_admin(request)
     body = await read_json_object(request)
     new_password = body.get("new_password")
     if new_password is None:
@@ -75,7 +72,6 @@ async def reset_password(request: web.Request) -> web.Response:
 
 
 async def deactivate(request: web.Request) -> web.Response:
-    await require_admin(request)
     body = await optional_body(request)
     erase = body.get("erase", False)
     if not isinstance(erase, bool):
@@ -86,19 +82,16 @@ async def deactivate(request: web.Request) -> web.Response:
 
 
 async def joined_rooms(request: web.Request) -> web.Response:
-    await require_admin(request)
     rooms = await homeserver(request).admin_users.joined_rooms(request.match_info["user_id"])
     return json_response(rooms)
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    await require_admin(request)
     found = await homeserver(request).admin_users.list_devices(request.match_info["user_id"])
     return json_response(found)
 
 
 async def get_device(request: web.Request) -> web.Response:
-    await require_admin(request)
     device = await homeserver(request).admin_users.get_device(
         request.match_info["user_id"], request.match_info["device_id"]
     )
@@ -106,7 +99,6 @@ async def get_device(request: web.Request) -> web.Response:
 
 
 async def delete_device(request: web.Request) -> web.Response:
-    await require_admin(request)
     await homeserver(request).admin_users.delete_device(
         request.match_info["user_id"], request.match_info["device_id"]
     )
@@ -114,7 +106,7 @@ async def delete_device(request: web.Request) -> web.Response:
 
 
 async def admin_whois(request: web.Request) -> web.Response:
-    requester = await require_admin(request)
+    requester = admin(request)
     found = await homeserver(request).admin_users.whois(requester, request.match_info["user_id"])
     return json_response(found)
 
