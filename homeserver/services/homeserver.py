@@ -26,6 +26,7 @@ from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
+from homeserver.services.admin.moderation import AdminModerationService
 from homeserver.services.admin.rooms import AdminRoomService
 from homeserver.services.admin.users import AdminUserService
 from homeserver.services.appservices.auth import AppServiceAuth
@@ -180,6 +181,7 @@ class Homeserver:
     # admin/
     admin_users: AdminUserService = field(init=False)
     admin_rooms: AdminRoomService = field(init=False)
+    admin_moderation: AdminModerationService = field(init=False)
 
     def __post_init__(self) -> None:
         self._build_core()
@@ -471,6 +473,7 @@ class Homeserver:
             self.membership,
             self.deactivation,
         )
+        self.admin_moderation = AdminModerationService(self.db, self.server_name, self.token_cache)
         self.admin_rooms = AdminRoomService(
             self.db, self.server_name, self.event_cache, self.membership
         )

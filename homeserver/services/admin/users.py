@@ -17,11 +17,13 @@ from homeserver.services.accounts.auth import Requester, TokenCache
 from homeserver.services.accounts.deactivation import Deactivations
 from homeserver.services.accounts.devices import DeviceService
 from homeserver.services.accounts.profile import FIELDS, MAX_LENGTHS
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.storage.accounts import devices as device_store
 from homeserver.storage.accounts import profiles
 from homeserver.storage.accounts.profiles import ProfileField
+from homeserver.storage.admin import moderation
 from homeserver.storage.admin import users as admin_users
 from homeserver.storage.admin.users import AdminUserRow, UserFilter
 from homeserver.storage.core.pool import Database
@@ -43,7 +45,7 @@ def local_user_id(user_id: str, server_name: str) -> str:
 
 def render_user(row: AdminUserRow) -> dict[str, Any]:
     """An account as admin tools show it; fields for features this server does not
-    have (third-party ids, SSO ids, shadow bans, locks, consent) hold their empty value."""
+    have (third-party ids, SSO ids, consent) hold their empty value."""
     return {
         "name": row.user_id,
         "displayname": row.displayname,
@@ -52,9 +54,9 @@ def render_user(row: AdminUserRow) -> dict[str, Any]:
         "admin": row.is_admin,
         "deactivated": row.deactivated,
         "erased": row.erased,
-        "shadow_banned": False,
-        "locked": False,
-        "suspended": False,
+        "shadow_banned": row.shadow_banned,
+        "locked": row.locked,
+        "suspended": row.suspended,
         "approved": True,
         "user_type": None,
         "creation_ts": row.created_ts,
@@ -78,6 +80,7 @@ class UserListing:
     include_guests: bool = True
     include_deactivated: bool = False
     admins: bool | None = None
+    deactivated: bool | None = None  # v3: only deactivated (True) or only active (False)
     order_by: str = "name"
     ascending: bool = True
     offset: int = 0
@@ -106,9 +109,9 @@ def _check_unsupported(body: dict[str, Any]) -> None:
             raise invalid_param(f"This server does not store {key}")
     if body.get("user_type") is not None:
         raise invalid_param("This server has no user types")
-    for key in ("locked", "suspended", "shadow_banned"):
+    for key in ("suspended", "shadow_banned"):
         if body.get(key) not in (None, False):
-            raise invalid_param(f"This server cannot mark accounts as {key}")
+            raise invalid_param(f"{key} is set through its own endpoint")
 
 
 def _device(user_id: str, row: device_store.DeviceRow) -> dict[str, Any]:
@@ -157,6 +160,7 @@ class AdminUserService:
                     listing.include_guests,
                     listing.include_deactivated,
                     listing.admins,
+                    listing.deactivated,
                 ),
                 order_by=listing.order_by,
                 ascending=listing.ascending,
@@ -189,6 +193,7 @@ class AdminUserService:
         if not isinstance(logout_devices, bool):
             raise invalid_param("logout_devices must be a boolean")
         admin = _optional(body, "admin", bool)
+        locked = _optional(body, "locked", bool)
         deactivated = _optional(body, "deactivated", bool)
         profile = {
             field: _profile_value(field, value)
@@ -205,6 +210,10 @@ class AdminUserService:
             await self._set_profile(user_id, profile)
         if existing is None and deactivated:
             await self.deactivate(user_id, erase=False)
+        if locked is not None:
+            async with self.db.pool.connection() as conn:
+                await moderation.set_flag(conn, user_id, "locked", locked)
+            self.token_cache.forget(user_id)
         return existing is None, await self.get_user(user_id)
 
     async def _modify(
@@ -290,6 +299,30 @@ class AdminUserService:
         """Log one device out (deleting an unknown device succeeds, as in Synapse)."""
         await self._row(user_id)
         await self.devices.delete_devices(user_id, [device_id])
+
+    async def create_device(self, user_id: str, device_id: Any) -> None:
+        """A device with no token yet (nothing when it exists already), as Synapse does."""
+        await self._row(user_id)
+        if not isinstance(device_id, str) or not device_id:
+            raise invalid_param("device_id must be a non-empty string")
+        async with self.db.pool.connection() as conn:
+            await device_store.upsert_device(conn, user_id, device_id, None, now_ms())
+
+    async def rename_device(self, user_id: str, device_id: str, display_name: Any) -> None:
+        await self._row(user_id)
+        if display_name is None:
+            return
+        if not isinstance(display_name, str):
+            raise invalid_param("display_name must be a string")
+        async with self.db.pool.connection() as conn:
+            if not await device_store.set_display_name(conn, user_id, device_id, display_name):
+                raise not_found("Device not found")
+
+    async def delete_devices(self, user_id: str, device_ids: Any) -> None:
+        await self._row(user_id)
+        if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
+            raise invalid_param("devices must be a list of device ids")
+        await self.devices.delete_devices(user_id, device_ids)
 
     async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
         """Each device's last connection; admins may ask about anyone, users about

