@@ -15,6 +15,7 @@ from aiohttp import web
 from homeserver.api import errors, http, wellknown
 from homeserver.api.admin import access as admin_access
 from homeserver.api.admin import moderation as admin_moderation
+from homeserver.api.admin import register as admin_register
 from homeserver.api.admin import registration_tokens
 from homeserver.api.admin import rooms as admin_rooms
 from homeserver.api.admin import users as admin_users
@@ -119,6 +120,7 @@ def build_app(hs: Homeserver) -> web.Application:
         admin_users,
         admin_rooms,
         admin_moderation,
+        admin_register,
         rooms,
         membership,
         send,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class Config:
     media_url_preview_url_blacklist: tuple[str, ...] = ()
     rate_limits_url_preview_per_second: float = 1.0
     rate_limits_url_preview_burst: int = 10
+    registration_shared_secret: str | None = None
+    server_notices: dict[str, Any] = field(default_factory=dict)
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: int | None = None
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

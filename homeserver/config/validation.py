@@ -9,6 +9,7 @@ from pathlib import Path
 
 from federation.identifiers import is_valid_server_name
 from federation.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.config import admin
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError
 from homeserver.config.settings import RATE_LIMIT_DEFAULTS
@@ -18,6 +19,7 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def validate(config: Config) -> None:
+    admin.validate(config)
     if not is_valid_server_name(config.server_name):
         raise ConfigError(f"server_name {config.server_name!r} is not a valid server name")
     for name in ("port", "tls_port"):

@@ -245,6 +245,9 @@ class AdminUserService:
         if deactivated and not existing.deactivated:
             await self.deactivate(user_id, erase=False)
 
+    async def set_display_name(self, user_id: str, name: str) -> None:
+        await self._set_profile(user_id, {"displayname": _profile_value("displayname", name)})
+
     async def _set_profile(self, user_id: str, changes: dict[ProfileField, str | None]) -> None:
         """Store the new display name / avatar, and announce them in the user's rooms."""
         current: dict[str, str | None] = {}
