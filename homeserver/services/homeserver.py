@@ -27,8 +27,8 @@ from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
 from homeserver.services.admin.moderation import AdminModerationService
-from homeserver.services.admin.registration import SharedSecretRegistration
 from homeserver.services.admin.rooms import AdminRoomService
+from homeserver.services.admin.shared_secret import SharedSecretRegistration
 from homeserver.services.admin.users import AdminUserService
 from homeserver.services.appservices.auth import AppServiceAuth
 from homeserver.services.appservices.registry import AppServiceRegistry, load_registry
@@ -183,7 +183,7 @@ class Homeserver:
     admin_users: AdminUserService = field(init=False)
     admin_rooms: AdminRoomService = field(init=False)
     admin_moderation: AdminModerationService = field(init=False)
-    admin_registration: SharedSecretRegistration = field(init=False)
+    shared_secret: SharedSecretRegistration = field(init=False)
 
     def __post_init__(self) -> None:
         self._build_core()
@@ -476,7 +476,7 @@ class Homeserver:
             self.deactivation,
         )
         self.admin_moderation = AdminModerationService(self.db, self.server_name, self.token_cache)
-        self.admin_registration = SharedSecretRegistration(
+        self.shared_secret = SharedSecretRegistration(
             self.config.registration_shared_secret, self.accounts, self.login, self.admin_users
         )
         self.admin_rooms = AdminRoomService(

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from contrib.synapse_harness import ensure_synapse
-from homeserver.services.admin.registration import registration_mac
+from homeserver.services.admin.shared_secret import registration_mac
 from tests.integration.conftest import login_user
 from tests.integration.test_admin_users import admin_call
 

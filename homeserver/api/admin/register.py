@@ -15,12 +15,12 @@ PATH = "/_synapse/admin/v1/register"
 
 
 async def get_nonce(request: web.Request) -> web.Response:
-    return json_response({"nonce": homeserver(request).admin_registration.new_nonce()})
+    return json_response({"nonce": homeserver(request).shared_secret.new_nonce()})
 
 
 async def register_user(request: web.Request) -> web.Response:
     body = await read_json_object(request)
-    return json_response(await homeserver(request).admin_registration.register(body))
+    return json_response(await homeserver(request).shared_secret.register(body))
 
 
 def register(app: web.Application) -> None:
