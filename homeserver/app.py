@@ -17,6 +17,7 @@ from homeserver.api.admin import access as admin_access
 from homeserver.api.admin import moderation as admin_moderation
 from homeserver.api.admin import register as admin_register
 from homeserver.api.admin import registration_tokens
+from homeserver.api.admin import reports as admin_reports
 from homeserver.api.admin import rooms as admin_rooms
 from homeserver.api.admin import users as admin_users
 from homeserver.api.client import (
@@ -121,6 +122,7 @@ def build_app(hs: Homeserver) -> web.Application:
         admin_rooms,
         admin_moderation,
         admin_register,
+        admin_reports,
         rooms,
         membership,
         send,

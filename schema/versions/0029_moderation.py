@@ -1,6 +1,6 @@
 """Moderation and operations from the admin API: accounts shadow-banned, suspended
 (read but not send) or locked (no login, no session), per-user rate-limit overrides,
-quarantined and protected media, the server-notices room of each user.
+reports of users, quarantined and protected media, the server-notices room of each user.
 
 Revision ID: 0029
 Revises: 0022
@@ -28,6 +28,16 @@ def upgrade() -> None:
             messages_per_second DOUBLE PRECISION NOT NULL,
             burst_count         INTEGER NOT NULL
         );
+
+        -- Users reported to the server's admins (the client's POST /users/{userId}/report).
+        CREATE TABLE user_reports (
+            id             BIGSERIAL PRIMARY KEY,
+            target_user_id TEXT NOT NULL,
+            user_id        TEXT NOT NULL,
+            reason         TEXT NOT NULL,
+            received_ts    BIGINT NOT NULL
+        );
+        CREATE INDEX user_reports_target ON user_reports (target_user_id, received_ts);
         """
     )
 
@@ -35,6 +45,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         """
+        DROP TABLE user_reports;
         DROP TABLE ratelimit_overrides;
         ALTER TABLE users DROP COLUMN shadow_banned, DROP COLUMN suspended, DROP COLUMN locked;
         """
