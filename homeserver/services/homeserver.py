@@ -26,8 +26,8 @@ from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
+from homeserver.services.admin.abuse_reports import AdminReportService
 from homeserver.services.admin.moderation import AdminModerationService
-from homeserver.services.admin.reports import AdminReportService
 from homeserver.services.admin.rooms import AdminRoomService
 from homeserver.services.admin.shared_secret import SharedSecretRegistration
 from homeserver.services.admin.users import AdminUserService
@@ -185,7 +185,7 @@ class Homeserver:
     admin_rooms: AdminRoomService = field(init=False)
     admin_moderation: AdminModerationService = field(init=False)
     shared_secret: SharedSecretRegistration = field(init=False)
-    admin_reports: AdminReportService = field(init=False)
+    abuse_reports: AdminReportService = field(init=False)
 
     def __post_init__(self) -> None:
         self._build_core()
@@ -478,7 +478,7 @@ class Homeserver:
             self.deactivation,
         )
         self.admin_moderation = AdminModerationService(self.db, self.server_name, self.token_cache)
-        self.admin_reports = AdminReportService(self.db)
+        self.abuse_reports = AdminReportService(self.db)
         self.shared_secret = SharedSecretRegistration(
             self.config.registration_shared_secret, self.accounts, self.login, self.admin_users
         )

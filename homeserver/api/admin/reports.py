@@ -11,12 +11,12 @@ from homeserver.api.admin.access import public, query_int
 from homeserver.api.context import homeserver
 from homeserver.api.errors import invalid_param, json_response
 from homeserver.api.federation.version import VERSION
-from homeserver.storage.admin.reports import EVENT_FILTERS, USER_FILTERS
+from homeserver.services.admin.abuse_reports import EVENT_FILTERS, USER_FILTERS
 
 V1 = "/_synapse/admin/v1"
 
 
-def _filters(request: web.Request, names: dict[str, str]) -> dict[str, str]:
+def _filters(request: web.Request, names: frozenset[str]) -> dict[str, str]:
     return {name: request.query[name] for name in names if request.query.get(name)}
 
 
@@ -30,7 +30,7 @@ def _ascending(request: web.Request) -> bool:
 
 async def list_event_reports(request: web.Request) -> web.Response:
     return json_response(
-        await homeserver(request).admin_reports.list_event_reports(
+        await homeserver(request).abuse_reports.list_event_reports(
             _filters(request, EVENT_FILTERS),
             ascending=_ascending(request),
             offset=query_int(request, "from", 0),
@@ -40,18 +40,18 @@ async def list_event_reports(request: web.Request) -> web.Response:
 
 
 async def get_event_report(request: web.Request) -> web.Response:
-    found = await homeserver(request).admin_reports.get_event_report(request.match_info["id"])
+    found = await homeserver(request).abuse_reports.get_event_report(request.match_info["id"])
     return json_response(found)
 
 
 async def delete_event_report(request: web.Request) -> web.Response:
-    await homeserver(request).admin_reports.delete_event_report(request.match_info["id"])
+    await homeserver(request).abuse_reports.delete_event_report(request.match_info["id"])
     return json_response({})
 
 
 async def list_user_reports(request: web.Request) -> web.Response:
     return json_response(
-        await homeserver(request).admin_reports.list_user_reports(
+        await homeserver(request).abuse_reports.list_user_reports(
             _filters(request, USER_FILTERS),
             ascending=_ascending(request),
             offset=query_int(request, "from", 0),
@@ -61,12 +61,12 @@ async def list_user_reports(request: web.Request) -> web.Response:
 
 
 async def get_user_report(request: web.Request) -> web.Response:
-    found = await homeserver(request).admin_reports.get_user_report(request.match_info["id"])
+    found = await homeserver(request).abuse_reports.get_user_report(request.match_info["id"])
     return json_response(found)
 
 
 async def delete_user_report(request: web.Request) -> web.Response:
-    await homeserver(request).admin_reports.delete_user_report(request.match_info["id"])
+    await homeserver(request).abuse_reports.delete_user_report(request.match_info["id"])
     return json_response({})
 
 

@@ -8,10 +8,13 @@ from typing import Any
 import orjson
 
 from homeserver.services.core.errors import invalid_param, not_found
-from homeserver.storage.admin import reports
+from homeserver.storage.admin import abuse_reports as reports
 from homeserver.storage.core.pool import Database
 
 MAX_PAGE = 1000
+# The query parameters each listing filters on.
+EVENT_FILTERS = frozenset(reports.EVENT_FILTERS)
+USER_FILTERS = frozenset(reports.USER_FILTERS)
 
 
 def _event_report(row: reports.EventReportRow, *, with_event: bool) -> dict[str, Any]:
