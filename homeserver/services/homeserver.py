@@ -27,6 +27,7 @@ from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
 from homeserver.services.admin.abuse_reports import AdminReportService
+from homeserver.services.admin.destinations import AdminDestinationService
 from homeserver.services.admin.moderation import AdminModerationService
 from homeserver.services.admin.rooms import AdminRoomService
 from homeserver.services.admin.shared_secret import SharedSecretRegistration
@@ -186,6 +187,7 @@ class Homeserver:
     admin_moderation: AdminModerationService = field(init=False)
     shared_secret: SharedSecretRegistration = field(init=False)
     abuse_reports: AdminReportService = field(init=False)
+    admin_destinations: AdminDestinationService = field(init=False)
 
     def __post_init__(self) -> None:
         self._build_core()
@@ -479,6 +481,9 @@ class Homeserver:
         )
         self.admin_moderation = AdminModerationService(self.db, self.server_name, self.token_cache)
         self.abuse_reports = AdminReportService(self.db)
+        self.admin_destinations = AdminDestinationService(
+            self.db, self.server_name, self.remote_sender
+        )
         self.shared_secret = SharedSecretRegistration(
             self.config.registration_shared_secret, self.accounts, self.login, self.admin_users
         )

@@ -38,6 +38,9 @@ def upgrade() -> None:
             received_ts    BIGINT NOT NULL
         );
         CREATE INDEX user_reports_target ON user_reports (target_user_id, received_ts);
+
+        -- When a destination started failing (Synapse's failure_ts), for the admin API.
+        ALTER TABLE destinations ADD COLUMN failure_ts BIGINT;
         """
     )
 
@@ -45,6 +48,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         """
+        ALTER TABLE destinations DROP COLUMN failure_ts;
         DROP TABLE user_reports;
         DROP TABLE ratelimit_overrides;
         ALTER TABLE users DROP COLUMN shadow_banned, DROP COLUMN suspended, DROP COLUMN locked;
