@@ -29,6 +29,7 @@ from homeserver.services.accounts.uia import UiaService
 from homeserver.services.admin.abuse_reports import AdminReportService
 from homeserver.services.admin.destinations import AdminDestinationService
 from homeserver.services.admin.moderation import AdminModerationService
+from homeserver.services.admin.room_tools import AdminRoomTools
 from homeserver.services.admin.rooms import AdminRoomService
 from homeserver.services.admin.shared_secret import SharedSecretRegistration
 from homeserver.services.admin.users import AdminUserService
@@ -188,6 +189,7 @@ class Homeserver:
     shared_secret: SharedSecretRegistration = field(init=False)
     abuse_reports: AdminReportService = field(init=False)
     admin_destinations: AdminDestinationService = field(init=False)
+    admin_room_tools: AdminRoomTools = field(init=False)
 
     def __post_init__(self) -> None:
         self._build_core()
@@ -481,6 +483,9 @@ class Homeserver:
         )
         self.admin_moderation = AdminModerationService(self.db, self.server_name, self.token_cache)
         self.abuse_reports = AdminReportService(self.db)
+        self.admin_room_tools = AdminRoomTools(
+            self.db, self.server_name, self.membership, self.send
+        )
         self.admin_destinations = AdminDestinationService(
             self.db, self.server_name, self.remote_sender
         )
