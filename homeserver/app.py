@@ -70,6 +70,7 @@ from homeserver.api.federation import membership as federation_membership
 from homeserver.api.federation import reads as federation_reads
 from homeserver.api.federation import transactions as federation_transactions
 from homeserver.api.federation import version as federation_version
+from homeserver.api.metrics import build_metrics_app
 from homeserver.config import Config, ConfigError
 from homeserver.datadir import DataDirLock, load_or_create_signing_key
 from homeserver.services.appservices.registry import load_registry
@@ -253,8 +254,12 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         build_app(hs), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
     )
     await runner.setup()
+    metrics_runner = web.AppRunner(build_metrics_app(), access_log=None, handle_signals=False)
+    await metrics_runner.setup()
     try:
         sites = [web.TCPSite(runner, config.bind, config.port)]
+        if config.metrics_port is not None:
+            sites.append(web.TCPSite(metrics_runner, config.metrics_bind, config.metrics_port))
         if config.tls_port is not None:
             sites.append(
                 web.TCPSite(
@@ -277,6 +282,7 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         if supervisor is not None:
             supervisor.cancel()
         await runner.cleanup()
+        await metrics_runner.cleanup()
         await hs.close()
         await db.close()
 

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from federation.identifiers import is_valid_server_name
+from homeserver import metrics
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
@@ -78,7 +79,7 @@ class FederationSender:
             pending=self._pending,
             sweep_interval_s=sweep_interval_s,
             clear_backoff=self._clear_retry,
-            name="federation queue",
+            name="federation",
         )
 
     async def start(self) -> None:
@@ -182,6 +183,7 @@ class FederationSender:
                 async with conn.transaction():
                     await outbox.delete_rows(conn, [r.position for r in batch])
                     await outbox.record_success(conn, destination, now_ms())
+            metrics.FEDERATION_BACKOFF.labels(destination).set(0)
 
     async def _record_failure(
         self, destination: str, health: outbox.DestinationHealth, exc: Exception
@@ -191,6 +193,8 @@ class FederationSender:
         log.info("cannot send to %s (retry in %.1f s): %s", destination, interval / 1000, exc)
         async with self.db.pool.connection() as conn:
             await outbox.record_failure(conn, destination, interval, retry_at, str(exc))
+        metrics.FEDERATION_FAILURES.labels(destination).inc()
+        metrics.FEDERATION_BACKOFF.labels(destination).set(interval / 1000)
         return retry_at
 
 
