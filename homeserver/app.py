@@ -15,6 +15,7 @@ from aiohttp import web
 from homeserver.api import errors, http, wellknown
 from homeserver.api.admin import access as admin_access
 from homeserver.api.admin import destinations as admin_destinations
+from homeserver.api.admin import media as admin_media
 from homeserver.api.admin import moderation as admin_moderation
 from homeserver.api.admin import register as admin_register
 from homeserver.api.admin import registration_tokens
@@ -128,6 +129,7 @@ def build_app(hs: Homeserver) -> web.Application:
         admin_reports,
         admin_destinations,
         admin_room_tools,
+        admin_media,
         rooms,
         membership,
         send,

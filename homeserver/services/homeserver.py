@@ -28,6 +28,7 @@ from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
 from homeserver.services.admin.abuse_reports import AdminReportService
 from homeserver.services.admin.destinations import AdminDestinationService
+from homeserver.services.admin.media import AdminMediaService
 from homeserver.services.admin.moderation import AdminModerationService
 from homeserver.services.admin.room_tools import AdminRoomTools
 from homeserver.services.admin.rooms import AdminRoomService
@@ -190,6 +191,7 @@ class Homeserver:
     abuse_reports: AdminReportService = field(init=False)
     admin_destinations: AdminDestinationService = field(init=False)
     admin_room_tools: AdminRoomTools = field(init=False)
+    admin_media: AdminMediaService = field(init=False)
 
     def __post_init__(self) -> None:
         self._build_core()
@@ -483,6 +485,7 @@ class Homeserver:
         )
         self.admin_moderation = AdminModerationService(self.db, self.server_name, self.token_cache)
         self.abuse_reports = AdminReportService(self.db)
+        self.admin_media = AdminMediaService(self.db, self.media_files, self.server_name)
         self.admin_room_tools = AdminRoomTools(
             self.db, self.server_name, self.membership, self.send
         )

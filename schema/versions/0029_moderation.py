@@ -41,6 +41,12 @@ def upgrade() -> None:
 
         -- When a destination started failing (Synapse's failure_ts), for the admin API.
         ALTER TABLE destinations ADD COLUMN failure_ts BIGINT;
+
+        -- Quarantined media is served to nobody; protected media cannot be quarantined.
+        ALTER TABLE media
+            ADD COLUMN quarantined_by       TEXT,
+            ADD COLUMN safe_from_quarantine BOOLEAN NOT NULL DEFAULT FALSE;
+        CREATE INDEX media_uploader ON media (uploader, created_ts) WHERE uploader IS NOT NULL;
         """
     )
 
@@ -48,6 +54,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         """
+        DROP INDEX media_uploader;
+        ALTER TABLE media DROP COLUMN quarantined_by, DROP COLUMN safe_from_quarantine;
         ALTER TABLE destinations DROP COLUMN failure_ts;
         DROP TABLE user_reports;
         DROP TABLE ratelimit_overrides;
