@@ -15,6 +15,7 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.config.admin import server_notices as server_notices_settings
 from homeserver.services.accounts.account_data import AccountDataService
 from homeserver.services.accounts.accounts import AccountService
 from homeserver.services.accounts.auth import AuthService, TokenCache
@@ -32,6 +33,7 @@ from homeserver.services.admin.media import AdminMediaService
 from homeserver.services.admin.moderation import AdminModerationService
 from homeserver.services.admin.room_tools import AdminRoomTools
 from homeserver.services.admin.rooms import AdminRoomService
+from homeserver.services.admin.server_notices import ServerNotices
 from homeserver.services.admin.shared_secret import SharedSecretRegistration
 from homeserver.services.admin.users import AdminUserService
 from homeserver.services.appservices.auth import AppServiceAuth
@@ -192,6 +194,7 @@ class Homeserver:
     admin_destinations: AdminDestinationService = field(init=False)
     admin_room_tools: AdminRoomTools = field(init=False)
     admin_media: AdminMediaService = field(init=False)
+    server_notices: ServerNotices = field(init=False)
 
     def __post_init__(self) -> None:
         self._build_core()
@@ -497,6 +500,17 @@ class Homeserver:
         )
         self.admin_rooms = AdminRoomService(
             self.db, self.server_name, self.event_cache, self.membership
+        )
+        self.server_notices = ServerNotices(
+            self.db,
+            self.server_name,
+            server_notices_settings(self.config),
+            self.accounts,
+            self.admin_users,
+            self.creation,
+            self.membership,
+            self.send,
+            self.account_data,
         )
 
     def _subscribe(self) -> None:

@@ -47,6 +47,12 @@ def upgrade() -> None:
             ADD COLUMN quarantined_by       TEXT,
             ADD COLUMN safe_from_quarantine BOOLEAN NOT NULL DEFAULT FALSE;
         CREATE INDEX media_uploader ON media (uploader, created_ts) WHERE uploader IS NOT NULL;
+
+        -- Each user's server-notices room.
+        CREATE TABLE server_notice_rooms (
+            user_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL
+        );
         """
     )
 
@@ -54,6 +60,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute(
         """
+        DROP TABLE server_notice_rooms;
         DROP INDEX media_uploader;
         ALTER TABLE media DROP COLUMN quarantined_by, DROP COLUMN safe_from_quarantine;
         ALTER TABLE destinations DROP COLUMN failure_ts;

@@ -1,5 +1,5 @@
 """Admin actions in rooms at Synapse's paths: join a user, make a room admin, forward
-extremities; the statistics and task lists admin tools show beside them."""
+extremities, server notices; the statistics and task lists admin tools show beside them."""
 
 from __future__ import annotations
 
@@ -70,8 +70,18 @@ async def background_updates_enabled(request: web.Request) -> web.Response:
     return json_response({"enabled": True})
 
 
+async def send_server_notice(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    event_id = await homeserver(request).server_notices.send_notice(
+        body, request.match_info.get("txn_id")
+    )
+    return json_response({"event_id": event_id})
+
+
 def register(app: web.Application) -> None:
     room = f"{V1}/rooms/{{room_id}}"
+    app.router.add_post(f"{V1}/send_server_notice", send_server_notice)
+    app.router.add_put(f"{V1}/send_server_notice/{{txn_id}}", send_server_notice)
     app.router.add_post(f"{V1}/join/{{room}}", join)
     app.router.add_post(f"{room}/make_room_admin", make_room_admin)
     app.router.add_get(f"{room}/forward_extremities", get_extremities)
