@@ -556,6 +556,7 @@ class Homeserver:
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
         await self.admin_rooms.close()
+        await self.admin_room_tools.close()
         await self.deactivation.close()
         await self.backfill.close()
         await self.remote_device_lists.close()

@@ -78,8 +78,24 @@ async def send_server_notice(request: web.Request) -> web.Response:
     return json_response({"event_id": event_id})
 
 
+async def purge_history(request: web.Request) -> web.Response:
+    body = await optional_body(request)
+    purge_id = await homeserver(request).admin_room_tools.start_purge(
+        request.match_info["room_id"], request.match_info.get("event_id"), body
+    )
+    return json_response({"purge_id": purge_id})
+
+
+async def purge_status(request: web.Request) -> web.Response:
+    tools = homeserver(request).admin_room_tools
+    return json_response(tools.purge_status(request.match_info["purge_id"]))
+
+
 def register(app: web.Application) -> None:
     room = f"{V1}/rooms/{{room_id}}"
+    app.router.add_post(f"{V1}/purge_history/{{room_id}}", purge_history)
+    app.router.add_post(f"{V1}/purge_history/{{room_id}}/{{event_id}}", purge_history)
+    app.router.add_get(f"{V1}/purge_history_status/{{purge_id}}", purge_status)
     app.router.add_post(f"{V1}/send_server_notice", send_server_notice)
     app.router.add_put(f"{V1}/send_server_notice/{{txn_id}}", send_server_notice)
     app.router.add_post(f"{V1}/join/{{room}}", join)

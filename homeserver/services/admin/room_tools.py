@@ -3,14 +3,18 @@ through the room's most powerful local member, and trimming forward extremities.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import secrets
 from typing import Any
 
 from federation.events import Event
 from federation.power_levels import user_level
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.admin.users import local_user_id
-from homeserver.services.core.errors import ServiceError, forbidden, not_found
+from homeserver.services.core.errors import ServiceError, forbidden, invalid_param, not_found
+from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.send import SendService
 from homeserver.services.rooms.writer import load_event
@@ -18,6 +22,8 @@ from homeserver.storage.admin import room_tools
 from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, state
+
+log = logging.getLogger(__name__)
 
 # What a v12 creator (of infinite power) grants: the customary level of room admins.
 CREATOR_GRANT = 100
@@ -36,6 +42,8 @@ class AdminRoomTools:
         self.server_name = server_name
         self.membership = membership
         self.send = send
+        self._purges: dict[str, dict[str, Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def _state(self, room_id: str, *types: str) -> dict[str, Event]:
         """The room's current state events of these types (empty state keys), by type."""
@@ -105,6 +113,53 @@ class AdminRoomTools:
             {**levels, "users": users},
             state_key="",
         )
+
+    async def start_purge(self, room_id: str, event_id: str | None, body: dict[str, Any]) -> str:
+        """Purge the room's history before a point, in the background; the purge id."""
+        delete_local = body.get("delete_local_events", False)
+        if not isinstance(delete_local, bool):
+            raise invalid_param("delete_local_events must be a boolean")
+        event_id = event_id or body.get("purge_up_to_event_id")
+        ts = body.get("purge_up_to_ts")
+        if event_id is None and ts is None:
+            raise ServiceError(400, "M_MISSING_PARAM", "Missing purge_up_to_event_id or _ts")
+        if event_id is not None and not isinstance(event_id, str):
+            raise invalid_param("purge_up_to_event_id must be a string")
+        if event_id is None and (not isinstance(ts, int) or isinstance(ts, bool)):
+            raise invalid_param("purge_up_to_ts must be an integer")
+        async with self.db.pool.connection() as conn:
+            before = await room_tools.purge_point(conn, room_id, event_id, ts)
+        if before is None:
+            raise not_found("No such event in the room" if event_id else "Nothing to purge")
+        purge_id = secrets.token_urlsafe(12)
+        self._purges[purge_id] = {"status": "active"}
+        task = asyncio.create_task(
+            self._purge(purge_id, room_id, before, delete_local), name=f"purge {room_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return purge_id
+
+    async def _purge(self, purge_id: str, room_id: str, before: int, delete_local: bool) -> None:
+        local = None if delete_local else f":{self.server_name}"
+        try:
+            async with self.db.pool.connection() as conn, conn.transaction():
+                count = await room_tools.purge_history(conn, room_id, before, local)
+        except Exception as exc:  # reported to the polling admin
+            log.exception("purging the history of %s failed", room_id)
+            self._purges[purge_id] = {"status": "failed", "error": str(exc)}
+        else:
+            log.info("purged %d events of %s", count, room_id)
+            self._purges[purge_id] = {"status": "complete"}
+
+    def purge_status(self, purge_id: str) -> dict[str, Any]:
+        found = self._purges.get(purge_id)
+        if found is None:
+            raise not_found("purge id not found")
+        return found
+
+    async def close(self) -> None:
+        await cancel_and_wait(list(self._tasks))
 
     async def forward_extremities(self, room_id: str) -> dict[str, Any]:
         async with self.db.pool.connection() as conn:
