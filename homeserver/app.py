@@ -20,6 +20,7 @@ from homeserver.api.admin import moderation as admin_moderation
 from homeserver.api.admin import register as admin_register
 from homeserver.api.admin import registration_tokens
 from homeserver.api.admin import reports as admin_reports
+from homeserver.api.admin import room_history as admin_room_history
 from homeserver.api.admin import room_tools as admin_room_tools
 from homeserver.api.admin import rooms as admin_rooms
 from homeserver.api.admin import users as admin_users
@@ -130,6 +131,7 @@ def build_app(hs: Homeserver) -> web.Application:
         admin_destinations,
         admin_room_tools,
         admin_media,
+        admin_room_history,
         rooms,
         membership,
         send,

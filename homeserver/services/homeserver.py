@@ -31,6 +31,7 @@ from homeserver.services.admin.abuse_reports import AdminReportService
 from homeserver.services.admin.destinations import AdminDestinationService
 from homeserver.services.admin.media import AdminMediaService
 from homeserver.services.admin.moderation import AdminModerationService
+from homeserver.services.admin.room_history import AdminRoomHistory
 from homeserver.services.admin.room_tools import AdminRoomTools
 from homeserver.services.admin.rooms import AdminRoomService
 from homeserver.services.admin.server_notices import ServerNotices
@@ -195,6 +196,7 @@ class Homeserver:
     admin_room_tools: AdminRoomTools = field(init=False)
     admin_media: AdminMediaService = field(init=False)
     server_notices: ServerNotices = field(init=False)
+    admin_room_history: AdminRoomHistory = field(init=False)
 
     def __post_init__(self) -> None:
         self._build_core()
@@ -488,6 +490,9 @@ class Homeserver:
         )
         self.admin_moderation = AdminModerationService(self.db, self.server_name, self.token_cache)
         self.abuse_reports = AdminReportService(self.db)
+        self.admin_room_history = AdminRoomHistory(
+            self.db, self.event_cache, self.membership, self.send
+        )
         self.admin_media = AdminMediaService(self.db, self.media_files, self.server_name)
         self.admin_room_tools = AdminRoomTools(
             self.db, self.server_name, self.membership, self.send
@@ -557,6 +562,7 @@ class Homeserver:
         """Release what the services hold; the database pool belongs to the caller."""
         await self.admin_rooms.close()
         await self.admin_room_tools.close()
+        await self.admin_room_history.close()
         await self.deactivation.close()
         await self.backfill.close()
         await self.remote_device_lists.close()

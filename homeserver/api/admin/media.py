@@ -12,10 +12,19 @@ from homeserver.services.admin.media import ORDER_BY
 V1 = "/_synapse/admin/v1"
 
 
+# Below this a "millisecond" time is surely seconds (as Synapse reasons: Dec 1970 in ms).
+MIN_BEFORE_TS = 30_000_000_000
+
+
 def _required_ts(request: web.Request) -> int:
     if "before_ts" not in request.query:
         raise MatrixError(400, "M_MISSING_PARAM", "Missing integer query parameter 'before_ts'")
-    return query_int(request, "before_ts", 0)
+    before_ts = query_int(request, "before_ts", 0)
+    if before_ts < MIN_BEFORE_TS:
+        raise MatrixError(
+            400, "M_INVALID_PARAM", "before_ts is from 1970: give a time in milliseconds"
+        )
+    return before_ts
 
 
 async def info(request: web.Request) -> web.Response:
