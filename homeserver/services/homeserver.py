@@ -525,6 +525,7 @@ class Homeserver:
         self.notifier.on("token_deleted", self._evict_token)
         self.notifier.after_reconnect(self.token_cache.clear)
         self.remote_client.add_listener(self.remote_sender.on_contact)
+        self.remote_client.add_failure_listener(self.remote_sender.on_unreachable)
         for producer in (self.typing, self.receipts, self.presence):
             producer.add_listener(self.appservices_sender.ephemeral_changed)
         self.typing.add_listener(self.edu_announcer.typing_changed)

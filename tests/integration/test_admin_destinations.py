@@ -7,9 +7,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
+from homeserver.services.remote.client import Unreachable
 from tests.integration.conftest import make_user
 from tests.integration.test_admin_users import admin_call
 
@@ -53,3 +55,22 @@ async def test_failing_destination_is_listed_and_reset(
     assert detail["failure_ts"] > one["failure_ts"]
     status, body = await admin_call(client, "GET", f"{PREFIX}/unknown.example", admin_token)
     assert (status, body["errcode"]) == (404, "M_NOT_FOUND")
+
+
+async def test_any_request_that_fails_lists_the_server(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """Not only transactions: a profile lookup, a join, a key fetch that cannot reach a
+    server lists it with when its failures began."""
+    client: Client = await homeserver_client(**{"federation.use_tls": False})
+    _, admin_token = await make_user(client, "root", admin=True)
+    hs = client.server.app[HOMESERVER]
+    with pytest.raises(Unreachable):
+        await hs.remote_client.get_json(DOWN, "/_matrix/federation/v1/version")
+    for _ in range(100):
+        status, detail = await admin_call(client, "GET", f"{PREFIX}/{DOWN}", admin_token)
+        if status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert status == 200 and isinstance(detail["failure_ts"], int), detail
+    assert (detail["retry_interval"], detail["retry_last_ts"]) == (0, 0)

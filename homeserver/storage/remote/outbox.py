@@ -115,6 +115,25 @@ async def record_failure(
     )
 
 
+async def record_unreachable(conn: AsyncConnection, destination: str, now_ms: int) -> None:
+    """Any request failed to reach it: when its failure began, if not already failing
+    (the sender's retry state is the sender's own)."""
+    await conn.execute(
+        "INSERT INTO destinations (destination, failure_ts) VALUES (%s, %s)"
+        " ON CONFLICT (destination) DO UPDATE"
+        " SET failure_ts = COALESCE(destinations.failure_ts, EXCLUDED.failure_ts)",
+        (destination, now_ms),
+    )
+
+
+async def clear_unreachable(conn: AsyncConnection, destination: str) -> None:
+    """It answered: unless the sender still backs off from it, it is not failing."""
+    await conn.execute(
+        "UPDATE destinations SET failure_ts = NULL WHERE destination = %s AND failure_count = 0",
+        (destination,),
+    )
+
+
 async def clear_retry(conn: AsyncConnection, destination: str) -> None:
     """Stop waiting out a backoff (the destination was heard from); the interval stays, so
     a failure right after continues the progression."""
