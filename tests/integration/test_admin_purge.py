@@ -74,3 +74,8 @@ async def test_purged_history_is_gone_from_the_database(
         client, "POST", f"{V1}/purge_history/{room_id}", admin_token, {}
     )
     assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+    # Nothing lies before the point: 404, as Synapse answers.
+    status, body = await admin_call(
+        client, "POST", f"{V1}/purge_history/{room_id}", admin_token, {"purge_up_to_ts": 1}
+    )
+    assert (status, body["errcode"]) == (404, "M_NOT_FOUND")

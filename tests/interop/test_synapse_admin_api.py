@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from typing import Any
 
 import aiohttp
@@ -146,7 +147,7 @@ CALLS: list[tuple[str, str, Any, str, dict[str, str]]] = [
     ),
     (
         "GET",
-        f"{V1}/rooms?from=0&limit=10",
+        f"{V1}/rooms?from=0&limit=10&search_term=Interop",
         None,
         "synapse.ts rooms.path",
         {
@@ -350,7 +351,7 @@ CALLS: list[tuple[str, str, Any, str, dict[str, str]]] = [
     (
         "POST",
         f"{V1}/purge_history/{{room}}",
-        {"purge_up_to_ts": 1},
+        {"purge_up_to_ts": "{now}"},
         "synapse-actions.ts purgeHistory",
         {"purge_id": "str"},
     ),
@@ -502,11 +503,14 @@ async def _scenario(
         "base": base, "token": token, "user": user.user_id, "other": other.user_id,
         "room": room, "report": report, "server": server_name, "media": media_id,
         "event": event_id,
+        "now": int(time.time() * 1000),
     }  # fmt: skip
 
 
 def _fill(template: Any, ids: dict[str, Any]) -> Any:
     if isinstance(template, str):
+        if template.startswith("{") and template.endswith("}") and template[1:-1] in ids:
+            return ids[template[1:-1]]  # a whole value keeps its type
         return template.format(**ids)
     if isinstance(template, dict):
         return {k: _fill(v, ids) for k, v in template.items()}

@@ -129,8 +129,9 @@ class AdminRoomTools:
             raise invalid_param("purge_up_to_ts must be an integer")
         async with self.db.pool.connection() as conn:
             before = await room_tools.purge_point(conn, room_id, event_id, ts)
-        if before is None:
-            raise not_found("No such event in the room" if event_id else "Nothing to purge")
+        if before is None or not await self._has_history_before(room_id, before):
+            # As Synapse answers when nothing lies before the point.
+            raise not_found("there is no event to be purged")
         purge_id = secrets.token_urlsafe(12)
         self._purges[purge_id] = {"status": "active"}
         task = asyncio.create_task(
@@ -139,6 +140,10 @@ class AdminRoomTools:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return purge_id
+
+    async def _has_history_before(self, room_id: str, before: int) -> bool:
+        async with self.db.pool.connection() as conn:
+            return await room_tools.has_events_before(conn, room_id, before)
 
     async def _purge(self, purge_id: str, room_id: str, before: int, delete_local: bool) -> None:
         local = None if delete_local else f":{self.server_name}"

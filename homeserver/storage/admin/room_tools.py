@@ -39,7 +39,7 @@ async def purge_point(
     conn: AsyncConnection, room_id: str, event_id: str | None, ts: int | None
 ) -> int | None:
     """The stream position history is purged before: that of `event_id` (kept, as is
-    what shares its depth) or of the first event at or after `ts`."""
+    what shares its depth) or of the room's first event at or after `ts`."""
     if event_id is not None:
         cur = await conn.execute(
             "SELECT min(o.stream_ordering) FROM events e JOIN events o"
@@ -48,12 +48,22 @@ async def purge_point(
             (event_id, room_id),
         )
     else:
+        # Past the room's last event: all of it (forward extremities stay regardless).
         cur = await conn.execute(
-            "SELECT min(stream_ordering) FROM events WHERE room_id = %s AND origin_server_ts >= %s",
-            (room_id, ts),
+            "SELECT COALESCE(min(stream_ordering) FILTER (WHERE origin_server_ts >= %s),"
+            " max(stream_ordering) + 1) FROM events WHERE room_id = %s",
+            (ts, room_id),
         )
     row = await cur.fetchone()
     return None if row is None or row[0] is None else int(row[0])
+
+
+async def has_events_before(conn: AsyncConnection, room_id: str, before: int) -> bool:
+    cur = await conn.execute(
+        "SELECT 1 FROM events WHERE room_id = %s AND stream_ordering < %s LIMIT 1",
+        (room_id, before),
+    )
+    return await cur.fetchone() is not None
 
 
 async def purge_history(
