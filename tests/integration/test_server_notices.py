@@ -21,6 +21,7 @@ async def test_notice_reaches_the_user_in_their_notices_room(
 ) -> None:
     client: Client = await homeserver_client(
         server_notices={"system_mxid_localpart": "staff", "system_mxid_display_name": "Staff",
+                        "system_mxid_avatar_url": "mxc://test.local/staffpic",
                         "room_name": "From the staff"},
         **{"rate_limits.enabled": False},
     )  # fmt: skip
@@ -45,7 +46,7 @@ async def test_notice_reaches_the_user_in_their_notices_room(
     status, tags = await alice.get(f"/v3/user/{alice.user_id}/rooms/{room_id}/tags")
     assert "m.server_notice" in tags["tags"]
     status, profile = await alice.get("/v3/profile/@staff:test.local")
-    assert profile.get("displayname") == "Staff"
+    assert profile == {"displayname": "Staff", "avatar_url": "mxc://test.local/staffpic"}
     # The user reads but cannot answer.
     resp = await client.put(
         f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/r1",

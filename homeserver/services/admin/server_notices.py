@@ -53,10 +53,11 @@ class ServerNotices:
         if exists:
             return
         await self.accounts.register_user(self.sender, None)
-        if self.settings.get("system_mxid_display_name"):
-            await self.admin_users.set_display_name(
-                self.sender, self.settings["system_mxid_display_name"]
-            )
+        await self.admin_users.set_profile(
+            self.sender,
+            self.settings.get("system_mxid_display_name") or None,
+            self.settings.get("system_mxid_avatar_url") or None,
+        )
 
     async def _room_for(self, user_id: str) -> str:
         async with self.db.pool.connection() as conn:

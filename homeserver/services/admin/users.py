@@ -248,6 +248,18 @@ class AdminUserService:
     async def set_display_name(self, user_id: str, name: str) -> None:
         await self._set_profile(user_id, {"displayname": _profile_value("displayname", name)})
 
+    async def set_profile(
+        self, user_id: str, displayname: str | None, avatar_url: str | None
+    ) -> None:
+        """Set the given fields of a profile (None: leave that field alone)."""
+        changes: dict[ProfileField, str | None] = {}
+        if displayname is not None:
+            changes["displayname"] = _profile_value("displayname", displayname)
+        if avatar_url is not None:
+            changes["avatar_url"] = _profile_value("avatar_url", avatar_url)
+        if changes:
+            await self._set_profile(user_id, changes)
+
     async def _set_profile(self, user_id: str, changes: dict[ProfileField, str | None]) -> None:
         """Store the new display name / avatar, and announce them in the user's rooms."""
         current: dict[str, str | None] = {}
