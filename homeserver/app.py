@@ -13,7 +13,15 @@ from contextlib import contextmanager
 from aiohttp import web
 
 from homeserver.api import errors, http, wellknown
+from homeserver.api.admin import access as admin_access
+from homeserver.api.admin import destinations as admin_destinations
+from homeserver.api.admin import media as admin_media
+from homeserver.api.admin import moderation as admin_moderation
+from homeserver.api.admin import register as admin_register
 from homeserver.api.admin import registration_tokens
+from homeserver.api.admin import reports as admin_reports
+from homeserver.api.admin import room_history as admin_room_history
+from homeserver.api.admin import room_tools as admin_room_tools
 from homeserver.api.admin import rooms as admin_rooms
 from homeserver.api.admin import users as admin_users
 from homeserver.api.client import (
@@ -72,6 +80,7 @@ from homeserver.api.federation import openid as federation_openid
 from homeserver.api.federation import reads as federation_reads
 from homeserver.api.federation import transactions as federation_transactions
 from homeserver.api.federation import version as federation_version
+from homeserver.api.metrics import build_metrics_app
 from homeserver.config import Config, ConfigError
 from homeserver.datadir import DataDirLock, load_or_create_signing_key
 from homeserver.services.appservices.registry import load_registry
@@ -100,6 +109,7 @@ def build_app(hs: Homeserver) -> web.Application:
             http.nul_middleware,
             http.body_limit_middleware(hs.config.max_request_size),
             federation_auth.federation_auth_middleware,
+            admin_access.admin_auth_middleware,
         ],
         client_max_size=hs.config.max_request_size,
     )
@@ -129,6 +139,13 @@ def build_app(hs: Homeserver) -> web.Application:
         registration_tokens,
         admin_users,
         admin_rooms,
+        admin_moderation,
+        admin_register,
+        admin_reports,
+        admin_destinations,
+        admin_room_tools,
+        admin_media,
+        admin_room_history,
         rooms,
         membership,
         send,
@@ -263,8 +280,12 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         build_app(hs), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
     )
     await runner.setup()
+    metrics_runner = web.AppRunner(build_metrics_app(), access_log=None, handle_signals=False)
+    await metrics_runner.setup()
     try:
         sites = [web.TCPSite(runner, config.bind, config.port)]
+        if config.metrics_port is not None:
+            sites.append(web.TCPSite(metrics_runner, config.metrics_bind, config.metrics_port))
         if config.tls_port is not None:
             sites.append(
                 web.TCPSite(
@@ -287,6 +308,7 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         if supervisor is not None:
             supervisor.cancel()
         await runner.cleanup()
+        await metrics_runner.cleanup()
         await hs.close()
         await db.close()
 

@@ -1,4 +1,5 @@
-"""The `homeserver` command: run, generate-config, migrate, register, rotate-key."""
+"""The `homeserver` command: run, generate-config, migrate, register, registration
+tokens, rotate-key, backup and restore."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from homeserver import app
+from homeserver import app, backup
 from homeserver.config import (
     SETTINGS,
     Config,
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     delete = tok_sub.add_parser("delete", help="delete a token")
     _add_common(delete)
     delete.add_argument("token")
+    bak = sub.add_parser("backup", help="back up the database, signing key and media (live)")
+    _add_common(bak)
+    bak.add_argument("dir", type=Path, help="a new or empty directory")
+    res = sub.add_parser("restore", help="restore a backup (the server must be stopped)")
+    _add_common(res)
+    res.add_argument("dir", type=Path, help="a directory written by `homeserver backup`")
     return parser
 
 
@@ -211,7 +218,18 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     if args.command == "rotate-key":
         return _rotate_key(config)
+    if args.command == "restore" and DataDirLock(config.data_dir).is_held_elsewhere():
+        raise ConfigError("stop the server before restoring a backup")
     with _database_for_tool(config) as conninfo:
+        if args.command == "backup":
+            backup.backup(config, conninfo, args.dir)
+            print(f"backed up {config.server_name} to {args.dir}")
+            return 0
+        if args.command == "restore":
+            backup.restore(config, conninfo, args.dir)
+            app.prepare_database(conninfo)
+            print(f"restored {config.server_name} from {args.dir}")
+            return 0
         app.prepare_database(conninfo)
         if args.command == "migrate":
             print(f"database at revision {migrations.current_revision(conninfo)}")

@@ -45,7 +45,7 @@ async def require_user(request: web.Request) -> Requester:
     try:
         requester = await hs.accounts_auth.authenticate(token)
     except AuthFailure as exc:
-        raise MatrixError(401, "M_UNKNOWN_TOKEN", str(exc), soft_logout=exc.soft_logout) from None
+        raise MatrixError(401, exc.errcode, str(exc), soft_logout=exc.soft_logout) from None
     await hs.devices.record_seen(requester, request.remote, request.headers.get("User-Agent"))
     request[REQUESTER_KEY] = requester
     request[USER_KEY] = requester.user_id

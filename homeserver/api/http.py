@@ -13,6 +13,7 @@ from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from homeserver import metrics
 from homeserver.api.errors import Handler, MatrixError, bad_json
 from homeserver.services.core.stored_json import MAX_DEPTH, ensure_storable
 
@@ -49,15 +50,28 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         status = response.status
         return response
     finally:
+        elapsed = time.perf_counter() - start
         access_log.info(
             "%s %s %d %.1fms %s %s",
             request.method,
             request.path,
             status,
-            (time.perf_counter() - start) * 1000,
+            elapsed * 1000,
             request.get(USER_KEY, "-"),
             request.remote or "-",
         )
+        labels = (route_pattern(request), request.method, str(status))
+        metrics.HTTP_REQUESTS.labels(*labels).inc()
+        metrics.HTTP_DURATION.labels(*labels).observe(elapsed)
+
+
+def route_pattern(request: web.Request) -> str:
+    """The route's pattern (`/_matrix/client/v3/rooms/{room_id}/send/...`), never the
+    concrete path: one time series per endpoint, not per room or user."""
+    resource = request.match_info.route.resource
+    if resource is None or request.match_info.http_exception is not None:
+        return "unmatched"
+    return resource.canonical
 
 
 class _MalformedRequestFilter(logging.Filter):

@@ -100,6 +100,10 @@ class Config:
     event_cache_size: int = 10_000
     caches_state_entries_size: int = 50_000
     password_hash_concurrency: int = 2
+    registration_shared_secret: str | None = None
+    server_notices: dict[str, Any] = field(default_factory=dict)
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: int | None = None
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

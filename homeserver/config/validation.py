@@ -9,7 +9,7 @@ from pathlib import Path
 
 from federation.identifiers import is_valid_server_name
 from federation.room_versions import KNOWN_ROOM_VERSIONS
-from homeserver.config import email, federation, memory, oidc, voip
+from homeserver.config import admin, email, federation, memory, oidc, voip
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError
 from homeserver.config.settings import RATE_LIMIT_DEFAULTS
@@ -20,6 +20,7 @@ _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 def validate(config: Config) -> None:
     memory.validate(config)
+    admin.validate(config)
     if not is_valid_server_name(config.server_name):
         raise ConfigError(f"server_name {config.server_name!r} is not a valid server name")
     for name in ("port", "tls_port"):

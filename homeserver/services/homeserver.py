@@ -15,6 +15,7 @@ from typing import Any
 
 from federation.keys import SigningKey
 from homeserver.config import Config
+from homeserver.config.admin import server_notices as server_notices_settings
 from homeserver.config.oidc import providers as oidc_providers
 from homeserver.services.accounts.account_data import AccountDataService
 from homeserver.services.accounts.accounts import AccountService
@@ -29,7 +30,15 @@ from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.registration import RegistrationService
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.accounts.uia import UiaService
+from homeserver.services.admin.abuse_reports import AdminReportService
+from homeserver.services.admin.destinations import AdminDestinationService
+from homeserver.services.admin.media import AdminMediaService
+from homeserver.services.admin.moderation import AdminModerationService
+from homeserver.services.admin.room_history import AdminRoomHistory
+from homeserver.services.admin.room_tools import AdminRoomTools
 from homeserver.services.admin.rooms import AdminRoomService
+from homeserver.services.admin.server_notices import ServerNotices
+from homeserver.services.admin.shared_secret import SharedSecretRegistration
 from homeserver.services.admin.users import AdminUserService
 from homeserver.services.appservices.auth import AppServiceAuth
 from homeserver.services.appservices.registry import AppServiceRegistry, load_registry
@@ -204,6 +213,14 @@ class Homeserver:
     # admin/
     admin_users: AdminUserService = field(init=False)
     admin_rooms: AdminRoomService = field(init=False)
+    admin_moderation: AdminModerationService = field(init=False)
+    shared_secret: SharedSecretRegistration = field(init=False)
+    abuse_reports: AdminReportService = field(init=False)
+    admin_destinations: AdminDestinationService = field(init=False)
+    admin_room_tools: AdminRoomTools = field(init=False)
+    admin_media: AdminMediaService = field(init=False)
+    server_notices: ServerNotices = field(init=False)
+    admin_room_history: AdminRoomHistory = field(init=False)
 
     def __post_init__(self) -> None:
         self.event_cache = EventCache(
@@ -588,8 +605,34 @@ class Homeserver:
             self.deactivation,
             self.threepids,
         )
+        self.admin_moderation = AdminModerationService(self.db, self.server_name, self.token_cache)
+        self.abuse_reports = AdminReportService(self.db)
+        self.admin_room_history = AdminRoomHistory(
+            self.db, self.event_cache, self.membership, self.send
+        )
+        self.admin_media = AdminMediaService(self.db, self.media_files, self.server_name)
+        self.admin_room_tools = AdminRoomTools(
+            self.db, self.server_name, self.membership, self.send
+        )
+        self.admin_destinations = AdminDestinationService(
+            self.db, self.server_name, self.remote_sender
+        )
+        self.shared_secret = SharedSecretRegistration(
+            self.config.registration_shared_secret, self.accounts, self.login, self.admin_users
+        )
         self.admin_rooms = AdminRoomService(
             self.db, self.server_name, self.event_cache, self.membership
+        )
+        self.server_notices = ServerNotices(
+            self.db,
+            self.server_name,
+            server_notices_settings(self.config),
+            self.accounts,
+            self.admin_users,
+            self.creation,
+            self.membership,
+            self.send,
+            self.account_data,
         )
 
     def _subscribe(self) -> None:
@@ -599,6 +642,7 @@ class Homeserver:
         self.notifier.on("token_deleted", self._evict_token)
         self.notifier.after_reconnect(self.token_cache.clear)
         self.remote_client.add_listener(self.remote_sender.on_contact)
+        self.remote_client.add_failure_listener(self.remote_sender.on_unreachable)
         for producer in (self.typing, self.receipts, self.presence):
             producer.add_listener(self.appservices_sender.ephemeral_changed)
         self.typing.add_listener(self.edu_announcer.typing_changed)
@@ -641,6 +685,8 @@ class Homeserver:
         """Release what the services hold; the database pool belongs to the caller."""
         await self.delayed_events.close()
         await self.admin_rooms.close()
+        await self.admin_room_tools.close()
+        await self.admin_room_history.close()
         await self.deactivation.close()
         await self.backfill.close()
         await self.remote_device_lists.close()

@@ -3,13 +3,13 @@ fetched from the origin's federation thumbnail endpoint, so the media they belon
 has no row here unless it was downloaded too.
 
 Revision ID: 0030
-Revises: 0027
+Revises: 0029
 """
 
 from alembic import op
 
 revision = "0030"
-down_revision = "0027"
+down_revision = "0029"
 branch_labels = None
 depends_on = None
 

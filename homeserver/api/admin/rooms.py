@@ -9,11 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.api.admin.access import (
+    admin,
     optional_body,
     query_ascending,
     query_choice,
     query_int,
-    require_admin,
 )
 from homeserver.api.context import homeserver
 from homeserver.api.errors import invalid_param, json_response
@@ -26,7 +26,6 @@ V2 = "/_synapse/admin/v2"
 
 
 async def list_rooms(request: web.Request) -> web.Response:
-    await require_admin(request)
     listing = admin_rooms.RoomListing(
         search_term=request.query.get("search_term"),
         order_by=query_choice(request, "order_by", admin_rooms.ORDER_BY, "name"),
@@ -38,21 +37,18 @@ async def list_rooms(request: web.Request) -> web.Response:
 
 
 async def get_room(request: web.Request) -> web.Response:
-    await require_admin(request)
     return json_response(
         await homeserver(request).admin_rooms.get_room(request.match_info["room_id"])
     )
 
 
 async def get_members(request: web.Request) -> web.Response:
-    await require_admin(request)
     return json_response(
         await homeserver(request).admin_rooms.members(request.match_info["room_id"])
     )
 
 
 async def get_state(request: web.Request) -> web.Response:
-    await require_admin(request)
     return json_response(
         await homeserver(request).admin_rooms.room_state(request.match_info["room_id"])
     )
@@ -80,7 +76,7 @@ def _delete_request(body: dict[str, Any]) -> DeleteRequest:
 
 
 async def delete_room_v2(request: web.Request) -> web.Response:
-    requester = await require_admin(request)
+    requester = admin(request)
     delete = _delete_request(await optional_body(request))
     delete_id = await homeserver(request).admin_rooms.schedule_deletion(
         requester.user_id, request.match_info["room_id"], delete
@@ -89,7 +85,7 @@ async def delete_room_v2(request: web.Request) -> web.Response:
 
 
 async def delete_room_v1(request: web.Request) -> web.Response:
-    requester = await require_admin(request)
+    requester = admin(request)
     delete = _delete_request(await optional_body(request))
     done = await homeserver(request).admin_rooms.delete_now(
         requester.user_id, request.match_info["room_id"], delete
@@ -98,28 +94,25 @@ async def delete_room_v1(request: web.Request) -> web.Response:
 
 
 async def delete_status(request: web.Request) -> web.Response:
-    await require_admin(request)
     return json_response(
         homeserver(request).admin_rooms.deletion_status(request.match_info["delete_id"])
     )
 
 
 async def room_delete_status(request: web.Request) -> web.Response:
-    await require_admin(request)
     return json_response(
         homeserver(request).admin_rooms.room_deletions(request.match_info["room_id"])
     )
 
 
 async def get_block(request: web.Request) -> web.Response:
-    await require_admin(request)
     return json_response(
         await homeserver(request).admin_rooms.block_status(request.match_info["room_id"])
     )
 
 
 async def put_block(request: web.Request) -> web.Response:
-    requester = await require_admin(request)
+    requester = admin(request)
     body = await read_json_object(request)
     if "block" not in body:
         raise invalid_param("Missing block")

@@ -6,12 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.api.admin.access import (
+    admin,
     optional_body,
     query_ascending,
     query_bool,
     query_choice,
     query_int,
-    require_admin,
 )
 from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
@@ -22,15 +22,20 @@ from homeserver.services.admin import users as admin_users
 
 V1 = "/_synapse/admin/v1"
 V2 = "/_synapse/admin/v2"
+V3 = "/_synapse/admin/v3"
 
 
 async def list_users(request: web.Request) -> web.Response:
-    await require_admin(request)
+    """v2: `deactivated=true` adds deactivated accounts; v3: it shows only them, and
+    without it both kinds are listed."""
+    v3 = request.path.startswith(V3)
+    deactivated = query_bool(request, "deactivated", None)
     listing = admin_users.UserListing(
         name=request.query.get("name"),
         user_id=request.query.get("user_id"),
         include_guests=bool(query_bool(request, "guests", True)),
-        include_deactivated=bool(query_bool(request, "deactivated", False)),
+        include_deactivated=v3 or bool(deactivated),
+        deactivated=deactivated if v3 else None,
         admins=query_bool(request, "admins", None),
         order_by=query_choice(request, "order_by", admin_users.ORDER_BY, "name"),
         ascending=query_ascending(request),
@@ -41,13 +46,12 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 async def get_user(request: web.Request) -> web.Response:
-    await require_admin(request)
     user = await homeserver(request).admin_users.get_user(request.match_info["user_id"])
     return json_response(user)
 
 
 async def put_user(request: web.Request) -> web.Response:
-    requester = await require_admin(request)
+    requester = admin(request)
     body = await read_json_object(request)
     created, user = await homeserver(request).admin_users.upsert_user(
         requester, request.match_info["user_id"], body
@@ -56,7 +60,6 @@ async def put_user(request: web.Request) -> web.Response:
 
 
 async def reset_password(request: web.Request) -> web.Response:
-    await require_admin(request)
     body = await read_json_object(request)
     new_password = body.get("new_password")
     if new_password is None:
@@ -75,7 +78,6 @@ async def reset_password(request: web.Request) -> web.Response:
 
 
 async def deactivate(request: web.Request) -> web.Response:
-    await require_admin(request)
     body = await optional_body(request)
     erase = body.get("erase", False)
     if not isinstance(erase, bool):
@@ -86,19 +88,16 @@ async def deactivate(request: web.Request) -> web.Response:
 
 
 async def joined_rooms(request: web.Request) -> web.Response:
-    await require_admin(request)
     rooms = await homeserver(request).admin_users.joined_rooms(request.match_info["user_id"])
     return json_response(rooms)
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    await require_admin(request)
     found = await homeserver(request).admin_users.list_devices(request.match_info["user_id"])
     return json_response(found)
 
 
 async def get_device(request: web.Request) -> web.Response:
-    await require_admin(request)
     device = await homeserver(request).admin_users.get_device(
         request.match_info["user_id"], request.match_info["device_id"]
     )
@@ -106,15 +105,47 @@ async def get_device(request: web.Request) -> web.Response:
 
 
 async def delete_device(request: web.Request) -> web.Response:
-    await require_admin(request)
     await homeserver(request).admin_users.delete_device(
         request.match_info["user_id"], request.match_info["device_id"]
     )
     return json_response({})
 
 
+async def create_device(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    await homeserver(request).admin_users.create_device(
+        request.match_info["user_id"], body.get("device_id")
+    )
+    return json_response({})
+
+
+async def update_device(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    await homeserver(request).admin_users.rename_device(
+        request.match_info["user_id"], request.match_info["device_id"], body.get("display_name")
+    )
+    return json_response({})
+
+
+async def delete_devices(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    await homeserver(request).admin_users.delete_devices(
+        request.match_info["user_id"], body.get("devices")
+    )
+    return json_response({})
+
+
+async def username_available(request: web.Request) -> web.Response:
+    """As the client API's /register/available, even with registration closed."""
+    username = request.query.get("username")
+    if not username:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing username")
+    await homeserver(request).registration.check_available(username)
+    return json_response({"available": True})
+
+
 async def admin_whois(request: web.Request) -> web.Response:
-    requester = await require_admin(request)
+    requester = admin(request)
     found = await homeserver(request).admin_users.whois(requester, request.match_info["user_id"])
     return json_response(found)
 
@@ -128,7 +159,6 @@ async def client_whois(request: web.Request) -> web.Response:
 
 async def user_by_threepid(request: web.Request) -> web.Response:
     """Synapse's `GET /_synapse/admin/v1/threepid/{medium}/users/{address}`."""
-    await require_admin(request)
     user_id = await homeserver(request).threepids.owner_of(
         request.match_info["medium"], request.match_info["address"]
     )
@@ -140,6 +170,11 @@ async def user_by_threepid(request: web.Request) -> web.Response:
 def register(app: web.Application) -> None:
     user = "/users/{user_id}"
     app.router.add_get(f"{V2}/users", list_users)
+    app.router.add_get(f"{V3}/users", list_users)
+    app.router.add_post(f"{V2}{user}/devices", create_device)
+    app.router.add_put(f"{V2}{user}/devices/{{device_id}}", update_device)
+    app.router.add_post(f"{V2}{user}/delete_devices", delete_devices)
+    app.router.add_get(f"{V1}/username_available", username_available)
     app.router.add_get(f"{V2}{user}", get_user)
     app.router.add_put(f"{V2}{user}", put_user)
     app.router.add_post(f"{V1}/reset_password/{{user_id}}", reset_password)

@@ -11,7 +11,7 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import RouteHandler, add_client_route
-from homeserver.services.accounts.auth import Requester
+from homeserver.services.accounts.auth import Requester, check_not_suspended
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.directory.rooms import alias_server
 from homeserver.services.homeserver import Homeserver
@@ -40,6 +40,7 @@ def _target(body: dict[str, Any]) -> str:
 async def _join(request: web.Request, requester: Requester, room: str) -> web.Response:
     hs = homeserver(request)
     body = await _optional_body(request)
+    check_not_suspended(requester)
     await hs.ratelimit.check("join", requester.user_id, requester)
     servers = [*request.query.getall("server_name", []), *request.query.getall("via", [])]
     if room.startswith("#") and alias_server(room) != hs.server_name:
@@ -85,8 +86,11 @@ async def invite(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = homeserver(request)
     body = await read_json_object(request)
+    check_not_suspended(requester)
     await hs.ratelimit.check("invite", requester.user_id, requester)
     target = _target(body)
+    if requester.shadow_banned:
+        return json_response({})  # Told it worked; nobody is invited.
     await hs.appservices_sender.check_invitee(target)
     await hs.membership.invite(
         request.match_info["room_id"], requester.user_id, target, _reason(body)

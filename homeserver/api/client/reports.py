@@ -27,6 +27,14 @@ async def report_room(request: web.Request) -> web.Response:
     return json_response({})
 
 
+async def report_user(request: web.Request) -> web.Response:
+    requester = await require_user(request)
+    body = await read_json_object(request)
+    await homeserver(request).reports.report_user(requester, request.match_info["user_id"], body)
+    return json_response({})
+
+
 def register(app: web.Application) -> None:
+    add_client_route(app, "POST", "/users/{user_id}/report", report_user)
     add_client_route(app, "POST", "/rooms/{room_id}/report/{event_id}", report_event)
     add_client_route(app, "POST", "/rooms/{room_id}/report", report_room)

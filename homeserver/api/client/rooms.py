@@ -9,6 +9,7 @@ from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
 from homeserver.api.http import read_json_object
 from homeserver.api.routes import add_client_route
+from homeserver.services.accounts.auth import check_not_suspended
 from homeserver.services.rooms.creation import parse_create_room
 
 
@@ -16,6 +17,7 @@ async def create_room(request: web.Request) -> web.Response:
     requester = await require_user(request)
     hs = homeserver(request)
     body = await read_json_object(request)
+    check_not_suspended(requester)
     await hs.ratelimit.check("room_creation", requester.user_id, requester)
     create = parse_create_room(body)
     if create.room_alias_name is not None and hs.appservices_registry.services:

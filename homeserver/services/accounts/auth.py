@@ -10,8 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from homeserver.services.core.clock import now_ms
+from homeserver.services.core.errors import ServiceError
 from homeserver.storage.accounts import tokens
 from homeserver.storage.core.pool import Database
+
+LOCKED = "M_USER_LOCKED"
+SUSPENDED = "M_USER_SUSPENDED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,14 +27,35 @@ class Requester:
     is_guest: bool
     # set when an application service makes the request with its as_token
     appservice_id: str | None = None
+    # moderation: a suspended user reads but cannot send; a shadow-banned one is told
+    # their sends succeeded while nothing is stored
+    suspended: bool = False
+    shadow_banned: bool = False
+    # an admin's rate-limit override for this user: (per second, burst); (0, 0) exempts
+    ratelimit: tuple[float, int] | None = None
+
+
+def check_not_suspended(requester: Requester) -> None:
+    """A suspended account reads, leaves and redacts, but sends, joins and invites
+    nothing (403 M_USER_SUSPENDED, the spec's error)."""
+    if requester.suspended:
+        raise ServiceError(403, SUSPENDED, "This account has been suspended")
+
+
+def shadow_event_id() -> str:
+    """The event id a shadow-banned user is answered with: well-formed, stored nowhere."""
+    return "$" + secrets.token_urlsafe(32)
 
 
 class AuthFailure(Exception):
     """The token is unknown, expired or belongs to a deactivated account."""
 
-    def __init__(self, message: str, *, soft_logout: bool = False) -> None:
+    def __init__(
+        self, message: str, *, soft_logout: bool = False, errcode: str = "M_UNKNOWN_TOKEN"
+    ) -> None:
         super().__init__(message)
         self.soft_logout = soft_logout
+        self.errcode = errcode
 
 
 def hash_token(token: str) -> bytes:
@@ -109,6 +134,8 @@ class AuthService:
             row = await tokens.lookup_access_token(conn, token_hash)
         if row is None or row.deactivated:
             raise AuthFailure("Unknown access token")
+        if row.locked:
+            raise AuthFailure("This account has been locked", soft_logout=True, errcode=LOCKED)
         if row.expires_ts is not None and row.expires_ts <= now_ms():
             # An expired token that could be refreshed: the client should refresh, not log out.
             raise AuthFailure("Access token has expired", soft_logout=True)
@@ -121,6 +148,11 @@ class AuthService:
             token_id=row.token_id,
             is_admin=row.is_admin,
             is_guest=row.is_guest,
+            suspended=row.suspended,
+            shadow_banned=row.shadow_banned,
+            ratelimit=None
+            if row.override_per_second is None or row.override_burst is None
+            else (row.override_per_second, row.override_burst),
         )
         self.cache.put(token_hash, requester, row.expires_ts)
         return requester

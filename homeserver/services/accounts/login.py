@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.services.accounts.accounts import storable
-from homeserver.services.accounts.auth import hash_token, new_token
+from homeserver.services.accounts.auth import LOCKED, hash_token, new_token
 from homeserver.services.accounts.devices import MAX_DISPLAY_NAME_LENGTH, new_device_id
 from homeserver.services.accounts.passwords import Passwords
 from homeserver.services.core.clock import now_ms
@@ -222,6 +222,9 @@ class LoginService:
             raise ServiceError(400, "M_UNKNOWN", f"Unsupported login type {kind}")
         else:
             raise bad_json("type must be a string")
+        async with self.db.pool.connection() as conn:
+            if await accounts.is_locked(conn, user_id):
+                raise ServiceError(401, LOCKED, "This account has been locked", soft_logout=True)
         display_name = validate_display_name(body.get("initial_device_display_name"))
         refreshable = body.get("refresh_token", False)
         if not isinstance(refreshable, bool):

@@ -75,6 +75,7 @@ class Deletion:
     failed_to_kick_users: list[str] = field(default_factory=list)
     local_aliases: list[str] = field(default_factory=list)
     finished_at: float | None = None
+    timestamp_ms: int = field(default_factory=now_ms)  # of the last change of status
 
     def render(self, *, with_id: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -206,6 +207,21 @@ class AdminRoomService:
             raise not_found("delete id not found")
         return deletion.render(with_id=False)
 
+    def tasks(self) -> list[dict[str, Any]]:
+        """The deletions remembered, as Synapse's scheduled tasks."""
+        return [
+            {
+                "id": d.delete_id,
+                "action": "shutdown_and_purge_room",
+                "status": d.status,
+                "timestamp_ms": d.timestamp_ms,
+                "resource_id": d.room_id,
+                "result": d.render(with_id=False)["shutdown_room"],
+                "error": d.error,
+            }
+            for d in self._deletions.values()
+        ]
+
     def room_deletions(self, room_id: str) -> dict[str, Any]:
         found = [d for d in self._deletions.values() if d.room_id == room_id]
         if not found:
@@ -244,6 +260,7 @@ class AdminRoomService:
             deletion.status = "complete"
         finally:
             deletion.finished_at = time.monotonic()
+            deletion.timestamp_ms = now_ms()
 
     async def _delete(self, deletion: Deletion, admin_id: str, request: DeleteRequest) -> None:
         room_id = deletion.room_id

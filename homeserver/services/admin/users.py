@@ -17,12 +17,14 @@ from homeserver.services.accounts.auth import Requester, TokenCache
 from homeserver.services.accounts.deactivation import Deactivations
 from homeserver.services.accounts.devices import DeviceService
 from homeserver.services.accounts.profile import FIELDS, MAX_LENGTHS
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.threepids.threepids import ThreepidService, admin_threepids
 from homeserver.storage.accounts import devices as device_store
 from homeserver.storage.accounts import profiles
 from homeserver.storage.accounts.profiles import ProfileField
+from homeserver.storage.admin import moderation
 from homeserver.storage.admin import users as admin_users
 from homeserver.storage.admin.users import AdminUserRow, UserFilter
 from homeserver.storage.core.pool import Database
@@ -44,7 +46,7 @@ def local_user_id(user_id: str, server_name: str) -> str:
 
 def render_user(row: AdminUserRow, threepids: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """An account as admin tools show it; fields for features this server does not
-    have (SSO ids, shadow bans, locks, consent) hold their empty value."""
+    have (SSO ids, consent) hold their empty value."""
     return {
         "name": row.user_id,
         "displayname": row.displayname,
@@ -53,9 +55,9 @@ def render_user(row: AdminUserRow, threepids: list[dict[str, Any]] | None = None
         "admin": row.is_admin,
         "deactivated": row.deactivated,
         "erased": row.erased,
-        "shadow_banned": False,
-        "locked": False,
-        "suspended": False,
+        "shadow_banned": row.shadow_banned,
+        "locked": row.locked,
+        "suspended": row.suspended,
         "approved": True,
         "user_type": None,
         "creation_ts": row.created_ts,
@@ -79,6 +81,7 @@ class UserListing:
     include_guests: bool = True
     include_deactivated: bool = False
     admins: bool | None = None
+    deactivated: bool | None = None  # v3: only deactivated (True) or only active (False)
     order_by: str = "name"
     ascending: bool = True
     offset: int = 0
@@ -106,9 +109,9 @@ def _check_unsupported(body: dict[str, Any]) -> None:
         raise invalid_param("This server does not store external_ids")
     if body.get("user_type") is not None:
         raise invalid_param("This server has no user types")
-    for key in ("locked", "suspended", "shadow_banned"):
+    for key in ("suspended", "shadow_banned"):
         if body.get(key) not in (None, False):
-            raise invalid_param(f"This server cannot mark accounts as {key}")
+            raise invalid_param(f"{key} is set through its own endpoint")
 
 
 def _device(user_id: str, row: device_store.DeviceRow) -> dict[str, Any]:
@@ -159,6 +162,7 @@ class AdminUserService:
                     listing.include_guests,
                     listing.include_deactivated,
                     listing.admins,
+                    listing.deactivated,
                 ),
                 order_by=listing.order_by,
                 ascending=listing.ascending,
@@ -192,6 +196,7 @@ class AdminUserService:
         if not isinstance(logout_devices, bool):
             raise invalid_param("logout_devices must be a boolean")
         admin = _optional(body, "admin", bool)
+        locked = _optional(body, "locked", bool)
         deactivated = _optional(body, "deactivated", bool)
         raw_threepids = body.get("threepids")
         threepids = admin_threepids(raw_threepids) if raw_threepids is not None else None
@@ -212,6 +217,10 @@ class AdminUserService:
             await self.threepids.set_by_admin(user_id, threepids)
         if existing is None and deactivated:
             await self.deactivate(user_id, erase=False)
+        if locked is not None:
+            async with self.db.pool.connection() as conn:
+                await moderation.set_flag(conn, user_id, "locked", locked)
+            self.token_cache.forget(user_id)
         return existing is None, await self.get_user(user_id)
 
     async def _modify(
@@ -242,6 +251,21 @@ class AdminUserService:
             await self.reset_password(user_id, password, logout_devices=logout_devices)
         if deactivated and not existing.deactivated:
             await self.deactivate(user_id, erase=False)
+
+    async def set_display_name(self, user_id: str, name: str) -> None:
+        await self._set_profile(user_id, {"displayname": _profile_value("displayname", name)})
+
+    async def set_profile(
+        self, user_id: str, displayname: str | None, avatar_url: str | None
+    ) -> None:
+        """Set the given fields of a profile (None: leave that field alone)."""
+        changes: dict[ProfileField, str | None] = {}
+        if displayname is not None:
+            changes["displayname"] = _profile_value("displayname", displayname)
+        if avatar_url is not None:
+            changes["avatar_url"] = _profile_value("avatar_url", avatar_url)
+        if changes:
+            await self._set_profile(user_id, changes)
 
     async def _set_profile(self, user_id: str, changes: dict[ProfileField, str | None]) -> None:
         """Store the new display name / avatar, and announce them in the user's rooms."""
@@ -297,6 +321,30 @@ class AdminUserService:
         """Log one device out (deleting an unknown device succeeds, as in Synapse)."""
         await self._row(user_id)
         await self.devices.delete_devices(user_id, [device_id])
+
+    async def create_device(self, user_id: str, device_id: Any) -> None:
+        """A device with no token yet (nothing when it exists already), as Synapse does."""
+        await self._row(user_id)
+        if not isinstance(device_id, str) or not device_id:
+            raise invalid_param("device_id must be a non-empty string")
+        async with self.db.pool.connection() as conn:
+            await device_store.upsert_device(conn, user_id, device_id, None, now_ms())
+
+    async def rename_device(self, user_id: str, device_id: str, display_name: Any) -> None:
+        await self._row(user_id)
+        if display_name is None:
+            return
+        if not isinstance(display_name, str):
+            raise invalid_param("display_name must be a string")
+        async with self.db.pool.connection() as conn:
+            if not await device_store.set_display_name(conn, user_id, device_id, display_name):
+                raise not_found("Device not found")
+
+    async def delete_devices(self, user_id: str, device_ids: Any) -> None:
+        await self._row(user_id)
+        if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
+            raise invalid_param("devices must be a list of device ids")
+        await self.devices.delete_devices(user_id, device_ids)
 
     async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
         """Each device's last connection; admins may ask about anyone, users about

@@ -138,6 +138,7 @@ class AppServiceSender:
             unlock=store.unlock,
             label=lambda as_id: f"appservice {as_id}",
             failure_retry_ms=self.max_backoff_ms,
+            name="appservices",
         )
         self._background: list[asyncio.Task[None]] = []
         self._closing = False

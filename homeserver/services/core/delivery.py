@@ -24,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
+from homeserver import metrics
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.storage.core.dedicated import DedicatedConnection
@@ -78,6 +79,20 @@ class DeliveryWorkers(Generic[K]):
         self._helpers: set[asyncio.Task[None]] = set()  # the sweep, and resumes
         self._locks = DedicatedConnection(db)
         self._closing = False
+        metrics.sample(self)
+
+    def metric_samples(self) -> Iterable[metrics.Sample]:
+        """Targets being delivered to now, and targets waiting out a backoff."""
+        doc = "Targets of a delivery queue (federation, push, appservices), by state"
+        labels = ("queue", "state")
+        yield "homeserver_delivery_targets", doc, labels, (self._name, "draining"), len(self._tasks)
+        yield (
+            "homeserver_delivery_targets",
+            doc,
+            labels,
+            (self._name, "backing_off"),
+            len(self._timers),
+        )
 
     def start(self) -> None:
         """Start the sweep, if there is one."""

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from homeserver import metrics
 from homeserver.storage.core import streams
 from homeserver.storage.core.dedicated import DedicatedConnection, Listener
 from homeserver.storage.core.pool import Database, is_unavailable
@@ -203,7 +204,8 @@ class Notifier:
         for room_id in waiter.rooms:
             self._by_room.setdefault(room_id, set()).add(waiter)
         try:
-            await asyncio.wait_for(waiter.woken.wait(), seconds)
+            with metrics.LONG_POLLS.track_inprogress():
+                await asyncio.wait_for(waiter.woken.wait(), seconds)
             return True
         except TimeoutError:
             return False

@@ -381,6 +381,8 @@ class MediaRepository:
             if server_name == self.server_name or not allow_remote:
                 raise not_found("Unknown media ID")
             row = await self.remote.fetch(server_name, media_id)
+        if row.quarantined_by is not None:
+            raise not_found("This media has been quarantined")
         if not row.uploaded:
             row = await self._wait_uploaded(row, timeout_ms)
         if row.sha256 is None or row.size is None or not self.files.exists(row.sha256):

@@ -158,6 +158,7 @@ class PushGateway:
             label=lambda key: f"push {key.pushkey[:16]}",
             failure_retry_ms=self.max_backoff_ms,
             locked_retry_ms=LOCKED_RETRY_MS,
+            name="push",
         )
         self._background: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)

@@ -14,7 +14,8 @@ import ipaddress
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -155,11 +156,26 @@ class FederationClient:
         self._session: aiohttp.ClientSession | None = None
         self._dns: dns.asyncresolver.Resolver | None = None
         self._on_success: list[Callable[[str], None]] = []
+        self._on_failure: list[Callable[[str], None]] = []
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
         """Called with a destination's name after it answered successfully (the sender
         then catches up with it)."""
         self._on_success.append(listener)
+
+    def add_failure_listener(self, listener: Callable[[str], None]) -> None:
+        """Called with a destination's name when a request could not reach it (the
+        admin API lists servers we fail to reach, whatever the request)."""
+        self._on_failure.append(listener)
+
+    @contextmanager
+    def _reporting(self, destination: str) -> Iterator[None]:
+        try:
+            yield
+        except Unreachable:
+            for listener in self._on_failure:
+                listener(destination)
+            raise
 
     async def start(self) -> None:
         if self._ssl is False and self.scheme == "https":
@@ -223,22 +239,23 @@ class FederationClient:
             headers["Authorization"] = sign_request(
                 method, uri, self.server_name, destination, self.signing_key, content
             )
-        try:
-            targets = await self.resolver.resolve(destination)
-        except ValueError as exc:
-            raise Unreachable(destination, str(exc)) from None
 
         async def read_json(resp: aiohttp.ClientResponse) -> Any:
             raw = await _read_limited(resp, max_size, destination)
             return _decode(destination, resp.status, raw)
 
-        try:
-            async with asyncio.timeout(time_limit):
-                result = await self._send(
-                    destination, targets, method, uri, headers, body, read_json
-                )
-        except TimeoutError:
-            raise Unreachable(destination, f"no answer within {time_limit:g} s") from None
+        with self._reporting(destination):
+            try:
+                targets = await self.resolver.resolve(destination)
+            except ValueError as exc:
+                raise Unreachable(destination, str(exc)) from None
+            try:
+                async with asyncio.timeout(time_limit):
+                    result = await self._send(
+                        destination, targets, method, uri, headers, body, read_json
+                    )
+            except TimeoutError:
+                raise Unreachable(destination, f"no answer within {time_limit:g} s") from None
         for listener in self._on_success:
             listener(destination)
         return result
@@ -264,15 +281,16 @@ class FederationClient:
             headers["Authorization"] = sign_request(
                 "GET", uri, self.server_name, destination, self.signing_key, None
             )
-        try:
-            targets = await self.resolver.resolve(destination)
-        except ValueError as exc:
-            raise Unreachable(destination, str(exc)) from None
-        try:
-            async with asyncio.timeout(time_limit):
-                result = await self._send(destination, targets, "GET", uri, headers, None, read)
-        except TimeoutError:
-            raise Unreachable(destination, f"no answer within {time_limit:g} s") from None
+        with self._reporting(destination):
+            try:
+                targets = await self.resolver.resolve(destination)
+            except ValueError as exc:
+                raise Unreachable(destination, str(exc)) from None
+            try:
+                async with asyncio.timeout(time_limit):
+                    result = await self._send(destination, targets, "GET", uri, headers, None, read)
+            except TimeoutError:
+                raise Unreachable(destination, f"no answer within {time_limit:g} s") from None
         for listener in self._on_success:
             listener(destination)
         return result

@@ -20,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
 
 from federation.identifiers import is_valid_server_name
+from homeserver import metrics
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
+from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
-from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.core.pool import Connection, Database, DatabaseError
 from homeserver.storage.remote import outbox
 from homeserver.storage.rooms import events as event_store
 
@@ -65,6 +67,9 @@ class FederationSender:
         self.min_backoff_ms = int(min_backoff_s * 1000)
         self.max_backoff_ms = int(max_backoff_s * 1000)
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_TRANSACTIONS)
+        # Destinations some request failed to reach lately (see on_unreachable).
+        self._unreachable: set[str] = set()
+        self._notes: set[asyncio.Task[None]] = set()
         # Unique per process life: a retried batch reuses its id, a restart never does.
         self._txn_prefix = f"{now_ms()}{random.randrange(1000):03d}"
         self._workers: DeliveryWorkers[str] = DeliveryWorkers(
@@ -78,7 +83,7 @@ class FederationSender:
             pending=self._pending,
             sweep_interval_s=sweep_interval_s,
             clear_backoff=self._clear_retry,
-            name="federation queue",
+            name="federation",
         )
 
     async def start(self) -> None:
@@ -86,6 +91,7 @@ class FederationSender:
 
     async def close(self) -> None:
         """Stop sending; what is still queued stays in the outbox for the next start."""
+        await cancel_and_wait(list(self._notes))
         await self._workers.close()
 
     # ---- the service API
@@ -125,6 +131,28 @@ class FederationSender:
     def on_contact(self, destination: str) -> None:
         """`destination` just showed it is up: stop waiting out its backoff."""
         self._workers.resume(destination)
+        if destination in self._unreachable:
+            self._unreachable.discard(destination)
+            self._note(outbox.clear_unreachable, destination)
+
+    def on_unreachable(self, destination: str) -> None:
+        """A request (of any kind) could not reach `destination`: recorded once per
+        streak in this process, for the admin API's destination list."""
+        if destination not in self._unreachable:
+            self._unreachable.add(destination)
+            self._note(lambda conn, d: outbox.record_unreachable(conn, d, now_ms()), destination)
+
+    def _note(self, write: Callable[[Connection, str], Awaitable[None]], destination: str) -> None:
+        async def run() -> None:
+            try:
+                async with self.db.pool.connection() as conn:
+                    await write(conn, destination)
+            except DatabaseError as exc:
+                log.warning("cannot record the state of %s: %s", destination, exc)
+
+        task = asyncio.create_task(run(), name=f"destination state {destination}")
+        self._notes.add(task)
+        task.add_done_callback(self._notes.discard)
 
     # ---- the queues, for the delivery workers
 
@@ -182,6 +210,7 @@ class FederationSender:
                 async with conn.transaction():
                     await outbox.delete_rows(conn, [r.position for r in batch])
                     await outbox.record_success(conn, destination, now_ms())
+            metrics.FEDERATION_BACKOFF.labels(destination).set(0)
 
     async def _record_failure(
         self, destination: str, health: outbox.DestinationHealth, exc: Exception
@@ -191,6 +220,8 @@ class FederationSender:
         log.info("cannot send to %s (retry in %.1f s): %s", destination, interval / 1000, exc)
         async with self.db.pool.connection() as conn:
             await outbox.record_failure(conn, destination, interval, retry_at, str(exc))
+        metrics.FEDERATION_FAILURES.labels(destination).inc()
+        metrics.FEDERATION_BACKOFF.labels(destination).set(interval / 1000)
         return retry_at
 
 

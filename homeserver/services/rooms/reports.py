@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from federation.identifiers import domain_of, server_name_of
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import bad_json, invalid_param, not_found
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.visibility import filter_visible
+from homeserver.storage.accounts import accounts
 from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, reports, rooms
@@ -81,6 +83,25 @@ class ReportService:
             await reports.insert_room_report(
                 conn,
                 room_id=room_id,
+                user_id=requester.user_id,
+                reason=reason,
+                now_ms=now_ms(),
+            )
+
+    async def report_user(self, requester: Requester, user_id: str, body: dict[str, Any]) -> None:
+        """A report of a user; one of this server that does not exist is 404."""
+        reason = _reason(body.get("reason"), required=True)
+        assert reason is not None
+        if server_name_of(user_id, "@") is None:
+            raise invalid_param(f"{user_id!r} is not a user id")
+        async with self.db.pool.connection() as conn:
+            if domain_of(user_id) == domain_of(requester.user_id) and not (
+                await accounts.user_exists(conn, user_id)
+            ):
+                raise not_found("User not found")
+            await reports.insert_user_report(
+                conn,
+                target_user_id=user_id,
                 user_id=requester.user_id,
                 reason=reason,
                 now_ms=now_ms(),

@@ -10,7 +10,7 @@ from typing import Any
 from federation.canonical_json import CanonicalJsonError
 from federation.identifiers import domain_of
 from federation.power_levels import named_level, user_level
-from homeserver.services.accounts.auth import Requester
+from homeserver.services.accounts.auth import Requester, check_not_suspended, shadow_event_id
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.directory.rooms import CANONICAL_ALIAS, check_canonical_alias
@@ -99,6 +99,9 @@ class SendService:
         services only: the caller checks)."""
         _check_ids(event_type, state_key)
         _check_nul(event_type, content)
+        check_not_suspended(requester)
+        if requester.shadow_banned:
+            return shadow_event_id(), None
         check_own_acl(event_type, state_key, content, domain_of(requester.user_id))
         scope = f"{room_id}/{endpoint or f'send/{event_type}'}"
         if txn_id is not None:

@@ -27,6 +27,7 @@ from federation.hashing import event_reference
 from federation.keys import SigningKey
 from federation.pdu_checks import MAX_ID_BYTES, MAX_PDU_BYTES
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
+from homeserver import metrics
 from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError, bad_json
 from homeserver.services.core.notifier import Notifier
@@ -443,6 +444,7 @@ class EventWriter:
             )
 
     async def _committed(self, writer: RoomWriter) -> None:
+        metrics.EVENTS_PERSISTED.inc(len(writer.persisted))
         await self._announce(writer)
         if writer.persisted:
             for listener in self._after_commit:

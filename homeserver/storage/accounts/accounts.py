@@ -37,6 +37,12 @@ async def get_login_info(conn: AsyncConnection, user_id: str) -> tuple[str | Non
     return (row[0], bool(row[1])) if row else None
 
 
+async def is_locked(conn: AsyncConnection, user_id: str) -> bool:
+    cur = await conn.execute("SELECT locked FROM users WHERE user_id = %s", (user_id,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
 async def set_password_hash(conn: AsyncConnection, user_id: str, password_hash: str) -> None:
     await conn.execute(
         "UPDATE users SET password_hash = %s WHERE user_id = %s", (password_hash, user_id)

@@ -18,6 +18,12 @@ class TokenRow:
     deactivated: bool
     refresh_token_id: int | None
     used: bool
+    shadow_banned: bool
+    suspended: bool
+    locked: bool
+    # the user's rate-limit override (messages per second, burst), if an admin set one
+    override_per_second: float | None
+    override_burst: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +38,10 @@ class RefreshTokenRow:
 async def lookup_access_token(conn: AsyncConnection, token_hash: bytes) -> TokenRow | None:
     cur = await conn.execute(
         "SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated,"
-        " t.refresh_token_id, t.used"
-        " FROM access_tokens t JOIN users u USING (user_id) WHERE t.token_hash = %s",
+        " t.refresh_token_id, t.used, u.shadow_banned, u.suspended, u.locked,"
+        " o.messages_per_second, o.burst_count"
+        " FROM access_tokens t JOIN users u USING (user_id)"
+        " LEFT JOIN ratelimit_overrides o USING (user_id) WHERE t.token_hash = %s",
         (token_hash,),
     )
     row = await cur.fetchone()

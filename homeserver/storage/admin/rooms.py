@@ -38,7 +38,7 @@ _CONTENT = (
 )
 
 
-def _text(event_type: str, key: str) -> str:
+def room_text(event_type: str, key: str) -> str:
     """A string field of a current state event's content (null when not a string)."""
     content = _CONTENT.format(type=event_type)
     return (
@@ -49,10 +49,10 @@ def _text(event_type: str, key: str) -> str:
 
 _SUMMARY = f"""
     SELECT r.room_id,
-        {_text("m.room.name", "name")} AS name,
-        {_text("m.room.canonical_alias", "alias")} AS canonical_alias,
-        {_text("m.room.topic", "topic")} AS topic,
-        {_text("m.room.avatar", "url")} AS avatar,
+        {room_text("m.room.name", "name")} AS name,
+        {room_text("m.room.canonical_alias", "alias")} AS canonical_alias,
+        {room_text("m.room.topic", "topic")} AS topic,
+        {room_text("m.room.avatar", "url")} AS avatar,
         (SELECT count(*) FROM room_memberships m
             WHERE m.room_id = r.room_id AND m.membership = 'join') AS joined_members,
         (SELECT count(*) FROM room_memberships m
@@ -60,16 +60,16 @@ _SUMMARY = f"""
             AND m.user_id LIKE %(local_users)s) AS joined_local_members,
         r.room_version AS version,
         r.creator,
-        {_text("m.room.encryption", "algorithm")} AS encryption,
+        {room_text("m.room.encryption", "algorithm")} AS encryption,
         COALESCE((SELECT CASE WHEN jsonb_typeof(c -> 'm.federate') = 'boolean'
             THEN (c ->> 'm.federate')::boolean END
             FROM {_CONTENT.format(type="m.room.create")} AS t(c)), TRUE) AS federatable,
         r.is_public AS public,
-        {_text("m.room.join_rules", "join_rule")} AS join_rules,
-        {_text("m.room.guest_access", "guest_access")} AS guest_access,
-        {_text("m.room.history_visibility", "history_visibility")} AS history_visibility,
+        {room_text("m.room.join_rules", "join_rule")} AS join_rules,
+        {room_text("m.room.guest_access", "guest_access")} AS guest_access,
+        {room_text("m.room.history_visibility", "history_visibility")} AS history_visibility,
         (SELECT count(*) FROM current_state cs WHERE cs.room_id = r.room_id) AS state_events,
-        {_text("m.room.create", "type")} AS room_type
+        {room_text("m.room.create", "type")} AS room_type
     FROM rooms r
 """
 

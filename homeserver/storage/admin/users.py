@@ -19,6 +19,9 @@ class AdminUserRow:
     displayname: str | None
     avatar_url: str | None
     last_seen_ts: int | None
+    shadow_banned: bool
+    suspended: bool
+    locked: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class UserFilter:
     include_guests: bool = True
     include_deactivated: bool = False
     admins: bool | None = None
+    deactivated: bool | None = None  # (v3) only these, when set
 
 
 # Columns a listing may be ordered by, by the name admin tools use for them.
@@ -44,13 +48,13 @@ ORDER_COLUMNS: dict[str, str] = {
     "last_seen_ts": "seen.last_seen_ts",
     # Columns we have no data for sort like the user id, not as an error.
     "user_type": "u.user_id",
-    "shadow_banned": "u.user_id",
-    "locked": "u.user_id",
+    "shadow_banned": "u.shadow_banned",
+    "locked": "u.locked",
 }
 
 _SELECT = (
     "SELECT u.user_id, u.is_guest, u.is_admin, u.deactivated, u.erased, u.created_ts,"
-    " p.displayname, p.avatar_url, seen.last_seen_ts"
+    " p.displayname, p.avatar_url, seen.last_seen_ts, u.shadow_banned, u.suspended, u.locked"
     " FROM users u LEFT JOIN profiles p ON p.user_id = u.user_id"
     " LEFT JOIN LATERAL (SELECT max(d.last_seen_ts) AS last_seen_ts FROM devices d"
     " WHERE d.user_id = u.user_id) seen ON TRUE"
@@ -81,6 +85,9 @@ def _where(user_filter: UserFilter) -> tuple[sql.Composable, dict[str, object]]:
         clauses.append(sql.SQL("NOT u.is_guest"))
     if not user_filter.include_deactivated:
         clauses.append(sql.SQL("NOT u.deactivated"))
+    if user_filter.deactivated is not None:
+        clauses.append(sql.SQL("u.deactivated = %(deactivated)s"))
+        params["deactivated"] = user_filter.deactivated
     if user_filter.admins is not None:
         clauses.append(sql.SQL("u.is_admin = %(admins)s"))
         params["admins"] = user_filter.admins

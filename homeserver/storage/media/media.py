@@ -21,6 +21,7 @@ class MediaRow:
     sha256: str | None  # None while an async upload is pending
     created_ts: int
     expires_ts: int | None
+    quarantined_by: str | None = None
 
     @property
     def uploaded(self) -> bool:
@@ -39,7 +40,8 @@ class ThumbnailRow:
 
 
 _MEDIA_COLUMNS = (
-    "origin, media_id, uploader, content_type, filename, size, sha256, created_ts, expires_ts"
+    "origin, media_id, uploader, content_type, filename, size, sha256, created_ts, expires_ts,"
+    " quarantined_by"
 )
 
 

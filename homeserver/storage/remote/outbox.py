@@ -88,7 +88,8 @@ async def record_success(conn: AsyncConnection, destination: str, now_ms: int) -
     await conn.execute(
         "INSERT INTO destinations (destination, last_success_ts) VALUES (%s, %s)"
         " ON CONFLICT (destination) DO UPDATE SET last_success_ts = EXCLUDED.last_success_ts,"
-        " failure_count = 0, retry_interval_ms = 0, retry_at_ts = NULL, last_error = NULL",
+        " failure_count = 0, retry_interval_ms = 0, retry_at_ts = NULL, last_error = NULL,"
+        " failure_ts = NULL",
         (destination, now_ms),
     )
 
@@ -98,12 +99,38 @@ async def record_failure(
 ) -> None:
     await conn.execute(
         "INSERT INTO destinations (destination, failure_count, retry_interval_ms, retry_at_ts,"
-        " last_error) VALUES (%s, 1, %s, %s, %s)"
+        " last_error, failure_ts) VALUES (%s, 1, %s, %s, %s, %s)"
         " ON CONFLICT (destination) DO UPDATE SET"
         " failure_count = destinations.failure_count + 1,"
         " retry_interval_ms = EXCLUDED.retry_interval_ms, retry_at_ts = EXCLUDED.retry_at_ts,"
-        " last_error = EXCLUDED.last_error",
-        (destination, retry_interval_ms, retry_at_ts, error[:1000]),
+        " last_error = EXCLUDED.last_error,"
+        " failure_ts = COALESCE(destinations.failure_ts, EXCLUDED.failure_ts)",
+        (
+            destination,
+            retry_interval_ms,
+            retry_at_ts,
+            error[:1000],
+            retry_at_ts - retry_interval_ms,
+        ),
+    )
+
+
+async def record_unreachable(conn: AsyncConnection, destination: str, now_ms: int) -> None:
+    """Any request failed to reach it: when its failure began, if not already failing
+    (the sender's retry state is the sender's own)."""
+    await conn.execute(
+        "INSERT INTO destinations (destination, failure_ts) VALUES (%s, %s)"
+        " ON CONFLICT (destination) DO UPDATE"
+        " SET failure_ts = COALESCE(destinations.failure_ts, EXCLUDED.failure_ts)",
+        (destination, now_ms),
+    )
+
+
+async def clear_unreachable(conn: AsyncConnection, destination: str) -> None:
+    """It answered: unless the sender still backs off from it, it is not failing."""
+    await conn.execute(
+        "UPDATE destinations SET failure_ts = NULL WHERE destination = %s AND failure_count = 0",
+        (destination,),
     )
 
 

@@ -1,4 +1,4 @@
-"""Reports of events and rooms that users send for server admins to review."""
+"""Reports of events, rooms and users that users send for server admins to review."""
 
 from __future__ import annotations
 
@@ -28,4 +28,14 @@ async def insert_room_report(
     await conn.execute(
         "INSERT INTO room_reports (room_id, user_id, reason, received_ts) VALUES (%s, %s, %s, %s)",
         (room_id, user_id, reason, now_ms),
+    )
+
+
+async def insert_user_report(
+    conn: AsyncConnection, *, target_user_id: str, user_id: str, reason: str, now_ms: int
+) -> None:
+    await conn.execute(
+        "INSERT INTO user_reports (target_user_id, user_id, reason, received_ts)"
+        " VALUES (%s, %s, %s, %s)",
+        (target_user_id, user_id, reason, now_ms),
     )

@@ -1,0 +1,172 @@
+"""What admins read of rooms and users' activity regardless of membership (Synapse's
+admin messages, context, timestamp lookup, fetch_event, invite and join counts), and
+redacting all of a user's messages, in the background with a status to poll."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any
+
+from homeserver.services.accounts.auth import Requester
+from homeserver.services.admin.room_tools import acting_as
+from homeserver.services.core.errors import ServiceError, invalid_param, not_found
+from homeserver.services.core.tasks import cancel_and_wait
+from homeserver.services.rooms.membership import MembershipService
+from homeserver.services.rooms.send import SendService
+from homeserver.services.rooms.writer import EventCache
+from homeserver.services.timeline.format import format_events
+from homeserver.storage.admin import room_history as store
+from homeserver.storage.core.pool import Database
+
+log = logging.getLogger(__name__)
+MAX_LIMIT = 1000
+REDACT_LIMIT = 10_000
+
+
+def _int(raw: str | None, name: str, default: int | None = None) -> int:
+    if raw is None:
+        if default is None:
+            raise ServiceError(400, "M_MISSING_PARAM", f"Missing {name}")
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise invalid_param(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+def _token(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.startswith("a") or not raw[1:].isdigit() or len(raw) > 20:
+        raise invalid_param("Invalid pagination token")
+    return int(raw[1:])
+
+
+class AdminRoomHistory:
+    def __init__(
+        self,
+        db: Database,
+        cache: EventCache,
+        membership: MembershipService,
+        send: SendService,
+    ) -> None:
+        self.db = db
+        self.cache = cache
+        self.membership = membership
+        self.send = send
+        self._redactions: dict[str, dict[str, Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _format(self, event_ids: list[str]) -> list[dict[str, Any]]:
+        async with self.db.pool.connection() as conn:
+            return await format_events(conn, self.cache, event_ids)
+
+    async def messages(
+        self, room_id: str, *, start: str | None, direction: str, limit: str | None
+    ) -> dict[str, Any]:
+        if direction not in ("f", "b"):
+            raise invalid_param("dir must be f or b")
+        count = min(_int(limit, "limit", 10), MAX_LIMIT)
+        async with self.db.pool.connection() as conn:
+            found = await store.page(
+                conn, room_id, _token(start), forward=direction == "f", limit=count
+            )
+        chunk = await self._format([eid for eid, _ in found])
+        out: dict[str, Any] = {"chunk": chunk, "start": start or ("a0" if direction == "f" else "")}
+        if found:
+            out["end"] = f"a{found[-1][1]}"
+        return out
+
+    async def context(self, room_id: str, event_id: str, limit: str | None) -> dict[str, Any]:
+        count = min(_int(limit, "limit", 10), MAX_LIMIT)
+        async with self.db.pool.connection() as conn:
+            position = await store.position_of(conn, room_id, event_id)
+            if position is None:
+                raise not_found("Event not found")
+            before = await store.page(conn, room_id, position, forward=False, limit=count // 2)
+            after = await store.page(
+                conn, room_id, position, forward=True, limit=count - count // 2
+            )
+        formatted = await self._format([event_id, *[e for e, _ in before], *[e for e, _ in after]])
+        return {
+            "event": formatted[0],
+            "events_before": formatted[1 : 1 + len(before)],
+            "events_after": formatted[1 + len(before) :],
+            "state": [],
+            "start": f"a{before[-1][1] if before else position}",
+            "end": f"a{after[-1][1] if after else position}",
+        }
+
+    async def timestamp_to_event(
+        self, room_id: str, ts: str | None, direction: str | None
+    ) -> dict[str, Any]:
+        if direction not in ("f", "b"):
+            raise ServiceError(400, "M_MISSING_PARAM", "dir must be f or b")
+        async with self.db.pool.connection() as conn:
+            found = await store.nearest(conn, room_id, _int(ts, "ts"), forward=direction == "f")
+        if found is None:
+            raise not_found("No event found near that time")
+        return {"event_id": found[0], "origin_server_ts": found[1]}
+
+    async def fetch_event(self, event_id: str) -> dict[str, Any]:
+        formatted = await self._format([event_id])
+        if not formatted:
+            raise not_found("Event not found")
+        return {"event": formatted[0]}
+
+    async def counts(self, user_id: str, from_ts: str | None, *, invites: bool) -> int:
+        since = _int(from_ts, "from_ts")
+        async with self.db.pool.connection() as conn:
+            return await store.count_memberships(
+                conn, user_id, "invite" if invites else "join", since, as_sender=invites
+            )
+
+    async def start_redaction(self, user_id: str, body: dict[str, Any]) -> str:
+        """Redact the user's messages in these rooms (all the rooms they are in when the
+        list is empty), as the user: anyone may redact their own events."""
+        rooms = body.get("rooms", [])
+        reason = body.get("reason")
+        limit = body.get("limit", REDACT_LIMIT)
+        if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
+            raise invalid_param("rooms must be a list of room ids")
+        if reason is not None and not isinstance(reason, str):
+            raise invalid_param("reason must be a string")
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise invalid_param("limit must be a positive integer")
+        rooms = rooms or await self.membership.joined_rooms(user_id)
+        redact_id = secrets.token_urlsafe(12)
+        self._redactions[redact_id] = {"status": "active", "failed_redactions": {}}
+        task = asyncio.create_task(
+            self._redact(redact_id, acting_as(user_id), rooms, reason, limit),
+            name=f"redact {user_id}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return redact_id
+
+    async def _redact(
+        self, redact_id: str, user: Requester, rooms: list[str], reason: str | None, limit: int
+    ) -> None:
+        status = self._redactions[redact_id]
+        try:
+            async with self.db.pool.connection() as conn:
+                targets = await store.events_to_redact(conn, user.user_id, rooms, limit)
+            for room_id, event_id in targets:
+                try:
+                    await self.send.redact(user, room_id, event_id, reason, None)
+                except ServiceError as exc:
+                    status["failed_redactions"][event_id] = exc.message
+            status["status"] = "complete"
+        except Exception as exc:  # reported to the polling admin
+            log.exception("redacting the events of %s failed", user.user_id)
+            status.update(status="failed", error=str(exc))
+
+    def redaction_status(self, redact_id: str) -> dict[str, Any]:
+        found = self._redactions.get(redact_id)
+        if found is None:
+            raise not_found("redact id not found")
+        return found
+
+    async def close(self) -> None:
+        await cancel_and_wait(list(self._tasks))
