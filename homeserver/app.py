@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from homeserver.api import errors, http, wellknown
+from homeserver.api import errors, health, http, wellknown
 from homeserver.api.admin import registration_tokens
 from homeserver.api.admin import rooms as admin_rooms
 from homeserver.api.admin import users as admin_users
@@ -83,8 +83,10 @@ EMBEDDED_MAX_RELAUNCH_DELAY_S = 30.0
 
 
 def build_app(hs: Homeserver) -> web.Application:
+    in_flight = http.InFlight()
     app = web.Application(
         middlewares=[
+            in_flight.middleware,
             http.access_log_middleware,
             http.cors_middleware,
             errors.error_middleware,
@@ -95,8 +97,10 @@ def build_app(hs: Homeserver) -> web.Application:
         client_max_size=hs.config.max_request_size,
     )
     app[HOMESERVER] = hs
+    app[http.IN_FLIGHT] = in_flight
     http.quiet_malformed_requests()
     for module in (
+        health,
         versions,
         wellknown,
         federation_keys,
@@ -231,14 +235,15 @@ def server_tls_context(config: Config) -> ssl.SSLContext:
 
 
 async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None = None) -> None:
-    """Run until SIGINT or SIGTERM, then stop accepting and finish in-flight requests."""
+    """Run until SIGINT or SIGTERM, then drain (see `drain`)."""
     signing_key = load_or_create_signing_key(config.signing_key_path)
     db = await _open_database(config, conninfo)
     hs = Homeserver(config=config, db=db, signing_key=signing_key)
     await hs.start()
     supervisor = None if embedded is None else asyncio.create_task(supervise(embedded))
+    app = build_app(hs)
     runner = web.AppRunner(
-        build_app(hs), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
+        app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
     )
     await runner.setup()
     try:
@@ -260,13 +265,31 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("stopping: finishing in-flight requests")
+        await drain(hs, app, sites)
     finally:
         if supervisor is not None:
             supervisor.cancel()
         await runner.cleanup()
         await hs.close()
         await db.close()
+
+
+async def drain(hs: Homeserver, app: web.Application, sites: list[web.TCPSite]) -> None:
+    """The first half of a clean stop: `/health` fails and held long-polls are answered
+    (their clients sync again, through the load balancer, elsewhere), the listeners
+    close, and requests in flight finish, their bodies still being read, within
+    SHUTDOWN_TIMEOUT. Closing the services then lets go of every lock, so the other
+    processes take over the background work."""
+    log.info("stopping: finishing in-flight requests")
+    hs.health.drain()
+    for site in sites:
+        await site.stop()
+    in_flight = app[http.IN_FLIGHT]
+    try:
+        async with asyncio.timeout(SHUTDOWN_TIMEOUT):
+            await in_flight.wait_idle()
+    except TimeoutError:
+        log.warning("stopping: %d requests still running are cut short", in_flight.count)
 
 
 def run(config: Config) -> None:

@@ -31,6 +31,7 @@ from homeserver.services.admin.users import AdminUserService
 from homeserver.services.appservices.auth import AppServiceAuth
 from homeserver.services.appservices.registry import AppServiceRegistry, load_registry
 from homeserver.services.appservices.sender import AppServiceSender
+from homeserver.services.core.health import Health
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.ratelimit import RateLimiter
 from homeserver.services.core.streams import StreamAllocator
@@ -105,6 +106,7 @@ class Homeserver:
     media_files: MediaFiles = field(init=False)
     # core/
     notifier: Notifier = field(init=False)
+    health: Health = field(init=False)
     streams: StreamAllocator = field(init=False)
     # `await hs.ratelimit.check("login", key, requester)`; see services/core/ratelimit.py.
     ratelimit: RateLimiter = field(init=False)
@@ -213,6 +215,7 @@ class Homeserver:
         )
         self.streams = StreamAllocator(self.db)
         self.notifier = Notifier(self.db)
+        self.health = Health(self.db, self.notifier)
         self.writer = EventWriter(
             self.db, self.signing_key, self.event_cache, self.streams, self.notifier
         )

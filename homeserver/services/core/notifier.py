@@ -73,6 +73,7 @@ class Notifier:
         self._refresh_lock = asyncio.Lock()
         # Tells our own notifications apart (per notifier: tests run two in one process).
         self._instance = uuid.uuid4().hex
+        self._draining = False
 
     async def start(self) -> None:
         """Start listening to other processes, then read the current positions."""
@@ -85,6 +86,15 @@ class Notifier:
         for waiters in self._by_user.values():
             for waiter in waiters:
                 waiter.woken.set()
+
+    def drain(self) -> None:
+        """The process is stopping: wake every waiter now, and wait no more."""
+        self._draining = True
+        self.wake(users=list(self._by_user))
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     async def _on_notify(self, channel: str, data: str) -> None:
         if channel == TOKENS_CHANNEL:
@@ -198,6 +208,8 @@ class Notifier:
 
     async def wait(self, user_id: str, rooms: Iterable[str], seconds: float) -> bool:
         """Block until something for this user or these rooms is notified; False on timeout."""
+        if self._draining:
+            return False
         waiter = Waiter(user_id, frozenset(rooms))
         self._by_user.setdefault(user_id, set()).add(waiter)
         for room_id in waiter.rooms:
