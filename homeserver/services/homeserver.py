@@ -209,6 +209,7 @@ class Homeserver:
         )
         self.ratelimit = RateLimiter.from_config(
             config,
+            self.db,
             exempt_appservices=frozenset(
                 s.id for s in self.appservices_registry.services if not s.rate_limited
             ),

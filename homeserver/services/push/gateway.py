@@ -11,7 +11,7 @@ its locks; a dead process drops them), so worker processes on one database never
 the same notification twice. A new pusher starts at the newest event (storage sets its
 cursor), so it gets only what comes after it. Only push actions below the events
 stream's safe position are sent: one with a lower position may still be committing,
-and the cursor must not pass it. A sweep (at start, then every minute) finds pushers
+and the cursor must not pass it. A sweep (at start, then every few seconds) finds pushers
 with unsent actions that no task is handling: after a restart, a crash of another
 worker, or actions another worker committed.
 
@@ -50,7 +50,8 @@ MIN_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 600.0
 # A notification more than a day late is no use to anyone: skip it, and stop retrying it.
 GIVE_UP_MS = 24 * 3600 * 1000
-SWEEP_INTERVAL_S = 60.0
+# Short, so that another process takes over a dead one's pushers within seconds.
+SWEEP_INTERVAL_S = 5.0
 LOCKED_RETRY_MS = 1000
 REQUEST_TIMEOUT_S = 30.0
 MAX_CONCURRENT_REQUESTS = 50
