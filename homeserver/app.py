@@ -87,6 +87,7 @@ def build_app(hs: Homeserver) -> web.Application:
     app = web.Application(
         middlewares=[
             in_flight.middleware,
+            *([http.forwarded_middleware] if hs.config.x_forwarded else []),
             http.access_log_middleware,
             http.cors_middleware,
             errors.error_middleware,

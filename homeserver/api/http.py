@@ -90,6 +90,19 @@ class InFlight:
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 
+@web.middleware
+async def forwarded_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Behind a load balancer (`x_forwarded`), the client is the last address in
+    X-Forwarded-For, the one the balancer added: earlier ones the client may have
+    written itself."""
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        address = forwarded.rsplit(",", 1)[-1].strip()
+        if address:
+            request = request.clone(remote=address)
+    return await handler(request)
+
+
 class _MalformedRequestFilter(logging.Filter):
     """aiohttp logs each request it cannot parse (a request line or header over its
     limit, bad syntax) at ERROR with a full traceback, before any handler or login: so

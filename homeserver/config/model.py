@@ -59,6 +59,7 @@ class Config:
     media_url_preview_url_blacklist: tuple[str, ...] = ()
     rate_limits_url_preview_per_second: float = 1.0
     rate_limits_url_preview_burst: int = 10
+    x_forwarded: bool = False
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

@@ -5,6 +5,7 @@ module of this package and is added to `SETTINGS` below."""
 from __future__ import annotations
 
 from federation.room_versions import DEFAULT_ROOM_VERSION
+from homeserver.config import cluster
 from homeserver.config.setting import Setting
 
 # Token buckets per user (or per address when unauthenticated): (per_second, burst).
@@ -222,6 +223,6 @@ _CORE: tuple[Setting, ...] = (
     ),
 )
 
-SETTINGS: tuple[Setting, ...] = (*_CORE,)
+SETTINGS: tuple[Setting, ...] = (*_CORE, *cluster.SETTINGS)
 
 BY_KEY = {s.key: s for s in SETTINGS}

@@ -71,8 +71,8 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_next_upstream error timeout http_502;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_next_upstream error timeout;
             proxy_next_upstream_tries 3;
             proxy_connect_timeout 2s;
             proxy_read_timeout 150s;
@@ -126,6 +126,7 @@ class Cluster:
             "database": {"url": database_url},
             "open_registration": True,
             "presence": {"enabled": False},
+            "x_forwarded": True,
             **settings,
         }
         self.ports = [free_port() for _ in range(size)]
