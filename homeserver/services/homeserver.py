@@ -517,6 +517,7 @@ class Homeserver:
         await self.appservices_sender.start()
         await self.notifications.start()
         await self.deactivation.start()
+        self.admin_rooms.start()
         await asyncio.to_thread(self.media_files.sweep_stale)
 
     async def close(self) -> None:

@@ -1,8 +1,12 @@
-"""Rate-limit buckets shared by every process on the database, so that a client
-flooding through several processes behind a load balancer is limited as through one.
+"""State that every process behind a load balancer must share.
 
-Unlogged: a bucket is worth nothing after a crash (it starts full again), and the
-write-ahead log need not carry one update per limited request.
+Rate-limit buckets, so that a client flooding through several processes is limited as
+through one. Unlogged: a bucket is worth nothing after a crash (it starts full again),
+and the write-ahead log need not carry one update per limited request.
+
+Room deletions scheduled by admins: their status, polled through any process, and
+their parameters, for another process to finish one whose process died. At most one
+unfinished deletion per room.
 
 Revision ID: 0028
 Revises: 0022
@@ -30,7 +34,31 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX rate_limit_buckets_updated ON rate_limit_buckets (updated_ms)")
+    op.execute(
+        """
+        CREATE TABLE room_deletions (
+            delete_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL,
+            admin_id TEXT NOT NULL,
+            request JSONB NOT NULL,
+            status TEXT NOT NULL,
+            error TEXT,
+            kicked_users JSONB NOT NULL,
+            failed_to_kick_users JSONB NOT NULL,
+            local_aliases JSONB NOT NULL,
+            created_ts BIGINT NOT NULL,
+            finished_ts BIGINT
+        )
+        """
+    )
+    op.execute("CREATE INDEX room_deletions_room ON room_deletions (room_id)")
+    op.execute(
+        "CREATE UNIQUE INDEX room_deletions_unfinished ON room_deletions (room_id)"
+        " WHERE status IN ('scheduled', 'active')"
+    )
+    op.execute("CREATE INDEX room_deletions_finished ON room_deletions (finished_ts)")
 
 
 def downgrade() -> None:
+    op.execute("DROP TABLE room_deletions")
     op.execute("DROP TABLE rate_limit_buckets")

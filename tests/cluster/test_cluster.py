@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.cluster.harness import Cluster
+from tests.integration.test_process import cli
 
 CLIENT = "/_matrix/client/v3"
 WAKE_BUDGET_S = 5.0
@@ -277,3 +278,63 @@ async def test_background_work_of_a_killed_process_resumes_elsewhere(cluster: Cl
         await server.close()
         await asyncio.to_thread(cluster.start, 0)
     print(f"push delivery resumed {took:.1f}s after the kill")
+
+
+async def _admin(cluster: Cluster, session: aiohttp.ClientSession) -> User:
+    name = f"admin-{time.monotonic_ns()}"
+    made = await asyncio.to_thread(
+        cli,
+        "register",
+        name,
+        "--password",
+        "admin pw",
+        "--admin",
+        "--data-dir",
+        str(cluster.data_dirs[0]),
+        "--database-url",
+        cluster.config["database"]["url"],
+    )
+    assert made.returncode == 0, made.stderr
+    login = {
+        "type": "m.login.password",
+        "identifier": {"type": "m.id.user", "user": name},
+        "password": "admin pw",
+    }
+    async with session.post(f"{cluster.url}{CLIENT}/login", json=login) as resp:
+        assert resp.status == 200, await resp.text()
+        data = await resp.json()
+    return User(session, data["user_id"], data["access_token"])
+
+
+async def test_room_deletion_is_seen_and_refused_twice_through_every_process(
+    cluster: Cluster,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        users, room_id = await room_of_three(cluster, session)
+        admin = await _admin(cluster, session)
+        admin_api = "/_synapse/admin/v2/rooms"
+
+        async def admin_call(i: int, method: str, path: str, body: Any = None) -> Any:
+            url = f"{cluster.base(i)}{admin_api}{path}"
+            async with session.request(method, url, json=body, headers=admin.headers) as resp:
+                return resp.status, await resp.json()
+
+        status, started = await admin_call(0, "DELETE", f"/{room_id}", {"purge": True})
+        assert status == 200, started
+        # Another process knows the room's deletion is under way (or already done: the
+        # room is then gone).
+        status, again = await admin_call(1, "DELETE", f"/{room_id}", {"purge": True})
+        assert status in (400, 404), again
+        deadline = time.monotonic() + 30
+        while True:
+            status, body = await admin_call(2, "GET", f"/delete_status/{started['delete_id']}")
+            assert status == 200, body
+            if body["status"] == "complete":
+                break
+            assert body["status"] in ("scheduled", "active"), body
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert sorted(body["shutdown_room"]["kicked_users"]) == sorted(u.user_id for u in users)
+        status, listed = await admin_call(1, "GET", f"/{room_id}/delete_status")
+        assert status == 200
+        assert [r["delete_id"] for r in listed["results"]] == [started["delete_id"]]
