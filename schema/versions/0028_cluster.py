@@ -8,6 +8,9 @@ Room deletions scheduled by admins: their status, polled through any process, an
 their parameters, for another process to finish one whose process died. At most one
 unfinished deletion per room.
 
+Deactivated users, indexed, for the sweep each process runs every few seconds to take
+up the leaves of a deactivation whose process died.
+
 Revision ID: 0028
 Revises: 0022
 """
@@ -57,8 +60,10 @@ def upgrade() -> None:
         " WHERE status IN ('scheduled', 'active')"
     )
     op.execute("CREATE INDEX room_deletions_finished ON room_deletions (finished_ts)")
+    op.execute("CREATE INDEX users_deactivated ON users (user_id) WHERE deactivated")
 
 
 def downgrade() -> None:
+    op.execute("DROP INDEX users_deactivated")
     op.execute("DROP TABLE room_deletions")
     op.execute("DROP TABLE rate_limit_buckets")
