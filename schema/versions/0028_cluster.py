@@ -8,6 +8,9 @@ Room deletions scheduled by admins: their status, polled through any process, an
 their parameters, for another process to finish one whose process died. At most one
 unfinished deletion per room.
 
+Answers to other servers' transactions, so that one retried through another process
+is answered the same and its EDUs are not handled twice (kept a day).
+
 Deactivated users, indexed, for the sweep each process runs every few seconds to take
 up the leaves of a deactivation whose process died.
 
@@ -61,9 +64,25 @@ def upgrade() -> None:
     )
     op.execute("CREATE INDEX room_deletions_finished ON room_deletions (finished_ts)")
     op.execute("CREATE INDEX users_deactivated ON users (user_id) WHERE deactivated")
+    op.execute(
+        """
+        CREATE TABLE federation_inbound_transactions (
+            origin TEXT NOT NULL,
+            txn_id TEXT NOT NULL,
+            response JSONB NOT NULL,
+            received_ts BIGINT NOT NULL,
+            PRIMARY KEY (origin, txn_id)
+        )
+        """
+    )
+    op.execute(
+        "CREATE INDEX federation_inbound_transactions_ts"
+        " ON federation_inbound_transactions (received_ts)"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP TABLE federation_inbound_transactions")
     op.execute("DROP INDEX users_deactivated")
     op.execute("DROP TABLE room_deletions")
     op.execute("DROP TABLE rate_limit_buckets")
