@@ -237,7 +237,7 @@ def server_tls_context(config: Config) -> ssl.SSLContext:
 
 async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None = None) -> None:
     """Run until SIGINT or SIGTERM, then drain (see `drain`)."""
-    signing_key = load_or_create_signing_key(config.signing_key_path)
+    signing_key = load_or_create_signing_key(config.signing_key_file)
     db = await _open_database(config, conninfo)
     hs = Homeserver(config=config, db=db, signing_key=signing_key)
     await hs.start()

@@ -12,4 +12,20 @@ SETTINGS: tuple[Setting, ...] = (
         "behind a load balancer: take the client's address from the last X-Forwarded-For"
         " entry (the one the balancer added), for rate limits and logs",
     ),
+    Setting(
+        "signing_key_path",
+        str,
+        None,
+        "the server's signing key file, one for every process of the server (created on"
+        " first start); default DATA_DIR/signing.key",
+        nullable=True,
+    ),
+    Setting(
+        "media_store_path",
+        str,
+        None,
+        "the media directory, one for every process of the server (a shared mount"
+        " across machines); default DATA_DIR/media",
+        nullable=True,
+    ),
 )

@@ -60,6 +60,8 @@ class Config:
     rate_limits_url_preview_per_second: float = 1.0
     rate_limits_url_preview_burst: int = 10
     x_forwarded: bool = False
+    signing_key_path: str | None = None
+    media_store_path: str | None = None
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:
@@ -68,11 +70,17 @@ class Config:
         return getattr(self, prefix + "per_second"), getattr(self, prefix + "burst")
 
     @property
-    def signing_key_path(self) -> Path:
+    def signing_key_file(self) -> Path:
+        """`signing_key_path`, or the data directory's `signing.key`."""
+        if self.signing_key_path:
+            return Path(self.signing_key_path)
         return self.data_dir / "signing.key"
 
     @property
     def media_dir(self) -> Path:
+        """`media_store_path`, or the data directory's `media`."""
+        if self.media_store_path:
+            return Path(self.media_store_path)
         return self.data_dir / "media"
 
     @property

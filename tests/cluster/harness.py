@@ -1,6 +1,7 @@
 """A cluster as an operator runs it: nginx from the Debian package in front, several
 `homeserver run` processes behind it on one PostgreSQL database, one signing key and one
-media directory (each process has its own data directory: its lock, its log)."""
+media directory (`signing_key_path` and `media_store_path`; each process has its own data
+directory: its lock, its log)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from typing import Any
 
 import yaml
 
-from federation.keys import generate_signing_key, write_signing_keys
 from tests.integration.test_process import Server, clean_env, free_port
 
 START_BUDGET_S = 40.0
@@ -120,21 +120,21 @@ class Cluster:
         self.root = root
         media = root / "media"
         media.mkdir(parents=True)
-        key = write_signing_keys([generate_signing_key()])
         self.config: dict[str, Any] = {
             "server_name": "localhost",
             "database": {"url": database_url},
             "open_registration": True,
             "presence": {"enabled": False},
             "x_forwarded": True,
+            # The processes start together and agree on one key, which none has yet.
+            "signing_key_path": str(root / "signing.key"),
+            "media_store_path": str(media),
             **settings,
         }
         self.ports = [free_port() for _ in range(size)]
         self.data_dirs = [root / f"hs{i}" for i in range(size)]
         for data_dir in self.data_dirs:
             data_dir.mkdir()
-            (data_dir / "signing.key").write_text(key)
-            (data_dir / "media").symlink_to(media)
             (data_dir / "homeserver.yaml").write_text(yaml.safe_dump(self.config))
         self.servers: list[Server | None] = [None] * size
         self.nginx = Nginx(root / "nginx", self.ports)

@@ -338,3 +338,13 @@ async def test_room_deletion_is_seen_and_refused_twice_through_every_process(
         status, listed = await admin_call(1, "GET", f"/{room_id}/delete_status")
         assert status == 200
         assert [r["delete_id"] for r in listed["results"]] == [started["delete_id"]]
+
+
+async def test_processes_share_one_signing_key(cluster: Cluster) -> None:
+    async with aiohttp.ClientSession() as session:
+        keys = []
+        for i in range(3):
+            async with session.get(f"{cluster.base(i)}/_matrix/key/v2/server") as resp:
+                keys.append(sorted((await resp.json())["verify_keys"].items()))
+    assert keys[0] == keys[1] == keys[2]
+    assert not any((d / "signing.key").exists() for d in cluster.data_dirs)
