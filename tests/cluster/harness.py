@@ -19,25 +19,28 @@ import yaml
 from tests.integration.test_process import Server, clean_env, free_port
 
 START_BUDGET_S = 40.0
-NGINX_PACKAGE = "nginx"
 
 
-def nginx_binary() -> str:
-    """nginx, installed from the Debian package when missing (so a clean CI machine
+def debian_binary(name: str, package: str) -> str:
+    """A program from a Debian package, installed when missing (so a clean CI machine
     runs these tests too)."""
-    found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}",) if Path(p).exists()), None
     )
     if found:
         return found
     if os.geteuid() != 0:
-        raise RuntimeError("nginx is not installed and installing it needs root")
+        raise RuntimeError(f"{name} is not installed and installing it needs root")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", NGINX_PACKAGE]
+    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
     if subprocess.run(install, env=env, capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=True)
         subprocess.run(install, env=env, capture_output=True, check=True)
-    return shutil.which("nginx") or "/usr/sbin/nginx"
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def nginx_binary() -> str:
+    return debian_binary("nginx", "nginx")
 
 
 def nginx_config(root: Path, listen: int, upstreams: list[int]) -> str:
