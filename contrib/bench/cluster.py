@@ -73,7 +73,7 @@ async def _receive(
             continue
         now = time.monotonic()
         since = data["next_batch"]
-        room = data["rooms"]["join"].get(room_id, {})
+        room = data.get("rooms", {}).get("join", {}).get(room_id, {})
         for event in room.get("timeline", {}).get("events", []):
             issued = sent_at.pop(event["content"].get("body", ""), None)
             if issued is not None:

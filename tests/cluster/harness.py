@@ -108,7 +108,7 @@ class Nginx:
             self.process.wait()
 
 
-def _ready(port: int) -> bool:
+def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
             return resp.status == 200
@@ -162,7 +162,7 @@ class Cluster:
                 assert server is not None
                 if server.process.poll() is not None:
                     raise AssertionError(f"process {i} exited:\n{server.log.read_text()}")
-                if _ready(self.ports[i]):
+                if ready(self.ports[i]):
                     pending.discard(i)
             if time.monotonic() > deadline:
                 raise AssertionError(f"processes {sorted(pending)} not ready in {budget}s")

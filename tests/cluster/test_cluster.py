@@ -124,7 +124,7 @@ async def test_room_creation_limit_is_shared_by_the_processes(cluster: Cluster) 
     assert 5 <= codes.count(200) <= 6, codes
 
 
-async def _send_until_acknowledged(user: User, base: str, room_id: str, txn: str, body: str) -> str:
+async def send_until_acknowledged(user: User, base: str, room_id: str, txn: str, body: str) -> str:
     """Send, retrying with the same txnId through errors, as a client does."""
     deadline = time.monotonic() + 30
     while True:
@@ -157,7 +157,7 @@ async def test_kill_9_under_load_keeps_every_acknowledged_message_once_in_order(
             n = 0
             while not stop.is_set():
                 body = f"{user.user_id} {n}"
-                event_id = await _send_until_acknowledged(user, cluster.url, room_id, f"s{n}", body)
+                event_id = await send_until_acknowledged(user, cluster.url, room_id, f"s{n}", body)
                 acknowledged[user.user_id].append((body, event_id))
                 n += 1
 
@@ -186,7 +186,7 @@ async def test_kill_9_under_load_keeps_every_acknowledged_message_once_in_order(
                     )
                     assert data["event_id"] == event_id
 
-        timeline = await _whole_timeline(users[0], cluster.url, room_id)
+        timeline = await whole_timeline(users[0], cluster.url, room_id)
         for user in users:
             mine = [
                 (e["content"]["body"], e["event_id"])
@@ -202,7 +202,7 @@ async def test_kill_9_under_load_keeps_every_acknowledged_message_once_in_order(
     print(f"{total} messages acknowledged, {killed_at} before the kill")
 
 
-async def _whole_timeline(user: User, base: str, room_id: str) -> list[Any]:
+async def whole_timeline(user: User, base: str, room_id: str) -> list[Any]:
     events: list[Any] = []
     params = {"dir": "f", "limit": "500"}
     while True:
@@ -348,3 +348,23 @@ async def test_processes_share_one_signing_key(cluster: Cluster) -> None:
                 keys.append(sorted((await resp.json())["verify_keys"].items()))
     assert keys[0] == keys[1] == keys[2]
     assert not any((d / "signing.key").exists() for d in cluster.data_dirs)
+
+
+async def test_typing_started_on_one_process_wakes_a_long_poll_on_another(
+    cluster: Cluster,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        users, room_id = await room_of_three(cluster, session)
+        since = (await users[2].sync(cluster.base(2)))["next_batch"]
+        poll = asyncio.create_task(users[2].sync(cluster.base(2), since, timeout_ms=20_000))
+        await asyncio.sleep(0.3)
+        await users[0].ok(
+            cluster.base(0),
+            "PUT",
+            f"/rooms/{room_id}/typing/{users[0].user_id}",
+            {"typing": True, "timeout": 10_000},
+        )
+        result = await asyncio.wait_for(poll, WAKE_BUDGET_S)
+        ephemeral = result["rooms"]["join"][room_id]["ephemeral"]["events"]
+        typing = [e for e in ephemeral if e["type"] == "m.typing"]
+        assert typing and typing[0]["content"]["user_ids"] == [users[0].user_id]

@@ -195,7 +195,9 @@ class DeliveryWorkers(Generic[K]):
             try:
                 await self._sweep()
             except (DatabaseError, OSError) as exc:
-                log.warning("%s sweep failed: %s", self._name, exc)
+                # While the database is away the pool logs it, once, not every sweep.
+                if not is_unavailable(exc):
+                    log.warning("%s sweep failed: %s", self._name, exc)
             await asyncio.sleep(self._sweep_interval_s)
 
     async def _sweep(self) -> None:

@@ -39,7 +39,7 @@ from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.remote.client import FilteringResolver, literal_address_refused
 from homeserver.services.rooms.writer import EventCache, load_events
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Connection, Database, DatabaseError
+from homeserver.storage.core.pool import Connection, Database, DatabaseError, is_unavailable
 from homeserver.storage.push import notifications as actions_store
 from homeserver.storage.push import pushers as store
 from homeserver.storage.rooms import state
@@ -207,8 +207,9 @@ class PushGateway:
             try:
                 async with self.db.pool.connection() as conn:
                     keys = await store.http_pushers_of_users(conn, sorted(users))
-            except (DatabaseError, OSError):
-                log.exception("push: cannot look up pushers; the sweep will retry")
+            except (DatabaseError, OSError) as exc:
+                if not is_unavailable(exc):
+                    log.exception("push: cannot look up pushers; the sweep will retry")
                 continue
             for key in keys:
                 self._workers.wake(key)
@@ -220,8 +221,10 @@ class PushGateway:
                     keys = await store.pushers_with_work(conn, now_ms())
                 for key in keys:
                     self._workers.wake(key)
-            except (DatabaseError, OSError):
-                log.exception("push: sweep failed")
+            except (DatabaseError, OSError) as exc:
+                # While the database is away the pool logs it, once, not every sweep.
+                if not is_unavailable(exc):
+                    log.exception("push: sweep failed")
             await asyncio.sleep(self.sweep_interval_s)
 
     async def _drain(self, key: store.PusherKey) -> int | None:
