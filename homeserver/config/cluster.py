@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from homeserver.config.setting import Setting
+from homeserver.config.model import Config
+from homeserver.config.setting import ConfigError, Setting
+from homeserver.storage.core.pool import is_conninfo
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -28,4 +30,18 @@ SETTINGS: tuple[Setting, ...] = (
         " across machines); default DATA_DIR/media",
         nullable=True,
     ),
+    Setting(
+        "database.replicas",
+        tuple,
+        (),
+        "PostgreSQL URLs of streaming replicas of the database: read-only paths that"
+        " tolerate it read there when the replica has replayed what the client has seen",
+        flag=False,
+    ),
 )
+
+
+def validate(config: Config) -> None:
+    for url in config.database_replicas:
+        if not is_conninfo(url):
+            raise ConfigError(f"database.replicas: {url!r} is not a PostgreSQL URL")

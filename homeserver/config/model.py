@@ -62,6 +62,7 @@ class Config:
     x_forwarded: bool = False
     signing_key_path: str | None = None
     media_store_path: str | None = None
+    database_replicas: tuple[str, ...] = ()
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:

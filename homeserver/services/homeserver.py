@@ -82,6 +82,7 @@ from homeserver.services.timeline.messages import MessageService
 from homeserver.services.timeline.relations import RelationService
 from homeserver.services.timeline.search import SearchService
 from homeserver.storage.core.pool import Database
+from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.media.files import MediaFiles
 
 
@@ -104,6 +105,8 @@ class Homeserver:
     token_cache: TokenCache = field(default_factory=TokenCache)
     devices_seen: SeenThrottle = field(default_factory=SeenThrottle)
     media_files: MediaFiles = field(init=False)
+    # Where reads that tolerate a replica go (`database.replicas`).
+    replicas: Replicas = field(init=False)
     # core/
     notifier: Notifier = field(init=False)
     health: Health = field(init=False)
@@ -215,6 +218,7 @@ class Homeserver:
             ),
         )
         self.streams = StreamAllocator(self.db)
+        self.replicas = Replicas(self.db, config.database_replicas, config.database_pool_size)
         self.notifier = Notifier(self.db)
         self.health = Health(self.db, self.notifier)
         self.writer = EventWriter(
@@ -452,7 +456,7 @@ class Homeserver:
             self.db, self.server_name, self.remote_client, self.ratelimit, self.membership
         )
         self.rooms_state = RoomStateService(self.db, self.event_cache)
-        self.messages = MessageService(self.db, self.event_cache, self.backfill)
+        self.messages = MessageService(self.db, self.replicas, self.event_cache, self.backfill)
         self.relations = RelationService(self.db, self.event_cache)
 
     def _build_appservices_and_admin(self) -> None:
@@ -510,6 +514,7 @@ class Homeserver:
 
     async def start(self) -> None:
         await self.notifier.start()
+        await self.replicas.start()
         await self.presence.start()
         await self.remote_client.start()
         await self.remote_sender.start()
@@ -535,4 +540,5 @@ class Homeserver:
         await self.presence.stop()
         self.typing.close()
         await self.notifier.stop()
+        await self.replicas.close()
         await self.streams.close()
