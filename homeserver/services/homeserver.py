@@ -321,7 +321,7 @@ class Homeserver:
             db, writer, self.joins, server_name, self.config.default_room_version
         )
         self.send = SendService(db, writer)
-        self.directory_rooms = RoomDirectory(db, writer, cache, server_name)
+        self.directory_rooms = RoomDirectory(db, self.replicas, writer, cache, server_name)
         self.upgrade = RoomUpgrader(db, writer, cache, self.push_rules, server_name)
         self.hierarchy = HierarchyService(db, cache)
         self.search = SearchService(db, cache)
@@ -329,7 +329,9 @@ class Homeserver:
         self.deactivation = Deactivations(
             db, self.e2ee_device_lists, self.membership, self.token_cache
         )
-        self.directory_users = UserDirectoryService(db, self.config.user_directory_search_all_users)
+        self.directory_users = UserDirectoryService(
+            db, self.replicas, self.config.user_directory_search_all_users
+        )
 
     def _build_ephemeral(self) -> None:
         """Typing, receipts, presence and to-device messages; our users' go out as EDUs

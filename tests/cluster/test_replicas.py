@@ -1,7 +1,7 @@
 """`database.replicas`: history pages are read on a streaming replica (made with
-pg_basebackup) once it has replayed the position of the client's token, and on the
-primary while it has not (replay paused) or when it is gone; the pages are right
-either way."""
+pg_basebackup) once it has replayed the position of the client's token, the public
+room list once it is less than 2 s behind; on the primary while it is not (replay
+paused) or when it is gone. The answers are right either way."""
 
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ async def _page(alice: RoomUser, room_id: str, token: str) -> list[str]:
     return [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
 
 
+async def _public_rooms(alice: RoomUser) -> list[str]:
+    status, body = await alice.get("/v3/publicRooms")
+    assert status == 200, body
+    return [room["room_id"] for room in body["chunk"]]
+
+
 async def _until(condition: Any, what: str) -> None:
     deadline = time.monotonic() + CATCH_UP_S
     while not condition():
@@ -102,16 +108,23 @@ async def test_history_is_read_on_a_replica_that_has_caught_up_only(
     reads = replica.reads
     assert await _page(alice, room_id, token) == ["m2", "m1", "m0"]
     assert replica.reads == reads + 1, "read on the replica"
+    # The public room list has no position: a replica less than 2 s behind answers it.
+    listed = await alice.create_room(visibility="public", name="listed")
+    await _until(lambda: time.monotonic() - replica.replayed_at < 1.0, "replica recent")
+    assert listed in await _public_rooms(alice)
+    assert replica.reads == reads + 2
 
     # Replay paused: newer messages are not there, so their page is read on the primary.
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
     for n in range(3, 5):
         await alice.say(room_id, f"m{n}")
+    later = await alice.create_room(visibility="public", name="later")
     token = await _latest_token(alice, room_id)
-    await asyncio.sleep(1.5)  # checks that must not move the replica past the pause
+    await asyncio.sleep(2.5)  # checks that must not move the replica past the pause
     reads = replica.reads
     assert await _page(alice, room_id, token) == ["m4", "m3", "m2", "m1", "m0"]
+    assert later in await _public_rooms(alice)
     assert replica.reads == reads, "a paused replica is avoided"
 
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:

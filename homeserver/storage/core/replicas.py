@@ -11,6 +11,10 @@ replayed; a replica holds the positions of the newest sample its replay has pass
 A replica that does not answer, or that is not replaying (not a standby), is out of
 rotation until it does; one that lags, or whose replay is paused, keeps serving only
 the reads its replayed positions cover.
+
+Reads with no position of the client's (the public room list, the user directory)
+may be a little stale, not much: they go to a replica that has replayed a primary
+sample at most `RECENT_S` old.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -32,6 +37,8 @@ CHECK_INTERVAL_S = 0.5
 CHECK_TIMEOUT_S = 2.0
 # Primary samples kept: a replica lagging further than this many checks matches none.
 SAMPLES = 120
+# How stale a read with no client position may be.
+RECENT_S = 2.0
 
 
 @dataclass(eq=False)
@@ -41,6 +48,8 @@ class Replica:
     healthy: bool = False
     # the primary's safe positions this replica has replayed
     positions: dict[str, int] = field(default_factory=dict)
+    # when (monotonic) the primary was at those positions
+    replayed_at: float = 0.0
     reads: int = 0
 
 
@@ -66,7 +75,7 @@ class Replicas:
     def __init__(self, primary: Database, conninfos: tuple[str, ...], size: int) -> None:
         self.primary = primary
         self.replicas = [Replica(c, Pool(c, size)) for c in conninfos]
-        self._samples: deque[tuple[int, dict[str, int]]] = deque(maxlen=SAMPLES)
+        self._samples: deque[tuple[int, dict[str, int], float]] = deque(maxlen=SAMPLES)
         self._task: asyncio.Task[None] | None = None
         self._turn = 0
 
@@ -88,7 +97,16 @@ class Replicas:
 
     def pool_for(self, stream: str, position: int) -> Pool:
         """A pool whose database has everything up to `position` of `stream`."""
-        ready = [r for r in self.replicas if r.healthy and r.positions.get(stream, -1) >= position]
+        return self._choose(
+            [r for r in self.replicas if r.healthy and r.positions.get(stream, -1) >= position]
+        )
+
+    def pool_for_recent(self) -> Pool:
+        """A pool at most RECENT_S behind the primary, for reads with no position."""
+        oldest = time.monotonic() - RECENT_S
+        return self._choose([r for r in self.replicas if r.healthy and r.replayed_at >= oldest])
+
+    def _choose(self, ready: list[Replica]) -> Pool:
         if not ready:
             return self.primary.pool
         self._turn += 1
@@ -106,9 +124,10 @@ class Replicas:
 
     async def check(self) -> None:
         """Sample the primary, then learn what each replica has replayed."""
+        sampled = time.monotonic()
         async with self.primary.pool.connection() as conn:
             positions, lsn = await primary_sample(conn)
-        self._samples.append((lsn, positions))
+        self._samples.append((lsn, positions, sampled))
         for replica in self.replicas:
             await self._check_one(replica)
 
@@ -122,8 +141,8 @@ class Replicas:
                 log.warning("read replica %s out of rotation: %s", replica.conninfo, exc)
             replica.healthy = False
             return
-        covered = [p for lsn, p in self._samples if at is not None and lsn <= at]
-        replica.positions = covered[-1] if covered else {}
+        covered = [(p, t) for lsn, p, t in self._samples if at is not None and lsn <= at]
+        replica.positions, replica.replayed_at = covered[-1] if covered else ({}, 0.0)
         if not replica.healthy and at is not None:
             log.info("read replica %s in rotation", replica.conninfo)
         replica.healthy = at is not None
