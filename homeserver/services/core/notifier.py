@@ -71,6 +71,10 @@ class Notifier:
         )
         self._conn = DedicatedConnection(db)
         self._refresh_lock = asyncio.Lock()
+        # Reads of the safe positions begun so far: a caller that finds one begun after
+        # it asked need not read again (under a stream of notifications from other
+        # processes, the reads queued behind one in flight collapse into it).
+        self._reads_begun = 0
         # Tells our own notifications apart (per notifier: tests run two in one process).
         self._instance = uuid.uuid4().hex
         self._draining = False
@@ -138,9 +142,11 @@ class Notifier:
 
     async def _refresh(self, *, force: bool = False) -> None:
         """Re-read safe positions and deliver every pending notification they cover."""
+        asked = self._reads_begun
         async with self._refresh_lock:
-            if not (self._pending or force):
+            if not (self._pending or force) or (self._reads_begun > asked and not force):
                 return
+            self._reads_begun += 1
             self.positions = await self._conn.run(streams.safe_positions)
             ready = [p for p in self._pending if p.position <= self.positions.get(p.stream, 0)]
             if not ready:
