@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from homeserver.api import errors, http, wellknown
+from homeserver.api import errors, health, http, wellknown
 from homeserver.api.admin import access as admin_access
 from homeserver.api.admin import destinations as admin_destinations
 from homeserver.api.admin import media as admin_media
@@ -101,8 +101,11 @@ EMBEDDED_MAX_RELAUNCH_DELAY_S = 30.0
 
 
 def build_app(hs: Homeserver) -> web.Application:
+    in_flight = http.InFlight()
     app = web.Application(
         middlewares=[
+            in_flight.middleware,
+            *([http.forwarded_middleware] if hs.config.x_forwarded else []),
             http.access_log_middleware,
             http.cors_middleware,
             errors.error_middleware,
@@ -115,7 +118,9 @@ def build_app(hs: Homeserver) -> web.Application:
     )
     app[HOMESERVER] = hs
     http.refuse_unparsable_requests_in_json()
+    app[http.IN_FLIGHT] = in_flight
     for module in (
+        health,
         versions,
         wellknown,
         federation_keys,
@@ -265,8 +270,8 @@ def server_tls_context(config: Config) -> ssl.SSLContext:
 
 
 async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None = None) -> None:
-    """Run until SIGINT or SIGTERM, then stop accepting and finish in-flight requests."""
-    signing_key = load_or_create_signing_key(config.signing_key_path)
+    """Run until SIGINT or SIGTERM, then drain (see `drain`)."""
+    signing_key = load_or_create_signing_key(config.signing_key_file)
     db = await _open_database(config, conninfo)
     hs = Homeserver(config=config, db=db, signing_key=signing_key)
     try:
@@ -276,8 +281,9 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         raise ConfigError(f"email: {exc}") from None
     await hs.start()
     supervisor = None if embedded is None else asyncio.create_task(supervise(embedded))
+    app = build_app(hs)
     runner = web.AppRunner(
-        build_app(hs), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
+        app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
     )
     await runner.setup()
     metrics_runner = web.AppRunner(build_metrics_app(), access_log=None, handle_signals=False)
@@ -303,7 +309,7 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("stopping: finishing in-flight requests")
+        await drain(hs, app, sites)
     finally:
         if supervisor is not None:
             supervisor.cancel()
@@ -311,6 +317,24 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         await metrics_runner.cleanup()
         await hs.close()
         await db.close()
+
+
+async def drain(hs: Homeserver, app: web.Application, sites: list[web.TCPSite]) -> None:
+    """The first half of a clean stop: `/health` fails and held long-polls are answered
+    (their clients sync again, through the load balancer, elsewhere), the listeners
+    close, and requests in flight finish, their bodies still being read, within
+    SHUTDOWN_TIMEOUT. Closing the services then lets go of every lock, so the other
+    processes take over the background work."""
+    log.info("stopping: finishing in-flight requests")
+    hs.health.drain()
+    for site in sites:
+        await site.stop()
+    in_flight = app[http.IN_FLIGHT]
+    try:
+        async with asyncio.timeout(SHUTDOWN_TIMEOUT):
+            await in_flight.wait_idle()
+    except TimeoutError:
+        log.warning("stopping: %d requests still running are cut short", in_flight.count)
 
 
 def run(config: Config) -> None:

@@ -34,8 +34,8 @@ def backup(config: Config, conninfo: str, target: Path) -> dict[str, Any]:
         dumps.dump(conninfo, target / DATABASE)
     except dumps.DumpError as exc:
         raise ConfigError(str(exc)) from None
-    if config.signing_key_path.exists():
-        shutil.copy2(config.signing_key_path, target / SIGNING_KEY)
+    if config.signing_key_file.exists():
+        shutil.copy2(config.signing_key_file, target / SIGNING_KEY)
     # Keys retired by `rotate-key` still verify what they signed: they travel too.
     if retired_keys_path(config.data_dir).exists():
         shutil.copy2(retired_keys_path(config.data_dir), target / RETIRED_KEYS_NAME)
@@ -74,8 +74,8 @@ def restore(config: Config, conninfo: str, source: Path) -> dict[str, Any]:
     except dumps.DumpError as exc:
         raise ConfigError(str(exc)) from None
     if (source / SIGNING_KEY).exists():
-        config.signing_key_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source / SIGNING_KEY, config.signing_key_path)
+        config.signing_key_file.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / SIGNING_KEY, config.signing_key_file)
     if (source / RETIRED_KEYS_NAME).exists():
         shutil.copy2(source / RETIRED_KEYS_NAME, retired_keys_path(config.data_dir))
     if (source / MEDIA).exists():

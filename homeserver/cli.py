@@ -198,7 +198,7 @@ def _rotate_key(config: Config) -> int:
     lock = DataDirLock(config.data_dir)
     lock.acquire()
     try:
-        old, new = rotate_signing_key(config.data_dir, config.signing_key_path, now_ms())
+        old, new = rotate_signing_key(config.data_dir, config.signing_key_file, now_ms())
     finally:
         lock.release()
     print(f"signing with {new} from the next start; {old} is retired (kept published)")

@@ -43,19 +43,28 @@ def ensure_layout(data_dir: Path, server_name: str) -> Path:
 
 
 def load_or_create_signing_key(path: Path) -> SigningKey:
-    if path.exists():
+    """The server's signing key, created on first use. Processes of one server starting
+    together on a shared key file agree on one key: it is written under another name,
+    then linked into place, which fails if another process got there first."""
+    if not path.exists():
+        key = generate_signing_key()
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(write_signing_keys([key]))
         try:
-            keys = read_signing_keys(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ConfigError(f"{path}: not a signing key file ({exc})") from None
-        if not keys:
-            raise ConfigError(f"{path}: the signing key file is empty")
-        return keys[0]
-    key = generate_signing_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(write_signing_keys([key]))
-    return key
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    try:
+        keys = read_signing_keys(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a signing key file ({exc})") from None
+    if not keys:
+        raise ConfigError(f"{path}: the signing key file is empty")
+    return keys[0]
 
 
 def _write_atomically(path: Path, text: str) -> None:

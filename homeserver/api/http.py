@@ -1,8 +1,9 @@
 """Cross-cutting HTTP concerns: CORS, body limits, access logs, input PostgreSQL cannot
-hold, reading JSON bodies."""
+hold, reading JSON bodies, the count of requests in flight for a clean stop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -72,6 +73,50 @@ def route_pattern(request: web.Request) -> str:
     if resource is None or request.match_info.http_exception is not None:
         return "unmatched"
     return resource.canonical
+
+
+class InFlight:
+    """Counts the requests being handled, so that a stopping process can wait for them.
+
+    aiohttp's own shutdown stops reading from every connection at once, which would
+    cut off a request whose body is still arriving: the server stops listening, waits
+    here, and only then shuts its connections."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.count += 1
+        self._idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no request is being handled."""
+        await self._idle.wait()
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+
+
+@web.middleware
+async def forwarded_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Behind a load balancer (`x_forwarded`), the client is the last address in
+    X-Forwarded-For, the one the balancer added: earlier ones the client may have
+    written itself."""
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        address = forwarded.rsplit(",", 1)[-1].strip()
+        if address:
+            request = request.clone(remote=address)
+    return await handler(request)
 
 
 class _MalformedRequestFilter(logging.Filter):

@@ -104,6 +104,10 @@ class Config:
     server_notices: dict[str, Any] = field(default_factory=dict)
     metrics_bind: str = "127.0.0.1"
     metrics_port: int | None = None
+    x_forwarded: bool = False
+    signing_key_path: str | None = None
+    media_store_path: str | None = None
+    database_replicas: tuple[str, ...] = ()
     data_dir: Path = field(default=Path("homeserver-data"))
 
     def rate_limit(self, action: str) -> tuple[float, int]:
@@ -112,11 +116,17 @@ class Config:
         return getattr(self, prefix + "per_second"), getattr(self, prefix + "burst")
 
     @property
-    def signing_key_path(self) -> Path:
+    def signing_key_file(self) -> Path:
+        """`signing_key_path`, or the data directory's `signing.key`."""
+        if self.signing_key_path:
+            return Path(self.signing_key_path)
         return self.data_dir / "signing.key"
 
     @property
     def media_dir(self) -> Path:
+        """`media_store_path`, or the data directory's `media`."""
+        if self.media_store_path:
+            return Path(self.media_store_path)
         return self.data_dir / "media"
 
     @property

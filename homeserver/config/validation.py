@@ -9,7 +9,7 @@ from pathlib import Path
 
 from federation.identifiers import is_valid_server_name
 from federation.room_versions import KNOWN_ROOM_VERSIONS
-from homeserver.config import admin, email, federation, memory, oidc, voip
+from homeserver.config import admin, cluster, email, federation, memory, oidc, voip
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError
 from homeserver.config.settings import RATE_LIMIT_DEFAULTS
@@ -53,6 +53,7 @@ def validate(config: Config) -> None:
         raise ConfigError("media.remote_timeout_s must be between 1 and 3600")
     if config.database_url is not None and not is_conninfo(config.database_url):
         raise ConfigError("database.url is not a PostgreSQL URL (postgresql://...)")
+    cluster.validate(config)
     if not 1 <= config.federation_max_retry_interval_s <= 86400:
         raise ConfigError("federation.max_retry_interval_s must be between 1 and 86400")
     for cidr in config.federation_ip_range_whitelist:

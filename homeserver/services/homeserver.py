@@ -43,6 +43,7 @@ from homeserver.services.admin.users import AdminUserService
 from homeserver.services.appservices.auth import AppServiceAuth
 from homeserver.services.appservices.registry import AppServiceRegistry, load_registry
 from homeserver.services.appservices.sender import AppServiceSender
+from homeserver.services.core.health import Health
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.ratelimit import RateLimiter
 from homeserver.services.core.streams import StreamAllocator
@@ -102,6 +103,7 @@ from homeserver.services.timeline.relations import RelationService
 from homeserver.services.timeline.search import SearchService
 from homeserver.services.voip.turn import TurnService
 from homeserver.storage.core.pool import Database
+from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.media.files import MediaFiles
 
 
@@ -124,8 +126,11 @@ class Homeserver:
     token_cache: TokenCache = field(default_factory=TokenCache)
     devices_seen: SeenThrottle = field(default_factory=SeenThrottle)
     media_files: MediaFiles = field(init=False)
+    # Where reads that tolerate a replica go (`database.replicas`).
+    replicas: Replicas = field(init=False)
     # core/
     notifier: Notifier = field(init=False)
+    health: Health = field(init=False)
     streams: StreamAllocator = field(init=False)
     # `await hs.ratelimit.check("login", key, requester)`; see services/core/ratelimit.py.
     ratelimit: RateLimiter = field(init=False)
@@ -252,12 +257,15 @@ class Homeserver:
         )
         self.ratelimit = RateLimiter.from_config(
             config,
+            self.db,
             exempt_appservices=frozenset(
                 s.id for s in self.appservices_registry.services if not s.rate_limited
             ),
         )
         self.streams = StreamAllocator(self.db)
+        self.replicas = Replicas(self.db, config.database_replicas, config.database_pool_size)
         self.notifier = Notifier(self.db)
+        self.health = Health(self.db, self.notifier)
         self.writer = EventWriter(
             self.db, self.signing_key, self.event_cache, self.streams, self.notifier
         )
@@ -388,7 +396,9 @@ class Homeserver:
         )
         self.send = SendService(db, writer)
         self.delayed_events = DelayedEvents(db, self.send, self.config.max_event_delay_duration)
-        self.directory_rooms = RoomDirectory(db, writer, cache, self.remote_client, server_name)
+        self.directory_rooms = RoomDirectory(
+            db, self.replicas, writer, cache, self.remote_client, server_name
+        )
         self.upgrade = RoomUpgrader(db, writer, cache, self.push_rules, server_name)
         self.hierarchy = HierarchyService(db, cache, self.remote_client, server_name)
         self.search = SearchService(db, cache)
@@ -396,7 +406,9 @@ class Homeserver:
         self.deactivation = Deactivations(
             db, self.e2ee_device_lists, self.membership, self.token_cache
         )
-        self.directory_users = UserDirectoryService(db, self.config.user_directory_search_all_users)
+        self.directory_users = UserDirectoryService(
+            db, self.replicas, self.config.user_directory_search_all_users
+        )
 
     def _build_ephemeral(self) -> None:
         """Typing, receipts, presence and to-device messages; our users' go out as EDUs
@@ -549,7 +561,7 @@ class Homeserver:
             self.db, self.server_name, self.remote_client, self.ratelimit, self.membership
         )
         self.rooms_state = RoomStateService(self.db, self.event_cache)
-        self.messages = MessageService(self.db, self.event_cache, self.backfill)
+        self.messages = MessageService(self.db, self.replicas, self.event_cache, self.backfill)
         self.relations = RelationService(self.db, self.event_cache)
         self._build_sso()
 
@@ -670,6 +682,7 @@ class Homeserver:
 
     async def start(self) -> None:
         await self.notifier.start()
+        await self.replicas.start()
         await self.presence.start()
         await self.remote_client.start()
         await self.remote_sender.start()
@@ -679,6 +692,7 @@ class Homeserver:
         await self.notifications.start()
         await self.deactivation.start()
         self.delayed_events.start()
+        self.admin_rooms.start()
         await asyncio.to_thread(self.media_files.sweep_stale)
 
     async def close(self) -> None:
@@ -702,4 +716,5 @@ class Homeserver:
         await self.presence.stop()
         self.typing.close()
         await self.notifier.stop()
+        await self.replicas.close()
         await self.streams.close()

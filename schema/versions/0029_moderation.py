@@ -3,13 +3,13 @@
 reports of users, quarantined and protected media, the server-notices room of each user.
 
 Revision ID: 0029
-Revises: 0027
+Revises: 0028
 """
 
 from alembic import op
 
 revision = "0029"
-down_revision = "0027"
+down_revision = "0028"
 branch_labels = None
 depends_on = None
 

@@ -40,7 +40,7 @@ async def homeserver_client(
         await db.open()
         dbs.append(db)
         hs = Homeserver(
-            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_path)
+            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
         )
         await hs.start()
         # An explicit `port` override serves on it (federation tests put it in server_name).

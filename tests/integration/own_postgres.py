@@ -104,5 +104,32 @@ class DebianCluster:
         shutil.rmtree(self._root, ignore_errors=True)
 
 
+class DebianStandby:
+    """A streaming replica of a DebianCluster, made with pg_basebackup on loopback."""
+
+    def __init__(self, primary: DebianCluster) -> None:
+        self._primary = primary
+        self._data = primary._root / "standby"
+        self.port = free_port()
+        self.conninfo = make_conninfo(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres"
+        )
+        primary._pg(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+            "-D", str(self._data), "-R", "-X", "stream",
+        )  # fmt: skip
+        self.start()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self._primary._root} -c listen_addresses=127.0.0.1"
+        self._primary._pg(
+            "pg_ctl", "-D", str(self._data), "-l", str(self._primary._root / "standby.log"),
+            "-o", options, "-w", "-t", "30", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self._primary._pg("pg_ctl", "-D", str(self._data), "-m", "immediate", "-w", "stop")
+
+
 def debian_available() -> bool:
     return (DEBIAN_BIN / "initdb").exists()

@@ -87,7 +87,7 @@ async def processes(cluster: OwnCluster, tmp_path: Path) -> AsyncIterator[list[P
             hs = Homeserver(
                 config=config,
                 db=db,
-                signing_key=load_or_create_signing_key(config.signing_key_path),
+                signing_key=load_or_create_signing_key(config.signing_key_file),
             )
             await hs.start()
             client = TestClient(TestServer(build_app(hs), host="127.0.0.1"))

@@ -56,7 +56,7 @@ class Restartable:
         hs = Homeserver(
             config=config,
             db=self.db,
-            signing_key=load_or_create_signing_key(config.signing_key_path),
+            signing_key=load_or_create_signing_key(config.signing_key_file),
         )
         await hs.start()
         self.client = TestClient(TestServer(build_app(hs), host="127.0.0.1", port=self.port))

@@ -431,7 +431,7 @@ async def restartable(
         db = Database(conninfo, size=4)
         await db.open()
         hs = Homeserver(
-            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_path)
+            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
         )
         await hs.start()
         client: Client = TestClient(TestServer(build_app(hs), host="127.0.0.1"))

@@ -63,7 +63,7 @@ async def our_servers(
         db = Database(database_factory(), size=4)
         await db.open()
         hs = Homeserver(
-            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_path)
+            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
         )
         await hs.start()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

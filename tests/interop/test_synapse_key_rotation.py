@@ -53,7 +53,7 @@ class OurRestartable:
         )
         self.db = Database(self.database_url, size=4)
         await self.db.open()
-        key = load_or_create_signing_key(config.signing_key_path)
+        key = load_or_create_signing_key(config.signing_key_file)
         self.hs = Homeserver(config=config, db=self.db, signing_key=key)
         await self.hs.start()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

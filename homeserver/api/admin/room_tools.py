@@ -45,7 +45,7 @@ async def database_rooms(request: web.Request) -> web.Response:
 
 async def scheduled_tasks(request: web.Request) -> web.Response:
     """Room deletions are this server's scheduled tasks; filtered as Synapse filters."""
-    tasks = homeserver(request).admin_rooms.tasks()
+    tasks = await homeserver(request).admin_rooms.tasks()
     for key, field in (
         ("action_name", "action"),
         ("resource_id", "resource_id"),

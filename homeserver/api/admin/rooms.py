@@ -95,13 +95,13 @@ async def delete_room_v1(request: web.Request) -> web.Response:
 
 async def delete_status(request: web.Request) -> web.Response:
     return json_response(
-        homeserver(request).admin_rooms.deletion_status(request.match_info["delete_id"])
+        await homeserver(request).admin_rooms.deletion_status(request.match_info["delete_id"])
     )
 
 
 async def room_delete_status(request: web.Request) -> web.Response:
     return json_response(
-        homeserver(request).admin_rooms.room_deletions(request.match_info["room_id"])
+        await homeserver(request).admin_rooms.room_deletions(request.match_info["room_id"])
     )
 
 

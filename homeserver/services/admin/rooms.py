@@ -3,25 +3,29 @@ and deleting a room (shutting it down for local users, optionally blocking it an
 purging it from the database).
 
 A deletion runs in the background, as admin tools expect: the request answers with a
-`delete_id` at once and the tool polls its status. Statuses live in this process's
-memory for a day, so a status poll must reach the process that runs the deletion.
+`delete_id` at once and the tool polls its status. Statuses are kept in the database
+for a day, so a poll may reach any process. The deletion runs under an advisory lock
+on a connection of the process that runs it (the delivery engine of
+services/core/delivery.py): when that process dies, another one's sweep takes the
+unfinished deletion up within seconds, and runs it again from the start (leaving the
+room and purging it are safe to repeat).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from federation.identifiers import server_name_of
 from homeserver.services.core.clock import now_ms
+from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import format_events
+from homeserver.storage.admin import deletions
 from homeserver.storage.admin import rooms as admin_rooms
 from homeserver.storage.admin.rooms import AdminRoomRow
 from homeserver.storage.core.pool import Database
@@ -32,7 +36,10 @@ log = logging.getLogger(__name__)
 
 ORDER_BY = admin_rooms.ORDER_COLUMNS
 MAX_PAGE = 1000
-STATUS_TTL_S = 24 * 3600
+STATUS_TTL_MS = 24 * 3600 * 1000
+# How often each process looks for deletions whose process died.
+SWEEP_INTERVAL_S = 5.0
+RETRY_MS = 60_000
 
 
 def check_room_id(room_id: str) -> str:
@@ -74,8 +81,20 @@ class Deletion:
     kicked_users: list[str] = field(default_factory=list)
     failed_to_kick_users: list[str] = field(default_factory=list)
     local_aliases: list[str] = field(default_factory=list)
-    finished_at: float | None = None
     timestamp_ms: int = field(default_factory=now_ms)  # of the last change of status
+
+    @classmethod
+    def of_row(cls, row: deletions.DeletionRow) -> Deletion:
+        return cls(
+            row.delete_id,
+            row.room_id,
+            row.status,
+            row.error,
+            row.kicked_users,
+            row.failed_to_kick_users,
+            row.local_aliases,
+            row.timestamp_ms,
+        )
 
     def render(self, *, with_id: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -105,8 +124,21 @@ class AdminRoomService:
         self.server_name = server_name
         self.cache = cache
         self.membership = membership
-        self._deletions: dict[str, Deletion] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._workers: DeliveryWorkers[str] = DeliveryWorkers(
+            db,
+            drain=self._drain,
+            try_lock=deletions.try_lock,
+            unlock=deletions.unlock,
+            label=lambda delete_id: f"room deletion {delete_id}",
+            failure_retry_ms=RETRY_MS,
+            pending=self._unfinished,
+            sweep_interval_s=SWEEP_INTERVAL_S,
+            name="room deletions",
+        )
+
+    def start(self) -> None:
+        """Look for deletions left unfinished by a process that died, now and then."""
+        self._workers.start()
 
     async def list_rooms(self, listing: RoomListing) -> dict[str, Any]:
         """A page of rooms, with offsets of the pages around it."""
@@ -179,18 +211,16 @@ class AdminRoomService:
     async def schedule_deletion(self, admin_id: str, room_id: str, request: DeleteRequest) -> str:
         """Check the room and schedule its deletion; the delete_id to poll."""
         await self._check(room_id, request)
-        if any(
-            d.room_id == room_id and d.status in ("scheduled", "active")
-            for d in self._deletions.values()
-        ):
-            raise ServiceError(400, "M_UNKNOWN", f"A deletion of {room_id} is already under way")
-        deletion = Deletion(delete_id=secrets.token_urlsafe(12), room_id=room_id)
-        self._forget_old()
-        self._deletions[deletion.delete_id] = deletion
-        task = asyncio.create_task(self._run(deletion, admin_id, request))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return deletion.delete_id
+        delete_id = secrets.token_urlsafe(12)
+        now = now_ms()
+        async with self.db.pool.connection() as conn:
+            await deletions.forget_finished(conn, now - STATUS_TTL_MS)
+            if not await deletions.insert(conn, delete_id, room_id, admin_id, asdict(request), now):
+                raise ServiceError(
+                    400, "M_UNKNOWN", f"A deletion of {room_id} is already under way"
+                )
+        self._workers.wake(delete_id)
+        return delete_id
 
     async def delete_now(self, admin_id: str, room_id: str, request: DeleteRequest) -> Deletion:
         """Delete the room before answering (the older, synchronous API)."""
@@ -201,14 +231,18 @@ class AdminRoomService:
             raise ServiceError(500, "M_UNKNOWN", deletion.error or "Room deletion failed")
         return deletion
 
-    def deletion_status(self, delete_id: str) -> dict[str, Any]:
-        deletion = self._deletions.get(delete_id)
-        if deletion is None:
+    async def deletion_status(self, delete_id: str) -> dict[str, Any]:
+        async with self.db.pool.connection() as conn:
+            row = await deletions.get(conn, delete_id)
+        if row is None:
             raise not_found("delete id not found")
-        return deletion.render(with_id=False)
+        return Deletion.of_row(row).render(with_id=False)
 
-    def tasks(self) -> list[dict[str, Any]]:
+    async def tasks(self) -> list[dict[str, Any]]:
         """The deletions remembered, as Synapse's scheduled tasks."""
+        async with self.db.pool.connection() as conn:
+            rows = await deletions.every(conn)
+        found = [Deletion.of_row(row) for row in rows]
         return [
             {
                 "id": d.delete_id,
@@ -219,19 +253,44 @@ class AdminRoomService:
                 "result": d.render(with_id=False)["shutdown_room"],
                 "error": d.error,
             }
-            for d in self._deletions.values()
+            for d in found
         ]
 
-    def room_deletions(self, room_id: str) -> dict[str, Any]:
-        found = [d for d in self._deletions.values() if d.room_id == room_id]
-        if not found:
+    async def room_deletions(self, room_id: str) -> dict[str, Any]:
+        async with self.db.pool.connection() as conn:
+            rows = await deletions.of_room(conn, room_id)
+        if not rows:
             raise not_found("No deletion of this room is known")
-        return {"results": [d.render(with_id=True) for d in found]}
+        return {"results": [Deletion.of_row(row).render(with_id=True) for row in rows]}
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._workers.close()
+
+    async def _unfinished(self) -> list[tuple[str, int | None]]:
+        async with self.db.pool.connection() as conn:
+            return [(delete_id, None) for delete_id in await deletions.unfinished(conn)]
+
+    async def _drain(self, delete_id: str) -> int | None:
+        """Run a scheduled deletion (or one whose process died), recording how it went."""
+        async with self.db.pool.connection() as conn:
+            row = await deletions.get(conn, delete_id)
+            if row is None or row.status not in deletions.UNFINISHED:
+                return None
+            await deletions.update(conn, delete_id, "active", None, [], [], [], None)
+        deletion = Deletion(delete_id, row.room_id)
+        await self._run(deletion, row.admin_id, DeleteRequest(**row.request))
+        async with self.db.pool.connection() as conn:
+            await deletions.update(
+                conn,
+                delete_id,
+                deletion.status,
+                deletion.error,
+                deletion.kicked_users,
+                deletion.failed_to_kick_users,
+                deletion.local_aliases,
+                now_ms(),
+            )
+        return None
 
     async def _check(self, room_id: str, request: DeleteRequest) -> None:
         check_room_id(room_id)
@@ -240,13 +299,6 @@ class AdminRoomService:
         # An unknown room may still be blocked, so nobody here can ever join it.
         if not known and not request.block:
             raise not_found("Room not found")
-
-    def _forget_old(self) -> None:
-        cutoff = time.monotonic() - STATUS_TTL_S
-        for key in [
-            k for k, d in self._deletions.items() if d.finished_at and d.finished_at < cutoff
-        ]:
-            del self._deletions[key]
 
     async def _run(self, deletion: Deletion, admin_id: str, request: DeleteRequest) -> None:
         deletion.status = "active"
@@ -258,9 +310,6 @@ class AdminRoomService:
             deletion.error = str(exc) or type(exc).__name__
         else:
             deletion.status = "complete"
-        finally:
-            deletion.finished_at = time.monotonic()
-            deletion.timestamp_ms = now_ms()
 
     async def _delete(self, deletion: Deletion, admin_id: str, request: DeleteRequest) -> None:
         room_id = deletion.room_id

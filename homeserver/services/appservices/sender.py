@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 300.0
 POLL_INTERVAL_S = 1.0
-SWEEP_INTERVAL_S = 60.0
+# Short, so that another process takes over a dead one's services within seconds.
+SWEEP_INTERVAL_S = 5.0
 LOCKED_RETRY_S = 1.0
 # Events looked at per round, and so the most one transaction carries.
 BATCH = 100

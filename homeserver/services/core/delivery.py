@@ -79,6 +79,7 @@ class DeliveryWorkers(Generic[K]):
         self._helpers: set[asyncio.Task[None]] = set()  # the sweep, and resumes
         self._locks = DedicatedConnection(db)
         self._closing = False
+        self._sweeping = False
         metrics.sample(self)
 
     def metric_samples(self) -> Iterable[metrics.Sample]:
@@ -95,9 +96,14 @@ class DeliveryWorkers(Generic[K]):
         )
 
     def start(self) -> None:
-        """Start the sweep, if there is one."""
-        if self._pending is not None:
+        """Start the sweep, if there is one (once, however often called)."""
+        if self._pending is not None and not self._sweeping:
+            self._sweeping = True
             self._spawn(self._sweep_forever(), f"{self._name} sweep")
+
+    async def sweep(self) -> None:
+        """One pass of the sweep now (see `_sweep`)."""
+        await self._sweep()
 
     def wake(self, key: K) -> None:
         if self._closing:
@@ -116,6 +122,11 @@ class DeliveryWorkers(Generic[K]):
             return
         timer.cancel()
         self._spawn(self._resume(key), f"resume {self._label(key)}")
+
+    async def idle(self) -> None:
+        """Wait until no drain runs in this process (timers may still be set)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     async def close(self) -> None:
         """Stop: timers, the sweep and running drains are cancelled, the lock connection
@@ -199,7 +210,9 @@ class DeliveryWorkers(Generic[K]):
             try:
                 await self._sweep()
             except (DatabaseError, OSError) as exc:
-                log.warning("%s sweep failed: %s", self._name, exc)
+                # While the database is away the pool logs it, once, not every sweep.
+                if not is_unavailable(exc):
+                    log.warning("%s sweep failed: %s", self._name, exc)
             await asyncio.sleep(self._sweep_interval_s)
 
     async def _sweep(self) -> None:

@@ -72,8 +72,13 @@ class Notifier:
         )
         self._conn = DedicatedConnection(db)
         self._refresh_lock = asyncio.Lock()
+        # Reads of the safe positions begun so far: a caller that finds one begun after
+        # it asked need not read again (under a stream of notifications from other
+        # processes, the reads queued behind one in flight collapse into it).
+        self._reads_begun = 0
         # Tells our own notifications apart (per notifier: tests run two in one process).
         self._instance = uuid.uuid4().hex
+        self._draining = False
 
     async def start(self) -> None:
         """Start listening to other processes, then read the current positions."""
@@ -86,6 +91,15 @@ class Notifier:
         for waiters in self._by_user.values():
             for waiter in waiters:
                 waiter.woken.set()
+
+    def drain(self) -> None:
+        """The process is stopping: wake every waiter now, and wait no more."""
+        self._draining = True
+        self.wake(users=list(self._by_user))
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     async def _on_notify(self, channel: str, data: str) -> None:
         if channel == TOKENS_CHANNEL:
@@ -129,9 +143,11 @@ class Notifier:
 
     async def _refresh(self, *, force: bool = False) -> None:
         """Re-read safe positions and deliver every pending notification they cover."""
+        asked = self._reads_begun
         async with self._refresh_lock:
-            if not (self._pending or force):
+            if not (self._pending or force) or (self._reads_begun > asked and not force):
                 return
+            self._reads_begun += 1
             self.positions = await self._conn.run(streams.safe_positions)
             ready = [p for p in self._pending if p.position <= self.positions.get(p.stream, 0)]
             if not ready:
@@ -199,6 +215,8 @@ class Notifier:
 
     async def wait(self, user_id: str, rooms: Iterable[str], seconds: float) -> bool:
         """Block until something for this user or these rooms is notified; False on timeout."""
+        if self._draining:
+            return False
         waiter = Waiter(user_id, frozenset(rooms))
         self._by_user.setdefault(user_id, set()).add(waiter)
         for room_id in waiter.rooms:

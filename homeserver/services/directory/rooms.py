@@ -30,6 +30,7 @@ from homeserver.services.core.errors import ServiceError, forbidden, invalid_par
 from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
 from homeserver.services.rooms.writer import EventCache, EventNotAllowed, EventWriter, load_events
 from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.directory import aliases
 from homeserver.storage.directory.public_rooms import (
     DirectoryFilter,
@@ -253,12 +254,14 @@ class RoomDirectory:
     def __init__(
         self,
         db: Database,
+        replicas: Replicas,
         events: EventWriter,
         event_cache: EventCache,
         federation_client: FederationClient,
         server_name: str,
     ) -> None:
         self.db = db
+        self.replicas = replicas
         self.events = events
         self.event_cache = event_cache
         self.federation_client = federation_client
@@ -421,7 +424,8 @@ class RoomDirectory:
                 after = (joined, room_id)
             else:
                 before = (joined, room_id)
-        async with self.db.pool.connection() as conn:
+        # A second's staleness is fine for the list: a recent replica may answer.
+        async with self.replicas.pool_for_recent().connection() as conn:
             rows = await published_rooms(
                 conn, directory_filter, limit + 1, after=after, before=before
             )

@@ -9,6 +9,7 @@ from typing import Any
 
 from homeserver.services.core.errors import ServiceError
 from homeserver.storage.core.pool import Database
+from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.directory import users as store
 
 DEFAULT_LIMIT = 10
@@ -27,8 +28,9 @@ def _like_prefix(term: str) -> str:
 
 
 class UserDirectoryService:
-    def __init__(self, db: Database, search_all_users: bool) -> None:
+    def __init__(self, db: Database, replicas: Replicas, search_all_users: bool) -> None:
         self.db = db
+        self.replicas = replicas
         self.search_all_users = search_all_users
 
     async def search(self, searcher: str, term: object, limit: object) -> dict[str, Any]:
@@ -42,7 +44,8 @@ class UserDirectoryService:
         limit = min(limit, MAX_LIMIT)
         if not term or limit == 0:
             return {"results": [], "limited": False}
-        async with self.db.pool.connection() as conn:
+        # A second's staleness is fine for a search: a recent replica may answer.
+        async with self.replicas.pool_for_recent().connection() as conn:
             rows = await store.search(
                 conn,
                 searcher,

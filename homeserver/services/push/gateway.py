@@ -11,7 +11,7 @@ its locks; a dead process drops them), so worker processes on one database never
 the same notification twice. A new pusher starts at the newest event (storage sets its
 cursor), so it gets only what comes after it. Only push actions below the events
 stream's safe position are sent: one with a lower position may still be committing,
-and the cursor must not pass it. A sweep (at start, then every minute) finds pushers
+and the cursor must not pass it. A sweep (at start, then every few seconds) finds pushers
 with unsent actions that no task is handling: after a restart, a crash of another
 worker, or actions another worker committed.
 
@@ -39,7 +39,7 @@ from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.remote.client import FilteringResolver, literal_address_refused
 from homeserver.services.rooms.writer import EventCache, load_events
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Connection, Database, DatabaseError
+from homeserver.storage.core.pool import Connection, Database, DatabaseError, is_unavailable
 from homeserver.storage.push import notifications as actions_store
 from homeserver.storage.push import pushers as store
 from homeserver.storage.rooms import state
@@ -50,7 +50,8 @@ MIN_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 600.0
 # A notification more than a day late is no use to anyone: skip it, and stop retrying it.
 GIVE_UP_MS = 24 * 3600 * 1000
-SWEEP_INTERVAL_S = 60.0
+# Short, so that another process takes over a dead one's pushers within seconds.
+SWEEP_INTERVAL_S = 5.0
 LOCKED_RETRY_MS = 1000
 REQUEST_TIMEOUT_S = 30.0
 MAX_CONCURRENT_REQUESTS = 50
@@ -207,8 +208,9 @@ class PushGateway:
             try:
                 async with self.db.pool.connection() as conn:
                     keys = await store.http_pushers_of_users(conn, sorted(users))
-            except (DatabaseError, OSError):
-                log.exception("push: cannot look up pushers; the sweep will retry")
+            except (DatabaseError, OSError) as exc:
+                if not is_unavailable(exc):
+                    log.exception("push: cannot look up pushers; the sweep will retry")
                 continue
             for key in keys:
                 self._workers.wake(key)
@@ -220,8 +222,10 @@ class PushGateway:
                     keys = await store.pushers_with_work(conn, now_ms())
                 for key in keys:
                     self._workers.wake(key)
-            except (DatabaseError, OSError):
-                log.exception("push: sweep failed")
+            except (DatabaseError, OSError) as exc:
+                # While the database is away the pool logs it, once, not every sweep.
+                if not is_unavailable(exc):
+                    log.exception("push: sweep failed")
             await asyncio.sleep(self.sweep_interval_s)
 
     async def _drain(self, key: store.PusherKey) -> int | None:

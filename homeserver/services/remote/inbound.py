@@ -24,6 +24,7 @@ from federation.events import Event
 from federation.identifiers import create_event_id_for_room
 from federation.room_versions import RoomVersion, get_room_version
 from federation.types import JsonDict
+from homeserver.services.core.clock import now_ms
 from homeserver.services.remote.checks import (
     PduRefused,
     auth_against_own,
@@ -49,6 +50,7 @@ from homeserver.services.rooms.server_acl import DENIED, ServerAclService
 from homeserver.services.rooms.writer import EventCache, EventWriter, load_events
 from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import dag as fed_store
+from homeserver.storage.remote import inbound as answers
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import rooms
 
@@ -62,6 +64,10 @@ MAX_GAP_EVENTS = 1000  # state and auth chain fetched to bridge one gap
 MAX_AUTH_CHAIN = 1000
 FETCH_CONCURRENCY = 10
 REMEMBERED_TRANSACTIONS = 1000
+# Answers are kept in the database this long (a server retries within minutes), and
+# older ones deleted this often.
+ANSWER_TTL_MS = 24 * 3600 * 1000
+FORGET_INTERVAL_MS = 3600 * 1000
 
 
 class FederationInbound:
@@ -86,6 +92,7 @@ class FederationInbound:
         self.edus = edus
         self._answers: OrderedDict[tuple[str, str], JsonDict] = OrderedDict()
         self._running: dict[tuple[str, str], asyncio.Task[JsonDict]] = {}
+        self._forgotten_at = now_ms()
 
     # ---- transactions
 
@@ -98,7 +105,7 @@ class FederationInbound:
             return answer
         task = self._running.get(key)
         if task is None:
-            task = asyncio.create_task(self._process(origin, pdus, edus))
+            task = asyncio.create_task(self._answer(origin, txn_id, pdus, edus))
             self._running[key] = task
             task.add_done_callback(lambda _: self._running.pop(key, None))
         # Shielded: a sender that hangs up must not abort events half processed.
@@ -106,6 +113,21 @@ class FederationInbound:
         self._answers[key] = answer
         if len(self._answers) > REMEMBERED_TRANSACTIONS:
             self._answers.popitem(last=False)
+        return answer
+
+    async def _answer(self, origin: str, txn_id: str, pdus: list[Any], edus: list[Any]) -> JsonDict:
+        """The answer another process gave, or process the transaction and record ours."""
+        async with self.db.pool.connection() as conn:
+            stored = await answers.get_answer(conn, origin, txn_id)
+        if stored is not None:
+            return stored
+        answer = await self._process(origin, pdus, edus)
+        now = now_ms()
+        async with self.db.pool.connection() as conn:
+            await answers.store_answer(conn, origin, txn_id, answer, now)
+            if now - self._forgotten_at > FORGET_INTERVAL_MS:
+                self._forgotten_at = now
+                await answers.forget_answers(conn, now - ANSWER_TTL_MS)
         return answer
 
     async def _process(self, origin: str, pdus: list[Any], edus: list[Any]) -> JsonDict:

@@ -7,7 +7,10 @@ senders are woken once it has committed (`after_commit`). The destinations are t
 room's servers after the transaction, as its own connection sees them: a member who
 just left still gets their leave through the invite/kick/ban rule.
 
-The servers of a room are cached and forgotten when a member event is written to it.
+The servers of a room are cached by the room's state group when the events were
+written: a state group never changes, and any change of membership, by any process
+(local or received over federation), makes a new one. So the cache is never stale, and
+needs no invalidation across processes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from federation.events import MEMBER
 from federation.identifiers import domain_of
 from homeserver.services.remote.sender import FederationSender
 from homeserver.services.rooms.writer import RoomWriter
-from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import room_servers
 
 CACHED_ROOMS = 10_000
@@ -29,29 +32,24 @@ class RoomServers:
         self.db = db
         self.server_name = server_name
         self.sender = sender
-        self._servers: OrderedDict[str, frozenset[str]] = OrderedDict()
-        # Bumped by every invalidation: a load that raced with one is not cached.
-        self._generation = 0
+        # room id -> (its state group, the servers with a joined member at that group)
+        self._servers: OrderedDict[str, tuple[int, frozenset[str]]] = OrderedDict()
 
     async def servers(self, room_id: str) -> frozenset[str]:
         """The servers with a joined member in the room, as committed."""
-        cached = self._cached(room_id)
-        if cached is not None:
-            return cached
         async with self.db.pool.connection() as conn:
-            return await self._load(conn, room_id)
+            return frozenset(await room_servers.servers_in_room(conn, room_id))
 
-    def _cached(self, room_id: str) -> frozenset[str] | None:
-        cached = self._servers.get(room_id)
-        if cached is not None:
-            self._servers.move_to_end(room_id)
-        return cached
-
-    async def _load(self, conn: Connection, room_id: str) -> frozenset[str]:
-        generation = self._generation
-        found = frozenset(await room_servers.servers_in_room(conn, room_id))
-        if generation == self._generation:
-            self._servers[room_id] = found
+    async def _servers_at_start(self, writer: RoomWriter) -> frozenset[str]:
+        """The room's servers at the state group the transaction started from."""
+        group = writer.start_state_group
+        cached = self._servers.get(writer.room_id)
+        if cached is not None and cached[0] == group:
+            self._servers.move_to_end(writer.room_id)
+            return cached[1]
+        found = frozenset(await room_servers.servers_in_room(writer.conn, writer.room_id))
+        if group is not None:
+            self._servers[writer.room_id] = (group, found)
             if len(self._servers) > CACHED_ROOMS:
                 self._servers.popitem(last=False)
         return found
@@ -67,10 +65,7 @@ class RoomServers:
             # and may still roll back: ask there, and leave the cache alone.
             servers = frozenset(await room_servers.servers_in_room(writer.conn, writer.room_id))
         else:
-            cached = self._cached(writer.room_id)
-            servers = (
-                cached if cached is not None else await self._load(writer.conn, writer.room_id)
-            )
+            servers = await self._servers_at_start(writer)
         for event in ours:
             targets = set(servers)
             if event.type == MEMBER and event.state_key and event.membership != "join":
@@ -79,9 +74,5 @@ class RoomServers:
             writer.queued_destinations.update(queued)
 
     def after_commit(self, writer: RoomWriter) -> None:
-        """EventWriter's after-commit hook: forget the servers of a room whose membership
-        changed, and send what the transaction queued."""
-        if any(p.event.type == MEMBER for p in writer.persisted):
-            self._servers.pop(writer.room_id, None)
-            self._generation += 1
+        """EventWriter's after-commit hook: send what the transaction queued."""
         self.sender.wake(writer.queued_destinations)

@@ -11,7 +11,7 @@ queue in order, at most 50 PDUs and 100 EDUs per transaction, deleting what the
 destination accepted. On failure it records the backoff in `destinations`, lets go of
 the lock and sets a timer; a successful contact with the destination (an inbound
 request from it, or any outbound request that it answers) cuts the wait short. At
-start, and every minute, a sweep finds queues that nobody is sending (after a restart,
+start, and every few seconds, a sweep finds queues that nobody is sending (after a restart,
 or a crash of another worker) and wakes them.
 """
 
@@ -41,7 +41,8 @@ MAX_PDUS_PER_TRANSACTION = 50
 MAX_EDUS_PER_TRANSACTION = 100
 MIN_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 3600.0
-SWEEP_INTERVAL_S = 60.0
+# Short, so that another process takes over a dead one's queues within seconds.
+SWEEP_INTERVAL_S = 5.0
 MAX_CONCURRENT_TRANSACTIONS = 50
 TRANSACTION_TIMEOUT_S = 60.0
 # Statuses after which resending the same transaction cannot succeed: drop it.

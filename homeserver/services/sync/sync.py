@@ -195,7 +195,13 @@ class SyncService:
         while True:
             result = await self._compute(requester, sync_filter, since, now, request)
             remaining = deadline - loop.time()
-            if since is None or request.full_state or not result.empty or remaining <= 0:
+            if (
+                since is None
+                or request.full_state
+                or not result.empty
+                or remaining <= 0
+                or self.notifier.draining  # stopping: the client syncs again elsewhere
+            ):
                 if since is None or not result.empty:
                     await self._add_key_counts(requester, result.body)
                 return result.body

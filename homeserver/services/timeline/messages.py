@@ -49,7 +49,8 @@ from homeserver.services.timeline.visibility import (
     filter_visible,
     room_access,
 )
-from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.core.pool import Connection, Database, Pool
+from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.remote import backfill as backfill_store
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import state
@@ -297,8 +298,11 @@ async def _context_state(
 class MessageService:
     """Room history for clients; holes in it are backfilled from other servers."""
 
-    def __init__(self, db: Database, cache: EventCache, backfiller: Backfiller) -> None:
+    def __init__(
+        self, db: Database, replicas: Replicas, cache: EventCache, backfiller: Backfiller
+    ) -> None:
         self.db = db
+        self.replicas = replicas
         self.cache = cache
         self.backfiller = backfiller
 
@@ -325,7 +329,10 @@ class MessageService:
         bound: Position | None = None
         attempts = 0
         while True:
-            async with self.db.pool.connection() as conn:
+            # A replica serves a page from a token it has replayed; after a backfill,
+            # what it wrote is read on the primary.
+            source = self.db.pool if attempts else self._source(start_token)
+            async with source.connection() as conn:
                 if start is None:
                     access = await room_access(conn, self.cache, requester.user_id, room_id)
                     start, bound = await _range(
@@ -350,6 +357,14 @@ class MessageService:
                     )
             attempts += 1
             await self.backfiller.fill_gap(room_id, page.gap, wait)
+
+    def _source(self, token: Token | None) -> Pool:
+        """A replica that has replayed the position of the client's token, if any."""
+        if token is None:
+            return self.db.pool
+        position = token.position.stream if token.position is not None else token.stream
+        assert position is not None
+        return self.replicas.pool_for("events", position)
 
     async def get_event(self, requester: Requester, room_id: str, event_id: str) -> JsonDict:
         """`GET /rooms/{roomId}/event/{eventId}`."""

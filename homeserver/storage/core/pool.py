@@ -162,8 +162,9 @@ class Pool:
             },
         )
 
-    async def open(self) -> None:
-        await self._pool.open(wait=True, timeout=30)
+    async def open(self, *, wait: bool = True) -> None:
+        """Open the pool; with `wait`, once its first connections are made."""
+        await self._pool.open(wait=wait, timeout=30)
 
     async def close(self) -> None:
         self._closed = True

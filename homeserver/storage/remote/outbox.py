@@ -64,10 +64,18 @@ async def delete_rows(conn: AsyncConnection, positions: Sequence[int]) -> None:
 
 
 async def pending_destinations(conn: AsyncConnection) -> list[tuple[str, int | None]]:
-    """Destinations with something queued, with their retry time (None: not backing off)."""
+    """Destinations with something queued, with their retry time (None: not backing off).
+
+    Every process runs this every few seconds: the distinct destinations are found by
+    skipping through the index, one probe each, however long a dead server's queue."""
     cur = await conn.execute(
-        "SELECT o.destination, d.retry_at_ts FROM (SELECT DISTINCT destination"
-        " FROM federation_outbox) o LEFT JOIN destinations d USING (destination)"
+        "WITH RECURSIVE o(destination) AS ("
+        " (SELECT destination FROM federation_outbox ORDER BY destination LIMIT 1)"
+        " UNION ALL SELECT (SELECT f.destination FROM federation_outbox f"
+        " WHERE f.destination > o.destination ORDER BY f.destination LIMIT 1)"
+        " FROM o WHERE o.destination IS NOT NULL)"
+        " SELECT o.destination, d.retry_at_ts FROM o LEFT JOIN destinations d"
+        " USING (destination) WHERE o.destination IS NOT NULL"
     )
     return [(r[0], None if r[1] is None else int(r[1])) for r in await cur.fetchall()]
 

@@ -1,0 +1,140 @@
+"""`database.replicas`: history pages are read on a streaming replica (made with
+pg_basebackup) once it has replayed the position of the client's token, the public
+room list once it is less than 2 s behind; on the primary while it is not (replay
+paused) or when it is gone. The answers are right either way."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from homeserver.api.context import HOMESERVER
+from homeserver.app import build_app
+from homeserver.datadir import load_or_create_signing_key
+from homeserver.services.homeserver import Homeserver
+from homeserver.storage.core import migrations
+from homeserver.storage.core.pool import Database
+from homeserver.storage.core.replicas import Replica
+from tests.integration.conftest import RoomUser, make_config
+from tests.integration.own_postgres import DebianCluster, DebianStandby, debian_available
+
+CATCH_UP_S = 15.0
+
+
+@pytest.fixture
+async def primary_and_replica(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[TestClient[Any, Any], DebianStandby]]:
+    if not debian_available():
+        pytest.skip("needs the Debian PostgreSQL binaries")
+    primary = DebianCluster()
+    try:
+        migrations.upgrade(primary.conninfo)
+        standby = DebianStandby(primary)
+        config = make_config(
+            tmp_path / "hs",
+            open_registration=True,
+            **{"rate_limits.enabled": False, "database.replicas": [standby.conninfo]},
+        )
+        db = Database(primary.conninfo, size=4)
+        await db.open()
+        hs = Homeserver(
+            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
+        )
+        await hs.start()
+        client: TestClient[Any, Any] = TestClient(TestServer(build_app(hs), host="127.0.0.1"))
+        await client.start_server()
+        try:
+            yield client, standby
+        finally:
+            await client.close()
+            await hs.close()
+            await db.close()
+    finally:
+        primary.destroy()
+
+
+def _replica(client: TestClient[Any, Any]) -> Replica:
+    return client.server.app[HOMESERVER].replicas.replicas[0]
+
+
+async def _latest_token(alice: RoomUser, room_id: str) -> str:
+    """A token at the room's newest event (read on the primary: no `from`)."""
+    _, page = await alice.get(f"/v3/rooms/{room_id}/messages", dir="b", limit="1")
+    return str(page["start"])
+
+
+async def _page(alice: RoomUser, room_id: str, token: str) -> list[str]:
+    status, page = await alice.get(
+        f"/v3/rooms/{room_id}/messages", dir="b", limit="50", **{"from": token}
+    )
+    assert status == 200, page
+    return [e["content"].get("body") for e in page["chunk"] if e["type"] == "m.room.message"]
+
+
+async def _public_rooms(alice: RoomUser) -> list[str]:
+    status, body = await alice.get("/v3/publicRooms")
+    assert status == 200, body
+    return [room["room_id"] for room in body["chunk"]]
+
+
+async def _until(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + CATCH_UP_S
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.1)
+
+
+async def test_history_is_read_on_a_replica_that_has_caught_up_only(
+    primary_and_replica: tuple[TestClient[Any, Any], DebianStandby],
+) -> None:
+    client, standby = primary_and_replica
+    replica = _replica(client)
+    alice = await RoomUser.make(client, "alice")
+    room_id = await alice.create_room()
+    for n in range(3):
+        await alice.say(room_id, f"m{n}")
+    token = await _latest_token(alice, room_id)
+    stream = int(token.rsplit("_", 1)[1])
+    await _until(lambda: replica.positions.get("events", -1) >= stream, "replica caught up")
+
+    reads = replica.reads
+    assert await _page(alice, room_id, token) == ["m2", "m1", "m0"]
+    assert replica.reads == reads + 1, "read on the replica"
+    # The public room list has no position: a replica less than 2 s behind answers it.
+    listed = await alice.create_room(visibility="public", name="listed")
+    await _until(lambda: time.monotonic() - replica.replayed_at < 1.0, "replica recent")
+    assert listed in await _public_rooms(alice)
+    assert replica.reads == reads + 2
+
+    # Replay paused: newer messages are not there, so their page is read on the primary.
+    with psycopg.connect(standby.conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+    for n in range(3, 5):
+        await alice.say(room_id, f"m{n}")
+    later = await alice.create_room(visibility="public", name="later")
+    token = await _latest_token(alice, room_id)
+    await asyncio.sleep(2.5)  # checks that must not move the replica past the pause
+    reads = replica.reads
+    assert await _page(alice, room_id, token) == ["m4", "m3", "m2", "m1", "m0"]
+    assert later in await _public_rooms(alice)
+    assert replica.reads == reads, "a paused replica is avoided"
+
+    with psycopg.connect(standby.conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_resume()")
+    stream = int(token.rsplit("_", 1)[1])
+    await _until(lambda: replica.positions.get("events", -1) >= stream, "replay resumed")
+    assert await _page(alice, room_id, token) == ["m4", "m3", "m2", "m1", "m0"]
+    assert replica.reads == reads + 1
+
+    # Gone: out of rotation, and the pages still right.
+    await asyncio.to_thread(standby.stop)
+    await _until(lambda: not replica.healthy, "a dead replica leaves the rotation")
+    assert await _page(alice, room_id, token) == ["m4", "m3", "m2", "m1", "m0"]
