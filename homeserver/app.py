@@ -86,6 +86,7 @@ from homeserver.datadir import DataDirLock, load_or_create_signing_key
 from homeserver.services.appservices.registry import load_registry
 from homeserver.services.email.mailer import MailError
 from homeserver.services.homeserver import Homeserver
+from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core import migrations
 from homeserver.storage.core.embedded_postgres import EmbeddedPostgres
 from homeserver.storage.core.pool import Database, DatabaseUnreachable, check_connection
@@ -98,6 +99,75 @@ SHUTDOWN_TIMEOUT = 10.0
 EMBEDDED_CHECK_INTERVAL_S = 0.5
 EMBEDDED_STABLE_S = 10.0
 EMBEDDED_MAX_RELAUNCH_DELAY_S = 30.0
+
+
+# Every API module, registered in this order (aiohttp matches routes in that order).
+ROUTE_MODULES = (
+    health,
+    versions,
+    wellknown,
+    federation_keys,
+    federation_version,
+    federation_e2ee,
+    federation_transactions,
+    federation_membership,
+    federation_reads,
+    federation_directory,
+    federation_media,
+    federation_openid,
+    client_register,
+    openid,
+    appservice,
+    login,
+    sso,
+    logout,
+    devices,
+    account,
+    email_validation,
+    registration_tokens,
+    admin_users,
+    admin_rooms,
+    admin_moderation,
+    admin_register,
+    admin_reports,
+    admin_destinations,
+    admin_room_tools,
+    admin_media,
+    admin_room_history,
+    rooms,
+    membership,
+    send,
+    delayed_events,
+    room_state,
+    messages,
+    relations,
+    profile,
+    account_data,
+    tags,
+    filters,
+    capabilities,
+    keys,
+    cross_signing,
+    key_backup,
+    user_directory,
+    directory,
+    public_rooms,
+    upgrade,
+    hierarchy,
+    search,
+    reports,
+    typing,
+    receipts,
+    presence,
+    to_device,
+    sync,
+    sliding_sync,
+    push_rules,
+    notifications,
+    pushers,
+    media,
+    voip,
+)
 
 
 def build_app(hs: Homeserver) -> web.Application:
@@ -119,72 +189,7 @@ def build_app(hs: Homeserver) -> web.Application:
     app[HOMESERVER] = hs
     http.refuse_unparsable_requests_in_json()
     app[http.IN_FLIGHT] = in_flight
-    for module in (
-        health,
-        versions,
-        wellknown,
-        federation_keys,
-        federation_version,
-        federation_e2ee,
-        federation_transactions,
-        federation_membership,
-        federation_reads,
-        federation_directory,
-        federation_media,
-        federation_openid,
-        client_register,
-        openid,
-        appservice,
-        login,
-        sso,
-        logout,
-        devices,
-        account,
-        email_validation,
-        registration_tokens,
-        admin_users,
-        admin_rooms,
-        admin_moderation,
-        admin_register,
-        admin_reports,
-        admin_destinations,
-        admin_room_tools,
-        admin_media,
-        admin_room_history,
-        rooms,
-        membership,
-        send,
-        delayed_events,
-        room_state,
-        messages,
-        relations,
-        profile,
-        account_data,
-        tags,
-        filters,
-        capabilities,
-        keys,
-        cross_signing,
-        key_backup,
-        user_directory,
-        directory,
-        public_rooms,
-        upgrade,
-        hierarchy,
-        search,
-        reports,
-        typing,
-        receipts,
-        presence,
-        to_device,
-        sync,
-        sliding_sync,
-        push_rules,
-        notifications,
-        pushers,
-        media,
-        voip,
-    ):
+    for module in ROUTE_MODULES:
         module.register(app)
     return app
 
@@ -273,7 +278,7 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
     """Run until SIGINT or SIGTERM, then drain (see `drain`)."""
     signing_key = load_or_create_signing_key(config.signing_key_file)
     db = await _open_database(config, conninfo)
-    hs = Homeserver(config=config, db=db, signing_key=signing_key)
+    hs = build_homeserver(config=config, db=db, signing_key=signing_key)
     try:
         await hs.mailer.check()
     except MailError as exc:

@@ -15,7 +15,7 @@ from homeserver.config import Config, load_config
 from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.accounts.auth import hash_token, new_token
 from homeserver.services.core.clock import now_ms
-from homeserver.services.homeserver import Homeserver
+from homeserver.services.wiring import build_homeserver
 from homeserver.storage.accounts import devices, tokens
 from homeserver.storage.core.pool import Database
 
@@ -39,7 +39,7 @@ async def homeserver_client(
         db = Database(database_factory(), size=4)
         await db.open()
         dbs.append(db)
-        hs = Homeserver(
+        hs = build_homeserver(
             config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
         )
         await hs.start()

@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeserver.app import build_app
 from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.homeserver import Homeserver
+from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core import migrations
 from homeserver.storage.core.embedded_postgres import read_postmaster_pid
 from homeserver.storage.core.pool import Database
@@ -84,7 +85,7 @@ async def processes(cluster: OwnCluster, tmp_path: Path) -> AsyncIterator[list[P
                 )
             db = Database(cluster.conninfo, size=4)
             await db.open()
-            hs = Homeserver(
+            hs = build_homeserver(
                 config=config,
                 db=db,
                 signing_key=load_or_create_signing_key(config.signing_key_file),

@@ -24,7 +24,7 @@ from homeserver.app import build_app
 from homeserver.config import ConfigError
 from homeserver.datadir import load_or_create_signing_key, rotate_signing_key
 from homeserver.services.core.clock import now_ms
-from homeserver.services.homeserver import Homeserver
+from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
 from tests.integration.conftest import RoomUser, make_config
 from tests.integration.peers import PEER_CONFIG, free_port
@@ -53,7 +53,7 @@ class Restartable:
         )
         self.db = Database(self.database_url, size=4)
         await self.db.open()
-        hs = Homeserver(
+        hs = build_homeserver(
             config=config,
             db=self.db,
             signing_key=load_or_create_signing_key(config.signing_key_file),

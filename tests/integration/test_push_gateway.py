@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.datadir import load_or_create_signing_key
-from homeserver.services.homeserver import Homeserver
+from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
 from tests.integration.conftest import RoomUser, make_config
 
@@ -289,7 +289,9 @@ async def two_apps(
         db = Database(conninfo, size=4)
         await db.open()
         dbs.append(db)
-        hs = Homeserver(config=config, db=db, signing_key=load_or_create_signing_key(key_path))
+        hs = build_homeserver(
+            config=config, db=db, signing_key=load_or_create_signing_key(key_path)
+        )
         hs.push_gateway.sweep_interval_s = 0.05
         await hs.start()
         client: Client = TestClient(TestServer(build_app(hs), host="127.0.0.1"))

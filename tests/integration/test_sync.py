@@ -16,8 +16,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.datadir import load_or_create_signing_key
-from homeserver.services.homeserver import Homeserver
 from homeserver.services.sync.request import SyncRequest
+from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
 from tests.integration.conftest import CLIENT_V3, auth_header, make_config, make_user
 
@@ -430,7 +430,7 @@ async def restartable(
         config = make_config(tmp_path / "hs", **{"rate_limits.enabled": False})
         db = Database(conninfo, size=4)
         await db.open()
-        hs = Homeserver(
+        hs = build_homeserver(
             config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
         )
         await hs.start()

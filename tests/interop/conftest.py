@@ -16,6 +16,7 @@ from homeserver.app import build_app
 from homeserver.config import load_config
 from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.homeserver import Homeserver
+from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
 from tests.integration.peers import free_port
 
@@ -62,7 +63,7 @@ async def our_servers(
         )
         db = Database(database_factory(), size=4)
         await db.open()
-        hs = Homeserver(
+        hs = build_homeserver(
             config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
         )
         await hs.start()

@@ -17,6 +17,7 @@ from homeserver.config import load_config
 from homeserver.datadir import load_or_create_signing_key, rotate_signing_key
 from homeserver.services.core.clock import now_ms
 from homeserver.services.homeserver import Homeserver
+from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
 from tests.integration.peers import free_port
 from tests.interop.clients import PASSWORD, User, eventually, session
@@ -54,7 +55,7 @@ class OurRestartable:
         self.db = Database(self.database_url, size=4)
         await self.db.open()
         key = load_or_create_signing_key(config.signing_key_file)
-        self.hs = Homeserver(config=config, db=self.db, signing_key=key)
+        self.hs = build_homeserver(config=config, db=self.db, signing_key=key)
         await self.hs.start()
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.cert, self.key)
