@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.datadir import load_or_create_signing_key
-from homeserver.services.homeserver import Homeserver
+from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core import migrations
 from homeserver.storage.core.pool import Database
 from homeserver.storage.core.replicas import Replica
@@ -45,7 +45,7 @@ async def primary_and_replica(
         )
         db = Database(primary.conninfo, size=4)
         await db.open()
-        hs = Homeserver(
+        hs = build_homeserver(
             config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
         )
         await hs.start()
