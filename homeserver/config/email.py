@@ -135,6 +135,31 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
+# Synapse's keys for its own mail templates (and the TLS name override): accepted so a
+# pasted block starts, with a warning, while mails keep the built-in templates.
+TOLERATED: tuple[str, ...] = tuple(
+    f"email.{name}"
+    for name in (
+        "template_dir",
+        "tlsname",
+        "invite_client_location",
+        "notif_template_html",
+        "notif_template_text",
+        "password_reset_template_html",
+        "password_reset_template_text",
+        "password_reset_template_success_html",
+        "password_reset_template_failure_html",
+        "registration_template_html",
+        "registration_template_text",
+        "registration_template_success_html",
+        "registration_template_failure_html",
+        "add_threepid_template_html",
+        "add_threepid_template_text",
+        "add_threepid_template_success_html",
+        "add_threepid_template_failure_html",
+    )
+)
+
 _DEFAULTS = {s.key.replace(".", "_"): s.default for s in SETTINGS}
 
 

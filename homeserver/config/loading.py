@@ -4,6 +4,7 @@ file a first run starts from."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ import yaml
 from homeserver.config.federation import read_retired_keys
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError, Setting, coerce
-from homeserver.config.settings import BY_KEY, SETTINGS
+from homeserver.config.settings import BY_KEY, SETTINGS, TOLERATED
 from homeserver.config.validation import validate
+
+log = logging.getLogger(__name__)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str, source: str) -> dict[str, Any]:
@@ -29,6 +32,8 @@ def _flatten(data: Mapping[str, Any], prefix: str, source: str) -> dict[str, Any
             out.update(_flatten(value, dotted + ".", source))
         elif dotted in BY_KEY:
             out[dotted] = value
+        elif dotted in TOLERATED:
+            log.warning("%s: %s is Synapse's and is not used here; ignored", source, dotted)
         else:
             raise ConfigError(f"{source}: unknown setting {dotted!r}")
     return out

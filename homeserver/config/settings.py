@@ -240,3 +240,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}
+
+# Synapse settings a pasted block may carry that this server does not use: read past
+# with a warning instead of stopping the start.
+TOLERATED: frozenset[str] = frozenset(email.TOLERATED)

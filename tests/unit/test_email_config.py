@@ -90,3 +90,24 @@ def test_mistakes_are_one_line_errors(tmp_path: Path, block: dict[str, object], 
 def test_required_email_needs_mail(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="registrations_require_3pid"):
         load_config(tmp_path, {"registrations_require_3pid": ["email"]}, {}, {})
+
+
+def test_synapse_template_settings_start_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Synapse block with its own mail templates still starts (the built-in mails are
+    sent), and the operator is told those keys are not used."""
+    path = tmp_path / "homeserver.yaml"
+    block = yaml.safe_load(SYNAPSE_BLOCK)
+    block["email"]["template_dir"] = "/etc/matrix/templates"
+    block["email"]["password_reset_template_html"] = "reset.html"
+    path.write_text(yaml.safe_dump(block))
+    with caplog.at_level("WARNING"):
+        values = read_config_file(path)
+    config = load_config(tmp_path, values, {}, {})
+    assert config.email_smtp_host == "mail.example.org"
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "email.template_dir" in warned and "email.password_reset_template_html" in warned
+    path.write_text(yaml.safe_dump({"email": {"template_dri": "/typo"}}))
+    with pytest.raises(ConfigError, match=r"unknown setting 'email\.template_dri'"):
+        read_config_file(path)
