@@ -496,16 +496,17 @@ class SharedRules:
                 )
             )
 
-    def evaluate_many(
+    def evaluate_groups(
         self, event: Mapping[str, Any], facts: RoomFacts, members: Sequence[Member]
-    ) -> list[tuple[Member, Outcome]]:
-        """Each member's outcome (members no rule matched are left out), trying rule
-        after rule with the members still undecided. `facts.display_name` is not
-        read: each member's own is."""
+    ) -> list[tuple[Outcome, list[Member]]]:
+        """The members by outcome (members no rule matched are left out), trying rule
+        after rule with the members still undecided: in a big room most members fall
+        to one rule together, one list and no per-member work. `facts.display_name`
+        is not read: each member's own is."""
         content = event.get("content")
         intentional = isinstance(content, Mapping) and "m.mentions" in content
         undecided = list(members)
-        out: list[tuple[Member, Outcome]] = []
+        out: list[tuple[Outcome, list[Member]]] = []
         folded = _Folded()
         for rule in self._rules:
             if not undecided:
@@ -515,7 +516,7 @@ class SharedRules:
             if not all(p(event, facts) for p in rule.predicates):
                 continue
             if not rule.selectors:
-                out.extend((m, rule.outcome) for m in undecided)
+                out.append((rule.outcome, undecided))
                 break
             matched = undecided
             for selector in rule.selectors:
@@ -523,7 +524,7 @@ class SharedRules:
                 if not matched:
                     break
             if matched:
-                out.extend((m, rule.outcome) for m in matched)
+                out.append((rule.outcome, matched))
                 taken = {id(m) for m in matched}
                 undecided = [m for m in undecided if id(m) not in taken]
         return out

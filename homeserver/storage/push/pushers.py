@@ -10,6 +10,8 @@ import orjson
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from homeserver.storage.push.notifications import USER_SEPARATOR
+
 
 @dataclass(frozen=True, slots=True)
 class PusherRow:
@@ -130,9 +132,12 @@ class DeliveryState:
 
 
 async def http_pushers_of_users(conn: AsyncConnection, user_ids: Sequence[str]) -> list[PusherKey]:
+    """The http pushers of these local users (the members a message notified: in a big
+    room thousands, sent as one text rather than a value each)."""
     cur = await conn.execute(
-        "SELECT user_id, app_id, pushkey FROM pushers WHERE user_id = ANY(%s) AND kind = 'http'",
-        (list(user_ids),),
+        "SELECT user_id, app_id, pushkey FROM pushers"
+        " WHERE user_id = ANY(string_to_array(%s, %s)) AND kind = 'http'",
+        (USER_SEPARATOR.join(user_ids), USER_SEPARATOR),
     )
     return [PusherKey(*row) for row in await cur.fetchall()]
 
