@@ -231,26 +231,20 @@ class NotificationService:
     async def _groups(
         self, conn: Connection, room: RoomPushState, event: Event
     ) -> list[tuple[SharedRules, list[Member]]]:
-        """The event's recipients grouped by shared rules: local joined members other
-        than the sender, and a local user invited. The members' grouping is kept with
-        the room until its members or anyone's rules change."""
+        """The event's recipients grouped by shared rules: local joined members (the
+        sender too: the caller leaves them out of what is stored), and a local user
+        invited. The members' grouping is kept with the room until its members or
+        anyone's rules change."""
         generation = self.push_rules.generation
         if room.grouped is None or room.grouped[0] != generation:
             shared = await self.push_rules.shared(conn, list(room.members))
             room.grouped = (generation, [(r, [room.members[u] for u in us]) for r, us in shared])
-        sender = event.sender
-        groups = [
-            (
-                rules,
-                [m for m in members if m.user_id != sender] if sender in room.members else members,
-            )
-            for rules, members in room.grouped[1]
-        ]
+        groups = list(room.grouped[1])
         if (
             event.type == MEMBER
             and event.membership == "invite"
             and event.state_key
-            and event.state_key != sender
+            and event.state_key != event.sender
             and domain_of(event.state_key) == self.server_name
             and event.state_key not in room.members
         ):
@@ -272,7 +266,7 @@ class NotificationService:
         for persisted in writer.persisted:
             event = persisted.event
             groups = await self._groups(writer.conn, room, event)
-            pdu = event.pdu
+            pdu, sender = event.pdu, event.sender
             thread = thread_of(event)
             facts = room.facts(user_level(event.sender, room.create, room.power))
             for rules, members in groups:
@@ -281,7 +275,9 @@ class NotificationService:
                 for outcome, matched in rules.evaluate_groups(pdu, facts, members):
                     if not outcome.notify:
                         continue
-                    user_ids = [m.user_id for m in matched]
+                    user_ids = [m.user_id for m in matched if m.user_id != sender]
+                    if not user_ids:
+                        continue
                     writer.notified_users.update(user_ids)
                     out.append(
                         store.PushActionGroup(
