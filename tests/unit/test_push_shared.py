@@ -1,4 +1,4 @@
-"""Shared push evaluation (`SharedRules.evaluate_many`, what the send path runs) gives
+"""Shared push evaluation (`SharedRules.evaluate_groups`, what the send path runs) gives
 every user exactly what evaluating their own merged ruleset alone gives: random
 events, users, display names, mentions, power levels and stored rules."""
 
@@ -211,9 +211,10 @@ def test_shared_evaluation_equals_each_users_own(
         groups.setdefault(fingerprint(rows), (rows, []))[1].append(member)
     got: dict[str, Outcome | None] = {u: None for u, _, _ in users}
     for rows, members in groups.values():
-        for member, outcome in shared_rules(rows).evaluate_many(event, facts, members):
-            assert got[member.user_id] is None, "two outcomes for one user"
-            got[member.user_id] = outcome
+        for outcome, matched in shared_rules(rows).evaluate_groups(event, facts, members):
+            for member in matched:
+                assert got[member.user_id] is None, "two outcomes for one user"
+                got[member.user_id] = outcome
     assert {u: o and o.rule_id for u, o in got.items()} == {
         u: o and o.rule_id for u, o in expected.items()
     }

@@ -33,7 +33,7 @@ from federation.power_levels import user_level
 from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.push.defaults import localpart_of
-from homeserver.services.push.evaluator import Member, Outcome, RoomFacts
+from homeserver.services.push.evaluator import Member, Outcome, RoomFacts, SharedRules
 from homeserver.services.push.rules import PushRuleService
 from homeserver.services.rooms.writer import EventCache, RoomWriter, load_events
 from homeserver.services.timeline.format import format_events
@@ -67,9 +67,12 @@ class RoomPushState:
     members: dict[str, Member]  # the local ones among them
     create: Event | None
     power: Event | None
+    # The local members grouped by shared rules, as of a push rules generation
+    grouped: tuple[int, list[tuple[SharedRules, list[Member]]]] | None = None
 
     def apply(self, user_id: str, membership: str, name: str | None, server: str) -> None:
         """One membership change, as `room_memberships` records it."""
+        self.grouped = None
         if membership != "join":
             self.names.pop(user_id, None)
             self.members.pop(user_id, None)
@@ -226,9 +229,18 @@ class NotificationService:
         found = await load_events(writer.conn, writer.cache, ids.values())
         return found.get(ids.get(CREATE_KEY, "")), found.get(ids.get(POWER_LEVELS_KEY, ""))
 
-    def _recipients(self, room: RoomPushState, event: Event) -> list[str]:
-        """Local joined members other than the sender, and a local user invited."""
-        users = [u for u in room.members if u != event.sender]
+    async def _groups(
+        self, conn: Connection, room: RoomPushState, event: Event
+    ) -> list[tuple[SharedRules, list[Member]]]:
+        """The event's recipients grouped by shared rules: local joined members (the
+        sender too: the caller leaves them out of what is stored), and a local user
+        invited. The members' grouping is kept with the room until its members or
+        anyone's rules change."""
+        generation = self.push_rules.generation
+        if room.grouped is None or room.grouped[0] != generation:
+            shared = await self.push_rules.shared(conn, list(room.members))
+            room.grouped = (generation, [(r, [room.members[u] for u in us]) for r, us in shared])
+        groups = list(room.grouped[1])
         if (
             event.type == MEMBER
             and event.membership == "invite"
@@ -237,17 +249,20 @@ class NotificationService:
             and domain_of(event.state_key) == self.server_name
             and event.state_key not in room.members
         ):
-            users.append(event.state_key)
-        return users
+            invited = room.member(event.state_key)
+            for rules, _ in await self.push_rules.shared(conn, [invited.user_id]):
+                groups.append((rules, [invited]))
+        return groups
 
     async def before_commit(self, writer: RoomWriter) -> None:
         """EventWriter's in-transaction hook: store the push actions of the new events.
 
         Users are evaluated by group (`PushRuleService.shared`): the conditions that do
         not depend on the user once per group and event, the others per user; the
-        outcome is the one each user's own rules give (tests/unit test_push_shared)."""
+        outcome is the one each user's own rules give (tests/unit test_push_shared).
+        Members with one outcome for an event are stored as one group."""
         room = await self._room_state(writer)
-        rows: list[store.PushActionRow] = []
+        out: list[store.PushActionGroup] = []
         encoded: dict[int, str | None] = {}
         # Users who ignore a sender get no notification of their messages (state
         # events still count: the spec keeps showing those).
@@ -257,32 +272,35 @@ class NotificationService:
         )
         for persisted in writer.persisted:
             event = persisted.event
-            users = self._recipients(room, event)
-            if event.state_key is None and event.sender in ignoring:
-                users = [u for u in users if u not in ignoring[event.sender]]
-            if not users:
-                continue
-            groups = await self.push_rules.shared(writer.conn, users)
-            pdu = event.pdu
+            groups = await self._groups(writer.conn, room, event)
+            pdu, sender = event.pdu, event.sender
+            skipped = ignoring.get(sender, set()) if event.state_key is None else set()
             thread = thread_of(event)
             facts = room.facts(user_level(event.sender, room.create, room.power))
-            for rules, user_ids in groups:
-                members = [room.member(u) for u in user_ids]
-                for member, outcome in rules.evaluate_many(pdu, facts, members):
+            for rules, members in groups:
+                if not members:
+                    continue
+                for outcome, matched in rules.evaluate_groups(pdu, facts, members):
                     if not outcome.notify:
                         continue
-                    writer.notified_users.add(member.user_id)
-                    rows.append(
-                        store.PushActionRow(
-                            user_id=member.user_id,
-                            stream_ordering=persisted.stream_ordering,
-                            room_id=writer.room_id,
-                            thread_id=thread,
-                            actions=self._encode(outcome, encoded),
-                            highlight=outcome.highlight,
+                    user_ids = [
+                        m.user_id
+                        for m in matched
+                        if m.user_id != sender and m.user_id not in skipped
+                    ]
+                    if not user_ids:
+                        continue
+                    writer.notified_users.update(user_ids)
+                    out.append(
+                        store.PushActionGroup(
+                            user_ids,
+                            persisted.stream_ordering,
+                            thread,
+                            self._encode(outcome, encoded),
+                            outcome.highlight,
                         )
                     )
-        await store.insert_push_actions(writer.conn, rows)
+        await store.insert_push_actions(writer.conn, writer.room_id, out)
 
     @staticmethod
     def _encode(outcome: Outcome, encoded: dict[int, str | None]) -> str | None:

@@ -209,12 +209,16 @@ class PushRuleService:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         # Shared rules by fingerprint: immutable, so never stale (only evicted).
         self._shared: OrderedDict[Fingerprint, SharedRules] = OrderedDict()
+        # Moves on at every change of anyone's rules: what callers that keep groups of
+        # users (a room's members) compare to know theirs still hold.
+        self.generation = 0
         notifier.on(BROADCAST_KIND, self._on_broadcast)
 
     async def _on_broadcast(self, payload: Mapping[str, Any]) -> None:
         user_id = payload.get("user_id")
         if isinstance(user_id, str):
             self._cache.pop(user_id, None)
+            self.generation += 1
 
     # -- reading -----------------------------------------------------------------------
 
@@ -440,5 +444,6 @@ class PushRuleService:
                 await self.allocator.abandon(account_data.STREAM, positions)
                 raise
         self._cache.pop(user_id, None)
+        self.generation += 1
         await self.notifier.broadcast(BROADCAST_KIND, {"user_id": user_id})
         await self.notifier.notify(account_data.STREAM, positions[0], users=[user_id])

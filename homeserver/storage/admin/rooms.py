@@ -182,6 +182,7 @@ _ROOM_TABLES = (
     "current_state",
     "device_list_room_changes",
     "event_push_actions",
+    "event_push_folded",
     "event_push_summary",
     "event_reports",
     "forward_extremities",

@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from psycopg import AsyncConnection
 
+from homeserver.storage.core import streams
+
 MAIN_THREAD = "main"
 # thread_id of receipts that name no thread (storage/receipts.UNTHREADED)
 UNTHREADED = ""
@@ -17,11 +19,19 @@ READ_TYPES = ["m.read", "m.read.private"]
 NOTIFY = ("notify",)  # the actions a NULL `actions` stands for
 
 
+# Separates user ids in a group's text: no user id holds a space (the grammar of user
+# ids and of server names has none).
+USER_SEPARATOR = " "
+
+
 @dataclass(frozen=True, slots=True)
-class PushActionRow:
-    user_id: str
+class PushActionGroup:
+    """Users of one room that one event notifies alike: a row each in
+    event_push_actions. Sent as one text per group, not a value per user, so that a
+    message into a room of thousands costs the driver and the server a few values."""
+
+    user_ids: Sequence[str]
     stream_ordering: int
-    room_id: str
     thread_id: str | None  # None: the main timeline
     actions: str | None  # JSON text; None: the plain ["notify"]
     highlight: bool
@@ -55,41 +65,30 @@ async def joined_members_with_names(
     return [(user_id, name) for user_id, name in await cur.fetchall()]
 
 
-async def insert_push_actions(conn: AsyncConnection, rows: Sequence[PushActionRow]) -> None:
-    """Store many rows in one statement (the send path calls this once per commit),
-    and add them to the unread counts of `event_push_summary` (see 0017_push_counts):
-    a summary read up to before the first new action gains them all; one read up to
-    past it (a receipt for an event committed by another process first) is marked
-    unknown, to be recounted by the next sync."""
-    if not rows:
+async def insert_push_actions(
+    conn: AsyncConnection, room_id: str, groups: Sequence[PushActionGroup]
+) -> None:
+    """Store the groups' rows in one statement (the send path calls this once per
+    commit). Nothing else: the unread counts in `event_push_summary` take them in
+    when they are next read (`unread_counts`), not a row update per member per
+    message."""
+    if not groups:
         return
     await conn.execute(
-        "WITH added AS (INSERT INTO event_push_actions (user_id, stream_ordering, room_id,"
-        " thread_id, actions, highlight)"
-        " SELECT u, s, r, t, a::jsonb, h FROM unnest(%s::text[], %s::bigint[], %s::text[],"
-        " %s::text[], %s::text[], %s::boolean[]) AS x(u, s, r, t, a, h)"
-        " ON CONFLICT DO NOTHING"
-        " RETURNING user_id, room_id, COALESCE(thread_id, %s) AS thread_id, stream_ordering,"
-        " highlight)"
-        " INSERT INTO event_push_summary AS s (user_id, room_id, thread_id, read_up_to,"
-        " notifications, highlights)"
-        " SELECT user_id, room_id, thread_id, min(stream_ordering) - 1, count(*),"
-        " count(*) FILTER (WHERE highlight) FROM added GROUP BY user_id, room_id, thread_id"
-        " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
-        " notifications = CASE WHEN s.read_up_to <= EXCLUDED.read_up_to"
-        " THEN s.notifications + EXCLUDED.notifications ELSE 0 END,"
-        " highlights = CASE WHEN s.read_up_to <= EXCLUDED.read_up_to"
-        " THEN s.highlights + EXCLUDED.highlights ELSE 0 END,"
-        " read_up_to = CASE WHEN s.read_up_to <= EXCLUDED.read_up_to"
-        " THEN s.read_up_to ELSE -1 END",
+        "INSERT INTO event_push_actions (user_id, stream_ordering, room_id, thread_id,"
+        " actions, highlight)"
+        " SELECT u, g.s, %s, g.t, g.a::jsonb, g.h FROM unnest(%s::text[], %s::bigint[],"
+        " %s::text[], %s::text[], %s::boolean[]) AS g(users, s, t, a, h),"
+        " LATERAL unnest(string_to_array(g.users, %s)) AS u"
+        " ON CONFLICT DO NOTHING",
         (
-            [r.user_id for r in rows],
-            [r.stream_ordering for r in rows],
-            [r.room_id for r in rows],
-            [r.thread_id for r in rows],
-            [r.actions for r in rows],
-            [r.highlight for r in rows],
-            MAIN_THREAD,
+            room_id,
+            [USER_SEPARATOR.join(g.user_ids) for g in groups],
+            [g.stream_ordering for g in groups],
+            [g.thread_id for g in groups],
+            [g.actions for g in groups],
+            [g.highlight for g in groups],
+            USER_SEPARATOR,
         ),
     )
 
@@ -118,57 +117,125 @@ _SUMMARY_READ_UP_TO = (
 )
 
 
+# Where a summary's room is folded up to: the safe position of the read, or further
+# when an earlier read folded further (its summaries already hold those actions).
+def _folded(alias: str) -> str:
+    return (
+        "GREATEST(%(safe)s, (SELECT f.up_to FROM event_push_folded f"
+        f" WHERE f.user_id = {alias}.user_id AND f.room_id = {alias}.room_id))"
+    )
+
+
+# The two-key advisory lock (the second key a hash of the user id) under which one
+# transaction at a time folds a user's new push actions into their summaries.
+_FOLD_LOCK = 0x50757346  # "PusF"
+
+
+async def _fold(conn: AsyncConnection, user_id: str, room_ids: Sequence[str], up_to: int) -> None:
+    """Add the user's push actions in these rooms after each room's folded position
+    and up to `up_to` (a position below which every transaction has committed) to
+    their summaries, and move the rooms' folded positions there. A summary read up to
+    before the first added action gains them all; one read up to past it (a receipt
+    for an event committed by another process first) is marked unknown, to be
+    recounted. Rooms with nothing new are not written."""
+    await conn.execute(
+        "WITH bounds AS (SELECT r.room_id, COALESCE(f.up_to, 0) AS up_to"
+        " FROM unnest(%(rooms)s::text[]) AS r(room_id) LEFT JOIN event_push_folded f"
+        " ON f.user_id = %(user)s AND f.room_id = r.room_id WHERE COALESCE(f.up_to, 0) < %(to)s),"
+        " added AS (SELECT a.room_id, COALESCE(a.thread_id, %(main)s) AS thread_id,"
+        " min(a.stream_ordering) AS first, count(*) AS n, count(*) FILTER (WHERE a.highlight) AS h"
+        " FROM bounds b JOIN event_push_actions a ON a.user_id = %(user)s"
+        " AND a.room_id = b.room_id AND a.stream_ordering > b.up_to"
+        " AND a.stream_ordering <= %(to)s GROUP BY 1, 2),"
+        " summed AS (INSERT INTO event_push_summary AS s (user_id, room_id, thread_id,"
+        " read_up_to, notifications, highlights)"
+        " SELECT %(user)s, room_id, thread_id, first - 1, n, h FROM added"
+        " ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET"
+        " notifications = CASE WHEN s.read_up_to <= EXCLUDED.read_up_to"
+        " THEN s.notifications + EXCLUDED.notifications ELSE 0 END,"
+        " highlights = CASE WHEN s.read_up_to <= EXCLUDED.read_up_to"
+        " THEN s.highlights + EXCLUDED.highlights ELSE 0 END,"
+        " read_up_to = CASE WHEN s.read_up_to <= EXCLUDED.read_up_to"
+        " THEN s.read_up_to ELSE -1 END)"
+        " INSERT INTO event_push_folded AS f (user_id, room_id, up_to)"
+        " SELECT DISTINCT %(user)s, room_id, %(to)s::bigint FROM added"
+        " ON CONFLICT (user_id, room_id) DO UPDATE SET up_to = EXCLUDED.up_to",
+        {"user": user_id, "rooms": list(room_ids), "to": up_to, "main": MAIN_THREAD},
+    )
+
+
 async def unread_counts(
     conn: AsyncConnection, user_id: str, room_ids: Sequence[str]
 ) -> dict[tuple[str, str], Counts]:
     """Unread (notification, highlight) counts by (room, thread; 'main' for the main
     timeline): actions on events after the read receipt covering them.
 
-    One summary row per room and thread; a summary whose read position is no longer
-    the user's (a receipt since, or unknown) is recounted from the actions after the
-    new position and stored, so the next sync reads it as it is."""
+    Actions up to the safe position (every transaction below it has committed) are
+    first folded into the summaries, one row per room and thread; a summary whose read
+    position is no longer the user's (a receipt since, or unknown) is recounted from
+    the actions after the new position up to the folded position, and stored, so the
+    next sync reads it as it is. Actions after that have committed already are counted
+    as they are."""
     if not room_ids:
         return {}
-    cur = await conn.execute(
-        "SELECT s.room_id, s.thread_id, s.read_up_to, s.notifications, s.highlights,"
-        f" {_SUMMARY_READ_UP_TO} FROM event_push_summary s"
-        " WHERE s.user_id = %(user)s AND s.room_id = ANY(%(rooms)s)",
-        {"user": user_id, "rooms": list(room_ids), "types": READ_TYPES, "unthreaded": UNTHREADED},
-    )
     out: dict[tuple[str, str], Counts] = {}
-    for room_id, thread_id, read_up_to, n, h, position in await cur.fetchall():
-        if read_up_to != position:
-            n, h = await _recount(conn, user_id, room_id, thread_id, int(position))
-        if n:
-            out[(room_id, thread_id)] = Counts(int(n), int(h))
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_FOLD_LOCK, user_id))
+        safe = (await streams.safe_positions(conn))["events"]
+        await _fold(conn, user_id, room_ids, safe)
+        params = {
+            "user": user_id,
+            "rooms": list(room_ids),
+            "types": READ_TYPES,
+            "unthreaded": UNTHREADED,
+            "main": MAIN_THREAD,
+            "safe": safe,
+        }
+        cur = await conn.execute(
+            "SELECT s.room_id, s.thread_id, s.read_up_to, s.notifications, s.highlights,"
+            f" {_SUMMARY_READ_UP_TO}, {_folded('s')} FROM event_push_summary s"
+            " WHERE s.user_id = %(user)s AND s.room_id = ANY(%(rooms)s)",
+            params,
+        )
+        for room_id, thread_id, read_up_to, n, h, position, folded in await cur.fetchall():
+            if read_up_to != position:
+                n, h = await _recount(conn, user_id, room_id, thread_id, int(position), int(folded))
+            if n:
+                out[(room_id, thread_id)] = Counts(int(n), int(h))
+        cur = await conn.execute(
+            "SELECT a.room_id, COALESCE(a.thread_id, %(main)s), count(*),"
+            " count(*) FILTER (WHERE a.highlight) FROM event_push_actions a"
+            " WHERE a.user_id = %(user)s AND a.room_id = ANY(%(rooms)s)"
+            f" AND a.stream_ordering > %(safe)s AND a.stream_ordering > {_folded('a')}"
+            f" AND a.stream_ordering > {_READ_UP_TO}"
+            " GROUP BY 1, 2",
+            params,
+        )
+        for room_id, thread_id, n, h in await cur.fetchall():
+            before = out.get((room_id, thread_id), Counts(0, 0))
+            out[(room_id, thread_id)] = Counts(before.notifications + n, before.highlights + h)
     return out
 
 
 async def _recount(
-    conn: AsyncConnection, user_id: str, room_id: str, thread_id: str, position: int
+    conn: AsyncConnection, user_id: str, room_id: str, thread_id: str, position: int, folded: int
 ) -> tuple[int, int]:
-    """Count the actions of a summary after `position` and store them. The summary row
-    is locked first, so the count (a later statement) sees every action whose sender
-    already added to the row, and any sender after us adds to the new position."""
-    async with conn.transaction():
-        await conn.execute(
-            "SELECT 1 FROM event_push_summary WHERE user_id = %s AND room_id = %s"
-            " AND thread_id = %s FOR UPDATE",
-            (user_id, room_id, thread_id),
-        )
-        cur = await conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE highlight) FROM event_push_actions"
-            " WHERE user_id = %s AND room_id = %s AND stream_ordering > %s"
-            " AND COALESCE(thread_id, %s) = %s",
-            (user_id, room_id, position, MAIN_THREAD, thread_id),
-        )
-        row = await cur.fetchone()
-        n, h = (int(row[0]), int(row[1])) if row else (0, 0)
-        await conn.execute(
-            "UPDATE event_push_summary SET read_up_to = %s, notifications = %s, highlights = %s"
-            " WHERE user_id = %s AND room_id = %s AND thread_id = %s",
-            (position, n, h, user_id, room_id, thread_id),
-        )
+    """Count the actions of a summary after `position` and up to `folded`, where the
+    room's actions are in the summaries (under the fold lock, taken by the caller),
+    and store them."""
+    cur = await conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE highlight) FROM event_push_actions"
+        " WHERE user_id = %s AND room_id = %s AND stream_ordering > %s"
+        " AND stream_ordering <= %s AND COALESCE(thread_id, %s) = %s",
+        (user_id, room_id, position, folded, MAIN_THREAD, thread_id),
+    )
+    row = await cur.fetchone()
+    n, h = (int(row[0]), int(row[1])) if row else (0, 0)
+    await conn.execute(
+        "UPDATE event_push_summary SET read_up_to = %s, notifications = %s, highlights = %s"
+        " WHERE user_id = %s AND room_id = %s AND thread_id = %s",
+        (position, n, h, user_id, room_id, thread_id),
+    )
     return n, h
 
 
@@ -304,6 +371,7 @@ async def display_name(conn: AsyncConnection, room_id: str, user_id: str) -> str
 
 
 # -- retention --------------------------------------------------------------------------
+
 
 # The two-key advisory lock that lets one process at a time prune.
 _RETENTION_LOCK = (0x50757352, 0)  # "PusR"
