@@ -112,7 +112,9 @@ async def record_failure(
         " failure_count = destinations.failure_count + 1,"
         " retry_interval_ms = EXCLUDED.retry_interval_ms, retry_at_ts = EXCLUDED.retry_at_ts,"
         " last_error = EXCLUDED.last_error,"
-        " failure_ts = COALESCE(destinations.failure_ts, EXCLUDED.failure_ts)",
+        # The earliest failure known: a request of the client may have recorded one a
+        # moment after this attempt began.
+        " failure_ts = LEAST(destinations.failure_ts, EXCLUDED.failure_ts)",
         (
             destination,
             retry_interval_ms,
