@@ -15,6 +15,7 @@ UNSTABLE_FEATURES = {
     "org.matrix.simplified_msc3575": True,
     "uk.half-shot.msc2666.query_mutual_rooms": True,
     "uk.half-shot.msc2666.query_mutual_rooms.stable": True,
+    "im.nheko.summary": True,
 }
 
 
