@@ -105,6 +105,7 @@ class Config:
     admin_contact: str | None = None
     support_contacts: list[dict[str, Any]] = field(default_factory=list)
     support_page: str | None = None
+    log_format: str = "text"
     metrics_bind: str = "127.0.0.1"
     metrics_port: int | None = None
     x_forwarded: bool = False
