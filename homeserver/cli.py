@@ -209,7 +209,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     environ = dict(os.environ)
     config = resolve_config(args, environ)
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     if args.command == "generate-config":
         print(f"data directory ready: {config.data_dir}")
         return 0

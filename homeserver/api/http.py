@@ -4,6 +4,7 @@ hold, reading JSON bodies, the count of requests in flight for a clean stop."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from aiohttp.web_request import BaseRequest
 
 from homeserver import metrics
 from homeserver.api.errors import Handler, MatrixError, bad_json
+from homeserver.logs import REQUEST_ID
 from homeserver.services.core.stored_json import MAX_DEPTH, ensure_storable
 
 access_log = logging.getLogger("homeserver.access")
@@ -42,8 +44,14 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+_request_ids = itertools.count(1)
+
+
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One line per request, and the request id (`GET-42`, as Synapse's) that every
+    record logged while handling it carries in JSON logs."""
+    request_id = REQUEST_ID.set(f"{request.method}-{next(_request_ids)}")
     start = time.perf_counter()
     status = 500
     try:
@@ -64,6 +72,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         labels = (route_pattern(request), request.method, str(status))
         metrics.HTTP_REQUESTS.labels(*labels).inc()
         metrics.HTTP_DURATION.labels(*labels).observe(elapsed)
+        REQUEST_ID.reset(request_id)
 
 
 def route_pattern(request: web.Request) -> str:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response, not_found
+from homeserver.config.admin import support_contacts
 
 RTC_FOCI = "org.matrix.msc4143.rtc_foci"
 
@@ -31,6 +32,21 @@ async def server(request: web.Request) -> web.Response:
     return json_response({"m.server": delegated})
 
 
+async def support(request: web.Request) -> web.Response:
+    """MSC1929 contacts and support page; 404 when the operator configured neither."""
+    config = homeserver(request).config
+    body: dict[str, Any] = {}
+    contacts = support_contacts(config)
+    if contacts:
+        body["contacts"] = contacts
+    if config.support_page:
+        body["support_page"] = config.support_page
+    if not body:
+        raise not_found("No support contacts are configured")
+    return json_response(body)
+
+
 def register(app: web.Application) -> None:
     app.router.add_get("/.well-known/matrix/client", client)
     app.router.add_get("/.well-known/matrix/server", server)
+    app.router.add_get("/.well-known/matrix/support", support)

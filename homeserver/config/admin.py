@@ -35,6 +35,30 @@ SETTINGS: tuple[Setting, ...] = (
         "Synapse's server_notices block: the notices sender's localpart, name and avatar",
         flag=False,
     ),
+    Setting(
+        "admin_contact",
+        str,
+        None,
+        "Synapse's admin_contact: a mailto: address or a Matrix ID, published as the"
+        " m.role.admin contact in /.well-known/matrix/support unless support.contacts is set",
+        nullable=True,
+        flag=False,
+    ),
+    Setting(
+        "support.contacts",
+        list,
+        [],
+        "contacts for /.well-known/matrix/support: [{matrix_id, email_address, role}, ...]",
+        flag=False,
+    ),
+    Setting(
+        "support.page",
+        str,
+        None,
+        "the support_page URL published in /.well-known/matrix/support",
+        nullable=True,
+        flag=False,
+    ),
     Setting("metrics.bind", str, "127.0.0.1", "address of the Prometheus /metrics listener"),
     Setting(
         "metrics.port",
@@ -51,7 +75,35 @@ def server_notices(config: Config) -> dict[str, Any]:
     return {**SERVER_NOTICES_DEFAULTS, **config.server_notices}
 
 
+def support_contacts(config: Config) -> list[dict[str, str]]:
+    """The contacts /.well-known/matrix/support lists: the configured ones, else the one
+    Synapse's admin_contact names."""
+    if config.support_contacts:
+        return [dict(contact) for contact in config.support_contacts]
+    contact = config.admin_contact
+    if not contact:
+        return []
+    if contact.startswith("@"):
+        return [{"matrix_id": contact, "role": "m.role.admin"}]
+    return [{"email_address": contact.removeprefix("mailto:"), "role": "m.role.admin"}]
+
+
+def _validate_support(config: Config) -> None:
+    for contact in config.support_contacts:
+        if not isinstance(contact, dict) or not isinstance(contact.get("role"), str):
+            raise ConfigError("support.contacts: each contact is a mapping with a role")
+        if not (contact.get("matrix_id") or contact.get("email_address")):
+            raise ConfigError("support.contacts: each contact has a matrix_id or email_address")
+        if not set(contact) <= {"matrix_id", "email_address", "role"}:
+            raise ConfigError("support.contacts: keys are matrix_id, email_address and role")
+    if config.support_page is not None and not config.support_page.startswith(
+        ("https://", "http://")
+    ):
+        raise ConfigError("support.page must be an http(s) URL")
+
+
 def validate(config: Config) -> None:
+    _validate_support(config)
     unknown = set(config.server_notices) - set(SERVER_NOTICES_DEFAULTS)
     if unknown:
         raise ConfigError(f"server_notices: unknown keys {', '.join(sorted(unknown))}")

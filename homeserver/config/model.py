@@ -102,6 +102,10 @@ class Config:
     password_hash_concurrency: int = 2
     registration_shared_secret: str | None = None
     server_notices: dict[str, Any] = field(default_factory=dict)
+    admin_contact: str | None = None
+    support_contacts: list[dict[str, Any]] = field(default_factory=list)
+    support_page: str | None = None
+    log_format: str = "text"
     metrics_bind: str = "127.0.0.1"
     metrics_port: int | None = None
     x_forwarded: bool = False

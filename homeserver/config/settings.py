@@ -70,6 +70,12 @@ _CORE: tuple[Setting, ...] = (
         flag=False,
     ),
     Setting("log_level", str, "info", "debug, info, warning or error"),
+    Setting(
+        "log_format",
+        str,
+        "text",
+        "text, or json: one JSON object per line (ts, level, logger, message, request_id)",
+    ),
     Setting("max_request_size", int, 50 * 1024 * 1024, "largest request body in bytes", flag=False),
     Setting(
         "default_room_version", str, DEFAULT_ROOM_VERSION, "room version of new rooms", flag=False

@@ -18,6 +18,13 @@ from homeserver.storage.core.pool import is_conninfo
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def _validate_logging(config: Config) -> None:
+    if config.log_level.lower() not in _LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError("log_format must be text or json")
+
+
 def validate(config: Config) -> None:
     memory.validate(config)
     admin.validate(config)
@@ -35,8 +42,7 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{name}: no such file {path}")
     if config.federation_ca_file is not None:
         _check_ca_file(config.federation_ca_file)
-    if config.log_level.lower() not in _LOG_LEVELS:
-        raise ConfigError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
+    _validate_logging(config)
     if config.default_room_version not in KNOWN_ROOM_VERSIONS:
         raise ConfigError(f"default_room_version {config.default_room_version!r} is not supported")
     if config.database_pool_size < 1:

@@ -48,6 +48,7 @@ from homeserver.services.core.ratelimit import RateLimiter
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.directory.hierarchy import HierarchyService
 from homeserver.services.directory.rooms import RoomDirectory
+from homeserver.services.directory.summary import RoomSummaryService
 from homeserver.services.directory.users import UserDirectoryService
 from homeserver.services.e2ee.cross_signing import CrossSigningService
 from homeserver.services.e2ee.device_lists import DeviceLists
@@ -166,6 +167,7 @@ class Homeserver:
     # directory/ and timeline/
     directory_rooms: RoomDirectory = field(init=False)
     directory_users: UserDirectoryService = field(init=False)
+    summary: RoomSummaryService = field(init=False)
     hierarchy: HierarchyService = field(init=False)
     search: SearchService = field(init=False)
     messages: MessageService = field(init=False)

@@ -59,6 +59,7 @@ ENDPOINTS = [
     ("GET", f"{V2}/users/@root:test.local/devices", None),
     ("DELETE", f"{V2}/users/@root:test.local/devices/TESTDEVICE", None),
     ("GET", f"{V1}/whois/@root:test.local", None),
+    ("GET", f"{V1}/search_users/@root:test.local", None),
 ]
 
 
@@ -416,3 +417,29 @@ async def test_admins_set_and_find_email_addresses(server: tuple[Client, str, st
         client, "GET", f"{V1}/threepid/email/users/ann@example.org", admin_token
     )
     assert status == 404
+
+
+async def test_legacy_search_users(server: tuple[Client, str, str]) -> None:
+    """Synapse's older search: by part of the user id, deactivated accounts included."""
+    client, admin_token, _ = server
+    await make_user(client, "alice.smith")
+    await make_user(client, "malice")
+    path = f"{V1}/search_users/@root:test.local"
+    status, body = await admin_call(
+        client, "POST", f"{V1}/deactivate/@malice:test.local", admin_token, {}
+    )
+    assert status == 200, body
+    status, body = await admin_call(client, "GET", path, admin_token, params={"term": "LICE"})
+    assert status == 200
+    assert body == [
+        {"name": "@alice.smith:test.local", "is_guest": False, "admin": False, "user_type": None},
+        {"name": "@malice:test.local", "is_guest": False, "admin": False, "user_type": None},
+    ]
+    status, body = await admin_call(client, "GET", path, admin_token, params={"term": "%"})
+    assert (status, body) == (200, [])
+    status, body = await admin_call(client, "GET", path, admin_token)
+    assert (status, body["errcode"]) == (400, "M_MISSING_PARAM")
+    status, body = await admin_call(
+        client, "GET", f"{V1}/search_users/@x:elsewhere.org", admin_token, params={"term": "a"}
+    )
+    assert (status, body["errcode"]) == (400, "M_INVALID_PARAM")

@@ -212,6 +212,7 @@ def test_external_database_keeps_users_across_restarts(
     [
         ("server_name: localhost\nno_such_setting: 1\n", [], "unknown setting 'no_such_setting'"),
         ("port: eighty\n", [], "port must be int"),
+        ("log_format: xml\n", [], "log_format must be text or json"),
         ("database:\n  url: 5\n", [], "database.url is not a PostgreSQL URL"),
         ("server_name: 'bad name!'\n", [], "not a valid server name"),
         ("port: [1\n", [], "not valid YAML"),
@@ -269,3 +270,23 @@ def test_tls_listener_serves_the_same_api(data_dir: Path, tmp_path: Path) -> Non
         assert body["server_name"] == "localhost"
     finally:
         assert server.stop() == 0
+
+
+def test_json_logs_are_one_object_per_line(tmp_path: Path, postgres: PostgresServer) -> None:
+    """`log_format: json`: every line a collector reads is a JSON object, and a request's
+    records carry its id."""
+    url = postgres.create_database()
+    port = free_port()
+    env = clean_env(HOMESERVER_DATABASE_URL=url, HOMESERVER_LOG_FORMAT="json")
+    server = Server(tmp_path / "json", port, env=env)
+    server.wait_ready(START_BUDGET_FIRST)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_matrix/client/versions") as response:
+        assert response.status == 200
+    assert server.stop() == 0
+    records = [json.loads(line) for line in server.log.read_text().splitlines() if line]
+    assert records and all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
+    access = [r for r in records if r["logger"] == "homeserver.access"]
+    assert any("/_matrix/client/versions 200" in r["message"] for r in access)
+    ids = [r["request_id"] for r in access]
+    assert all(i.startswith("GET-") for i in ids) and len(set(ids)) == len(ids)
+    assert all("request_id" not in r for r in records if r["logger"] != "homeserver.access")

@@ -144,6 +144,16 @@ async def username_available(request: web.Request) -> web.Response:
     return json_response({"available": True})
 
 
+async def search_users(request: web.Request) -> web.Response:
+    """Synapse's older `GET /_synapse/admin/v1/search_users/{userId}?term=` (the path's
+    user only has to be local), which scripts still call; v2 `users?name=` supersedes it."""
+    term = request.query.get("term")
+    if term is None:
+        raise MatrixError(400, "M_MISSING_PARAM", "Missing term")
+    found = await homeserver(request).admin_users.search_users(request.match_info["user_id"], term)
+    return json_response(found)
+
+
 async def admin_whois(request: web.Request) -> web.Response:
     requester = admin(request)
     found = await homeserver(request).admin_users.whois(requester, request.match_info["user_id"])
@@ -175,6 +185,7 @@ def register(app: web.Application) -> None:
     app.router.add_put(f"{V2}{user}/devices/{{device_id}}", update_device)
     app.router.add_post(f"{V2}{user}/delete_devices", delete_devices)
     app.router.add_get(f"{V1}/username_available", username_available)
+    app.router.add_get(f"{V1}/search_users/{{user_id}}", search_users)
     app.router.add_get(f"{V2}{user}", get_user)
     app.router.add_put(f"{V2}{user}", put_user)
     app.router.add_post(f"{V1}/reset_password/{{user_id}}", reset_password)

@@ -10,7 +10,13 @@ from homeserver.services.rooms.delayed_events import UNSTABLE_FEATURE as DELAYED
 
 SPEC_VERSIONS = [f"v1.{minor}" for minor in range(1, 20)]
 # Simplified sliding sync (MSC4186), which Element X requires before it logs in.
-UNSTABLE_FEATURES = {"org.matrix.simplified_msc3575": True}
+# Mutual rooms (MSC2666) under Synapse's flags, which Element checks before asking.
+UNSTABLE_FEATURES = {
+    "org.matrix.simplified_msc3575": True,
+    "uk.half-shot.msc2666.query_mutual_rooms": True,
+    "uk.half-shot.msc2666.query_mutual_rooms.stable": True,
+    "im.nheko.summary": True,
+}
 
 
 async def get_versions(request: web.Request) -> web.Response:

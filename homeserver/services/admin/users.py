@@ -174,6 +174,29 @@ class AdminUserService:
             out["next_token"] = str(listing.offset + len(rows))
         return out
 
+    async def search_users(self, user_id: str, term: str) -> list[dict[str, Any]]:
+        """Synapse's legacy `search_users`: accounts whose user id contains `term` (at
+        most MAX_PAGE), deactivated ones too. Unlike Synapse, no password hashes."""
+        local_user_id(user_id, self.server_name)
+        async with self.db.pool.connection() as conn:
+            rows, _ = await admin_users.list_users(
+                conn,
+                UserFilter(user_id=term, include_deactivated=True),
+                order_by="name",
+                ascending=True,
+                offset=0,
+                limit=MAX_PAGE,
+            )
+        return [
+            {
+                "name": row.user_id,
+                "is_guest": row.is_guest,
+                "admin": row.is_admin,
+                "user_type": None,
+            }
+            for row in rows
+        ]
+
     async def _row(self, user_id: str) -> AdminUserRow:
         async with self.db.pool.connection() as conn:
             row = await admin_users.get_user(conn, local_user_id(user_id, self.server_name))

@@ -85,6 +85,20 @@ class MembershipService:
             rows = await memberships.rooms_of_user(conn, user_id)
         return [row.room_id for row in rows]
 
+    async def mutual_rooms(
+        self, user_id: str, other: str, after: str | None, limit: int
+    ) -> tuple[list[str], int, str | None]:
+        """Rooms both users are joined to, in room id order from after `after`: one page,
+        the total count, and the token of the next page (MSC2666)."""
+        mine = set(await self.joined_rooms(user_id))
+        shared = sorted(mine.intersection(await self.joined_rooms(other)))
+        start = 0
+        if after is not None:
+            start = next((i for i, room in enumerate(shared) if room > after), len(shared))
+        page = shared[start : start + limit]
+        more = start + limit < len(shared)
+        return page, len(shared), page[-1] if more else None
+
     async def announce_profile(self, user_id: str, profile: Mapping[str, str]) -> None:
         """Re-send the user's join event with their new profile in every joined room."""
         for room_id in await self.joined_rooms(user_id):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from homeserver.services.accounts.deactivation import Deactivations
 from homeserver.services.directory.hierarchy import HierarchyService
 from homeserver.services.directory.rooms import RoomDirectory
+from homeserver.services.directory.summary import RoomSummaryService
 from homeserver.services.directory.users import UserDirectoryService
 from homeserver.services.ephemeral.presence import PresenceService
 from homeserver.services.ephemeral.receipts import ReceiptService
@@ -57,6 +58,7 @@ def build_rooms(hs: Homeserver) -> None:
     )
     hs.upgrade = RoomUpgrader(db, writer, cache, hs.push_rules, server_name)
     hs.hierarchy = HierarchyService(db, cache, hs.remote_client, server_name)
+    hs.summary = RoomSummaryService(db, hs.hierarchy, hs.joins, server_name)
     hs.search = SearchService(db, cache)
     hs.reports = ReportService(db, cache)
     hs.deactivation = Deactivations(db, hs.e2ee_device_lists, hs.membership, hs.token_cache)
