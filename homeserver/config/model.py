@@ -49,6 +49,8 @@ class Config:
     user_directory_search_all_users: bool = False
     media_max_upload_size: int = 50 * 1024 * 1024
     media_remote_timeout_s: float = 60.0
+    enable_authenticated_media: bool = True
+    media_upload_limits: list[Any] = field(default_factory=list)
     push_ip_range_whitelist: tuple[str, ...] = ()
     push_retention_days: int = 30
     push_unread_retention_days: int = 90

@@ -5,7 +5,7 @@ module of this package and is added to `SETTINGS` below."""
 from __future__ import annotations
 
 from federation.room_versions import DEFAULT_ROOM_VERSION
-from homeserver.config import admin, cluster, email, federation, memory, oidc, voip
+from homeserver.config import admin, cluster, email, federation, media, memory, oidc, voip
 from homeserver.config.setting import Setting
 
 # Token buckets per user (or per address when unauthenticated): (per_second, burst).
@@ -243,6 +243,7 @@ SETTINGS: tuple[Setting, ...] = (
     *memory.SETTINGS,
     *admin.SETTINGS,
     *cluster.SETTINGS,
+    *media.SETTINGS,
 )
 
 BY_KEY = {s.key: s for s in SETTINGS}

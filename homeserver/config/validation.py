@@ -9,7 +9,7 @@ from pathlib import Path
 
 from federation.identifiers import is_valid_server_name
 from federation.room_versions import KNOWN_ROOM_VERSIONS
-from homeserver.config import admin, cluster, email, federation, memory, oidc, voip
+from homeserver.config import admin, cluster, email, federation, media, memory, oidc, voip
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError
 from homeserver.config.settings import RATE_LIMIT_DEFAULTS
@@ -28,6 +28,7 @@ def _validate_logging(config: Config) -> None:
 def validate(config: Config) -> None:
     memory.validate(config)
     admin.validate(config)
+    media.validate(config)
     if not is_valid_server_name(config.server_name):
         raise ConfigError(f"server_name {config.server_name!r} is not a valid server name")
     for name in ("port", "tls_port"):
@@ -53,10 +54,6 @@ def validate(config: Config) -> None:
         raise ConfigError("argon2_time_cost must be between 1 and 100")
     if config.max_request_size < 1024:
         raise ConfigError("max_request_size must be at least 1024 bytes")
-    if config.media_max_upload_size < 1:
-        raise ConfigError("media.max_upload_size must be at least 1 byte")
-    if not 1 <= config.media_remote_timeout_s <= 3600:
-        raise ConfigError("media.remote_timeout_s must be between 1 and 3600")
     if config.database_url is not None and not is_conninfo(config.database_url):
         raise ConfigError("database.url is not a PostgreSQL URL (postgresql://...)")
     cluster.validate(config)

@@ -91,11 +91,10 @@ async def test_upload_then_download_authenticated_and_legacy(
     assert resp.headers["Content-Security-Policy"].startswith("sandbox; default-src 'none'")
     assert resp.headers["Cross-Origin-Resource-Policy"] == "cross-origin"
 
-    # The legacy paths need no access token.
+    # Uploaded while authenticated media is on (the default): not on the legacy paths.
     for prefix in (V3, R0):
         resp = await client.get(f"{prefix}/download/{ref}")
-        assert resp.status == 200
-        assert await resp.read() == b"hello media"
+        assert (resp.status, (await resp.json())["errcode"]) == (404, "M_NOT_FOUND")
 
     # The file name in the path replaces the stored one.
     resp = await client.get(f"{V1}/download/{ref}/other%20name.txt", headers=alice)
@@ -181,7 +180,7 @@ async def test_upload_limit(homeserver_client: Callable[..., Any]) -> None:
     client = await homeserver_client(max_request_size=2048, **{"media.max_upload_size": 6000})
     headers = auth_header((await make_user(client, "alice"))[1])
     ref = await uploaded(client, headers, b"a" * 6000)
-    resp = await client.get(f"{V3}/download/{ref}")
+    resp = await client.get(f"{V1}/download/{ref}", headers=headers)
     assert len(await resp.read()) == 6000
 
     status, body = await upload(client, headers, b"a" * 6001)
@@ -325,10 +324,9 @@ async def test_thumbnails(client: Client, alice: dict[str, str]) -> None:
         )
     assert row is not None and row.size == len(data)
 
-    # Legacy path, no token.
+    # Authenticated media: not thumbnailed on the legacy path either.
     resp = await client.get(f"{V3}/thumbnail/{ref}", params={"width": 32, "height": 32})
-    assert resp.status == 200
-    assert Image.open(io.BytesIO(await resp.read())).size == (32, 24)
+    assert resp.status == 404
 
     photo = await uploaded(client, alice, jpeg(1000, 500), content_type="image/jpeg")
     status, data, headers = await thumb(client, alice, photo, width=64, height=64, method="crop")

@@ -1,7 +1,8 @@
 """The media repository for clients: uploads (`/_matrix/media/v3/upload`, async uploads
 via `/_matrix/media/v1/create`), the upload limit, and downloads and thumbnails, both
 authenticated (`/_matrix/client/v1/media/...`) and legacy (`/_matrix/media/v3/...`,
-which the spec leaves unauthenticated), and link previews (`preview_url`)."""
+which the spec leaves unauthenticated and which do not serve media uploaded while
+`enable_authenticated_media` is on), and link previews (`preview_url`)."""
 
 from __future__ import annotations
 
@@ -87,12 +88,15 @@ def file_response(stored: StoredFile, filename: str | None = None) -> web.FileRe
     return web.FileResponse(stored.path, headers=headers)
 
 
-async def _download(request: web.Request, allow_remote: bool) -> web.FileResponse:
+async def _download(
+    request: web.Request, allow_remote: bool, legacy: bool = False
+) -> web.FileResponse:
     stored = await homeserver(request).media_repository.download(
         request.match_info["serverName"],
         request.match_info["mediaId"],
         timeout_ms=parse_timeout_ms(request.query.get("timeout_ms")),
         allow_remote=allow_remote,
+        legacy=legacy,
     )
     return file_response(stored, check_filename(request.match_info.get("fileName")))
 
@@ -103,10 +107,12 @@ async def download(request: web.Request) -> web.FileResponse:
 
 
 async def legacy_download(request: web.Request) -> web.FileResponse:
-    return await _download(request, allow_remote=_allow_remote(request))
+    return await _download(request, allow_remote=_allow_remote(request), legacy=True)
 
 
-async def _thumbnail(request: web.Request, allow_remote: bool) -> web.FileResponse:
+async def _thumbnail(
+    request: web.Request, allow_remote: bool, legacy: bool = False
+) -> web.FileResponse:
     query = request.query
     wanted = parse_request(
         query.get("width"), query.get("height"), query.get("method"), query.get("animated")
@@ -117,6 +123,7 @@ async def _thumbnail(request: web.Request, allow_remote: bool) -> web.FileRespon
         wanted,
         timeout_ms=parse_timeout_ms(query.get("timeout_ms")),
         allow_remote=allow_remote,
+        legacy=legacy,
     )
     response = file_response(stored)
     # Thumbnails are always images we made: the spec wants them inline.
@@ -130,7 +137,7 @@ async def thumbnail(request: web.Request) -> web.FileResponse:
 
 
 async def legacy_thumbnail(request: web.Request) -> web.FileResponse:
-    return await _thumbnail(request, allow_remote=_allow_remote(request))
+    return await _thumbnail(request, allow_remote=_allow_remote(request), legacy=True)
 
 
 async def preview_url(request: web.Request) -> web.Response:

@@ -110,12 +110,15 @@ class RemoteMedia:
         *,
         max_size: int,
         time_limit_s: float,
+        authenticated_media: bool = True,
     ) -> None:
         self.db = db
         self.files = files
         self.client = client
         self.max_size = max_size
         self.time_limit_s = time_limit_s
+        # Cached while on: served to our users only on the authenticated paths.
+        self.authenticated_media = authenticated_media
         self._fetches: SingleFlight[tuple[str, str], store.MediaRow] = SingleFlight()
 
     async def fetch(self, origin: str, media_id: str) -> store.MediaRow:
@@ -155,6 +158,7 @@ class RemoteMedia:
                 size=fetched.size,
                 sha256=fetched.sha256,
                 now_ms=now_ms(),
+                authenticated=self.authenticated_media,
             )
             # Another process may have cached it first: serve what the table says.
             row = await store.get_media(conn, origin, media_id)

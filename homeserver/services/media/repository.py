@@ -22,6 +22,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from federation.identifiers import is_valid_server_name
+from homeserver.config.media import UploadLimit
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.storage.core.pool import Database
@@ -198,12 +199,18 @@ class MediaRepository:
         remote: RemoteSource,
         server_name: str,
         max_upload_size: int,
+        *,
+        authenticated_media: bool = True,
+        upload_limits: tuple[UploadLimit, ...] = (),
     ) -> None:
         self.db = db
         self.files = files
         self.remote = remote
         self.server_name = server_name
         self.max_upload_size = max_upload_size
+        # Uploads made while this is on are marked and kept off the legacy paths.
+        self.authenticated_media = authenticated_media
+        self.upload_limits = upload_limits
         # Woken when an async upload completes in this process; others are polled for.
         self._uploaded: dict[tuple[str, str], asyncio.Event] = {}
 
@@ -212,6 +219,20 @@ class MediaRepository:
 
     def _mxc(self, media_id: str) -> str:
         return f"mxc://{self.server_name}/{media_id}"
+
+    async def check_upload_limits(self, user_id: str, size: int) -> None:
+        """Refuse an upload of `size` bytes that would take the user past one of
+        `media_upload_limits` (Synapse's 400 M_RESOURCE_LIMIT_EXCEEDED)."""
+        if not self.upload_limits:
+            return
+        now = now_ms()
+        async with self.db.pool.connection() as conn:
+            for limit in self.upload_limits:
+                used = await store.uploaded_since(conn, user_id, now - limit.period_ms)
+                if used + size > limit.max_bytes:
+                    raise ServiceError(
+                        400, "M_RESOURCE_LIMIT_EXCEEDED", "Media upload limit exceeded"
+                    )
 
     async def _receive(
         self, body: AsyncIterator[bytes], declared_length: int | None
@@ -240,7 +261,9 @@ class MediaRepository:
     ) -> str:
         """Store an upload under a fresh media id; its mxc:// URI."""
         filename = check_filename(filename)
+        await self.check_upload_limits(user_id, declared_length or 0)
         sha256, size = await self._receive(body, declared_length)
+        await self.check_upload_limits(user_id, size)
         return await self._record(user_id, sha256, size, content_type, filename)
 
     async def store_fetched(
@@ -271,6 +294,7 @@ class MediaRepository:
                 size=size,
                 sha256=sha256,
                 now_ms=now_ms(),
+                authenticated=self.authenticated_media,
             )
         return self._mxc(media_id)
 
@@ -315,7 +339,9 @@ class MediaRepository:
             raise ServiceError(403, "M_FORBIDDEN", "This media ID was created by another user")
         if row.uploaded:
             raise ServiceError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
+        await self.check_upload_limits(user_id, declared_length or 0)
         sha256, size = await self._receive(body, declared_length)
+        await self.check_upload_limits(user_id, size)
         async with self.db.pool.connection() as conn:
             completed = await store.complete_pending(
                 conn,
@@ -326,6 +352,7 @@ class MediaRepository:
                 size=size,
                 sha256=sha256,
                 now_ms=now_ms(),
+                authenticated=self.authenticated_media,
             )
         if not completed:
             raise ServiceError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
@@ -371,10 +398,17 @@ class MediaRepository:
             row = fresh
 
     async def media(
-        self, server_name: str, media_id: str, *, timeout_ms: int, allow_remote: bool
+        self,
+        server_name: str,
+        media_id: str,
+        *,
+        timeout_ms: int,
+        allow_remote: bool,
+        legacy: bool = False,
     ) -> store.MediaRow:
         """The uploaded media row for an mxc:// URI: local, cached, or fetched from its
-        origin (when allowed); waits for a pending async upload up to `timeout_ms`."""
+        origin (when allowed); waits for a pending async upload up to `timeout_ms`.
+        `legacy` requests (the unauthenticated paths) do not see authenticated media."""
         check_media_ref(server_name, media_id)
         row = await self._row(server_name, media_id)
         if row is None:
@@ -383,6 +417,8 @@ class MediaRepository:
             row = await self.remote.fetch(server_name, media_id)
         if row.quarantined_by is not None:
             raise not_found("This media has been quarantined")
+        if legacy and row.authenticated:
+            raise not_found("This media is only served on the authenticated endpoints")
         if not row.uploaded:
             row = await self._wait_uploaded(row, timeout_ms)
         if row.sha256 is None or row.size is None or not self.files.exists(row.sha256):
@@ -390,10 +426,16 @@ class MediaRepository:
         return row
 
     async def download(
-        self, server_name: str, media_id: str, *, timeout_ms: int, allow_remote: bool
+        self,
+        server_name: str,
+        media_id: str,
+        *,
+        timeout_ms: int,
+        allow_remote: bool,
+        legacy: bool = False,
     ) -> StoredFile:
         row = await self.media(
-            server_name, media_id, timeout_ms=timeout_ms, allow_remote=allow_remote
+            server_name, media_id, timeout_ms=timeout_ms, allow_remote=allow_remote, legacy=legacy
         )
         assert row.sha256 is not None and row.size is not None
         return StoredFile(

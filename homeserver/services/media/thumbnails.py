@@ -241,13 +241,16 @@ class ThumbnailService:
         *,
         timeout_ms: int,
         allow_remote: bool,
+        legacy: bool = False,
     ) -> StoredFile:
+        """A thumbnail of the media; `legacy` (unauthenticated) requests do not see media
+        marked authenticated."""
         if server_name != self.server_name and allow_remote:
             from_origin = await self._from_origin(server_name, media_id, request)
             if from_origin is not None:
                 return from_origin
         row = await self.media.media(
-            server_name, media_id, timeout_ms=timeout_ms, allow_remote=allow_remote
+            server_name, media_id, timeout_ms=timeout_ms, allow_remote=allow_remote, legacy=legacy
         )
         content_type = (row.content_type or "").split(";", 1)[0].strip().lower()
         if content_type not in THUMBNAILABLE_TYPES:

@@ -6,6 +6,7 @@ the order is `build_homeserver`'s (`services/wiring/__init__.py`)."""
 
 from __future__ import annotations
 
+from homeserver.config.media import upload_limits
 from homeserver.config.oidc import providers as oidc_providers
 from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.homeserver import Homeserver
@@ -92,6 +93,7 @@ def build_media(hs: Homeserver) -> None:
         hs.remote_client,
         max_size=config.media_max_upload_size,
         time_limit_s=config.media_remote_timeout_s,
+        authenticated_media=config.enable_authenticated_media,
     )
     hs.media_repository = MediaRepository(
         hs.db,
@@ -99,6 +101,8 @@ def build_media(hs: Homeserver) -> None:
         hs.media_remote,
         hs.server_name,
         config.media_max_upload_size,
+        authenticated_media=config.enable_authenticated_media,
+        upload_limits=upload_limits(config.media_upload_limits),
     )
     hs.thumbnails = ThumbnailService(
         hs.db, hs.media_files, hs.media_repository, hs.media_remote, hs.server_name

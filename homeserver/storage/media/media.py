@@ -22,6 +22,8 @@ class MediaRow:
     created_ts: int
     expires_ts: int | None
     quarantined_by: str | None = None
+    # Stored while authenticated media was on: not served on the legacy paths.
+    authenticated: bool = False
 
     @property
     def uploaded(self) -> bool:
@@ -41,7 +43,7 @@ class ThumbnailRow:
 
 _MEDIA_COLUMNS = (
     "origin, media_id, uploader, content_type, filename, size, sha256, created_ts, expires_ts,"
-    " quarantined_by"
+    " quarantined_by, authenticated"
 )
 
 
@@ -56,14 +58,26 @@ async def insert_media(
     size: int,
     sha256: str,
     now_ms: int,
+    authenticated: bool = False,
 ) -> bool:
     """Record uploaded (or fetched) content; False when the id already exists, which for
     remote media means another request cached it first."""
     cur = await conn.execute(
         "INSERT INTO media (origin, media_id, uploader, content_type, filename, size, sha256,"
-        " created_ts, uploaded_ts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " created_ts, uploaded_ts, authenticated) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (origin, media_id) DO NOTHING",
-        (origin, media_id, uploader, content_type, filename, size, sha256, now_ms, now_ms),
+        (
+            origin,
+            media_id,
+            uploader,
+            content_type,
+            filename,
+            size,
+            sha256,
+            now_ms,
+            now_ms,
+            authenticated,
+        ),
     )
     return cur.rowcount == 1
 
@@ -104,16 +118,28 @@ async def complete_pending(
     size: int,
     sha256: str,
     now_ms: int,
+    authenticated: bool = False,
 ) -> bool:
     """Attach content to a reserved id; False when it already has content (or expired),
     so that of two racing uploads exactly one wins."""
     cur = await conn.execute(
         "UPDATE media SET content_type = %s, filename = %s, size = %s, sha256 = %s,"
-        " uploaded_ts = %s, expires_ts = NULL"
+        " uploaded_ts = %s, expires_ts = NULL, authenticated = %s"
         " WHERE origin = %s AND media_id = %s AND uploaded_ts IS NULL AND expires_ts > %s",
-        (content_type, filename, size, sha256, now_ms, origin, media_id, now_ms),
+        (content_type, filename, size, sha256, now_ms, authenticated, origin, media_id, now_ms),
     )
     return cur.rowcount == 1
+
+
+async def uploaded_since(conn: AsyncConnection, uploader: str, since_ms: int) -> int:
+    """Bytes a user has uploaded since `since_ms` (for `media_upload_limits`)."""
+    cur = await conn.execute(
+        "SELECT coalesce(sum(size), 0) FROM media"
+        " WHERE uploader = %s AND uploaded_ts IS NOT NULL AND uploaded_ts >= %s",
+        (uploader, since_ms),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def get_media(conn: AsyncConnection, origin: str, media_id: str) -> MediaRow | None:

@@ -1,0 +1,30 @@
+"""Media policy: authenticated media and per-user upload limits.
+
+Media stored while `enable_authenticated_media` is on is marked `authenticated` and is
+then served only on the authenticated endpoints, as Synapse does; older media keeps
+its legacy unauthenticated URLs working. Summing a user's recent uploads for
+`media_upload_limits` reads the uploader index.
+
+Revision ID: 0034
+Revises: 0030
+"""
+
+from alembic import op
+
+revision = "0034"
+down_revision = "0030"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE media ADD COLUMN authenticated BOOLEAN NOT NULL DEFAULT false")
+    op.execute(
+        "CREATE INDEX media_uploader_recent ON media (uploader, uploaded_ts)"
+        " WHERE uploader IS NOT NULL AND uploaded_ts IS NOT NULL"
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP INDEX media_uploader_recent")
+    op.execute("ALTER TABLE media DROP COLUMN authenticated")

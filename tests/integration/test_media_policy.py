@@ -1,0 +1,149 @@
+"""Media policy through the real HTTP API: authenticated media (Synapse's
+`enable_authenticated_media`: media stored after the switch is kept off the legacy
+unauthenticated paths, older media is not) and per-user upload quotas
+(`media_upload_limits`)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from PIL import Image
+
+from homeserver.api.context import HOMESERVER
+from homeserver.app import build_app
+from homeserver.config import ConfigError
+from homeserver.datadir import load_or_create_signing_key
+from homeserver.services.wiring import build_homeserver
+from homeserver.storage.core.pool import Database
+from tests.integration.conftest import auth_header, make_config, make_user
+
+Client = TestClient[Any, Any]
+V1 = "/_matrix/client/v1/media"
+V3 = "/_matrix/media/v3"
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (20, 120, 220)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+async def same_server(
+    tmp_path: Path, database_factory: Callable[[], str]
+) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: the same server (database, data directory) started again with other
+    settings, as an operator restarting it after changing its configuration."""
+    url = database_factory()
+    started: list[tuple[Client, Database]] = []
+
+    async def start(**overrides: Any) -> Client:
+        config = make_config(tmp_path / "hs", **{"rate_limits.enabled": False, **overrides})
+        db = Database(url, size=4)
+        await db.open()
+        hs = build_homeserver(
+            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
+        )
+        await hs.start()
+        client = TestClient(TestServer(build_app(hs), host="127.0.0.1"))
+        await client.start_server()
+        started.append((client, db))
+        return client
+
+    yield start
+    for client, db in started:
+        await client.close()
+        await client.app[HOMESERVER].close()
+        await db.close()
+
+
+async def upload(client: Client, headers: dict[str, str], data: bytes, kind: str) -> str:
+    resp = await client.post(f"{V3}/upload", data=data, headers={**headers, "Content-Type": kind})
+    body = await resp.json()
+    assert resp.status == 200, body
+    return str(body["content_uri"]).removeprefix("mxc://")
+
+
+async def legacy_status(client: Client, ref: str) -> tuple[int, int]:
+    """Statuses of the legacy download and thumbnail of `ref`, without a token."""
+    download = await client.get(f"{V3}/download/{ref}")
+    await download.read()
+    thumb = await client.get(f"{V3}/thumbnail/{ref}", params={"width": 32, "height": 32})
+    await thumb.read()
+    return download.status, thumb.status
+
+
+async def test_media_from_before_the_switch_stays_on_the_legacy_paths(
+    same_server: Callable[..., Any],
+) -> None:
+    before = await same_server(enable_authenticated_media=False)
+    alice = auth_header((await make_user(before, "alice"))[1])
+    old = await upload(before, alice, png(80, 60), "image/png")
+    assert await legacy_status(before, old) == (200, 200)
+    await before.close()
+
+    after = await same_server()  # the default is on, as in Synapse
+    new = await upload(after, alice, png(80, 60), "image/png")
+
+    assert await legacy_status(after, old) == (200, 200)
+    assert await legacy_status(after, new) == (404, 404)
+    resp = await after.get(f"{V3}/download/{new}")
+    assert (await resp.json())["errcode"] == "M_NOT_FOUND"
+    # Both are served to authenticated requests.
+    for ref in (old, new):
+        resp = await after.get(f"{V1}/download/{ref}", headers=alice)
+        assert resp.status == 200 and await resp.read() == png(80, 60)
+        resp = await after.get(
+            f"{V1}/thumbnail/{ref}", params={"width": 32, "height": 32}, headers=alice
+        )
+        assert resp.status == 200
+
+
+async def test_async_uploads_are_marked_too(homeserver_client: Callable[..., Any]) -> None:
+    client = await homeserver_client(**{"rate_limits.enabled": False})
+    alice = auth_header((await make_user(client, "alice"))[1])
+    resp = await client.post("/_matrix/media/v1/create", headers=alice)
+    ref = str((await resp.json())["content_uri"]).removeprefix("mxc://")
+    resp = await client.put(
+        f"{V3}/upload/{ref}", data=b"later", headers={**alice, "Content-Type": "text/plain"}
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await legacy_status(client, ref))[0] == 404
+    resp = await client.get(f"{V1}/download/{ref}", headers=alice)
+    assert resp.status == 200 and await resp.read() == b"later"
+
+
+async def test_upload_limits_per_user(homeserver_client: Callable[..., Any]) -> None:
+    limits = [{"time_period": "1h", "max_size": 100}, {"time_period": "1w", "max_size": "1K"}]
+    client = await homeserver_client(media_upload_limits=limits, **{"rate_limits.enabled": False})
+    alice = auth_header((await make_user(client, "alice"))[1])
+    bob = auth_header((await make_user(client, "bob"))[1])
+
+    await upload(client, alice, b"a" * 60, "text/plain")
+    resp = await client.post(
+        f"{V3}/upload", data=b"b" * 60, headers={**alice, "Content-Type": "text/plain"}
+    )
+    assert resp.status == 400
+    assert (await resp.json())["errcode"] == "M_RESOURCE_LIMIT_EXCEEDED"
+    # What still fits in the hour passes; the quota is per user.
+    await upload(client, alice, b"c" * 40, "text/plain")
+    await upload(client, bob, b"d" * 100, "text/plain")
+
+    # Async uploads count against the same quota.
+    resp = await client.post("/_matrix/media/v1/create", headers=alice)
+    ref = str((await resp.json())["content_uri"]).removeprefix("mxc://")
+    resp = await client.put(
+        f"{V3}/upload/{ref}", data=b"e", headers={**alice, "Content-Type": "text/plain"}
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (400, "M_RESOURCE_LIMIT_EXCEEDED")
+
+
+async def test_bad_upload_limits_stop_the_start(homeserver_client: Callable[..., Any]) -> None:
+    for bad in ([{"time_period": "1h"}], [{"time_period": "soon", "max_size": "1M"}], ["1h"]):
+        with pytest.raises(ConfigError, match="media_upload_limits"):
+            await homeserver_client(media_upload_limits=bad)
