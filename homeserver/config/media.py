@@ -1,5 +1,6 @@
-"""Media policy under Synapse's top-level names: authenticated media and per-user
-upload limits (`media_upload_limits`, sizes written as Synapse writes them)."""
+"""Media policy under Synapse's top-level names: authenticated media, per-user upload
+limits (`media_upload_limits`, sizes written as Synapse writes them) and retention
+(`media_retention`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ SETTINGS: tuple[Setting, ...] = (
         True,
         "media uploaded while on is served only on the authenticated /_matrix/client/v1/media"
         " endpoints (404 on the legacy /_matrix/media/v3 ones); older media is unaffected",
+        flag=False,
+    ),
+    Setting(
+        "media_retention",
+        dict,
+        {},
+        "delete media not served for a while: {local_media_lifetime: 90d,"
+        " remote_media_lifetime: 14d} (either may be left out: kept forever); protected and"
+        " quarantined media and users' avatars are kept",
         flag=False,
     ),
     Setting(
@@ -71,9 +81,28 @@ def upload_limits(raw: list[Any]) -> tuple[UploadLimit, ...]:
     return tuple(limits)
 
 
+def retention_lifetimes(raw: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(local, remote) media lifetimes in ms from `media_retention`; None: kept forever."""
+    lifetimes: list[int | None] = []
+    for key in ("local_media_lifetime", "remote_media_lifetime"):
+        value = raw.get(key)
+        if value is None:
+            lifetimes.append(None)
+            continue
+        lifetime = parse_duration_ms(value)
+        if not lifetime:
+            raise ConfigError(f"media_retention.{key} must be a duration such as 30d")
+        lifetimes.append(lifetime)
+    unknown = set(raw) - {"local_media_lifetime", "remote_media_lifetime"}
+    if unknown:
+        raise ConfigError(f"media_retention: unknown keys {', '.join(sorted(unknown))}")
+    return lifetimes[0], lifetimes[1]
+
+
 def validate(config: Config) -> None:
     if config.media_max_upload_size < 1:
         raise ConfigError("media.max_upload_size must be at least 1 byte")
     if not 1 <= config.media_remote_timeout_s <= 3600:
         raise ConfigError("media.remote_timeout_s must be between 1 and 3600")
     upload_limits(config.media_upload_limits)
+    retention_lifetimes(config.media_retention)

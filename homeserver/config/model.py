@@ -51,6 +51,7 @@ class Config:
     media_remote_timeout_s: float = 60.0
     enable_authenticated_media: bool = True
     media_upload_limits: list[Any] = field(default_factory=list)
+    media_retention: dict[str, Any] = field(default_factory=dict)
     push_ip_range_whitelist: tuple[str, ...] = ()
     push_retention_days: int = 30
     push_unread_retention_days: int = 90

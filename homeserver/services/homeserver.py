@@ -61,6 +61,7 @@ from homeserver.services.ephemeral.to_device import ToDeviceService
 from homeserver.services.ephemeral.typing import TypingService
 from homeserver.services.media.remote import RemoteMedia
 from homeserver.services.media.repository import MediaRepository
+from homeserver.services.media.retention import MediaRetention
 from homeserver.services.media.thumbnails import ThumbnailService
 from homeserver.services.media.url_previews import UrlPreviewService
 from homeserver.services.push.email_notifier import EmailNotifier
@@ -210,6 +211,7 @@ class Homeserver:
     # media/
     media_remote: RemoteMedia = field(init=False)
     media_repository: MediaRepository = field(init=False)
+    retention: MediaRetention = field(init=False)
     thumbnails: ThumbnailService = field(init=False)
     url_previews: UrlPreviewService = field(init=False)
     # appservices/
@@ -280,12 +282,14 @@ class Homeserver:
         await self.deactivation.start()
         self.delayed_events.start()
         self.admin_rooms.start()
+        self.retention.start()
         await asyncio.to_thread(self.media_files.sweep_stale)
 
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
         await self.delayed_events.close()
         await self.admin_rooms.close()
+        await self.retention.close()
         await self.admin_room_tools.close()
         await self.admin_room_history.close()
         await self.deactivation.close()

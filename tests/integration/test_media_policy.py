@@ -1,7 +1,7 @@
 """Media policy through the real HTTP API: authenticated media (Synapse's
 `enable_authenticated_media`: media stored after the switch is kept off the legacy
-unauthenticated paths, older media is not) and per-user upload quotas
-(`media_upload_limits`)."""
+unauthenticated paths, older media is not), per-user upload quotas
+(`media_upload_limits`) and retention by last access (`media_retention`)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.config import ConfigError
 from homeserver.datadir import load_or_create_signing_key
+from homeserver.services.core.clock import now_ms
 from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
+from homeserver.storage.media import media as media_store
 from tests.integration.conftest import auth_header, make_config, make_user
 
 Client = TestClient[Any, Any]
@@ -147,3 +149,81 @@ async def test_bad_upload_limits_stop_the_start(homeserver_client: Callable[...,
     for bad in ([{"time_period": "1h"}], [{"time_period": "soon", "max_size": "1M"}], ["1h"]):
         with pytest.raises(ConfigError, match="media_upload_limits"):
             await homeserver_client(media_upload_limits=bad)
+
+
+DAY_MS = 24 * 3600 * 1000
+
+
+async def age(client: Client, ref: str, days: int) -> None:
+    """Make media look stored (and last served) `days` ago."""
+    then = now_ms() - days * DAY_MS
+    origin, media_id = ref.split("/")
+    async with client.app[HOMESERVER].db.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE media SET created_ts = %s, uploaded_ts = %s, last_access_ts = NULL"
+            " WHERE origin = %s AND media_id = %s",
+            (then, then, origin, media_id),
+        )
+
+
+async def test_retention_deletes_media_not_served_for_its_lifetime(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    client = await homeserver_client(
+        media_retention={"local_media_lifetime": "30d", "remote_media_lifetime": "7d"},
+        **{"rate_limits.enabled": False},
+    )
+    hs = client.app[HOMESERVER]
+    _, admin = await make_user(client, "admin", admin=True)
+    alice = auth_header(admin)
+    admin_v1 = "/_synapse/admin/v1"
+    image = png(120, 90)
+    expired, served, recent, protected, quarantined = [
+        await upload(client, alice, image + bytes([i]), "image/png") for i in range(5)
+    ]
+    # A thumbnail of the expired image, which must go with it.
+    resp = await client.get(
+        f"{V1}/thumbnail/{expired}", params={"width": 32, "height": 32}, headers=alice
+    )
+    assert resp.status == 200
+    for ref in (expired, served, protected, quarantined):
+        await age(client, ref, 40)
+    await age(client, recent, 20)
+    for path in (f"protect/{protected.split('/')[1]}", f"quarantine/{quarantined}"):
+        resp = await client.post(f"{admin_v1}/media/{path}", headers=alice, json={})
+        assert resp.status == 200, await resp.text()
+    # Served today: its last access counts, not its age.
+    resp = await client.get(f"{V1}/download/{served}", headers=alice)
+    assert resp.status == 200
+
+    # Cached remote media: the week's lifetime applies to it.
+    remote_sha, size = await hs.media_files.write_bytes(b"remote bytes")
+    async with hs.db.pool.connection() as conn:
+        await media_store.insert_media(
+            conn,
+            "other.example",
+            "cached",
+            uploader=None,
+            content_type="text/plain",
+            filename=None,
+            size=size,
+            sha256=remote_sha,
+            now_ms=now_ms(),
+        )
+    await age(client, "other.example/cached", 8)
+
+    assert await hs.retention.apply(now_ms()) == 2
+    async with hs.db.pool.connection() as conn:
+        left = {
+            f"{row.origin}/{row.media_id}"
+            for ref in (expired, served, recent, protected, quarantined, "other.example/cached")
+            if (row := await media_store.get_media(conn, *ref.split("/"))) is not None
+        }
+        thumbs = await conn.execute(
+            "SELECT count(*) FROM media_thumbnails WHERE media_id = %s", (expired.split("/")[1],)
+        )
+        assert (await thumbs.fetchone()) == (0,)
+    assert left == {served, recent, protected, quarantined}
+    assert not hs.media_files.exists(remote_sha)
+    resp = await client.get(f"{V1}/download/{expired}", headers=alice)
+    assert resp.status == 404

@@ -25,6 +25,7 @@ from federation.identifiers import is_valid_server_name
 from homeserver.config.media import UploadLimit
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
+from homeserver.services.media.retention import MediaRetention
 from homeserver.storage.core.pool import Database
 from homeserver.storage.media import media as store
 from homeserver.storage.media.files import ContentTooLarge, MediaFiles
@@ -202,6 +203,7 @@ class MediaRepository:
         *,
         authenticated_media: bool = True,
         upload_limits: tuple[UploadLimit, ...] = (),
+        retention: MediaRetention | None = None,
     ) -> None:
         self.db = db
         self.files = files
@@ -211,6 +213,8 @@ class MediaRepository:
         # Uploads made while this is on are marked and kept off the legacy paths.
         self.authenticated_media = authenticated_media
         self.upload_limits = upload_limits
+        # Told of each access, for media_retention's last-access times.
+        self.retention = retention
         # Woken when an async upload completes in this process; others are polled for.
         self._uploaded: dict[tuple[str, str], asyncio.Event] = {}
 
@@ -423,6 +427,8 @@ class MediaRepository:
             row = await self._wait_uploaded(row, timeout_ms)
         if row.sha256 is None or row.size is None or not self.files.exists(row.sha256):
             raise not_found("The media's content is missing")
+        if self.retention is not None:
+            await self.retention.accessed(row)
         return row
 
     async def download(

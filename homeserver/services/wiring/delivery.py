@@ -6,12 +6,13 @@ the order is `build_homeserver`'s (`services/wiring/__init__.py`)."""
 
 from __future__ import annotations
 
-from homeserver.config.media import upload_limits
+from homeserver.config.media import retention_lifetimes, upload_limits
 from homeserver.config.oidc import providers as oidc_providers
 from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.media.remote import RemoteMedia
 from homeserver.services.media.repository import MediaRepository
+from homeserver.services.media.retention import MediaRetention
 from homeserver.services.media.thumbnails import ThumbnailService
 from homeserver.services.media.url_previews import UrlPreviewService
 from homeserver.services.push.email_notifier import EmailNotifier
@@ -95,6 +96,14 @@ def build_media(hs: Homeserver) -> None:
         time_limit_s=config.media_remote_timeout_s,
         authenticated_media=config.enable_authenticated_media,
     )
+    local_lifetime, remote_lifetime = retention_lifetimes(config.media_retention)
+    hs.retention = MediaRetention(
+        hs.db,
+        hs.media_files,
+        hs.server_name,
+        local_lifetime_ms=local_lifetime,
+        remote_lifetime_ms=remote_lifetime,
+    )
     hs.media_repository = MediaRepository(
         hs.db,
         hs.media_files,
@@ -103,6 +112,7 @@ def build_media(hs: Homeserver) -> None:
         config.media_max_upload_size,
         authenticated_media=config.enable_authenticated_media,
         upload_limits=upload_limits(config.media_upload_limits),
+        retention=hs.retention,
     )
     hs.thumbnails = ThumbnailService(
         hs.db, hs.media_files, hs.media_repository, hs.media_remote, hs.server_name

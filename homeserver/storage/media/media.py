@@ -24,6 +24,7 @@ class MediaRow:
     quarantined_by: str | None = None
     # Stored while authenticated media was on: not served on the legacy paths.
     authenticated: bool = False
+    last_access_ts: int | None = None  # None: not served since it was stored
 
     @property
     def uploaded(self) -> bool:
@@ -43,7 +44,7 @@ class ThumbnailRow:
 
 _MEDIA_COLUMNS = (
     "origin, media_id, uploader, content_type, filename, size, sha256, created_ts, expires_ts,"
-    " quarantined_by, authenticated"
+    " quarantined_by, authenticated, last_access_ts"
 )
 
 
