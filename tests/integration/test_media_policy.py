@@ -22,6 +22,7 @@ from homeserver.services.core.clock import now_ms
 from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
 from homeserver.storage.media import media as media_store
+from homeserver.storage.media import retention as retention_store
 from tests.integration.conftest import auth_header, make_config, make_user
 
 Client = TestClient[Any, Any]
@@ -145,10 +146,13 @@ async def test_upload_limits_per_user(homeserver_client: Callable[..., Any]) -> 
     assert (resp.status, (await resp.json())["errcode"]) == (400, "M_RESOURCE_LIMIT_EXCEEDED")
 
 
-async def test_bad_upload_limits_stop_the_start(homeserver_client: Callable[..., Any]) -> None:
+async def test_bad_media_policy_stops_the_start(homeserver_client: Callable[..., Any]) -> None:
     for bad in ([{"time_period": "1h"}], [{"time_period": "soon", "max_size": "1M"}], ["1h"]):
         with pytest.raises(ConfigError, match="media_upload_limits"):
             await homeserver_client(media_upload_limits=bad)
+    for retention in ({"local_media_lifetime": "forever"}, {"local_lifetime": "1d"}):
+        with pytest.raises(ConfigError, match="media_retention"):
+            await homeserver_client(media_retention=retention)
 
 
 DAY_MS = 24 * 3600 * 1000
@@ -211,7 +215,22 @@ async def test_retention_deletes_media_not_served_for_its_lifetime(
             now_ms=now_ms(),
         )
     await age(client, "other.example/cached", 8)
+    # A thumbnail the other server made of media we never fetched whole, as old.
+    thumb_sha, thumb_size = await hs.media_files.write_bytes(b"remote thumbnail")
+    async with hs.db.pool.connection() as conn:
+        await media_store.insert_thumbnail(
+            conn,
+            "other.example",
+            "onlythumb",
+            media_store.ThumbnailRow(32, 32, "scale", False, "image/png", thumb_size, thumb_sha),
+            now_ms() - 8 * DAY_MS,
+        )
 
+    # Another process of the cluster applying retention: this one skips the run.
+    async with hs.db.pool.connection() as other_process:
+        assert await retention_store.try_lock(other_process)
+        assert await hs.retention.apply(now_ms()) == 0
+        await retention_store.unlock(other_process)
     assert await hs.retention.apply(now_ms()) == 2
     async with hs.db.pool.connection() as conn:
         left = {
@@ -225,5 +244,6 @@ async def test_retention_deletes_media_not_served_for_its_lifetime(
         assert (await thumbs.fetchone()) == (0,)
     assert left == {served, recent, protected, quarantined}
     assert not hs.media_files.exists(remote_sha)
+    assert not hs.media_files.exists(thumb_sha)
     resp = await client.get(f"{V1}/download/{expired}", headers=alice)
     assert resp.status == 404

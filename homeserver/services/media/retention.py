@@ -88,6 +88,8 @@ class MediaRetention:
                 ):
                     if lifetime is not None:
                         deleted += await self._delete_expired(local, now - lifetime)
+                if self.remote_lifetime_ms is not None:
+                    await self._delete_remote_thumbnails(now - self.remote_lifetime_ms)
             finally:
                 await store.unlock(conn)
         if deleted:
@@ -105,9 +107,19 @@ class MediaRetention:
                     return deleted
                 async with work.transaction():
                     orphans = await admin_store.delete(work, keys)
-            for sha256 in orphans:
-                with contextlib.suppress(FileNotFoundError):
-                    await asyncio.to_thread(self.files.path_of(sha256).unlink)
+            await self._unlink(orphans)
             deleted += len(keys)
             if len(keys) < store.BATCH:
                 return deleted
+
+    async def _delete_remote_thumbnails(self, before_ts: int) -> None:
+        """Thumbnails another server made of media we never fetched whole expire by
+        age, with the remote lifetime."""
+        async with self.db.pool.connection() as conn, conn.transaction():
+            orphans = await store.delete_remote_thumbnails(conn, self.server_name, before_ts)
+        await self._unlink(orphans)
+
+    async def _unlink(self, hashes: list[str]) -> None:
+        for sha256 in hashes:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(self.files.path_of(sha256).unlink)

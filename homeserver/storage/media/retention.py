@@ -50,3 +50,28 @@ async def expired(
         (local_origin, local, before_ts, BATCH),
     )
     return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
+async def delete_remote_thumbnails(
+    conn: AsyncConnection, local_origin: str, before_ts: int
+) -> list[str]:
+    """Delete thumbnails of remote media made by its origin before `before_ts` and kept
+    without the media itself (no row says when they were last served); the content
+    hashes no row names any more."""
+    cur = await conn.execute(
+        "DELETE FROM media_thumbnails t WHERE t.origin <> %s AND t.created_ts < %s"
+        " AND NOT EXISTS (SELECT 1 FROM media m"
+        "   WHERE m.origin = t.origin AND m.media_id = t.media_id)"
+        " RETURNING t.sha256",
+        (local_origin, before_ts),
+    )
+    hashes = list({row[0] for row in await cur.fetchall()})
+    if not hashes:
+        return []
+    cur = await conn.execute(
+        "SELECT h FROM unnest(%s::text[]) AS h WHERE NOT EXISTS"
+        " (SELECT 1 FROM media WHERE sha256 = h) AND NOT EXISTS"
+        " (SELECT 1 FROM media_thumbnails WHERE sha256 = h)",
+        (hashes,),
+    )
+    return [row[0] for row in await cur.fetchall()]
