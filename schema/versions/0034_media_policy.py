@@ -8,13 +8,13 @@ last served (NULL: not since it was stored), written at most once an hour per it
 `media_retention`.
 
 Revision ID: 0034
-Revises: 0030
+Revises: 0031
 """
 
 from alembic import op
 
 revision = "0034"
-down_revision = "0030"
+down_revision = "0031"
 branch_labels = None
 depends_on = None
 
