@@ -19,8 +19,9 @@ SETTINGS: tuple[Setting, ...] = (
         "enable_authenticated_media",
         bool,
         True,
-        "media uploaded while on is served only on the authenticated /_matrix/client/v1/media"
-        " endpoints (404 on the legacy /_matrix/media/v3 ones); older media is unaffected",
+        "media uploaded or cached while on is served, while it stays on, only on the"
+        " authenticated /_matrix/client/v1/media endpoints (404 on the legacy /_matrix/media/v3"
+        " ones, which then fetch no remote media); older media is unaffected",
         flag=False,
     ),
     Setting(
@@ -37,7 +38,8 @@ SETTINGS: tuple[Setting, ...] = (
         list,
         [],
         "per-user upload quotas, e.g. [{time_period: 1h, max_size: 100M}, {time_period: 1w,"
-        " max_size: 500M}]: an upload that would pass one is refused",
+        " max_size: 500M, info_uri: https://..., can_upgrade: true}]: an upload that would"
+        " pass one is refused with 403 M_USER_LIMIT_EXCEEDED",
         flag=False,
     ),
 )
@@ -45,10 +47,13 @@ SETTINGS: tuple[Setting, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class UploadLimit:
-    """At most `max_bytes` uploaded by one user within any `period_ms`."""
+    """At most `max_bytes` uploaded by one user within any `period_ms`; `info_uri` is
+    where a refused user reads more (else the server's own page)."""
 
     period_ms: int
     max_bytes: int
+    info_uri: str | None = None
+    can_upgrade: bool = False
 
 
 def parse_size(value: Any) -> int | None:
@@ -77,7 +82,12 @@ def upload_limits(raw: list[Any]) -> tuple[UploadLimit, ...]:
             raise ConfigError(f"{where}.time_period must be a duration such as 1h")
         if size is None:
             raise ConfigError(f"{where}.max_size must be a size such as 100M")
-        limits.append(UploadLimit(period, size))
+        info_uri, can_upgrade = entry.get("info_uri"), entry.get("can_upgrade", False)
+        if info_uri is not None and not isinstance(info_uri, str):
+            raise ConfigError(f"{where}.info_uri must be a URL")
+        if not isinstance(can_upgrade, bool):
+            raise ConfigError(f"{where}.can_upgrade must be true or false")
+        limits.append(UploadLimit(period, size, info_uri, can_upgrade))
     return tuple(limits)
 
 

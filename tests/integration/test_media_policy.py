@@ -9,6 +9,7 @@ import io
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -105,6 +106,11 @@ async def test_media_from_before_the_switch_stays_on_the_legacy_paths(
             f"{V1}/thumbnail/{ref}", params={"width": 32, "height": 32}, headers=alice
         )
         assert resp.status == 200
+    await after.close()
+
+    # Switched off again: the legacy paths serve everything, as in Synapse.
+    off = await same_server(enable_authenticated_media=False)
+    assert await legacy_status(off, new) == (200, 200)
 
 
 async def test_async_uploads_are_marked_too(homeserver_client: Callable[..., Any]) -> None:
@@ -122,7 +128,10 @@ async def test_async_uploads_are_marked_too(homeserver_client: Callable[..., Any
 
 
 async def test_upload_limits_per_user(homeserver_client: Callable[..., Any]) -> None:
-    limits = [{"time_period": "1h", "max_size": 100}, {"time_period": "1w", "max_size": "1K"}]
+    limits = [
+        {"time_period": "1h", "max_size": 100},
+        {"time_period": "1w", "max_size": "1K", "info_uri": "https://example.org/plans"},
+    ]
     client = await homeserver_client(media_upload_limits=limits, **{"rate_limits.enabled": False})
     alice = auth_header((await make_user(client, "alice"))[1])
     bob = auth_header((await make_user(client, "bob"))[1])
@@ -131,11 +140,22 @@ async def test_upload_limits_per_user(homeserver_client: Callable[..., Any]) -> 
     resp = await client.post(
         f"{V3}/upload", data=b"b" * 60, headers={**alice, "Content-Type": "text/plain"}
     )
-    assert resp.status == 400
-    assert (await resp.json())["errcode"] == "M_RESOURCE_LIMIT_EXCEEDED"
+    body = await resp.json()
+    assert (resp.status, body["errcode"]) == (403, "M_USER_LIMIT_EXCEEDED")
+    # Where the user reads why: the server's own page, as the limit names none.
+    page = await client.get(urlparse(body["info_uri"]).path)
+    assert page.status == 200 and "text/html" in page.headers["Content-Type"]
     # What still fits in the hour passes; the quota is per user.
     await upload(client, alice, b"c" * 40, "text/plain")
-    await upload(client, bob, b"d" * 100, "text/plain")
+    await age(client, await upload(client, bob, b"d" * 100, "text/plain"), 2)
+    # The week's limit, with its own page: bob's uploads of the past days add up.
+    for _ in range(9):
+        await age(client, await upload(client, bob, b"f" * 100, "text/plain"), 2)
+    resp = await client.post(
+        f"{V3}/upload", data=b"g" * 100, headers={**bob, "Content-Type": "text/plain"}
+    )
+    body = await resp.json()
+    assert (resp.status, body["info_uri"]) == (403, "https://example.org/plans")
 
     # Async uploads count against the same quota.
     resp = await client.post("/_matrix/media/v1/create", headers=alice)
@@ -143,7 +163,7 @@ async def test_upload_limits_per_user(homeserver_client: Callable[..., Any]) -> 
     resp = await client.put(
         f"{V3}/upload/{ref}", data=b"e", headers={**alice, "Content-Type": "text/plain"}
     )
-    assert (resp.status, (await resp.json())["errcode"]) == (400, "M_RESOURCE_LIMIT_EXCEEDED")
+    assert (resp.status, (await resp.json())["errcode"]) == (403, "M_USER_LIMIT_EXCEEDED")
 
 
 async def test_bad_media_policy_stops_the_start(homeserver_client: Callable[..., Any]) -> None:

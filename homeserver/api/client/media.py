@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from homeserver.api import sso_pages
 from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import MatrixError, json_response
 from homeserver.api.http import own_body_limit
 from homeserver.api.routes import RouteHandler
 from homeserver.services.media.repository import (
+    UPLOAD_LIMIT_PAGE,
     StoredFile,
     check_filename,
     content_disposition,
@@ -36,10 +38,12 @@ def _body(request: web.Request) -> AsyncIterator[bytes]:
 
 
 def _allow_remote(request: web.Request) -> bool:
+    """Whether a legacy request may fetch remote media: never with authenticated
+    media on (as Synapse: what it would fetch now would be authenticated media)."""
     raw = request.query.get("allow_remote", "true")
     if raw not in ("true", "false"):
         raise MatrixError(400, "M_INVALID_PARAM", "allow_remote must be true or false")
-    return raw == "true"
+    return raw == "true" and not homeserver(request).media_repository.authenticated_media
 
 
 @own_body_limit
@@ -161,6 +165,15 @@ async def preview_url(request: web.Request) -> web.Response:
     return json_response(await hs.url_previews.preview(url, before_fetch=rate_limit))
 
 
+async def upload_limit_page(request: web.Request) -> web.Response:
+    """Where a refused upload's `info_uri` points when its limit names no page."""
+    return sso_pages.page(
+        "Upload limit reached",
+        "<p>You have uploaded as much as this server allows for now. Wait a while before"
+        " uploading more, or ask the server's administrators.</p>",
+    )
+
+
 def register(app: web.Application) -> None:
     media_ref = "{serverName}/{mediaId}"
     add = app.router.add_route
@@ -172,6 +185,7 @@ def register(app: web.Application) -> None:
         ("GET", f"{CLIENT_V1_MEDIA}/preview_url", preview_url),
         ("POST", "/_matrix/media/v1/create", create),
         ("PUT", f"/_matrix/media/v3/upload/{media_ref}", upload_to),
+        ("GET", UPLOAD_LIMIT_PAGE, upload_limit_page),
     ]
     for prefix in LEGACY_PREFIXES:
         routes += [

@@ -88,6 +88,8 @@ MAX_FILENAME_LENGTH = 255
 
 PENDING_LIFETIME_MS = 24 * 60 * 60 * 1000
 MAX_PENDING_UPLOADS = 50
+# Synapse's page for users over an upload limit (the error's default `info_uri`).
+UPLOAD_LIMIT_PAGE = "/_synapse/client/media_upload_limit_exceeded"
 DEFAULT_TIMEOUT_MS = 20_000
 MAX_TIMEOUT_MS = 60_000
 PENDING_POLL_S = 0.5
@@ -204,6 +206,7 @@ class MediaRepository:
         authenticated_media: bool = True,
         upload_limits: tuple[UploadLimit, ...] = (),
         retention: MediaRetention | None = None,
+        limit_info_uri: str = "",
     ) -> None:
         self.db = db
         self.files = files
@@ -213,6 +216,8 @@ class MediaRepository:
         # Uploads made while this is on are marked and kept off the legacy paths.
         self.authenticated_media = authenticated_media
         self.upload_limits = upload_limits
+        # The page a refused upload points to when its limit names none.
+        self.limit_info_uri = limit_info_uri
         # Told of each access, for media_retention's last-access times.
         self.retention = retention
         # Woken when an async upload completes in this process; others are polled for.
@@ -226,7 +231,7 @@ class MediaRepository:
 
     async def check_upload_limits(self, user_id: str, size: int) -> None:
         """Refuse an upload of `size` bytes that would take the user past one of
-        `media_upload_limits` (Synapse's 400 M_RESOURCE_LIMIT_EXCEEDED)."""
+        `media_upload_limits` (Synapse's 403 M_USER_LIMIT_EXCEEDED, with `info_uri`)."""
         if not self.upload_limits:
             return
         now = now_ms()
@@ -234,8 +239,11 @@ class MediaRepository:
             for limit in self.upload_limits:
                 used = await store.uploaded_since(conn, user_id, now - limit.period_ms)
                 if used + size > limit.max_bytes:
+                    extra: dict[str, object] = {"info_uri": limit.info_uri or self.limit_info_uri}
+                    if limit.can_upgrade:
+                        extra["can_upgrade"] = True
                     raise ServiceError(
-                        400, "M_RESOURCE_LIMIT_EXCEEDED", "Media upload limit exceeded"
+                        403, "M_USER_LIMIT_EXCEEDED", "Media upload limit exceeded", **extra
                     )
 
     async def _receive(
@@ -421,7 +429,7 @@ class MediaRepository:
             row = await self.remote.fetch(server_name, media_id)
         if row.quarantined_by is not None:
             raise not_found("This media has been quarantined")
-        if legacy and row.authenticated:
+        if legacy and self.authenticated_media and row.authenticated:
             raise not_found("This media is only served on the authenticated endpoints")
         if not row.uploaded:
             row = await self._wait_uploaded(row, timeout_ms)

@@ -11,7 +11,7 @@ from homeserver.config.oidc import providers as oidc_providers
 from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.media.remote import RemoteMedia
-from homeserver.services.media.repository import MediaRepository
+from homeserver.services.media.repository import UPLOAD_LIMIT_PAGE, MediaRepository
 from homeserver.services.media.retention import MediaRetention
 from homeserver.services.media.thumbnails import ThumbnailService
 from homeserver.services.media.url_previews import UrlPreviewService
@@ -113,6 +113,7 @@ def build_media(hs: Homeserver) -> None:
         authenticated_media=config.enable_authenticated_media,
         upload_limits=upload_limits(config.media_upload_limits),
         retention=hs.retention,
+        limit_info_uri=config.client_base_url + UPLOAD_LIMIT_PAGE.lstrip("/"),
     )
     hs.thumbnails = ThumbnailService(
         hs.db, hs.media_files, hs.media_repository, hs.media_remote, hs.server_name
