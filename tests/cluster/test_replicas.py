@@ -1,6 +1,6 @@
 """`database.replicas`: history pages are read on a streaming replica (made with
 pg_basebackup) once it has replayed the position of the client's token, the public
-room list once it is less than 2 s behind; on the primary while it is not (replay
+room list and `/context` once it is less than 2 s behind; on the primary while it is not (replay
 paused) or when it is gone. The answers are right either way."""
 
 from __future__ import annotations
@@ -85,6 +85,13 @@ async def _public_rooms(alice: RoomUser) -> list[str]:
     return [room["room_id"] for room in body["chunk"]]
 
 
+async def _context(alice: RoomUser, room_id: str, event_id: str) -> tuple[list[str], str]:
+    status, body = await alice.get(f"/v3/rooms/{room_id}/context/{event_id}", limit="2")
+    assert status == 200, body
+    around = [*reversed(body["events_before"]), body["event"], *body["events_after"]]
+    return [e["content"].get("body") for e in around], body["event"]["content"]["body"]
+
+
 async def _until(condition: Any, what: str) -> None:
     deadline = time.monotonic() + CATCH_UP_S
     while not condition():
@@ -99,8 +106,7 @@ async def test_history_is_read_on_a_replica_that_has_caught_up_only(
     replica = _replica(client)
     alice = await RoomUser.make(client, "alice")
     room_id = await alice.create_room()
-    for n in range(3):
-        await alice.say(room_id, f"m{n}")
+    sent = [await alice.say(room_id, f"m{n}") for n in range(3)]
     token = await _latest_token(alice, room_id)
     stream = int(token.rsplit("_", 1)[1])
     await _until(lambda: replica.positions.get("events", -1) >= stream, "replica caught up")
@@ -113,18 +119,24 @@ async def test_history_is_read_on_a_replica_that_has_caught_up_only(
     await _until(lambda: time.monotonic() - replica.replayed_at < 1.0, "replica recent")
     assert listed in await _public_rooms(alice)
     assert replica.reads == reads + 2
+    # So does /context, which has no position either.
+    assert await _context(alice, room_id, sent[1]) == (["m0", "m1", "m2"], "m1")
+    assert replica.reads == reads + 3
 
     # Replay paused: newer messages are not there, so their page is read on the primary.
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
-    for n in range(3, 5):
-        await alice.say(room_id, f"m{n}")
+    sent += [await alice.say(room_id, f"m{n}") for n in range(3, 5)]
+    # Within 2 s of its last replay the replica is still "recent" but lacks m3: the
+    # primary answers /context instead of a 404.
+    assert (await _context(alice, room_id, sent[3]))[1] == "m3"
     later = await alice.create_room(visibility="public", name="later")
     token = await _latest_token(alice, room_id)
     await asyncio.sleep(2.5)  # checks that must not move the replica past the pause
     reads = replica.reads
     assert await _page(alice, room_id, token) == ["m4", "m3", "m2", "m1", "m0"]
     assert later in await _public_rooms(alice)
+    assert await _context(alice, room_id, sent[3]) == (["m2", "m3", "m4"], "m3")
     assert replica.reads == reads, "a paused replica is avoided"
 
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:

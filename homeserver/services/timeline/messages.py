@@ -396,49 +396,74 @@ class MessageService:
         it and the rest after it, and the state at the last event returned."""
         count = parse_limit(limit, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
         event_filter = parse_event_filter(filter_json)
-        user_id = requester.user_id
+        # The request carries no position: a replica at most 2 s behind answers. One
+        # that has not replayed the event, or the user's join, refuses; the primary
+        # then decides (events after a leave or ban come after it in the WAL, so a
+        # replica that misses the leave misses them too).
+        source = self.replicas.pool_for_recent()
+        if source is not self.db.pool:
+            try:
+                async with source.connection() as conn:
+                    return await self._context(
+                        conn, requester, room_id, event_id, count, event_filter
+                    )
+            except ServiceError as exc:
+                if exc.status not in (403, 404):
+                    raise
         async with self.db.pool.connection() as conn:
-            access = await event_room_access(conn, self.cache, user_id, room_id)
-            row, membership = await _visible_event(conn, self.cache, access, event_id)
-            position = position_of(self.cache, row)
-            before = await read_page(
-                conn,
-                self.cache,
-                requester,
-                room_id,
-                cursor=gap_before(position),
-                bound=None,
-                forward=False,
-                limit=count // 2,
-                event_filter=event_filter,
-            )
-            after = await read_page(
-                conn,
-                self.cache,
-                requester,
-                room_id,
-                cursor=position,
-                bound=access.upper,
-                forward=True,
-                limit=count - count // 2,
-                event_filter=event_filter,
-            )
-            rows = {r.event_id: r for r in [row, *before.rows, *after.rows]}
-            formatted = await format_events(
-                conn,
-                self.cache,
-                list(rows),
-                user_id=user_id,
-                device_id=requester.device_id,
-                rows=rows,
-                memberships={event_id: membership, **before.memberships, **after.memberships},
-                aggregations=True,
-            )
-            last = after.rows[-1] if after.rows else row
-            senders = {event_of(self.cache, r).sender for r in rows.values()}
-            state_events = await _context_state(
-                conn, self.cache, last.state_group, event_filter, senders
-            )
+            return await self._context(conn, requester, room_id, event_id, count, event_filter)
+
+    async def _context(
+        self,
+        conn: Connection,
+        requester: Requester,
+        room_id: str,
+        event_id: str,
+        count: int,
+        event_filter: RoomEventFilter | None,
+    ) -> JsonDict:
+        user_id = requester.user_id
+        access = await event_room_access(conn, self.cache, user_id, room_id)
+        row, membership = await _visible_event(conn, self.cache, access, event_id)
+        position = position_of(self.cache, row)
+        before = await read_page(
+            conn,
+            self.cache,
+            requester,
+            room_id,
+            cursor=gap_before(position),
+            bound=None,
+            forward=False,
+            limit=count // 2,
+            event_filter=event_filter,
+        )
+        after = await read_page(
+            conn,
+            self.cache,
+            requester,
+            room_id,
+            cursor=position,
+            bound=access.upper,
+            forward=True,
+            limit=count - count // 2,
+            event_filter=event_filter,
+        )
+        rows = {r.event_id: r for r in [row, *before.rows, *after.rows]}
+        formatted = await format_events(
+            conn,
+            self.cache,
+            list(rows),
+            user_id=user_id,
+            device_id=requester.device_id,
+            rows=rows,
+            memberships={event_id: membership, **before.memberships, **after.memberships},
+            aggregations=True,
+        )
+        last = after.rows[-1] if after.rows else row
+        senders = {event_of(self.cache, r).sender for r in rows.values()}
+        state_events = await _context_state(
+            conn, self.cache, last.state_group, event_filter, senders
+        )
         n_before = len(before.rows)
         formatted = _keep_fields(formatted, event_filter)
         return {
