@@ -1,6 +1,7 @@
 """`database.replicas`: history pages are read on a streaming replica (made with
 pg_basebackup) once it has replayed the position of the client's token, the public
-room list and `/context` once it is less than 2 s behind; on the primary while it is not (replay
+room list and `/context` once it is less than 2 s behind, `/members?at=` once it has
+replayed that token; on the primary while it is not (replay
 paused) or when it is gone. The answers are right either way."""
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ async def _context(alice: RoomUser, room_id: str, event_id: str) -> tuple[list[s
     return [e["content"].get("body") for e in around], body["event"]["content"]["body"]
 
 
+async def _member_names(alice: RoomUser, room_id: str, at: str) -> list[str | None]:
+    status, body = await alice.get(f"/v3/rooms/{room_id}/members", at=at)
+    assert status == 200, body
+    return [e["content"].get("displayname") for e in body["chunk"]]
+
+
 async def _until(condition: Any, what: str) -> None:
     deadline = time.monotonic() + CATCH_UP_S
     while not condition():
@@ -122,11 +129,16 @@ async def test_history_is_read_on_a_replica_that_has_caught_up_only(
     # So does /context, which has no position either.
     assert await _context(alice, room_id, sent[1]) == (["m0", "m1", "m2"], "m1")
     assert replica.reads == reads + 3
+    # And the members at the client's token.
+    assert await _member_names(alice, room_id, token) == [None]
+    assert replica.reads == reads + 4
 
     # Replay paused: newer messages are not there, so their page is read on the primary.
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
     sent += [await alice.say(room_id, f"m{n}") for n in range(3, 5)]
+    member = {"membership": "join", "displayname": "Alice"}
+    await alice.state(room_id, "m.room.member", member, key=alice.user_id)
     # Within 2 s of its last replay the replica is still "recent" but lacks m3: the
     # primary answers /context instead of a 404.
     assert (await _context(alice, room_id, sent[3]))[1] == "m3"
@@ -137,6 +149,7 @@ async def test_history_is_read_on_a_replica_that_has_caught_up_only(
     assert await _page(alice, room_id, token) == ["m4", "m3", "m2", "m1", "m0"]
     assert later in await _public_rooms(alice)
     assert await _context(alice, room_id, sent[3]) == (["m2", "m3", "m4"], "m3")
+    assert await _member_names(alice, room_id, token) == ["Alice"]
     assert replica.reads == reads, "a paused replica is avoided"
 
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:
