@@ -29,6 +29,7 @@ from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter, only_fields, parse_filter
 from homeserver.services.core.errors import ServiceError, bad_json, invalid_param, not_found
+from homeserver.services.core.replica_reads import read_recent
 from homeserver.services.remote.backfill import Backfiller
 from homeserver.services.rooms.writer import EventCache, state_entries
 from homeserver.services.timeline.format import format_events
@@ -400,18 +401,11 @@ class MessageService:
         # that has not replayed the event, or the user's join, refuses; the primary
         # then decides (events after a leave or ban come after it in the WAL, so a
         # replica that misses the leave misses them too).
-        source = self.replicas.pool_for_recent()
-        if source is not self.db.pool:
-            try:
-                async with source.connection() as conn:
-                    return await self._context(
-                        conn, requester, room_id, event_id, count, event_filter
-                    )
-            except ServiceError as exc:
-                if exc.status not in (403, 404):
-                    raise
-        async with self.db.pool.connection() as conn:
-            return await self._context(conn, requester, room_id, event_id, count, event_filter)
+        return await read_recent(
+            self.db,
+            self.replicas,
+            lambda conn: self._context(conn, requester, room_id, event_id, count, event_filter),
+        )
 
     async def _context(
         self,
