@@ -3,13 +3,13 @@ time on the outbox rows it carries, so that whichever process retries it (after 
 `kill -9` of the one that began it) sends the same txnId with the same contents.
 
 Revision ID: 0032
-Revises: 0030
+Revises: 0031
 """
 
 from alembic import op
 
 revision = "0032"
-down_revision = "0030"
+down_revision = "0031"
 branch_labels = None
 depends_on = None
 
