@@ -1,7 +1,8 @@
-"""`database.replicas`: history pages are read on a streaming replica (made with
-pg_basebackup) once it has replayed the position of the client's token, the public
-room list once it is less than 2 s behind; on the primary while it is not (replay
-paused) or when it is gone. The answers are right either way."""
+"""`database.replicas`: history pages and `/members?at=` are read on a streaming
+replica (made with pg_basebackup) once it has replayed the position of the client's
+token; the public room list, `/context` and federation reads of an event and the state
+at it once it is less than 2 s behind; on the primary while it is not (replay paused)
+or when it is gone. The answers are right either way."""
 
 from __future__ import annotations
 
@@ -85,6 +86,26 @@ async def _public_rooms(alice: RoomUser) -> list[str]:
     return [room["room_id"] for room in body["chunk"]]
 
 
+async def _context(alice: RoomUser, room_id: str, event_id: str) -> tuple[list[str], str]:
+    status, body = await alice.get(f"/v3/rooms/{room_id}/context/{event_id}", limit="2")
+    assert status == 200, body
+    around = [*reversed(body["events_before"]), body["event"], *body["events_after"]]
+    return [e["content"].get("body") for e in around], body["event"]["content"]["body"]
+
+
+async def _member_names(alice: RoomUser, room_id: str, at: str) -> list[str | None]:
+    status, body = await alice.get(f"/v3/rooms/{room_id}/members", at=at)
+    assert status == 200, body
+    return [e["content"].get("displayname") for e in body["chunk"]]
+
+
+async def _served_bodies(reads: Any, room_id: str, event_id: str) -> tuple[str, int]:
+    """What a peer is served: the event's body, and how many state events precede it."""
+    pdu = (await reads.event("peer.example", event_id))["pdus"][0]
+    state_ids, _ = await reads.state_ids("peer.example", room_id, event_id)
+    return pdu["content"]["body"], len(state_ids)
+
+
 async def _until(condition: Any, what: str) -> None:
     deadline = time.monotonic() + CATCH_UP_S
     while not condition():
@@ -99,8 +120,12 @@ async def test_history_is_read_on_a_replica_that_has_caught_up_only(
     replica = _replica(client)
     alice = await RoomUser.make(client, "alice")
     room_id = await alice.create_room()
-    for n in range(3):
-        await alice.say(room_id, f"m{n}")
+    readable = {"history_visibility": "world_readable"}
+    open_room = await alice.create_room(
+        initial_state=[{"type": "m.room.history_visibility", "state_key": "", "content": readable}]
+    )
+    w0 = await alice.say(open_room, "w0")
+    sent = [await alice.say(room_id, f"m{n}") for n in range(3)]
     token = await _latest_token(alice, room_id)
     stream = int(token.rsplit("_", 1)[1])
     await _until(lambda: replica.positions.get("events", -1) >= stream, "replica caught up")
@@ -113,18 +138,36 @@ async def test_history_is_read_on_a_replica_that_has_caught_up_only(
     await _until(lambda: time.monotonic() - replica.replayed_at < 1.0, "replica recent")
     assert listed in await _public_rooms(alice)
     assert replica.reads == reads + 2
+    # So does /context, which has no position either.
+    assert await _context(alice, room_id, sent[1]) == (["m0", "m1", "m2"], "m1")
+    assert replica.reads == reads + 3
+    # And the members at the client's token.
+    assert await _member_names(alice, room_id, token) == [None]
+    assert replica.reads == reads + 4
+    # Federation reads of an event and the state at it (history, asked with no position).
+    peer_reads = client.server.app[HOMESERVER].reads
+    assert await _served_bodies(peer_reads, open_room, w0) == ("w0", 6)
+    assert replica.reads == reads + 6
 
     # Replay paused: newer messages are not there, so their page is read on the primary.
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
-    for n in range(3, 5):
-        await alice.say(room_id, f"m{n}")
+    sent += [await alice.say(room_id, f"m{n}") for n in range(3, 5)]
+    w1 = await alice.say(open_room, "w1")
+    member = {"membership": "join", "displayname": "Alice"}
+    await alice.state(room_id, "m.room.member", member, key=alice.user_id)
+    # Within 2 s of its last replay the replica is still "recent" but lacks m3: the
+    # primary answers /context instead of a 404.
+    assert (await _context(alice, room_id, sent[3]))[1] == "m3"
     later = await alice.create_room(visibility="public", name="later")
     token = await _latest_token(alice, room_id)
     await asyncio.sleep(2.5)  # checks that must not move the replica past the pause
     reads = replica.reads
     assert await _page(alice, room_id, token) == ["m4", "m3", "m2", "m1", "m0"]
     assert later in await _public_rooms(alice)
+    assert await _context(alice, room_id, sent[3]) == (["m2", "m3", "m4"], "m3")
+    assert await _member_names(alice, room_id, token) == ["Alice"]
+    assert await _served_bodies(peer_reads, open_room, w1) == ("w1", 6)
     assert replica.reads == reads, "a paused replica is avoided"
 
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:

@@ -35,6 +35,8 @@ class StubDestination:
     failures: int = 0
     delay: float = 0.0
     attempts: list[tuple[float, str]] = field(default_factory=list)  # (time, txn id)
+    bodies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (txn id, body)
+    hang: bool = False  # never answer (the sender is stopped mid-request)
     accepted: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -54,6 +56,9 @@ class StubDestination:
         )
         assert raw
         self.attempts.append((time.monotonic(), request.match_info["txn_id"]))
+        self.bodies.append((request.match_info["txn_id"], content))
+        if self.hang:
+            await asyncio.sleep(3600)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -185,13 +190,49 @@ async def test_queue_survives_a_restart_of_the_sender(setup: Setup) -> None:
         await first.send_pdu([stub.name], event_id)
     await wait_for(lambda: len(stub.attempts) >= 2)
     await first.close()
+    begun = stub.bodies[-1]
 
     stub.failures = 0
     second = setup.sender(min_backoff_s=0.05)
     await second.start()  # its first sweep finds the queue
     await wait_for(lambda: len(stub.pdu_ids()) == 120)
     assert stub.pdu_ids() == [str(i) for i in range(120)]
-    assert [len(txn["pdus"]) for txn in stub.accepted] == [50, 50, 20]
+    # The transaction the first sender began is the second's first, unchanged.
+    assert stub.bodies[len(stub.bodies) - len(stub.accepted)] == begun
+    assert len({txn_id for txn_id, _ in stub.bodies}) == len(stub.accepted)
+
+
+async def test_a_transaction_cut_off_mid_request_is_resent_with_its_id_and_contents(
+    setup: Setup,
+) -> None:
+    """The process sending a transaction dies with the request in flight: the one that
+    takes the destination over sends the same txnId with the same body, so the peer can
+    recognise the retry; what was queued meanwhile goes in later transactions."""
+    stub, hs = setup.stub, setup.hs
+    async with hs.db.pool.connection() as conn:
+        for event_id in setup.event_ids[:30]:
+            await federation_outbox.enqueue_pdus(conn, [stub.name], event_id)
+        await federation_outbox.enqueue_edu(conn, stub.name, '{"edu_type": "m.t", "content": {}}')
+    stub.hang = True
+    first = setup.sender()
+    await first.start()
+    await wait_for(lambda: len(stub.bodies) == 1)
+    await first.close()  # the connection drops with no answer
+    cut_id, cut_body = stub.bodies[0]
+    assert (len(cut_body["pdus"]), len(cut_body["edus"])) == (30, 1)
+
+    stub.hang = False
+    async with hs.db.pool.connection() as conn:
+        for event_id in setup.event_ids[30:40]:
+            await federation_outbox.enqueue_pdus(conn, [stub.name], event_id)
+    second = setup.sender()
+    await second.start()
+    await wait_for(lambda: len(stub.pdu_ids()) == 40)
+    assert stub.bodies[1] == (cut_id, cut_body)
+    assert stub.pdu_ids() == [str(i) for i in range(40)]
+    assert stub.bodies[2][0] != cut_id
+    async with hs.db.pool.connection() as conn:
+        assert await federation_outbox.recorded_transaction(conn, stub.name) is None
 
 
 async def test_contact_ends_the_backoff(setup: Setup) -> None:

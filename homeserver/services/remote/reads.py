@@ -15,11 +15,13 @@ from federation.identifiers import domain_of
 from federation.types import JsonDict
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, not_found
+from homeserver.services.core.replica_reads import read_recent
 from homeserver.services.remote.room_servers import RoomServers
 from homeserver.services.rooms.server_acl import ServerAclService
 from homeserver.services.rooms.writer import EventCache, load_event, load_events
 from homeserver.services.timeline.visibility import HISTORY_KEY, history_visibility_of
 from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.directory import aliases
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.remote import room_servers
@@ -48,12 +50,14 @@ class FederationReads:
     def __init__(
         self,
         db: Database,
+        replicas: Replicas,
         event_cache: EventCache,
         server_acl: ServerAclService,
         room_servers: RoomServers,
         server_name: str,
     ) -> None:
         self.db = db
+        self.replicas = replicas
         self.event_cache = event_cache
         self.server_acl = server_acl
         self.room_servers = room_servers
@@ -91,8 +95,10 @@ class FederationReads:
         return row
 
     async def event(self, origin: str, event_id: str) -> JsonDict:
-        async with self.db.pool.connection() as conn:
-            row = await self._row(conn, origin, event_id)
+        # An event and the state at it never change: a replica that has it can answer.
+        row = await read_recent(
+            self.db, self.replicas, lambda conn: self._row(conn, origin, event_id)
+        )
         # The route names no room, so the ACL is checked once the event's room is known.
         await self.server_acl.check(origin, row.room_id)
         return self._envelope([pdu_of(row)])
@@ -100,24 +106,31 @@ class FederationReads:
     async def state_ids(
         self, origin: str, room_id: str, event_id: str
     ) -> tuple[set[str], set[str]]:
-        """The state before `event_id`, and its auth chain."""
-        async with self.db.pool.connection() as conn:
-            row = await self._row(conn, origin, event_id)
-            if row.room_id != room_id or row.state_group is None:
-                raise not_found("Event not found")
-            after = await state.get_state(conn, row.state_group)
-            event = load_event(row)
-            before = dict(after)
-            if event.is_state and after.get(event.state_tuple) == event.event_id:
-                prevs = await event_store.get_events(conn, event.prev_event_ids)
-                groups = [r.state_group for r in prevs.values() if r.state_group is not None]
-                earlier = (
-                    await state.get_state(conn, groups[0], [event.state_tuple]) if groups else {}
-                )
-                before.pop(event.state_tuple)
-                before.update(earlier)
-            ids = set(before.values())
-            return ids, await fed_store.auth_chain_ids(conn, ids)
+        """The state before `event_id`, and its auth chain: history, so read on a
+        replica that has the event."""
+        return await read_recent(
+            self.db,
+            self.replicas,
+            lambda conn: self._state_ids(conn, origin, room_id, event_id),
+        )
+
+    async def _state_ids(
+        self, conn: Connection, origin: str, room_id: str, event_id: str
+    ) -> tuple[set[str], set[str]]:
+        row = await self._row(conn, origin, event_id)
+        if row.room_id != room_id or row.state_group is None:
+            raise not_found("Event not found")
+        after = await state.get_state(conn, row.state_group)
+        event = load_event(row)
+        before = dict(after)
+        if event.is_state and after.get(event.state_tuple) == event.event_id:
+            prevs = await event_store.get_events(conn, event.prev_event_ids)
+            groups = [r.state_group for r in prevs.values() if r.state_group is not None]
+            earlier = await state.get_state(conn, groups[0], [event.state_tuple]) if groups else {}
+            before.pop(event.state_tuple)
+            before.update(earlier)
+        ids = set(before.values())
+        return ids, await fed_store.auth_chain_ids(conn, ids)
 
     async def pdus(self, event_ids: Iterable[str]) -> list[JsonDict]:
         async with self.db.pool.connection() as conn:

@@ -8,18 +8,21 @@ workers push gateways and application services use too (services/core/delivery.p
 A task takes a session-level advisory lock on the destination (on one connection this
 process keeps for its locks; if the process dies the locks go with it), then sends the
 queue in order, at most 50 PDUs and 100 EDUs per transaction, deleting what the
-destination accepted. On failure it records the backoff in `destinations`, lets go of
-the lock and sets a timer; a successful contact with the destination (an inbound
-request from it, or any outbound request that it answers) cuts the wait short. At
-start, and every few seconds, a sweep finds queues that nobody is sending (after a restart,
-or a crash of another worker) and wakes them.
+destination accepted. Each transaction is recorded on its outbox rows (id, send time,
+which rows) before it is sent, so a retry, by this process or by the one that takes the
+destination over after a crash, sends the same txnId with the same contents. On
+failure it records the backoff in `destinations`, lets go of the lock and sets a timer;
+a successful contact with the destination (an inbound request from it, or any outbound
+request that it answers) cuts the wait short. At start, and every few seconds, a sweep
+finds queues that nobody is sending (after a restart, or a crash of another worker) and
+wakes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -71,8 +74,6 @@ class FederationSender:
         # Destinations some request failed to reach lately (see on_unreachable).
         self._unreachable: set[str] = set()
         self._notes: set[asyncio.Task[None]] = set()
-        # Unique per process life: a retried batch reuses its id, a restart never does.
-        self._txn_prefix = f"{now_ms()}{random.randrange(1000):03d}"
         self._workers: DeliveryWorkers[str] = DeliveryWorkers(
             db,
             drain=self._drain,
@@ -177,21 +178,18 @@ class FederationSender:
                 health = await outbox.get_health(conn, destination)
                 if health.retry_at_ts is not None and health.retry_at_ts > now_ms():
                     return health.retry_at_ts
-                rows = await outbox.next_rows(
-                    conn, destination, MAX_PDUS_PER_TRANSACTION + MAX_EDUS_PER_TRANSACTION
-                )
-                batch = _batch(rows)
-                if not batch:
+                recorded = await self._next_transaction(conn, destination)
+                if recorded is None:
                     return None
+                batch, txn_id = recorded.rows, recorded.txn_id
                 pdu_ids = [r.event_id for r in batch if r.event_id is not None]
                 stored = await event_store.get_events(conn, pdu_ids)
             transaction = {
                 "origin": self.server_name,
-                "origin_server_ts": now_ms(),
+                "origin_server_ts": recorded.origin_server_ts,
                 "pdus": [orjson.loads(stored[e].json) for e in pdu_ids if e in stored],
                 "edus": [orjson.loads(r.edu_json) for r in batch if r.edu_json is not None],
             }
-            txn_id = f"{self._txn_prefix}.{batch[0].position}-{batch[-1].position}"
             try:
                 async with self._slots:
                     answer = await self.client.put_json(
@@ -212,6 +210,29 @@ class FederationSender:
                     await outbox.delete_rows(conn, [r.position for r in batch])
                     await outbox.record_success(conn, destination, now_ms())
             metrics.FEDERATION_BACKOFF.labels(destination).set(0)
+
+    async def _next_transaction(
+        self, conn: Connection, destination: str
+    ) -> outbox.RecordedTransaction | None:
+        """The transaction begun for `destination` and not yet answered (by this process
+        or one that died), else a new one from the head of the queue, recorded before it
+        is sent. The id is the time of recording with a random part: unique without any
+        state of the process, and never one a peer saw from the database a backup was
+        restored from (that database's recorded transactions keep their contents)."""
+        recorded = await outbox.recorded_transaction(conn, destination)
+        if recorded is not None:
+            return recorded
+        batch = _batch(
+            await outbox.next_rows(
+                conn, destination, MAX_PDUS_PER_TRANSACTION + MAX_EDUS_PER_TRANSACTION
+            )
+        )
+        if not batch:
+            return None
+        ts = now_ms()
+        txn_id = f"{ts}.{secrets.token_hex(6)}"
+        await outbox.record_transaction(conn, txn_id, ts, [r.position for r in batch])
+        return outbox.RecordedTransaction(txn_id, ts, batch)
 
     async def _record_failure(
         self, destination: str, health: outbox.DestinationHealth, exc: Exception

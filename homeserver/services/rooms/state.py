@@ -9,12 +9,13 @@ from typing import Any
 from federation.events import MEMBER
 from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.core.errors import invalid_param, not_found
+from homeserver.services.core.errors import ServiceError, invalid_param, not_found
 from homeserver.services.rooms.writer import EventCache, load_events
 from homeserver.services.timeline.format import format_events
-from homeserver.services.timeline.pagination import parse_token, resolve
+from homeserver.services.timeline.pagination import Token, parse_token, resolve
 from homeserver.services.timeline.visibility import cannot_read, event_of, room_access
 from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, state
 from homeserver.storage.rooms.state import StateMap
@@ -33,8 +34,9 @@ def _membership_param(value: str | None, name: str) -> str | None:
 class RoomStateService:
     """A room's state and members, as far as the reader may see them."""
 
-    def __init__(self, db: Database, cache: EventCache) -> None:
+    def __init__(self, db: Database, replicas: Replicas, cache: EventCache) -> None:
         self.db = db
+        self.replicas = replicas
         self.cache = cache
 
     async def room_state(self, requester: Requester, room_id: str) -> list[JsonDict]:
@@ -94,31 +96,57 @@ class RoomStateService:
         wanted = _membership_param(membership, "membership")
         unwanted = _membership_param(not_membership, "not_membership")
         token = parse_token(at) if at is not None else None
+        if token is not None:
+            # History up to the client's token: a replica that has replayed it. A refusal
+            # there (the user's join not replayed yet) is decided again on the primary.
+            stream = token.position.stream if token.position is not None else token.stream
+            assert stream is not None
+            source = self.replicas.pool_for("events", stream)
+            if source is not self.db.pool:
+                try:
+                    async with source.connection() as conn:
+                        return await self._members(
+                            conn, requester, room_id, token, wanted, unwanted
+                        )
+                except ServiceError as exc:
+                    if exc.status not in (403, 404):
+                        raise
         async with self.db.pool.connection() as conn:
-            access = await room_access(conn, self.cache, requester.user_id, room_id)
-            if token is None and access.upper is None:
-                ids = await state.get_current_state_of_type(conn, room_id, "m.room.member")
-            elif token is None:
-                group = access.state_group
-                ids = await state.get_state_of_type(conn, group, "m.room.member") if group else {}
-            else:
-                position = await resolve(conn, room_id, token)
-                if access.upper is not None:
-                    position = min(position, access.upper)
-                ids = await _members_at(conn, self.cache, room_id, position)
-            rows = await event_store.get_events(conn, ids.values())
+            return await self._members(conn, requester, room_id, token, wanted, unwanted)
 
-            def passes(member: str | None) -> bool:
-                if wanted is None and unwanted is None:
-                    return True
-                return (wanted is not None and member == wanted) or (
-                    unwanted is not None and member != unwanted
-                )
+    async def _members(
+        self,
+        conn: Connection,
+        requester: Requester,
+        room_id: str,
+        token: Token | None,
+        wanted: str | None,
+        unwanted: str | None,
+    ) -> list[JsonDict]:
+        access = await room_access(conn, self.cache, requester.user_id, room_id)
+        if token is None and access.upper is None:
+            ids = await state.get_current_state_of_type(conn, room_id, "m.room.member")
+        elif token is None:
+            group = access.state_group
+            ids = await state.get_state_of_type(conn, group, "m.room.member") if group else {}
+        else:
+            position = await resolve(conn, room_id, token)
+            if access.upper is not None:
+                position = min(position, access.upper)
+            ids = await _members_at(conn, self.cache, room_id, position)
+        rows = await event_store.get_events(conn, ids.values())
 
-            keep = sorted(
-                eid for eid, row in rows.items() if passes(event_of(self.cache, row).membership)
+        def passes(member: str | None) -> bool:
+            if wanted is None and unwanted is None:
+                return True
+            return (wanted is not None and member == wanted) or (
+                unwanted is not None and member != unwanted
             )
-            return await format_events(conn, self.cache, keep, rows=rows)
+
+        keep = sorted(
+            eid for eid, row in rows.items() if passes(event_of(self.cache, row).membership)
+        )
+        return await format_events(conn, self.cache, keep, rows=rows)
 
     async def joined_members(self, requester: Requester, room_id: str) -> dict[str, Any]:
         """Display names and avatars of the joined members; for members (or anyone, in a

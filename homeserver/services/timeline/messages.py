@@ -29,6 +29,7 @@ from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter, only_fields, parse_filter
 from homeserver.services.core.errors import ServiceError, bad_json, invalid_param, not_found
+from homeserver.services.core.replica_reads import read_recent
 from homeserver.services.remote.backfill import Backfiller
 from homeserver.services.rooms.writer import EventCache, state_entries
 from homeserver.services.timeline.format import format_events
@@ -396,49 +397,67 @@ class MessageService:
         it and the rest after it, and the state at the last event returned."""
         count = parse_limit(limit, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
         event_filter = parse_event_filter(filter_json)
+        # The request carries no position: a replica at most 2 s behind answers. One
+        # that has not replayed the event, or the user's join, refuses; the primary
+        # then decides (events after a leave or ban come after it in the WAL, so a
+        # replica that misses the leave misses them too).
+        return await read_recent(
+            self.db,
+            self.replicas,
+            lambda conn: self._context(conn, requester, room_id, event_id, count, event_filter),
+        )
+
+    async def _context(
+        self,
+        conn: Connection,
+        requester: Requester,
+        room_id: str,
+        event_id: str,
+        count: int,
+        event_filter: RoomEventFilter | None,
+    ) -> JsonDict:
         user_id = requester.user_id
-        async with self.db.pool.connection() as conn:
-            access = await event_room_access(conn, self.cache, user_id, room_id)
-            row, membership = await _visible_event(conn, self.cache, access, event_id)
-            position = position_of(self.cache, row)
-            before = await read_page(
-                conn,
-                self.cache,
-                requester,
-                room_id,
-                cursor=gap_before(position),
-                bound=None,
-                forward=False,
-                limit=count // 2,
-                event_filter=event_filter,
-            )
-            after = await read_page(
-                conn,
-                self.cache,
-                requester,
-                room_id,
-                cursor=position,
-                bound=access.upper,
-                forward=True,
-                limit=count - count // 2,
-                event_filter=event_filter,
-            )
-            rows = {r.event_id: r for r in [row, *before.rows, *after.rows]}
-            formatted = await format_events(
-                conn,
-                self.cache,
-                list(rows),
-                user_id=user_id,
-                device_id=requester.device_id,
-                rows=rows,
-                memberships={event_id: membership, **before.memberships, **after.memberships},
-                aggregations=True,
-            )
-            last = after.rows[-1] if after.rows else row
-            senders = {event_of(self.cache, r).sender for r in rows.values()}
-            state_events = await _context_state(
-                conn, self.cache, last.state_group, event_filter, senders
-            )
+        access = await event_room_access(conn, self.cache, user_id, room_id)
+        row, membership = await _visible_event(conn, self.cache, access, event_id)
+        position = position_of(self.cache, row)
+        before = await read_page(
+            conn,
+            self.cache,
+            requester,
+            room_id,
+            cursor=gap_before(position),
+            bound=None,
+            forward=False,
+            limit=count // 2,
+            event_filter=event_filter,
+        )
+        after = await read_page(
+            conn,
+            self.cache,
+            requester,
+            room_id,
+            cursor=position,
+            bound=access.upper,
+            forward=True,
+            limit=count - count // 2,
+            event_filter=event_filter,
+        )
+        rows = {r.event_id: r for r in [row, *before.rows, *after.rows]}
+        formatted = await format_events(
+            conn,
+            self.cache,
+            list(rows),
+            user_id=user_id,
+            device_id=requester.device_id,
+            rows=rows,
+            memberships={event_id: membership, **before.memberships, **after.memberships},
+            aggregations=True,
+        )
+        last = after.rows[-1] if after.rows else row
+        senders = {event_of(self.cache, r).sender for r in rows.values()}
+        state_events = await _context_state(
+            conn, self.cache, last.state_group, event_filter, senders
+        )
         n_before = len(before.rows)
         formatted = _keep_fields(formatted, event_filter)
         return {

@@ -136,7 +136,7 @@ def build_reads(hs: Homeserver) -> None:
     hs.profile = ProfileService(
         hs.db, hs.server_name, hs.remote_client, hs.ratelimit, hs.membership
     )
-    hs.rooms_state = RoomStateService(hs.db, hs.event_cache)
+    hs.rooms_state = RoomStateService(hs.db, hs.replicas, hs.event_cache)
     hs.messages = MessageService(hs.db, hs.replicas, hs.event_cache, hs.backfill)
     hs.relations = RelationService(hs.db, hs.event_cache)
     build_sso(hs)

@@ -112,7 +112,7 @@ def build_inbound_federation(hs: Homeserver) -> None:
         server_name,
     )
     hs.room_servers = RoomServers(db, server_name, hs.remote_sender)
-    hs.reads = FederationReads(db, cache, hs.server_acl, hs.room_servers, server_name)
+    hs.reads = FederationReads(db, hs.replicas, cache, hs.server_acl, hs.room_servers, server_name)
     hs.backfill = Backfiller(
         db,
         cache,

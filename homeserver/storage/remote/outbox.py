@@ -42,13 +42,53 @@ async def enqueue_edu(conn: AsyncConnection, destination: str, edu_json: str) ->
     )
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedTransaction:
+    txn_id: str
+    origin_server_ts: int
+    rows: list[OutboxRow]
+
+
 async def next_rows(conn: AsyncConnection, destination: str, limit: int) -> list[OutboxRow]:
+    """The oldest rows not yet part of a recorded transaction."""
     cur = await conn.execute(
         "SELECT position, kind, event_id, edu_json FROM federation_outbox"
-        " WHERE destination = %s ORDER BY position LIMIT %s",
+        " WHERE destination = %s AND txn_id IS NULL ORDER BY position LIMIT %s",
         (destination, limit),
     )
     return [OutboxRow(int(r[0]), r[1], r[2], r[3]) for r in await cur.fetchall()]
+
+
+async def recorded_transaction(
+    conn: AsyncConnection, destination: str
+) -> RecordedTransaction | None:
+    """The transaction recorded for `destination` and not yet answered, if any: whoever
+    sends next must send exactly it again."""
+    cur = await conn.execute(
+        "SELECT txn_id, txn_ts FROM federation_outbox WHERE destination = %s"
+        " AND txn_id IS NOT NULL ORDER BY position LIMIT 1",
+        (destination,),
+    )
+    head = await cur.fetchone()
+    if head is None:
+        return None
+    cur = await conn.execute(
+        "SELECT position, kind, event_id, edu_json FROM federation_outbox"
+        " WHERE destination = %s AND txn_id = %s ORDER BY position",
+        (destination, head[0]),
+    )
+    rows = [OutboxRow(int(r[0]), r[1], r[2], r[3]) for r in await cur.fetchall()]
+    return RecordedTransaction(head[0], int(head[1]), rows)
+
+
+async def record_transaction(
+    conn: AsyncConnection, txn_id: str, origin_server_ts: int, positions: Sequence[int]
+) -> None:
+    """Mark these rows as the contents of transaction `txn_id`, before it is sent."""
+    await conn.execute(
+        "UPDATE federation_outbox SET txn_id = %s, txn_ts = %s WHERE position = ANY(%s)",
+        (txn_id, origin_server_ts, list(positions)),
+    )
 
 
 async def has_rows(conn: AsyncConnection, destination: str) -> bool:
