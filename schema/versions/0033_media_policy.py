@@ -7,14 +7,14 @@ its legacy unauthenticated URLs working. Summing a user's recent uploads for
 last served (NULL: not since it was stored), written at most once an hour per item, for
 `media_retention`.
 
-Revision ID: 0034
-Revises: 0031
+Revision ID: 0033
+Revises: 0032
 """
 
 from alembic import op
 
-revision = "0034"
-down_revision = "0031"
+revision = "0033"
+down_revision = "0032"
 branch_labels = None
 depends_on = None
 
