@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import tempfile
 import time
@@ -36,9 +37,9 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from contrib.bench.fake_servers import FakeNetwork, FakeServer
-from contrib.bench.federation import Server, start_our_server, start_synapse
-from contrib.bench.harness import DEFAULT_ADMIN_DB, Api, Databases, free_port, percentile
-from contrib.synapse_harness import make_self_signed_cert
+from contrib.bench.federation import PostgresSynapse, Server, start_our_server
+from contrib.bench.harness import DEFAULT_ADMIN_DB, Api, Databases, percentile
+from contrib.synapse_harness import make_self_signed_cert, venv_dir
 
 PDUS_PER_TRANSACTION = 50
 
@@ -142,16 +143,25 @@ async def measure(server: Server, network: FakeNetwork, args: Any) -> dict[str, 
     }
 
 
+def start_synapse(workdir: Path, database: dict[str, Any], venv: Path) -> Server:
+    instance = PostgresSynapse(workdir, database)
+    instance.start(venv / "bin" / "python")
+    return Server("synapse", instance.server_name, instance.client_url, instance.stop)
+
+
 async def run(args: Any) -> dict[str, dict[str, float]]:
     databases = Databases(args.admin_db)
     results: dict[str, dict[str, float]] = {}
-    starts = {"ours": start_our_server, "synapse": start_synapse}
+    starts = {
+        "ours": start_our_server,
+        "synapse": functools.partial(start_synapse, venv=Path(args.synapse_venv)),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-busy-room-") as tmp:
         cert, key = make_self_signed_cert(Path(tmp), "127.0.0.1")
         try:
             for kind in args.kinds.split(","):
                 server = starts[kind](Path(tmp) / kind, databases.create())
-                network = FakeNetwork([free_port() for _ in range(args.servers)], cert, key)
+                network = FakeNetwork(args.servers, cert, key)
                 try:
                     await network.start()
                     results[kind] = await measure(server, network, args)
@@ -171,6 +181,7 @@ def main() -> None:
     parser.add_argument("--inbound", type=int, default=20, help="transactions of 50 PDUs")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--kinds", default="ours,synapse")
+    parser.add_argument("--synapse-venv", default=str(venv_dir()), help="Synapse's virtualenv")
     parser.add_argument("--admin-db", default=DEFAULT_ADMIN_DB)
     args = parser.parse_args()
     results = asyncio.run(run(args))

@@ -12,6 +12,7 @@ signed event) and send it transactions of messages of its own user.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -65,8 +66,10 @@ class FakeServer:
 class FakeNetwork:
     """`count` fake servers on one event loop; `start`, then `close`."""
 
-    def __init__(self, ports: list[int], cert: Path, key: Path) -> None:
-        self.servers = [FakeServer(p) for p in ports]
+    def __init__(self, count: int, cert: Path, key: Path) -> None:
+        # Bound now, on ports the system picked, so that no other process takes them.
+        self._sockets = [_listening_socket() for _ in range(count)]
+        self.servers = [FakeServer(s.getsockname()[1]) for s in self._sockets]
         self._by_port = {s.port: s for s in self.servers}
         self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._tls.load_cert_chain(cert, key)
@@ -81,9 +84,8 @@ class FakeNetwork:
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        for server in self.servers:
-            site = web.TCPSite(self._runner, "127.0.0.1", server.port, ssl_context=self._tls)
-            await site.start()
+        for sock in self._sockets:
+            await web.SockSite(self._runner, sock, ssl_context=self._tls).start()
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=False, limit=0),
             timeout=aiohttp.ClientTimeout(total=300),
@@ -203,6 +205,13 @@ class FakeNetwork:
             events.append(event)
             prev = event.event_id
         return events
+
+
+def _listening_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
 
 
 def _event_id(pdu: dict[str, Any], version: RoomVersion) -> str:
