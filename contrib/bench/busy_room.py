@@ -100,7 +100,6 @@ async def inbound(
             await asyncio.sleep(0.01)
     else:
         raise RuntimeError("the last inbound message never became readable")
-    sender.last_pdu = dict(events[-1].pdu, event_id=last)
     return total / (time.monotonic() - started)
 
 

@@ -47,6 +47,8 @@ class FakeServer:
         self.last_pdu: dict[str, Any] | None = None  # newest received, to build on
         self.room_state: dict[tuple[str, str], str] = {}  # (type, state_key) -> event id
         self.member_event = ""
+        self.next_prev = ""  # the last message this server sent, once it sent some
+        self.next_depth = 0
         self.transactions = 0
 
     @property
@@ -178,8 +180,10 @@ class FakeNetwork:
         """`count` messages of `server`'s user, each following the one before."""
         version = get_room_version(version_id)
         assert server.last_pdu is not None
-        prev = server.last_pdu.get("event_id") or _event_id(server.last_pdu, version)
-        depth = int(server.last_pdu["depth"])
+        # The first follows this server's own join (which the real server surely has),
+        # above the newest event it saw.
+        prev = server.next_prev or server.member_event
+        depth = max(int(server.last_pdu["depth"]), server.next_depth)
         auth = [
             server.room_state[("m.room.create", "")],
             server.room_state[("m.room.power_levels", "")],
@@ -204,6 +208,7 @@ class FakeNetwork:
             )
             events.append(event)
             prev = event.event_id
+        server.next_prev, server.next_depth = prev, depth
         return events
 
 
