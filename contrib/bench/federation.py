@@ -19,6 +19,7 @@ a public room and a user of the second joins it over federation; then:
 It prints one line per pair, and ours-to-ours p50 over Synapse-to-Synapse p50.
 Synapse comes from the benchmark virtualenv (`contrib/bench/synapse.py`), run by the
 interop harness's `SynapseInstance` with its database switched to PostgreSQL.
+A busy room with hundreds of servers (fan-out, inbound rate) is `busy_room.py`.
 """
 
 from __future__ import annotations
