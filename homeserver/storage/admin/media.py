@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection, sql
 
+from homeserver.storage.media.media import unreferenced
+
 
 @dataclass(frozen=True, slots=True)
 class AdminMediaRow:
@@ -172,13 +174,7 @@ async def delete(conn: AsyncConnection, keys: Sequence[tuple[str, str]]) -> list
     hashes = [row[0] for row in await cur.fetchall()]
     if not hashes:
         return []
-    cur = await conn.execute(
-        "SELECT h FROM unnest(%s::text[]) AS h WHERE NOT EXISTS"
-        " (SELECT 1 FROM media WHERE sha256 = h) AND NOT EXISTS"
-        " (SELECT 1 FROM media_thumbnails WHERE sha256 = h)",
-        (hashes,),
-    )
-    return [row[0] for row in await cur.fetchall()]
+    return await unreferenced(conn, hashes)
 
 
 async def user_media_statistics(

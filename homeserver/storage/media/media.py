@@ -194,3 +194,15 @@ async def insert_thumbnail(
             now_ms,
         ),
     )
+
+
+async def unreferenced(conn: AsyncConnection, hashes: list[str]) -> list[str]:
+    """Which of these content hashes no media or thumbnail row names any more: the files
+    that may be deleted."""
+    cur = await conn.execute(
+        "SELECT h FROM unnest(%s::text[]) AS h WHERE NOT EXISTS"
+        " (SELECT 1 FROM media WHERE sha256 = h) AND NOT EXISTS"
+        " (SELECT 1 FROM media_thumbnails WHERE sha256 = h)",
+        (hashes,),
+    )
+    return [row[0] for row in await cur.fetchall()]

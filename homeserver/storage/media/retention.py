@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from psycopg import AsyncConnection
 
+from homeserver.storage.media.media import unreferenced
+
 # Access times are this coarse: retention counts in days, not minutes.
 ACCESS_GRANULARITY_MS = 3600 * 1000
 # The two-key advisory lock that lets one process at a time apply retention.
@@ -68,10 +70,4 @@ async def delete_remote_thumbnails(
     hashes = list({row[0] for row in await cur.fetchall()})
     if not hashes:
         return []
-    cur = await conn.execute(
-        "SELECT h FROM unnest(%s::text[]) AS h WHERE NOT EXISTS"
-        " (SELECT 1 FROM media WHERE sha256 = h) AND NOT EXISTS"
-        " (SELECT 1 FROM media_thumbnails WHERE sha256 = h)",
-        (hashes,),
-    )
-    return [row[0] for row in await cur.fetchall()]
+    return await unreferenced(conn, hashes)
