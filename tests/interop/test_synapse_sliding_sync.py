@@ -119,10 +119,24 @@ async def test_same_session_same_answers(synapse: SynapseInstance, our_server: H
     async with session() as http:
         theirs = await script(http, synapse)
         ours = await script(http, our_server)
+    # Under load, Synapse sometimes ranks the invite (bumped when it arrived) after the
+    # DM (bumped by an earlier message): the windows are compared as sets, and ours is
+    # held to the recency rule itself.
+    for answer in ours:
+        assert answer["lists"]["all"]["ops"][0][2] == ["named", "invite", "dm"]
     found = [
         d
         for i, (mine, synapses) in enumerate(zip(ours, theirs, strict=True))
-        for d in differences(mine, synapses, f"/{i}")
+        for d in differences(unordered(mine), unordered(synapses), f"/{i}")
         if d.split(":")[0] not in KEPT
     ]
     assert not found, "\n".join(found)
+
+
+def unordered(answer: Any) -> Any:
+    """The answer with each list window's rooms as a sorted list."""
+    lists = {
+        key: {**value, "ops": [[op, rng, sorted(rooms)] for op, rng, rooms in value["ops"]]}
+        for key, value in answer["lists"].items()
+    }
+    return {**answer, "lists": lists}

@@ -159,6 +159,13 @@ class Listener:
     async def _deliver(self, channel: str, payload: str) -> None:
         try:
             await self._on_notify(channel, payload)
+        except psycopg.Error as exc:
+            if not is_unavailable(exc):
+                log.exception("handling a notification on %s failed", channel)
+                return
+            # The database is going away: the lost LISTEN connection's catch-up delivers
+            # what this notification could not.
+            log.info("a notification on %s waits for the database (%s)", channel, exc)
         except Exception:
             # One bad notification (or a failed read while handling it) must not stop
             # the listening.
