@@ -59,27 +59,11 @@ def validate(config: Config) -> None:
     cluster.validate(config)
     if not 1 <= config.federation_max_retry_interval_s <= 86400:
         raise ConfigError("federation.max_retry_interval_s must be between 1 and 86400")
-    for cidr in config.federation_ip_range_whitelist:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"federation.ip_range_whitelist: {cidr!r} is not an address range"
-            ) from None
-    for cidr in config.push_ip_range_whitelist:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"push.ip_range_whitelist: {cidr!r} is not an address range"
-            ) from None
-    for cidr in config.media_url_preview_ip_range_whitelist:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"media.url_preview.ip_range_whitelist: {cidr!r} is not an address range"
-            ) from None
+    _check_ranges("federation.ip_range_whitelist", config.federation_ip_range_whitelist)
+    _check_ranges("push.ip_range_whitelist", config.push_ip_range_whitelist)
+    _check_ranges(
+        "media.url_preview.ip_range_whitelist", config.media_url_preview_ip_range_whitelist
+    )
     if config.media_url_preview_max_size < 1:
         raise ConfigError("media.url_preview.max_size must be at least 1 byte")
     if not 0 < config.media_url_preview_timeout_s <= 600:
@@ -101,6 +85,14 @@ def validate(config: Config) -> None:
     oidc.validate(config)
     email.validate(config)
     federation.validate(config)
+
+
+def _check_ranges(key: str, ranges: tuple[str, ...]) -> None:
+    for cidr in ranges:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{key}: {cidr!r} is not an address range") from None
 
 
 def _check_ca_file(path: str) -> None:

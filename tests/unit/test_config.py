@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,24 @@ def test_structured_settings_are_taken_whole_and_read_as_json_from_the_environme
         coerce(block, "smtp_host=mail", "HOMESERVER_EMAIL")
     with pytest.raises(ConfigError, match="must be a dict"):
         coerce(block, [1, 2], "file")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "federation.ip_range_whitelist",
+        "push.ip_range_whitelist",
+        "media.url_preview.ip_range_whitelist",
+    ],
+)
+def test_address_ranges_are_checked_at_start(tmp_path: Path, key: str) -> None:
+    *heads, name = key.split(".")
+    block: dict[str, object] = {name: ["10.0.0.0/8", "not-a-range"]}
+    for head in reversed(heads):
+        block = {head: block}
+    path = tmp_path / "homeserver.yaml"
+    path.write_text(yaml.safe_dump(block))
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(key)}: 'not-a-range' is not an address range$"
+    ):
+        load_config(tmp_path, read_config_file(path), {}, {})
