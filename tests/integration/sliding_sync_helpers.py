@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+from tests.integration.conftest import make_user
+from tests.integration.test_sync import Client
+from tests.integration.test_sync import User as SyncUser
 
-from tests.integration.conftest import CLIENT_V3, auth_header, make_user
-
-Client = TestClient[Any, Any]
 SS_PATH = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 # What Element X asks of the rooms of its main list.
 ELEMENT_X_STATE = [
@@ -24,17 +22,12 @@ ELEMENT_X_STATE = [
 ]
 
 
-class User:
-    def __init__(self, client: Client, user_id: str, token: str) -> None:
-        self.client = client
-        self.user_id = user_id
-        self.headers = auth_header(token)
-        self.pos: str | None = None
+class User(SyncUser):
+    """A `/sync` test user (calls, rooms, messages, state) that also slides."""
 
-    async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        resp = await self.client.request(method, CLIENT_V3 + path, json=body, headers=self.headers)
-        assert resp.status == status, await resp.text()
-        return await resp.json()
+    def __init__(self, client: Client, user_id: str, token: str) -> None:
+        super().__init__(client, user_id, token)
+        self.pos: str | None = None
 
     async def ss(
         self,
@@ -57,25 +50,6 @@ class User:
 
     async def next(self, body: dict[str, Any], timeout_ms: int = 0) -> Any:
         return await self.ss(body, pos=self.pos, timeout_ms=timeout_ms)
-
-    async def create_room(self, **body: Any) -> str:
-        return str((await self.call("POST", "/createRoom", body))["room_id"])
-
-    async def send(self, room_id: str, body: str) -> str:
-        txn = f"t{time.monotonic_ns()}"
-        result = await self.call(
-            "PUT",
-            f"/rooms/{room_id}/send/m.room.message/{txn}",
-            {"msgtype": "m.text", "body": body},
-        )
-        return str(result["event_id"])
-
-    async def state(self, room_id: str, event_type: str, content: Any, key: str = "") -> str:
-        result = await self.call("PUT", f"/rooms/{room_id}/state/{event_type}/{key}", content)
-        return str(result["event_id"])
-
-    async def join(self, room_id: str) -> None:
-        await self.call("POST", f"/join/{room_id}", {})
 
     async def device_id(self) -> str:
         return str((await self.call("GET", "/account/whoami"))["device_id"])
