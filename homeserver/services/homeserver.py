@@ -38,6 +38,7 @@ from homeserver.services.admin.room_tools import AdminRoomTools
 from homeserver.services.admin.rooms import AdminRoomService
 from homeserver.services.admin.server_notices import ServerNotices
 from homeserver.services.admin.shared_secret import SharedSecretRegistration
+from homeserver.services.admin.tasks import AdminTasks
 from homeserver.services.admin.users import AdminUserService
 from homeserver.services.appservices.auth import AppServiceAuth
 from homeserver.services.appservices.registry import AppServiceRegistry
@@ -231,6 +232,7 @@ class Homeserver:
     admin_media: AdminMediaService = field(init=False)
     server_notices: ServerNotices = field(init=False)
     admin_room_history: AdminRoomHistory = field(init=False)
+    admin_tasks: AdminTasks = field(init=False)
 
     @property
     def server_name(self) -> str:
@@ -282,6 +284,7 @@ class Homeserver:
         await self.deactivation.start()
         self.delayed_events.start()
         self.admin_rooms.start()
+        self.admin_tasks.start()
         self.retention.start()
         await asyncio.to_thread(self.media_files.sweep_stale)
 
@@ -290,8 +293,7 @@ class Homeserver:
         await self.delayed_events.close()
         await self.admin_rooms.close()
         await self.retention.close()
-        await self.admin_room_tools.close()
-        await self.admin_room_history.close()
+        await self.admin_tasks.close()
         await self.deactivation.close()
         await self.backfill.close()
         await self.remote_device_lists.close()

@@ -71,7 +71,7 @@ async def redact_user(request: web.Request) -> web.Response:
 
 async def redact_status(request: web.Request) -> web.Response:
     history = homeserver(request).admin_room_history
-    return json_response(history.redaction_status(request.match_info["redact_id"]))
+    return json_response(await history.redaction_status(request.match_info["redact_id"]))
 
 
 async def get_features(request: web.Request) -> web.Response:

@@ -44,16 +44,23 @@ async def database_rooms(request: web.Request) -> web.Response:
 
 
 async def scheduled_tasks(request: web.Request) -> web.Response:
-    """Room deletions are this server's scheduled tasks; filtered as Synapse filters."""
-    tasks = await homeserver(request).admin_rooms.tasks()
-    for key, field in (
-        ("action_name", "action"),
-        ("resource_id", "resource_id"),
-        ("status", "status"),
-    ):
-        wanted = request.query.get(key)
-        if wanted is not None:
-            tasks = [task for task in tasks if task[field] == wanted]
+    """Room deletions, history purges and user redactions; filtered as Synapse filters
+    (`job_status` is the older name of `status`)."""
+    query = request.query
+    wanted = {
+        field: query[key]
+        for key, field in (
+            ("action_name", "action"),
+            ("resource_id", "resource_id"),
+            ("job_status", "status"),
+            ("status", "status"),
+        )
+        if key in query
+    }
+    raw = query.get("max_timestamp")
+    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise invalid_param("max_timestamp must be a non-negative integer")
+    tasks = await homeserver(request).admin_rooms.tasks(wanted, None if raw is None else int(raw))
     return json_response({"scheduled_tasks": tasks})
 
 
@@ -88,7 +95,7 @@ async def purge_history(request: web.Request) -> web.Response:
 
 async def purge_status(request: web.Request) -> web.Response:
     tools = homeserver(request).admin_room_tools
-    return json_response(tools.purge_status(request.match_info["purge_id"]))
+    return json_response(await tools.purge_status(request.match_info["purge_id"]))
 
 
 def register(app: web.Application) -> None:

@@ -1,28 +1,29 @@
 """What admins read of rooms and users' activity regardless of membership (Synapse's
 admin messages, context, timestamp lookup, fetch_event, invite and join counts), and
-redacting all of a user's messages, in the background with a status to poll."""
+redacting all of a user's messages, in the background with a status to poll (an admin
+task: `services/admin/tasks.py`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import secrets
 from typing import Any
 
-from homeserver.services.accounts.auth import Requester
 from homeserver.services.admin.room_tools import acting_as
+from homeserver.services.admin.tasks import AdminTasks
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
-from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.send import SendService
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import format_events
 from homeserver.storage.admin import room_history as store
+from homeserver.storage.admin.tasks import TaskRow
 from homeserver.storage.core.pool import Database
 
 log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
 REDACT_LIMIT = 10_000
+# The scheduled-task action of redacting a user's events (Synapse's name).
+REDACT_ALL_EVENTS = "redact_all_events"
 
 
 def _int(raw: str | None, name: str, default: int | None = None) -> int:
@@ -50,13 +51,14 @@ class AdminRoomHistory:
         cache: EventCache,
         membership: MembershipService,
         send: SendService,
+        tasks: AdminTasks,
     ) -> None:
         self.db = db
         self.cache = cache
         self.membership = membership
         self.send = send
-        self._redactions: dict[str, dict[str, Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks = tasks
+        tasks.register(REDACT_ALL_EVENTS, self._redact)
 
     async def _format(self, event_ids: list[str]) -> list[dict[str, Any]]:
         async with self.db.pool.connection() as conn:
@@ -135,38 +137,41 @@ class AdminRoomHistory:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise invalid_param("limit must be a positive integer")
         rooms = rooms or await self.membership.joined_rooms(user_id)
-        redact_id = secrets.token_urlsafe(12)
-        self._redactions[redact_id] = {"status": "active", "failed_redactions": {}}
-        task = asyncio.create_task(
-            self._redact(redact_id, acting_as(user_id), rooms, reason, limit),
-            name=f"redact {user_id}",
+        return await self.tasks.schedule(
+            REDACT_ALL_EVENTS,
+            user_id,
+            {"rooms": rooms, "reason": reason, "limit": limit},
+            f"Redact already in progress for user {user_id}",
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return redact_id
 
-    async def _redact(
-        self, redact_id: str, user: Requester, rooms: list[str], reason: str | None, limit: int
-    ) -> None:
-        status = self._redactions[redact_id]
-        try:
-            async with self.db.pool.connection() as conn:
-                targets = await store.events_to_redact(conn, user.user_id, rooms, limit)
-            for room_id, event_id in targets:
-                try:
-                    await self.send.redact(user, room_id, event_id, reason, None)
-                except ServiceError as exc:
-                    status["failed_redactions"][event_id] = exc.message
-            status["status"] = "complete"
-        except Exception as exc:  # reported to the polling admin
-            log.exception("redacting the events of %s failed", user.user_id)
-            status.update(status="failed", error=str(exc))
+    async def _redact(self, task: TaskRow) -> dict[str, Any]:
+        """Redact as the user, recording each failure as it happens; taken up again
+        after its process died, it skips what is already redacted."""
+        user = acting_as(task.resource_id)
+        params = task.params
+        result: dict[str, Any] = task.result or {"failed_redactions": {}}
+        async with self.db.pool.connection() as conn:
+            targets = await store.events_to_redact(
+                conn, user.user_id, params["rooms"], params["limit"]
+            )
+        for room_id, event_id in targets:
+            if event_id in result["failed_redactions"]:
+                continue
+            try:
+                await self.send.redact(user, room_id, event_id, params["reason"], None)
+            except ServiceError as exc:
+                result["failed_redactions"][event_id] = exc.message
+                await self.tasks.save_result(task.task_id, result)
+        return result
 
-    def redaction_status(self, redact_id: str) -> dict[str, Any]:
-        found = self._redactions.get(redact_id)
+    async def redaction_status(self, redact_id: str) -> dict[str, Any]:
+        """In Synapse's shape: the failed redactions once complete, the error if failed."""
+        found = await self.tasks.get(redact_id, REDACT_ALL_EVENTS)
         if found is None:
-            raise not_found("redact id not found")
-        return found
-
-    async def close(self) -> None:
-        await cancel_and_wait(list(self._tasks))
+            raise not_found(f"redact id {redact_id!r} not found")
+        if found.status == "complete":
+            failed = (found.result or {}).get("failed_redactions") or {}
+            return {"status": "complete", "failed_redactions": failed}
+        if found.status == "failed":
+            return {"status": "failed", "error": found.error or "Unknown error"}
+        return {"status": found.status}

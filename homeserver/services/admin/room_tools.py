@@ -1,24 +1,24 @@
 """Admins acting in rooms: joining a local user to a room, making a user a room admin
-through the room's most powerful local member, and trimming forward extremities."""
+through the room's most powerful local member, trimming forward extremities, and
+purging a room's history before a point (an admin task: `services/admin/tasks.py`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import secrets
 from typing import Any
 
 from federation.events import Event
 from federation.power_levels import user_level
 from homeserver.services.accounts.auth import Requester
+from homeserver.services.admin.tasks import AdminTasks
 from homeserver.services.admin.users import local_user_id
 from homeserver.services.core.errors import ServiceError, forbidden, invalid_param, not_found
-from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.send import SendService
 from homeserver.services.rooms.writer import load_event
 from homeserver.storage.admin import room_tools
+from homeserver.storage.admin.tasks import TaskRow
 from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, state
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # What a v12 creator (of infinite power) grants: the customary level of room admins.
 CREATOR_GRANT = 100
+# The scheduled-task action of a history purge (Synapse's name).
+PURGE_HISTORY = "purge_history"
 
 
 def acting_as(user_id: str) -> Requester:
@@ -36,14 +38,19 @@ def acting_as(user_id: str) -> Requester:
 
 class AdminRoomTools:
     def __init__(
-        self, db: Database, server_name: str, membership: MembershipService, send: SendService
+        self,
+        db: Database,
+        server_name: str,
+        membership: MembershipService,
+        send: SendService,
+        tasks: AdminTasks,
     ) -> None:
         self.db = db
         self.server_name = server_name
         self.membership = membership
         self.send = send
-        self._purges: dict[str, dict[str, Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks = tasks
+        tasks.register(PURGE_HISTORY, self._purge)
 
     async def _state(self, room_id: str, *types: str) -> dict[str, Event]:
         """The room's current state events of these types (empty state keys), by type."""
@@ -132,39 +139,34 @@ class AdminRoomTools:
         if before is None or not await self._has_history_before(room_id, before):
             # As Synapse answers when nothing lies before the point.
             raise not_found("there is no event to be purged")
-        purge_id = secrets.token_urlsafe(12)
-        self._purges[purge_id] = {"status": "active"}
-        task = asyncio.create_task(
-            self._purge(purge_id, room_id, before, delete_local), name=f"purge {room_id}"
+        return await self.tasks.schedule(
+            PURGE_HISTORY, room_id, {"before": before, "delete_local_events": delete_local}
         )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return purge_id
 
     async def _has_history_before(self, room_id: str, before: int) -> bool:
         async with self.db.pool.connection() as conn:
             return await room_tools.has_events_before(conn, room_id, before)
 
-    async def _purge(self, purge_id: str, room_id: str, before: int, delete_local: bool) -> None:
+    async def _purge(self, task: TaskRow) -> None:
+        """Run a purge (again, if its process died: what is gone stays gone)."""
+        before, delete_local = task.params["before"], task.params["delete_local_events"]
         local = None if delete_local else f":{self.server_name}"
-        try:
-            async with self.db.pool.connection() as conn, conn.transaction():
-                count = await room_tools.purge_history(conn, room_id, before, local)
-        except Exception as exc:  # reported to the polling admin
-            log.exception("purging the history of %s failed", room_id)
-            self._purges[purge_id] = {"status": "failed", "error": str(exc)}
-        else:
-            log.info("purged %d events of %s", count, room_id)
-            self._purges[purge_id] = {"status": "complete"}
+        async with self.db.pool.connection() as conn, conn.transaction():
+            await room_tools.lock_purges(conn, task.resource_id)
+            count = await room_tools.purge_history(conn, task.resource_id, before, local)
+        log.info("purged %d events of %s", count, task.resource_id)
+        return None
 
-    def purge_status(self, purge_id: str) -> dict[str, Any]:
-        found = self._purges.get(purge_id)
+    async def purge_status(self, purge_id: str) -> dict[str, Any]:
+        """As Synapse answers: scheduled counts as active; a failure says why."""
+        found = await self.tasks.get(purge_id, PURGE_HISTORY)
         if found is None:
-            raise not_found("purge id not found")
-        return found
-
-    async def close(self) -> None:
-        await cancel_and_wait(list(self._tasks))
+            raise not_found(f"purge id {purge_id!r} not found")
+        status = found.status if found.status in ("complete", "failed") else "active"
+        out: dict[str, Any] = {"status": status}
+        if found.error is not None:
+            out["error"] = found.error
+        return out
 
     async def forward_extremities(self, room_id: str) -> dict[str, Any]:
         async with self.db.pool.connection() as conn:

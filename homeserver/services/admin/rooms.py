@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from federation.identifiers import server_name_of
+from homeserver.services.admin.tasks import AdminTasks
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
@@ -118,12 +119,18 @@ class AdminRoomService:
     deletions run one at a time per room, and how they went is remembered."""
 
     def __init__(
-        self, db: Database, server_name: str, cache: EventCache, membership: MembershipService
+        self,
+        db: Database,
+        server_name: str,
+        cache: EventCache,
+        membership: MembershipService,
+        tasks: AdminTasks,
     ) -> None:
         self.db = db
         self.server_name = server_name
         self.cache = cache
         self.membership = membership
+        self.admin_tasks = tasks
         self._workers: DeliveryWorkers[str] = DeliveryWorkers(
             db,
             drain=self._drain,
@@ -238,8 +245,20 @@ class AdminRoomService:
             raise not_found("delete id not found")
         return Deletion.of_row(row).render(with_id=False)
 
-    async def tasks(self) -> list[dict[str, Any]]:
-        """The deletions remembered, as Synapse's scheduled tasks."""
+    async def tasks(
+        self, wanted: dict[str, str], max_timestamp: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The deletions and other admin tasks remembered, as Synapse's scheduled tasks,
+        oldest change first; `wanted` filters on their fields, as Synapse filters."""
+        found = [
+            task
+            for task in [*await self._deletion_tasks(), *await self.admin_tasks.listing()]
+            if all(task[key] == value for key, value in wanted.items())
+            and (max_timestamp is None or task["timestamp_ms"] <= max_timestamp)
+        ]
+        return sorted(found, key=lambda task: task["timestamp_ms"])
+
+    async def _deletion_tasks(self) -> list[dict[str, Any]]:
         async with self.db.pool.connection() as conn:
             rows = await deletions.every(conn)
         found = [Deletion.of_row(row) for row in rows]

@@ -16,6 +16,7 @@ from homeserver.services.admin.room_tools import AdminRoomTools
 from homeserver.services.admin.rooms import AdminRoomService
 from homeserver.services.admin.server_notices import ServerNotices
 from homeserver.services.admin.shared_secret import SharedSecretRegistration
+from homeserver.services.admin.tasks import AdminTasks
 from homeserver.services.admin.users import AdminUserService
 from homeserver.services.appservices.auth import AppServiceAuth
 from homeserver.services.appservices.sender import AppServiceSender
@@ -59,14 +60,21 @@ def build_appservices_and_admin(hs: Homeserver) -> None:
     )
     hs.admin_moderation = AdminModerationService(hs.db, hs.server_name, hs.token_cache)
     hs.abuse_reports = AdminReportService(hs.db)
-    hs.admin_room_history = AdminRoomHistory(hs.db, hs.event_cache, hs.membership, hs.send)
+    hs.admin_tasks = AdminTasks(hs.db)
+    hs.admin_room_history = AdminRoomHistory(
+        hs.db, hs.event_cache, hs.membership, hs.send, hs.admin_tasks
+    )
     hs.admin_media = AdminMediaService(hs.db, hs.media_files, hs.server_name)
-    hs.admin_room_tools = AdminRoomTools(hs.db, hs.server_name, hs.membership, hs.send)
+    hs.admin_room_tools = AdminRoomTools(
+        hs.db, hs.server_name, hs.membership, hs.send, hs.admin_tasks
+    )
     hs.admin_destinations = AdminDestinationService(hs.db, hs.server_name, hs.remote_sender)
     hs.shared_secret = SharedSecretRegistration(
         hs.config.registration_shared_secret, hs.accounts, hs.login, hs.admin_users
     )
-    hs.admin_rooms = AdminRoomService(hs.db, hs.server_name, hs.event_cache, hs.membership)
+    hs.admin_rooms = AdminRoomService(
+        hs.db, hs.server_name, hs.event_cache, hs.membership, hs.admin_tasks
+    )
     hs.server_notices = ServerNotices(
         hs.db,
         hs.server_name,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from psycopg import AsyncConnection, sql
 
+# First key of the two-key advisory lock form: a namespace for history purges.
+_PURGE_NAMESPACE = 0x50726748  # "PrgH"
+
 
 async def forward_extremities(
     conn: AsyncConnection, room_id: str
@@ -64,6 +67,14 @@ async def has_events_before(conn: AsyncConnection, room_id: str, before: int) ->
         (room_id, before),
     )
     return await cur.fetchone() is not None
+
+
+async def lock_purges(conn: AsyncConnection, room_id: str) -> None:
+    """Wait for any other purge of the room, in any process, to commit (a transaction
+    lock: purges of one room run one after the other, the room's writers are not held)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PURGE_NAMESPACE, room_id)
+    )
 
 
 async def purge_history(
