@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -73,3 +74,57 @@ async def test_admin_reads_history_and_redacts_a_user(
     bodies = {e["event_id"]: e["content"].get("body") for e in page["chunk"]}
     assert all(bodies[event_id] is None for event_id in spam)
     assert bodies[keep] == "keep"
+
+
+async def test_admin_context_has_the_state_at_the_window_end(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    client: Client = await homeserver_client(**{"rate_limits.enabled": False})
+    _, admin_token = await make_user(client, "root", admin=True)
+    alice = await RoomUser.make(client, "alice")
+    bob = await RoomUser.make(client, "bob")
+    carol = await RoomUser.make(client, "carol")
+    room_id = await alice.create_room(preset="public_chat", name="Talk")
+    await bob.join(room_id)
+    first = await alice.say(room_id, "first")
+    middle = await alice.say(room_id, "middle")
+    await alice.say(room_id, "next")
+    await bob.say(room_id, "late")
+    # Carol joins after the window ends: not in the state at its last event.
+    await carol.join(room_id)
+    path = f"{V1}/rooms/{room_id}/context/{middle}"
+
+    status, context = await admin_call(client, "GET", path, admin_token, params={"limit": "2"})
+    assert status == 200
+    assert [e["event_id"] for e in context["events_before"]] == [first]
+    assert [e["content"].get("body") for e in context["events_after"]] == ["next"]
+    state = {(e["type"], e["state_key"]): e for e in context["state"]}
+    assert state[("m.room.create", "")]["sender"] == alice.user_id
+    assert state[("m.room.name", "")]["content"] == {"name": "Talk"}
+    members = {key for (kind, key) in state if kind == "m.room.member"}
+    assert members == {alice.user_id, bob.user_id}
+
+    # Lazy loading keeps the members who sent events of the window (bob sent none);
+    # the filter also picks the window's events (not his join) and their fields.
+    lazy = {"lazy_load_members": True, "types": ["m.room.message", "m.room.member"]}
+    status, context = await admin_call(
+        client, "GET", path, admin_token, params={"limit": "2", "filter": json.dumps(lazy)}
+    )
+    assert status == 200
+    members = {e["state_key"] for e in context["state"] if e["type"] == "m.room.member"}
+    assert members == {alice.user_id}
+    assert {e["type"] for e in context["state"]} == {"m.room.member"}
+    only_messages = {"types": ["m.room.message"], "event_fields": ["type", "content.body"]}
+    status, context = await admin_call(
+        client, "GET", path, admin_token, params={"limit": "4", "filter": json.dumps(only_messages)}
+    )
+    assert status == 200
+    assert context["events_before"] == [{"type": "m.room.message", "content": {"body": "first"}}]
+    assert context["events_after"] == [
+        {"type": "m.room.message", "content": {"body": body}} for body in ("next", "late")
+    ]
+
+    status, body = await admin_call(
+        client, "GET", path, admin_token, params={"filter": "{not json"}
+    )
+    assert (status, body["errcode"]) == (400, "M_BAD_JSON")

@@ -29,7 +29,7 @@ async def context(request: web.Request) -> web.Response:
     m = request.match_info
     return json_response(
         await homeserver(request).admin_room_history.context(
-            m["room_id"], m["event_id"], request.query.get("limit")
+            m["room_id"], m["event_id"], request.query.get("limit"), request.query.get("filter")
         )
     )
 

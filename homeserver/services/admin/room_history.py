@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from homeserver.services.accounts.filters import RoomEventFilter
 from homeserver.services.admin.room_tools import acting_as
 from homeserver.services.admin.tasks import AdminTasks
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
@@ -15,12 +16,17 @@ from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.send import SendService
 from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import format_events
+from homeserver.services.timeline.messages import context_state, keep_fields, parse_event_filter
+from homeserver.services.timeline.visibility import event_of
 from homeserver.storage.admin import room_history as store
 from homeserver.storage.admin.tasks import TaskRow
-from homeserver.storage.core.pool import Database
+from homeserver.storage.core.pool import Connection, Database
 
 log = logging.getLogger(__name__)
 MAX_LIMIT = 1000
+# How a filtered context window reads past the events the filter hides.
+FILTER_BATCH = 100
+FILTER_ROUNDS = 10
 REDACT_LIMIT = 10_000
 # The scheduled-task action of redacting a user's events (Synapse's name).
 REDACT_ALL_EVENTS = "redact_all_events"
@@ -80,25 +86,71 @@ class AdminRoomHistory:
             out["end"] = f"a{found[-1][1]}"
         return out
 
-    async def context(self, room_id: str, event_id: str, limit: str | None) -> dict[str, Any]:
+    async def context(
+        self, room_id: str, event_id: str, limit: str | None, filter_json: str | None
+    ) -> dict[str, Any]:
+        """The event, up to limit/2 events before it and the rest after it (those the
+        filter lets through), and the state at the last of them, as a client's
+        `/context` answers but whoever may see the room."""
         count = min(_int(limit, "limit", 10), MAX_LIMIT)
+        event_filter = parse_event_filter(filter_json)
         async with self.db.pool.connection() as conn:
             position = await store.position_of(conn, room_id, event_id)
             if position is None:
                 raise not_found("Event not found")
-            before = await store.page(conn, room_id, position, forward=False, limit=count // 2)
-            after = await store.page(
-                conn, room_id, position, forward=True, limit=count - count // 2
+            before = await self._window(conn, room_id, position, False, count // 2, event_filter)
+            after = await self._window(
+                conn, room_id, position, True, count - count // 2, event_filter
             )
-        formatted = await self._format([event_id, *[e for e, _ in before], *[e for e, _ in after]])
+            ids = [event_id, *[e for e, _ in before], *[e for e, _ in after]]
+            rows = await store.rows(conn, ids)
+            senders = {event_of(self.cache, row).sender for row in rows.values()}
+            last = rows[after[-1][0] if after else event_id]
+            state_events = await context_state(
+                conn, self.cache, last.state_group, event_filter, senders
+            )
+            formatted = keep_fields(
+                await format_events(conn, self.cache, ids, rows=rows), event_filter
+            )
         return {
             "event": formatted[0],
             "events_before": formatted[1 : 1 + len(before)],
             "events_after": formatted[1 + len(before) :],
-            "state": [],
+            "state": keep_fields(state_events, event_filter),
             "start": f"a{before[-1][1] if before else position}",
             "end": f"a{after[-1][1] if after else position}",
         }
+
+    async def _window(
+        self,
+        conn: Connection,
+        room_id: str,
+        position: int,
+        forward: bool,
+        limit: int,
+        event_filter: RoomEventFilter | None,
+    ) -> list[tuple[str, int]]:
+        """Up to `limit` events on one side of `position` that the filter lets through,
+        looking at most FILTER_ROUNDS batches past the ones it hides."""
+        found: list[tuple[str, int]] = []
+        cursor, rounds = position, 0
+        while len(found) < limit and rounds < FILTER_ROUNDS:
+            rounds += 1
+            want = limit if event_filter is None else max(limit, FILTER_BATCH)
+            batch = await store.page(conn, room_id, cursor, forward=forward, limit=want)
+            kept = batch
+            if event_filter is not None and batch:
+                rows = await store.rows(conn, [e for e, _ in batch])
+                kept = [
+                    (e, p)
+                    for e, p in batch
+                    if e in rows and event_filter.matches(event_of(self.cache, rows[e]).pdu)
+                ]
+            found.extend(kept[: limit - len(found)])
+            if len(batch) < want:
+                break
+            cursor = batch[-1][1]
+        return found
 
     async def timestamp_to_event(
         self, room_id: str, ts: str | None, direction: str | None

@@ -87,7 +87,7 @@ def parse_event_filter(text: str | None) -> RoomEventFilter | None:
     return replace(parsed.room.timeline, field_paths=parsed.field_paths)
 
 
-def _keep_fields(events: list[JsonDict], event_filter: RoomEventFilter | None) -> list[JsonDict]:
+def keep_fields(events: list[JsonDict], event_filter: RoomEventFilter | None) -> list[JsonDict]:
     """The filter's `event_fields` applied to a list of events."""
     if event_filter is None or event_filter.field_paths is None:
         return events
@@ -252,13 +252,13 @@ async def _messages_answer(
     if event_filter is not None and event_filter.lazy_load_members and page.rows:
         members = await _lazy_members(conn, cache, page.rows)
     response: JsonDict = {
-        "chunk": _keep_fields(chunk, event_filter),
+        "chunk": keep_fields(chunk, event_filter),
         "start": from_token if from_token is not None else token_for(start),
     }
     if page.more:
         response["end"] = token_for(page.cursor)
     if members:
-        response["state"] = _keep_fields(members, event_filter)
+        response["state"] = keep_fields(members, event_filter)
     return response
 
 
@@ -278,13 +278,15 @@ async def _visible_event(
     return row, visible.memberships[event_id]
 
 
-async def _context_state(
+async def context_state(
     conn: Connection,
     cache: EventCache,
     group: int | None,
     event_filter: RoomEventFilter | None,
     senders: set[str],
 ) -> list[JsonDict]:
+    """The state of a group as `/context` returns it: with lazy loading, only the
+    members among `senders`; filtered (but for `event_fields`) by the filter."""
     if group is None:
         return []
     ids = await state.get_state(conn, group)
@@ -455,16 +457,16 @@ class MessageService:
         )
         last = after.rows[-1] if after.rows else row
         senders = {event_of(self.cache, r).sender for r in rows.values()}
-        state_events = await _context_state(
+        state_events = await context_state(
             conn, self.cache, last.state_group, event_filter, senders
         )
         n_before = len(before.rows)
-        formatted = _keep_fields(formatted, event_filter)
+        formatted = keep_fields(formatted, event_filter)
         return {
             "event": formatted[0],
             "events_before": formatted[1 : 1 + n_before],
             "events_after": formatted[1 + n_before :],
-            "state": _keep_fields(state_events, event_filter),
+            "state": keep_fields(state_events, event_filter),
             "start": token_for(before.cursor),
             "end": token_for(after.cursor),
         }
