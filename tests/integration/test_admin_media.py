@@ -4,6 +4,7 @@ deleting media removes its row and, once nothing names it, its file."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -113,3 +114,38 @@ async def test_quarantine_protect_list_and_delete(homeserver_client: Callable[..
     )
     assert [m["media_id"] for m in listed["media"]] == [second]
     assert await download(bob, first) == 404
+
+
+async def test_delete_by_date_counts_the_last_access(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """`before_ts` is the last use, as Synapse counts it: when the media was last served,
+    or stored if it has not been since."""
+    client: Client = await homeserver_client(**{"rate_limits.enabled": False})
+    _, admin_token = await make_user(client, "root", admin=True)
+    alice = await RoomUser.make(client, "alice")
+    served = await upload(alice, b"old but read")
+    unread = await upload(alice, b"old and never read")
+    await asyncio.sleep(0.02)
+    cutoff = int(time.time() * 1000)
+    await asyncio.sleep(0.02)
+    assert await download(alice, served) == 200
+
+    status, listed = await admin_call(
+        client, "GET", f"{V1}/users/{alice.user_id}/media", admin_token,
+        params={"order_by": "last_access_ts", "dir": "f"},
+    )  # fmt: skip
+    assert status == 200
+    assert [m["media_id"] for m in listed["media"]] == [unread, served]
+    by_id = {m["media_id"]: m for m in listed["media"]}
+    assert by_id[unread]["last_access_ts"] == by_id[unread]["created_ts"] < cutoff
+    assert by_id[served]["last_access_ts"] > cutoff > by_id[served]["created_ts"]
+
+    status, body = await admin_call(
+        client, "POST", f"{V1}/media/test.local/delete", admin_token, {},
+        params={"before_ts": str(cutoff), "keep_profiles": "true"},
+    )  # fmt: skip
+    assert status == 200, body
+    assert body == {"deleted_media": [unread], "total": 1}
+    assert await download(alice, served) == 200
+    assert await download(alice, unread) == 404

@@ -26,7 +26,7 @@ def render(row: store.AdminMediaRow) -> dict[str, Any]:
         "media_length": row.size,
         "upload_name": row.filename,
         "created_ts": row.created_ts,
-        "last_access_ts": None,
+        "last_access_ts": row.last_access_ts,
         "quarantined_by": row.quarantined_by,
         "safe_from_quarantine": row.safe_from_quarantine,
     }

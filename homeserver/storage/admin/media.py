@@ -24,18 +24,22 @@ class AdminMediaRow:
     quarantined_by: str | None
     safe_from_quarantine: bool
     sha256: str | None
+    last_access_ts: int  # when last served, or stored if not since
 
 
+# When media was last used, as Synapse counts it: served, or else stored (a NULL
+# `last_access_ts` means not served since).
+LAST_USED = "COALESCE(last_access_ts, created_ts)"
 _COLUMNS = (
     "origin, media_id, uploader, content_type, filename, size, created_ts, quarantined_by,"
-    " safe_from_quarantine, sha256"
+    f" safe_from_quarantine, sha256, {LAST_USED}"
 )
 # Synapse's order_by names for a user's media.
 ORDER_COLUMNS = {
     "media_id": "media_id",
     "upload_name": "filename",
     "created_ts": "created_ts",
-    "last_access_ts": "created_ts",
+    "last_access_ts": LAST_USED,
     "media_length": "size",
     "media_type": "content_type",
     "quarantined_by": "quarantined_by",
@@ -134,9 +138,9 @@ async def select_for_deletion(
     local: bool,
 ) -> list[str]:
     """Media ids of `origin` (or of every other origin: the remote cache, when not
-    `local`) created before `before_ts`, larger than `size_gt`, not protected."""
+    `local`) last used before `before_ts`, larger than `size_gt`, not protected."""
     cur = await conn.execute(
-        "SELECT media_id FROM media m WHERE (m.origin = %s) = %s AND m.created_ts < %s"
+        f"SELECT media_id FROM media m WHERE (m.origin = %s) = %s AND {LAST_USED} < %s"
         " AND COALESCE(m.size, 0) > %s AND NOT m.safe_from_quarantine"
         " AND NOT (%s AND EXISTS (SELECT 1 FROM profiles p"
         " WHERE p.avatar_url = 'mxc://' || m.origin || '/' || m.media_id))",
@@ -148,8 +152,9 @@ async def select_for_deletion(
 async def remote_before(
     conn: AsyncConnection, origin: str, before_ts: int
 ) -> list[tuple[str, str]]:
+    """Cached media of other servers last used before `before_ts`."""
     cur = await conn.execute(
-        "SELECT origin, media_id FROM media WHERE origin <> %s AND created_ts < %s",
+        f"SELECT origin, media_id FROM media WHERE origin <> %s AND {LAST_USED} < %s",
         (origin, before_ts),
     )
     return [(row[0], row[1]) for row in await cur.fetchall()]
