@@ -367,7 +367,14 @@ CALLS: list[tuple[str, str, Any, str, dict[str, str]]] = [
         f"{V1}/rooms/{{room}}/context/{{event}}?limit=5",
         None,
         "synapse-actions.ts getEventContext",
-        {"event": "dict"},
+        {
+            "event": "dict",
+            "events_before": "list",
+            "events_after": "list",
+            "state": "list",
+            "state.0.type": "str",
+            "state.0.state_key": "str",
+        },
     ),
     (
         "GET",
@@ -417,6 +424,34 @@ CALLS: list[tuple[str, str, Any, str, dict[str, str]]] = [
         {"rooms": []},
         "synapse-actions.ts redactUserEvents",
         {"redact_id": "str"},
+    ),
+    # Polled with the ids the two calls above answered.
+    (
+        "GET",
+        f"{V1}/purge_history_status/{{purge_id}}",
+        None,
+        "synapse-actions.ts getPurgeHistoryStatus",
+        {"status": "str"},
+    ),
+    (
+        "GET",
+        f"{V1}/user/redact_status/{{redact_id}}",
+        None,
+        "synapse-actions.ts getRedactStatus",
+        {"status": "str"},
+    ),
+    (
+        "GET",
+        f"{V1}/scheduled_tasks?action_name=purge_history&resource_id={{room}}",
+        None,
+        "synapse.ts scheduled_tasks (filtered)",
+        {
+            "scheduled_tasks.0.id": "str",
+            "scheduled_tasks.0.action": "str",
+            "scheduled_tasks.0.status": "str",
+            "scheduled_tasks.0.timestamp_ms": "int",
+            "scheduled_tasks.0.resource_id": "str",
+        },
     ),
     (
         "POST",
@@ -520,7 +555,9 @@ def _fill(template: Any, ids: dict[str, Any]) -> Any:
 
 
 async def _replay(http: aiohttp.ClientSession, ids: dict[str, Any]) -> list[tuple[int, Any]]:
+    """Every call in order; the ids of tasks started along the way fill later calls."""
     answers = []
+    ids = dict(ids)
     for method, path, body, _, _ in CALLS:
         async with http.request(
             method,
@@ -529,6 +566,10 @@ async def _replay(http: aiohttp.ClientSession, ids: dict[str, Any]) -> list[tupl
             headers={"Authorization": f"Bearer {ids['token']}"},
         ) as resp:
             answers.append((resp.status, await resp.json(content_type=None)))
+        answer = answers[-1][1]
+        for started in ("purge_id", "redact_id"):
+            if isinstance(answer, dict) and started in answer:
+                ids[started] = answer[started]
     return answers
 
 
