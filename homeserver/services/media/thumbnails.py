@@ -287,8 +287,15 @@ class ThumbnailService:
         cached = await self._cached_by_ref(origin, media_id, request)
         if cached is not None:
             return cached
+        size = f"{request.width}x{request.height} {request.method} {request.animated}"
+        key = f"thumbnail {origin}/{media_id} {size}"
         return await self._fetches.run(
-            (origin, media_id, request), lambda: self._fetch(origin, media_id, request)
+            (origin, media_id, request),
+            lambda: self.remote.once_in_cluster(
+                key,
+                lambda: self._cached_by_ref(origin, media_id, request),
+                lambda: self._fetch(origin, media_id, request),
+            ),
         )
 
     async def _fetch(
