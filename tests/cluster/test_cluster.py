@@ -14,7 +14,6 @@ from tests.integration.test_process import cli
 
 CLIENT = "/_matrix/client/v3"
 WAKE_BUDGET_S = 5.0
-TAKEOVER_BUDGET_S = 10.0
 RETRYABLE = {429, 502, 503, 504}
 
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.cluster.harness import Cluster
-from tests.cluster.test_cluster import User, whole_timeline
+from tests.cluster.test_cluster import RETRYABLE, User, whole_timeline
 
 SENDERS = 4
 STREAM_BEFORE_S = 1.5
@@ -31,7 +31,6 @@ FROZEN_S = 0.5
 STREAM_AFTER_S = 2.5
 TAKEOVER_BUDGET_S = 10.0
 DELIVERY_BUDGET_S = 30.0
-RETRYABLE = {429, 502, 503, 504}
 
 
 def owner_of(pids: list[int], local_port: int) -> int | None:
