@@ -1,6 +1,7 @@
 """Remote media fetched once in a cluster: two processes on one database (and one media
 directory) asked at once for the same remote media ask its origin once; the other
-waits and serves the stored copy. A fetch that fails lets the waiting process fetch."""
+waits and serves the stored copy. A fetch that fails, or a fetching process that dies
+(its lock connection cut), lets the waiting process fetch."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -39,11 +41,14 @@ async def fake_origin() -> AsyncIterator[FakeOrigin]:
 
 
 @pytest.fixture
-async def two_processes(
-    tmp_path: Path, database_factory: Callable[[], str]
-) -> AsyncIterator[list[Client]]:
+def database_url(database_factory: Callable[[], str]) -> str:
+    return database_factory()
+
+
+@pytest.fixture
+async def two_processes(tmp_path: Path, database_url: str) -> AsyncIterator[list[Client]]:
     """Two servers of one name on one database, media directory and signing key."""
-    url = database_factory()
+    url = database_url
     shared = {
         "media_store_path": str(tmp_path / "media"),
         "signing_key_path": str(tmp_path / "signing.key"),
@@ -139,3 +144,44 @@ async def test_a_failed_fetch_lets_the_waiting_process_fetch(
     assert (await first)[0] == 502
     assert second == (200, b"second try")
     assert fake_origin.hits == ["federation", "federation"]
+
+
+async def _cut_lock_holder(database_url: str, key: str) -> int:
+    """End the database session holding the fetch lock of `key`, as when its process
+    dies; how many sessions were ended."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND objsubid = 1 AND granted"
+            " AND (classid::bigint << 32 | objid::bigint)"
+            "   = hashtextextended('remote_media_fetch:' || %s, 0)",
+            (key,),
+        )
+        return len(await cur.fetchall())
+
+
+async def test_a_dead_fetcher_lets_the_waiting_process_fetch(
+    fake_origin: FakeOrigin, two_processes: list[Client], database_url: str
+) -> None:
+    a, b = two_processes
+    _, token = await make_user(a, "alice")
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hangs_first(request: web.Request) -> web.Response:
+        if not arrived.is_set():
+            arrived.set()
+            await release.wait()
+        return multipart(b"fetched")
+
+    fake_origin.federation = hangs_first
+    ref = f"{fake_origin.server_name}/orphan"
+    first = asyncio.create_task(_download(a, token, ref))
+    await asyncio.wait_for(arrived.wait(), 10)
+    second = asyncio.create_task(_download(b, token, ref))
+    await asyncio.sleep(SLOW_S)
+    assert not second.done(), "b waits for a's fetch"
+    assert await _cut_lock_holder(database_url, f"media {ref}") == 1
+    assert await asyncio.wait_for(second, 10) == (200, b"fetched")
+    assert fake_origin.hits == ["federation", "federation"]
+    release.set()
+    assert await first == (200, b"fetched")
