@@ -305,6 +305,7 @@ class Homeserver:
         await self.remote_sender.close()
         await self.remote_client.close()
         await self.url_previews.close()
+        await self.media_remote.close()
         await self.sso.close()
         await self.presence.stop()
         self.typing.close()

@@ -1,5 +1,5 @@
 """Three `homeserver run` processes behind nginx on one PostgreSQL database: any request
-may reach any process, and a process killed outright loses nothing acknowledged."""
+may reach any process (a process killed outright: test_kill.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ import time
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from tests.cluster.harness import Cluster
 from tests.integration.test_process import cli
 
 CLIENT = "/_matrix/client/v3"
 WAKE_BUDGET_S = 5.0
-TAKEOVER_BUDGET_S = 10.0
 RETRYABLE = {429, 502, 503, 504}
 
 
@@ -145,63 +142,6 @@ async def send_until_acknowledged(user: User, base: str, room_id: str, txn: str,
         await asyncio.sleep(0.1)
 
 
-async def test_kill_9_under_load_keeps_every_acknowledged_message_once_in_order(
-    cluster: Cluster,
-) -> None:
-    async with aiohttp.ClientSession() as session:
-        users, room_id = await room_of_three(cluster, session)
-        acknowledged: dict[str, list[tuple[str, str]]] = {u.user_id: [] for u in users}
-        stop = asyncio.Event()
-
-        async def stream(user: User) -> None:
-            n = 0
-            while not stop.is_set():
-                body = f"{user.user_id} {n}"
-                event_id = await send_until_acknowledged(user, cluster.url, room_id, f"s{n}", body)
-                acknowledged[user.user_id].append((body, event_id))
-                n += 1
-
-        senders = [asyncio.create_task(stream(u)) for u in users]
-        await asyncio.sleep(1.5)
-        victim = 1
-        await asyncio.to_thread(cluster.kill, victim)
-        killed_at = sum(len(a) for a in acknowledged.values())
-        await asyncio.sleep(2.0)
-        stop.set()
-        await asyncio.gather(*senders)
-        total = sum(len(a) for a in acknowledged.values())
-        assert total > killed_at, "the survivors kept acknowledging sends"
-
-        # Retries of acknowledged sends, each through both surviving processes, give
-        # back the same event: the txnId is known to every process.
-        for user in users:
-            for n in (0, len(acknowledged[user.user_id]) - 1):
-                body, event_id = acknowledged[user.user_id][n]
-                for i in (0, 2):
-                    data = await user.ok(
-                        cluster.base(i),
-                        "PUT",
-                        f"/rooms/{room_id}/send/m.room.message/s{n}",
-                        {"msgtype": "m.text", "body": body},
-                    )
-                    assert data["event_id"] == event_id
-
-        timeline = await whole_timeline(users[0], cluster.url, room_id)
-        for user in users:
-            mine = [
-                (e["content"]["body"], e["event_id"])
-                for e in timeline
-                if e["sender"] == user.user_id and e["type"] == "m.room.message"
-            ]
-            # Each acknowledged message exactly once, in the order it was sent; nothing
-            # else (an attempt cut off by the kill was either kept once, or not at all
-            # and retried).
-            assert mine == acknowledged[user.user_id]
-
-    await asyncio.to_thread(cluster.start, victim)
-    print(f"{total} messages acknowledged, {killed_at} before the kill")
-
-
 async def whole_timeline(user: User, base: str, room_id: str) -> list[Any]:
     events: list[Any] = []
     params = {"dir": "f", "limit": "500"}
@@ -211,73 +151,6 @@ async def whole_timeline(user: User, base: str, room_id: str) -> list[Any]:
         if "end" not in page or not page["chunk"]:
             return events
         params["from"] = page["end"]
-
-
-class Gateway:
-    """A push gateway that holds its first request unanswered (its sender is then
-    killed mid-delivery) and records every notification."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-        self.arrived = asyncio.Event()
-        self.first = True
-        self.held = asyncio.Event()
-
-    async def notify(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        event_id = body["notification"].get("event_id")
-        if self.first:
-            self.first = False
-            self.held.set()
-            await asyncio.sleep(3600)
-        self.received.append(event_id)
-        self.arrived.set()
-        return web.json_response({"rejected": []})
-
-
-async def test_background_work_of_a_killed_process_resumes_elsewhere(cluster: Cluster) -> None:
-    gateway = Gateway()
-    app = web.Application()
-    app.router.add_post("/_matrix/push/v1/notify", gateway.notify)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as session:
-            users, room_id = await room_of_three(cluster, session)
-            await users[1].ok(
-                cluster.url,
-                "POST",
-                "/pushers/set",
-                {
-                    "kind": "http",
-                    "app_id": "org.example.app",
-                    "pushkey": "key",
-                    "app_display_name": "Example",
-                    "device_display_name": "Phone",
-                    "lang": "en",
-                    "data": {"url": f"http://127.0.0.1:{server.port}/_matrix/push/v1/notify"},
-                },
-            )
-            # Sent through process 0: its commit wakes its own push sender, which takes
-            # the pusher's lock and is then killed with the request unanswered.
-            event_id = (
-                await users[0].ok(
-                    cluster.base(0),
-                    "PUT",
-                    f"/rooms/{room_id}/send/m.room.message/push",
-                    {"msgtype": "m.text", "body": "wake up"},
-                )
-            )["event_id"]
-            await asyncio.wait_for(gateway.held.wait(), 10)
-            await asyncio.to_thread(cluster.kill, 0)
-            killed = time.monotonic()
-            await asyncio.wait_for(gateway.arrived.wait(), TAKEOVER_BUDGET_S)
-            took = time.monotonic() - killed
-            assert gateway.received == [event_id]
-    finally:
-        await server.close()
-        await asyncio.to_thread(cluster.start, 0)
-    print(f"push delivery resumed {took:.1f}s after the kill")
 
 
 async def _admin(cluster: Cluster, session: aiohttp.ClientSession) -> User:

@@ -1,8 +1,8 @@
 """`database.replicas`: history pages and `/members?at=` are read on a streaming
 replica (made with pg_basebackup) once it has replayed the position of the client's
-token; the public room list, `/context` and federation reads of an event and the state
-at it once it is less than 2 s behind; on the primary while it is not (replay paused)
-or when it is gone. The answers are right either way."""
+token; the public room list, `/context`, federation reads of an event, the state at it
+and backfill, and media metadata once it is less than 2 s behind; on the primary while
+it is not (replay paused) or when it is gone. The answers are right either way."""
 
 from __future__ import annotations
 
@@ -181,3 +181,73 @@ async def test_history_is_read_on_a_replica_that_has_caught_up_only(
     await asyncio.to_thread(standby.stop)
     await _until(lambda: not replica.healthy, "a dead replica leaves the rotation")
     assert await _page(alice, room_id, token) == ["m4", "m3", "m2", "m1", "m0"]
+
+
+async def _upload(alice: RoomUser, data: bytes) -> str:
+    resp = await alice.client.post(
+        "/_matrix/media/v3/upload",
+        data=data,
+        headers={**alice.headers, "Content-Type": "text/plain"},
+    )
+    assert resp.status == 200, await resp.text()
+    return str((await resp.json())["content_uri"]).rsplit("/", 1)[1]
+
+
+async def _download(alice: RoomUser, media_id: str) -> bytes:
+    resp = await alice.client.get(
+        f"/_matrix/client/v1/media/download/test.local/{media_id}", headers=alice.headers
+    )
+    assert resp.status == 200, await resp.text()
+    return await resp.read()
+
+
+async def _backfilled(reads: Any, room_id: str, event_id: str) -> list[str]:
+    """The message bodies a peer is sent when it backfills from `event_id`."""
+    pdus = (await reads.backfill("peer.example", room_id, [event_id], 10))["pdus"]
+    return [p["content"]["body"] for p in pdus if p["type"] == "m.room.message"]
+
+
+async def test_media_metadata_and_backfill_read_on_a_recent_replica_only(
+    primary_and_replica: tuple[TestClient[Any, Any], DebianStandby],
+) -> None:
+    client, standby = primary_and_replica
+    replica = _replica(client)
+    peer_reads = client.server.app[HOMESERVER].reads
+    alice = await RoomUser.make(client, "alice")
+    readable = {"history_visibility": "world_readable"}
+    room_id = await alice.create_room(
+        initial_state=[{"type": "m.room.history_visibility", "state_key": "", "content": readable}]
+    )
+    w1 = [await alice.say(room_id, f"w{n}") for n in range(2)][-1]
+    first = await _upload(alice, b"first file")
+    written = time.monotonic()
+    await _until(lambda: replica.replayed_at > written, "replica has the writes")
+
+    reads = replica.reads
+    assert await _download(alice, first) == b"first file"
+    assert replica.reads == reads + 1, "media metadata read on the replica"
+    assert await _backfilled(peer_reads, room_id, w1) == ["w1", "w0"]
+    assert replica.reads == reads + 2, "backfill read on the replica"
+
+    # Replay paused: what is newer than the replica is read on the primary, at once
+    # (the replica still recent, but without it) and once the replica is 2 s behind.
+    with psycopg.connect(standby.conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+    w2 = await alice.say(room_id, "w2")
+    second = await _upload(alice, b"second file")
+    assert await _download(alice, second) == b"second file"
+    assert await _backfilled(peer_reads, room_id, w2) == ["w2", "w1", "w0"]
+    await asyncio.sleep(2.5)
+    reads = replica.reads
+    assert await _download(alice, first) == b"first file"
+    assert await _download(alice, second) == b"second file"
+    assert await _backfilled(peer_reads, room_id, w2) == ["w2", "w1", "w0"]
+    assert replica.reads == reads, "a paused replica is avoided"
+
+    with psycopg.connect(standby.conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_resume()")
+    resumed = time.monotonic()
+    await _until(lambda: replica.replayed_at > resumed, "replay resumed")
+    assert await _download(alice, second) == b"second file"
+    assert await _backfilled(peer_reads, room_id, w2) == ["w2", "w1", "w0"]
+    assert replica.reads == reads + 2

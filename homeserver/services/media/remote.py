@@ -9,13 +9,22 @@ The answer is hostile input: its size is bounded while it streams to disk, its c
 type is checked, the whole exchange (redirects included) has one time limit, only
 addresses federation may use are connected to, and a malformed answer is a 502, never
 a 500 or a partial file in the cache.
+
+One process of a cluster at a time fetches a given media (or thumbnail) from its
+origin: the one holding the fetch's advisory lock, on a connection of this service's
+own (so a process that dies lets go). The others look for the row it stores, and once
+it lets go without one (failed, or dead) the next to take the lock fetches itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import unquote
 
 import aiohttp
@@ -32,6 +41,7 @@ from homeserver.services.remote.client import (
     Unreachable,
     quote_segment,
 )
+from homeserver.storage.core.dedicated import DedicatedConnection
 from homeserver.storage.core.pool import Database
 from homeserver.storage.media import media as store
 from homeserver.storage.media.files import ContentTooLarge, FileWriter, MediaFiles
@@ -43,6 +53,10 @@ MAX_ERROR_BYTES = 64 * 1024
 MAX_METADATA_BYTES = 64 * 1024
 # How long the origin may take to start answering a media id not yet uploaded there.
 REMOTE_TIMEOUT_MS = 20_000
+# How often a process waiting on another's fetch of the same media looks again.
+CLUSTER_POLL_S = 0.1
+
+T = TypeVar("T")
 
 _FILENAME_EXT = re.compile(r"filename\*\s*=\s*utf-8''([^;\s]+)", re.IGNORECASE)
 _FILENAME_QUOTED = re.compile(r'filename\s*=\s*"((?:[^"\\]|\\.)*)"', re.IGNORECASE)
@@ -100,7 +114,7 @@ async def _failure(resp: aiohttp.ClientResponse, destination: str) -> RequestFai
 
 
 class RemoteMedia:
-    """Remote media fetched once per process at a time, then served from the cache."""
+    """Remote media fetched once in the cluster at a time, then served from the cache."""
 
     def __init__(
         self,
@@ -120,13 +134,53 @@ class RemoteMedia:
         # Cached while on: served to our users only on the authenticated paths.
         self.authenticated_media = authenticated_media
         self._fetches: SingleFlight[tuple[str, str], store.MediaRow] = SingleFlight()
+        self._locks = DedicatedConnection(db)
+
+    async def close(self) -> None:
+        await self._locks.close()
 
     async def fetch(self, origin: str, media_id: str) -> store.MediaRow:
         """The cached row of remote media, fetching it from its origin first; waits for
-        a fetch of the same media already under way instead of starting another."""
+        a fetch of the same media already under way (here or in another process)
+        instead of starting another."""
         return await self._fetches.run(
-            (origin, media_id), lambda: self._fetch_and_store(origin, media_id)
+            (origin, media_id),
+            lambda: self.once_in_cluster(
+                f"media {origin}/{media_id}",
+                lambda: self._stored(origin, media_id),
+                lambda: self._fetch_and_store(origin, media_id),
+            ),
         )
+
+    async def once_in_cluster(
+        self,
+        key: str,
+        stored: Callable[[], Awaitable[T | None]],
+        fetch: Callable[[], Awaitable[T]],
+    ) -> T:
+        """`fetch()` by the process holding `key`'s lock; what another process `stored()`
+        while this one waited for the lock, when it did."""
+        deadline = time.monotonic() + 2 * self.time_limit_s + 5
+        while True:
+            if await self._locks.run(lambda conn: store.try_lock_fetch(conn, key)):
+                try:
+                    found = await stored()
+                    return found if found is not None else await fetch()
+                finally:
+                    # Not to be cut short: a lock left behind would stall the others.
+                    await asyncio.shield(
+                        self._locks.run_once(lambda conn: store.unlock_fetch(conn, key))
+                    )
+            found = await stored()
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise ServiceError(502, "M_UNKNOWN", "Cannot fetch the media from its server")
+            await asyncio.sleep(CLUSTER_POLL_S)
+
+    async def _stored(self, origin: str, media_id: str) -> store.MediaRow | None:
+        async with self.db.pool.connection() as conn:
+            return await store.get_media(conn, origin, media_id)
 
     async def _fetch_and_store(self, origin: str, media_id: str) -> store.MediaRow:
         try:

@@ -25,8 +25,10 @@ from federation.identifiers import is_valid_server_name
 from homeserver.config.media import UploadLimit
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
+from homeserver.services.core.replica_reads import read_recent
 from homeserver.services.media.retention import MediaRetention
 from homeserver.storage.core.pool import Database
+from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.media import media as store
 from homeserver.storage.media.files import ContentTooLarge, MediaFiles
 
@@ -198,6 +200,7 @@ class MediaRepository:
     def __init__(
         self,
         db: Database,
+        replicas: Replicas,
         files: MediaFiles,
         remote: RemoteSource,
         server_name: str,
@@ -209,6 +212,7 @@ class MediaRepository:
         limit_info_uri: str = "",
     ) -> None:
         self.db = db
+        self.replicas = replicas
         self.files = files
         self.remote = remote
         self.server_name = server_name
@@ -373,8 +377,14 @@ class MediaRepository:
             event.set()
 
     async def _row(self, origin: str, media_id: str) -> store.MediaRow | None:
-        async with self.db.pool.connection() as conn:
-            return await store.get_media(conn, origin, media_id)
+        """Metadata, on a recent replica when it has the media uploaded: a row there that
+        is missing or still pending may only be behind, and the primary decides."""
+        return await read_recent(
+            self.db,
+            self.replicas,
+            lambda conn: store.get_media(conn, origin, media_id),
+            settled=lambda row: row is not None and row.uploaded,
+        )
 
     async def _wait_uploaded(self, row: store.MediaRow, timeout_ms: int) -> store.MediaRow:
         """Wait for a pending async upload to arrive, up to the client's timeout; 504

@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, ImageSequence
 
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param
+from homeserver.services.core.replica_reads import read_recent
 from homeserver.services.core.single_flight import SingleFlight
 from homeserver.services.media.remote import Fetched, RemoteMedia
 from homeserver.services.media.repository import (
@@ -32,6 +33,7 @@ from homeserver.services.media.repository import (
 )
 from homeserver.services.remote.client import FederationError, RequestFailed
 from homeserver.storage.core.pool import Database
+from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.media import media as store
 from homeserver.storage.media.files import ContentTooLarge, MediaFiles
 
@@ -217,12 +219,14 @@ class ThumbnailService:
     def __init__(
         self,
         db: Database,
+        replicas: Replicas,
         files: MediaFiles,
         media: MediaRepository,
         remote: RemoteMedia,
         server_name: str,
     ) -> None:
         self.db = db
+        self.replicas = replicas
         self.files = files
         self.media = media
         self.remote = remote
@@ -272,14 +276,26 @@ class ThumbnailService:
         """Remote media we do not hold, thumbnailed by its origin (kept like ours); None
         when we hold the file (thumbnailed here) or the origin made no usable thumbnail."""
         check_media_ref(origin, media_id)
-        async with self.db.pool.connection() as conn:
-            if await store.get_media(conn, origin, media_id) is not None:
-                return None
+        held = await read_recent(
+            self.db,
+            self.replicas,
+            lambda conn: store.get_media(conn, origin, media_id),
+            settled=lambda row: row is not None,
+        )
+        if held is not None:
+            return None
         cached = await self._cached_by_ref(origin, media_id, request)
         if cached is not None:
             return cached
+        size = f"{request.width}x{request.height} {request.method} {request.animated}"
+        key = f"thumbnail {origin}/{media_id} {size}"
         return await self._fetches.run(
-            (origin, media_id, request), lambda: self._fetch(origin, media_id, request)
+            (origin, media_id, request),
+            lambda: self.remote.once_in_cluster(
+                key,
+                lambda: self._cached_by_ref(origin, media_id, request),
+                lambda: self._fetch(origin, media_id, request),
+            ),
         )
 
     async def _fetch(
@@ -325,8 +341,10 @@ class ThumbnailService:
     async def _cached_by_ref(
         self, origin: str, media_id: str, request: ThumbnailRequest
     ) -> StoredFile | None:
-        async with self.db.pool.connection() as conn:
-            thumb = await store.get_thumbnail(
+        thumb = await read_recent(
+            self.db,
+            self.replicas,
+            lambda conn: store.get_thumbnail(
                 conn,
                 origin,
                 media_id,
@@ -334,7 +352,9 @@ class ThumbnailService:
                 request.height,
                 request.method,
                 request.animated,
-            )
+            ),
+            settled=lambda row: row is not None,
+        )
         if thumb is None or not self.files.exists(thumb.sha256):
             return None
         return self._stored(thumb.sha256, thumb.size, thumb.content_type)

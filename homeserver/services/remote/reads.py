@@ -165,14 +165,27 @@ class FederationReads:
         return out
 
     async def backfill(self, origin: str, room_id: str, start: list[str], limit: int) -> JsonDict:
-        async with self.db.pool.connection() as conn:
-            if await rooms.get_room(conn, room_id) is None:
-                raise not_found("Unknown room")
-            rows = await self._walk_back(conn, start, set(), min(limit, MAX_BACKFILL))
-            rows = [
-                r for r in rows if r.room_id == room_id and await self._entitled(conn, origin, r)
-            ]
+        """History for a peer, on a recent replica when its answer is the primary's: it
+        has every event asked from and the peer may see all it walked (a replica behind
+        may lack the peer's join); otherwise on the primary."""
+        rows, _ = await read_recent(
+            self.db,
+            self.replicas,
+            lambda conn: self._backfill(conn, origin, room_id, start, min(limit, MAX_BACKFILL)),
+            settled=lambda answer: answer[1],
+        )
         return self._envelope([pdu_of(r) for r in rows])
+
+    async def _backfill(
+        self, conn: Connection, origin: str, room_id: str, start: list[str], limit: int
+    ) -> tuple[list[EventRow], bool]:
+        """The events to send, and whether nothing was missing or withheld."""
+        if await rooms.get_room(conn, room_id) is None:
+            raise not_found("Unknown room")
+        walked = await self._walk_back(conn, start, set(), limit)
+        kept = [r for r in walked if r.room_id == room_id and await self._entitled(conn, origin, r)]
+        starts = await event_store.get_events(conn, start)
+        return kept, len(kept) == len(walked) and starts.keys() >= set(start)
 
     async def missing_events(
         self,

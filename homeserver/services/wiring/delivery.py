@@ -106,6 +106,7 @@ def build_media(hs: Homeserver) -> None:
     )
     hs.media_repository = MediaRepository(
         hs.db,
+        hs.replicas,
         hs.media_files,
         hs.media_remote,
         hs.server_name,
@@ -116,7 +117,7 @@ def build_media(hs: Homeserver) -> None:
         limit_info_uri=config.client_base_url + UPLOAD_LIMIT_PAGE.lstrip("/"),
     )
     hs.thumbnails = ThumbnailService(
-        hs.db, hs.media_files, hs.media_repository, hs.media_remote, hs.server_name
+        hs.db, hs.replicas, hs.media_files, hs.media_repository, hs.media_remote, hs.server_name
     )
     hs.url_previews = UrlPreviewService(
         hs.db,

@@ -206,3 +206,19 @@ async def unreferenced(conn: AsyncConnection, hashes: list[str]) -> list[str]:
         (hashes,),
     )
     return [row[0] for row in await cur.fetchall()]
+
+
+async def try_lock_fetch(conn: AsyncConnection, key: str) -> bool:
+    """Take the session lock on fetching `key` from another server, if no process holds
+    it (the connection is one the caller keeps: a dead process lets go with it)."""
+    cur = await conn.execute(
+        "SELECT pg_try_advisory_lock(hashtextextended('remote_media_fetch:' || %s, 0))", (key,)
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def unlock_fetch(conn: AsyncConnection, key: str) -> None:
+    await conn.execute(
+        "SELECT pg_advisory_unlock(hashtextextended('remote_media_fetch:' || %s, 0))", (key,)
+    )
