@@ -156,7 +156,9 @@ async def search_users(request: web.Request) -> web.Response:
 
 async def admin_whois(request: web.Request) -> web.Response:
     requester = admin(request)
-    found = await homeserver(request).admin_users.whois(requester, request.match_info["user_id"])
+    found = await homeserver(request).admin_users.whois(
+        requester, request.match_info["user_id"], by_device=False
+    )
     return json_response(found)
 
 

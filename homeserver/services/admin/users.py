@@ -369,30 +369,41 @@ class AdminUserService:
             raise invalid_param("devices must be a list of device ids")
         await self.devices.delete_devices(user_id, device_ids)
 
-    async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
+    async def whois(
+        self, requester: Requester, user_id: str, *, by_device: bool = True
+    ) -> dict[str, Any]:
         """Each device's last connection; admins may ask about anyone, users about
-        themselves."""
+        themselves. `by_device=False` gives Synapse's admin shape, which admin tools
+        (Ketesa's connections tab) read: every connection under one device keyed ""."""
         if not requester.is_admin and requester.user_id != user_id:
             raise ServiceError(403, "M_FORBIDDEN", "You are not a server admin")
         await self._row(user_id)
         async with self.db.pool.connection() as conn:
             rows = await device_store.list_devices(conn, user_id)
+        seen = sorted(
+            (row for row in rows if row.last_seen_ts is not None),
+            key=lambda row: row.last_seen_ts or 0,
+            reverse=True,
+        )
+        connections = {
+            row.device_id: {
+                "ip": row.last_seen_ip,
+                "last_seen": row.last_seen_ts,
+                "user_agent": row.last_seen_user_agent,
+            }
+            for row in seen
+        }
+        if not by_device:
+            merged = list(connections.values())
+            return {"user_id": user_id, "devices": {"": {"sessions": [{"connections": merged}]}}}
         return {
             "user_id": user_id,
             "devices": {
                 row.device_id: {
                     "sessions": [
-                        {
-                            "connections": [
-                                {
-                                    "ip": row.last_seen_ip,
-                                    "last_seen": row.last_seen_ts,
-                                    "user_agent": row.last_seen_user_agent,
-                                }
-                            ]
-                            if row.last_seen_ts is not None
-                            else []
-                        }
+                        {"connections": [connections[row.device_id]]}
+                        if row.device_id in connections
+                        else {"connections": []}
                     ]
                 }
                 for row in rows

@@ -1,0 +1,81 @@
+"""Admin calls whose answers Ketesa's pages read field by field, found by driving a
+Ketesa build in a browser against this server: each test makes the call the page
+makes and checks the part of the answer the page shows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from homeserver.api.context import HOMESERVER
+from homeserver.services.accounts.auth import hash_token, new_token
+from homeserver.services.core.clock import now_ms
+from homeserver.storage.accounts import devices, tokens
+from tests.integration.conftest import CLIENT_V3, auth_header, make_user
+
+Client = TestClient[Any, Any]
+V1 = "/_synapse/admin/v1"
+
+
+@pytest.fixture
+async def server(homeserver_client: Callable[..., Any]) -> tuple[Client, str]:
+    client: Client = await homeserver_client(**{"rate_limits.enabled": False})
+    _, admin_token = await make_user(client, "root", admin=True)
+    return client, admin_token
+
+
+async def add_device(client: Client, user_id: str, device_id: str) -> str:
+    """Another device of the user, with its own access token."""
+    hs = client.server.app[HOMESERVER]
+    token = new_token("syt")
+    async with hs.db.pool.connection() as conn:
+        await devices.upsert_device(conn, user_id, device_id, None, now_ms())
+        await tokens.insert_access_token(
+            conn, hash_token(token), user_id, device_id, now_ms=now_ms()
+        )
+    return token
+
+
+async def admin_get(client: Client, path: str, token: str) -> Any:
+    resp = await client.get(path, headers=auth_header(token))
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+async def test_whois_lists_every_connection_under_one_entry(server: tuple[Client, str]) -> None:
+    """Ketesa's connections tab reads `devices[""].sessions[0].connections`, the shape
+    Synapse's admin whois has: keyed by device it showed no connection at all."""
+    client, admin_token = server
+    user_id, phone_token = await make_user(client, "carol")
+    laptop_token = await add_device(client, user_id, "LAPTOP")
+    await add_device(client, user_id, "NEVERUSED")
+    for token, agent in ((phone_token, "phone-agent"), (laptop_token, "laptop-agent")):
+        headers = {**auth_header(token), "User-Agent": agent}
+        resp = await client.get(f"{CLIENT_V3}/account/whoami", headers=headers)
+        assert resp.status == 200
+
+    whois = await admin_get(client, f"{V1}/whois/{user_id}", admin_token)
+    assert whois["user_id"] == user_id
+    assert list(whois["devices"]) == [""]
+    sessions = whois["devices"][""]["sessions"]
+    assert len(sessions) == 1
+    connections = sessions[0]["connections"]
+    assert [c["user_agent"] for c in connections] == ["laptop-agent", "phone-agent"]
+    assert all(c["ip"] and c["last_seen"] > 0 for c in connections)
+
+    # The client API's whois keeps the spec's shape: one entry per device.
+    own = await admin_get(client, f"{CLIENT_V3}/admin/whois/{user_id}", phone_token)
+    assert set(own["devices"]) == {"TESTDEVICE", "LAPTOP", "NEVERUSED"}
+    assert own["devices"]["NEVERUSED"]["sessions"] == [{"connections": []}]
+    laptop = own["devices"]["LAPTOP"]["sessions"][0]["connections"]
+    assert [c["user_agent"] for c in laptop] == ["laptop-agent"]
+
+
+async def test_whois_of_a_user_never_seen(server: tuple[Client, str]) -> None:
+    client, admin_token = server
+    user_id, _ = await make_user(client, "dormant")
+    whois = await admin_get(client, f"{V1}/whois/{user_id}", admin_token)
+    assert whois == {"user_id": user_id, "devices": {"": {"sessions": [{"connections": []}]}}}
