@@ -14,7 +14,7 @@ from homeserver.api.context import HOMESERVER
 from homeserver.services.accounts.auth import hash_token, new_token
 from homeserver.services.core.clock import now_ms
 from homeserver.storage.accounts import devices, tokens
-from tests.integration.conftest import CLIENT_V3, auth_header, make_user
+from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, make_user
 
 Client = TestClient[Any, Any]
 V1 = "/_synapse/admin/v1"
@@ -79,3 +79,33 @@ async def test_whois_of_a_user_never_seen(server: tuple[Client, str]) -> None:
     user_id, _ = await make_user(client, "dormant")
     whois = await admin_get(client, f"{V1}/whois/{user_id}", admin_token)
     assert whois == {"user_id": user_id, "devices": {"": {"sessions": [{"connections": []}]}}}
+
+
+async def test_room_details_count_local_devices_and_forgotten(server: tuple[Client, str]) -> None:
+    """Ketesa's room page shows `joined_local_devices` ("Local devices"), which
+    Synapse's room details carry with `forgotten`; both were missing."""
+    client, admin_token = server
+    owner = await RoomUser.make(client, "owner")
+    guest = await RoomUser.make(client, "guest")
+    await add_device(client, guest.user_id, "SECOND")
+    room_id = await owner.create_room(name="Devices", preset="public_chat")
+    await guest.join(room_id)
+
+    details = await admin_get(client, f"{V1}/rooms/{room_id}", admin_token)
+    assert details["joined_local_members"] == 2
+    assert details["joined_local_devices"] == 3
+    assert details["forgotten"] is False
+
+    await guest.leave(room_id)
+    await guest.ok("POST", f"/rooms/{room_id}/forget")
+    details = await admin_get(client, f"{V1}/rooms/{room_id}", admin_token)
+    assert (details["joined_local_devices"], details["forgotten"]) == (1, False)
+
+    await owner.leave(room_id)
+    await owner.ok("POST", f"/rooms/{room_id}/forget")
+    details = await admin_get(client, f"{V1}/rooms/{room_id}", admin_token)
+    assert (details["joined_local_devices"], details["forgotten"]) == (0, True)
+
+    # The listing stays as Synapse's: these two are on the room's own page only.
+    listing = await admin_get(client, f"{V1}/rooms", admin_token)
+    assert "joined_local_devices" not in listing["rooms"][0]
