@@ -14,10 +14,12 @@ from homeserver.api.context import HOMESERVER
 from homeserver.services.accounts.auth import hash_token, new_token
 from homeserver.services.core.clock import now_ms
 from homeserver.storage.accounts import devices, tokens
+from homeserver.storage.sso import sso
 from tests.integration.conftest import CLIENT_V3, RoomUser, auth_header, make_user
 
 Client = TestClient[Any, Any]
 V1 = "/_synapse/admin/v1"
+V2 = "/_synapse/admin/v2"
 
 
 @pytest.fixture
@@ -109,3 +111,66 @@ async def test_room_details_count_local_devices_and_forgotten(server: tuple[Clie
     # The listing stays as Synapse's: these two are on the room's own page only.
     listing = await admin_get(client, f"{V1}/rooms", admin_token)
     assert "joined_local_devices" not in listing["rooms"][0]
+
+
+async def test_sso_tab_reads_and_sets_external_ids(server: tuple[Client, str]) -> None:
+    """Ketesa's SSO tab shows and saves `external_ids` of GET/PUT /v2/users/{id}, and
+    its "find user" asks /auth_providers/{provider}/users/{id}: the links were always
+    shown empty, refused on save, and the lookup was 404 M_UNRECOGNIZED."""
+    client, admin_token = server
+    user_id, _ = await make_user(client, "sso")
+    other_id, _ = await make_user(client, "other")
+    hs = client.server.app[HOMESERVER]
+    async with hs.db.pool.connection() as conn:
+        await sso.link_external_id(conn, "oidc-corp", "subject-1", user_id)
+    account = await admin_get(client, f"{V2}/users/{user_id}", admin_token)
+    assert account["external_ids"] == [{"auth_provider": "oidc-corp", "external_id": "subject-1"}]
+
+    lookup = await admin_get(client, f"{V1}/auth_providers/oidc-corp/users/subject-1", admin_token)
+    assert lookup == {"user_id": user_id}
+    resp = await client.get(
+        f"{V1}/auth_providers/oidc-corp/users/nobody", headers=auth_header(admin_token)
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (404, "M_NOT_FOUND")
+
+    # Saving replaces every link of the account.
+    links = [
+        {"auth_provider": "oidc-corp", "external_id": "subject-2"},
+        {"auth_provider": "github", "external_id": "42"},
+    ]
+    resp = await client.put(
+        f"{V2}/users/{user_id}", json={"external_ids": links}, headers=auth_header(admin_token)
+    )
+    assert resp.status == 200, await resp.text()
+    saved = (await resp.json())["external_ids"]
+    assert sorted(saved, key=lambda link: link["auth_provider"]) == sorted(
+        links, key=lambda link: link["auth_provider"]
+    )
+    lookup = await admin_get(client, f"{V1}/auth_providers/github/users/42", admin_token)
+    assert lookup == {"user_id": user_id}
+    resp = await client.get(
+        f"{V1}/auth_providers/oidc-corp/users/subject-1", headers=auth_header(admin_token)
+    )
+    assert resp.status == 404
+
+    # A link of another account is refused, and nothing of the request is kept.
+    resp = await client.put(
+        f"{V2}/users/{other_id}",
+        json={"displayname": "Other", "external_ids": [links[1]]},
+        headers=auth_header(admin_token),
+    )
+    assert resp.status == 409
+    other = await admin_get(client, f"{V2}/users/{other_id}", admin_token)
+    assert other["external_ids"] == [] and other["displayname"] != "Other"
+
+    resp = await client.put(
+        f"{V2}/users/{user_id}",
+        json={"external_ids": [{"auth_provider": "github"}]},
+        headers=auth_header(admin_token),
+    )
+    assert (resp.status, (await resp.json())["errcode"]) == (400, "M_INVALID_PARAM")
+
+    resp = await client.put(
+        f"{V2}/users/{user_id}", json={"external_ids": []}, headers=auth_header(admin_token)
+    )
+    assert resp.status == 200 and (await resp.json())["external_ids"] == []

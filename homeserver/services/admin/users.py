@@ -29,6 +29,7 @@ from homeserver.storage.admin import users as admin_users
 from homeserver.storage.admin.users import AdminUserRow, UserFilter
 from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import memberships
+from homeserver.storage.sso import sso as sso_store
 
 ORDER_BY = frozenset(admin_users.ORDER_COLUMNS)
 MAX_PAGE = 1000
@@ -44,9 +45,13 @@ def local_user_id(user_id: str, server_name: str) -> str:
     return user_id
 
 
-def render_user(row: AdminUserRow, threepids: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def render_user(
+    row: AdminUserRow,
+    threepids: list[dict[str, Any]] | None = None,
+    external_ids: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
     """An account as admin tools show it; fields for features this server does not
-    have (SSO ids, consent) hold their empty value."""
+    have (consent, user types) hold their empty value."""
     return {
         "name": row.user_id,
         "displayname": row.displayname,
@@ -67,7 +72,10 @@ def render_user(row: AdminUserRow, threepids: list[dict[str, Any]] | None = None
         "consent_version": None,
         "consent_ts": None,
         "threepids": threepids or [],
-        "external_ids": [],
+        "external_ids": [
+            {"auth_provider": provider, "external_id": external_id}
+            for provider, external_id in external_ids or []
+        ],
     }
 
 
@@ -102,11 +110,31 @@ def _profile_value(field: ProfileField, value: str) -> str | None:
     return value or None
 
 
+def _external_ids(body: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The SSO links `body` sets (replacing all the account has), without repeats."""
+    value = body.get("external_ids")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise invalid_param("external_ids must be a list")
+    links: list[tuple[str, str]] = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise invalid_param("Each external id must be an object")
+        provider, external_id = item.get("auth_provider"), item.get("external_id")
+        if not isinstance(provider, str) or not isinstance(external_id, str):
+            raise invalid_param("Each external id needs auth_provider and external_id strings")
+        if (provider, external_id) not in links:
+            links.append((provider, external_id))
+    return links
+
+
+def _link_taken() -> ServiceError:
+    return ServiceError(409, "M_UNKNOWN", "External id is already in use")
+
+
 def _check_unsupported(body: dict[str, Any]) -> None:
     """Refuse what we cannot store rather than pretend it was saved."""
-    value = body.get("external_ids")
-    if value is not None and (not isinstance(value, list) or value):
-        raise invalid_param("This server does not store external_ids")
     if body.get("user_type") is not None:
         raise invalid_param("This server has no user types")
     for key in ("suspended", "shadow_banned"):
@@ -206,7 +234,29 @@ class AdminUserService:
 
     async def get_user(self, user_id: str) -> dict[str, Any]:
         row = await self._row(user_id)
-        return render_user(row, await self.threepids.list(row.user_id))
+        async with self.db.pool.connection() as conn:
+            links = await sso_store.external_ids_of_user(conn, row.user_id)
+        return render_user(row, await self.threepids.list(row.user_id), links)
+
+    async def user_for_external_id(self, auth_provider: str, external_id: str) -> str:
+        """The account an SSO provider's subject signs in to."""
+        async with self.db.pool.connection() as conn:
+            user_id = await sso_store.user_for_external_id(conn, auth_provider, external_id)
+        if user_id is None:
+            raise not_found("User not found")
+        return user_id
+
+    async def _check_links_free(self, user_id: str, links: list[tuple[str, str]]) -> None:
+        async with self.db.pool.connection() as conn:
+            for provider, external_id in links:
+                owner = await sso_store.user_for_external_id(conn, provider, external_id)
+                if owner is not None and owner != user_id:
+                    raise _link_taken()
+
+    async def _set_links(self, user_id: str, links: list[tuple[str, str]]) -> None:
+        async with self.db.pool.connection() as conn, conn.transaction():
+            if not await sso_store.replace_external_ids(conn, user_id, links):
+                raise _link_taken()
 
     async def upsert_user(
         self, requester: Requester, user_id: str, body: dict[str, Any]
@@ -223,6 +273,9 @@ class AdminUserService:
         deactivated = _optional(body, "deactivated", bool)
         raw_threepids = body.get("threepids")
         threepids = admin_threepids(raw_threepids) if raw_threepids is not None else None
+        links = _external_ids(body)
+        if links:
+            await self._check_links_free(user_id, links)
         profile = {
             field: _profile_value(field, value)
             for field in FIELDS
@@ -238,6 +291,8 @@ class AdminUserService:
             await self._set_profile(user_id, profile)
         if threepids is not None:
             await self.threepids.set_by_admin(user_id, threepids)
+        if links is not None:
+            await self._set_links(user_id, links)
         if existing is None and deactivated:
             await self.deactivate(user_id, erase=False)
         if locked is not None:
