@@ -174,3 +174,32 @@ async def test_sso_tab_reads_and_sets_external_ids(server: tuple[Client, str]) -
         f"{V2}/users/{user_id}", json={"external_ids": []}, headers=auth_header(admin_token)
     )
     assert resp.status == 200 and (await resp.json())["external_ids"] == []
+
+
+async def test_saving_a_shadow_banned_or_suspended_account(server: tuple[Client, str]) -> None:
+    """Ketesa sets these flags through their own endpoints, then saves the whole
+    account with PUT /v2/users/{id}, flags included: that PUT was refused (400), so the
+    save failed and no later edit of such an account could be saved."""
+    client, admin_token = server
+    user_id, _ = await make_user(client, "troll")
+    headers = auth_header(admin_token)
+    resp = await client.post(f"{V1}/users/{user_id}/shadow_ban", headers=headers)
+    assert resp.status == 200
+    resp = await client.put(f"{V1}/suspend/{user_id}", json={"suspend": True}, headers=headers)
+    assert resp.status == 200
+    record = await admin_get(client, f"{V2}/users/{user_id}", admin_token)
+    assert (record["shadow_banned"], record["suspended"]) == (True, True)
+
+    resp = await client.put(
+        f"{V2}/users/{user_id}", json={**record, "displayname": "Renamed"}, headers=headers
+    )
+    assert resp.status == 200, await resp.text()
+    saved = await resp.json()
+    assert saved["displayname"] == "Renamed"
+    assert (saved["shadow_banned"], saved["suspended"]) == (True, True)
+
+    # A flag this PUT would change is still refused, not silently dropped.
+    resp = await client.put(f"{V2}/users/{user_id}", json={"shadow_banned": False}, headers=headers)
+    assert (resp.status, (await resp.json())["errcode"]) == (400, "M_INVALID_PARAM")
+    record = await admin_get(client, f"{V2}/users/{user_id}", admin_token)
+    assert record["shadow_banned"] is True

@@ -133,12 +133,18 @@ def _link_taken() -> ServiceError:
     return ServiceError(409, "M_UNKNOWN", "External id is already in use")
 
 
-def _check_unsupported(body: dict[str, Any]) -> None:
-    """Refuse what we cannot store rather than pretend it was saved."""
+def _check_unsupported(body: dict[str, Any], existing: AdminUserRow | None) -> None:
+    """Refuse what we cannot store rather than pretend it was saved. Admin tools send
+    the whole account back on save (Ketesa after setting the flags through their own
+    endpoints), so a flag that matches the account is accepted as it is."""
     if body.get("user_type") is not None:
         raise invalid_param("This server has no user types")
-    for key in ("suspended", "shadow_banned"):
-        if body.get(key) not in (None, False):
+    current = {
+        "suspended": existing.suspended if existing else False,
+        "shadow_banned": existing.shadow_banned if existing else False,
+    }
+    for key, value in current.items():
+        if body.get(key) not in (None, value):
             raise invalid_param(f"{key} is set through its own endpoint")
 
 
@@ -263,7 +269,6 @@ class AdminUserService:
     ) -> tuple[bool, dict[str, Any]]:
         """Create the account or change it as `body` says; (created, the account now)."""
         local_user_id(user_id, self.server_name)
-        _check_unsupported(body)
         password = _optional(body, "password", str)
         logout_devices = body.get("logout_devices", True)
         if not isinstance(logout_devices, bool):
@@ -283,6 +288,7 @@ class AdminUserService:
         }
         async with self.db.pool.connection() as conn:
             existing = await admin_users.get_user(conn, user_id)
+        _check_unsupported(body, existing)
         if existing is None:
             await self.accounts.register_user(user_id, password, admin=bool(admin))
         else:
