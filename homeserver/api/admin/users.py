@@ -156,7 +156,9 @@ async def search_users(request: web.Request) -> web.Response:
 
 async def admin_whois(request: web.Request) -> web.Response:
     requester = admin(request)
-    found = await homeserver(request).admin_users.whois(requester, request.match_info["user_id"])
+    found = await homeserver(request).admin_users.whois(
+        requester, request.match_info["user_id"], by_device=False
+    )
     return json_response(found)
 
 
@@ -174,6 +176,15 @@ async def user_by_threepid(request: web.Request) -> web.Response:
     )
     if user_id is None:
         raise MatrixError(404, "M_NOT_FOUND", "User not found")
+    return json_response({"user_id": user_id})
+
+
+async def user_by_external_id(request: web.Request) -> web.Response:
+    """Synapse's `GET /_synapse/admin/v1/auth_providers/{provider}/users/{externalId}`."""
+    admin(request)
+    user_id = await homeserver(request).admin_users.user_for_external_id(
+        request.match_info["provider"], request.match_info["external_id"]
+    )
     return json_response({"user_id": user_id})
 
 
@@ -196,4 +207,7 @@ def register(app: web.Application) -> None:
     app.router.add_delete(f"{V2}{user}/devices/{{device_id}}", delete_device)
     app.router.add_get(f"{V1}/whois/{{user_id}}", admin_whois)
     app.router.add_get(f"{V1}/threepid/{{medium}}/users/{{address}}", user_by_threepid)
+    app.router.add_get(
+        f"{V1}/auth_providers/{{provider}}/users/{{external_id}}", user_by_external_id
+    )
     add_client_route(app, "GET", "/admin/whois/{user_id}", client_whois)

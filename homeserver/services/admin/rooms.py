@@ -183,7 +183,12 @@ class AdminRoomService:
         return row
 
     async def get_room(self, room_id: str) -> dict[str, Any]:
-        return render_room(await self._room(room_id))
+        """A room's page: the listing's facts, with its local devices and whether its
+        local users all forgot it (Synapse's room details)."""
+        row = await self._room(room_id)
+        async with self.db.pool.connection() as conn:
+            devices, forgotten = await admin_rooms.local_facts(conn, self.server_name, row.room_id)
+        return {**render_room(row), "joined_local_devices": devices, "forgotten": forgotten}
 
     async def members(self, room_id: str) -> dict[str, Any]:
         """The joined members (as Synapse's admin API lists them)."""

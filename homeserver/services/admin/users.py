@@ -29,6 +29,7 @@ from homeserver.storage.admin import users as admin_users
 from homeserver.storage.admin.users import AdminUserRow, UserFilter
 from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import memberships
+from homeserver.storage.sso import sso as sso_store
 
 ORDER_BY = frozenset(admin_users.ORDER_COLUMNS)
 MAX_PAGE = 1000
@@ -44,9 +45,13 @@ def local_user_id(user_id: str, server_name: str) -> str:
     return user_id
 
 
-def render_user(row: AdminUserRow, threepids: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def render_user(
+    row: AdminUserRow,
+    threepids: list[dict[str, Any]] | None = None,
+    external_ids: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
     """An account as admin tools show it; fields for features this server does not
-    have (SSO ids, consent) hold their empty value."""
+    have (consent, user types) hold their empty value."""
     return {
         "name": row.user_id,
         "displayname": row.displayname,
@@ -67,7 +72,10 @@ def render_user(row: AdminUserRow, threepids: list[dict[str, Any]] | None = None
         "consent_version": None,
         "consent_ts": None,
         "threepids": threepids or [],
-        "external_ids": [],
+        "external_ids": [
+            {"auth_provider": provider, "external_id": external_id}
+            for provider, external_id in external_ids or []
+        ],
     }
 
 
@@ -102,15 +110,41 @@ def _profile_value(field: ProfileField, value: str) -> str | None:
     return value or None
 
 
-def _check_unsupported(body: dict[str, Any]) -> None:
-    """Refuse what we cannot store rather than pretend it was saved."""
+def _external_ids(body: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The SSO links `body` sets (replacing all the account has), without repeats."""
     value = body.get("external_ids")
-    if value is not None and (not isinstance(value, list) or value):
-        raise invalid_param("This server does not store external_ids")
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise invalid_param("external_ids must be a list")
+    links: list[tuple[str, str]] = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise invalid_param("Each external id must be an object")
+        provider, external_id = item.get("auth_provider"), item.get("external_id")
+        if not isinstance(provider, str) or not isinstance(external_id, str):
+            raise invalid_param("Each external id needs auth_provider and external_id strings")
+        if (provider, external_id) not in links:
+            links.append((provider, external_id))
+    return links
+
+
+def _link_taken() -> ServiceError:
+    return ServiceError(409, "M_UNKNOWN", "External id is already in use")
+
+
+def _check_unsupported(body: dict[str, Any], existing: AdminUserRow | None) -> None:
+    """Refuse what we cannot store rather than pretend it was saved. Admin tools send
+    the whole account back on save (Ketesa after setting the flags through their own
+    endpoints), so a flag that matches the account is accepted as it is."""
     if body.get("user_type") is not None:
         raise invalid_param("This server has no user types")
-    for key in ("suspended", "shadow_banned"):
-        if body.get(key) not in (None, False):
+    current = {
+        "suspended": existing.suspended if existing else False,
+        "shadow_banned": existing.shadow_banned if existing else False,
+    }
+    for key, value in current.items():
+        if body.get(key) not in (None, value):
             raise invalid_param(f"{key} is set through its own endpoint")
 
 
@@ -206,14 +240,35 @@ class AdminUserService:
 
     async def get_user(self, user_id: str) -> dict[str, Any]:
         row = await self._row(user_id)
-        return render_user(row, await self.threepids.list(row.user_id))
+        async with self.db.pool.connection() as conn:
+            links = await sso_store.external_ids_of_user(conn, row.user_id)
+        return render_user(row, await self.threepids.list(row.user_id), links)
+
+    async def user_for_external_id(self, auth_provider: str, external_id: str) -> str:
+        """The account an SSO provider's subject signs in to."""
+        async with self.db.pool.connection() as conn:
+            user_id = await sso_store.user_for_external_id(conn, auth_provider, external_id)
+        if user_id is None:
+            raise not_found("User not found")
+        return user_id
+
+    async def _check_links_free(self, user_id: str, links: list[tuple[str, str]]) -> None:
+        async with self.db.pool.connection() as conn:
+            for provider, external_id in links:
+                owner = await sso_store.user_for_external_id(conn, provider, external_id)
+                if owner is not None and owner != user_id:
+                    raise _link_taken()
+
+    async def _set_links(self, user_id: str, links: list[tuple[str, str]]) -> None:
+        async with self.db.pool.connection() as conn, conn.transaction():
+            if not await sso_store.replace_external_ids(conn, user_id, links):
+                raise _link_taken()
 
     async def upsert_user(
         self, requester: Requester, user_id: str, body: dict[str, Any]
     ) -> tuple[bool, dict[str, Any]]:
         """Create the account or change it as `body` says; (created, the account now)."""
         local_user_id(user_id, self.server_name)
-        _check_unsupported(body)
         password = _optional(body, "password", str)
         logout_devices = body.get("logout_devices", True)
         if not isinstance(logout_devices, bool):
@@ -223,6 +278,9 @@ class AdminUserService:
         deactivated = _optional(body, "deactivated", bool)
         raw_threepids = body.get("threepids")
         threepids = admin_threepids(raw_threepids) if raw_threepids is not None else None
+        links = _external_ids(body)
+        if links:
+            await self._check_links_free(user_id, links)
         profile = {
             field: _profile_value(field, value)
             for field in FIELDS
@@ -230,6 +288,7 @@ class AdminUserService:
         }
         async with self.db.pool.connection() as conn:
             existing = await admin_users.get_user(conn, user_id)
+        _check_unsupported(body, existing)
         if existing is None:
             await self.accounts.register_user(user_id, password, admin=bool(admin))
         else:
@@ -238,6 +297,8 @@ class AdminUserService:
             await self._set_profile(user_id, profile)
         if threepids is not None:
             await self.threepids.set_by_admin(user_id, threepids)
+        if links is not None:
+            await self._set_links(user_id, links)
         if existing is None and deactivated:
             await self.deactivate(user_id, erase=False)
         if locked is not None:
@@ -369,30 +430,41 @@ class AdminUserService:
             raise invalid_param("devices must be a list of device ids")
         await self.devices.delete_devices(user_id, device_ids)
 
-    async def whois(self, requester: Requester, user_id: str) -> dict[str, Any]:
+    async def whois(
+        self, requester: Requester, user_id: str, *, by_device: bool = True
+    ) -> dict[str, Any]:
         """Each device's last connection; admins may ask about anyone, users about
-        themselves."""
+        themselves. `by_device=False` gives Synapse's admin shape, which admin tools
+        (Ketesa's connections tab) read: every connection under one device keyed ""."""
         if not requester.is_admin and requester.user_id != user_id:
             raise ServiceError(403, "M_FORBIDDEN", "You are not a server admin")
         await self._row(user_id)
         async with self.db.pool.connection() as conn:
             rows = await device_store.list_devices(conn, user_id)
+        seen = sorted(
+            (row for row in rows if row.last_seen_ts is not None),
+            key=lambda row: row.last_seen_ts or 0,
+            reverse=True,
+        )
+        connections = {
+            row.device_id: {
+                "ip": row.last_seen_ip,
+                "last_seen": row.last_seen_ts,
+                "user_agent": row.last_seen_user_agent,
+            }
+            for row in seen
+        }
+        if not by_device:
+            merged = list(connections.values())
+            return {"user_id": user_id, "devices": {"": {"sessions": [{"connections": merged}]}}}
         return {
             "user_id": user_id,
             "devices": {
                 row.device_id: {
                     "sessions": [
-                        {
-                            "connections": [
-                                {
-                                    "ip": row.last_seen_ip,
-                                    "last_seen": row.last_seen_ts,
-                                    "user_agent": row.last_seen_user_agent,
-                                }
-                            ]
-                            if row.last_seen_ts is not None
-                            else []
-                        }
+                        {"connections": [connections[row.device_id]]}
+                        if row.device_id in connections
+                        else {"connections": []}
                     ]
                 }
                 for row in rows

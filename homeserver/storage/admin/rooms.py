@@ -155,6 +155,23 @@ async def get_room(conn: AsyncConnection, server_name: str, room_id: str) -> Adm
     return AdminRoomRow(*row) if row else None
 
 
+async def local_facts(conn: AsyncConnection, server_name: str, room_id: str) -> tuple[int, bool]:
+    """What only a room's page shows (too dear for every row of a listing): how many
+    devices its joined local users have, and whether every local user with a
+    membership has forgotten it (true when none is left)."""
+    cur = await conn.execute(
+        "SELECT (SELECT count(*) FROM devices d JOIN room_memberships m"
+        "   ON m.user_id = d.user_id AND m.room_id = %(room_id)s AND m.membership = 'join'"
+        "   WHERE m.user_id LIKE %(local_users)s),"
+        " NOT EXISTS (SELECT 1 FROM room_memberships m WHERE m.room_id = %(room_id)s"
+        "   AND m.user_id LIKE %(local_users)s AND NOT m.forgotten)",
+        {"local_users": "%:" + _like(server_name)[1:-1], "room_id": room_id},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), bool(row[1])
+
+
 async def block_room(conn: AsyncConnection, room_id: str, blocked_by: str, now_ms: int) -> None:
     await conn.execute(
         "INSERT INTO blocked_rooms (room_id, blocked_by, created_ts) VALUES (%s, %s, %s)"

@@ -54,6 +54,28 @@ async def link_external_id(
     return cur.rowcount == 1
 
 
+async def external_ids_of_user(conn: AsyncConnection, user_id: str) -> list[tuple[str, str]]:
+    """The account's (auth_provider, external_id) links, in a stable order."""
+    cur = await conn.execute(
+        "SELECT auth_provider, external_id FROM user_external_ids WHERE user_id = %s"
+        " ORDER BY auth_provider, external_id",
+        (user_id,),
+    )
+    return [(str(row[0]), str(row[1])) for row in await cur.fetchall()]
+
+
+async def replace_external_ids(
+    conn: AsyncConnection, user_id: str, links: list[tuple[str, str]]
+) -> bool:
+    """Make `links` the account's only links (call inside a transaction); False, with
+    the transaction to be rolled back, when one of them belongs to another account."""
+    await conn.execute("DELETE FROM user_external_ids WHERE user_id = %s", (user_id,))
+    for auth_provider, external_id in links:
+        if not await link_external_id(conn, auth_provider, external_id, user_id):
+            return False
+    return True
+
+
 async def providers_of_user(conn: AsyncConnection, user_id: str) -> list[str]:
     cur = await conn.execute(
         "SELECT DISTINCT auth_provider FROM user_external_ids WHERE user_id = %s", (user_id,)
