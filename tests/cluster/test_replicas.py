@@ -1,8 +1,10 @@
 """`database.replicas`: history pages and `/members?at=` are read on a streaming
 replica (made with pg_basebackup) once it has replayed the position of the client's
-token; the public room list, `/context`, federation reads of an event, the state at it
-and backfill, and media metadata once it is less than 2 s behind; on the primary while
-it is not (replay paused) or when it is gone. The answers are right either way."""
+token; the public room list, `/context`, a client's read of one event, the federation
+reads (an event, the state and auth chain at it, backfill, missing events, the event
+nearest a time) and media metadata once it is less than 2 s behind and its answer is
+settled; on the primary while it is not (replay paused) or when it is gone. The answers
+are right either way."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeserver.api.context import HOMESERVER
 from homeserver.app import build_app
 from homeserver.datadir import load_or_create_signing_key
+from homeserver.services.remote.reads import SETTLED_AGE_MS
 from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core import migrations
 from homeserver.storage.core.pool import Database
@@ -207,6 +210,32 @@ async def _backfilled(reads: Any, room_id: str, event_id: str) -> list[str]:
     return [p["content"]["body"] for p in pdus if p["type"] == "m.room.message"]
 
 
+async def _event(alice: RoomUser, room_id: str, event_id: str) -> tuple[str, int]:
+    """A client's read of one event: its body and timestamp."""
+    status, event = await alice.get(f"/v3/rooms/{room_id}/event/{event_id}")
+    assert status == 200, event
+    return event["content"]["body"], event["origin_server_ts"]
+
+
+async def _peer_reads(reads: Any, room_id: str, event_id: str, earliest: list[str]) -> Any:
+    """What a peer is served of an event: its body, how many state events precede it
+    and are in their auth chain (/state), how many are in its own (/event_auth), and
+    the messages missing between `earliest` and it."""
+    peer = "peer.example"
+    pdu = (await reads.event(peer, event_id))["pdus"][0]
+    at = await reads.state(peer, room_id, event_id)
+    auth = await reads.event_auth(peer, room_id, event_id)
+    missing = await reads.missing_events(peer, room_id, earliest, [event_id], 10, 0)
+    bodies = [e["content"]["body"] for e in missing["events"] if e["type"] == "m.room.message"]
+    state = (len(at["pdus"]), len(at["auth_chain"]))
+    return pdu["content"]["body"], state, len(auth["auth_chain"]), bodies
+
+
+async def _nearest(reads: Any, room_id: str, ts: int, *, forward: bool) -> str:
+    found = await reads.timestamp_to_event("peer.example", room_id, ts, forward=forward)
+    return str(found["event_id"])
+
+
 async def test_media_metadata_and_backfill_read_on_a_recent_replica_only(
     primary_and_replica: tuple[TestClient[Any, Any], DebianStandby],
 ) -> None:
@@ -218,7 +247,7 @@ async def test_media_metadata_and_backfill_read_on_a_recent_replica_only(
     room_id = await alice.create_room(
         initial_state=[{"type": "m.room.history_visibility", "state_key": "", "content": readable}]
     )
-    w1 = [await alice.say(room_id, f"w{n}") for n in range(2)][-1]
+    w0, w1 = [await alice.say(room_id, f"w{n}") for n in range(2)]
     first = await _upload(alice, b"first file")
     written = time.monotonic()
     await _until(lambda: replica.replayed_at > written, "replica has the writes")
@@ -228,20 +257,40 @@ async def test_media_metadata_and_backfill_read_on_a_recent_replica_only(
     assert replica.reads == reads + 1, "media metadata read on the replica"
     assert await _backfilled(peer_reads, room_id, w1) == ["w1", "w0"]
     assert replica.reads == reads + 2, "backfill read on the replica"
+    _, w0_ts = await _event(alice, room_id, w0)
+    assert replica.reads == reads + 3, "a client's read of an event on the replica"
+    assert await _peer_reads(peer_reads, room_id, w1, []) == ("w1", (6, 2), 2, ["w0"])
+    assert replica.reads == reads + 7, "/event, /state, /event_auth, missing events"
 
-    # Replay paused: what is newer than the replica is read on the primary, at once
-    # (the replica still recent, but without it) and once the replica is 2 s behind.
+    # Replay paused: what is older is still read on the replica while it is recent;
+    # what is newer is read on the primary, at once (the replica recent but without
+    # it: a 404 or a short answer there is not taken) and once it is 2 s behind.
+    await _until(lambda: time.monotonic() - replica.replayed_at < 1.0, "replica recent")
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
+    reads = replica.reads
+    assert (await _event(alice, room_id, w1))[0] == "w1"
+    assert replica.reads == reads + 1, "an older event still read on the paused replica"
     w2 = await alice.say(room_id, "w2")
     second = await _upload(alice, b"second file")
     assert await _download(alice, second) == b"second file"
     assert await _backfilled(peer_reads, room_id, w2) == ["w2", "w1", "w0"]
+    assert (await _event(alice, room_id, w2))[0] == "w2"
+    assert await _peer_reads(peer_reads, room_id, w2, [w0]) == ("w2", (6, 2), 2, ["w1"])
+    now = int(time.time() * 1000)
+    assert await _nearest(peer_reads, room_id, now, forward=False) == w2
+    w2_ts = (await _event(alice, room_id, w2))[1]
+    assert await _nearest(peer_reads, room_id, w2_ts, forward=True) == w2
     await asyncio.sleep(2.5)
     reads = replica.reads
     assert await _download(alice, first) == b"first file"
     assert await _download(alice, second) == b"second file"
     assert await _backfilled(peer_reads, room_id, w2) == ["w2", "w1", "w0"]
+    assert (await _event(alice, room_id, w1))[0] == "w1"
+    assert (await _event(alice, room_id, w2))[0] == "w2"
+    assert await _peer_reads(peer_reads, room_id, w2, [w0]) == ("w2", (6, 2), 2, ["w1"])
+    assert await _nearest(peer_reads, room_id, now, forward=False) == w2
+    assert await _nearest(peer_reads, room_id, w0_ts, forward=True) == w0
     assert replica.reads == reads, "a paused replica is avoided"
 
     with psycopg.connect(standby.conninfo, autocommit=True) as conn:
@@ -251,3 +300,9 @@ async def test_media_metadata_and_backfill_read_on_a_recent_replica_only(
     assert await _download(alice, second) == b"second file"
     assert await _backfilled(peer_reads, room_id, w2) == ["w2", "w1", "w0"]
     assert replica.reads == reads + 2
+    # The event nearest a time: on the replica once the time, or the event found going
+    # forwards, is old enough that the replica cannot lack a nearer one.
+    await asyncio.sleep(max(0.0, (w0_ts + SETTLED_AGE_MS) / 1000 + 0.2 - time.time()))
+    assert await _nearest(peer_reads, room_id, w0_ts, forward=True) == w0
+    assert await _nearest(peer_reads, room_id, w0_ts, forward=False) == w0
+    assert replica.reads == reads + 4, "timestamp_to_event read on the replica"

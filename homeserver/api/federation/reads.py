@@ -49,10 +49,8 @@ async def get_state_ids(request: web.Request) -> web.Response:
 async def get_state(request: web.Request) -> web.Response:
     origin = await require_server(request)
     reads = homeserver(request).reads
-    ids, chain = await reads.state_ids(
-        origin, request.match_info["room_id"], _param(request, "event_id")
-    )
-    return json_response({"pdus": await reads.pdus(ids), "auth_chain": await reads.pdus(chain)})
+    answer = await reads.state(origin, request.match_info["room_id"], _param(request, "event_id"))
+    return json_response(answer)
 
 
 async def get_event_auth(request: web.Request) -> web.Response:

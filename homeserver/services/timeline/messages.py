@@ -370,20 +370,30 @@ class MessageService:
         return self.replicas.pool_for("events", position)
 
     async def get_event(self, requester: Requester, room_id: str, event_id: str) -> JsonDict:
-        """`GET /rooms/{roomId}/event/{eventId}`."""
-        async with self.db.pool.connection() as conn:
-            access = await event_room_access(conn, self.cache, requester.user_id, room_id)
-            row, membership = await _visible_event(conn, self.cache, access, event_id)
-            [event] = await format_events(
-                conn,
-                self.cache,
-                [event_id],
-                user_id=requester.user_id,
-                device_id=requester.device_id,
-                rows={event_id: row},
-                memberships={event_id: membership},
-                aggregations=True,
-            )
+        """`GET /rooms/{roomId}/event/{eventId}`: like /context, no position, so on a
+        replica at most 2 s behind; one that lacks the event or the user's access to
+        it answers 404 and the primary decides."""
+        return await read_recent(
+            self.db,
+            self.replicas,
+            lambda conn: self._get_event(conn, requester, room_id, event_id),
+        )
+
+    async def _get_event(
+        self, conn: Connection, requester: Requester, room_id: str, event_id: str
+    ) -> JsonDict:
+        access = await event_room_access(conn, self.cache, requester.user_id, room_id)
+        row, membership = await _visible_event(conn, self.cache, access, event_id)
+        [event] = await format_events(
+            conn,
+            self.cache,
+            [event_id],
+            user_id=requester.user_id,
+            device_id=requester.device_id,
+            rows={event_id: row},
+            memberships={event_id: membership},
+            aggregations=True,
+        )
         return event
 
     async def context(
