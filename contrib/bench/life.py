@@ -101,7 +101,7 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._lock = threading.Lock()
         # One connection held throughout: a busy server may have no slot for a new one.
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._conn: psycopg.Connection[tuple[int]] | None = None
 
     def __enter__(self) -> Sampler:
         self._thread.start()
