@@ -103,6 +103,7 @@ class Config:
     event_cache_size: int = 10_000
     caches_state_entries_size: int = 50_000
     password_hash_concurrency: int = 2
+    argon2_memory_cost: int = 19 * 1024
     registration_shared_secret: str | None = None
     server_notices: dict[str, Any] = field(default_factory=dict)
     admin_contact: str | None = None
