@@ -138,7 +138,10 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY):
-            self.sample()
+            try:
+                self.sample()
+            except psycopg.Error:
+                self._conn = None  # a busy or restarting PostgreSQL: next time
 
 
 async def login(session: aiohttp.ClientSession, base: str, user_id: str) -> None:

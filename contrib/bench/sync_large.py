@@ -14,9 +14,13 @@ a user joins --rooms rooms, each with --members members (the user included) and
     sent --absence messages spread across all the rooms (median of 3), with its
     peak RSS the same way.
 
-Both answers are checked alike for both servers: every room joined, and after the
-absence every room holding its newest message. Then it prints Synapse's figures
-over ours.
+Each figure comes with the CPU the server process and its database's backends spent
+on it (median per sync): on a loaded machine, CPU moves less than time does. The
+database is analyzed after each build, as autovacuum would have done (this
+machine's PostgreSQL runs without it; plans on tables never analyzed can go
+quadratic). Both answers are checked alike for both servers: every room joined,
+and after the absence every room holding its newest message. Then it prints
+Synapse's figures over ours.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -43,7 +49,9 @@ from contrib.bench.harness import (
     Api,
     Databases,
     bounded,
+    cpu_delta,
     free_port,
+    processes_cpu,
     rss_kib,
     start_ours,
     stop_process,
@@ -58,6 +66,27 @@ SETUP_CONCURRENCY = 16
 class Timing:
     seconds: float = 0.0
     peak_above_kib: int = 0  # peak RSS during the request above the RSS before it
+    server_cpu: float = 0.0
+    db_cpu: float = 0.0
+
+
+@dataclass
+class Server:
+    """The process under test and its database, whose backends' CPU is counted."""
+
+    pid: int
+    databases: Databases
+    dbname: str
+
+    def analyze(self) -> None:
+        params: dict[str, Any] = conninfo_to_dict(self.databases.admin_url)
+        params["dbname"] = self.dbname
+        with psycopg.connect(make_conninfo(**params), autocommit=True) as conn:
+            conn.execute("ANALYZE")
+
+    def cpu(self) -> dict[int, float]:
+        backends = self.databases.backend_pids(self.dbname)
+        return processes_cpu([self.pid, *backends])
 
 
 @dataclass
@@ -102,21 +131,34 @@ async def build(owner: Api, members: list[Api], rooms: int, messages: int) -> li
     return room_ids
 
 
-async def timed_sync(user: Api, pid: int, repeats: int, **params: str) -> tuple[Timing, Any]:
-    """Median time and peak RSS rise of `repeats` syncs (after one warm-up)."""
-    seconds, peaks = [], []
+async def timed_sync(user: Api, server: Server, repeats: int, **params: str) -> tuple[Timing, Any]:
+    """Median time, CPU and peak RSS rise of `repeats` syncs (after one warm-up)."""
+    pid = server.pid
+    seconds, peaks, server_cpu, db_cpu = [], [], [], []
     result: Any = None
     for i in range(repeats + 1):
         # The filter changes nothing but defeats Synapse's sync response cache.
         sync_filter = {"account_data": {"not_types": [f"x.bench.{i}.{time.time_ns()}"]}}
+        cpu_before = server.cpu()
         before = rss_kib(pid)
         reset_peak(pid)
         started = time.monotonic()
         result = await user.sync(filter=json.dumps(sync_filter), **params)
+        elapsed = time.monotonic() - started
+        peak = peak_kib(pid) - before
+        cpu_after = server.cpu()
         if i:
-            seconds.append(time.monotonic() - started)
-            peaks.append(peak_kib(pid) - before)
-    return Timing(statistics.median(seconds), max(peaks)), result
+            seconds.append(elapsed)
+            peaks.append(peak)
+            server_cpu.append(cpu_after[pid] - cpu_before[pid])
+            db_cpu.append(cpu_delta(cpu_before, {k: v for k, v in cpu_after.items() if k != pid}))
+    timing = Timing(
+        statistics.median(seconds),
+        max(peaks),
+        statistics.median(server_cpu),
+        statistics.median(db_cpu),
+    )
+    return timing, result
 
 
 def check_answer(result: Any, rooms: list[str], newest: dict[str, str] | None) -> None:
@@ -149,7 +191,16 @@ async def absence(members: list[Api], rooms: list[str], count: int) -> dict[str,
     return newest
 
 
-async def measure(name: str, base: str, pid: int, args: argparse.Namespace) -> Figures:
+def describe(timing: Timing) -> str:
+    return (
+        f"{timing.seconds * 1000:.0f} ms (server CPU {timing.server_cpu * 1000:.0f} ms,"
+        f" database CPU {timing.db_cpu * 1000:.0f} ms),"
+        f" peak RSS +{timing.peak_above_kib / 1024:.1f} MiB"
+    )
+
+
+async def measure(name: str, base: str, server: Server, args: argparse.Namespace) -> Figures:
+    pid = server.pid
     timeout = aiohttp.ClientTimeout(total=None)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -160,26 +211,22 @@ async def measure(name: str, base: str, pid: int, args: argparse.Namespace) -> F
         rooms = await build(reader, members, args.rooms, args.messages)
         setup = time.monotonic() - started
         print(f"  {name}: {args.rooms} rooms built in {setup:.0f}s", flush=True)
-        initial, result = await timed_sync(reader, pid, 3)
+        server.analyze()
+        initial, result = await timed_sync(reader, server, 3)
         check_answer(result, rooms, None)
         token = result["next_batch"]
         print(
-            f"  {name}: initial sync {initial.seconds * 1000:.0f} ms,"
-            f" peak RSS +{initial.peak_above_kib / 1024:.1f} MiB"
-            f" (RSS {rss_kib(pid) / 1024:.0f} MiB)",
+            f"  {name}: initial sync {describe(initial)} (RSS {rss_kib(pid) / 1024:.0f} MiB)",
             flush=True,
         )
         started = time.monotonic()
         newest = await absence(members or [reader], rooms, args.absence)
         absence_setup = time.monotonic() - started
         print(f"  {name}: {args.absence} messages sent in {absence_setup:.0f}s", flush=True)
-        away, result = await timed_sync(reader, pid, 3, since=token)
+        server.analyze()
+        away, result = await timed_sync(reader, server, 3, since=token)
         check_answer(result, rooms, newest)
-        print(
-            f"  {name}: sync after the absence {away.seconds * 1000:.0f} ms,"
-            f" peak RSS +{away.peak_above_kib / 1024:.1f} MiB",
-            flush=True,
-        )
+        print(f"  {name}: sync after the absence {describe(away)}", flush=True)
     return Figures(initial, away, setup, absence_setup)
 
 
@@ -194,7 +241,10 @@ def report(ours: Figures, synapse: Figures, args: argparse.Namespace) -> None:
     ):
         print(
             f"  {label}: ours {mine.seconds * 1000:.0f} ms, Synapse {theirs.seconds * 1000:.0f} ms:"
-            f" {ratio(theirs.seconds, mine.seconds)}{target};"
+            f" {ratio(theirs.seconds, mine.seconds)}{target}; server + database CPU ours"
+            f" {(mine.server_cpu + mine.db_cpu) * 1000:.0f} ms, Synapse"
+            f" {(theirs.server_cpu + theirs.db_cpu) * 1000:.0f} ms:"
+            f" {ratio(theirs.server_cpu + theirs.db_cpu, mine.server_cpu + mine.db_cpu)};"
             f" peak RSS rise ours {mine.peak_above_kib / 1024:.1f} MiB,"
             f" Synapse {theirs.peak_above_kib / 1024:.1f} MiB"
         )
@@ -213,25 +263,27 @@ async def run(args: argparse.Namespace) -> None:
         os.chmod(workdir, 0o755)
         try:
             if args.only in (None, "ours"):
-                process, base = start_ours(workdir, databases.create())
+                database = databases.create()
+                process, base = start_ours(workdir, database)
                 try:
-                    results["ours"] = await measure("ours", base, process.pid, args)
+                    server = Server(process.pid, databases, database["dbname"])
+                    results["ours"] = await measure("ours", base, server, args)
                 finally:
                     stop_process(process)
             if args.only in (None, "synapse"):
+                database = databases.create()
                 synapse = Synapse(
                     workdir / "synapse",
                     free_port(),
-                    databases.create(),
+                    database,
                     bcrypt_rounds=4,
                     venv=args.synapse_venv,
                 )
                 synapse.start()
                 try:
                     assert synapse.process is not None
-                    results["synapse"] = await measure(
-                        "synapse", synapse.base_url, synapse.process.pid, args
-                    )
+                    server = Server(synapse.process.pid, databases, database["dbname"])
+                    results["synapse"] = await measure("synapse", synapse.base_url, server, args)
                 finally:
                     synapse.stop()
         finally:
