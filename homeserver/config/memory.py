@@ -28,7 +28,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "password_hash_concurrency",
         int,
-        2,
+        1,
         "password hashes computed at once (each holds argon2_memory_cost while it runs);"
         " others wait",
         flag=False,

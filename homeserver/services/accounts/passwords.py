@@ -54,7 +54,9 @@ def check_password(
         return False
 
 
-DEFAULT_CONCURRENCY = 2
+# One at a time: each hash already runs its 4 lanes on 4 threads, all the cores of a
+# small machine, so a second at once adds its memory and little throughput.
+DEFAULT_CONCURRENCY = 1
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 _MMAP_FROM = 4 * 1024 * 1024  # below the smallest memory cost allowed (8 MiB)
 
