@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -94,6 +95,8 @@ from homeserver.storage.core.pool import Database, DatabaseUnreachable, check_co
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 10.0
+# Allocations (net of frees) between young collections: CPython's default is 700.
+GC_YOUNG_THRESHOLD = 20_000
 # How often the embedded PostgreSQL is checked on; how long it must have run to count
 # as started well; the longest wait before starting it again when it keeps exiting.
 EMBEDDED_CHECK_INTERVAL_S = 0.5
@@ -291,6 +294,7 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
     )
     await runner.setup()
+    tune_gc()
     metrics_runner = web.AppRunner(build_metrics_app(), access_log=None, handle_signals=False)
     await metrics_runner.setup()
     try:
@@ -340,6 +344,20 @@ async def drain(hs: Homeserver, app: web.Application, sites: list[web.TCPSite]) 
             await in_flight.wait_idle()
     except TimeoutError:
         log.warning("stopping: %d requests still running are cut short", in_flight.count)
+
+
+def tune_gc() -> None:
+    """Collect cycles less often, and never scan what start-up built again.
+
+    An answer of many events (an initial sync of 1,000 rooms renders 18,000) allocates
+    dicts that live until the answer is written: with CPython's default threshold (700)
+    they set off young collections every few hundred and full ones over the whole heap,
+    a third of that sync's CPU. Nearly all of our garbage is freed by reference counts;
+    cycles wait a little longer. Start-up's objects (modules, tables, the app) live as
+    long as the process: frozen, full collections skip them."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
 def run(config: Config) -> None:

@@ -163,7 +163,8 @@ async def _register(config: Config, conninfo: str, args: argparse.Namespace) -> 
     db = Database(conninfo, size=1)
     await db.open()
     try:
-        accounts = AccountService(db, config.server_name, Passwords(config.argon2_time_cost))
+        passwords = Passwords(config.argon2_time_cost, memory_cost=config.argon2_memory_cost)
+        accounts = AccountService(db, config.server_name, passwords)
         return await accounts.register_user(args.user, args.password, admin=args.admin)
     finally:
         await db.close()

@@ -42,7 +42,7 @@ from contrib.bench.harness import (
 )
 from contrib.bench.harness import start_ours as start_server
 from contrib.bench.synapse import DEFAULT_VENV, Synapse, bcrypt_cost
-from homeserver.services.accounts.passwords import hash_password
+from homeserver.services.accounts.passwords import DEFAULT_MEMORY_COST, hash_password
 
 
 @dataclass
@@ -197,7 +197,8 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}")
     print(
         f"per-hash CPU: Synapse bcrypt rounds={args.bcrypt_rounds}: {target * 1000:.0f} ms;"
-        f" ours argon2id t={time_cost} m=64MiB p=4: {ours_cost * 1000:.0f} ms"
+        f" ours argon2id t={time_cost} m={DEFAULT_MEMORY_COST // 1024}MiB p=4:"
+        f" {ours_cost * 1000:.0f} ms"
     )
     databases = Databases(args.admin_db)
     with tempfile.TemporaryDirectory(prefix="bench-logins-") as tmp:

@@ -4,8 +4,8 @@
 
 Starts our server on a fresh database, then:
 1. registers N users at once and has them all log in at once (a login storm: each
-   costs one argon2id hash of 64 MiB), printing the RSS before, the peak (VmHWM)
-   and the RSS a few seconds after;
+   costs one argon2id hash of `argon2_memory_cost`, 19 MiB by default), printing the
+   RSS before, the peak (VmHWM) and the RSS a few seconds after;
 2. runs R rounds of the same steady load (S sends across 10 rooms, a sync of each
    user, an incremental sync), printing the RSS after each round: a server without
    leaks levels off.

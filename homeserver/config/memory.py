@@ -2,7 +2,8 @@
 
 `event_cache_size` is Synapse's setting of that name (a number of events; Synapse's
 default, 10,000, is ours too). Each cached event costs about 3 KiB, each state entry
-about 200 bytes; each password hash running holds 64 MiB (argon2id's memory cost)."""
+about 200 bytes; each password hash running holds `argon2_memory_cost` KiB (19 MiB by
+default, OWASP's recommendation for argon2id)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "password_hash_concurrency",
         int,
-        2,
-        "password hashes computed at once (each holds 64 MiB while it runs); others wait",
+        1,
+        "password hashes computed at once (each holds argon2_memory_cost while it runs);"
+        " others wait",
+        flag=False,
+    ),
+    Setting(
+        "argon2_memory_cost",
+        int,
+        19 * 1024,
+        "KiB of memory per argon2id password hash (existing hashes keep their own)",
         flag=False,
     ),
 )
@@ -41,3 +50,5 @@ def validate(config: Config) -> None:
         raise ConfigError("caches.state_entries_size must be at least 100")
     if not 1 <= config.password_hash_concurrency <= 64:
         raise ConfigError("password_hash_concurrency must be between 1 and 64")
+    if not 8 * 1024 <= config.argon2_memory_cost <= 1024 * 1024:
+        raise ConfigError("argon2_memory_cost must be between 8192 and 1048576 (KiB)")

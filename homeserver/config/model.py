@@ -102,7 +102,8 @@ class Config:
     allow_public_rooms_over_federation: bool = False
     event_cache_size: int = 10_000
     caches_state_entries_size: int = 50_000
-    password_hash_concurrency: int = 2
+    password_hash_concurrency: int = 1
+    argon2_memory_cost: int = 19 * 1024
     registration_shared_secret: str | None = None
     server_notices: dict[str, Any] = field(default_factory=dict)
     admin_contact: str | None = None

@@ -30,7 +30,9 @@ def build_accounts(hs: Homeserver) -> None:
     db, config = hs.db, hs.config
     hs.accounts_auth = AuthService(db, hs.token_cache)
     hs.devices = DeviceService(db, hs.e2ee_device_lists, hs.token_cache, hs.devices_seen)
-    hs.passwords = Passwords(config.argon2_time_cost, config.password_hash_concurrency)
+    hs.passwords = Passwords(
+        config.argon2_time_cost, config.password_hash_concurrency, config.argon2_memory_cost
+    )
     hs.accounts = AccountService(db, config.server_name, hs.passwords)
     hs.login = LoginService(db, config.server_name, config.access_token_lifetime_ms, hs.passwords)
     build_threepids(hs)

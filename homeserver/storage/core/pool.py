@@ -92,8 +92,14 @@ class TimedCursor(AsyncCursor[Any]):
 async def _configure(conn: AsyncConnection) -> None:
     """Read jsonb with the parser that read the requests. PostgreSQL keeps a number such
     as 1e30 as an exact numeric; the stdlib would return it as an integer past 64 bits,
-    which our JSON encoder (orjson) refuses: every later answer holding it would fail."""
+    which our JSON encoder (orjson) refuses: every later answer holding it would fail.
+
+    And no JIT compilation: our queries are short, but the planner's row estimates for
+    recursive or `unnest` queries run to millions, past `jit_above_cost`, and compiling
+    then cost a second where running took 60 ms (the state of 1,000 rooms in an initial
+    sync)."""
     set_json_loads(orjson.loads, conn)
+    await conn.execute("SET jit = off")
 
 
 async def connect(conninfo: str) -> Connection:
