@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
+from homeserver.services.core.clock import now_ms
 from homeserver.services.remote.client import Unreachable
 from tests.integration.conftest import make_user
 from tests.integration.test_admin_users import admin_call
@@ -73,4 +74,17 @@ async def test_any_request_that_fails_lists_the_server(
             break
         await asyncio.sleep(0.05)
     assert status == 200 and isinstance(detail["failure_ts"], int), detail
-    assert (detail["retry_interval"], detail["retry_last_ts"]) == (0, 0)
+    # It backs off from the server, as the sender's own failures do.
+    assert detail["retry_interval"] > 0, detail
+    assert detail["retry_last_ts"] >= detail["failure_ts"], detail
+    # A request during the backoff is still tried (not refused), and does not make the
+    # running backoff longer; one after it doubles it.
+    tried_at = now_ms()
+    with pytest.raises(Unreachable):
+        await hs.remote_client.get_json(DOWN, "/_matrix/federation/v1/version")
+    await asyncio.sleep(0.2)
+    status, again = await admin_call(client, "GET", f"{PREFIX}/{DOWN}", admin_token)
+    if tried_at < detail["retry_last_ts"] + detail["retry_interval"]:
+        assert (status, again) == (200, detail)
+    else:  # a loaded machine took longer than the first backoff
+        assert again["retry_interval"] == 2 * detail["retry_interval"], again

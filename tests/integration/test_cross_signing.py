@@ -10,7 +10,10 @@ import nacl.signing
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.integration.conftest import register_user
+from homeserver.api.context import HOMESERVER
+from homeserver.services.core.clock import now_ms
+from homeserver.storage.e2ee import cross_signing as cross_signing_store
+from tests.integration.conftest import auth_header, make_user, register_user
 from tests.integration.e2ee_devices import Device, public, sign
 
 
@@ -85,6 +88,62 @@ async def test_upload_query_and_replace(client: TestClient[Any, Any]) -> None:
     await alice.ok("POST", "/keys/device_signing/upload", body)
     mine = await alice.ok("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
     assert mine["master_keys"][alice.user_id]["keys"] == new.body()["master_key"]["keys"]
+
+
+ALLOW_PATH = "/_synapse/admin/v1/users/{}/_allow_cross_signing_replacement_without_uia"
+
+
+async def test_admin_allows_replacement_without_uia(client: TestClient[Any, Any]) -> None:
+    """Synapse's admin window: for ten minutes the user may replace their master key
+    without re-authenticating; the replacement, or the window's end, closes it."""
+    _, admin_token = await make_user(client, "root", admin=True)
+    admin = auth_header(admin_token)
+    alice = await registered(client, "alice")
+    allow = ALLOW_PATH.format(alice.user_id)
+
+    # No master key yet (and an unknown user has none): 404, as Synapse answers.
+    for user_id in (alice.user_id, "@nobody:test.local"):
+        resp = await client.post(ALLOW_PATH.format(user_id), headers=admin)
+        assert resp.status == 404 and (await resp.json())["errcode"] == "M_NOT_FOUND"
+
+    await alice.ok("POST", "/keys/device_signing/upload", CrossSigning(alice.user_id).body())
+    # Without the admin's call, a replacement asks for re-authentication.
+    status, challenge = await alice.call(
+        "POST", "/keys/device_signing/upload", CrossSigning(alice.user_id).body()
+    )
+    assert status == 401 and challenge["flows"]
+
+    before = now_ms()
+    resp = await client.post(allow, headers=admin)
+    assert resp.status == 200
+    until = (await resp.json())["updatable_without_uia_before_ms"]
+    assert before + 10 * 60 * 1000 <= until <= now_ms() + 10 * 60 * 1000
+    replacement = CrossSigning(alice.user_id)
+    await alice.ok("POST", "/keys/device_signing/upload", replacement.body())
+    mine = await alice.ok("POST", "/keys/query", {"device_keys": {alice.user_id: []}})
+    assert mine["master_keys"][alice.user_id]["keys"] == replacement.body()["master_key"]["keys"]
+
+    # The replacement used the window up.
+    status, challenge = await alice.call(
+        "POST", "/keys/device_signing/upload", CrossSigning(alice.user_id).body()
+    )
+    assert status == 401 and challenge["flows"]
+
+    # A window that has ended waives nothing.
+    resp = await client.post(allow, headers=admin)
+    assert resp.status == 200
+    hs = client.app[HOMESERVER]
+    async with hs.db.pool.connection() as conn:
+        ended = now_ms() - 1
+        assert await cross_signing_store.open_master_replacement_window(conn, alice.user_id, ended)
+    status, challenge = await alice.call(
+        "POST", "/keys/device_signing/upload", CrossSigning(alice.user_id).body()
+    )
+    assert status == 401 and challenge["flows"]
+
+    # Only an admin opens it.
+    resp = await client.post(allow, headers=alice.headers)
+    assert resp.status == 403 and (await resp.json())["errcode"] == "M_FORBIDDEN"
 
 
 async def test_bad_cross_signing_uploads(client: TestClient[Any, Any]) -> None:

@@ -188,6 +188,15 @@ async def user_by_external_id(request: web.Request) -> web.Response:
     return json_response({"user_id": user_id})
 
 
+async def allow_cross_signing_replacement(request: web.Request) -> web.Response:
+    """Synapse's `_allow_cross_signing_replacement_without_uia`: 404 for a user without
+    a master key (an unknown user has none)."""
+    until = await homeserver(request).cross_signing.allow_replacement_without_uia(
+        request.match_info["user_id"]
+    )
+    return json_response({"updatable_without_uia_before_ms": until})
+
+
 def register(app: web.Application) -> None:
     user = "/users/{user_id}"
     app.router.add_get(f"{V2}/users", list_users)
@@ -205,6 +214,10 @@ def register(app: web.Application) -> None:
     app.router.add_get(f"{V2}{user}/devices", list_devices)
     app.router.add_get(f"{V2}{user}/devices/{{device_id}}", get_device)
     app.router.add_delete(f"{V2}{user}/devices/{{device_id}}", delete_device)
+    app.router.add_post(
+        f"{V1}{user}/_allow_cross_signing_replacement_without_uia",
+        allow_cross_signing_replacement,
+    )
     app.router.add_get(f"{V1}/whois/{{user_id}}", admin_whois)
     app.router.add_get(f"{V1}/threepid/{{medium}}/users/{{address}}", user_by_threepid)
     app.router.add_get(

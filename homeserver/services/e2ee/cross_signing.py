@@ -17,6 +17,7 @@ import orjson
 
 from federation.signing import signing_bytes, verify_ed25519_signed
 from federation.types import JsonDict
+from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param
 from homeserver.services.core.listeners import Listeners
 from homeserver.services.core.stored_json import ensure_storable
@@ -36,6 +37,8 @@ BODY_FIELDS = {
     "user_signing_key": USER_SIGNING,
 }
 KEY_TYPES = (MASTER, SELF_SIGNING, USER_SIGNING)
+# How long an admin's `_allow_cross_signing_replacement_without_uia` lasts (Synapse's).
+REPLACEMENT_WINDOW_MS = 10 * 60 * 1000
 
 
 def same_signed_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -127,13 +130,25 @@ class CrossSigningService:
         found = _loaded(await store.get_keys(conn, [user_id], list(KEY_TYPES)))
         return {key_type: key for (_, key_type), key in found.items()}
 
+    async def allow_replacement_without_uia(self, user_id: str) -> int:
+        """Open the admin's window in which `user_id` may replace their cross-signing
+        keys without re-authenticating (when they lost their password-less recovery,
+        or an external identity provider vouched for them); returns when it ends."""
+        until = now_ms() + REPLACEMENT_WINDOW_MS
+        async with self.db.pool.connection() as conn:
+            if not await store.open_master_replacement_window(conn, user_id, until):
+                raise ServiceError(404, "M_NOT_FOUND", "User has no master cross-signing key")
+        return until
+
     async def upload_needs_auth(self, user_id: str, body: Mapping[str, Any]) -> bool:
         """The spec's rule: re-authentication is needed unless the user has no master key
-        yet, or the request only repeats the keys already stored."""
+        yet, or the request only repeats the keys already stored. An admin's open
+        replacement window waives it too."""
         ensure_storable(body, "The request")
         async with self.db.pool.connection() as conn:
             stored = await self._stored(conn, user_id)
-        if MASTER not in stored:
+            window = await store.master_replacement_window(conn, user_id)
+        if MASTER not in stored or (window is not None and window > now_ms()):
             return False
         for field, key_type in BODY_FIELDS.items():
             if field not in body:

@@ -156,25 +156,26 @@ class FederationClient:
         self._session: aiohttp.ClientSession | None = None
         self._dns: dns.asyncresolver.Resolver | None = None
         self._on_success: list[Callable[[str], None]] = []
-        self._on_failure: list[Callable[[str], None]] = []
+        self._on_failure: list[Callable[[str, str], None]] = []
 
     def add_listener(self, listener: Callable[[str], None]) -> None:
         """Called with a destination's name after it answered successfully (the sender
         then catches up with it)."""
         self._on_success.append(listener)
 
-    def add_failure_listener(self, listener: Callable[[str], None]) -> None:
-        """Called with a destination's name when a request could not reach it (the
-        admin API lists servers we fail to reach, whatever the request)."""
+    def add_failure_listener(self, listener: Callable[[str, str], None]) -> None:
+        """Called with a destination's name and the error when a request could not reach
+        it (every request backs off from the destination, and the admin API lists it)."""
         self._on_failure.append(listener)
 
     @contextmanager
-    def _reporting(self, destination: str) -> Iterator[None]:
+    def _reporting(self, destination: str, report: bool = True) -> Iterator[None]:
         try:
             yield
-        except Unreachable:
-            for listener in self._on_failure:
-                listener(destination)
+        except Unreachable as exc:
+            if report:
+                for listener in self._on_failure:
+                    listener(destination, str(exc))
             raise
 
     async def start(self) -> None:
@@ -221,12 +222,14 @@ class FederationClient:
         signed: bool = True,
         time_limit: float = DEFAULT_TIMEOUT,
         max_size: int = MAX_RESPONSE_BYTES,
+        report_failure: bool = True,
     ) -> Any:
         """Send a request and return the parsed JSON answer.
 
         `path` is already percent-encoded (use `quote_segment` for ids in it); `query`
         values may be lists. The X-Matrix signature covers exactly the path and query
-        that go on the wire.
+        that go on the wire. `report_failure=False` keeps a failure from the failure
+        listeners, for the sender, which records its own.
         """
         uri = path
         if query:
@@ -244,7 +247,7 @@ class FederationClient:
             raw = await _read_limited(resp, max_size, destination)
             return _decode(destination, resp.status, raw)
 
-        with self._reporting(destination):
+        with self._reporting(destination, report_failure):
             try:
                 targets = await self.resolver.resolve(destination)
             except ValueError as exc:

@@ -131,18 +131,35 @@ class FederationSender:
         self._workers.wake(destination)
 
     def on_contact(self, destination: str) -> None:
-        """`destination` just showed it is up: stop waiting out its backoff."""
+        """`destination` just showed it is up: stop waiting out its backoff, and forget
+        the failures other requests of this process recorded."""
         self._workers.resume(destination)
         if destination in self._unreachable:
             self._unreachable.discard(destination)
-            self._note(outbox.clear_unreachable, destination)
+            self._note(lambda conn, d: outbox.record_success(conn, d, now_ms()), destination)
 
-    def on_unreachable(self, destination: str) -> None:
-        """A request (of any kind) could not reach `destination`: recorded once per
-        streak in this process, for the admin API's destination list."""
-        if destination not in self._unreachable:
-            self._unreachable.add(destination)
-            self._note(lambda conn, d: outbox.record_unreachable(conn, d, now_ms()), destination)
+    def on_unreachable(self, destination: str, error: str) -> None:
+        """A request other than our transactions could not reach `destination`: it
+        advances the destination's backoff as the sender's own failures do, unless a
+        backoff is already running (a burst of failing requests counts once). Requests
+        are not refused during a backoff; only the queue waits it out."""
+        self._unreachable.add(destination)
+
+        async def advance(conn: Connection, destination: str) -> None:
+            health = await outbox.get_health(conn, destination)
+            now = now_ms()
+            if health.retry_at_ts is not None and health.retry_at_ts > now:
+                return
+            interval = self._next_interval(health)
+            await outbox.record_failure(conn, destination, interval, now + interval, error)
+            metrics.FEDERATION_BACKOFF.labels(destination).set(interval / 1000)
+
+        self._note(advance, destination)
+
+    def _next_interval(self, health: outbox.DestinationHealth) -> int:
+        """The backoff after one more failure: doubling, within the configured bounds."""
+        doubled = health.retry_interval_ms * 2
+        return min(max(doubled, self.min_backoff_ms), self.max_backoff_ms)
 
     def _note(self, write: Callable[[Connection, str], Awaitable[None]], destination: str) -> None:
         async def run() -> None:
@@ -197,6 +214,7 @@ class FederationSender:
                         f"/_matrix/federation/v1/send/{txn_id}",
                         transaction,
                         time_limit=TRANSACTION_TIMEOUT_S,
+                        report_failure=False,
                     )
             except FederationError as exc:
                 if isinstance(exc, RequestFailed) and exc.status in PERMANENT_FAILURES:
@@ -237,7 +255,7 @@ class FederationSender:
     async def _record_failure(
         self, destination: str, health: outbox.DestinationHealth, exc: Exception
     ) -> int:
-        interval = min(max(health.retry_interval_ms * 2, self.min_backoff_ms), self.max_backoff_ms)
+        interval = self._next_interval(health)
         retry_at = now_ms() + interval
         log.info("cannot send to %s (retry in %.1f s): %s", destination, interval / 1000, exc)
         async with self.db.pool.connection() as conn:

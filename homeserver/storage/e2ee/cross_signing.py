@@ -41,9 +41,38 @@ async def set_key(
     await conn.execute(
         "INSERT INTO e2e_cross_signing_keys (user_id, key_type, key_id, key_json)"
         " VALUES (%s, %s, %s, %s) ON CONFLICT (user_id, key_type)"
-        " DO UPDATE SET key_id = EXCLUDED.key_id, key_json = EXCLUDED.key_json",
+        " DO UPDATE SET key_id = EXCLUDED.key_id, key_json = EXCLUDED.key_json,"
+        # A new key closes any window for replacing the old one without re-authentication.
+        " updatable_without_uia_before_ms = CASE"
+        " WHEN e2e_cross_signing_keys.key_id = EXCLUDED.key_id"
+        " THEN e2e_cross_signing_keys.updatable_without_uia_before_ms END",
         (user_id, key_type, key_id, key_json),
     )
+
+
+async def open_master_replacement_window(
+    conn: AsyncConnection, user_id: str, until_ms: int
+) -> bool:
+    """Let `user_id` replace their master key without re-authenticating until `until_ms`;
+    False when they have no master key."""
+    cur = await conn.execute(
+        "UPDATE e2e_cross_signing_keys SET updatable_without_uia_before_ms = %s"
+        " WHERE user_id = %s AND key_type = 'master'",
+        (until_ms, user_id),
+    )
+    return cur.rowcount > 0
+
+
+async def master_replacement_window(conn: AsyncConnection, user_id: str) -> int | None:
+    """When the window for replacing `user_id`'s master key without re-authentication
+    ends (None: no window was opened for the current key)."""
+    cur = await conn.execute(
+        "SELECT updatable_without_uia_before_ms FROM e2e_cross_signing_keys"
+        " WHERE user_id = %s AND key_type = 'master'",
+        (user_id,),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row[0]
 
 
 async def add_signatures(conn: AsyncConnection, rows: list[SignatureRow]) -> None:

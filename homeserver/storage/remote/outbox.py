@@ -152,8 +152,7 @@ async def record_failure(
         " failure_count = destinations.failure_count + 1,"
         " retry_interval_ms = EXCLUDED.retry_interval_ms, retry_at_ts = EXCLUDED.retry_at_ts,"
         " last_error = EXCLUDED.last_error,"
-        # The earliest failure known: a request of the client may have recorded one a
-        # moment after this attempt began.
+        # The earliest failure of the streak (LEAST skips a NULL).
         " failure_ts = LEAST(destinations.failure_ts, EXCLUDED.failure_ts)",
         (
             destination,
@@ -162,25 +161,6 @@ async def record_failure(
             error[:1000],
             retry_at_ts - retry_interval_ms,
         ),
-    )
-
-
-async def record_unreachable(conn: AsyncConnection, destination: str, now_ms: int) -> None:
-    """Any request failed to reach it: when its failure began, if not already failing
-    (the sender's retry state is the sender's own)."""
-    await conn.execute(
-        "INSERT INTO destinations (destination, failure_ts) VALUES (%s, %s)"
-        " ON CONFLICT (destination) DO UPDATE"
-        " SET failure_ts = COALESCE(destinations.failure_ts, EXCLUDED.failure_ts)",
-        (destination, now_ms),
-    )
-
-
-async def clear_unreachable(conn: AsyncConnection, destination: str) -> None:
-    """It answered: unless the sender still backs off from it, it is not failing."""
-    await conn.execute(
-        "UPDATE destinations SET failure_ts = NULL WHERE destination = %s AND failure_count = 0",
-        (destination,),
     )
 
 
