@@ -146,6 +146,7 @@ async def persist_remote(
     Accepted, it joins the timeline (`writer.persisted`)."""
     conn, room_id = writer.conn, writer.room_id
     group = await group_after(conn, event, before, accepted=rejected_reason is None)
+    writer.groups_of[event.event_id] = group
     if rejected_reason is not None or soft_failed:
         await event_store.insert_event(
             conn,
@@ -215,8 +216,11 @@ async def _resolve_current_state(writer: RoomWriter, replaced: set[str]) -> None
     branch, the common case), the states resolved are the same and so is the result."""
     conn = writer.conn
     new_tip, *others = [eid for eid, _ in writer.extremities]
-    tips = await event_store.get_events(conn, [new_tip, *others, *replaced])
-    groups = {eid: r.state_group for eid, r in tips.items() if r.state_group is not None}
+    groups = writer.groups_of
+    unknown = [e for e in [new_tip, *others, *replaced] if e not in groups]
+    for eid, row in (await event_store.get_events(conn, unknown)).items():
+        if row.state_group is not None:
+            groups[eid] = row.state_group
     before = {groups[e] for e in [*others, *replaced] if e in groups}
     if {groups[e] for e in [new_tip, *others] if e in groups} == before:
         return

@@ -226,6 +226,9 @@ class RoomWriter:
     # positions reserved for events about to be written, and the newest one given out
     spare_positions: list[int] = field(default_factory=list)
     latest_position: int = 0
+    # state group after each event this transaction wrote or looked up (a forked room's
+    # tips are compared by group event after event)
+    groups_of: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.start_state_group = self.state_group
