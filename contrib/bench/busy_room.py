@@ -17,7 +17,11 @@ join it. Then:
 (b) inbound: one simulated server sends `--inbound` transactions of 50 messages each,
     one transaction at a time as a real server does; PDUs per second as the
     transactions were answered, and until the last is readable by the local user
-    (0 if it never is within 30 s).
+    (0 if it never is within 30 s). Synapse answers /send once the PDUs are staged, not
+    processed, and past 100 staged events in a room drops all but the newest and asks
+    the origin for the rest (/get_missing_events, then /state_ids, which the simulated
+    servers do not serve): so its "answered" rate is a staging rate, and its readable
+    one the real intake.
 
 It prints a line per measurement and the ratios ours / Synapse.
 """

@@ -50,6 +50,7 @@ class FakeServer:
         self.next_prev = ""  # the last message this server sent, once it sent some
         self.next_depth = 0
         self.transactions = 0
+        self.sent: dict[str, dict[str, Any]] = {}  # its own events by id, served back
 
     @property
     def user_id(self) -> str:
@@ -83,6 +84,8 @@ class FakeNetwork:
         app.router.add_get("/_matrix/key/v2/server", self._keys)
         app.router.add_get("/_matrix/key/v2/server/{key_id}", self._keys)
         app.router.add_put("/_matrix/federation/v1/send/{txn}", self._send)
+        app.router.add_get("/_matrix/federation/v1/event/{event_id}", self._event)
+        app.router.add_post("/_matrix/federation/v1/get_missing_events/{room}", self._missing)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -120,6 +123,34 @@ class FakeNetwork:
         if server.delay:
             await asyncio.sleep(server.delay)
         return web.json_response({"pdus": {}})
+
+    async def _event(self, request: web.Request) -> web.Response:
+        server = self._server(request)
+        pdu = server.sent.get(request.match_info["event_id"])
+        if pdu is None:
+            return web.json_response({"errcode": "M_NOT_FOUND"}, status=404)
+        body = {"origin": server.name, "origin_server_ts": int(time.time() * 1000)}
+        return web.json_response({**body, "pdus": [pdu]})
+
+    async def _missing(self, request: web.Request) -> web.Response:
+        """Its own events before `latest_events`, newest first, back to `earliest_events`:
+        a server that dropped part of a stream (Synapse prunes a room's queue of received
+        events past 100) asks the origin for them."""
+        server = self._server(request)
+        body = await request.json(loads=orjson.loads)
+        earliest = set(body.get("earliest_events", []))
+        limit = min(int(body.get("limit", 10)), 100)
+        found: list[dict[str, Any]] = []
+        frontier = list(body.get("latest_events", []))
+        seen = set(frontier) | earliest
+        while frontier and len(found) < limit:
+            pdu = server.sent.get(frontier.pop(0))
+            for prev in [] if pdu is None else pdu["prev_events"]:
+                if prev not in seen and prev in server.sent:
+                    seen.add(prev)
+                    found.append(server.sent[prev])
+                    frontier.append(prev)
+        return web.json_response({"events": sorted(found[:limit], key=lambda p: p["depth"])})
 
     async def _unknown(self, request: web.Request) -> web.Response:
         return web.json_response({"errcode": "M_UNRECOGNIZED"}, status=404)
@@ -207,6 +238,7 @@ class FakeNetwork:
                 room_id=room_id,
             )
             events.append(event)
+            server.sent[event.event_id] = event.pdu
             prev = event.event_id
         server.next_prev, server.next_depth = prev, depth
         return events

@@ -8,7 +8,8 @@ passes a joining server's join on to the room); auth against its own auth events
 events (missing ones are asked for with /get_missing_events, and a gap left after that
 is bridged with the state at the gap from /state_ids); auth against that state
 (failing: stored rejected); auth against current state (failing: soft-failed). Events
-of one room are processed in order under a per-room lock, rooms in parallel. A
+of one room are processed in DAG order under a per-room lock, those needing nothing
+from the network together in one commit (`inbound_batch.py`); rooms in parallel. A
 transaction's answer is remembered for a while, so a retried one is not redone.
 """
 
@@ -36,6 +37,7 @@ from homeserver.services.remote.checks import (
 )
 from homeserver.services.remote.client import FederationClient, FederationError, quote_segment
 from homeserver.services.remote.edus import InboundEdus
+from homeserver.services.remote.inbound_batch import BatchIntake
 from homeserver.services.remote.keyring import KeyRing
 from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.state import (
@@ -90,6 +92,7 @@ class FederationInbound:
         self.server_acl = server_acl
         self.room_locks = room_locks
         self.edus = edus
+        self.batches = BatchIntake(db, events, event_cache)
         self._answers: OrderedDict[tuple[str, str], JsonDict] = OrderedDict()
         self._running: dict[tuple[str, str], asyncio.Task[JsonDict]] = {}
         self._forgotten_at = now_ms()
@@ -169,22 +172,30 @@ class FederationInbound:
             ids = (event_id_of(pdu, room_version) for pdu in pdus)
             return {e: {"error": DENIED} for e in ids if e is not None}
         lookup = await keys_for(self.keyring, pdus, room_version)
+        checked: list[Event] = []
+        for pdu in pdus:
+            event_id = event_id_of(pdu, room_version)
+            if event_id is None:
+                continue
+            try:
+                event = check_one(pdu, room_version, lookup)
+                if event.room_id != room_id:
+                    raise PduRefused("room_id does not match")
+                checked.append(event)
+            except PduRefused as exc:
+                out[event_id] = {"error": str(exc)}
+
+        async def one_by_one(event: Event) -> str | None:
+            try:
+                return await self.process_event(origin, room_version, event)
+            except Exception:
+                log.exception("PDU %s from %s failed", event.event_id, origin)
+                return "internal error"
+
         async with self.room_locks.room_lock(room_id):
-            for pdu in pdus:
-                event_id = event_id_of(pdu, room_version)
-                if event_id is None:
-                    continue
-                try:
-                    event = check_one(pdu, room_version, lookup)
-                    if event.room_id != room_id:
-                        raise PduRefused("room_id does not match")
-                    error = await self.process_event(origin, room_version, event)
-                except PduRefused as exc:
-                    error = str(exc)
-                except Exception:
-                    log.exception("PDU %s from %s failed", event_id, origin)
-                    error = "internal error"
-                out[event_id] = {} if error is None else {"error": error}
+            results = await self.batches.take(checked, one_by_one)
+        for event_id, error in results.items():
+            out[event_id] = {} if error is None else {"error": error}
         return out
 
     # ---- one event

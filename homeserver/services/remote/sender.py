@@ -47,6 +47,8 @@ MAX_BACKOFF_S = 3600.0
 # Short, so that another process takes over a dead one's queues within seconds.
 SWEEP_INTERVAL_S = 5.0
 MAX_CONCURRENT_TRANSACTIONS = 50
+# Events whose JSON is kept for the other destinations they are queued for.
+SENT_JSON_CACHE = 512
 TRANSACTION_TIMEOUT_S = 60.0
 # Statuses after which resending the same transaction cannot succeed: drop it.
 PERMANENT_FAILURES = frozenset({400, 413})
@@ -71,6 +73,7 @@ class FederationSender:
         self.min_backoff_ms = int(min_backoff_s * 1000)
         self.max_backoff_ms = int(max_backoff_s * 1000)
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_TRANSACTIONS)
+        self._sent_json: dict[str, str] = {}
         # Destinations some request failed to reach lately (see on_unreachable).
         self._unreachable: set[str] = set()
         self._notes: set[asyncio.Task[None]] = set()
@@ -189,22 +192,28 @@ class FederationSender:
 
     async def _drain(self, destination: str) -> int | None:
         """Send transactions until the queue is empty (None) or the destination fails
-        (the time to try again at)."""
+        (the time to try again at). Once a transaction is answered, its health is known
+        and no transaction is left half sent: the next one is read from the queue."""
+        answered = False
+        health = outbox.DestinationHealth(0, 0, None)
         while True:
             async with self.db.pool.connection() as conn:
-                health = await outbox.get_health(conn, destination)
-                if health.retry_at_ts is not None and health.retry_at_ts > now_ms():
-                    return health.retry_at_ts
-                recorded = await self._next_transaction(conn, destination)
+                if answered:
+                    recorded = await self._new_transaction(conn, destination)
+                else:
+                    health = await outbox.get_health(conn, destination)
+                    if health.retry_at_ts is not None and health.retry_at_ts > now_ms():
+                        return health.retry_at_ts
+                    recorded = await self._next_transaction(conn, destination)
                 if recorded is None:
                     return None
                 batch, txn_id = recorded.rows, recorded.txn_id
                 pdu_ids = [r.event_id for r in batch if r.event_id is not None]
-                stored = await event_store.get_events(conn, pdu_ids)
+                stored = await self._pdu_json(conn, pdu_ids)
             transaction = {
                 "origin": self.server_name,
                 "origin_server_ts": recorded.origin_server_ts,
-                "pdus": [orjson.loads(stored[e].json) for e in pdu_ids if e in stored],
+                "pdus": [orjson.loads(stored[e]) for e in pdu_ids if e in stored],
                 "edus": [orjson.loads(r.edu_json) for r in batch if r.edu_json is not None],
             }
             try:
@@ -224,10 +233,23 @@ class FederationSender:
             else:
                 _log_pdu_errors(destination, answer)
             async with self.db.pool.connection() as conn:
-                async with conn.transaction():
+                async with conn.pipeline(), conn.transaction():
                     await outbox.delete_rows(conn, [r.position for r in batch])
                     await outbox.record_success(conn, destination, now_ms())
             metrics.FEDERATION_BACKOFF.labels(destination).set(0)
+            answered = True
+            health = outbox.DestinationHealth(0, 0, None)
+
+    async def _pdu_json(self, conn: Connection, event_ids: list[str]) -> dict[str, str]:
+        """The stored JSON of events to send: a message to a busy room goes to every
+        destination, so the recent ones are kept (an event's JSON never changes)."""
+        out = {e: self._sent_json[e] for e in event_ids if e in self._sent_json}
+        missing = [e for e in event_ids if e not in out]
+        for event_id, row in (await event_store.get_events(conn, missing)).items():
+            out[event_id] = self._sent_json[event_id] = row.json
+            if len(self._sent_json) > SENT_JSON_CACHE:
+                del self._sent_json[next(iter(self._sent_json))]
+        return out
 
     async def _next_transaction(
         self, conn: Connection, destination: str
@@ -240,6 +262,12 @@ class FederationSender:
         recorded = await outbox.recorded_transaction(conn, destination)
         if recorded is not None:
             return recorded
+        return await self._new_transaction(conn, destination)
+
+    async def _new_transaction(
+        self, conn: Connection, destination: str
+    ) -> outbox.RecordedTransaction | None:
+        """A new transaction from the head of the queue, recorded before it is sent."""
         batch = _batch(
             await outbox.next_rows(
                 conn, destination, MAX_PDUS_PER_TRANSACTION + MAX_EDUS_PER_TRANSACTION

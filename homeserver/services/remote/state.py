@@ -27,6 +27,7 @@ from homeserver.services.rooms.writer import (
     RoomWriter,
     event_record,
     load_events,
+    state_entries,
 )
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.remote import backfill as backfill_store
@@ -84,8 +85,13 @@ async def resolve_sets(
 async def auth_state_from(
     conn: Connection, cache: EventCache, event: Event, before: StateBefore
 ) -> dict[StateKey, Event]:
-    """The events of `before` that the auth rules read for `event`."""
-    ids = await before.get(conn, auth_types_for_event(event) | {CREATE_KEY})
+    """The events of `before` that the auth rules read for `event` (a group's entries
+    through the cache: a run of messages reads the same ones)."""
+    keys = auth_types_for_event(event) | {CREATE_KEY}
+    if before.group is not None:
+        ids = (await state_entries(conn, cache, [before.group], keys))[before.group]
+    else:
+        ids = await before.get(conn, keys)
     found = await load_events(conn, cache, ids.values())
     return {key: found[eid] for key, eid in ids.items() if eid in found}
 
@@ -135,11 +141,12 @@ async def persist_remote(
     *,
     rejected_reason: str | None = None,
     soft_failed: bool = False,
-) -> PersistedEvent | None:
-    """Store a remote event with the state before it; the PersistedEvent when it
-    joined the timeline, None when it was rejected or soft-failed."""
+) -> int:
+    """Store a remote event with the state before it; the state group after it.
+    Accepted, it joins the timeline (`writer.persisted`)."""
     conn, room_id = writer.conn, writer.room_id
     group = await group_after(conn, event, before, accepted=rejected_reason is None)
+    writer.groups_of[event.event_id] = group
     if rejected_reason is not None or soft_failed:
         await event_store.insert_event(
             conn,
@@ -150,9 +157,8 @@ async def persist_remote(
             soft_failed=soft_failed,
         )
         await backfill_store.note_placed(conn, room_id, event.event_id, (), in_timeline=False)
-        return None
-    [position] = await writer.allocator.allocate("events")
-    writer.positions.append(position)
+        return group
+    position = await writer.next_position()
     await event_store.insert_event(
         conn, event_record(event), stream_ordering=position, state_group=group
     )
@@ -172,13 +178,12 @@ async def persist_remote(
         else:
             await replace_current_state(writer, await state.get_state(conn, group), group)
     else:
-        await _resolve_current_state(writer)
+        await _resolve_current_state(writer, old_tips & prevs)
     writer.cache.put(event)
     if event.type == "m.room.redaction":
         await apply_redaction(conn, writer.cache, event, group)
-    persisted = PersistedEvent(event, position)
-    writer.persisted.append(persisted)
-    return persisted
+    writer.persisted.append(PersistedEvent(event, position))
+    return group
 
 
 async def apply_redaction(
@@ -205,11 +210,21 @@ async def apply_redaction(
     await event_store.mark_redacted(conn, target_id, redaction.event_id)
 
 
-async def _resolve_current_state(writer: RoomWriter) -> None:
-    """The forward extremities fork: current state is the resolution of their states."""
+async def _resolve_current_state(writer: RoomWriter, replaced: set[str]) -> None:
+    """The forward extremities fork: current state is the resolution of their states.
+    When the new tip brings no state group the old tips lacked (a message on one
+    branch, the common case), the states resolved are the same and so is the result."""
     conn = writer.conn
-    tips = await event_store.get_events(conn, [eid for eid, _ in writer.extremities])
-    sets: list[StateSet] = [r.state_group for r in tips.values() if r.state_group is not None]
+    new_tip, *others = [eid for eid, _ in writer.extremities]
+    groups = writer.groups_of
+    unknown = [e for e in [new_tip, *others, *replaced] if e not in groups]
+    for eid, row in (await event_store.get_events(conn, unknown)).items():
+        if row.state_group is not None:
+            groups[eid] = row.state_group
+    before = {groups[e] for e in [*others, *replaced] if e in groups}
+    if {groups[e] for e in [new_tip, *others] if e in groups} == before:
+        return
+    sets: list[StateSet] = [groups[e] for e in [new_tip, *others] if e in groups]
     resolved = await resolve_sets(conn, writer.cache, writer.room_version, sets)
     if resolved.group is not None:
         await replace_current_state(
@@ -242,6 +257,6 @@ async def write_current_state(
     members = await load_events(conn, writer.cache, member_ids)
     # A membership that became current through resolution, or with state learnt on
     # joining, has no timeline position of its own: the room's latest one stands in.
-    position = writer.positions[-1] if writer.positions else 0
+    position = writer.latest_position
     for event in members.values():
         await writer.set_membership(event, position)

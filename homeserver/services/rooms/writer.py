@@ -223,9 +223,32 @@ class RoomWriter:
     start_state_group: int | None = field(default=None, init=False)
     changed_state: set[StateKey] = field(default_factory=set)
     membership_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # positions reserved for events about to be written, and the newest one given out
+    spare_positions: list[int] = field(default_factory=list)
+    latest_position: int = 0
+    # state group after each event this transaction wrote or looked up (a forked room's
+    # tips are compared by group event after event)
+    groups_of: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.start_state_group = self.state_group
+
+    async def reserve_positions(self, count: int) -> None:
+        """Allocate positions for `count` events in one round trip; those left unused
+        are finished empty with the transaction (a gap readers step over)."""
+        reserved = await self.allocator.allocate("events", count)
+        self.positions.extend(reserved)
+        self.spare_positions.extend(reserved)
+
+    async def next_position(self) -> int:
+        """The stream position of the next event written, reserved or allocated now."""
+        if self.spare_positions:
+            position = self.spare_positions.pop(0)
+        else:
+            [position] = await self.allocator.allocate("events")
+            self.positions.append(position)
+        self.latest_position = position
+        return position
 
     async def _auth_state(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
         ids = await state.get_current_state(self.conn, self.room_id, keys | {CREATE_KEY})
@@ -344,8 +367,7 @@ class RoomWriter:
     async def persist(self, event: Event, *, prev_ids: list[str], new_key: bool) -> PersistedEvent:
         """Write an event already built and authorised for this room's current state."""
         conn = self.conn
-        [stream_ordering] = await self.allocator.allocate("events")
-        self.positions.append(stream_ordering)
+        stream_ordering = await self.next_position()
         if event.is_state:
             delta = {event.state_tuple: event.event_id}
             self.state_group = await state.create_group(
