@@ -141,14 +141,22 @@ class Notifier:
         elif isinstance(kind, str) and kind in self._handlers:
             await self._handlers[kind](payload)
 
-    async def _refresh(self, *, force: bool = False) -> None:
-        """Re-read safe positions and deliver every pending notification they cover."""
+    async def _refresh(self, *, force: bool = False, publish: str | None = None) -> None:
+        """Re-read safe positions and deliver every pending notification they cover;
+        with `publish`, send that payload to the other processes in the same round trip."""
         asked = self._reads_begun
         async with self._refresh_lock:
-            if not (self._pending or force) or (self._reads_begun > asked and not force):
+            skip = not (self._pending or force) or (self._reads_begun > asked and not force)
+            if skip and publish is None:
                 return
             self._reads_begun += 1
-            self.positions = await self._conn.run(streams.safe_positions)
+            if publish is None:
+                self.positions = await self._conn.run(streams.safe_positions)
+            else:
+                data = publish
+                self.positions = await self._conn.run(
+                    lambda conn: streams.publish_and_read(conn, CHANNEL, data)
+                )
             ready = [p for p in self._pending if p.position <= self.positions.get(p.stream, 0)]
             if not ready:
                 return
@@ -189,8 +197,7 @@ class Notifier:
             "users": pending.users,
         }
         try:
-            await self._publish(payload)
-            await self._refresh()
+            await self._refresh(publish=self._encode(payload))
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -205,12 +212,16 @@ class Notifier:
     def on(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
 
-    async def _publish(self, payload: dict[str, Any]) -> None:
+    def _encode(self, payload: dict[str, Any]) -> str:
         data = orjson.dumps({**payload, "from": self._instance}).decode()
         if len(data) > 7900:
             # NOTIFY payloads are limited to 8000 bytes: fall back to waking everyone.
             summary = {k: payload.get(k) for k in ("kind", "stream", "position")}
             data = orjson.dumps({**summary, "from": self._instance, "all": True}).decode()
+        return data
+
+    async def _publish(self, payload: dict[str, Any]) -> None:
+        data = self._encode(payload)
         await self._conn.run(lambda conn: streams.publish(conn, CHANNEL, data))
 
     async def wait(self, user_id: str, rooms: Iterable[str], seconds: float) -> bool:

@@ -201,6 +201,7 @@ class SlidingSyncService:
             now=now,
             since_events=None if since is None else since.events,
             dm_rooms=ctx.dm_rooms,
+            ignored=ctx.ignored,
         )
         rendering = await renderer.render(targets)
         scope = Scope(
