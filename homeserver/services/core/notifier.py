@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -42,11 +42,18 @@ SETTLE_POLL_S = 0.02
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Waiter:
+    """A held long-poll: kept small (a bare future, no event and its deque), as a
+    server holds thousands."""
+
     user_id: str
     rooms: frozenset[str]
-    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    woken: asyncio.Future[None]
+
+    def wake(self) -> None:
+        if not self.woken.done():
+            self.woken.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class Notifier:
         await self._conn.close()
         for waiters in self._by_user.values():
             for waiter in waiters:
-                waiter.woken.set()
+                waiter.wake()
 
     def drain(self) -> None:
         """The process is stopping: wake every waiter now, and wait no more."""
@@ -173,10 +180,10 @@ class Notifier:
         """Wake the waiters of these rooms and users now (in-memory streams use this)."""
         for room_id in rooms:
             for waiter in self._by_room.get(room_id, ()):
-                waiter.woken.set()
+                waiter.wake()
         for user_id in users:
             for waiter in self._by_user.get(user_id, ()):
-                waiter.woken.set()
+                waiter.wake()
 
     async def notify(
         self,
@@ -228,13 +235,15 @@ class Notifier:
         """Block until something for this user or these rooms is notified; False on timeout."""
         if self._draining:
             return False
-        waiter = Waiter(user_id, frozenset(rooms))
+        waiter = Waiter(user_id, frozenset(rooms), asyncio.get_running_loop().create_future())
         self._by_user.setdefault(user_id, set()).add(waiter)
         for room_id in waiter.rooms:
             self._by_room.setdefault(room_id, set()).add(waiter)
         try:
+            # A timeout scope, not wait_for: no task of its own per held long-poll.
             with metrics.LONG_POLLS.track_inprogress():
-                await asyncio.wait_for(waiter.woken.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await waiter.woken
             return True
         except TimeoutError:
             return False

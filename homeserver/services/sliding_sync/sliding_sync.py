@@ -86,15 +86,15 @@ class SlidingSyncService:
         deadline = loop.time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
         position: connections.Position | None = None
         since: SyncToken | None = None
-        had: JsonDict = {}
         settle = True
         while True:
             async with self.db.pool.connection() as conn:
                 if settle:
                     position = await self._position(conn, requester, request)
                     since = None if position is None else _token(position.token)
-                    had = {} if position is None else position.rooms
+                had = {} if position is None else position.records()
                 answer = await self._compute(conn, requester, request, had, since, settle)
+                del had
                 settle = False
                 remaining = deadline - loop.time()
                 if since is None or answer.news or remaining <= 0:
@@ -110,7 +110,10 @@ class SlidingSyncService:
                     )
                     break
                 rooms = await store.room_ids_of_user(conn, user_id)
-            if self._now(since) == answer.now:
+            moved = self._now(since) != answer.now
+            # Computed again once woken: not kept while the long-poll is held.
+            del answer
+            if not moved:
                 # Nothing readable moved while we computed: sleep until something for
                 # the user or any of their rooms is notified (no await before
                 # registering).
