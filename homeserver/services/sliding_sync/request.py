@@ -223,3 +223,11 @@ def parse_request(body: Mapping[str, Any], pos: str | None, timeout_ms: int) -> 
         for name in EXTENSIONS
     }
     return SlidingSyncRequest(conn_id, pos, timeout_ms, lists, subscriptions, extensions)
+
+
+def request_digest(request: SlidingSyncRequest) -> str:
+    """What the request asks but its position and timeout, as a short digest: the same
+    request at a position nothing has moved since has nothing to answer. (Stable within
+    a process; elsewhere a mismatch only means the answer is computed.)"""
+    text = repr((request.conn_id, request.lists, request.subscriptions, request.extensions))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
