@@ -177,7 +177,6 @@ def build_app(hs: Homeserver) -> web.Application:
             in_flight.middleware,
             *([http.forwarded_middleware] if hs.config.x_forwarded else []),
             http.access_log_middleware,
-            http.cors_middleware,
             errors.error_middleware,
             http.gate_middleware(
                 hs.config.max_request_size,

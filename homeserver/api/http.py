@@ -35,28 +35,25 @@ FEDERATION_PREFIX = "/_matrix/federation/"
 NUL = "\x00"
 
 
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method == "OPTIONS":
-        response: web.StreamResponse = web.Response(status=204)
-    else:
-        response = await handler(request)
-    response.headers.update(CORS_HEADERS)
-    return response
-
-
 _request_ids = itertools.count(1)
 
 
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One line per request, and the request id (`GET-42`, as Synapse's) that every
-    record logged while handling it carries in JSON logs."""
+    record logged while handling it carries in JSON logs; the CORS headers of every
+    answer (and the answer to a preflight). One middleware for both: each middleware is
+    a coroutine frame kept as long as its request, and long-polls are held by the
+    thousand."""
     request_id = REQUEST_ID.set(f"{request.method}-{next(_request_ids)}")
     start = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            response = await handler(request)
+        response.headers.update(CORS_HEADERS)
         status = response.status
         return response
     finally:
