@@ -29,7 +29,7 @@ from homeserver.services.push.notifications import NotificationService
 from homeserver.services.rooms.writer import EventCache, RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
 from homeserver.services.sliding_sync.lists import ListContext, Window, limit_of, list_query, window
-from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest, request_digest
+from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
 from homeserver.services.sliding_sync.rooms import RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
 from homeserver.services.sync.sync import MAX_SETTLE_S, SyncService
@@ -139,7 +139,7 @@ class SlidingSyncService:
         moved since: then the answer would be empty, and is not computed."""
         if position is None or since is None or self._now(since) != since:
             return False
-        return bool(position.records().get("q") == request_digest(request))
+        return bool(position.records().get("q") == request.digest)
 
     def _now(self, since: SyncToken | None) -> SyncToken:
         """The positions readable now; never behind the client's (another process may
@@ -245,7 +245,7 @@ class SlidingSyncService:
         state = {
             "rooms": {**had_rooms, **rendering.records},
             "lists": lists,
-            "q": request_digest(request),
+            "q": request.digest,
         }
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
         return _Answer(body, news, state, now)
