@@ -180,12 +180,17 @@ def build_app(hs: Homeserver) -> web.Application:
             in_flight.middleware,
             *([http.forwarded_middleware] if hs.config.x_forwarded else []),
             http.access_log_middleware,
-            http.cors_middleware,
             errors.error_middleware,
-            http.nul_middleware,
-            http.body_limit_middleware(hs.config.max_request_size),
-            federation_auth.federation_auth_middleware,
-            admin_access.admin_auth_middleware,
+            http.gate_middleware(
+                hs.config.max_request_size,
+                [
+                    (
+                        lambda path: path.startswith(http.FEDERATION_PREFIX),
+                        federation_auth.federation_auth_middleware,
+                    ),
+                    (admin_access.is_admin_path, admin_access.admin_auth_middleware),
+                ],
+            ),
         ],
         client_max_size=hs.config.max_request_size,
     )

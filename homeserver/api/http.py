@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -34,28 +35,25 @@ FEDERATION_PREFIX = "/_matrix/federation/"
 NUL = "\x00"
 
 
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.method == "OPTIONS":
-        response: web.StreamResponse = web.Response(status=204)
-    else:
-        response = await handler(request)
-    response.headers.update(CORS_HEADERS)
-    return response
-
-
 _request_ids = itertools.count(1)
 
 
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """One line per request, and the request id (`GET-42`, as Synapse's) that every
-    record logged while handling it carries in JSON logs."""
+    record logged while handling it carries in JSON logs; the CORS headers of every
+    answer (and the answer to a preflight). One middleware for both: each middleware is
+    a coroutine frame kept as long as its request, and long-polls are held by the
+    thousand."""
     request_id = REQUEST_ID.set(f"{request.method}-{next(_request_ids)}")
     start = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            response = await handler(request)
+        response.headers.update(CORS_HEADERS)
         status = response.status
         return response
     finally:
@@ -198,23 +196,17 @@ def own_body_limit(handler: Handler) -> Handler:
     return handler
 
 
-def body_limit_middleware(max_size: int) -> Any:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        length = request.content_length
-        if (
-            length is not None
-            and length > max_size
-            and request.match_info.handler not in _OWN_BODY_LIMIT
-        ):
-            raise MatrixError(413, "M_TOO_LARGE", "Request body too large")
-        return await handler(request)
-
-    return middleware
+def _check_body_size(request: web.Request, max_size: int) -> None:
+    length = request.content_length
+    if (
+        length is not None
+        and length > max_size
+        and request.match_info.handler not in _OWN_BODY_LIMIT
+    ):
+        raise MatrixError(413, "M_TOO_LARGE", "Request body too large")
 
 
-@web.middleware
-async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _check_nul(request: web.Request) -> None:
     """Refuse U+0000 in the path or the query of every request, before any handler.
 
     PostgreSQL cannot store the NUL character in any text, so an id, a type or a token
@@ -227,10 +219,43 @@ async def nul_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         raise MatrixError(
             400, "M_INVALID_PARAM", "Path and query parameters must not contain U+0000"
         )
-    return await handler(request)
+
+
+# A part of the API (by path) and the middleware that guards it.
+Guard = tuple[
+    Callable[[str], bool], Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+]
+
+
+def gate_middleware(max_size: int, guards: Sequence[Guard]) -> Any:
+    """The checks of every request before its handler: no U+0000 in the path or query,
+    the body within `max_size`, then the guard of the part of the API the path is in
+    (federation or admin authentication).
+
+    One middleware, not one per check: each middleware is a coroutine frame kept as
+    long as its request lasts, and a server holds thousands of long-polls."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        _check_nul(request)
+        _check_body_size(request, max_size)
+        path = request.path
+        for applies, guard in guards:
+            if applies(path):
+                return await guard(request, handler)
+        return await handler(request)
+
+    return middleware
 
 
 BODY_KEY = web.RequestKey("json_body", object)
+
+
+def release_body(request: web.Request) -> None:
+    """Forget the request's body, raw and parsed, once the handler has what it needs:
+    a long-poll held for minutes should not keep it (aiohttp keeps the bytes read)."""
+    request.pop(BODY_KEY, None)
+    request._read_bytes = None
 
 
 async def parse_json_body(request: web.Request, *, event_content: bool = False) -> Any:

@@ -125,6 +125,32 @@ async def test_long_poll_is_woken_by_a_message(client: Client) -> None:
     assert empty["rooms"] == {}
 
 
+async def test_a_long_poll_asking_more_than_its_pos_answers_at_once(client: Client) -> None:
+    """Nothing moved since `pos`, but a client that widens its window or asks for more
+    state gets it at once, not at the timeout; the same request again waits."""
+    alice = await new_user(client, "alice")
+    older = await alice.create_room(name="older", topic="about")
+    newer = await alice.create_room(name="newer")
+    first = await alice.ss(one_list(end=0, state=[["m.room.name", ""]]))
+    assert window(first) == [newer]
+    wider = one_list(end=1, state=[["m.room.name", ""]])
+    answer = await asyncio.wait_for(alice.next(wider, timeout_ms=20_000), 10)
+    assert window(answer) == [newer, older]
+    assert answer["rooms"][older]["initial"] is True
+    more = one_list(end=1, state=[["m.room.name", ""], ["m.room.topic", ""]])
+    answer = await asyncio.wait_for(alice.next(more, timeout_ms=20_000), 10)
+    assert {e["type"] for e in answer["rooms"][older]["required_state"]} == {
+        "m.room.name",
+        "m.room.topic",
+    }
+    waiting = asyncio.create_task(alice.next(more, timeout_ms=20_000))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    await alice.send(older, "now")
+    answer = await asyncio.wait_for(waiting, 10)
+    assert bodies(answer["rooms"][older]) == ["now"]
+
+
 async def test_unknown_pos_answers_m_unknown_pos(client: Client) -> None:
     alice = await new_user(client, "alice")
     body = one_list()

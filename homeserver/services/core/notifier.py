@@ -21,7 +21,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -42,11 +42,18 @@ SETTLE_POLL_S = 0.02
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Waiter:
+    """A held long-poll: kept small (a bare future, no event and its deque), as a
+    server holds thousands."""
+
     user_id: str
     rooms: frozenset[str]
-    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    woken: asyncio.Future[None]
+
+    def wake(self) -> None:
+        if not self.woken.done():
+            self.woken.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class Notifier:
         await self._conn.close()
         for waiters in self._by_user.values():
             for waiter in waiters:
-                waiter.woken.set()
+                waiter.wake()
 
     def drain(self) -> None:
         """The process is stopping: wake every waiter now, and wait no more."""
@@ -141,14 +148,22 @@ class Notifier:
         elif isinstance(kind, str) and kind in self._handlers:
             await self._handlers[kind](payload)
 
-    async def _refresh(self, *, force: bool = False) -> None:
-        """Re-read safe positions and deliver every pending notification they cover."""
+    async def _refresh(self, *, force: bool = False, publish: str | None = None) -> None:
+        """Re-read safe positions and deliver every pending notification they cover;
+        with `publish`, send that payload to the other processes in the same round trip."""
         asked = self._reads_begun
         async with self._refresh_lock:
-            if not (self._pending or force) or (self._reads_begun > asked and not force):
+            skip = not (self._pending or force) or (self._reads_begun > asked and not force)
+            if skip and publish is None:
                 return
             self._reads_begun += 1
-            self.positions = await self._conn.run(streams.safe_positions)
+            if publish is None:
+                self.positions = await self._conn.run(streams.safe_positions)
+            else:
+                data = publish
+                self.positions = await self._conn.run(
+                    lambda conn: streams.publish_and_read(conn, CHANNEL, data)
+                )
             ready = [p for p in self._pending if p.position <= self.positions.get(p.stream, 0)]
             if not ready:
                 return
@@ -165,10 +180,10 @@ class Notifier:
         """Wake the waiters of these rooms and users now (in-memory streams use this)."""
         for room_id in rooms:
             for waiter in self._by_room.get(room_id, ()):
-                waiter.woken.set()
+                waiter.wake()
         for user_id in users:
             for waiter in self._by_user.get(user_id, ()):
-                waiter.woken.set()
+                waiter.wake()
 
     async def notify(
         self,
@@ -189,8 +204,7 @@ class Notifier:
             "users": pending.users,
         }
         try:
-            await self._publish(payload)
-            await self._refresh()
+            await self._refresh(publish=self._encode(payload))
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -205,25 +219,31 @@ class Notifier:
     def on(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
 
-    async def _publish(self, payload: dict[str, Any]) -> None:
+    def _encode(self, payload: dict[str, Any]) -> str:
         data = orjson.dumps({**payload, "from": self._instance}).decode()
         if len(data) > 7900:
             # NOTIFY payloads are limited to 8000 bytes: fall back to waking everyone.
             summary = {k: payload.get(k) for k in ("kind", "stream", "position")}
             data = orjson.dumps({**summary, "from": self._instance, "all": True}).decode()
+        return data
+
+    async def _publish(self, payload: dict[str, Any]) -> None:
+        data = self._encode(payload)
         await self._conn.run(lambda conn: streams.publish(conn, CHANNEL, data))
 
     async def wait(self, user_id: str, rooms: Iterable[str], seconds: float) -> bool:
         """Block until something for this user or these rooms is notified; False on timeout."""
         if self._draining:
             return False
-        waiter = Waiter(user_id, frozenset(rooms))
+        waiter = Waiter(user_id, frozenset(rooms), asyncio.get_running_loop().create_future())
         self._by_user.setdefault(user_id, set()).add(waiter)
         for room_id in waiter.rooms:
             self._by_room.setdefault(room_id, set()).add(waiter)
         try:
+            # A timeout scope, not wait_for: no task of its own per held long-poll.
             with metrics.LONG_POLLS.track_inprogress():
-                await asyncio.wait_for(waiter.woken.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await waiter.woken
             return True
         except TimeoutError:
             return False

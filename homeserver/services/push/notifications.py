@@ -315,11 +315,17 @@ class NotificationService:
     # -- reading -----------------------------------------------------------------------
 
     async def unread(
-        self, conn: Connection, user_id: str, room_ids: Sequence[str], by_thread: bool
+        self,
+        conn: Connection,
+        user_id: str,
+        room_ids: Sequence[str],
+        by_thread: bool,
+        safe: int | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Per room, `unread_notifications` (and `unread_thread_notifications` when the
-        filter asks for counts by thread) as sync shows them."""
-        counts = await store.unread_counts(conn, user_id, room_ids)
+        filter asks for counts by thread) as sync shows them. `safe`: an events position
+        known to be safe (the sync's own), which spares reading one."""
+        counts = await store.unread_counts(conn, user_id, room_ids, safe)
         out: dict[str, dict[str, Any]] = {}
         for (room_id, thread_id), count in counts.items():
             entry = out.setdefault(

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+import orjson
+
 from homeserver.services.core.errors import invalid_param
 
 MAX_TIMELINE_LIMIT = 1000
@@ -81,6 +83,9 @@ class SlidingSyncRequest:
     lists: Mapping[str, ListRequest] = field(default_factory=dict)
     subscriptions: Mapping[str, RoomConfig] = field(default_factory=dict)
     extensions: Mapping[str, ExtensionRequest] = field(default_factory=dict)
+    # What the body asks (all but the position and timeout), as a short digest: the
+    # same request at a position nothing has moved since has nothing to answer.
+    digest: str = ""
 
 
 # Parsed parameters shared by the requests that ask the same: clients send the same
@@ -222,4 +227,7 @@ def parse_request(body: Mapping[str, Any], pos: str | None, timeout_ms: int) -> 
         name: _extension(_object(raw_extensions.get(name), name), f"extensions.{name}")
         for name in EXTENSIONS
     }
-    return SlidingSyncRequest(conn_id, pos, timeout_ms, lists, subscriptions, extensions)
+    digest = hashlib.blake2b(
+        orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8
+    ).hexdigest()
+    return SlidingSyncRequest(conn_id, pos, timeout_ms, lists, subscriptions, extensions, digest)

@@ -119,6 +119,7 @@ class RoomRenderer:
         now: SyncToken,
         since_events: int | None,
         dm_rooms: frozenset[str],
+        ignored: frozenset[str],
     ) -> None:
         self.conn = conn
         self.cache = cache
@@ -130,6 +131,7 @@ class RoomRenderer:
         self.now = now
         self.since_events = since_events
         self.dm_rooms = dm_rooms
+        self.ignored = ignored
 
     def _builder(self, limit: int) -> RoomsBuilder:
         room_filter = RoomFilter(timeline=RoomEventFilter(limit=limit))
@@ -142,6 +144,7 @@ class RoomRenderer:
             device_id=self.device_id,
             sync_filter=Filter(room=room_filter),
             now=self.now,
+            ignored=self.ignored,
         )
 
     async def _timelines(self, targets: Sequence[Target]) -> dict[str, TimelineRoom]:
@@ -188,7 +191,7 @@ class RoomRenderer:
         full_ids = [t.room.room_id for t in targets if t.initial or self._members_moved(t, deltas)]
         summaries = await sync_store.room_summaries(self.conn, full_ids, self.user_id)
         counts = await self.notifications.unread(
-            self.conn, self.user_id, [t.room.room_id for t in targets], False
+            self.conn, self.user_id, [t.room.room_id for t in targets], False, self.now.events
         )
         rooms = [timelines[t.room.room_id] for t in targets]
         for t in targets:

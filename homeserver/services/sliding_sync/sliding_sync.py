@@ -86,37 +86,60 @@ class SlidingSyncService:
         deadline = loop.time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
         position: connections.Position | None = None
         since: SyncToken | None = None
-        had: JsonDict = {}
         settle = True
         while True:
             async with self.db.pool.connection() as conn:
-                if settle:
+                first, settle = settle, False
+                if first:
                     position = await self._position(conn, requester, request)
                     since = None if position is None else _token(position.token)
-                    had = {} if position is None else position.rooms
-                answer = await self._compute(conn, requester, request, had, since, settle)
-                settle = False
                 remaining = deadline - loop.time()
-                if since is None or answer.news or remaining <= 0:
-                    # Stored in the same transaction the answer was read in.
-                    pos = await connections.save_position(
-                        conn,
-                        (user_id, device_id, request.conn_id),
-                        None if position is None else position.connection_id,
-                        None if position is None else position_id(request),
-                        str(answer.now),
-                        answer.state,
-                        now_ms(),
-                    )
-                    break
-                rooms = await store.room_ids_of_user(conn, user_id)
-            if self._now(since) == answer.now:
+                if first and remaining > 0 and self._idle(position, request, since):
+                    # The answer would be empty: straight to waiting.
+                    rooms = await store.room_ids_of_user(conn, user_id)
+                    moved = self._now(since) != since
+                    # Something moved meanwhile: computed as a first answer (the
+                    # client's own writes awaited).
+                    settle = moved
+                else:
+                    had = {} if position is None else position.records()
+                    answer = await self._compute(conn, requester, request, had, since, first)
+                    del had
+                    if since is None or answer.news or remaining <= 0:
+                        # Stored in the same transaction the answer was read in.
+                        pos = await connections.save_position(
+                            conn,
+                            (user_id, device_id, request.conn_id),
+                            None if position is None else position.connection_id,
+                            None if position is None else position_id(request),
+                            str(answer.now),
+                            answer.state,
+                            now_ms(),
+                        )
+                        break
+                    rooms = await store.room_ids_of_user(conn, user_id)
+                    moved = self._now(since) != answer.now
+                    # Computed again once woken: not kept while the long-poll is held.
+                    del answer
+            if not moved:
                 # Nothing readable moved while we computed: sleep until something for
                 # the user or any of their rooms is notified (no await before
                 # registering).
                 await self.notifier.wait(user_id, rooms, remaining)
         answer.body["pos"] = str(pos)
         return answer.body
+
+    def _idle(
+        self,
+        position: connections.Position | None,
+        request: SlidingSyncRequest,
+        since: SyncToken | None,
+    ) -> bool:
+        """Whether the client repeats the request that `pos` answered and nothing has
+        moved since: then the answer would be empty, and is not computed."""
+        if position is None or since is None or self._now(since) != since:
+            return False
+        return bool(position.records().get("q") == request.digest)
 
     def _now(self, since: SyncToken | None) -> SyncToken:
         """The positions readable now; never behind the client's (another process may
@@ -201,6 +224,7 @@ class SlidingSyncService:
             now=now,
             since_events=None if since is None else since.events,
             dm_rooms=ctx.dm_rooms,
+            ignored=ctx.ignored,
         )
         rendering = await renderer.render(targets)
         scope = Scope(
@@ -218,7 +242,11 @@ class SlidingSyncService:
             body["lists"] = {name: {"count": w.count, "ops": w.ops} for name, w in windows.items()}
         body["rooms"] = rendering.rooms
         body["extensions"] = extensions
-        state = {"rooms": {**had_rooms, **rendering.records}, "lists": lists}
+        state = {
+            "rooms": {**had_rooms, **rendering.records},
+            "lists": lists,
+            "q": request.digest,
+        }
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
         return _Answer(body, news, state, now)
 

@@ -98,6 +98,7 @@ class RoomsBuilder:
         sync_filter: Filter,
         now: SyncToken,
         state_after: bool = False,
+        ignored: frozenset[str] | None = None,
     ) -> None:
         self.conn = conn
         self.cache = cache
@@ -108,6 +109,8 @@ class RoomsBuilder:
         self.filter = sync_filter
         self.now = now
         self.state_after = state_after
+        # The user's ignore list when the caller has it already (else read when needed).
+        self.ignored = ignored
         self.state_section = "state_after" if state_after else "state"
         self.now_ms = now_ms()
         # The user's membership at each timeline event (MSC4115's unsigned.membership).
@@ -146,7 +149,9 @@ class RoomsBuilder:
             else:
                 room.timeline = [(e, row) for e, row in events if timeline_filter.matches(e.pdu)]
         everything = (event for room in rooms for event, _ in room.timeline)
-        ignored = await ignored_senders(self.conn, self.user_id, everything)
+        ignored = self.ignored
+        if ignored is None:
+            ignored = await ignored_senders(self.conn, self.user_id, everything)
         if ignored:
             for room in rooms:
                 room.timeline = [(e, row) for e, row in room.timeline if not is_ignored(e, ignored)]

@@ -85,3 +85,11 @@ async def listen(conn: AsyncConnection, channel: str) -> None:
 
 async def publish(conn: AsyncConnection, channel: str, payload: str) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+async def publish_and_read(conn: AsyncConnection, channel: str, payload: str) -> dict[str, int]:
+    """`publish`, then `safe_positions`, pipelined: a writer's announcement and the
+    read that lets this process wake its own waiters cost one round trip."""
+    async with conn.pipeline():
+        await publish(conn, channel, payload)
+        return await safe_positions(conn)

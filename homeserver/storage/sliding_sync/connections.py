@@ -15,8 +15,14 @@ from psycopg.types.json import Jsonb
 class Position:
     connection_id: int
     token: str
-    rooms: dict[str, Any]
+    # The connection's record as JSON text: compact while a long-poll is held, parsed
+    # (`records`) only to compute an answer.
+    rooms_json: bytes
     created_ts: int
+
+    def records(self) -> dict[str, Any]:
+        records: dict[str, Any] = orjson.loads(self.rooms_json)
+        return records
 
 
 async def load_position(
@@ -32,7 +38,7 @@ async def load_position(
     row = await cur.fetchone()
     if row is None:
         return None
-    return Position(int(row[0]), row[1], orjson.loads(row[2]), int(row[3]))
+    return Position(int(row[0]), row[1], row[2].encode(), int(row[3]))
 
 
 async def save_position(
