@@ -202,15 +202,8 @@ class SlidingSyncService:
             # Read-your-writes: what the user just wrote in these rooms is read now.
             await self.notifier.settle(user_id, list(by_id), MAX_SETTLE_S)
         now = self._now(since)
-        configs: dict[str, RoomConfig] = {}
-        for name, found_window in windows.items():
-            for room_id in found_window.room_ids:
-                config = request.lists[name].config
-                configs[room_id] = configs.get(room_id, config).combine(config)
         subscribed = [room_id for room_id in request.subscriptions if room_id in by_id]
-        for room_id in subscribed:
-            config = request.subscriptions[room_id]
-            configs[room_id] = configs.get(room_id, config).combine(config)
+        configs = _room_configs(request, windows, subscribed)
         had_rooms: Mapping[str, Any] = had.get("rooms", {})
         targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
         renderer = RoomRenderer(
@@ -307,3 +300,19 @@ async def record_room_facts(writer: RoomWriter) -> None:
     encryption current for the lists (storage/sliding_sync/rooms.py)."""
     bumps = [p.stream_ordering for p in writer.persisted if p.event.type in store.BUMP_TYPES]
     await store.update_room(writer.conn, writer.room_id, max(bumps, default=0))
+
+
+def _room_configs(
+    request: SlidingSyncRequest, windows: Mapping[str, Window], subscribed: list[str]
+) -> dict[str, RoomConfig]:
+    """Each room's parameters: those of every list window it is in, then its
+    subscription's, combined as the MSC says."""
+    configs: dict[str, RoomConfig] = {}
+    for name, found_window in windows.items():
+        for room_id in found_window.room_ids:
+            config = request.lists[name].config
+            configs[room_id] = configs.get(room_id, config).combine(config)
+    for room_id in subscribed:
+        config = request.subscriptions[room_id]
+        configs[room_id] = configs.get(room_id, config).combine(config)
+    return configs
