@@ -76,6 +76,9 @@ class Notifier:
         # it asked need not read again (under a stream of notifications from other
         # processes, the reads queued behind one in flight collapse into it).
         self._reads_begun = 0
+        # Our notifications not yet published: the next read of the positions sends
+        # them all first, in its own round trip (commits in many rooms at once share it).
+        self._unpublished: list[str] = []
         # Tells our own notifications apart (per notifier: tests run two in one process).
         self._instance = uuid.uuid4().hex
         self._draining = False
@@ -141,14 +144,22 @@ class Notifier:
         elif isinstance(kind, str) and kind in self._handlers:
             await self._handlers[kind](payload)
 
-    async def _refresh(self, *, force: bool = False) -> None:
-        """Re-read safe positions and deliver every pending notification they cover."""
+    async def _refresh(self, *, force: bool = False, publish: str | None = None) -> None:
+        """Publish `publish` (with any others waiting), re-read safe positions and
+        deliver every pending notification they cover. A read begun after this call's
+        notification was queued has published it too."""
         asked = self._reads_begun
+        if publish is not None:
+            self._unpublished.append(publish)
         async with self._refresh_lock:
-            if not (self._pending or force) or (self._reads_begun > asked and not force):
+            idle = not (self._pending or force) or (self._reads_begun > asked and not force)
+            if idle and not self._unpublished:
                 return
             self._reads_begun += 1
-            self.positions = await self._conn.run(streams.safe_positions)
+            payloads, self._unpublished = self._unpublished, []
+            self.positions = await self._conn.run(
+                lambda conn: streams.publish_and_read(conn, CHANNEL, payloads)
+            )
             ready = [p for p in self._pending if p.position <= self.positions.get(p.stream, 0)]
             if not ready:
                 return
@@ -189,8 +200,7 @@ class Notifier:
             "users": pending.users,
         }
         try:
-            await self._publish(payload)
-            await self._refresh()
+            await self._refresh(publish=self._encode(payload))
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
@@ -205,12 +215,16 @@ class Notifier:
     def on(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
 
-    async def _publish(self, payload: dict[str, Any]) -> None:
+    def _encode(self, payload: dict[str, Any]) -> str:
         data = orjson.dumps({**payload, "from": self._instance}).decode()
         if len(data) > 7900:
             # NOTIFY payloads are limited to 8000 bytes: fall back to waking everyone.
             summary = {k: payload.get(k) for k in ("kind", "stream", "position")}
             data = orjson.dumps({**summary, "from": self._instance, "all": True}).decode()
+        return data
+
+    async def _publish(self, payload: dict[str, Any]) -> None:
+        data = self._encode(payload)
         await self._conn.run(lambda conn: streams.publish(conn, CHANNEL, data))
 
     async def wait(self, user_id: str, rooms: Iterable[str], seconds: float) -> bool:

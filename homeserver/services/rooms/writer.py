@@ -515,20 +515,21 @@ class EventWriter:
         async with self._transaction(room_id) as txn:
             conn = txn.conn
             assert conn is not None
-            room = await rooms.get_room(conn, room_id)
-            if room is None and create is not None:
+            found = await rooms.get_room_and_extremities(conn, room_id)
+            if found is None and create is not None:
                 version, creator = create
                 now = clock.now_ms()
                 await rooms.insert_room(conn, room_id, version.identifier, creator, now)
-                room = await rooms.get_room(conn, room_id)
-            if room is None:
+                found = await rooms.get_room_and_extremities(conn, room_id)
+            if found is None:
                 raise UnknownRoom(room_id)
+            room, extremities = found
             yield self._writer(
                 txn,
                 room_id,
                 get_room_version(room.room_version),
                 room.current_state_group,
-                await rooms.get_forward_extremities(conn, room_id),
+                extremities,
             )
 
     @asynccontextmanager
