@@ -140,6 +140,8 @@ class SendService:
         outcomes: dict[_Pending, PersistedEvent | str | BaseException] = {}
         try:
             async with self.events.writer(room_id) as writer:
+                if len(batch) > 1:
+                    await writer.reserve(len(batch))
                 sent: dict[tuple[str, str, str, str], str] = {}
                 for item in batch:
                     key = None

@@ -223,14 +223,31 @@ class RoomWriter:
     start_state_group: int | None = field(default=None, init=False)
     changed_state: set[StateKey] = field(default_factory=set)
     membership_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # positions allocated ahead for the next events (see `reserve`)
+    reserved: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.start_state_group = self.state_group
 
     async def _auth_state(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
-        ids = await state.get_current_state(self.conn, self.room_id, keys | {CREATE_KEY})
+        """The current state's events for `keys`. Current state is the room's current
+        state group, which never changes once written: its entries come from the
+        cache, so a busy room's messages do not read the same rows again and again."""
+        wanted = keys | {CREATE_KEY}
+        group = self.state_group
+        if group is None:
+            ids = await state.get_current_state(self.conn, self.room_id, wanted)
+        else:
+            ids = (await state_entries(self.conn, self.cache, [group], wanted))[group]
         found = await load_events(self.conn, self.cache, ids.values())
         return {key: found[eid] for key, eid in ids.items() if eid in found}
+
+    async def reserve(self, count: int) -> None:
+        """Allocate the positions of the next `count` events in one round trip (a batch
+        of sends). Those left unused end with the transaction, as gaps in the stream."""
+        got = await self.allocator.allocate("events", count)
+        self.positions.extend(got)
+        self.reserved.extend(got)
 
     async def unchanged(
         self, event_type: str, state_key: str, sender: str, content: Mapping[str, Any]
@@ -344,8 +361,11 @@ class RoomWriter:
     async def persist(self, event: Event, *, prev_ids: list[str], new_key: bool) -> PersistedEvent:
         """Write an event already built and authorised for this room's current state."""
         conn = self.conn
-        [stream_ordering] = await self.allocator.allocate("events")
-        self.positions.append(stream_ordering)
+        if self.reserved:
+            stream_ordering = self.reserved.pop(0)
+        else:
+            [stream_ordering] = await self.allocator.allocate("events")
+            self.positions.append(stream_ordering)
         if event.is_state:
             delta = {event.state_tuple: event.event_id}
             self.state_group = await state.create_group(
@@ -355,10 +375,13 @@ class RoomWriter:
             await rooms.set_current_state_group(conn, self.room_id, self.state_group)
             self.changed_state.add(event.state_tuple)
             await self.set_membership(event, stream_ordering)
-        await event_store.insert_event(
-            conn, event_record(event), stream_ordering=stream_ordering, state_group=self.state_group
+        await event_store.insert_new_extremity(
+            conn,
+            event_record(event),
+            stream_ordering=stream_ordering,
+            state_group=self.state_group,
+            replaced=prev_ids,
         )
-        await rooms.replace_forward_extremities(conn, self.room_id, prev_ids, event.event_id)
         self.extremities = [(event.event_id, event.depth)] + [
             (eid, d) for eid, d in self.extremities if eid not in prev_ids
         ]
