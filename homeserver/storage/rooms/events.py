@@ -164,6 +164,22 @@ async def get_txn_event(
     return row[0] if row else None
 
 
+async def get_txn_events(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
+) -> dict[tuple[str, str, str, str], str]:
+    """`get_txn_event` for many (user, device, scope, txn id) keys in one statement."""
+    if not keys:
+        return {}
+    columns = [list(column) for column in zip(*keys, strict=True)]
+    cur = await conn.execute(
+        "SELECT t.user_id, t.device_id, t.scope, t.txn_id, t.event_id FROM event_txn_ids t"
+        " JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS k(u, d, s, x)"
+        " ON t.user_id = k.u AND t.device_id = k.d AND t.scope = k.s AND t.txn_id = k.x",
+        columns,
+    )
+    return {(u, d, s, x): eid for u, d, s, x, eid in await cur.fetchall()}
+
+
 async def insert_txn_event(
     conn: AsyncConnection, user_id: str, device_id: str, scope: str, txn_id: str, event_id: str
 ) -> None:
