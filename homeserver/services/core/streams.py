@@ -8,6 +8,7 @@ connection while holding one, which could deadlock a busy pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ class _Request:
     count: int
     positions: list[int] = field(default_factory=list)
     served: bool = False
+    # False once its caller stopped waiting (cancelled): what it is given is abandoned
+    wanted: bool = True
 
 
 class StreamAllocator:
@@ -46,8 +49,10 @@ class StreamAllocator:
                 if not request.served:
                     await self._serve()
         finally:
-            if not request.served and request in self._queue:
-                self._queue.remove(request)
+            if not request.served:
+                request.wanted = False
+                if request in self._queue:
+                    self._queue.remove(request)
         return request.positions
 
     async def _serve(self) -> None:
@@ -64,15 +69,23 @@ class StreamAllocator:
                 # that then died belong to a dead backend and hold nobody back.
                 got[stream] = await self._conn.run(functools.partial(_allocate, stream, total))
         except Exception:
-            # Positions nobody will use must not hold readers back.
-            for stream, positions in got.items():
-                await self.abandon(stream, positions)
+            # Positions nobody will use must not hold readers back. If that fails too,
+            # the connection is gone, and positions of a dead backend hold nobody back.
+            with contextlib.suppress(Exception):
+                for stream, positions in got.items():
+                    await self.abandon(stream, positions)
             raise
+        unwanted: list[_Request] = []
         for request in batch:
             request.positions = got[request.stream][: request.count]
             del got[request.stream][: request.count]
             request.served = True
-            self._queue.remove(request)
+            if request.wanted:
+                self._queue.remove(request)
+            else:
+                unwanted.append(request)
+        for request in unwanted:
+            await self.abandon(request.stream, request.positions)
 
     async def abandon(self, stream: str, positions: list[int]) -> None:
         if not positions:
