@@ -9,7 +9,9 @@ from typing import Any
 import psycopg
 
 from homeserver.api.context import HOMESERVER
+from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.core import streams
+from homeserver.storage.core.pool import Database
 from tests.integration.conftest import RoomUser
 
 
@@ -91,3 +93,50 @@ async def test_a_writers_next_sync_includes_its_write(
         await slow.close()
     assert status == 200, body
     assert room_id in body.get("rooms", {}).get("join", {})
+
+
+async def test_concurrent_allocations_share_statements_and_a_cancelled_one_is_released(
+    database_factory: Callable[[], str],
+) -> None:
+    """Allocations queued behind one in flight are served together; positions given to
+    a caller that stopped waiting are released, so readers are not held back."""
+    conninfo = database_factory()
+    db = Database(conninfo, size=2)
+    await db.open()
+    allocator = StreamAllocator(db)
+    reader = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    try:
+        [start] = await allocator.allocate("events")
+        await allocator.abandon("events", [start])
+        calls = (allocator.allocate("events", 1 + n % 3) for n in range(12))
+        results = await asyncio.gather(*calls)
+        positions = [p for got in results for p in got]
+        assert [len(got) for got in results] == [1 + n % 3 for n in range(12)]
+        assert len(set(positions)) == len(positions) and min(positions) > start
+        assert all(got == sorted(got) for got in results)
+
+        # One allocation in flight; two queue behind it, and the second of them stops
+        # waiting while the first serves them both.
+        holder = asyncio.ensure_future(allocator.allocate("events"))
+        await asyncio.sleep(0)
+        server = asyncio.ensure_future(allocator.allocate("events"))
+        doomed = asyncio.ensure_future(allocator.allocate("events", 2))
+        await asyncio.sleep(0)
+        positions += await holder
+        for _ in range(1000):
+            if allocator._lock.locked():  # `server` has taken the queue
+                break
+            await asyncio.sleep(0)
+        doomed.cancel()
+        positions += await server
+
+        cur = await reader.execute("SELECT count(*) FROM stream_inflight")
+        assert (await cur.fetchone()) == (len(positions),)
+        await allocator.abandon("events", positions)
+        [last] = await allocator.allocate("events")
+        # Nothing but `last` is in flight: not the positions of the cancelled caller.
+        assert (await streams.safe_positions(reader))["events"] == last - 1
+    finally:
+        await reader.close()
+        await allocator.close()
+        await db.close()

@@ -3,6 +3,7 @@ txnId) gets the first response; any other request is a new one, whatever its txn
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -63,3 +64,31 @@ async def test_txn_id_of_another_access_token_is_a_new_request(client: Client) -
     assert status == 200
     ids = [e["event_id"] for e in page["chunk"]]
     assert sent in ids and again in ids
+
+
+async def test_retransmissions_within_and_across_batches_of_a_busy_room(client: Client) -> None:
+    """Concurrent sends into one room are written in batches: a txn id repeated in the
+    same batch, or already used by an earlier one, still gets the first event."""
+    alice = await RoomUser.make(client, "carol")
+    room = await alice.create_room()
+    path = f"/rooms/{room}/send/m.room.message"
+
+    def body(n: int) -> dict[str, Any]:
+        return {"msgtype": "m.text", "body": f"message {n}"}
+
+    earlier = {n: await put(alice, f"{path}/t{n}", body(n)) for n in range(5)}
+    # Old ids again, new ids twice each, all at once: they queue behind each other.
+    requests = [(n, put(alice, f"{path}/t{n}", body(n))) for n in range(15) for _ in range(2)]
+    answers = await asyncio.gather(*(request for _, request in requests))
+    by_txn: dict[int, set[str]] = {}
+    for (n, _), event_id in zip(requests, answers, strict=True):
+        by_txn.setdefault(n, set()).add(event_id)
+    assert all(len(ids) == 1 for ids in by_txn.values())
+    assert all(by_txn[n] == {earlier[n]} for n in earlier)
+
+    status, page = await alice.get(f"/v3/rooms/{room}/messages", dir="b", limit="100")
+    assert status == 200
+    bodies = [e["content"]["body"] for e in page["chunk"] if e["type"] == "m.room.message"]
+    assert sorted(bodies) == sorted(f"message {n}" for n in range(15))
+    ids = {e["event_id"] for e in page["chunk"]}
+    assert set().union(*by_txn.values()) <= ids

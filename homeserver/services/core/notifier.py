@@ -83,6 +83,9 @@ class Notifier:
         # it asked need not read again (under a stream of notifications from other
         # processes, the reads queued behind one in flight collapse into it).
         self._reads_begun = 0
+        # Our notifications not yet published: the next read of the positions sends
+        # them all first, in its own round trip (commits in many rooms at once share it).
+        self._unpublished: list[str] = []
         # Tells our own notifications apart (per notifier: tests run two in one process).
         self._instance = uuid.uuid4().hex
         self._draining = False
@@ -149,21 +152,21 @@ class Notifier:
             await self._handlers[kind](payload)
 
     async def _refresh(self, *, force: bool = False, publish: str | None = None) -> None:
-        """Re-read safe positions and deliver every pending notification they cover;
-        with `publish`, send that payload to the other processes in the same round trip."""
+        """Publish `publish` (with any others waiting), re-read safe positions and
+        deliver every pending notification they cover. A read begun after this call's
+        notification was queued has published it too."""
         asked = self._reads_begun
+        if publish is not None:
+            self._unpublished.append(publish)
         async with self._refresh_lock:
-            skip = not (self._pending or force) or (self._reads_begun > asked and not force)
-            if skip and publish is None:
+            idle = not (self._pending or force) or (self._reads_begun > asked and not force)
+            if idle and not self._unpublished:
                 return
             self._reads_begun += 1
-            if publish is None:
-                self.positions = await self._conn.run(streams.safe_positions)
-            else:
-                data = publish
-                self.positions = await self._conn.run(
-                    lambda conn: streams.publish_and_read(conn, CHANNEL, data)
-                )
+            payloads, self._unpublished = self._unpublished, []
+            self.positions = await self._conn.run(
+                lambda conn: streams.publish_and_read(conn, CHANNEL, payloads)
+            )
             ready = [p for p in self._pending if p.position <= self.positions.get(p.stream, 0)]
             if not ready:
                 return

@@ -65,6 +65,10 @@ class _Pending:
     future: asyncio.Future[tuple[str, PersistedEvent | None]]
 
 
+def _txn_key(item: _Pending) -> tuple[str, str, str, str]:
+    return (item.requester.user_id, item.requester.device_id, item.scope, item.txn_id or "")
+
+
 class SendService:
     """Sends go through a queue per room: while one batch of a room is being written,
     the sends that arrive meanwhile wait and are then written together in one
@@ -104,10 +108,6 @@ class SendService:
             return shadow_event_id(), None
         check_own_acl(event_type, state_key, content, domain_of(requester.user_id))
         scope = f"{room_id}/{endpoint or f'send/{event_type}'}"
-        if txn_id is not None:
-            existing = await self._existing_txn(requester, scope, txn_id)
-            if existing is not None:
-                return existing, None
         pending = _Pending(
             requester,
             event_type,
@@ -140,15 +140,17 @@ class SendService:
         outcomes: dict[_Pending, PersistedEvent | str | BaseException] = {}
         try:
             async with self.events.writer(room_id) as writer:
-                sent: dict[tuple[str, str, str, str], str] = {}
+                # Retransmissions, of earlier batches or within this one, get the first
+                # answer: one read for the whole batch, in its transaction.
+                keys = {item: _txn_key(item) for item in batch if item.txn_id is not None}
+                sent = await event_store.get_txn_events(writer.conn, list(keys.values()))
+                if len(batch) - len(sent) > 1:
+                    await writer.reserve_positions(len(batch) - len(sent))
                 for item in batch:
-                    key = None
-                    if item.txn_id is not None:
-                        requester = item.requester
-                        key = (requester.user_id, requester.device_id, item.scope, item.txn_id)
-                        if key in sent:
-                            outcomes[item] = sent[key]
-                            continue
+                    key = keys.get(item)
+                    if key is not None and key in sent:
+                        outcomes[item] = sent[key]
+                        continue
                     try:
                         persisted = await self._send_one(writer, item)
                     except EventNotAllowed as exc:

@@ -251,7 +251,15 @@ class RoomWriter:
         return position
 
     async def _auth_state(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Event]:
-        ids = await state.get_current_state(self.conn, self.room_id, keys | {CREATE_KEY})
+        """The current state's events for `keys`. Current state is the room's current
+        state group, which never changes once written: its entries come from the
+        cache, so a busy room's messages do not read the same rows again and again."""
+        wanted = keys | {CREATE_KEY}
+        group = self.state_group
+        if group is None:
+            ids = await state.get_current_state(self.conn, self.room_id, wanted)
+        else:
+            ids = (await state_entries(self.conn, self.cache, [group], wanted))[group]
         found = await load_events(self.conn, self.cache, ids.values())
         return {key: found[eid] for key, eid in ids.items() if eid in found}
 
@@ -377,10 +385,13 @@ class RoomWriter:
             await rooms.set_current_state_group(conn, self.room_id, self.state_group)
             self.changed_state.add(event.state_tuple)
             await self.set_membership(event, stream_ordering)
-        await event_store.insert_event(
-            conn, event_record(event), stream_ordering=stream_ordering, state_group=self.state_group
+        await event_store.insert_new_extremity(
+            conn,
+            event_record(event),
+            stream_ordering=stream_ordering,
+            state_group=self.state_group,
+            replaced=prev_ids,
         )
-        await rooms.replace_forward_extremities(conn, self.room_id, prev_ids, event.event_id)
         self.extremities = [(event.event_id, event.depth)] + [
             (eid, d) for eid, d in self.extremities if eid not in prev_ids
         ]
@@ -537,20 +548,21 @@ class EventWriter:
         async with self._transaction(room_id) as txn:
             conn = txn.conn
             assert conn is not None
-            room = await rooms.get_room(conn, room_id)
-            if room is None and create is not None:
+            found = await rooms.get_room_and_extremities(conn, room_id)
+            if found is None and create is not None:
                 version, creator = create
                 now = clock.now_ms()
                 await rooms.insert_room(conn, room_id, version.identifier, creator, now)
-                room = await rooms.get_room(conn, room_id)
-            if room is None:
+                found = await rooms.get_room_and_extremities(conn, room_id)
+            if found is None:
                 raise UnknownRoom(room_id)
+            room, extremities = found
             yield self._writer(
                 txn,
                 room_id,
                 get_room_version(room.room_version),
                 room.current_state_group,
-                await rooms.get_forward_extremities(conn, room_id),
+                extremities,
             )
 
     @asynccontextmanager

@@ -87,9 +87,16 @@ async def publish(conn: AsyncConnection, channel: str, payload: str) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
 
-async def publish_and_read(conn: AsyncConnection, channel: str, payload: str) -> dict[str, int]:
-    """`publish`, then `safe_positions`, pipelined: a writer's announcement and the
-    read that lets this process wake its own waiters cost one round trip."""
+async def publish_and_read(
+    conn: AsyncConnection, channel: str, payloads: list[str]
+) -> dict[str, int]:
+    """Publish notifications and read the safe positions after them, in one round trip
+    (pipeline mode): a writer's announcement costs one wait for the database, not two."""
     async with conn.pipeline():
-        await publish(conn, channel, payload)
+        if payloads:
+            await conn.execute(
+                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n)"
+                " ORDER BY n",
+                (channel, payloads),
+            )
         return await safe_positions(conn)

@@ -81,6 +81,51 @@ async def insert_event(
             )
 
 
+async def insert_new_extremity(
+    conn: AsyncConnection,
+    event: NewEvent,
+    *,
+    stream_ordering: int,
+    state_group: int | None,
+    replaced: Sequence[str],
+) -> None:
+    """A local event, its edges, and its place as a forward extremity of its room in
+    place of `replaced`, in one statement (the same rows as `insert_event` and
+    rooms.replace_forward_extremities, for the writer's hot path)."""
+    await conn.execute(
+        "WITH ev AS (INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
+        " origin_server_ts, stream_ordering, json, state_group, relates_to, rel_type,"
+        " contains_url, auth_event_ids)"
+        " VALUES (%(id)s, %(room)s, %(type)s, %(state_key)s, %(sender)s, %(depth)s, %(ts)s,"
+        " %(ordering)s, %(json)s, %(group)s, %(relates_to)s, %(rel_type)s, %(url)s,"
+        " %(auth)s)),"
+        " edges AS (INSERT INTO event_edges (event_id, prev_event_id)"
+        " SELECT %(id)s, unnest(%(prev)s::text[]) ON CONFLICT DO NOTHING),"
+        " gone AS (DELETE FROM forward_extremities"
+        " WHERE room_id = %(room)s AND event_id = ANY(%(replaced)s))"
+        " INSERT INTO forward_extremities (room_id, event_id) VALUES (%(room)s, %(id)s)"
+        " ON CONFLICT DO NOTHING",
+        {
+            "id": event.event_id,
+            "room": event.room_id,
+            "type": event.type,
+            "state_key": event.state_key,
+            "sender": event.sender,
+            "depth": event.depth,
+            "ts": event.origin_server_ts,
+            "ordering": stream_ordering,
+            "json": event.json,
+            "group": state_group,
+            "relates_to": event.relates_to,
+            "rel_type": event.rel_type,
+            "url": event.contains_url,
+            "auth": list(event.auth_event_ids),
+            "prev": list(event.prev_event_ids),
+            "replaced": list(replaced),
+        },
+    )
+
+
 _EVENT_COLUMNS = (
     "e.event_id, e.room_id, r.room_version, e.json, e.stream_ordering, e.state_group,"
     " e.rejected_reason, e.redacted_by"
@@ -117,6 +162,22 @@ async def get_txn_event(
     )
     row = await cur.fetchone()
     return row[0] if row else None
+
+
+async def get_txn_events(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
+) -> dict[tuple[str, str, str, str], str]:
+    """`get_txn_event` for many (user, device, scope, txn id) keys in one statement."""
+    if not keys:
+        return {}
+    columns = [list(column) for column in zip(*keys, strict=True)]
+    cur = await conn.execute(
+        "SELECT t.user_id, t.device_id, t.scope, t.txn_id, t.event_id FROM event_txn_ids t"
+        " JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS k(u, d, s, x)"
+        " ON t.user_id = k.u AND t.device_id = k.d AND t.scope = k.s AND t.txn_id = k.x",
+        columns,
+    )
+    return {(u, d, s, x): eid for u, d, s, x, eid in await cur.fetchall()}
 
 
 async def insert_txn_event(

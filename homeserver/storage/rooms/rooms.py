@@ -58,6 +58,26 @@ async def get_forward_extremities(conn: AsyncConnection, room_id: str) -> list[t
     return [(eid, int(depth)) for eid, depth in await cur.fetchall()]
 
 
+async def get_room_and_extremities(
+    conn: AsyncConnection, room_id: str
+) -> tuple[RoomRow, list[tuple[str, int]]] | None:
+    """The room's row and its forward extremities (deepest first) in one round trip:
+    what a writer reads first, with the room's lock held."""
+    cur = await conn.execute(
+        "SELECT r.room_id, r.room_version, r.creator, r.is_public, r.current_state_group,"
+        " x.event_id, x.depth FROM rooms r LEFT JOIN LATERAL ("
+        " SELECT f.event_id, e.depth FROM forward_extremities f"
+        " JOIN events e USING (event_id) WHERE f.room_id = r.room_id) x ON true"
+        " WHERE r.room_id = %s ORDER BY x.depth DESC, x.event_id",
+        (room_id,),
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return None
+    extremities = [(eid, int(depth)) for *_, eid, depth in rows if eid is not None]
+    return RoomRow(*rows[0][:5]), extremities
+
+
 async def replace_forward_extremities(
     conn: AsyncConnection, room_id: str, removed: Iterable[str], added: str
 ) -> None:
