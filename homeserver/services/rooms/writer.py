@@ -219,10 +219,10 @@ class RoomWriter:
     queued_destinations: set[str] = field(default_factory=set)
     # What the transaction changed, for caches of room facts (push evaluation): the
     # state group it started from, the state keys it changed, and the memberships it
-    # wrote, in order, as (user id, membership, display name)
+    # wrote, in order, as (user id, membership, display name, stream position)
     start_state_group: int | None = field(default=None, init=False)
     changed_state: set[StateKey] = field(default_factory=set)
-    membership_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
+    membership_changes: list[tuple[str, str, str | None, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.start_state_group = self.state_group
@@ -325,7 +325,12 @@ class RoomWriter:
         name = event.content.get("displayname")
         avatar = event.content.get("avatar_url")
         self.membership_changes.append(
-            (event.state_key, event.membership, name if isinstance(name, str) else None)
+            (
+                event.state_key,
+                event.membership,
+                name if isinstance(name, str) else None,
+                stream_ordering,
+            )
         )
         await memberships.upsert_membership(
             self.conn,
