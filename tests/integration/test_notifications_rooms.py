@@ -6,7 +6,9 @@ against the form they should take."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,14 @@ from homeserver.api.context import HOMESERVER
 from tests.integration.conftest import RoomUser
 from tests.integration.test_notifications import counts, unread
 from tests.integration.test_notifications_groups import crowd, notified_bodies
+from tests.integration.test_push_gateway import (
+    DAY_MS,
+    LOOPBACK,
+    QUIET_S,
+    Gateway,
+    gateway,  # noqa: F401 (the fixture)
+    set_pusher,
+)
 
 THREADED = json.dumps({"room": {"timeline": {"unread_thread_notifications": True}}})
 
@@ -233,3 +243,35 @@ async def test_thread_counts_from_room_rows(homeserver_client: Callable[..., Any
     assert unread(room) == (1, 0)
     assert unread(await counts(reader, room_id)) == (2, 0)  # not by thread: all together
     assert unread(await counts(members[1], room_id)) == (4, 0)
+
+
+async def test_room_rows_reach_push_gateways_and_age_out(
+    homeserver_client: Callable[..., Any],
+    gateway: Gateway,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """A pusher of a member a room row notifies gets the message (with the unread count
+    derived from the row); an excluded member's pusher gets nothing. Retention deletes
+    room rows unread for too long, as it does members' own rows."""
+    alice, members, room_id = await crowd(homeserver_client, 4, **LOOPBACK)
+    plain, muted = members[0], members[1]
+    await muted.ok("PUT", f"/pushrules/global/room/{room_id}", {"actions": ["dont_notify"]})
+    await set_pusher(plain, gateway, "plain-key")
+    await set_pusher(muted, gateway, "muted-key")
+    hello = await alice.say(room_id, "hello crowd")
+    _, shared = await rows(alice, room_id)
+    assert shared == [sorted([alice.user_id, muted.user_id])]
+    [note] = await gateway.wait_for(1)
+    assert note["event_id"] == hello and note["devices"][0]["pushkey"] == "plain-key"
+    assert note["counts"] == {"unread": 1}
+    second = await alice.say(room_id, "again")
+    assert (await gateway.wait_for(2))[1]["event_id"] == second
+    await asyncio.sleep(QUIET_S)
+    assert gateway.for_pushkey("muted-key") == []
+    assert len(gateway.received) == 2
+    hs = alice.client.server.app[HOMESERVER]
+    now = int(time.time() * 1000)
+    assert await hs.notifications.prune(now + 31 * DAY_MS) == 0  # nobody's read them
+    assert len(await notified_bodies(plain)) == 2
+    assert await hs.notifications.prune(now + 91 * DAY_MS) == 2
+    assert await notified_bodies(plain) == []
+    assert unread(await counts(plain, room_id)) == (0, 0)

@@ -113,6 +113,12 @@ def thread_of(event: Event) -> str | None:
     return None
 
 
+def notified_rooms(writer: RoomWriter) -> list[str]:
+    """The room whose joined members a commit's room row notified, if it wrote one:
+    push delivery looks up its members' pushers from the room."""
+    return [writer.room_id] if writer.notified_room else []
+
+
 def _plain(group: store.PushActionGroup) -> bool:
     return group.actions is None and not group.highlight
 
@@ -313,14 +319,15 @@ class NotificationService:
                 else groups
             )
             groups = [g for g in groups if g.user_ids]
-            for group in groups:
-                writer.notified_users.update(group.user_ids)
             # The members of the room at this position are `room.members` only when the
             # commit changes no local membership (room rows count from the spans).
             row = None if spans else _room_row(room, groups, persisted.stream_ordering)
             if row is not None:
                 shared.append(row)
+                writer.notified_room = True
                 groups = [g for g in groups if not _plain(g)]
+            for group in groups:
+                writer.notified_users.update(group.user_ids)
             out.extend(groups)
         await store.insert_push_actions(writer.conn, writer.room_id, out)
         await room_store.insert_room_actions(writer.conn, writer.room_id, shared)

@@ -213,8 +213,10 @@ class RoomWriter:
     positions: list[int] = field(default_factory=list)
     # 'device_lists' positions of members who started or stopped being joined
     device_list_positions: list[int] = field(default_factory=list)
-    # local users the new events notify (push actions stored): push delivery wakes them
+    # local users the new events notify (push actions stored): push delivery wakes them,
+    # and, when a room row notified most of the room, the room's members
     notified_users: set[str] = field(default_factory=set)
+    notified_room: bool = False
     # servers the new events were queued for (federation outbox): woken after the commit
     queued_destinations: set[str] = field(default_factory=set)
     # What the transaction changed, for caches of room facts (push evaluation): the

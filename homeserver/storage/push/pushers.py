@@ -145,6 +145,20 @@ async def http_pushers_of_users(
     return [PusherKey(*row) for row in await cur.fetchall()]
 
 
+async def pushers_in_rooms(
+    conn: AsyncConnection, room_ids: Sequence[str], kind: str = "http"
+) -> list[PusherKey]:
+    """The pushers of a kind of the local users joined to these rooms: whom a room row
+    may have notified, found from the few pushers rather than the many members."""
+    cur = await conn.execute(
+        "SELECT p.user_id, p.app_id, p.pushkey FROM pushers p WHERE p.kind = %s"
+        " AND EXISTS (SELECT 1 FROM push_member_spans s WHERE s.user_id = p.user_id"
+        " AND s.room_id = ANY(%s) AND s.left_at IS NULL)",
+        (kind, list(room_ids)),
+    )
+    return [PusherKey(*row) for row in await cur.fetchall()]
+
+
 async def pushers_with_work(
     conn: AsyncConnection, now_ms: int, kind: str = "http"
 ) -> list[PusherKey]:
