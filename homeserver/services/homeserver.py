@@ -67,7 +67,7 @@ from homeserver.services.media.thumbnails import ThumbnailService
 from homeserver.services.media.url_previews import UrlPreviewService
 from homeserver.services.push.email_notifier import EmailNotifier
 from homeserver.services.push.gateway import PushGateway
-from homeserver.services.push.notifications import NotificationService
+from homeserver.services.push.notifications import NotificationService, notified_rooms
 from homeserver.services.push.pushers import PusherService
 from homeserver.services.push.rules import PushRuleService
 from homeserver.services.remote.backfill import Backfiller
@@ -260,8 +260,12 @@ class Homeserver:
         self.writer.add_before_commit(self.room_servers.before_commit)
         self.writer.add_before_commit(self.delayed_events.before_commit)
         self.writer.add_before_commit(record_room_facts)
-        self.writer.add_after_commit(lambda w: self.push_gateway.notify_users(w.notified_users))
-        self.writer.add_after_commit(lambda w: self.email_notifier.notify_users(w.notified_users))
+        self.writer.add_after_commit(
+            lambda w: self.push_gateway.notify_users(w.notified_users, notified_rooms(w))
+        )
+        self.writer.add_after_commit(
+            lambda w: self.email_notifier.notify_users(w.notified_users, notified_rooms(w))
+        )
         self.writer.add_after_commit(self.room_servers.after_commit)
         self.writer.add_after_commit(lambda _: self.appservices_sender.notify())
 

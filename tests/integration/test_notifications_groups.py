@@ -19,10 +19,10 @@ THREADED = json.dumps({"room": {"timeline": {"unread_thread_notifications": True
 
 
 async def crowd(
-    homeserver_client: Callable[..., Any], size: int
+    homeserver_client: Callable[..., Any], size: int, **config: Any
 ) -> tuple[RoomUser, list[RoomUser], str]:
     """alice's public room, and `size` members joined to it."""
-    client: Client = await homeserver_client(**{"rate_limits.enabled": False})
+    client: Client = await homeserver_client(**{"rate_limits.enabled": False, **config})
     alice = await RoomUser.make(client, "alice")
     members = [await RoomUser.make(client, f"member{i}") for i in range(size)]
     room_id = await alice.create_room(preset="public_chat")

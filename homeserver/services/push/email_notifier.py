@@ -121,18 +121,23 @@ class EmailNotifier:
         await cancel_and_wait(list(self._lookups))
         await self._workers.close()
 
-    def notify_users(self, user_ids: Iterable[str]) -> None:
-        """These users just got push actions (committed); never waits."""
-        users = sorted(set(user_ids))
-        if self.enabled and users and not self._closing:
-            task = asyncio.create_task(self._wake_users(users), name="email wake")
+    def notify_users(self, user_ids: Iterable[str], room_ids: Iterable[str] = ()) -> None:
+        """These users, and the joined members of these rooms, just got push actions
+        (committed); never waits."""
+        if not self.enabled or self._closing:
+            return
+        users, rooms = sorted(set(user_ids)), sorted(set(room_ids))
+        if users or rooms:
+            task = asyncio.create_task(self._wake_users(users, rooms), name="email wake")
             self._lookups.add(task)
             task.add_done_callback(self._lookups.discard)
 
-    async def _wake_users(self, user_ids: list[str]) -> None:
+    async def _wake_users(self, user_ids: list[str], room_ids: list[str]) -> None:
         try:
             async with self.db.pool.connection() as conn:
                 keys = await store.http_pushers_of_users(conn, user_ids, KIND)
+                if room_ids:
+                    keys += await store.pushers_in_rooms(conn, room_ids, KIND)
         except (DatabaseError, OSError):
             log.warning("email notifications: cannot look up pushers; the sweep will retry")
             return

@@ -148,6 +148,7 @@ class PushGateway:
         self.sweep_interval_s = sweep_interval_s
         self._session: aiohttp.ClientSession | None = None
         self._dirty_users: set[str] = set()
+        self._dirty_rooms: set[str] = set()
         # Users whose actions lay beyond the safe position: looked at again on each wake.
         self._held_users: set[str] = set()
         self._wakeup = asyncio.Event()
@@ -187,13 +188,15 @@ class PushGateway:
             await self._session.close()
             self._session = None
 
-    def notify_users(self, user_ids: Iterable[str]) -> None:
-        """These users just got push actions (committed): send them. Never waits."""
+    def notify_users(self, user_ids: Iterable[str], room_ids: Iterable[str] = ()) -> None:
+        """These users, and the joined members of these rooms (a room row's), just got
+        push actions (committed): send them. Never waits."""
         if self._closing:
             return
-        before = len(self._dirty_users)
+        before = len(self._dirty_users) + len(self._dirty_rooms)
         self._dirty_users.update(user_ids)
-        if len(self._dirty_users) != before or self._held_users:
+        self._dirty_rooms.update(room_ids)
+        if len(self._dirty_users) + len(self._dirty_rooms) != before or self._held_users:
             self._wakeup.set()
 
     # ---- finding the pushers to run
@@ -203,11 +206,15 @@ class PushGateway:
             await self._wakeup.wait()
             self._wakeup.clear()
             users = self._dirty_users | self._held_users
+            rooms = self._dirty_rooms
             self._dirty_users = set()
+            self._dirty_rooms = set()
             self._held_users = set()
             try:
                 async with self.db.pool.connection() as conn:
                     keys = await store.http_pushers_of_users(conn, sorted(users))
+                    if rooms:
+                        keys += await store.pushers_in_rooms(conn, sorted(rooms))
             except (DatabaseError, OSError) as exc:
                 if not is_unavailable(exc):
                     log.exception("push: cannot look up pushers; the sweep will retry")

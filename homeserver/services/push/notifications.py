@@ -9,7 +9,10 @@ per room and brought forward by each transaction's own membership changes (one
 entry per change; the state group tells when another process wrote meanwhile, and
 the room is read afresh); users are evaluated by groups sharing one compiled rule
 set (most users keep the server defaults), the user-independent conditions once per
-group and event; and all the rows of a commit go to the database in one statement.
+group and event; and the rows of a commit go to the database in one statement per
+table. The members an event notifies plainly are most of a big room: they are stored
+as one row for the room (naming the members it leaves out) rather than one each, so
+a message costs the database about the same in a room of ten or of ten thousand.
 
 The rows do not stay forever: a background task (`prune`) deletes those read and
 older than `push.retention_days`, and all older than `push.unread_retention_days`.
@@ -22,7 +25,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -40,11 +43,14 @@ from homeserver.services.timeline.format import format_events
 from homeserver.storage.accounts import account_data as account_data_store
 from homeserver.storage.core.pool import Connection, Database, DatabaseError
 from homeserver.storage.push import notifications as store
+from homeserver.storage.push import room_actions as room_store
 from homeserver.storage.rooms import state
 
 log = logging.getLogger(__name__)
 
 CACHED_ROOMS = 10_000
+# Fewest members an event notifies plainly for them to share one room row.
+ROOM_ROW_MIN = 2
 PRUNE_FIRST_DELAY_S = 60.0
 PRUNE_INTERVAL_S = 3600.0
 MAIN_THREAD = store.MAIN_THREAD
@@ -105,6 +111,31 @@ def thread_of(event: Event) -> str | None:
         if isinstance(root, str):
             return root
     return None
+
+
+def notified_rooms(writer: RoomWriter) -> list[str]:
+    """The room whose joined members a commit's room row notified, if it wrote one:
+    push delivery looks up its members' pushers from the room."""
+    return [writer.room_id] if writer.notified_room else []
+
+
+def _plain(group: store.PushActionGroup) -> bool:
+    return group.actions is None and not group.highlight
+
+
+def _room_row(
+    room: RoomPushState, groups: Sequence[store.PushActionGroup], position: int
+) -> room_store.RoomAction | None:
+    """One row for the members the event notifies plainly, when they are at least
+    `ROOM_ROW_MIN` and no fewer than the room's other local members (who are listed
+    on the row as not notified by it); None to keep a row per member."""
+    plain = [u for g in groups if _plain(g) for u in g.user_ids]
+    others = len(room.members) - len(plain)
+    if len(plain) < ROOM_ROW_MIN or others > len(plain):
+        return None
+    excluded = sorted(room.members.keys() - set(plain))
+    thread = next(g.thread_id for g in groups if _plain(g))
+    return room_store.RoomAction(position, thread, excluded)
 
 
 class NotificationService:
@@ -203,7 +234,7 @@ class NotificationService:
                 self._rooms.move_to_end(room_id)
                 cached.group = None  # half-updated until done
                 server = self.server_name
-                for user_id, membership, name in writer.membership_changes:
+                for user_id, membership, name, _ in writer.membership_changes:
                     cached.apply(user_id, membership, name, server)
                 if CREATE_KEY in writer.changed_state or POWER_LEVELS_KEY in writer.changed_state:
                     cached.create, cached.power = await self._create_and_power(writer)
@@ -260,10 +291,18 @@ class NotificationService:
         Users are evaluated by group (`PushRuleService.shared`): the conditions that do
         not depend on the user once per group and event, the others per user; the
         outcome is the one each user's own rules give (tests/unit test_push_shared).
-        Members with one outcome for an event are stored as one group."""
+        Members with one outcome for an event are stored as one group; the members an
+        event notifies plainly, when they are most of the room, as one room row."""
         room = await self._room_state(writer)
+        server = self.server_name
+        spans = [
+            room_store.SpanChange(user_id, membership == "join", position)
+            for user_id, membership, _, position in writer.membership_changes
+            if domain_of(user_id) == server
+        ]
+        await room_store.record_spans(writer.conn, writer.room_id, spans)
         out: list[store.PushActionGroup] = []
-        encoded: dict[int, str | None] = {}
+        shared: list[room_store.RoomAction] = []
         # Users who ignore a sender get no notification of their messages (state
         # events still count: the spec keeps showing those).
         senders = {p.event.sender for p in writer.persisted if p.event.state_key is None}
@@ -272,35 +311,52 @@ class NotificationService:
         )
         for persisted in writer.persisted:
             event = persisted.event
-            groups = await self._groups(writer.conn, room, event)
-            pdu, sender = event.pdu, event.sender
-            skipped = ignoring.get(sender, set()) if event.state_key is None else set()
-            thread = thread_of(event)
-            facts = room.facts(user_level(event.sender, room.create, room.power))
-            for rules, members in groups:
-                if not members:
+            skipped = ignoring.get(event.sender, set()) if event.state_key is None else set()
+            groups = await self._notified(writer.conn, room, event, persisted.stream_ordering)
+            groups = (
+                [replace(g, user_ids=[u for u in g.user_ids if u not in skipped]) for g in groups]
+                if skipped
+                else groups
+            )
+            groups = [g for g in groups if g.user_ids]
+            # The members of the room at this position are `room.members` only when the
+            # commit changes no local membership (room rows count from the spans).
+            row = None if spans else _room_row(room, groups, persisted.stream_ordering)
+            if row is not None:
+                shared.append(row)
+                writer.notified_room = True
+                groups = [g for g in groups if not _plain(g)]
+            for group in groups:
+                writer.notified_users.update(group.user_ids)
+            out.extend(groups)
+        await store.insert_push_actions(writer.conn, writer.room_id, out)
+        await room_store.insert_room_actions(writer.conn, writer.room_id, shared)
+
+    async def _notified(
+        self, conn: Connection, room: RoomPushState, event: Event, position: int
+    ) -> list[store.PushActionGroup]:
+        """The users the event notifies (not its sender), by outcome."""
+        groups = await self._groups(conn, room, event)
+        pdu, sender = event.pdu, event.sender
+        thread = thread_of(event)
+        facts = room.facts(user_level(sender, room.create, room.power))
+        encoded: dict[int, str | None] = {}
+        out: list[store.PushActionGroup] = []
+        for rules, members in groups:
+            if not members:
+                continue
+            for outcome, matched in rules.evaluate_groups(pdu, facts, members):
+                if not outcome.notify:
                     continue
-                for outcome, matched in rules.evaluate_groups(pdu, facts, members):
-                    if not outcome.notify:
-                        continue
-                    user_ids = [
-                        m.user_id
-                        for m in matched
-                        if m.user_id != sender and m.user_id not in skipped
-                    ]
-                    if not user_ids:
-                        continue
-                    writer.notified_users.update(user_ids)
+                user_ids = [m.user_id for m in matched if m.user_id != sender]
+                if user_ids:
+                    actions = self._encode(outcome, encoded)
                     out.append(
                         store.PushActionGroup(
-                            user_ids,
-                            persisted.stream_ordering,
-                            thread,
-                            self._encode(outcome, encoded),
-                            outcome.highlight,
+                            user_ids, position, thread, actions, outcome.highlight
                         )
                     )
-        await store.insert_push_actions(writer.conn, writer.room_id, out)
+        return out
 
     @staticmethod
     def _encode(outcome: Outcome, encoded: dict[int, str | None]) -> str | None:

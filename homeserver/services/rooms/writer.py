@@ -213,16 +213,18 @@ class RoomWriter:
     positions: list[int] = field(default_factory=list)
     # 'device_lists' positions of members who started or stopped being joined
     device_list_positions: list[int] = field(default_factory=list)
-    # local users the new events notify (push actions stored): push delivery wakes them
+    # local users the new events notify (push actions stored): push delivery wakes them,
+    # and, when a room row notified most of the room, the room's members
     notified_users: set[str] = field(default_factory=set)
+    notified_room: bool = False
     # servers the new events were queued for (federation outbox): woken after the commit
     queued_destinations: set[str] = field(default_factory=set)
     # What the transaction changed, for caches of room facts (push evaluation): the
     # state group it started from, the state keys it changed, and the memberships it
-    # wrote, in order, as (user id, membership, display name)
+    # wrote, in order, as (user id, membership, display name, stream position)
     start_state_group: int | None = field(default=None, init=False)
     changed_state: set[StateKey] = field(default_factory=set)
-    membership_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
+    membership_changes: list[tuple[str, str, str | None, int]] = field(default_factory=list)
     # positions reserved for events about to be written, and the newest one given out
     spare_positions: list[int] = field(default_factory=list)
     latest_position: int = 0
@@ -356,7 +358,12 @@ class RoomWriter:
         name = event.content.get("displayname")
         avatar = event.content.get("avatar_url")
         self.membership_changes.append(
-            (event.state_key, event.membership, name if isinstance(name, str) else None)
+            (
+                event.state_key,
+                event.membership,
+                name if isinstance(name, str) else None,
+                stream_ordering,
+            )
         )
         await memberships.upsert_membership(
             self.conn,

@@ -97,10 +97,13 @@ async def purge_history(
                 sql.Identifier(table)
             )
         )
-    await conn.execute(
-        "DELETE FROM event_push_actions WHERE room_id = %s"
-        " AND stream_ordering IN (SELECT stream_ordering FROM purged)",
-        (room_id,),
-    )
+    for table in ("event_push_actions", "event_push_room_actions"):
+        await conn.execute(
+            sql.SQL(
+                "DELETE FROM {} WHERE room_id = %s"
+                " AND stream_ordering IN (SELECT stream_ordering FROM purged)"
+            ).format(sql.Identifier(table)),
+            (room_id,),
+        )
     cur = await conn.execute("DELETE FROM events WHERE event_id IN (SELECT event_id FROM purged)")
     return cur.rowcount

@@ -11,6 +11,7 @@ import orjson
 from psycopg import AsyncConnection
 
 from homeserver.storage.core import streams
+from homeserver.storage.push.room_actions import delete_old_room_actions, user_actions
 
 MAIN_THREAD = "main"
 # thread_id of receipts that name no thread (storage/receipts.UNTHREADED)
@@ -144,9 +145,12 @@ async def _fold(conn: AsyncConnection, user_id: str, room_ids: Sequence[str], up
         " ON f.user_id = %(user)s AND f.room_id = r.room_id WHERE COALESCE(f.up_to, 0) < %(to)s),"
         " added AS (SELECT a.room_id, COALESCE(a.thread_id, %(main)s) AS thread_id,"
         " min(a.stream_ordering) AS first, count(*) AS n, count(*) FILTER (WHERE a.highlight) AS h"
-        " FROM bounds b JOIN event_push_actions a ON a.user_id = %(user)s"
-        " AND a.room_id = b.room_id AND a.stream_ordering > b.up_to"
-        " AND a.stream_ordering <= %(to)s GROUP BY 1, 2),"
+        " FROM bounds b, LATERAL "
+        + user_actions(
+            "{t}.room_id = b.room_id AND {t}.stream_ordering > b.up_to"
+            " AND {t}.stream_ordering <= %(to)s"
+        )
+        + " a GROUP BY 1, 2),"
         " summed AS (INSERT INTO event_push_summary AS s (user_id, room_id, thread_id,"
         " read_up_to, notifications, highlights)"
         " SELECT %(user)s, room_id, thread_id, first - 1, n, h FROM added"
@@ -204,9 +208,9 @@ async def unread_counts(
         # Reads no summary: sent before the recounts below, which write them.
         recent = await conn.execute(
             "SELECT a.room_id, COALESCE(a.thread_id, %(main)s), count(*),"
-            " count(*) FILTER (WHERE a.highlight) FROM event_push_actions a"
-            " WHERE a.user_id = %(user)s AND a.room_id = ANY(%(rooms)s)"
-            f" AND a.stream_ordering > %(safe)s AND a.stream_ordering > {_folded('a')}"
+            " count(*) FILTER (WHERE a.highlight) FROM "
+            + user_actions("{t}.room_id = ANY(%(rooms)s) AND {t}.stream_ordering > %(safe)s")
+            + f" a WHERE a.stream_ordering > {_folded('a')}"
             f" AND a.stream_ordering > {_READ_UP_TO}"
             " GROUP BY 1, 2",
             params,
@@ -229,10 +233,21 @@ async def _recount(
     room's actions are in the summaries (under the fold lock, taken by the caller),
     and store them."""
     cur = await conn.execute(
-        "SELECT count(*), count(*) FILTER (WHERE highlight) FROM event_push_actions"
-        " WHERE user_id = %s AND room_id = %s AND stream_ordering > %s"
-        " AND stream_ordering <= %s AND COALESCE(thread_id, %s) = %s",
-        (user_id, room_id, position, folded, MAIN_THREAD, thread_id),
+        "SELECT count(*), count(*) FILTER (WHERE a.highlight) FROM "
+        + user_actions(
+            "{t}.room_id = %(room)s AND {t}.stream_ordering > %(position)s"
+            " AND {t}.stream_ordering <= %(folded)s"
+            " AND COALESCE({t}.thread_id, %(main)s) = %(thread)s"
+        )
+        + " a",
+        {
+            "user": user_id,
+            "room": room_id,
+            "position": position,
+            "folded": folded,
+            "main": MAIN_THREAD,
+            "thread": thread_id,
+        },
     )
     row = await cur.fetchone()
     n, h = (int(row[0]), int(row[1])) if row else (0, 0)
@@ -251,10 +266,12 @@ async def notifications(
     cur = await conn.execute(
         "SELECT a.room_id, e.event_id, a.stream_ordering, a.actions::text, e.origin_server_ts,"
         f" a.stream_ordering <= {_READ_UP_TO}"
-        " FROM event_push_actions a JOIN events e ON e.stream_ordering = a.stream_ordering"
-        " WHERE a.user_id = %(user)s"
-        " AND (%(before)s::bigint IS NULL OR a.stream_ordering < %(before)s)"
-        " AND (NOT %(only)s OR a.highlight)"
+        " FROM "
+        + user_actions(
+            "(%(before)s::bigint IS NULL OR {t}.stream_ordering < %(before)s)"
+            " AND (NOT %(only)s OR {h})"
+        )
+        + " a JOIN events e ON e.stream_ordering = a.stream_ordering"
         " ORDER BY a.stream_ordering DESC LIMIT %(limit)s",
         {
             "user": user_id,
@@ -295,11 +312,11 @@ async def pending_actions(
     """The user's push actions in (after, up_to], oldest first."""
     cur = await conn.execute(
         "SELECT a.stream_ordering, a.room_id, e.event_id, e.origin_server_ts, a.actions::text,"
-        " a.highlight FROM event_push_actions a"
-        " JOIN events e ON e.stream_ordering = a.stream_ordering"
-        " WHERE a.user_id = %s AND a.stream_ordering > %s AND a.stream_ordering <= %s"
-        " ORDER BY a.stream_ordering LIMIT %s",
-        (user_id, after, up_to, limit),
+        " a.highlight FROM "
+        + user_actions("{t}.stream_ordering > %(after)s AND {t}.stream_ordering <= %(up_to)s")
+        + " a JOIN events e ON e.stream_ordering = a.stream_ordering"
+        " ORDER BY a.stream_ordering LIMIT %(limit)s",
+        {"user": user_id, "after": after, "up_to": up_to, "limit": limit},
     )
     return [
         PendingAction(
@@ -317,12 +334,12 @@ async def unread_pending_actions(
     email notification tells of (an invite counts as read once the user joins)."""
     cur = await conn.execute(
         "SELECT a.stream_ordering, a.room_id, e.event_id, e.origin_server_ts, a.actions::text,"
-        " a.highlight FROM event_push_actions a"
-        " JOIN events e ON e.stream_ordering = a.stream_ordering"
+        " a.highlight FROM "
+        + user_actions("{t}.stream_ordering > %(after)s AND {t}.stream_ordering <= %(up_to)s")
+        + " a JOIN events e ON e.stream_ordering = a.stream_ordering"
         " JOIN room_memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id"
         " AND m.membership IN ('join', 'invite')"
-        " WHERE a.user_id = %(user)s AND a.stream_ordering > %(after)s"
-        f" AND a.stream_ordering <= %(up_to)s AND a.stream_ordering > {_READ_UP_TO}"
+        f" WHERE a.stream_ordering > {_READ_UP_TO}"
         " ORDER BY a.stream_ordering LIMIT %(limit)s",
         {
             "user": user_id,
@@ -344,9 +361,8 @@ async def unread_pending_actions(
 
 async def has_actions_after(conn: AsyncConnection, user_id: str, after: int) -> bool:
     cur = await conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM event_push_actions WHERE user_id = %s"
-        " AND stream_ordering > %s)",
-        (user_id, after),
+        "SELECT EXISTS (SELECT 1 FROM " + user_actions("{t}.stream_ordering > %(after)s") + " a)",
+        {"user": user_id, "after": after},
     )
     row = await cur.fetchone()
     return bool(row and row[0])
@@ -355,10 +371,13 @@ async def has_actions_after(conn: AsyncConnection, user_id: str, after: int) -> 
 async def total_unread(conn: AsyncConnection, user_id: str) -> int:
     """Unread notifications over every room the user is joined to (sync's counts, summed)."""
     cur = await conn.execute(
-        "SELECT count(*) FROM event_push_actions a"
-        " JOIN room_memberships m ON m.room_id = a.room_id AND m.user_id = a.user_id"
-        " AND m.membership = 'join'"
-        f" WHERE a.user_id = %(user)s AND a.stream_ordering > {_READ_UP_TO}",
+        "SELECT count(*) FROM "
+        + user_actions(
+            "{t}.room_id IN (SELECT room_id FROM room_memberships"
+            " WHERE user_id = %(user)s AND membership = 'join')"
+        )
+        + " a"
+        f" WHERE a.stream_ordering > {_READ_UP_TO}",
         {"user": user_id, "types": READ_TYPES, "unthreaded": UNTHREADED, "main": MAIN_THREAD},
     )
     row = await cur.fetchone()
@@ -431,7 +450,9 @@ async def delete_old_actions(
 ) -> int:
     """Delete, among push actions in [start, end), those at or before `all_up_to`, and
     those at or before `read_up_to` that the user has read; how many went. The
-    summaries they were in are marked unknown, to be recounted by the next sync."""
+    summaries they were in are marked unknown, to be recounted by the next sync.
+    Room rows go by the first bound only (each stands for many members' reads)."""
+    shared = await delete_old_room_actions(conn, start, end, all_up_to, MAIN_THREAD)
     cur = await conn.execute(
         "WITH gone AS (DELETE FROM event_push_actions a"
         " WHERE a.stream_ordering >= %(start)s AND a.stream_ordering < %(end)s"
@@ -453,4 +474,4 @@ async def delete_old_actions(
         },
     )
     row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return shared + (int(row[0]) if row else 0)

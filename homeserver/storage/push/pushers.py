@@ -11,6 +11,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from homeserver.storage.push.notifications import USER_SEPARATOR
+from homeserver.storage.push.room_actions import user_actions
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,20 @@ async def http_pushers_of_users(
     return [PusherKey(*row) for row in await cur.fetchall()]
 
 
+async def pushers_in_rooms(
+    conn: AsyncConnection, room_ids: Sequence[str], kind: str = "http"
+) -> list[PusherKey]:
+    """The pushers of a kind of the local users joined to these rooms: whom a room row
+    may have notified, found from the few pushers rather than the many members."""
+    cur = await conn.execute(
+        "SELECT p.user_id, p.app_id, p.pushkey FROM pushers p WHERE p.kind = %s"
+        " AND EXISTS (SELECT 1 FROM push_member_spans s WHERE s.user_id = p.user_id"
+        " AND s.room_id = ANY(%s) AND s.left_at IS NULL)",
+        (kind, list(room_ids)),
+    )
+    return [PusherKey(*row) for row in await cur.fetchall()]
+
+
 async def pushers_with_work(
     conn: AsyncConnection, now_ms: int, kind: str = "http"
 ) -> list[PusherKey]:
@@ -151,8 +166,9 @@ async def pushers_with_work(
     cur = await conn.execute(
         "SELECT p.user_id, p.app_id, p.pushkey FROM pushers p"
         " WHERE p.kind = %s AND (p.retry_at IS NULL OR p.retry_at <= %s)"
-        " AND EXISTS (SELECT 1 FROM event_push_actions a WHERE a.user_id = p.user_id"
-        " AND a.stream_ordering > p.last_stream_ordering)",
+        " AND EXISTS (SELECT 1 FROM "
+        + user_actions("{t}.stream_ordering > p.last_stream_ordering", user="p.user_id")
+        + " a)",
         (kind, now_ms),
     )
     return [PusherKey(*row) for row in await cur.fetchall()]
