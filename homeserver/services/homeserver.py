@@ -87,13 +87,14 @@ from homeserver.services.remote.sender import FederationSender
 from homeserver.services.remote.served_keys import ServedKeys
 from homeserver.services.rooms.creation import RoomCreator
 from homeserver.services.rooms.delayed_events import DelayedEvents
+from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.reports import ReportService
 from homeserver.services.rooms.send import SendService
 from homeserver.services.rooms.server_acl import ServerAclService
 from homeserver.services.rooms.state import RoomStateService
 from homeserver.services.rooms.upgrade import RoomUpgrader
-from homeserver.services.rooms.writer import EventCache, EventWriter
+from homeserver.services.rooms.writer import EventWriter
 from homeserver.services.sliding_sync.extensions import Extensions
 from homeserver.services.sliding_sync.sliding_sync import SlidingSyncService, record_room_facts
 from homeserver.services.sso.sso import SsoService

@@ -4,13 +4,13 @@ re-authenticating, opened by an admin (Synapse's
 process reads the same window and replacing the key closes it.
 
 Revision ID: 0042
-Revises: 0034
+Revises: 0038
 """
 
 from alembic import op
 
 revision = "0042"
-down_revision = "0034"
+down_revision = "0038"
 branch_labels = None
 depends_on = None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from homeserver.services.rooms.writer import EventCache
+from homeserver.services.rooms.event_cache import EventCache
 
 HV = ("m.room.history_visibility", "")
 ALICE = ("m.room.member", "@alice:example.org")

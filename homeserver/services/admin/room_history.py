@@ -12,9 +12,9 @@ from homeserver.services.accounts.filters import RoomEventFilter
 from homeserver.services.admin.room_tools import acting_as
 from homeserver.services.admin.tasks import AdminTasks
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
+from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.send import SendService
-from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.messages import context_state, keep_fields, parse_event_filter
 from homeserver.services.timeline.visibility import event_of

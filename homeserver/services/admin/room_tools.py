@@ -14,9 +14,9 @@ from homeserver.services.accounts.auth import Requester
 from homeserver.services.admin.tasks import AdminTasks
 from homeserver.services.admin.users import local_user_id
 from homeserver.services.core.errors import ServiceError, forbidden, invalid_param, not_found
+from homeserver.services.rooms.event_cache import load_event
 from homeserver.services.rooms.membership import MembershipService
 from homeserver.services.rooms.send import SendService
-from homeserver.services.rooms.writer import load_event
 from homeserver.storage.admin import room_tools
 from homeserver.storage.admin.tasks import TaskRow
 from homeserver.storage.core.pool import Database

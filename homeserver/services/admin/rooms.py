@@ -23,8 +23,8 @@ from homeserver.services.admin.tasks import AdminTasks
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
+from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.rooms.membership import MembershipService
-from homeserver.services.rooms.writer import EventCache
 from homeserver.services.timeline.format import format_events
 from homeserver.storage.admin import deletions
 from homeserver.storage.admin import rooms as admin_rooms

@@ -46,7 +46,7 @@ from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.core.tasks import cancel_and_wait
-from homeserver.services.rooms.writer import EventCache
+from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.timeline.format import format_events
 from homeserver.storage.accounts import accounts
 from homeserver.storage.appservices import appservices as store

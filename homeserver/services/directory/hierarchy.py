@@ -26,7 +26,7 @@ from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import forbidden, invalid_param, not_found
 from homeserver.services.directory.rooms import room_summary
 from homeserver.services.remote.client import FederationClient, FederationError, quote_segment
-from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.directory.public_rooms import summaries
 from homeserver.storage.remote.room_servers import servers_in_room

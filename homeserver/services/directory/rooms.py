@@ -28,7 +28,8 @@ from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, forbidden, invalid_param, not_found
 from homeserver.services.remote.client import FederationClient, FederationError, RequestFailed
-from homeserver.services.rooms.writer import EventCache, EventNotAllowed, EventWriter, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
+from homeserver.services.rooms.writer import EventNotAllowed, EventWriter
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.directory import aliases

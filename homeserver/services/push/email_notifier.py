@@ -28,7 +28,7 @@ from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.email.mailer import Mail, Mailer, MailError
 from homeserver.services.email.templates import Message, RoomSummary, notification_mail
-from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.storage.core import streams
 from homeserver.storage.core.pool import Connection, Database, DatabaseError
 from homeserver.storage.push import notifications as actions_store

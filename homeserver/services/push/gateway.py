@@ -37,7 +37,7 @@ from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.services.remote.client import FilteringResolver, literal_address_refused
-from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.storage.core import streams
 from homeserver.storage.core.pool import Connection, Database, DatabaseError, is_unavailable
 from homeserver.storage.push import notifications as actions_store

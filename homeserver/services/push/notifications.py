@@ -38,7 +38,8 @@ from homeserver.services.core.errors import ServiceError
 from homeserver.services.push.defaults import localpart_of
 from homeserver.services.push.evaluator import Member, Outcome, RoomFacts, SharedRules
 from homeserver.services.push.rules import PushRuleService
-from homeserver.services.rooms.writer import EventCache, RoomWriter, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
+from homeserver.services.rooms.writer import RoomWriter
 from homeserver.services.timeline.format import format_events
 from homeserver.storage.accounts import account_data as account_data_store
 from homeserver.storage.core.pool import Connection, Database, DatabaseError

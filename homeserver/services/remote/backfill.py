@@ -43,7 +43,8 @@ from homeserver.services.remote.state import (
     persist_outliers,
     resolve_sets,
 )
-from homeserver.services.rooms.writer import EventCache, event_record, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
+from homeserver.services.rooms.writer import event_record
 from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import backfill as backfill_store
 from homeserver.storage.remote import room_servers

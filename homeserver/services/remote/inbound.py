@@ -48,8 +48,9 @@ from homeserver.services.remote.state import (
     persist_remote,
     resolve_sets,
 )
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.rooms.server_acl import DENIED, ServerAclService
-from homeserver.services.rooms.writer import EventCache, EventWriter, load_events
+from homeserver.services.rooms.writer import EventWriter
 from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import dag as fed_store
 from homeserver.storage.remote import inbound as answers

@@ -29,7 +29,8 @@ from homeserver.services.remote.state import (
     persist_remote,
     resolve_sets,
 )
-from homeserver.services.rooms.writer import EventCache, EventWriter, RoomWriter, load_event
+from homeserver.services.rooms.event_cache import EventCache, load_event
+from homeserver.services.rooms.writer import EventWriter, RoomWriter
 from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import events as event_store
 

@@ -40,13 +40,8 @@ from homeserver.services.remote.client import (
 from homeserver.services.remote.keyring import KeyRing
 from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.state import persist_outliers, replace_current_state
-from homeserver.services.rooms.writer import (
-    EventCache,
-    EventWriter,
-    PersistedEvent,
-    RoomWriter,
-    event_record,
-)
+from homeserver.services.rooms.event_cache import EventCache
+from homeserver.services.rooms.writer import EventWriter, PersistedEvent, RoomWriter, event_record
 from homeserver.services.sync.rooms import STRIPPED_STATE_TYPES
 from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import backfill as backfill_store

@@ -17,8 +17,8 @@ from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, not_found
 from homeserver.services.core.replica_reads import read_recent
 from homeserver.services.remote.room_servers import RoomServers
+from homeserver.services.rooms.event_cache import EventCache, load_event, load_events
 from homeserver.services.rooms.server_acl import ServerAclService
-from homeserver.services.rooms.writer import EventCache, load_event, load_events
 from homeserver.services.timeline.visibility import HISTORY_KEY, history_visibility_of
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.core.replicas import Replicas

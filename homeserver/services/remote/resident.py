@@ -26,8 +26,9 @@ from homeserver.services.remote.keyring import KeyRing
 from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.sender import FederationSender
 from homeserver.services.remote.state import StateBefore, auth_state_from
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.rooms.restricted import join_authoriser
-from homeserver.services.rooms.writer import EventCache, EventNotAllowed, EventWriter, load_events
+from homeserver.services.rooms.writer import EventNotAllowed, EventWriter
 from homeserver.services.sync.rooms import STRIPPED_STATE_TYPES
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.remote import dag as fed_store

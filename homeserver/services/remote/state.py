@@ -21,14 +21,8 @@ from federation.identifiers import domain_of
 from federation.power_levels import named_level, user_level
 from federation.room_versions import RoomVersion
 from federation.stateres import EventFetcher, resolve_state
-from homeserver.services.rooms.writer import (
-    EventCache,
-    PersistedEvent,
-    RoomWriter,
-    event_record,
-    load_events,
-    state_entries,
-)
+from homeserver.services.rooms.event_cache import EventCache, load_events, state_entries
+from homeserver.services.rooms.writer import PersistedEvent, RoomWriter, event_record
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.remote import backfill as backfill_store
 from homeserver.storage.remote import dag as fed_store

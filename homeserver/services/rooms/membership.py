@@ -15,14 +15,9 @@ from federation.identifiers import server_name_of
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.push.rules import PushRuleService
 from homeserver.services.remote.joins import FederationJoins
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.rooms.restricted import join_authoriser
-from homeserver.services.rooms.writer import (
-    EventCache,
-    EventNotAllowed,
-    EventWriter,
-    UnknownRoom,
-    load_events,
-)
+from homeserver.services.rooms.writer import EventNotAllowed, EventWriter, UnknownRoom
 from homeserver.storage.accounts import accounts, profiles
 from homeserver.storage.admin import rooms as admin_rooms
 from homeserver.storage.core.pool import Database

@@ -12,7 +12,7 @@ from federation.identifiers import domain_of, server_name_of
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import bad_json, invalid_param, not_found
-from homeserver.services.rooms.writer import EventCache
+from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.timeline.visibility import filter_visible
 from homeserver.storage.accounts import accounts
 from homeserver.storage.core.pool import Database

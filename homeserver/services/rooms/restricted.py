@@ -8,7 +8,7 @@ from federation.events import CREATE_KEY, JOIN_RULES_KEY, POWER_LEVELS_KEY
 from federation.identifiers import domain_of
 from federation.power_levels import named_level, user_level
 from homeserver.services.core.errors import ServiceError
-from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import memberships, state
 

@@ -14,6 +14,7 @@ from homeserver.services.accounts.auth import Requester, check_not_suspended, sh
 from homeserver.services.core.errors import ServiceError, forbidden, not_found
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.directory.rooms import CANONICAL_ALIAS, check_canonical_alias
+from homeserver.services.rooms.event_cache import load_events
 from homeserver.services.rooms.server_acl import check_own_acl, is_acl_event
 from homeserver.services.rooms.writer import (
     EventNotAllowed,
@@ -21,7 +22,6 @@ from homeserver.services.rooms.writer import (
     PersistedEvent,
     RoomWriter,
     UnknownRoom,
-    load_events,
 )
 from homeserver.storage.core.pool import Database, UniqueViolation
 from homeserver.storage.rooms import events as event_store

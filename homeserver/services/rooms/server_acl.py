@@ -24,7 +24,7 @@ from typing import Any
 
 from federation.server_acl import SERVER_ACL, SERVER_ACL_KEY, ServerAcl, parse_acl
 from homeserver.services.core.errors import ServiceError, forbidden
-from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.storage.core.pool import Database
 from homeserver.storage.rooms import state
 

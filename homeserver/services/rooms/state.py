@@ -10,7 +10,7 @@ from federation.events import MEMBER
 from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import ServiceError, invalid_param, not_found
-from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import Token, parse_token, resolve
 from homeserver.services.timeline.visibility import cannot_read, event_of, room_access

@@ -32,15 +32,9 @@ from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import ServiceError, bad_json, forbidden, not_found
 from homeserver.services.directory.rooms import CANONICAL_ALIAS
 from homeserver.services.push.rules import PushRuleService
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.rooms.membership import member_profile
-from homeserver.services.rooms.writer import (
-    EventCache,
-    EventNotAllowed,
-    EventWriter,
-    RoomWriter,
-    UnknownRoom,
-    load_events,
-)
+from homeserver.services.rooms.writer import EventNotAllowed, EventWriter, RoomWriter, UnknownRoom
 from homeserver.storage.core.pool import Database
 from homeserver.storage.directory import aliases
 from homeserver.storage.rooms import events as event_store

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,11 +32,12 @@ from homeserver.services.core.errors import ServiceError, bad_json
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.e2ee.device_lists import record_membership
+from homeserver.services.rooms.event_cache import EventCache, load_events, state_entries
 from homeserver.storage.core import streams
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
-from homeserver.storage.rooms.state import StateKey, StateMap
+from homeserver.storage.rooms.state import StateKey
 
 MAX_PREV_EVENTS = 10
 
@@ -65,104 +65,6 @@ def _check_limits(event: Event) -> None:
             raise bad_json(f"Event {name} is longer than {MAX_ID_BYTES} bytes")
     if len(orjson.dumps(event.pdu)) > MAX_PDU_BYTES:
         raise ServiceError(413, "M_TOO_LARGE", f"Event is larger than {MAX_PDU_BYTES} bytes")
-
-
-class EventCache:
-    """Bounded LRUs of immutable room data: events by id (redaction is kept apart),
-    and entries of state groups (a group never changes once written, so what it
-    lacks it lacks for good: absent entries are cached too)."""
-
-    def __init__(self, size: int = 10_000, entries: int = 50_000) -> None:
-        self._size = size
-        self._events: OrderedDict[str, Event] = OrderedDict()
-        self._entries_size = entries
-        self._entries: OrderedDict[tuple[int, StateKey], str | None] = OrderedDict()
-
-    def get(self, event_id: str) -> Event | None:
-        event = self._events.get(event_id)
-        if event is not None:
-            self._events.move_to_end(event_id)
-        return event
-
-    def put(self, event: Event) -> None:
-        self._events[event.event_id] = event
-        self._events.move_to_end(event.event_id)
-        if len(self._events) > self._size:
-            self._events.popitem(last=False)
-
-    def state_entries(
-        self, group: int, keys: Iterable[StateKey]
-    ) -> tuple[StateMap, list[StateKey]]:
-        """The cached entries of a group among `keys`, and the keys not cached."""
-        found: StateMap = {}
-        missing: list[StateKey] = []
-        for key in keys:
-            slot = (group, key)
-            if slot not in self._entries:
-                missing.append(key)
-                continue
-            self._entries.move_to_end(slot)
-            event_id = self._entries[slot]
-            if event_id is not None:
-                found[key] = event_id
-        return found, missing
-
-    def put_state_entries(self, group: int, keys: Iterable[StateKey], found: StateMap) -> None:
-        for key in keys:
-            slot = (group, key)
-            self._entries[slot] = found.get(key)
-            self._entries.move_to_end(slot)
-        while len(self._entries) > self._entries_size:
-            self._entries.popitem(last=False)
-
-
-def load_event(row: event_store.EventRow) -> Event:
-    room_version = get_room_version(row.room_version)
-    return Event(orjson.loads(row.json), room_version, row.event_id)
-
-
-async def load_events(
-    conn: Connection, cache: EventCache, event_ids: Iterable[str]
-) -> dict[str, Event]:
-    """Events by id, from the cache where possible; unknown ids are left out."""
-    found: dict[str, Event] = {}
-    missing: list[str] = []
-    for event_id in event_ids:
-        event = cache.get(event_id)
-        if event is None:
-            missing.append(event_id)
-        else:
-            found[event_id] = event
-    if missing:
-        for event_id, row in (await event_store.get_events(conn, missing)).items():
-            event = load_event(row)
-            cache.put(event)
-            found[event_id] = event
-    return found
-
-
-async def state_entries(
-    conn: Connection, cache: EventCache, groups: Iterable[int], keys: Iterable[StateKey]
-) -> dict[int, StateMap]:
-    """The given entries of many state groups, from the cache where possible: pages of
-    events mostly share a few groups, so a reader of history asks for the same
-    entries again and again."""
-    key_list = list(dict.fromkeys(keys))
-    out: dict[int, StateMap] = {}
-    lacking: list[int] = []
-    uncached: set[StateKey] = set()
-    for group in set(groups):
-        out[group], missing = cache.state_entries(group, key_list)
-        if missing:
-            lacking.append(group)
-            uncached.update(missing)
-    if lacking:
-        fetched = await state.get_state_for_groups(conn, lacking, uncached)
-        for group in lacking:
-            entries = fetched.get(group, {})
-            cache.put_state_entries(group, uncached, entries)
-            out[group].update(entries)
-    return out
 
 
 def _relation(content: Mapping[str, Any]) -> tuple[str | None, str | None]:

@@ -17,7 +17,7 @@ from federation.events import MEMBER
 from federation.types import JsonDict
 from homeserver.services.accounts.filters import Filter, RoomEventFilter, RoomFilter
 from homeserver.services.push.notifications import NotificationService
-from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.sliding_sync.request import RoomConfig
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan, TimelineRoom

@@ -26,7 +26,8 @@ from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.push.notifications import NotificationService
-from homeserver.services.rooms.writer import EventCache, RoomWriter
+from homeserver.services.rooms.event_cache import EventCache
+from homeserver.services.rooms.writer import RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
 from homeserver.services.sliding_sync.lists import ListContext, Window, limit_of, list_query, window
 from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest

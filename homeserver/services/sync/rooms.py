@@ -18,7 +18,7 @@ from federation.events import MEMBER, Event
 from federation.types import JsonDict
 from homeserver.services.accounts.filters import Filter, RoomEventFilter
 from homeserver.services.core.clock import now_ms
-from homeserver.services.rooms.writer import EventCache, load_event, state_entries
+from homeserver.services.rooms.event_cache import EventCache, load_event, state_entries
 from homeserver.services.sync.state import LazyMembers, RoomPlan, RoomStates, TimelineRoom
 from homeserver.services.sync.tokens import SyncToken
 from homeserver.services.timeline.format import client_event, federation_event

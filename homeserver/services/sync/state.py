@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from federation.events import MEMBER, Event
-from homeserver.services.rooms.writer import EventCache, load_events, state_entries
+from homeserver.services.rooms.event_cache import EventCache, load_events, state_entries
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.rooms.state import StateKey, StateMap

@@ -37,7 +37,7 @@ from homeserver.services.ephemeral.to_device import ToDeviceService
 from homeserver.services.ephemeral.typing import TypingService
 from homeserver.services.push.notifications import NotificationService
 from homeserver.services.push.rules import PUSH_RULES_TYPE, PushRuleService
-from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.sync.request import MAX_TIMEOUT_MS, PRESENCE_STATES, SyncRequest
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan

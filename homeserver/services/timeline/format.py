@@ -18,7 +18,7 @@ from federation.events import Event
 from federation.redaction import redact
 from federation.types import JsonDict
 from homeserver.services.core import clock
-from homeserver.services.rooms.writer import EventCache
+from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.timeline.visibility import event_of, filter_visible
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store

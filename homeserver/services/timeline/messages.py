@@ -31,7 +31,7 @@ from homeserver.services.accounts.filters import RoomEventFilter, only_fields, p
 from homeserver.services.core.errors import ServiceError, bad_json, invalid_param, not_found
 from homeserver.services.core.replica_reads import read_recent
 from homeserver.services.remote.backfill import Backfiller
-from homeserver.services.rooms.writer import EventCache, state_entries
+from homeserver.services.rooms.event_cache import EventCache, state_entries
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import (
     START,

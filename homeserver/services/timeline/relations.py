@@ -7,7 +7,7 @@ from __future__ import annotations
 from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import invalid_param, not_found
-from homeserver.services.rooms.writer import EventCache
+from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import (
     START,

@@ -23,7 +23,7 @@ import orjson
 
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.core.errors import bad_json, invalid_param
-from homeserver.services.rooms.writer import EventCache, load_events
+from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.timeline.format import format_events
 from homeserver.services.timeline.pagination import gap_before, token_for
 from homeserver.services.timeline.visibility import filter_visible

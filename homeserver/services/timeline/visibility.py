@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from federation.events import Event
 from homeserver.services.core.errors import ServiceError
-from homeserver.services.rooms.writer import EventCache, load_event, load_events, state_entries
+from homeserver.services.rooms.event_cache import EventCache, load_event, load_events, state_entries
 from homeserver.storage.accounts import account_data
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store

@@ -8,7 +8,7 @@ from __future__ import annotations
 from federation.keys import SigningKey
 from homeserver.config import Config
 from homeserver.services.homeserver import Homeserver
-from homeserver.services.rooms.writer import EventCache
+from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.wiring.delivery import build_media, build_push_and_sync, build_reads
 from homeserver.services.wiring.foundation import build_core, build_e2ee, build_federation
 from homeserver.services.wiring.operators import build_appservices_and_admin, build_voip
