@@ -78,6 +78,7 @@ from homeserver.services.remote.inbound import FederationInbound
 from homeserver.services.remote.joins import FederationJoins
 from homeserver.services.remote.keyring import KeyRing
 from homeserver.services.remote.keys import RemoteKeys
+from homeserver.services.remote.partial_state import PartialStateSync
 from homeserver.services.remote.reads import FederationReads
 from homeserver.services.remote.resident import ResidentMembership
 from homeserver.services.remote.room_locks import RoomLocks
@@ -196,6 +197,7 @@ class Homeserver:
     remote_keys: RemoteKeys = field(init=False)
     served_keys: ServedKeys = field(init=False)
     joins: FederationJoins = field(init=False)
+    partial_state: PartialStateSync = field(init=False)
     edu_announcer: EduAnnouncer = field(init=False)
     edus: InboundEdus = field(init=False)
     inbound: FederationInbound = field(init=False)
@@ -283,6 +285,7 @@ class Homeserver:
         self.delayed_events.start()
         self.admin_rooms.start()
         self.retention.start()
+        await self.partial_state.start()
         await asyncio.to_thread(self.media_files.sweep_stale)
 
     async def close(self) -> None:
@@ -294,6 +297,7 @@ class Homeserver:
         await self.admin_room_history.close()
         await self.deactivation.close()
         await self.backfill.close()
+        await self.partial_state.close()
         await self.remote_device_lists.close()
         await self.notifications.close()
         await self.validation.close()

@@ -1,0 +1,102 @@
+"""The joining side of partial-state joins (MSC3706), between two of our servers: the
+joiner asks with `omit_members`, can send and read at once, `/members` waits for the
+full state, which is fetched in the background (and again after a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from homeserver.services.wiring import build_homeserver
+from homeserver.storage.rooms import memberships
+from tests.integration.conftest import RoomUser
+from tests.integration.test_federation_rooms import eventually, hs_of, peer, sees
+
+Client = TestClient[Any, Any]
+MEMBERS = 12
+
+
+@pytest.fixture
+async def busy_room(homeserver_client: Callable[..., Any]) -> tuple[Client, Client, list[str]]:
+    """Servers A and B; a named public room on A with MEMBERS members besides alice.
+    Named, so the resident sends no heroes: B learns only alice (the creator, through
+    the auth chain) and its own user before the full state."""
+    a, b = await peer(homeserver_client), await peer(homeserver_client)
+    alice = await RoomUser.make(a, "alice")
+    room_id = await alice.create_room(preset="public_chat", room_version="11", name="Busy")
+    members = [alice.user_id]
+    for n in range(MEMBERS):
+        user = await RoomUser.make(a, f"member{n}")
+        await user.join(room_id)
+        members.append(user.user_id)
+    return a, b, [room_id, *members]
+
+
+async def joined_on(client: Client, room_id: str) -> set[str]:
+    async with hs_of(client).db.pool.connection() as conn:
+        return {m.user_id for m in await memberships.members_of_room(conn, room_id)}
+
+
+async def test_join_with_partial_state_then_full(
+    busy_room: tuple[Client, Client, list[str]],
+) -> None:
+    a, b, (room_id, *members) = busy_room
+    hs_b = hs_of(b)
+    bob = await RoomUser.make(b, "bob")
+    await bob.ok("POST", f"/join/{room_id}?server_name={hs_of(a).server_name}")
+    # Hold the room's lock on B so the background fetch cannot take its answer in yet.
+    async with hs_b.room_locks.room_lock(room_id):
+        assert await hs_b.partial_state.is_partial(room_id)
+        known = await joined_on(b, room_id)
+        assert bob.user_id in known and len(known) < len(members)
+        # Sending and reading work at once; the event reaches the resident.
+        await bob.say(room_id, "hello while partial")
+        alice_a = await RoomUser.make(a, "reader")
+        await alice_a.join(room_id)
+        await eventually(lambda: sees(alice_a, room_id, "hello while partial"))
+        # /members waits for the full state.
+        waiting = asyncio.create_task(bob.get(f"/v3/rooms/{room_id}/members"))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+    status, body = await waiting
+    assert status == 200
+    listed = {e["state_key"] for e in body["chunk"] if e["content"]["membership"] == "join"}
+    # The reader's join reached B while its lock was held: it may come in just after.
+    assert listed - {alice_a.user_id} == {*members, bob.user_id}
+    assert not await hs_b.partial_state.is_partial(room_id)
+
+    async def everyone() -> bool:
+        return await joined_on(b, room_id) == {*members, bob.user_id, alice_a.user_id}
+
+    await eventually(everyone)
+    # Messages from members B did not know when it joined are taken in as usual.
+    writer = await RoomUser.make(a, "late")
+    await writer.join(room_id)
+    await writer.say(room_id, "after the full state")
+    await eventually(lambda: sees(bob, room_id, "after the full state"))
+
+
+async def test_fetch_resumes_after_restart(busy_room: tuple[Client, Client, list[str]]) -> None:
+    a, b, (room_id, *members) = busy_room
+    hs_b = hs_of(b)
+    bob = await RoomUser.make(b, "bob")
+    await bob.ok("POST", f"/join/{room_id}?server_name={hs_of(a).server_name}")
+    async with hs_b.room_locks.room_lock(room_id):
+        assert await hs_b.partial_state.is_partial(room_id)
+        await hs_b.partial_state.close()  # the process stops before the answer is in
+    assert await hs_b.partial_state.is_partial(room_id)
+    restarted = build_homeserver(config=hs_b.config, db=hs_b.db, signing_key=hs_b.signing_key)
+    await restarted.start()
+    try:
+
+        async def full() -> bool:
+            return not await restarted.partial_state.is_partial(room_id)
+
+        await eventually(full, within=30)
+        assert await joined_on(b, room_id) == {*members, bob.user_id}
+    finally:
+        await restarted.close()
