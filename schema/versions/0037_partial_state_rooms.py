@@ -1,7 +1,9 @@
 """Rooms joined with partial state (MSC3706): our copy of the room lacks most member
 events until the full state is fetched in the background. The row outlives a restart,
 so the fetch resumes; `servers` are the resident's `servers_in_room`, where our events
-go while we cannot tell the room's servers from its members.
+go while we cannot tell the room's servers from its members. `full_at` is the events
+stream position at which the full state came in (NULL while partial): a /sync that
+left the room out meanwhile (not lazy-loading members) then sends it as newly joined.
 
 Revision ID: 0037
 Revises: 0033
@@ -22,7 +24,8 @@ def upgrade() -> None:
         " join_event_id TEXT NOT NULL,"
         " joined_via TEXT NOT NULL,"
         " servers TEXT[] NOT NULL,"
-        " since_ts BIGINT NOT NULL)"
+        " since_ts BIGINT NOT NULL,"
+        " full_at BIGINT)"
     )
 
 

@@ -5,6 +5,7 @@ full state, which is fetched in the background (and again after a restart)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -41,12 +42,34 @@ async def joined_on(client: Client, room_id: str) -> set[str]:
         return {m.user_id for m in await memberships.members_of_room(conn, room_id)}
 
 
+ONE_EVENT = json.dumps({"room": {"timeline": {"limit": 1}}})
+LAZY = json.dumps({"room": {"state": {"lazy_load_members": True}}})
+
+
+async def sync(user: RoomUser, since: str | None = None, **params: str) -> Any:
+    query = {"timeout": "0", **({"since": since} if since else {}), **params}
+    status, body = await user.get("/v3/sync", **query)
+    assert status == 200, body
+    return body
+
+
+def members_in(body: Any, room_id: str) -> set[str]:
+    room = body["rooms"]["join"][room_id]
+    events = room["state"]["events"] + room["timeline"]["events"]
+    return {
+        e["state_key"]
+        for e in events
+        if e["type"] == "m.room.member" and e["content"]["membership"] == "join"
+    }
+
+
 async def test_join_with_partial_state_then_full(
     busy_room: tuple[Client, Client, list[str]],
 ) -> None:
     a, b, (room_id, *members) = busy_room
     hs_b = hs_of(b)
     bob = await RoomUser.make(b, "bob")
+    before = (await sync(bob))["next_batch"]
     await bob.ok("POST", f"/join/{room_id}?server_name={hs_of(a).server_name}")
     # Hold the room's lock on B so the background fetch cannot take its answer in yet.
     async with hs_b.room_locks.room_lock(room_id):
@@ -55,6 +78,14 @@ async def test_join_with_partial_state_then_full(
         assert bob.user_id in known and len(known) < len(members)
         # Sending and reading work at once; the event reaches the resident.
         await bob.say(room_id, "hello while partial")
+        # A sync lazy-loading members shows the room; one that does not leaves it out.
+        lazy = await sync(bob, filter=LAZY)
+        texts = [
+            e["content"].get("body") for e in lazy["rooms"]["join"][room_id]["timeline"]["events"]
+        ]
+        assert "hello while partial" in texts
+        partial_sync = await sync(bob, before)
+        assert room_id not in partial_sync.get("rooms", {}).get("join", {})
         alice_a = await RoomUser.make(a, "reader")
         await alice_a.join(room_id)
         await eventually(lambda: sees(alice_a, room_id, "hello while partial"))
@@ -73,6 +104,10 @@ async def test_join_with_partial_state_then_full(
         return await joined_on(b, room_id) == {*members, bob.user_id, alice_a.user_id}
 
     await eventually(everyone)
+    # The sync that left the room out now sends it as newly joined, all members in.
+    # (A timeline of one event: the state before it is then the whole state.)
+    full_sync = await sync(bob, partial_sync["next_batch"], filter=ONE_EVENT)
+    assert members_in(full_sync, room_id) >= {*members, bob.user_id}
     # Messages from members B did not know when it joined are taken in as usual.
     writer = await RoomUser.make(a, "late")
     await writer.join(room_id)

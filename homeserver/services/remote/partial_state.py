@@ -20,6 +20,7 @@ from federation.auth_rules import AuthError, check_auth
 from federation.events import Event
 from federation.identifiers import domain_of
 from federation.room_versions import RoomVersion, get_room_version
+from homeserver.services.core.notifier import Notifier
 from homeserver.services.remote.checks import authorise_batch, check_many, event_id_of
 from homeserver.services.remote.client import FederationClient, FederationError, quote_segment
 from homeserver.services.remote.keyring import KeyRing
@@ -91,9 +92,11 @@ class PartialStateSync:
         client: FederationClient,
         keyring: KeyRing,
         room_locks: RoomLocks,
+        notifier: Notifier,
         server_name: str,
     ) -> None:
         self.db = db
+        self.notifier = notifier
         self.events = events
         self.cache = cache
         self.client = client
@@ -188,9 +191,17 @@ class PartialStateSync:
                 current = await store.get_partial(writer.conn, room_id)
                 if current is None or current.join_event_id != room.join_event_id:
                     return True
+                # A position for the change: memberships learnt now get it, and a
+                # sync that left the room out sends it from there as newly joined.
+                [position] = await writer.allocator.allocate("events")
+                writer.positions.append(position)
                 await persist_outliers(writer.conn, self.cache, batch.values(), rejected)
                 await self._take_in(writer, room, full)
-                await store.clear_partial(writer.conn, room_id, room.join_event_id)
+                await store.clear_partial(writer.conn, room_id, room.join_event_id, position)
+                device_lists = writer.device_list_positions
+        await self.notifier.notify("events", position, rooms=[room_id])
+        if device_lists:
+            await self.notifier.notify("device_lists", max(device_lists), rooms=[room_id])
         log.info("room %s now has its full state (%d events)", room_id, len(full))
         return True
 

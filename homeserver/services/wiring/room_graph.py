@@ -40,7 +40,7 @@ def build_rooms(hs: Homeserver) -> None:
     creation (invites of remote users) are given."""
     db, writer, cache, server_name = hs.db, hs.writer, hs.event_cache, hs.server_name
     hs.partial_state = PartialStateSync(
-        db, writer, cache, hs.remote_client, hs.keyring, hs.room_locks, server_name
+        db, writer, cache, hs.remote_client, hs.keyring, hs.room_locks, hs.notifier, server_name
     )
     hs.joins = FederationJoins(
         db,

@@ -38,21 +38,24 @@ async def mark_partial(
     await conn.execute(
         f"INSERT INTO partial_state_rooms ({_COLUMNS}, since_ts) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (room_id) DO UPDATE SET join_event_id = EXCLUDED.join_event_id,"
-        " joined_via = EXCLUDED.joined_via, servers = EXCLUDED.servers",
+        " joined_via = EXCLUDED.joined_via, servers = EXCLUDED.servers, full_at = NULL",
         (room_id, join_event_id, joined_via, servers, now_ms),
     )
 
 
 async def get_partial(conn: AsyncConnection, room_id: str) -> PartialRoom | None:
     cur = await conn.execute(
-        f"SELECT {_COLUMNS} FROM partial_state_rooms WHERE room_id = %s", (room_id,)
+        f"SELECT {_COLUMNS} FROM partial_state_rooms WHERE room_id = %s AND full_at IS NULL",
+        (room_id,),
     )
     row = await cur.fetchone()
     return PartialRoom(*row) if row is not None else None
 
 
 async def partial_rooms(conn: AsyncConnection) -> list[PartialRoom]:
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM partial_state_rooms ORDER BY since_ts")
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM partial_state_rooms WHERE full_at IS NULL ORDER BY since_ts"
+    )
     return [PartialRoom(*row) for row in await cur.fetchall()]
 
 
@@ -61,17 +64,36 @@ async def partial_among(conn: AsyncConnection, room_ids: list[str]) -> set[str]:
     if not room_ids:
         return set()
     cur = await conn.execute(
-        "SELECT room_id FROM partial_state_rooms WHERE room_id = ANY(%s)", (room_ids,)
+        "SELECT room_id FROM partial_state_rooms WHERE room_id = ANY(%s) AND full_at IS NULL",
+        (room_ids,),
     )
     return {row[0] for row in await cur.fetchall()}
 
 
-async def clear_partial(conn: AsyncConnection, room_id: str, join_event_id: str) -> None:
-    """Drop the mark, unless a newer partial join replaced it meanwhile."""
+async def clear_partial(
+    conn: AsyncConnection, room_id: str, join_event_id: str, position: int
+) -> None:
+    """Mark the state full as of events stream `position`, unless a newer partial join
+    replaced the row meanwhile."""
     await conn.execute(
-        "DELETE FROM partial_state_rooms WHERE room_id = %s AND join_event_id = %s",
-        (room_id, join_event_id),
+        "UPDATE partial_state_rooms SET full_at = %s"
+        " WHERE room_id = %s AND join_event_id = %s AND full_at IS NULL",
+        (position, room_id, join_event_id),
     )
+
+
+async def made_full_between(
+    conn: AsyncConnection, room_ids: list[str], since: int, upto: int
+) -> set[str]:
+    """Those of `room_ids` whose full state came in at a position in (since, upto]."""
+    if not room_ids:
+        return set()
+    cur = await conn.execute(
+        "SELECT room_id FROM partial_state_rooms WHERE room_id = ANY(%s)"
+        " AND full_at > %s AND full_at <= %s",
+        (room_ids, since, upto),
+    )
+    return {row[0] for row in await cur.fetchall()}
 
 
 async def events_since(conn: AsyncConnection, room_id: str, after: int) -> list[LaterEvent]:

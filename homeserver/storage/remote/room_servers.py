@@ -16,7 +16,8 @@ async def servers_in_room(conn: AsyncConnection, room_id: str) -> set[str]:
         " WHERE m.room_id = %s AND m.membership = 'join'"
         # A room joined with partial state: the resident's list stands in for the
         # members we do not know yet.
-        " UNION SELECT unnest(servers) FROM partial_state_rooms WHERE room_id = %s",
+        " UNION SELECT unnest(servers) FROM partial_state_rooms"
+        " WHERE room_id = %s AND full_at IS NULL",
         (room_id, room_id),
     )
     return {row[0] for row in await cur.fetchall()}
