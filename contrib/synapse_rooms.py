@@ -14,6 +14,7 @@ from urllib.parse import quote
 import aiohttp
 
 ADMIN_V1 = "/_synapse/admin/v1"
+RETRIES = 3
 SHARED_SECRET = "interop-secret"  # the harness's Synapse is configured with it
 
 
@@ -43,8 +44,15 @@ async def populate(
     slots = asyncio.Semaphore(concurrency)
 
     async def call(method: str, path: str, body: Any) -> None:
-        async with http.request(method, f"{base}{path}", json=body, headers=headers) as resp:
-            assert resp.status in (200, 201), f"{path}: {resp.status} {await resp.text()}"
+        for attempt in range(RETRIES + 1):
+            async with http.request(method, f"{base}{path}", json=body, headers=headers) as resp:
+                if resp.status in (200, 201):
+                    return
+                # Synapse on PostgreSQL sometimes fails concurrent account creations
+                # with a 500 (a lost race inside it); the same call again succeeds.
+                if resp.status < 500 or attempt == RETRIES:
+                    raise AssertionError(f"{path}: {resp.status} {await resp.text()}")
+            await asyncio.sleep(0.5)
 
     async def one(user_id: str) -> None:
         async with slots:

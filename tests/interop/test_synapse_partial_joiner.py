@@ -17,9 +17,9 @@ from contrib.synapse_rooms import populate, register_admin
 from homeserver.services.homeserver import Homeserver
 from tests.interop.clients import User, eventually, session
 
-pytestmark = pytest.mark.interop
-
 MEMBERS = int(os.environ.get("HOMESERVER_INTEROP_BIG_ROOM", "300"))
+# Filling the room takes Synapse about 0.15 s a member on a busy machine.
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(300 + MEMBERS // 2)]
 
 
 async def test_we_join_a_big_synapse_room_with_partial_state(
