@@ -67,20 +67,6 @@ async def check_remote_auth(
         check_auth(event, auth_state)
 
 
-async def fill_missing(
-    conn: Connection, cache: EventCache, event: Event, room_state: StateMap
-) -> dict[tuple[str, str], Event]:
-    """The events of a partial `room_state` the auth rules read for `event`, with the
-    keys it lacks taken from the event's own auth events."""
-    found = await load_events(conn, cache, [*room_state.values(), *event.auth_event_ids])
-    out = {k: found[v] for k, v in room_state.items() if v in found}
-    for auth_id in event.auth_event_ids:
-        auth = found.get(auth_id)
-        if auth is not None and auth.is_state and auth.state_tuple not in out:
-            out[auth.state_tuple] = auth
-    return out
-
-
 class PartialStateSync:
     """Fetches the full state of rooms joined with partial state, one task per room."""
 
