@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from federation.builder import build_event
+from federation.room_versions import get_room_version
 from homeserver.services.wiring import build_homeserver
-from homeserver.storage.rooms import memberships
+from homeserver.storage.rooms import events, memberships, rooms, state
 from tests.integration.conftest import RoomUser
 from tests.integration.test_federation_rooms import eventually, hs_of, peer, sees
 
@@ -135,3 +138,59 @@ async def test_fetch_resumes_after_restart(busy_room: tuple[Client, Client, list
         assert await joined_on(b, room_id) == {*members, bob.user_id}
     finally:
         await restarted.close()
+
+
+async def test_event_taken_in_while_partial_is_rejected_by_the_full_state(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """A member banned before our join sends (through their server, citing their old
+    join): with partial state we hold no membership of theirs, so their own auth events
+    stand in and the event is shown; the full state has the ban, so the event is
+    rejected and leaves the timeline."""
+    a, b = await peer(homeserver_client), await peer(homeserver_client)
+    hs_a, hs_b = hs_of(a), hs_of(b)
+    alice = await RoomUser.make(a, "alice")
+    room_id = await alice.create_room(preset="public_chat", room_version="11", name="Strict")
+    eve = await RoomUser.make(a, "eve")
+    await eve.join(room_id)
+    # Eve sets the topic, so her join is in the auth chain the partial answer carries.
+    levels = {"users": {alice.user_id: 100, eve.user_id: 50}, "state_default": 50}
+    await alice.state(room_id, "m.room.power_levels", levels)
+    await eve.state(room_id, "m.room.topic", {"topic": "eve was here"})
+    async with hs_a.db.pool.connection() as conn:
+        ids = await state.get_current_state(conn, room_id)
+    eve_join = ids[("m.room.member", eve.user_id)]
+    create, power = ids[("m.room.create", "")], ids[("m.room.power_levels", "")]
+    await alice.ok("POST", f"/rooms/{room_id}/ban", {"user_id": eve.user_id})
+
+    bob = await RoomUser.make(b, "bob")
+    await bob.ok("POST", f"/join/{room_id}?server_name={hs_a.server_name}")
+    async with hs_b.room_locks.room_lock(room_id):
+        assert await hs_b.partial_state.is_partial(room_id)
+        async with hs_b.db.pool.connection() as conn:
+            [(tip, depth), *_] = await rooms.get_forward_extremities(conn, room_id)
+        version = get_room_version("11")
+        forged = build_event(
+            version,
+            hs_a.signing_key,
+            event_type="m.room.message",
+            sender=eve.user_id,
+            content={"msgtype": "m.text", "body": "banned but sneaky"},
+            prev_events=[tip],
+            auth_events=[create, power, eve_join],
+            depth=depth + 1,
+            origin_server_ts=int(time.time() * 1000),
+            room_id=room_id,
+        )
+        # As an incoming transaction would hand it on (the caller holds the lock).
+        assert await hs_b.inbound.process_event(hs_a.server_name, version, forged) is None
+        assert await sees(bob, room_id, "banned but sneaky")
+
+    async def full() -> bool:
+        return not await hs_b.partial_state.is_partial(room_id)
+
+    await eventually(full, within=30)
+    assert not await sees(bob, room_id, "banned but sneaky")
+    async with hs_b.db.pool.connection() as conn:
+        row = (await events.get_events(conn, [forged.event_id]))[forged.event_id]
+    assert row.rejected_reason is not None and eve.user_id in row.rejected_reason
