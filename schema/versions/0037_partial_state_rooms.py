@@ -3,7 +3,7 @@ events until the full state is fetched in the background. The row outlives a res
 so the fetch resumes; `servers` are the resident's `servers_in_room`, where our events
 go while we cannot tell the room's servers from its members. `full_at` is the events
 stream position at which the full state came in (NULL while partial): a /sync that
-left the room out meanwhile (not lazy-loading members) then sends it as newly joined.
+does not lazy-load members then sends the room's whole state.
 
 Revision ID: 0037
 Revises: 0033

@@ -38,7 +38,7 @@ from homeserver.services.ephemeral.typing import TypingService
 from homeserver.services.push.notifications import NotificationService
 from homeserver.services.push.rules import PUSH_RULES_TYPE, PushRuleService
 from homeserver.services.rooms.writer import EventCache, load_events
-from homeserver.services.sync.partial import partial_state_view
+from homeserver.services.sync.partial import with_full_states
 from homeserver.services.sync.request import MAX_TIMEOUT_MS, PRESENCE_STATES, SyncRequest
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan
@@ -239,17 +239,15 @@ class SyncService:
                 conn, user_id, sync_filter, since, now, full_state
             )
             plans = await self._without_ignored_invites(conn, user_id, plans)
-            hidden: set[str] = set()
-            if not sync_filter.room.state.lazy_load_members:
-                since_events = None if since is None else since.events
-                plans, hidden = await partial_state_view(
-                    conn, user_id, plans, joined, since_events, now.events
+            if since is not None and not sync_filter.room.state.lazy_load_members:
+                plans = await with_full_states(
+                    conn, user_id, plans, joined, since.events, now.events
                 )
             global_data, room_data = await self._account_data(
                 conn, user_id, sync_filter, since, now
             )
             extras: dict[str, JsonDict] = {}
-            visible = (joined - hidden) | {p.room_id for p in plans if p.section == "leave"}
+            visible = joined | {p.room_id for p in plans if p.section == "leave"}
             for room_id, events in room_data.items():
                 if room_id in visible and sync_filter.room.matches_room(room_id):
                     extras.setdefault(room_id, {})["account_data"] = {"events": events}
@@ -265,7 +263,7 @@ class SyncService:
                 state_after=request.use_state_after,
             )
             for room_id, ephemeral in (
-                await self._ephemeral(conn, user_id, sync_filter, joined - hidden, since, now)
+                await self._ephemeral(conn, user_id, sync_filter, joined, since, now)
             ).items():
                 extras.setdefault(room_id, {})["ephemeral"] = {"events": ephemeral}
             if since is None or full_state:
