@@ -184,6 +184,9 @@ async def test_event_taken_in_while_partial_is_rejected_by_the_full_state(
         # As an incoming transaction would hand it on (the caller holds the lock).
         assert await hs_b.inbound.process_event(hs_a.server_name, version, forged) is None
         assert await sees(bob, room_id, "banned but sneaky")
+        # A lazy-loading sync gives the sender's membership, from the event's auth events.
+        room = (await sync(bob, filter=LAZY))["rooms"]["join"][room_id]
+        assert eve.user_id in {e["state_key"] for e in room["state"]["events"]}
 
     async def full() -> bool:
         return not await hs_b.partial_state.is_partial(room_id)
