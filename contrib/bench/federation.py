@@ -17,6 +17,9 @@ a public room and a user of the second joins it over federation; then:
     (or, for any the receiving server placed as history instead, its /messages).
 
 It prints one line per pair, and ours-to-ours p50 over Synapse-to-Synapse p50.
+With --join-members N it measures instead (c) joining a room of N members held by a
+Synapse, ours against a Synapse (`federation_join.py`): time until the joining user
+can send, until the whole member list is known, and peak memory.
 Synapse comes from the benchmark virtualenv (`contrib/bench/synapse.py`), run by the
 interop harness's `SynapseInstance` with its database switched to PostgreSQL.
 A busy room with hundreds of servers (fan-out, inbound rate) is `busy_room.py`.
@@ -41,6 +44,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from contrib.bench.federation_join import big_room, measure_join
+from contrib.bench.federation_join import line as join_line
 from contrib.bench.harness import (
     DEFAULT_ADMIN_DB,
     Api,
@@ -52,7 +57,7 @@ from contrib.bench.harness import (
     stop_process,
 )
 from contrib.bench.synapse import DEFAULT_VENV
-from contrib.synapse_harness import SynapseInstance, make_self_signed_cert
+from contrib.synapse_harness import SynapseInstance, ensure_synapse, make_self_signed_cert
 
 WARM_UP = 5
 STREAM_CONCURRENCY = 16
@@ -66,6 +71,7 @@ class Server:
     name: str  # server name, "localhost:PORT"
     client_url: str
     stop: Callable[[], None]
+    pid: int
 
 
 class PostgresSynapse(SynapseInstance):
@@ -122,13 +128,17 @@ def start_our_server(workdir: Path, database: dict[str, Any]) -> Server:
             "HOMESERVER_PRESENCE_ENABLED": "false",
         },
     )
-    return Server("ours", name, base, functools.partial(stop_process, process))
+    return Server("ours", name, base, functools.partial(stop_process, process), process.pid)
 
 
 def start_synapse(workdir: Path, database: dict[str, Any]) -> Server:
     instance = PostgresSynapse(workdir, database)
-    instance.start(DEFAULT_VENV / "bin" / "python")
-    return Server("synapse", instance.server_name, instance.client_url, instance.stop)
+    python = DEFAULT_VENV / "bin" / "python"
+    # Without the benchmark virtualenv, the interop tests' one (installed on first use).
+    instance.start(python if python.exists() else ensure_synapse())
+    assert instance._process is not None
+    pid = instance._process.pid
+    return Server("synapse", instance.server_name, instance.client_url, instance.stop, pid)
 
 
 async def room_across(sender: Api, receiver: Api, sender_server: str) -> tuple[str, str]:
@@ -260,6 +270,37 @@ async def measure_pair(
     }
 
 
+async def run_join(args: Any) -> dict[str, dict[str, float]]:
+    """(c) Joining a room of --join-members members held by a Synapse: ours and a
+    second Synapse join it in turn (`federation_join.py`)."""
+    databases = Databases(args.admin_db)
+    started: list[Server] = []
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-federation-join-") as tmp:
+        try:
+            for kind, start in (("synapse", start_synapse), ("ours", start_our_server)):
+                started.append(start(Path(tmp) / f"{kind}0", databases.create()))
+            started.append(start_synapse(Path(tmp) / "synapse1", databases.create()))
+            resident, ours, synapse = started
+            timeout = aiohttp.ClientTimeout(total=1800)
+            async with aiohttp.ClientSession(timeout=timeout) as s:
+                room_id, members, filled = await big_room(
+                    s, resident.client_url, resident.name, args.join_members
+                )
+                print(f"room of {len(members)} members made in {filled:.0f} s", flush=True)
+                for joiner in (ours, synapse):
+                    label = f"{joiner.kind} joins"
+                    results[label] = await measure_join(
+                        s, joiner.client_url, joiner.pid, resident.name, room_id, len(members)
+                    )
+                    print(label, join_line(results[label]), flush=True)
+        finally:
+            for server in started:
+                server.stop()
+            databases.drop_all()
+    return results
+
+
 async def run(args: Any) -> dict[str, dict[str, float]]:
     pairs = [p.split("-") for p in args.pairs.split(",")]
     wanted = {kind for pair in pairs for kind in pair}
@@ -304,8 +345,16 @@ def main() -> None:
     parser.add_argument("--pairs", default="ours-ours,ours-synapse,synapse-ours,synapse-synapse")
     parser.add_argument("--admin-db", default=DEFAULT_ADMIN_DB)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument(
+        "--join-members", type=int, default=0, help="instead: join a Synapse room this big"
+    )
     args = parser.parse_args()
-    results = asyncio.run(run(args))
+    if args.join_members:
+        results = asyncio.run(run_join(args))
+        ours, synapse = results["ours joins"], results["synapse joins"]
+        print(f"ours / synapse time to send = {ours['send_s'] / synapse['send_s']:.2f}")
+    else:
+        results = asyncio.run(run(args))
     if "ours->ours" in results and "synapse->synapse" in results:
         ratio = results["ours->ours"]["p50_ms"] / results["synapse->synapse"]["p50_ms"]
         print(f"ours->ours p50 / synapse->synapse p50 = {ratio:.2f} (target <= 0.5)")

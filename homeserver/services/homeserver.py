@@ -79,6 +79,7 @@ from homeserver.services.remote.inbound import FederationInbound
 from homeserver.services.remote.joins import FederationJoins
 from homeserver.services.remote.keyring import KeyRing
 from homeserver.services.remote.keys import RemoteKeys
+from homeserver.services.remote.partial_state import PartialStateSync
 from homeserver.services.remote.reads import FederationReads
 from homeserver.services.remote.resident import ResidentMembership
 from homeserver.services.remote.room_locks import RoomLocks
@@ -198,6 +199,7 @@ class Homeserver:
     remote_keys: RemoteKeys = field(init=False)
     served_keys: ServedKeys = field(init=False)
     joins: FederationJoins = field(init=False)
+    partial_state: PartialStateSync = field(init=False)
     edu_announcer: EduAnnouncer = field(init=False)
     edus: InboundEdus = field(init=False)
     inbound: FederationInbound = field(init=False)
@@ -291,6 +293,7 @@ class Homeserver:
         self.admin_rooms.start()
         self.admin_tasks.start()
         self.retention.start()
+        await self.partial_state.start()
         await asyncio.to_thread(self.media_files.sweep_stale)
 
     async def close(self) -> None:
@@ -301,6 +304,7 @@ class Homeserver:
         await self.admin_tasks.close()
         await self.deactivation.close()
         await self.backfill.close()
+        await self.partial_state.close()
         await self.remote_device_lists.close()
         await self.notifications.close()
         await self.validation.close()

@@ -20,7 +20,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from federation.auth_rules import AuthError, check_auth
+from federation.auth_rules import AuthError
 from federation.events import Event
 from federation.identifiers import create_event_id_for_room
 from federation.room_versions import RoomVersion, get_room_version
@@ -39,11 +39,11 @@ from homeserver.services.remote.client import FederationClient, FederationError,
 from homeserver.services.remote.edus import InboundEdus
 from homeserver.services.remote.inbound_batch import BatchIntake
 from homeserver.services.remote.keyring import KeyRing
+from homeserver.services.remote.partial_state import check_remote_auth
 from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.state import (
     StateBefore,
     StateSet,
-    auth_state_from,
     persist_outliers,
     persist_remote,
     resolve_sets,
@@ -239,13 +239,13 @@ class FederationInbound:
                 return None
             before = await resolve_sets(conn, self.event_cache, room_version, sets)
             try:
-                check_auth(event, await auth_state_from(conn, self.event_cache, event, before))
+                await check_remote_auth(conn, self.event_cache, event, before)
             except AuthError as exc:
                 await persist_remote(writer, event, before, rejected_reason=exc.reason)
                 return f"rejected: {exc.reason}"
             current = StateBefore(writer.state_group, None)
             try:
-                check_auth(event, await auth_state_from(conn, self.event_cache, event, current))
+                await check_remote_auth(conn, self.event_cache, event, current)
                 soft_failed = False
             except AuthError as exc:
                 log.info("soft-failing %s: %s", event.event_id, exc.reason)

@@ -38,6 +38,7 @@ from homeserver.services.remote.client import (
     quote_segment,
 )
 from homeserver.services.remote.keyring import KeyRing
+from homeserver.services.remote.partial_state import PartialStateSync
 from homeserver.services.remote.room_locks import RoomLocks
 from homeserver.services.remote.state import persist_outliers, replace_current_state
 from homeserver.services.rooms.event_cache import EventCache
@@ -46,6 +47,7 @@ from homeserver.services.sync.rooms import STRIPPED_STATE_TYPES
 from homeserver.storage.core.pool import Database
 from homeserver.storage.remote import backfill as backfill_store
 from homeserver.storage.remote import dag as fed_store
+from homeserver.storage.remote import partial_state as partial_store
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import invite_state, memberships, state
 
@@ -116,10 +118,12 @@ class FederationJoins:
         client: FederationClient,
         keyring: KeyRing,
         room_locks: RoomLocks,
+        partial_state: PartialStateSync,
         signing_key: SigningKey,
         server_name: str,
     ) -> None:
         self.db = db
+        self.partial_state = partial_state
         self.events = events
         self.event_cache = event_cache
         self.client = client
@@ -207,42 +211,75 @@ class FederationJoins:
         template = await self.client.get_json(server, path, {"ver": list(KNOWN_ROOM_VERSIONS)})
         room_version, join = self._from_template(template, room_id, user_id, "join", content)
         path = f"{FED}/v2/send_join/{quote_segment(room_id)}/{quote_segment(join.event_id)}"
-        answer = await self.client.put_json(server, path, join.pdu)
+        # Always ask for the state without members (MSC3706): a resident that does not
+        # know the parameter ignores it and answers with the whole state.
+        answer = await self.client.put_json(server, path, join.pdu, query={"omit_members": "true"})
         if not isinstance(answer, dict):
             raise ServiceError(502, "M_UNKNOWN", "send_join answered nonsense")
-        signed = answer.get("event")
-        if isinstance(signed, dict):  # a restricted join, co-signed by the resident server
-            lookup = await self.keyring.lookup_for_pdus([signed], room_version)
-            try:
-                cosigned = check_one(signed, room_version, lookup)
-            except PduRefused as exc:
-                raise ServiceError(502, "M_UNKNOWN", f"bad co-signed join: {exc}") from None
-            if cosigned.event_id == join.event_id:
-                join = cosigned
+        join = await self._cosigned(answer, join, room_version)
+        partial = answer.get("members_omitted") is True
+        servers = answer.get("servers_in_room") if partial else None
         pdus = [p for key in ("state", "auth_chain") for p in answer.get(key) or []]
         batch = await check_many(self.keyring, pdus, room_version, room_id)
         rejected = authorise_batch(batch, {}, set())
         state_ids = {event_id_of(p, room_version) for p in answer.get("state") or []}
-        state_events = [
-            e
+        room_state = {
+            e.state_tuple: e.event_id
             for e in batch.values()
             if e.is_state and e.event_id in state_ids and e.event_id not in rejected
-        ]
-        room_state = {e.state_tuple: e.event_id for e in state_events}
+        }
         create_id = room_state.get(CREATE_KEY)
         if create_id is None:
             raise ServiceError(502, "M_UNKNOWN", "send_join returned no create event")
         reason = auth_against_own(join, batch, {}, set(rejected))
         if reason is None:
+            # With partial state, what the join cites stands in for members we lack.
+            auth_state = {k: batch[v] for k, v in room_state.items()}
+            if partial:
+                for auth_id in join.auth_event_ids:
+                    auth = batch.get(auth_id)
+                    if auth is not None and auth.is_state:
+                        auth_state.setdefault(auth.state_tuple, auth)
             try:
-                check_auth(join, {k: batch[v] for k, v in room_state.items()})
+                check_auth(join, auth_state)
             except AuthError as exc:
                 reason = exc.reason
         if reason is not None:
             raise forbidden(f"Our join is not allowed: {reason}")
-        creator = batch[create_id].sender
+        listed = [s for s in servers if isinstance(s, str)] if isinstance(servers, list) else []
+        await self._store_join(
+            join, batch, rejected, room_state, (server, listed) if partial else None
+        )
+        if partial:
+            self.partial_state.begin(room_id)
+
+    async def _cosigned(self, answer: JsonDict, join: Event, room_version: Any) -> Event:
+        """Our join as the resident co-signed it (a restricted join), else as sent."""
+        signed = answer.get("event")
+        if not isinstance(signed, dict):
+            return join
+        lookup = await self.keyring.lookup_for_pdus([signed], room_version)
+        try:
+            cosigned = check_one(signed, room_version, lookup)
+        except PduRefused as exc:
+            raise ServiceError(502, "M_UNKNOWN", f"bad co-signed join: {exc}") from None
+        return cosigned if cosigned.event_id == join.event_id else join
+
+    async def _store_join(
+        self,
+        join: Event,
+        batch: dict[str, Event],
+        rejected: dict[str, str],
+        room_state: dict[tuple[str, str], str],
+        partial: tuple[str, list[str]] | None,
+    ) -> None:
+        """Persist the room's state as the resident gave it and our join on it; with
+        `partial` (the server joined through, the servers it named), mark the room's
+        state partial until the background fetch completes it."""
+        room_id = join.room_id
+        creator = batch[room_state[CREATE_KEY]].sender
         async with self.room_locks.room_lock(room_id):
-            async with self.events.writer(room_id, create=(room_version, creator)) as writer:
+            async with self.events.writer(room_id, create=(join.room_version, creator)) as writer:
                 await persist_outliers(writer.conn, self.event_cache, batch.values(), rejected)
                 group = await state.create_group(writer.conn, room_id, None, room_state, 0)
                 await replace_current_state(writer, room_state, group)
@@ -252,6 +289,11 @@ class FederationJoins:
                 await backfill_store.note_placed(
                     writer.conn, room_id, join.event_id, join.prev_event_ids, in_timeline=True
                 )
+                if partial is not None:
+                    via, servers = partial
+                    await partial_store.mark_partial(
+                        writer.conn, room_id, join.event_id, via, servers, now_ms()
+                    )
 
     def _from_template(
         self,

@@ -4,6 +4,7 @@ anyone may read a world-readable room."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from federation.events import MEMBER
@@ -16,12 +17,16 @@ from homeserver.services.timeline.pagination import Token, parse_token, resolve
 from homeserver.services.timeline.visibility import cannot_read, event_of, room_access
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.core.replicas import Replicas
+from homeserver.storage.remote import partial_state
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, state
 from homeserver.storage.rooms.state import StateMap
 from homeserver.storage.timeline import timeline
 from homeserver.storage.timeline.timeline import Position
 
+# How long /members waits for a room's full state, and how often it looks.
+FULL_STATE_WAIT_S = 300.0
+FULL_STATE_POLL_S = 0.25
 MEMBERSHIPS = frozenset({"join", "invite", "knock", "leave", "ban"})
 
 
@@ -96,6 +101,7 @@ class RoomStateService:
         wanted = _membership_param(membership, "membership")
         unwanted = _membership_param(not_membership, "not_membership")
         token = parse_token(at) if at is not None else None
+        await self._await_full_state(room_id)
         if token is not None:
             # History up to the client's token: a replica that has replayed it. A refusal
             # there (the user's join not replayed yet) is decided again on the primary.
@@ -113,6 +119,18 @@ class RoomStateService:
                         raise
         async with self.db.pool.connection() as conn:
             return await self._members(conn, requester, room_id, token, wanted, unwanted)
+
+    async def _await_full_state(self, room_id: str) -> None:
+        """Hold the answer while the room has partial state (joined over federation
+        with its members omitted), as Synapse does: the list would miss most members.
+        Bounded, so a fetch that cannot finish answers with what is known."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FULL_STATE_WAIT_S
+        while loop.time() < deadline:
+            async with self.db.pool.connection() as conn:
+                if not await partial_state.partial_among(conn, [room_id]):
+                    return
+            await asyncio.sleep(FULL_STATE_POLL_S)
 
     async def _members(
         self,

@@ -213,7 +213,10 @@ class RoomStates:
             if source is None:
                 group = groups.get((room.plan.room_id, self.anchor(room)))
                 source = found.get(group, {}) if group is not None else {}
-            sources[room.plan.room_id] = source
+            sources[room.plan.room_id] = {
+                **await _senders_from_auth_events(self.conn, self.cache, room, source),
+                **source,
+            }
         named = await self._named(rooms, sources)
         for room in rooms:
             room_id = room.plan.room_id
@@ -264,6 +267,24 @@ class RoomStates:
             if any(_names(event) for event in naming.values()):
                 out.add(room.plan.room_id)
         return out
+
+
+async def _senders_from_auth_events(
+    conn: Connection, cache: EventCache, room: TimelineRoom, source: StateMap
+) -> StateMap:
+    """Member events of timeline senders that `source` lacks, from the auth events of
+    their events: a room joined with partial state holds few members until its full
+    state comes in, and each event cites its sender's membership (as Synapse does)."""
+    missing = {e.sender for e, _ in room.timeline} - {k for t, k in source if t == MEMBER}
+    if not missing:
+        return {}
+    cited = [a for e, _ in room.timeline if e.sender in missing for a in e.auth_event_ids]
+    found = await load_events(conn, cache, cited)
+    return {
+        (MEMBER, event.state_key): event.event_id
+        for event in found.values()
+        if event.type == MEMBER and event.state_key in missing
+    }
 
 
 def _names(event: Event | None) -> bool:

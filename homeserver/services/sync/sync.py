@@ -38,6 +38,7 @@ from homeserver.services.ephemeral.typing import TypingService
 from homeserver.services.push.notifications import NotificationService
 from homeserver.services.push.rules import PUSH_RULES_TYPE, PushRuleService
 from homeserver.services.rooms.event_cache import EventCache, load_events
+from homeserver.services.sync.partial import with_full_states
 from homeserver.services.sync.request import MAX_TIMEOUT_MS, PRESENCE_STATES, SyncRequest
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan
@@ -238,6 +239,10 @@ class SyncService:
                 conn, user_id, sync_filter, since, now, full_state
             )
             plans = await self._without_ignored_invites(conn, user_id, plans)
+            if since is not None and not sync_filter.room.state.lazy_load_members:
+                plans = await with_full_states(
+                    conn, user_id, plans, joined, since.events, now.events
+                )
             global_data, room_data = await self._account_data(
                 conn, user_id, sync_filter, since, now
             )

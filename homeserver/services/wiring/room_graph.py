@@ -22,6 +22,7 @@ from homeserver.services.remote.edu_announcer import EduAnnouncer
 from homeserver.services.remote.edus import InboundEdus
 from homeserver.services.remote.inbound import FederationInbound
 from homeserver.services.remote.joins import FederationJoins
+from homeserver.services.remote.partial_state import PartialStateSync
 from homeserver.services.remote.reads import FederationReads
 from homeserver.services.remote.resident import ResidentMembership
 from homeserver.services.remote.room_servers import RoomServers
@@ -38,6 +39,9 @@ def build_rooms(hs: Homeserver) -> None:
     """Local rooms; joins through other servers first, which membership and room
     creation (invites of remote users) are given."""
     db, writer, cache, server_name = hs.db, hs.writer, hs.event_cache, hs.server_name
+    hs.partial_state = PartialStateSync(
+        db, writer, cache, hs.remote_client, hs.keyring, hs.room_locks, hs.notifier, server_name
+    )
     hs.joins = FederationJoins(
         db,
         writer,
@@ -45,6 +49,7 @@ def build_rooms(hs: Homeserver) -> None:
         hs.remote_client,
         hs.keyring,
         hs.room_locks,
+        hs.partial_state,
         hs.signing_key,
         server_name,
     )

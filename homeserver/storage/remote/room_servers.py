@@ -9,11 +9,16 @@ _DOMAIN = "substring(m.user_id from position(':' in m.user_id) + 1)"
 
 
 async def servers_in_room(conn: AsyncConnection, room_id: str) -> set[str]:
-    """Servers with at least one joined member: the destinations of the room's events."""
+    """Servers with at least one joined member (and, while the room's state is partial,
+    the servers the resident named): the destinations of the room's events."""
     cur = await conn.execute(
         f"SELECT DISTINCT {_DOMAIN} FROM room_memberships m"
-        " WHERE m.room_id = %s AND m.membership = 'join'",
-        (room_id,),
+        " WHERE m.room_id = %s AND m.membership = 'join'"
+        # A room joined with partial state: the resident's list stands in for the
+        # members we do not know yet.
+        " UNION SELECT unnest(servers) FROM partial_state_rooms"
+        " WHERE room_id = %s AND full_at IS NULL",
+        (room_id, room_id),
     )
     return {row[0] for row in await cur.fetchall()}
 

@@ -3,14 +3,14 @@ re-authenticating, opened by an admin (Synapse's
 `_allow_cross_signing_replacement_without_uia`). Kept on the master key's row, so every
 process reads the same window and replacing the key closes it.
 
-Revision ID: 0042
-Revises: 0038
+Revision ID: 0037
+Revises: 0036
 """
 
 from alembic import op
 
-revision = "0042"
-down_revision = "0038"
+revision = "0037"
+down_revision = "0036"
 branch_labels = None
 depends_on = None
 

@@ -9,13 +9,13 @@ their spans that do not exclude them.
 
 Spans start with the local users joined now (the `users` table tells local ones).
 
-Revision ID: 0038
+Revision ID: 0035
 Revises: 0034
 """
 
 from alembic import op
 
-revision = "0038"
+revision = "0035"
 down_revision = "0034"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,198 @@
+"""The joining side of partial-state joins (MSC3706), between two of our servers: the
+joiner asks with `omit_members`, can send and read at once, `/members` waits for the
+full state, which is fetched in the background (and again after a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from federation.builder import build_event
+from federation.room_versions import get_room_version
+from homeserver.services.wiring import build_homeserver
+from homeserver.storage.rooms import events, memberships, rooms, state
+from tests.integration.conftest import RoomUser
+from tests.integration.test_federation_rooms import eventually, hs_of, peer, sees
+
+Client = TestClient[Any, Any]
+MEMBERS = 12
+
+
+@pytest.fixture
+async def busy_room(homeserver_client: Callable[..., Any]) -> tuple[Client, Client, list[str]]:
+    """Servers A and B; a named public room on A with MEMBERS members besides alice.
+    Named, so the resident sends no heroes: B learns only alice (the creator, through
+    the auth chain) and its own user before the full state."""
+    a, b = await peer(homeserver_client), await peer(homeserver_client)
+    alice = await RoomUser.make(a, "alice")
+    room_id = await alice.create_room(preset="public_chat", room_version="11", name="Busy")
+    members = [alice.user_id]
+    for n in range(MEMBERS):
+        user = await RoomUser.make(a, f"member{n}")
+        await user.join(room_id)
+        members.append(user.user_id)
+    return a, b, [room_id, *members]
+
+
+async def joined_on(client: Client, room_id: str) -> set[str]:
+    async with hs_of(client).db.pool.connection() as conn:
+        return {m.user_id for m in await memberships.members_of_room(conn, room_id)}
+
+
+LAZY = json.dumps({"room": {"state": {"lazy_load_members": True}}})
+
+
+async def sync(user: RoomUser, since: str | None = None, **params: str) -> Any:
+    query = {"timeout": "0", **({"since": since} if since else {}), **params}
+    status, body = await user.get("/v3/sync", **query)
+    assert status == 200, body
+    return body
+
+
+def members_in(body: Any, room_id: str) -> set[str]:
+    room = body["rooms"]["join"][room_id]
+    events = room["state"]["events"] + room["timeline"]["events"]
+    return {
+        e["state_key"]
+        for e in events
+        if e["type"] == "m.room.member" and e["content"]["membership"] == "join"
+    }
+
+
+async def test_join_with_partial_state_then_full(
+    busy_room: tuple[Client, Client, list[str]],
+) -> None:
+    a, b, (room_id, *members) = busy_room
+    hs_b = hs_of(b)
+    bob = await RoomUser.make(b, "bob")
+    before = (await sync(bob))["next_batch"]
+    await bob.ok("POST", f"/join/{room_id}?server_name={hs_of(a).server_name}")
+    # Hold the room's lock on B so the background fetch cannot take its answer in yet.
+    async with hs_b.room_locks.room_lock(room_id):
+        assert await hs_b.partial_state.is_partial(room_id)
+        known = await joined_on(b, room_id)
+        assert bob.user_id in known and len(known) < len(members)
+        # Sending and reading work at once; the event reaches the resident.
+        await bob.say(room_id, "hello while partial")
+        # Syncs show the room at once, lazy-loading members or not.
+        for query in ({"filter": LAZY}, {}):
+            body = await sync(bob, before, **query)
+            timeline = body["rooms"]["join"][room_id]["timeline"]["events"]
+            assert "hello while partial" in [e["content"].get("body") for e in timeline]
+        partial_sync = body
+        alice_a = await RoomUser.make(a, "reader")
+        await alice_a.join(room_id)
+        await eventually(lambda: sees(alice_a, room_id, "hello while partial"))
+        # /members waits for the full state.
+        waiting = asyncio.create_task(bob.get(f"/v3/rooms/{room_id}/members"))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+    status, body = await waiting
+    assert status == 200
+    listed = {e["state_key"] for e in body["chunk"] if e["content"]["membership"] == "join"}
+    # The reader's join reached B while its lock was held: it may come in just after.
+    assert listed - {alice_a.user_id} == {*members, bob.user_id}
+    assert not await hs_b.partial_state.is_partial(room_id)
+
+    async def everyone() -> bool:
+        return await joined_on(b, room_id) == {*members, bob.user_id, alice_a.user_id}
+
+    await eventually(everyone)
+    # The next sync not lazy-loading members carries the room's whole state, and
+    # nothing of its timeline twice.
+    full_sync = await sync(bob, partial_sync["next_batch"])
+    assert members_in(full_sync, room_id) >= {*members, bob.user_id}
+    timeline = full_sync["rooms"]["join"][room_id]["timeline"]["events"]
+    assert "hello while partial" not in [e["content"].get("body") for e in timeline]
+    # Messages from members B did not know when it joined are taken in as usual.
+    writer = await RoomUser.make(a, "late")
+    await writer.join(room_id)
+    await writer.say(room_id, "after the full state")
+    await eventually(lambda: sees(bob, room_id, "after the full state"))
+
+
+async def test_fetch_resumes_after_restart(busy_room: tuple[Client, Client, list[str]]) -> None:
+    a, b, (room_id, *members) = busy_room
+    hs_b = hs_of(b)
+    bob = await RoomUser.make(b, "bob")
+    await bob.ok("POST", f"/join/{room_id}?server_name={hs_of(a).server_name}")
+    async with hs_b.room_locks.room_lock(room_id):
+        assert await hs_b.partial_state.is_partial(room_id)
+        await hs_b.partial_state.close()  # the process stops before the answer is in
+    assert await hs_b.partial_state.is_partial(room_id)
+    restarted = build_homeserver(config=hs_b.config, db=hs_b.db, signing_key=hs_b.signing_key)
+    await restarted.start()
+    try:
+
+        async def full() -> bool:
+            return not await restarted.partial_state.is_partial(room_id)
+
+        await eventually(full, within=30)
+        assert await joined_on(b, room_id) == {*members, bob.user_id}
+    finally:
+        await restarted.close()
+
+
+async def test_event_taken_in_while_partial_is_rejected_by_the_full_state(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """A member banned before our join sends (through their server, citing their old
+    join): with partial state we hold no membership of theirs, so their own auth events
+    stand in and the event is shown; the full state has the ban, so the event is
+    rejected and leaves the timeline."""
+    a, b = await peer(homeserver_client), await peer(homeserver_client)
+    hs_a, hs_b = hs_of(a), hs_of(b)
+    alice = await RoomUser.make(a, "alice")
+    room_id = await alice.create_room(preset="public_chat", room_version="11", name="Strict")
+    eve = await RoomUser.make(a, "eve")
+    await eve.join(room_id)
+    # Eve sets the topic, so her join is in the auth chain the partial answer carries.
+    levels = {"users": {alice.user_id: 100, eve.user_id: 50}, "state_default": 50}
+    await alice.state(room_id, "m.room.power_levels", levels)
+    await eve.state(room_id, "m.room.topic", {"topic": "eve was here"})
+    async with hs_a.db.pool.connection() as conn:
+        ids = await state.get_current_state(conn, room_id)
+    eve_join = ids[("m.room.member", eve.user_id)]
+    create, power = ids[("m.room.create", "")], ids[("m.room.power_levels", "")]
+    await alice.ok("POST", f"/rooms/{room_id}/ban", {"user_id": eve.user_id})
+
+    bob = await RoomUser.make(b, "bob")
+    await bob.ok("POST", f"/join/{room_id}?server_name={hs_a.server_name}")
+    async with hs_b.room_locks.room_lock(room_id):
+        assert await hs_b.partial_state.is_partial(room_id)
+        async with hs_b.db.pool.connection() as conn:
+            [(tip, depth), *_] = await rooms.get_forward_extremities(conn, room_id)
+        version = get_room_version("11")
+        forged = build_event(
+            version,
+            hs_a.signing_key,
+            event_type="m.room.message",
+            sender=eve.user_id,
+            content={"msgtype": "m.text", "body": "banned but sneaky"},
+            prev_events=[tip],
+            auth_events=[create, power, eve_join],
+            depth=depth + 1,
+            origin_server_ts=int(time.time() * 1000),
+            room_id=room_id,
+        )
+        # As an incoming transaction would hand it on (the caller holds the lock).
+        assert await hs_b.inbound.process_event(hs_a.server_name, version, forged) is None
+        assert await sees(bob, room_id, "banned but sneaky")
+        # A lazy-loading sync gives the sender's membership, from the event's auth events.
+        room = (await sync(bob, filter=LAZY))["rooms"]["join"][room_id]
+        assert eve.user_id in {e["state_key"] for e in room["state"]["events"]}
+
+    async def full() -> bool:
+        return not await hs_b.partial_state.is_partial(room_id)
+
+    await eventually(full, within=30)
+    assert not await sees(bob, room_id, "banned but sneaky")
+    async with hs_b.db.pool.connection() as conn:
+        row = (await events.get_events(conn, [forged.event_id]))[forged.event_id]
+    assert row.rejected_reason is not None and eve.user_id in row.rejected_reason
