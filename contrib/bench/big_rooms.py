@@ -3,6 +3,7 @@
     python contrib/bench/big_rooms.py [--sizes 300,1000] [--messages 100] [--rounds 1]
                                       [--only ours|synapse] [--synapse-venv DIR]
                                       [--admin-db URL]
+                                      [--profile DIR]
 
 Both servers run at once on the same PostgreSQL (a fresh database each, dropped at
 the end), rate limits off. Each gets max(--sizes) users (registered through the
@@ -35,6 +36,7 @@ import asyncio
 import functools
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -128,16 +130,30 @@ async def send(server: Server, size: int, index: int) -> None:
     server.named[size] += named
 
 
-async def phase(server: Server, size: int, messages: int) -> None:
+async def phase(server: Server, size: int, messages: int, profile: Path | None) -> None:
     for _ in range(WARM_UP):  # caches of the room and of its members' rules
         await send(server, size, server.sent[size] + 1)
     latencies: list[float] = []
+    spy = None
+    if profile is not None and server.name == "ours":
+        out = profile / f"ours-{size}-{len(server.phases[size])}.txt"
+        spy = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"),
+            *("record", "--nonblocking", "--gil", "--rate", "400", "--format", "raw"),
+            *("-p", str(server.pid), "-o", str(out)),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await asyncio.sleep(1.0)  # py-spy attaches
     cpu_before, db_before = server.cpu()
     for _ in range(messages):
         started = time.monotonic()
         await send(server, size, server.sent[size] + 1)
         latencies.append(time.monotonic() - started)
     cpu_after, db_after = server.cpu()
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        await spy.wait()
     server.phases[size].append(
         (cpu_after - cpu_before, cpu_delta(db_before, db_after), messages, latencies)
     )
@@ -203,7 +219,7 @@ async def measure(servers: dict[str, Server], args: argparse.Namespace) -> None:
                 if round_ % 2:
                     order.reverse()
                 for server in order:
-                    await phase(server, size, args.messages)
+                    await phase(server, size, args.messages, args.profile)
         checks = {
             f"{name}/{size}": await check_counts(server, size)
             for name, server in servers.items()
@@ -254,6 +270,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("ours", "synapse"))
     parser.add_argument("--synapse-venv", type=Path, default=INTEROP_VENV)
     parser.add_argument("--admin-db", default=DEFAULT_ADMIN_DB)
+    parser.add_argument(
+        "--profile", type=Path, help="directory for py-spy samples of ours (skews its CPU)"
+    )
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}")
     started = time.monotonic()

@@ -11,14 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from homeserver.services.push.defaults import localpart_of
-from homeserver.services.push.evaluator import (
-    CompiledRules,
-    Member,
-    Outcome,
-    RoomFacts,
-    fold,
-    glob_matches,
-)
+from homeserver.services.push.evaluator import CompiledRules, Outcome, RoomFacts, glob_matches
+from homeserver.services.push.members import Member, fold
 from homeserver.services.push.rules import fingerprint, merge, shared_rules
 from homeserver.storage.push.rules import PushRuleRow
 

@@ -135,9 +135,7 @@ class EmailNotifier:
     async def _wake_users(self, user_ids: list[str], room_ids: list[str]) -> None:
         try:
             async with self.db.pool.connection() as conn:
-                keys = await store.http_pushers_of_users(conn, user_ids, KIND)
-                if room_ids:
-                    keys += await store.pushers_in_rooms(conn, room_ids, KIND)
+                keys = await store.pushers_to_wake(conn, user_ids, room_ids, KIND)
         except (DatabaseError, OSError):
             log.warning("email notifications: cannot look up pushers; the sweep will retry")
             return

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from homeserver.services.push.members import Folded, Member, Which, index_of
+
 Rule = Mapping[str, Any]
 """A push rule as served to clients: rule_id, enabled, actions, conditions or pattern."""
 
@@ -312,65 +314,7 @@ def evaluate(
 
 # Non-ASCII characters that case-insensitive matching (Python's `re`) takes as equal to
 # an ASCII letter; every other non-ASCII character becomes '?' in `fold`.
-_ASCII_TWINS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
-
-
-def fold(text: str) -> bytes:
-    """A coarse case-folding, one byte per character, such that whenever `re` with
-    IGNORECASE matches a literal at some position of `text`, the folded literal occurs
-    at that position of the folded text: a cheap necessary test before the regex."""
-    return text.translate(_ASCII_TWINS).encode("ascii", "replace").lower()
-
-
-def _is_literal(pattern: str) -> bool:
-    return "*" not in pattern and "?" not in pattern
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """The per-user facts of shared evaluation, folded once (kept per room member)."""
-
-    user_id: str
-    localpart: str
-    display_name: str | None
-    folded_user_id: bytes
-    folded_localpart: bytes
-    folded_name: bytes
-    # Whether the id and the localpart are free of glob characters: then a pattern
-    # naming them matches only where the folded text holds them.
-    literal_user_id: bool
-    literal_localpart: bool
-
-    @classmethod
-    def of(cls, user_id: str, localpart: str, display_name: str | None) -> Member:
-        return cls(
-            user_id,
-            localpart,
-            display_name,
-            fold(user_id),
-            fold(localpart),
-            fold(display_name) if display_name else b"",
-            _is_literal(user_id),
-            _is_literal(localpart),
-        )
-
-
-class _Folded:
-    """Folded event strings, computed at most once per event."""
-
-    __slots__ = ("_cache",)
-
-    def __init__(self) -> None:
-        self._cache: dict[int, bytes] = {}
-
-    def __call__(self, value: str) -> bytes:
-        found = self._cache.get(id(value))
-        if found is None:
-            found = self._cache[id(value)] = fold(value)
-        return found
-
-
-Selector = Callable[[Mapping[str, Any], list[Member], _Folded], list[Member]]
+Selector = Callable[[Mapping[str, Any], list[Member], Folded], list[Member]]
 """A user-dependent condition: which of the candidate members it holds for."""
 
 
@@ -378,16 +322,22 @@ def _param(member: Member, which: str) -> str:
     return member.user_id if which == "user_id" else member.localpart
 
 
-def _user_match(path: Sequence[str], words: bool, which: str) -> Selector:
+def _user_match(path: Sequence[str], words: bool, which: Which) -> Selector:
     """event_match whose pattern is the user's id or localpart. Members whose pattern
     is literal and absent from the folded text (nearly all, in a big room) are ruled
-    out by a substring test, without the regex."""
+    out without the regex: over a whole member list through an index of it, else by
+    a substring test each."""
     by_id = which == "user_id"
 
-    def select(event: Mapping[str, Any], members: list[Member], folded: _Folded) -> list[Member]:
+    def select(event: Mapping[str, Any], members: list[Member], folded: Folded) -> list[Member]:
         value = _lookup_path(event, path)
         if not isinstance(value, str):
             return []
+        group = folded.group
+        if len(members) == len(group) > 1 and (not words or value.isascii()):
+            # `members` is a sub-list of `group` in its order: of equal length, the same.
+            candidates = index_of(group, which).candidates(value, folded, words)
+            return [m for m in candidates if glob_matches(_param(m, which), value, words=words)]
         folded_value = folded(value)
         out: list[Member] = []
         for member in members:
@@ -413,7 +363,7 @@ def _user_property(path: Sequence[str], which: str, contains: bool) -> Selector:
     """event_property_is/contains whose value is the user's id or localpart: a string
     equal to it (`_same_value` of two strings is plain equality)."""
 
-    def select(event: Mapping[str, Any], members: list[Member], folded: _Folded) -> list[Member]:
+    def select(event: Mapping[str, Any], members: list[Member], folded: Folded) -> list[Member]:
         value = _lookup_path(event, path)
         if contains:
             if not isinstance(value, list):
@@ -430,10 +380,15 @@ def _user_property(path: Sequence[str], which: str, contains: bool) -> Selector:
     return select
 
 
-def _display_name(event: Mapping[str, Any], members: list[Member], folded: _Folded) -> list[Member]:
+def _display_name(event: Mapping[str, Any], members: list[Member], folded: Folded) -> list[Member]:
     body = lookup(event, "content.body")
     if not isinstance(body, str):
         return []
+    group = folded.group
+    if len(members) == len(group) > 1 and body.isascii():
+        # `members` is a sub-list of `group` in its order: of equal length, the same.
+        candidates = index_of(group, "name").candidates(body, folded, True)
+        return [m for m in candidates if _contains_display_name(event, m.display_name)]
     folded_body = folded(body)
     return [
         m
@@ -455,7 +410,7 @@ def _selector(condition: Any, user_id: str, localpart: str) -> Selector | None:
         return _display_name
     if not isinstance(key, str):
         return None
-    params = {user_id: "user_id", localpart: "localpart"}
+    params: dict[str, Which] = {user_id: "user_id", localpart: "localpart"}
     if kind == "event_match":
         pattern = condition.get("pattern")
         if isinstance(pattern, str) and pattern in params:
@@ -522,7 +477,7 @@ class SharedRules:
         intentional = isinstance(content, Mapping) and "m.mentions" in content
         undecided = list(members)
         out: list[tuple[Outcome, list[Member]]] = []
-        folded = _Folded()
+        folded = Folded(members)
         for rule in self._rules:
             if not undecided:
                 break

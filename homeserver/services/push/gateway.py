@@ -212,9 +212,7 @@ class PushGateway:
             self._held_users = set()
             try:
                 async with self.db.pool.connection() as conn:
-                    keys = await store.http_pushers_of_users(conn, sorted(users))
-                    if rooms:
-                        keys += await store.pushers_in_rooms(conn, sorted(rooms))
+                    keys = await store.pushers_to_wake(conn, sorted(users), sorted(rooms))
             except (DatabaseError, OSError) as exc:
                 if not is_unavailable(exc):
                     log.exception("push: cannot look up pushers; the sweep will retry")

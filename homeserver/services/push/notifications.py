@@ -36,7 +36,8 @@ from federation.power_levels import user_level
 from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.push.defaults import localpart_of
-from homeserver.services.push.evaluator import Member, Outcome, RoomFacts, SharedRules
+from homeserver.services.push.evaluator import Outcome, RoomFacts, SharedRules
+from homeserver.services.push.members import Member
 from homeserver.services.push.rules import PushRuleService
 from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.rooms.writer import RoomWriter

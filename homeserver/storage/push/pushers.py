@@ -132,29 +132,21 @@ class DeliveryState:
     retry_at: int | None
 
 
-async def http_pushers_of_users(
-    conn: AsyncConnection, user_ids: Sequence[str], kind: str = "http"
+async def pushers_to_wake(
+    conn: AsyncConnection, user_ids: Sequence[str], room_ids: Sequence[str], kind: str = "http"
 ) -> list[PusherKey]:
-    """The users' pushers of one kind (`http`, or `email`): the members a message
-    notified, in a big room thousands, sent as one text rather than a value each."""
+    """The pushers of a kind that a commit may have given work: those of the users it
+    notified one by one (in a big room thousands, sent as one text rather than a value
+    each), and those of the local users joined to the rooms it wrote a room row for
+    (found from the few pushers rather than the many members). One statement: it runs
+    after every message."""
     cur = await conn.execute(
         "SELECT user_id, app_id, pushkey FROM pushers"
-        " WHERE user_id = ANY(string_to_array(%s, %s)) AND kind = %s",
-        (USER_SEPARATOR.join(user_ids), USER_SEPARATOR, kind),
-    )
-    return [PusherKey(*row) for row in await cur.fetchall()]
-
-
-async def pushers_in_rooms(
-    conn: AsyncConnection, room_ids: Sequence[str], kind: str = "http"
-) -> list[PusherKey]:
-    """The pushers of a kind of the local users joined to these rooms: whom a room row
-    may have notified, found from the few pushers rather than the many members."""
-    cur = await conn.execute(
-        "SELECT p.user_id, p.app_id, p.pushkey FROM pushers p WHERE p.kind = %s"
+        " WHERE user_id = ANY(string_to_array(%s, %s)) AND kind = %s"
+        " UNION SELECT p.user_id, p.app_id, p.pushkey FROM pushers p WHERE p.kind = %s"
         " AND EXISTS (SELECT 1 FROM push_member_spans s WHERE s.user_id = p.user_id"
         " AND s.room_id = ANY(%s) AND s.left_at IS NULL)",
-        (kind, list(room_ids)),
+        (USER_SEPARATOR.join(user_ids), USER_SEPARATOR, kind, kind, list(room_ids)),
     )
     return [PusherKey(*row) for row in await cur.fetchall()]
 
