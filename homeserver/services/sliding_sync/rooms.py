@@ -16,7 +16,6 @@ from typing import Any
 from federation.events import MEMBER
 from federation.types import JsonDict
 from homeserver.services.accounts.filters import Filter, RoomEventFilter, RoomFilter
-from homeserver.services.push.notifications import NotificationService
 from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.sliding_sync.request import RoomConfig
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
@@ -65,6 +64,16 @@ class Rendering:
     # The timeline event ids sent per room (receipts of a room sent from nothing are
     # limited to these and the user's own).
     timeline_ids: dict[str, set[str]] = field(default_factory=dict)
+    # Rooms sent whose unread counts are still to be read (`add_unread`), last: the
+    # connection's new position is saved in the same round trip.
+    counted: list[str] = field(default_factory=list)
+
+    def add_unread(self, counts: Mapping[str, JsonDict]) -> None:
+        for room_id in self.counted:
+            unread = counts.get(room_id, {}).get("unread_notifications", {})
+            entry = self.rooms[room_id]
+            entry["notification_count"] = unread.get("notification_count", 0)
+            entry["highlight_count"] = unread.get("highlight_count", 0)
 
 
 def _fresh(t: Target) -> bool:
@@ -112,7 +121,6 @@ class RoomRenderer:
         cache: EventCache,
         lazy: LazyMembers,
         rendered: Rendered,
-        notifications: NotificationService,
         *,
         user_id: str,
         device_id: str,
@@ -125,7 +133,6 @@ class RoomRenderer:
         self.cache = cache
         self.lazy = lazy
         self.rendered = rendered
-        self.notifications = notifications
         self.user_id = user_id
         self.device_id = device_id
         self.now = now
@@ -190,9 +197,6 @@ class RoomRenderer:
         states, deltas = await self._states(targets, timelines)
         full_ids = [t.room.room_id for t in targets if t.initial or self._members_moved(t, deltas)]
         summaries = await sync_store.room_summaries(self.conn, full_ids, self.user_id)
-        counts = await self.notifications.unread(
-            self.conn, self.user_id, [t.room.room_id for t in targets], False, self.now.events
-        )
         rooms = [timelines[t.room.room_id] for t in targets]
         for t in targets:
             timeline_room = timelines[t.room.room_id]
@@ -210,10 +214,9 @@ class RoomRenderer:
             room_id = t.room.room_id
             timeline_room = timelines[room_id]
             timeline = [rendered[row.event_id] for _, row in timeline_room.timeline]
-            unread = counts.get(room_id, {}).get("unread_notifications", {})
             entry: JsonDict = {
-                "notification_count": unread.get("notification_count", 0),
-                "highlight_count": unread.get("highlight_count", 0),
+                "notification_count": 0,
+                "highlight_count": 0,
                 "bump_stamp": t.room.bump_stamp,
                 "limited": timeline_room.limited,
                 "prev_batch": builder.prev_batch(timeline_room),
@@ -237,6 +240,7 @@ class RoomRenderer:
                 entry["joined_count"] = summary.joined
                 entry["invited_count"] = summary.invited
             result.rooms[room_id] = entry
+            result.counted.append(room_id)
 
     def _num_live(self, room: TimelineRoom) -> int:
         if self.since_events is None:

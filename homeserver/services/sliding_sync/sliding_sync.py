@@ -31,7 +31,7 @@ from homeserver.services.rooms.writer import RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
 from homeserver.services.sliding_sync.lists import ListContext, Window, limit_of, list_query, window
 from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
-from homeserver.services.sliding_sync.rooms import RoomRenderer, Target
+from homeserver.services.sliding_sync.rooms import Rendering, RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
 from homeserver.services.sync.sync import MAX_SETTLE_S, SyncService
 from homeserver.services.sync.tokens import InvalidToken, SyncToken
@@ -57,6 +57,7 @@ class _Answer:
     news: bool
     state: JsonDict
     now: SyncToken
+    rendering: Rendering
 
 
 class SlidingSyncService:
@@ -82,7 +83,7 @@ class SlidingSyncService:
         )
 
     async def sync(self, requester: Requester, request: SlidingSyncRequest) -> JsonDict:
-        user_id, device_id = requester.user_id, requester.device_id
+        user_id = requester.user_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
         position: connections.Position | None = None
@@ -107,16 +108,7 @@ class SlidingSyncService:
                     answer = await self._compute(conn, requester, request, had, since, first)
                     del had
                     if since is None or answer.news or remaining <= 0:
-                        # Stored in the same transaction the answer was read in.
-                        pos = await connections.save_position(
-                            conn,
-                            (user_id, device_id, request.conn_id),
-                            None if position is None else position.connection_id,
-                            None if position is None else position_id(request),
-                            str(answer.now),
-                            answer.state,
-                            now_ms(),
-                        )
+                        pos = await self._finish(conn, requester, request, position, answer)
                         break
                     rooms = await store.room_ids_of_user(conn, user_id)
                     moved = self._now(since) != answer.now
@@ -129,6 +121,38 @@ class SlidingSyncService:
                 await self.notifier.wait(user_id, rooms, remaining)
         answer.body["pos"] = str(pos)
         return answer.body
+
+    async def _finish(
+        self,
+        conn: Connection,
+        requester: Requester,
+        request: SlidingSyncRequest,
+        position: connections.Position | None,
+        answer: _Answer,
+    ) -> int:
+        """Read the unread counts of the rooms sent and store the answer's state as the
+        connection's new position, which rides the counts' last round trip."""
+        key = (requester.user_id, requester.device_id, request.conn_id)
+        saved: list[connections.SavedPosition] = []
+
+        async def save() -> None:
+            saved.append(
+                await connections.save_position(
+                    conn,
+                    key,
+                    None if position is None else position.connection_id,
+                    None if position is None else position_id(request),
+                    str(answer.now),
+                    answer.state,
+                    now_ms(),
+                )
+            )
+
+        counts = await self.notifications.unread(
+            conn, requester.user_id, answer.rendering.counted, False, answer.now.events, save
+        )
+        answer.rendering.add_unread(counts)
+        return await saved[0].id()
 
     def _idle(
         self,
@@ -212,7 +236,6 @@ class SlidingSyncService:
             self.event_cache,
             self.sync_service.lazy,
             self.sync_service.rendered,
-            self.notifications,
             user_id=user_id,
             device_id=requester.device_id,
             now=now,
@@ -242,7 +265,7 @@ class SlidingSyncService:
             "q": request.digest,
         }
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
-        return _Answer(body, news, state, now)
+        return _Answer(body, news, state, now, rendering)
 
     async def _context(
         self, conn: Connection, user_id: str, request: SlidingSyncRequest, position: int
