@@ -23,10 +23,14 @@ from homeserver.services.sync.state import LazyMembers, RoomPlan, TimelineRoom
 from homeserver.services.sync.tokens import SyncToken
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
+from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.rooms.state import StateKey, StateMap
 from homeserver.storage.sliding_sync import rooms as store
 from homeserver.storage.sliding_sync.rooms import UserRoom
 from homeserver.storage.sync import sync as sync_store
+
+# Timeline rows read ahead (`recent_events`), by timeline limit and (room, lower, upper).
+ReadTimelines = Mapping[int, Mapping[tuple[str, int, int], list[EventRow]]]
 
 NAME = ("m.room.name", "")
 AVATAR = ("m.room.avatar", "")
@@ -154,7 +158,9 @@ class RoomRenderer:
             ignored=self.ignored,
         )
 
-    async def _timelines(self, targets: Sequence[Target]) -> dict[str, TimelineRoom]:
+    async def _timelines(
+        self, targets: Sequence[Target], read: ReadTimelines
+    ) -> dict[str, TimelineRoom]:
         by_limit: dict[int, list[RoomPlan]] = {}
         for t in targets:
             room = t.room
@@ -167,16 +173,17 @@ class RoomRenderer:
             by_limit.setdefault(t.config.timeline_limit, []).append(plan)
         out: dict[str, TimelineRoom] = {}
         for limit, plans in by_limit.items():
-            for timeline_room in await self._builder(limit).timelines(plans):
+            for timeline_room in await self._builder(limit).timelines(plans, read.get(limit, {})):
                 out[timeline_room.plan.room_id] = timeline_room
         return out
 
-    async def render(self, targets: Sequence[Target]) -> Rendering:
+    async def render(self, targets: Sequence[Target], read: ReadTimelines) -> Rendering:
+        """`read`: timeline rows already read, by timeline limit and window."""
         result = Rendering()
         stripped = [t for t in targets if t.room.membership in ("invite", "knock")]
         await self._stripped(stripped, result)
         others = [t for t in targets if t.room.membership not in ("invite", "knock")]
-        timelines = await self._timelines(others)
+        timelines = await self._timelines(others, read)
         sent: list[Target] = []
         for t in others:
             timeline_room = timelines[t.room.room_id]
