@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -379,11 +379,13 @@ class NotificationService:
         room_ids: Sequence[str],
         by_thread: bool,
         safe: int | None = None,
+        then: Callable[[], Awaitable[None]] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Per room, `unread_notifications` (and `unread_thread_notifications` when the
         filter asks for counts by thread) as sync shows them. `safe`: an events position
-        known to be safe (the sync's own), which spares reading one."""
-        counts = await store.unread_counts(conn, user_id, room_ids, safe)
+        known to be safe (the sync's own), which spares reading one. `then`: the
+        caller's statements, sent in the counts' last round trip."""
+        counts = await store.unread_counts(conn, user_id, room_ids, safe, then)
         out: dict[str, dict[str, Any]] = {}
         for (room_id, thread_id), count in counts.items():
             entry = out.setdefault(

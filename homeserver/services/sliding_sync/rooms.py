@@ -16,7 +16,6 @@ from typing import Any
 from federation.events import MEMBER
 from federation.types import JsonDict
 from homeserver.services.accounts.filters import Filter, RoomEventFilter, RoomFilter
-from homeserver.services.push.notifications import NotificationService
 from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.sliding_sync.request import RoomConfig
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
@@ -24,10 +23,14 @@ from homeserver.services.sync.state import LazyMembers, RoomPlan, TimelineRoom
 from homeserver.services.sync.tokens import SyncToken
 from homeserver.storage.core.pool import Connection
 from homeserver.storage.rooms import events as event_store
+from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.rooms.state import StateKey, StateMap
 from homeserver.storage.sliding_sync import rooms as store
 from homeserver.storage.sliding_sync.rooms import UserRoom
 from homeserver.storage.sync import sync as sync_store
+
+# Timeline rows read ahead (`recent_events`), by timeline limit and (room, lower, upper).
+ReadTimelines = Mapping[int, Mapping[tuple[str, int, int], list[EventRow]]]
 
 NAME = ("m.room.name", "")
 AVATAR = ("m.room.avatar", "")
@@ -65,6 +68,16 @@ class Rendering:
     # The timeline event ids sent per room (receipts of a room sent from nothing are
     # limited to these and the user's own).
     timeline_ids: dict[str, set[str]] = field(default_factory=dict)
+    # Rooms sent whose unread counts are still to be read (`add_unread`), last: the
+    # connection's new position is saved in the same round trip.
+    counted: list[str] = field(default_factory=list)
+
+    def add_unread(self, counts: Mapping[str, JsonDict]) -> None:
+        for room_id in self.counted:
+            unread = counts.get(room_id, {}).get("unread_notifications", {})
+            entry = self.rooms[room_id]
+            entry["notification_count"] = unread.get("notification_count", 0)
+            entry["highlight_count"] = unread.get("highlight_count", 0)
 
 
 def _fresh(t: Target) -> bool:
@@ -112,7 +125,6 @@ class RoomRenderer:
         cache: EventCache,
         lazy: LazyMembers,
         rendered: Rendered,
-        notifications: NotificationService,
         *,
         user_id: str,
         device_id: str,
@@ -125,7 +137,6 @@ class RoomRenderer:
         self.cache = cache
         self.lazy = lazy
         self.rendered = rendered
-        self.notifications = notifications
         self.user_id = user_id
         self.device_id = device_id
         self.now = now
@@ -147,7 +158,9 @@ class RoomRenderer:
             ignored=self.ignored,
         )
 
-    async def _timelines(self, targets: Sequence[Target]) -> dict[str, TimelineRoom]:
+    async def _timelines(
+        self, targets: Sequence[Target], read: ReadTimelines
+    ) -> dict[str, TimelineRoom]:
         by_limit: dict[int, list[RoomPlan]] = {}
         for t in targets:
             room = t.room
@@ -160,16 +173,17 @@ class RoomRenderer:
             by_limit.setdefault(t.config.timeline_limit, []).append(plan)
         out: dict[str, TimelineRoom] = {}
         for limit, plans in by_limit.items():
-            for timeline_room in await self._builder(limit).timelines(plans):
+            for timeline_room in await self._builder(limit).timelines(plans, read.get(limit, {})):
                 out[timeline_room.plan.room_id] = timeline_room
         return out
 
-    async def render(self, targets: Sequence[Target]) -> Rendering:
+    async def render(self, targets: Sequence[Target], read: ReadTimelines) -> Rendering:
+        """`read`: timeline rows already read, by timeline limit and window."""
         result = Rendering()
         stripped = [t for t in targets if t.room.membership in ("invite", "knock")]
         await self._stripped(stripped, result)
         others = [t for t in targets if t.room.membership not in ("invite", "knock")]
-        timelines = await self._timelines(others)
+        timelines = await self._timelines(others, read)
         sent: list[Target] = []
         for t in others:
             timeline_room = timelines[t.room.room_id]
@@ -190,9 +204,6 @@ class RoomRenderer:
         states, deltas = await self._states(targets, timelines)
         full_ids = [t.room.room_id for t in targets if t.initial or self._members_moved(t, deltas)]
         summaries = await sync_store.room_summaries(self.conn, full_ids, self.user_id)
-        counts = await self.notifications.unread(
-            self.conn, self.user_id, [t.room.room_id for t in targets], False, self.now.events
-        )
         rooms = [timelines[t.room.room_id] for t in targets]
         for t in targets:
             timeline_room = timelines[t.room.room_id]
@@ -210,10 +221,9 @@ class RoomRenderer:
             room_id = t.room.room_id
             timeline_room = timelines[room_id]
             timeline = [rendered[row.event_id] for _, row in timeline_room.timeline]
-            unread = counts.get(room_id, {}).get("unread_notifications", {})
             entry: JsonDict = {
-                "notification_count": unread.get("notification_count", 0),
-                "highlight_count": unread.get("highlight_count", 0),
+                "notification_count": 0,
+                "highlight_count": 0,
                 "bump_stamp": t.room.bump_stamp,
                 "limited": timeline_room.limited,
                 "prev_batch": builder.prev_batch(timeline_room),
@@ -237,6 +247,7 @@ class RoomRenderer:
                 entry["joined_count"] = summary.joined
                 entry["invited_count"] = summary.invited
             result.rooms[room_id] = entry
+            result.counted.append(room_id)
 
     def _num_live(self, room: TimelineRoom) -> int:
         if self.since_events is None:

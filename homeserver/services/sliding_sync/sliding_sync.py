@@ -22,6 +22,7 @@ from typing import Any
 
 from federation.types import JsonDict
 from homeserver.services.accounts.auth import Requester
+from homeserver.services.accounts.filters import RoomEventFilter
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.core.notifier import Notifier
@@ -31,12 +32,15 @@ from homeserver.services.rooms.writer import RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
 from homeserver.services.sliding_sync.lists import ListContext, Window, limit_of, list_query, window
 from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
-from homeserver.services.sliding_sync.rooms import RoomRenderer, Target
+from homeserver.services.sliding_sync.rooms import ReadTimelines, Rendering, RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
+from homeserver.services.sync.rooms import timeline_limit
 from homeserver.services.sync.sync import MAX_SETTLE_S, SyncService
 from homeserver.services.sync.tokens import InvalidToken, SyncToken
+from homeserver.services.timeline.messages import sql_filter_for
 from homeserver.storage.accounts.account_data import IGNORED_USER_LIST
 from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.sliding_sync import connections
 from homeserver.storage.sliding_sync import rooms as store
 from homeserver.storage.sliding_sync.rooms import UserRoom
@@ -57,6 +61,7 @@ class _Answer:
     news: bool
     state: JsonDict
     now: SyncToken
+    rendering: Rendering
 
 
 class SlidingSyncService:
@@ -82,7 +87,7 @@ class SlidingSyncService:
         )
 
     async def sync(self, requester: Requester, request: SlidingSyncRequest) -> JsonDict:
-        user_id, device_id = requester.user_id, requester.device_id
+        user_id = requester.user_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(request.timeout_ms, MAX_TIMEOUT_MS) / 1000
         position: connections.Position | None = None
@@ -107,16 +112,7 @@ class SlidingSyncService:
                     answer = await self._compute(conn, requester, request, had, since, first)
                     del had
                     if since is None or answer.news or remaining <= 0:
-                        # Stored in the same transaction the answer was read in.
-                        pos = await connections.save_position(
-                            conn,
-                            (user_id, device_id, request.conn_id),
-                            None if position is None else position.connection_id,
-                            None if position is None else position_id(request),
-                            str(answer.now),
-                            answer.state,
-                            now_ms(),
-                        )
+                        pos = await self._finish(conn, requester, request, position, answer)
                         break
                     rooms = await store.room_ids_of_user(conn, user_id)
                     moved = self._now(since) != answer.now
@@ -129,6 +125,38 @@ class SlidingSyncService:
                 await self.notifier.wait(user_id, rooms, remaining)
         answer.body["pos"] = str(pos)
         return answer.body
+
+    async def _finish(
+        self,
+        conn: Connection,
+        requester: Requester,
+        request: SlidingSyncRequest,
+        position: connections.Position | None,
+        answer: _Answer,
+    ) -> int:
+        """Read the unread counts of the rooms sent and store the answer's state as the
+        connection's new position, which rides the counts' last round trip."""
+        key = (requester.user_id, requester.device_id, request.conn_id)
+        saved: list[connections.SavedPosition] = []
+
+        async def save() -> None:
+            saved.append(
+                await connections.save_position(
+                    conn,
+                    key,
+                    None if position is None else position.connection_id,
+                    None if position is None else position_id(request),
+                    str(answer.now),
+                    answer.state,
+                    now_ms(),
+                )
+            )
+
+        counts = await self.notifications.unread(
+            conn, requester.user_id, answer.rendering.counted, False, answer.now.events, save
+        )
+        answer.rendering.add_unread(counts)
+        return await saved[0].id()
 
     def _idle(
         self,
@@ -180,19 +208,8 @@ class SlidingSyncService:
             conn, user_id, request, self.sync_service.current_token().account_data
         )
         ignored = sorted(ctx.ignored)
-        windows: dict[str, Window] = {}
-        by_id: dict[str, UserRoom] = {}
-        for name, lst in request.lists.items():
-            count, found = await store.list_rooms(
-                conn,
-                user_id,
-                list_query(lst.filters, ctx),
-                limit_of(lst),
-                since=since_events,
-                ignored=ignored,
-            )
-            windows[name] = window(count, found, lst)
-            by_id.update((room.room_id, room) for room in found)
+        had_rooms: Mapping[str, Any] = had.get("rooms", {})
+        windows, by_id, read = await self._lists(conn, user_id, request, ctx, had, since)
         wanted = [r for r in request.subscriptions if r not in by_id]
         if wanted:
             for room in await store.user_rooms(
@@ -205,14 +222,12 @@ class SlidingSyncService:
         now = self._now(since)
         subscribed = [room_id for room_id in request.subscriptions if room_id in by_id]
         configs = _room_configs(request, windows, subscribed)
-        had_rooms: Mapping[str, Any] = had.get("rooms", {})
         targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
         renderer = RoomRenderer(
             conn,
             self.event_cache,
             self.sync_service.lazy,
             self.sync_service.rendered,
-            self.notifications,
             user_id=user_id,
             device_id=requester.device_id,
             now=now,
@@ -220,7 +235,7 @@ class SlidingSyncService:
             dm_rooms=ctx.dm_rooms,
             ignored=ctx.ignored,
         )
-        rendering = await renderer.render(targets)
+        rendering = await renderer.render(targets, read)
         scope = Scope(
             {name: w.room_ids for name, w in windows.items()},
             subscribed,
@@ -242,7 +257,40 @@ class SlidingSyncService:
             "q": request.digest,
         }
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
-        return _Answer(body, news, state, now)
+        return _Answer(body, news, state, now, rendering)
+
+    async def _lists(
+        self,
+        conn: Connection,
+        user_id: str,
+        request: SlidingSyncRequest,
+        ctx: ListContext,
+        had: Mapping[str, Any],
+        since: SyncToken | None,
+    ) -> tuple[dict[str, Window], dict[str, UserRoom], ReadTimelines]:
+        """Each list's window, its rooms, and the timelines of the rooms it likely
+        holds (`_guess`), read in the list's round trip."""
+        windows: dict[str, Window] = {}
+        by_id: dict[str, UserRoom] = {}
+        read: dict[int, dict[tuple[str, int, int], list[EventRow]]] = {}
+        upper = self._now(since).events
+        for name, lst in request.lists.items():
+            limit = lst.config.timeline_limit
+            count, found, guessed = await store.list_rooms(
+                conn,
+                user_id,
+                list_query(lst.filters, ctx),
+                limit_of(lst),
+                since=None if since is None else since.events,
+                ignored=sorted(ctx.ignored),
+                guess=_guess(had, name, upper),
+                guess_limit=timeline_limit(RoomEventFilter(limit=limit)) + 1,
+                guess_filter=sql_filter_for(RoomEventFilter(limit=limit)),
+            )
+            read.setdefault(limit, {}).update(guessed)
+            windows[name] = window(count, found, lst)
+            by_id.update((room.room_id, room) for room in found)
+        return windows, by_id, read
 
     async def _context(
         self, conn: Connection, user_id: str, request: SlidingSyncRequest, position: int
@@ -278,6 +326,24 @@ class SlidingSyncService:
         if len(self._account_cache) > ACCOUNT_CACHE_SIZE:
             self._account_cache.popitem(last=False)
         return dm_rooms, ignored
+
+
+def _guess(had: Mapping[str, Any], name: str, upper: int) -> list[tuple[str, int, int]]:
+    """The timeline windows a list's rooms will likely need: those of the rooms of its
+    last window the user was joined to, from where the connection has them up to now
+    (read with the list in one round trip; a room whose window turns out otherwise is
+    read again)."""
+    last = had.get("lists", {}).get(name)
+    if not isinstance(last, list) or len(last) != 2:
+        return []
+    had_rooms = had.get("rooms", {})
+    out = []
+    for room_ids in last[1]:
+        for room_id in room_ids:
+            record = had_rooms.get(room_id)
+            if isinstance(record, dict) and record.get("s") == "join":
+                out.append((room_id, int(record.get("p", 0)), upper))
+    return out
 
 
 def position_id(request: SlidingSyncRequest) -> int:

@@ -125,21 +125,36 @@ class RoomsBuilder:
             self.cache.put(event)
         return event
 
-    async def timelines(self, plans: list[RoomPlan]) -> list[TimelineRoom]:
+    async def timelines(
+        self, plans: list[RoomPlan], read: Mapping[tuple[str, int, int], list[EventRow]]
+    ) -> list[TimelineRoom]:
         """The timelines of these rooms as history visibility lets the user see them,
-        without state: for callers that choose their own state (sliding sync)."""
+        without state: for callers that choose their own state (sliding sync). `read`:
+        the rows of windows the caller has already read (`recent_events` with this
+        filter, one more than its limit)."""
         rooms = [TimelineRoom(p) for p in plans]
-        await self._timelines(rooms)
+        await self._timelines(rooms, read)
         return rooms
 
-    async def _timelines(self, rooms: list[TimelineRoom]) -> None:
+    async def _timelines(
+        self,
+        rooms: list[TimelineRoom],
+        read: Mapping[tuple[str, int, int], list[EventRow]] | None = None,
+    ) -> None:
         timeline_filter = self.filter.room.timeline
         limit = timeline_limit(timeline_filter)
         trivial = timeline_filter == RoomEventFilter(limit=timeline_filter.limit)
         windows = [(r.plan.room_id, r.plan.lower, r.plan.upper) for r in rooms]
-        found = await sync_store.recent_events(
-            self.conn, windows, limit + 1, sql_filter_for(timeline_filter)
+        read = read or {}
+        missing = [w for w in windows if w not in read]
+        found = (
+            await sync_store.recent_events(
+                self.conn, missing, limit + 1, sql_filter_for(timeline_filter)
+            )
+            if missing
+            else {}
         )
+        found.update((w[0], read[w]) for w in windows if w in read)
         for room in rooms:
             rows = found.get(room.plan.room_id, [])
             room.limited = len(rows) > limit or room.plan.newly_joined

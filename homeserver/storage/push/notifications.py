@@ -3,7 +3,7 @@ evaluation reads about a room."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,7 +173,11 @@ async def _fold(conn: AsyncConnection, user_id: str, room_ids: Sequence[str], up
 
 
 async def unread_counts(
-    conn: AsyncConnection, user_id: str, room_ids: Sequence[str], safe: int | None = None
+    conn: AsyncConnection,
+    user_id: str,
+    room_ids: Sequence[str],
+    safe: int | None = None,
+    then: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[tuple[str, str], Counts]:
     """Unread (notification, highlight) counts by (room, thread; 'main' for the main
     timeline): actions on events after the read receipt covering them.
@@ -186,11 +190,15 @@ async def unread_counts(
     as they are. `safe`, when the caller knows one (any position once safe stays
     so), spares reading it.
 
-    The statements are pipelined: the whole is one or two round trips."""
+    The statements are pipelined in the pipeline's one implicit transaction (which
+    holds the fold lock until its end): the whole is two round trips, and `then`
+    (the caller's own statements, sent after the counts are read) rides the last."""
     if not room_ids:
+        if then is not None:
+            await then()
         return {}
     out: dict[tuple[str, str], Counts] = {}
-    async with conn.pipeline(), conn.transaction():
+    async with conn.pipeline():
         await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_FOLD_LOCK, user_id))
         if safe is None:
             safe = (await streams.safe_positions(conn))["events"]
@@ -227,6 +235,8 @@ async def unread_counts(
         for room_id, thread_id, n, h in await recent.fetchall():
             before = out.get((room_id, thread_id), Counts(0, 0))
             out[(room_id, thread_id)] = Counts(before.notifications + n, before.highlights + h)
+        if then is not None:
+            await then()
     return out
 
 

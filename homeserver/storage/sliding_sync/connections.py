@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.types.json import Jsonb
 
 
@@ -41,6 +41,19 @@ async def load_position(
     return Position(int(row[0]), row[1], row[2].encode(), int(row[3]))
 
 
+@dataclass(frozen=True, slots=True)
+class SavedPosition:
+    """A position sent to be stored: its id is read once the statement has run, so
+    that it can ride a pipeline's round trip with other statements."""
+
+    cursor: AsyncCursor[Any]
+
+    async def id(self) -> int:
+        row = await self.cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+
 async def save_position(
     conn: AsyncConnection,
     key: tuple[str, str, str],
@@ -49,9 +62,9 @@ async def save_position(
     token: str,
     rooms: dict[str, Any],
     now: int,
-) -> int:
-    """Store a new position of the connection (user, device, conn_id) and return it
-    (the new `pos`), in one statement.
+) -> SavedPosition:
+    """Store a new position of the connection (user, device, conn_id), the new `pos`,
+    in one statement.
 
     With `connection_id` (the client came with its position `kept`) the older
     positions go but `kept`: the client repeats it if this answer is lost. Without, the
@@ -83,6 +96,4 @@ async def save_position(
             "rooms": Jsonb(rooms),
         },
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+    return SavedPosition(cur)

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from federation.types import JsonDict
+from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.rooms.state import StateKey, StateMap
+from homeserver.storage.sync import sync as sync_store
+from homeserver.storage.timeline.timeline import SqlFilter
 
 # Event types that move a room up the list (Synapse's default bump event types).
 BUMP_TYPES = frozenset(
@@ -122,12 +125,44 @@ async def list_rooms(
     *,
     since: int | None,
     ignored: Sequence[str],
-) -> tuple[int, list[UserRoom]]:
+    guess: Sequence[tuple[str, int, int]] = (),
+    guess_limit: int = 0,
+    guess_filter: SqlFilter | None = None,
+) -> tuple[int, list[UserRoom], dict[tuple[str, int, int], list[EventRow]]]:
     """How many of the user's rooms a list holds, and its first `limit`, most
     recently bumped first; a room the user is not joined to is placed by what they
-    could see of it. The database sorts and counts: only the window travels."""
+    could see of it. The database sorts and counts: only the window travels.
+
+    With `guess` (the (room, lower, upper) windows the caller expects to read the
+    timelines of), their last `guess_limit` events are read in the same round trip
+    (`recent_events`), by window."""
+    if guess:
+        # Both sent, then read after the pipeline's one sync: a single round trip.
+        async with conn.pipeline():
+            cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
+            timelines = await conn.execute(
+                *sync_store.recent_events_query(guess, guess_limit, guess_filter)
+            )
+        found = sync_store.recent_events_found(await timelines.fetchall())
+    else:
+        cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
+        found = {}
+    rows = await cur.fetchall()
+    total = int(rows[0][-1]) if rows else 0
+    guessed = {w: found.get(w[0], []) for w in guess}
+    return total, [UserRoom._make(row[:-1]) for row in rows], guessed
+
+
+async def _list_cursor(
+    conn: AsyncConnection,
+    user_id: str,
+    query: ListQuery,
+    limit: int,
+    since: int | None,
+    ignored: Sequence[str],
+) -> AsyncCursor[Any]:
     types = query.room_types
-    cur = await conn.execute(
+    return await conn.execute(
         f"SELECT {_ROOM_COLUMNS}, count(*) OVER ()"
         f"{_ROOMS_OF}{_FILTERS} ORDER BY bump DESC, m.room_id LIMIT %(limit)s",
         {
@@ -148,9 +183,6 @@ async def list_rooms(
             "limit": limit,
         },
     )
-    rows = await cur.fetchall()
-    total = int(rows[0][-1]) if rows else 0
-    return total, [UserRoom._make(row[:-1]) for row in rows]
 
 
 async def user_rooms(

@@ -116,13 +116,21 @@ async def recent_events(
     position <= upper, newest first."""
     if not windows:
         return {}
+    cur = await conn.execute(*recent_events_query(windows, limit, event_types))
+    return recent_events_found(await cur.fetchall())
+
+
+def recent_events_query(
+    windows: Sequence[tuple[str, int, int]], limit: int, event_types: SqlFilter | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The statement of `recent_events`, for a caller that pipelines it with others."""
     params: dict[str, Any] = {
         "rooms": [w[0] for w in windows],
         "lowers": [w[1] for w in windows],
         "uppers": [w[2] for w in windows],
         "limit": limit,
     }
-    cur = await conn.execute(
+    return (
         "SELECT x.event_id, w.room_id, r.room_version, x.json, x.stream_ordering,"
         " x.state_group, x.rejected_reason, x.redacted_by"
         " FROM unnest(%(rooms)b::text[], %(lowers)b::bigint[], %(uppers)b::bigint[])"
@@ -135,8 +143,12 @@ async def recent_events(
         " ORDER BY w.room_id, x.stream_ordering DESC",
         params,
     )
+
+
+def recent_events_found(rows: Iterable[Any]) -> dict[str, list[EventRow]]:
+    """The rows of `recent_events_query` by room."""
     out: dict[str, list[EventRow]] = {}
-    for row in await cur.fetchall():
+    for row in rows:
         out.setdefault(row[1], []).append(EventRow(*row))
     return out
 
