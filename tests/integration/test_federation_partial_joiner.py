@@ -90,11 +90,15 @@ async def test_join_with_partial_state_then_full(
         alice_a = await RoomUser.make(a, "reader")
         await alice_a.join(room_id)
         await eventually(lambda: sees(alice_a, room_id, "hello while partial"))
-        # /members waits for the full state.
+        # /members and /joined_members wait for the full state.
         waiting = asyncio.create_task(bob.get(f"/v3/rooms/{room_id}/members"))
+        waiting_joined = asyncio.create_task(bob.get(f"/v3/rooms/{room_id}/joined_members"))
         await asyncio.sleep(0.5)
-        assert not waiting.done()
+        assert not waiting.done() and not waiting_joined.done()
     status, body = await waiting
+    status_joined, joined_body = await waiting_joined
+    assert status_joined == 200
+    assert set(joined_body["joined"]) - {alice_a.user_id} == {*members, bob.user_id}
     assert status == 200
     listed = {e["state_key"] for e in body["chunk"] if e["content"]["membership"] == "join"}
     # The reader's join reached B while its lock was held: it may come in just after.
