@@ -19,6 +19,7 @@ from federation.room_versions import get_room_version
 from homeserver.services.wiring import build_homeserver
 from homeserver.storage.rooms import events, memberships, rooms, state
 from tests.integration.conftest import RoomUser
+from tests.integration.e2ee_devices import Device
 from tests.integration.test_federation_rooms import eventually, hs_of, peer, sees
 
 Client = TestClient[Any, Any]
@@ -142,6 +143,38 @@ async def test_fetch_resumes_after_restart(busy_room: tuple[Client, Client, list
         assert await joined_on(b, room_id) == {*members, bob.user_id}
     finally:
         await restarted.close()
+
+
+async def test_members_learnt_with_the_full_state_reach_device_lists(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """In an encrypted room, the members B learns only from the full state show in its
+    user's next sync's `device_lists.changed`, and their keys can be queried."""
+    a, b = await peer(homeserver_client), await peer(homeserver_client)
+    hs_b = hs_of(b)
+    alice = await RoomUser.make(a, "alice")
+    room_id = await alice.create_room(preset="public_chat", room_version="11", name="Secret")
+    await alice.state(room_id, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+    carol = await Device.make(a, "carol")
+    await carol.publish()
+    await carol.ok("POST", f"/join/{room_id}")
+    bob = await RoomUser.make(b, "bob")
+    await bob.ok("POST", f"/join/{room_id}?server_name={hs_of(a).server_name}")
+    async with hs_b.room_locks.room_lock(room_id):
+        assert await hs_b.partial_state.is_partial(room_id)
+        assert carol.user_id not in await joined_on(b, room_id)
+        since = (await sync(bob))["next_batch"]
+
+    async def full() -> bool:
+        return not await hs_b.partial_state.is_partial(room_id)
+
+    await eventually(full, within=30)
+    body = await sync(bob, since)
+    assert carol.user_id in body.get("device_lists", {}).get("changed", [])
+    answer = await bob.ok("POST", "/keys/query", {"device_keys": {carol.user_id: []}})
+    assert (
+        answer["device_keys"][carol.user_id]["TESTDEVICE"]["keys"] == (carol.device_keys()["keys"])
+    )
 
 
 def state_requests(caplog: pytest.LogCaptureFixture, room_id: str) -> int:
