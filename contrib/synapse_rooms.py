@@ -1,7 +1,10 @@
 """Big rooms on a Synapse of the harness, made fast through its admin API: an admin by
 shared-secret registration, then accounts created without a password (no bcrypt) and
 joined by the admin's join API. Measured on 2 busy cores (load average 17): about 8
-members a second, so 2,000 members take some four minutes."""
+members a second, so 2,000 members take some four minutes. Extra state events
+(`fill_state`) go in at about 16 a second into a room of 100 members, slowing to about
+4.4 a second by 2,800 of them in a room of 2,000 (load average 7 to 15): 15,000 take
+over an hour."""
 
 from __future__ import annotations
 
@@ -60,3 +63,37 @@ async def populate(
             await call("POST", f"{ADMIN_V1}/join/{quote(room_id)}", {"user_id": user_id})
 
     await asyncio.gather(*(one(u) for u in user_ids))
+
+
+async def fill_state(
+    http: aiohttp.ClientSession,
+    base: str,
+    token: str,
+    room_id: str,
+    count: int,
+    concurrency: int = 8,
+) -> None:
+    """Send `count` custom state events with distinct state keys into `room_id`, so its
+    state is big beyond its members (a 429 waits as Synapse asks)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    slots = asyncio.Semaphore(concurrency)
+    room = quote(room_id)
+
+    async def one(n: int) -> None:
+        path = f"/_matrix/client/v3/rooms/{room}/state/org.example.bench/key{n}"
+        async with slots:
+            for attempt in range(RETRIES + 1):
+                async with http.put(f"{base}{path}", json={"n": n}, headers=headers) as resp:
+                    if resp.status == 200:
+                        return
+                    text = await resp.text()
+                    if resp.status == 429:
+                        wait_ms = (await resp.json()).get("retry_after_ms", 500)
+                        await asyncio.sleep(wait_ms / 1000)
+                        continue
+                    if resp.status < 500 or attempt == RETRIES:
+                        raise AssertionError(f"{path}: {resp.status} {text}")
+                await asyncio.sleep(0.5)
+            raise AssertionError(f"{path}: still rate-limited")
+
+    await asyncio.gather(*(one(n) for n in range(count)))

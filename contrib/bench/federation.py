@@ -285,7 +285,7 @@ async def run_join(args: Any) -> dict[str, dict[str, float]]:
             timeout = aiohttp.ClientTimeout(total=1800)
             async with aiohttp.ClientSession(timeout=timeout) as s:
                 room_id, members, filled = await big_room(
-                    s, resident.client_url, resident.name, args.join_members
+                    s, resident.client_url, resident.name, args.join_members, args.join_state
                 )
                 print(f"room of {len(members)} members made in {filled:.0f} s", flush=True)
                 for joiner in (ours, synapse):
@@ -347,6 +347,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument(
         "--join-members", type=int, default=0, help="instead: join a Synapse room this big"
+    )
+    parser.add_argument(
+        "--join-state", type=int, default=0, help="with --join-members: this many more state events"
     )
     args = parser.parse_args()
     if args.join_members:

@@ -2,11 +2,12 @@
 long until the whole member list is known, and the joining server's peak memory
 meanwhile; our server against a Synapse joining the same room.
 
-Run through `contrib/bench/federation.py --join-members N`. A third server, a Synapse,
-holds a public room of N members (made through its admin API,
-`contrib/synapse_rooms.py`); then a user of ours and a user of a second Synapse join
-it in turn. Both joiners ask for partial state (Synapse always does; so do we), so the
-send comes before the full state; "full" is when `/members` (which both hold back
+Run through `contrib/bench/federation.py --join-members N [--join-state M]`. A third
+server, a Synapse, holds a public room of N members (made through its admin API,
+`contrib/synapse_rooms.py`) and M more state events (custom ones with distinct state
+keys, sent by the room's admin); then a user of ours and a user of a second Synapse
+join it in turn. Both joiners ask for partial state (Synapse always does; so do we), so
+the send comes before the full state; "full" is when `/members` (which both hold back
 until the state is whole) lists everyone. Memory is the resident set of the joining
 server's process, sampled every 50 ms from just before the join until the member list
 is whole (its peak, and its value before the join).
@@ -22,7 +23,7 @@ from typing import Any
 import aiohttp
 
 from contrib.bench.harness import Api
-from contrib.synapse_rooms import populate, register_admin
+from contrib.synapse_rooms import fill_state, populate, register_admin
 
 SAMPLE_S = 0.05
 
@@ -58,10 +59,10 @@ class PeakRss:
 
 
 async def big_room(
-    session: aiohttp.ClientSession, base: str, server_name: str, members: int
+    session: aiohttp.ClientSession, base: str, server_name: str, members: int, extra_state: int = 0
 ) -> tuple[str, set[str], float]:
-    """A public room of `members` users on the Synapse at `base`; (room id, its
-    members, seconds it took to fill)."""
+    """A public room of `members` users and `extra_state` more state events on the
+    Synapse at `base`; (room id, its members, seconds it took to fill)."""
     token = await register_admin(session, base, "bigroom")
     owner = Api(session, base, token)
     room_id = (await owner.call("POST", "/createRoom", {"preset": "public_chat", "name": "Big"}))[
@@ -70,6 +71,12 @@ async def big_room(
     users = [f"@member{n}:{server_name}" for n in range(members)]
     started = time.monotonic()
     await populate(session, base, token, room_id, users)
+    filled_members = time.monotonic()
+    print(f"{members} members in {filled_members - started:.0f} s", flush=True)
+    if extra_state:
+        await fill_state(session, base, token, room_id, extra_state)
+        took = time.monotonic() - filled_members
+        print(f"{extra_state} more state events in {took:.0f} s", flush=True)
     return room_id, {f"@bigroom:{server_name}", *users}, time.monotonic() - started
 
 

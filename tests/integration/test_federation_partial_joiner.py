@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from federation.room_versions import get_room_version
 from homeserver.services.wiring import build_homeserver
 from homeserver.storage.rooms import events, memberships, rooms, state
 from tests.integration.conftest import RoomUser
+from tests.integration.e2ee_devices import Device
 from tests.integration.test_federation_rooms import eventually, hs_of, peer, sees
 
 Client = TestClient[Any, Any]
@@ -89,11 +91,15 @@ async def test_join_with_partial_state_then_full(
         alice_a = await RoomUser.make(a, "reader")
         await alice_a.join(room_id)
         await eventually(lambda: sees(alice_a, room_id, "hello while partial"))
-        # /members waits for the full state.
+        # /members and /joined_members wait for the full state.
         waiting = asyncio.create_task(bob.get(f"/v3/rooms/{room_id}/members"))
+        waiting_joined = asyncio.create_task(bob.get(f"/v3/rooms/{room_id}/joined_members"))
         await asyncio.sleep(0.5)
-        assert not waiting.done()
+        assert not waiting.done() and not waiting_joined.done()
     status, body = await waiting
+    status_joined, joined_body = await waiting_joined
+    assert status_joined == 200
+    assert set(joined_body["joined"]) - {alice_a.user_id} == {*members, bob.user_id}
     assert status == 200
     listed = {e["state_key"] for e in body["chunk"] if e["content"]["membership"] == "join"}
     # The reader's join reached B while its lock was held: it may come in just after.
@@ -137,6 +143,100 @@ async def test_fetch_resumes_after_restart(busy_room: tuple[Client, Client, list
         assert await joined_on(b, room_id) == {*members, bob.user_id}
     finally:
         await restarted.close()
+
+
+async def test_members_learnt_with_the_full_state_reach_device_lists(
+    homeserver_client: Callable[..., Any],
+) -> None:
+    """In an encrypted room, the members B learns only from the full state show in its
+    user's next sync's `device_lists.changed`, and their keys can be queried."""
+    a, b = await peer(homeserver_client), await peer(homeserver_client)
+    hs_b = hs_of(b)
+    alice = await RoomUser.make(a, "alice")
+    room_id = await alice.create_room(preset="public_chat", room_version="11", name="Secret")
+    await alice.state(room_id, "m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"})
+    carol = await Device.make(a, "carol")
+    await carol.publish()
+    await carol.ok("POST", f"/join/{room_id}")
+    bob = await RoomUser.make(b, "bob")
+    await bob.ok("POST", f"/join/{room_id}?server_name={hs_of(a).server_name}")
+    async with hs_b.room_locks.room_lock(room_id):
+        assert await hs_b.partial_state.is_partial(room_id)
+        assert carol.user_id not in await joined_on(b, room_id)
+        since = (await sync(bob))["next_batch"]
+
+    async def full() -> bool:
+        return not await hs_b.partial_state.is_partial(room_id)
+
+    await eventually(full, within=30)
+    body = await sync(bob, since)
+    assert carol.user_id in body.get("device_lists", {}).get("changed", [])
+    answer = await bob.ok("POST", "/keys/query", {"device_keys": {carol.user_id: []}})
+    assert (
+        answer["device_keys"][carol.user_id]["TESTDEVICE"]["keys"] == (carol.device_keys()["keys"])
+    )
+
+
+def state_requests(caplog: pytest.LogCaptureFixture, room_id: str) -> int:
+    """The /state requests for the room that our servers answered (the access log)."""
+    path = f"/_matrix/federation/v1/state/{room_id}"
+    return sum(1 for r in caplog.records if r.name == "homeserver.access" and path in r.message)
+
+
+async def test_one_process_of_a_cluster_fetches_the_state(
+    busy_room: tuple[Client, Client, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes of server B on one database: the room's full state is fetched from
+    the resident once, by the process holding the room; when that process stops
+    before taking the answer in, the other one takes the room over."""
+    caplog.set_level(logging.INFO, logger="homeserver.access")
+    a, b, (room_id, *members) = busy_room
+    hs_b = hs_of(b)
+    other = build_homeserver(config=hs_b.config, db=hs_b.db, signing_key=hs_b.signing_key)
+    await other.start()
+    try:
+        bob = await RoomUser.make(b, "bob")
+        # B's first process joins, fetches the state and waits for its room lock.
+        await bob.ok("POST", f"/join/{room_id}?server_name={hs_of(a).server_name}")
+        async with hs_b.room_locks.room_lock(room_id):
+            assert await hs_b.partial_state.is_partial(room_id)
+            await eventually(lambda: _true(state_requests(caplog, room_id) == 1))
+            # The other process looks for rooms nobody fetches: this one is owned.
+            await other.partial_state.sweep()
+            await asyncio.sleep(1.0)
+            assert state_requests(caplog, room_id) == 1
+            assert await other.partial_state.is_partial(room_id)
+
+        async def full() -> bool:
+            return not await other.partial_state.is_partial(room_id)
+
+        await eventually(full, within=30)
+        assert await joined_on(b, room_id) == {*members, bob.user_id}
+        assert state_requests(caplog, room_id) == 1
+
+        # A second partial join, whose owner stops before taking the answer in.
+        room2 = await RoomUser.make(a, "owner2")
+        room2_id = await room2.create_room(preset="public_chat", room_version="11", name="Two")
+        carol = await RoomUser.make(b, "carol")
+        await carol.ok("POST", f"/join/{room2_id}?server_name={hs_of(a).server_name}")
+        async with hs_b.room_locks.room_lock(room2_id):
+            assert await hs_b.partial_state.is_partial(room2_id)
+            await eventually(lambda: _true(state_requests(caplog, room2_id) == 1))
+            await hs_b.partial_state.close()  # the owner dies: its lock goes
+        assert await other.partial_state.is_partial(room2_id)
+        await other.partial_state.sweep()
+
+        async def taken_over() -> bool:
+            return not await other.partial_state.is_partial(room2_id)
+
+        await eventually(taken_over, within=30)
+        assert state_requests(caplog, room2_id) == 2
+    finally:
+        await other.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def test_event_taken_in_while_partial_is_rejected_by_the_full_state(

@@ -4,7 +4,8 @@ at once. Here the full state is fetched in the background from the servers the r
 named, the events placed since the join are checked again against it (the ones it does
 not allow are taken out of the timeline: rejected, or soft-failed), and the room's mark
 is cleared. The mark is a row (`storage/remote/partial_state.py`), so a restart resumes
-the fetch.
+the fetch; in a cluster one process fetches each room, under an advisory lock per room,
+and another takes the room up when that process dies.
 
 While a room is partial, the auth rules may need a member event we do not hold yet: a
 remote event whose sender's membership is missing from our state is checked against
@@ -13,13 +14,14 @@ its own auth events for those keys (`check_remote_auth`), as the full state will
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from federation.auth_rules import AuthError, check_auth
 from federation.events import Event
 from federation.identifiers import domain_of
 from federation.room_versions import RoomVersion, get_room_version
+from homeserver.services.core.clock import now_ms
+from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.remote.checks import authorise_batch, check_many, event_id_of
 from homeserver.services.remote.client import FederationClient, FederationError, quote_segment
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 
 STATE_TIMEOUT_S = 300.0  # a big room's whole state is one answer
 RETRY_DELAYS_S = (1.0, 5.0, 15.0, 60.0)
+# How soon a room whose fetching process died is taken up by another.
+SWEEP_INTERVAL_S = 5.0
 
 
 async def check_remote_auth(
@@ -69,7 +73,10 @@ async def check_remote_auth(
 
 
 class PartialStateSync:
-    """Fetches the full state of rooms joined with partial state, one task per room."""
+    """Fetches the full state of rooms joined with partial state: in a cluster, one
+    process per room at a time (the delivery engine's advisory lock per room), and a
+    sweep of the marked rooms lets another process take a room over when its owner
+    dies."""
 
     def __init__(
         self,
@@ -90,56 +97,67 @@ class PartialStateSync:
         self.keyring = keyring
         self.room_locks = room_locks
         self.server_name = server_name
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._attempts: dict[str, int] = {}
+        self._workers: DeliveryWorkers[str] = DeliveryWorkers(
+            db,
+            drain=self._drain,
+            try_lock=store.try_lock,
+            unlock=store.unlock,
+            label=lambda room_id: f"full state of {room_id}",
+            failure_retry_ms=int(RETRY_DELAYS_S[-1] * 1000),
+            pending=self._pending,
+            sweep_interval_s=SWEEP_INTERVAL_S,
+            name="partial state",
+        )
 
     async def start(self) -> None:
-        """Resume the fetches a restart interrupted."""
-        async with self.db.pool.connection() as conn:
-            pending = await store.partial_rooms(conn)
-        for room in pending:
-            self.begin(room.room_id)
+        """Resume the fetches a restart (or another process's death) interrupted, now
+        and every few seconds."""
+        self._workers.start()
+
+    async def sweep(self) -> None:
+        """Take up the marked rooms nobody fetches, now."""
+        await self._workers.sweep()
 
     async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._workers.close()
 
     def begin(self, room_id: str) -> None:
         """Fetch the room's full state in the background (once per room at a time)."""
-        if room_id in self._tasks:
-            return
-        task = asyncio.create_task(self._run(room_id))
-        self._tasks[room_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(room_id, None))
+        self._workers.wake(room_id)
 
     async def is_partial(self, room_id: str) -> bool:
         async with self.db.pool.connection() as conn:
             return await store.get_partial(conn, room_id) is not None
 
-    async def _run(self, room_id: str) -> None:
-        """Until the room's state is full: each server named in turn, then wait and
-        go round again."""
-        attempt = 0
-        while True:
-            async with self.db.pool.connection() as conn:
-                room = await store.get_partial(conn, room_id)
-                row = await rooms.get_room(conn, room_id)
-            if room is None or row is None:
-                return
-            version = get_room_version(row.room_version)
-            servers = [room.joined_via, *room.servers]
-            for server in dict.fromkeys(s for s in servers if s != self.server_name):
-                try:
-                    if await self._resync_from(server, room, version):
-                        return
-                except FederationError as exc:
-                    log.info("full state of %s from %s failed: %s", room_id, server, exc)
-                except Exception:
-                    log.exception("full state of %s from %s failed", room_id, server)
-            await asyncio.sleep(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)])
-            attempt += 1
+    async def _pending(self) -> list[tuple[str, int | None]]:
+        async with self.db.pool.connection() as conn:
+            return [(room.room_id, None) for room in await store.partial_rooms(conn)]
+
+    async def _drain(self, room_id: str) -> int | None:
+        """Under the room's lock: each server named in turn; when none gave the full
+        state, the time to go round again at (backing off)."""
+        async with self.db.pool.connection() as conn:
+            room = await store.get_partial(conn, room_id)
+            row = await rooms.get_room(conn, room_id)
+        if room is None or row is None:
+            self._attempts.pop(room_id, None)
+            return None
+        version = get_room_version(row.room_version)
+        servers = [room.joined_via, *room.servers]
+        for server in dict.fromkeys(s for s in servers if s != self.server_name):
+            try:
+                if await self._resync_from(server, room, version):
+                    self._attempts.pop(room_id, None)
+                    return None
+            except FederationError as exc:
+                log.info("full state of %s from %s failed: %s", room_id, server, exc)
+            except Exception:
+                log.exception("full state of %s from %s failed", room_id, server)
+        attempt = self._attempts.get(room_id, 0)
+        self._attempts[room_id] = attempt + 1
+        delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
+        return now_ms() + int(delay * 1000)
 
     async def _resync_from(self, server: str, room: PartialRoom, version: RoomVersion) -> bool:
         """Fetch the state at our join from `server` and take it in; whether it was

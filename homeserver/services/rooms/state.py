@@ -168,11 +168,13 @@ class RoomStateService:
 
     async def joined_members(self, requester: Requester, room_id: str) -> dict[str, Any]:
         """Display names and avatars of the joined members; for members (or anyone, in a
-        world-readable room)."""
+        world-readable room); waits for a partial room's full state as `members` does."""
         async with self.db.pool.connection() as conn:
             access = await room_access(conn, self.cache, requester.user_id, room_id)
             if access.upper is not None:
                 raise cannot_read()
+        await self._await_full_state(room_id)
+        async with self.db.pool.connection() as conn:
             rows = await memberships.members_of_room(conn, room_id)
         # The schema makes both strings: a member without one has the key absent, not null.
         return {

@@ -1,4 +1,5 @@
-"""Rooms joined with partial state, and the rows the full-state fetch rewrites."""
+"""Rooms joined with partial state, the rows the full-state fetch rewrites, and the
+advisory lock that makes one process of a cluster the one fetching a room's state."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class LaterEvent:
 
 
 _COLUMNS = "room_id, join_event_id, joined_via, servers"
+# First key of the two-key advisory lock form: a namespace for full-state fetches.
+_LOCK_NAMESPACE = 0x50537446  # "PStF"
 
 
 async def mark_partial(
@@ -119,3 +122,17 @@ async def mark_failed(
         "UPDATE events SET rejected_reason = %s, soft_failed = %s WHERE event_id = %s",
         (rejected_reason, soft_failed, event_id),
     )
+
+
+async def try_lock(conn: AsyncConnection, room_id: str) -> bool:
+    """Take the session-level lock that makes this process the one fetching the room's
+    full state; False when another session has it."""
+    cur = await conn.execute(
+        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_NAMESPACE, room_id)
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def unlock(conn: AsyncConnection, room_id: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_NAMESPACE, room_id))
