@@ -31,6 +31,16 @@ async def crowd(
     return alice, members, room_id
 
 
+async def thread_reply(sender: RoomUser, room_id: str, root: str, text: str) -> str:
+    """Send a reply in the thread of `root`."""
+    content = {
+        "msgtype": "m.text",
+        "body": text,
+        "m.relates_to": {"rel_type": "m.thread", "event_id": root},
+    }
+    return await sender.send(room_id, content)
+
+
 async def notified_bodies(user: RoomUser) -> list[str]:
     status, body = await user.get("/v3/notifications")
     assert status == 200, body
@@ -95,16 +105,8 @@ async def test_thread_receipts_in_a_crowd(homeserver_client: Callable[..., Any])
     alice, members, room_id = await crowd(homeserver_client, 5)
     root = await alice.say(room_id, "root")
 
-    async def reply(text: str) -> str:
-        content = {
-            "msgtype": "m.text",
-            "body": text,
-            "m.relates_to": {"rel_type": "m.thread", "event_id": root},
-        }
-        return await alice.send(room_id, content)
-
-    first = await reply("one")
-    await reply("two for member0")
+    first = await thread_reply(alice, room_id, root, "one")
+    await thread_reply(alice, room_id, root, "two for member0")
     await alice.say(room_id, "main again")
     reader = members[0]
     room = await counts(reader, room_id, filter=THREADED)
@@ -123,7 +125,7 @@ async def test_thread_receipts_in_a_crowd(homeserver_client: Callable[..., Any])
     # the filter.
     for other in members[1:]:
         assert unread(await counts(other, room_id)) == (4, 0)
-    await reply("three")
+    await thread_reply(alice, room_id, root, "three")
     room = await counts(reader, room_id, filter=THREADED)
     assert room["unread_thread_notifications"][root]["notification_count"] == 2
     assert unread(await counts(members[1], room_id)) == (5, 0)

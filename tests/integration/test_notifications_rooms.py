@@ -15,7 +15,7 @@ from typing import Any
 from homeserver.api.context import HOMESERVER
 from tests.integration.conftest import RoomUser
 from tests.integration.test_notifications import counts, unread
-from tests.integration.test_notifications_groups import crowd, notified_bodies
+from tests.integration.test_notifications_groups import crowd, notified_bodies, thread_reply
 from tests.integration.test_push_gateway import (
     DAY_MS,
     LOOPBACK,
@@ -213,16 +213,8 @@ async def test_thread_counts_from_room_rows(homeserver_client: Callable[..., Any
     alice, members, room_id = await crowd(homeserver_client, 4)
     root = await alice.say(room_id, "root")
 
-    async def reply(text: str) -> str:
-        content = {
-            "msgtype": "m.text",
-            "body": text,
-            "m.relates_to": {"rel_type": "m.thread", "event_id": root},
-        }
-        return await alice.send(room_id, content)
-
-    first = await reply("one")
-    await reply("two")
+    first = await thread_reply(alice, room_id, root, "one")
+    await thread_reply(alice, room_id, root, "two")
     await alice.say(room_id, "main again")
     _, shared = await rows(alice, room_id)
     assert len(shared) == 4
