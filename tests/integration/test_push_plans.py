@@ -6,13 +6,11 @@ room_memberships nodes read are counted, not timed."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import orjson
 from psycopg import AsyncConnection
-from psycopg.errors import Diagnostic
 
 from homeserver.storage.push import notifications
+from tests.integration.plans import explained, never_analyzed
 
 ROOMS = 200
 USER = "@u:x"
@@ -42,49 +40,13 @@ def _fixture(rooms: int) -> str:
     """
 
 
-def _membership_rows(plan: dict[str, Any]) -> int:
-    """Rows the plan's nodes over room_memberships read (returned or filtered out),
-    over all their loops."""
-    loops = plan.get("Actual Loops", 1)
-    read = 0
-    if plan.get("Relation Name") == "room_memberships":
-        kept = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
-        read = kept * loops
-    return read + sum(_membership_rows(child) for child in plan.get("Plans", []))
-
-
-async def _explained(conninfo: str, read: Callable[[AsyncConnection], Any]) -> list[int]:
-    """Run `read` with auto_explain reporting each statement's executed plan; the
-    room_memberships rows each plan read."""
-    plans: list[dict[str, Any]] = []
-
-    def keep(diagnostic: Diagnostic) -> None:
-        text = diagnostic.message_primary or ""
-        if "plan:" in text:
-            plans.append(orjson.loads(text.split("plan:", 1)[1])["Plan"])
-
-    async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        await conn.execute(
-            "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0;"
-            " SET auto_explain.log_analyze = on; SET auto_explain.log_format = json;"
-            " SET auto_explain.log_level = notice"
-        )
-        conn.add_notice_handler(keep)
-        await read(conn)
-    return [_membership_rows(plan) for plan in plans]
-
-
 async def test_push_reads_stay_linear_without_statistics(
     database_factory: Callable[[], str],
 ) -> None:
     conninfo = database_factory()
     async with await AsyncConnection.connect(conninfo, autocommit=True) as conn:
         await conn.execute(_fixture(ROOMS).encode())
-        cur = await conn.execute(
-            "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'room_memberships'"
-            " AND last_analyze IS NULL AND last_autoanalyze IS NULL"
-        )
-        assert await cur.fetchone() == (1,)  # never analyzed: the case under test
+        assert await never_analyzed(conn, "room_memberships")  # the case under test
     rooms = [f"!r{i}:x" for i in range(1, ROOMS + 1)]
     safe = 10 * ROOMS + 100
 
@@ -97,7 +59,7 @@ async def test_push_reads_stay_linear_without_statistics(
         listed = await notifications.notifications(conn, USER, None, 20, False)
         assert len(listed) == 20
 
-    read = await _explained(conninfo, sync_reads)
+    read = await explained(conninfo, sync_reads, "room_memberships")
     assert len(read) >= 5
     # A plan linear in the rooms reads a few membership rows per room; the bad one
     # read all the user's rooms per room (ROOMS² = 40,000 here).

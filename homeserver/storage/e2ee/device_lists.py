@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection
 
+from homeserver.storage.rooms.memberships import share_a_joined_room
+
 
 async def add_user_changes(conn: AsyncConnection, position: int, user_ids: list[str]) -> None:
     async with conn.cursor() as cur:
@@ -76,14 +78,9 @@ WITH my_rooms AS (
     SELECT m.user_id, TRUE FROM room_memberships m JOIN my_moves USING (room_id)
     WHERE m.membership = 'join'
 )
-SELECT c.user_id, bool_or(NOT c.moved), bool_or(c.moved), EXISTS (
-    SELECT 1 FROM room_memberships mine JOIN room_memberships theirs
-        ON theirs.room_id = mine.room_id
-    WHERE mine.user_id = %(viewer)s AND mine.membership = 'join'
-      AND theirs.user_id = c.user_id AND theirs.membership = 'join'
-)
+SELECT c.user_id, bool_or(NOT c.moved), bool_or(c.moved), {sharing}
 FROM candidates c GROUP BY c.user_id
-"""
+""".format(sharing=share_a_joined_room("%(viewer)s", "c.user_id"))
 
 
 async def change_candidates(

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection
 
+from homeserver.storage.rooms.memberships import share_a_joined_room
+
 
 @dataclass(frozen=True, slots=True)
 class PresenceRow:
@@ -90,10 +92,7 @@ async def visible_changes(
     cur = await conn.execute(
         f"SELECT {_COLUMNS} FROM presence p WHERE p.stream_id > %s AND p.stream_id <= %s"
         " AND (%s OR p.state <> 'offline')"
-        " AND (p.user_id = %s OR EXISTS (SELECT 1 FROM room_memberships mine"
-        " JOIN room_memberships theirs ON theirs.room_id = mine.room_id"
-        " WHERE mine.user_id = %s AND mine.membership = 'join'"
-        " AND theirs.user_id = p.user_id AND theirs.membership = 'join'))"
+        f" AND (p.user_id = %s OR {share_a_joined_room('%s', 'p.user_id')})"
         " ORDER BY p.stream_id",
         (after, up_to, include_offline, viewer, viewer),
     )
@@ -114,10 +113,6 @@ async def current_of(
 
 
 async def share_a_room(conn: AsyncConnection, user_a: str, user_b: str) -> bool:
-    cur = await conn.execute(
-        "SELECT 1 FROM room_memberships a JOIN room_memberships b ON b.room_id = a.room_id"
-        " WHERE a.user_id = %s AND a.membership = 'join'"
-        " AND b.user_id = %s AND b.membership = 'join' LIMIT 1",
-        (user_a, user_b),
-    )
-    return await cur.fetchone() is not None
+    cur = await conn.execute(f"SELECT {share_a_joined_room('%s', '%s')}", (user_a, user_b))
+    row = await cur.fetchone()
+    return bool(row and row[0])

@@ -40,6 +40,22 @@ async def upsert_membership(conn: AsyncConnection, row: MembershipRow) -> None:
     )
 
 
+def share_a_joined_room(viewer: str, other: str) -> str:
+    """An SQL condition: `viewer` and `other` (SQL expressions) are both joined to some
+    room. It walks the viewer's joined rooms and looks the other up in each by key, so
+    it reads at most the viewer's rooms. `OFFSET 0` keeps the inner lookup a subplan
+    run per room: pulled up into a join, a planner without statistics (no autovacuum,
+    so no ANALYZE) scans all the other's rooms for each of the viewer's instead
+    (tests/integration/test_membership_plans.py)."""
+    return (
+        "EXISTS (SELECT 1 FROM room_memberships mine"
+        f" WHERE mine.user_id = {viewer} AND mine.membership = 'join'"
+        " AND EXISTS (SELECT 1 FROM room_memberships theirs"
+        f" WHERE theirs.room_id = mine.room_id AND theirs.user_id = {other}"
+        " AND theirs.membership = 'join' OFFSET 0))"
+    )
+
+
 _COLUMNS = (
     "room_id, user_id, membership, event_id, sender, stream_ordering, displayname, avatar_url"
 )
