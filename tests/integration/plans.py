@@ -12,22 +12,22 @@ from psycopg import AsyncConnection
 from psycopg.errors import Diagnostic
 
 
-def rows_read(plan: dict[str, Any], relation: str) -> int:
-    """Rows the plan's nodes over `relation` read (returned or filtered out), over all
-    their loops, subplans included."""
+def rows_read(plan: dict[str, Any], relations: tuple[str, ...]) -> int:
+    """Rows the plan's nodes over `relations` read (returned or filtered out), over
+    all their loops, subplans included."""
     loops = plan.get("Actual Loops", 1)
     read = 0
-    if plan.get("Relation Name") == relation:
+    if plan.get("Relation Name") in relations:
         kept = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
         read = kept * loops
-    return read + sum(rows_read(child, relation) for child in plan.get("Plans", []))
+    return read + sum(rows_read(child, relations) for child in plan.get("Plans", []))
 
 
 async def explained(
-    conninfo: str, read: Callable[[AsyncConnection], Awaitable[Any]], relation: str
+    conninfo: str, read: Callable[[AsyncConnection], Awaitable[Any]], *relations: str
 ) -> list[int]:
-    """Run `read` with auto_explain reporting each statement's executed plan; the
-    `relation` rows each plan read, in the order the statements ran."""
+    """Run `read` with auto_explain reporting each statement's executed plan; the rows
+    of `relations` each plan read, in the order the statements ran."""
     plans: list[dict[str, Any]] = []
 
     def keep(diagnostic: Diagnostic) -> None:
@@ -43,7 +43,7 @@ async def explained(
         )
         conn.add_notice_handler(keep)
         await read(conn)
-    return [rows_read(plan, relation) for plan in plans]
+    return [rows_read(plan, relations) for plan in plans]
 
 
 async def never_analyzed(conn: AsyncConnection, relation: str) -> bool:
