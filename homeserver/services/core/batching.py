@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from homeserver.services.core.tasks import cancel_and_wait
+
 A = TypeVar("A")
 R = TypeVar("R")
 
@@ -33,6 +35,14 @@ class Coalescer(Generic[A, R]):
             # commit just woke), so that their requests join this batch.
             self._flusher = asyncio.create_task(self._flush(), name=self._name)
         return await future
+
+    async def close(self) -> None:
+        """Stop: the batch being answered and the requests waiting are cancelled."""
+        if self._flusher is not None:
+            await cancel_and_wait([self._flusher])
+        for _, future in self._waiting:
+            future.cancel()
+        self._waiting = []
 
     async def _flush(self) -> None:
         while self._waiting:

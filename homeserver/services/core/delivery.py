@@ -154,6 +154,8 @@ class DeliveryWorkers(Generic[K]):
             timer.cancel()
         self._timers.clear()
         await cancel_and_wait([*self._helpers, *self._tasks.values()])
+        await self._lockings.close()
+        await self._releases.close()
         await self._locks.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:

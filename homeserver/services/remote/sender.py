@@ -10,7 +10,11 @@ process keeps for its locks; if the process dies the locks go with it), then sen
 queue in order, at most 50 PDUs and 100 EDUs per transaction, deleting what the
 destination accepted. Each transaction is recorded on its outbox rows (id, send time,
 which rows) before it is sent, so a retry, by this process or by the one that takes the
-destination over after a crash, sends the same txnId with the same contents. On
+destination over after a crash, sends the same txnId with the same contents. One commit
+to a busy room wakes hundreds of destinations at once, so their round trips are made
+together (services/core/batching.py): the locks are taken in one statement, the next
+transactions of all of them read and recorded in another, and the answered ones deleted
+(with their destinations' success) in a third, after the requests went out. On
 failure it records the backoff in `destinations`, lets go of the lock and sets a timer;
 a successful contact with the destination (an inbound request from it, or any outbound
 request that it answers) cuts the wait short. At start, and every few seconds, a sweep
@@ -107,6 +111,8 @@ class FederationSender:
         """Stop sending; what is still queued stays in the outbox for the next start."""
         await cancel_and_wait(list(self._notes))
         await self._workers.close()
+        for batches in (self._begins, self._finishes, self._checks):
+            await batches.close()
 
     # ---- the service API
 
