@@ -160,7 +160,9 @@ async def measure(server: Server, network: FakeNetwork, args: Any) -> dict[str, 
 def start_synapse(workdir: Path, database: dict[str, Any], venv: Path) -> Server:
     instance = PostgresSynapse(workdir, database)
     instance.start(venv / "bin" / "python")
-    return Server("synapse", instance.server_name, instance.client_url, instance.stop)
+    assert instance._process is not None
+    pid = instance._process.pid
+    return Server("synapse", instance.server_name, instance.client_url, instance.stop, pid)
 
 
 async def run(args: Any) -> dict[str, dict[str, float]]:

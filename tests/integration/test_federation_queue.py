@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -88,11 +89,30 @@ class Setup:
     stub: StubDestination
     event_ids: list[str]
     senders: list[FederationSender] = field(default_factory=list)
+    servers: list[TestServer] = field(default_factory=list)
 
     def sender(self, **kw: Any) -> FederationSender:
         sender = FederationSender(self.hs.db, self.hs.remote_client, self.hs.server_name, **kw)
         self.senders.append(sender)
         return sender
+
+    async def add_stub(self) -> StubDestination:
+        """Another destination (on a port of its own)."""
+        stub, server = await start_stub(self.hs)
+        self.servers.append(server)
+        return stub
+
+
+async def start_stub(hs: Homeserver) -> tuple[StubDestination, TestServer]:
+    port = free_port()
+    stub = StubDestination(f"127.0.0.1:{port}")
+    stub.sender_key = ServerKey(hs.signing_key.verify_key, 2**62)
+    stub.sender_name = hs.server_name
+    app = web.Application()
+    app.router.add_put("/_matrix/federation/v1/send/{txn_id}", stub.send)
+    server = TestServer(app, host="127.0.0.1", port=port)
+    await server.start_server()
+    return stub, server
 
 
 @pytest.fixture
@@ -105,14 +125,7 @@ async def setup(homeserver_client: Callable[..., Any]) -> AsyncIterator[Setup]:
     # The homeserver's own sender stays out of the way: the tests run their own.
     await hs.remote_sender.close()
 
-    stub_port = free_port()
-    stub = StubDestination(f"127.0.0.1:{stub_port}")
-    stub.sender_key = ServerKey(hs.signing_key.verify_key, 2**62)
-    stub.sender_name = hs.server_name
-    app = web.Application()
-    app.router.add_put("/_matrix/federation/v1/send/{txn_id}", stub.send)
-    server = TestServer(app, host="127.0.0.1", port=stub_port)
-    await server.start_server()
+    stub, server = await start_stub(hs)
 
     _, token = await make_user(client, "alice")
     resp = await client.post(f"{CLIENT_V3}/createRoom", json={}, headers=auth_header(token))
@@ -125,11 +138,12 @@ async def setup(homeserver_client: Callable[..., Any]) -> AsyncIterator[Setup]:
             headers=auth_header(token),
         )
         event_ids.append((await resp.json())["event_id"])
-    state = Setup(hs, stub, event_ids)
+    state = Setup(hs, stub, event_ids, servers=[server])
     yield state
     for sender in state.senders:
         await sender.close()
-    await server.close()
+    for server in state.servers:
+        await server.close()
 
 
 async def wait_for(condition: Callable[[], bool], within: float = 20.0) -> None:
@@ -267,3 +281,54 @@ async def test_one_sender_per_destination_across_processes(setup: Setup) -> None
     await asyncio.sleep(0.2)
     assert sorted(stub.pdu_ids(), key=int) == [str(i) for i in range(120)]
     assert stub.max_in_flight == 1
+
+
+async def test_a_fan_out_leaves_a_destination_another_process_holds(setup: Setup) -> None:
+    """Destinations woken together take their locks together: the one another process
+    holds is not sent to by this one, the others are, and it is once that process dies."""
+    stubs = [setup.stub, *[await setup.add_stub() for _ in range(3)]]
+    held = stubs[1]
+    other = await psycopg.AsyncConnection.connect(setup.hs.db.conninfo, autocommit=True)
+    try:
+        assert await federation_outbox.try_lock_destinations(other, [held.name]) == {held.name}
+        sender = setup.sender(sweep_interval_s=0.2)
+        await sender.start()
+        for event_id in setup.event_ids[:3]:
+            await sender.send_pdu([s.name for s in stubs], event_id)
+        free = [s for s in stubs if s is not held]
+        await wait_for(lambda: all(s.pdu_ids() == ["0", "1", "2"] for s in free))
+        await asyncio.sleep(0.5)  # sweeps come and go
+        assert held.attempts == []
+    finally:
+        await other.close()  # the other process dies, and its locks with it
+    await wait_for(lambda: held.pdu_ids() == ["0", "1", "2"])
+
+
+async def test_a_fan_out_cut_off_mid_batch_resends_each_transaction_as_recorded(
+    setup: Setup,
+) -> None:
+    """Transactions recorded together for many destinations, some cut off mid-request
+    when the process dies: the next sender resends exactly those (id and body), while
+    the destinations that answered get nothing twice."""
+    stubs = [setup.stub, *[await setup.add_stub() for _ in range(3)]]
+    async with setup.hs.db.pool.connection() as conn:
+        for event_id in setup.event_ids[:5]:
+            await federation_outbox.enqueue_pdus(conn, [s.name for s in stubs], event_id)
+    hung, answered = stubs[:2], stubs[2:]
+    for stub in hung:
+        stub.hang = True
+    first = setup.sender()
+    await first.start()
+    await wait_for(lambda: all(len(s.bodies) == 1 for s in hung))
+    await wait_for(lambda: all(s.pdu_ids() == ["0", "1", "2", "3", "4"] for s in answered))
+    await first.close()
+    cut = [s.bodies[0] for s in hung]
+    assert len({txn_id for txn_id, _ in cut}) == 2
+
+    for stub in hung:
+        stub.hang = False
+    second = setup.sender()
+    await second.start()
+    await wait_for(lambda: all(s.pdu_ids() == ["0", "1", "2", "3", "4"] for s in hung))
+    assert [s.bodies for s in hung] == [[c, c] for c in cut]
+    assert all(len(s.bodies) == 1 for s in answered)

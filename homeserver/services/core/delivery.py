@@ -5,9 +5,12 @@ holding up the rest.
 
 Cross-process exclusivity is a PostgreSQL advisory lock per target, taken on a
 connection of its own that this process keeps (session locks live as long as their
-connection: if it dies, so do the locks, and the next drain takes them again). While
-the database is away, a target whose drain failed for that tries again in seconds, not
-after its delivery backoff.
+connection: if it dies, so do the locks, and the next drain takes them again). The locks
+asked for while that connection is busy are taken together, as are the releases (with
+`try_lock_many` and `unlock_many`, in one statement), so that hundreds of targets woken by
+one commit do not queue up there one round trip each; and a target stays locked while
+wakes keep coming during its drain. While the database is away, a target whose drain
+failed for that tries again in seconds, not after its delivery backoff.
 
 Options for queues that other processes also fill (federation): `has_more` looks at the
 queue again once a drain found it empty, for work queued by a process that found the
@@ -25,6 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from typing import Any, Generic, TypeVar
 
 from homeserver import metrics
+from homeserver.services.core.batching import Coalescer
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.tasks import cancel_and_wait
 from homeserver.storage.core.dedicated import DedicatedConnection
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
 LockOperation = Callable[[Connection, K], Awaitable[object]]
+TryLockMany = Callable[[Connection, list[K]], Awaitable[set[K]]]
+UnlockMany = Callable[[Connection, list[K]], Awaitable[object]]
 SWEEP_INTERVAL_S = 60.0
 # When to try again after the database was unavailable.
 DATABASE_RETRY_MS = 2000
@@ -49,8 +55,8 @@ class DeliveryWorkers(Generic[K]):
         db: Database,
         *,
         drain: Callable[[K], Awaitable[int | None]],
-        try_lock: LockOperation[K],
-        unlock: LockOperation[K],
+        try_lock: LockOperation[K] | None = None,
+        unlock: LockOperation[K] | None = None,
         label: Callable[[K], str],
         failure_retry_ms: int,
         locked_retry_ms: int | None = None,
@@ -59,11 +65,23 @@ class DeliveryWorkers(Generic[K]):
         sweep_interval_s: float = SWEEP_INTERVAL_S,
         clear_backoff: Callable[[K], Awaitable[None]] | None = None,
         name: str = "delivery",
+        try_lock_many: TryLockMany[K] | None = None,
+        unlock_many: UnlockMany[K] | None = None,
     ) -> None:
         self._name = name
         self._drain = drain
+        if (try_lock is None) == (try_lock_many is None) or (unlock is None) == (
+            unlock_many is None
+        ):
+            raise ValueError(
+                "give one of try_lock and try_lock_many, one of unlock and unlock_many"
+            )
         self._try_lock = try_lock
         self._unlock = unlock
+        self._try_lock_many = try_lock_many
+        self._unlock_many = unlock_many
+        self._lockings: Coalescer[K, bool] = Coalescer(self._lock_batch, f"{name} locks")
+        self._releases: Coalescer[K, None] = Coalescer(self._release_batch, f"{name} releases")
         self._label = label
         self._failure_retry_ms = failure_retry_ms
         # Whether to look again when another process holds the target (None: something
@@ -136,6 +154,8 @@ class DeliveryWorkers(Generic[K]):
             timer.cancel()
         self._timers.clear()
         await cancel_and_wait([*self._helpers, *self._tasks.values()])
+        await self._lockings.close()
+        await self._releases.close()
         await self._locks.close()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -152,14 +172,14 @@ class DeliveryWorkers(Generic[K]):
         try:
             while True:
                 self._dirty.discard(key)
-                if not await self._locks.run(lambda conn: self._try_lock(conn, key)):
+                if not await self._lockings.run(key):
                     # Another worker process is delivering to it, and may have read its
                     # queue before our work committed.
                     if self._locked_retry_ms is not None:
                         self._schedule(key, now_ms() + self._locked_retry_ms)
                     return
                 try:
-                    retry_at = await self._drain(key)
+                    retry_at = await self._drain_while_woken(key)
                 finally:
                     await self._release(key)
                 if retry_at is not None:
@@ -184,10 +204,43 @@ class DeliveryWorkers(Generic[K]):
             if self._tasks.get(key) is asyncio.current_task():
                 del self._tasks[key]
 
+    async def _drain_while_woken(self, key: K) -> int | None:
+        """Drain, again as long as wakes came meanwhile, keeping the lock (what other
+        processes queued while we held it is looked for after the release)."""
+        while True:
+            retry_at = await self._drain(key)
+            if retry_at is not None or key not in self._dirty:
+                return retry_at
+            self._dirty.discard(key)
+
+    async def _lock_batch(self, keys: list[K]) -> list[bool]:
+        """Try the locks of `keys` at once; whether each was taken."""
+
+        async def take(conn: Connection) -> set[K]:
+            if self._try_lock_many is not None:
+                return await self._try_lock_many(conn, keys)
+            assert self._try_lock is not None
+            return {key for key in keys if await self._try_lock(conn, key)}
+
+        taken = await self._locks.run(take)
+        return [key in taken for key in keys]
+
+    async def _release_batch(self, keys: list[K]) -> list[None]:
+        async def release(conn: Connection) -> None:
+            if self._unlock_many is not None:
+                await self._unlock_many(conn, keys)
+                return
+            assert self._unlock is not None
+            for key in keys:
+                await self._unlock(conn, key)
+
+        # If the connection died, the locks went with it.
+        await self._locks.run_once(release)
+        return [None] * len(keys)
+
     async def _release(self, key: K) -> None:
         try:
-            # If the connection died, the lock went with it.
-            await self._locks.run_once(lambda conn: self._unlock(conn, key))
+            await self._releases.run(key)
         except DatabaseError as exc:
             # A broken lock connection took the lock with it.
             log.warning("%s: cannot let go of the lock: %s", self._label(key), exc)

@@ -10,7 +10,11 @@ process keeps for its locks; if the process dies the locks go with it), then sen
 queue in order, at most 50 PDUs and 100 EDUs per transaction, deleting what the
 destination accepted. Each transaction is recorded on its outbox rows (id, send time,
 which rows) before it is sent, so a retry, by this process or by the one that takes the
-destination over after a crash, sends the same txnId with the same contents. On
+destination over after a crash, sends the same txnId with the same contents. One commit
+to a busy room wakes hundreds of destinations at once, so their round trips are made
+together (services/core/batching.py): the locks are taken in one statement, the next
+transactions of all of them read and recorded in another, and the answered ones deleted
+(with their destinations' success) in a third, after the requests went out. On
 failure it records the backoff in `destinations`, lets go of the lock and sets a timer;
 a successful contact with the destination (an inbound request from it, or any outbound
 request that it answers) cuts the wait short. At start, and every few seconds, a sweep
@@ -24,12 +28,14 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from federation.identifiers import is_valid_server_name
 from homeserver import metrics
+from homeserver.services.core.batching import Coalescer
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.delivery import DeliveryWorkers
 from homeserver.services.core.tasks import cancel_and_wait
@@ -77,11 +83,18 @@ class FederationSender:
         # Destinations some request failed to reach lately (see on_unreachable).
         self._unreachable: set[str] = set()
         self._notes: set[asyncio.Task[None]] = set()
+        # One commit wakes every destination of a room: their reads of the queue, and
+        # their book-keeping once answered, are made together.
+        self._begins: Coalescer[str, _Next] = Coalescer(self._begin_batch, "fed-send begin")
+        self._finishes: Coalescer[_Answered, None] = Coalescer(
+            self._finish_batch, "fed-send finish"
+        )
+        self._checks: Coalescer[str, bool] = Coalescer(self._check_batch, "fed-send check")
         self._workers: DeliveryWorkers[str] = DeliveryWorkers(
             db,
             drain=self._drain,
-            try_lock=outbox.try_lock_destination,
-            unlock=outbox.unlock_destination,
+            try_lock_many=outbox.try_lock_destinations,
+            unlock_many=outbox.unlock_destinations,
             label=lambda destination: f"fed-send {destination}",
             failure_retry_ms=self.max_backoff_ms // 60,
             has_more=self._has_rows,
@@ -98,6 +111,8 @@ class FederationSender:
         """Stop sending; what is still queued stays in the outbox for the next start."""
         await cancel_and_wait(list(self._notes))
         await self._workers.close()
+        for batches in (self._begins, self._finishes, self._checks):
+            await batches.close()
 
     # ---- the service API
 
@@ -179,8 +194,12 @@ class FederationSender:
     # ---- the queues, for the delivery workers
 
     async def _has_rows(self, destination: str) -> bool:
+        return await self._checks.run(destination)
+
+    async def _check_batch(self, destinations: list[str]) -> list[bool]:
         async with self.db.pool.connection() as conn:
-            return await outbox.has_rows(conn, destination)
+            queued = await outbox.with_rows(conn, destinations)
+        return [d in queued for d in destinations]
 
     async def _pending(self) -> list[tuple[str, int | None]]:
         async with self.db.pool.connection() as conn:
@@ -192,29 +211,21 @@ class FederationSender:
 
     async def _drain(self, destination: str) -> int | None:
         """Send transactions until the queue is empty (None) or the destination fails
-        (the time to try again at). Once a transaction is answered, its health is known
-        and no transaction is left half sent: the next one is read from the queue."""
-        answered = False
-        health = outbox.DestinationHealth(0, 0, None)
+        (the time to try again at). Once a transaction is answered, its rows are deleted
+        and the next one is read from the queue."""
         while True:
-            async with self.db.pool.connection() as conn:
-                if answered:
-                    recorded = await self._new_transaction(conn, destination)
-                else:
-                    health = await outbox.get_health(conn, destination)
-                    if health.retry_at_ts is not None and health.retry_at_ts > now_ms():
-                        return health.retry_at_ts
-                    recorded = await self._next_transaction(conn, destination)
-                if recorded is None:
-                    return None
-                batch, txn_id = recorded.rows, recorded.txn_id
-                pdu_ids = [r.event_id for r in batch if r.event_id is not None]
-                stored = await self._pdu_json(conn, pdu_ids)
+            step = await self._begins.run(destination)
+            if step.retry_at is not None:
+                return step.retry_at
+            recorded = step.transaction
+            if recorded is None:
+                return None
+            txn_id = recorded.txn_id
             transaction = {
                 "origin": self.server_name,
                 "origin_server_ts": recorded.origin_server_ts,
-                "pdus": [orjson.loads(stored[e]) for e in pdu_ids if e in stored],
-                "edus": [orjson.loads(r.edu_json) for r in batch if r.edu_json is not None],
+                "pdus": [orjson.loads(j) for j in step.pdus],
+                "edus": [orjson.loads(r.edu_json) for r in recorded.rows if r.edu_json is not None],
             }
             try:
                 async with self._slots:
@@ -229,56 +240,58 @@ class FederationSender:
                 if isinstance(exc, RequestFailed) and exc.status in PERMANENT_FAILURES:
                     log.warning("%s refused transaction %s for good: %s", destination, txn_id, exc)
                 else:
-                    return await self._record_failure(destination, health, exc)
+                    return await self._record_failure(destination, step.health, exc)
             else:
                 _log_pdu_errors(destination, answer)
-            async with self.db.pool.connection() as conn:
-                async with conn.pipeline(), conn.transaction():
-                    await outbox.delete_rows(conn, [r.position for r in batch])
-                    await outbox.record_success(conn, destination, now_ms())
+            await self._finishes.run(_Answered(destination, [r.position for r in recorded.rows]))
             metrics.FEDERATION_BACKOFF.labels(destination).set(0)
-            answered = True
-            health = outbox.DestinationHealth(0, 0, None)
+
+    async def _begin_batch(self, destinations: list[str]) -> list[_Next]:
+        """What each of these destinations sends next, read (and a new transaction
+        recorded before it is sent) for all of them at once. The id of a new one is the
+        time of recording with a random part: unique without any state of the process,
+        and never one a peer saw from the database a backup was restored from (that
+        database's recorded transactions keep their contents)."""
+        ts = now_ms()
+        txn_ids = {d: f"{ts}.{secrets.token_hex(6)}" for d in destinations}
+        limits = outbox.TransactionLimits(MAX_PDUS_PER_TRANSACTION, MAX_EDUS_PER_TRANSACTION)
+        async with self.db.pool.connection() as conn:
+            healths, transactions = await outbox.begin_transactions(conn, txn_ids, ts, ts, limits)
+            pdu_ids = {
+                r.event_id for t in transactions.values() for r in t.rows if r.event_id is not None
+            }
+            stored = await self._pdu_json(conn, sorted(pdu_ids))
+        steps = []
+        for destination in destinations:
+            health = healths.get(destination, outbox.DestinationHealth(0, 0, None))
+            transaction = transactions.get(destination)
+            if health.retry_at_ts is not None and health.retry_at_ts > ts and transaction is None:
+                steps.append(_Next(health, health.retry_at_ts, None, []))
+                continue
+            pdus = [] if transaction is None else transaction.rows
+            json = [stored[r.event_id] for r in pdus if r.event_id in stored]
+            steps.append(_Next(health, None, transaction, json))
+        return steps
+
+    async def _finish_batch(self, answered: list[_Answered]) -> list[None]:
+        destinations = [a.destination for a in answered]
+        positions = [p for a in answered for p in a.positions]
+        async with self.db.pool.connection() as conn:
+            await outbox.finish_transactions(conn, destinations, positions, now_ms())
+        return [None] * len(answered)
 
     async def _pdu_json(self, conn: Connection, event_ids: list[str]) -> dict[str, str]:
         """The stored JSON of events to send: a message to a busy room goes to every
         destination, so the recent ones are kept (an event's JSON never changes)."""
         out = {e: self._sent_json[e] for e in event_ids if e in self._sent_json}
         missing = [e for e in event_ids if e not in out]
+        if not missing:
+            return out
         for event_id, row in (await event_store.get_events(conn, missing)).items():
             out[event_id] = self._sent_json[event_id] = row.json
             if len(self._sent_json) > SENT_JSON_CACHE:
                 del self._sent_json[next(iter(self._sent_json))]
         return out
-
-    async def _next_transaction(
-        self, conn: Connection, destination: str
-    ) -> outbox.RecordedTransaction | None:
-        """The transaction begun for `destination` and not yet answered (by this process
-        or one that died), else a new one from the head of the queue, recorded before it
-        is sent. The id is the time of recording with a random part: unique without any
-        state of the process, and never one a peer saw from the database a backup was
-        restored from (that database's recorded transactions keep their contents)."""
-        recorded = await outbox.recorded_transaction(conn, destination)
-        if recorded is not None:
-            return recorded
-        return await self._new_transaction(conn, destination)
-
-    async def _new_transaction(
-        self, conn: Connection, destination: str
-    ) -> outbox.RecordedTransaction | None:
-        """A new transaction from the head of the queue, recorded before it is sent."""
-        batch = _batch(
-            await outbox.next_rows(
-                conn, destination, MAX_PDUS_PER_TRANSACTION + MAX_EDUS_PER_TRANSACTION
-            )
-        )
-        if not batch:
-            return None
-        ts = now_ms()
-        txn_id = f"{ts}.{secrets.token_hex(6)}"
-        await outbox.record_transaction(conn, txn_id, ts, [r.position for r in batch])
-        return outbox.RecordedTransaction(txn_id, ts, batch)
 
     async def _record_failure(
         self, destination: str, health: outbox.DestinationHealth, exc: Exception
@@ -293,22 +306,21 @@ class FederationSender:
         return retry_at
 
 
-def _batch(rows: list[outbox.OutboxRow]) -> list[outbox.OutboxRow]:
-    """The longest prefix of the queue within the per-transaction limits, so that order
-    is kept across transactions."""
-    batch: list[outbox.OutboxRow] = []
-    pdus = edus = 0
-    for row in rows:
-        if row.kind == "pdu":
-            if pdus == MAX_PDUS_PER_TRANSACTION:
-                break
-            pdus += 1
-        else:
-            if edus == MAX_EDUS_PER_TRANSACTION:
-                break
-            edus += 1
-        batch.append(row)
-    return batch
+@dataclass(frozen=True, slots=True)
+class _Next:
+    """What a destination's drain does next: wait until `retry_at`, send `transaction`
+    (with the JSON of its PDUs, in order), or nothing (its queue is empty)."""
+
+    health: outbox.DestinationHealth
+    retry_at: int | None
+    transaction: outbox.RecordedTransaction | None
+    pdus: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    destination: str
+    positions: list[int]
 
 
 def _log_pdu_errors(destination: str, answer: Any) -> None:
