@@ -299,6 +299,7 @@ class Homeserver:
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
         await self.delayed_events.close()
+        await self.send.close()
         await self.admin_rooms.close()
         await self.retention.close()
         await self.admin_tasks.close()
