@@ -259,7 +259,7 @@ class Homeserver:
         # Each transaction of events also stores push actions and queues the events
         # for other servers; once committed, push, federation and application
         # services are woken.
-        self.writer.add_before_commit(self.notifications.before_commit)
+        self.writer.add_before_group_commit(self.notifications.before_commit)
         self.writer.add_before_commit(self.room_servers.before_commit)
         self.writer.add_before_commit(self.delayed_events.before_commit)
         self.writer.add_before_commit(record_room_facts)

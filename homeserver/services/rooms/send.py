@@ -194,11 +194,15 @@ class SendService:
     ) -> None:
         # Retransmissions, of earlier groups or within this one, get the first answer:
         # one read for the whole group, in its transaction.
+        # Positions for every send, meanwhile: those a retransmission leaves unused are
+        # finished empty with the commit.
         keys = {item: _txn_key(item) for item in batch if item.txn_id is not None}
-        sent = await event_store.get_txn_events(group.conn, list(keys.values()))
-        fresh = [i for i in batch if i.room_id in group.writers and keys.get(i) not in sent]
-        if len(fresh) > 1:
-            await next(iter(group.writers.values())).reserve_positions(len(fresh))
+        wanted = sum(1 for item in batch if item.room_id in group.writers)
+        async with asyncio.TaskGroup() as tasks:
+            lookup = tasks.create_task(event_store.get_txn_events(group.conn, list(keys.values())))
+            if wanted > 1:
+                tasks.create_task(next(iter(group.writers.values())).reserve_positions(wanted))
+        sent = lookup.result()
         for item in batch:
             writer = group.writers.get(item.room_id)
             key = keys.get(item)

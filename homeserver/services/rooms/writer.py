@@ -312,6 +312,7 @@ class RoomWriter:
 
 
 BeforeCommit = Callable[[RoomWriter], Awaitable[None]]
+BeforeGroupCommit = Callable[[list[RoomWriter]], Awaitable[None]]
 AfterCommit = Callable[[RoomWriter], None]
 
 
@@ -349,12 +350,23 @@ class EventWriter:
         self.notifier = notifier
         self._last_create_ts = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._before_commit: list[BeforeCommit] = []
+        self._before_commit: list[BeforeGroupCommit] = []
         self._after_commit: list[AfterCommit] = []
 
     def add_before_commit(self, listener: BeforeCommit) -> None:
         """Call `listener` inside each transaction that wrote events, once they are all
         written, once per room: what it writes on `writer.conn` commits (or not) with them."""
+
+        async def each(writers: list[RoomWriter]) -> None:
+            for writer in writers:
+                await listener(writer)
+
+        self._before_commit.append(each)
+
+    def add_before_group_commit(self, listener: BeforeGroupCommit) -> None:
+        """As `add_before_commit`, once per transaction with the writers of all its rooms
+        that wrote events: for listeners that read once for the group rather than once
+        per room (each read is a round trip with the rooms' locks held)."""
         self._before_commit.append(listener)
 
     def add_after_commit(self, listener: AfterCommit) -> None:
@@ -433,10 +445,10 @@ class EventWriter:
 
     async def _before_commit_all(self, group: RoomGroup) -> None:
         """The listeners for each room that wrote events, then the positions finished."""
-        for writer in group.writers.values():
-            if writer.persisted:
-                for listener in self._before_commit:
-                    await listener(writer)
+        written = [w for w in group.writers.values() if w.persisted]
+        if written:
+            for listener in self._before_commit:
+                await listener(written)
         await streams.finish(group.conn, "events", group.positions)
         device_lists = _device_lists(group)
         if device_lists:
