@@ -163,3 +163,33 @@ async def room_messages(user: RoomUser, room_id: str) -> list[str]:
     status, page = await user.get(f"/v3/rooms/{room_id}/messages", dir="b", limit="100")
     assert status == 200
     return [e["content"]["body"] for e in page["chunk"] if e["type"] == "m.room.message"]
+
+
+async def test_a_room_held_by_another_writer_holds_up_only_its_own_sends(
+    client: Client,
+) -> None:
+    alice = await RoomUser.make(client, "alice")
+    held, free = await alice.create_room(), await alice.create_room()
+    writer = client.app[HOMESERVER].writer
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        # Another writer of the room, such as a join storing the room's state.
+        async with writer.writer(held):
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(put(alice, held, f"h{n}", f"held {n}")) for n in range(3)]
+    # Were the free room's sends grouped with the held room's, they would wait too.
+    others = await asyncio.wait_for(
+        asyncio.gather(*(put(alice, free, f"f{n}", f"free {n}") for n in range(3))), 20
+    )
+    assert {status for status, _ in others} == {200}
+    assert not any(task.done() for task in waiting)
+    release.set()
+    await holder
+    answers = await asyncio.gather(*waiting)
+    assert {status for status, _ in answers} == {200}
+    order = await assert_single_chain(client, held)
+    assert {answer["event_id"] for _, answer in answers} <= set(order)

@@ -83,6 +83,10 @@ def _split(batch: list[_Pending]) -> list[list[_Pending]]:
 Outcome = PersistedEvent | str | BaseException
 
 
+def _interrupted() -> ServiceError:
+    return ServiceError(503, "M_UNKNOWN", "Send interrupted")
+
+
 class SendService:
     """Group commit: sends wait in one queue, for all rooms. When none is being written,
     the first send starts a group at once (no added latency when idle); those that
@@ -95,6 +99,10 @@ class SendService:
         self.events = events
         self._queue: list[_Pending] = []
         self._leader: asyncio.Task[None] | None = None
+        # Sends into rooms another writer held when their group was made, in order, and
+        # the tasks writing them
+        self._aside: dict[str, list[_Pending]] = {}
+        self._aside_tasks: set[asyncio.Task[None]] = set()
 
     async def _existing_txn(self, requester: Requester, scope: str, txn_id: str) -> str | None:
         async with self.db.pool.connection() as conn:
@@ -146,23 +154,59 @@ class SendService:
         """Write groups until the queue is empty."""
         try:
             while self._queue:
-                batch = self._queue[:]
-                self._queue.clear()
-                try:
-                    await self._send_group(batch)
-                finally:
-                    # Only if this task was cancelled mid-group: nobody else would answer.
-                    self._fail(batch, ServiceError(503, "M_UNKNOWN", "Send interrupted"))
+                batch = self._take()
+                await self._write_batches(batch, [])
         finally:
             self._leader = None
-            self._fail(self._queue, ServiceError(503, "M_UNKNOWN", "Send interrupted"))
+            self._fail(self._queue, _interrupted())
             self._queue.clear()
 
+    async def _write_batches(self, batch: list[_Pending], queue: list[_Pending]) -> None:
+        """Write `batch`, then what `queue` holds meanwhile, one group at a time."""
+        while batch:
+            try:
+                await self._send_group(batch)
+            finally:
+                # Only if this task was cancelled mid-group: nobody else would answer.
+                self._fail(batch, _interrupted())
+            batch = queue[:]
+            queue.clear()
+
+    def _take(self) -> list[_Pending]:
+        """The queued sends for the next group. Those into a room that another writer
+        holds (a join storing a large state can take seconds) are written on their own,
+        in order, so that they do not hold up the sends into every other room."""
+        batch: list[_Pending] = []
+        for item in self._queue:
+            room_id = item.room_id
+            aside = self._aside.get(room_id)
+            if aside is None and not self.events.busy(room_id):
+                batch.append(item)
+                continue
+            if aside is None:
+                self._aside[room_id] = aside = []
+                task = asyncio.create_task(self._write_aside(room_id, aside))
+                self._aside_tasks.add(task)
+                task.add_done_callback(self._aside_tasks.discard)
+            aside.append(item)
+        self._queue.clear()
+        return batch
+
+    async def _write_aside(self, room_id: str, queue: list[_Pending]) -> None:
+        batch = queue[:]
+        queue.clear()
+        try:
+            await self._write_batches(batch, queue)
+        finally:
+            del self._aside[room_id]
+            self._fail(queue, _interrupted())
+
     async def close(self) -> None:
-        """Let the group being written finish, so that what it answers is what it stored."""
-        leader = self._leader
-        if leader is not None:
-            await asyncio.wait({leader})
+        """Let the groups being written finish, so that what they answer is what they
+        stored."""
+        tasks = {*self._aside_tasks, *([self._leader] if self._leader else [])}
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def _send_group(self, batch: list[_Pending]) -> None:
         """Write a group in one transaction; each send gets its own result or error. If

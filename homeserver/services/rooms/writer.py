@@ -375,6 +375,11 @@ class EventWriter:
         does not either)."""
         self._after_commit.append(listener)
 
+    def busy(self, room_id: str) -> bool:
+        """Whether a writer of this process holds the room (others would wait for it)."""
+        lock = self._locks.get(room_id)
+        return lock is not None and lock.locked()
+
     def _lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)
         if lock is None:
