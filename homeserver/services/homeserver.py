@@ -259,7 +259,7 @@ class Homeserver:
         # Each transaction of events also stores push actions and queues the events
         # for other servers; once committed, push, federation and application
         # services are woken.
-        self.writer.add_before_commit(self.notifications.before_commit)
+        self.writer.add_before_group_commit(self.notifications.before_commit)
         self.writer.add_before_commit(self.room_servers.before_commit)
         self.writer.add_before_commit(self.delayed_events.before_commit)
         self.writer.add_before_commit(record_room_facts)
@@ -299,6 +299,7 @@ class Homeserver:
     async def close(self) -> None:
         """Release what the services hold; the database pool belongs to the caller."""
         await self.delayed_events.close()
+        await self.send.close()
         await self.admin_rooms.close()
         await self.retention.close()
         await self.admin_tasks.close()

@@ -287,8 +287,20 @@ class NotificationService:
                 groups.append((rules, [invited]))
         return groups
 
-    async def before_commit(self, writer: RoomWriter) -> None:
-        """EventWriter's in-transaction hook: store the push actions of the new events.
+    async def before_commit(self, writers: list[RoomWriter]) -> None:
+        """EventWriter's in-transaction hook: store the push actions of the new events
+        of every room of the transaction. Who ignores the senders is read once for all
+        of them (state events still count: the spec keeps showing those)."""
+        senders = {
+            p.event.sender for w in writers for p in w.persisted if p.event.state_key is None
+        }
+        conn = writers[0].conn
+        ignoring = await account_data_store.ignorers(conn, sorted(senders)) if senders else {}
+        for writer in writers:
+            await self._store_actions(writer, ignoring)
+
+    async def _store_actions(self, writer: RoomWriter, ignoring: Mapping[str, set[str]]) -> None:
+        """The push actions of one room's new events.
 
         Users are evaluated by group (`PushRuleService.shared`): the conditions that do
         not depend on the user once per group and event, the others per user; the
@@ -305,12 +317,6 @@ class NotificationService:
         await room_store.record_spans(writer.conn, writer.room_id, spans)
         out: list[store.PushActionGroup] = []
         shared: list[room_store.RoomAction] = []
-        # Users who ignore a sender get no notification of their messages (state
-        # events still count: the spec keeps showing those).
-        senders = {p.event.sender for p in writer.persisted if p.event.state_key is None}
-        ignoring = (
-            await account_data_store.ignorers(writer.conn, sorted(senders)) if senders else {}
-        )
         for persisted in writer.persisted:
             event = persisted.event
             skipped = ignoring.get(event.sender, set()) if event.state_key is None else set()

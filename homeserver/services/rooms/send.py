@@ -20,8 +20,8 @@ from homeserver.services.rooms.writer import (
     EventNotAllowed,
     EventWriter,
     PersistedEvent,
+    RoomGroup,
     RoomWriter,
-    UnknownRoom,
 )
 from homeserver.storage.core.pool import Database, UniqueViolation
 from homeserver.storage.rooms import events as event_store
@@ -51,9 +51,10 @@ def _check_nul(event_type: str, content: Mapping[str, Any]) -> None:
 
 @dataclass(eq=False)
 class _Pending:
-    """One client's send, waiting for its room's next batch."""
+    """One client's send, waiting for the next group commit."""
 
     requester: Requester
+    room_id: str
     event_type: str
     content: Mapping[str, Any]
     txn_id: str | None
@@ -69,15 +70,39 @@ def _txn_key(item: _Pending) -> tuple[str, str, str, str]:
     return (item.requester.user_id, item.requester.device_id, item.scope, item.txn_id or "")
 
 
+def _split(batch: list[_Pending]) -> list[list[_Pending]]:
+    """A failed group, retried smaller: room by room, and a room's sends one by one."""
+    by_room: dict[str, list[_Pending]] = {}
+    for item in batch:
+        by_room.setdefault(item.room_id, []).append(item)
+    if len(by_room) > 1:
+        return list(by_room.values())
+    return [[item] for item in batch]
+
+
+Outcome = PersistedEvent | str | BaseException
+
+
+def _interrupted() -> ServiceError:
+    return ServiceError(503, "M_UNKNOWN", "Send interrupted")
+
+
 class SendService:
-    """Sends go through a queue per room: while one batch of a room is being written,
-    the sends that arrive meanwhile wait and are then written together in one
-    transaction, so a busy room pays one commit per batch rather than per message."""
+    """Group commit: sends wait in one queue, for all rooms. When none is being written,
+    the first send starts a group at once (no added latency when idle); those that
+    arrive while a group is written wait and then go together, rooms and requests
+    alike, in one transaction and one commit (`EventWriter.writers`). The commit rate
+    of the database then caps groups per second, not messages."""
 
     def __init__(self, db: Database, events: EventWriter) -> None:
         self.db = db
         self.events = events
-        self._queues: dict[str, list[_Pending]] = {}
+        self._queue: list[_Pending] = []
+        self._leader: asyncio.Task[None] | None = None
+        # Sends into rooms another writer held when their group was made, in order, and
+        # the tasks writing them
+        self._aside: dict[str, list[_Pending]] = {}
+        self._aside_tasks: set[asyncio.Task[None]] = set()
 
     async def _existing_txn(self, requester: Requester, scope: str, txn_id: str) -> str | None:
         async with self.db.pool.connection() as conn:
@@ -100,7 +125,7 @@ class SendService:
         """The event id, and the new event unless this is a retransmission: the same
         device sent the same txn id to the same path (`endpoint`, below the room; the
         event type's send path by default). `ts` dates the event (application
-        services only: the caller checks)."""
+        services only: the caller checks). Answered once the event is committed."""
         _check_ids(event_type, state_key)
         _check_nul(event_type, content)
         check_not_suspended(requester)
@@ -110,6 +135,7 @@ class SendService:
         scope = f"{room_id}/{endpoint or f'send/{event_type}'}"
         pending = _Pending(
             requester,
+            room_id,
             event_type,
             content,
             txn_id,
@@ -118,79 +144,142 @@ class SendService:
             ts,
             asyncio.get_running_loop().create_future(),
         )
-        queue = self._queues.get(room_id)
-        if queue is not None:
-            queue.append(pending)
-            return await pending.future
-        self._queues[room_id] = queue = [pending]
-        batch: list[_Pending] = []
-        try:
-            while queue:
-                batch = queue[:]
-                queue.clear()
-                await self._send_batch(room_id, batch)
-        finally:
-            del self._queues[room_id]
-            # Only if this task was cancelled mid-batch: nobody else would answer these.
-            self._fail(batch + queue, ServiceError(503, "M_UNKNOWN", "Send interrupted"))
-        return pending.future.result()
+        self._queue.append(pending)
+        if self._leader is None:
+            # A task of its own: a client that goes away does not interrupt the others.
+            self._leader = asyncio.create_task(self._lead(), name="send-group-commit")
+        return await asyncio.shield(pending.future)
 
-    async def _send_batch(self, room_id: str, batch: list[_Pending]) -> None:
-        """Write a batch in one transaction; each send gets its own result or error."""
-        outcomes: dict[_Pending, PersistedEvent | str | BaseException] = {}
+    async def _lead(self) -> None:
+        """Write groups until the queue is empty."""
         try:
-            async with self.events.writer(room_id) as writer:
-                # Retransmissions, of earlier batches or within this one, get the first
-                # answer: one read for the whole batch, in its transaction.
-                keys = {item: _txn_key(item) for item in batch if item.txn_id is not None}
-                sent = await event_store.get_txn_events(writer.conn, list(keys.values()))
-                if len(batch) - len(sent) > 1:
-                    await writer.reserve_positions(len(batch) - len(sent))
-                for item in batch:
-                    key = keys.get(item)
-                    if key is not None and key in sent:
-                        outcomes[item] = sent[key]
-                        continue
-                    try:
-                        persisted = await self._send_one(writer, item)
-                    except EventNotAllowed as exc:
-                        outcomes[item] = forbidden(str(exc))
-                        continue
-                    except (ServiceError, CanonicalJsonError) as exc:
-                        # Only this send fails; the others of the batch still go out.
-                        outcomes[item] = exc
-                        continue
-                    outcomes[item] = persisted
-                    if key is not None:
-                        sent[key] = (
-                            persisted if isinstance(persisted, str) else persisted.event.event_id
-                        )
-        except UnknownRoom:
-            self._fail(batch, not_found(f"Unknown room {room_id}"))
-            return
-        except UniqueViolation:
-            # A txn id raced with itself across batches: the first one won.
-            if len(batch) > 1:
-                for item in batch:
-                    await self._send_batch(room_id, [item])
-                return
-            [item] = batch
-            existing = await self._existing_txn(item.requester, item.scope, item.txn_id or "")
-            if existing is None:
-                self._fail(batch, ServiceError(500, "M_UNKNOWN", "Could not store the event"))
-            else:
-                item.future.set_result((existing, None))
-            return
+            while self._queue:
+                batch = self._take()
+                await self._write_batches(batch, [])
+        finally:
+            self._leader = None
+            self._fail(self._queue, _interrupted())
+            self._queue.clear()
+
+    async def _write_batches(self, batch: list[_Pending], queue: list[_Pending]) -> None:
+        """Write `batch`, then what `queue` holds meanwhile, one group at a time."""
+        while batch:
+            try:
+                await self._send_group(batch)
+            finally:
+                # Only if this task was cancelled mid-group: nobody else would answer.
+                self._fail(batch, _interrupted())
+            batch = queue[:]
+            queue.clear()
+
+    def _take(self) -> list[_Pending]:
+        """The queued sends for the next group. Those into a room that another writer
+        holds (a join storing a large state can take seconds) are written on their own,
+        in order, so that they do not hold up the sends into every other room."""
+        batch: list[_Pending] = []
+        for item in self._queue:
+            room_id = item.room_id
+            aside = self._aside.get(room_id)
+            if aside is None and not self.events.busy(room_id):
+                batch.append(item)
+                continue
+            if aside is None:
+                self._aside[room_id] = aside = []
+                task = asyncio.create_task(self._write_aside(room_id, aside))
+                self._aside_tasks.add(task)
+                task.add_done_callback(self._aside_tasks.discard)
+            aside.append(item)
+        self._queue.clear()
+        return batch
+
+    async def _write_aside(self, room_id: str, queue: list[_Pending]) -> None:
+        batch = queue[:]
+        queue.clear()
+        try:
+            await self._write_batches(batch, queue)
+        finally:
+            del self._aside[room_id]
+            self._fail(queue, _interrupted())
+
+    async def close(self) -> None:
+        """Let the groups being written finish, so that what they answer is what they
+        stored."""
+        tasks = {*self._aside_tasks, *([self._leader] if self._leader else [])}
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _send_group(self, batch: list[_Pending]) -> None:
+        """Write a group in one transaction; each send gets its own result or error. If
+        the transaction fails, the group is retried room by room, then one by one, so
+        that one bad send costs only itself."""
+        outcomes: dict[_Pending, Outcome] = {}
+        try:
+            async with self.events.writers([item.room_id for item in batch]) as group:
+                await self._write_group(group, batch, outcomes)
         except Exception as exc:
-            self._fail(batch, exc)
+            if len(batch) > 1:
+                for part in _split(batch):
+                    await self._send_group(part)
+            else:
+                await self._failed_alone(batch[0], exc)
             return
         for item, outcome in outcomes.items():
+            if item.future.done():
+                continue
             if isinstance(outcome, BaseException):
                 item.future.set_exception(outcome)
             elif isinstance(outcome, str):
                 item.future.set_result((outcome, None))
             else:
                 item.future.set_result((outcome.event.event_id, outcome))
+
+    async def _write_group(
+        self, group: RoomGroup, batch: list[_Pending], outcomes: dict[_Pending, Outcome]
+    ) -> None:
+        # Retransmissions, of earlier groups or within this one, get the first answer:
+        # one read for the whole group, in its transaction.
+        # Positions for every send, meanwhile: those a retransmission leaves unused are
+        # finished empty with the commit.
+        keys = {item: _txn_key(item) for item in batch if item.txn_id is not None}
+        wanted = sum(1 for item in batch if item.room_id in group.writers)
+        async with asyncio.TaskGroup() as tasks:
+            lookup = tasks.create_task(event_store.get_txn_events(group.conn, list(keys.values())))
+            if wanted > 1:
+                tasks.create_task(next(iter(group.writers.values())).reserve_positions(wanted))
+        sent = lookup.result()
+        for item in batch:
+            writer = group.writers.get(item.room_id)
+            key = keys.get(item)
+            if writer is None:
+                outcomes[item] = not_found(f"Unknown room {item.room_id}")
+                continue
+            if key is not None and key in sent:
+                outcomes[item] = sent[key]
+                continue
+            try:
+                persisted = await self._send_one(writer, item)
+            except EventNotAllowed as exc:
+                outcomes[item] = forbidden(str(exc))
+                continue
+            except (ServiceError, CanonicalJsonError) as exc:
+                # Only this send fails; the others of the group still go out.
+                outcomes[item] = exc
+                continue
+            outcomes[item] = persisted
+            if key is not None:
+                sent[key] = persisted if isinstance(persisted, str) else persisted.event.event_id
+
+    async def _failed_alone(self, item: _Pending, exc: Exception) -> None:
+        """A send whose own transaction failed: a txn id that raced with itself (in
+        another process) gets the first answer; anything else fails the request."""
+        if isinstance(exc, UniqueViolation) and item.txn_id is not None:
+            existing = await self._existing_txn(item.requester, item.scope, item.txn_id)
+            if existing is not None:
+                item.future.set_result((existing, None))
+                return
+            exc = ServiceError(500, "M_UNKNOWN", "Could not store the event")
+        if not item.future.done():
+            item.future.set_exception(exc)
 
     @staticmethod
     def _fail(batch: list[_Pending], exc: BaseException) -> None:

@@ -5,7 +5,8 @@ advisory lock across processes); different rooms write in parallel. Everything a
 event changes (its row and edges, forward extremities, state group, current state,
 membership, stream position) is written in one transaction. A `RoomWriter` may
 append several events in that transaction, which is how a new room's initial
-events share a single commit.
+events share a single commit; a `RoomGroup` holds writers of several rooms in one
+transaction, which is how sends into different rooms share a commit.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,17 +312,24 @@ class RoomWriter:
 
 
 BeforeCommit = Callable[[RoomWriter], Awaitable[None]]
+BeforeGroupCommit = Callable[[list[RoomWriter]], Awaitable[None]]
 AfterCommit = Callable[[RoomWriter], None]
 
 
 @dataclass
-class _Transaction:
-    """What one room transaction accumulates for its commit (or its rollback)."""
+class RoomGroup:
+    """Writers of several rooms sharing one transaction and one commit: what a batch of
+    sends into different rooms is written with. Rooms that do not exist have no writer."""
 
-    conn: Connection | None = None
-    writer: RoomWriter | None = None
+    conn: Connection
+    writers: dict[str, RoomWriter] = field(default_factory=dict)
     positions: list[int] = field(default_factory=list)
-    device_list_positions: list[int] = field(default_factory=list)
+    # positions reserved for any room of the group, given out in order
+    spare_positions: list[int] = field(default_factory=list)
+
+
+def _device_lists(group: RoomGroup) -> list[int]:
+    return [n for w in group.writers.values() for n in w.device_list_positions]
 
 
 class EventWriter:
@@ -342,18 +350,35 @@ class EventWriter:
         self.notifier = notifier
         self._last_create_ts = 0
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._before_commit: list[BeforeCommit] = []
+        self._before_commit: list[BeforeGroupCommit] = []
         self._after_commit: list[AfterCommit] = []
 
     def add_before_commit(self, listener: BeforeCommit) -> None:
         """Call `listener` inside each transaction that wrote events, once they are all
-        written: what it writes on `writer.conn` commits (or not) with them."""
+        written, once per room: what it writes on `writer.conn` commits (or not) with them."""
+
+        async def each(writers: list[RoomWriter]) -> None:
+            for writer in writers:
+                await listener(writer)
+
+        self._before_commit.append(each)
+
+    def add_before_group_commit(self, listener: BeforeGroupCommit) -> None:
+        """As `add_before_commit`, once per transaction with the writers of all its rooms
+        that wrote events: for listeners that read once for the group rather than once
+        per room (each read is a round trip with the rooms' locks held)."""
         self._before_commit.append(listener)
 
     def add_after_commit(self, listener: AfterCommit) -> None:
-        """Call `listener` after each commit of events, in the room's lock: it only wakes
-        work elsewhere (it cannot wait, so the room's next writer does not either)."""
+        """Call `listener` after each commit of events, once per room, in the rooms'
+        locks: it only wakes work elsewhere (it cannot wait, so the room's next writer
+        does not either)."""
         self._after_commit.append(listener)
+
+    def busy(self, room_id: str) -> bool:
+        """Whether a writer of this process holds the room (others would wait for it)."""
+        lock = self._locks.get(room_id)
+        return lock is not None and lock.locked()
 
     def _lock(self, room_id: str) -> asyncio.Lock:
         lock = self._locks.get(room_id)
@@ -362,78 +387,88 @@ class EventWriter:
             self._locks[room_id] = lock
         return lock
 
-    async def _announce(self, writer: RoomWriter) -> None:
-        """Wake the syncs of the room's members, and of anyone whose membership changed."""
-        if not writer.persisted:
+    async def _announce(self, writers: list[RoomWriter]) -> None:
+        """Wake the syncs of the rooms' members, and of anyone whose membership changed:
+        one announcement per stream for the whole commit."""
+        persisted = [p for w in writers for p in w.persisted]
+        if not persisted:
             return
+        rooms_written = [w.room_id for w in writers if w.persisted]
         users = [
             p.event.state_key
-            for p in writer.persisted
+            for p in persisted
             if p.event.type == "m.room.member" and p.event.state_key
         ]
         await self.notifier.notify(
             "events",
-            max(p.stream_ordering for p in writer.persisted),
-            rooms=[writer.room_id],
+            max(p.stream_ordering for p in persisted),
+            rooms=rooms_written,
             users=users,
         )
-        if writer.device_list_positions:
+        device_lists = [n for w in writers for n in w.device_list_positions]
+        if device_lists:
             await self.notifier.notify(
-                "device_lists",
-                max(writer.device_list_positions),
-                rooms=[writer.room_id],
-                users=users,
+                "device_lists", max(device_lists), rooms=rooms_written, users=users
             )
 
-    async def _committed(self, writer: RoomWriter) -> None:
-        metrics.EVENTS_PERSISTED.inc(len(writer.persisted))
-        await self._announce(writer)
-        if writer.persisted:
-            for listener in self._after_commit:
-                listener(writer)
+    async def _committed(self, writers: list[RoomWriter]) -> None:
+        metrics.EVENTS_PERSISTED.inc(sum(len(w.persisted) for w in writers))
+        await self._announce(writers)
+        for writer in writers:
+            if writer.persisted:
+                for listener in self._after_commit:
+                    listener(writer)
 
     @asynccontextmanager
-    async def _transaction(self, room_id: str) -> AsyncIterator[_Transaction]:
-        """The room's lock and one database transaction; after-commit work once done.
+    async def _transaction(self, room_ids: list[str]) -> AsyncIterator[RoomGroup]:
+        """The rooms' locks and one database transaction; after-commit work once done.
 
-        The connection goes back to the pool before the after-commit work, which needs
-        connections of its own; the lock keeps the room's order meanwhile. Pipeline mode
-        sends the statements that return nothing without waiting, so the lock is held
-        for fewer round trips.
+        Locks are taken in room id order, so groups of rooms cannot deadlock each
+        other. The connection goes back to the pool before the after-commit work,
+        which needs connections of its own; the locks keep the rooms' order meanwhile.
+        Pipeline mode sends the statements that return nothing without waiting, so the
+        locks are held for fewer round trips.
         """
-        async with self._lock(room_id):
-            txn = _Transaction()
+        ordered = sorted(set(room_ids))
+        async with AsyncExitStack() as locks:
+            for room_id in ordered:
+                await locks.enter_async_context(self._lock(room_id))
             async with self.db.pool.connection() as conn:
+                group = RoomGroup(conn)
                 try:
                     async with conn.pipeline(), conn.transaction():
-                        await rooms.lock_room(conn, room_id)
-                        txn.conn = conn
-                        yield txn
-                        if txn.writer is not None and txn.writer.persisted:
-                            for listener in self._before_commit:
-                                await listener(txn.writer)
-                        await streams.finish(conn, "events", txn.positions)
-                        if txn.device_list_positions:
-                            await streams.finish(conn, "device_lists", txn.device_list_positions)
+                        for room_id in ordered:
+                            await rooms.lock_room(conn, room_id)
+                        yield group
+                        await self._before_commit_all(group)
                 except BaseException:
                     # Positions of a transaction that did not commit must not hold readers back.
-                    await self.allocator.abandon("events", txn.positions)
-                    await self.allocator.abandon("device_lists", txn.device_list_positions)
+                    await self.allocator.abandon("events", group.positions)
+                    await self.allocator.abandon("device_lists", _device_lists(group))
                     raise
-            if txn.writer is not None:
-                await self._committed(txn.writer)
+            await self._committed(list(group.writers.values()))
+
+    async def _before_commit_all(self, group: RoomGroup) -> None:
+        """The listeners for each room that wrote events, then the positions finished."""
+        written = [w for w in group.writers.values() if w.persisted]
+        if written:
+            for listener in self._before_commit:
+                await listener(written)
+        await streams.finish(group.conn, "events", group.positions)
+        device_lists = _device_lists(group)
+        if device_lists:
+            await streams.finish(group.conn, "device_lists", device_lists)
 
     def _writer(
         self,
-        txn: _Transaction,
+        group: RoomGroup,
         room_id: str,
         room_version: RoomVersion,
         state_group: int | None,
         extremities: list[tuple[str, int]],
     ) -> RoomWriter:
-        assert txn.conn is not None
-        txn.writer = RoomWriter(
-            conn=txn.conn,
+        writer = RoomWriter(
+            conn=group.conn,
             cache=self.cache,
             signing_key=self.signing_key,
             allocator=self.allocator,
@@ -441,10 +476,11 @@ class EventWriter:
             room_version=room_version,
             state_group=state_group,
             extremities=extremities,
-            positions=txn.positions,
-            device_list_positions=txn.device_list_positions,
+            positions=group.positions,
+            spare_positions=group.spare_positions,
         )
-        return txn.writer
+        group.writers[room_id] = writer
+        return writer
 
     @asynccontextmanager
     async def writer(
@@ -454,25 +490,38 @@ class EventWriter:
 
         With `create` (room version, creator) an unknown room gets its row first: how a
         room joined or invited to over federation starts to exist here."""
-        async with self._transaction(room_id) as txn:
-            conn = txn.conn
-            assert conn is not None
-            found = await rooms.get_room_and_extremities(conn, room_id)
+        async with self._transaction([room_id]) as group:
+            conn = group.conn
+            found = (await rooms.get_rooms_and_extremities(conn, [room_id])).get(room_id)
             if found is None and create is not None:
                 version, creator = create
                 now = clock.now_ms()
                 await rooms.insert_room(conn, room_id, version.identifier, creator, now)
-                found = await rooms.get_room_and_extremities(conn, room_id)
+                found = (await rooms.get_rooms_and_extremities(conn, [room_id])).get(room_id)
             if found is None:
                 raise UnknownRoom(room_id)
             room, extremities = found
             yield self._writer(
-                txn,
+                group,
                 room_id,
                 get_room_version(room.room_version),
                 room.current_state_group,
                 extremities,
             )
+
+    @asynccontextmanager
+    async def writers(self, room_ids: list[str]) -> AsyncIterator[RoomGroup]:
+        """Writers for several existing rooms in one transaction, committed together
+        when the block exits cleanly: one commit (and one wait for the disk) for the
+        events of all of them. Unknown rooms get no writer."""
+        async with self._transaction(room_ids) as group:
+            found = await rooms.get_rooms_and_extremities(group.conn, room_ids)
+            for room_id in room_ids:
+                if room_id in found:
+                    room, extremities = found[room_id]
+                    version = get_room_version(room.room_version)
+                    self._writer(group, room_id, version, room.current_state_group, extremities)
+            yield group
 
     @asynccontextmanager
     async def new_room(
@@ -510,9 +559,10 @@ class EventWriter:
         except AuthError as exc:
             raise EventNotAllowed(str(exc)) from None
         new_room_id = create.room_id
-        async with self._transaction(new_room_id) as txn:
-            assert txn.conn is not None
-            await rooms.insert_room(txn.conn, new_room_id, room_version.identifier, creator, now_ms)
-            writer = self._writer(txn, new_room_id, room_version, None, [])
+        async with self._transaction([new_room_id]) as group:
+            await rooms.insert_room(
+                group.conn, new_room_id, room_version.identifier, creator, now_ms
+            )
+            writer = self._writer(group, new_room_id, room_version, None, [])
             await writer.persist(create, prev_ids=[], new_key=True)
             yield writer

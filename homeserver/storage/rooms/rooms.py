@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from psycopg import AsyncConnection
@@ -58,24 +58,27 @@ async def get_forward_extremities(conn: AsyncConnection, room_id: str) -> list[t
     return [(eid, int(depth)) for eid, depth in await cur.fetchall()]
 
 
-async def get_room_and_extremities(
-    conn: AsyncConnection, room_id: str
-) -> tuple[RoomRow, list[tuple[str, int]]] | None:
-    """The room's row and its forward extremities (deepest first) in one round trip:
-    what a writer reads first, with the room's lock held."""
+async def get_rooms_and_extremities(
+    conn: AsyncConnection, room_ids: Sequence[str]
+) -> dict[str, tuple[RoomRow, list[tuple[str, int]]]]:
+    """Per room that exists, its row and its forward extremities (deepest first), in
+    one round trip: what a writer reads first, with the rooms' locks held."""
     cur = await conn.execute(
         "SELECT r.room_id, r.room_version, r.creator, r.is_public, r.current_state_group,"
         " x.event_id, x.depth FROM rooms r LEFT JOIN LATERAL ("
         " SELECT f.event_id, e.depth FROM forward_extremities f"
         " JOIN events e USING (event_id) WHERE f.room_id = r.room_id) x ON true"
-        " WHERE r.room_id = %s ORDER BY x.depth DESC, x.event_id",
-        (room_id,),
+        " WHERE r.room_id = ANY(%s) ORDER BY r.room_id, x.depth DESC, x.event_id",
+        (list(room_ids),),
     )
-    rows = await cur.fetchall()
-    if not rows:
-        return None
-    extremities = [(eid, int(depth)) for *_, eid, depth in rows if eid is not None]
-    return RoomRow(*rows[0][:5]), extremities
+    out: dict[str, tuple[RoomRow, list[tuple[str, int]]]] = {}
+    for row in await cur.fetchall():
+        room_id, *_, event_id, depth = row
+        if room_id not in out:
+            out[room_id] = (RoomRow(*row[:5]), [])
+        if event_id is not None:
+            out[room_id][1].append((event_id, int(depth)))
+    return out
 
 
 async def replace_forward_extremities(
