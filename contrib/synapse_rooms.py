@@ -10,7 +10,9 @@ at a time is no faster (2.5 a second, 1.7 by 700, load 27), and sixteen at a tim
 worse (9 a second, under 1 by 800, load 36: the DAG forks and Synapse resolves state at
 every merge). A createRoom `initial_state` of 3,000 had not finished after 200 s (load
 27 to 34): Synapse batches them, but then reads each one's state back through an
-ever longer chain of state-group deltas."""
+ever longer chain of state-group deltas. Members joining a room that already holds 2,000
+extra state events came in at 3 a second, slowing to 1.1 by 2,500 (load 14 to 27);
+Synapse takes one join at a time, so its DAG stays a line whatever the concurrency."""
 
 from __future__ import annotations
 
