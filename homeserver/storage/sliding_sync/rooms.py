@@ -8,7 +8,7 @@ read per room afterwards is read for the rooms of the windows only, in batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -128,6 +128,7 @@ async def list_rooms(
     guess: Sequence[tuple[str, int, int]] = (),
     guess_limit: int = 0,
     guess_filter: SqlFilter | None = None,
+    then: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[int, list[UserRoom], dict[tuple[str, int, int], list[EventRow]]]:
     """How many of the user's rooms a list holds, and its first `limit`, most
     recently bumped first; a room the user is not joined to is placed by what they
@@ -135,15 +136,24 @@ async def list_rooms(
 
     With `guess` (the (room, lower, upper) windows the caller expects to read the
     timelines of), their last `guess_limit` events are read in the same round trip
-    (`recent_events`), by window."""
-    if guess:
-        # Both sent, then read after the pipeline's one sync: a single round trip.
+    (`recent_events`), by window. `then`: the caller's statements, sent in that
+    round trip too (read once this returns)."""
+    if guess or then is not None:
+        # All sent, then read after the pipeline's one sync: a single round trip.
         async with conn.pipeline():
             cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
-            timelines = await conn.execute(
-                *sync_store.recent_events_query(guess, guess_limit, guess_filter)
+            timelines = (
+                await conn.execute(
+                    *sync_store.recent_events_query(guess, guess_limit, guess_filter)
+                )
+                if guess
+                else None
             )
-        found = sync_store.recent_events_found(await timelines.fetchall())
+            if then is not None:
+                await then()
+        found = (
+            {} if timelines is None else sync_store.recent_events_found(await timelines.fetchall())
+        )
     else:
         cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
         found = {}
