@@ -58,6 +58,16 @@ class Target:
         stripped = ("invite", "knock")
         return (self.had.get("s") in stripped) != (self.room.membership in stripped)
 
+    @property
+    def stripped(self) -> bool:
+        """An invite or knock: sent as its stripped state, without a timeline."""
+        return self.room.membership in ("invite", "knock")
+
+    def window(self, now: int) -> tuple[str, int, int]:
+        """The (room, lower, upper) stream window its timeline is read from."""
+        lower = 0 if self.initial or self.had is None else int(self.had.get("p", 0))
+        return self.room.room_id, lower, _upper(self.room, now)
+
 
 @dataclass(slots=True)
 class Rendering:
@@ -164,8 +174,7 @@ class RoomRenderer:
         by_limit: dict[int, list[RoomPlan]] = {}
         for t in targets:
             room = t.room
-            lower = 0 if t.initial or t.had is None else int(t.had.get("p", 0))
-            upper = _upper(room, self.now.events)
+            _, lower, upper = t.window(self.now.events)
             section = "join" if room.membership == "join" else "leave"
             plan = RoomPlan(
                 room.room_id, section, room.event_id, room.stream_ordering, lower, upper, t.initial
@@ -180,9 +189,8 @@ class RoomRenderer:
     async def render(self, targets: Sequence[Target], read: ReadTimelines) -> Rendering:
         """`read`: timeline rows already read, by timeline limit and window."""
         result = Rendering()
-        stripped = [t for t in targets if t.room.membership in ("invite", "knock")]
-        await self._stripped(stripped, result)
-        others = [t for t in targets if t.room.membership not in ("invite", "knock")]
+        await self._stripped([t for t in targets if t.stripped], result)
+        others = [t for t in targets if not t.stripped]
         timelines = await self._timelines(others, read)
         sent: list[Target] = []
         for t in others:

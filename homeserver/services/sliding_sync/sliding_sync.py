@@ -44,6 +44,7 @@ from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.sliding_sync import connections
 from homeserver.storage.sliding_sync import rooms as store
 from homeserver.storage.sliding_sync.rooms import UserRoom
+from homeserver.storage.timeline.timeline import SqlFilter
 
 DIRECT = "m.direct"
 ACCOUNT_CACHE_SIZE = 50_000
@@ -231,11 +232,13 @@ class SlidingSyncService:
             # Read-your-writes: what the user just wrote in these rooms is read now.
             await self.notifier.settle(user_id, list(by_id), MAX_SETTLE_S)
         now = self._now(since)
-        # Counts read at another position than the answer's are read again.
-        unread = found.unread if now.events == found.at else {}
+        if now.events != found.at:
+            # Counts read at another position than the answer's are read again.
+            found.unread = {}
         subscribed = [room_id for room_id in request.subscriptions if room_id in by_id]
         configs = _room_configs(request, windows, subscribed)
         targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
+        await self._read_ahead(conn, user_id, targets, found, now.events)
         renderer = RoomRenderer(
             conn,
             self.event_cache,
@@ -270,7 +273,7 @@ class SlidingSyncService:
             "q": request.digest,
         }
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
-        return _Answer(body, news, state, now, rendering, unread)
+        return _Answer(body, news, state, now, rendering, found.unread)
 
     async def _lists(
         self,
@@ -305,7 +308,7 @@ class SlidingSyncService:
                 ignored=sorted(ctx.ignored),
                 guess=guesses[name],
                 guess_limit=timeline_limit(RoomEventFilter(limit=limit)) + 1,
-                guess_filter=sql_filter_for(RoomEventFilter(limit=limit)),
+                guess_filter=_filter(limit),
                 then=pending.pop() if pending else None,
             )
             out.read.setdefault(limit, {}).update(guessed)
@@ -315,6 +318,38 @@ class SlidingSyncService:
         if counts is not None:
             out.unread = {room_id: counts.get(room_id, {}) for room_id in counted}
         return out
+
+    async def _read_ahead(
+        self, conn: Connection, user_id: str, targets: list[Target], found: _Lists, now: int
+    ) -> None:
+        """The timelines of the rooms the lists' round trip did not guess (a first
+        answer's, a room entering a window, subscriptions), with the unread counts of
+        the rooms not counted there, in one round trip."""
+        missing: dict[int, list[tuple[str, int, int]]] = {}
+        for t in targets:
+            limit = t.config.timeline_limit
+            if not t.stripped and (w := t.window(now)) not in found.read.get(limit, {}):
+                missing.setdefault(limit, []).append(w)
+        if not missing:
+            return
+        counted = [
+            t.room.room_id for t in targets if not t.stripped and t.room.room_id not in found.unread
+        ]
+        queued: list[QueuedUnread] = []
+
+        async def count() -> None:
+            queued.append(await self.notifications.queue_unread(conn, user_id, counted, now))
+
+        reads = [
+            (windows, timeline_limit(RoomEventFilter(limit=limit)) + 1, _filter(limit))
+            for limit, windows in missing.items()
+        ]
+        read = await store.timelines(conn, reads, count if counted else None)
+        for limit, rows in zip(missing, read, strict=True):
+            found.read.setdefault(limit, {}).update(rows)
+        counts = await queued[0].read() if queued else None
+        if counts is not None:
+            found.unread.update((room_id, counts.get(room_id, {})) for room_id in counted)
 
     async def _context(
         self, conn: Connection, user_id: str, request: SlidingSyncRequest, position: int
@@ -359,6 +394,11 @@ class _Lists:
     by_id: dict[str, UserRoom] = field(default_factory=dict)
     read: dict[int, dict[tuple[str, int, int], list[EventRow]]] = field(default_factory=dict)
     unread: dict[str, JsonDict] = field(default_factory=dict)
+
+
+def _filter(limit: int) -> SqlFilter | None:
+    """The SQL filter of a timeline of `limit` events (`recent_events`)."""
+    return sql_filter_for(RoomEventFilter(limit=limit))
 
 
 def _guess(had: Mapping[str, Any], name: str, upper: int) -> list[tuple[str, int, int]]:

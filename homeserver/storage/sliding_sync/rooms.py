@@ -163,6 +163,28 @@ async def list_rooms(
     return total, [UserRoom._make(row[:-1]) for row in rows], guessed
 
 
+async def timelines(
+    conn: AsyncConnection,
+    reads: Sequence[tuple[Sequence[tuple[str, int, int]], int, SqlFilter | None]],
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> list[dict[tuple[str, int, int], list[EventRow]]]:
+    """Per (windows, limit, filter): the last `limit` events of each (room, lower,
+    upper) window (`recent_events`), all read in one round trip with the caller's
+    statements (`then`, read once this returns)."""
+    async with conn.pipeline():
+        cursors = [
+            await conn.execute(*sync_store.recent_events_query(windows, limit, event_filter))
+            for windows, limit, event_filter in reads
+        ]
+        if then is not None:
+            await then()
+    out = []
+    for (windows, _, _), cur in zip(reads, cursors, strict=True):
+        found = sync_store.recent_events_found(await cur.fetchall())
+        out.append({w: found.get(w[0], []) for w in windows})
+    return out
+
+
 async def _list_cursor(
     conn: AsyncConnection,
     user_id: str,
