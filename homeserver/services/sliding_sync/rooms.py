@@ -209,9 +209,12 @@ class RoomRenderer:
     async def _fill(
         self, targets: Sequence[Target], timelines: Mapping[str, TimelineRoom], result: Rendering
     ) -> None:
-        states, deltas = await self._states(targets, timelines)
-        full_ids = [t.room.room_id for t in targets if t.initial or self._members_moved(t, deltas)]
-        summaries = await sync_store.room_summaries(self.conn, full_ids, self.user_id)
+        states, deltas, summaries = await self._states(targets, timelines)
+        moved = [
+            t.room.room_id for t in targets if not t.initial and self._members_moved(t, deltas)
+        ]
+        if moved:
+            summaries.update(await sync_store.room_summaries(self.conn, moved, self.user_id))
         rooms = [timelines[t.room.room_id] for t in targets]
         for t in targets:
             timeline_room = timelines[t.room.room_id]
@@ -272,12 +275,13 @@ class RoomRenderer:
 
     async def _states(
         self, targets: Sequence[Target], timelines: Mapping[str, TimelineRoom]
-    ) -> tuple[dict[str, StateMap], dict[str, StateMap]]:
-        """The state each room needs, and what changed since the connection last had
-        it. A room sent from nothing gets its current state (at the leave, for a room
-        left) at the keys asked for plus name and avatar; a room the connection has
-        gets only the member events of new senders (lazy loading) and the changes,
-        read only when its timeline holds state events or skips some."""
+    ) -> tuple[dict[str, StateMap], dict[str, StateMap], dict[str, sync_store.RoomSummary]]:
+        """The state each room needs, what changed since the connection last had it,
+        and the summaries of the rooms sent from nothing (read with the state). A room
+        sent from nothing gets its current state (at the leave, for a room left) at
+        the keys asked for plus name and avatar; a room the connection has gets only
+        the member events of new senders (lazy loading) and the changes, read only
+        when its timeline holds state events or skips some."""
         joined = [t for t in targets if t.room.membership == "join"]
         everything = False
         whole: set[str] = set()
@@ -303,10 +307,19 @@ class RoomRenderer:
             if timeline.limited or any(e.state_key is not None for e, _ in timeline.timeline):
                 lower = int(t.had.get("p", 0)) if t.had is not None else 0
                 windows.append((t.room.room_id, lower, _upper(t.room, self.now.events)))
-        states = (
-            await store.current_state(self.conn, needing, keys, whole, everything)
-            if needing
-            else {}
+        initial = [t.room.room_id for t in targets if t.initial]
+        states, summaries = (
+            await store.current_state(
+                self.conn,
+                needing,
+                keys,
+                whole,
+                everything,
+                summarised=initial,
+                user_id=self.user_id,
+            )
+            if needing or initial
+            else ({}, {})
         )
         left = [t for t in targets if t.room.membership != "join"]
         if left:
@@ -320,7 +333,7 @@ class RoomRenderer:
             for room_id, group in groups.items():
                 states[room_id] = full.get(group, {})
         deltas = await store.state_changes(self.conn, windows)
-        return states, deltas
+        return states, deltas, summaries
 
     def _required(
         self,

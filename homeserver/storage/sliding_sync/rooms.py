@@ -247,9 +247,13 @@ async def current_state(
     keys: Iterable[StateKey],
     whole_types: Iterable[str] = (),
     everything: bool = False,
-) -> dict[str, StateMap]:
+    *,
+    summarised: Sequence[str] = (),
+    user_id: str = "",
+) -> tuple[dict[str, StateMap], dict[str, sync_store.RoomSummary]]:
     """Per room, the current state entries at `keys`, of every state key of
-    `whole_types`, or all of them with `everything`."""
+    `whole_types`, or all of them with `everything`; and the summaries of the rooms
+    `summarised` for `user_id` (`room_summaries`), read in the same round trip."""
     key_list = sorted(set(keys))
     params = {
         "rooms": list(room_ids),
@@ -263,15 +267,22 @@ async def current_state(
         else " AND ((c.type, c.state_key) IN (SELECT * FROM unnest(%(types)s::text[],"
         " %(keys)s::text[])) OR c.type = ANY(%(whole)s::text[]))"
     )
-    cur = await conn.execute(
-        "SELECT c.room_id, c.type, c.state_key, c.event_id FROM current_state c"
-        f" WHERE c.room_id = ANY(%(rooms)s::text[]){where}",
-        params,
-    )
+    async with conn.pipeline():
+        cur = await conn.execute(
+            "SELECT c.room_id, c.type, c.state_key, c.event_id FROM current_state c"
+            f" WHERE c.room_id = ANY(%(rooms)s::text[]){where}",
+            params,
+        )
+        summaries = (
+            await conn.execute(*sync_store.room_summaries_query(summarised, user_id))
+            if summarised
+            else None
+        )
     out: dict[str, StateMap] = {room_id: {} for room_id in room_ids}
     for room_id, event_type, state_key, event_id in await cur.fetchall():
         out[room_id][(event_type, state_key)] = event_id
-    return out
+    found = {} if summaries is None else sync_store.room_summaries_found(await summaries.fetchall())
+    return out, found
 
 
 async def state_changes(
