@@ -202,6 +202,26 @@ async def test_unknown_pos_answers_m_unknown_pos(client: Client) -> None:
     assert third["pos"]
 
 
+async def test_a_long_poll_answering_late_keeps_the_clients_newer_position(
+    client: Client,
+) -> None:
+    """A client that gave up a long-poll (the server still holds it) and went on from
+    the same position must not find its newer position unknown once the abandoned
+    one answers."""
+    alice = await new_user(client, "alice")
+    room_id = await alice.create_room(name="room")
+    body = one_list()
+    first = (await alice.ss(body))["pos"]
+    abandoned = asyncio.create_task(alice.ss(body, pos=first, timeout_ms=20_000))
+    await asyncio.sleep(0.3)
+    second = (await alice.ss(body, pos=first))["pos"]
+    third = (await alice.ss(body, pos=second))["pos"]
+    await alice.send(room_id, "wakes the abandoned one")
+    await asyncio.wait_for(abandoned, 10)
+    answer = await alice.ss(body, pos=third)
+    assert bodies(answer["rooms"][room_id]) == ["wakes the abandoned one"]
+
+
 async def test_bad_bodies_are_refused(client: Client) -> None:
     alice = await new_user(client, "alice")
     for body in (
