@@ -125,6 +125,36 @@ async def test_long_poll_is_woken_by_a_message(client: Client) -> None:
     assert empty["rooms"] == {}
 
 
+async def test_woken_answers_carry_the_unread_counts_of_the_rooms_sent(client: Client) -> None:
+    """The counts of a room sent in a woken answer are those after the user's read
+    receipt, in a room of the last window as in one that has just entered it."""
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    quiet = await alice.create_room(preset="public_chat")
+    room_id = await alice.create_room(preset="public_chat")
+    for joined in (quiet, room_id):
+        await bob.join(joined)
+    body = one_list(end=0, limit=1)
+    await alice.ss(body)
+    counts = []
+    for text in ("one", "two", "alice: three"):
+        waiting = asyncio.create_task(alice.next(body, timeout_ms=20_000))
+        await asyncio.sleep(0.2)
+        last = await bob.send(room_id, text)
+        room = (await asyncio.wait_for(waiting, 10))["rooms"][room_id]
+        counts.append((room["notification_count"], room["highlight_count"]))
+    assert counts == [(1, 0), (2, 0), (3, 1)]
+    # Read up to the last: only what comes after counts (the room's summary recounted).
+    await alice.call("POST", f"/rooms/{room_id}/receipt/m.read/{last}", {})
+    await bob.send(room_id, "four")
+    room = (await alice.next(body))["rooms"][room_id]
+    assert (room["notification_count"], room["highlight_count"]) == (1, 0)
+    # A room entering the window is counted too.
+    await bob.send(quiet, "elsewhere")
+    room = (await alice.next(body))["rooms"][quiet]
+    assert room["initial"] is True and room["notification_count"] == 1
+
+
 async def test_a_long_poll_asking_more_than_its_pos_answers_at_once(client: Client) -> None:
     """Nothing moved since `pos`, but a client that widens its window or asks for more
     state gets it at once, not at the timeout; the same request again waits."""
@@ -170,6 +200,26 @@ async def test_unknown_pos_answers_m_unknown_pos(client: Client) -> None:
     stale = await alice.ss(body, pos=first["pos"], status=400)
     assert stale["errcode"] == "M_UNKNOWN_POS"
     assert third["pos"]
+
+
+async def test_a_long_poll_answering_late_keeps_the_clients_newer_position(
+    client: Client,
+) -> None:
+    """A client that gave up a long-poll (the server still holds it) and went on from
+    the same position must not find its newer position unknown once the abandoned
+    one answers."""
+    alice = await new_user(client, "alice")
+    room_id = await alice.create_room(name="room")
+    body = one_list()
+    first = (await alice.ss(body))["pos"]
+    abandoned = asyncio.create_task(alice.ss(body, pos=first, timeout_ms=20_000))
+    await asyncio.sleep(0.3)
+    second = (await alice.ss(body, pos=first))["pos"]
+    third = (await alice.ss(body, pos=second))["pos"]
+    await alice.send(room_id, "wakes the abandoned one")
+    await asyncio.wait_for(abandoned, 10)
+    answer = await alice.ss(body, pos=third)
+    assert bodies(answer["rooms"][room_id]) == ["wakes the abandoned one"]
 
 
 async def test_bad_bodies_are_refused(client: Client) -> None:

@@ -238,7 +238,8 @@ class Notifier:
         """Block until something for this user or these rooms is notified; False on timeout."""
         if self._draining:
             return False
-        waiter = Waiter(user_id, frozenset(rooms), asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        waiter = Waiter(user_id, frozenset(rooms), loop.create_future())
         self._by_user.setdefault(user_id, set()).add(waiter)
         for room_id in waiter.rooms:
             self._by_room.setdefault(room_id, set()).add(waiter)
@@ -251,7 +252,10 @@ class Notifier:
         except TimeoutError:
             return False
         finally:
-            self._discard(waiter)
+            # Unregistered at the loop's next turn, while the woken request waits on
+            # its first query: a waiter in thousands of rooms takes a while to remove,
+            # and waking it again meanwhile does nothing.
+            loop.call_soon(self._discard, waiter)
 
     async def settle(self, user_id: str, rooms: Iterable[str], seconds: float) -> None:
         """Wait (at most `seconds`) until the writes announced for this user or these

@@ -392,22 +392,15 @@ class NotificationService:
         known to be safe (the sync's own), which spares reading one. `then`: the
         caller's statements, sent in the counts' last round trip."""
         counts = await store.unread_counts(conn, user_id, room_ids, safe, then)
-        out: dict[str, dict[str, Any]] = {}
-        for (room_id, thread_id), count in counts.items():
-            entry = out.setdefault(
-                room_id, {"unread_notifications": {"notification_count": 0, "highlight_count": 0}}
-            )
-            if by_thread and thread_id != MAIN_THREAD:
-                threads = entry.setdefault("unread_thread_notifications", {})
-                threads[thread_id] = {
-                    "notification_count": count.notifications,
-                    "highlight_count": count.highlights,
-                }
-                continue
-            main = entry["unread_notifications"]
-            main["notification_count"] += count.notifications
-            main["highlight_count"] += count.highlights
-        return out
+        return _shown(counts, by_thread)
+
+    async def queue_unread(
+        self, conn: Connection, user_id: str, room_ids: Sequence[str], safe: int
+    ) -> QueuedUnread:
+        """The counting of `unread` (main timelines), sent in the caller's pipeline
+        with its own statements (see `store.queue_unread_counts`): read once the
+        pipeline has synced."""
+        return QueuedUnread(await store.queue_unread_counts(conn, user_id, room_ids, safe))
 
     async def list(
         self, user_id: str, from_token: str | None, limit: int, only: str | None
@@ -446,3 +439,34 @@ class NotificationService:
         if len(rows) == limit and rows:
             body["next_token"] = str(rows[-1].stream_ordering)
         return body
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedUnread:
+    queued: store.QueuedCounts
+
+    async def read(self) -> dict[str, dict[str, Any]] | None:
+        """Per room, as `unread` (without threads) shows them; None when the counts
+        must be read again with `unread` (a summary to recount)."""
+        counts = await self.queued.counts()
+        return None if counts is None else _shown(counts, False)
+
+
+def _shown(counts: Mapping[tuple[str, str], store.Counts], by_thread: bool) -> dict[str, Any]:
+    """Counts by (room, thread) as sync shows them, per room."""
+    out: dict[str, dict[str, Any]] = {}
+    for (room_id, thread_id), count in counts.items():
+        entry = out.setdefault(
+            room_id, {"unread_notifications": {"notification_count": 0, "highlight_count": 0}}
+        )
+        if by_thread and thread_id != MAIN_THREAD:
+            threads = entry.setdefault("unread_thread_notifications", {})
+            threads[thread_id] = {
+                "notification_count": count.notifications,
+                "highlight_count": count.highlights,
+            }
+            continue
+        main = entry["unread_notifications"]
+        main["notification_count"] += count.notifications
+        main["highlight_count"] += count.highlights
+    return out

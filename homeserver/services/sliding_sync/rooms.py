@@ -58,6 +58,16 @@ class Target:
         stripped = ("invite", "knock")
         return (self.had.get("s") in stripped) != (self.room.membership in stripped)
 
+    @property
+    def stripped(self) -> bool:
+        """An invite or knock: sent as its stripped state, without a timeline."""
+        return self.room.membership in ("invite", "knock")
+
+    def window(self, now: int) -> tuple[str, int, int]:
+        """The (room, lower, upper) stream window its timeline is read from."""
+        lower = 0 if self.initial or self.had is None else int(self.had.get("p", 0))
+        return self.room.room_id, lower, _upper(self.room, now)
+
 
 @dataclass(slots=True)
 class Rendering:
@@ -164,8 +174,7 @@ class RoomRenderer:
         by_limit: dict[int, list[RoomPlan]] = {}
         for t in targets:
             room = t.room
-            lower = 0 if t.initial or t.had is None else int(t.had.get("p", 0))
-            upper = _upper(room, self.now.events)
+            _, lower, upper = t.window(self.now.events)
             section = "join" if room.membership == "join" else "leave"
             plan = RoomPlan(
                 room.room_id, section, room.event_id, room.stream_ordering, lower, upper, t.initial
@@ -180,9 +189,8 @@ class RoomRenderer:
     async def render(self, targets: Sequence[Target], read: ReadTimelines) -> Rendering:
         """`read`: timeline rows already read, by timeline limit and window."""
         result = Rendering()
-        stripped = [t for t in targets if t.room.membership in ("invite", "knock")]
-        await self._stripped(stripped, result)
-        others = [t for t in targets if t.room.membership not in ("invite", "knock")]
+        await self._stripped([t for t in targets if t.stripped], result)
+        others = [t for t in targets if not t.stripped]
         timelines = await self._timelines(others, read)
         sent: list[Target] = []
         for t in others:
@@ -201,9 +209,12 @@ class RoomRenderer:
     async def _fill(
         self, targets: Sequence[Target], timelines: Mapping[str, TimelineRoom], result: Rendering
     ) -> None:
-        states, deltas = await self._states(targets, timelines)
-        full_ids = [t.room.room_id for t in targets if t.initial or self._members_moved(t, deltas)]
-        summaries = await sync_store.room_summaries(self.conn, full_ids, self.user_id)
+        states, deltas, summaries = await self._states(targets, timelines)
+        moved = [
+            t.room.room_id for t in targets if not t.initial and self._members_moved(t, deltas)
+        ]
+        if moved:
+            summaries.update(await sync_store.room_summaries(self.conn, moved, self.user_id))
         rooms = [timelines[t.room.room_id] for t in targets]
         for t in targets:
             timeline_room = timelines[t.room.room_id]
@@ -264,12 +275,13 @@ class RoomRenderer:
 
     async def _states(
         self, targets: Sequence[Target], timelines: Mapping[str, TimelineRoom]
-    ) -> tuple[dict[str, StateMap], dict[str, StateMap]]:
-        """The state each room needs, and what changed since the connection last had
-        it. A room sent from nothing gets its current state (at the leave, for a room
-        left) at the keys asked for plus name and avatar; a room the connection has
-        gets only the member events of new senders (lazy loading) and the changes,
-        read only when its timeline holds state events or skips some."""
+    ) -> tuple[dict[str, StateMap], dict[str, StateMap], dict[str, sync_store.RoomSummary]]:
+        """The state each room needs, what changed since the connection last had it,
+        and the summaries of the rooms sent from nothing (read with the state). A room
+        sent from nothing gets its current state (at the leave, for a room left) at
+        the keys asked for plus name and avatar; a room the connection has gets only
+        the member events of new senders (lazy loading) and the changes, read only
+        when its timeline holds state events or skips some."""
         joined = [t for t in targets if t.room.membership == "join"]
         everything = False
         whole: set[str] = set()
@@ -295,10 +307,19 @@ class RoomRenderer:
             if timeline.limited or any(e.state_key is not None for e, _ in timeline.timeline):
                 lower = int(t.had.get("p", 0)) if t.had is not None else 0
                 windows.append((t.room.room_id, lower, _upper(t.room, self.now.events)))
-        states = (
-            await store.current_state(self.conn, needing, keys, whole, everything)
-            if needing
-            else {}
+        initial = [t.room.room_id for t in targets if t.initial]
+        states, summaries = (
+            await store.current_state(
+                self.conn,
+                needing,
+                keys,
+                whole,
+                everything,
+                summarised=initial,
+                user_id=self.user_id,
+            )
+            if needing or initial
+            else ({}, {})
         )
         left = [t for t in targets if t.room.membership != "join"]
         if left:
@@ -312,7 +333,7 @@ class RoomRenderer:
             for room_id, group in groups.items():
                 states[room_id] = full.get(group, {})
         deltas = await store.state_changes(self.conn, windows)
-        return states, deltas
+        return states, deltas, summaries
 
     def _required(
         self,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from federation.types import JsonDict
@@ -26,13 +26,13 @@ from homeserver.services.accounts.filters import RoomEventFilter
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.core.notifier import Notifier
-from homeserver.services.push.notifications import NotificationService
+from homeserver.services.push.notifications import NotificationService, QueuedUnread
 from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.rooms.writer import RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
 from homeserver.services.sliding_sync.lists import ListContext, Window, limit_of, list_query, window
 from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
-from homeserver.services.sliding_sync.rooms import ReadTimelines, Rendering, RoomRenderer, Target
+from homeserver.services.sliding_sync.rooms import Rendering, RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
 from homeserver.services.sync.rooms import timeline_limit
 from homeserver.services.sync.sync import MAX_SETTLE_S, SyncService
@@ -44,6 +44,7 @@ from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.sliding_sync import connections
 from homeserver.storage.sliding_sync import rooms as store
 from homeserver.storage.sliding_sync.rooms import UserRoom
+from homeserver.storage.timeline.timeline import SqlFilter
 
 DIRECT = "m.direct"
 ACCOUNT_CACHE_SIZE = 50_000
@@ -62,6 +63,8 @@ class _Answer:
     state: JsonDict
     now: SyncToken
     rendering: Rendering
+    # Unread counts read with the lists (`_lists`), per room counted.
+    unread: Mapping[str, JsonDict]
 
 
 class SlidingSyncService:
@@ -134,8 +137,9 @@ class SlidingSyncService:
         position: connections.Position | None,
         answer: _Answer,
     ) -> int:
-        """Read the unread counts of the rooms sent and store the answer's state as the
-        connection's new position, which rides the counts' last round trip."""
+        """Read the unread counts of the rooms sent (those not read with the lists) and
+        store the answer's state as the connection's new position, which rides the
+        counts' last round trip."""
         key = (requester.user_id, requester.device_id, request.conn_id)
         saved: list[connections.SavedPosition] = []
 
@@ -152,9 +156,16 @@ class SlidingSyncService:
                 )
             )
 
-        counts = await self.notifications.unread(
-            conn, requester.user_id, answer.rendering.counted, False, answer.now.events, save
-        )
+        missing = [r for r in answer.rendering.counted if r not in answer.unread]
+        counts = dict(answer.unread)
+        if missing:
+            counts.update(
+                await self.notifications.unread(
+                    conn, requester.user_id, missing, False, answer.now.events, save
+                )
+            )
+        else:
+            await save()
         answer.rendering.add_unread(counts)
         return await saved[0].id()
 
@@ -209,7 +220,8 @@ class SlidingSyncService:
         )
         ignored = sorted(ctx.ignored)
         had_rooms: Mapping[str, Any] = had.get("rooms", {})
-        windows, by_id, read = await self._lists(conn, user_id, request, ctx, had, since)
+        found = await self._lists(conn, user_id, request, ctx, had, since)
+        windows, by_id = found.windows, found.by_id
         wanted = [r for r in request.subscriptions if r not in by_id]
         if wanted:
             for room in await store.user_rooms(
@@ -220,9 +232,13 @@ class SlidingSyncService:
             # Read-your-writes: what the user just wrote in these rooms is read now.
             await self.notifier.settle(user_id, list(by_id), MAX_SETTLE_S)
         now = self._now(since)
+        if now.events != found.at:
+            # Counts read at another position than the answer's are read again.
+            found.unread = {}
         subscribed = [room_id for room_id in request.subscriptions if room_id in by_id]
         configs = _room_configs(request, windows, subscribed)
         targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
+        await self._read_ahead(conn, user_id, targets, found, now.events)
         renderer = RoomRenderer(
             conn,
             self.event_cache,
@@ -235,7 +251,7 @@ class SlidingSyncService:
             dm_rooms=ctx.dm_rooms,
             ignored=ctx.ignored,
         )
-        rendering = await renderer.render(targets, read)
+        rendering = await renderer.render(targets, found.read)
         scope = Scope(
             {name: w.room_ids for name, w in windows.items()},
             subscribed,
@@ -257,7 +273,7 @@ class SlidingSyncService:
             "q": request.digest,
         }
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
-        return _Answer(body, news, state, now, rendering)
+        return _Answer(body, news, state, now, rendering, found.unread)
 
     async def _lists(
         self,
@@ -267,30 +283,73 @@ class SlidingSyncService:
         ctx: ListContext,
         had: Mapping[str, Any],
         since: SyncToken | None,
-    ) -> tuple[dict[str, Window], dict[str, UserRoom], ReadTimelines]:
-        """Each list's window, its rooms, and the timelines of the rooms it likely
-        holds (`_guess`), read in the list's round trip."""
-        windows: dict[str, Window] = {}
-        by_id: dict[str, UserRoom] = {}
-        read: dict[int, dict[tuple[str, int, int], list[EventRow]]] = {}
-        upper = self._now(since).events
+    ) -> _Lists:
+        """Each list's window and its rooms; and, read in the lists' round trip, the
+        timelines of the rooms they likely hold (`_guess`) and those rooms' unread
+        counts."""
+        out = _Lists(self._now(since).events)
+        guesses = {name: _guess(had, name, out.at) for name in request.lists}
+        counted = sorted({room_id for guess in guesses.values() for room_id, _, _ in guess})
+        queued: list[QueuedUnread] = []
+
+        async def count() -> None:
+            queued.append(await self.notifications.queue_unread(conn, user_id, counted, out.at))
+
+        # The counts ride the first list's round trip.
+        pending = [count] if counted else []
         for name, lst in request.lists.items():
             limit = lst.config.timeline_limit
-            count, found, guessed = await store.list_rooms(
+            count_rooms, found, guessed = await store.list_rooms(
                 conn,
                 user_id,
                 list_query(lst.filters, ctx),
                 limit_of(lst),
                 since=None if since is None else since.events,
                 ignored=sorted(ctx.ignored),
-                guess=_guess(had, name, upper),
+                guess=guesses[name],
                 guess_limit=timeline_limit(RoomEventFilter(limit=limit)) + 1,
-                guess_filter=sql_filter_for(RoomEventFilter(limit=limit)),
+                guess_filter=_filter(limit),
+                then=pending.pop() if pending else None,
             )
-            read.setdefault(limit, {}).update(guessed)
-            windows[name] = window(count, found, lst)
-            by_id.update((room.room_id, room) for room in found)
-        return windows, by_id, read
+            out.read.setdefault(limit, {}).update(guessed)
+            out.windows[name] = window(count_rooms, found, lst)
+            out.by_id.update((room.room_id, room) for room in found)
+        counts = await queued[0].read() if queued else None
+        if counts is not None:
+            out.unread = {room_id: counts.get(room_id, {}) for room_id in counted}
+        return out
+
+    async def _read_ahead(
+        self, conn: Connection, user_id: str, targets: list[Target], found: _Lists, now: int
+    ) -> None:
+        """The timelines of the rooms the lists' round trip did not guess (a first
+        answer's, a room entering a window, subscriptions), with the unread counts of
+        the rooms not counted there, in one round trip."""
+        missing: dict[int, list[tuple[str, int, int]]] = {}
+        for t in targets:
+            limit = t.config.timeline_limit
+            if not t.stripped and (w := t.window(now)) not in found.read.get(limit, {}):
+                missing.setdefault(limit, []).append(w)
+        if not missing:
+            return
+        counted = [
+            t.room.room_id for t in targets if not t.stripped and t.room.room_id not in found.unread
+        ]
+        queued: list[QueuedUnread] = []
+
+        async def count() -> None:
+            queued.append(await self.notifications.queue_unread(conn, user_id, counted, now))
+
+        reads = [
+            (windows, timeline_limit(RoomEventFilter(limit=limit)) + 1, _filter(limit))
+            for limit, windows in missing.items()
+        ]
+        read = await store.timelines(conn, reads, count if counted else None)
+        for limit, rows in zip(missing, read, strict=True):
+            found.read.setdefault(limit, {}).update(rows)
+        counts = await queued[0].read() if queued else None
+        if counts is not None:
+            found.unread.update((room_id, counts.get(room_id, {})) for room_id in counted)
 
     async def _context(
         self, conn: Connection, user_id: str, request: SlidingSyncRequest, position: int
@@ -326,6 +385,20 @@ class SlidingSyncService:
         if len(self._account_cache) > ACCOUNT_CACHE_SIZE:
             self._account_cache.popitem(last=False)
         return dm_rooms, ignored
+
+
+@dataclass(slots=True)
+class _Lists:
+    at: int  # the events position the timelines and counts were read at
+    windows: dict[str, Window] = field(default_factory=dict)
+    by_id: dict[str, UserRoom] = field(default_factory=dict)
+    read: dict[int, dict[tuple[str, int, int], list[EventRow]]] = field(default_factory=dict)
+    unread: dict[str, JsonDict] = field(default_factory=dict)
+
+
+def _filter(limit: int) -> SqlFilter | None:
+    """The SQL filter of a timeline of `limit` events (`recent_events`)."""
+    return sql_filter_for(RoomEventFilter(limit=limit))
 
 
 def _guess(had: Mapping[str, Any], name: str, upper: int) -> list[tuple[str, int, int]]:

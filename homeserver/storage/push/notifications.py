@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 
 from homeserver.storage.core import streams
 from homeserver.storage.push.room_actions import (
@@ -203,45 +203,96 @@ async def unread_counts(
         return {}
     out: dict[tuple[str, str], Counts] = {}
     async with conn.pipeline():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_FOLD_LOCK, user_id))
         if safe is None:
+            await conn.execute(_LOCK, (_FOLD_LOCK, user_id))
             safe = (await streams.safe_positions(conn))["events"]
-        await _fold(conn, user_id, room_ids, safe)
-        params = {
-            "user": user_id,
-            "rooms": list(room_ids),
-            "types": READ_TYPES,
-            "unthreaded": UNTHREADED,
-            "main": MAIN_THREAD,
-            "safe": safe,
-        }
-        summaries = await conn.execute(
-            "SELECT s.room_id, s.thread_id, s.read_up_to, s.notifications, s.highlights,"
-            f" {_SUMMARY_READ_UP_TO}, {_folded('s')} FROM event_push_summary s"
-            " WHERE s.user_id = %(user)s AND s.room_id = ANY(%(rooms)s)",
-            params,
-        )
-        # Reads no summary: sent before the recounts below, which write them.
-        recent = await conn.execute(
-            "SELECT a.room_id, COALESCE(a.thread_id, %(main)s), count(*),"
-            " count(*) FILTER (WHERE a.highlight) FROM "
-            + user_actions("{t}.room_id = ANY(%(rooms)s) AND {t}.stream_ordering > %(safe)s")
-            + f" a WHERE a.stream_ordering > {_folded('a')}"
-            f" AND a.stream_ordering > {_READ_UP_TO}"
-            " GROUP BY 1, 2",
-            params,
-        )
-        for room_id, thread_id, read_up_to, n, h, position, folded in await summaries.fetchall():
+            queued = await _queue_counts(conn, user_id, room_ids, safe)
+        else:
+            queued = await queue_unread_counts(conn, user_id, room_ids, safe)
+        summaries = await queued.summaries.fetchall()
+        for room_id, thread_id, read_up_to, n, h, position, folded in summaries:
             if read_up_to != position:
                 n, h = await _recount(conn, user_id, room_id, thread_id, int(position), int(folded))
             if n:
                 out[(room_id, thread_id)] = Counts(int(n), int(h))
-        for room_id, thread_id, n, h in await recent.fetchall():
-            before = out.get((room_id, thread_id), Counts(0, 0))
-            out[(room_id, thread_id)] = Counts(before.notifications + n, before.highlights + h)
+        _add_recent(out, await queued.recent.fetchall())
         if then is not None:
             await then()
     return out
+
+
+_LOCK = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedCounts:
+    """The reads of the unread counts, sent in a pipeline (`queue_unread_counts`)."""
+
+    summaries: AsyncCursor[Any]
+    recent: AsyncCursor[Any]
+
+    async def counts(self) -> dict[tuple[str, str], Counts] | None:
+        """The counts, as `unread_counts` gives them; None when a summary must first
+        be recounted (a receipt moved since it was stored): `unread_counts` does that."""
+        out: dict[tuple[str, str], Counts] = {}
+        for room_id, thread_id, read_up_to, n, h, position, _ in await self.summaries.fetchall():
+            if read_up_to != position:
+                return None
+            if n:
+                out[(room_id, thread_id)] = Counts(int(n), int(h))
+        _add_recent(out, await self.recent.fetchall())
+        return out
+
+
+async def queue_unread_counts(
+    conn: AsyncConnection, user_id: str, room_ids: Sequence[str], safe: int
+) -> QueuedCounts:
+    """Send the statements of `unread_counts` (the fold lock, the fold at `safe`, the
+    reads) in the caller's pipeline, with the caller's own statements: the counts
+    ride their round trip. The caller syncs the pipeline (which ends the implicit
+    transaction holding the lock) before reading `counts`, and opens no nested
+    pipeline in between (its sync would release the lock early)."""
+    await conn.execute(_LOCK, (_FOLD_LOCK, user_id))
+    return await _queue_counts(conn, user_id, room_ids, safe)
+
+
+async def _queue_counts(
+    conn: AsyncConnection, user_id: str, room_ids: Sequence[str], safe: int
+) -> QueuedCounts:
+    """The fold and the reads, under the fold lock the caller has taken."""
+    await _fold(conn, user_id, room_ids, safe)
+    params = {
+        "user": user_id,
+        "rooms": list(room_ids),
+        "types": READ_TYPES,
+        "unthreaded": UNTHREADED,
+        "main": MAIN_THREAD,
+        "safe": safe,
+    }
+    summaries = await conn.execute(
+        "SELECT s.room_id, s.thread_id, s.read_up_to, s.notifications, s.highlights,"
+        f" {_SUMMARY_READ_UP_TO}, {_folded('s')} FROM event_push_summary s"
+        " WHERE s.user_id = %(user)s AND s.room_id = ANY(%(rooms)s)",
+        params,
+    )
+    # Reads no summary: sent before the recounts, which write them.
+    recent = await conn.execute(
+        "SELECT a.room_id, COALESCE(a.thread_id, %(main)s), count(*),"
+        " count(*) FILTER (WHERE a.highlight) FROM "
+        + user_actions("{t}.room_id = ANY(%(rooms)s) AND {t}.stream_ordering > %(safe)s")
+        + f" a WHERE a.stream_ordering > {_folded('a')}"
+        f" AND a.stream_ordering > {_READ_UP_TO}"
+        " GROUP BY 1, 2",
+        params,
+    )
+    return QueuedCounts(summaries, recent)
+
+
+def _add_recent(out: dict[tuple[str, str], Counts], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add the counts of actions not yet folded."""
+    for room_id, thread_id, n, h in rows:
+        before = out.get((room_id, thread_id), Counts(0, 0))
+        out[(room_id, thread_id)] = Counts(before.notifications + n, before.highlights + h)
 
 
 async def _recount(

@@ -66,9 +66,11 @@ async def save_position(
     """Store a new position of the connection (user, device, conn_id), the new `pos`,
     in one statement.
 
-    With `connection_id` (the client came with its position `kept`) the older
-    positions go but `kept`: the client repeats it if this answer is lost. Without, the
-    connection starts afresh and all its positions go. The commit does not wait for
+    With `connection_id` (the client came with its position `kept`) the positions
+    older than `kept` go: the client repeats `kept` if this answer is lost, and a
+    newer one may be where the client is now (a long-poll it abandoned, answering
+    late from `kept`, must not make it unknown). Without, the connection starts
+    afresh and all its positions go. The commit does not wait for
     the disk (`synchronous_commit` off for this transaction): a position lost in a
     crash is only an unknown `pos`, which the client answers by starting again.
     """
@@ -82,7 +84,8 @@ async def save_position(
         "  DO UPDATE SET created_ts = EXCLUDED.created_ts RETURNING id),"
         " c AS (SELECT id FROM made UNION ALL SELECT %(id)s::bigint WHERE %(id)s IS NOT NULL),"
         " old AS (DELETE FROM sliding_sync_positions p USING c"
-        "  WHERE p.connection_id = c.id AND p.id IS DISTINCT FROM %(kept)s)"
+        "  WHERE p.connection_id = c.id"
+        "  AND (%(kept)s::bigint IS NULL OR p.id < %(kept)s))"
         " INSERT INTO sliding_sync_positions (connection_id, token, rooms, created_ts)"
         " SELECT c.id, %(token)s, %(rooms)s, %(now)s FROM c, quick RETURNING id",
         {

@@ -8,7 +8,7 @@ read per room afterwards is read for the rooms of the windows only, in batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -128,6 +128,7 @@ async def list_rooms(
     guess: Sequence[tuple[str, int, int]] = (),
     guess_limit: int = 0,
     guess_filter: SqlFilter | None = None,
+    then: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[int, list[UserRoom], dict[tuple[str, int, int], list[EventRow]]]:
     """How many of the user's rooms a list holds, and its first `limit`, most
     recently bumped first; a room the user is not joined to is placed by what they
@@ -135,15 +136,24 @@ async def list_rooms(
 
     With `guess` (the (room, lower, upper) windows the caller expects to read the
     timelines of), their last `guess_limit` events are read in the same round trip
-    (`recent_events`), by window."""
-    if guess:
-        # Both sent, then read after the pipeline's one sync: a single round trip.
+    (`recent_events`), by window. `then`: the caller's statements, sent in that
+    round trip too (read once this returns)."""
+    if guess or then is not None:
+        # All sent, then read after the pipeline's one sync: a single round trip.
         async with conn.pipeline():
             cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
-            timelines = await conn.execute(
-                *sync_store.recent_events_query(guess, guess_limit, guess_filter)
+            timelines = (
+                await conn.execute(
+                    *sync_store.recent_events_query(guess, guess_limit, guess_filter)
+                )
+                if guess
+                else None
             )
-        found = sync_store.recent_events_found(await timelines.fetchall())
+            if then is not None:
+                await then()
+        found = (
+            {} if timelines is None else sync_store.recent_events_found(await timelines.fetchall())
+        )
     else:
         cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
         found = {}
@@ -151,6 +161,28 @@ async def list_rooms(
     total = int(rows[0][-1]) if rows else 0
     guessed = {w: found.get(w[0], []) for w in guess}
     return total, [UserRoom._make(row[:-1]) for row in rows], guessed
+
+
+async def timelines(
+    conn: AsyncConnection,
+    reads: Sequence[tuple[Sequence[tuple[str, int, int]], int, SqlFilter | None]],
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> list[dict[tuple[str, int, int], list[EventRow]]]:
+    """Per (windows, limit, filter): the last `limit` events of each (room, lower,
+    upper) window (`recent_events`), all read in one round trip with the caller's
+    statements (`then`, read once this returns)."""
+    async with conn.pipeline():
+        cursors = [
+            await conn.execute(*sync_store.recent_events_query(windows, limit, event_filter))
+            for windows, limit, event_filter in reads
+        ]
+        if then is not None:
+            await then()
+    out = []
+    for (windows, _, _), cur in zip(reads, cursors, strict=True):
+        found = sync_store.recent_events_found(await cur.fetchall())
+        out.append({w: found.get(w[0], []) for w in windows})
+    return out
 
 
 async def _list_cursor(
@@ -215,9 +247,13 @@ async def current_state(
     keys: Iterable[StateKey],
     whole_types: Iterable[str] = (),
     everything: bool = False,
-) -> dict[str, StateMap]:
+    *,
+    summarised: Sequence[str] = (),
+    user_id: str = "",
+) -> tuple[dict[str, StateMap], dict[str, sync_store.RoomSummary]]:
     """Per room, the current state entries at `keys`, of every state key of
-    `whole_types`, or all of them with `everything`."""
+    `whole_types`, or all of them with `everything`; and the summaries of the rooms
+    `summarised` for `user_id` (`room_summaries`), read in the same round trip."""
     key_list = sorted(set(keys))
     params = {
         "rooms": list(room_ids),
@@ -231,15 +267,22 @@ async def current_state(
         else " AND ((c.type, c.state_key) IN (SELECT * FROM unnest(%(types)s::text[],"
         " %(keys)s::text[])) OR c.type = ANY(%(whole)s::text[]))"
     )
-    cur = await conn.execute(
-        "SELECT c.room_id, c.type, c.state_key, c.event_id FROM current_state c"
-        f" WHERE c.room_id = ANY(%(rooms)s::text[]){where}",
-        params,
-    )
+    async with conn.pipeline():
+        cur = await conn.execute(
+            "SELECT c.room_id, c.type, c.state_key, c.event_id FROM current_state c"
+            f" WHERE c.room_id = ANY(%(rooms)s::text[]){where}",
+            params,
+        )
+        summaries = (
+            await conn.execute(*sync_store.room_summaries_query(summarised, user_id))
+            if summarised
+            else None
+        )
     out: dict[str, StateMap] = {room_id: {} for room_id in room_ids}
     for room_id, event_type, state_key, event_id in await cur.fetchall():
         out[room_id][(event_type, state_key)] = event_id
-    return out
+    found = {} if summaries is None else sync_store.room_summaries_found(await summaries.fetchall())
+    return out, found
 
 
 async def state_changes(

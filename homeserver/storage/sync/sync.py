@@ -212,7 +212,15 @@ async def room_summaries(
     other than the user, or else the first who left or were banned."""
     if not room_ids:
         return {}
-    cur = await conn.execute(
+    cur = await conn.execute(*room_summaries_query(room_ids, user_id, heroes))
+    return room_summaries_found(await cur.fetchall())
+
+
+def room_summaries_query(
+    room_ids: Sequence[str], user_id: str, heroes: int = 5
+) -> tuple[str, dict[str, Any]]:
+    """The statement of `room_summaries`, for a caller that pipelines it with others."""
+    return (
         "SELECT room_id, count(*) FILTER (WHERE membership = 'join'),"
         " count(*) FILTER (WHERE membership = 'invite'),"
         " (array_agg(user_id ORDER BY stream_ordering)"
@@ -222,9 +230,13 @@ async def room_summaries(
         " FROM room_memberships WHERE room_id = ANY(%(rooms)b::text[]) GROUP BY room_id",
         {"rooms": list(room_ids), "user": user_id, "n": heroes},
     )
+
+
+def room_summaries_found(rows: Iterable[Any]) -> dict[str, RoomSummary]:
+    """The rows of `room_summaries_query` by room."""
     return {
         room: RoomSummary(int(joined), int(invited), list(present or gone or []))
-        for room, joined, invited, present, gone in await cur.fetchall()
+        for room, joined, invited, present, gone in rows
     }
 
 
