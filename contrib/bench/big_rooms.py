@@ -36,6 +36,7 @@ import asyncio
 import functools
 import json
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -138,7 +139,7 @@ async def phase(server: Server, size: int, messages: int, profile: Path | None) 
     if profile is not None and server.name == "ours":
         out = profile / f"ours-{size}-{len(server.phases[size])}.txt"
         spy = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "py-spy"),
+            shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
             *("record", "--nonblocking", "--gil", "--rate", "400", "--format", "raw"),
             *("-p", str(server.pid), "-o", str(out)),
             stdout=asyncio.subprocess.DEVNULL,

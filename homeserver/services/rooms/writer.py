@@ -29,7 +29,7 @@ from federation.room_versions import EventIdFormat, RoomVersion, get_room_versio
 from homeserver import metrics
 from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError, bad_json
-from homeserver.services.core.notifier import Notifier
+from homeserver.services.core.notifier import Announcement, Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.e2ee.device_lists import record_membership
 from homeserver.services.rooms.event_cache import EventCache, load_events, state_entries
@@ -76,6 +76,15 @@ def _relation(content: Mapping[str, Any]) -> tuple[str | None, str | None]:
     if isinstance(event_id, str) and isinstance(rel_type, str):
         return event_id, rel_type
     return None, None
+
+
+def _members_changed(writer: RoomWriter) -> list[str]:
+    """The users whose member events the writer wrote."""
+    return [
+        p.event.state_key
+        for p in writer.persisted
+        if p.event.type == "m.room.member" and p.event.state_key
+    ]
 
 
 def event_record(event: Event) -> event_store.NewEvent:
@@ -322,6 +331,7 @@ class _Transaction:
     writer: RoomWriter | None = None
     positions: list[int] = field(default_factory=list)
     device_list_positions: list[int] = field(default_factory=list)
+    announcement: Announcement | None = None
 
 
 class EventWriter:
@@ -362,32 +372,35 @@ class EventWriter:
             self._locks[room_id] = lock
         return lock
 
-    async def _announce(self, writer: RoomWriter) -> None:
-        """Wake the syncs of the room's members, and of anyone whose membership changed."""
-        if not writer.persisted:
+    async def _stage_announcement(self, txn: _Transaction) -> None:
+        """Announce the events from inside their transaction, its last statements: the
+        announcement rides the commit's round trip rather than taking one of its own."""
+        writer = txn.writer
+        if writer is None or not writer.persisted:
             return
-        users = [
-            p.event.state_key
-            for p in writer.persisted
-            if p.event.type == "m.room.member" and p.event.state_key
-        ]
-        await self.notifier.notify(
+        txn.announcement = await self.notifier.announce_at_commit(
+            writer.conn,
             "events",
             max(p.stream_ordering for p in writer.persisted),
             rooms=[writer.room_id],
-            users=users,
+            users=_members_changed(writer),
         )
+
+    async def _announce(self, writer: RoomWriter, announcement: Announcement | None) -> None:
+        """Wake the syncs of the room's members, and of anyone whose membership changed."""
+        if announcement is not None:
+            await self.notifier.announced(announcement)
         if writer.device_list_positions:
             await self.notifier.notify(
                 "device_lists",
                 max(writer.device_list_positions),
                 rooms=[writer.room_id],
-                users=users,
+                users=_members_changed(writer),
             )
 
-    async def _committed(self, writer: RoomWriter) -> None:
+    async def _committed(self, writer: RoomWriter, announcement: Announcement | None) -> None:
         metrics.EVENTS_PERSISTED.inc(len(writer.persisted))
-        await self._announce(writer)
+        await self._announce(writer, announcement)
         if writer.persisted:
             for listener in self._after_commit:
                 listener(writer)
@@ -415,13 +428,16 @@ class EventWriter:
                         await streams.finish(conn, "events", txn.positions)
                         if txn.device_list_positions:
                             await streams.finish(conn, "device_lists", txn.device_list_positions)
+                        await self._stage_announcement(txn)
                 except BaseException:
                     # Positions of a transaction that did not commit must not hold readers back.
                     await self.allocator.abandon("events", txn.positions)
                     await self.allocator.abandon("device_lists", txn.device_list_positions)
                     raise
+                if txn.announcement is not None:
+                    await txn.announcement.read()
             if txn.writer is not None:
-                await self._committed(txn.writer)
+                await self._committed(txn.writer, txn.announcement)
 
     def _writer(
         self,
