@@ -259,6 +259,7 @@ class Homeserver:
         # Each transaction of events also stores push actions and queues the events
         # for other servers; once committed, push, federation and application
         # services are woken.
+        self.account_data.add_ignores_listener(self.notifications.ignores_changed)
         self.writer.add_before_commit(self.notifications.before_commit)
         self.writer.add_before_commit(self.room_servers.before_commit)
         self.writer.add_before_commit(self.delayed_events.before_commit)

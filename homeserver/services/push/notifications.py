@@ -35,6 +35,7 @@ from federation.identifiers import domain_of
 from federation.power_levels import user_level
 from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.notifier import Notifier
 from homeserver.services.push.defaults import localpart_of
 from homeserver.services.push.evaluator import Outcome, RoomFacts, SharedRules
 from homeserver.services.push.members import Member
@@ -51,6 +52,9 @@ from homeserver.storage.rooms import state
 log = logging.getLogger(__name__)
 
 CACHED_ROOMS = 10_000
+CACHED_SENDERS = 100_000
+# Broadcast to the other processes when someone's ignore list changes.
+IGNORES_KIND = "ignores_changed"
 # Fewest members an event notifies plainly for them to share one room row.
 ROOM_ROW_MIN = 2
 PRUNE_FIRST_DELAY_S = 60.0
@@ -146,6 +150,7 @@ class NotificationService:
         db: Database,
         event_cache: EventCache,
         push_rules: PushRuleService,
+        notifier: Notifier,
         server_name: str,
         *,
         retention_days: int,
@@ -158,6 +163,15 @@ class NotificationService:
         self.retention_days = retention_days
         self.unread_retention_days = unread_retention_days
         self._rooms: OrderedDict[str, RoomPushState] = OrderedDict()
+        # The local users who ignore each sender (nearly always nobody), so that a
+        # message does not read the ignore lists again. Dropped whole when anyone's
+        # list changes, here and, by broadcast, in the other processes (as push rules
+        # are); the generation keeps a read begun before a change out of the cache.
+        self._ignorers: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._ignores_generation = 0
+        notifier.on(IGNORES_KIND, self._on_ignores_broadcast)
+        notifier.after_reconnect(self._forget_ignorers)
+        self.notifier = notifier
         self._pruner: asyncio.Task[None] | None = None
         # Where the next prune starts: everything below was deleted by an earlier one.
         self._pruned_below: int | None = None
@@ -308,12 +322,10 @@ class NotificationService:
         # Users who ignore a sender get no notification of their messages (state
         # events still count: the spec keeps showing those).
         senders = {p.event.sender for p in writer.persisted if p.event.state_key is None}
-        ignoring = (
-            await account_data_store.ignorers(writer.conn, sorted(senders)) if senders else {}
-        )
+        ignoring = await self._ignoring(writer.conn, senders)
         for persisted in writer.persisted:
             event = persisted.event
-            skipped = ignoring.get(event.sender, set()) if event.state_key is None else set()
+            skipped = ignoring.get(event.sender, frozenset()) if event.state_key is None else None
             groups = await self._notified(writer.conn, room, event, persisted.stream_ordering)
             groups = (
                 [replace(g, user_ids=[u for u in g.user_ids if u not in skipped]) for g in groups]
@@ -333,6 +345,38 @@ class NotificationService:
             out.extend(groups)
         await store.insert_push_actions(writer.conn, writer.room_id, out)
         await room_store.insert_room_actions(writer.conn, writer.room_id, shared)
+
+    async def _ignoring(self, conn: Connection, senders: set[str]) -> dict[str, frozenset[str]]:
+        """For each of `senders`, the local users who ignore them."""
+        cache = self._ignorers
+        missing = sorted(s for s in senders if s not in cache)
+        found: dict[str, frozenset[str]] = {}
+        if missing:
+            generation = self._ignores_generation
+            read = await account_data_store.ignorers(conn, missing)
+            found = {s: frozenset(read.get(s, ())) for s in missing}
+            if generation == self._ignores_generation:
+                cache.update(found)
+                while len(cache) > CACHED_SENDERS:
+                    cache.popitem(last=False)
+        for sender in senders:
+            if sender not in found:
+                cache.move_to_end(sender)
+                found[sender] = cache[sender]
+        return found
+
+    async def ignores_changed(self, user_id: str) -> None:
+        """`user_id` changed their ignore list (committed): drop what every process
+        knows of who ignores whom."""
+        self._forget_ignorers()
+        await self.notifier.broadcast(IGNORES_KIND, {"user_id": user_id})
+
+    async def _on_ignores_broadcast(self, payload: Mapping[str, Any]) -> None:
+        self._forget_ignorers()
+
+    def _forget_ignorers(self) -> None:
+        self._ignorers.clear()
+        self._ignores_generation += 1
 
     async def _notified(
         self, conn: Connection, room: RoomPushState, event: Event, position: int
