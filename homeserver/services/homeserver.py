@@ -265,7 +265,9 @@ class Homeserver:
         self.writer.add_before_commit(self.delayed_events.before_commit)
         self.writer.add_before_commit(record_room_facts)
         self.writer.add_after_commit(
-            lambda w: self.push_gateway.notify_users(w.notified_users, notified_rooms(w))
+            lambda w: self.push_gateway.notify_users(
+                w.notified_users, notified_rooms(w), w.notified_pushers
+            )
         )
         self.writer.add_after_commit(
             lambda w: self.email_notifier.notify_users(w.notified_users, notified_rooms(w))

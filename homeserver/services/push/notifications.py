@@ -46,6 +46,7 @@ from homeserver.services.timeline.format import format_events
 from homeserver.storage.accounts import account_data as account_data_store
 from homeserver.storage.core.pool import Connection, Database, DatabaseError
 from homeserver.storage.push import notifications as store
+from homeserver.storage.push import pushers as pushers_store
 from homeserver.storage.push import room_actions as room_store
 from homeserver.storage.rooms import state
 
@@ -345,6 +346,12 @@ class NotificationService:
             out.extend(groups)
         await store.insert_push_actions(writer.conn, writer.room_id, out)
         await room_store.insert_room_actions(writer.conn, writer.room_id, shared)
+        if writer.notified_users or writer.notified_room:
+            # Whose pushers to wake rides the commit's round trip (push delivery
+            # would otherwise ask after it).
+            writer.notified_pushers = await pushers_store.pushers_to_wake_queued(
+                writer.conn, sorted(writer.notified_users), notified_rooms(writer)
+            )
 
     async def _ignoring(self, conn: Connection, senders: set[str]) -> dict[str, frozenset[str]]:
         """For each of `senders`, the local users who ignore them."""

@@ -35,6 +35,7 @@ from homeserver.services.e2ee.device_lists import record_membership
 from homeserver.services.rooms.event_cache import EventCache, load_events, state_entries
 from homeserver.storage.core import streams
 from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.push.pushers import PusherKey
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
 from homeserver.storage.rooms.state import StateKey
@@ -128,6 +129,8 @@ class RoomWriter:
     # and, when a room row notified most of the room, the room's members
     notified_users: set[str] = field(default_factory=set)
     notified_room: bool = False
+    # the pushers of those users, asked in the transaction: read once it committed
+    notified_pushers: Callable[[], Awaitable[list[PusherKey]]] | None = None
     # servers the new events were queued for (federation outbox): woken after the commit
     queued_destinations: set[str] = field(default_factory=set)
     # What the transaction changed, for caches of room facts (push evaluation): the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +140,15 @@ async def pushers_to_wake(
     each), and those of the local users joined to the rooms it wrote a room row for
     (found from the few pushers rather than the many members). One statement: it runs
     after every message."""
+    return await (await pushers_to_wake_queued(conn, user_ids, room_ids, kind))()
+
+
+async def pushers_to_wake_queued(
+    conn: AsyncConnection, user_ids: Sequence[str], room_ids: Sequence[str], kind: str = "http"
+) -> Callable[[], Awaitable[list[PusherKey]]]:
+    """`pushers_to_wake` sent without waiting for its answer (in pipeline mode, inside
+    the transaction that stores the push actions: it comes back with the commit); the
+    returned function reads it once the pipeline has synced."""
     cur = await conn.execute(
         "SELECT user_id, app_id, pushkey FROM pushers"
         " WHERE user_id = ANY(string_to_array(%s, %s)) AND kind = %s"
@@ -148,7 +157,11 @@ async def pushers_to_wake(
         " AND s.room_id = ANY(%s) AND s.left_at IS NULL)",
         (USER_SEPARATOR.join(user_ids), USER_SEPARATOR, kind, kind, list(room_ids)),
     )
-    return [PusherKey(*row) for row in await cur.fetchall()]
+
+    async def fetch() -> list[PusherKey]:
+        return [PusherKey(*row) for row in await cur.fetchall()]
+
+    return fetch
 
 
 async def pushers_with_work(
