@@ -247,7 +247,7 @@ class Notifier:
         the announcement on the same connection, then hand it to `announced`."""
         pending = _Pending(stream, position, tuple(rooms), tuple(users))
         payload = self._encode(self._payload(pending))
-        fetch = await streams.publish_and_read_at_commit(conn, CHANNEL, [payload])
+        fetch = await streams.publish_and_read_at_commit(conn, CHANNEL, payload)
         return Announcement(pending, fetch)
 
     async def announced(self, announcement: Announcement) -> None:
