@@ -345,13 +345,16 @@ class NotificationService:
                 writer.notified_users.update(group.user_ids)
             out.extend(groups)
         await store.insert_push_actions(writer.conn, writer.room_id, out)
-        await room_store.insert_room_actions(writer.conn, writer.room_id, shared)
-        if writer.notified_users or writer.notified_room:
-            # Whose pushers to wake rides the commit's round trip (push delivery
-            # would otherwise ask after it).
-            writer.notified_pushers = await pushers_store.pushers_to_wake_queued(
-                writer.conn, sorted(writer.notified_users), notified_rooms(writer)
-            )
+        if not (writer.notified_users or writer.notified_room):
+            return
+        # Whose pushers to wake rides the commit's round trip (push delivery would
+        # otherwise ask after it), in one statement with the room rows.
+        writer.notified_pushers = await pushers_store.pushers_to_wake_queued(
+            writer.conn,
+            sorted(writer.notified_users),
+            notified_rooms(writer),
+            written_with=room_store.room_actions_insert(writer.room_id, shared) if shared else None,
+        )
 
     async def _ignoring(self, conn: Connection, senders: set[str]) -> dict[str, frozenset[str]]:
         """For each of `senders`, the local users who ignore them."""
