@@ -36,7 +36,6 @@ import asyncio
 import functools
 import json
 import os
-import shutil
 import signal
 import statistics
 import sys
@@ -139,7 +138,7 @@ async def phase(server: Server, size: int, messages: int, profile: Path | None) 
     if profile is not None and server.name == "ours":
         out = profile / f"ours-{size}-{len(server.phases[size])}.txt"
         spy = await asyncio.create_subprocess_exec(
-            shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+            str(Path(sys.executable).parent / "py-spy"),
             *("record", "--nonblocking", "--gil", "--rate", "400", "--format", "raw"),
             *("-p", str(server.pid), "-o", str(out)),
             stdout=asyncio.subprocess.DEVNULL,

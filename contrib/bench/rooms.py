@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import functools
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -71,7 +70,7 @@ from contrib.bench.synapse import DEFAULT_VENV, Synapse
 
 SETUP_CONCURRENCY = 8
 PAGE_LIMIT = 100
-PY_SPY = Path(shutil.which("py-spy") or Path(sys.executable).with_name("py-spy"))
+PY_SPY = Path(sys.executable).with_name("py-spy")
 
 Operation = Callable[[int], Awaitable[Any]]
 
