@@ -259,12 +259,15 @@ class Homeserver:
         # Each transaction of events also stores push actions and queues the events
         # for other servers; once committed, push, federation and application
         # services are woken.
+        self.account_data.add_ignores_listener(self.notifications.ignores_changed)
         self.writer.add_before_group_commit(self.notifications.before_commit)
         self.writer.add_before_commit(self.room_servers.before_commit)
         self.writer.add_before_commit(self.delayed_events.before_commit)
         self.writer.add_before_commit(record_room_facts)
         self.writer.add_after_commit(
-            lambda w: self.push_gateway.notify_users(w.notified_users, notified_rooms(w))
+            lambda w: self.push_gateway.notify_users(
+                w.notified_users, notified_rooms(w), w.notified_pushers
+            )
         )
         self.writer.add_after_commit(
             lambda w: self.email_notifier.notify_users(w.notified_users, notified_rooms(w))

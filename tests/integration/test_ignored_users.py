@@ -5,11 +5,19 @@ that the room does not look different. Un-ignoring shows them again at once."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.integration.conftest import RoomUser
+from homeserver.api.context import HOMESERVER
+from homeserver.app import build_app
+from homeserver.datadir import load_or_create_signing_key
+from homeserver.services.wiring import build_homeserver
+from homeserver.storage.core.pool import Database
+from tests.integration.conftest import RoomUser, make_config
 
 IGNORED = "m.ignored_user_list"
 
@@ -93,3 +101,55 @@ async def test_ignored_users_events_reach_no_read_path(
 
 def _search(term: str) -> dict[str, Any]:
     return {"search_categories": {"room_events": {"search_term": term}}}
+
+
+async def test_an_ignore_set_on_another_process_stops_notifications_here(
+    tmp_path: Path, database_factory: Callable[[], str]
+) -> None:
+    """Who ignores a sender is kept in memory by the process that evaluates push rules:
+    a change of an ignore list made through another process (on the same database)
+    reaches it, so the ignored sender's next message notifies nobody who ignores them."""
+    conninfo = database_factory()
+    clients: list[TestClient[Any, Any]] = []
+    dbs: list[Database] = []
+    try:
+        for n in range(2):
+            db = Database(conninfo, size=4)
+            await db.open()
+            dbs.append(db)
+            config = make_config(tmp_path / f"hs{n}", **{"rate_limits.enabled": False})
+            hs = build_homeserver(
+                config=config, db=db, signing_key=load_or_create_signing_key(tmp_path / "key")
+            )
+            await hs.start()
+            client = TestClient(TestServer(build_app(hs), host="127.0.0.1"))
+            await client.start_server()
+            clients.append(client)
+        here, there = clients
+        alice = await RoomUser.make(here, "alice")
+        bob = await RoomUser.make(here, "bob")
+        room_id = await alice.create_room(preset="public_chat")
+        await bob.join(room_id)
+        await alice.say(room_id, "before")  # `here` now knows nobody ignores alice
+        assert (await sync(bob))["rooms"]["join"][room_id]["unread_notifications"][
+            "notification_count"
+        ] == 1
+
+        bob_there = RoomUser(there, bob.user_id, bob.headers["Authorization"].split()[-1])
+        await ignore(bob_there, alice)
+        await asyncio.sleep(0.5)  # the broadcast crosses over
+        await alice.say(room_id, "after")
+        counts = (await sync(bob))["rooms"]["join"][room_id]["unread_notifications"]
+        assert counts["notification_count"] == 1
+        # And un-ignoring there counts alice's messages here again.
+        await ignore(bob_there)
+        await asyncio.sleep(0.5)
+        await alice.say(room_id, "again")
+        counts = (await sync(bob))["rooms"]["join"][room_id]["unread_notifications"]
+        assert counts["notification_count"] == 2
+    finally:
+        for client in clients:
+            await client.close()
+            await client.app[HOMESERVER].close()
+        for db in dbs:
+            await db.close()

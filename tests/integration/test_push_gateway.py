@@ -141,6 +141,29 @@ async def test_message_reaches_the_gateway_with_the_spec_body(
     assert [n["event_id"] for n in gateway.for_pushkey("bob-key")] == [hello, mention]
 
 
+async def test_each_commit_wakes_the_pushers_it_gave_work_without_waiting_for_a_sweep(
+    homeserver_client: Callable[..., Any], gateway: Gateway
+) -> None:
+    """The pushers a commit gave work are looked up with the commit and woken at once,
+    whether the members are notified by a row for the room (a plain message) or one
+    by one (a mention): each push arrives well within the 5 s between sweeps, which
+    could rescue at most one of the two."""
+    client: Client = await homeserver_client(**LOOPBACK)
+    alice, bob, room_id = await two_in_a_room(client)
+    carol = await RoomUser.make(client, "carol")
+    await carol.join(room_id)
+    await set_pusher(bob, gateway, "bob-key")
+    plain = await alice.say(room_id, "to everyone")
+    [first] = await gateway.wait_for(1, within=2.0)
+    await asyncio.sleep(0.5)
+    mention = await alice.send(
+        room_id, {"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [bob.user_id]}}
+    )
+    second = (await gateway.wait_for(2, within=2.0))[1]
+    assert [first["event_id"], second["event_id"]] == [plain, mention]
+    assert second["prio"] == "high"
+
+
 async def test_event_id_only_format(
     homeserver_client: Callable[..., Any], gateway: Gateway
 ) -> None:

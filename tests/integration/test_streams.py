@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 
 from homeserver.api.context import HOMESERVER
+from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.storage.core import streams
 from homeserver.storage.core.pool import Database
@@ -139,4 +140,53 @@ async def test_concurrent_allocations_share_statements_and_a_cancelled_one_is_re
     finally:
         await reader.close()
         await allocator.close()
+        await db.close()
+
+
+async def test_announcements_from_inside_transactions_wake_both_of_two_racing_writers(
+    database_factory: Callable[[], str],
+) -> None:
+    """Writes announced from inside their transactions read the safe positions before
+    they commit. Two writers whose reads each see the other in flight, the later
+    position committing first: once both committed, both rooms' waiters are woken
+    (the last to commit looks again after its commit)."""
+    conninfo = database_factory()
+    db = Database(conninfo, size=2)
+    await db.open()
+    notifier = Notifier(db)
+    await notifier.start()
+    alloc = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+    first_conn = await psycopg.AsyncConnection.connect(conninfo)
+    second_conn = await psycopg.AsyncConnection.connect(conninfo)
+    try:
+        [first] = await streams.allocate(alloc, "events")
+        [second] = await streams.allocate(alloc, "events")
+        waits = {
+            room: asyncio.ensure_future(notifier.wait(f"@{room}:x", [f"!{room}:x"], 10))
+            for room in ("a", "b")
+        }
+        await asyncio.sleep(0)
+        # Both read the positions while the other's is in flight.
+        await streams.finish(first_conn, "events", [first])
+        first_news = await notifier.announce_at_commit(first_conn, "events", first, rooms=["!a:x"])
+        await streams.finish(second_conn, "events", [second])
+        second_news = await notifier.announce_at_commit(
+            second_conn, "events", second, rooms=["!b:x"]
+        )
+        # The later position commits first: nothing it announced is readable yet.
+        await second_conn.commit()
+        await second_news.read()
+        await notifier.announced(second_news)
+        await asyncio.sleep(0.05)
+        assert not waits["b"].done()
+        await first_conn.commit()
+        await first_news.read()
+        await notifier.announced(first_news)
+        assert await asyncio.wait_for(waits["a"], 5) is True
+        assert await asyncio.wait_for(waits["b"], 5) is True
+        assert notifier.positions["events"] >= second
+    finally:
+        for conn in (alloc, first_conn, second_conn):
+            await conn.close()
+        await notifier.stop()
         await db.close()

@@ -19,6 +19,7 @@ from homeserver.services.core.errors import (
     invalid_param,
     not_found,
 )
+from homeserver.services.core.listeners import Listeners
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.core.stored_json import ensure_storable
 from homeserver.services.core.streams import StreamAllocator
@@ -30,6 +31,7 @@ Write = Callable[[Connection, int], Awaitable[bool]]
 
 # Types the server maintains itself; the spec forbids setting them through this API.
 SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
+IGNORED_USER_LIST = "m.ignored_user_list"
 MAX_NAME_BYTES = 255  # event types, room ids and tag names
 # Every sync of a new device carries all of it, so each item (an account data content,
 # a tag's content) is bounded; the spec sets no figure, 1 MiB is generous for clients.
@@ -91,6 +93,11 @@ class AccountDataService:
         self.db = db
         self.streams = allocator
         self.notifier = notifier
+        self._ignores_changed: Listeners[[str]] = Listeners()
+
+    def add_ignores_listener(self, listener: Callable[[str], Awaitable[None]]) -> None:
+        """Call `listener(user_id)` once a change of the user's ignore list committed."""
+        self._ignores_changed.add(listener)
 
     async def _write(self, user_id: str, write: Write) -> None:
         """Run `write(conn, position)` in one transaction at a new stream position, then
@@ -149,6 +156,8 @@ class AccountDataService:
                 return True
 
         await self._write(user_id, write)
+        if room_id is None and type_ == IGNORED_USER_LIST:
+            await self._ignores_changed.notify(user_id)
 
     async def get_tags(
         self, requester: Requester, user_id: str, room_id: str

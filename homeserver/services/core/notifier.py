@@ -29,7 +29,7 @@ import orjson
 from homeserver import metrics
 from homeserver.storage.core import streams
 from homeserver.storage.core.dedicated import DedicatedConnection, Listener
-from homeserver.storage.core.pool import Database, is_unavailable
+from homeserver.storage.core.pool import Connection, Database, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,20 @@ class _Pending:
     rooms: tuple[str, ...]
     users: tuple[str, ...]
     everyone: bool = False
+
+
+@dataclass(eq=False)
+class Announcement:
+    """A write announced from inside its transaction (`Notifier.announce_at_commit`)."""
+
+    pending: _Pending
+    fetch: Callable[[], Awaitable[dict[str, int]]]
+    # the safe positions read with the commit, once `read`
+    positions: dict[str, int] | None = None
+
+    async def read(self) -> None:
+        """Fetch what the commit's round trip brought back (the connection still held)."""
+        self.positions = await self.fetch()
 
 
 class Notifier:
@@ -164,15 +178,25 @@ class Notifier:
                 return
             self._reads_begun += 1
             payloads, self._unpublished = self._unpublished, []
-            self.positions = await self._conn.run(
+            read = await self._conn.run(
                 lambda conn: streams.publish_and_read(conn, CHANNEL, payloads)
             )
-            ready = [p for p in self._pending if p.position <= self.positions.get(p.stream, 0)]
-            if not ready:
-                return
+            ready = self._advance(read)
+        self._deliver(ready)
+
+    def _advance(self, read: dict[str, int]) -> list[_Pending]:
+        """Take in safe positions read (never moving one back: reads may finish out of
+        order) and remove the pending notifications they cover; those are returned."""
+        positions = self.positions
+        self.positions = {s: max(p, positions.get(s, p)) for s, p in read.items()}
+        ready = [p for p in self._pending if p.position <= self.positions.get(p.stream, 0)]
+        if ready:
             self._pending = [
                 p for p in self._pending if p.position > self.positions.get(p.stream, 0)
             ]
+        return ready
+
+    def _deliver(self, ready: list[_Pending]) -> None:
         for item in ready:
             if item.everyone:
                 self.wake(users=list(self._by_user))
@@ -199,21 +223,49 @@ class Notifier:
         """Announce a committed write at `position` of `stream`."""
         pending = _Pending(stream, position, tuple(rooms), tuple(users))
         self._pending.append(pending)
-        payload = {
-            "kind": "stream",
-            "stream": stream,
-            "position": position,
-            "rooms": pending.rooms,
-            "users": pending.users,
-        }
         try:
-            await self._refresh(publish=self._encode(payload))
+            await self._refresh(publish=self._encode(self._payload(pending)))
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
             # Every listener, ours included, lost its connection too and wakes all its
             # waiters when it is back.
             log.info("database away: %s at %d is announced when it is back", stream, position)
+
+    async def announce_at_commit(
+        self,
+        conn: Connection,
+        stream: str,
+        position: int,
+        *,
+        rooms: Iterable[str] = (),
+        users: Iterable[str] = (),
+    ) -> Announcement:
+        """Announce a write at `position` of `stream` from inside its transaction (in
+        pipeline mode), without waiting: other processes hear of it when it commits, and
+        the safe positions are read in the commit's round trip. Once committed, `read`
+        the announcement on the same connection, then hand it to `announced`."""
+        pending = _Pending(stream, position, tuple(rooms), tuple(users))
+        payload = self._encode(self._payload(pending))
+        fetch = await streams.publish_and_read_at_commit(conn, CHANNEL, payload)
+        return Announcement(pending, fetch)
+
+    async def announced(self, announcement: Announcement) -> None:
+        """Wake the waiters of a committed announcement. The positions it read were
+        read before the commit: when a write was in flight then, whatever is still
+        pending is looked at again after it, as `notify` does, so that the last of
+        concurrent writers to commit always delivers the others' notifications."""
+        self._pending.append(announcement.pending)
+        if announcement.positions is not None:
+            self._deliver(self._advance(announcement.positions))
+            if not self._pending:
+                return
+        try:
+            await self._refresh(publish=None)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.info("database away: a write is announced when it is back")
 
     async def broadcast(self, kind: str, payload: dict[str, Any]) -> None:
         """Send in-memory state to the other processes' handlers for `kind`."""
@@ -222,13 +274,23 @@ class Notifier:
     def on(self, kind: str, handler: Handler) -> None:
         self._handlers[kind] = handler
 
+    @staticmethod
+    def _payload(pending: _Pending) -> dict[str, Any]:
+        return {
+            "kind": "stream",
+            "stream": pending.stream,
+            "position": pending.position,
+            "rooms": pending.rooms,
+            "users": pending.users,
+        }
+
     def _encode(self, payload: dict[str, Any]) -> str:
-        data = orjson.dumps({**payload, "from": self._instance}).decode()
+        data = orjson.dumps({**payload, "from": self._instance})
         if len(data) > 7900:
             # NOTIFY payloads are limited to 8000 bytes: fall back to waking everyone.
             summary = {k: payload.get(k) for k in ("kind", "stream", "position")}
-            data = orjson.dumps({**summary, "from": self._instance, "all": True}).decode()
-        return data
+            data = orjson.dumps({**summary, "from": self._instance, "all": True})
+        return data.decode()
 
     async def _publish(self, payload: dict[str, Any]) -> None:
         data = self._encode(payload)

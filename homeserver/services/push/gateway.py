@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -151,6 +151,8 @@ class PushGateway:
         self._dirty_rooms: set[str] = set()
         # Users whose actions lay beyond the safe position: looked at again on each wake.
         self._held_users: set[str] = set()
+        # Answers of the lookups of pushers to wake made in the commits' transactions
+        self._found: list[Callable[[], Awaitable[list[store.PusherKey]]]] = []
         self._wakeup = asyncio.Event()
         self._workers: DeliveryWorkers[store.PusherKey] = DeliveryWorkers(
             db,
@@ -188,10 +190,20 @@ class PushGateway:
             await self._session.close()
             self._session = None
 
-    def notify_users(self, user_ids: Iterable[str], room_ids: Iterable[str] = ()) -> None:
+    def notify_users(
+        self,
+        user_ids: Iterable[str],
+        room_ids: Iterable[str] = (),
+        pushers: Callable[[], Awaitable[list[store.PusherKey]]] | None = None,
+    ) -> None:
         """These users, and the joined members of these rooms (a room row's), just got
-        push actions (committed): send them. Never waits."""
+        push actions (committed): send them. Never waits. `pushers`: their pushers,
+        already asked in the transaction (reads the answer)."""
         if self._closing:
+            return
+        if pushers is not None:
+            self._found.append(pushers)
+            self._wakeup.set()
             return
         before = len(self._dirty_users) + len(self._dirty_rooms)
         self._dirty_users.update(user_ids)
@@ -207,12 +219,15 @@ class PushGateway:
             self._wakeup.clear()
             users = self._dirty_users | self._held_users
             rooms = self._dirty_rooms
+            found, self._found = self._found, []
             self._dirty_users = set()
             self._dirty_rooms = set()
             self._held_users = set()
             try:
-                async with self.db.pool.connection() as conn:
-                    keys = await store.pushers_to_wake(conn, sorted(users), sorted(rooms))
+                keys = [key for fetch in found for key in await fetch()]
+                if users or rooms:
+                    async with self.db.pool.connection() as conn:
+                        keys += await store.pushers_to_wake(conn, sorted(users), sorted(rooms))
             except (DatabaseError, OSError) as exc:
                 if not is_unavailable(exc):
                     log.exception("push: cannot look up pushers; the sweep will retry")

@@ -35,6 +35,7 @@ from federation.identifiers import domain_of
 from federation.power_levels import user_level
 from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError
+from homeserver.services.core.notifier import Notifier
 from homeserver.services.push.defaults import localpart_of
 from homeserver.services.push.evaluator import Outcome, RoomFacts, SharedRules
 from homeserver.services.push.members import Member
@@ -45,12 +46,16 @@ from homeserver.services.timeline.format import format_events
 from homeserver.storage.accounts import account_data as account_data_store
 from homeserver.storage.core.pool import Connection, Database, DatabaseError
 from homeserver.storage.push import notifications as store
+from homeserver.storage.push import pushers as pushers_store
 from homeserver.storage.push import room_actions as room_store
 from homeserver.storage.rooms import state
 
 log = logging.getLogger(__name__)
 
 CACHED_ROOMS = 10_000
+CACHED_SENDERS = 100_000
+# Broadcast to the other processes when someone's ignore list changes.
+IGNORES_KIND = "ignores_changed"
 # Fewest members an event notifies plainly for them to share one room row.
 ROOM_ROW_MIN = 2
 PRUNE_FIRST_DELAY_S = 60.0
@@ -146,6 +151,7 @@ class NotificationService:
         db: Database,
         event_cache: EventCache,
         push_rules: PushRuleService,
+        notifier: Notifier,
         server_name: str,
         *,
         retention_days: int,
@@ -158,6 +164,15 @@ class NotificationService:
         self.retention_days = retention_days
         self.unread_retention_days = unread_retention_days
         self._rooms: OrderedDict[str, RoomPushState] = OrderedDict()
+        # The local users who ignore each sender (nearly always nobody), so that a
+        # message does not read the ignore lists again. Dropped whole when anyone's
+        # list changes, here and, by broadcast, in the other processes (as push rules
+        # are); the generation keeps a read begun before a change out of the cache.
+        self._ignorers: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._ignores_generation = 0
+        notifier.on(IGNORES_KIND, self._on_ignores_broadcast)
+        notifier.after_reconnect(self._forget_ignorers)
+        self.notifier = notifier
         self._pruner: asyncio.Task[None] | None = None
         # Where the next prune starts: everything below was deleted by an earlier one.
         self._pruned_below: int | None = None
@@ -289,17 +304,19 @@ class NotificationService:
 
     async def before_commit(self, writers: list[RoomWriter]) -> None:
         """EventWriter's in-transaction hook: store the push actions of the new events
-        of every room of the transaction. Who ignores the senders is read once for all
-        of them (state events still count: the spec keeps showing those)."""
+        of every room of the transaction. Users who ignore a sender get no notification
+        of their messages (state events still count: the spec keeps showing those); who
+        ignores the senders is asked once for all rooms, of a cache kept in memory."""
         senders = {
             p.event.sender for w in writers for p in w.persisted if p.event.state_key is None
         }
-        conn = writers[0].conn
-        ignoring = await account_data_store.ignorers(conn, sorted(senders)) if senders else {}
+        ignoring = await self._ignoring(writers[0].conn, senders) if senders else {}
         for writer in writers:
             await self._store_actions(writer, ignoring)
 
-    async def _store_actions(self, writer: RoomWriter, ignoring: Mapping[str, set[str]]) -> None:
+    async def _store_actions(
+        self, writer: RoomWriter, ignoring: Mapping[str, frozenset[str]]
+    ) -> None:
         """The push actions of one room's new events.
 
         Users are evaluated by group (`PushRuleService.shared`): the conditions that do
@@ -319,7 +336,7 @@ class NotificationService:
         shared: list[room_store.RoomAction] = []
         for persisted in writer.persisted:
             event = persisted.event
-            skipped = ignoring.get(event.sender, set()) if event.state_key is None else set()
+            skipped = ignoring.get(event.sender, frozenset()) if event.state_key is None else None
             groups = await self._notified(writer.conn, room, event, persisted.stream_ordering)
             groups = (
                 [replace(g, user_ids=[u for u in g.user_ids if u not in skipped]) for g in groups]
@@ -338,7 +355,48 @@ class NotificationService:
                 writer.notified_users.update(group.user_ids)
             out.extend(groups)
         await store.insert_push_actions(writer.conn, writer.room_id, out)
-        await room_store.insert_room_actions(writer.conn, writer.room_id, shared)
+        if not (writer.notified_users or writer.notified_room):
+            return
+        # Whose pushers to wake rides the commit's round trip (push delivery would
+        # otherwise ask after it), in one statement with the room rows.
+        writer.notified_pushers = await pushers_store.pushers_to_wake_queued(
+            writer.conn,
+            sorted(writer.notified_users),
+            notified_rooms(writer),
+            written_with=room_store.room_actions_insert(writer.room_id, shared) if shared else None,
+        )
+
+    async def _ignoring(self, conn: Connection, senders: set[str]) -> dict[str, frozenset[str]]:
+        """For each of `senders`, the local users who ignore them."""
+        cache = self._ignorers
+        missing = sorted(s for s in senders if s not in cache)
+        found: dict[str, frozenset[str]] = {}
+        if missing:
+            generation = self._ignores_generation
+            read = await account_data_store.ignorers(conn, missing)
+            found = {s: frozenset(read.get(s, ())) for s in missing}
+            if generation == self._ignores_generation:
+                cache.update(found)
+                while len(cache) > CACHED_SENDERS:
+                    cache.popitem(last=False)
+        for sender in senders:
+            if sender not in found:
+                cache.move_to_end(sender)
+                found[sender] = cache[sender]
+        return found
+
+    async def ignores_changed(self, user_id: str) -> None:
+        """`user_id` changed their ignore list (committed): drop what every process
+        knows of who ignores whom."""
+        self._forget_ignorers()
+        await self.notifier.broadcast(IGNORES_KIND, {"user_id": user_id})
+
+    async def _on_ignores_broadcast(self, payload: Mapping[str, Any]) -> None:
+        self._forget_ignorers()
+
+    def _forget_ignorers(self) -> None:
+        self._ignorers.clear()
+        self._ignores_generation += 1
 
     async def _notified(
         self, conn: Connection, room: RoomPushState, event: Event, position: int

@@ -30,12 +30,13 @@ from federation.room_versions import EventIdFormat, RoomVersion, get_room_versio
 from homeserver import metrics
 from homeserver.services.core import clock
 from homeserver.services.core.errors import ServiceError, bad_json
-from homeserver.services.core.notifier import Notifier
+from homeserver.services.core.notifier import Announcement, Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.e2ee.device_lists import record_membership
 from homeserver.services.rooms.event_cache import EventCache, load_events, state_entries
 from homeserver.storage.core import streams
 from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.push.pushers import PusherKey
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
 from homeserver.storage.rooms.state import StateKey
@@ -79,6 +80,15 @@ def _relation(content: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _members_changed(writer: RoomWriter) -> list[str]:
+    """The users whose member events the writer wrote."""
+    return [
+        p.event.state_key
+        for p in writer.persisted
+        if p.event.type == "m.room.member" and p.event.state_key
+    ]
+
+
 def event_record(event: Event) -> event_store.NewEvent:
     relates_to, rel_type = _relation(event.content)
     pdu = {k: v for k, v in event.pdu.items() if k != "unsigned"}
@@ -120,6 +130,8 @@ class RoomWriter:
     # and, when a room row notified most of the room, the room's members
     notified_users: set[str] = field(default_factory=set)
     notified_room: bool = False
+    # the pushers of those users, asked in the transaction: read once it committed
+    notified_pushers: Callable[[], Awaitable[list[PusherKey]]] | None = None
     # servers the new events were queued for (federation outbox): woken after the commit
     queued_destinations: set[str] = field(default_factory=set)
     # What the transaction changed, for caches of room facts (push evaluation): the
@@ -326,6 +338,7 @@ class RoomGroup:
     positions: list[int] = field(default_factory=list)
     # positions reserved for any room of the group, given out in order
     spare_positions: list[int] = field(default_factory=list)
+    announcement: Announcement | None = None
 
 
 def _device_lists(group: RoomGroup) -> list[int]:
@@ -387,33 +400,40 @@ class EventWriter:
             self._locks[room_id] = lock
         return lock
 
-    async def _announce(self, writers: list[RoomWriter]) -> None:
-        """Wake the syncs of the rooms' members, and of anyone whose membership changed:
-        one announcement per stream for the whole commit."""
-        persisted = [p for w in writers for p in w.persisted]
-        if not persisted:
+    async def _stage_announcement(self, group: RoomGroup) -> None:
+        """Announce the events from inside their transaction, its last statements: the
+        announcement rides the commit's round trip rather than taking one of its own.
+        One announcement for the whole group, naming all its rooms."""
+        written = [w for w in group.writers.values() if w.persisted]
+        if not written:
             return
-        rooms_written = [w.room_id for w in writers if w.persisted]
-        users = [
-            p.event.state_key
-            for p in persisted
-            if p.event.type == "m.room.member" and p.event.state_key
-        ]
-        await self.notifier.notify(
+        group.announcement = await self.notifier.announce_at_commit(
+            group.conn,
             "events",
-            max(p.stream_ordering for p in persisted),
-            rooms=rooms_written,
-            users=users,
+            max(p.stream_ordering for w in written for p in w.persisted),
+            rooms=[w.room_id for w in written],
+            users=[u for w in written for u in _members_changed(w)],
         )
+
+    async def _announce(self, writers: list[RoomWriter], announcement: Announcement | None) -> None:
+        """Wake the syncs of the rooms' members, and of anyone whose membership changed."""
+        if announcement is not None:
+            await self.notifier.announced(announcement)
         device_lists = [n for w in writers for n in w.device_list_positions]
         if device_lists:
+            written = [w for w in writers if w.persisted]
             await self.notifier.notify(
-                "device_lists", max(device_lists), rooms=rooms_written, users=users
+                "device_lists",
+                max(device_lists),
+                rooms=[w.room_id for w in written],
+                users=[u for w in written for u in _members_changed(w)],
             )
 
-    async def _committed(self, writers: list[RoomWriter]) -> None:
+    async def _committed(
+        self, writers: list[RoomWriter], announcement: Announcement | None
+    ) -> None:
         metrics.EVENTS_PERSISTED.inc(sum(len(w.persisted) for w in writers))
-        await self._announce(writers)
+        await self._announce(writers, announcement)
         for writer in writers:
             if writer.persisted:
                 for listener in self._after_commit:
@@ -441,12 +461,15 @@ class EventWriter:
                             await rooms.lock_room(conn, room_id)
                         yield group
                         await self._before_commit_all(group)
+                        await self._stage_announcement(group)
                 except BaseException:
                     # Positions of a transaction that did not commit must not hold readers back.
                     await self.allocator.abandon("events", group.positions)
                     await self.allocator.abandon("device_lists", _device_lists(group))
                     raise
-            await self._committed(list(group.writers.values()))
+                if group.announcement is not None:
+                    await group.announcement.read()
+            await self._committed(list(group.writers.values()), group.announcement)
 
     async def _before_commit_all(self, group: RoomGroup) -> None:
         """The listeners for each room that wrote events, then the positions finished."""

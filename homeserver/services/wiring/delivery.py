@@ -34,6 +34,7 @@ def build_push_and_sync(hs: Homeserver) -> None:
         hs.db,
         hs.event_cache,
         hs.push_rules,
+        hs.notifier,
         hs.server_name,
         retention_days=config.push_retention_days,
         unread_retention_days=config.push_unread_retention_days,

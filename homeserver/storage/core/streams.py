@@ -8,6 +8,9 @@ the writer's main transaction can commit in parallel with others.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from psycopg import AsyncConnection
 
 STREAMS = ("events", "account_data", "receipts", "to_device", "device_lists", "presence")
@@ -62,21 +65,53 @@ async def abandon(conn: AsyncConnection, stream: str, positions: list[int]) -> N
     )
 
 
+_SAFE_POSITIONS = (
+    "SELECT p.stream, p.position, min(i.position) FROM stream_positions p"
+    " LEFT JOIN stream_inflight i ON i.stream = p.stream"
+    " AND i.backend_pid IN (SELECT pid FROM pg_stat_activity)"
+    " GROUP BY p.stream, p.position"
+)
+
+
 async def safe_positions(conn: AsyncConnection) -> dict[str, int]:
     """Per stream, the highest position below which everything is committed.
 
     In-flight rows of backends that no longer exist (a crashed writer) are ignored.
     """
-    cur = await conn.execute(
-        "SELECT p.stream, p.position, min(i.position) FROM stream_positions p"
-        " LEFT JOIN stream_inflight i ON i.stream = p.stream"
-        " AND i.backend_pid IN (SELECT pid FROM pg_stat_activity)"
-        " GROUP BY p.stream, p.position"
-    )
+    cur = await conn.execute(_SAFE_POSITIONS)
+    return _positions(await cur.fetchall())
+
+
+def _positions(rows: list[tuple[Any, ...]]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for stream, position, lowest in await cur.fetchall():
+    for stream, position, lowest in rows:
         out[stream] = int(position) if lowest is None else int(lowest) - 1
     return out
+
+
+async def publish_and_read_at_commit(
+    conn: AsyncConnection, channel: str, payload: str
+) -> Callable[[], Awaitable[dict[str, int]]]:
+    """Queue, in a transaction in pipeline mode and without waiting, one statement: a
+    notification (PostgreSQL sends it when the transaction commits) and a read of the
+    safe positions as they are just before the commit, which counts the positions this
+    transaction finished as committed. The returned function fetches that read once
+    the pipeline has synced (the commit's own round trip): an announcement that costs
+    the writer no round trip of its own."""
+    cur = await conn.execute(
+        # A CTE calling a volatile function runs once, and is never inlined away.
+        "WITH sent AS (SELECT pg_notify(%s, %s))"
+        " SELECT p.stream, p.position, min(i.position) FROM sent, stream_positions p"
+        " LEFT JOIN stream_inflight i ON i.stream = p.stream"
+        " AND i.backend_pid IN (SELECT pid FROM pg_stat_activity)"
+        " GROUP BY p.stream, p.position",
+        (channel, payload),
+    )
+
+    async def fetch() -> dict[str, int]:
+        return _positions(await cur.fetchall())
+
+    return fetch
 
 
 async def listen(conn: AsyncConnection, channel: str) -> None:
@@ -93,10 +128,13 @@ async def publish_and_read(
     """Publish notifications and read the safe positions after them, in one round trip
     (pipeline mode): a writer's announcement costs one wait for the database, not two."""
     async with conn.pipeline():
-        if payloads:
-            await conn.execute(
-                "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n)"
-                " ORDER BY n",
-                (channel, payloads),
-            )
+        await _notify(conn, channel, payloads)
         return await safe_positions(conn)
+
+
+async def _notify(conn: AsyncConnection, channel: str, payloads: list[str]) -> None:
+    if payloads:
+        await conn.execute(
+            "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n",
+            (channel, payloads),
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,15 +140,45 @@ async def pushers_to_wake(
     each), and those of the local users joined to the rooms it wrote a room row for
     (found from the few pushers rather than the many members). One statement: it runs
     after every message."""
-    cur = await conn.execute(
+    return await (await pushers_to_wake_queued(conn, user_ids, room_ids, kind))()
+
+
+async def pushers_to_wake_queued(
+    conn: AsyncConnection,
+    user_ids: Sequence[str],
+    room_ids: Sequence[str],
+    kind: str = "http",
+    *,
+    written_with: tuple[str, Sequence[Any]] | None = None,
+) -> Callable[[], Awaitable[list[PusherKey]]]:
+    """`pushers_to_wake` sent without waiting for its answer (in pipeline mode, inside
+    the transaction that stores the push actions: it comes back with the commit); the
+    returned function reads it once the pipeline has synced. `written_with`: a write
+    (statement, parameters) made by the same statement, ahead of the lookup."""
+    query = (
         "SELECT user_id, app_id, pushkey FROM pushers"
         " WHERE user_id = ANY(string_to_array(%s, %s)) AND kind = %s"
         " UNION SELECT p.user_id, p.app_id, p.pushkey FROM pushers p WHERE p.kind = %s"
         " AND EXISTS (SELECT 1 FROM push_member_spans s WHERE s.user_id = p.user_id"
-        " AND s.room_id = ANY(%s) AND s.left_at IS NULL)",
-        (USER_SEPARATOR.join(user_ids), USER_SEPARATOR, kind, kind, list(room_ids)),
+        " AND s.room_id = ANY(%s) AND s.left_at IS NULL)"
     )
-    return [PusherKey(*row) for row in await cur.fetchall()]
+    params: tuple[Any, ...] = (
+        USER_SEPARATOR.join(user_ids),
+        USER_SEPARATOR,
+        kind,
+        kind,
+        list(room_ids),
+    )
+    if written_with is not None:
+        write, write_params = written_with
+        query = f"WITH written AS ({write}) {query}"
+        params = (*write_params, *params)
+    cur = await conn.execute(query, params)
+
+    async def fetch() -> list[PusherKey]:
+        return [PusherKey(*row) for row in await cur.fetchall()]
+
+    return fetch
 
 
 async def pushers_with_work(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import AsyncConnection
 
@@ -92,7 +93,13 @@ async def insert_room_actions(
     """The room rows of one commit, in one statement."""
     if not actions:
         return
-    await conn.execute(
+    await conn.execute(*room_actions_insert(room_id, actions))
+
+
+def room_actions_insert(room_id: str, actions: Sequence[RoomAction]) -> tuple[str, tuple[Any, ...]]:
+    """The statement of `insert_room_actions` and its parameters, for a caller that
+    sends it as part of another statement (a data-modifying CTE)."""
+    return (
         "INSERT INTO event_push_room_actions (room_id, stream_ordering, thread_id, excluded)"
         " SELECT %s, g.s, g.t, string_to_array(g.x, ' ') FROM unnest(%s::bigint[], %s::text[],"
         " %s::text[]) AS g(s, t, x) ON CONFLICT DO NOTHING",
