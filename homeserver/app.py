@@ -88,7 +88,7 @@ from homeserver.services.appservices.registry import load_registry
 from homeserver.services.email.mailer import MailError
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.wiring import build_homeserver
-from homeserver.storage.core import migrations
+from homeserver.storage.core import migrate_apart
 from homeserver.storage.core.embedded_postgres import EmbeddedPostgres
 from homeserver.storage.core.pool import Database, DatabaseUnreachable, check_connection
 
@@ -256,8 +256,8 @@ def prepare_database(conninfo: str) -> None:
     except DatabaseUnreachable as exc:
         raise ConfigError(f"cannot connect to the database: {exc}") from None
     try:
-        migrations.upgrade(conninfo)
-    except migrations.MigrationError as exc:
+        migrate_apart.upgrade(conninfo)
+    except migrate_apart.MigrationError as exc:
         raise ConfigError(f"cannot migrate the database: {exc}") from None
 
 

@@ -28,7 +28,6 @@ from homeserver.services.accounts.passwords import Passwords
 from homeserver.services.accounts.registration_tokens import RegistrationTokens
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
-from homeserver.storage.core import migrations
 from homeserver.storage.core.embedded_postgres import EmbeddedPostgresError, running_conninfo
 from homeserver.storage.core.pool import Database, OperationalError
 
@@ -233,6 +232,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return 0
         app.prepare_database(conninfo)
         if args.command == "migrate":
+            from homeserver.storage.core import migrations  # alembic: not for `run`
+
             print(f"database at revision {migrations.current_revision(conninfo)}")
             return 0
         if args.command == "registration-token":

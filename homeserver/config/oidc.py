@@ -10,15 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from jinja2 import TemplateError
-from jinja2.sandbox import SandboxedEnvironment
-from joserfc.errors import JoseError
-from joserfc.jwk import Key, import_key
+from typing import TYPE_CHECKING, Any
 
 from homeserver.config.model import Config
 from homeserver.config.setting import ConfigError, Setting
+
+if TYPE_CHECKING:
+    from joserfc.jwk import Key
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -391,7 +389,12 @@ _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
 
 def _check_usable(provider: OidcProviderConfig, where: str) -> None:
-    """What can only be found wrong by trying: templates compile, the key loads."""
+    """What can only be found wrong by trying: templates compile, the key loads.
+    (jinja2 is imported here and in `load_private_key` joserfc, with cryptography:
+    about 10 MiB that a server without single sign-on never loads.)"""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import SandboxedEnvironment
+
     env = SandboxedEnvironment()
     mapping = provider.mapping
     for name in ("subject_template", "localpart_template", "display_name_template"):
@@ -411,6 +414,9 @@ def _check_usable(provider: OidcProviderConfig, where: str) -> None:
 
 def load_private_key(pem: str, alg: str) -> Key:
     """The client's signing key (PEM) for `alg`; ValueError when it does not fit."""
+    from joserfc.errors import JoseError
+    from joserfc.jwk import import_key
+
     kind = _KEY_TYPES.get(alg[:2])
     if kind is None:
         raise ValueError(f"unsupported jwt_header alg {alg}")

@@ -17,8 +17,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-
-from PIL import Image, ImageOps, ImageSequence
+from typing import TYPE_CHECKING
 
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError, invalid_param
@@ -36,6 +35,9 @@ from homeserver.storage.core.pool import Database
 from homeserver.storage.core.replicas import Replicas
 from homeserver.storage.media import media as store
 from homeserver.storage.media.files import ContentTooLarge, MediaFiles
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 SIZE_LADDER = (32, 48, 64, 96, 128, 160, 240, 320, 480, 640, 800)
 METHODS = ("crop", "scale")
@@ -101,6 +103,12 @@ def parse_request(
     return ThumbnailRequest(dims[0], dims[1], chosen, animated == "true")
 
 
+def _lanczos() -> Image.Resampling:
+    from PIL import Image
+
+    return Image.Resampling.LANCZOS
+
+
 def _crop(image: Image.Image, width: int, height: int) -> Image.Image:
     """The largest centred box of the target's aspect ratio, shrunk to the target (never
     enlarged: a small image gives a small thumbnail of the right shape)."""
@@ -113,7 +121,7 @@ def _crop(image: Image.Image, width: int, height: int) -> Image.Image:
     box = (left, top, left + box_w, top + box_h)
     if box_w <= width:
         return image.crop(box)
-    return image.resize((width, height), Image.Resampling.LANCZOS, box=box)
+    return image.resize((width, height), _lanczos(), box=box)
 
 
 def _scale(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -123,7 +131,7 @@ def _scale(image: Image.Image, width: int, height: int) -> Image.Image:
     if ratio >= 1:
         return image.copy()
     size = (max(1, math.floor(src_w * ratio)), max(1, math.floor(src_h * ratio)))
-    return image.resize(size, Image.Resampling.LANCZOS)
+    return image.resize(size, _lanczos())
 
 
 def _resize(image: Image.Image, request: ThumbnailRequest) -> Image.Image:
@@ -146,6 +154,8 @@ def _normalise(image: Image.Image) -> Image.Image:
 
 
 def _render_static(image: Image.Image, request: ThumbnailRequest, source_format: str) -> Rendered:
+    from PIL import ImageOps
+
     image = _normalise(ImageOps.exif_transpose(image))
     thumb = _resize(image, request)
     out = io.BytesIO()
@@ -158,6 +168,8 @@ def _render_static(image: Image.Image, request: ThumbnailRequest, source_format:
 
 def _render_animated(image: Image.Image, request: ThumbnailRequest) -> Rendered:
     """An animated WebP, the type the spec prefers for animation."""
+    from PIL import ImageSequence
+
     frames: list[Image.Image] = []
     durations: list[int] = []
     for frame in ImageSequence.Iterator(image):
@@ -184,7 +196,11 @@ def render(path: Path, request: ThumbnailRequest) -> Rendered:
     The input is whatever a user or another server sent: besides Pillow's documented
     errors, a crafted file can trip assertions and arithmetic errors deep in a decoder.
     Every failure is CannotThumbnail, except a pixel count over the budget.
+    Pillow is imported here, by the first thumbnail: a server that makes none never
+    loads it (about 2 MiB).
     """
+    from PIL import Image
+
     try:
         with Image.open(path, formats=DECODER_FORMATS) as image:
             width, height = image.size

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from PIL import Image
 from yarl import URL
 
 from homeserver.services.core.clock import now_ms
@@ -82,6 +81,8 @@ def normalise_url(raw: str) -> URL:
 
 def image_info(data: bytes) -> tuple[int, int, str] | None:
     """(width, height, MIME type) when Pillow recognises the bytes as an image."""
+    from PIL import Image  # loaded by the first preview of an image, not at start
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size

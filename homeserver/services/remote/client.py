@@ -16,13 +16,10 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 import orjson
 from yarl import URL
 
@@ -39,6 +36,9 @@ from federation.discovery import (
 from federation.keys import SigningKey
 from federation.xmatrix import sign_request
 from homeserver.services.core.clock import now_ms
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,13 @@ class FederationClient:
             return None
 
     async def _lookup_srv(self, name: str) -> list[SrvRecord]:
-        """SRV records, or none on any DNS failure (the spec then falls back to port 8448)."""
+        """SRV records, or none on any DNS failure (the spec then falls back to port 8448).
+        dnspython (2 MiB) is imported by the first lookup, not by a server that never
+        federates."""
+        import dns.asyncresolver
+        import dns.exception
+        import dns.resolver
+
         try:
             if self._dns is None:
                 self._dns = dns.asyncresolver.Resolver()

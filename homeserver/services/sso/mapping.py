@@ -5,14 +5,15 @@ templates give the same user ids here as there."""
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from jinja2 import TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from typing import TYPE_CHECKING, Any
 
 from homeserver.config.oidc import OidcProviderConfig
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
 
 MAX_DISPLAY_NAME = 256
 _NOT_LOCALPART = re.compile(rb"[^a-z0-9._=/+-]")
@@ -22,8 +23,15 @@ def _localpart_from_email(address: Any) -> str:
     return str(address).rsplit("@", 1)[0] if address else ""
 
 
-_ENV = SandboxedEnvironment(autoescape=False)
-_ENV.filters["localpart_from_email"] = _localpart_from_email
+@functools.cache
+def _environment() -> SandboxedEnvironment:
+    """The sandbox, made on first use: jinja2 is loaded only by servers whose users
+    log in through a provider."""
+    from jinja2.sandbox import SandboxedEnvironment
+
+    env = SandboxedEnvironment(autoescape=False)
+    env.filters["localpart_from_email"] = _localpart_from_email
+    return env
 
 
 class MappingError(Exception):
@@ -39,10 +47,12 @@ def escape_localpart(name: str) -> str:
 
 
 def _render(source: str | None, claims: dict[str, Any]) -> str | None:
+    from jinja2 import TemplateError
+
     if source is None:
         return None
     try:
-        rendered = _ENV.from_string(source).render(user=claims).strip()
+        rendered = _environment().from_string(source).render(user=claims).strip()
     except TemplateError as exc:
         raise MappingError(f"template failed: {exc}") from None
     return rendered or None

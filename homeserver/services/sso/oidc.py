@@ -26,6 +26,7 @@ from joserfc.jws import JWSRegistry
 from joserfc.jwt import JWTClaimsRegistry
 
 from homeserver.config.oidc import OidcProviderConfig, load_private_key
+from homeserver.services.sso.provider_errors import LoginRefused, ProviderUnavailable
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 METADATA_LIFETIME_S = 3600.0
@@ -33,14 +34,6 @@ HTTP_TIMEOUT_S = 10.0
 # Clock skew allowed between us and the provider when checking the token's times.
 ID_TOKEN_LEEWAY_S = 60
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
-
-
-class ProviderUnavailable(Exception):
-    """The provider could not be reached, or answered with something unusable."""
-
-
-class LoginRefused(Exception):
-    """The provider's answer failed a check; the message says which."""
 
 
 def _joined(issuer: str, path: str) -> str:

@@ -18,7 +18,7 @@ import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeserver.config.oidc import OidcProviderConfig
 from homeserver.services.accounts.accounts import is_valid_localpart
@@ -28,11 +28,14 @@ from homeserver.services.accounts.profile import ProfileService
 from homeserver.services.accounts.uia import PASSWORD, SSO, UiaService
 from homeserver.services.core.clock import now_ms
 from homeserver.services.sso.mapping import MappedUser, MappingError, map_claims
-from homeserver.services.sso.oidc import LoginRefused, OidcProvider, ProviderUnavailable
+from homeserver.services.sso.provider_errors import LoginRefused, ProviderUnavailable
 from homeserver.storage.accounts import accounts, profiles, tokens
 from homeserver.storage.core.pool import Database
 from homeserver.storage.sso import sso
 from homeserver.storage.sso.sso import SsoLogin, UsernameSession
+
+if TYPE_CHECKING:
+    from homeserver.services.sso.oidc import OidcProvider
 
 CALLBACK_PATH = "_synapse/client/oidc/callback"
 PICK_USERNAME_PATH = "/_synapse/client/pick_username/account"
@@ -102,7 +105,11 @@ class SsoService:
         self.callback_url = public_baseurl.rstrip("/") + "/" + CALLBACK_PATH
         self.client_whitelist = (*client_whitelist, public_baseurl)
         self.reserved = reserved  # user ids claimed exclusively by an application service
-        self.providers = {p.idp_id: OidcProvider(p) for p in providers}
+        self.providers: dict[str, OidcProvider] = {}
+        if providers:  # authlib, joserfc and cryptography: only for servers that use them
+            from homeserver.services.sso.oidc import OidcProvider
+
+            self.providers = {p.idp_id: OidcProvider(p) for p in providers}
         self.login = login
         self.uia = uia
         self.devices = devices

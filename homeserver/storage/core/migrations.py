@@ -2,11 +2,13 @@
 
 Several worker processes may start at once on one database, so the upgrade runs
 under a PostgreSQL advisory lock: the first applies the migrations, the others
-wait and then find nothing to do.
+wait and then find nothing to do. The server runs `upgrade` in a child process
+(`migrate_apart.py`), `python -m homeserver.storage.core.migrations`.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import psycopg
@@ -17,12 +19,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool, text
 
 import schema
+from homeserver.storage.core.migrate_apart import MigrationError
 
 _MIGRATION_LOCK = 0x4D617472  # arbitrary, constant across versions
-
-
-class MigrationError(Exception):
-    """The schema could not be brought up to date; the message is one line."""
 
 
 def _alembic_config() -> AlembicConfig:
@@ -109,3 +108,17 @@ def schema_snapshot(conninfo: str) -> dict[str, list[tuple[str, ...]]]:
             name: [tuple(str(v) for v in row) for row in conn.execute(sql).fetchall()]
             for name, sql in queries.items()
         }
+
+
+def main() -> None:
+    """Upgrade to head the database whose conninfo is on stdin; a failure's message
+    is the last line on stderr, and the exit status 1."""
+    try:
+        upgrade(sys.stdin.read())
+    except MigrationError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
