@@ -28,6 +28,7 @@ from homeserver.services.accounts.filters import (
     parse_filter,
 )
 from homeserver.services.core.errors import ServiceError, invalid_param
+from homeserver.services.core.gc_pause import gc_resumed
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.services.e2ee.keys import E2EEKeys
@@ -211,7 +212,8 @@ class SyncService:
                 # Nothing became readable while we computed: sleep until something
                 # for this user or their rooms is notified. No await between the
                 # check and the waiter's registration, so no wake-up is lost.
-                await self.notifier.wait(requester.user_id, result.joined, remaining)
+                with gc_resumed():
+                    await self.notifier.wait(requester.user_id, result.joined, remaining)
                 latest = self.current_token()
             now = latest
 
