@@ -263,6 +263,7 @@ class SyncService:
                 sync_filter=sync_filter,
                 now=next_batch,
                 state_after=request.use_state_after,
+                pool=self.db.pool,
             )
             for room_id, ephemeral in (
                 await self._ephemeral(conn, user_id, sync_filter, joined, since, now)
