@@ -130,10 +130,12 @@ class RoomsBuilder:
     # -- reading ---------------------------------------------------------------
 
     @asynccontextmanager
-    async def _lent(self) -> AsyncIterator[Connection]:
-        """A connection of its own from the pool if one is free at once, else ours
-        (psycopg runs statements on one connection in turn)."""
-        if self.pool is None or not self.pool.can_lend():
+    async def _lent(self, rooms: int) -> AsyncIterator[Connection]:
+        """For a read over this many rooms, a connection of its own from the pool if
+        the sync is large and one is free at once, else ours (psycopg runs statements
+        on one connection in turn). Small syncs borrow nothing: a connection opened
+        for them would cost more than it saves."""
+        if self.pool is None or rooms <= ROOMS_PER_READ or not self.pool.can_lend():
             yield self.conn
             return
         async with self.pool.connection() as conn:
@@ -151,7 +153,7 @@ class RoomsBuilder:
         slices = [windows[i : i + size] for i in range(0, len(windows), size)]
 
         async def one(part: Sequence[tuple[str, int, int]]) -> dict[str, list[EventRow]]:
-            async with self._lent() as conn:
+            async with self._lent(len(windows)) as conn:
                 return await sync_store.recent_events(conn, part, limit, sql_filter)
 
         found: dict[str, list[EventRow]] = {}
@@ -299,7 +301,7 @@ class RoomsBuilder:
             if event.sender == self.user_id
         ]
         state_rows, known_redacted, txn_ids = await self._render_lookups(
-            state_ids - known, known, own
+            len(rooms), state_ids - known, known, own
         )
         rows.update(state_rows)
         redacted_by = {eid: row.redacted_by for eid, row in rows.items() if row.redacted_by}
@@ -350,28 +352,28 @@ class RoomsBuilder:
         return out
 
     async def _render_lookups(
-        self, unread: set[str], known: set[str], own: list[str]
+        self, rooms: int, unread: set[str], known: set[str], own: list[str]
     ) -> tuple[dict[str, EventRow], dict[str, str], dict[str, str]]:
-        """What rendering reads, all at once: the state events not rendered yet, which
-        of those rendered were redacted since, and the device's transaction ids of
-        its own timeline events."""
+        """What rendering of `rooms` rooms reads, all at once: the state events not
+        rendered yet, which of those rendered were redacted since, and the device's
+        transaction ids of its own timeline events."""
 
         async def state_rows() -> dict[str, EventRow]:
             if not unread:
                 return {}
-            async with self._lent() as conn:
+            async with self._lent(rooms) as conn:
                 return await event_store.get_events(conn, unread)
 
         async def redacted() -> dict[str, str]:
             if not known:
                 return {}
-            async with self._lent() as conn:
+            async with self._lent(rooms) as conn:
                 return await sync_store.redactions_of(conn, known)
 
         async def txn_ids() -> dict[str, str]:
             if not own:
                 return {}
-            async with self._lent() as conn:
+            async with self._lent(rooms) as conn:
                 return await event_store.txn_ids_for(conn, self.user_id, self.device_id, own)
 
         return await asyncio.gather(state_rows(), redacted(), txn_ids())
