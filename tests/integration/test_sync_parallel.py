@@ -30,9 +30,7 @@ async def test_sliced_reads_answer_as_reads_in_turn(
 ) -> None:
     alice = await new_user(client, "alice")
     bob = await new_user(client, "bob")
-    room_ids = [
-        await alice.create_room(name=f"Room {i}", preset="public_chat") for i in range(5)
-    ]
+    room_ids = [await alice.create_room(name=f"Room {i}", preset="public_chat") for i in range(5)]
     for i, room_id in enumerate(room_ids):
         await bob.join(room_id)
         for n in range(i + 1):
