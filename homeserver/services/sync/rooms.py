@@ -11,8 +11,10 @@ for `event_format: federation`.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 
 from federation.events import MEMBER, Event
 from federation.types import JsonDict
@@ -25,7 +27,7 @@ from homeserver.services.timeline.format import client_event, federation_event
 from homeserver.services.timeline.messages import sql_filter_for
 from homeserver.services.timeline.pagination import gap_before, token_for
 from homeserver.services.timeline.visibility import filter_visible, ignored_senders, is_ignored
-from homeserver.storage.core.pool import Connection
+from homeserver.storage.core.pool import Connection, Pool
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import invite_state
 from homeserver.storage.rooms.events import EventRow
@@ -34,6 +36,10 @@ from homeserver.storage.sync import sync as sync_store
 from homeserver.storage.timeline.timeline import Position
 
 DEFAULT_TIMELINE_LIMIT = 10
+# Timelines of this many rooms are read per statement; more rooms are read over
+# several pooled connections at once (at most PARALLEL_READS).
+ROOMS_PER_READ = 250
+PARALLEL_READS = 4
 MAX_TIMELINE_LIMIT = 1000
 
 # What an invite or knock shows of a room the user is not in (stripped state).
@@ -99,8 +105,13 @@ class RoomsBuilder:
         now: SyncToken,
         state_after: bool = False,
         ignored: frozenset[str] | None = None,
+        pool: Pool | None = None,
     ) -> None:
         self.conn = conn
+        # Lends more connections for reads that do not depend on each other: a large
+        # sync then waits on several database backends working at once, not on a
+        # series of round trips, each behind the other (`_side`).
+        self.pool = pool
         self.cache = cache
         self.lazy = lazy
         self.rendered = rendered
@@ -117,6 +128,38 @@ class RoomsBuilder:
         self.memberships: dict[str, str] = {}
 
     # -- reading ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _lent(self, rooms: int) -> AsyncIterator[Connection]:
+        """For a read over this many rooms, a connection of its own from the pool if
+        the sync is large and one is free at once, else ours (psycopg runs statements
+        on one connection in turn). Small syncs borrow nothing: a connection opened
+        for them would cost more than it saves."""
+        if self.pool is None or rooms <= ROOMS_PER_READ or not self.pool.can_lend():
+            yield self.conn
+            return
+        async with self.pool.connection() as conn:
+            yield conn
+
+    async def _recent_events(
+        self, windows: Sequence[tuple[str, int, int]], limit: int
+    ) -> dict[str, list[EventRow]]:
+        """`recent_events` of many rooms, in slices read at once when a pool lends
+        connections: the rows are what a large sync spends most waiting on."""
+        sql_filter = sql_filter_for(self.filter.room.timeline)
+        if self.pool is None or len(windows) <= ROOMS_PER_READ:
+            return await sync_store.recent_events(self.conn, windows, limit, sql_filter)
+        size = max(ROOMS_PER_READ, -(-len(windows) // PARALLEL_READS))
+        slices = [windows[i : i + size] for i in range(0, len(windows), size)]
+
+        async def one(part: Sequence[tuple[str, int, int]]) -> dict[str, list[EventRow]]:
+            async with self._lent(len(windows)) as conn:
+                return await sync_store.recent_events(conn, part, limit, sql_filter)
+
+        found: dict[str, list[EventRow]] = {}
+        for part in await asyncio.gather(*(one(w) for w in slices)):
+            found.update(part)
+        return found
 
     def _event(self, row: EventRow) -> Event:
         event = self.cache.get(row.event_id)
@@ -147,13 +190,7 @@ class RoomsBuilder:
         windows = [(r.plan.room_id, r.plan.lower, r.plan.upper) for r in rooms]
         read = read or {}
         missing = [w for w in windows if w not in read]
-        found = (
-            await sync_store.recent_events(
-                self.conn, missing, limit + 1, sql_filter_for(timeline_filter)
-            )
-            if missing
-            else {}
-        )
+        found = await self._recent_events(missing, limit + 1) if missing else {}
         found.update((w[0], read[w]) for w in windows if w in read)
         for room in rooms:
             rows = found.get(room.plan.room_id, [])
@@ -257,27 +294,23 @@ class RoomsBuilder:
             if federation
             else {eid for eid in state_ids if self.rendered.get(eid) is not None}
         )
-        if state_ids - known:
-            rows.update(await event_store.get_events(self.conn, state_ids - known))
-        redacted_by = {eid: row.redacted_by for eid, row in rows.items() if row.redacted_by}
-        if known:
-            redacted_by.update(await sync_store.redactions_of(self.conn, known))
-        redactions: dict[str, JsonDict] = {}
-        if redacted_by:
-            redaction_rows = await event_store.get_events(self.conn, set(redacted_by.values()))
-            for rid, row in redaction_rows.items():
-                redactions[rid] = client_event(self._event(row), now_ms=self.now_ms)
         own = [
             row.event_id
             for room in rooms
             for event, row in room.timeline
             if event.sender == self.user_id
         ]
-        txn_ids = (
-            await event_store.txn_ids_for(self.conn, self.user_id, self.device_id, own)
-            if own
-            else {}
+        state_rows, known_redacted, txn_ids = await self._render_lookups(
+            len(rooms), state_ids - known, known, own
         )
+        rows.update(state_rows)
+        redacted_by = {eid: row.redacted_by for eid, row in rows.items() if row.redacted_by}
+        redacted_by.update(known_redacted)
+        redactions: dict[str, JsonDict] = {}
+        if redacted_by:
+            redaction_rows = await event_store.get_events(self.conn, set(redacted_by.values()))
+            for rid, row in redaction_rows.items():
+                redactions[rid] = client_event(self._event(row), now_ms=self.now_ms)
         redacted_events = await self._load(eid for eid in redacted_by if eid not in rows)
         for eid, row in rows.items():
             if eid in redacted_by:
@@ -317,6 +350,33 @@ class RoomsBuilder:
                 rendered = federation_event(event, rendered["unsigned"], redacted=redacted)
             out[event_id] = rendered
         return out
+
+    async def _render_lookups(
+        self, rooms: int, unread: set[str], known: set[str], own: list[str]
+    ) -> tuple[dict[str, EventRow], dict[str, str], dict[str, str]]:
+        """What rendering of `rooms` rooms reads, all at once: the state events not
+        rendered yet, which of those rendered were redacted since, and the device's
+        transaction ids of its own timeline events."""
+
+        async def state_rows() -> dict[str, EventRow]:
+            if not unread:
+                return {}
+            async with self._lent(rooms) as conn:
+                return await event_store.get_events(conn, unread)
+
+        async def redacted() -> dict[str, str]:
+            if not known:
+                return {}
+            async with self._lent(rooms) as conn:
+                return await sync_store.redactions_of(conn, known)
+
+        async def txn_ids() -> dict[str, str]:
+            if not own:
+                return {}
+            async with self._lent(rooms) as conn:
+                return await event_store.txn_ids_for(conn, self.user_id, self.device_id, own)
+
+        return await asyncio.gather(state_rows(), redacted(), txn_ids())
 
     async def build(
         self,

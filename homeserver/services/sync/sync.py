@@ -28,6 +28,7 @@ from homeserver.services.accounts.filters import (
     parse_filter,
 )
 from homeserver.services.core.errors import ServiceError, invalid_param
+from homeserver.services.core.gc_pause import gc_resumed
 from homeserver.services.core.notifier import Notifier
 from homeserver.services.e2ee.device_lists import DeviceLists
 from homeserver.services.e2ee.keys import E2EEKeys
@@ -43,6 +44,7 @@ from homeserver.services.sync.request import MAX_TIMEOUT_MS, PRESENCE_STATES, Sy
 from homeserver.services.sync.rooms import Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan
 from homeserver.services.sync.tokens import DB_STREAMS, InvalidToken, SyncToken
+from homeserver.services.sync.unread import build_with_counts
 from homeserver.storage.accounts import account_data as account_data_store
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms import memberships
@@ -211,7 +213,8 @@ class SyncService:
                 # Nothing became readable while we computed: sleep until something
                 # for this user or their rooms is notified. No await between the
                 # check and the waiter's registration, so no wake-up is lost.
-                await self.notifier.wait(requester.user_id, result.joined, remaining)
+                with gc_resumed():
+                    await self.notifier.wait(requester.user_id, result.joined, remaining)
                 latest = self.current_token()
             now = latest
 
@@ -261,6 +264,7 @@ class SyncService:
                 sync_filter=sync_filter,
                 now=next_batch,
                 state_after=request.use_state_after,
+                pool=self.db.pool,
             )
             for room_id, ephemeral in (
                 await self._ephemeral(conn, user_id, sync_filter, joined, since, now)
@@ -268,8 +272,9 @@ class SyncService:
                 extras.setdefault(room_id, {})["ephemeral"] = {"events": ephemeral}
             if since is None or full_state:
                 self.lazy.reset(user_id, requester.device_id)
-            rooms = await builder.build(plans, extras)
-            await self._add_unread_counts(conn, user_id, sync_filter, rooms["join"])
+            rooms = await build_with_counts(
+                conn, self.db.pool, self.notifications, builder, plans, extras
+            )
             body: JsonDict = {"next_batch": ""}
             sections = {k: v for k, v in rooms.items() if v}
             if sections or since is None:
@@ -527,21 +532,6 @@ class SyncService:
             or (event := events.get(p.membership_event_id)) is None
             or event.sender not in ignored
         ]
-
-    async def _add_unread_counts(
-        self, conn: Connection, user_id: str, sync_filter: Filter, joined: JsonDict
-    ) -> None:
-        """Fill in the notification counts of the joined rooms in the response."""
-        if not joined:
-            return
-        by_thread = sync_filter.room.timeline.unread_thread_notifications
-        counts = await self.notifications.unread(conn, user_id, list(joined), by_thread)
-        for room_id, entry in joined.items():
-            found = counts.get(room_id)
-            if found is not None:
-                entry.update(found)
-            if by_thread:
-                entry.setdefault("unread_thread_notifications", {})
 
     # -- account data ------------------------------------------------------------------
 
