@@ -25,15 +25,15 @@ from federation.builder import build_event
 from federation.events import CREATE_KEY, Event
 from federation.hashing import event_reference
 from federation.keys import SigningKey
-from federation.pdu_checks import MAX_ID_BYTES, MAX_PDU_BYTES
 from federation.room_versions import EventIdFormat, RoomVersion, get_room_version
 from homeserver import metrics
 from homeserver.services.core import clock
-from homeserver.services.core.errors import ServiceError, bad_json
+from homeserver.services.core.errors import ServiceError
 from homeserver.services.core.notifier import Announcement, Notifier
 from homeserver.services.core.streams import StreamAllocator
 from homeserver.services.e2ee.device_lists import record_membership
 from homeserver.services.rooms.event_cache import EventCache, load_events, state_entries
+from homeserver.services.rooms.event_records import check_limits, event_record
 from homeserver.storage.core import streams
 from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.push.pushers import PusherKey
@@ -43,9 +43,16 @@ from homeserver.storage.rooms.state import StateKey
 
 MAX_PREV_EVENTS = 10
 
+# Tries at a v12 room id not taken by another process's creation in the same millisecond.
+CREATE_ATTEMPTS = 5
+
 
 class EventNotAllowed(Exception):
     """The auth rules reject the event; the message says why."""
+
+
+class _RoomIdTaken(Exception):
+    """A new room's id is another room's already (v12 ids are create events' hashes)."""
 
 
 class UnknownRoom(Exception):
@@ -58,28 +65,6 @@ class PersistedEvent:
     stream_ordering: int
 
 
-def _check_limits(event: Event) -> None:
-    """Refuse to create an event past the spec's size limits: other servers would reject
-    it, and the room could no longer federate it."""
-    for name in ("type", "state_key"):
-        value = event.pdu.get(name)
-        if isinstance(value, str) and len(value.encode()) > MAX_ID_BYTES:
-            raise bad_json(f"Event {name} is longer than {MAX_ID_BYTES} bytes")
-    if len(orjson.dumps(event.pdu)) > MAX_PDU_BYTES:
-        raise ServiceError(413, "M_TOO_LARGE", f"Event is larger than {MAX_PDU_BYTES} bytes")
-
-
-def _relation(content: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    relates = content.get("m.relates_to")
-    if not isinstance(relates, dict):
-        return None, None
-    event_id = relates.get("event_id")
-    rel_type = relates.get("rel_type")
-    if isinstance(event_id, str) and isinstance(rel_type, str):
-        return event_id, rel_type
-    return None, None
-
-
 def _members_changed(writer: RoomWriter) -> list[str]:
     """The users whose member events the writer wrote."""
     return [
@@ -87,27 +72,6 @@ def _members_changed(writer: RoomWriter) -> list[str]:
         for p in writer.persisted
         if p.event.type == "m.room.member" and p.event.state_key
     ]
-
-
-def event_record(event: Event) -> event_store.NewEvent:
-    relates_to, rel_type = _relation(event.content)
-    pdu = {k: v for k, v in event.pdu.items() if k != "unsigned"}
-    url = event.content.get("url")
-    return event_store.NewEvent(
-        event_id=event.event_id,
-        room_id=event.room_id,
-        type=event.type,
-        state_key=event.state_key,
-        sender=event.sender,
-        depth=event.depth,
-        origin_server_ts=event.origin_server_ts,
-        json=orjson.dumps(pdu).decode(),
-        prev_event_ids=event.prev_event_ids,
-        auth_event_ids=event.auth_event_ids,
-        relates_to=relates_to,
-        rel_type=rel_type,
-        contains_url=isinstance(url, str) and url.startswith("mxc://"),
-    )
 
 
 @dataclass
@@ -252,7 +216,7 @@ class RoomWriter:
             state_key=state_key,
             redacts=redacts,
         )
-        _check_limits(event)
+        check_limits(event)
         try:
             check_auth(event, auth_state)
         except AuthError as exc:
@@ -560,9 +524,39 @@ class EventWriter:
         create event.
         """
         # In v12 the room id is the create event's hash: two identical creations in the
-        # same millisecond would collide, so each one here gets its own timestamp.
-        now_ms = max(clock.now_ms(), self._last_create_ts + 1)
-        self._last_create_ts = now_ms
+        # same millisecond would collide, so each one here gets its own timestamp, and
+        # one that meets another process's room (same creator, same millisecond) takes
+        # the next millisecond.
+        for _ in range(CREATE_ATTEMPTS):
+            now_ms = max(clock.now_ms(), self._last_create_ts + 1)
+            self._last_create_ts = now_ms
+            create = self._create_event(room_version, creator, create_content, room_id, now_ms)
+            new_room_id = create.room_id
+            try:
+                async with self._transaction([new_room_id]) as group:
+                    made = await rooms.insert_room(
+                        group.conn, new_room_id, room_version.identifier, creator, now_ms
+                    )
+                    if not made:
+                        raise _RoomIdTaken
+                    writer = self._writer(group, new_room_id, room_version, None, [])
+                    await writer.persist(create, prev_ids=[], new_key=True)
+                    yield writer
+                return
+            except _RoomIdTaken:
+                if not room_version.room_id_from_create_event:
+                    raise ServiceError(409, "M_UNKNOWN", "room id already in use") from None
+        raise ServiceError(503, "M_UNKNOWN", "could not find a free room id")
+
+    def _create_event(
+        self,
+        room_version: RoomVersion,
+        creator: str,
+        create_content: Mapping[str, Any],
+        room_id: str | None,
+        now_ms: int,
+    ) -> Event:
+        """The room's create event, authorised against no state."""
         create = build_event(
             room_version,
             self.signing_key,
@@ -576,16 +570,9 @@ class EventWriter:
             room_id=None if room_version.room_id_from_create_event else room_id,
             state_key="",
         )
-        _check_limits(create)
+        check_limits(create)
         try:
             check_auth(create, {})
         except AuthError as exc:
             raise EventNotAllowed(str(exc)) from None
-        new_room_id = create.room_id
-        async with self._transaction([new_room_id]) as group:
-            await rooms.insert_room(
-                group.conn, new_room_id, room_version.identifier, creator, now_ms
-            )
-            writer = self._writer(group, new_room_id, room_version, None, [])
-            await writer.persist(create, prev_ids=[], new_key=True)
-            yield writer
+        return create

@@ -19,11 +19,14 @@ class RoomRow:
 
 async def insert_room(
     conn: AsyncConnection, room_id: str, room_version: str, creator: str, now_ms: int
-) -> None:
-    await conn.execute(
-        "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (%s, %s, %s, %s)",
+) -> bool:
+    """Whether the room's row was made here (False: a row with that id already exists)."""
+    cur = await conn.execute(
+        "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (room_id) DO NOTHING RETURNING 1",
         (room_id, room_version, creator, now_ms),
     )
+    return await cur.fetchone() is not None
 
 
 async def get_room(conn: AsyncConnection, room_id: str) -> RoomRow | None:
