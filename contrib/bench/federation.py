@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import functools
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -405,6 +406,9 @@ def main() -> None:
         " Synapse joins it over federation)",
     )
     args = parser.parse_args()
+    # A run in the background ignores SIGINT: let SIGTERM stop it as Ctrl-C would, so
+    # that its servers are stopped and its databases dropped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.join_members:
         results = asyncio.run(run_join(args))
         ours, synapse = results["ours joins"], results["synapse joins"]

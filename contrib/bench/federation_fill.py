@@ -17,6 +17,7 @@ must go through the resident Synapse).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,7 @@ from contrib.synapse_rooms import register_admin
 
 CONCURRENCY = 16
 PROGRESS_S = 15.0
+PROGRESS_EVERY = 1000
 WHOLE_WITHIN_S = 7200.0
 COUNTER = "homeserver_http_requests_total{"
 
@@ -44,6 +46,21 @@ async def _member(session: aiohttp.ClientSession, base: str, room_id: str, name:
     await user.call("POST", f"/join/{quote(room_id)}", {})
 
 
+async def _run(jobs: list[Callable[[], Awaitable[Any]]], what: str) -> None:
+    """Run `jobs` CONCURRENCY at a time, printing progress every PROGRESS_EVERY."""
+    started = time.monotonic()
+    done = 0
+
+    async def counted(job: Callable[[], Awaitable[Any]]) -> None:
+        nonlocal done
+        await job()
+        done += 1
+        if done % PROGRESS_EVERY == 0 or done == len(jobs):
+            print(f"filler: {done} {what} in {time.monotonic() - started:.0f} s", flush=True)
+
+    await bounded([functools.partial(counted, job) for job in jobs], CONCURRENCY)
+
+
 async def fill_ours(
     session: aiohttp.ClientSession, base: str, server_name: str, members: int, extra_state: int
 ) -> tuple[str, set[str], int]:
@@ -53,21 +70,18 @@ async def fill_ours(
     room_id = (await owner.call("POST", "/createRoom", {"preset": "public_chat", "name": "Big"}))[
         "room_id"
     ]
-    started = time.monotonic()
-    names = [f"member{n}" for n in range(members)]
-    joins: list[Callable[[], Awaitable[None]]] = [
-        lambda name=name: _member(session, base, room_id, name) for name in names
-    ]
-    await bounded(joins, CONCURRENCY)
-    print(f"filler: {members} members in {time.monotonic() - started:.0f} s", flush=True)
-    started = time.monotonic()
+    # Before the members: each state event costs push rule work for every local member.
     room = quote(room_id)
     sends: list[Callable[[], Awaitable[Any]]] = [
         lambda n=n: owner.call("PUT", f"/rooms/{room}/state/org.example.bench/key{n}", {"n": n})
         for n in range(extra_state)
     ]
-    await bounded(sends, CONCURRENCY)
-    print(f"filler: {extra_state} state events in {time.monotonic() - started:.0f} s", flush=True)
+    await _run(sends, "state events")
+    names = [f"member{n}" for n in range(members)]
+    joins: list[Callable[[], Awaitable[None]]] = [
+        lambda name=name: _member(session, base, room_id, name) for name in names
+    ]
+    await _run(joins, "members")
     state = await owner.call("GET", f"/rooms/{room}/state")
     users = {f"@{name}:{server_name}" for name in names}
     return room_id, {owner.user_id, *users}, len(state)
