@@ -102,7 +102,8 @@ async def synapse_holds(
     while time.monotonic() - started < WHOLE_WITHIN_S:
         async with session.get(details_url, headers=headers) as resp:
             details = await resp.json()
-        held = details.get("state_events", 0)
+        # Synapse fills in its room statistics only once the state is whole (None before).
+        held = details.get("state_events") or 0
         print(
             f"resident: {time.monotonic() - started:.0f} s, {details.get('joined_members')}"
             f" joined, {held} of {state_events + 1} state events",
