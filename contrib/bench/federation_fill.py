@@ -109,7 +109,7 @@ async def synapse_holds(
             f" joined, {held} of {state_events + 1} state events",
             flush=True,
         )
-        if held >= state_events + 1 and await _members_whole(session, user, room_id):
+        if await _members_whole(session, user, room_id):
             print(f"resident: full state in {time.monotonic() - started:.0f} s", flush=True)
             return
         await asyncio.sleep(PROGRESS_S)
@@ -117,9 +117,10 @@ async def synapse_holds(
 
 
 async def _members_whole(session: aiohttp.ClientSession, user: Api, room_id: str) -> bool:
-    """Whether Synapse answers /members at once (it holds it back while state is partial)."""
+    """Whether Synapse answers /members within a minute (it holds it back while the
+    state is partial, then lists thousands at once)."""
     try:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(60):
             await user.call("GET", f"/rooms/{quote(room_id)}/members")
     except TimeoutError:
         return False
