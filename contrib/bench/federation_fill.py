@@ -8,9 +8,9 @@ public room, registers and joins the members locally and sends the extra state; 
 user of the resident Synapse joins over federation, by partial state, and Synapse fetches
 the full state from the filler in the background. Once Synapse's member list is whole,
 it holds the room like any other and answers make_join/send_join for it. Measured on
-2 cores (load average 1 to 3): 15,000 state events in 13 minutes (29 a second at first,
-16 by the end: each walks a longer chain of state-group deltas), then 5,000 members in
-4.5 minutes; the resident's partial-state join took 26 s and its full state 47 s.
+2 shared cores (load average 1 to 3): 15,000 state events in 13 minutes (29 a second
+at first, 10 around 5,000, 50 by the end), then 5,000 members in 4.5 minutes; the
+resident's partial-state join took 26 s and its full state 47 s.
 
 The filler's Prometheus counters of federation requests it answered tell, around each
 measured join, whether the joining server asked the filler for anything (the join itself
