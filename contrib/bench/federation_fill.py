@@ -3,7 +3,7 @@
 
 Filling a room inside Synapse through its own APIs runs at a few events a second on a
 loaded machine (`contrib/synapse_rooms.py`), far too slow for the thousands a big room
-needs. Our server takes hundreds a second, so a server of ours (the filler) creates the
+needs. Our server takes ten to a hundred a second, so a server of ours (the filler) creates the
 public room, registers and joins the members locally and sends the extra state; then a
 user of the resident Synapse joins over federation, by partial state, and Synapse fetches
 the full state from the filler in the background. Once Synapse's member list is whole,
