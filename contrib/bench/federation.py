@@ -19,7 +19,9 @@ a public room and a user of the second joins it over federation; then:
 It prints one line per pair, and ours-to-ours p50 over Synapse-to-Synapse p50.
 With --join-members N it measures instead (c) joining a room of N members held by a
 Synapse, ours against a Synapse (`federation_join.py`): time until the joining user
-can send, until the whole member list is known, and peak memory.
+can send, until the whole member list is known, and peak memory. --join-fill ours
+builds that room on a fifth server, of ours, which the Synapse then joins over
+federation (`federation_fill.py`): much faster than filling it inside Synapse.
 Synapse comes from the benchmark virtualenv (`contrib/bench/synapse.py`), run by the
 interop harness's `SynapseInstance` with its database switched to PostgreSQL.
 A busy room with hundreds of servers (fan-out, inbound rate) is `busy_room.py`.
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import functools
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -44,6 +47,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from contrib.bench.federation_fill import asked, federation_requests, fill_ours, synapse_holds
 from contrib.bench.federation_join import big_room, measure_join
 from contrib.bench.federation_join import line as join_line
 from contrib.bench.harness import (
@@ -110,7 +114,9 @@ class PostgresSynapse(SynapseInstance):
         return path
 
 
-def start_our_server(workdir: Path, database: dict[str, Any]) -> Server:
+def start_our_server(
+    workdir: Path, database: dict[str, Any], extra_env: dict[str, str] | None = None
+) -> Server:
     tls_port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     cert, key = make_self_signed_cert(workdir)
@@ -126,6 +132,7 @@ def start_our_server(workdir: Path, database: dict[str, Any]) -> Server:
             "HOMESERVER_FEDERATION_VERIFY_TLS": "false",
             "HOMESERVER_FEDERATION_IP_RANGE_WHITELIST": "127.0.0.0/8,::1/128",
             "HOMESERVER_PRESENCE_ENABLED": "false",
+            **(extra_env or {}),
         },
     )
     return Server("ours", name, base, functools.partial(stop_process, process), process.pid)
@@ -284,21 +291,61 @@ async def run_join(args: Any) -> dict[str, dict[str, float]]:
             resident, ours, synapse = started
             timeout = aiohttp.ClientTimeout(total=1800)
             async with aiohttp.ClientSession(timeout=timeout) as s:
-                room_id, members, filled = await big_room(
-                    s, resident.client_url, resident.name, args.join_members, args.join_state
-                )
-                print(f"room of {len(members)} members made in {filled:.0f} s", flush=True)
+                if args.join_fill == "ours":
+                    room_id, members, requests = await _filled_by_ours(
+                        s, Path(tmp), databases, started, args
+                    )
+                else:
+                    room_id, members, filled = await big_room(
+                        s, resident.client_url, resident.name, args.join_members, args.join_state
+                    )
+                    print(f"room of {len(members)} members made in {filled:.0f} s", flush=True)
+                    requests = None
                 for joiner in (ours, synapse):
                     label = f"{joiner.kind} joins"
+                    before = await requests() if requests else {}
                     results[label] = await measure_join(
                         s, joiner.client_url, joiner.pid, resident.name, room_id, len(members)
                     )
                     print(label, join_line(results[label]), flush=True)
+                    if requests:
+                        print(f"  the filler answered: {asked(before, await requests())}")
         finally:
             for server in started:
                 server.stop()
             databases.drop_all()
     return results
+
+
+async def _filled_by_ours(
+    session: aiohttp.ClientSession,
+    tmp: Path,
+    databases: Databases,
+    started: list[Server],
+    args: Any,
+) -> tuple[str, set[str], Callable[[], Awaitable[dict[str, int]]]]:
+    """The room made on a filler of ours (started here, appended to `started`) and
+    then held by the resident Synapse (`started[0]`) through federation; (room id, its
+    members, a snapshot of the federation requests the filler answered)."""
+    metrics_port = free_port()
+    filler = start_our_server(
+        tmp / "filler", databases.create(), {"HOMESERVER_METRICS_PORT": str(metrics_port)}
+    )
+    started.append(filler)
+    resident = started[0]
+    begun = time.monotonic()
+    room_id, members, state_events = await fill_ours(
+        session, filler.client_url, filler.name, args.join_members, args.join_state
+    )
+    print(f"filler: room of {len(members)} members, {state_events} state events", flush=True)
+    await synapse_holds(session, resident.client_url, room_id, filler.name, state_events)
+    print(f"room made and held by the resident in {time.monotonic() - begun:.0f} s", flush=True)
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    return (
+        room_id,
+        {*members, f"@resident:{resident.name}"},
+        functools.partial(federation_requests, session, metrics_url),
+    )
 
 
 async def run(args: Any) -> dict[str, dict[str, float]]:
@@ -351,7 +398,17 @@ def main() -> None:
     parser.add_argument(
         "--join-state", type=int, default=0, help="with --join-members: this many more state events"
     )
+    parser.add_argument(
+        "--join-fill",
+        choices=("synapse", "ours"),
+        default="synapse",
+        help="with --join-members: who fills the room (ours: a server of ours, then the"
+        " Synapse joins it over federation)",
+    )
     args = parser.parse_args()
+    # A run in the background ignores SIGINT: let SIGTERM stop it as Ctrl-C would, so
+    # that its servers are stopped and its databases dropped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.join_members:
         results = asyncio.run(run_join(args))
         ours, synapse = results["ours joins"], results["synapse joins"]
