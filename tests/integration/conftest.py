@@ -15,6 +15,7 @@ from homeserver.config import Config, load_config
 from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.accounts.auth import hash_token, new_token
 from homeserver.services.core.clock import now_ms
+from homeserver.services.homeserver import Homeserver
 from homeserver.services.wiring import build_homeserver
 from homeserver.storage.accounts import devices, tokens
 from homeserver.storage.core.pool import Database
@@ -24,6 +25,27 @@ def make_config(data_dir: Path, **overrides: Any) -> Config:
     data_dir.mkdir(parents=True, exist_ok=True)
     values = {"server_name": "test.local", **overrides}
     return load_config(data_dir, values, {}, {})
+
+
+async def start_process(data_dir: Path, conninfo: str) -> tuple[Homeserver, Database]:
+    """One started process of the server whose data (and signing key) is in `data_dir`, on
+    the database at `conninfo`, rate limits off: several of them on one `data_dir` are the
+    processes of one server, as in a cluster."""
+    config = make_config(data_dir, **{"rate_limits.enabled": False})
+    db = Database(conninfo, size=4)
+    await db.open()
+    hs = build_homeserver(
+        config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
+    )
+    await hs.start()
+    return hs, db
+
+
+async def serve_process(hs: Homeserver) -> TestClient[Any, Any]:
+    """A client of `hs` served on a real port."""
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(hs), host="127.0.0.1"))
+    await client.start_server()
+    return client
 
 
 @pytest.fixture

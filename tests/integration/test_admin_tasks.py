@@ -11,16 +11,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.app import build_app
-from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.core.clock import now_ms
-from homeserver.services.wiring import build_homeserver
 from homeserver.storage.admin import tasks as task_store
 from homeserver.storage.core.pool import Database
-from tests.integration.conftest import RoomUser, make_config, make_user
+from tests.integration.conftest import RoomUser, make_user, serve_process, start_process
 from tests.integration.test_admin_users import admin_call
 
 Client = TestClient[Any, Any]
@@ -35,15 +32,8 @@ async def two_apps(
     conninfo = database_factory()
     running: list[tuple[Client, Database]] = []
     for _ in range(2):
-        config = make_config(tmp_path / "hs", **{"rate_limits.enabled": False})
-        db = Database(conninfo, size=4)
-        await db.open()
-        hs = build_homeserver(
-            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
-        )
-        await hs.start()
-        client: Client = TestClient(TestServer(build_app(hs), host="127.0.0.1"))
-        await client.start_server()
+        hs, db = await start_process(tmp_path / "hs", conninfo)
+        client = await serve_process(hs)
         running.append((client, db))
     yield running[0][0], running[1][0]
     for client, db in running:

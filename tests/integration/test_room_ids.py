@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.core.clock import now_ms
 from homeserver.services.homeserver import Homeserver
 from homeserver.services.rooms.creation import CreateRoomRequest
-from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
-from tests.integration.conftest import make_config
+from tests.integration.conftest import start_process
 
 
 @pytest.fixture
@@ -28,14 +26,7 @@ async def two_processes(
     conninfo = database_factory()
     running: list[tuple[Homeserver, Database]] = []
     for _ in range(2):
-        config = make_config(tmp_path / "hs", **{"rate_limits.enabled": False})
-        db = Database(conninfo, size=4)
-        await db.open()
-        hs = build_homeserver(
-            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
-        )
-        await hs.start()
-        running.append((hs, db))
+        running.append(await start_process(tmp_path / "hs", conninfo))
     yield running[0][0], running[1][0]
     for hs, db in running:
         await hs.close()

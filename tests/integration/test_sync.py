@@ -11,15 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.app import build_app
-from homeserver.datadir import load_or_create_signing_key
 from homeserver.services.sync.request import SyncRequest
-from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
-from tests.integration.conftest import CLIENT_V3, auth_header, make_config, make_user
+from tests.integration.conftest import (
+    CLIENT_V3,
+    auth_header,
+    make_user,
+    serve_process,
+    start_process,
+)
 
 Client = TestClient[Any, Any]
 
@@ -427,15 +430,8 @@ async def restartable(
             await old.close()
             await old.app[HOMESERVER].close()
             await old_db.close()
-        config = make_config(tmp_path / "hs", **{"rate_limits.enabled": False})
-        db = Database(conninfo, size=4)
-        await db.open()
-        hs = build_homeserver(
-            config=config, db=db, signing_key=load_or_create_signing_key(config.signing_key_file)
-        )
-        await hs.start()
-        client: Client = TestClient(TestServer(build_app(hs), host="127.0.0.1"))
-        await client.start_server()
+        hs, db = await start_process(tmp_path / "hs", conninfo)
+        client = await serve_process(hs)
         running.append((client, db))
         return client
 
