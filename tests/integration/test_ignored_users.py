@@ -10,14 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from homeserver.api.context import HOMESERVER
-from homeserver.app import build_app
-from homeserver.datadir import load_or_create_signing_key
-from homeserver.services.wiring import build_homeserver
 from homeserver.storage.core.pool import Database
-from tests.integration.conftest import RoomUser, make_config
+from tests.integration.conftest import RoomUser, serve_process, start_process
 
 IGNORED = "m.ignored_user_list"
 
@@ -113,18 +110,10 @@ async def test_an_ignore_set_on_another_process_stops_notifications_here(
     clients: list[TestClient[Any, Any]] = []
     dbs: list[Database] = []
     try:
-        for n in range(2):
-            db = Database(conninfo, size=4)
-            await db.open()
+        for _ in range(2):
+            hs, db = await start_process(tmp_path / "hs", conninfo)
             dbs.append(db)
-            config = make_config(tmp_path / f"hs{n}", **{"rate_limits.enabled": False})
-            hs = build_homeserver(
-                config=config, db=db, signing_key=load_or_create_signing_key(tmp_path / "key")
-            )
-            await hs.start()
-            client = TestClient(TestServer(build_app(hs), host="127.0.0.1"))
-            await client.start_server()
-            clients.append(client)
+            clients.append(await serve_process(hs))
         here, there = clients
         alice = await RoomUser.make(here, "alice")
         bob = await RoomUser.make(here, "bob")
