@@ -53,10 +53,15 @@ async def test_filters_pick_the_rooms_of_a_list(client: Client) -> None:
 
     assert await rooms_of() == {plain, secret, space, dm, invited}
     assert await rooms_of(is_encrypted=True) == {secret}
+    assert await rooms_of(is_encrypted=False) == {plain, space, dm, invited}
     assert await rooms_of(is_dm=True) == {dm}
     assert await rooms_of(is_dm=False, is_invite=False) == {plain, secret, space}
     assert await rooms_of(is_invite=True) == {invited}
     assert await rooms_of(room_types=["m.space"]) == {space}
+    # None stands for rooms without a type.
+    assert await rooms_of(room_types=[None]) == {plain, secret, dm, invited}
+    assert await rooms_of(room_types=["m.space", None]) == {plain, secret, space, dm, invited}
+    assert await rooms_of(not_room_types=[None]) == {space}
     assert await rooms_of(not_room_types=["m.space"], is_invite=False) == {plain, secret, dm}
     assert await rooms_of(spaces=[space]) == {plain}
     assert await rooms_of(tags=["m.favourite"]) == {secret}

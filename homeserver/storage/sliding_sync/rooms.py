@@ -78,17 +78,28 @@ _ROOM_COLUMNS = (
 _ROOMS_OF = (
     " FROM room_memberships m LEFT JOIN sliding_sync_rooms r ON r.room_id = m.room_id"
     " WHERE m.user_id = %(user)s AND NOT m.forgotten"
-    # A room left of the user's own accord (or an invite refused) is not listed,
-    # unless it was left after `since` (Synapse's rule).
-    " AND NOT (m.membership = 'leave' AND m.sender = %(user)s"
-    "  AND (%(since)s::bigint IS NULL OR m.stream_ordering <= %(since)s))"
-    " AND NOT (m.membership = 'invite' AND m.sender = ANY(%(ignored)s::text[]))"
 )
+
+
+def _listed(since: int | None, ignored: Sequence[str], params: dict[str, Any]) -> str:
+    """The conditions every list and subscription applies. A room left of the user's
+    own accord (or an invite refused) is not listed, unless it was left after `since`
+    (Synapse's rule); an invite from an ignored user is not listed."""
+    sql = " AND NOT (m.membership = 'leave' AND m.sender = %(user)s"
+    if since is None:
+        sql += ")"
+    else:
+        params["since"] = since
+        sql += " AND m.stream_ordering <= %(since)s)"
+    if ignored:
+        params["ignored"] = list(ignored)
+        sql += " AND NOT (m.membership = 'invite' AND m.sender = ANY(%(ignored)s::text[]))"
+    return sql
 
 
 @dataclass(frozen=True, slots=True)
 class ListQuery:
-    """A list's filters as SQL parameters (None: no condition)."""
+    """A list's filters (None, or empty for the negative ones: no condition)."""
 
     is_dm: bool | None = None
     dm_rooms: Sequence[str] = ()
@@ -100,21 +111,44 @@ class ListQuery:
     tags: Sequence[str] | None = None
     not_tags: Sequence[str] = ()
 
-
-_FILTERS = (
-    " AND (%(is_dm)s::boolean IS NULL OR (m.room_id = ANY(%(dm)s::text[])) = %(is_dm)s)"
-    " AND (%(enc)s::boolean IS NULL OR COALESCE(r.is_encrypted, FALSE) = %(enc)s)"
-    " AND (%(inv)s::boolean IS NULL OR (m.membership = 'invite') = %(inv)s)"
-    " AND (%(children)s::text[] IS NULL OR m.room_id = ANY(%(children)s::text[]))"
-    " AND (%(types)s::text[] IS NULL OR COALESCE(r.room_type = ANY(%(types)s::text[]), FALSE)"
-    "  OR (r.room_type IS NULL AND %(types_null)s))"
-    " AND NOT COALESCE(r.room_type = ANY(%(not_types)s::text[]), FALSE)"
-    " AND NOT (r.room_type IS NULL AND %(not_types_null)s)"
-    " AND (%(tags)s::text[] IS NULL OR EXISTS (SELECT 1 FROM room_tags t"
-    "  WHERE t.user_id = m.user_id AND t.room_id = m.room_id AND t.tag = ANY(%(tags)s::text[])))"
-    " AND NOT EXISTS (SELECT 1 FROM room_tags t WHERE t.user_id = m.user_id"
-    "  AND t.room_id = m.room_id AND t.tag = ANY(%(not_tags)s::text[]))"
-)
+    def sql(self, params: dict[str, Any]) -> str:
+        """The filters' conditions, only those set: a list with few filters gets a
+        short statement that PostgreSQL plans once and runs without testing the
+        others on every room of the account."""
+        sql = ""
+        if self.is_dm is not None:
+            params["dm"] = list(self.dm_rooms)
+            sql += f" AND {'' if self.is_dm else 'NOT '}(m.room_id = ANY(%(dm)s::text[]))"
+        if self.is_encrypted is not None:
+            sql += f" AND {'' if self.is_encrypted else 'NOT '}COALESCE(r.is_encrypted, FALSE)"
+        if self.is_invite is not None:
+            sql += f" AND (m.membership {'=' if self.is_invite else '<>'} 'invite')"
+        if self.space_children is not None:
+            params["children"] = list(self.space_children)
+            sql += " AND m.room_id = ANY(%(children)s::text[])"
+        if self.room_types is not None:
+            params["types"] = [t for t in self.room_types if t is not None]
+            sql += " AND (COALESCE(r.room_type = ANY(%(types)s::text[]), FALSE)"
+            sql += " OR r.room_type IS NULL)" if None in self.room_types else ")"
+        not_types = [t for t in self.not_room_types if t is not None]
+        if not_types:
+            params["not_types"] = not_types
+            sql += " AND NOT COALESCE(r.room_type = ANY(%(not_types)s::text[]), FALSE)"
+        if None in self.not_room_types:
+            sql += " AND r.room_type IS NOT NULL"
+        if self.tags is not None:
+            params["tags"] = list(self.tags)
+            sql += (
+                " AND EXISTS (SELECT 1 FROM room_tags t WHERE t.user_id = m.user_id"
+                " AND t.room_id = m.room_id AND t.tag = ANY(%(tags)s::text[]))"
+            )
+        if self.not_tags:
+            params["not_tags"] = list(self.not_tags)
+            sql += (
+                " AND NOT EXISTS (SELECT 1 FROM room_tags t WHERE t.user_id = m.user_id"
+                " AND t.room_id = m.room_id AND t.tag = ANY(%(not_tags)s::text[]))"
+            )
+        return sql
 
 
 async def list_rooms(
@@ -193,27 +227,12 @@ async def _list_cursor(
     since: int | None,
     ignored: Sequence[str],
 ) -> AsyncCursor[Any]:
-    types = query.room_types
+    params: dict[str, Any] = {"user": user_id, "limit": limit}
+    where = _listed(since, ignored, params) + query.sql(params)
     return await conn.execute(
         f"SELECT {_ROOM_COLUMNS}, count(*) OVER ()"
-        f"{_ROOMS_OF}{_FILTERS} ORDER BY bump DESC, m.room_id LIMIT %(limit)s",
-        {
-            "user": user_id,
-            "since": since,
-            "ignored": list(ignored),
-            "is_dm": query.is_dm,
-            "dm": list(query.dm_rooms),
-            "enc": query.is_encrypted,
-            "inv": query.is_invite,
-            "children": None if query.space_children is None else list(query.space_children),
-            "types": None if types is None else [t for t in types if t is not None],
-            "types_null": types is not None and None in types,
-            "not_types": [t for t in query.not_room_types if t is not None],
-            "not_types_null": None in query.not_room_types,
-            "tags": None if query.tags is None else list(query.tags),
-            "not_tags": list(query.not_tags),
-            "limit": limit,
-        },
+        f"{_ROOMS_OF}{where} ORDER BY bump DESC, m.room_id LIMIT %(limit)s",
+        params,
     )
 
 
@@ -226,9 +245,11 @@ async def user_rooms(
     ignored: Sequence[str],
 ) -> list[UserRoom]:
     """These rooms of the user (subscriptions), as the lists would show them."""
+    params: dict[str, Any] = {"user": user_id, "rooms": list(room_ids)}
     cur = await conn.execute(
-        f"SELECT {_ROOM_COLUMNS}{_ROOMS_OF} AND m.room_id = ANY(%(rooms)s::text[])",
-        {"user": user_id, "since": since, "ignored": list(ignored), "rooms": list(room_ids)},
+        f"SELECT {_ROOM_COLUMNS}{_ROOMS_OF}{_listed(since, ignored, params)}"
+        " AND m.room_id = ANY(%(rooms)s::text[])",
+        params,
     )
     return [UserRoom._make(row) for row in await cur.fetchall()]
 
