@@ -263,7 +263,7 @@ class Homeserver:
         self.writer.add_before_group_commit(self.notifications.before_commit)
         self.writer.add_before_commit(self.room_servers.before_commit)
         self.writer.add_before_commit(self.delayed_events.before_commit)
-        self.writer.add_before_commit(record_room_facts)
+        self.writer.add_before_group_commit(record_room_facts)
         self.writer.add_after_commit(
             lambda w: self.push_gateway.notify_users(
                 w.notified_users, notified_rooms(w), w.notified_pushers

@@ -247,6 +247,7 @@ class SendService:
             if wanted > 1:
                 tasks.create_task(next(iter(group.writers.values())).reserve_positions(wanted))
         sent = lookup.result()
+        txn_rows: list[tuple[str, str, str, str, str]] = []
         for item in batch:
             writer = group.writers.get(item.room_id)
             key = keys.get(item)
@@ -268,6 +269,12 @@ class SendService:
             outcomes[item] = persisted
             if key is not None:
                 sent[key] = persisted if isinstance(persisted, str) else persisted.event.event_id
+                if not isinstance(persisted, str):
+                    txn_rows.append((*key, persisted.event.event_id))
+        if txn_rows:
+            # One statement for the group's txn ids, in its transaction: a txn id taken
+            # meanwhile by another process fails the group, which is retried smaller.
+            await event_store.insert_txn_events(group.conn, txn_rows)
 
     async def _failed_alone(self, item: _Pending, exc: Exception) -> None:
         """A send whose own transaction failed: a txn id that raced with itself (in
@@ -312,15 +319,6 @@ class SendService:
                 item.content,
                 state_key=item.state_key,
                 now_ms=item.ts,
-            )
-        if item.txn_id is not None:
-            await event_store.insert_txn_event(
-                writer.conn,
-                requester.user_id,
-                requester.device_id,
-                item.scope,
-                item.txn_id,
-                persisted.event.event_id,
             )
         return persisted
 

@@ -421,8 +421,7 @@ class EventWriter:
                 group = RoomGroup(conn)
                 try:
                     async with conn.pipeline(), conn.transaction():
-                        for room_id in ordered:
-                            await rooms.lock_room(conn, room_id)
+                        await rooms.lock_rooms(conn, ordered)
                         yield group
                         await self._before_commit_all(group)
                         await self._stage_announcement(group)

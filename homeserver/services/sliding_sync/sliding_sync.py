@@ -435,11 +435,21 @@ def _list_state(found: Window) -> list[Any]:
     return [found.count, [op["room_ids"] for op in found.ops]]
 
 
-async def record_room_facts(writer: RoomWriter) -> None:
-    """The event writer's in-transaction hook: keep the room's bump stamp, type and
-    encryption current for the lists (storage/sliding_sync/rooms.py)."""
-    bumps = [p.stream_ordering for p in writer.persisted if p.event.type in store.BUMP_TYPES]
-    await store.update_room(writer.conn, writer.room_id, max(bumps, default=0))
+async def record_room_facts(writers: list[RoomWriter]) -> None:
+    """The event writer's in-transaction hook, once per group commit: keep the rooms'
+    bump stamps, types and encryption current for the lists
+    (storage/sliding_sync/rooms.py)."""
+    bumps = [
+        (
+            w.room_id,
+            max(
+                (p.stream_ordering for p in w.persisted if p.event.type in store.BUMP_TYPES),
+                default=0,
+            ),
+        )
+        for w in writers
+    ]
+    await store.update_rooms(writers[0].conn, bumps)
 
 
 def _room_configs(

@@ -180,13 +180,14 @@ async def get_txn_events(
     return {(u, d, s, x): eid for u, d, s, x, eid in await cur.fetchall()}
 
 
-async def insert_txn_event(
-    conn: AsyncConnection, user_id: str, device_id: str, scope: str, txn_id: str, event_id: str
+async def insert_txn_events(
+    conn: AsyncConnection, rows: Sequence[tuple[str, str, str, str, str]]
 ) -> None:
+    """(user, device, scope, txn id, event id) rows, in one statement."""
     await conn.execute(
         "INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (user_id, device_id, scope, txn_id, event_id),
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])",
+        tuple([row[i] for row in rows] for i in range(5)),
     )
 
 

@@ -41,7 +41,16 @@ async def get_room(conn: AsyncConnection, room_id: str) -> RoomRow | None:
 
 async def lock_room(conn: AsyncConnection, room_id: str) -> None:
     """Serialise writers of one room across processes, until the transaction ends."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7))", (room_id,))
+    await lock_rooms(conn, [room_id])
+
+
+async def lock_rooms(conn: AsyncConnection, room_ids: Sequence[str]) -> None:
+    """`lock_room` for each room, in the order given (callers give one order, so that
+    two writers of the same rooms cannot deadlock), in one statement."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(r, 7)) FROM unnest(%s::text[]) AS r",
+        (list(room_ids),),
+    )
 
 
 async def set_current_state_group(conn: AsyncConnection, room_id: str, group: int) -> None:

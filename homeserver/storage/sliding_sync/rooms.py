@@ -48,21 +48,23 @@ class UserRoom(NamedTuple):
     is_encrypted: bool
 
 
-async def update_room(conn: AsyncConnection, room_id: str, bump_stamp: int) -> None:
-    """Record a room's latest bump and its type and encryption as its current state
-    says (inside the transaction that wrote its events)."""
+async def update_rooms(conn: AsyncConnection, bumps: Sequence[tuple[str, int]]) -> None:
+    """Record each (room, latest bump) and the rooms' type and encryption as their
+    current state says, in one statement (inside the transaction that wrote their
+    events; one entry per room)."""
     await conn.execute(
         "INSERT INTO sliding_sync_rooms (room_id, bump_stamp, room_type, is_encrypted)"
-        " SELECT %(room)s, %(bump)s,"
+        " SELECT u.room_id, u.bump,"
         " (SELECT e.json::jsonb #>> '{content,type}' FROM current_state c"
-        "  JOIN events e ON e.event_id = c.event_id WHERE c.room_id = %(room)s"
+        "  JOIN events e ON e.event_id = c.event_id WHERE c.room_id = u.room_id"
         "  AND c.type = 'm.room.create' AND c.state_key = ''),"
-        " EXISTS (SELECT 1 FROM current_state c WHERE c.room_id = %(room)s"
+        " EXISTS (SELECT 1 FROM current_state c WHERE c.room_id = u.room_id"
         "  AND c.type = 'm.room.encryption' AND c.state_key = '')"
+        " FROM unnest(%s::text[], %s::bigint[]) AS u(room_id, bump)"
         " ON CONFLICT (room_id) DO UPDATE SET"
         " bump_stamp = GREATEST(sliding_sync_rooms.bump_stamp, EXCLUDED.bump_stamp),"
         " room_type = EXCLUDED.room_type, is_encrypted = EXCLUDED.is_encrypted",
-        {"room": room_id, "bump": bump_stamp},
+        ([room_id for room_id, _ in bumps], [bump for _, bump in bumps]),
     )
 
 
