@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,8 @@ from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import state
 
 MAX_ID_BYTES = 255
+# Groups of sends written at once: one being built while those before it commit.
+MAX_GROUPS_IN_FLIGHT = 3
 # Membership changes go through the membership endpoints so that their checks apply.
 _MEMBERSHIP_ONLY = "m.room.member"
 
@@ -92,7 +94,12 @@ class SendService:
     the first send starts a group at once (no added latency when idle); those that
     arrive while a group is written wait and then go together, rooms and requests
     alike, in one transaction and one commit (`EventWriter.writers`). The commit rate
-    of the database then caps groups per second, not messages."""
+    of the database then caps groups per second, not messages.
+
+    The next group is made as soon as the one before has sent its commit: building
+    it (signing, auth, statements) overlaps that group's wait for the disk and its
+    after-commit work. Sends into the rooms of a group still in flight go aside and
+    follow it, in order."""
 
     def __init__(self, db: Database, events: EventWriter) -> None:
         self.db = db
@@ -103,6 +110,8 @@ class SendService:
         # the tasks writing them
         self._aside: dict[str, list[_Pending]] = {}
         self._aside_tasks: set[asyncio.Task[None]] = set()
+        # Groups in flight: one being built, the others committing.
+        self._groups: set[asyncio.Task[None]] = set()
 
     async def _existing_txn(self, requester: Requester, scope: str, txn_id: str) -> str | None:
         async with self.db.pool.connection() as conn:
@@ -151,15 +160,36 @@ class SendService:
         return await asyncio.shield(pending.future)
 
     async def _lead(self) -> None:
-        """Write groups until the queue is empty."""
+        """Make groups until the queue is empty, each once the one before it has sent
+        its commit (or ended)."""
         try:
             while self._queue:
+                if len(self._groups) >= MAX_GROUPS_IN_FLIGHT:
+                    await asyncio.wait(self._groups, return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 batch = self._take()
-                await self._write_batches(batch, [])
+                if not batch:
+                    continue
+                committing = asyncio.Event()
+                group = asyncio.create_task(self._write_group_of(batch, committing))
+                self._groups.add(group)
+                group.add_done_callback(self._groups.discard)
+                sent = asyncio.create_task(committing.wait())
+                try:
+                    await asyncio.wait({group, sent}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sent.cancel()
         finally:
             self._leader = None
             self._fail(self._queue, _interrupted())
             self._queue.clear()
+
+    async def _write_group_of(self, batch: list[_Pending], committing: asyncio.Event) -> None:
+        try:
+            await self._send_group(batch, committing.set)
+        finally:
+            # Only if this task was cancelled mid-group: nobody else would answer.
+            self._fail(batch, _interrupted())
 
     async def _write_batches(self, batch: list[_Pending], queue: list[_Pending]) -> None:
         """Write `batch`, then what `queue` holds meanwhile, one group at a time."""
@@ -204,22 +234,26 @@ class SendService:
     async def close(self) -> None:
         """Let the groups being written finish, so that what they answer is what they
         stored."""
-        tasks = {*self._aside_tasks, *([self._leader] if self._leader else [])}
+        tasks = {*self._aside_tasks, *self._groups, *([self._leader] if self._leader else [])}
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _send_group(self, batch: list[_Pending]) -> None:
+    async def _send_group(
+        self, batch: list[_Pending], committing: Callable[[], None] | None = None
+    ) -> None:
         """Write a group in one transaction; each send gets its own result or error. If
         the transaction fails, the group is retried room by room, then one by one, so
-        that one bad send costs only itself."""
+        that one bad send costs only itself. `committing` is called when the commit is
+        sent (the first that gets there, if the group is retried)."""
         outcomes: dict[_Pending, Outcome] = {}
         try:
-            async with self.events.writers([item.room_id for item in batch]) as group:
+            rooms = [item.room_id for item in batch]
+            async with self.events.writers(rooms, committing=committing) as group:
                 await self._write_group(group, batch, outcomes)
         except Exception as exc:
             if len(batch) > 1:
                 for part in _split(batch):
-                    await self._send_group(part)
+                    await self._send_group(part, committing)
             else:
                 await self._failed_alone(batch[0], exc)
             return

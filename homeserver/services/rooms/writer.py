@@ -404,7 +404,9 @@ class EventWriter:
                     listener(writer)
 
     @asynccontextmanager
-    async def _transaction(self, room_ids: list[str]) -> AsyncIterator[RoomGroup]:
+    async def _transaction(
+        self, room_ids: list[str], committing: Callable[[], None] | None = None
+    ) -> AsyncIterator[RoomGroup]:
         """The rooms' locks and one database transaction; after-commit work once done.
 
         Locks are taken in room id order, so groups of rooms cannot deadlock each
@@ -425,6 +427,8 @@ class EventWriter:
                         yield group
                         await self._before_commit_all(group)
                         await self._stage_announcement(group)
+                        if committing is not None:
+                            committing()
                 except BaseException:
                     # Positions of a transaction that did not commit must not hold readers back.
                     await self.allocator.abandon("events", group.positions)
@@ -496,11 +500,14 @@ class EventWriter:
             )
 
     @asynccontextmanager
-    async def writers(self, room_ids: list[str]) -> AsyncIterator[RoomGroup]:
+    async def writers(
+        self, room_ids: list[str], *, committing: Callable[[], None] | None = None
+    ) -> AsyncIterator[RoomGroup]:
         """Writers for several existing rooms in one transaction, committed together
         when the block exits cleanly: one commit (and one wait for the disk) for the
-        events of all of them. Unknown rooms get no writer."""
-        async with self._transaction(room_ids) as group:
+        events of all of them. Unknown rooms get no writer. `committing` is called as
+        the commit is sent (the rooms' locks are held until it is done)."""
+        async with self._transaction(room_ids, committing) as group:
             found = await rooms.get_rooms_and_extremities(group.conn, room_ids)
             for room_id in room_ids:
                 if room_id in found:
