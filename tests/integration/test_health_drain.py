@@ -58,6 +58,19 @@ async def test_sigterm_drains_in_flight_work_and_hands_back_long_polls(
                     params={"since": since, "timeout": "60000"},
                 )
             )
+            ss_path = f"{base}/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
+            window = {"lists": {"all": {"ranges": [[0, 9]], "timeline_limit": 1}}}
+            pos = (await call(session, "POST", ss_path, alice, body=window))["pos"]
+            ss_poll = asyncio.create_task(
+                call(
+                    session,
+                    "POST",
+                    ss_path,
+                    alice,
+                    body=window,
+                    params={"pos": pos, "timeout": "60000"},
+                )
+            )
             # An upload whose body is still arriving when the signal comes.
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
             body = b"x" * 2000
@@ -70,13 +83,17 @@ async def test_sigterm_drains_in_flight_work_and_hands_back_long_polls(
             )
             await writer.drain()
             await asyncio.sleep(1.0)  # the long-poll is waiting, the upload in flight
-            assert not long_poll.done()
+            assert not long_poll.done() and not ss_poll.done()
 
             signalled = time.monotonic()
             server.process.send_signal(signal.SIGTERM)
             answer = await asyncio.wait_for(long_poll, 5)
             assert time.monotonic() - signalled < 5
             assert answer["next_batch"]  # an ordinary (empty) sync: the client syncs again
+            # A sliding-sync long-poll too, at once, with a position to go on from.
+            ss_answer = await asyncio.wait_for(ss_poll, 5)
+            assert time.monotonic() - signalled < 5
+            assert ss_answer["pos"]  # the client goes on from there
 
             deadline = time.monotonic() + 2
             while not refused(server.port):

@@ -125,7 +125,10 @@ class SlidingSyncService:
                 # Nothing readable moved while we computed: sleep until something for
                 # the user or any of their rooms is notified (no await before
                 # registering).
-                await self.notifier.wait(user_id, rooms, remaining)
+                if not await self.notifier.wait(user_id, rooms, remaining):
+                    # Timed out, or the server is draining (waits return at once):
+                    # answer with what there is, rather than look again.
+                    deadline = loop.time()
         answer.body["pos"] = str(pos)
         return answer.body
 
