@@ -105,9 +105,15 @@ async def _configure(conn: AsyncConnection) -> None:
 
 async def connect(conninfo: str) -> Connection:
     """A dedicated autocommit connection outside the pool, for session state that must
-    outlive one borrow (advisory locks, LISTEN) or must not wait on a busy pool."""
+    outlive one borrow (advisory locks, LISTEN) or must not wait on a busy pool. Its
+    statements are prepared from their second run, as the pool's are (a stream
+    allocator's one statement runs for every group of sends)."""
     conn = await AsyncConnection.connect(
-        conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, cursor_factory=TimedCursor
+        conninfo,
+        autocommit=True,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        prepare_threshold=1,
+        cursor_factory=TimedCursor,
     )
     await _configure(conn)
     return conn
