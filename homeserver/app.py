@@ -299,12 +299,14 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
     )
     await runner.setup()
+    metrics_runner = None
+    if config.metrics_port is not None:  # metrics enabled before start-up is frozen
+        metrics_runner = web.AppRunner(build_metrics_app(), access_log=None, handle_signals=False)
+        await metrics_runner.setup()
     tune_gc()
-    metrics_runner = web.AppRunner(build_metrics_app(), access_log=None, handle_signals=False)
-    await metrics_runner.setup()
     try:
         sites = [web.TCPSite(runner, config.bind, config.port)]
-        if config.metrics_port is not None:
+        if metrics_runner is not None:
             sites.append(web.TCPSite(metrics_runner, config.metrics_bind, config.metrics_port))
         if config.tls_port is not None:
             sites.append(
@@ -328,7 +330,8 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         if supervisor is not None:
             supervisor.cancel()
         await runner.cleanup()
-        await metrics_runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await hs.close()
         await db.close()
 
