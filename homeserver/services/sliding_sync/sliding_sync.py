@@ -105,7 +105,7 @@ class SlidingSyncService:
                 remaining = deadline - loop.time()
                 if first and remaining > 0 and self._idle(position, request, since):
                     # The answer would be empty: straight to waiting.
-                    rooms = await store.room_ids_of_user(conn, user_id)
+                    rooms = await self._rooms(conn, user_id)
                     moved = self._now(since) != since
                     # Something moved meanwhile: computed as a first answer (the
                     # client's own writes awaited).
@@ -117,7 +117,7 @@ class SlidingSyncService:
                     if since is None or answer.news or remaining <= 0:
                         pos = await self._finish(conn, requester, request, position, answer)
                         break
-                    rooms = await store.room_ids_of_user(conn, user_id)
+                    rooms = await self._rooms(conn, user_id)
                     moved = self._now(since) != answer.now
                     # Computed again once woken: not kept while the long-poll is held.
                     del answer
@@ -128,6 +128,10 @@ class SlidingSyncService:
                 await self.notifier.wait(user_id, rooms, remaining)
         answer.body["pos"] = str(pos)
         return answer.body
+
+    async def _rooms(self, conn: Connection, user_id: str) -> frozenset[str]:
+        """The user's rooms to wait on, shared with the user's other held long-polls."""
+        return self.notifier.room_set(user_id, await store.room_ids_of_user(conn, user_id))
 
     async def _finish(
         self,
