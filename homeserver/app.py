@@ -174,12 +174,10 @@ ROUTE_MODULES = (
 
 
 def build_app(hs: Homeserver) -> web.Application:
-    in_flight = http.InFlight()
+    in_flight = http.InFlight(hs.config.x_forwarded)
     app = web.Application(
         middlewares=[
             in_flight.middleware,
-            *([http.forwarded_middleware] if hs.config.x_forwarded else []),
-            http.access_log_middleware,
             errors.error_middleware,
             http.gate_middleware(
                 hs.config.max_request_size,
