@@ -125,6 +125,7 @@ class SlidingSyncService:
                 # Nothing readable moved while we computed: sleep until something for
                 # the user or any of their rooms is notified (no await before
                 # registering).
+                position = None if position is None else position.held()
                 await self.notifier.wait(user_id, rooms, remaining)
         answer.body["pos"] = str(pos)
         return answer.body
