@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from homeserver.api import errors, health, http, wellknown
+from homeserver.api import health, http, wellknown
 from homeserver.api.admin import access as admin_access
 from homeserver.api.admin import destinations as admin_destinations
 from homeserver.api.admin import media as admin_media
@@ -174,22 +174,19 @@ ROUTE_MODULES = (
 
 
 def build_app(hs: Homeserver) -> web.Application:
-    in_flight = http.InFlight(hs.config.x_forwarded)
-    app = web.Application(
-        middlewares=[
-            in_flight.middleware,
-            errors.error_middleware,
-            http.gate_middleware(
-                hs.config.max_request_size,
-                [
-                    (
-                        lambda path: path.startswith(http.FEDERATION_PREFIX),
-                        federation_auth.federation_auth_middleware,
-                    ),
-                    (admin_access.is_admin_path, admin_access.admin_auth_middleware),
-                ],
+    in_flight = http.InFlight(
+        hs.config.max_request_size,
+        [
+            (
+                lambda path: path.startswith(http.FEDERATION_PREFIX),
+                federation_auth.federation_auth_middleware,
             ),
+            (admin_access.is_admin_path, admin_access.admin_auth_middleware),
         ],
+        hs.config.x_forwarded,
+    )
+    app = web.Application(
+        middlewares=[in_flight.middleware],
         client_max_size=hs.config.max_request_size,
     )
     app[HOMESERVER] = hs

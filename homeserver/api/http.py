@@ -17,7 +17,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from homeserver import metrics
-from homeserver.api.errors import Handler, MatrixError, bad_json
+from homeserver.api.errors import Handler, MatrixError, bad_json, error_response
 from homeserver.logs import REQUEST_ID
 from homeserver.services.core.stored_json import MAX_DEPTH, ensure_storable
 
@@ -47,25 +47,36 @@ def route_pattern(request: web.Request) -> str:
     return resource.canonical
 
 
+# A part of the API (by path) and the middleware that guards it.
+Guard = tuple[
+    Callable[[str], bool], Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+]
+
+
 class InFlight:
-    """The outermost middleware, and the count of the requests being handled, so that a
+    """The one middleware, and the count of the requests being handled, so that a
     stopping process can wait for them.
 
     aiohttp's own shutdown stops reading from every connection at once, which would
     cut off a request whose body is still arriving: the server stops listening, waits
     here, and only then shuts its connections.
 
-    The same middleware logs one line per request, with the request id (`GET-42`, as
-    Synapse's) that every record logged while handling it carries in JSON logs; adds
-    the CORS headers of every answer (and answers a preflight); and, behind a load
-    balancer (`x_forwarded`), takes the client's address from X-Forwarded-For. One
-    middleware for all: each middleware is a coroutine frame (and aiohttp's wrappers)
-    kept as long as its request, and long-polls are held by the thousand."""
+    The same middleware, in this order: behind a load balancer (`x_forwarded`), takes
+    the client's address from X-Forwarded-For; sets the request id (`GET-42`, as
+    Synapse's) that every record logged while handling it carries in JSON logs;
+    answers a CORS preflight; checks every request before its handler (no U+0000 in
+    the path or query, the body within `max_size`, then the guard of the part of the
+    API the path is in: federation or admin authentication); turns errors into Matrix
+    answers (`errors.error_response`); adds the CORS headers; logs one line. One
+    middleware for all: each middleware is a coroutine frame kept as long as its
+    request, and long-polls are held by the thousand."""
 
-    def __init__(self, x_forwarded: bool = False) -> None:
+    def __init__(self, max_size: int, guards: Sequence[Guard], x_forwarded: bool = False) -> None:
         self.count = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._max_size = max_size
+        self._guards = tuple(guards)
         self._x_forwarded = x_forwarded
 
     @web.middleware
@@ -78,10 +89,14 @@ class InFlight:
         start = time.perf_counter()
         status = 500
         try:
+            response: web.StreamResponse
             if request.method == "OPTIONS":
-                response: web.StreamResponse = web.Response(status=204)
+                response = web.Response(status=204)
             else:
-                response = await handler(request)
+                try:
+                    response = await self._gate(request, handler)
+                except Exception as exc:
+                    response = error_response(request, exc)
             response.headers.update(CORS_HEADERS)
             status = response.status
             return response
@@ -93,6 +108,17 @@ class InFlight:
                 self.count -= 1
                 if self.count == 0:
                     self._idle.set()
+
+    def _gate(self, request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        """The checks, then the handler's answer to await (through the path's guard):
+        a plain function, so no frame of its own is kept while the request runs."""
+        _check_nul(request)
+        _check_body_size(request, self._max_size)
+        path = request.path
+        for applies, guard in self._guards:
+            if applies(path):
+                return guard(request, handler)
+        return handler(request)
 
     async def wait_idle(self) -> None:
         """Wait until no request is being handled."""
@@ -221,33 +247,6 @@ def _check_nul(request: web.Request) -> None:
         raise MatrixError(
             400, "M_INVALID_PARAM", "Path and query parameters must not contain U+0000"
         )
-
-
-# A part of the API (by path) and the middleware that guards it.
-Guard = tuple[
-    Callable[[str], bool], Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
-]
-
-
-def gate_middleware(max_size: int, guards: Sequence[Guard]) -> Any:
-    """The checks of every request before its handler: no U+0000 in the path or query,
-    the body within `max_size`, then the guard of the part of the API the path is in
-    (federation or admin authentication).
-
-    One middleware, not one per check: each middleware is a coroutine frame kept as
-    long as its request lasts, and a server holds thousands of long-polls."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        _check_nul(request)
-        _check_body_size(request, max_size)
-        path = request.path
-        for applies, guard in guards:
-            if applies(path):
-                return await guard(request, handler)
-        return await handler(request)
-
-    return middleware
 
 
 BODY_KEY = web.RequestKey("json_body", object)
