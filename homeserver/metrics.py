@@ -41,7 +41,10 @@ class _Off:
         pass
 
     def track_inprogress(self) -> AbstractContextManager[None]:
-        return nullcontext()
+        return _NOTHING  # stateless: one for every held long-poll
+
+
+_NOTHING: AbstractContextManager[None] = nullcontext()
 
 
 _OFF: Any = _Off()
