@@ -53,8 +53,7 @@ from homeserver.storage.sync import sync as sync_store
 # How long a sync waits for writes already announced for the user to become readable
 # (read-your-writes); a writer stuck longer than this is not waited for.
 MAX_SETTLE_S = 2.0
-# Syncs from scratch computed at once; others wait their turn (`_initial_sync`).
-INITIAL_SYNC_CONCURRENCY = 4
+INITIAL_SYNC_CONCURRENCY = 4  # syncs from scratch computed at once (`_initial_sync`)
 _ALL_MEMBERSHIPS = ("join", "invite", "knock", "leave", "ban")
 
 
@@ -225,10 +224,9 @@ class SyncService:
     async def _initial_sync(
         self, requester: Requester, sync_filter: Filter, request: SyncRequest
     ) -> JsonDict:
-        """A sync from scratch, INITIAL_SYNC_CONCURRENCY at most at once: each holds its
-        whole answer until written, and a storm of them (clients back after a restart)
-        would leave memory grown and fragmented for good (20 at once: 8 MiB; 4: 3.5).
-        The others wait, costing nothing; with the CPU busy, more would not end sooner."""
+        """At most INITIAL_SYNC_CONCURRENCY at once: each holds its whole answer until
+        written, and a storm of them (clients back after a restart) left memory grown and
+        fragmented for good (20 at once: 8 MiB; 4: 3.5). Others wait, costing nothing."""
         async with self._initial:
             result = await self._compute(
                 requester, sync_filter, None, self.current_token(), request
