@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from aiohttp import web
 
-from homeserver.api import errors, health, http, wellknown
+from homeserver.api import health, http, wellknown
 from homeserver.api.admin import access as admin_access
 from homeserver.api.admin import destinations as admin_destinations
 from homeserver.api.admin import media as admin_media
@@ -174,24 +174,19 @@ ROUTE_MODULES = (
 
 
 def build_app(hs: Homeserver) -> web.Application:
-    in_flight = http.InFlight()
-    app = web.Application(
-        middlewares=[
-            in_flight.middleware,
-            *([http.forwarded_middleware] if hs.config.x_forwarded else []),
-            http.access_log_middleware,
-            errors.error_middleware,
-            http.gate_middleware(
-                hs.config.max_request_size,
-                [
-                    (
-                        lambda path: path.startswith(http.FEDERATION_PREFIX),
-                        federation_auth.federation_auth_middleware,
-                    ),
-                    (admin_access.is_admin_path, admin_access.admin_auth_middleware),
-                ],
+    in_flight = http.InFlight(
+        hs.config.max_request_size,
+        [
+            (
+                lambda path: path.startswith(http.FEDERATION_PREFIX),
+                federation_auth.federation_auth_middleware,
             ),
+            (admin_access.is_admin_path, admin_access.admin_auth_middleware),
         ],
+        hs.config.x_forwarded,
+    )
+    app = web.Application(
+        middlewares=[in_flight.middleware],
         client_max_size=hs.config.max_request_size,
     )
     app[HOMESERVER] = hs
@@ -299,12 +294,14 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
     )
     await runner.setup()
+    metrics_runner = None
+    if config.metrics_port is not None:  # metrics enabled before start-up is frozen
+        metrics_runner = web.AppRunner(build_metrics_app(), access_log=None, handle_signals=False)
+        await metrics_runner.setup()
     tune_gc()
-    metrics_runner = web.AppRunner(build_metrics_app(), access_log=None, handle_signals=False)
-    await metrics_runner.setup()
     try:
         sites = [web.TCPSite(runner, config.bind, config.port)]
-        if config.metrics_port is not None:
+        if metrics_runner is not None:
             sites.append(web.TCPSite(metrics_runner, config.metrics_bind, config.metrics_port))
         if config.tls_port is not None:
             sites.append(
@@ -328,7 +325,8 @@ async def serve(config: Config, conninfo: str, embedded: EmbeddedPostgres | None
         if supervisor is not None:
             supervisor.cancel()
         await runner.cleanup()
-        await metrics_runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await hs.close()
         await db.close()
 

@@ -79,23 +79,20 @@ def _from_http_exception(exc: web.HTTPException) -> web.StreamResponse:
     return MatrixError(exc.status, "M_UNKNOWN", exc.reason).response()
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except MatrixError as exc:
+def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The Matrix answer to an error raised while handling `request`."""
+    if isinstance(exc, MatrixError):
         return exc.response()
-    except ServiceError as exc:
+    if isinstance(exc, ServiceError):
         return MatrixError(exc.status, exc.errcode, exc.message, **exc.extra).response()
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         return _from_http_exception(exc)
-    except CanonicalJsonError as exc:
+    if isinstance(exc, CanonicalJsonError):
         # Content a client gave for an event (sent, state, createRoom) that cannot be
         # signed: a float, an integer past 2**53, and so on. The client's mistake.
         return bad_json(f"Content is not valid canonical JSON: {exc}").response()
-    except Exception as exc:
-        if database_unavailable(exc):
-            # Logged once per outage by the pool, not once per request.
-            return MatrixError(503, "M_UNKNOWN", "The database is unavailable").response()
-        log.exception("unhandled error serving %s %s", request.method, request.path)
-        return MatrixError(500, "M_UNKNOWN", "Internal server error").response()
+    if database_unavailable(exc):
+        # Logged once per outage by the pool, not once per request.
+        return MatrixError(503, "M_UNKNOWN", "The database is unavailable").response()
+    log.error("unhandled error serving %s %s", request.method, request.path, exc_info=exc)
+    return MatrixError(500, "M_UNKNOWN", "Internal server error").response()

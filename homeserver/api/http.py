@@ -17,7 +17,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from homeserver import metrics
-from homeserver.api.errors import Handler, MatrixError, bad_json
+from homeserver.api.errors import Handler, MatrixError, bad_json, error_response
 from homeserver.logs import REQUEST_ID
 from homeserver.services.core.stored_json import MAX_DEPTH, ensure_storable
 
@@ -38,41 +38,6 @@ NUL = "\x00"
 _request_ids = itertools.count(1)
 
 
-@web.middleware
-async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One line per request, and the request id (`GET-42`, as Synapse's) that every
-    record logged while handling it carries in JSON logs; the CORS headers of every
-    answer (and the answer to a preflight). One middleware for both: each middleware is
-    a coroutine frame kept as long as its request, and long-polls are held by the
-    thousand."""
-    request_id = REQUEST_ID.set(f"{request.method}-{next(_request_ids)}")
-    start = time.perf_counter()
-    status = 500
-    try:
-        if request.method == "OPTIONS":
-            response: web.StreamResponse = web.Response(status=204)
-        else:
-            response = await handler(request)
-        response.headers.update(CORS_HEADERS)
-        status = response.status
-        return response
-    finally:
-        elapsed = time.perf_counter() - start
-        access_log.info(
-            "%s %s %d %.1fms %s %s",
-            request.method,
-            request.path,
-            status,
-            elapsed * 1000,
-            request.get(USER_KEY, "-"),
-            request.remote or "-",
-        )
-        labels = (route_pattern(request), request.method, str(status))
-        metrics.HTTP_REQUESTS.labels(*labels).inc()
-        metrics.HTTP_DURATION.labels(*labels).observe(elapsed)
-        REQUEST_ID.reset(request_id)
-
-
 def route_pattern(request: web.Request) -> str:
     """The route's pattern (`/_matrix/client/v3/rooms/{room_id}/send/...`), never the
     concrete path: one time series per endpoint, not per room or user."""
@@ -82,28 +47,78 @@ def route_pattern(request: web.Request) -> str:
     return resource.canonical
 
 
+# A part of the API (by path) and the middleware that guards it.
+Guard = tuple[
+    Callable[[str], bool], Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+]
+
+
 class InFlight:
-    """Counts the requests being handled, so that a stopping process can wait for them.
+    """The one middleware, and the count of the requests being handled, so that a
+    stopping process can wait for them.
 
     aiohttp's own shutdown stops reading from every connection at once, which would
     cut off a request whose body is still arriving: the server stops listening, waits
-    here, and only then shuts its connections."""
+    here, and only then shuts its connections.
 
-    def __init__(self) -> None:
+    The same middleware, in this order: behind a load balancer (`x_forwarded`), takes
+    the client's address from X-Forwarded-For; sets the request id (`GET-42`, as
+    Synapse's) that every record logged while handling it carries in JSON logs;
+    answers a CORS preflight; checks every request before its handler (no U+0000 in
+    the path or query, the body within `max_size`, then the guard of the part of the
+    API the path is in: federation or admin authentication); turns errors into Matrix
+    answers (`errors.error_response`); adds the CORS headers; logs one line. One
+    middleware for all: each middleware is a coroutine frame kept as long as its
+    request, and long-polls are held by the thousand."""
+
+    def __init__(self, max_size: int, guards: Sequence[Guard], x_forwarded: bool = False) -> None:
         self.count = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._max_size = max_size
+        self._guards = tuple(guards)
+        self._x_forwarded = x_forwarded
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.count += 1
         self._idle.clear()
+        if self._x_forwarded:
+            request = _forwarded(request)
+        request_id = REQUEST_ID.set(f"{request.method}-{next(_request_ids)}")
+        start = time.perf_counter()
+        status = 500
         try:
-            return await handler(request)
+            response: web.StreamResponse
+            if request.method == "OPTIONS":
+                response = web.Response(status=204)
+            else:
+                try:
+                    response = await self._gate(request, handler)
+                except Exception as exc:
+                    response = error_response(request, exc)
+            response.headers.update(CORS_HEADERS)
+            status = response.status
+            return response
         finally:
-            self.count -= 1
-            if self.count == 0:
-                self._idle.set()
+            try:
+                _log_request(request, status, time.perf_counter() - start)
+                REQUEST_ID.reset(request_id)
+            finally:
+                self.count -= 1
+                if self.count == 0:
+                    self._idle.set()
+
+    def _gate(self, request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        """The checks, then the handler's answer to await (through the path's guard):
+        a plain function, so no frame of its own is kept while the request runs."""
+        _check_nul(request)
+        _check_body_size(request, self._max_size)
+        path = request.path
+        for applies, guard in self._guards:
+            if applies(path):
+                return guard(request, handler)
+        return handler(request)
 
     async def wait_idle(self) -> None:
         """Wait until no request is being handled."""
@@ -113,17 +128,30 @@ class InFlight:
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 
-@web.middleware
-async def forwarded_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Behind a load balancer (`x_forwarded`), the client is the last address in
-    X-Forwarded-For, the one the balancer added: earlier ones the client may have
-    written itself."""
+def _log_request(request: web.Request, status: int, elapsed: float) -> None:
+    access_log.info(
+        "%s %s %d %.1fms %s %s",
+        request.method,
+        request.path,
+        status,
+        elapsed * 1000,
+        request.get(USER_KEY, "-"),
+        request.remote or "-",
+    )
+    labels = (route_pattern(request), request.method, str(status))
+    metrics.HTTP_REQUESTS.labels(*labels).inc()
+    metrics.HTTP_DURATION.labels(*labels).observe(elapsed)
+
+
+def _forwarded(request: web.Request) -> web.Request:
+    """Behind a load balancer, the client is the last address in X-Forwarded-For, the
+    one the balancer added: earlier ones the client may have written itself."""
     forwarded = request.headers.get("X-Forwarded-For")
     if forwarded:
         address = forwarded.rsplit(",", 1)[-1].strip()
         if address:
-            request = request.clone(remote=address)
-    return await handler(request)
+            return request.clone(remote=address)
+    return request
 
 
 class _MalformedRequestFilter(logging.Filter):
@@ -219,33 +247,6 @@ def _check_nul(request: web.Request) -> None:
         raise MatrixError(
             400, "M_INVALID_PARAM", "Path and query parameters must not contain U+0000"
         )
-
-
-# A part of the API (by path) and the middleware that guards it.
-Guard = tuple[
-    Callable[[str], bool], Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
-]
-
-
-def gate_middleware(max_size: int, guards: Sequence[Guard]) -> Any:
-    """The checks of every request before its handler: no U+0000 in the path or query,
-    the body within `max_size`, then the guard of the part of the API the path is in
-    (federation or admin authentication).
-
-    One middleware, not one per check: each middleware is a coroutine frame kept as
-    long as its request lasts, and a server holds thousands of long-polls."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        _check_nul(request)
-        _check_body_size(request, max_size)
-        path = request.path
-        for applies, guard in guards:
-            if applies(path):
-                return await guard(request, handler)
-        return await handler(request)
-
-    return middleware
 
 
 BODY_KEY = web.RequestKey("json_body", object)

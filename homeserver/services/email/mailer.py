@@ -2,7 +2,8 @@
 block describes it: implicit TLS (`force_tls`), STARTTLS when offered (`enable_tls`)
 or demanded (`require_transport_security`), and optional login.
 
-Every mail has a plain-text part and an HTML alternative.
+Every mail has a plain-text part and an HTML alternative. aiosmtplib is imported by the
+first mail or check, so a server without an `email` block never loads it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-
-import aiosmtplib
+from typing import TYPE_CHECKING
 
 from homeserver.config import Config
 from homeserver.config import email as email_config
+
+if TYPE_CHECKING:
+    import aiosmtplib
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,8 @@ class Mailer:
         return self.settings is not None
 
     def _client(self, s: SmtpSettings, timeout: float) -> aiosmtplib.SMTP:
+        import aiosmtplib
+
         # start_tls: None upgrades when the server offers STARTTLS, True insists on it.
         start_tls: bool | None = None
         if s.force_tls or not s.enable_tls:
@@ -122,6 +127,8 @@ class Mailer:
         s = self.settings
         if s is None:
             raise MailError("mail is not configured (no email.notif_from)")
+        import aiosmtplib
+
         message = build_message(mail, s.sender, self.server_name)
         try:
             async with self._client(s, SEND_TIMEOUT_S) as smtp:
@@ -135,6 +142,8 @@ class Mailer:
         s = self.settings
         if s is None:
             return
+        import aiosmtplib
+
         try:
             async with self._client(s, CHECK_TIMEOUT_S):
                 pass

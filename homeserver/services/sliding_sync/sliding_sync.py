@@ -105,7 +105,7 @@ class SlidingSyncService:
                 remaining = deadline - loop.time()
                 if first and remaining > 0 and self._idle(position, request, since):
                     # The answer would be empty: straight to waiting.
-                    rooms = await store.room_ids_of_user(conn, user_id)
+                    rooms = await self._rooms(conn, user_id)
                     moved = self._now(since) != since
                     # Something moved meanwhile: computed as a first answer (the
                     # client's own writes awaited).
@@ -117,7 +117,7 @@ class SlidingSyncService:
                     if since is None or answer.news or remaining <= 0:
                         pos = await self._finish(conn, requester, request, position, answer)
                         break
-                    rooms = await store.room_ids_of_user(conn, user_id)
+                    rooms = await self._rooms(conn, user_id)
                     moved = self._now(since) != answer.now
                     # Computed again once woken: not kept while the long-poll is held.
                     del answer
@@ -125,12 +125,17 @@ class SlidingSyncService:
                 # Nothing readable moved while we computed: sleep until something for
                 # the user or any of their rooms is notified (no await before
                 # registering).
+                position = None if position is None else position.held()
                 if not await self.notifier.wait(user_id, rooms, remaining):
                     # Timed out, or the server is draining (waits return at once):
                     # answer with what there is, rather than look again.
                     deadline = loop.time()
         answer.body["pos"] = str(pos)
         return answer.body
+
+    async def _rooms(self, conn: Connection, user_id: str) -> frozenset[str]:
+        """The user's rooms to wait on, shared with the user's other held long-polls."""
+        return self.notifier.room_set(user_id, await store.room_ids_of_user(conn, user_id))
 
     async def _finish(
         self,
