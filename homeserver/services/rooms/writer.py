@@ -35,7 +35,7 @@ from homeserver.services.e2ee.device_lists import record_membership
 from homeserver.services.rooms.event_cache import EventCache, load_events, state_entries
 from homeserver.services.rooms.event_records import check_limits, event_record
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.core.pool import Connection, Database, pipelined_transaction
 from homeserver.storage.push.pushers import PusherKey
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
@@ -422,7 +422,7 @@ class EventWriter:
             async with self.db.pool.connection() as conn:
                 group = RoomGroup(conn)
                 try:
-                    async with conn.pipeline(), conn.transaction():
+                    async with pipelined_transaction(conn):
                         await rooms.lock_rooms(conn, ordered)
                         yield group
                         await self._before_commit_all(group)
