@@ -16,7 +16,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -39,6 +39,7 @@ from homeserver.storage.core.pool import Connection, Database, pipelined_transac
 from homeserver.storage.push.pushers import PusherKey
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
+from homeserver.storage.rooms.events import TxnKey
 from homeserver.storage.rooms.state import StateKey
 
 MAX_PREV_EVENTS = 10
@@ -170,11 +171,12 @@ class RoomWriter:
         state_key: str | None = None,
         redacts: str | None = None,
         now_ms: int | None = None,
+        txn: TxnKey | None = None,
     ) -> PersistedEvent:
         event, prev_ids, new_key = await self.prepare(
             event_type, sender, content, state_key=state_key, redacts=redacts, now_ms=now_ms
         )
-        return await self.persist(event, prev_ids=prev_ids, new_key=new_key)
+        return await self.persist(event, prev_ids=prev_ids, new_key=new_key, txn=txn)
 
     async def prepare(
         self,
@@ -258,8 +260,11 @@ class RoomWriter:
             ),
         )
 
-    async def persist(self, event: Event, *, prev_ids: list[str], new_key: bool) -> PersistedEvent:
-        """Write an event already built and authorised for this room's current state."""
+    async def persist(
+        self, event: Event, *, prev_ids: list[str], new_key: bool, txn: TxnKey | None = None
+    ) -> PersistedEvent:
+        """Write an event already built and authorised for this room's current state;
+        `txn`, the client's transaction id of a send, goes in the same statement."""
         conn = self.conn
         stream_ordering = await self.next_position()
         if event.is_state:
@@ -277,6 +282,7 @@ class RoomWriter:
             stream_ordering=stream_ordering,
             state_group=self.state_group,
             replaced=prev_ids,
+            txn=txn,
         )
         self.extremities = [(event.event_id, event.depth)] + [
             (eid, d) for eid, d in self.extremities if eid not in prev_ids
@@ -287,6 +293,7 @@ class RoomWriter:
         return persisted
 
 
+T = TypeVar("T")
 BeforeCommit = Callable[[RoomWriter], Awaitable[None]]
 BeforeGroupCommit = Callable[[list[RoomWriter]], Awaitable[None]]
 AfterCommit = Callable[[RoomWriter], None]
@@ -501,20 +508,27 @@ class EventWriter:
 
     @asynccontextmanager
     async def writers(
-        self, room_ids: list[str], *, committing: Callable[[], None] | None = None
-    ) -> AsyncIterator[RoomGroup]:
+        self,
+        room_ids: list[str],
+        first: Callable[[Connection], Awaitable[T]],
+        *,
+        committing: Callable[[], None] | None = None,
+    ) -> AsyncIterator[tuple[RoomGroup, T]]:
         """Writers for several existing rooms in one transaction, committed together
         when the block exits cleanly: one commit (and one wait for the disk) for the
-        events of all of them. Unknown rooms get no writer. `committing` is called as
-        the commit is sent (the rooms' locks are held until it is done)."""
+        events of all of them. Unknown rooms get no writer. `first` sends the caller's
+        own statements, with the rooms' locks held, before the rooms are read: their
+        answers come back in that read's round trip. `committing` is called as the
+        commit is sent (the rooms' locks are held until it is done)."""
         async with self._transaction(room_ids, committing) as group:
+            queued = await first(group.conn)
             found = await rooms.get_rooms_and_extremities(group.conn, room_ids)
             for room_id in room_ids:
                 if room_id in found:
                     room, extremities = found[room_id]
                     version = get_room_version(room.room_version)
                     self._writer(group, room_id, version, room.current_state_group, extremities)
-            yield group
+            yield group, queued
 
     @asynccontextmanager
     async def new_room(
