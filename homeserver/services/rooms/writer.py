@@ -372,11 +372,16 @@ class EventWriter:
         return lock
 
     async def _stage_announcement(self, group: RoomGroup) -> None:
-        """Announce the events from inside their transaction, its last statements: the
-        announcement rides the commit's round trip rather than taking one of its own.
-        One announcement for the whole group, naming all its rooms."""
+        """Finish the positions and announce the events from inside their transaction,
+        its last statement: the announcement rides the commit's round trip rather than
+        taking one of its own, and marks the positions used. One announcement for the
+        whole group, naming all its rooms."""
+        finished = {"events": group.positions, "device_lists": _device_lists(group)}
         written = [w for w in group.writers.values() if w.persisted]
         if not written:
+            for stream, positions in finished.items():
+                if positions:
+                    await streams.finish(group.conn, stream, positions)
             return
         group.announcement = await self.notifier.announce_at_commit(
             group.conn,
@@ -384,6 +389,7 @@ class EventWriter:
             max(p.stream_ordering for w in written for p in w.persisted),
             rooms=[w.room_id for w in written],
             users=[u for w in written for u in _members_changed(w)],
+            finished=finished,
         )
 
     async def _announce(self, writers: list[RoomWriter], announcement: Announcement | None) -> None:
@@ -446,15 +452,11 @@ class EventWriter:
             await self._committed(list(group.writers.values()), group.announcement)
 
     async def _before_commit_all(self, group: RoomGroup) -> None:
-        """The listeners for each room that wrote events, then the positions finished."""
+        """The listeners for each room that wrote events."""
         written = [w for w in group.writers.values() if w.persisted]
         if written:
             for listener in self._before_commit:
                 await listener(written)
-        await streams.finish(group.conn, "events", group.positions)
-        device_lists = _device_lists(group)
-        if device_lists:
-            await streams.finish(group.conn, "device_lists", device_lists)
 
     def _writer(
         self,

@@ -8,7 +8,7 @@ the writer's main transaction can commit in parallel with others.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -90,22 +90,30 @@ def _positions(rows: list[tuple[Any, ...]]) -> dict[str, int]:
 
 
 async def publish_and_read_at_commit(
-    conn: AsyncConnection, channel: str, payload: str
+    conn: AsyncConnection, channel: str, payload: str, finished: Mapping[str, Sequence[int]]
 ) -> Callable[[], Awaitable[dict[str, int]]]:
-    """Queue, in a transaction in pipeline mode and without waiting, one statement: a
-    notification (PostgreSQL sends it when the transaction commits) and a read of the
-    safe positions as they are just before the commit, which counts the positions this
-    transaction finished as committed. The returned function fetches that read once
-    the pipeline has synced (the commit's own round trip): an announcement that costs
-    the writer no round trip of its own."""
+    """Queue, in a transaction in pipeline mode and without waiting, one statement: the
+    `finished` positions (per stream) marked used (as `finish`), a notification
+    (PostgreSQL sends it when the transaction commits) and a read of the safe positions
+    as they are just before the commit, which counts the positions this transaction
+    finished as committed. The returned function fetches that read once the pipeline
+    has synced (the commit's own round trip): an announcement that costs the writer no
+    round trip, nor statement, of its own."""
+    names = [stream for stream, positions in finished.items() for _ in positions]
+    numbers = [position for positions in finished.values() for position in positions]
     cur = await conn.execute(
+        "WITH f AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS f(stream, position)),"
+        # The main query does not see the DELETE's effect: it leaves `f` out itself.
+        " done AS (DELETE FROM stream_inflight d USING f"
+        " WHERE d.stream = f.stream AND d.position = f.position),"
         # A CTE calling a volatile function runs once, and is never inlined away.
-        "WITH sent AS (SELECT pg_notify(%s, %s))"
+        " sent AS (SELECT pg_notify(%s, %s))"
         " SELECT p.stream, p.position, min(i.position) FROM sent, stream_positions p"
         " LEFT JOIN stream_inflight i ON i.stream = p.stream"
         " AND i.backend_pid IN (SELECT pid FROM pg_stat_activity)"
+        " AND NOT EXISTS (SELECT FROM f WHERE f.stream = i.stream AND f.position = i.position)"
         " GROUP BY p.stream, p.position",
-        (channel, payload),
+        (names, numbers, channel, payload),
     )
 
     async def fetch() -> dict[str, int]:
