@@ -99,6 +99,10 @@ class RoomWriter:
     notified_pushers: Callable[[], Awaitable[list[PusherKey]]] | None = None
     # servers the new events were queued for (federation outbox): woken after the commit
     queued_destinations: set[str] = field(default_factory=set)
+    # writes of before-commit listeners that need no answer, the group's (one list for
+    # all its writers): made by the transaction's last statement (the announcement's)
+    # rather than each by a statement of its own
+    last_writes: list[streams.Write] = field(default_factory=list)
     # What the transaction changed, for caches of room facts (push evaluation): the
     # state group it started from, the state keys it changed, and the memberships it
     # wrote, in order, as (user id, membership, display name, stream position)
@@ -309,6 +313,7 @@ class RoomGroup:
     positions: list[int] = field(default_factory=list)
     # positions reserved for any room of the group, given out in order
     spare_positions: list[int] = field(default_factory=list)
+    last_writes: list[streams.Write] = field(default_factory=list)
     announcement: Announcement | None = None
 
 
@@ -390,6 +395,7 @@ class EventWriter:
             rooms=[w.room_id for w in written],
             users=[u for w in written for u in _members_changed(w)],
             finished=finished,
+            writes=group.last_writes,
         )
 
     async def _announce(self, writers: list[RoomWriter], announcement: Announcement | None) -> None:
@@ -477,6 +483,7 @@ class EventWriter:
             extremities=extremities,
             positions=group.positions,
             spare_positions=group.spare_positions,
+            last_writes=group.last_writes,
         )
         group.writers[room_id] = writer
         return writer

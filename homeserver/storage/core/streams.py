@@ -89,20 +89,31 @@ def _positions(rows: list[tuple[Any, ...]]) -> dict[str, int]:
     return out
 
 
+Write = tuple[str, Sequence[Any]]
+"""A statement that returns nothing, and its parameters (positional), for a caller that
+makes it part of another statement (a data-modifying CTE)."""
+
+
 async def publish_and_read_at_commit(
-    conn: AsyncConnection, channel: str, payload: str, finished: Mapping[str, Sequence[int]]
+    conn: AsyncConnection,
+    channel: str,
+    payload: str,
+    finished: Mapping[str, Sequence[int]],
+    writes: Sequence[Write] = (),
 ) -> Callable[[], Awaitable[dict[str, int]]]:
     """Queue, in a transaction in pipeline mode and without waiting, one statement: the
-    `finished` positions (per stream) marked used (as `finish`), a notification
-    (PostgreSQL sends it when the transaction commits) and a read of the safe positions
-    as they are just before the commit, which counts the positions this transaction
-    finished as committed. The returned function fetches that read once the pipeline
-    has synced (the commit's own round trip): an announcement that costs the writer no
-    round trip, nor statement, of its own."""
+    transaction's last `writes`, the `finished` positions (per stream) marked used (as
+    `finish`), a notification (PostgreSQL sends it when the transaction commits) and a
+    read of the safe positions as they are just before the commit, which counts the
+    positions this transaction finished as committed. The returned function fetches
+    that read once the pipeline has synced (the commit's own round trip): an
+    announcement that costs the writer no round trip, nor statement, of its own."""
     names = [stream for stream, positions in finished.items() for _ in positions]
     numbers = [position for positions in finished.values() for position in positions]
+    ctes = "".join(f" w{i} AS ({write})," for i, (write, _) in enumerate(writes))
     cur = await conn.execute(
-        "WITH f AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS f(stream, position)),"
+        f"WITH{ctes}"
+        " f AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS f(stream, position)),"
         # The main query does not see the DELETE's effect: it leaves `f` out itself.
         " done AS (DELETE FROM stream_inflight d USING f"
         " WHERE d.stream = f.stream AND d.position = f.position),"
@@ -113,7 +124,7 @@ async def publish_and_read_at_commit(
         " AND i.backend_pid IN (SELECT pid FROM pg_stat_activity)"
         " AND NOT EXISTS (SELECT FROM f WHERE f.stream = i.stream AND f.position = i.position)"
         " GROUP BY p.stream, p.position",
-        (names, numbers, channel, payload),
+        (*(p for _, params in writes for p in params), names, numbers, channel, payload),
     )
 
     async def fetch() -> dict[str, int]:
