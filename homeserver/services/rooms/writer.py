@@ -99,9 +99,8 @@ class RoomWriter:
     notified_pushers: Callable[[], Awaitable[list[PusherKey]]] | None = None
     # servers the new events were queued for (federation outbox): woken after the commit
     queued_destinations: set[str] = field(default_factory=set)
-    # writes of before-commit listeners that need no answer, the group's (one list for
-    # all its writers): made by the transaction's last statement (the announcement's)
-    # rather than each by a statement of its own
+    # the group's writes that need no answer (one list for all its writers): made by the
+    # transaction's last statement (the announcement's), not each by one of its own
     last_writes: list[streams.Write] = field(default_factory=list)
     # What the transaction changed, for caches of room facts (push evaluation): the
     # state group it started from, the state keys it changed, and the memberships it
@@ -298,6 +297,7 @@ class RoomWriter:
 
 
 T = TypeVar("T")
+Queue = Callable[[Connection], Awaitable[T]]
 BeforeCommit = Callable[[RoomWriter], Awaitable[None]]
 BeforeGroupCommit = Callable[[list[RoomWriter]], Awaitable[None]]
 AfterCommit = Callable[[RoomWriter], None]
@@ -377,10 +377,9 @@ class EventWriter:
         return lock
 
     async def _stage_announcement(self, group: RoomGroup) -> None:
-        """Finish the positions and announce the events from inside their transaction,
-        its last statement: the announcement rides the commit's round trip rather than
-        taking one of its own, and marks the positions used. One announcement for the
-        whole group, naming all its rooms."""
+        """Finish the positions and announce the events in their transaction's last
+        statement: it rides the commit's round trip rather than taking one of its own.
+        One announcement for the whole group, naming all its rooms."""
         finished = {"events": group.positions, "device_lists": _device_lists(group)}
         written = [w for w in group.writers.values() if w.persisted]
         if not written:
@@ -517,18 +516,12 @@ class EventWriter:
 
     @asynccontextmanager
     async def writers(
-        self,
-        room_ids: list[str],
-        first: Callable[[Connection], Awaitable[T]],
-        *,
-        committing: Callable[[], None] | None = None,
+        self, room_ids: list[str], first: Queue[T], *, committing: Callable[[], None] | None = None
     ) -> AsyncIterator[tuple[RoomGroup, T]]:
-        """Writers for several existing rooms in one transaction, committed together
-        when the block exits cleanly: one commit (and one wait for the disk) for the
-        events of all of them. Unknown rooms get no writer. `first` sends the caller's
-        own statements, with the rooms' locks held, before the rooms are read: their
-        answers come back in that read's round trip. `committing` is called as the
-        commit is sent (the rooms' locks are held until it is done)."""
+        """Writers for several existing rooms in one transaction and one commit (one
+        wait for the disk); unknown rooms get no writer. `first` sends the caller's
+        statements before the rooms are read (locks held), answered in that round trip.
+        `committing` is called as the commit is sent (the locks held until it is done)."""
         async with self._transaction(room_ids, committing) as group:
             queued = await first(group.conn)
             found = await rooms.get_rooms_and_extremities(group.conn, room_ids)
