@@ -119,7 +119,7 @@ async def insert_new_extremity(
     """A local event, its edges, and its place as a forward extremity of its room in
     place of `replaced`, in one statement (the same rows as `insert_event` and
     rooms.replace_forward_extremities, for the writer's hot path); with `txn`, the
-    client's transaction id of the send too (as `insert_txn_event`)."""
+    client's transaction id of the send too (its `event_txn_ids` row)."""
     params: dict[str, Any] = {}
     if txn is not None:
         params["txn_user"], params["txn_device"], params["txn_scope"], params["txn_id"] = txn
