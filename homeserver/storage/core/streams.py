@@ -108,23 +108,28 @@ async def publish_and_read_at_commit(
     positions this transaction finished as committed. The returned function fetches
     that read once the pipeline has synced (the commit's own round trip): an
     announcement that costs the writer no round trip, nor statement, of its own."""
-    names = [stream for stream, positions in finished.items() for _ in positions]
-    numbers = [position for positions in finished.values() for position in positions]
+    # Per stream, its positions: the primary key finds them (as in `finish`).
+    ours = " OR ".join(["({t}.stream = %s AND {t}.position = ANY(%s::bigint[]))"] * len(finished))
+    ours_params = [x for stream in sorted(finished) for x in (stream, list(finished[stream]))]
     ctes = "".join(f" w{i} AS ({write})," for i, (write, _) in enumerate(writes))
     cur = await conn.execute(
         f"WITH{ctes}"
-        " f AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS f(stream, position)),"
-        # The main query does not see the DELETE's effect: it leaves `f` out itself.
-        " done AS (DELETE FROM stream_inflight d USING f"
-        " WHERE d.stream = f.stream AND d.position = f.position),"
+        f" done AS (DELETE FROM stream_inflight d WHERE {ours.format(t='d') or 'false'}),"
         # A CTE calling a volatile function runs once, and is never inlined away.
         " sent AS (SELECT pg_notify(%s, %s))"
         " SELECT p.stream, p.position, min(i.position) FROM sent, stream_positions p"
         " LEFT JOIN stream_inflight i ON i.stream = p.stream"
         " AND i.backend_pid IN (SELECT pid FROM pg_stat_activity)"
-        " AND NOT EXISTS (SELECT FROM f WHERE f.stream = i.stream AND f.position = i.position)"
+        # The query does not see the DELETE's effect: it leaves those positions out itself.
+        f" AND NOT ({ours.format(t='i') or 'false'})"
         " GROUP BY p.stream, p.position",
-        (*(p for _, params in writes for p in params), names, numbers, channel, payload),
+        (
+            *(p for _, params in writes for p in params),
+            *ours_params,
+            channel,
+            payload,
+            *ours_params,
+        ),
     )
 
     async def fetch() -> dict[str, int]:
