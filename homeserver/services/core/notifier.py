@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,14 +244,20 @@ class Notifier:
         *,
         rooms: Iterable[str] = (),
         users: Iterable[str] = (),
+        finished: Mapping[str, Sequence[int]] | None = None,
+        writes: Sequence[streams.Write] = (),
     ) -> Announcement:
         """Announce a write at `position` of `stream` from inside its transaction (in
         pipeline mode), without waiting: other processes hear of it when it commits, and
-        the safe positions are read in the commit's round trip. Once committed, `read`
-        the announcement on the same connection, then hand it to `announced`."""
+        the safe positions are read in the commit's round trip. `finished`: positions
+        per stream the transaction used, finished in the same statement; `writes`, the
+        transaction's last writes, made by it too. Once committed, `read` the
+        announcement on the same connection, then hand it to `announced`."""
         pending = _Pending(stream, position, tuple(rooms), tuple(users))
         payload = self._encode(self._payload(pending))
-        fetch = await streams.publish_and_read_at_commit(conn, CHANNEL, payload)
+        fetch = await streams.publish_and_read_at_commit(
+            conn, CHANNEL, payload, finished or {}, writes
+        )
         return Announcement(pending, fetch)
 
     async def announced(self, announcement: Announcement) -> None:

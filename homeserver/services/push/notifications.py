@@ -63,6 +63,16 @@ PRUNE_INTERVAL_S = 3600.0
 MAIN_THREAD = store.MAIN_THREAD
 
 
+@dataclass(frozen=True, slots=True)
+class Recipients:
+    """Members evaluated with one shared rule set, and their ids in the same order (an
+    event that notifies them all stores these, without a pass over the members)."""
+
+    rules: SharedRules
+    members: list[Member]
+    user_ids: list[str]
+
+
 @dataclass(slots=True)
 class RoomPushState:
     """What evaluation reads about a room, as of state group `group`.
@@ -81,7 +91,7 @@ class RoomPushState:
     create: Event | None
     power: Event | None
     # The local members grouped by shared rules, as of a push rules generation
-    grouped: tuple[int, list[tuple[SharedRules, list[Member]]]] | None = None
+    grouped: tuple[int, list[Recipients]] | None = None
 
     def apply(self, user_id: str, membership: str, name: str | None, server: str) -> None:
         """One membership change, as `room_memberships` records it."""
@@ -124,6 +134,17 @@ def notified_rooms(writer: RoomWriter) -> list[str]:
     """The room whose joined members a commit's room row notified, if it wrote one:
     push delivery looks up its members' pushers from the room."""
     return [writer.room_id] if writer.notified_room else []
+
+
+def _ids_but(group: Recipients, matched: list[Member], sender: str) -> list[str]:
+    """The ids of the `matched` members of the group but the sender's. Matched are a
+    sub-list of the group's members: as many, they are all of them (most messages)."""
+    if len(matched) != len(group.members):
+        return [m.user_id for m in matched if m.user_id != sender]
+    ids = list(group.user_ids)
+    with contextlib.suppress(ValueError):
+        ids.remove(sender)
+    return ids
 
 
 def _plain(group: store.PushActionGroup) -> bool:
@@ -279,7 +300,7 @@ class NotificationService:
 
     async def _groups(
         self, conn: Connection, room: RoomPushState, event: Event
-    ) -> list[tuple[SharedRules, list[Member]]]:
+    ) -> list[Recipients]:
         """The event's recipients grouped by shared rules: local joined members (the
         sender too: the caller leaves them out of what is stored), and a local user
         invited. The members' grouping is kept with the room until its members or
@@ -287,7 +308,10 @@ class NotificationService:
         generation = self.push_rules.generation
         if room.grouped is None or room.grouped[0] != generation:
             shared = await self.push_rules.shared(conn, list(room.members))
-            room.grouped = (generation, [(r, [room.members[u] for u in us]) for r, us in shared])
+            room.grouped = (
+                generation,
+                [Recipients(r, [room.members[u] for u in us], list(us)) for r, us in shared],
+            )
         groups = list(room.grouped[1])
         if (
             event.type == MEMBER
@@ -299,7 +323,7 @@ class NotificationService:
         ):
             invited = room.member(event.state_key)
             for rules, _ in await self.push_rules.shared(conn, [invited.user_id]):
-                groups.append((rules, [invited]))
+                groups.append(Recipients(rules, [invited], [invited.user_id]))
         return groups
 
     async def before_commit(self, writers: list[RoomWriter]) -> None:
@@ -408,13 +432,13 @@ class NotificationService:
         facts = room.facts(user_level(sender, room.create, room.power))
         encoded: dict[int, str | None] = {}
         out: list[store.PushActionGroup] = []
-        for rules, members in groups:
-            if not members:
+        for group in groups:
+            if not group.members:
                 continue
-            for outcome, matched in rules.evaluate_groups(pdu, facts, members):
+            for outcome, matched in group.rules.evaluate_groups(pdu, facts, group.members):
                 if not outcome.notify:
                     continue
-                user_ids = [m.user_id for m in matched if m.user_id != sender]
+                user_ids = _ids_but(group, matched, sender)
                 if user_ids:
                     actions = self._encode(outcome, encoded)
                     out.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +69,7 @@ class _Pending:
     future: asyncio.Future[tuple[str, PersistedEvent | None]]
 
 
-def _txn_key(item: _Pending) -> tuple[str, str, str, str]:
+def _txn_key(item: _Pending) -> event_store.TxnKey:
     return (item.requester.user_id, item.requester.device_id, item.scope, item.txn_id or "")
 
 
@@ -246,10 +247,14 @@ class SendService:
         that one bad send costs only itself. `committing` is called when the commit is
         sent (the first that gets there, if the group is retried)."""
         outcomes: dict[_Pending, Outcome] = {}
+        # Retransmissions, of earlier groups or within this one, get the first answer:
+        # one read for the whole group, in its transaction, answered with the rooms.
+        keys = {item: _txn_key(item) for item in batch if item.txn_id is not None}
+        lookup = functools.partial(event_store.queue_txn_events, keys=list(keys.values()))
         try:
             rooms = [item.room_id for item in batch]
-            async with self.events.writers(rooms, committing=committing) as group:
-                await self._write_group(group, batch, outcomes)
+            async with self.events.writers(rooms, lookup, committing=committing) as (group, read):
+                await self._write_group(group, batch, keys, await read(), outcomes)
         except Exception as exc:
             if len(batch) > 1:
                 for part in _split(batch):
@@ -268,20 +273,18 @@ class SendService:
                 item.future.set_result((outcome.event.event_id, outcome))
 
     async def _write_group(
-        self, group: RoomGroup, batch: list[_Pending], outcomes: dict[_Pending, Outcome]
+        self,
+        group: RoomGroup,
+        batch: list[_Pending],
+        keys: dict[_Pending, event_store.TxnKey],
+        sent: dict[event_store.TxnKey, str],
+        outcomes: dict[_Pending, Outcome],
     ) -> None:
-        # Retransmissions, of earlier groups or within this one, get the first answer:
-        # one read for the whole group, in its transaction.
-        # Positions for every send, meanwhile: those a retransmission leaves unused are
+        # Positions for every send at once: those a retransmission leaves unused are
         # finished empty with the commit.
-        keys = {item: _txn_key(item) for item in batch if item.txn_id is not None}
         wanted = sum(1 for item in batch if item.room_id in group.writers)
-        async with asyncio.TaskGroup() as tasks:
-            lookup = tasks.create_task(event_store.get_txn_events(group.conn, list(keys.values())))
-            if wanted > 1:
-                tasks.create_task(next(iter(group.writers.values())).reserve_positions(wanted))
-        sent = lookup.result()
-        txn_rows: list[tuple[str, str, str, str, str]] = []
+        if wanted > 1:
+            await next(iter(group.writers.values())).reserve_positions(wanted)
         for item in batch:
             writer = group.writers.get(item.room_id)
             key = keys.get(item)
@@ -303,12 +306,6 @@ class SendService:
             outcomes[item] = persisted
             if key is not None:
                 sent[key] = persisted if isinstance(persisted, str) else persisted.event.event_id
-                if not isinstance(persisted, str):
-                    txn_rows.append((*key, persisted.event.event_id))
-        if txn_rows:
-            # One statement for the group's txn ids, in its transaction: a txn id taken
-            # meanwhile by another process fails the group, which is retried smaller.
-            await event_store.insert_txn_events(group.conn, txn_rows)
 
     async def _failed_alone(self, item: _Pending, exc: Exception) -> None:
         """A send whose own transaction failed: a txn id that raced with itself (in
@@ -331,30 +328,32 @@ class SendService:
     async def _send_one(self, writer: RoomWriter, item: _Pending) -> PersistedEvent | str:
         """The new event, or the id of the current state it would repeat."""
         requester = item.requester
+        # The txn id is stored with the event, in its statement: one taken meanwhile by
+        # another process fails the group, which is retried smaller.
+        txn = _txn_key(item) if item.txn_id is not None else None
         if item.event_type == "m.room.redaction" and item.state_key is None:
             target = item.content.get("redacts")
             if not isinstance(target, str):
                 raise ServiceError(400, "M_BAD_JSON", "Redactions need 'redacts'")
-            persisted = await self._redact(writer, requester, target, item.content)
-        else:
-            if item.state_key is not None and item.event_type == _MEMBERSHIP_ONLY:
-                self._check_member_event(requester, item.state_key, item.content)
-            if item.state_key is not None:
-                unchanged = await writer.unchanged(
-                    item.event_type, item.state_key, requester.user_id, item.content
-                )
-                if unchanged is not None:
-                    return unchanged
-            if item.state_key == "" and item.event_type == CANONICAL_ALIAS:
-                await check_canonical_alias(writer.conn, writer.cache, writer.room_id, item.content)
-            persisted = await writer.append(
-                item.event_type,
-                requester.user_id,
-                item.content,
-                state_key=item.state_key,
-                now_ms=item.ts,
+            return await self._redact(writer, requester, target, item.content, txn)
+        if item.state_key is not None and item.event_type == _MEMBERSHIP_ONLY:
+            self._check_member_event(requester, item.state_key, item.content)
+        if item.state_key is not None:
+            unchanged = await writer.unchanged(
+                item.event_type, item.state_key, requester.user_id, item.content
             )
-        return persisted
+            if unchanged is not None:
+                return unchanged
+        if item.state_key == "" and item.event_type == CANONICAL_ALIAS:
+            await check_canonical_alias(writer.conn, writer.cache, writer.room_id, item.content)
+        return await writer.append(
+            item.event_type,
+            requester.user_id,
+            item.content,
+            state_key=item.state_key,
+            now_ms=item.ts,
+            txn=txn,
+        )
 
     @staticmethod
     def _check_member_event(
@@ -390,6 +389,7 @@ class SendService:
         requester: Requester,
         target_id: str,
         content: Mapping[str, Any],
+        txn: event_store.TxnKey | None,
     ) -> PersistedEvent:
         """Redactions are applied only when the sender may redact that event."""
         conn = writer.conn
@@ -411,7 +411,7 @@ class SendService:
                 raise forbidden("You may not redact other users' events")
         body = {k: v for k, v in content.items() if k != "redacts"}
         persisted = await writer.append(
-            "m.room.redaction", requester.user_id, body, redacts=target_id
+            "m.room.redaction", requester.user_id, body, redacts=target_id, txn=txn
         )
         await event_store.mark_redacted(conn, target_id, persisted.event.event_id)
         return persisted

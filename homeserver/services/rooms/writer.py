@@ -16,7 +16,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -35,10 +35,11 @@ from homeserver.services.e2ee.device_lists import record_membership
 from homeserver.services.rooms.event_cache import EventCache, load_events, state_entries
 from homeserver.services.rooms.event_records import check_limits, event_record
 from homeserver.storage.core import streams
-from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.core.pool import Connection, Database, pipelined_transaction
 from homeserver.storage.push.pushers import PusherKey
 from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms import memberships, rooms, state
+from homeserver.storage.rooms.events import TxnKey
 from homeserver.storage.rooms.state import StateKey
 
 MAX_PREV_EVENTS = 10
@@ -98,6 +99,9 @@ class RoomWriter:
     notified_pushers: Callable[[], Awaitable[list[PusherKey]]] | None = None
     # servers the new events were queued for (federation outbox): woken after the commit
     queued_destinations: set[str] = field(default_factory=set)
+    # the group's writes that need no answer (one list for all its writers): made by the
+    # transaction's last statement (the announcement's), not each by one of its own
+    last_writes: list[streams.Write] = field(default_factory=list)
     # What the transaction changed, for caches of room facts (push evaluation): the
     # state group it started from, the state keys it changed, and the memberships it
     # wrote, in order, as (user id, membership, display name, stream position)
@@ -170,11 +174,12 @@ class RoomWriter:
         state_key: str | None = None,
         redacts: str | None = None,
         now_ms: int | None = None,
+        txn: TxnKey | None = None,
     ) -> PersistedEvent:
         event, prev_ids, new_key = await self.prepare(
             event_type, sender, content, state_key=state_key, redacts=redacts, now_ms=now_ms
         )
-        return await self.persist(event, prev_ids=prev_ids, new_key=new_key)
+        return await self.persist(event, prev_ids=prev_ids, new_key=new_key, txn=txn)
 
     async def prepare(
         self,
@@ -258,8 +263,11 @@ class RoomWriter:
             ),
         )
 
-    async def persist(self, event: Event, *, prev_ids: list[str], new_key: bool) -> PersistedEvent:
-        """Write an event already built and authorised for this room's current state."""
+    async def persist(
+        self, event: Event, *, prev_ids: list[str], new_key: bool, txn: TxnKey | None = None
+    ) -> PersistedEvent:
+        """Write an event already built and authorised for this room's current state;
+        `txn`, the client's transaction id of a send, goes in the same statement."""
         conn = self.conn
         stream_ordering = await self.next_position()
         if event.is_state:
@@ -277,6 +285,7 @@ class RoomWriter:
             stream_ordering=stream_ordering,
             state_group=self.state_group,
             replaced=prev_ids,
+            txn=txn,
         )
         self.extremities = [(event.event_id, event.depth)] + [
             (eid, d) for eid, d in self.extremities if eid not in prev_ids
@@ -287,6 +296,8 @@ class RoomWriter:
         return persisted
 
 
+T = TypeVar("T")
+Queue = Callable[[Connection], Awaitable[T]]
 BeforeCommit = Callable[[RoomWriter], Awaitable[None]]
 BeforeGroupCommit = Callable[[list[RoomWriter]], Awaitable[None]]
 AfterCommit = Callable[[RoomWriter], None]
@@ -302,6 +313,7 @@ class RoomGroup:
     positions: list[int] = field(default_factory=list)
     # positions reserved for any room of the group, given out in order
     spare_positions: list[int] = field(default_factory=list)
+    last_writes: list[streams.Write] = field(default_factory=list)
     announcement: Announcement | None = None
 
 
@@ -365,11 +377,15 @@ class EventWriter:
         return lock
 
     async def _stage_announcement(self, group: RoomGroup) -> None:
-        """Announce the events from inside their transaction, its last statements: the
-        announcement rides the commit's round trip rather than taking one of its own.
+        """Finish the positions and announce the events in their transaction's last
+        statement: it rides the commit's round trip rather than taking one of its own.
         One announcement for the whole group, naming all its rooms."""
+        finished = {"events": group.positions, "device_lists": _device_lists(group)}
         written = [w for w in group.writers.values() if w.persisted]
         if not written:
+            for stream, positions in finished.items():
+                if positions:
+                    await streams.finish(group.conn, stream, positions)
             return
         group.announcement = await self.notifier.announce_at_commit(
             group.conn,
@@ -377,6 +393,8 @@ class EventWriter:
             max(p.stream_ordering for w in written for p in w.persisted),
             rooms=[w.room_id for w in written],
             users=[u for w in written for u in _members_changed(w)],
+            finished=finished,
+            writes=group.last_writes,
         )
 
     async def _announce(self, writers: list[RoomWriter], announcement: Announcement | None) -> None:
@@ -422,7 +440,7 @@ class EventWriter:
             async with self.db.pool.connection() as conn:
                 group = RoomGroup(conn)
                 try:
-                    async with conn.pipeline(), conn.transaction():
+                    async with pipelined_transaction(conn):
                         await rooms.lock_rooms(conn, ordered)
                         yield group
                         await self._before_commit_all(group)
@@ -439,15 +457,11 @@ class EventWriter:
             await self._committed(list(group.writers.values()), group.announcement)
 
     async def _before_commit_all(self, group: RoomGroup) -> None:
-        """The listeners for each room that wrote events, then the positions finished."""
+        """The listeners for each room that wrote events."""
         written = [w for w in group.writers.values() if w.persisted]
         if written:
             for listener in self._before_commit:
                 await listener(written)
-        await streams.finish(group.conn, "events", group.positions)
-        device_lists = _device_lists(group)
-        if device_lists:
-            await streams.finish(group.conn, "device_lists", device_lists)
 
     def _writer(
         self,
@@ -468,6 +482,7 @@ class EventWriter:
             extremities=extremities,
             positions=group.positions,
             spare_positions=group.spare_positions,
+            last_writes=group.last_writes,
         )
         group.writers[room_id] = writer
         return writer
@@ -501,20 +516,21 @@ class EventWriter:
 
     @asynccontextmanager
     async def writers(
-        self, room_ids: list[str], *, committing: Callable[[], None] | None = None
-    ) -> AsyncIterator[RoomGroup]:
-        """Writers for several existing rooms in one transaction, committed together
-        when the block exits cleanly: one commit (and one wait for the disk) for the
-        events of all of them. Unknown rooms get no writer. `committing` is called as
-        the commit is sent (the rooms' locks are held until it is done)."""
+        self, room_ids: list[str], first: Queue[T], *, committing: Callable[[], None] | None = None
+    ) -> AsyncIterator[tuple[RoomGroup, T]]:
+        """Writers for several existing rooms in one transaction and one commit (one
+        wait for the disk); unknown rooms get no writer. `first` sends the caller's
+        statements before the rooms are read (locks held), answered in that round trip.
+        `committing` is called as the commit is sent (the locks held until it is done)."""
         async with self._transaction(room_ids, committing) as group:
+            queued = await first(group.conn)
             found = await rooms.get_rooms_and_extremities(group.conn, room_ids)
             for room_id in room_ids:
                 if room_id in found:
                     room, extremities = found[room_id]
                     version = get_room_version(room.room_version)
                     self._writer(group, room_id, version, room.current_state_group, extremities)
-            yield group
+            yield group, queued
 
     @asynccontextmanager
     async def new_room(

@@ -446,7 +446,7 @@ def _list_state(found: Window) -> list[Any]:
 async def record_room_facts(writers: list[RoomWriter]) -> None:
     """The event writer's in-transaction hook, once per group commit: keep the rooms'
     bump stamps, types and encryption current for the lists
-    (storage/sliding_sync/rooms.py)."""
+    (storage/sliding_sync/rooms.py), with the transaction's last statement."""
     bumps = [
         (
             w.room_id,
@@ -457,7 +457,7 @@ async def record_room_facts(writers: list[RoomWriter]) -> None:
         )
         for w in writers
     ]
-    await store.update_rooms(writers[0].conn, bumps)
+    writers[0].last_writes.append(store.update_rooms(bumps))
 
 
 def _room_configs(

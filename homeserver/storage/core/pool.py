@@ -103,6 +103,32 @@ async def _configure(conn: AsyncConnection) -> None:
     await conn.execute("SET jit = off")
 
 
+@asynccontextmanager
+async def pipelined_transaction(conn: Connection) -> AsyncIterator[None]:
+    """A transaction in pipeline mode whose BEGIN and COMMIT go out with the other
+    statements. psycopg's `transaction()` inside a pipeline syncs (a round trip) on
+    entering and twice on leaving; here the pipeline's own sync at the end is the only
+    one, so a transaction costs the round trips its statements need and one more.
+
+    A statement that fails puts the pipeline in its aborted state, in which the server
+    skips everything up to the sync, the COMMIT too: nothing of the transaction
+    commits, and it is rolled back once the pipeline has synced."""
+    try:
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            yield
+            await conn.execute("COMMIT")
+    except BaseException:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            try:
+                await conn.rollback()
+            except psycopg.Error:
+                # The pool resets (or discards) a connection that comes back in a
+                # transaction or broken.
+                log.warning("rolling back a failed transaction failed", exc_info=True)
+        raise
+
+
 async def connect(conninfo: str) -> Connection:
     """A dedicated autocommit connection outside the pool, for session state that must
     outlive one borrow (advisory locks, LISTEN) or must not wait on a busy pool. Its

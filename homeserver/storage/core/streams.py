@@ -8,7 +8,7 @@ the writer's main transaction can commit in parallel with others.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -89,23 +89,47 @@ def _positions(rows: list[tuple[Any, ...]]) -> dict[str, int]:
     return out
 
 
+Write = tuple[str, Sequence[Any]]
+"""A statement that returns nothing, and its parameters (positional), for a caller that
+makes it part of another statement (a data-modifying CTE)."""
+
+
 async def publish_and_read_at_commit(
-    conn: AsyncConnection, channel: str, payload: str
+    conn: AsyncConnection,
+    channel: str,
+    payload: str,
+    finished: Mapping[str, Sequence[int]],
+    writes: Sequence[Write] = (),
 ) -> Callable[[], Awaitable[dict[str, int]]]:
-    """Queue, in a transaction in pipeline mode and without waiting, one statement: a
-    notification (PostgreSQL sends it when the transaction commits) and a read of the
-    safe positions as they are just before the commit, which counts the positions this
-    transaction finished as committed. The returned function fetches that read once
-    the pipeline has synced (the commit's own round trip): an announcement that costs
-    the writer no round trip of its own."""
+    """Queue, in a transaction in pipeline mode and without waiting, one statement: the
+    transaction's last `writes`, the `finished` positions (per stream) marked used (as
+    `finish`), a notification (PostgreSQL sends it when the transaction commits) and a
+    read of the safe positions as they are just before the commit, which counts the
+    positions this transaction finished as committed. The returned function fetches
+    that read once the pipeline has synced (the commit's own round trip): an
+    announcement that costs the writer no round trip, nor statement, of its own."""
+    # Per stream, its positions: the primary key finds them (as in `finish`).
+    ours = " OR ".join(["({t}.stream = %s AND {t}.position = ANY(%s::bigint[]))"] * len(finished))
+    ours_params = [x for stream in sorted(finished) for x in (stream, list(finished[stream]))]
+    ctes = "".join(f" w{i} AS ({write})," for i, (write, _) in enumerate(writes))
     cur = await conn.execute(
+        f"WITH{ctes}"
+        f" done AS (DELETE FROM stream_inflight d WHERE {ours.format(t='d') or 'false'}),"
         # A CTE calling a volatile function runs once, and is never inlined away.
-        "WITH sent AS (SELECT pg_notify(%s, %s))"
+        " sent AS (SELECT pg_notify(%s, %s))"
         " SELECT p.stream, p.position, min(i.position) FROM sent, stream_positions p"
         " LEFT JOIN stream_inflight i ON i.stream = p.stream"
         " AND i.backend_pid IN (SELECT pid FROM pg_stat_activity)"
+        # The query does not see the DELETE's effect: it leaves those positions out itself.
+        f" AND NOT ({ours.format(t='i') or 'false'})"
         " GROUP BY p.stream, p.position",
-        (channel, payload),
+        (
+            *(p for _, params in writes for p in params),
+            *ours_params,
+            channel,
+            payload,
+            *ours_params,
+        ),
     )
 
     async def fetch() -> dict[str, int]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg import AsyncConnection
+
+# A send's (user, device, scope, txn id): what makes a client's retransmission the same.
+TxnKey = tuple[str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,28 @@ async def insert_event(
             )
 
 
+_INSERT_NEW_EXTREMITY_CTES = (
+    "ev AS (INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
+    " origin_server_ts, stream_ordering, json, state_group, relates_to, rel_type,"
+    " contains_url, auth_event_ids)"
+    " VALUES (%(id)s, %(room)s, %(type)s, %(state_key)s, %(sender)s, %(depth)s, %(ts)s,"
+    " %(ordering)s, %(json)s, %(group)s, %(relates_to)s, %(rel_type)s, %(url)s,"
+    " %(auth)s)),"
+    " edges AS (INSERT INTO event_edges (event_id, prev_event_id)"
+    " SELECT %(id)s, unnest(%(prev)s::text[]) ON CONFLICT DO NOTHING),"
+    " gone AS (DELETE FROM forward_extremities"
+    " WHERE room_id = %(room)s AND event_id = ANY(%(replaced)s))"
+    " INSERT INTO forward_extremities (room_id, event_id) VALUES (%(room)s, %(id)s)"
+    " ON CONFLICT DO NOTHING"
+)
+_INSERT_NEW_EXTREMITY = "WITH " + _INSERT_NEW_EXTREMITY_CTES
+_INSERT_NEW_EXTREMITY_TXN = (
+    "WITH txn AS (INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id)"
+    " VALUES (%(txn_user)s, %(txn_device)s, %(txn_scope)s, %(txn_id)s, %(id)s)), "
+    + _INSERT_NEW_EXTREMITY_CTES
+)
+
+
 async def insert_new_extremity(
     conn: AsyncConnection,
     event: NewEvent,
@@ -88,24 +114,19 @@ async def insert_new_extremity(
     stream_ordering: int,
     state_group: int | None,
     replaced: Sequence[str],
+    txn: TxnKey | None = None,
 ) -> None:
     """A local event, its edges, and its place as a forward extremity of its room in
     place of `replaced`, in one statement (the same rows as `insert_event` and
-    rooms.replace_forward_extremities, for the writer's hot path)."""
+    rooms.replace_forward_extremities, for the writer's hot path); with `txn`, the
+    client's transaction id of the send too (its `event_txn_ids` row)."""
+    params: dict[str, Any] = {}
+    if txn is not None:
+        params["txn_user"], params["txn_device"], params["txn_scope"], params["txn_id"] = txn
     await conn.execute(
-        "WITH ev AS (INSERT INTO events (event_id, room_id, type, state_key, sender, depth,"
-        " origin_server_ts, stream_ordering, json, state_group, relates_to, rel_type,"
-        " contains_url, auth_event_ids)"
-        " VALUES (%(id)s, %(room)s, %(type)s, %(state_key)s, %(sender)s, %(depth)s, %(ts)s,"
-        " %(ordering)s, %(json)s, %(group)s, %(relates_to)s, %(rel_type)s, %(url)s,"
-        " %(auth)s)),"
-        " edges AS (INSERT INTO event_edges (event_id, prev_event_id)"
-        " SELECT %(id)s, unnest(%(prev)s::text[]) ON CONFLICT DO NOTHING),"
-        " gone AS (DELETE FROM forward_extremities"
-        " WHERE room_id = %(room)s AND event_id = ANY(%(replaced)s))"
-        " INSERT INTO forward_extremities (room_id, event_id) VALUES (%(room)s, %(id)s)"
-        " ON CONFLICT DO NOTHING",
+        _INSERT_NEW_EXTREMITY_TXN if txn is not None else _INSERT_NEW_EXTREMITY,
         {
+            **params,
             "id": event.event_id,
             "room": event.room_id,
             "type": event.type,
@@ -164,12 +185,14 @@ async def get_txn_event(
     return row[0] if row else None
 
 
-async def get_txn_events(
-    conn: AsyncConnection, keys: Sequence[tuple[str, str, str, str]]
-) -> dict[tuple[str, str, str, str], str]:
-    """`get_txn_event` for many (user, device, scope, txn id) keys in one statement."""
+async def queue_txn_events(
+    conn: AsyncConnection, keys: Sequence[TxnKey]
+) -> Callable[[], Awaitable[dict[TxnKey, str]]]:
+    """`get_txn_event` for many (user, device, scope, txn id) keys in one statement,
+    sent without waiting (pipeline mode): the returned function reads the answer, which
+    comes back with the next statement that is waited for."""
     if not keys:
-        return {}
+        return _no_txn_events
     columns = [list(column) for column in zip(*keys, strict=True)]
     cur = await conn.execute(
         "SELECT t.user_id, t.device_id, t.scope, t.txn_id, t.event_id FROM event_txn_ids t"
@@ -177,18 +200,15 @@ async def get_txn_events(
         " ON t.user_id = k.u AND t.device_id = k.d AND t.scope = k.s AND t.txn_id = k.x",
         columns,
     )
-    return {(u, d, s, x): eid for u, d, s, x, eid in await cur.fetchall()}
+
+    async def fetch() -> dict[TxnKey, str]:
+        return {(u, d, s, x): eid for u, d, s, x, eid in await cur.fetchall()}
+
+    return fetch
 
 
-async def insert_txn_events(
-    conn: AsyncConnection, rows: Sequence[tuple[str, str, str, str, str]]
-) -> None:
-    """(user, device, scope, txn id, event id) rows, in one statement."""
-    await conn.execute(
-        "INSERT INTO event_txn_ids (user_id, device_id, scope, txn_id, event_id)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])",
-        tuple([row[i] for row in rows] for i in range(5)),
-    )
+async def _no_txn_events() -> dict[TxnKey, str]:
+    return {}
 
 
 async def txn_ids_for(

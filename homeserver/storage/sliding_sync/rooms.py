@@ -48,11 +48,12 @@ class UserRoom(NamedTuple):
     is_encrypted: bool
 
 
-async def update_rooms(conn: AsyncConnection, bumps: Sequence[tuple[str, int]]) -> None:
-    """Record each (room, latest bump) and the rooms' type and encryption as their
-    current state says, in one statement (inside the transaction that wrote their
-    events; one entry per room)."""
-    await conn.execute(
+def update_rooms(bumps: Sequence[tuple[str, int]]) -> tuple[str, tuple[Any, ...]]:
+    """The write (statement, parameters) that records each (room, latest bump) and the
+    rooms' type and encryption as their current state says (one entry per room), for
+    the transaction that wrote their events to make as part of its last statement (a
+    data-modifying CTE)."""
+    return (
         "INSERT INTO sliding_sync_rooms (room_id, bump_stamp, room_type, is_encrypted)"
         " SELECT u.room_id, u.bump,"
         " (SELECT e.json::jsonb #>> '{content,type}' FROM current_state c"
