@@ -122,10 +122,12 @@ async def pipelined_transaction(conn: Connection) -> AsyncIterator[None]:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             try:
                 await conn.rollback()
-            except psycopg.Error:
+            except psycopg.Error as exc:
                 # The pool resets (or discards) a connection that comes back in a
-                # transaction or broken.
-                log.warning("rolling back a failed transaction failed", exc_info=True)
+                # transaction or broken; a lost connection (the database restarting)
+                # is reported where the failure is handled.
+                if not conn.broken:
+                    log.warning("rolling back a failed transaction failed: %s", exc)
         raise
 
 
