@@ -296,3 +296,59 @@ async def test_event_taken_in_while_partial_is_rejected_by_the_full_state(
     async with hs_b.db.pool.connection() as conn:
         row = (await events.get_events(conn, [forged.event_id]))[forged.event_id]
     assert row.rejected_reason is not None and eve.user_id in row.rejected_reason
+
+
+async def _unexpected(event: Any) -> str | None:
+    raise AssertionError(f"{event.event_id} left the batch for the one-event path")
+
+
+@pytest.mark.parametrize("path", ["batch", "one event"])
+async def test_member_missing_from_the_partial_state_is_heard(
+    busy_room: tuple[Client, Client, list[str]], path: str
+) -> None:
+    """The creator, whose join B holds only as part of the auth chain (the partial
+    state names no member but the joiner), speaks before the full state is in: their
+    own auth events vouch for their membership, on either intake path (a transaction's
+    PDUs go through the batch; the one-event path when they need the network), and the
+    full state keeps the message."""
+    a, b, (room_id, *members) = busy_room
+    hs_a, hs_b = hs_of(a), hs_of(b)
+    speaker = members[0]
+    bob = await RoomUser.make(b, "bob")
+    await bob.ok("POST", f"/join/{room_id}?server_name={hs_a.server_name}")
+    async with hs_a.db.pool.connection() as conn:
+        ids = await state.get_current_state(conn, room_id)
+    auth = [ids[("m.room.create", "")], ids[("m.room.power_levels", "")]]
+    auth.append(ids[("m.room.member", speaker)])
+    version = get_room_version("11")
+    async with hs_b.room_locks.room_lock(room_id):
+        assert await hs_b.partial_state.is_partial(room_id)
+        assert speaker not in await joined_on(b, room_id)
+        async with hs_b.db.pool.connection() as conn:
+            [(tip, depth), *_] = await rooms.get_forward_extremities(conn, room_id)
+        said = build_event(
+            version,
+            hs_a.signing_key,
+            event_type="m.room.message",
+            sender=speaker,
+            content={"msgtype": "m.text", "body": "from a member B never heard of"},
+            prev_events=[tip],
+            auth_events=auth,
+            depth=depth + 1,
+            origin_server_ts=int(time.time() * 1000),
+            room_id=room_id,
+        )
+        if path == "batch":
+            results = await hs_b.inbound.batches.take([said], _unexpected)
+            assert results == {said.event_id: None}
+        else:
+            assert await hs_b.inbound.process_event(hs_a.server_name, version, said) is None
+        async with hs_b.db.pool.connection() as conn:
+            row = (await events.get_events(conn, [said.event_id]))[said.event_id]
+        assert row.rejected_reason is None and row.stream_ordering is not None
+
+    async def full() -> bool:
+        return not await hs_b.partial_state.is_partial(room_id)
+
+    await eventually(full, within=30)
+    assert await sees(bob, room_id, "from a member B never heard of")

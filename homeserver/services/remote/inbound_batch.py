@@ -6,7 +6,8 @@ The PDUs are put in DAG order (each after those of its prev and auth events in t
 batch). The longest prefix whose auth events and prev events we hold (or that comes
 earlier in the batch) is written in one transaction: each event still authorised
 against its own auth events, against the state before it and against current state,
-and stored accepted, rejected or soft-failed, exactly as one at a time. An event that
+and stored accepted, rejected or soft-failed, exactly as one at a time (in a room
+with partial state too: `check_remote_auth`). An event that
 needs the network (a missing auth chain, a gap before it) goes through the one-event
 path, and the batch goes on after it. If the batch's transaction fails, its events
 are retried one at a time, so one bad event cannot cost the others.
@@ -18,13 +19,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from federation.auth_rules import AuthError, check_auth
+from federation.auth_rules import AuthError
 from federation.events import Event
 from federation.identifiers import create_event_id_for_room
 from homeserver.services.remote.checks import auth_against_own
+from homeserver.services.remote.partial_state import check_remote_auth
 from homeserver.services.remote.state import (
     StateBefore,
-    auth_state_from,
     persist_outliers,
     persist_remote,
     resolve_sets,
@@ -182,7 +183,7 @@ class BatchIntake:
             return f"rejected: {reason}"
         before = await resolve_sets(conn, cache, event.room_version, list(groups))
         try:
-            check_auth(event, await auth_state_from(conn, cache, event, before))
+            await check_remote_auth(conn, cache, event, before)
         except AuthError as exc:
             plan.groups[event.event_id] = await persist_remote(
                 writer, event, before, rejected_reason=exc.reason
@@ -193,7 +194,7 @@ class BatchIntake:
         if before.group is None or before.group != writer.state_group:
             current = StateBefore(writer.state_group, None)
             try:
-                check_auth(event, await auth_state_from(conn, cache, event, current))
+                await check_remote_auth(conn, cache, event, current)
             except AuthError as exc:
                 log.info("soft-failing %s: %s", event.event_id, exc.reason)
                 soft_failed = True
