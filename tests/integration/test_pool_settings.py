@@ -29,3 +29,27 @@ async def test_pooled_and_dedicated_connections_run_without_jit(
         assert row is not None and row[0] == "off"
     finally:
         await dedicated.close()
+
+
+async def test_a_request_after_another_gets_the_connection_that_served_it(
+    database_factory: Callable[[], str],
+) -> None:
+    """The connection just returned is the next handed out (its statements prepared and
+    planned), while the pool keeps others for concurrent requests."""
+    db = Database(database_factory(), size=4)
+    await db.open()
+    try:
+        async with db.pool.connection() as first, db.pool.connection() as second:
+            held = {first.pgconn.backend_pid, second.pgconn.backend_pid}
+            assert len(held) == 2
+        async with db.pool.connection() as conn:
+            last = conn.pgconn.backend_pid
+        for _ in range(5):
+            async with db.pool.connection() as conn:
+                assert conn.pgconn.backend_pid == last
+            # Another connection served meanwhile (it stays warm for the next too).
+            async with db.pool.connection() as a, db.pool.connection() as b:
+                assert {a.pgconn.backend_pid, b.pgconn.backend_pid} == held
+                last = a.pgconn.backend_pid  # returned last
+    finally:
+        await db.close()
