@@ -7,8 +7,10 @@ For each server (a fresh database each on the same PostgreSQL, one after the oth
 and each account size N, a user joined to N rooms asks, as Element X does, for a
 window of 20 rooms with `timeline_limit: 1` and Element X's `required_state`:
 
-(a) first answer: the time of a request without `pos` (median of 5, a new
-    `conn_id` each time, so nothing is answered from a connection's memory);
+(a) first answer: the time of a request without `pos` (median of 15, a new
+    `conn_id` each time, so nothing is answered from a connection's memory; a
+    request takes a few milliseconds here and this machine's timings swing by a
+    third from run to run, so five were too few for a steady median);
 (b) live delivery: from the start of a send in a room of the window to the event
     in the user's waiting long-poll (p50, p99 over --messages sends);
 (c) --polls connections held in long-polls at once: server memory per connection
@@ -108,7 +110,7 @@ async def grow_to(user: Api, rooms: list[str], size: int) -> None:
     await bounded(jobs, SETUP_CONCURRENCY)
 
 
-async def first_answer(user: Api, rooms: int, repeats: int = 5) -> float:
+async def first_answer(user: Api, rooms: int, repeats: int = 15) -> float:
     timings = []
     for i in range(repeats + 1):
         body = {**WINDOW, "conn_id": f"bench-{time.time_ns()}"}

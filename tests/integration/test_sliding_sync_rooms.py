@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 
 from homeserver.api.context import HOMESERVER
+from homeserver.services.accounts.auth import hash_token, new_token
+from homeserver.services.core.clock import now_ms
+from homeserver.storage.accounts import devices, tokens
 from homeserver.storage.core.pool import Database
 from tests.integration.conftest import make_user, serve_process, start_process
 from tests.integration.sliding_sync_helpers import (
@@ -206,3 +209,53 @@ async def test_connection_survives_a_restart_and_moves_between_processes(
     answer = await on_b.ss(body, pos=answer["pos"])
     assert bodies(answer["rooms"][room_id]) == ["via a"]
     assert "initial" not in answer["rooms"][room_id]
+
+
+async def second_device(client: Client, user: User, device_id: str) -> User:
+    """Another device of `user`, with its own access token."""
+    hs = client.server.app[HOMESERVER]
+    token = new_token("syt")
+    async with hs.db.pool.connection() as conn:
+        await devices.upsert_device(conn, user.user_id, device_id, None, now_ms())
+        await tokens.insert_access_token(
+            conn, hash_token(token), user.user_id, device_id, now_ms=now_ms()
+        )
+    return User(client, user.user_id, token)
+
+
+def of_type(events: list[Any], event_type: str) -> Any:
+    [event] = [e for e in events if e["type"] == event_type]
+    return event
+
+
+async def test_state_redacted_since_and_own_transaction_ids(client: Client) -> None:
+    """A state event redacted after a connection was sent it (and the server keeps
+    its rendering) comes redacted to the next first answer; the sender's own message
+    carries the transaction id to the device that sent it, and to no other."""
+    alice = await new_user(client, "alice")
+    room_id = await alice.create_room(name="Redactions")
+    topic_id = await alice.state(room_id, "m.room.topic", {"topic": "secret plans"})
+    state = [["m.room.topic", ""], ["m.room.name", ""]]
+    first = await alice.ss({**one_list(state=state), "conn_id": "before"})
+    topic = of_type(first["rooms"][room_id]["required_state"], "m.room.topic")
+    assert topic["content"] == {"topic": "secret plans"}
+
+    redaction = await alice.call("PUT", f"/rooms/{room_id}/redact/{topic_id}/r1", {})
+    await alice.call(
+        "PUT",
+        f"/rooms/{room_id}/send/m.room.message/txn-from-here",
+        {"msgtype": "m.text", "body": "mine"},
+    )
+    room = (await alice.ss({**one_list(state=state), "conn_id": "after"}))["rooms"][room_id]
+    topic = of_type(room["required_state"], "m.room.topic")
+    assert topic["content"] == {}
+    assert topic["unsigned"]["redacted_because"]["event_id"] == redaction["event_id"]
+    [message] = room["timeline"]
+    assert message["unsigned"]["transaction_id"] == "txn-from-here"
+
+    phone = await second_device(client, alice, "PHONE")
+    room = (await phone.ss({**one_list(state=state), "conn_id": "phone"}))["rooms"][room_id]
+    [message] = room["timeline"]
+    assert message["content"]["body"] == "mine"
+    assert "transaction_id" not in message["unsigned"]
+    assert of_type(room["required_state"], "m.room.topic")["content"] == {}

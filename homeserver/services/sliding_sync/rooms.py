@@ -18,7 +18,7 @@ from federation.types import JsonDict
 from homeserver.services.accounts.filters import Filter, RoomEventFilter, RoomFilter
 from homeserver.services.rooms.event_cache import EventCache, load_events
 from homeserver.services.sliding_sync.request import RoomConfig
-from homeserver.services.sync.rooms import Rendered, RoomsBuilder
+from homeserver.services.sync.rooms import ReadAhead, Rendered, RoomsBuilder
 from homeserver.services.sync.state import LazyMembers, RoomPlan, TimelineRoom
 from homeserver.services.sync.tokens import SyncToken
 from homeserver.storage.core.pool import Connection
@@ -209,7 +209,7 @@ class RoomRenderer:
     async def _fill(
         self, targets: Sequence[Target], timelines: Mapping[str, TimelineRoom], result: Rendering
     ) -> None:
-        states, deltas, summaries = await self._states(targets, timelines)
+        states, deltas, summaries, ahead = await self._states(targets, timelines)
         moved = [
             t.room.room_id for t in targets if not t.initial and self._members_moved(t, deltas)
         ]
@@ -219,7 +219,7 @@ class RoomRenderer:
         for t in targets:
             timeline_room = timelines[t.room.room_id]
             timeline_room.state = self._required(t, timeline_room, states, deltas, result)
-        rendered = await self._builder(0).render_events(rooms)
+        rendered = await self._builder(0).render_events(rooms, ahead)
         naming = {
             t.room.room_id: states.get(t.room.room_id, {})
             if _fresh(t) or t.room.membership != "join"
@@ -275,13 +275,20 @@ class RoomRenderer:
 
     async def _states(
         self, targets: Sequence[Target], timelines: Mapping[str, TimelineRoom]
-    ) -> tuple[dict[str, StateMap], dict[str, StateMap], dict[str, sync_store.RoomSummary]]:
+    ) -> tuple[
+        dict[str, StateMap],
+        dict[str, StateMap],
+        dict[str, sync_store.RoomSummary],
+        ReadAhead | None,
+    ]:
         """The state each room needs, what changed since the connection last had it,
         and the summaries of the rooms sent from nothing (read with the state). A room
         sent from nothing gets its current state (at the leave, for a room left) at
         the keys asked for plus name and avatar; a room the connection has gets only
         the member events of new senders (lazy loading) and the changes, read only
-        when its timeline holds state events or skips some."""
+        when its timeline holds state events or skips some. What rendering would
+        look up (the redactions of those state events, the transaction ids of the
+        user's timeline events) rides the same round trip."""
         joined = [t for t in targets if t.room.membership == "join"]
         everything = False
         whole: set[str] = set()
@@ -308,8 +315,17 @@ class RoomRenderer:
                 lower = int(t.had.get("p", 0)) if t.had is not None else 0
                 windows.append((t.room.room_id, lower, _upper(t.room, self.now.events)))
         initial = [t.room.room_id for t in targets if t.initial]
-        states, summaries = (
-            await store.current_state(
+        own = [
+            row.event_id
+            for t in targets
+            for event, row in timelines[t.room.room_id].timeline
+            if event.sender == self.user_id
+        ]
+        states: dict[str, StateMap] = {}
+        summaries: dict[str, sync_store.RoomSummary] = {}
+        ahead = None
+        if needing or initial:
+            read = await store.current_state(
                 self.conn,
                 needing,
                 keys,
@@ -317,10 +333,12 @@ class RoomRenderer:
                 everything,
                 summarised=initial,
                 user_id=self.user_id,
+                own=own,
+                device_id=self.device_id,
             )
-            if needing or initial
-            else ({}, {})
-        )
+            states, summaries = read.states, read.summaries
+            checked = frozenset(e for state in states.values() for e in state.values())
+            ahead = ReadAhead(checked, read.redacted, frozenset(own), read.txn_ids)
         left = [t for t in targets if t.room.membership != "join"]
         if left:
             rows = await event_store.get_events(self.conn, [t.room.event_id for t in left])
@@ -333,7 +351,7 @@ class RoomRenderer:
             for room_id, group in groups.items():
                 states[room_id] = full.get(group, {})
         deltas = await store.state_changes(self.conn, windows)
-        return states, deltas, summaries
+        return states, deltas, summaries, ahead
 
     def _required(
         self,

@@ -15,6 +15,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from federation.events import MEMBER, Event
 from federation.types import JsonDict
@@ -87,6 +88,18 @@ def stripped(event: Event) -> JsonDict:
         "content": dict(event.content),
         "sender": event.sender,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAhead:
+    """What a caller already read of `render_events`' lookups, in round trips of its
+    own: the redactions among the state events `checked`, and the device's
+    transaction ids of the timeline events `own`."""
+
+    checked: frozenset[str]
+    redacted: Mapping[str, str]
+    own: frozenset[str]
+    txn_ids: Mapping[str, str]
 
 
 class RoomsBuilder:
@@ -275,13 +288,16 @@ class RoomsBuilder:
 
     # -- rendering -------------------------------------------------------------
 
-    async def render_events(self, rooms: list[TimelineRoom]) -> dict[str, JsonDict]:
+    async def render_events(
+        self, rooms: list[TimelineRoom], ahead: ReadAhead | None = None
+    ) -> dict[str, JsonDict]:
         """Client events (or PDUs, for `event_format: federation`) for every timeline
         and state event of these rooms, by id.
 
         Unredacted events are rendered once and kept (`Rendered`); only their
         `unsigned` is made per response. State events already rendered are not read
-        again: one light query tells which of them were redacted since.
+        again: one light query tells which of them were redacted since, unless the
+        caller read that already (`ahead`).
         """
         rows: dict[str, EventRow] = {}
         for room in rooms:
@@ -300,9 +316,15 @@ class RoomsBuilder:
             for event, row in room.timeline
             if event.sender == self.user_id
         ]
+        checked: Iterable[str] = ()
+        if ahead is not None:
+            checked, own = ahead.checked, [e for e in own if e not in ahead.own]
         state_rows, known_redacted, txn_ids = await self._render_lookups(
-            len(rooms), state_ids - known, known, own
+            len(rooms), state_ids - known, known.difference(checked), own
         )
+        if ahead is not None:
+            known_redacted.update((e, r) for e, r in ahead.redacted.items() if e in known)
+            txn_ids.update(ahead.txn_ids)
         rows.update(state_rows)
         redacted_by = {eid: row.redacted_by for eid, row in rows.items() if row.redacted_by}
         redacted_by.update(known_redacted)

@@ -217,15 +217,20 @@ async def txn_ids_for(
     """Transaction ids this device used for any of these events. Looked up by event
     alone (see timeline.paginate): the (user, device) prefix of the key would read
     every send the device ever made."""
-    cur = await conn.execute(
+    cur = await conn.execute(*txn_ids_query(event_ids))
+    return txn_ids_found(await cur.fetchall(), user_id, device_id)
+
+
+def txn_ids_query(event_ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+    """`txn_ids_for`'s statement, for a caller that sends it in its own pipeline."""
+    return (
         "SELECT event_id, user_id, device_id, txn_id FROM event_txn_ids WHERE event_id = ANY(%s)",
         (list(event_ids),),
     )
-    return {
-        eid: txn
-        for eid, user, device, txn in await cur.fetchall()
-        if (user, device) == (user_id, device_id)
-    }
+
+
+def txn_ids_found(rows: Sequence[tuple[Any, ...]], user_id: str, device_id: str) -> dict[str, str]:
+    return {eid: txn for eid, user, device, txn in rows if (user, device) == (user_id, device_id)}
 
 
 async def mark_redacted(conn: AsyncConnection, event_id: str, redaction_id: str) -> None:

@@ -16,6 +16,7 @@ import orjson
 from psycopg import AsyncConnection, AsyncCursor
 
 from federation.types import JsonDict
+from homeserver.storage.rooms import events as event_store
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.rooms.state import StateKey, StateMap
 from homeserver.storage.sync import sync as sync_store
@@ -265,6 +266,18 @@ async def room_ids_of_user(conn: AsyncConnection, user_id: str) -> frozenset[str
     return frozenset(room_id for (room_id,) in await cur.fetchall())
 
 
+@dataclass(slots=True)
+class StateRead:
+    """What `current_state` read in its round trip."""
+
+    states: dict[str, StateMap]
+    summaries: dict[str, sync_store.RoomSummary]
+    # The redaction of each state event read that has been redacted (the others have
+    # not), and the device's transaction ids of the events asked for (`own`).
+    redacted: dict[str, str]
+    txn_ids: dict[str, str]
+
+
 async def current_state(
     conn: AsyncConnection,
     room_ids: Sequence[str],
@@ -274,10 +287,15 @@ async def current_state(
     *,
     summarised: Sequence[str] = (),
     user_id: str = "",
-) -> tuple[dict[str, StateMap], dict[str, sync_store.RoomSummary]]:
+    own: Sequence[str] = (),
+    device_id: str = "",
+) -> StateRead:
     """Per room, the current state entries at `keys`, of every state key of
-    `whole_types`, or all of them with `everything`; and the summaries of the rooms
-    `summarised` for `user_id` (`room_summaries`), read in the same round trip."""
+    `whole_types`, or all of them with `everything`, each with its redaction if
+    redacted; and in the same round trip, the summaries of the rooms `summarised` for
+    `user_id` (`room_summaries`) and the transaction ids `device_id` used for the
+    events `own` (`txn_ids_for`): what rendering the answer would otherwise ask in
+    round trips of its own."""
     key_list = sorted(set(keys))
     params = {
         "rooms": list(room_ids),
@@ -292,9 +310,12 @@ async def current_state(
         " %(keys)s::text[])) OR c.type = ANY(%(whole)s::text[]))"
     )
     async with conn.pipeline():
+        # The redaction by a subquery per entry: a lookup by the events key whatever
+        # the planner thinks of the table's size.
         cur = await conn.execute(
-            "SELECT c.room_id, c.type, c.state_key, c.event_id FROM current_state c"
-            f" WHERE c.room_id = ANY(%(rooms)s::text[]){where}",
+            "SELECT c.room_id, c.type, c.state_key, c.event_id,"
+            " (SELECT e.redacted_by FROM events e WHERE e.event_id = c.event_id)"
+            f" FROM current_state c WHERE c.room_id = ANY(%(rooms)s::text[]){where}",
             params,
         )
         summaries = (
@@ -302,11 +323,20 @@ async def current_state(
             if summarised
             else None
         )
+        txn_ids = await conn.execute(*event_store.txn_ids_query(own)) if own else None
     out: dict[str, StateMap] = {room_id: {} for room_id in room_ids}
-    for room_id, event_type, state_key, event_id in await cur.fetchall():
+    redacted: dict[str, str] = {}
+    for room_id, event_type, state_key, event_id, redacted_by in await cur.fetchall():
         out[room_id][(event_type, state_key)] = event_id
+        if redacted_by is not None:
+            redacted[event_id] = redacted_by
     found = {} if summaries is None else sync_store.room_summaries_found(await summaries.fetchall())
-    return out, found
+    ids = (
+        {}
+        if txn_ids is None
+        else event_store.txn_ids_found(await txn_ids.fetchall(), user_id, device_id)
+    )
+    return StateRead(out, found, redacted, ids)
 
 
 async def state_changes(
