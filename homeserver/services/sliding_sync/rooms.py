@@ -9,7 +9,8 @@ it since (or the client asks for more of it), with what it lacks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,8 @@ from homeserver.storage.sync import sync as sync_store
 
 # Timeline rows read ahead (`recent_events`), by timeline limit and (room, lower, upper).
 ReadTimelines = Mapping[int, Mapping[tuple[str, int, int], list[EventRow]]]
+# Sends the caller's statements, given the connection's new records of the rooms.
+Recorded = Callable[[Mapping[str, JsonDict]], Awaitable[None]]
 
 NAME = ("m.room.name", "")
 AVATAR = ("m.room.avatar", "")
@@ -88,6 +91,14 @@ class Rendering:
             entry = self.rooms[room_id]
             entry["notification_count"] = unread.get("notification_count", 0)
             entry["highlight_count"] = unread.get("highlight_count", 0)
+
+
+def _had_members(t: Target) -> list[str]:
+    """The lazy members the connection was sent in the room (none when it is sent
+    from nothing)."""
+    if t.had is None or t.initial:
+        return []
+    return list(t.had.get("m", []))
 
 
 def _fresh(t: Target) -> bool:
@@ -186,8 +197,13 @@ class RoomRenderer:
                 out[timeline_room.plan.room_id] = timeline_room
         return out
 
-    async def render(self, targets: Sequence[Target], read: ReadTimelines) -> Rendering:
-        """`read`: timeline rows already read, by timeline limit and window."""
+    async def render(
+        self, targets: Sequence[Target], read: ReadTimelines, then: Recorded | None = None
+    ) -> Rendering:
+        """`read`: timeline rows already read, by timeline limit and window. `then`:
+        given the connection's new records of the rooms (final before the state is
+        read), sends the caller's statements in the state's round trip; not called
+        when no state is read."""
         result = Rendering()
         await self._stripped([t for t in targets if t.stripped], result)
         others = [t for t in targets if not t.stripped]
@@ -198,18 +214,29 @@ class RoomRenderer:
             record = {"s": t.room.membership, "p": timeline_room.plan.upper, "k": t.config.key()}
             if t.had is not None and not t.initial:
                 record["m"] = t.had.get("m", [])
+            if _expand(t.config, self.user_id)[3]:
+                # The lazy members the connection will have been sent: those it had,
+                # then this timeline's new senders.
+                had = _had_members(t)
+                senders = {event.sender for event, _ in timeline_room.timeline}
+                record["m"] = (had + sorted(senders - set(had)))[-MAX_LAZY_REMEMBERED:]
             result.records[t.room.room_id] = record
             changed = t.had is None or t.had.get("k") != record["k"]
             if t.initial or changed or timeline_room.timeline or timeline_room.limited:
                 sent.append(t)
         if sent:
-            await self._fill(sent, timelines, result)
+            after = None if then is None else functools.partial(then, result.records)
+            await self._fill(sent, timelines, result, after)
         return result
 
     async def _fill(
-        self, targets: Sequence[Target], timelines: Mapping[str, TimelineRoom], result: Rendering
+        self,
+        targets: Sequence[Target],
+        timelines: Mapping[str, TimelineRoom],
+        result: Rendering,
+        then: Callable[[], Awaitable[None]] | None,
     ) -> None:
-        states, deltas, summaries, ahead = await self._states(targets, timelines)
+        states, deltas, summaries, ahead = await self._states(targets, timelines, then)
         moved = [
             t.room.room_id for t in targets if not t.initial and self._members_moved(t, deltas)
         ]
@@ -218,7 +245,7 @@ class RoomRenderer:
         rooms = [timelines[t.room.room_id] for t in targets]
         for t in targets:
             timeline_room = timelines[t.room.room_id]
-            timeline_room.state = self._required(t, timeline_room, states, deltas, result)
+            timeline_room.state = self._required(t, timeline_room, states, deltas)
         rendered = await self._builder(0).render_events(rooms, ahead)
         naming = {
             t.room.room_id: states.get(t.room.room_id, {})
@@ -274,7 +301,10 @@ class RoomRenderer:
         return any(k[0] == MEMBER for k in deltas.get(t.room.room_id, {}))
 
     async def _states(
-        self, targets: Sequence[Target], timelines: Mapping[str, TimelineRoom]
+        self,
+        targets: Sequence[Target],
+        timelines: Mapping[str, TimelineRoom],
+        then: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[
         dict[str, StateMap],
         dict[str, StateMap],
@@ -335,6 +365,7 @@ class RoomRenderer:
                 user_id=self.user_id,
                 own=own,
                 device_id=self.device_id,
+                then=then,
             )
             states, summaries = read.states, read.summaries
             checked = frozenset(e for state in states.values() for e in state.values())
@@ -359,14 +390,14 @@ class RoomRenderer:
         timeline_room: TimelineRoom,
         states: Mapping[str, StateMap],
         deltas: Mapping[str, StateMap],
-        result: Rendering,
     ) -> StateMap:
+        """The state events to send (the connection's record of its lazy members was
+        brought up to date by `render`)."""
         room_id = t.room.room_id
         state = states.get(room_id, {})
-        record = result.records[room_id]
         senders = {event.sender for event, _ in timeline_room.timeline}
         _, _, _, lazy = _expand(t.config, self.user_id)
-        had_members: list[str] = list(record.get("m", [])) if lazy else []
+        had_members = _had_members(t) if lazy else []
         fresh = _fresh(t)
         lazy_users = (senders - set(had_members)) if lazy else set()
         if fresh:
@@ -379,9 +410,6 @@ class RoomRenderer:
             for key, event_id in state.items():
                 if key[0] == MEMBER and key[1] in lazy_users:
                     wanted[key] = event_id
-        if lazy:
-            members = had_members + sorted(lazy_users - set(had_members))
-            record["m"] = members[-MAX_LAZY_REMEMBERED:]
         return wanted
 
     async def _meta(

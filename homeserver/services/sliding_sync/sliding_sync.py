@@ -65,6 +65,8 @@ class _Answer:
     rendering: Rendering
     # Unread counts read with the lists (`_lists`), per room counted.
     unread: Mapping[str, JsonDict]
+    # A first answer's new position, saved in the state's round trip (`_compute`).
+    saved: connections.SavedPosition | None = None
 
 
 class SlidingSyncService:
@@ -147,32 +149,26 @@ class SlidingSyncService:
     ) -> int:
         """Read the unread counts of the rooms sent (those not read with the lists) and
         store the answer's state as the connection's new position, which rides the
-        counts' last round trip."""
-        key = (requester.user_id, requester.device_id, request.conn_id)
-        saved: list[connections.SavedPosition] = []
+        counts' last round trip (unless the state's round trip took it already)."""
+        saved = [] if answer.saved is None else [answer.saved]
 
         async def save() -> None:
-            saved.append(
-                await connections.save_position(
-                    conn,
-                    key,
-                    None if position is None else position.connection_id,
-                    None if position is None else position_id(request),
-                    str(answer.now),
-                    answer.state,
-                    now_ms(),
-                )
-            )
+            saved.append(await _save(conn, requester, request, position, answer.now, answer.state))
 
         missing = [r for r in answer.rendering.counted if r not in answer.unread]
         counts = dict(answer.unread)
         if missing:
             counts.update(
                 await self.notifications.unread(
-                    conn, requester.user_id, missing, False, answer.now.events, save
+                    conn,
+                    requester.user_id,
+                    missing,
+                    False,
+                    answer.now.events,
+                    None if saved else save,
                 )
             )
-        else:
+        elif not saved:
             await save()
         answer.rendering.add_unread(counts)
         return await saved[0].id()
@@ -247,6 +243,15 @@ class SlidingSyncService:
         configs = _room_configs(request, windows, subscribed)
         targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
         await self._read_ahead(conn, user_id, targets, found, now.events)
+        lists = {name: _list_state(w) for name, w in windows.items()}
+        saved: list[connections.SavedPosition] = []
+
+        async def save_early(records: Mapping[str, JsonDict]) -> None:
+            """A first answer is always kept: its position is saved in the state's
+            round trip rather than one of its own at the end."""
+            state = {"rooms": {**had_rooms, **records}, "lists": lists, "q": request.digest}
+            saved.append(await _save(conn, requester, request, None, now, state))
+
         renderer = RoomRenderer(
             conn,
             self.event_cache,
@@ -259,7 +264,9 @@ class SlidingSyncService:
             dm_rooms=ctx.dm_rooms,
             ignored=ctx.ignored,
         )
-        rendering = await renderer.render(targets, found.read)
+        rendering = await renderer.render(
+            targets, found.read, save_early if since is None else None
+        )
         scope = Scope(
             {name: w.room_ids for name, w in windows.items()},
             subscribed,
@@ -269,7 +276,6 @@ class SlidingSyncService:
         extensions, ext_news = await self.extensions.compute(
             conn, requester, request.extensions, scope, since, now
         )
-        lists = {name: _list_state(w) for name, w in windows.items()}
         body: JsonDict = {"pos": ""}
         if windows:
             body["lists"] = {name: {"count": w.count, "ops": w.ops} for name, w in windows.items()}
@@ -281,7 +287,7 @@ class SlidingSyncService:
             "q": request.digest,
         }
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
-        return _Answer(body, news, state, now, rendering, found.unread)
+        return _Answer(body, news, state, now, rendering, found.unread, next(iter(saved), None))
 
     async def _lists(
         self,
@@ -425,6 +431,27 @@ def _guess(had: Mapping[str, Any], name: str, upper: int) -> list[tuple[str, int
             if isinstance(record, dict) and record.get("s") == "join":
                 out.append((room_id, int(record.get("p", 0)), upper))
     return out
+
+
+async def _save(
+    conn: Connection,
+    requester: Requester,
+    request: SlidingSyncRequest,
+    position: connections.Position | None,
+    now: SyncToken,
+    state: JsonDict,
+) -> connections.SavedPosition:
+    """Send the statement that stores the answer's state as the connection's new
+    position (from `position`, the one the client came with, if any)."""
+    return await connections.save_position(
+        conn,
+        (requester.user_id, requester.device_id, request.conn_id),
+        None if position is None else position.connection_id,
+        None if position is None else position_id(request),
+        str(now),
+        state,
+        now_ms(),
+    )
 
 
 def position_id(request: SlidingSyncRequest) -> int:

@@ -289,13 +289,15 @@ async def current_state(
     user_id: str = "",
     own: Sequence[str] = (),
     device_id: str = "",
+    then: Callable[[], Awaitable[None]] | None = None,
 ) -> StateRead:
     """Per room, the current state entries at `keys`, of every state key of
     `whole_types`, or all of them with `everything`, each with its redaction if
     redacted; and in the same round trip, the summaries of the rooms `summarised` for
     `user_id` (`room_summaries`) and the transaction ids `device_id` used for the
     events `own` (`txn_ids_for`): what rendering the answer would otherwise ask in
-    round trips of its own."""
+    round trips of its own. `then`: the caller's statements, sent in that round trip
+    too (read once this returns)."""
     key_list = sorted(set(keys))
     params = {
         "rooms": list(room_ids),
@@ -324,6 +326,8 @@ async def current_state(
             else None
         )
         txn_ids = await conn.execute(*event_store.txn_ids_query(own)) if own else None
+        if then is not None:
+            await then()
     out: dict[str, StateMap] = {room_id: {} for room_id in room_ids}
     redacted: dict[str, str] = {}
     for room_id, event_type, state_key, event_id, redacted_by in await cur.fetchall():
