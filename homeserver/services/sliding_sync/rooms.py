@@ -372,17 +372,20 @@ class RoomRenderer:
             ahead = ReadAhead(checked, read.redacted, frozenset(own), read.txn_ids)
         left = [t for t in targets if t.room.membership != "join"]
         if left:
-            rows = await event_store.get_events(self.conn, [t.room.event_id for t in left])
-            groups = {
-                t.room.room_id: row.state_group
-                for t in left
-                if (row := rows.get(t.room.event_id)) is not None and row.state_group is not None
-            }
-            full = await sync_store.full_states(self.conn, groups.values())
-            for room_id, group in groups.items():
-                states[room_id] = full.get(group, {})
+            states.update(await self._left_states(left))
         deltas = await store.state_changes(self.conn, windows)
         return states, deltas, summaries, ahead
+
+    async def _left_states(self, left: Sequence[Target]) -> dict[str, StateMap]:
+        """The state of each room left at the leave."""
+        rows = await event_store.get_events(self.conn, [t.room.event_id for t in left])
+        groups = {
+            t.room.room_id: row.state_group
+            for t in left
+            if (row := rows.get(t.room.event_id)) is not None and row.state_group is not None
+        }
+        full = await sync_store.full_states(self.conn, groups.values())
+        return {room_id: full.get(group, {}) for room_id, group in groups.items()}
 
     def _required(
         self,

@@ -316,15 +316,9 @@ class RoomsBuilder:
             for event, row in room.timeline
             if event.sender == self.user_id
         ]
-        checked: Iterable[str] = ()
-        if ahead is not None:
-            checked, own = ahead.checked, [e for e in own if e not in ahead.own]
         state_rows, known_redacted, txn_ids = await self._render_lookups(
-            len(rooms), state_ids - known, known.difference(checked), own
+            len(rooms), state_ids - known, known, own, ahead
         )
-        if ahead is not None:
-            known_redacted.update((e, r) for e, r in ahead.redacted.items() if e in known)
-            txn_ids.update(ahead.txn_ids)
         rows.update(state_rows)
         redacted_by = {eid: row.redacted_by for eid, row in rows.items() if row.redacted_by}
         redacted_by.update(known_redacted)
@@ -374,11 +368,24 @@ class RoomsBuilder:
         return out
 
     async def _render_lookups(
-        self, rooms: int, unread: set[str], known: set[str], own: list[str]
+        self,
+        rooms: int,
+        unread: set[str],
+        known: set[str],
+        own: list[str],
+        ahead: ReadAhead | None,
     ) -> tuple[dict[str, EventRow], dict[str, str], dict[str, str]]:
         """What rendering of `rooms` rooms reads, all at once: the state events not
         rendered yet, which of those rendered were redacted since, and the device's
-        transaction ids of its own timeline events."""
+        transaction ids of its own timeline events; less what the caller read
+        `ahead`, which is added to the answers."""
+        found_redacted: dict[str, str] = {}
+        found_txn_ids: dict[str, str] = {}
+        if ahead is not None:
+            found_redacted = {e: r for e, r in ahead.redacted.items() if e in known}
+            found_txn_ids = dict(ahead.txn_ids)
+            known = known.difference(ahead.checked)
+            own = [e for e in own if e not in ahead.own]
 
         async def state_rows() -> dict[str, EventRow]:
             if not unread:
@@ -398,7 +405,10 @@ class RoomsBuilder:
             async with self._lent(rooms) as conn:
                 return await event_store.txn_ids_for(conn, self.user_id, self.device_id, own)
 
-        return await asyncio.gather(state_rows(), redacted(), txn_ids())
+        rows, more_redacted, more_txn_ids = await asyncio.gather(
+            state_rows(), redacted(), txn_ids()
+        )
+        return rows, {**found_redacted, **more_redacted}, {**found_txn_ids, **more_txn_ids}
 
     async def build(
         self,
