@@ -11,8 +11,9 @@ window of 20 rooms with `timeline_limit: 1` and Element X's `required_state`:
     time, so nothing is answered from a connection's memory): the median of 15
     once the server has answered 30 such requests (the target's figure: a server
     in service has answered many), and, reported beside it, the median of the
-    first 15 right after the account grew to N rooms (the warm-up, where ours
-    starts about twice as slow);
+    first 15 right after the account grew to N rooms (in some runs ours starts
+    up to twice as slow there and settles over some twenty requests; in others
+    not: this machine's timings swing by a third and more between runs);
 (b) live delivery: from the start of a send in a room of the window to the event
     in the user's waiting long-poll (p50, p99 over --messages sends);
 (c) --polls connections held in long-polls at once: server memory per connection
