@@ -135,13 +135,20 @@ async def make_user(
     skipping /register (and its password hashing); returns (user_id, access_token)."""
     hs = client.server.app[HOMESERVER]
     user_id = await hs.accounts.register_user(localpart, None, admin=admin)
+    return user_id, await device_token(client, user_id, "TESTDEVICE")
+
+
+async def device_token(client: TestClient[Any, Any], user_id: str, device_id: str) -> str:
+    """A device of an existing account and an access token for it, straight through
+    storage."""
+    hs = client.server.app[HOMESERVER]
     token = new_token("syt")
     async with hs.db.pool.connection() as conn:
-        await devices.upsert_device(conn, user_id, "TESTDEVICE", None, now_ms())
+        await devices.upsert_device(conn, user_id, device_id, None, now_ms())
         await tokens.insert_access_token(
-            conn, hash_token(token), user_id, "TESTDEVICE", now_ms=now_ms()
+            conn, hash_token(token), user_id, device_id, now_ms=now_ms()
         )
-    return user_id, token
+    return token
 
 
 class RoomUser:

@@ -10,11 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from federation import unpadded_base64
 from federation.signing import signing_bytes
-from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts.auth import hash_token, new_token
-from homeserver.services.core.clock import now_ms
-from homeserver.storage.accounts import devices, tokens
-from tests.integration.conftest import CLIENT_V3, auth_header, make_user
+from tests.integration.conftest import CLIENT_V3, auth_header, device_token, make_user
 
 
 def sign(obj: dict[str, Any], user_id: str, key_id: str, key: nacl.signing.SigningKey) -> None:
@@ -46,13 +42,7 @@ class Device:
 
     async def another(self, device_id: str) -> Device:
         """A second device of the same user."""
-        hs = self.client.app[HOMESERVER]
-        token = new_token("syt")
-        async with hs.db.pool.connection() as conn:
-            await devices.upsert_device(conn, self.user_id, device_id, None, now_ms())
-            await tokens.insert_access_token(
-                conn, hash_token(token), self.user_id, device_id, now_ms=now_ms()
-            )
+        token = await device_token(self.client, self.user_id, device_id)
         return Device(self.client, self.user_id, device_id, token)
 
     @property

@@ -10,11 +10,8 @@ from typing import Any
 import pytest
 
 from homeserver.api.context import HOMESERVER
-from homeserver.services.accounts.auth import hash_token, new_token
-from homeserver.services.core.clock import now_ms
-from homeserver.storage.accounts import devices, tokens
 from homeserver.storage.core.pool import Database
-from tests.integration.conftest import make_user, serve_process, start_process
+from tests.integration.conftest import device_token, make_user, serve_process, start_process
 from tests.integration.sliding_sync_helpers import (
     Client,
     User,
@@ -213,14 +210,7 @@ async def test_connection_survives_a_restart_and_moves_between_processes(
 
 async def second_device(client: Client, user: User, device_id: str) -> User:
     """Another device of `user`, with its own access token."""
-    hs = client.server.app[HOMESERVER]
-    token = new_token("syt")
-    async with hs.db.pool.connection() as conn:
-        await devices.upsert_device(conn, user.user_id, device_id, None, now_ms())
-        await tokens.insert_access_token(
-            conn, hash_token(token), user.user_id, device_id, now_ms=now_ms()
-        )
-    return User(client, user.user_id, token)
+    return User(client, user.user_id, await device_token(client, user.user_id, device_id))
 
 
 def of_type(events: list[Any], event_type: str) -> Any:
