@@ -8,7 +8,7 @@ from aiohttp import web
 from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
-from homeserver.api.http import read_json_object, release_body
+from homeserver.api.http import query_of, read_json_object, release_body
 from homeserver.api.routes import CLIENT_PREFIX
 from homeserver.services.sliding_sync.request import parse_request
 from homeserver.services.sync.request import parse_timeout
@@ -18,10 +18,11 @@ PATH = f"{CLIENT_PREFIX}/unstable/org.matrix.simplified_msc3575/sync"
 
 async def sliding_sync(request: web.Request) -> web.Response:
     requester = await require_user(request)
+    query = query_of(request)
     parsed = parse_request(
         await read_json_object(request),
-        request.query.get("pos") or None,
-        parse_timeout(request.query.get("timeout")),
+        query.get("pos") or None,
+        parse_timeout(query.get("timeout")),
     )
     # A held long-poll keeps only the parsed request.
     release_body(request)

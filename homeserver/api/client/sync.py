@@ -7,6 +7,7 @@ from aiohttp import web
 from homeserver.api.auth import require_user
 from homeserver.api.context import homeserver
 from homeserver.api.errors import json_response
+from homeserver.api.http import query_of
 from homeserver.api.routes import add_client_route
 from homeserver.services.core.gc_pause import gc_paused
 from homeserver.services.sync.request import SyncRequest, parse_bool, parse_timeout
@@ -14,7 +15,7 @@ from homeserver.services.sync.request import SyncRequest, parse_bool, parse_time
 
 async def sync(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    query = request.query
+    query = query_of(request)
     sync_request = SyncRequest(
         since=query.get("since") or None,
         filter=query.get("filter"),
