@@ -56,6 +56,7 @@ EVENTS_PERSISTED = cast("Counter", _OFF)
 LONG_POLLS = cast("Gauge", _OFF)
 FEDERATION_FAILURES = cast("Counter", _OFF)
 FEDERATION_BACKOFF = cast("Gauge", _OFF)
+SLIDING_SYNC_LISTS = cast("Counter", _OFF)
 
 
 class Source(Protocol):
@@ -87,7 +88,7 @@ def _sampled() -> Iterator[GaugeMetricFamily]:
 def enable() -> None:
     """Create the real metrics in the client's registry (once; later calls do nothing)."""
     global HTTP_REQUESTS, HTTP_DURATION, DB_QUERY, DB_CHECKOUT, EVENTS_PERSISTED
-    global LONG_POLLS, FEDERATION_FAILURES, FEDERATION_BACKOFF
+    global LONG_POLLS, FEDERATION_FAILURES, FEDERATION_BACKOFF, SLIDING_SYNC_LISTS
     if HTTP_REQUESTS is not _OFF:
         return
     from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -129,5 +130,11 @@ def enable() -> None:
         "homeserver_federation_backoff_seconds",
         "How long we wait before trying a failing destination again (0: not failing)",
         ["destination"],
+    )
+    SLIDING_SYNC_LISTS = Counter(
+        "homeserver_sliding_sync_lists",
+        "Sliding sync lists answered, by how: read whole, or brought up to date from"
+        " the connection's window",
+        ["read"],
     )
     REGISTRY.register(_Sampled())

@@ -15,12 +15,15 @@ answers M_UNKNOWN_POS and the client starts the connection again.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from federation.types import JsonDict
+from homeserver import metrics
 from homeserver.services.accounts.auth import Requester
 from homeserver.services.accounts.filters import RoomEventFilter
 from homeserver.services.core.clock import now_ms
@@ -31,7 +34,11 @@ from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.rooms.writer import RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
 from homeserver.services.sliding_sync.lists import ListContext, Window, limit_of, list_query, window
-from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
+from homeserver.services.sliding_sync.request import (
+    ListRequest,
+    RoomConfig,
+    SlidingSyncRequest,
+)
 from homeserver.services.sliding_sync.rooms import Rendering, RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
 from homeserver.services.sync.rooms import timeline_limit
@@ -43,7 +50,7 @@ from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.sliding_sync import connections
 from homeserver.storage.sliding_sync import rooms as store
-from homeserver.storage.sliding_sync.rooms import UserRoom
+from homeserver.storage.sliding_sync.rooms import Known, UserRoom
 from homeserver.storage.timeline.timeline import SqlFilter
 
 DIRECT = "m.direct"
@@ -249,7 +256,7 @@ class SlidingSyncService:
         async def save_early(records: Mapping[str, JsonDict]) -> None:
             """A first answer is always kept: its position is saved in the state's
             round trip rather than one of its own at the end."""
-            state = {"rooms": {**had_rooms, **records}, "lists": lists, "q": request.digest}
+            state = _state({**had_rooms, **records}, lists, request, found)
             saved.append(await _save(conn, requester, request, None, now, state))
 
         renderer = RoomRenderer(
@@ -281,11 +288,7 @@ class SlidingSyncService:
             body["lists"] = {name: {"count": w.count, "ops": w.ops} for name, w in windows.items()}
         body["rooms"] = rendering.rooms
         body["extensions"] = extensions
-        state = {
-            "rooms": {**had_rooms, **rendering.records},
-            "lists": lists,
-            "q": request.digest,
-        }
+        state = _state({**had_rooms, **rendering.records}, lists, request, found)
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
         return _Answer(body, news, state, now, rendering, found.unread, next(iter(saved), None))
 
@@ -300,7 +303,12 @@ class SlidingSyncService:
     ) -> _Lists:
         """Each list's window and its rooms; and, read in the lists' round trip, the
         timelines of the rooms they likely hold (`_guess`) and those rooms' unread
-        counts."""
+        counts.
+
+        A long-poll repeating its request (`_known`) brings its windows up to date from
+        what the connection had, reading only the rooms with events since, when the
+        digest of the user's memberships (read first) is the one it had; otherwise,
+        and on a first answer, each list is read whole."""
         out = _Lists(self._now(since).events)
         guesses = {name: _guess(had, name, out.at) for name in request.lists}
         counted = sorted({room_id for guess in guesses.values() for room_id, _, _ in guess})
@@ -311,23 +319,44 @@ class SlidingSyncService:
 
         # The counts ride the first list's round trip.
         pending = [count] if counted else []
+        since_events = None if since is None else since.events
+        incremental = since is not None and all(map(_incremental, request.lists.values()))
+        context = _context_key(ctx) if incremental else ""
+        known = _known(request, had, context) if incremental else {}
+        trusted = True
         for name, lst in request.lists.items():
             limit = lst.config.timeline_limit
-            count_rooms, found, guessed = await store.list_rooms(
+            ask = functools.partial(
+                store.list_rooms,
                 conn,
                 user_id,
                 list_query(lst.filters, ctx),
                 limit_of(lst),
-                since=None if since is None else since.events,
+                since=since_events,
                 ignored=sorted(ctx.ignored),
+            )
+            first = out.digest is None
+            asked = known.get(name) if trusted else None
+            read = await ask(
+                known=asked,
+                digest=incremental and first,
                 guess=guesses[name],
                 guess_limit=timeline_limit(RoomEventFilter(limit=limit)) + 1,
                 guess_filter=_filter(limit),
                 then=pending.pop() if pending else None,
             )
-            out.read.setdefault(limit, {}).update(guessed)
-            out.windows[name] = window(count_rooms, found, lst)
-            out.by_id.update((room.room_id, room) for room in found)
+            if first and read.digest is not None:
+                out.digest = [read.digest, context]
+                trusted = out.digest == had.get("d")
+            updated = asked is not None and trusted and read.current
+            if asked is not None and not updated:
+                # What the connection had no longer holds: the list is read whole.
+                whole = await ask()
+                read = whole._replace(guessed=read.guessed)
+            metrics.SLIDING_SYNC_LISTS.labels("updated" if updated else "whole").inc()
+            out.read.setdefault(limit, {}).update(read.guessed)
+            out.windows[name] = window(read.total, read.rooms, lst)
+            out.by_id.update((room.room_id, room) for room in read.rooms)
         counts = await queued[0].read() if queued else None
         if counts is not None:
             out.unread = {room_id: counts.get(room_id, {}) for room_id in counted}
@@ -408,6 +437,9 @@ class _Lists:
     by_id: dict[str, UserRoom] = field(default_factory=dict)
     read: dict[int, dict[tuple[str, int, int], list[EventRow]]] = field(default_factory=dict)
     unread: dict[str, JsonDict] = field(default_factory=dict)
+    # [digest of the user's listed memberships, `_context_key`], read with the lists
+    # when the connection can bring them up to date next time.
+    digest: list[str] | None = None
 
 
 def _filter(limit: int) -> SqlFilter | None:
@@ -430,6 +462,55 @@ def _guess(had: Mapping[str, Any], name: str, upper: int) -> list[tuple[str, int
             record = had_rooms.get(room_id)
             if isinstance(record, dict) and record.get("s") == "join":
                 out.append((room_id, int(record.get("p", 0)), upper))
+    return out
+
+
+def _state(
+    rooms: JsonDict, lists: JsonDict, request: SlidingSyncRequest, found: _Lists
+) -> JsonDict:
+    """The connection's state after an answer: per room, what it was sent; per list,
+    its count and windows; the request's digest; and, when read, the digest of the
+    memberships the lists were read with."""
+    state = {"rooms": rooms, "lists": lists, "q": request.digest}
+    if found.digest is not None:
+        state["d"] = found.digest
+    return state
+
+
+def _incremental(lst: ListRequest) -> bool:
+    """Whether a list can be brought up to date from the connection's window: one range
+    from the top, and no filter on what changes without an event in the room or a
+    membership of the user (encryption and space children change with room state,
+    tags are account data)."""
+    filters = lst.filters
+    return (
+        len(lst.ranges) == 1
+        and lst.ranges[0][0] == 0
+        and filters.is_encrypted is None
+        and filters.spaces is None
+        and filters.tags is None
+        and not filters.not_tags
+    )
+
+
+def _context_key(ctx: ListContext) -> str:
+    """A digest of the account data the lists are filtered by (DM rooms, ignored users)."""
+    text = "\n".join([*sorted(ctx.dm_rooms), "", *sorted(ctx.ignored)])
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _known(request: SlidingSyncRequest, had: Mapping[str, Any], context: str) -> dict[str, Known]:
+    """The windows the connection has, for a request that repeats the one that made
+    them (its lists' ranges and filters) with the same account data."""
+    if had.get("q") != request.digest or not isinstance(had.get("d"), list):
+        return {}
+    if had["d"][1:] != [context]:
+        return {}
+    out = {}
+    for name in request.lists:
+        last = had.get("lists", {}).get(name)
+        if isinstance(last, list) and len(last) == 2 and len(last[1]) == 1:
+            out[name] = Known(room_ids=last[1][0], count=int(last[0]))
     return out
 
 

@@ -155,6 +155,32 @@ class ListQuery:
         return sql
 
 
+# How many events since the connection's position a list is brought up to date from
+# (`Known`); past that, it is read whole.
+CHANGED_CAP = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """A list as the connection has it: the rooms of its window (all of its first
+    `limit`, most recently bumped first) and its count."""
+
+    room_ids: Sequence[str]
+    count: int
+
+
+class ListRead(NamedTuple):
+    total: int
+    rooms: list[UserRoom]
+    # The timelines read with the list, by (room, lower, upper) window (`guess`).
+    guessed: dict[tuple[str, int, int], list[EventRow]]
+    # The digest of the user's listed memberships, read first, when asked for.
+    digest: str | None
+    # False when the list was to be brought up to date from what the connection had
+    # (`known`) and that could not be trusted: the caller reads it whole.
+    current: bool
+
+
 async def list_rooms(
     conn: AsyncConnection,
     user_id: str,
@@ -163,42 +189,79 @@ async def list_rooms(
     *,
     since: int | None,
     ignored: Sequence[str],
+    known: Known | None = None,
+    digest: bool = False,
     guess: Sequence[tuple[str, int, int]] = (),
     guess_limit: int = 0,
     guess_filter: SqlFilter | None = None,
     then: Callable[[], Awaitable[None]] | None = None,
-) -> tuple[int, list[UserRoom], dict[tuple[str, int, int], list[EventRow]]]:
+) -> ListRead:
     """How many of the user's rooms a list holds, and its first `limit`, most
     recently bumped first; a room the user is not joined to is placed by what they
     could see of it. The database sorts and counts: only the window travels.
+
+    With `known` (and `since`), the list is brought up to date from what the
+    connection had instead of read whole: only its window's rooms and those with
+    events since are read (`_changed_cursor`). That holds only if the user's listed
+    memberships are as they were: the caller compares the `digest` (read first, in
+    the same round trip) with the one it had.
 
     With `guess` (the (room, lower, upper) windows the caller expects to read the
     timelines of), their last `guess_limit` events are read in the same round trip
     (`recent_events`), by window. `then`: the caller's statements, sent in that
     round trip too (read once this returns)."""
-    if guess or then is not None:
-        # All sent, then read after the pipeline's one sync: a single round trip.
-        async with conn.pipeline():
+    async with conn.pipeline():
+        # Before the list: a membership changed after it is read reads the list
+        # again next time, rather than be missed.
+        digested = await conn.execute(*_digest_query(user_id, since, ignored)) if digest else None
+        if known is not None and since is not None:
+            cur = await _changed_cursor(conn, user_id, query, limit, since, ignored, known)
+        else:
             cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
-            timelines = (
-                await conn.execute(
-                    *sync_store.recent_events_query(guess, guess_limit, guess_filter)
-                )
-                if guess
-                else None
-            )
-            if then is not None:
-                await then()
-        found = (
-            {} if timelines is None else sync_store.recent_events_found(await timelines.fetchall())
+        timelines = (
+            await conn.execute(*sync_store.recent_events_query(guess, guess_limit, guess_filter))
+            if guess
+            else None
         )
-    else:
-        cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
-        found = {}
-    rows = await cur.fetchall()
-    total = int(rows[0][-1]) if rows else 0
+        if then is not None:
+            await then()
+    found = {} if timelines is None else sync_store.recent_events_found(await timelines.fetchall())
     guessed = {w: found.get(w[0], []) for w in guess}
-    return total, [UserRoom._make(row[:-1]) for row in rows], guessed
+    rows = await cur.fetchall()
+    read_digest = None
+    if digested is not None:
+        count, xor = (await digested.fetchall())[0]
+        read_digest = f"{count}.{xor}"
+    if known is None or since is None:
+        total = int(rows[0][-1]) if rows else 0
+        return ListRead(
+            total, [UserRoom._make(row[:-1]) for row in rows], guessed, read_digest, True
+        )
+    current = bool(rows) and _changes_trusted(rows[0][-3:], since, len(known.room_ids))
+    rooms = [UserRoom._make(row[:-3]) for row in rows]
+    return ListRead(known.count, rooms, guessed, read_digest, current)
+
+
+def _changes_trusted(tail: Sequence[Any], since: int, known: int) -> bool:
+    """Whether the rooms changed since `since` were all read (no more events than the
+    cap), none of their memberships moved since (a join or leave between the digest
+    and this read), and every room of the window is still listed."""
+    events, latest_membership, in_window = tail
+    return int(events) < CHANGED_CAP and int(latest_membership) <= since and int(in_window) == known
+
+
+def _digest_query(
+    user_id: str, since: int | None, ignored: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """The number of the user's listed memberships and a hash of their events: any
+    join, leave, invite or forgotten room since changes it."""
+    params: dict[str, Any] = {"user": user_id}
+    return (
+        "SELECT count(*), COALESCE(bit_xor(hashtextextended(m.event_id, 0)), 0)"
+        f" FROM room_memberships m WHERE m.user_id = %(user)s AND NOT m.forgotten"
+        f"{_listed(since, ignored, params)}",
+        params,
+    )
 
 
 async def timelines(
@@ -236,6 +299,48 @@ async def _list_cursor(
     return await conn.execute(
         f"SELECT {_ROOM_COLUMNS}, count(*) OVER ()"
         f"{_ROOMS_OF}{where} ORDER BY bump DESC, m.room_id LIMIT %(limit)s",
+        params,
+    )
+
+
+async def _changed_cursor(
+    conn: AsyncConnection,
+    user_id: str,
+    query: ListQuery,
+    limit: int,
+    since: int,
+    ignored: Sequence[str],
+    known: Known,
+) -> AsyncCursor[Any]:
+    """The list's first `limit` among the rooms of the connection's window and the
+    user's rooms with events since `since` (up to `CHANGED_CAP` events): with the
+    user's memberships unchanged, a room bumps only with an event and no bump ever
+    goes down, so no other room can have come into the window.
+
+    Each row also carries how many events were looked at, the latest position of the
+    memberships read, and how many rooms of the window are still listed
+    (`_changes_trusted`)."""
+    params: dict[str, Any] = {
+        "user": user_id,
+        "limit": limit,
+        "cap": CHANGED_CAP,
+        "window": list(known.room_ids),
+    }
+    where = _listed(since, ignored, params) + query.sql(params)
+    return await conn.execute(
+        "WITH recent AS MATERIALIZED (SELECT e.room_id FROM events e"
+        " WHERE e.stream_ordering > %(since)s ORDER BY e.stream_ordering LIMIT %(cap)s)"
+        f" SELECT {_ROOM_COLUMNS}, (SELECT count(*) FROM recent), max(m.stream_ordering) OVER (),"
+        " count(*) FILTER (WHERE m.room_id = ANY(%(window)s::text[])) OVER ()"
+        " FROM (SELECT unnest(%(window)s::text[]) UNION SELECT room_id FROM recent)"
+        " AS c(room_id)"
+        # Lookups per room (LIMIT keeps the planner from joining every room of the
+        # user instead, as it does unasked: it has no statistics to go by).
+        " CROSS JOIN LATERAL (SELECT * FROM room_memberships m"
+        "  WHERE m.room_id = c.room_id AND m.user_id = %(user)s LIMIT 1) m"
+        " LEFT JOIN LATERAL (SELECT * FROM sliding_sync_rooms r"
+        "  WHERE r.room_id = m.room_id LIMIT 1) r ON TRUE"
+        f" WHERE NOT m.forgotten{where} ORDER BY bump DESC, m.room_id LIMIT %(limit)s",
         params,
     )
 
