@@ -18,15 +18,17 @@ PATH = f"{CLIENT_PREFIX}/unstable/org.matrix.simplified_msc3575/sync"
 
 async def sliding_sync(request: web.Request) -> web.Response:
     requester = await require_user(request)
-    query = query_of(request)
-    parsed = parse_request(
-        await read_json_object(request),
-        query.get("pos") or None,
-        parse_timeout(query.get("timeout")),
-    )
+    parsed = parse_request(await read_json_object(request), *_position_and_timeout(request))
     # A held long-poll keeps only the parsed request.
     release_body(request)
     return json_response(await homeserver(request).sliding_sync.sync(requester, parsed))
+
+
+def _position_and_timeout(request: web.Request) -> tuple[str | None, int]:
+    """`pos` and `timeout` (a function: the query read is not kept in the frame of a
+    held long-poll)."""
+    query = query_of(request)
+    return query.get("pos") or None, parse_timeout(query.get("timeout"))
 
 
 def register(app: web.Application) -> None:

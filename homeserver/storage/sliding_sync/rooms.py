@@ -210,21 +210,26 @@ async def list_rooms(
     timelines of), their last `guess_limit` events are read in the same round trip
     (`recent_events`), by window. `then`: the caller's statements, sent in that
     round trip too (read once this returns)."""
-    async with conn.pipeline():
-        # Before the list: a membership changed after it is read reads the list
-        # again next time, rather than be missed.
-        digested = await conn.execute(*_digest_query(user_id, since, ignored)) if digest else None
-        if known is not None and since is not None:
-            cur = await _changed_cursor(conn, user_id, query, limit, since, ignored, known)
-        else:
-            cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
-        timelines = (
-            await conn.execute(*sync_store.recent_events_query(guess, guess_limit, guess_filter))
-            if guess
-            else None
-        )
-        if then is not None:
-            await then()
+    digested = timelines = None
+    if not (digest or known or guess or then):
+        cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
+    else:
+        # All sent, then read after the pipeline's one sync: a single round trip.
+        async with conn.pipeline():
+            # Before the list: a membership changed after it is read reads the list
+            # again next time, rather than be missed.
+            if digest:
+                digested = await conn.execute(*_digest_query(user_id, since, ignored))
+            if known is not None and since is not None:
+                cur = await _changed_cursor(conn, user_id, query, limit, since, ignored, known)
+            else:
+                cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
+            if guess:
+                timelines = await conn.execute(
+                    *sync_store.recent_events_query(guess, guess_limit, guess_filter)
+                )
+            if then is not None:
+                await then()
     found = {} if timelines is None else sync_store.recent_events_found(await timelines.fetchall())
     guessed = {w: found.get(w[0], []) for w in guess}
     rows = await cur.fetchall()
