@@ -148,12 +148,20 @@ async def test_dm_filters_follow_the_account_data(client: Client) -> None:
     assert await watcher.step("updated") == [rooms[0], rooms[1]]
 
 
-async def test_a_new_request_reads_the_list_whole(client: Client) -> None:
+async def test_other_ranges_read_the_list_whole(client: Client) -> None:
     alice = await new_user(client, "alice")
     rooms = [await alice.create_room(name=f"r{i}") for i in range(4)]
     watcher = Watcher(alice, one_list(end=1))
     await watcher.start()
-    # Another range is another request: what the connection had does not cover it.
+    # Another range: what the connection had does not cover it.
     watcher.body = one_list(end=2)
     assert await watcher.step("whole") == [rooms[3], rooms[2], rooms[1]]
     assert await watcher.step("updated") == [rooms[3], rooms[2], rooms[1]]
+    # A room subscription or an extension more changes nothing of the list.
+    watcher.body = {
+        **one_list(end=2),
+        "room_subscriptions": {rooms[0]: {"timeline_limit": 1, "required_state": []}},
+        "extensions": {"to_device": {"enabled": True}},
+    }
+    await alice.send(rooms[0], "up")
+    assert await watcher.step("updated") == [rooms[0], rooms[3], rooms[2]]

@@ -321,7 +321,7 @@ class SlidingSyncService:
         pending = [count] if counted else []
         since_events = None if since is None else since.events
         incremental = since is not None and all(map(_incremental, request.lists.values()))
-        context = _context_key(ctx) if incremental else ""
+        context = _context_key(request, ctx) if incremental else ""
         known = _known(request, had, context) if incremental else {}
         trusted = True
         for name, lst in request.lists.items():
@@ -493,18 +493,18 @@ def _incremental(lst: ListRequest) -> bool:
     )
 
 
-def _context_key(ctx: ListContext) -> str:
-    """A digest of the account data the lists are filtered by (DM rooms, ignored users)."""
-    text = "\n".join([*sorted(ctx.dm_rooms), "", *sorted(ctx.ignored)])
+def _context_key(request: SlidingSyncRequest, ctx: ListContext) -> str:
+    """A digest of what the windows were read for: the lists' ranges and filters, and
+    the account data they are filtered by (DM rooms, ignored users)."""
+    lists = [f"{name}\x01{lst.ranges}\x01{lst.filters}" for name, lst in request.lists.items()]
+    text = "\n".join([*sorted(lists), "", *sorted(ctx.dm_rooms), "", *sorted(ctx.ignored)])
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def _known(request: SlidingSyncRequest, had: Mapping[str, Any], context: str) -> dict[str, Known]:
-    """The windows the connection has, for a request that repeats the one that made
-    them (its lists' ranges and filters) with the same account data."""
-    if had.get("q") != request.digest or not isinstance(had.get("d"), list):
-        return {}
-    if had["d"][1:] != [context]:
+    """The windows the connection has, when they were read for the same lists and
+    account data (`_context_key`)."""
+    if not isinstance(had.get("d"), list) or had["d"][1:] != [context]:
         return {}
     out = {}
     for name in request.lists:
