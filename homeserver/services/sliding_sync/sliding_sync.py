@@ -320,7 +320,7 @@ class SlidingSyncService:
         # The counts ride the first list's round trip.
         pending = [count] if counted else []
         since_events = None if since is None else since.events
-        incremental = since is not None and all(map(_incremental, request.lists.values()))
+        incremental = all(map(_incremental, request.lists.values()))
         context = _context_key(request, ctx) if incremental else ""
         known = _known(request, had, context) if incremental else {}
         trusted = True

