@@ -107,7 +107,8 @@ async def save_position(
             "id": connection_id,
             "kept": kept,
             "token": token,
-            "rooms": Jsonb(rooms),
+            # orjson: the connection's state is written with every answer.
+            "rooms": Jsonb(rooms, dumps=orjson.dumps),
         },
     )
     return SavedPosition(cur)
