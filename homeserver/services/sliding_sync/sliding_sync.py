@@ -72,7 +72,7 @@ class _Answer:
     rendering: Rendering
     # Unread counts read with the lists (`_lists`), per room counted.
     unread: Mapping[str, JsonDict]
-    # A first answer's new position, saved in the state's round trip (`_compute`).
+    # The new position, when saved in the state's round trip (`_compute`).
     saved: connections.SavedPosition | None = None
 
 
@@ -120,9 +120,7 @@ class SlidingSyncService:
                     # client's own writes awaited).
                     settle = moved
                 else:
-                    had = {} if position is None else position.records()
-                    answer = await self._compute(conn, requester, request, had, since, first)
-                    del had
+                    answer = await self._compute(conn, requester, request, position, since, first)
                     if since is None or answer.news or remaining <= 0:
                         pos = await self._finish(conn, requester, request, position, answer)
                         break
@@ -220,11 +218,12 @@ class SlidingSyncService:
         conn: Connection,
         requester: Requester,
         request: SlidingSyncRequest,
-        had: Mapping[str, Any],
+        position: connections.Position | None,
         since: SyncToken | None,
         settle: bool,
     ) -> _Answer:
         user_id = requester.user_id
+        had = {} if position is None else position.records()
         since_events = None if since is None else since.events
         ctx = await self._context(
             conn, user_id, request, self.sync_service.current_token().account_data
@@ -254,10 +253,10 @@ class SlidingSyncService:
         saved: list[connections.SavedPosition] = []
 
         async def save_early(records: Mapping[str, JsonDict]) -> None:
-            """A first answer is always kept: its position is saved in the state's
-            round trip rather than one of its own at the end."""
+            """An answer that reads room state sends rooms, so it is kept: its position
+            is saved in the state's round trip rather than one of its own at the end."""
             state = _state({**had_rooms, **records}, lists, request, found)
-            saved.append(await _save(conn, requester, request, None, now, state))
+            saved.append(await _save(conn, requester, request, position, now, state))
 
         renderer = RoomRenderer(
             conn,
@@ -271,9 +270,7 @@ class SlidingSyncService:
             dm_rooms=ctx.dm_rooms,
             ignored=ctx.ignored,
         )
-        rendering = await renderer.render(
-            targets, found.read, save_early if since is None else None
-        )
+        rendering = await renderer.render(targets, found.read, save_early)
         scope = Scope(
             {name: w.room_ids for name, w in windows.items()},
             subscribed,
