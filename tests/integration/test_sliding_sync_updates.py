@@ -5,6 +5,7 @@ the user's memberships are as they were; every answer must equal the list read w
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -164,3 +165,22 @@ async def test_other_ranges_read_the_list_whole(client: Client) -> None:
     }
     await alice.send(rooms[0], "up")
     assert await watcher.step("updated") == [rooms[0], rooms[3], rooms[2]]
+
+
+async def test_a_long_poll_wakes_for_a_room_joined_since_it_last_waited(client: Client) -> None:
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    await alice.create_room(name="mine")
+    body = one_list(end=4)
+    await alice.ss(body)
+    # Waits once: the rooms to wait on are read, and kept with the memberships' digest.
+    await alice.next(body, timeout_ms=50)
+    room_id = await bob.create_room(preset="public_chat")
+    await alice.join(room_id)
+    assert room_id in window(await alice.next(body))
+    poll = asyncio.create_task(alice.next(body, timeout_ms=20_000))
+    await asyncio.sleep(0.3)
+    assert not poll.done()
+    await bob.send(room_id, "hello")
+    answer = await asyncio.wait_for(poll, 5)
+    assert [e["content"]["body"] for e in answer["rooms"][room_id]["timeline"]] == ["hello"]

@@ -2,17 +2,21 @@
 
 The database filters, orders and counts a list's rooms (storage/sliding_sync/rooms.py
 `list_rooms`) and returns only the rooms up to the end of its furthest range; here
-the filters become that query's parameters and the rows become the ranges.
+the filters become that query's parameters and the rows become the ranges. A list
+the connection already has may be brought up to date instead (`updatable`,
+`known_windows`), and the windows it last had guess which timelines to read with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from federation.types import JsonDict
-from homeserver.services.sliding_sync.request import ListFilters, ListRequest
-from homeserver.storage.sliding_sync.rooms import ListQuery, UserRoom
+from homeserver.services.sliding_sync.request import ListFilters, ListRequest, SlidingSyncRequest
+from homeserver.storage.sliding_sync.rooms import Known, ListQuery, UserRoom
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +69,60 @@ def window(count: int, rooms: Sequence[UserRoom], request: ListRequest) -> Windo
         ops.append({"op": "SYNC", "range": [start, end], "room_ids": ids})
         in_windows.extend(ids)
     return Window(count, ops, in_windows)
+
+
+def updatable(lst: ListRequest) -> bool:
+    """Whether a list can be brought up to date from the connection's window: one range
+    from the top, and no filter on what changes without an event in the room or a
+    membership of the user (encryption and space children change with room state,
+    tags are account data)."""
+    filters = lst.filters
+    return (
+        len(lst.ranges) == 1
+        and lst.ranges[0][0] == 0
+        and filters.is_encrypted is None
+        and filters.spaces is None
+        and filters.tags is None
+        and not filters.not_tags
+    )
+
+
+def context_key(request: SlidingSyncRequest, ctx: ListContext) -> str:
+    """A digest of what the windows were read for: the lists' ranges and filters, and
+    the account data they are filtered by (DM rooms, ignored users)."""
+    lists = [f"{name}\x01{lst.ranges}\x01{lst.filters}" for name, lst in request.lists.items()]
+    text = "\n".join([*sorted(lists), "", *sorted(ctx.dm_rooms), "", *sorted(ctx.ignored)])
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def known_windows(
+    request: SlidingSyncRequest, had: Mapping[str, Any], context: str
+) -> dict[str, Known]:
+    """The windows the connection has, when they were read for the same lists and
+    account data (`context_key`)."""
+    if not isinstance(had.get("d"), list) or had["d"][1:] != [context]:
+        return {}
+    out = {}
+    for name in request.lists:
+        last = had.get("lists", {}).get(name)
+        if isinstance(last, list) and len(last) == 2 and len(last[1]) == 1:
+            out[name] = Known(room_ids=last[1][0], count=int(last[0]))
+    return out
+
+
+def guess_timelines(had: Mapping[str, Any], name: str, upper: int) -> list[tuple[str, int, int]]:
+    """The timeline windows a list's rooms will likely need: those of the rooms of its
+    last window the user was joined to, from where the connection has them up to now
+    (read with the list in one round trip; a room whose window turns out otherwise is
+    read again)."""
+    last = had.get("lists", {}).get(name)
+    if not isinstance(last, list) or len(last) != 2:
+        return []
+    had_rooms = had.get("rooms", {})
+    out = []
+    for room_ids in last[1]:
+        for room_id in room_ids:
+            record = had_rooms.get(room_id)
+            if isinstance(record, dict) and record.get("s") == "join":
+                out.append((room_id, int(record.get("p", 0)), upper))
+    return out

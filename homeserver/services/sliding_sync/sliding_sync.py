@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,9 +32,18 @@ from homeserver.services.push.notifications import NotificationService, QueuedUn
 from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.rooms.writer import RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
-from homeserver.services.sliding_sync.lists import ListContext, Window, limit_of, list_query, window
+from homeserver.services.sliding_sync.lists import (
+    ListContext,
+    Window,
+    context_key,
+    guess_timelines,
+    known_windows,
+    limit_of,
+    list_query,
+    updatable,
+    window,
+)
 from homeserver.services.sliding_sync.request import (
-    ListRequest,
     RoomConfig,
     SlidingSyncRequest,
 )
@@ -50,11 +58,12 @@ from homeserver.storage.core.pool import Connection, Database
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.sliding_sync import connections
 from homeserver.storage.sliding_sync import rooms as store
-from homeserver.storage.sliding_sync.rooms import Known, UserRoom
+from homeserver.storage.sliding_sync.rooms import UserRoom
 from homeserver.storage.timeline.timeline import SqlFilter
 
 DIRECT = "m.direct"
 ACCOUNT_CACHE_SIZE = 50_000
+ROOM_SETS_CACHE_IDS = 200_000
 # A connection unused for this long is forgotten (Synapse's expiry).
 CONNECTION_EXPIRY_MS = 7 * 24 * 3600 * 1000
 
@@ -93,6 +102,10 @@ class SlidingSyncService:
         self.sync_service = sync
         self.notifications = notifications
         self.extensions = extensions
+        # Per user: (the digest of their memberships, the rooms they are in), of at
+        # most ROOM_SETS_CACHE_IDS rooms in all, the least recently used dropped first.
+        self._room_sets: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
+        self._room_set_ids = 0
         # Per user: (account data position, DM rooms, ignored users).
         self._account_cache: OrderedDict[str, tuple[int, frozenset[str], frozenset[str]]] = (
             OrderedDict()
@@ -112,9 +125,10 @@ class SlidingSyncService:
                     position = await self._position(conn, requester, request)
                     since = None if position is None else _token(position.token)
                 remaining = deadline - loop.time()
-                if first and remaining > 0 and self._idle(position, request, since):
+                idle = self._idle(position, request, since) if first and remaining > 0 else None
+                if idle is not None:
                     # The answer would be empty: straight to waiting.
-                    rooms = await self._rooms(conn, user_id)
+                    rooms = await self._rooms(conn, user_id, _memberships(idle))
                     moved = self._now(since) != since
                     # Something moved meanwhile: computed as a first answer (the
                     # client's own writes awaited).
@@ -124,7 +138,7 @@ class SlidingSyncService:
                     if since is None or answer.news or remaining <= 0:
                         pos = await self._finish(conn, requester, request, position, answer)
                         break
-                    rooms = await self._rooms(conn, user_id)
+                    rooms = await self._rooms(conn, user_id, _memberships(answer.state))
                     moved = self._now(since) != answer.now
                     # Computed again once woken: not kept while the long-poll is held.
                     del answer
@@ -140,9 +154,29 @@ class SlidingSyncService:
         answer.body["pos"] = str(pos)
         return answer.body
 
-    async def _rooms(self, conn: Connection, user_id: str) -> frozenset[str]:
-        """The user's rooms to wait on, shared with the user's other held long-polls."""
-        return self.notifier.room_set(user_id, await store.room_ids_of_user(conn, user_id))
+    async def _rooms(self, conn: Connection, user_id: str, digest: str | None) -> frozenset[str]:
+        """The user's rooms to wait on, shared with the user's other held long-polls;
+        read again only when the digest of the user's memberships (current: just read,
+        or nothing moved since it was) is not the one they were read after. A room
+        forgotten since stays in until then: a wake for nothing, never one missed."""
+        cached = self._room_sets.get(user_id)
+        if digest is not None and cached is not None and cached[0] == digest:
+            self._room_sets.move_to_end(user_id)
+            return self.notifier.room_set(user_id, cached[1])
+        rooms = await store.room_ids_of_user(conn, user_id)
+        if digest is not None:
+            self._remember_rooms(user_id, digest, rooms)
+        return self.notifier.room_set(user_id, rooms)
+
+    def _remember_rooms(self, user_id: str, digest: str, rooms: frozenset[str]) -> None:
+        old = self._room_sets.pop(user_id, None)
+        if old is not None:
+            self._room_set_ids -= len(old[1])
+        self._room_sets[user_id] = (digest, rooms)
+        self._room_set_ids += len(rooms)
+        while self._room_set_ids > ROOM_SETS_CACHE_IDS:
+            _, (_, evicted) = self._room_sets.popitem(last=False)
+            self._room_set_ids -= len(evicted)
 
     async def _finish(
         self,
@@ -183,12 +217,14 @@ class SlidingSyncService:
         position: connections.Position | None,
         request: SlidingSyncRequest,
         since: SyncToken | None,
-    ) -> bool:
-        """Whether the client repeats the request that `pos` answered and nothing has
-        moved since: then the answer would be empty, and is not computed."""
+    ) -> Mapping[str, Any] | None:
+        """The connection's state, when the client repeats the request that `pos`
+        answered and nothing has moved since: then the answer would be empty, and is
+        not computed."""
         if position is None or since is None or self._now(since) != since:
-            return False
-        return bool(position.records().get("q") == request.digest)
+            return None
+        records = position.records()
+        return records if records.get("q") == request.digest else None
 
     def _now(self, since: SyncToken | None) -> SyncToken:
         """The positions readable now; never behind the client's (another process may
@@ -299,15 +335,15 @@ class SlidingSyncService:
         since: SyncToken | None,
     ) -> _Lists:
         """Each list's window and its rooms; and, read in the lists' round trip, the
-        timelines of the rooms they likely hold (`_guess`) and those rooms' unread
+        timelines of the rooms they likely hold (`guess_timelines`) and those rooms' unread
         counts.
 
-        A long-poll repeating its request (`_known`) brings its windows up to date from
+        A long-poll repeating its request (`known_windows`) brings its windows up to date from
         what the connection had, reading only the rooms with events since, when the
         digest of the user's memberships (read first) is the one it had; otherwise,
         and on a first answer, each list is read whole."""
         out = _Lists(self._now(since).events)
-        guesses = {name: _guess(had, name, out.at) for name in request.lists}
+        guesses = {name: guess_timelines(had, name, out.at) for name in request.lists}
         counted = sorted({room_id for guess in guesses.values() for room_id, _, _ in guess})
         queued: list[QueuedUnread] = []
 
@@ -317,9 +353,9 @@ class SlidingSyncService:
         # The counts ride the first list's round trip.
         pending = [count] if counted else []
         since_events = None if since is None else since.events
-        incremental = all(map(_incremental, request.lists.values()))
-        context = _context_key(request, ctx) if incremental else ""
-        known = _known(request, had, context) if incremental else {}
+        incremental = all(map(updatable, request.lists.values()))
+        context = context_key(request, ctx) if incremental else ""
+        known = known_windows(request, had, context) if incremental else {}
         trusted = True
         for name, lst in request.lists.items():
             limit = lst.config.timeline_limit
@@ -444,22 +480,12 @@ def _filter(limit: int) -> SqlFilter | None:
     return sql_filter_for(RoomEventFilter(limit=limit))
 
 
-def _guess(had: Mapping[str, Any], name: str, upper: int) -> list[tuple[str, int, int]]:
-    """The timeline windows a list's rooms will likely need: those of the rooms of its
-    last window the user was joined to, from where the connection has them up to now
-    (read with the list in one round trip; a room whose window turns out otherwise is
-    read again)."""
-    last = had.get("lists", {}).get(name)
-    if not isinstance(last, list) or len(last) != 2:
-        return []
-    had_rooms = had.get("rooms", {})
-    out = []
-    for room_ids in last[1]:
-        for room_id in room_ids:
-            record = had_rooms.get(room_id)
-            if isinstance(record, dict) and record.get("s") == "join":
-                out.append((room_id, int(record.get("p", 0)), upper))
-    return out
+def _memberships(state: Mapping[str, Any]) -> str | None:
+    """The digest of the user's memberships in a connection's state, if it has one."""
+    digest = state.get("d")
+    if isinstance(digest, list) and digest and isinstance(digest[0], str):
+        return digest[0]
+    return None
 
 
 def _state(
@@ -472,43 +498,6 @@ def _state(
     if found.digest is not None:
         state["d"] = found.digest
     return state
-
-
-def _incremental(lst: ListRequest) -> bool:
-    """Whether a list can be brought up to date from the connection's window: one range
-    from the top, and no filter on what changes without an event in the room or a
-    membership of the user (encryption and space children change with room state,
-    tags are account data)."""
-    filters = lst.filters
-    return (
-        len(lst.ranges) == 1
-        and lst.ranges[0][0] == 0
-        and filters.is_encrypted is None
-        and filters.spaces is None
-        and filters.tags is None
-        and not filters.not_tags
-    )
-
-
-def _context_key(request: SlidingSyncRequest, ctx: ListContext) -> str:
-    """A digest of what the windows were read for: the lists' ranges and filters, and
-    the account data they are filtered by (DM rooms, ignored users)."""
-    lists = [f"{name}\x01{lst.ranges}\x01{lst.filters}" for name, lst in request.lists.items()]
-    text = "\n".join([*sorted(lists), "", *sorted(ctx.dm_rooms), "", *sorted(ctx.ignored)])
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def _known(request: SlidingSyncRequest, had: Mapping[str, Any], context: str) -> dict[str, Known]:
-    """The windows the connection has, when they were read for the same lists and
-    account data (`_context_key`)."""
-    if not isinstance(had.get("d"), list) or had["d"][1:] != [context]:
-        return {}
-    out = {}
-    for name in request.lists:
-        last = had.get("lists", {}).get(name)
-        if isinstance(last, list) and len(last) == 2 and len(last[1]) == 1:
-            out[name] = Known(room_ids=last[1][0], count=int(last[0]))
-    return out
 
 
 async def _save(
