@@ -125,10 +125,10 @@ class SlidingSyncService:
                     position = await self._position(conn, requester, request)
                     since = None if position is None else _token(position.token)
                 remaining = deadline - loop.time()
-                idle = self._idle(position, request, since) if first and remaining > 0 else None
-                if idle is not None:
+                idle, digest = self._idle(position, request, since, first and remaining > 0)
+                if idle:
                     # The answer would be empty: straight to waiting.
-                    rooms = await self._rooms(conn, user_id, _memberships(idle))
+                    rooms = await self._rooms(conn, user_id, digest)
                     moved = self._now(since) != since
                     # Something moved meanwhile: computed as a first answer (the
                     # client's own writes awaited).
@@ -217,14 +217,15 @@ class SlidingSyncService:
         position: connections.Position | None,
         request: SlidingSyncRequest,
         since: SyncToken | None,
-    ) -> Mapping[str, Any] | None:
-        """The connection's state, when the client repeats the request that `pos`
-        answered and nothing has moved since: then the answer would be empty, and is
-        not computed."""
-        if position is None or since is None or self._now(since) != since:
-            return None
+        may: bool,
+    ) -> tuple[bool, str | None]:
+        """Whether the client repeats the request that `pos` answered and nothing has
+        moved since: then the answer would be empty, and is not computed; and the
+        digest of the user's memberships the position was answered with."""
+        if not may or position is None or since is None or self._now(since) != since:
+            return False, None
         records = position.records()
-        return records if records.get("q") == request.digest else None
+        return records.get("q") == request.digest, _memberships(records)
 
     def _now(self, since: SyncToken | None) -> SyncToken:
         """The positions readable now; never behind the client's (another process may
