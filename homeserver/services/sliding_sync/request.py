@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -93,12 +93,24 @@ class SlidingSyncRequest:
 _INTERNED: dict[Any, Any] = {}
 MAX_INTERNED = 10_000
 T = TypeVar("T")
+V = TypeVar("V")
 
 
 def _intern(value: T) -> T:
+    return _intern_key(value, value)
+
+
+def _intern_key(key: Hashable, value: T) -> T:
     if len(_INTERNED) > MAX_INTERNED:
         _INTERNED.clear()
-    return cast(T, _INTERNED.setdefault(value, value))
+    return cast(T, _INTERNED.setdefault(key, value))
+
+
+def _shared(mapping: dict[str, V]) -> Mapping[str, V]:
+    """An equal mapping already parsed, if any: held long-polls repeating one request
+    share its lists and extensions rather than each keep its own (never mutated)."""
+    key = ("mapping", *mapping.items())
+    return cast(Mapping[str, V], _intern_key(key, mapping))
 
 
 def _object(value: Any, name: str) -> Mapping[str, Any]:
@@ -230,4 +242,12 @@ def parse_request(body: Mapping[str, Any], pos: str | None, timeout_ms: int) -> 
     digest = hashlib.blake2b(
         orjson.dumps(body, option=orjson.OPT_SORT_KEYS), digest_size=8
     ).hexdigest()
-    return SlidingSyncRequest(conn_id, pos, timeout_ms, lists, subscriptions, extensions, digest)
+    return SlidingSyncRequest(
+        conn_id,
+        pos,
+        timeout_ms,
+        _shared(lists),
+        _shared(subscriptions),
+        _shared(extensions),
+        digest,
+    )
