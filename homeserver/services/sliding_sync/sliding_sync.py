@@ -43,10 +43,7 @@ from homeserver.services.sliding_sync.lists import (
     updatable,
     window,
 )
-from homeserver.services.sliding_sync.request import (
-    RoomConfig,
-    SlidingSyncRequest,
-)
+from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
 from homeserver.services.sliding_sync.rooms import Rendering, RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
 from homeserver.services.sync.rooms import timeline_limit
@@ -336,13 +333,13 @@ class SlidingSyncService:
         since: SyncToken | None,
     ) -> _Lists:
         """Each list's window and its rooms; and, read in the lists' round trip, the
-        timelines of the rooms they likely hold (`guess_timelines`) and those rooms' unread
-        counts.
+        timelines of the rooms they likely hold (`guess_timelines`) and those rooms'
+        unread counts.
 
-        A long-poll repeating its request (`known_windows`) brings its windows up to date from
-        what the connection had, reading only the rooms with events since, when the
-        digest of the user's memberships (read first) is the one it had; otherwise,
-        and on a first answer, each list is read whole."""
+        Windows the connection has for the same lists (`known_windows`) are brought up
+        to date, reading only the rooms with events since, when the digest of the
+        user's memberships (read first) is the one it had; otherwise, and on a first
+        answer, each list is read whole."""
         out = _Lists(self._now(since).events)
         guesses = {name: guess_timelines(had, name, out.at) for name in request.lists}
         counted = sorted({room_id for guess in guesses.values() for room_id, _, _ in guess})
@@ -354,9 +351,9 @@ class SlidingSyncService:
         # The counts ride the first list's round trip.
         pending = [count] if counted else []
         since_events = None if since is None else since.events
-        incremental = all(map(updatable, request.lists.values()))
-        context = context_key(request, ctx) if incremental else ""
-        known = known_windows(request, had, context) if incremental else {}
+        updating = all(map(updatable, request.lists.values()))
+        context = context_key(request, ctx) if updating else ""
+        known = known_windows(request, had, context) if updating else {}
         trusted = True
         for name, lst in request.lists.items():
             limit = lst.config.timeline_limit
@@ -373,7 +370,7 @@ class SlidingSyncService:
             asked = known.get(name) if trusted else None
             read = await ask(
                 known=asked,
-                digest=incremental and first,
+                digest=updating and first,
                 guess=guesses[name],
                 guess_limit=timeline_limit(RoomEventFilter(limit=limit)) + 1,
                 guess_filter=_filter(limit),
@@ -471,7 +468,7 @@ class _Lists:
     by_id: dict[str, UserRoom] = field(default_factory=dict)
     read: dict[int, dict[tuple[str, int, int], list[EventRow]]] = field(default_factory=dict)
     unread: dict[str, JsonDict] = field(default_factory=dict)
-    # [digest of the user's listed memberships, `_context_key`], read with the lists
+    # [digest of the user's listed memberships, `context_key`], read with the lists
     # when the connection can bring them up to date next time.
     digest: list[str] | None = None
 
