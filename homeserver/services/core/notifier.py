@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from homeserver import metrics
+from homeserver.services.core.room_index import RoomIndex
 from homeserver.storage.core import streams
 from homeserver.storage.core.dedicated import DedicatedConnection, Listener
 from homeserver.storage.core.pool import Connection, Database, is_unavailable
@@ -83,9 +84,9 @@ class Notifier:
     def __init__(self, db: Database) -> None:
         self.positions: dict[str, int] = {}
         self._by_user: dict[str, set[Waiter]] = {}
-        # Per room, its waiting users and how many waiters each (not the waiters: a
-        # user's many long-polls cost one entry per room, not one each).
-        self._by_room: dict[str, dict[str, int]] = {}
+        # Per room, the users waiting on it (not the waiters: a user's many long-polls
+        # cost one entry per room, not one each).
+        self._rooms = RoomIndex()
         self._pending: list[_Pending] = []
         self._handlers: dict[str, Handler] = {}
         self._after_reconnect: list[Callable[[], None]] = []
@@ -117,6 +118,7 @@ class Notifier:
         for waiters in self._by_user.values():
             for waiter in waiters:
                 waiter.wake()
+        self._rooms.close()
 
     def drain(self) -> None:
         """The process is stopping: wake every waiter now, and wait no more."""
@@ -208,7 +210,7 @@ class Notifier:
     def wake(self, *, rooms: Iterable[str] = (), users: Iterable[str] = ()) -> None:
         """Wake the waiters of these rooms and users now (in-memory streams use this)."""
         for room_id in rooms:
-            for user_id in self._by_room.get(room_id, ()):
+            for user_id in self._rooms.users_in(room_id):
                 for waiter in self._by_user.get(user_id, ()):
                     if room_id in waiter.rooms:
                         waiter.wake()
@@ -307,22 +309,19 @@ class Notifier:
         await self._conn.run(lambda conn: streams.publish(conn, CHANNEL, data))
 
     def room_set(self, user_id: str, rooms: frozenset[str]) -> frozenset[str]:
-        """`rooms`, or an equal set a long-poll of this user already waits on: a caller
-        that keeps the result instead while it waits holds no copy of its own (a user
-        in 100 rooms: 17 KiB of ids and table per held long-poll)."""
-        other = next(iter(self._by_user.get(user_id, ())), None)  # one comparison
-        return other.rooms if other is not None and other.rooms == rooms else rooms
+        """`rooms`, or an equal set a long-poll of this user waits (or waited) on: a
+        caller that keeps the result instead while it waits holds no copy of its own
+        (a user in 100 rooms: 17 KiB of ids and table per held long-poll), and
+        registers it again in constant time."""
+        return self._rooms.shared(user_id, rooms)
 
     async def wait(self, user_id: str, rooms: Iterable[str], seconds: float) -> bool:
         """Block until something for this user or these rooms is notified; False on timeout."""
         if self._draining:
             return False
         loop = asyncio.get_running_loop()
-        waiter = Waiter(user_id, frozenset(rooms), loop.create_future())
+        waiter = Waiter(user_id, self._rooms.hold(user_id, frozenset(rooms)), loop.create_future())
         self._by_user.setdefault(user_id, set()).add(waiter)
-        for room_id in waiter.rooms:
-            counts = self._by_room.setdefault(room_id, {})
-            counts[user_id] = counts.get(user_id, 0) + 1
         try:
             # A timeout scope, not wait_for: no task of its own per held long-poll.
             with metrics.LONG_POLLS.track_inprogress():
@@ -332,10 +331,7 @@ class Notifier:
         except TimeoutError:
             return False
         finally:
-            # Unregistered at the loop's next turn, while the woken request waits on
-            # its first query: a waiter in thousands of rooms takes a while to remove,
-            # and waking it again meanwhile does nothing.
-            loop.call_soon(self._discard, waiter)
+            self._discard(waiter)
 
     async def settle(self, user_id: str, rooms: Iterable[str], seconds: float) -> None:
         """Wait (at most `seconds`) until the writes announced for this user or these
@@ -371,14 +367,7 @@ class Notifier:
             users.discard(waiter)
             if not users:
                 del self._by_user[waiter.user_id]
-        for room_id in waiter.rooms:
-            counts = self._by_room.get(room_id)
-            if counts is not None and waiter.user_id in counts:
-                counts[waiter.user_id] -= 1
-                if not counts[waiter.user_id]:
-                    del counts[waiter.user_id]
-                    if not counts:
-                        del self._by_room[room_id]
+        self._rooms.release(waiter.user_id, waiter.rooms)
 
     @property
     def waiting(self) -> int:
