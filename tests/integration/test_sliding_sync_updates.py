@@ -1,11 +1,14 @@
 """Sliding sync lists brought up to date from the connection's window: a long-poll that
 repeats its request reads only the rooms with events since its position, as long as
-the user's memberships are as they were; every answer must equal the list read whole
-(what a new connection is answered at the same moment)."""
+the user's memberships are as they were; and so does a first answer, from the windows
+of the user's last first answer of the same lists. Every answer must equal the list
+read whole (what a new connection is answered at the same moment, for lists no
+earlier answer read)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +31,21 @@ def _reads(how: str) -> float:
     return REGISTRY.get_sample_value("homeserver_sliding_sync_lists_total", {"read": how}) or 0.0
 
 
+_names = itertools.count()
+
+
+async def reference(user: User, body: dict[str, Any]) -> tuple[Any, str]:
+    """A first answer that reads the list whole, and the list's name in it: the list
+    under a name no earlier answer used, so no windows kept for the user apply."""
+    name = f"ref{next(_names)}"
+    pos = user.pos
+    before = _reads("whole")
+    fresh = await user.ss({**body, "lists": {name: body["lists"]["all"]}, "conn_id": name})
+    assert _reads("whole") - before == 1.0
+    user.pos = pos
+    return fresh, name
+
+
 class Watcher:
     """A connection long-polling one list, checked against the list read whole."""
 
@@ -48,12 +66,34 @@ class Watcher:
         assert {h: _reads(h) - before[h] for h in before} == {
             h: 1.0 if h == how else 0.0 for h in before
         }
-        pos = self.user.pos
-        fresh = await self.user.ss({**self.body, "conn_id": "fresh"}, pos=None)
-        self.user.pos = pos
-        assert window(answer) == window(fresh)
-        assert answer["lists"]["all"]["count"] == fresh["lists"]["all"]["count"]
+        fresh, name = await reference(self.user, self.body)
+        assert window(answer) == window(fresh, name)
+        assert answer["lists"]["all"]["count"] == fresh["lists"][name]["count"]
         return window(answer)
+
+
+async def first(user: User, body: dict[str, Any], how: str) -> list[str]:
+    """A first answer (a new connection), read as `how` says, equal in its list and
+    rooms to one that read the list whole."""
+    before = {h: _reads(h) for h in ("updated", "whole")}
+    answer = await user.ss({**body, "conn_id": f"first{next(_names)}"})
+    assert {h: _reads(h) - before[h] for h in before} == {
+        h: 1.0 if h == how else 0.0 for h in before
+    }
+    fresh, name = await reference(user, body)
+    assert window(answer) == window(fresh, name)
+    assert answer["lists"]["all"]["count"] == fresh["lists"][name]["count"]
+    assert _ageless(answer["rooms"]) == _ageless(fresh["rooms"])
+    return window(answer)
+
+
+def _ageless(value: Any) -> Any:
+    """`value` without the events' ages (they differ from one answer to the next)."""
+    if isinstance(value, dict):
+        return {k: _ageless(v) for k, v in value.items() if k != "age"}
+    if isinstance(value, list):
+        return [_ageless(v) for v in value]
+    return value
 
 
 async def test_bumps_are_brought_up_to_date_and_memberships_read_whole(client: Client) -> None:
@@ -184,3 +224,56 @@ async def test_a_long_poll_wakes_for_a_room_joined_since_it_last_waited(client: 
     await bob.send(room_id, "hello")
     answer = await asyncio.wait_for(poll, 5)
     assert [e["content"]["body"] for e in answer["rooms"][room_id]["timeline"]] == ["hello"]
+
+
+async def test_first_answers_start_from_the_users_last_first_answer(client: Client) -> None:
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    rooms = [await alice.create_room(name=f"r{i}") for i in range(5)]
+    body = one_list(end=2)
+    assert await first(alice, body, "whole") == [rooms[4], rooms[3], rooms[2]]
+    # Nothing new: the same window, and its rooms' timelines read with the list.
+    assert await first(alice, body, "updated") == [rooms[4], rooms[3], rooms[2]]
+    # A message below the window brings its room in; its new timeline is sent.
+    await alice.send(rooms[0], "up")
+    assert await first(alice, body, "updated") == [rooms[0], rooms[4], rooms[3]]
+    # An invite, a join, a leave: memberships of the user, read whole.
+    invited = await bob.create_room(name="bob's", invite=[alice.user_id])
+    assert (await first(alice, body, "whole"))[0] == invited
+    await bob.send(invited, "hi")
+    assert (await first(alice, body, "updated"))[0] == invited
+    await alice.join(invited)
+    await first(alice, body, "whole")
+    await alice.call("POST", f"/rooms/{rooms[0]}/leave", {})
+    assert rooms[0] not in await first(alice, body, "whole")
+    await alice.send(rooms[1], "last")
+    assert (await first(alice, body, "updated"))[0] == rooms[1]
+    # Kicked, the room stays listed; forgotten, it goes, though no event says so.
+    await bob.call("POST", f"/rooms/{invited}/kick", {"user_id": alice.user_id})
+    assert invited in await first(alice, one_list(end=9), "whole")
+    await alice.call("POST", f"/rooms/{invited}/forget", {})
+    assert invited not in await first(alice, one_list(end=9), "whole")
+
+
+async def test_first_answers_of_other_lists_or_after_many_events_read_whole(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await new_user(client, "alice")
+    bob = await new_user(client, "bob")
+    rooms = [await alice.create_room(name=f"r{i}", invite=[bob.user_id]) for i in range(4)]
+    direct = f"/user/{alice.user_id}/account_data/m.direct"
+    await alice.call("PUT", direct, {bob.user_id: rooms[:1]})
+    dms = one_list(end=3, is_dm=True)
+    everything = one_list(end=1)
+    await first(alice, dms, "whole")
+    await first(alice, everything, "whole")
+    # Each set of lists has windows of its own.
+    assert await first(alice, dms, "updated") == [rooms[0]]
+    assert await first(alice, everything, "updated") == [rooms[3], rooms[2]]
+    # The DM rooms are what the list was read for: other ones read it whole.
+    await alice.call("PUT", direct, {bob.user_id: rooms[:2]})
+    assert await first(alice, dms, "whole") == [rooms[1], rooms[0]]
+    monkeypatch.setattr(store, "CHANGED_CAP", 2)
+    for room_id in rooms[:3]:
+        await alice.send(room_id, "more")
+    assert await first(alice, everything, "whole") == [rooms[2], rooms[1]]

@@ -33,17 +33,21 @@ from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.rooms.writer import RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
 from homeserver.services.sliding_sync.lists import (
+    FirstWindows,
+    FirstWindowsCache,
     ListContext,
+    Start,
     Window,
     context_key,
     guess_timelines,
     known_windows,
     limit_of,
     list_query,
+    room_configs,
     updatable,
     window,
 )
-from homeserver.services.sliding_sync.request import RoomConfig, SlidingSyncRequest
+from homeserver.services.sliding_sync.request import SlidingSyncRequest
 from homeserver.services.sliding_sync.rooms import Rendering, RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
 from homeserver.services.sync.rooms import timeline_limit
@@ -61,6 +65,9 @@ from homeserver.storage.timeline.timeline import SqlFilter
 DIRECT = "m.direct"
 ACCOUNT_CACHE_SIZE = 50_000
 ROOM_SETS_CACHE_IDS = 200_000
+# First answers' windows kept for the users' next ones (`FirstWindows`: 2 to 3 KiB
+# each, for lists of 20 rooms).
+FIRST_WINDOWS_CACHE = 5_000
 # A connection unused for this long is forgotten (Synapse's expiry).
 CONNECTION_EXPIRY_MS = 7 * 24 * 3600 * 1000
 
@@ -103,6 +110,7 @@ class SlidingSyncService:
         # most ROOM_SETS_CACHE_IDS rooms in all, the least recently used dropped first.
         self._room_sets: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
         self._room_set_ids = 0
+        self._first_windows = FirstWindowsCache(FIRST_WINDOWS_CACHE)
         # Per user: (account data position, DM rooms, ignored users).
         self._account_cache: OrderedDict[str, tuple[int, frozenset[str], frozenset[str]]] = (
             OrderedDict()
@@ -118,6 +126,7 @@ class SlidingSyncService:
         while True:
             async with self.db.pool.connection() as conn:
                 first, settle = settle, False
+
                 if first:
                     position = await self._position(conn, requester, request)
                     since = None if position is None else _token(position.token)
@@ -134,6 +143,7 @@ class SlidingSyncService:
                     answer = await self._compute(conn, requester, request, position, since, first)
                     if since is None or answer.news or remaining <= 0:
                         pos = await self._finish(conn, requester, request, position, answer)
+
                         break
                     rooms = await self._rooms(conn, user_id, _memberships(answer.state))
                     moved = self._now(since) != answer.now
@@ -149,6 +159,7 @@ class SlidingSyncService:
                     # answer with what there is, rather than look again.
                     deadline = loop.time()
         answer.body["pos"] = str(pos)
+
         return answer.body
 
     async def _rooms(self, conn: Connection, user_id: str, digest: str | None) -> frozenset[str]:
@@ -259,12 +270,14 @@ class SlidingSyncService:
         user_id = requester.user_id
         had = {} if position is None else position.records()
         since_events = None if since is None else since.events
+
         ctx = await self._context(
             conn, user_id, request, self.sync_service.current_token().account_data
         )
         ignored = sorted(ctx.ignored)
         had_rooms: Mapping[str, Any] = had.get("rooms", {})
         found = await self._lists(conn, user_id, request, ctx, had, since)
+
         windows, by_id = found.windows, found.by_id
         wanted = [r for r in request.subscriptions if r not in by_id]
         if wanted:
@@ -280,9 +293,10 @@ class SlidingSyncService:
             # Counts read at another position than the answer's are read again.
             found.unread = {}
         subscribed = [room_id for room_id in request.subscriptions if room_id in by_id]
-        configs = _room_configs(request, windows, subscribed)
+        configs = room_configs(request, windows, subscribed)
         targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
         await self._read_ahead(conn, user_id, targets, found, now.events)
+
         lists = {name: _list_state(w) for name, w in windows.items()}
         saved: list[connections.SavedPosition] = []
 
@@ -305,6 +319,7 @@ class SlidingSyncService:
             ignored=ctx.ignored,
         )
         rendering = await renderer.render(targets, found.read, save_early)
+
         scope = Scope(
             {name: w.room_ids for name, w in windows.items()},
             subscribed,
@@ -333,15 +348,19 @@ class SlidingSyncService:
         since: SyncToken | None,
     ) -> _Lists:
         """Each list's window and its rooms; and, read in the lists' round trip, the
-        timelines of the rooms they likely hold (`guess_timelines`) and those rooms'
-        unread counts.
+        timelines of the rooms they likely hold and those rooms' unread counts.
 
-        Windows the connection has for the same lists (`known_windows`) are brought up
-        to date, reading only the rooms with events since, when the digest of the
-        user's memberships (read first) is the one it had; otherwise, and on a first
-        answer, each list is read whole."""
+        Windows read before for the same lists (`_start`: the connection's, or for a
+        first answer those of the user's last first answer) are brought up to date,
+        reading only the rooms with events since, when the digest of the user's
+        memberships (read first) is the one they were read with; otherwise each list is
+        read whole. A first answer's windows are kept for the user's next one."""
         out = _Lists(self._now(since).events)
-        guesses = {name: guess_timelines(had, name, out.at) for name in request.lists}
+        since_events = None if since is None else since.events
+        updating = all(map(updatable, request.lists.values()))
+        context = context_key(request, ctx) if updating else ""
+        start = self._start(user_id, request, had, since_events, context if updating else None)
+        guesses = {name: start.guesses(name, out.at) for name in request.lists}
         counted = sorted({room_id for guess in guesses.values() for room_id, _, _ in guess})
         queued: list[QueuedUnread] = []
 
@@ -350,10 +369,7 @@ class SlidingSyncService:
 
         # The counts ride the first list's round trip.
         pending = [count] if counted else []
-        since_events = None if since is None else since.events
-        updating = all(map(updatable, request.lists.values()))
-        context = context_key(request, ctx) if updating else ""
-        known = known_windows(request, had, context) if updating else {}
+        known = start.known
         trusted = True
         for name, lst in request.lists.items():
             limit = lst.config.timeline_limit
@@ -378,7 +394,7 @@ class SlidingSyncService:
             )
             if first and read.digest is not None:
                 out.digest = [read.digest, context]
-                trusted = out.digest == had.get("d")
+                trusted = read.digest == start.digest
             updated = asked is not None and trusted and read.current
             if asked is not None and not updated:
                 # What the connection had no longer holds: the list is read whole.
@@ -391,7 +407,31 @@ class SlidingSyncService:
         counts = await queued[0].read() if queued else None
         if counts is not None:
             out.unread = {room_id: counts.get(room_id, {}) for room_id in counted}
+        if since is None and out.digest is not None:
+            self._first_windows.put(
+                user_id,
+                FirstWindows.of(context, out.digest[0], out.at, out.windows, out.by_id),
+            )
         return out
+
+    def _start(
+        self,
+        user_id: str,
+        request: SlidingSyncRequest,
+        had: Mapping[str, Any],
+        since: int | None,
+        context: str | None,
+    ) -> Start:
+        """What the lists start from: the windows the connection has (read at `since`)
+        or, for a first answer, those of the user's last first answer of the same lists
+        (`context`, when the lists can be brought up to date at all)."""
+        if since is None:
+            earlier = None if context is None else self._first_windows.get(user_id, context)
+            if earlier is None:
+                return Start()
+            return Start(earlier.known, earlier.digest, earlier.guesses)
+        known = {} if context is None else known_windows(request, had, context, since)
+        return Start(known, _memberships(had), functools.partial(guess_timelines, had))
 
     async def _read_ahead(
         self, conn: Connection, user_id: str, targets: list[Target], found: _Lists, now: int
@@ -550,19 +590,3 @@ async def record_room_facts(writers: list[RoomWriter]) -> None:
         for w in writers
     ]
     writers[0].last_writes.append(store.update_rooms(bumps))
-
-
-def _room_configs(
-    request: SlidingSyncRequest, windows: Mapping[str, Window], subscribed: list[str]
-) -> dict[str, RoomConfig]:
-    """Each room's parameters: those of every list window it is in, then its
-    subscription's, combined as the MSC says."""
-    configs: dict[str, RoomConfig] = {}
-    for name, found_window in windows.items():
-        for room_id in found_window.room_ids:
-            config = request.lists[name].config
-            configs[room_id] = configs.get(room_id, config).combine(config)
-    for room_id in subscribed:
-        config = request.subscriptions[room_id]
-        configs[room_id] = configs.get(room_id, config).combine(config)
-    return configs

@@ -168,11 +168,13 @@ CHANGED_CAP = 500
 
 @dataclass(frozen=True, slots=True)
 class Known:
-    """A list as the connection has it: the rooms of its window (all of its first
+    """A list as it was read at the events position `at` (by the connection, or by
+    the user's last first answer): the rooms of its window (all of its first
     `limit`, most recently bumped first) and its count."""
 
     room_ids: Sequence[str]
     count: int
+    at: int
 
 
 class ListRead(NamedTuple):
@@ -206,11 +208,11 @@ async def list_rooms(
     recently bumped first; a room the user is not joined to is placed by what they
     could see of it. The database sorts and counts: only the window travels.
 
-    With `known` (and `since`), the list is brought up to date from what the
-    connection had instead of read whole: only its window's rooms and those with
-    events since are read (`_changed_cursor`). That holds only if the user's listed
-    memberships are as they were: the caller compares the `digest` (read first, in
-    the same round trip) with the one it had.
+    With `known`, the list is brought up to date from what was read at `known.at`
+    instead of read whole: only its window's rooms and those with events since are
+    read (`_changed_cursor`). That holds only if the user's listed memberships are as
+    they were: the caller compares the `digest` (read first, in the same round trip)
+    with the one it had.
 
     With `guess` (the (room, lower, upper) windows the caller expects to read the
     timelines of), their last `guess_limit` events are read in the same round trip
@@ -226,7 +228,7 @@ async def list_rooms(
             # again next time, rather than be missed.
             if digest:
                 digested = await conn.execute(*_digest_query(user_id, since, ignored))
-            if known is not None and since is not None:
+            if known is not None:
                 cur = await _changed_cursor(conn, user_id, query, limit, since, ignored, known)
             else:
                 # Unfiltered, the list counts what the digest counts.
@@ -246,7 +248,7 @@ async def list_rooms(
     if digested is not None:
         listed, xor = (await digested.fetchall())[0]
         read_digest = f"{listed}.{xor}"
-    if known is None or since is None:
+    if known is None:
         if digest and query.unfiltered:
             total = int(listed)
         else:
@@ -254,17 +256,17 @@ async def list_rooms(
         return ListRead(
             total, [UserRoom._make(row[:-1]) for row in rows], guessed, read_digest, True
         )
-    current = bool(rows) and _changes_trusted(rows[0][-3:], since, len(known.room_ids))
+    current = bool(rows) and _changes_trusted(rows[0][-3:], known.at, len(known.room_ids))
     rooms = [UserRoom._make(row[:-3]) for row in rows]
     return ListRead(known.count, rooms, guessed, read_digest, current)
 
 
-def _changes_trusted(tail: Sequence[Any], since: int, known: int) -> bool:
-    """Whether the rooms changed since `since` were all read (no more events than the
+def _changes_trusted(tail: Sequence[Any], at: int, known: int) -> bool:
+    """Whether the rooms changed since `at` were all read (no more events than the
     cap), none of their memberships moved since (a join or leave between the digest
     and this read), and every room of the window is still listed."""
     events, latest_membership, in_window = tail
-    return int(events) < CHANGED_CAP and int(latest_membership) <= since and int(in_window) == known
+    return int(events) < CHANGED_CAP and int(latest_membership) <= at and int(in_window) == known
 
 
 def _digest_query(
@@ -328,14 +330,15 @@ async def _changed_cursor(
     user_id: str,
     query: ListQuery,
     limit: int,
-    since: int,
+    since: int | None,
     ignored: Sequence[str],
     known: Known,
 ) -> AsyncCursor[Any]:
-    """The list's first `limit` among the rooms of the connection's window and the
-    user's rooms with events since `since` (up to `CHANGED_CAP` events): with the
+    """The list's first `limit` among the rooms of the window as read at `known.at`
+    and the user's rooms with events since (up to `CHANGED_CAP` events): with the
     user's memberships unchanged, a room bumps only with an event and no bump ever
-    goes down, so no other room can have come into the window.
+    goes down, so no other room can have come into the window. `since` is the
+    answer's own (None for a first answer), for the rooms it lists (`_listed`).
 
     Each row also carries how many events were looked at, the latest position of the
     memberships read, and how many rooms of the window are still listed
@@ -345,11 +348,12 @@ async def _changed_cursor(
         "limit": limit,
         "cap": CHANGED_CAP,
         "window": list(known.room_ids),
+        "at": known.at,
     }
     where = _listed(since, ignored, params) + query.sql(params)
     return await conn.execute(
         "WITH recent AS MATERIALIZED (SELECT e.room_id FROM events e"
-        " WHERE e.stream_ordering > %(since)s ORDER BY e.stream_ordering LIMIT %(cap)s)"
+        " WHERE e.stream_ordering > %(at)s ORDER BY e.stream_ordering LIMIT %(cap)s)"
         f" SELECT {_ROOM_COLUMNS}, (SELECT count(*) FROM recent), max(m.stream_ordering) OVER (),"
         " count(*) FILTER (WHERE m.room_id = ANY(%(window)s::text[])) OVER ()"
         " FROM (SELECT unnest(%(window)s::text[]) UNION SELECT room_id FROM recent)"
