@@ -303,6 +303,7 @@ class Homeserver:
         """Release what the services hold; the database pool belongs to the caller."""
         await self.delayed_events.close()
         await self.send.close()
+        await self.sliding_sync.close()
         await self.admin_rooms.close()
         await self.retention.close()
         await self.admin_tasks.close()

@@ -231,3 +231,29 @@ async def call(
         kwargs["json"] = body
     resp = await client.request(method, f"/_matrix/client{path}", **kwargs)
     return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def servers(
+    tmp_path: Path, database_factory: Callable[[], str]
+) -> AsyncIterator[Callable[[str], Any]]:
+    """Starts servers on one database (two at once, or one after the other)."""
+    conninfo = database_factory()
+    running: dict[str, tuple[TestClient[Any, Any], Database]] = {}
+
+    async def start(name: str) -> TestClient[Any, Any]:
+        if name in running:
+            old, old_db = running.pop(name)
+            await old.close()
+            await old.app[HOMESERVER].close()
+            await old_db.close()
+        hs, db = await start_process(tmp_path / "hs", conninfo)
+        client = await serve_process(hs)
+        running[name] = (client, db)
+        return client
+
+    yield start
+    for client, db in running.values():
+        await client.close()
+        await client.app[HOMESERVER].close()
+        await db.close()

@@ -3,15 +3,12 @@ connections that outlive a restart and are shared by two servers on one database
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from homeserver.api.context import HOMESERVER
-from homeserver.storage.core.pool import Database
-from tests.integration.conftest import device_token, make_user, serve_process, start_process
+from tests.integration.conftest import device_token, make_user
 from tests.integration.sliding_sync_helpers import (
     Client,
     User,
@@ -153,32 +150,6 @@ async def test_invites_from_ignored_users_are_hidden(client: Client) -> None:
     await bob.create_room(invite=[alice.user_id])
     answer = await alice.ss(one_list())
     assert answer["lists"]["all"]["count"] == 0 and answer["rooms"] == {}
-
-
-@pytest.fixture
-async def servers(
-    tmp_path: Path, database_factory: Callable[[], str]
-) -> AsyncIterator[Callable[[str], Any]]:
-    """Starts servers on one database (two at once, or one after the other)."""
-    conninfo = database_factory()
-    running: dict[str, tuple[Client, Database]] = {}
-
-    async def start(name: str) -> Client:
-        if name in running:
-            old, old_db = running.pop(name)
-            await old.close()
-            await old.app[HOMESERVER].close()
-            await old_db.close()
-        hs, db = await start_process(tmp_path / "hs", conninfo)
-        client = await serve_process(hs)
-        running[name] = (client, db)
-        return client
-
-    yield start
-    for client, db in running.values():
-        await client.close()
-        await client.app[HOMESERVER].close()
-        await db.close()
 
 
 async def test_connection_survives_a_restart_and_moves_between_processes(

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,12 +57,14 @@ from homeserver.services.sync.sync import MAX_SETTLE_S, SyncService
 from homeserver.services.sync.tokens import InvalidToken, SyncToken
 from homeserver.services.timeline.messages import sql_filter_for
 from homeserver.storage.accounts.account_data import IGNORED_USER_LIST
-from homeserver.storage.core.pool import Connection, Database
+from homeserver.storage.core.pool import Connection, Database, roll_back
 from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.sliding_sync import connections
 from homeserver.storage.sliding_sync import rooms as store
 from homeserver.storage.sliding_sync.rooms import UserRoom
 from homeserver.storage.timeline.timeline import SqlFilter
+
+log = logging.getLogger(__name__)
 
 DIRECT = "m.direct"
 ACCOUNT_CACHE_SIZE = 50_000
@@ -87,6 +91,9 @@ class _Answer:
     unread: Mapping[str, JsonDict]
     # The new position, when saved in the state's round trip (`_compute`).
     saved: connections.SavedPosition | None = None
+    # The new position's id, when taken ahead (`_lists`): the answer can go before it
+    # is stored, which its transaction, still open, does (`_commit_after`).
+    reserved: int | None = None
 
 
 class SlidingSyncService:
@@ -111,6 +118,8 @@ class SlidingSyncService:
         self._room_sets: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
         self._room_set_ids = 0
         self._first_windows = FirstWindowsCache(FIRST_WINDOWS_CACHE)
+        # Positions being stored after their answer went out (`_commit_after`).
+        self._commits: set[asyncio.Task[None]] = set()
         # Per user: (account data position, DM rooms, ignored users).
         self._account_cache: OrderedDict[str, tuple[int, frozenset[str], frozenset[str]]] = (
             OrderedDict()
@@ -124,9 +133,12 @@ class SlidingSyncService:
         since: SyncToken | None = None
         settle = True
         while True:
-            async with self.db.pool.connection() as conn:
+            stack = AsyncExitStack()
+            conn = await stack.enter_async_context(self.db.pool.connection())
+            # The connection goes back at the end of the turn, unless a task takes it.
+            lease: AsyncExitStack | None = stack
+            try:
                 first, settle = settle, False
-
                 if first:
                     position = await self._position(conn, requester, request)
                     since = None if position is None else _token(position.token)
@@ -143,12 +155,22 @@ class SlidingSyncService:
                     answer = await self._compute(conn, requester, request, position, since, first)
                     if since is None or answer.news or remaining <= 0:
                         pos = await self._finish(conn, requester, request, position, answer)
-
+                        if answer.reserved is not None:
+                            self._commit_after(stack, conn, requester, request, position, answer)
+                            lease = None
                         break
+                    if answer.reserved is not None:
+                        await connections.abandon_position(conn)
                     rooms = await self._rooms(conn, user_id, _memberships(answer.state))
                     moved = self._now(since) != answer.now
                     # Computed again once woken: not kept while the long-poll is held.
                     del answer
+            except BaseException:
+                await roll_back(conn)
+                raise
+            finally:
+                if lease is not None:
+                    await lease.aclose()
             if not moved:
                 # Nothing readable moved while we computed: sleep until something for
                 # the user or any of their rooms is notified (no await before
@@ -159,8 +181,43 @@ class SlidingSyncService:
                     # answer with what there is, rather than look again.
                     deadline = loop.time()
         answer.body["pos"] = str(pos)
-
         return answer.body
+
+    def _commit_after(
+        self,
+        lease: AsyncExitStack,
+        conn: Connection,
+        requester: Requester,
+        request: SlidingSyncRequest,
+        position: connections.Position | None,
+        answer: _Answer,
+    ) -> None:
+        """Store the answer's position (unless sent already) and commit its transaction
+        while the answer goes out, then give the connection back (`lease`). A request
+        with the new `pos` meanwhile waits for it (`_position`)."""
+        save = None
+        if answer.saved is None:
+            save = functools.partial(
+                _save, conn, requester, request, position, answer.now, answer.state, answer.reserved
+            )
+
+        async def commit() -> None:
+            try:
+                await connections.commit_position(conn, save)
+            except Exception as exc:
+                # The client finds its position unknown, and starts again.
+                log.warning("storing a sliding sync position failed: %s", exc)
+            finally:
+                await lease.aclose()
+
+        task = asyncio.create_task(commit(), name="sliding-sync-commit")
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+
+    async def close(self) -> None:
+        """Let the positions being stored be stored: their answers have gone out."""
+        if self._commits:
+            await asyncio.wait(self._commits)
 
     async def _rooms(self, conn: Connection, user_id: str, digest: str | None) -> frozenset[str]:
         """The user's rooms to wait on, shared with the user's other held long-polls;
@@ -196,11 +253,17 @@ class SlidingSyncService:
     ) -> int:
         """Read the unread counts of the rooms sent (those not read with the lists) and
         store the answer's state as the connection's new position, which rides the
-        counts' last round trip (unless the state's round trip took it already)."""
+        counts' last round trip (unless the state's round trip took it already); a
+        position whose id was taken ahead is stored after the answer, unless a round
+        trip is made anyway (`_commit_after`)."""
         saved = [] if answer.saved is None else [answer.saved]
 
         async def save() -> None:
-            saved.append(await _save(conn, requester, request, position, answer.now, answer.state))
+            saved.append(
+                await _save(
+                    conn, requester, request, position, answer.now, answer.state, answer.reserved
+                )
+            )
 
         missing = [r for r in answer.rendering.counted if r not in answer.unread]
         counts = dict(answer.unread)
@@ -215,9 +278,12 @@ class SlidingSyncService:
                     None if saved else save,
                 )
             )
-        elif not saved:
+        elif not saved and answer.reserved is None:
             await save()
         answer.rendering.add_unread(counts)
+        if answer.reserved is not None:
+            answer.saved = next(iter(saved), None)
+            return answer.reserved
         return await saved[0].id()
 
     def _idle(
@@ -251,9 +317,11 @@ class SlidingSyncService:
             return None
         if not request.pos.isdigit() or len(request.pos) > 18:
             raise unknown_pos()
-        position = await connections.load_position(
-            conn, requester.user_id, requester.device_id, request.conn_id, int(request.pos)
-        )
+        key = (conn, requester.user_id, requester.device_id, request.conn_id, int(request.pos))
+        position = await connections.load_position(*key)
+        if position is None:
+            # It may be one still being stored, its answer gone out (`_commit_after`).
+            position = await connections.load_position_in_flight(*key)
         if position is None or position.created_ts < now_ms() - CONNECTION_EXPIRY_MS:
             raise unknown_pos()
         return position
@@ -270,14 +338,12 @@ class SlidingSyncService:
         user_id = requester.user_id
         had = {} if position is None else position.records()
         since_events = None if since is None else since.events
-
         ctx = await self._context(
             conn, user_id, request, self.sync_service.current_token().account_data
         )
         ignored = sorted(ctx.ignored)
         had_rooms: Mapping[str, Any] = had.get("rooms", {})
         found = await self._lists(conn, user_id, request, ctx, had, since)
-
         windows, by_id = found.windows, found.by_id
         wanted = [r for r in request.subscriptions if r not in by_id]
         if wanted:
@@ -296,7 +362,6 @@ class SlidingSyncService:
         configs = room_configs(request, windows, subscribed)
         targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
         await self._read_ahead(conn, user_id, targets, found, now.events)
-
         lists = {name: _list_state(w) for name, w in windows.items()}
         saved: list[connections.SavedPosition] = []
 
@@ -304,7 +369,9 @@ class SlidingSyncService:
             """An answer that reads room state sends rooms, so it is kept: its position
             is saved in the state's round trip rather than one of its own at the end."""
             state = _state({**had_rooms, **records}, lists, request, found)
-            saved.append(await _save(conn, requester, request, position, now, state))
+            saved.append(
+                await _save(conn, requester, request, position, now, state, found.reserved)
+            )
 
         renderer = RoomRenderer(
             conn,
@@ -319,7 +386,6 @@ class SlidingSyncService:
             ignored=ctx.ignored,
         )
         rendering = await renderer.render(targets, found.read, save_early)
-
         scope = Scope(
             {name: w.room_ids for name, w in windows.items()},
             subscribed,
@@ -336,7 +402,9 @@ class SlidingSyncService:
         body["extensions"] = extensions
         state = _state({**had_rooms, **rendering.records}, lists, request, found)
         news = bool(rendering.rooms) or ext_news or lists != had.get("lists")
-        return _Answer(body, news, state, now, rendering, found.unread, next(iter(saved), None))
+        return _Answer(
+            body, news, state, now, rendering, found.unread, next(iter(saved), None), found.reserved
+        )
 
     async def _lists(
         self,
@@ -367,8 +435,16 @@ class SlidingSyncService:
         async def count() -> None:
             queued.append(await self.notifications.queue_unread(conn, user_id, counted, out.at))
 
-        # The counts ride the first list's round trip.
-        pending = [count] if counted else []
+        reservation: list[connections.ReservedPosition] = []
+
+        async def first_trip() -> None:
+            if counted:
+                await count()
+            if since is not None:
+                reservation.append(await connections.reserve_position(conn))
+
+        # The counts and the new position's id ride the first list's round trip.
+        pending = [first_trip] if counted or since is not None else []
         known = start.known
         trusted = True
         for name, lst in request.lists.items():
@@ -407,6 +483,8 @@ class SlidingSyncService:
         counts = await queued[0].read() if queued else None
         if counts is not None:
             out.unread = {room_id: counts.get(room_id, {}) for room_id in counted}
+        if reservation:
+            out.reserved = await reservation[0].id()
         if since is None and out.digest is not None:
             self._first_windows.put(
                 user_id,
@@ -511,6 +589,9 @@ class _Lists:
     # [digest of the user's listed memberships, `context_key`], read with the lists
     # when the connection can bring them up to date next time.
     digest: list[str] | None = None
+    # The new position's id, taken in the lists' round trip when a connection's
+    # position is answered (`reserve_position`).
+    reserved: int | None = None
 
 
 def _filter(limit: int) -> SqlFilter | None:
@@ -545,9 +626,11 @@ async def _save(
     position: connections.Position | None,
     now: SyncToken,
     state: JsonDict,
+    reserved: int | None = None,
 ) -> connections.SavedPosition:
     """Send the statement that stores the answer's state as the connection's new
-    position (from `position`, the one the client came with, if any)."""
+    position (from `position`, the one the client came with, if any; with the id
+    `reserved` for it, if one was)."""
     return await connections.save_position(
         conn,
         (requester.user_id, requester.device_id, request.conn_id),
@@ -556,6 +639,7 @@ async def _save(
         str(now),
         state,
         now_ms(),
+        reserved,
     )
 
 

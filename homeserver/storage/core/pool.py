@@ -119,16 +119,21 @@ async def pipelined_transaction(conn: Connection) -> AsyncIterator[None]:
             yield
             await conn.execute("COMMIT")
     except BaseException:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            try:
-                await conn.rollback()
-            except psycopg.Error as exc:
-                # The pool resets (or discards) a connection that comes back in a
-                # transaction or broken; a lost connection (the database restarting)
-                # is reported where the failure is handled.
-                if not conn.broken:
-                    log.warning("rolling back a failed transaction failed: %s", exc)
+        await roll_back(conn)
         raise
+
+
+async def roll_back(conn: Connection) -> None:
+    """End the connection's transaction, if it is in one, without committing."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        try:
+            await conn.rollback()
+        except psycopg.Error as exc:
+            # The pool resets (or discards) a connection that comes back in a
+            # transaction or broken; a lost connection (the database restarting)
+            # is reported where the failure is handled.
+            if not conn.broken:
+                log.warning("rolling back a failed transaction failed: %s", exc)
 
 
 async def connect(conninfo: str) -> Connection:
