@@ -1,15 +1,17 @@
 """`POST .../org.matrix.simplified_msc3575/sync`: windows over the user's room list.
 
 Per list, one query filters, orders by bump stamp and counts the user's rooms in
-the database and returns only the rooms up to the list's furthest range
-(storage/sliding_sync/rooms.py); only those rooms (and the subscriptions) are read,
-in batches: the cost follows the window, not the size of the account.
+the database and returns only the rooms up to the list's furthest range, or brings
+the windows read before up to date (`reading.py`); only those rooms (and the
+subscriptions) are read, in batches: the cost follows the window, not the size of
+the account.
 
 The connection's state lives in the database (`sliding_sync_positions`), so any
 process serving the database answers any `pos`, before and after a restart. Each
 position records the stream token it was computed at and, per room, what the
 connection then had of it; a `pos` unknown (never issued, superseded, expired)
-answers M_UNKNOWN_POS and the client starts the connection again.
+answers M_UNKNOWN_POS and the client starts the connection again. A long-poll's
+answer goes out before its position is stored (`_commit_after`).
 """
 
 from __future__ import annotations
@@ -20,49 +22,33 @@ import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from federation.types import JsonDict
-from homeserver import metrics
 from homeserver.services.accounts.auth import Requester
-from homeserver.services.accounts.filters import RoomEventFilter
 from homeserver.services.core.clock import now_ms
 from homeserver.services.core.errors import ServiceError
 from homeserver.services.core.notifier import Notifier
-from homeserver.services.push.notifications import NotificationService, QueuedUnread
+from homeserver.services.push.notifications import NotificationService
 from homeserver.services.rooms.event_cache import EventCache
 from homeserver.services.rooms.writer import RoomWriter
 from homeserver.services.sliding_sync.extensions import Extensions, Scope
 from homeserver.services.sliding_sync.lists import (
-    FirstWindows,
-    FirstWindowsCache,
     ListContext,
-    Start,
     Window,
-    context_key,
-    guess_timelines,
-    known_windows,
-    limit_of,
-    list_query,
     room_configs,
-    updatable,
-    window,
 )
+from homeserver.services.sliding_sync.reading import ListReader, Lists, memberships
 from homeserver.services.sliding_sync.request import SlidingSyncRequest
 from homeserver.services.sliding_sync.rooms import Rendering, RoomRenderer, Target
 from homeserver.services.sync.request import MAX_TIMEOUT_MS
-from homeserver.services.sync.rooms import timeline_limit
 from homeserver.services.sync.sync import MAX_SETTLE_S, SyncService
 from homeserver.services.sync.tokens import InvalidToken, SyncToken
-from homeserver.services.timeline.messages import sql_filter_for
 from homeserver.storage.accounts.account_data import IGNORED_USER_LIST
 from homeserver.storage.core.pool import Connection, Database, roll_back
-from homeserver.storage.rooms.events import EventRow
 from homeserver.storage.sliding_sync import connections
 from homeserver.storage.sliding_sync import rooms as store
-from homeserver.storage.sliding_sync.rooms import UserRoom
-from homeserver.storage.timeline.timeline import SqlFilter
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +103,7 @@ class SlidingSyncService:
         # most ROOM_SETS_CACHE_IDS rooms in all, the least recently used dropped first.
         self._room_sets: OrderedDict[str, tuple[str, frozenset[str]]] = OrderedDict()
         self._room_set_ids = 0
-        self._first_windows = FirstWindowsCache(FIRST_WINDOWS_CACHE)
+        self.lists = ListReader(notifications, FIRST_WINDOWS_CACHE)
         # Positions being stored after their answer went out (`_commit_after`).
         self._commits: set[asyncio.Task[None]] = set()
         # Per user: (account data position, DM rooms, ignored users).
@@ -161,7 +147,7 @@ class SlidingSyncService:
                         break
                     if answer.reserved is not None:
                         await connections.abandon_position(conn)
-                    rooms = await self._rooms(conn, user_id, _memberships(answer.state))
+                    rooms = await self._rooms(conn, user_id, memberships(answer.state))
                     moved = self._now(since) != answer.now
                     # Computed again once woken: not kept while the long-poll is held.
                     del answer
@@ -299,7 +285,7 @@ class SlidingSyncService:
         if not may or position is None or since is None or self._now(since) != since:
             return False, None
         records = position.records()
-        return records.get("q") == request.digest, _memberships(records)
+        return records.get("q") == request.digest, memberships(records)
 
     def _now(self, since: SyncToken | None) -> SyncToken:
         """The positions readable now; never behind the client's (another process may
@@ -341,14 +327,15 @@ class SlidingSyncService:
         ctx = await self._context(
             conn, user_id, request, self.sync_service.current_token().account_data
         )
-        ignored = sorted(ctx.ignored)
         had_rooms: Mapping[str, Any] = had.get("rooms", {})
-        found = await self._lists(conn, user_id, request, ctx, had, since)
+        found = await self.lists.read(
+            conn, user_id, request, ctx, had, since_events, self._now(since).events
+        )
         windows, by_id = found.windows, found.by_id
         wanted = [r for r in request.subscriptions if r not in by_id]
         if wanted:
             for room in await store.user_rooms(
-                conn, user_id, wanted, since=since_events, ignored=ignored
+                conn, user_id, wanted, since=since_events, ignored=sorted(ctx.ignored)
             ):
                 by_id[room.room_id] = room
         if settle:
@@ -361,7 +348,7 @@ class SlidingSyncService:
         subscribed = [room_id for room_id in request.subscriptions if room_id in by_id]
         configs = room_configs(request, windows, subscribed)
         targets = [Target(by_id[r], c, had_rooms.get(r)) for r, c in configs.items()]
-        await self._read_ahead(conn, user_id, targets, found, now.events)
+        await self.lists.read_ahead(conn, user_id, targets, found, now.events)
         lists = {name: _list_state(w) for name, w in windows.items()}
         saved: list[connections.SavedPosition] = []
 
@@ -406,143 +393,6 @@ class SlidingSyncService:
             body, news, state, now, rendering, found.unread, next(iter(saved), None), found.reserved
         )
 
-    async def _lists(
-        self,
-        conn: Connection,
-        user_id: str,
-        request: SlidingSyncRequest,
-        ctx: ListContext,
-        had: Mapping[str, Any],
-        since: SyncToken | None,
-    ) -> _Lists:
-        """Each list's window and its rooms; and, read in the lists' round trip, the
-        timelines of the rooms they likely hold and those rooms' unread counts.
-
-        Windows read before for the same lists (`_start`: the connection's, or for a
-        first answer those of the user's last first answer) are brought up to date,
-        reading only the rooms with events since, when the digest of the user's
-        memberships (read first) is the one they were read with; otherwise each list is
-        read whole. A first answer's windows are kept for the user's next one."""
-        out = _Lists(self._now(since).events)
-        since_events = None if since is None else since.events
-        updating = all(map(updatable, request.lists.values()))
-        context = context_key(request, ctx) if updating else ""
-        start = self._start(user_id, request, had, since_events, context if updating else None)
-        guesses = {name: start.guesses(name, out.at) for name in request.lists}
-        counted = sorted({room_id for guess in guesses.values() for room_id, _, _ in guess})
-        queued: list[QueuedUnread] = []
-
-        async def count() -> None:
-            queued.append(await self.notifications.queue_unread(conn, user_id, counted, out.at))
-
-        reservation: list[connections.ReservedPosition] = []
-
-        async def first_trip() -> None:
-            if counted:
-                await count()
-            if since is not None:
-                reservation.append(await connections.reserve_position(conn))
-
-        # The counts and the new position's id ride the first list's round trip.
-        pending = [first_trip] if counted or since is not None else []
-        known = start.known
-        trusted = True
-        for name, lst in request.lists.items():
-            limit = lst.config.timeline_limit
-            ask = functools.partial(
-                store.list_rooms,
-                conn,
-                user_id,
-                list_query(lst.filters, ctx),
-                limit_of(lst),
-                since=since_events,
-                ignored=sorted(ctx.ignored),
-            )
-            first = out.digest is None
-            asked = known.get(name) if trusted else None
-            read = await ask(
-                known=asked,
-                digest=updating and first,
-                guess=guesses[name],
-                guess_limit=timeline_limit(RoomEventFilter(limit=limit)) + 1,
-                guess_filter=_filter(limit),
-                then=pending.pop() if pending else None,
-            )
-            if first and read.digest is not None:
-                out.digest = [read.digest, context]
-                trusted = read.digest == start.digest
-            updated = asked is not None and trusted and read.current
-            if asked is not None and not updated:
-                # What the connection had no longer holds: the list is read whole.
-                whole = await ask()
-                read = whole._replace(guessed=read.guessed)
-            metrics.SLIDING_SYNC_LISTS.labels("updated" if updated else "whole").inc()
-            out.read.setdefault(limit, {}).update(read.guessed)
-            out.windows[name] = window(read.total, read.rooms, lst)
-            out.by_id.update((room.room_id, room) for room in read.rooms)
-        counts = await queued[0].read() if queued else None
-        if counts is not None:
-            out.unread = {room_id: counts.get(room_id, {}) for room_id in counted}
-        if reservation:
-            out.reserved = await reservation[0].id()
-        if since is None and out.digest is not None:
-            self._first_windows.put(
-                user_id,
-                FirstWindows.of(context, out.digest[0], out.at, out.windows, out.by_id),
-            )
-        return out
-
-    def _start(
-        self,
-        user_id: str,
-        request: SlidingSyncRequest,
-        had: Mapping[str, Any],
-        since: int | None,
-        context: str | None,
-    ) -> Start:
-        """What the lists start from: the windows the connection has (read at `since`)
-        or, for a first answer, those of the user's last first answer of the same lists
-        (`context`, when the lists can be brought up to date at all)."""
-        if since is None:
-            earlier = None if context is None else self._first_windows.get(user_id, context)
-            if earlier is None:
-                return Start()
-            return Start(earlier.known, earlier.digest, earlier.guesses)
-        known = {} if context is None else known_windows(request, had, context, since)
-        return Start(known, _memberships(had), functools.partial(guess_timelines, had))
-
-    async def _read_ahead(
-        self, conn: Connection, user_id: str, targets: list[Target], found: _Lists, now: int
-    ) -> None:
-        """The timelines of the rooms the lists' round trip did not guess (a first
-        answer's, a room entering a window, subscriptions), with the unread counts of
-        the rooms not counted there, in one round trip."""
-        missing: dict[int, list[tuple[str, int, int]]] = {}
-        for t in targets:
-            limit = t.config.timeline_limit
-            if not t.stripped and (w := t.window(now)) not in found.read.get(limit, {}):
-                missing.setdefault(limit, []).append(w)
-        if not missing:
-            return
-        counted = [
-            t.room.room_id for t in targets if not t.stripped and t.room.room_id not in found.unread
-        ]
-        queued: list[QueuedUnread] = []
-
-        async def count() -> None:
-            queued.append(await self.notifications.queue_unread(conn, user_id, counted, now))
-
-        reads = [
-            (windows, timeline_limit(RoomEventFilter(limit=limit)) + 1, _filter(limit))
-            for limit, windows in missing.items()
-        ]
-        read = await store.timelines(conn, reads, count if counted else None)
-        for limit, rows in zip(missing, read, strict=True):
-            found.read.setdefault(limit, {}).update(rows)
-        counts = await queued[0].read() if queued else None
-        if counts is not None:
-            found.unread.update((room_id, counts.get(room_id, {})) for room_id in counted)
-
     async def _context(
         self, conn: Connection, user_id: str, request: SlidingSyncRequest, position: int
     ) -> ListContext:
@@ -579,37 +429,7 @@ class SlidingSyncService:
         return dm_rooms, ignored
 
 
-@dataclass(slots=True)
-class _Lists:
-    at: int  # the events position the timelines and counts were read at
-    windows: dict[str, Window] = field(default_factory=dict)
-    by_id: dict[str, UserRoom] = field(default_factory=dict)
-    read: dict[int, dict[tuple[str, int, int], list[EventRow]]] = field(default_factory=dict)
-    unread: dict[str, JsonDict] = field(default_factory=dict)
-    # [digest of the user's listed memberships, `context_key`], read with the lists
-    # when the connection can bring them up to date next time.
-    digest: list[str] | None = None
-    # The new position's id, taken in the lists' round trip when a connection's
-    # position is answered (`reserve_position`).
-    reserved: int | None = None
-
-
-def _filter(limit: int) -> SqlFilter | None:
-    """The SQL filter of a timeline of `limit` events (`recent_events`)."""
-    return sql_filter_for(RoomEventFilter(limit=limit))
-
-
-def _memberships(state: Mapping[str, Any]) -> str | None:
-    """The digest of the user's memberships in a connection's state, if it has one."""
-    digest = state.get("d")
-    if isinstance(digest, list) and digest and isinstance(digest[0], str):
-        return digest[0]
-    return None
-
-
-def _state(
-    rooms: JsonDict, lists: JsonDict, request: SlidingSyncRequest, found: _Lists
-) -> JsonDict:
+def _state(rooms: JsonDict, lists: JsonDict, request: SlidingSyncRequest, found: Lists) -> JsonDict:
     """The connection's state after an answer: per room, what it was sent; per list,
     its count and windows; the request's digest; and, when read, the digest of the
     memberships the lists were read with."""
