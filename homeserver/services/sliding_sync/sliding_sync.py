@@ -21,7 +21,6 @@ import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +59,35 @@ ROOM_SETS_CACHE_IDS = 200_000
 FIRST_WINDOWS_CACHE = 5_000
 # A connection unused for this long is forgotten (Synapse's expiry).
 CONNECTION_EXPIRY_MS = 7 * 24 * 3600 * 1000
+
+
+class _Turn:
+    """A pooled connection for one turn of a long-poll, given back at the end of the
+    turn (its transaction, if one is open, rolled back on an error), unless a task
+    keeps it (`keep`) and gives it back itself (`release`)."""
+
+    __slots__ = ("_kept", "_lease", "conn")
+
+    def __init__(self, db: Database) -> None:
+        self._lease = db.pool.connection()
+        self._kept = False
+
+    async def __aenter__(self) -> _Turn:
+        self.conn = await self._lease.__aenter__()
+        return self
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if exc is not None:
+            await roll_back(self.conn)
+        if not self._kept:
+            await self._lease.__aexit__(kind, exc, tb)
+
+    def keep(self) -> Connection:
+        self._kept = True
+        return self.conn
+
+    async def release(self) -> None:
+        await self._lease.__aexit__(None, None, None)
 
 
 def unknown_pos() -> ServiceError:
@@ -119,11 +147,8 @@ class SlidingSyncService:
         since: SyncToken | None = None
         settle = True
         while True:
-            stack = AsyncExitStack()
-            conn = await stack.enter_async_context(self.db.pool.connection())
-            # The connection goes back at the end of the turn, unless a task takes it.
-            lease: AsyncExitStack | None = stack
-            try:
+            async with _Turn(self.db) as turn:
+                conn = turn.conn
                 first, settle = settle, False
                 if first:
                     position = await self._position(conn, requester, request)
@@ -142,8 +167,7 @@ class SlidingSyncService:
                     if since is None or answer.news or remaining <= 0:
                         pos = await self._finish(conn, requester, request, position, answer)
                         if answer.reserved is not None:
-                            self._commit_after(stack, conn, requester, request, position, answer)
-                            lease = None
+                            self._commit_after(turn, requester, request, position, answer)
                         break
                     if answer.reserved is not None:
                         await connections.abandon_position(conn)
@@ -151,12 +175,8 @@ class SlidingSyncService:
                     moved = self._now(since) != answer.now
                     # Computed again once woken: not kept while the long-poll is held.
                     del answer
-            except BaseException:
-                await roll_back(conn)
-                raise
-            finally:
-                if lease is not None:
-                    await lease.aclose()
+            # Neither is kept in the frame of a held long-poll.
+            del turn, conn
             if not moved:
                 # Nothing readable moved while we computed: sleep until something for
                 # the user or any of their rooms is notified (no await before
@@ -171,16 +191,16 @@ class SlidingSyncService:
 
     def _commit_after(
         self,
-        lease: AsyncExitStack,
-        conn: Connection,
+        turn: _Turn,
         requester: Requester,
         request: SlidingSyncRequest,
         position: connections.Position | None,
         answer: _Answer,
     ) -> None:
         """Store the answer's position (unless sent already) and commit its transaction
-        while the answer goes out, then give the connection back (`lease`). A request
-        with the new `pos` meanwhile waits for it (`_position`)."""
+        while the answer goes out, then give the turn's connection back. A request with
+        the new `pos` meanwhile waits for it (`_position`)."""
+        conn = turn.keep()
         save = None
         if answer.saved is None:
             save = functools.partial(
@@ -194,7 +214,7 @@ class SlidingSyncService:
                 # The client finds its position unknown, and starts again.
                 log.warning("storing a sliding sync position failed: %s", exc)
             finally:
-                await lease.aclose()
+                await turn.release()
 
         task = asyncio.create_task(commit(), name="sliding-sync-commit")
         self._commits.add(task)
