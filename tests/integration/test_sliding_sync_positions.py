@@ -30,15 +30,21 @@ def hold_commits(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     return gate
 
 
+async def connected(client: Any) -> tuple[User, str, str]:
+    """Alice (and her access token), in a room, with a sliding sync connection (a
+    first answer) open."""
+    alice_id, token = await make_user(client, "alice")
+    alice = User(client, alice_id, token)
+    room_id = await alice.create_room(name="room")
+    await alice.ss(BODY)
+    return alice, token, room_id
+
+
 async def test_a_position_being_stored_is_waited_for_on_either_process(
     servers: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = await servers("a")
-    alice_id, token = await make_user(first, "alice")
-    alice = User(first, alice_id, token)
-    on_b = User(await servers("b"), alice_id, token)
-    room_id = await alice.create_room(name="room")
-    await alice.ss(BODY)
+    alice, token, room_id = await connected(await servers("a"))
+    on_b = User(await servers("b"), alice.user_id, token)
     gate = hold_commits(monkeypatch)
     try:
         await alice.send(room_id, "hello")
@@ -63,11 +69,7 @@ async def test_a_position_being_stored_is_waited_for_on_either_process(
 async def test_a_position_that_could_not_be_stored_is_unknown(
     servers: Callable[[str], Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = await servers("a")
-    alice_id, token = await make_user(client, "alice")
-    alice = User(client, alice_id, token)
-    room_id = await alice.create_room(name="room")
-    await alice.ss(BODY)
+    alice, _, room_id = await connected(await servers("a"))
     commit = connections.commit_position
 
     async def failing(conn: Any, save: Callable[[], Awaitable[Any]] | None = None) -> None:
