@@ -105,8 +105,8 @@ class _Answer:
     unread: Mapping[str, JsonDict]
     # The new position, when saved in the state's round trip (`_compute`).
     saved: connections.SavedPosition | None = None
-    # The new position's id, when taken ahead (`_lists`): the answer can go before it
-    # is stored, which its transaction, still open, does (`_commit_after`).
+    # The new position's id, when taken ahead (`ListReader.read`): the answer can go
+    # before it is stored, which its transaction, still open, does (`_commit_after`).
     reserved: int | None = None
 
 
